@@ -1,0 +1,75 @@
+# optin — set-up and checks.  `make demo` and `make test` work on a fresh Debian/Ubuntu machine:
+# they install the system packages they need (as root, via apt-get; otherwise they print the
+# command), create .venv and install the package into it.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Debian/Ubuntu packages for the private display, the tray, the tests and the GTK tray backend
+# (see docs/development.md; versions measured in shared research platform-lab).
+APT_PACKAGES := xvfb xauth x11-utils xdotool openbox trayer dunst dbus xterm age \
+	fonts-dejavu-core xfonts-base libgirepository1.0-dev libcairo2-dev pkg-config gir1.2-gtk-3.0 \
+	gcc python3-dev python3-venv
+REQUIRED_COMMANDS := Xvfb openbox trayer dunst dbus-daemon xdotool xterm age pkg-config gcc
+
+.PHONY: help system-deps venv demo test lint unit bench run doctor clean
+
+help:
+	@echo "make demo    the whole chain on a private virtual display (installs what it needs)"
+	@echo "make test    lint, type checks and the whole test suite"
+	@echo "make run     start optin on your desktop (needs an installed study: see README)"
+	@echo "make bench   benchmarks (not part of make test)"
+	@echo "make clean   remove .venv and caches"
+
+system-deps:
+	@missing=""; \
+	for c in $(REQUIRED_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null || missing="$$missing gir/cairo-dev"; \
+	ls /usr/lib/*/girepository-1.0/Gtk-3.0.typelib >/dev/null 2>&1 || missing="$$missing gtk3-typelib"; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing system packages (missing:$$missing)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null || exit 1; \
+		else \
+			echo "optin needs these system packages (missing:$$missing). Run:"; \
+			echo "  sudo apt-get install -y --no-install-recommends $(APT_PACKAGES)"; \
+			exit 1; \
+		fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test,gtk]"
+	@touch $(STAMP)
+
+venv: system-deps $(STAMP)
+
+demo: venv
+	$(BIN)/optin demo
+
+run: venv
+	$(BIN)/optin run
+
+doctor: venv
+	$(BIN)/optin doctor
+
+lint: venv
+	$(BIN)/ruff check agent tests
+	$(BIN)/ruff format --check agent tests
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python -m tests.benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,138 @@
+"""The contract every platform backend implements.
+
+pynput and mss already hide the operating system for input and pixels; a
+backend wraps them (:meth:`Backend.input_hooks`, :meth:`Backend.screen_grabber`)
+and adds what they do not cover: which window has focus, whether capture can
+work in this session at all, and whether a tray host exists to show the
+recording indicator.
+
+Threading contract: :meth:`Backend.check_environment`,
+:meth:`Backend.active_window` and :meth:`Backend.tray_host_available` may be
+called from any thread; a backend serialises its own access to shared OS
+connections.  The :class:`~agent.capture.Hooks` objects a backend returns are
+started and stopped by one owner thread (the controller); their sinks are
+called from the backend's own threads.
+
+Capabilities are declared as class attributes (``HAS_*``), never discovered by
+crashing, so callers can say up front what a session will and will not record.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from agent.capture import EventSink, Hooks, ScreenGrabber
+from agent.events import (
+    ButtonPress,
+    ButtonRelease,
+    Event,
+    KeyPress,
+    KeyRelease,
+    PointerMove,
+    Scroll,
+    WindowFocus,
+)
+
+_KEYBOARD_EVENTS = (KeyPress, KeyRelease)
+_POINTER_EVENTS = (PointerMove, ButtonPress, ButtonRelease, Scroll)
+
+
+def scoped_sink(sink: EventSink, *, pointer: bool, keyboard: bool) -> EventSink:
+    """``sink`` restricted to the consented input scopes (``sink`` itself when both are on).
+
+    :raises ValueError: neither scope is on (then no input hooks should exist at all).
+    """
+    if pointer and keyboard:
+        return sink
+    if not pointer and not keyboard:
+        msg = "input hooks need the pointer or the keyboard scope; got neither"
+        raise ValueError(msg)
+    dropped = _POINTER_EVENTS if not pointer else _KEYBOARD_EVENTS
+
+    def scoped(event: Event) -> None:
+        if not isinstance(event, dropped):
+            sink(event)
+
+    return scoped
+
+
+class Backend(ABC):
+    """What the agent needs from the platform.
+
+    Get one with :func:`agent.backends.select_backend`; never import a backend
+    module directly.
+    """
+
+    #: Short name, as given to :func:`~agent.backends.select_backend` and ``OPTIN_BACKEND``.
+    NAME: ClassVar[str] = ""
+
+    #: :meth:`active_window` can tell which window has the focus.
+    HAS_ACTIVE_WINDOW: ClassVar[bool] = False
+
+    #: :meth:`focus_watcher` is driven by OS notifications (not by polling), so a
+    #: focus change is seen within milliseconds.
+    HAS_FOCUS_EVENTS: ClassVar[bool] = False
+
+    #: Window titles can be read (they are captured content: consent scope "window titles").
+    HAS_WINDOW_TITLES: ClassVar[bool] = False
+
+    #: :meth:`tray_host_available` can give a definite answer.
+    HAS_TRAY_DETECTION: ClassVar[bool] = False
+
+    #: The backend can tell when a password field has the keyboard focus.  When
+    #: False, minimisation at the source (promise P4) rests on the window deny-list alone.
+    HAS_SECURE_INPUT_DETECTION: ClassVar[bool] = False
+
+    @abstractmethod
+    def check_environment(self) -> None:
+        """Check that capture can work in this session.  Never hangs.
+
+        :raises agent.errors.EnvironmentProblem: with one line saying what is
+            wrong and the fix.
+        """
+
+    @property
+    def name(self) -> str:
+        """Same as :attr:`NAME`."""
+        return self.NAME
+
+    @abstractmethod
+    def input_hooks(self, sink: EventSink, *, pointer: bool = True, keyboard: bool = True) -> Hooks:
+        """Keyboard and pointer hooks that deliver events to ``sink`` once started.
+
+        :param pointer: deliver pointer moves, clicks and scrolls (consent scope "pointer").
+        :param keyboard: deliver key presses and releases (consent scope "keyboard").
+        :raises ValueError: both are False.
+        """
+
+    @abstractmethod
+    def screen_grabber(self) -> ScreenGrabber:
+        """A grabber for the whole virtual screen; the caller closes it."""
+
+    @abstractmethod
+    def active_window(self) -> WindowFocus | None:
+        """The window that has the focus now, stamped with :func:`agent.events.now_ns`.
+
+        Returns None when no window has the focus or it vanished while being
+        read.  Fields the platform does not tell are None.
+        """
+
+    @abstractmethod
+    def focus_watcher(self, sink: EventSink) -> Hooks:
+        """A source of :class:`~agent.events.WindowFocus` events.
+
+        Once started it emits the current window, then one event per change of
+        the focused window or of its title; identical consecutive values are
+        not repeated.
+        """
+
+    @abstractmethod
+    def tray_host_available(self) -> bool | None:
+        """Whether a system tray exists to show the indicator; None when this cannot be told."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
+        """Release OS connections held for :meth:`active_window` and friends.  Idempotent."""
+
+
+__all__ = ["Backend", "scoped_sink"]

@@ -1,0 +1,270 @@
+"""A deterministic backend with no display, shipped in the package (like httpx's MockTransport).
+
+Tests and dry runs use it through the normal chooser::
+
+    backend = select_backend("fake")          # or OPTIN_BACKEND=fake
+    hooks = backend.input_hooks(sink)         # what the controller does
+    hooks.start()
+    backend.last_input.emit(PointerMove(now_ns(), 10, 20))   # what a test does
+    backend.focus_window("Inbox", "Thunderbird")             # focus changes, watchers emit
+
+Every :func:`~agent.backends.select_backend` call returns a *new*
+:class:`FakeBackend`; a test keeps the instance it passes to the code under
+test and reaches the fakes that code created through :attr:`FakeBackend.last_input`,
+:attr:`FakeBackend.last_focus` and :attr:`FakeBackend.last_screen` (or the
+full lists :attr:`FakeBackend.inputs`, :attr:`FakeBackend.focus_watchers`,
+:attr:`FakeBackend.screens`).
+
+Sinks are called on the caller's thread, synchronously, so tests need no sleeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import threading
+from collections.abc import Iterable
+
+from agent.backends.base import Backend, scoped_sink
+from agent.capture import EventSink
+from agent.errors import EnvironmentProblem
+from agent.events import Event, Frame, WindowFocus, now_ns
+
+#: The window that has focus in a new :class:`FakeBackend` (``t_ns`` is set when read).
+DEFAULT_WINDOW = WindowFocus(
+    t_ns=0, title="Fake window", app_class="FakeApp", pid=4242, x=0, y=0, width=64, height=48
+)
+
+#: Size of the synthetic screen.
+DEFAULT_SCREEN_SIZE = (64, 48)
+
+
+class FakeInput:
+    """Input hooks driven by the test: :meth:`emit` delivers only while started.
+
+    :param script: events delivered, in order, on the first :meth:`start`.
+    """
+
+    def __init__(self, sink: EventSink, script: Iterable[Event] = ()) -> None:
+        self._sink = sink
+        self._script = list(script)
+        self._lock = threading.RLock()
+        self._started = False
+        self._replayed = False
+        #: Events delivered to the sink so far.
+        self.delivered = 0
+
+    def start(self) -> None:
+        with self._lock:
+            self._started = True
+            if not self._replayed:
+                self._replayed = True
+                for event in self._script:
+                    self._deliver(event)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._started = False
+
+    def is_alive(self) -> bool:
+        return self._started
+
+    def emit(self, event: Event) -> bool:
+        """Deliver ``event`` as if the OS reported it; False (and dropped) when not started."""
+        with self._lock:
+            if not self._started:
+                return False
+            self._deliver(event)
+            return True
+
+    def _deliver(self, event: Event) -> None:
+        self._sink(event)
+        self.delivered += 1
+
+
+class FakeFocus(FakeInput):
+    """A focus watcher: emits the backend's window on start, then each change.
+
+    Like the real watcher it never repeats an identical value; :meth:`emit`
+    bypasses that and delivers whatever it is given.
+    """
+
+    def __init__(self, backend: FakeBackend, sink: EventSink) -> None:
+        super().__init__(sink)
+        self._backend = backend
+        self._last: WindowFocus | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            self._started = True
+            self._last = None
+            self.notify(self._backend.active_window())
+
+    def notify(self, focus: WindowFocus | None) -> None:
+        """Deliver ``focus`` (None: nothing has focus) if started and different from the last one."""
+        with self._lock:
+            if not self._started:
+                return
+            if focus is None:
+                focus = WindowFocus(t_ns=now_ns(), title=None, app_class=None, pid=None)
+            if self._last is not None and dataclasses.replace(self._last, t_ns=focus.t_ns) == focus:
+                return
+            self._last = focus
+            self._deliver(focus)
+
+
+class FakeScreen:
+    """A synthetic screen: each grab is a WebP lossless image of one colour that changes per grab."""
+
+    def __init__(self, size: tuple[int, int] = DEFAULT_SCREEN_SIZE) -> None:
+        self.size = size
+        #: Grabs taken so far.
+        self.grabs = 0
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def grab(self, t_ns: int, reason: str) -> Frame:
+        from PIL import Image
+
+        with self._lock:
+            if self.closed:
+                msg = "FakeScreen.grab() called after close()"
+                raise RuntimeError(msg)
+            n = self.grabs
+            self.grabs += 1
+        colour = ((n * 37) % 256, (n * 91) % 256, (n * 53 + 128) % 256)
+        buf = io.BytesIO()
+        Image.new("RGB", self.size, colour).save(buf, format="WEBP", lossless=True)
+        width, height = self.size
+        return Frame(
+            t_ns=t_ns,
+            left=0,
+            top=0,
+            width=width,
+            height=height,
+            format="webp",
+            reason=reason,
+            data=buf.getvalue(),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+
+
+class FakeBackend(Backend):
+    """Deterministic backend for tests and dry runs; see the module docstring.
+
+    :param input_script: events every new :class:`FakeInput` delivers on its first start.
+    :param window: the window that has focus at first (None: nothing).
+    :param problem: if set, :meth:`check_environment` raises EnvironmentProblem with it.
+    :param tray_host: what :meth:`tray_host_available` answers.
+    """
+
+    NAME = "fake"
+    HAS_ACTIVE_WINDOW = True
+    HAS_FOCUS_EVENTS = True
+    HAS_WINDOW_TITLES = True
+    HAS_TRAY_DETECTION = True
+    HAS_SECURE_INPUT_DETECTION = False
+
+    def __init__(
+        self,
+        *,
+        input_script: Iterable[Event] = (),
+        window: WindowFocus | None = DEFAULT_WINDOW,
+        screen_size: tuple[int, int] = DEFAULT_SCREEN_SIZE,
+        problem: str | None = None,
+        tray_host: bool | None = True,
+    ) -> None:
+        self.input_script = list(input_script)
+        self.screen_size = screen_size
+        self.problem = problem
+        self.tray_host = tray_host
+        self._window = window
+        self._lock = threading.RLock()
+        #: Every FakeInput / FakeFocus / FakeScreen this backend created, oldest first.
+        self.inputs: list[FakeInput] = []
+        self.focus_watchers: list[FakeFocus] = []
+        self.screens: list[FakeScreen] = []
+
+    @property
+    def last_input(self) -> FakeInput | None:
+        """The most recently created input hooks, for tests to :meth:`~FakeInput.emit` into."""
+        return self.inputs[-1] if self.inputs else None
+
+    @property
+    def last_focus(self) -> FakeFocus | None:
+        return self.focus_watchers[-1] if self.focus_watchers else None
+
+    @property
+    def last_screen(self) -> FakeScreen | None:
+        return self.screens[-1] if self.screens else None
+
+    def check_environment(self) -> None:
+        if self.problem is not None:
+            raise EnvironmentProblem(self.problem)
+
+    def input_hooks(self, sink: EventSink, *, pointer: bool = True, keyboard: bool = True) -> FakeInput:
+        hooks = FakeInput(scoped_sink(sink, pointer=pointer, keyboard=keyboard), self.input_script)
+        with self._lock:
+            self.inputs.append(hooks)
+        return hooks
+
+    def screen_grabber(self) -> FakeScreen:
+        screen = FakeScreen(self.screen_size)
+        with self._lock:
+            self.screens.append(screen)
+        return screen
+
+    def active_window(self) -> WindowFocus | None:
+        with self._lock:
+            window = self._window
+        return None if window is None else dataclasses.replace(window, t_ns=now_ns())
+
+    def focus_watcher(self, sink: EventSink) -> FakeFocus:
+        watcher = FakeFocus(self, sink)
+        with self._lock:
+            self.focus_watchers.append(watcher)
+        return watcher
+
+    def tray_host_available(self) -> bool | None:
+        return self.tray_host
+
+    def focus_window(
+        self,
+        title: str | None,
+        app_class: str | None,
+        pid: int | None = None,
+        *,
+        geometry: tuple[int, int, int, int] | None = None,
+    ) -> WindowFocus:
+        """Give the focus to a window (as a user would) and notify the started watchers.
+
+        :param geometry: ``(x, y, width, height)``; default: the whole fake screen.
+        """
+        x, y, width, height = geometry or (0, 0, *self.screen_size)
+        focus = WindowFocus(
+            t_ns=now_ns(), title=title, app_class=app_class, pid=pid, x=x, y=y, width=width, height=height
+        )
+        self._set_window(focus)
+        return focus
+
+    def clear_focus(self) -> None:
+        """No window has the focus any more (e.g. the last one closed)."""
+        self._set_window(None)
+
+    def _set_window(self, focus: WindowFocus | None) -> None:
+        with self._lock:
+            self._window = focus
+            watchers = list(self.focus_watchers)
+        for watcher in watchers:
+            watcher.notify(focus)
+
+
+def make_backend() -> FakeBackend:
+    """Entry point used by :func:`agent.backends.select_backend`."""
+    return FakeBackend()
+
+
+__all__ = ["DEFAULT_WINDOW", "FakeBackend", "FakeFocus", "FakeInput", "FakeScreen", "make_backend"]

@@ -1,0 +1,231 @@
+"""A private X11 desktop for the demo and the tests: Xvfb, openbox, dunst, trayer.
+
+Never touches the user's display: Xvfb picks a free display number itself
+(``-displayfd``), and a private D-Bus session daemon serves the tray's GTK
+backend and the notification daemon.  Everything started here is stopped by
+PID in :meth:`VirtualDisplay.stop`, in reverse order, even after errors.
+Pitfalls handled (see platform-lab): the ``-displayfd`` pipe stays open while
+Xvfb runs; dunst is started with DISPLAY set rather than bus-activated;
+``NO_AT_BRIDGE=1`` keeps at-spi daemons away; RECORD is enabled explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from agent.errors import EnvironmentProblem
+
+#: System commands the private desktop needs, with the Debian package that has each.
+REQUIRED_TOOLS = {
+    "Xvfb": "xvfb",
+    "openbox": "openbox",
+    "dunst": "dunst",
+    "trayer": "trayer",
+    "dbus-daemon": "dbus",
+    "xdotool": "xdotool",
+    "xterm": "xterm",
+}
+
+APT_HINT = "sudo apt-get install -y " + " ".join(sorted(set(REQUIRED_TOOLS.values())))
+
+
+def missing_tools(tools: dict[str, str] | None = None) -> list[str]:
+    """Commands of ``tools`` (default: :data:`REQUIRED_TOOLS`) not on PATH."""
+    return [name for name in (tools or REQUIRED_TOOLS) if shutil.which(name) is None]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+class VirtualDisplay:
+    """Start with :meth:`start` (or ``with VirtualDisplay() as vd``); read :attr:`env`."""
+
+    def __init__(self, width: int = 1280, height: int = 800, *, tray: bool = True) -> None:
+        self.width = width
+        self.height = height
+        self.tray = tray
+        self.display = ""
+        self.env: dict[str, str] = {}
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._displayfd_read: int | None = None
+        self._x: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> VirtualDisplay:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the whole stack; on any failure stop what started and raise."""
+        missing = missing_tools()
+        if missing:
+            msg = f"the private display needs {', '.join(missing)}, not installed. Fix: {APT_HINT}"
+            raise EnvironmentProblem(msg)
+        try:
+            self._start_dbus()
+            self._start_xvfb()
+            self._start_rest()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_dbus(self) -> None:
+        proc = self._spawn(
+            ["dbus-daemon", "--session", "--nofork", "--print-address=1"], env=os.environ, stdout=True
+        )
+        address = _read_line(proc, timeout=5.0)
+        if not address:
+            msg = "the private D-Bus session daemon did not start (dbus-daemon printed no address)"
+            raise EnvironmentProblem(msg)
+        self.env["DBUS_SESSION_BUS_ADDRESS"] = address
+
+    def _start_xvfb(self) -> None:
+        r, w = os.pipe()
+        self._displayfd_read = r
+        screen = f"{self.width}x{self.height}x24"
+        cmd = ["Xvfb", "-displayfd", str(w), "-screen", "0", screen, "-nolisten", "tcp", "+extension", "RECORD"]
+        proc = subprocess.Popen(
+            cmd, pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        self._track(proc)
+        os.close(w)
+        ready, _, _ = select.select([r], [], [], 10.0)
+        number = os.read(r, 16).decode().strip() if ready else ""
+        # keep r open: Xvfb dies ("Cannot write display number") if it is closed early
+        if not number:
+            msg = f"Xvfb did not start within 10 s (exit code {proc.poll()})"
+            raise EnvironmentProblem(msg)
+        self.display = f":{number}"
+        base = {k: v for k, v in os.environ.items() if k not in ("WAYLAND_DISPLAY", "XAUTHORITY")}
+        base.update(self.env)
+        base.update(DISPLAY=self.display, NO_AT_BRIDGE="1", XDG_SESSION_TYPE="x11")
+        self.env = base
+
+    def _start_rest(self) -> None:
+        from Xlib import display as xdisplay
+
+        self._x = xdisplay.Display(self.display)
+        self._spawn(["openbox", "--sm-disable"], env=self.env)
+        if not wait_for(self._has_wm, 10.0):
+            msg = "openbox did not start on the private display"
+            raise EnvironmentProblem(msg)
+        self._spawn(["dunst"], env=self.env)
+        if self.tray:
+            self._spawn(
+                ["trayer", "--edge", "top", "--align", "right", "--widthtype", "request", "--height", "32"],
+                env=self.env,
+            )
+            if not wait_for(self.tray_host_present, 10.0):
+                msg = "trayer did not provide a system tray on the private display"
+                raise EnvironmentProblem(msg)
+
+    def stop(self) -> None:
+        """Stop every process started here, newest first; idempotent."""
+        if self._x is not None:
+            try:
+                self._x.close()
+            except Exception:  # noqa: BLE001, S110 - the server may already be gone
+                pass
+            self._x = None
+        for proc in reversed(self._procs):
+            stop_process(proc)
+        self._procs = []
+        if self._displayfd_read is not None:
+            os.close(self._displayfd_read)
+            self._displayfd_read = None
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        """Start a program on the private display; it is stopped with the display."""
+        return self._spawn(argv, env=self.env)
+
+    def _spawn(self, argv: list[str], env: Any, *, stdout: bool = False) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._track(proc)
+        return proc
+
+    def _track(self, proc: subprocess.Popen[bytes]) -> None:
+        """Remember ``proc``; with OPTIN_PIDFILE set, also append its PID there.
+
+        CI kills every PID in that file on exit, so even a test run killed
+        mid-way leaves no display stack behind.
+        """
+        self._procs.append(proc)
+        pidfile = os.environ.get("OPTIN_PIDFILE")
+        if pidfile:
+            with open(pidfile, "a", encoding="ascii") as f:  # noqa: PTH123 - one line, appended
+                f.write(f"{proc.pid}\n")
+
+    def _has_wm(self) -> bool:
+        root = self._x.screen().root
+        prop = root.get_full_property(self._x.intern_atom("_NET_SUPPORTING_WM_CHECK"), 0)
+        return prop is not None and bool(prop.value)
+
+    def tray_host_present(self) -> bool:
+        atom = self._x.intern_atom(f"_NET_SYSTEM_TRAY_S{self._x.get_default_screen()}")
+        return bool(self._x.get_selection_owner(atom))
+
+    def xdotool(self, *args: str, timeout: float = 10.0) -> str:
+        """Run xdotool on the private display; return its stdout."""
+        out = subprocess.run(
+            ["xdotool", *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if out.returncode != 0:
+            msg = f"xdotool {args[0]} failed with exit code {out.returncode}"
+            raise EnvironmentProblem(msg)
+        return out.stdout
+
+
+def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    if proc.stdout is None:
+        return ""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline().decode().strip() if ready else ""
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """Terminate ``proc`` and its process group; kill if it does not exit in time."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, 15)
+        except (ProcessLookupError, PermissionError):
+            proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, 9)
+            except (ProcessLookupError, PermissionError):
+                proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()

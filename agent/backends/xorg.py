@@ -1,0 +1,662 @@
+"""The X11 (Xorg) backend: python-xlib for windows, pynput and mss for capture.
+
+Pitfalls this module handles (see docs and the platform lab notes):
+
+* pynput's X listener needs the RECORD extension; without it the listener
+  thread dies and ``Listener.wait()`` hangs forever.  :func:`probe` checks the
+  extension with python-xlib first, and this module never imports pynput at
+  import time (importing pynput with no DISPLAY raises).
+* Connecting to a display that does not answer could block; every connection
+  made to *check* a display runs in a worker thread with a timeout.
+* The focused window comes from ``_NET_ACTIVE_WINDOW`` on the root window; with
+  no window manager that property is missing and ``GetInputFocus`` is used.
+* Titles are read with ``AnyPropertyType`` and decoded as UTF-8: xdotool and
+  others write UTF-8 into properties typed ``STRING``, and xterm sets only
+  ``WM_NAME``.  (A ``STRING`` that is not valid UTF-8 is Latin-1, as ICCCM says.)
+* Focus changes arrive as ``PropertyNotify`` on the root window; title changes
+  as ``PropertyNotify`` on the active window.
+
+Window titles are captured content: this module never logs them or puts them in
+an exception message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import Xlib.display
+import Xlib.error
+from Xlib import X, Xatom
+from Xlib.support import connect as xconnect
+
+from agent.backends.base import Backend, scoped_sink
+from agent.capture import EventSink, Hooks, ScreenGrabber
+from agent.errors import EnvironmentProblem
+from agent.events import WindowFocus, now_ns
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: Seconds to wait for an X server to accept a connection before giving up.
+CONNECT_TIMEOUT = 3.0
+
+#: Seconds between focus polls when no window manager publishes ``_NET_ACTIVE_WINDOW``.
+NO_WM_POLL_INTERVAL = 0.25
+
+#: Why a Wayland session is refused, and the fix.
+WAYLAND_MESSAGE = (
+    "optin cannot record a Wayland session: pynput and mss cannot see Wayland clients. "
+    "Fix: log in to an X11 (Xorg) session."
+)
+#: What is wrong when DISPLAY is unset, and the fix.
+NO_DISPLAY_MESSAGE = (
+    "no X display: DISPLAY is not set. Fix: run optin inside an X11 desktop session, "
+    "or try `optin demo`, which brings its own virtual display."
+)
+
+
+def session_type() -> str:
+    """What kind of graphical session the environment describes: ``wayland``, ``x11`` or ``none``.
+
+    Wayland wins over DISPLAY, because XWayland sets DISPLAY too but cannot see
+    native Wayland clients.
+    """
+    if os.environ.get("WAYLAND_DISPLAY") or os.environ.get("XDG_SESSION_TYPE", "").lower() == "wayland":
+        return "wayland"
+    if os.environ.get("DISPLAY"):
+        return "x11"
+    return "none"
+
+
+@dataclass(frozen=True)
+class XProbe:
+    """What one short connection to an X server found out.
+
+    :ivar display: the display name that was tried.
+    :ivar error: why connecting failed (None when connected).
+    :ivar has_record: the RECORD extension is present (None when not connected).
+    :ivar tray_owner: some client owns ``_NET_SYSTEM_TRAY_S<screen>`` (None when not connected).
+    """
+
+    display: str
+    error: str | None = None
+    vendor: str | None = None
+    release: int | None = None
+    has_record: bool | None = None
+    has_xtest: bool | None = None
+    tray_owner: bool | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.error is None
+
+
+def _connect_error_text(exc: BaseException) -> str:
+    if isinstance(exc, Xlib.error.DisplayConnectionError):
+        reason = exc.msg.decode("utf-8", "replace") if isinstance(exc.msg, bytes) else str(exc.msg)
+        return reason.strip()
+    if isinstance(exc, Xlib.error.DisplayNameError):
+        return "not a valid display name"
+    if isinstance(exc, TimeoutError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}".strip()
+
+
+def _in_worker(fn: Callable[[], _T], timeout: float, cleanup: Callable[[_T], None] | None = None) -> _T:
+    """Run ``fn()`` in a daemon thread and wait at most ``timeout`` seconds.
+
+    Returns ``fn``'s result or raises its exception; raises :class:`TimeoutError`
+    if it did not finish.  A result that arrives after the deadline is passed to
+    ``cleanup`` (e.g. to close a late connection) instead of being leaked.
+    """
+    lock = threading.Lock()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            value = fn()
+        except BaseException as exc:  # handed to the caller below
+            with lock:
+                box["error"] = exc
+            return
+        with lock:
+            if box.get("abandoned"):
+                late = True
+            else:
+                box["value"] = value
+                late = False
+        if late and cleanup is not None:
+            cleanup(value)
+
+    worker = threading.Thread(target=target, name="optin-xconnect", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    with lock:
+        if "error" in box:
+            raise box["error"]
+        if "value" in box:
+            result: _T = box["value"]
+            return result
+        box["abandoned"] = True
+    msg = f"no answer within {timeout:g} s"
+    raise TimeoutError(msg)
+
+
+def _preflight(name: str, timeout: float) -> None:
+    """Check that something listens where python-xlib will connect, with our own sockets.
+
+    python-xlib leaves its socket unclosed when a connection fails (a
+    ResourceWarning) and has no connect timeout; this probe has both.
+
+    :raises Xlib.error.DisplayError: bad name, or nothing listens.
+    """
+    _, protocol, host, dno, _ = xconnect.get_display(name)
+    addresses: list[tuple[socket.AddressFamily, Any]] = []
+    if protocol == "tcp" or (protocol != "unix" and host and host != "unix"):
+        addresses.append((socket.AF_INET, (host, 6000 + dno)))
+    else:
+        path = f"/tmp/.X11-unix/X{dno}"  # noqa: S108 - the X11 socket directory is fixed
+        addresses.append((socket.AF_UNIX, path if Path(path).exists() else "\0" + path))
+        if not protocol and not host:  # python-xlib falls back to TCP on localhost
+            addresses.append((socket.AF_INET, ("", 6000 + dno)))
+    reason = "nothing listens there"
+    for family, address in addresses:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            try:
+                sock.connect(address)
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+                continue
+            return
+    raise Xlib.error.DisplayConnectionError(name, reason)
+
+
+def _connect(name: str, timeout: float) -> Xlib.display.Display:
+    _preflight(name, timeout)
+    return Xlib.display.Display(name)
+
+
+def _close_quietly(display: Any) -> None:
+    try:
+        display.close()
+    except Exception:  # closing a dead connection may fail in many ways
+        logger.debug("closing an X connection failed", exc_info=True)
+
+
+def _open_display(name: str, timeout: float | None = None) -> Xlib.display.Display:
+    """Connect to ``name`` within ``timeout`` seconds (default :data:`CONNECT_TIMEOUT`).
+
+    :raises EnvironmentProblem: the server refused, does not exist or did not answer.
+    """
+    if timeout is None:
+        timeout = CONNECT_TIMEOUT
+    try:
+        display: Xlib.display.Display = _in_worker(
+            lambda: _connect(name, timeout), timeout, cleanup=_close_quietly
+        )
+    except Exception as exc:
+        raise EnvironmentProblem(connect_message(name, _connect_error_text(exc))) from exc
+    return display
+
+
+def connect_message(name: str, reason: str) -> str:
+    """What is wrong when DISPLAY=``name`` cannot be reached (``reason``), and the fix."""
+    return (
+        f"cannot connect to the X display DISPLAY={name} ({reason}). Fix: check that the X server is "
+        "running and that DISPLAY (and XAUTHORITY) are right, or try `optin demo`, which brings its "
+        "own virtual display."
+    )
+
+
+def _tray_atom_name(display: Xlib.display.Display) -> str:
+    return f"_NET_SYSTEM_TRAY_S{display.get_default_screen()}"
+
+
+def _has_tray_owner(display: Xlib.display.Display) -> bool:
+    atom = display.intern_atom(_tray_atom_name(display), only_if_exists=True)
+    if atom == X.NONE:
+        return False
+    return bool(display.get_selection_owner(atom) != X.NONE)
+
+
+def probe(display: str | None = None, timeout: float | None = None) -> XProbe:
+    """Connect to ``display`` (default ``$DISPLAY``), look around, disconnect.
+
+    Never raises for an unreachable display and never takes much longer than
+    ``timeout`` seconds (default :data:`CONNECT_TIMEOUT`); failures are reported
+    in :attr:`XProbe.error`.
+    """
+    if timeout is None:
+        timeout = CONNECT_TIMEOUT
+    name = display if display is not None else os.environ.get("DISPLAY", "")
+    if not name:
+        return XProbe(display="", error="DISPLAY is not set")
+
+    def look() -> XProbe:
+        d = _connect(name, timeout)
+        try:
+            info = d.display.info
+            return XProbe(
+                display=name,
+                vendor=str(info.vendor),
+                release=int(info.release_number),
+                has_record=d.has_extension("RECORD"),
+                has_xtest=d.has_extension("XTEST"),
+                tray_owner=_has_tray_owner(d),
+            )
+        finally:
+            _close_quietly(d)
+
+    try:
+        return _in_worker(look, timeout)
+    except Exception as exc:  # every failure is reported, none is raised
+        return XProbe(display=name, error=_connect_error_text(exc))
+
+
+def no_record_message(name: str) -> str:
+    """What is wrong when the server on DISPLAY=``name`` lacks RECORD, and the fix."""
+    return (
+        f"the X server on DISPLAY={name} has no RECORD extension, which keyboard and mouse "
+        'capture need. Fix: enable it (Xorg: Section "Module" Load "record"; '
+        "Xvfb: +extension RECORD)."
+    )
+
+
+# --- reading windows -------------------------------------------------------------------------
+
+
+class _Atoms:
+    """Atoms this module reads, interned once per connection."""
+
+    def __init__(self, display: Xlib.display.Display) -> None:
+        self.net_active_window = display.intern_atom("_NET_ACTIVE_WINDOW")
+        self.net_wm_name = display.intern_atom("_NET_WM_NAME")
+        self.net_wm_pid = display.intern_atom("_NET_WM_PID")
+        self.wm_name = Xatom.WM_NAME
+        self.wm_class = Xatom.WM_CLASS
+        #: Properties of the active window whose change means a new WindowFocus.
+        self.window_props = frozenset({self.net_wm_name, self.wm_name, self.wm_class})
+
+
+def _text_property(window: Any, atom: int) -> str | None:
+    prop = window.get_full_property(atom, X.AnyPropertyType)
+    if prop is None or prop.format != 8:
+        return None
+    raw = bytes(prop.value)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # ICCCM STRING is Latin-1; anything else undecodable gets replacement characters.
+        text = raw.decode("latin-1") if prop.property_type == Xatom.STRING else raw.decode("utf-8", "replace")
+    return text.rstrip("\0")
+
+
+def _cardinal_property(window: Any, atom: int) -> int | None:
+    prop = window.get_full_property(atom, X.AnyPropertyType)
+    if prop is None or prop.format != 32 or len(prop.value) == 0:
+        return None
+    return int(prop.value[0])
+
+
+def _top_level(display: Xlib.display.Display, root: Any, window: Any, atoms: _Atoms) -> int | None:
+    """The client window that contains ``window`` (the first ancestor with WM_CLASS)."""
+    for _ in range(32):
+        if window.id == root.id:
+            return None
+        if window.get_full_property(atoms.wm_class, X.AnyPropertyType) is not None:
+            return int(window.id)
+        parent = window.query_tree().parent
+        if parent is None or parent == X.NONE:
+            return None
+        window = parent
+    return None
+
+
+def _active_window_id(display: Xlib.display.Display, root: Any, atoms: _Atoms) -> tuple[int | None, bool]:
+    """The focused client window, and whether a window manager told us (``_NET_ACTIVE_WINDOW``).
+
+    :raises Xlib.error.XError: a window vanished while being looked at.
+    """
+    prop = root.get_full_property(atoms.net_active_window, X.AnyPropertyType)
+    if prop is not None and prop.format == 32:
+        wid = int(prop.value[0]) if len(prop.value) else 0
+        return (wid or None), True
+    focus = display.get_input_focus().focus
+    if isinstance(focus, int):  # X.NONE or X.PointerRoot
+        return None, False
+    return _top_level(display, root, focus, atoms), False
+
+
+def _describe(display: Xlib.display.Display, root: Any, wid: int, atoms: _Atoms, t_ns: int) -> WindowFocus:
+    """Title, class, pid and root-relative geometry of window ``wid``.
+
+    :raises Xlib.error.XError: the window vanished while being looked at.
+    """
+    window = display.create_resource_object("window", wid)
+    title = _text_property(window, atoms.net_wm_name)
+    if title is None:
+        title = _text_property(window, atoms.wm_name)
+    wm_class = _text_property(window, atoms.wm_class)
+    parts = wm_class.split("\0") if wm_class is not None else []
+    app_class = parts[1] if len(parts) >= 2 and parts[1] else None
+    pid = _cardinal_property(window, atoms.net_wm_pid)
+    geometry = window.get_geometry()
+    origin = root.translate_coords(window, 0, 0)
+    return WindowFocus(
+        t_ns=t_ns,
+        title=title,
+        app_class=app_class,
+        pid=pid,
+        x=int(origin.x),
+        y=int(origin.y),
+        width=int(geometry.width),
+        height=int(geometry.height),
+    )
+
+
+def _read_focus(display: Xlib.display.Display, atoms: _Atoms) -> tuple[int | None, WindowFocus | None, bool]:
+    """``(window id, focus, ewmh)``; id and focus are None when nothing has focus.
+
+    :raises Xlib.error.XError: a window vanished while being looked at.
+    """
+    t_ns = now_ns()
+    root = display.screen().root
+    wid, ewmh = _active_window_id(display, root, atoms)
+    if wid is None:
+        return None, None, ewmh
+    return wid, _describe(display, root, wid, atoms, t_ns), ewmh
+
+
+# --- the focus watcher -----------------------------------------------------------------------
+
+
+def _ignore_x_error(err: Any, request: Any) -> None:
+    # Asynchronous errors (a window vanished before we changed its event mask) are expected.
+    logger.debug("ignored X error %s", type(err).__name__)
+
+
+class _FocusWatcher:
+    """Emits :class:`WindowFocus` when the active window or its title changes.
+
+    Uses its own X connection, owned by the ``optin-focus`` thread once started.
+    """
+
+    def __init__(self, display_name: str, sink: EventSink) -> None:
+        self._display_name = display_name
+        self._sink = sink
+        self._emit_lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._display: Xlib.display.Display | None = None
+        self._pipe: tuple[int, int] | None = None
+        self._atoms: _Atoms | None = None
+        self._watched: int | None = None
+        self._ewmh = False
+        self._last: tuple[Any, ...] | None = None
+
+    # Hooks protocol
+
+    def start(self) -> None:
+        """Connect, emit the current window, and watch for changes.
+
+        :raises EnvironmentProblem: the X display cannot be reached.
+        """
+        if self.is_alive():
+            return
+        if self._pipe is not None:  # left over from a stop() called on the watcher thread itself
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
+        display = _open_display(self._display_name)
+        pipe = os.pipe()
+        self._display, self._pipe = display, pipe
+        self._watched, self._ewmh, self._last = None, False, None
+        self._stopping.clear()
+        try:
+            display.set_error_handler(_ignore_x_error)
+            self._atoms = _Atoms(display)
+            display.screen().root.change_attributes(event_mask=X.PropertyChangeMask)
+            self._refresh()  # the initial event, delivered before start() returns
+            self._thread = threading.Thread(target=self._run, name="optin-focus", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self._display, self._pipe = None, None
+            _close_quietly(display)
+            for fd in pipe:
+                os.close(fd)
+            raise
+
+    def stop(self) -> None:
+        """Stop watching; returns promptly, after which no event is delivered."""
+        with self._emit_lock:
+            self._stopping.set()
+        pipe, thread = self._pipe, self._thread
+        if pipe is not None:
+            try:
+                os.write(pipe[1], b"x")
+            except OSError:
+                logger.debug("focus watcher wake-up pipe already closed")
+        if thread is None or thread is threading.current_thread():
+            return  # never started, or stop() was called from the sink: the loop ends by itself
+        thread.join(timeout=2.0)
+        if thread.is_alive():
+            logger.warning("focus watcher thread did not stop within 2 s")
+            return
+        self._thread = None
+        if pipe is not None:
+            for fd in pipe:
+                os.close(fd)
+            self._pipe = None
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # internals (run on the watcher thread after start)
+
+    def _run(self) -> None:
+        display, pipe = self._display, self._pipe
+        if display is None or pipe is None:
+            return
+        try:
+            fd = display.fileno()
+            while not self._stopping.is_set():
+                if self._drain(display):
+                    self._refresh()
+                readable, _, _ = select.select([fd, pipe[0]], [], [], NO_WM_POLL_INTERVAL)
+                if not readable and not self._ewmh:
+                    self._refresh()  # no window manager: nothing tells us, so look
+        except Xlib.error.ConnectionClosedError:
+            if not self._stopping.is_set():
+                logger.error("focus watcher lost the X connection to DISPLAY=%s", self._display_name)
+        except Exception as exc:  # logged by type only: a message could carry captured content
+            logger.error("focus watcher stopped by an unexpected %s", type(exc).__name__)
+        finally:
+            self._display = None
+            _close_quietly(display)
+
+    def _drain(self, display: Xlib.display.Display) -> bool:
+        """Handle queued events; True if the focus or the focused window's title may have changed."""
+        atoms = self._atoms
+        if atoms is None:
+            return False
+        root_id = display.screen().root.id
+        changed = False
+        while display.pending_events():
+            event = display.next_event()
+            if event.type != X.PropertyNotify:
+                continue
+            if event.window.id == root_id and event.atom == atoms.net_active_window:
+                self._ewmh = True
+                changed = True
+            elif event.window.id == self._watched and event.atom in atoms.window_props:
+                changed = True
+        return changed
+
+    def _refresh(self) -> None:
+        display, atoms = self._display, self._atoms
+        if display is None or atoms is None:
+            return
+        try:
+            wid, focus, ewmh = _read_focus(display, atoms)
+        except Xlib.error.XError:
+            return  # the window vanished mid-query; the change that follows brings a new event
+        self._ewmh = self._ewmh or ewmh
+        if wid != self._watched:
+            self._watch(display, wid)
+        if focus is None:
+            focus = WindowFocus(t_ns=now_ns(), title=None, app_class=None, pid=None)
+        key = (focus.title, focus.app_class, focus.pid, focus.x, focus.y, focus.width, focus.height)
+        if key == self._last:
+            return
+        self._last = key
+        with self._emit_lock:
+            if not self._stopping.is_set():
+                self._sink(focus)
+
+    def _watch(self, display: Xlib.display.Display, wid: int | None) -> None:
+        """Move the PropertyChangeMask from the previously watched window to ``wid``."""
+        if self._watched is not None:
+            old = display.create_resource_object("window", self._watched)
+            old.change_attributes(event_mask=X.NoEventMask, onerror=_ignore_x_error)
+        if wid is not None:
+            new = display.create_resource_object("window", wid)
+            new.change_attributes(event_mask=X.PropertyChangeMask, onerror=_ignore_x_error)
+        self._watched = wid
+        display.flush()
+
+
+# --- the backend -----------------------------------------------------------------------------
+
+
+class XorgBackend(Backend):
+    """X11 through python-xlib, with pynput hooks and an mss grabber.
+
+    :param display: display name; None means ``$DISPLAY`` at the time of use.
+    """
+
+    NAME = "xorg"
+    HAS_ACTIVE_WINDOW = True
+    HAS_FOCUS_EVENTS = True
+    HAS_WINDOW_TITLES = True
+    HAS_TRAY_DETECTION = True
+    HAS_SECURE_INPUT_DETECTION = False
+
+    def __init__(self, display: str | None = None) -> None:
+        self._display_name = display
+        self._lock = threading.Lock()
+        self._conn: Xlib.display.Display | None = None
+        self._atoms: _Atoms | None = None
+
+    @property
+    def display_name(self) -> str:
+        return self._display_name if self._display_name is not None else os.environ.get("DISPLAY", "")
+
+    def check_environment(self) -> None:
+        if session_type() == "wayland":
+            raise EnvironmentProblem(WAYLAND_MESSAGE)
+        name = self.display_name
+        if not name:
+            raise EnvironmentProblem(NO_DISPLAY_MESSAGE)
+        found = probe(name)
+        if found.error is not None:
+            raise EnvironmentProblem(connect_message(name, found.error))
+        if not found.has_record:
+            raise EnvironmentProblem(no_record_message(name))
+
+    def input_hooks(self, sink: EventSink, *, pointer: bool = True, keyboard: bool = True) -> Hooks:
+        scoped = scoped_sink(sink, pointer=pointer, keyboard=keyboard)
+        from agent.capture.input import PynputHooks  # imports pynput, which needs a display
+
+        hooks: Hooks = PynputHooks(scoped)
+        return hooks
+
+    def screen_grabber(self) -> ScreenGrabber:
+        from agent.capture.screen import MssGrabber
+
+        grabber: ScreenGrabber = MssGrabber()
+        return grabber
+
+    def active_window(self) -> WindowFocus | None:
+        """The focused window now; None if none has focus or it vanished mid-query.
+
+        :raises EnvironmentProblem: the X display cannot be reached.
+        """
+        with self._lock:
+            display, atoms = self._connection()
+            try:
+                _, focus, _ = _read_focus(display, atoms)
+            except Xlib.error.XError:
+                return None
+            except Xlib.error.ConnectionClosedError as exc:
+                self._drop_connection()
+                msg = f"lost the connection to the X display DISPLAY={self.display_name}. Fix: restart optin."
+                raise EnvironmentProblem(msg) from exc
+            return focus
+
+    def focus_watcher(self, sink: EventSink) -> Hooks:
+        return _FocusWatcher(self.display_name, sink)
+
+    def tray_host_available(self) -> bool | None:
+        with self._lock:
+            try:
+                display, _ = self._connection()
+                return _has_tray_owner(display)
+            except EnvironmentProblem:
+                return None
+            except Xlib.error.ConnectionClosedError:
+                self._drop_connection()
+                return None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_connection()
+
+    def _connection(self) -> tuple[Xlib.display.Display, _Atoms]:
+        if self._conn is None or self._atoms is None:
+            name = self.display_name
+            if not name:
+                raise EnvironmentProblem(NO_DISPLAY_MESSAGE)
+            conn = _open_display(name)
+            try:
+                conn.set_error_handler(_ignore_x_error)
+                self._atoms = _Atoms(conn)
+            except Exception:
+                _close_quietly(conn)
+                raise
+            self._conn = conn
+        return self._conn, self._atoms
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            _close_quietly(self._conn)
+        self._conn = None
+        self._atoms = None
+
+
+def make_backend() -> XorgBackend:
+    """Entry point used by :func:`agent.backends.select_backend`."""
+    return XorgBackend()
+
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "NO_DISPLAY_MESSAGE",
+    "WAYLAND_MESSAGE",
+    "XProbe",
+    "XorgBackend",
+    "connect_message",
+    "make_backend",
+    "no_record_message",
+    "probe",
+    "session_type",
+]

@@ -1,0 +1,149 @@
+"""Keyboard and pointer hooks through pynput.
+
+Every callback does O(1) work: take the clock, build one event record, hand it
+to the sink (which puts it on a bounded queue and counts drops).  No I/O, no
+logging, no locks beyond the queue's.  Import this module only after the
+backend has checked the environment: importing pynput without a display raises,
+and pynput's X listener hangs forever without the RECORD extension.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agent.capture import EventSink
+from agent.errors import EnvironmentProblem
+from agent.events import (
+    ButtonPress,
+    ButtonRelease,
+    KeyPress,
+    KeyRelease,
+    PointerMove,
+    Scroll,
+    now_ns,
+)
+
+#: pynput key names that are modifiers, mapped to the modifier they hold.
+_MODIFIERS = {
+    "shift": "shift",
+    "shift_l": "shift",
+    "shift_r": "shift",
+    "ctrl": "ctrl",
+    "ctrl_l": "ctrl",
+    "ctrl_r": "ctrl",
+    "alt": "alt",
+    "alt_l": "alt",
+    "alt_r": "alt",
+    "alt_gr": "alt_gr",
+    "cmd": "super",
+    "cmd_l": "super",
+    "cmd_r": "super",
+}
+
+#: How long to wait for a listener to report ready before giving up.
+START_TIMEOUT_S = 5.0
+
+
+def key_fields(key: Any) -> tuple[str | None, str | None, int | None]:
+    """``(char, name, vk)`` of a pynput key (``Key`` member, ``KeyCode`` or None)."""
+    if key is None:
+        return None, None, None
+    name = getattr(key, "name", None)
+    if name is not None:  # a special key: Key.enter, Key.shift ...
+        code = getattr(key, "value", None)
+        return None, str(name), getattr(code, "vk", None)
+    return getattr(key, "char", None), None, getattr(key, "vk", None)
+
+
+class PynputHooks:
+    """pynput keyboard and mouse listeners feeding one sink.
+
+    :param sink: called with every event; must be O(1) and never block.
+    """
+
+    def __init__(self, sink: EventSink) -> None:
+        self._sink = sink
+        self._held: dict[str, int] = {}
+        self._listeners: list[Any] = []
+
+    # -- callbacks (hook threads: O(1), no I/O) -------------------------------------------------
+
+    def _modifiers(self) -> tuple[str, ...]:
+        return tuple(sorted(m for m, n in self._held.items() if n > 0))
+
+    def _on_press(self, key: Any) -> None:
+        t = now_ns()
+        char, name, vk = key_fields(key)
+        mod = _MODIFIERS.get(name or "")
+        mods = self._modifiers()
+        if mod is not None:
+            self._held[mod] = self._held.get(mod, 0) + 1
+        self._sink(KeyPress(t, char, name, vk, mods))
+
+    def _on_release(self, key: Any) -> None:
+        t = now_ns()
+        char, name, vk = key_fields(key)
+        mod = _MODIFIERS.get(name or "")
+        if mod is not None and self._held.get(mod, 0) > 0:
+            self._held[mod] -= 1
+        self._sink(KeyRelease(t, char, name, vk, self._modifiers()))
+
+    def _on_move(self, x: int, y: int) -> None:
+        self._sink(PointerMove(now_ns(), int(x), int(y)))
+
+    def _on_click(self, x: int, y: int, button: Any, pressed: bool) -> None:  # noqa: FBT001 - pynput's signature
+        t = now_ns()
+        name = str(getattr(button, "name", button))
+        cls = ButtonPress if pressed else ButtonRelease
+        self._sink(cls(t, int(x), int(y), name))
+
+    def _on_scroll(self, x: int, y: int, dx: int, dy: int) -> None:
+        self._sink(Scroll(now_ns(), int(x), int(y), int(dx), int(dy)))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start both listeners and wait until they receive events.
+
+        :raises EnvironmentProblem: a listener died or did not become ready.
+        """
+        from pynput import keyboard, mouse
+
+        self._listeners = [
+            keyboard.Listener(on_press=self._on_press, on_release=self._on_release),
+            mouse.Listener(on_move=self._on_move, on_click=self._on_click, on_scroll=self._on_scroll),
+        ]
+        for listener in self._listeners:
+            listener.name = f"optin-{type(listener).__module__.split('.')[1]}"
+            listener.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for listener in self._listeners:
+            # pynput's own wait() blocks forever when the listener thread dies (no RECORD),
+            # so poll its readiness flag and its liveness instead.
+            while not getattr(listener, "_ready", True):
+                if not listener.is_alive() or time.monotonic() > deadline:
+                    self.stop()
+                    msg = (
+                        "the keyboard/mouse listener did not start (is the X RECORD extension "
+                        "available? run: optin doctor)"
+                    )
+                    raise EnvironmentProblem(msg)
+                time.sleep(0.005)
+
+    def stop(self) -> None:
+        """Stop both listeners; when this returns no callback runs any more."""
+        for listener in self._listeners:
+            listener.stop()
+        for listener in self._listeners:
+            if listener.is_alive() and listener is not _current_thread():
+                listener.join(timeout=2.0)
+
+    def is_alive(self) -> bool:
+        return bool(self._listeners) and all(listener.is_alive() for listener in self._listeners)
+
+
+def _current_thread() -> Any:
+    import threading
+
+    return threading.current_thread()

@@ -1,0 +1,290 @@
+"""``optin demo``: the whole chain, end to end, on a private virtual display.
+
+1. start a private desktop (Xvfb + openbox + dunst + trayer, own D-Bus);
+2. install a demo study whose recipient is a throwaway age key, grant consent;
+3. start the real agent (``optin run``) with its tray icon, on that display;
+4. drive a scripted volunteer with xdotool: open an xterm, type, click, scroll;
+5. stop the agent (SIGTERM: it seals the session), export the session;
+6. decrypt the bundle with the standard ``age`` command and check it;
+7. print a summary.  Every process and file it made is gone afterwards.
+
+Every link that fails raises :class:`agent.errors.OptinError` with what failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_for
+from agent.errors import EnvironmentProblem, OptinError
+from agent.events import KeyPress
+
+#: What the scripted volunteer types (checked in the local store, and absent from the export).
+DEMO_TEXT = "echo optin-demo-typed-text"
+
+#: Time allowed for the agent to start or stop.
+AGENT_TIMEOUT_S = 20.0
+
+
+class DemoFailed(OptinError):
+    """A link of the demo chain failed."""
+
+
+def run_demo(seconds: float = 8.0, *, progress: bool = True) -> dict[str, Any]:
+    """Run the demo; return the summary (see :func:`render_summary`)."""
+    if seconds <= 0 or seconds > 600:
+        msg = f"--seconds {seconds} is out of range; use a value between 1 and 600"
+        raise DemoFailed(msg)
+    if shutil.which("age") is None:
+        msg = "the demo decrypts its bundle with the `age` command, which is not installed. Fix: apt-get install age"
+        raise EnvironmentProblem(msg)
+    say = _progress if progress else (lambda _m: None)
+    t0 = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="optin-demo-"))
+    try:
+        with VirtualDisplay() as vd:
+            say(f"private display {vd.display} with openbox, dunst and trayer is up")
+            return _run_on(vd, work, seconds, say, t0)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str], None], t0: float) -> dict[str, Any]:
+    from pyrage import x25519
+
+    env = dict(vd.env, OPTIN_HOME=str(work / "home"), OPTIN_LOG_LEVEL="WARNING")
+    env.pop("OPTIN_BACKEND", None)
+    study_identity = x25519.Identity.generate()
+    identity_file = work / "study-identity.txt"
+    _write_private(identity_file, str(study_identity) + "\n")
+    study_file = work / "demo-study.toml"
+    from agent.study import demo_study_toml, parse_study
+
+    study_text = demo_study_toml(str(study_identity.to_public()))
+    study_file.write_text(study_text, encoding="utf-8")
+    text_hash = parse_study(study_text).text_sha256
+
+    _optin(env, "consent", "grant", "--study", str(study_file), "--accept-text-sha256", text_hash)
+    say("demo study installed and consent granted")
+
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        session_id = _await_recording(agent)
+        say(f"agent recording session {session_id} (tray icon shown)")
+        script = _drive_volunteer(vd, seconds)
+        say(f"scripted volunteer done: {script['clicks']} clicks, {script['scrolls']} scrolls, typed text")
+        os.killpg(agent.pid, signal.SIGTERM)
+        rc = agent.wait(AGENT_TIMEOUT_S)
+        if rc != 0:
+            msg = f"the agent exited with code {rc} after SIGTERM: {_stderr(agent)}"
+            raise DemoFailed(msg)
+        say("agent stopped; session sealed")
+    finally:
+        stop_process(agent)
+
+    out_dir = work / "out"
+    exported = json.loads(_optin(env, "export", session_id, "--out", str(out_dir), "--json"))[0]
+    say(f"exported {Path(exported['path']).name} ({exported['bytes']} bytes)")
+    summary = _check(env, work, session_id, Path(exported["path"]), identity_file, vd, script)
+    say("bundle decrypted with `age -d` and checked")
+    summary["seconds_taken"] = round(time.monotonic() - t0, 1)
+    return summary
+
+
+def _optin(env: dict[str, str], *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "agent", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    if out.returncode != 0:
+        msg = f"`optin {args[0]}` failed (exit {out.returncode}): {out.stderr.strip()}"
+        raise DemoFailed(msg)
+    return out.stdout
+
+
+def _await_recording(agent: subprocess.Popen[bytes]) -> str:
+    import select
+
+    assert agent.stdout is not None  # noqa: S101 - set by Popen(stdout=PIPE) above
+    ready, _, _ = select.select([agent.stdout], [], [], AGENT_TIMEOUT_S)
+    line = agent.stdout.readline().decode().strip() if ready else ""
+    prefix = "optin: recording session "
+    if not line.startswith(prefix):
+        stop_process(agent)
+        msg = f"the agent did not start recording: {_stderr(agent) or line or 'no output'}"
+        raise DemoFailed(msg)
+    return line[len(prefix) :]
+
+
+def _stderr(proc: subprocess.Popen[bytes]) -> str:
+    if proc.stderr is None or proc.stderr.closed:
+        return ""
+    if proc.poll() is None:
+        return ""
+    return proc.stderr.read().decode(errors="replace").strip()[-500:]
+
+
+def _drive_volunteer(vd: VirtualDisplay, seconds: float) -> dict[str, Any]:
+    """Open an xterm and act in it for about ``seconds``; return what was done."""
+    vd.spawn(["xterm", "-T", "optin demo terminal", "-geometry", "100x30+40+60"])
+    if not wait_for(lambda: bool(_search(vd, "optin demo terminal")), 10.0):
+        msg = "the demo xterm did not appear"
+        raise DemoFailed(msg)
+    wid = _search(vd, "optin demo terminal")[0]
+    vd.xdotool("windowactivate", "--sync", wid)
+    clicks = scrolls = 0
+    vd.xdotool("mousemove", "--sync", "300", "300")
+    vd.xdotool("click", "1")
+    clicks += 1
+    vd.xdotool("type", "--delay", "20", DEMO_TEXT)
+    vd.xdotool("key", "Return")
+    end = time.monotonic() + max(0.0, seconds - 2.0)
+    positions = [(200, 200), (500, 350), (700, 250), (400, 450)]
+    i = 0
+    while True:
+        x, y = positions[i % len(positions)]
+        vd.xdotool("mousemove", "--sync", str(x), str(y))
+        vd.xdotool("click", "1")
+        clicks += 1
+        vd.xdotool("click", "5")
+        vd.xdotool("click", "4")
+        scrolls += 2
+        i += 1
+        if time.monotonic() >= end and i >= 3:
+            break
+        time.sleep(0.3)
+    time.sleep(0.5)  # let the last frame be grabbed
+    return {"clicks": clicks, "scrolls": scrolls, "typed": DEMO_TEXT, "last_position": positions[(i - 1) % 4]}
+
+
+def _search(vd: VirtualDisplay, title: str) -> list[str]:
+    out = subprocess.run(
+        ["xdotool", "search", "--name", f"^{title}$"], env=vd.env, capture_output=True, text=True, check=False
+    )
+    return out.stdout.split()
+
+
+def _check(
+    env: dict[str, str],
+    work: Path,
+    session_id: str,
+    bundle: Path,
+    identity_file: Path,
+    vd: VirtualDisplay,
+    script: dict[str, Any],
+) -> dict[str, Any]:
+    from agent.export.inspect import read_bundle_tar
+
+    out = subprocess.run(
+        ["age", "-d", "-i", str(identity_file), str(bundle)], capture_output=True, timeout=60, check=False
+    )
+    if out.returncode != 0:
+        msg = f"`age -d` could not decrypt the bundle: {out.stderr.decode(errors='replace').strip()}"
+        raise DemoFailed(msg)
+    manifest, members = read_bundle_tar(out.stdout)
+    counts: dict[str, int] = manifest["counts"]
+    if DEMO_TEXT.encode() in out.stdout:
+        msg = "the typed demo text appears in the exported bundle: redaction failed"
+        raise DemoFailed(msg)
+    problems = _expectations(counts, script)
+    frames = [json.loads(line) for line in members["frames.jsonl"].decode().splitlines() if line]
+    if any((f["width"], f["height"]) != (vd.width, vd.height) for f in frames):
+        problems.append("a frame does not have the display's size")
+    typed = _typed_in_store(env, session_id)
+    if DEMO_TEXT not in typed:
+        problems.append("the local store does not hold exactly the typed text")
+    if problems:
+        raise DemoFailed("demo checks failed: " + "; ".join(problems))
+    stored = sum(p.stat().st_size for p in (work / "home" / "data" / "sessions" / session_id).glob("*"))
+    return {
+        "session": session_id,
+        "display": f"{vd.width}x{vd.height}",
+        "events_by_kind": counts,
+        "frames": counts.get("frame", 0),
+        "bytes_stored": stored,
+        "bundle_bytes": bundle.stat().st_size,
+        "bundle_members": len(members) + 1,
+        "redaction": manifest["redaction"]["counts"],
+        "dropped": manifest["loss"]["dropped_events"],
+        "checks": "passed",
+    }
+
+
+def _expectations(counts: dict[str, int], script: dict[str, Any]) -> list[str]:
+    problems = []
+    if counts.get("button_press", 0) < script["clicks"]:
+        problems.append(f"{counts.get('button_press', 0)} button presses stored, {script['clicks']} made")
+    if counts.get("key_press", 0) < len(script["typed"]):
+        problems.append(f"{counts.get('key_press', 0)} key presses stored, {len(script['typed'])} typed")
+    if counts.get("scroll", 0) < script["scrolls"]:
+        problems.append(f"{counts.get('scroll', 0)} scrolls stored, {script['scrolls']} made")
+    if counts.get("frame", 0) < 2:
+        problems.append("fewer than 2 frames stored")
+    if counts.get("window_focus", 0) < 1:
+        problems.append("no focus change stored")
+    return problems
+
+
+def _typed_in_store(env: dict[str, str], session_id: str) -> str:
+    """Decrypt the local session with the volunteer's key; return the typed characters."""
+    from agent.paths import dirs
+    from agent.store import keys
+    from agent.store.reader import read_session
+
+    saved = os.environ.get("OPTIN_HOME")
+    os.environ["OPTIN_HOME"] = env["OPTIN_HOME"]
+    try:
+        d = dirs()
+        data = read_session(d, session_id, keys.load_identity(d))
+    finally:
+        if saved is None:
+            os.environ.pop("OPTIN_HOME", None)
+        else:
+            os.environ["OPTIN_HOME"] = saved
+    return "".join(
+        e.char or (" " if e.name == "space" else "") for e in data.events if isinstance(e, KeyPress)
+    )
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _progress(message: str) -> None:
+    print(f"demo: {message}", file=sys.stderr, flush=True)
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    """The summary as text."""
+    kinds = ", ".join(f"{k} {v}" for k, v in summary["events_by_kind"].items())
+    return "\n".join(
+        [
+            f"optin demo: all checks passed in {summary['seconds_taken']} s",
+            f"  session        {summary['session']} on a {summary['display']} private display",
+            f"  events         {kinds}",
+            f"  frames         {summary['frames']}",
+            f"  dropped        {summary['dropped']}",
+            f"  stored         {summary['bytes_stored']} bytes, encrypted",
+            f"  bundle         {summary['bundle_bytes']} bytes, {summary['bundle_members']} members, "
+            "decrypted with `age -d`",
+            f"  redacted       {', '.join(f'{k} {v}' for k, v in summary['redaction'].items())}",
+        ]
+    )

@@ -1,0 +1,288 @@
+"""Typed, versioned event records.
+
+Every record carries ``t_ns``: nanoseconds on one monotonic clock
+(:func:`now_ns`, i.e. ``time.monotonic_ns``), taken as close to the OS event as
+the hook allows.  A session has exactly one wall-clock anchor
+(:class:`ClockAnchor`, stored in the ``session_start`` marker) that maps the
+monotonic clock to UTC, so wall times never jump inside a session.
+
+Serialized form (what the store encrypts)::
+
+    u32 big-endian length of the JSON header | JSON header | payload bytes
+
+The JSON header is ``{"v": SCHEMA_VERSION, "k": KIND, ...fields}``; only
+:class:`Frame` has a payload (its encoded image).  Unknown kinds or versions are
+rejected, never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Union
+
+from agent.errors import StoreFormatError
+
+#: Version of the event schema; bump on any incompatible change.
+SCHEMA_VERSION = 1
+
+#: The one clock: monotonic nanoseconds.
+now_ns = time.monotonic_ns
+
+_LEN = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class ClockAnchor:
+    """One simultaneous reading of the monotonic and the wall clock."""
+
+    mono_ns: int
+    wall_ns: int
+
+    @classmethod
+    def now(cls) -> ClockAnchor:
+        a = now_ns()
+        w = time.time_ns()
+        b = now_ns()
+        return cls(mono_ns=(a + b) // 2, wall_ns=w)
+
+    def to_wall_ns(self, t_ns: int) -> int:
+        """Convert a monotonic timestamp of this session to UTC nanoseconds."""
+        return self.wall_ns + (t_ns - self.mono_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class PointerMove:
+    KIND: ClassVar[str] = "pointer_move"
+    t_ns: int
+    x: int
+    y: int
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonPress:
+    KIND: ClassVar[str] = "button_press"
+    t_ns: int
+    x: int
+    y: int
+    button: str
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonRelease:
+    KIND: ClassVar[str] = "button_release"
+    t_ns: int
+    x: int
+    y: int
+    button: str
+
+
+@dataclass(frozen=True, slots=True)
+class Scroll:
+    KIND: ClassVar[str] = "scroll"
+    t_ns: int
+    x: int
+    y: int
+    dx: int
+    dy: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPress:
+    """A key went down.
+
+    :ivar char: the character the OS produced, or None for non-character keys.
+    :ivar name: the key's name for special keys (``enter``, ``shift``), else None.
+    :ivar vk: the OS key code (X keysym on X11), when known.
+    :ivar modifiers: modifiers held when the key went down, sorted.
+    """
+
+    KIND: ClassVar[str] = "key_press"
+    t_ns: int
+    char: str | None
+    name: str | None
+    vk: int | None
+    modifiers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRelease:
+    KIND: ClassVar[str] = "key_release"
+    t_ns: int
+    char: str | None
+    name: str | None
+    vk: int | None
+    modifiers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """An encoded screenshot of the region ``left, top, width, height``.
+
+    :ivar reason: why it was taken (``click``, ``focus``, ``start``...).
+    :ivar format: image format of ``data`` (``webp``, ``png``).
+    """
+
+    KIND: ClassVar[str] = "frame"
+    t_ns: int
+    left: int
+    top: int
+    width: int
+    height: int
+    format: str
+    reason: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowFocus:
+    """The focused window changed.  Any field the OS does not tell is None."""
+
+    KIND: ClassVar[str] = "window_focus"
+    t_ns: int
+    title: str | None
+    app_class: str | None
+    pid: int | None
+    x: int | None = None
+    y: int | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+#: Marker names.
+MARKERS = frozenset({"session_start", "session_stop", "pause", "resume", "consent"})
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """A control event: session start/stop, pause/resume, consent.
+
+    ``detail`` holds JSON values only (never captured content).
+    """
+
+    KIND: ClassVar[str] = "marker"
+    t_ns: int
+    marker: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.marker not in MARKERS:
+            msg = f"unknown marker {self.marker!r}; expected one of {sorted(MARKERS)}"
+            raise ValueError(msg)
+
+
+Event = Union[
+    PointerMove, ButtonPress, ButtonRelease, Scroll, KeyPress, KeyRelease, Frame, WindowFocus, Marker
+]
+
+#: Every event class by its KIND.
+EVENT_TYPES: dict[str, type[Any]] = {
+    cls.KIND: cls
+    for cls in (
+        PointerMove,
+        ButtonPress,
+        ButtonRelease,
+        Scroll,
+        KeyPress,
+        KeyRelease,
+        Frame,
+        WindowFocus,
+        Marker,
+    )
+}
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    """A JSON-ready dict of ``event`` (a frame's image bytes are left out)."""
+    out: dict[str, Any] = {"v": SCHEMA_VERSION, "k": event.KIND}
+    for f in fields(event):
+        if f.name == "data":
+            continue
+        value = getattr(event, f.name)
+        if isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        out[f.name] = value
+    return out
+
+
+def from_dict(obj: Mapping[str, Any], payload: bytes = b"") -> Event:
+    """Rebuild an event from :func:`to_dict` output (and a frame's payload)."""
+    if obj.get("v") != SCHEMA_VERSION:
+        msg = f"event schema version {obj.get('v')!r} is not supported (this agent reads {SCHEMA_VERSION})"
+        raise StoreFormatError(msg)
+    cls = EVENT_TYPES.get(str(obj.get("k")))
+    if cls is None:
+        msg = f"unknown event kind {obj.get('k')!r}"
+        raise StoreFormatError(msg)
+    kwargs = {f.name: obj.get(f.name) for f in fields(cls) if f.name != "data"}
+    if "modifiers" in kwargs:
+        kwargs["modifiers"] = tuple(kwargs["modifiers"] or ())
+    if cls is Frame:
+        kwargs["data"] = payload
+    try:
+        event: Event = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        msg = f"malformed {cls.KIND} record"
+        raise StoreFormatError(msg) from exc
+    return event
+
+
+def encode(event: Event) -> bytes:
+    """Serialize one event (see the module docstring for the layout)."""
+    header = json.dumps(to_dict(event), separators=(",", ":"), ensure_ascii=False).encode()
+    payload = event.data if isinstance(event, Frame) else b""
+    return _LEN.pack(len(header)) + header + payload
+
+
+def decode(blob: bytes) -> Event:
+    """Inverse of :func:`encode`."""
+    if len(blob) < _LEN.size:
+        msg = "event record shorter than its length field"
+        raise StoreFormatError(msg)
+    (n,) = _LEN.unpack_from(blob)
+    if _LEN.size + n > len(blob):
+        msg = "event header length runs past the record"
+        raise StoreFormatError(msg)
+    try:
+        obj = json.loads(blob[_LEN.size : _LEN.size + n])
+    except ValueError as exc:
+        msg = "event header is not valid JSON"
+        raise StoreFormatError(msg) from exc
+    return from_dict(obj, bytes(blob[_LEN.size + n :]))
+
+
+def kind_counts(events: Any) -> dict[str, int]:
+    """Count events by KIND (for summaries)."""
+    counts: dict[str, int] = {}
+    for ev in events:
+        counts[ev.KIND] = counts.get(ev.KIND, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+__all__ = [
+    "EVENT_TYPES",
+    "MARKERS",
+    "SCHEMA_VERSION",
+    "ButtonPress",
+    "ButtonRelease",
+    "ClockAnchor",
+    "Event",
+    "Frame",
+    "KeyPress",
+    "KeyRelease",
+    "Marker",
+    "PointerMove",
+    "Scroll",
+    "WindowFocus",
+    "decode",
+    "encode",
+    "from_dict",
+    "kind_counts",
+    "now_ns",
+    "to_dict",
+]

@@ -1,0 +1,1 @@
+"""Export bundles (volunteer side) and their checks (collector side)."""

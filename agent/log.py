@@ -1,0 +1,32 @@
+"""Logging, configured once.
+
+Log lines carry states, counts and durations, never captured content: no keys,
+no characters, no window titles, no pixels, no file names of frames.
+``OPTIN_LOG_LEVEL`` overrides the level (default WARNING for commands, INFO for
+the running agent).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+_configured = False
+
+
+def setup_logging(default_level: str = "WARNING") -> None:
+    """Configure the root logger once, to stderr."""
+    global _configured  # noqa: PLW0603 - logging is process-wide by nature
+    if _configured:
+        return
+    level_name = os.environ.get("OPTIN_LOG_LEVEL", default_level).upper()
+    level = logging.getLevelName(level_name)
+    if not isinstance(level, int):
+        level = logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("optin %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    _configured = True

@@ -1,0 +1,1 @@
+"""Redaction: pure functions that decide what may leave the machine (P6)."""

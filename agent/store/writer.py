@@ -1,0 +1,377 @@
+"""Record one session into encrypted, chained segment files.
+
+A session is the directory ``Dirs.sessions/<id>/`` (mode 0700) holding
+``000000.seg``, ``000001.seg``... (mode 0600, see ``docs/format.md``) and a
+plaintext ``meta.json`` with counts and times only, so that ``optin sessions``
+can list sessions without the private key.  Captured content is written only
+through :class:`agent.store.format.SegmentWriter`, i.e. encrypted.
+
+While a :class:`SessionWriter` is open it holds an exclusive ``flock`` on the
+session directory (POSIX); :func:`writer_active` asks whether one still does,
+which tells a live recording from one whose writer is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import struct
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agent.errors import StoreError, UsageError
+from agent.events import Event, Frame, encode
+from agent.paths import Dirs, check_private_dir, ensure_private_dir
+from agent.store.format import (
+    EVENTS,
+    FRAME,
+    KEY_SIZE,
+    ZERO_COMMIT,
+    SegmentWriter,
+    segment_name,
+    session_id_bytes,
+)
+
+if sys.platform != "win32":
+    import fcntl
+
+#: Name of the plaintext metadata file in a session directory.
+META_FILE = "meta.json"
+#: Version of the ``meta.json`` layout.
+META_SCHEMA = 1
+#: Target plaintext size of one EVENTS record; larger batches are split.
+EVENTS_RECORD_TARGET = 1 << 20
+
+_LEN = struct.Struct(">I")
+_FSYNC_INTERVAL = 1.0
+_STAT_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+class SessionWriter:
+    """Owns one session directory and its current segment.  Not thread-safe: one writer thread.
+
+    Build it with :meth:`create`.  Segments rotate when the current one is older
+    than ``segment_seconds`` or larger than ``segment_bytes``: the old one is
+    sealed and the new one chains to its commit.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        recipient: bytes,
+        *,
+        segment_seconds: float,
+        segment_bytes: int,
+        clock: Callable[[], float],
+        lock_fd: int | None,
+    ) -> None:
+        self._path = path
+        self._id = path.name
+        self._id_bytes = session_id_bytes(self._id)
+        self._recipient = recipient
+        self._segment_seconds = segment_seconds
+        self._segment_bytes = segment_bytes
+        self._clock = clock
+        self._lock_fd = lock_fd
+        self._started_at = _utc_now()
+        self._counts: dict[str, int] = {}
+        self._records = 0
+        self._sealed_bytes = 0
+        self._closed = False
+        self._last_fsync = clock()
+        self._index = 0
+        self._segment = self._open_segment(0, ZERO_COMMIT)
+        self._write_meta("recording")
+
+    @classmethod
+    def create(
+        cls,
+        dirs: Dirs,
+        recipient: bytes,
+        *,
+        segment_seconds: float = 60.0,
+        segment_bytes: int = 8 * 1024 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> SessionWriter:
+        """Create a new session directory, its first segment and ``meta.json`` (state ``recording``).
+
+        :param recipient: the volunteer's raw X25519 public key (:func:`agent.store.keys.load_recipient`).
+        :param clock: monotonic seconds, for segment age and fsync pacing.
+        """
+        if len(recipient) != KEY_SIZE:
+            msg = f"recipient key must be {KEY_SIZE} bytes, got {len(recipient)}"
+            raise UsageError(msg)
+        if segment_seconds <= 0 or segment_bytes <= 0:
+            msg = f"segment limits must be positive (got {segment_seconds} s, {segment_bytes} bytes)"
+            raise UsageError(msg)
+        ensure_private_dir(dirs.data)
+        path = _make_session_dir(ensure_private_dir(dirs.sessions))
+        lock_fd = _lock_dir(path)
+        try:
+            return cls(
+                path,
+                recipient,
+                segment_seconds=segment_seconds,
+                segment_bytes=segment_bytes,
+                clock=clock,
+                lock_fd=lock_fd,
+            )
+        except BaseException:
+            _unlock(lock_fd)
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only succeeds if nothing was written
+            raise
+
+    @property
+    def session_id(self) -> str:
+        return self._id
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def records(self) -> int:
+        """Data records written so far, over all segments."""
+        return self._records
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes of segment files written so far."""
+        return self._sealed_bytes + self._segment.bytes_written
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Events written so far, by kind."""
+        return dict(sorted(self._counts.items()))
+
+    def write_events(self, events: Iterable[Event]) -> None:
+        """Encrypt and write ``events`` in order.
+
+        Each run of non-frame events becomes one EVENTS record (split at about
+        :data:`EVENTS_RECORD_TARGET` bytes); each :class:`~agent.events.Frame`
+        becomes its own FRAME record.
+        """
+        self._check_open()
+        parts: list[bytes] = []
+        size = 0
+        counts = self._counts
+        for event in events:
+            counts[event.KIND] = counts.get(event.KIND, 0) + 1
+            if isinstance(event, Frame):
+                if parts:
+                    self._append(EVENTS, b"".join(parts))
+                    parts, size = [], 0
+                self._append(FRAME, encode(event))
+                continue
+            blob = encode(event)
+            parts.append(_LEN.pack(len(blob)))
+            parts.append(blob)
+            size += _LEN.size + len(blob)
+            if size >= EVENTS_RECORD_TARGET:
+                self._append(EVENTS, b"".join(parts))
+                parts, size = [], 0
+        if parts:
+            self._append(EVENTS, b"".join(parts))
+
+    def flush(self, *, force_fsync: bool = False) -> None:
+        """Hand written records to the OS; fsync at most once a second unless forced.
+
+        Also rotates a segment that has grown too old while the session was idle.
+        """
+        if self._closed:
+            return
+        self._maybe_rotate()
+        now = self._clock()
+        fsync = force_fsync or now - self._last_fsync >= _FSYNC_INTERVAL
+        self._segment.flush(fsync=fsync)
+        if fsync:
+            self._last_fsync = now
+
+    def close(self, stats: Mapping[str, int] | None = None) -> None:
+        """Seal the last segment (marked as closing the session) and write the final ``meta.json``.
+
+        :param stats: the capture pipeline's loss counters (P9), e.g.
+            ``{"events": 0, "frames": 2}``: lowercase names, non-negative ints.
+        :raises UsageError: a malformed counter (checked before anything is sealed).
+        """
+        dropped = _check_stats(stats or {})
+        if self._closed:
+            return
+        try:
+            self._segment.seal(closes_session=True)
+            self._closed = True
+            self._write_meta("closed", dropped)
+        finally:
+            self._release()
+
+    def abort(self) -> None:
+        """Stop without sealing: leaves exactly what a crash leaves (unsealed tail, state ``recording``)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._segment.flush(fsync=True)
+            self._segment.close()
+        finally:
+            self._release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            msg = f"session {self._id} is closed; start a new session to record more"
+            raise StoreError(msg)
+
+    def _append(self, record_type: int, plaintext: bytes) -> None:
+        self._maybe_rotate()
+        self._segment.append(record_type, plaintext)
+        self._records += 1
+
+    def _maybe_rotate(self) -> None:
+        segment = self._segment
+        if not segment.records:
+            return
+        too_old = self._clock() - self._segment_started >= self._segment_seconds
+        if too_old or segment.bytes_written >= self._segment_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        commit = self._segment.seal()
+        self._sealed_bytes += self._segment.bytes_written
+        self._index += 1
+        self._segment = self._open_segment(self._index, commit)
+        self._write_meta("recording")
+
+    def _open_segment(self, index: int, prev_commit: bytes) -> SegmentWriter:
+        segment = SegmentWriter(
+            self._path / segment_name(index),
+            session_id=self._id_bytes,
+            index=index,
+            prev_commit=prev_commit,
+            recipient=self._recipient,
+        )
+        segment.flush(fsync=True)
+        self._fsync_dir()
+        self._segment_started = self._clock()
+        return segment
+
+    def _write_meta(self, state: str, dropped: Mapping[str, int] | None = None) -> None:
+        """Replace ``meta.json`` atomically; it holds counts and times, never content."""
+        counts = self.counts
+        meta: dict[str, Any] = {
+            "schema": META_SCHEMA,
+            "id": self._id,
+            "state": state,
+            "started_at": self._started_at,
+            "stopped_at": _utc_now() if state == "closed" else None,
+            "segments": self._index + 1,
+            "records": self._records,
+            "events": counts,
+            "frames": counts.get(Frame.KIND, 0),
+            "dropped": sum((dropped or {}).values()),
+            "dropped_by_source": dict(sorted((dropped or {}).items())),
+            "bytes": self.bytes_written,
+        }
+        data = (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode("ascii")
+        _replace_private_file(self._path / META_FILE, data)
+        self._fsync_dir()
+
+    def _fsync_dir(self) -> None:
+        if self._lock_fd is not None:
+            os.fsync(self._lock_fd)
+
+    def _release(self) -> None:
+        _unlock(self._lock_fd)
+        self._lock_fd = None
+
+
+def writer_active(session_path: Path) -> bool | None:
+    """Whether a :class:`SessionWriter` still holds ``session_path``; None where this cannot be told."""
+    if sys.platform == "win32":
+        return None
+    try:
+        fd = os.open(session_path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor also drops a lock we just took
+    return False
+
+
+def _make_session_dir(sessions: Path) -> Path:
+    """Create ``<UTC time>Z-<8 hex>`` exclusively with mode 0700."""
+    for _ in range(16):
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = sessions / f"{stamp}-{secrets.token_hex(4)}"
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        check_private_dir(path)
+        return path
+    msg = f"could not create a new session directory in {sessions}"
+    raise StoreError(msg)
+
+
+def _lock_dir(path: Path) -> int | None:
+    """Open ``path`` and hold an exclusive flock on it (POSIX); the fd also serves directory fsync."""
+    if sys.platform == "win32":
+        return None
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        msg = f"session directory {path} is held by another writer"
+        raise StoreError(msg) from None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+def _replace_private_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a 0600 temp file beside ``path`` and rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _check_stats(stats: Mapping[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for key, value in stats.items():
+        if not isinstance(key, str) or not _STAT_KEY.fullmatch(key):
+            msg = f"loss counter name {key!r} is invalid; use lowercase names like 'events' or 'frames'"
+            raise UsageError(msg)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            msg = f"loss counter {key!r} must be a non-negative int, got {type(value).__name__}"
+            raise UsageError(msg)
+        out[key] = value
+    return out
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+__all__ = ["EVENTS_RECORD_TARGET", "META_FILE", "META_SCHEMA", "SessionWriter", "writer_active"]

@@ -1,0 +1,155 @@
+"""The tray icon: always shows whether optin records (P2).
+
+A thin pystray view over :class:`agent.control.Recorder`.  The icon is made
+visible *before* the recorder starts, and the recorder is stopped before the
+icon goes away, so capture never runs without the indicator.  pystray is
+imported lazily (it fails to import without a display).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from agent.control import Recorder
+from agent.errors import OptinError
+
+logger = logging.getLogger(__name__)
+
+#: Icon colours by recorder state.
+COLOURS = {
+    "idle": (128, 128, 128),
+    "recording": (200, 30, 30),
+    "paused": (230, 160, 20),
+    "stopped": (128, 128, 128),
+    "error": (20, 20, 20),
+}
+
+#: Words for each state, shown in the tooltip.
+WORDS = {
+    "idle": "starting",
+    "recording": "RECORDING",
+    "paused": "paused",
+    "stopped": "stopped",
+    "error": "stopped by an error",
+}
+
+
+def icon_image(state: str) -> Any:
+    """A 64×64 icon: a filled disc in the state's colour (a ring when paused)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(img)
+    colour = COLOURS.get(state, COLOURS["error"])
+    if state == "paused":
+        draw.ellipse((6, 6, 58, 58), outline=colour, width=10)
+        draw.rectangle((22, 20, 28, 44), fill=colour)
+        draw.rectangle((36, 20, 42, 44), fill=colour)
+    else:
+        draw.ellipse((6, 6, 58, 58), fill=colour)
+    return img
+
+
+def tooltip(recorder: Recorder) -> str:
+    """The tooltip in words: state, study, events and drops."""
+    s = recorder.status()
+    text = f"optin: {WORDS.get(s['state'], s['state'])} for study {s['study']}"
+    if s["state"] in ("recording", "paused"):
+        text += f"; {s['events_written']} events saved, {s['dropped']} dropped"
+    if s["error"]:
+        text += f"; {s['error']}"
+    return text
+
+
+def run(recorder: Recorder, on_ready: Callable[[], None] | None = None) -> None:
+    """Show the icon, start the recorder, and block until Quit or a signal.
+
+    :raises OptinError: the recorder could not start (after the icon is gone).
+    """
+    import pystray
+
+    failure: list[OptinError] = []
+
+    def refresh(icon: Any) -> None:
+        icon.icon = icon_image(recorder.state)
+        icon.title = tooltip(recorder)
+        icon.update_menu()
+
+    def do_pause(icon: Any, _item: Any) -> None:
+        recorder.pause()
+        refresh(icon)
+
+    def do_resume(icon: Any, _item: Any) -> None:
+        recorder.resume()
+        refresh(icon)
+
+    def do_quit(icon: Any, _item: Any) -> None:
+        recorder.stop()
+        icon.stop()
+
+    menu = pystray.Menu(
+        pystray.MenuItem(lambda _i: tooltip(recorder), None, enabled=False),
+        pystray.MenuItem("Pause", do_pause, visible=lambda _i: recorder.state == "recording"),
+        pystray.MenuItem("Resume", do_resume, visible=lambda _i: recorder.state == "paused"),
+        pystray.MenuItem("Quit (stop recording)", do_quit),
+    )
+    icon = pystray.Icon("optin", icon_image("idle"), "optin: starting", menu)
+
+    def setup(icon: Any) -> None:
+        try:
+            icon.visible = True  # P2: the indicator first, then capture
+            recorder.start()
+            refresh(icon)
+            _start_refresher(icon, recorder, refresh)
+            if on_ready is not None:
+                on_ready()
+        except OptinError as exc:
+            failure.append(exc)
+            icon.stop()
+        except BaseException:
+            icon.stop()  # pystray swallows setup errors and would hang run() otherwise
+            raise
+
+    _stop_on_signals(icon)
+    try:
+        icon.run(setup=setup)
+    finally:
+        recorder.stop()
+    if failure:
+        raise failure[0]
+
+
+def _start_refresher(icon: Any, recorder: Recorder, refresh: Callable[[Any], None]) -> None:
+    """Refresh the tooltip's counts every two seconds while recording."""
+
+    def loop() -> None:
+        while recorder.state in ("recording", "paused"):
+            threading.Event().wait(2.0)
+            try:
+                refresh(icon)
+            except Exception:  # noqa: BLE001 - a failed repaint must not stop capture
+                logger.debug("tray refresh failed", exc_info=True)
+
+    threading.Thread(target=loop, name="optin-tray-refresh", daemon=True).start()
+
+
+def _stop_on_signals(icon: Any) -> None:
+    """SIGTERM, SIGINT and SIGHUP end the icon's loop, so the session is sealed."""
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    if type(icon).__module__.endswith(("_gtk", "_appindicator")):
+        # GTK's main loop runs in C: Python handlers would wait for it; let GLib dispatch.
+        from gi.repository import GLib
+
+        def on_signal(*_args: Any) -> bool:
+            icon.stop()
+            return False
+
+        for sig in signals:
+            GLib.unix_signal_add(GLib.PRIORITY_HIGH, sig, on_signal)
+        return
+    for sig in signals:
+        signal.signal(sig, lambda *_a: icon.stop())

@@ -1,0 +1,54 @@
+"""The private X desktop for real-display tests.
+
+One Xvfb + openbox + dunst + trayer stack (own D-Bus) for the whole session,
+always torn down.  Missing tools: with CI=true the tests FAIL (the real-display
+tests are the point); locally they skip and say why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from agent.backends.virtual_display import APT_HINT, VirtualDisplay, missing_tools
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/display" in str(item.fspath):
+            item.add_marker(pytest.mark.display)
+
+
+def need_tools(*extra: str) -> None:
+    """Fail (CI) or skip (locally) when a required command is missing."""
+    missing = missing_tools() + [t for t in extra if shutil.which(t) is None]
+    if missing:
+        why = f"real-display test needs {', '.join(missing)}: {APT_HINT}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def xdisplay() -> Iterator[VirtualDisplay]:
+    """A running private desktop; its variables are in os.environ for the session."""
+    need_tools()
+    vd = VirtualDisplay(width=1280, height=800)
+    vd.start()
+    saved = {k: os.environ.get(k) for k in ("DISPLAY", "DBUS_SESSION_BUS_ADDRESS", "NO_AT_BRIDGE",
+                                             "XDG_SESSION_TYPE", "WAYLAND_DISPLAY")}
+    os.environ.pop("WAYLAND_DISPLAY", None)
+    for key in ("DISPLAY", "DBUS_SESSION_BUS_ADDRESS", "NO_AT_BRIDGE", "XDG_SESSION_TYPE"):
+        os.environ[key] = vd.env[key]
+    try:
+        yield vd
+    finally:
+        vd.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

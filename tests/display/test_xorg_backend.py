@@ -1,0 +1,257 @@
+"""The X11 backend against a real X server (Xvfb + openbox + trayer, from the ``xdisplay`` fixture)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import select
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.backends import select_backend
+from agent.backends.xorg import XorgBackend
+from agent.events import Event, WindowFocus
+
+pytestmark = pytest.mark.display
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > end:
+            return value
+        time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def xdotool(*args: str) -> str:
+    done = subprocess.run(["xdotool", *args], capture_output=True, text=True, timeout=10, check=True)
+    return done.stdout
+
+
+@contextmanager
+def xterm(title: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """An xterm titled ``title`` on the test display: ``(process, window id)``; always stopped."""
+    proc = subprocess.Popen(
+        ["xterm", "-T", title, "-geometry", "60x10+40+40", "-e", "sleep", "60"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def find() -> str:
+            argv = ["xdotool", "search", "--name", f"^{title}$"]
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False).stdout.split()
+            return out[0] if out else ""
+
+        wid = wait_until(find, 5.0)
+        assert wid, f"xterm {title!r} did not map within 5 s"
+        yield proc, wid
+    finally:
+        stop_process(proc)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def backend(xdisplay: Any) -> Iterator[XorgBackend]:
+    assert os.environ["DISPLAY"] == xdisplay.display
+    chosen = select_backend("xorg")
+    assert isinstance(chosen, XorgBackend)
+    try:
+        yield chosen
+    finally:
+        chosen.close()
+
+
+def test_check_environment_passes_with_record(backend: XorgBackend) -> None:
+    backend.check_environment()
+
+
+@contextmanager
+def xvfb_without_record() -> Iterator[str]:
+    """A second, bare Xvfb started with ``-extension RECORD``; yields its display name."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed")
+    r, w = os.pipe()
+    argv = ["Xvfb", "-displayfd", str(w), "-screen", "0", "320x240x24", "-nolisten", "tcp"]
+    proc = subprocess.Popen(
+        [*argv, "-extension", "RECORD"],
+        pass_fds=(w,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(w)
+    try:
+        ready, _, _ = select.select([r], [], [], 10.0)
+        number = os.read(r, 16).decode().strip() if ready else ""
+        assert number, "the RECORD-less Xvfb did not start"
+        yield f":{number}"
+    finally:
+        stop_process(proc)
+        os.close(r)  # only now: Xvfb dies if the -displayfd pipe closes early
+
+
+def test_check_environment_without_record_fails_fast(xdisplay: Any) -> None:
+    with xvfb_without_record() as name:
+        code = (
+            "import sys\n"
+            "from agent.backends import select_backend\n"
+            "from agent.errors import EnvironmentProblem\n"
+            "try:\n"
+            "    select_backend('xorg').check_environment()\n"
+            "except EnvironmentProblem as exc:\n"
+            "    print(exc)\n"
+            "    sys.exit(exc.exit_code)\n"
+        )
+        env = dict(os.environ, DISPLAY=name, PYTHONPATH=str(REPO))
+        start = time.monotonic()
+        argv = [sys.executable, "-c", code]
+        done = subprocess.run(
+            argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=20, check=False
+        )
+        elapsed = time.monotonic() - start
+    assert done.returncode == 2, done.stderr
+    assert f"DISPLAY={name} has no RECORD extension" in done.stdout
+    assert "+extension RECORD" in done.stdout
+    assert elapsed < 10
+
+
+def test_active_window_reads_xterm_title_class_pid_and_geometry(backend: XorgBackend) -> None:
+    title = unique("optin-active")
+    with xterm(title) as (proc, wid):
+        xdotool("windowactivate", "--sync", wid)
+        focus = wait_until(lambda: (w := backend.active_window()) is not None and w.title == title and w, 5.0)
+        assert isinstance(focus, WindowFocus), "active_window never reported the xterm"
+        assert focus.app_class == "XTerm"
+        assert focus.pid == proc.pid
+        assert focus.width is not None and focus.width > 0
+        assert focus.height is not None and focus.height > 0
+        assert focus.x is not None and focus.x >= 0
+        assert focus.y is not None and focus.y >= 0
+
+
+def test_non_ascii_title_is_decoded(backend: XorgBackend) -> None:
+    with xterm(unique("optin-utf8")) as (_proc, wid):
+        xdotool("windowactivate", "--sync", wid)
+        xdotool("set_window", "--name", "Grüße €", wid)
+        focus = wait_until(
+            lambda: (w := backend.active_window()) is not None and w.title == "Grüße €" and w, 5.0
+        )
+        assert isinstance(focus, WindowFocus), "the UTF-8 title was not decoded"
+
+
+class Collector:
+    """A sink that records events and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, event: Event) -> None:
+        with self._cond:
+            self.events.append(event)
+            self._cond.notify_all()
+
+    def titles(self) -> list[str | None]:
+        with self._cond:
+            return [e.title for e in self.events if isinstance(e, WindowFocus)]
+
+    def wait_for_title(self, title: str, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: (
+                    bool(self.events)
+                    and isinstance(self.events[-1], WindowFocus)
+                    and self.events[-1].title == title
+                ),
+                timeout,
+            )
+
+
+def test_focus_watcher_follows_activation_and_title_changes(backend: XorgBackend) -> None:
+    first, second, renamed = unique("optin-first"), unique("optin-second"), unique("optin-renamed")
+    with xterm(first) as (_p1, wid1), xterm(second) as (_p2, wid2):
+        xdotool("windowactivate", "--sync", wid1)
+        sink = Collector()
+        watcher = backend.focus_watcher(sink)
+        watcher.start()
+        try:
+            assert watcher.is_alive()
+            threads = [t for t in threading.enumerate() if t.name == "optin-focus"]
+            assert threads and all(t.daemon for t in threads)
+            assert sink.titles()[:1] == [first], "no initial WindowFocus on start"
+
+            xdotool("windowactivate", "--sync", wid2)
+            assert sink.wait_for_title(second, 1.0), "no focus event for the second xterm"
+            xdotool("windowactivate", "--sync", wid1)
+            assert sink.wait_for_title(first, 1.0), "no focus event on switching back"
+            xdotool("set_window", "--name", renamed, wid1)
+            assert sink.wait_for_title(renamed, 1.0), "no event when the active window's title changed"
+            time.sleep(0.2)
+        finally:
+            start = time.monotonic()
+            watcher.stop()
+            stop_took = time.monotonic() - start
+    assert stop_took < 0.2
+    assert not watcher.is_alive()
+    count = len(sink.events)
+    focus_events = [e for e in sink.events if isinstance(e, WindowFocus)]
+    assert len(focus_events) == count
+    values = [dataclasses.replace(e, t_ns=0) for e in focus_events]
+    for before, after in itertools.pairwise(values):
+        assert before != after, "identical consecutive WindowFocus events"
+    time.sleep(0.1)
+    assert len(sink.events) == count, "an event arrived after stop()"
+
+
+def test_focus_watcher_can_be_restarted(backend: XorgBackend) -> None:
+    with xterm(unique("optin-restart")) as (_proc, wid):
+        xdotool("windowactivate", "--sync", wid)
+        sink = Collector()
+        watcher = backend.focus_watcher(sink)
+        for _ in range(2):
+            watcher.start()
+            watcher.stop()
+        assert not watcher.is_alive()
+        assert len(sink.events) == 2  # one initial event per start
+
+
+def test_tray_host_available_with_trayer(backend: XorgBackend) -> None:
+    assert wait_until(lambda: backend.tray_host_available() is True, 5.0)
+
+
+def test_vanished_window_gives_none_or_a_window_never_an_error(backend: XorgBackend) -> None:
+    with xterm(unique("optin-vanish")) as (proc, wid):
+        xdotool("windowactivate", "--sync", wid)
+        proc.kill()
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            result = backend.active_window()
+            assert result is None or isinstance(result, WindowFocus)

@@ -1,0 +1,102 @@
+"""The command line contract: names, exit codes, clear messages."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent import cli
+
+CONTRACT = [
+    "run", "consent", "status", "pause", "resume", "delete-last", "exclude", "sessions", "purge",
+    "verify", "review", "export", "inspect", "unpack", "keys", "redact-text", "doctor", "demo",
+]
+
+
+def test_help_lists_every_contract_command() -> None:
+    out = subprocess.run([sys.executable, "-m", "agent", "--help"], capture_output=True, text=True, check=True)
+    listed = set(re.findall(r"^    ([a-z-]+)", out.stdout, flags=re.MULTILINE))
+    assert set(CONTRACT) <= listed, set(CONTRACT) - listed
+
+
+@pytest.mark.parametrize("name", sorted(cli.NOT_BUILT))
+def test_commands_not_built_yet_say_so_and_exit_2(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([name]) == 2
+    assert "not built yet" in capsys.readouterr().err
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert "consent" in capsys.readouterr().out
+
+
+def test_consent_show_and_grant_scripted(study_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["consent", "show", "--study", str(study_file)]) == 0
+    out = capsys.readouterr().out
+    digest = re.search(r"text sha256: ([0-9a-f]{64})", out).group(1)
+    assert "consent: not given" in out
+    assert cli.main(["consent", "grant", "--accept-text-sha256", "f" * 64]) == 2
+    assert "does not match" in capsys.readouterr().err
+    assert cli.main(["consent", "grant", "--accept-text-sha256", digest, "--scopes", "pointer"]) == 0
+    assert cli.main(["consent", "show", "--json"]) == 0
+    assert '"granted": true' in capsys.readouterr().out
+    assert cli.main(["consent", "withdraw"]) == 0
+
+
+def test_status_when_no_agent_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["status"]) == 1
+    assert "not running" in capsys.readouterr().out
+
+
+def test_sessions_empty_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["sessions"]) == 0
+    assert "no sessions" in capsys.readouterr().out
+    assert cli.main(["sessions", "--json"]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
+
+
+def test_run_without_a_study_says_how(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run"]) == 2
+    assert "optin run --study FILE" in capsys.readouterr().err
+
+
+def test_run_without_consent_records_nothing(study_file: Path, optin_home: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "--study", str(study_file)]) == 2
+    assert "consent grant --accept-text-sha256" in capsys.readouterr().err
+    assert not (optin_home / "data" / "sessions").exists()
+
+
+def _run_subprocess(env_changes: dict[str, str | None], optin_home: Path) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = dict(os.environ)
+    for k, v in env_changes.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return subprocess.run([sys.executable, "-m", "agent", "run"], env=env, capture_output=True, text=True,
+                          timeout=30, check=False)
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"DISPLAY": None, "WAYLAND_DISPLAY": None, "XDG_SESSION_TYPE": None}, "DISPLAY is not set"),
+        ({"DISPLAY": ":0", "WAYLAND_DISPLAY": "wayland-0"}, "Wayland"),
+        ({"DISPLAY": ":987", "WAYLAND_DISPLAY": None, "XDG_SESSION_TYPE": None}, ":987"),
+    ],
+    ids=["no-display", "wayland", "unreachable-display"],
+)
+def test_bad_environment_one_line_exit_2(consented, optin_home: Path, changes, needle: str) -> None:  # noqa: ANN001
+    out = _run_subprocess(changes, optin_home)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert needle in lines[0] and "Fix" in lines[0]
+    assert not (optin_home / "data" / "sessions").exists() or not any((optin_home / "data" / "sessions").iterdir())
