@@ -226,6 +226,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _not_built_command(name: str) -> Callable[[argparse.Namespace], int]:
+    def command(_args: argparse.Namespace) -> int:
+        return _not_built(name, NOT_BUILT[name])
+
+    return command
+
+
 def _not_built(name: str, why: str) -> int:
     print(f"optin {name}: not built yet in this version ({why}).", file=sys.stderr)
     return 2
@@ -264,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     for name in ("pause", "resume", "delete-last", "exclude", "purge", "verify", "review", "redact-text"):
-        sp = add(name, lambda _a, n=name: _not_built(n, NOT_BUILT[n]), f"(not built yet) {NOT_BUILT[name]}")
+        sp = add(name, _not_built_command(name), f"(not built yet) {NOT_BUILT[name]}")
         sp.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
         sp.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
         sp.add_argument("--yes", action="store_true", help=argparse.SUPPRESS)
@@ -281,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     for name in ("inspect", "unpack"):
-        sp = add(name, lambda _a, n=name: _not_built(n, NOT_BUILT[n]), f"(not built yet) {NOT_BUILT[name]}")
+        sp = add(name, _not_built_command(name), f"(not built yet) {NOT_BUILT[name]}")
         sp.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
         sp.add_argument("--identity", help=argparse.SUPPRESS)
         sp.add_argument("--out", help=argparse.SUPPRESS)

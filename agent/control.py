@@ -215,29 +215,8 @@ class Recorder:
         if writer is None:
             return
         last_publish = 0.0
-        done = False
-        while not done:
-            batch: list[Event] = []
-            try:
-                item = self._queue.get(timeout=WRITER_TICK_S)
-            except queue.Empty:
-                item = None
-                if self._accepting:
-                    writer.flush()
-                    continue
-            while True:
-                if item is None:
-                    done = not self._accepting
-                    if done:
-                        break
-                else:
-                    batch.append(item)
-                if len(batch) >= BATCH_MAX:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+        while True:
+            batch, done = self._next_batch()
             if batch:
                 try:
                     writer.write_events(batch)
@@ -245,7 +224,7 @@ class Recorder:
                     self._accepting = False
                     self.error = f"writing the encrypted store failed: {exc.strerror}"
                     self.state = "error"
-                    logger.error("capture stopped: %s", self.error)  # noqa: TRY400 - no traceback needed
+                    logger.error("capture stopped: %s", self.error)
                     return
                 self._count(batch)
             writer.flush()
@@ -253,6 +232,31 @@ class Recorder:
             if now - last_publish >= 1.0:
                 last_publish = now
                 self._publish()
+            if done:
+                return
+
+    def _next_batch(self) -> tuple[list[Event], bool]:
+        """Wait up to one tick for events; return ``(batch, writer_should_end)``.
+
+        The writer ends once the recorder no longer accepts events and the
+        queue is drained (``stop()`` queues its marker before it flips the flag).
+        """
+        batch: list[Event] = []
+        try:
+            item = self._queue.get(timeout=WRITER_TICK_S)
+        except queue.Empty:
+            return batch, not self._accepting
+        while True:
+            if item is not None:
+                batch.append(item)
+                if len(batch) >= BATCH_MAX:
+                    return batch, False
+            elif not self._accepting:
+                return batch, True
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, False
 
     def _count(self, batch: list[Event]) -> None:
         c = self.counters

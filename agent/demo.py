@@ -46,7 +46,10 @@ def run_demo(seconds: float = 8.0, *, progress: bool = True) -> dict[str, Any]:
         msg = f"--seconds {seconds} is out of range; use a value between 1 and 600"
         raise DemoFailed(msg)
     if shutil.which("age") is None:
-        msg = "the demo decrypts its bundle with the `age` command, which is not installed. Fix: apt-get install age"
+        msg = (
+            "the demo decrypts its bundle with the `age` command, which is not installed. "
+            "Fix: apt-get install age"
+        )
         raise EnvironmentProblem(msg)
     say = _progress if progress else (lambda _m: None)
     t0 = time.monotonic()
@@ -59,7 +62,9 @@ def run_demo(seconds: float = 8.0, *, progress: bool = True) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str], None], t0: float) -> dict[str, Any]:
+def _run_on(
+    vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str], None], t0: float
+) -> dict[str, Any]:
     from pyrage import x25519
 
     env = dict(vd.env, OPTIN_HOME=str(work / "home"), OPTIN_LOG_LEVEL="WARNING")
@@ -102,7 +107,15 @@ def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str],
     out_dir = work / "out"
     exported = json.loads(_optin(env, "export", session_id, "--out", str(out_dir), "--json"))[0]
     say(f"exported {Path(exported['path']).name} ({exported['bytes']} bytes)")
-    summary = _check(env, work, session_id, Path(exported["path"]), identity_file, vd, script)
+    summary = _check(
+        env,
+        work=work,
+        session_id=session_id,
+        bundle=Path(exported["path"]),
+        identity_file=identity_file,
+        vd=vd,
+        script=script,
+    )
     say("bundle decrypted with `age -d` and checked")
     summary["seconds_taken"] = round(time.monotonic() - t0, 1)
     return summary
@@ -110,7 +123,12 @@ def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str],
 
 def _optin(env: dict[str, str], *args: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "agent", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "agent", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     if out.returncode != 0:
         msg = f"`optin {args[0]}` failed (exit {out.returncode}): {out.stderr.strip()}"
@@ -182,6 +200,7 @@ def _search(vd: VirtualDisplay, title: str) -> list[str]:
 
 def _check(
     env: dict[str, str],
+    *,
     work: Path,
     session_id: str,
     bundle: Path,

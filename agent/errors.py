@@ -65,7 +65,7 @@ class StudyError(OptinError):
     exit_code = 2
 
 
-class KeyError_(OptinError):  # noqa: N801 - trailing underscore avoids shadowing the builtin KeyError
+class KeyError_(OptinError):
     """The volunteer's key pair is missing or unusable."""
 
 

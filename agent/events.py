@@ -22,7 +22,7 @@ import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from agent.errors import StoreFormatError
 
@@ -174,9 +174,9 @@ class Marker:
             raise ValueError(msg)
 
 
-Event = Union[
-    PointerMove, ButtonPress, ButtonRelease, Scroll, KeyPress, KeyRelease, Frame, WindowFocus, Marker
-]
+Event = (
+    PointerMove | ButtonPress | ButtonRelease | Scroll | KeyPress | KeyRelease | Frame | WindowFocus | Marker
+)
 
 #: Every event class by its KIND.
 EVENT_TYPES: dict[str, type[Any]] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +48,15 @@ def dirs() -> Dirs:
         return Dirs(config=root / "config", data=root / "data", runtime=root / "run")
     import platformdirs
 
-    runtime = Path(platformdirs.user_runtime_dir(APP, appauthor=False))
+    data = Path(platformdirs.user_data_dir(APP, appauthor=False))
+    if sys.platform.startswith("linux") and not os.environ.get("XDG_RUNTIME_DIR"):
+        # No login session runtime dir (cron, su, containers): keep runtime files private under data.
+        runtime = data / "run"
+    else:
+        runtime = Path(platformdirs.user_runtime_dir(APP, appauthor=False))
     return Dirs(
         config=Path(platformdirs.user_config_dir(APP, appauthor=False)),
-        data=Path(platformdirs.user_data_dir(APP, appauthor=False)),
+        data=data,
         runtime=runtime,
     )
 
@@ -76,8 +82,5 @@ def check_private_dir(path: Path) -> None:
         )
         raise EnvironmentProblem(msg)
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH | stat.S_IRGRP | stat.S_IROTH):
-        msg = (
-            f"{path} has mode {stat.S_IMODE(st.st_mode):04o}; optin needs it private. "
-            f"Fix: chmod 700 {path}"
-        )
+        msg = f"{path} has mode {stat.S_IMODE(st.st_mode):04o}; optin needs it private. Fix: chmod 700 {path}"
         raise EnvironmentProblem(msg)

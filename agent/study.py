@@ -32,7 +32,7 @@ from agent.paths import Dirs, ensure_private_dir
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 #: Every capture scope a study can ask for.
 SCOPES = ("pointer", "keyboard", "screen", "window_titles")
@@ -150,7 +150,10 @@ def installed_study(dirs: Dirs) -> Study:
     """
     path = installed_path(dirs)
     if not path.exists():
-        msg = "no study is installed. Fix: optin run --study FILE (the study file comes from the study's operator)"
+        msg = (
+            "no study is installed. Fix: optin run --study FILE "
+            "(the study file comes from the study's operator)"
+        )
         raise StudyError(msg)
     return load_study_file(path)
 

@@ -33,7 +33,7 @@ def study_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def consented(optin_home: Path, study_file: Path):  # noqa: ANN201 - returns (Dirs, Study)
+def consented(optin_home: Path, study_file: Path):
     """Study installed, consent granted to every scope, volunteer keys created."""
     from agent import consent
     from agent.paths import dirs

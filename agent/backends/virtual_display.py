@@ -11,6 +11,7 @@ Xvfb runs; dunst is started with DISPLAY set rather than bus-activated;
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -103,7 +104,18 @@ class VirtualDisplay:
         r, w = os.pipe()
         self._displayfd_read = r
         screen = f"{self.width}x{self.height}x24"
-        cmd = ["Xvfb", "-displayfd", str(w), "-screen", "0", screen, "-nolisten", "tcp", "+extension", "RECORD"]
+        cmd = [
+            "Xvfb",
+            "-displayfd",
+            str(w),
+            "-screen",
+            "0",
+            screen,
+            "-nolisten",
+            "tcp",
+            "+extension",
+            "RECORD",
+        ]
         proc = subprocess.Popen(
             cmd, pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
@@ -142,10 +154,8 @@ class VirtualDisplay:
     def stop(self) -> None:
         """Stop every process started here, newest first; idempotent."""
         if self._x is not None:
-            try:
+            with contextlib.suppress(Exception):  # the server may already be gone
                 self._x.close()
-            except Exception:  # noqa: BLE001, S110 - the server may already be gone
-                pass
             self._x = None
         for proc in reversed(self._procs):
             stop_process(proc)

@@ -22,6 +22,7 @@ an exception message.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -37,7 +38,7 @@ import Xlib.error
 from Xlib import X, Xatom
 from Xlib.support import connect as xconnect
 
-from agent.backends.base import Backend, scoped_sink
+from agent.backends.base import Backend
 from agent.capture import EventSink, Hooks, ScreenGrabber
 from agent.errors import EnvironmentProblem
 from agent.events import WindowFocus, now_ns
@@ -538,6 +539,25 @@ class _FocusWatcher:
 # --- the backend -----------------------------------------------------------------------------
 
 
+def unblock_record_listener(listener: Any) -> None:
+    """End a stopped pynput X listener now instead of at the next input event.
+
+    pynput 1.8 sends RecordDisableContext on the very connection its thread is
+    blocked reading, so the thread only ends when the next key or pointer event
+    arrives (measured: never within 4 s on an idle display).  The RECORD spec
+    expects the disable on another connection; pynput keeps one
+    (``_display_stop``), so send it there.  Measured: the thread ends in ~1.3 ms.
+    Best effort: attribute names are pynput internals; without them, nothing.
+    """
+    display = getattr(listener, "_display_stop", None)
+    context = getattr(listener, "_context", None)
+    if display is None or context is None:
+        return
+    with contextlib.suppress(Exception):  # the listener may already have closed it
+        display.record_disable_context(context)
+        display.flush()
+
+
 class XorgBackend(Backend):
     """X11 through python-xlib, with pynput hooks and an mss grabber.
 
@@ -574,10 +594,11 @@ class XorgBackend(Backend):
             raise EnvironmentProblem(no_record_message(name))
 
     def input_hooks(self, sink: EventSink, *, pointer: bool = True, keyboard: bool = True) -> Hooks:
-        scoped = scoped_sink(sink, pointer=pointer, keyboard=keyboard)
         from agent.capture.input import PynputHooks  # imports pynput, which needs a display
 
-        hooks: Hooks = PynputHooks(scoped)
+        hooks: Hooks = PynputHooks(
+            sink, pointer=pointer, keyboard=keyboard, after_stop=unblock_record_listener
+        )
         return hooks
 
     def screen_grabber(self) -> ScreenGrabber:

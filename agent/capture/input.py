@@ -9,7 +9,9 @@ and pynput's X listener hangs forever without the RECORD extension.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agent.capture import EventSink
@@ -43,6 +45,8 @@ _MODIFIERS = {
 
 #: How long to wait for a listener to report ready before giving up.
 START_TIMEOUT_S = 5.0
+#: How long to wait for a stopped listener's thread to end.
+STOP_TIMEOUT_S = 2.0
 
 
 def key_fields(key: Any) -> tuple[str | None, str | None, int | None]:
@@ -57,13 +61,31 @@ def key_fields(key: Any) -> tuple[str | None, str | None, int | None]:
 
 
 class PynputHooks:
-    """pynput keyboard and mouse listeners feeding one sink.
+    """pynput keyboard and/or mouse listeners feeding one sink.
 
     :param sink: called with every event; must be O(1) and never block.
+    :param pointer: start the mouse listener (the pointer scope).
+    :param keyboard: start the keyboard listener (the keyboard scope).
+    :param after_stop: called with each listener right after ``listener.stop()``;
+        a backend uses it to unblock a listener that would otherwise wait for
+        the next OS event before its thread ends (pynput on X11).
     """
 
-    def __init__(self, sink: EventSink) -> None:
+    def __init__(
+        self,
+        sink: EventSink,
+        *,
+        pointer: bool = True,
+        keyboard: bool = True,
+        after_stop: Callable[[Any], None] | None = None,
+    ) -> None:
+        if not (pointer or keyboard):
+            msg = "input hooks need the pointer or the keyboard scope; got neither"
+            raise ValueError(msg)
         self._sink = sink
+        self._pointer = pointer
+        self._keyboard = keyboard
+        self._after_stop = after_stop
         self._held: dict[str, int] = {}
         self._listeners: list[Any] = []
 
@@ -92,7 +114,7 @@ class PynputHooks:
     def _on_move(self, x: int, y: int) -> None:
         self._sink(PointerMove(now_ns(), int(x), int(y)))
 
-    def _on_click(self, x: int, y: int, button: Any, pressed: bool) -> None:  # noqa: FBT001 - pynput's signature
+    def _on_click(self, x: int, y: int, button: Any, pressed: bool) -> None:
         t = now_ns()
         name = str(getattr(button, "name", button))
         cls = ButtonPress if pressed else ButtonRelease
@@ -110,12 +132,17 @@ class PynputHooks:
         """
         from pynput import keyboard, mouse
 
-        self._listeners = [
-            keyboard.Listener(on_press=self._on_press, on_release=self._on_release),
-            mouse.Listener(on_move=self._on_move, on_click=self._on_click, on_scroll=self._on_scroll),
-        ]
+        self._held = {}
+        self._listeners = []
+        if self._keyboard:
+            kb = keyboard.Listener(on_press=self._on_press, on_release=self._on_release)
+            kb.name = "optin-keyboard"
+            self._listeners.append(kb)
+        if self._pointer:
+            ms = mouse.Listener(on_move=self._on_move, on_click=self._on_click, on_scroll=self._on_scroll)
+            ms.name = "optin-mouse"
+            self._listeners.append(ms)
         for listener in self._listeners:
-            listener.name = f"optin-{type(listener).__module__.split('.')[1]}"
             listener.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         for listener in self._listeners:
@@ -132,18 +159,15 @@ class PynputHooks:
                 time.sleep(0.005)
 
     def stop(self) -> None:
-        """Stop both listeners; when this returns no callback runs any more."""
+        """Stop the listeners; when this returns no callback runs any more."""
         for listener in self._listeners:
             listener.stop()
+            if self._after_stop is not None:
+                self._after_stop(listener)
         for listener in self._listeners:
-            if listener.is_alive() and listener is not _current_thread():
-                listener.join(timeout=2.0)
+            if listener.is_alive() and listener is not threading.current_thread():
+                listener.join(timeout=STOP_TIMEOUT_S)
+        self._listeners = []
 
     def is_alive(self) -> bool:
         return bool(self._listeners) and all(listener.is_alive() for listener in self._listeners)
-
-
-def _current_thread() -> Any:
-    import threading
-
-    return threading.current_thread()

@@ -111,7 +111,7 @@ class FrameTaker:
                 t = now_ns()
                 try:
                     frame = self._grabber.grab(t, self._reason)
-                except Exception:  # noqa: BLE001 - a failed grab is counted; the recorder goes on
+                except Exception:
                     self.failures += 1
                     logger.warning("screen grab failed (%d so far)", self.failures)
                     continue

@@ -160,6 +160,8 @@ def _write_atomically(out_dir: Path, name: str, blob: bytes) -> Path:
             os.fsync(f.fileno())
         tmp.replace(target)
     except OSError as exc:
-        msg = f"cannot write the bundle into {out_dir}: {exc.strerror}. Fix: choose a writable --out directory"
+        msg = (
+            f"cannot write the bundle into {out_dir}: {exc.strerror}. Fix: choose a writable --out directory"
+        )
         raise ExportError(msg) from exc
     return target

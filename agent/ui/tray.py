@@ -131,7 +131,7 @@ def _start_refresher(icon: Any, recorder: Recorder, refresh: Callable[[Any], Non
             threading.Event().wait(2.0)
             try:
                 refresh(icon)
-            except Exception:  # noqa: BLE001 - a failed repaint must not stop capture
+            except Exception:
                 logger.debug("tray refresh failed", exc_info=True)
 
     threading.Thread(target=loop, name="optin-tray-refresh", daemon=True).start()

@@ -38,8 +38,16 @@ def xdisplay() -> Iterator[VirtualDisplay]:
     need_tools()
     vd = VirtualDisplay(width=1280, height=800)
     vd.start()
-    saved = {k: os.environ.get(k) for k in ("DISPLAY", "DBUS_SESSION_BUS_ADDRESS", "NO_AT_BRIDGE",
-                                             "XDG_SESSION_TYPE", "WAYLAND_DISPLAY")}
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "DISPLAY",
+            "DBUS_SESSION_BUS_ADDRESS",
+            "NO_AT_BRIDGE",
+            "XDG_SESSION_TYPE",
+            "WAYLAND_DISPLAY",
+        )
+    }
     os.environ.pop("WAYLAND_DISPLAY", None)
     for key in ("DISPLAY", "DBUS_SESSION_BUS_ADDRESS", "NO_AT_BRIDGE", "XDG_SESSION_TYPE"):
         os.environ[key] = vd.env[key]

@@ -23,7 +23,7 @@ def _typed(events: list) -> str:
     return "".join(e.char or (" " if e.name == "space" else "") for e in events if isinstance(e, KeyPress))
 
 
-def _record(xdisplay: VirtualDisplay, consented, script) -> list:  # noqa: ANN001
+def _record(xdisplay: VirtualDisplay, consented, script) -> list:
     d, study = consented
     rec = Recorder(d, select_backend("xorg"), study)
     rec.start()
@@ -36,7 +36,7 @@ def _record(xdisplay: VirtualDisplay, consented, script) -> list:  # noqa: ANN00
     return read_session(d, rec.session_id, keys.load_identity(d)).events
 
 
-def test_real_input_is_recorded_exactly(xdisplay: VirtualDisplay, consented) -> None:  # noqa: ANN001
+def test_real_input_is_recorded_exactly(xdisplay: VirtualDisplay, consented) -> None:
     term = xdisplay.spawn(["xterm", "-T", "e2e-recording", "-geometry", "80x20+50+50"])
     try:
         assert wait_for(lambda: _exists(xdisplay, "e2e-recording"), 10)
@@ -93,12 +93,19 @@ def test_real_input_is_recorded_exactly(xdisplay: VirtualDisplay, consented) -> 
 def _exists(xdisplay: VirtualDisplay, title: str) -> bool:
     import subprocess
 
-    out = subprocess.run(["xdotool", "search", "--name", f"^{title}$"], env=xdisplay.env,
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["xdotool", "search", "--name", f"^{title}$"],
+        env=xdisplay.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return bool(out.stdout.strip())
 
 
-def test_no_plaintext_of_typed_text_or_titles_on_disk(xdisplay: VirtualDisplay, consented, optin_home: Path) -> None:  # noqa: ANN001, E501
+def test_no_plaintext_of_typed_text_or_titles_on_disk(
+    xdisplay: VirtualDisplay, consented, optin_home: Path
+) -> None:
     term = xdisplay.spawn(["xterm", "-T", f"title {CANARY}", "-geometry", "80x20+50+50"])
     try:
         assert wait_for(lambda: _exists(xdisplay, f"title {CANARY}"), 10)

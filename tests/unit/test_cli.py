@@ -12,13 +12,31 @@ import pytest
 from agent import cli
 
 CONTRACT = [
-    "run", "consent", "status", "pause", "resume", "delete-last", "exclude", "sessions", "purge",
-    "verify", "review", "export", "inspect", "unpack", "keys", "redact-text", "doctor", "demo",
+    "run",
+    "consent",
+    "status",
+    "pause",
+    "resume",
+    "delete-last",
+    "exclude",
+    "sessions",
+    "purge",
+    "verify",
+    "review",
+    "export",
+    "inspect",
+    "unpack",
+    "keys",
+    "redact-text",
+    "doctor",
+    "demo",
 ]
 
 
 def test_help_lists_every_contract_command() -> None:
-    out = subprocess.run([sys.executable, "-m", "agent", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "agent", "--help"], capture_output=True, text=True, check=True
+    )
     listed = set(re.findall(r"^    ([a-z-]+)", out.stdout, flags=re.MULTILINE))
     assert set(CONTRACT) <= listed, set(CONTRACT) - listed
 
@@ -64,8 +82,9 @@ def test_run_without_a_study_says_how(capsys: pytest.CaptureFixture[str]) -> Non
     assert "optin run --study FILE" in capsys.readouterr().err
 
 
-def test_run_without_consent_records_nothing(study_file: Path, optin_home: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_without_consent_records_nothing(
+    study_file: Path, optin_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli.main(["run", "--study", str(study_file)]) == 2
     assert "consent grant --accept-text-sha256" in capsys.readouterr().err
     assert not (optin_home / "data" / "sessions").exists()
@@ -80,8 +99,14 @@ def _run_subprocess(env_changes: dict[str, str | None], optin_home: Path) -> sub
             env.pop(k, None)
         else:
             env[k] = v
-    return subprocess.run([sys.executable, "-m", "agent", "run"], env=env, capture_output=True, text=True,
-                          timeout=30, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -93,10 +118,12 @@ def _run_subprocess(env_changes: dict[str, str | None], optin_home: Path) -> sub
     ],
     ids=["no-display", "wayland", "unreachable-display"],
 )
-def test_bad_environment_one_line_exit_2(consented, optin_home: Path, changes, needle: str) -> None:  # noqa: ANN001
+def test_bad_environment_one_line_exit_2(consented, optin_home: Path, changes, needle: str) -> None:
     out = _run_subprocess(changes, optin_home)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
     assert needle in lines[0] and "Fix" in lines[0]
-    assert not (optin_home / "data" / "sessions").exists() or not any((optin_home / "data" / "sessions").iterdir())
+    assert not (optin_home / "data" / "sessions").exists() or not any(
+        (optin_home / "data" / "sessions").iterdir()
+    )

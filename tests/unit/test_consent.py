@@ -75,11 +75,11 @@ def test_withdraw_and_tampered_receipt_fail_closed(study_file: Path) -> None:
         (lambda t: t.replace("[study]", "[stuff]"), r"missing the \[study\] table"),
         (lambda t: t.replace('id = "optin-demo"\n', ""), "missing id"),
         (lambda t: t.replace('"screen", ', '"microphone", '), "allowed scopes"),
-        (lambda t: t.replace("recipients = [\"age1", "recipients = [\"ssh-rsa"), "not an age public key"),
+        (lambda t: t.replace('recipients = ["age1', 'recipients = ["ssh-rsa'), "not an age public key"),
         (lambda t: t + "\n[[[", "not valid TOML"),
         (lambda t: t.replace('consent_version = "1"', "consent_version = 1"), "non-empty string"),
     ],
 )
-def test_invalid_study_files_name_the_problem(study_file: Path, mutation, message: str) -> None:  # noqa: ANN001
+def test_invalid_study_files_name_the_problem(study_file: Path, mutation, message: str) -> None:
     with pytest.raises(StudyError, match=message):
         parse_study(mutation(study_file.read_text()), source="s.toml")

@@ -57,4 +57,8 @@ def test_clock_anchor_maps_monotonic_to_wall() -> None:
 
 
 def test_kind_counts() -> None:
-    assert ev.kind_counts(SAMPLES[:3] + SAMPLES[:1]) == {"button_press": 1, "button_release": 1, "pointer_move": 2}
+    assert ev.kind_counts(SAMPLES[:3] + SAMPLES[:1]) == {
+        "button_press": 1,
+        "button_release": 1,
+        "pointer_move": 2,
+    }
