@@ -51,10 +51,19 @@ BATCH_MAX = 4096
 class Counters:
     """Loss and volume counters (P9: loss is measured, never silent)."""
 
-    queued: int = 0
-    dropped: int = 0
+    dropped: int = 0  #: events refused by the full queue
+    frame_failures: int = 0  #: screen grabs that failed
+    frames_skipped: int = 0  #: frame requests still pending when capture stopped or paused
     written: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
+
+    def loss(self) -> dict[str, int]:
+        """The loss counters, as stored with the session (P9)."""
+        return {
+            "events": self.dropped,
+            "frame_failures": self.frame_failures,
+            "frames_skipped": self.frames_skipped,
+        }
 
 
 class Recorder:
@@ -159,7 +168,8 @@ class Recorder:
         self._want_frames = False
         if self._taker is not None:
             self._taker.stop()
-            self.counters.by_kind["frame_failures"] = self._taker.failures
+            self.counters.frame_failures += self._taker.failures
+            self.counters.frames_skipped += self._taker.skipped
             self._taker = None
 
     def pause(self) -> None:
@@ -185,13 +195,13 @@ class Recorder:
         if self.state in ("stopped", "idle"):
             return
         self._stop_capture()
-        self._put_marker("session_stop", dropped=self.counters.dropped)
+        self._put_marker("session_stop", dropped=self.counters.dropped, loss=self.counters.loss())
         self._accepting = False
         self._queue.put(None)  # wakes and ends the writer; blocks only if the queue is full
         if self._writer_thread is not None:
             self._writer_thread.join()
         if self._writer is not None:
-            self._writer.close({"dropped": self.counters.dropped})
+            self._writer.close(self.counters.loss())
         if self.state != "error":
             self.state = "stopped"
         self._publish()
@@ -278,6 +288,7 @@ class Recorder:
             "events_written": self.counters.written,
             "events_by_kind": dict(sorted(self.counters.by_kind.items())),
             "dropped": self.counters.dropped,
+            "loss": self.counters.loss(),
         }
 
     def _publish(self) -> None:

@@ -13,6 +13,7 @@ Every link that fails raises :class:`agent.errors.OptinError` with what failed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -144,8 +145,11 @@ def _await_recording(agent: subprocess.Popen[bytes]) -> str:
     line = agent.stdout.readline().decode().strip() if ready else ""
     prefix = "optin: recording session "
     if not line.startswith(prefix):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            agent.wait(2.0)
+        why = _stderr(agent) or line or "no output"
         stop_process(agent)
-        msg = f"the agent did not start recording: {_stderr(agent) or line or 'no output'}"
+        msg = f"the agent did not start recording: {why}"
         raise DemoFailed(msg)
     return line[len(prefix) :]
 
@@ -240,7 +244,7 @@ def _check(
         "bundle_bytes": bundle.stat().st_size,
         "bundle_members": len(members) + 1,
         "redaction": manifest["redaction"]["counts"],
-        "dropped": manifest["loss"]["dropped_events"],
+        "loss": {k: v for k, v in manifest["loss"].items() if k != "store_problems"},
         "checks": "passed",
     }
 
@@ -300,7 +304,7 @@ def render_summary(summary: dict[str, Any]) -> str:
             f"  session        {summary['session']} on a {summary['display']} private display",
             f"  events         {kinds}",
             f"  frames         {summary['frames']}",
-            f"  dropped        {summary['dropped']}",
+            f"  loss           {', '.join(f'{k} {v}' for k, v in summary['loss'].items())}",
             f"  stored         {summary['bytes_stored']} bytes, encrypted",
             f"  bundle         {summary['bundle_bytes']} bytes, {summary['bundle_members']} members, "
             "decrypted with `age -d`",

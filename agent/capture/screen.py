@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
+import queue
 import threading
 from typing import Any
 
@@ -66,56 +67,82 @@ class MssGrabber:
 class FrameTaker:
     """The grabber thread: takes a frame whenever one is requested.
 
-    Requests that arrive while a grab is running are merged into the next grab
-    (the latest reason wins); the timestamp of a frame is the time its grab
-    started.  Failures are counted, never raised into hook threads.
+    Requests go through a :class:`queue.SimpleQueue` (an O(1) put, safe on hook
+    threads).  Requests that arrive while a grab is running are served by the
+    next grab (the latest reason wins): a frame is never older than the request
+    it serves.  The timestamp of a frame is the time its grab started.
+    Failures are counted, never raised into hook threads.
     """
 
     def __init__(self, grabber: ScreenGrabber, sink: EventSink) -> None:
         self._grabber = grabber
         self._sink = sink
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._reason = "start"
+        self._requests: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="optin-grabber", daemon=True)
         #: Grabs that failed (counted, P9).
         self.failures = 0
         #: Frames delivered to the sink.
         self.frames = 0
+        #: Requests still pending when the thread was stopped (not served: stop means *now*, P3).
+        self.skipped = 0
 
     def request(self, reason: str) -> None:
         """Ask for a frame soon.  O(1); safe on hook threads."""
-        self._reason = reason
-        self._wake.set()
+        self._requests.put(reason)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread; no frame is delivered after this returns."""
-        self._stopping.set()
-        self._wake.set()
+        """Stop the thread; no frame is delivered after this returns.
+
+        Requests still pending are not served (pause and stop mean *now*, P3);
+        they are counted in :attr:`skipped`.
+        """
+        self._stopping = True
+        self._requests.put(None)
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
+        while True:
+            try:
+                if self._requests.get_nowait() is not None:
+                    self.skipped += 1
+            except queue.Empty:
+                break
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
+    def _next_reason(self) -> str | None:
+        """Block for a request and merge every request already queued; None means stop."""
+        reason = self._requests.get()
+        while reason is not None:
+            try:
+                later = self._requests.get_nowait()
+            except queue.Empty:
+                return reason
+            if later is None:  # stop arrived: the merged request is not served
+                self.skipped += 1
+                return None
+            reason = later
+        return None
+
     def _run(self) -> None:
         try:
             while True:
-                self._wake.wait()
-                if self._stopping.is_set():
+                reason = self._next_reason()
+                if reason is None:
                     return
-                self._wake.clear()
                 t = now_ns()
                 try:
-                    frame = self._grabber.grab(t, self._reason)
+                    frame = self._grabber.grab(t, reason)
                 except Exception:
                     self.failures += 1
                     logger.warning("screen grab failed (%d so far)", self.failures)
                     continue
-                if self._stopping.is_set():
+                if self._stopping:
+                    self.skipped += 1
                     return
                 self._sink(frame)
                 self.frames += 1

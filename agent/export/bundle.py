@@ -127,10 +127,7 @@ def _pack(
         "consent": receipt,
         "redaction": policy.evidence(removed),
         "counts": kind_counts(events),
-        "loss": {
-            "dropped_events": int(stop.detail.get("dropped", 0)) if stop else None,
-            "store_problems": list(problems),
-        },
+        "loss": _loss(stop, problems),
         "members": {name: hashlib.sha256(blob).hexdigest() for name, blob in sorted(members.items())},
     }
     members["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode()
@@ -146,6 +143,18 @@ def _pack(
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(blob))
     return buf.getvalue(), len(members)
+
+
+def _loss(stop: Marker | None, problems: list[str]) -> dict[str, Any]:
+    """Loss counts from the session_stop marker; None where unknown (no clean stop)."""
+    counts = dict(stop.detail.get("loss", {})) if stop is not None else {}
+    return {
+        "dropped_events": counts.get("events"),
+        "frame_failures": counts.get("frame_failures"),
+        "frames_skipped": counts.get("frames_skipped"),
+        "clean_stop": stop is not None,
+        "store_problems": list(problems),
+    }
 
 
 def _write_atomically(out_dir: Path, name: str, blob: bytes) -> Path:

@@ -9,7 +9,9 @@ imported lazily (it fails to import without a display).
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +72,7 @@ def run(recorder: Recorder, on_ready: Callable[[], None] | None = None) -> None:
 
     :raises OptinError: the recorder could not start (after the icon is gone).
     """
+    _choose_pystray_backend()
     import pystray
 
     failure: list[OptinError] = []
@@ -121,6 +124,34 @@ def run(recorder: Recorder, on_ready: Callable[[], None] | None = None) -> None:
         recorder.stop()
     if failure:
         raise failure[0]
+
+
+def _choose_pystray_backend() -> None:
+    """Pick pystray's Linux backend unless PYSTRAY_BACKEND says otherwise.
+
+    pystray tries appindicator first and lets the ValueError of a missing
+    AyatanaAppIndicator3 typelib escape instead of falling back, so decide
+    here: appindicator if its typelib is there, else GTK (XEmbed, full menus),
+    else pystray's plain X backend (no clickable menu: see platform-lab).
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("PYSTRAY_BACKEND"):
+        return
+    try:
+        import gi
+    except ImportError:
+        os.environ["PYSTRAY_BACKEND"] = "xorg"
+        return
+    for backend, namespace, version in (
+        ("appindicator", "AyatanaAppIndicator3", "0.1"),
+        ("gtk", "Gtk", "3.0"),
+    ):
+        try:
+            gi.require_version(namespace, version)
+        except ValueError:
+            continue
+        os.environ["PYSTRAY_BACKEND"] = backend
+        return
+    os.environ["PYSTRAY_BACKEND"] = "xorg"
 
 
 def _start_refresher(icon: Any, recorder: Recorder, refresh: Callable[[Any], None]) -> None:

@@ -1,0 +1,159 @@
+"""The recorder pipeline on the fake backend: consent gate (P1), scopes, pause (P3),
+loss accounting (P9) — hooks → bounded queue → writer → encrypted store."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from agent import consent, control
+from agent.backends import select_backend
+from agent.backends.fake import FakeBackend
+from agent.control import Recorder
+from agent.errors import ConsentRequired, EnvironmentProblem
+from agent.events import ButtonPress, Frame, KeyPress, Marker, PointerMove, WindowFocus, now_ns
+from agent.store import keys
+from agent.store.reader import list_sessions, read_session
+from agent.store.writer import SessionWriter
+
+
+def _events(d, rec: Recorder) -> list:
+    return read_session(d, rec.session_id, keys.load_identity(d)).events
+
+
+def _wait(pred, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_pipeline_stores_what_the_hooks_deliver(consented) -> None:
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    assert rec.state == "recording"
+    fake = backend.last_input
+    assert fake is not None and fake.is_alive()
+    assert _wait(lambda: rec.counters.by_kind.get("frame", 0) == 1)  # the start frame
+    fake.emit(PointerMove(now_ns(), 5, 6))
+    fake.emit(ButtonPress(now_ns(), 5, 6, "left"))
+    fake.emit(KeyPress(now_ns(), "x", None, 120, ()))
+    backend.focus_window("Other", "OtherApp")
+    assert _wait(lambda: rec.counters.by_kind.get("frame", 0) == 2)  # the click frame
+    rec.stop()
+    assert rec.state == "stopped"
+    events = _events(d, rec)
+    kinds = [e.KIND for e in events]
+    assert kinds[0] == "marker" and kinds[-1] == "marker"
+    start = events[0]
+    assert start.detail["study_id"] == study.id and start.detail["consent_sha256"] == study.text_sha256
+    assert [(e.x, e.y) for e in events if isinstance(e, PointerMove)] == [(5, 6)]
+    assert [e.char for e in events if isinstance(e, KeyPress)] == ["x"]
+    assert {f.reason for f in events if isinstance(f, Frame)} == {"start", "click"}
+    titles = [e.title for e in events if isinstance(e, WindowFocus)]
+    assert titles == ["Fake window", "Other"]
+    assert events[-1].detail["dropped"] == 0
+    (info,) = list_sessions(d)
+    assert info.state == "closed" and info.dropped == 0
+
+
+def test_nothing_starts_without_consent(study_file, optin_home) -> None:
+    from agent.paths import dirs
+    from agent.study import install_study
+
+    d = dirs()
+    study = install_study(d, study_file)
+    keys.init_keys(d)
+    backend: FakeBackend = select_backend("fake")
+    with pytest.raises(ConsentRequired):
+        Recorder(d, backend, study).start()
+    consent.grant(d, study, study.text_sha256)
+    consent.withdraw(d)
+    with pytest.raises(ConsentRequired):
+        Recorder(d, backend, study).start()
+    assert backend.inputs == [] and backend.screens == [] and backend.focus_watchers == []
+    assert not d.sessions.exists() or not any(d.sessions.iterdir())
+
+
+def test_environment_problem_starts_nothing(consented) -> None:
+    d, study = consented
+    backend = FakeBackend(problem="no display here")
+    with pytest.raises(EnvironmentProblem, match="no display here"):
+        Recorder(d, backend, study).start()
+    assert backend.inputs == [] and backend.screens == []
+    assert not d.sessions.exists() or not any(d.sessions.iterdir())
+
+
+def test_only_consented_scopes_are_captured(consented) -> None:
+    d, study = consented
+    consent.grant(d, study, study.text_sha256, ["pointer"])
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    assert backend.screens == [] and backend.focus_watchers == []  # not even started
+    backend.last_input.emit(KeyPress(now_ns(), "k", None, 107, ()))
+    backend.last_input.emit(PointerMove(now_ns(), 1, 2))
+    rec.stop()
+    kinds = {e.KIND for e in _events(d, rec)}
+    assert kinds == {"marker", "pointer_move"}
+
+
+def test_pause_stops_the_hooks_themselves(consented) -> None:
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    first = backend.last_input
+    rec.pause()
+    assert rec.state == "paused"
+    assert not first.is_alive()
+    assert first.emit(PointerMove(now_ns(), 9, 9)) is False  # the hook itself is stopped
+    assert not backend.last_focus.is_alive()
+    rec.resume()
+    second = backend.last_input
+    assert second is not first and second.is_alive()
+    second.emit(PointerMove(now_ns(), 7, 7))
+    rec.stop()
+    events = _events(d, rec)
+    assert [e.marker for e in events if isinstance(e, Marker)] == [
+        "session_start",
+        "pause",
+        "resume",
+        "session_stop",
+    ]
+    assert [(e.x, e.y) for e in events if isinstance(e, PointerMove)] == [(7, 7)]
+
+
+def test_a_full_queue_drops_and_counts_never_silently(consented, monkeypatch) -> None:
+    d, study = consented
+    monkeypatch.setattr(control, "QUEUE_SIZE", 8)
+    gate = threading.Event()
+    original = SessionWriter.write_events
+
+    def slow_write(self, events):
+        gate.wait(5)
+        return original(self, events)
+
+    monkeypatch.setattr(SessionWriter, "write_events", slow_write)
+    backend: FakeBackend = select_backend("fake")
+    consent.grant(d, study, study.text_sha256, ["pointer"])
+    rec = Recorder(d, backend, study)
+    rec.start()
+    emitted = 200
+    for i in range(emitted):
+        backend.last_input.emit(PointerMove(now_ns(), i, i))
+    gate.set()
+    rec.stop()
+    stored = [e for e in _events(d, rec) if isinstance(e, PointerMove)]
+    assert rec.counters.dropped > 0
+    assert len(stored) + rec.counters.dropped == emitted  # every event is stored or counted
+    assert _events(d, rec)[-1].detail["dropped"] == rec.counters.dropped
+    (info,) = list_sessions(d)
+    assert info.dropped == rec.counters.dropped
+    assert rec.status()["dropped"] == rec.counters.dropped
