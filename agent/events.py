@@ -33,6 +33,7 @@ SCHEMA_VERSION = 1
 now_ns = time.monotonic_ns
 
 _LEN = struct.Struct(">I")
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -195,18 +196,22 @@ EVENT_TYPES: dict[str, type[Any]] = {
 }
 
 
+#: Serialized field names of each event class, in order (a frame's ``data`` is the payload).
+_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls) if f.name != "data") for cls in EVENT_TYPES.values()
+}
+
+
 def to_dict(event: Event) -> dict[str, Any]:
     """A JSON-ready dict of ``event`` (a frame's image bytes are left out)."""
     out: dict[str, Any] = {"v": SCHEMA_VERSION, "k": event.KIND}
-    for f in fields(event):
-        if f.name == "data":
-            continue
-        value = getattr(event, f.name)
+    for name in _FIELDS[type(event)]:
+        value = getattr(event, name)
         if isinstance(value, tuple):
             value = list(value)
         elif isinstance(value, Mapping):
             value = dict(value)
-        out[f.name] = value
+        out[name] = value
     return out
 
 
@@ -219,7 +224,7 @@ def from_dict(obj: Mapping[str, Any], payload: bytes = b"") -> Event:
     if cls is None:
         msg = f"unknown event kind {obj.get('k')!r}"
         raise StoreFormatError(msg)
-    kwargs = {f.name: obj.get(f.name) for f in fields(cls) if f.name != "data"}
+    kwargs = {name: obj.get(name) for name in _FIELDS[cls]}
     if "modifiers" in kwargs:
         kwargs["modifiers"] = tuple(kwargs["modifiers"] or ())
     if cls is Frame:
@@ -234,7 +239,7 @@ def from_dict(obj: Mapping[str, Any], payload: bytes = b"") -> Event:
 
 def encode(event: Event) -> bytes:
     """Serialize one event (see the module docstring for the layout)."""
-    header = json.dumps(to_dict(event), separators=(",", ":"), ensure_ascii=False).encode()
+    header = _JSON.encode(to_dict(event)).encode()
     payload = event.data if isinstance(event, Frame) else b""
     return _LEN.pack(len(header)) + header + payload
 

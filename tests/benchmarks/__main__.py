@@ -1,0 +1,176 @@
+"""Run every benchmark and print a table (see the package docstring)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import queue
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from agent.events import KeyPress, PointerMove, encode, now_ns
+
+
+def _percentiles(samples_ns: list[int]) -> tuple[float, float]:
+    s = sorted(samples_ns)
+    return s[len(s) // 2] / 1000, s[int(len(s) * 0.99)] / 1000
+
+
+def _row(name: str, bare: str, ours: str, ratio: float) -> None:
+    print(f"{name:<34} {bare:>22} {ours:>22} {ratio:>8.2f}x")
+
+
+def bench_hook_callback(n: int = 200_000) -> None:
+    """Per-event cost on the hook thread: bare put of a tuple vs optin's sink."""
+    from agent.backends.fake import FakeBackend
+    from agent.control import Recorder
+
+    bare_q: queue.Queue[object] = queue.Queue(n + 1)
+    bare: list[int] = []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        bare_q.put_nowait((time.monotonic_ns(), i, i))
+        bare.append(time.perf_counter_ns() - t0)
+
+    rec = Recorder.__new__(Recorder)  # only the sink is measured: no session, no threads
+    Recorder.__init__(rec, Path(tempfile.gettempdir()), FakeBackend(), None)  # type: ignore[arg-type]
+    rec._queue = queue.Queue(n + 1)
+    rec._accepting = True
+    ours: list[int] = []
+    sink = rec._sink
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        sink(PointerMove(now_ns(), i, i))
+        ours.append(time.perf_counter_ns() - t0)
+    b50, b99 = _percentiles(bare)
+    o50, o99 = _percentiles(ours)
+    _row("hook callback p50 (µs)", f"{b50:.2f}", f"{o50:.2f}", o50 / b50)
+    _row("hook callback p99 (µs)", f"{b99:.2f}", f"{o99:.2f}", o99 / b99)
+
+
+def bench_ingest(n: int = 300_000) -> None:
+    """Small events to encrypted disk.
+
+    Bare: json.dumps of a plain dict per event, then AES-256-GCM over 1 MiB
+    chunks in memory (the least any encrypted JSON store does).  optin: the
+    whole SessionWriter path (typed events, framing, AEAD, file writes, fsync).
+    """
+    from agent.store import format as fmt
+    from agent.store.writer import SessionWriter
+
+    events = [
+        KeyPress(now_ns(), "a", None, 97, ()) if i % 3 else PointerMove(now_ns(), i, i) for i in range(n)
+    ]
+    dicts = [{"k": e.KIND, "t": e.t_ns} for e in events]
+    key = AESGCM(os.urandom(32))
+    t0 = time.perf_counter()
+    payload = b"".join(json.dumps(d).encode() for d in dicts)
+    for off in range(0, len(payload), 1 << 20):
+        key.encrypt(os.urandom(12), payload[off : off + (1 << 20)], b"")
+    bare_s = time.perf_counter() - t0
+    assert encode(events[0])  # same events, optin's encoding below
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["OPTIN_HOME"] = tmp
+        from agent.paths import dirs
+
+        d = dirs()
+        _, public = fmt.generate_keypair()
+        t0 = time.perf_counter()
+        writer = SessionWriter.create(d, public)
+        for off in range(0, n, 4096):
+            writer.write_events(events[off : off + 4096])
+            writer.flush()
+        writer.close({})
+        ours_s = time.perf_counter() - t0
+    _row("ingest (events/s, encrypted)", f"{n / bare_s:,.0f}", f"{n / ours_s:,.0f}", bare_s / ours_s)
+    print(f"{'':<34} {'(json+AES-GCM, no I/O)':>22} {'(encode+AEAD+fsync)':>22}")
+
+
+def _on_display(fn: Callable[[object], None]) -> None:
+    from agent.backends.virtual_display import VirtualDisplay, missing_tools
+
+    if missing_tools():
+        print(f"(skipped display benchmarks: missing {', '.join(missing_tools())})")
+        return
+    with VirtualDisplay(width=1920, height=1080) as vd:
+        os.environ.update(vd.env)
+        fn(vd)
+
+
+def bench_display(vd: object) -> None:
+    """Screen grab (bare mss vs grab+encode) and hook stop latency (bare pynput vs ours)."""
+    import mss
+
+    from agent.backends import select_backend
+    from agent.backends.xorg import unblock_record_listener
+
+    vd.spawn(["xterm", "-geometry", "120x40+20+20", "-e", "ls -laR /usr/share/doc | head -n 200; sleep 60"])  # type: ignore[attr-defined]
+    time.sleep(1.0)
+    with mss.MSS() as m:
+        region = m.monitors[0]
+        bare = [_timed(lambda: m.grab(region)) for _ in range(20)]
+    grabber = select_backend("xorg").screen_grabber()
+    ours = [_timed(lambda: grabber.grab(now_ns(), "bench")) for _ in range(10)]
+    size = len(grabber.grab(now_ns(), "bench").data)
+    grabber.close()
+    bm, om = statistics.median(bare), statistics.median(ours)
+    _row("frame 1920x1080 (ms)", f"{bm:.1f} grab", f"{om:.1f} grab+webp", om / bm)
+    print(f"{'':<34} {'':>22} {f'{size / 1024:.0f} KiB/frame':>22}")
+
+    from pynput import keyboard, mouse
+
+    bare_stop = []
+    for i in range(3):
+        listeners = [mouse.Listener(on_move=lambda x, y: None), keyboard.Listener(on_press=lambda k: None)]
+        for listener in listeners:
+            listener.start()
+            listener.wait()
+        vd.xdotool("mousemove", "--sync", str(10 + i), "5")  # type: ignore[attr-defined]
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+        for listener in listeners:
+            listener.stop()
+        for listener in listeners:
+            listener.join(2.0)  # pynput alone: the thread may wait for the next input event
+        bare_stop.append((time.perf_counter() - t0) * 1000)
+        for listener in listeners:  # clean up the way optin does, so no thread outlives the display
+            unblock_record_listener(listener)
+            listener.join(2.0)
+    hooks = select_backend("xorg").input_hooks(lambda e: None)
+    ours_stop = []
+    for i in range(5):
+        hooks.start()
+        vd.xdotool("mousemove", "--sync", str(20 + i), "6")  # type: ignore[attr-defined]
+        time.sleep(0.2)
+        ours_stop.append(_timed(hooks.stop))
+    bs, os_ = statistics.median(bare_stop), statistics.median(ours_stop)
+    _row("pause: hooks stopped (ms)", f"{bs:.1f} (joins cap 2 s)", f"{os_:.2f}", os_ / bs)
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000
+
+
+def main() -> int:
+    print(
+        f"optin benchmarks — {platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs"
+    )
+    print(f"{'benchmark':<34} {'bare library':>22} {'optin':>22} {'ratio':>9}")
+    bench_hook_callback()
+    bench_ingest()
+    _on_display(bench_display)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
