@@ -10,14 +10,13 @@ control issue adds "and offers to delete all local data").
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from agent import __version__
 from agent.errors import ConsentRequired, UsageError
-from agent.paths import Dirs, ensure_private_dir
+from agent.paths import Dirs, ensure_private_dir, write_private_file
 from agent.study import SCOPES, Study
 
 
@@ -95,12 +94,7 @@ def grant(dirs: Dirs, study: Study, accept_text_sha256: str, scopes: list[str] |
         agent_version=__version__,
     )
     ensure_private_dir(dirs.config)
-    path = _receipt_path(dirs)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(receipt.to_json(), f, indent=2)
-    tmp.replace(path)
+    write_private_file(_receipt_path(dirs), json.dumps(receipt.to_json(), indent=2).encode("utf-8"))
     return receipt
 
 

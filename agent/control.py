@@ -32,7 +32,7 @@ from agent.capture.screen import FrameTaker
 from agent.consent import Receipt
 from agent.errors import EnvironmentProblem, OptinError
 from agent.events import ButtonPress, ClockAnchor, Event, Marker, now_ns
-from agent.paths import Dirs, ensure_private_dir
+from agent.paths import Dirs, ensure_private_dir, write_private_file
 from agent.store import keys
 from agent.store.writer import SessionWriter
 from agent.study import Study
@@ -295,12 +295,9 @@ class Recorder:
         """Write the status file in the runtime dir (atomic; 0600)."""
         try:
             ensure_private_dir(self.dirs.runtime)
-            path = self.dirs.runtime / "status.json"
-            tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.status(), f)
-            tmp.replace(path)
+            write_private_file(
+                self.dirs.runtime / "status.json", json.dumps(self.status()).encode(), durable=False
+            )
         except (OSError, EnvironmentProblem) as exc:
             logger.warning("could not write status file: %s", exc)
 

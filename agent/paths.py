@@ -8,7 +8,9 @@ can write to is refused, because the store's promises depend on it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import stat
 import sys
 from dataclasses import dataclass
@@ -84,3 +86,40 @@ def check_private_dir(path: Path) -> None:
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH | stat.S_IRGRP | stat.S_IROTH):
         msg = f"{path} has mode {stat.S_IMODE(st.st_mode):04o}; optin needs it private. Fix: chmod 700 {path}"
         raise EnvironmentProblem(msg)
+
+
+def write_private_file(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``path`` atomically with ``data``, mode 0600 from the first byte.
+
+    The data goes to a uniquely named temporary file beside ``path`` (created
+    ``O_EXCL`` with mode 0600, so never readable by others even briefly), which is
+    renamed over ``path``.  With ``durable`` the file and the rename are fsynced.
+    On any failure the temporary file is removed.  Callers pass only ciphertext
+    or metadata: this is not a way to put captured content on disk.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (POSIX; a no-op where directories cannot be opened)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import StudyError
-from agent.paths import Dirs, ensure_private_dir
+from agent.paths import Dirs, ensure_private_dir, write_private_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -136,10 +136,7 @@ def install_study(dirs: Dirs, path: Path) -> Study:
     """Validate ``path`` and make it the installed study."""
     study = load_study_file(path)
     ensure_private_dir(dirs.config)
-    target = installed_path(dirs)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
-    tmp.replace(target)
+    write_private_file(installed_path(dirs), path.read_bytes())
     return study
 
 

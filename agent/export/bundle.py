@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 from agent import __version__, consent
 from agent.errors import ConsentRequired, ExportError, UsageError
 from agent.events import Frame, Marker, kind_counts, to_dict
-from agent.paths import Dirs
+from agent.paths import Dirs, write_private_file
 from agent.redact import policy
 from agent.store import keys
 from agent.store.reader import read_session
@@ -161,13 +160,7 @@ def _write_atomically(out_dir: Path, name: str, blob: bytes) -> Path:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / name
-        tmp = out_dir / f".{name}.partial"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(target)
+        write_private_file(target, blob)
     except OSError as exc:
         msg = (
             f"cannot write the bundle into {out_dir}: {exc.strerror}. Fix: choose a writable --out directory"

@@ -19,14 +19,12 @@ Two one-line text files:
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import stat
 from pathlib import Path
 
 from agent.errors import KeyError_
-from agent.paths import Dirs, check_private_dir, ensure_private_dir
+from agent.paths import Dirs, check_private_dir, ensure_private_dir, write_private_file
 from agent.store.format import KEY_SIZE, generate_keypair, public_from_private
 
 #: Text prefix of a recipient (public key) line.
@@ -170,30 +168,7 @@ def _read_key_file(path: Path, prefix: str) -> bytes:
 
 def _write_key_file(path: Path, prefix: str, key: bytes) -> None:
     """Write ``prefix + hex(key)`` atomically; the file is 0600 from its creation."""
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(prefix + key.hex() + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable (POSIX; a no-op where directories cannot be opened)."""
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_private_file(path, (prefix + key.hex() + "\n").encode("ascii"))
 
 
 __all__ = [

@@ -27,7 +27,7 @@ from typing import Any
 
 from agent.errors import StoreError, UsageError
 from agent.events import Event, Frame, encode
-from agent.paths import Dirs, check_private_dir, ensure_private_dir
+from agent.paths import Dirs, check_private_dir, ensure_private_dir, write_private_file
 from agent.store.format import (
     EVENTS,
     FRAME,
@@ -278,8 +278,7 @@ class SessionWriter:
             "bytes": self.bytes_written,
         }
         data = (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode("ascii")
-        _replace_private_file(self._path / META_FILE, data)
-        self._fsync_dir()
+        write_private_file(self._path / META_FILE, data)
 
     def _fsync_dir(self) -> None:
         if self._lock_fd is not None:
@@ -339,22 +338,6 @@ def _lock_dir(path: Path) -> int | None:
 def _unlock(fd: int | None) -> None:
     if fd is not None:
         os.close(fd)
-
-
-def _replace_private_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to a 0600 temp file beside ``path`` and rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _check_stats(stats: Mapping[str, int]) -> dict[str, int]:
