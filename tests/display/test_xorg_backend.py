@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from agent.backends import select_backend
+from agent.backends.virtual_display import stop_process
 from agent.backends.xorg import XorgBackend
 from agent.events import Event, WindowFocus
 from tests.display.conftest import need_tools
@@ -35,16 +36,6 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         if value or time.monotonic() > end:
             return value
         time.sleep(interval)
-
-
-def stop_process(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def xdotool(*args: str) -> str:
