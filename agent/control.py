@@ -10,12 +10,15 @@ Data flow (see docs/architecture.md)::
 Nothing starts before consent (P1): :meth:`Recorder.start` asks the consent
 gate first, then the backend whether this machine can capture at all, and
 only then starts the writer, the grabber and the hooks, each only for the
-scopes the volunteer granted.  :meth:`pause` stops the hooks and the grabber
-themselves (P3), not merely a filter.
+scopes the volunteer granted.  :meth:`Recorder.pause` stops the hooks and the
+grabber themselves (P3), not merely a filter.  A capture that cannot go on
+(the store fails, consent is withdrawn) stops itself and says why; it never
+goes on silently, and it never claims to record when it does not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,7 +33,7 @@ from agent.backends import Backend
 from agent.capture import Hooks
 from agent.capture.screen import FrameTaker
 from agent.consent import Receipt
-from agent.errors import EnvironmentProblem, OptinError
+from agent.errors import EnvironmentProblem, UsageError
 from agent.events import ButtonPress, ClockAnchor, Event, Marker, now_ns
 from agent.paths import Dirs, ensure_private_dir, write_private_file
 from agent.store import keys
@@ -45,13 +48,19 @@ QUEUE_SIZE = 65536
 WRITER_TICK_S = 0.2
 #: Most events written in one encrypted record.
 BATCH_MAX = 4096
+#: How often the writer publishes the status and re-checks consent (seconds).
+CHECK_EVERY_S = 1.0
+
+#: Why a recording can be paused.
+PAUSED_BY_VOLUNTEER = "volunteer"
+PAUSED_NO_INDICATOR = "no indicator"
 
 
 @dataclass
 class Counters:
     """Loss and volume counters (P9: loss is measured, never silent)."""
 
-    dropped: int = 0  #: events refused by the full queue
+    dropped: int = 0  #: events refused by the full queue, or lost when the store failed
     frame_failures: int = 0  #: screen grabs that failed
     frames_skipped: int = 0  #: frame requests still pending when capture stopped or paused
     written: int = 0
@@ -66,11 +75,19 @@ class Counters:
         }
 
 
+def describe_failure(exc: BaseException) -> str:
+    """A failure in words without its message text (which may quote captured content)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
+
+
 class Recorder:
     """One recording session: hooks → queue → writer → encrypted segments.
 
     States: ``idle`` → ``recording`` ⇄ ``paused`` → ``stopped`` (or ``error``).
-    Methods are called from one controlling thread (the tray or the CLI).
+    Lifecycle methods may be called from any thread (tray menu, signal, the
+    writer's own failure); one lock serialises them.
     """
 
     def __init__(self, dirs: Dirs, backend: Backend, study: Study) -> None:
@@ -79,6 +96,8 @@ class Recorder:
         self.study = study
         self.state = "idle"
         self.error: str | None = None
+        #: Why the recorder is paused, or why it stopped by itself (None: the volunteer stopped it).
+        self.reason: str | None = None
         self.counters = Counters()
         self.session_id: str | None = None
         self._receipt: Receipt | None = None
@@ -87,21 +106,31 @@ class Recorder:
         self._writer_thread: threading.Thread | None = None
         self._hooks: list[Hooks] = []
         self._taker: FrameTaker | None = None
+        self._lock = threading.RLock()
+        self._drop_lock = threading.Lock()
         self._accepting = False
+        self._failed = False
+        self._closed = False
         self._want_frames = False
 
     # -- the sink: runs on hook threads, O(1) ----------------------------------------------------
 
     def _sink(self, event: Event) -> None:
         if not self._accepting:
+            if self._failed:
+                self._count_drops(1)  # capture is being torn down after a failure: still counted
             return
         try:
             self._queue.put_nowait(event)
         except queue.Full:
-            self.counters.dropped += 1
+            self._count_drops(1)
             return
         if self._want_frames and type(event) is ButtonPress and self._taker is not None:
             self._taker.request("click")
+
+    def _count_drops(self, n: int) -> None:
+        with self._drop_lock:  # only on the slow path: a full queue or a failed store
+            self.counters.dropped += n
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -115,33 +144,42 @@ class Recorder:
         :raises ConsentRequired: no valid consent to this study's text.
         :raises EnvironmentProblem: this machine cannot capture.
         """
-        self._receipt = consent.require(self.dirs, self.study)  # P1: before anything else
-        self.backend.check_environment()
-        recipient = keys.load_recipient(self.dirs)
-        ensure_private_dir(self.dirs.data)
-        self._writer = SessionWriter.create(self.dirs, recipient)
-        self.session_id = self._writer.session_id
-        anchor = ClockAnchor.now()
-        self._accepting = True
-        self._put_marker(
-            "session_start",
-            mono_ns=anchor.mono_ns,
-            wall_ns=anchor.wall_ns,
-            study_id=self.study.id,
-            consent_version=self._receipt.consent_version,
-            consent_sha256=self._receipt.text_sha256,
-            scopes=list(self._receipt.scopes),
-            backend=self.backend.name,
-        )
-        self._writer_thread = threading.Thread(target=self._write_loop, name="optin-writer", daemon=True)
-        self._writer_thread.start()
+        with self._lock:
+            if self.state != "idle":
+                msg = f"this recorder was already started (state {self.state})"
+                raise UsageError(msg)
+            receipt = consent.require(self.dirs, self.study)  # P1: before anything else
+            self.backend.check_environment()
+            recipient = keys.load_recipient(self.dirs)
+            ensure_private_dir(self.dirs.data)
+            self._receipt = receipt
+            self._writer = SessionWriter.create(self.dirs, recipient)
+            self.session_id = self._writer.session_id
+            anchor = ClockAnchor.now()
+            self._accepting = True
+            self._put_marker(
+                "session_start",
+                mono_ns=anchor.mono_ns,
+                wall_ns=anchor.wall_ns,
+                study_id=self.study.id,
+                consent_version=receipt.consent_version,
+                consent_sha256=receipt.text_sha256,
+                scopes=list(receipt.scopes),
+                backend=self.backend.name,
+            )
+            self._writer_thread = threading.Thread(target=self._write_loop, name="optin-writer", daemon=True)
+            self._writer_thread.start()
+            self.state = "recording"
+            self._start_capture_or_fail()
+            self._publish()
+
+    def _start_capture_or_fail(self) -> None:
+        """Start every consented source; if any fails, stop them all and the session."""
         try:
             self._start_capture()
-        except OptinError as exc:
-            self._fail(str(exc))
+        except BaseException as exc:
+            self._shutdown(error=f"capture could not start ({describe_failure(exc)})")
             raise
-        self.state = "recording"
-        self._publish()
 
     def _start_capture(self) -> None:
         scopes = self.scopes
@@ -162,61 +200,100 @@ class Recorder:
             hook.start()
 
     def _stop_capture(self) -> None:
-        for hook in reversed(self._hooks):
-            hook.stop()
-        self._hooks = []
+        """Stop every source; each one is stopped even if another fails to."""
         self._want_frames = False
-        if self._taker is not None:
-            self._taker.stop()
-            self.counters.frame_failures += self._taker.failures
-            self.counters.frames_skipped += self._taker.skipped
-            self._taker = None
+        hooks, self._hooks = self._hooks, []
+        for hook in reversed(hooks):
+            try:
+                hook.stop()
+            except Exception as exc:  # the others must still stop
+                logger.warning("a capture source failed to stop (%s)", describe_failure(exc))
+        taker, self._taker = self._taker, None
+        if taker is not None:
+            taker.stop()
+            self.counters.frame_failures += taker.failures
+            self.counters.frames_skipped += taker.skipped
 
-    def pause(self) -> None:
+    def pause(self, reason: str = PAUSED_BY_VOLUNTEER) -> None:
         """Stop the hooks and the grabber themselves (P3)."""
-        if self.state != "recording":
-            return
-        t0 = now_ns()
-        self._stop_capture()
-        self._put_marker("pause", stop_ms=(now_ns() - t0) / 1e6)
-        self.state = "paused"
-        self._publish()
+        with self._lock:
+            if self.state != "recording":
+                return
+            t0 = now_ns()
+            self._stop_capture()
+            self._put_marker("pause", reason=reason, stop_ms=round((now_ns() - t0) / 1e6, 3))
+            self.state = "paused"
+            self.reason = reason
+            self._publish()
 
     def resume(self) -> None:
-        if self.state != "paused":
-            return
-        self._put_marker("resume")
-        self._start_capture()
-        self.state = "recording"
-        self._publish()
+        """Start capturing again after a pause."""
+        with self._lock:
+            if self.state != "paused":
+                return
+            self._put_marker("resume", after=self.reason)
+            self.state = "recording"
+            self.reason = None
+            self._start_capture_or_fail()
+            self._publish()
+
+    def indicator_changed(self, shown: bool) -> None:  # a plain fact from the tray
+        """The tray reports whether its icon is visible: no indicator, no capture (P2)."""
+        if not shown and self.state == "recording":
+            self.pause(PAUSED_NO_INDICATOR)
+        elif shown and self.state == "paused" and self.reason == PAUSED_NO_INDICATOR:
+            self.resume()
 
     def stop(self) -> None:
         """Stop capturing, write everything queued, seal the session."""
-        if self.state in ("stopped", "idle"):
+        with self._lock:
+            if self.state != "idle":
+                self._shutdown()
+
+    def _shutdown(self, *, error: str | None = None, reason: str | None = None) -> None:
+        """Stop capture, drain the queue, seal the session; once only; under the lock."""
+        if self._closed:
             return
+        self._closed = True
+        if error is not None:
+            self.error, self.state = error, "error"
+            logger.error("capture stopped: %s", error)
+        self.reason = reason
         self._stop_capture()
-        self._put_marker("session_stop", dropped=self.counters.dropped, loss=self.counters.loss())
+        self._put_marker(
+            "session_stop", reason=reason or error, dropped=self.counters.dropped, loss=self.counters.loss()
+        )
         self._accepting = False
-        self._queue.put(None)  # wakes and ends the writer; blocks only if the queue is full
-        if self._writer_thread is not None:
-            self._writer_thread.join()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)  # wakes the writer; if full it drains and ends anyway
+        thread = self._writer_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
         if self._writer is not None:
-            self._writer.close(self.counters.loss())
+            try:
+                self._writer.close(self.counters.loss())
+            except Exception as exc:  # report, never crash the stop path
+                self.error, self.state = f"sealing the session failed ({describe_failure(exc)})", "error"
+                logger.error("capture stopped: %s", self.error)  # message says it all
         if self.state != "error":
             self.state = "stopped"
-        self._publish()
+        self._remove_status()
 
-    def _fail(self, reason: str) -> None:
-        self.error = reason
-        self.state = "error"
-        self.stop()
+    def _stop_in_background(self, *, error: str | None = None, reason: str | None = None) -> None:
+        """Stop from a thread that the stop path joins (the writer): hand it to a new thread."""
+
+        def run() -> None:
+            with self._lock:
+                self._shutdown(error=error, reason=reason)
+
+        threading.Thread(target=run, name="optin-stopper", daemon=False).start()
 
     def _put_marker(self, name: str, **detail: Any) -> None:
         ev = Marker(now_ns(), name, detail)
         try:
             self._queue.put(ev, timeout=1.0)
         except queue.Full:
-            self.counters.dropped += 1
+            self._count_drops(1)
 
     # -- writer thread ---------------------------------------------------------------------------
 
@@ -224,32 +301,50 @@ class Recorder:
         writer = self._writer
         if writer is None:
             return
-        last_publish = 0.0
+        last_check = time.monotonic()
         while True:
             batch, done = self._next_batch()
-            if batch:
-                try:
+            try:
+                if batch:
                     writer.write_events(batch)
-                except OSError as exc:
-                    self._accepting = False
-                    self.error = f"writing the encrypted store failed: {exc.strerror}"
-                    self.state = "error"
-                    logger.error("capture stopped: %s", self.error)
-                    return
-                self._count(batch)
-            writer.flush()
+                writer.flush()
+            except Exception as exc:  # any store failure stops capture, counted
+                self._store_failed(exc, lost=len(batch))
+                return
+            self._count(batch)
             now = time.monotonic()
-            if now - last_publish >= 1.0:
-                last_publish = now
+            if now - last_check >= CHECK_EVERY_S:
+                last_check = now
                 self._publish()
+                self._check_consent()
             if done:
                 return
+
+    def _store_failed(self, exc: BaseException, lost: int) -> None:
+        """The store cannot take more: stop accepting, count what is lost, stop capture."""
+        self._failed = True
+        self._accepting = False
+        while True:
+            try:
+                if self._queue.get_nowait() is not None:
+                    lost += 1
+            except queue.Empty:
+                break
+        self._count_drops(lost)
+        self._stop_in_background(error=f"writing the encrypted store failed ({describe_failure(exc)})")
+
+    def _check_consent(self) -> None:
+        """Consent withdrawn or replaced while recording: stop within a second (P1)."""
+        receipt = consent.current_receipt(self.dirs)
+        if self._accepting and (receipt is None or not receipt.covers(self.study)):
+            self._accepting = False  # nothing more is queued from now on
+            self._stop_in_background(reason="consent withdrawn")
 
     def _next_batch(self) -> tuple[list[Event], bool]:
         """Wait up to one tick for events; return ``(batch, writer_should_end)``.
 
         The writer ends once the recorder no longer accepts events and the
-        queue is drained (``stop()`` queues its marker before it flips the flag).
+        queue is drained (the stop path queues its marker before it flips the flag).
         """
         batch: list[Event] = []
         try:
@@ -278,28 +373,37 @@ class Recorder:
 
     def status(self) -> dict[str, Any]:
         """The state as plain data (no captured content)."""
+        by_kind = dict(self.counters.by_kind)  # a copy: the writer thread adds kinds
         return {
             "state": self.state,
+            "reason": self.reason,
             "error": self.error,
             "pid": os.getpid(),
             "session": self.session_id,
             "study": self.study.id,
             "scopes": list(self.scopes),
             "events_written": self.counters.written,
-            "events_by_kind": dict(sorted(self.counters.by_kind.items())),
+            "events_by_kind": dict(sorted(by_kind.items())),
             "dropped": self.counters.dropped,
             "loss": self.counters.loss(),
         }
 
+    def _status_path(self) -> Any:
+        return self.dirs.runtime / "status.json"
+
     def _publish(self) -> None:
         """Write the status file in the runtime dir (atomic; 0600)."""
+        if self._closed:
+            return
         try:
             ensure_private_dir(self.dirs.runtime)
-            write_private_file(
-                self.dirs.runtime / "status.json", json.dumps(self.status()).encode(), durable=False
-            )
+            write_private_file(self._status_path(), json.dumps(self.status()).encode(), durable=False)
         except (OSError, EnvironmentProblem) as exc:
-            logger.warning("could not write status file: %s", exc)
+            logger.warning("could not write the status file (%s)", describe_failure(exc))
+
+    def _remove_status(self) -> None:
+        with contextlib.suppress(OSError):
+            self._status_path().unlink()
 
 
 def read_status(dirs: Dirs) -> dict[str, Any] | None:
@@ -316,10 +420,9 @@ def read_status(dirs: Dirs) -> dict[str, Any] | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True if ``pid`` is a live process of this user (another user's PID is not our agent)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
-    except PermissionError:
-        return True
     return True

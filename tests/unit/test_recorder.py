@@ -157,3 +157,120 @@ def test_a_full_queue_drops_and_counts_never_silently(consented, monkeypatch) ->
     (info,) = list_sessions(d)
     assert info.dropped == rec.counters.dropped
     assert rec.status()["dropped"] == rec.counters.dropped
+
+
+# -- failures: capture never goes on silently, never claims to record when it does not ---------
+
+
+def test_store_failure_stops_capture_counts_loss_and_says_why(consented, monkeypatch) -> None:
+    d, study = consented
+    consent.grant(d, study, study.text_sha256, ["pointer"])
+
+    def full_disk(self, events):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(SessionWriter, "write_events", full_disk)
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    hook = backend.last_input
+    for i in range(10):
+        hook.emit(PointerMove(now_ns(), i, i))
+    assert _wait(lambda: rec.state == "error")
+    assert rec.error == "writing the encrypted store failed (No space left on device)"
+    assert _wait(lambda: not hook.is_alive())  # the hooks themselves are stopped
+    assert rec.counters.dropped >= 10  # the lost batch is counted (P9)
+    rec.stop()  # returns at once; idempotent
+    assert rec.state == "error"
+
+
+def test_failure_messages_never_quote_what_failed(consented, monkeypatch) -> None:
+    d, study = consented
+
+    def leaky(self, events):
+        raise ValueError("typed-secret-canary")
+
+    monkeypatch.setattr(SessionWriter, "write_events", leaky)
+    rec = Recorder(d, select_backend("fake"), study)
+    rec.start()
+    assert _wait(lambda: rec.state == "error")
+    assert rec.error is not None and "ValueError" in rec.error
+    assert "canary" not in rec.error
+
+
+class _BrokenHooks:
+    def start(self) -> None:
+        raise OSError(5, "Input/output error")
+
+    def stop(self) -> None:
+        pass
+
+    def is_alive(self) -> bool:
+        return False
+
+
+def test_a_source_that_fails_to_start_stops_everything(consented, monkeypatch) -> None:
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    monkeypatch.setattr(backend, "input_hooks", lambda *a, **k: _BrokenHooks())
+    rec = Recorder(d, backend, study)
+    with pytest.raises(OSError):
+        rec.start()
+    assert rec.state == "error" and rec.error == "capture could not start (Input/output error)"
+    assert not backend.last_focus.is_alive()  # started before the failing source, stopped again
+    (info,) = list_sessions(d)
+    assert info.state == "closed"  # the session is sealed, not left dangling
+
+
+def test_a_failed_resume_does_not_leave_half_the_capture_running(consented, monkeypatch) -> None:
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    rec.pause()
+    monkeypatch.setattr(backend, "input_hooks", lambda *a, **k: _BrokenHooks())
+    with pytest.raises(OSError):
+        rec.resume()
+    assert rec.state == "error"
+    assert not any(w.is_alive() for w in backend.focus_watchers)
+
+
+def test_withdrawing_consent_stops_a_running_recorder(consented) -> None:
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    consent.withdraw(d)
+    assert _wait(lambda: rec.state == "stopped")
+    assert rec.reason == "consent withdrawn"
+    assert not backend.last_input.is_alive()
+    stop = _events(d, rec)[-1]
+    assert stop.marker == "session_stop" and stop.detail["reason"] == "consent withdrawn"
+
+
+def test_no_indicator_pauses_and_its_return_resumes(consented) -> None:
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    rec.indicator_changed(False)
+    assert rec.state == "paused" and rec.reason == "no indicator"
+    assert not backend.last_input.is_alive()
+    rec.indicator_changed(True)
+    assert rec.state == "recording" and backend.last_input.is_alive()
+    rec.pause()  # a volunteer's pause is not undone by the indicator coming back
+    rec.indicator_changed(True)
+    assert rec.state == "paused"
+    rec.stop()
+    pauses = [e.detail["reason"] for e in _events(d, rec) if isinstance(e, Marker) and e.marker == "pause"]
+    assert pauses == ["no indicator", "volunteer"]
+
+
+def test_status_file_exists_only_while_running(consented) -> None:
+    d, study = consented
+    rec = Recorder(d, select_backend("fake"), study)
+    rec.start()
+    assert control.read_status(d)["state"] == "recording"
+    rec.stop()
+    assert control.read_status(d) is None
+    assert not (d.runtime / "status.json").exists()
