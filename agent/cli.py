@@ -63,15 +63,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(msg)
     backend = select_backend()
     backend.check_environment()
-    if backend.tray_host_available() is False:
+    if not tray.tray_available(backend):
         msg = (
-            "no system tray is available, and optin never records without its indicator (P2). "
+            "no system tray is available, and optin never records without its indicator. "
             "Fix: enable a tray / status-notifier area in your desktop (GNOME: the AppIndicator extension)."
         )
         raise EnvironmentProblem(msg)
     keys.ensure_keys(d)
     recorder = Recorder(d, backend, study)
     tray.run(recorder, on_ready=lambda: print(f"optin: recording session {recorder.session_id}", flush=True))
+    if recorder.state == "error":
+        print(f"optin: session {recorder.session_id} stopped: {recorder.error}", file=sys.stderr)
+        return 1
     print(f"optin: session {recorder.session_id} saved ({recorder.counters.written} events)")
     return 0
 

@@ -55,11 +55,28 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
 class VirtualDisplay:
     """Start with :meth:`start` (or ``with VirtualDisplay() as vd``); read :attr:`env`."""
 
-    def __init__(self, width: int = 1280, height: int = 800, *, tray: bool = True) -> None:
+    def __init__(
+        self,
+        width: int = 1280,
+        height: int = 800,
+        *,
+        tray: bool = True,
+        desktop: bool = True,
+        record: bool = True,
+    ) -> None:
+        """
+        :param tray: start trayer (a system tray); needs ``desktop``.
+        :param desktop: start openbox and dunst; without it only Xvfb (and D-Bus) run.
+        :param record: enable the RECORD extension (off: a display where input capture cannot work;
+            Xvfb then also lacks XTEST, so xdotool cannot drive it).
+        """
         self.width = width
         self.height = height
-        self.tray = tray
+        self.tray = tray and desktop
+        self.desktop = desktop
+        self.record = record
         self.display = ""
+        self._tray_proc: subprocess.Popen[bytes] | None = None
         self.env: dict[str, str] = {}
         self._procs: list[subprocess.Popen[bytes]] = []
         self._displayfd_read: int | None = None
@@ -113,7 +130,7 @@ class VirtualDisplay:
             screen,
             "-nolisten",
             "tcp",
-            "+extension",
+            "+extension" if self.record else "-extension",
             "RECORD",
         ]
         proc = subprocess.Popen(
@@ -137,19 +154,32 @@ class VirtualDisplay:
         from Xlib import display as xdisplay
 
         self._x = xdisplay.Display(self.display)
+        if not self.desktop:
+            return
         self._spawn(["openbox", "--sm-disable"], env=self.env)
         if not wait_for(self._has_wm, 10.0):
             msg = "openbox did not start on the private display"
             raise EnvironmentProblem(msg)
         self._spawn(["dunst"], env=self.env)
         if self.tray:
-            self._spawn(
-                ["trayer", "--edge", "top", "--align", "right", "--widthtype", "request", "--height", "32"],
-                env=self.env,
-            )
-            if not wait_for(self.tray_host_present, 10.0):
-                msg = "trayer did not provide a system tray on the private display"
-                raise EnvironmentProblem(msg)
+            self.start_tray()
+
+    def start_tray(self) -> None:
+        """Start trayer and wait until it owns the system tray selection."""
+        self._tray_proc = self._spawn(
+            ["trayer", "--edge", "top", "--align", "right", "--widthtype", "request", "--height", "32"],
+            env=self.env,
+        )
+        if not wait_for(self.tray_host_present, 10.0):
+            msg = "trayer did not provide a system tray on the private display"
+            raise EnvironmentProblem(msg)
+
+    def stop_tray(self) -> None:
+        """Stop trayer (the tray icons lose their host) and wait until the selection is free."""
+        if self._tray_proc is not None:
+            stop_process(self._tray_proc)
+            self._tray_proc = None
+        wait_for(lambda: not self.tray_host_present(), 5.0)
 
     def stop(self) -> None:
         """Stop every process started here, newest first; idempotent."""

@@ -88,6 +88,7 @@ class PynputHooks:
         self._after_stop = after_stop
         self._held: dict[str, int] = {}
         self._listeners: list[Any] = []
+        self._live = False
 
     # -- callbacks (hook threads: O(1), no I/O) -------------------------------------------------
 
@@ -95,6 +96,8 @@ class PynputHooks:
         return tuple(sorted(m for m, n in self._held.items() if n > 0))
 
     def _on_press(self, key: Any) -> None:
+        if not self._live:
+            return
         t = now_ns()
         char, name, vk = key_fields(key)
         mod = _MODIFIERS.get(name or "")
@@ -104,6 +107,8 @@ class PynputHooks:
         self._sink(KeyPress(t, char, name, vk, mods))
 
     def _on_release(self, key: Any) -> None:
+        if not self._live:
+            return
         t = now_ns()
         char, name, vk = key_fields(key)
         mod = _MODIFIERS.get(name or "")
@@ -112,16 +117,20 @@ class PynputHooks:
         self._sink(KeyRelease(t, char, name, vk, self._modifiers()))
 
     def _on_move(self, x: int, y: int) -> None:
-        self._sink(PointerMove(now_ns(), int(x), int(y)))
+        if self._live:
+            self._sink(PointerMove(now_ns(), int(x), int(y)))
 
     def _on_click(self, x: int, y: int, button: Any, pressed: bool) -> None:
+        if not self._live:
+            return
         t = now_ns()
         name = str(getattr(button, "name", button))
         cls = ButtonPress if pressed else ButtonRelease
         self._sink(cls(t, int(x), int(y), name))
 
     def _on_scroll(self, x: int, y: int, dx: int, dy: int) -> None:
-        self._sink(Scroll(now_ns(), int(x), int(y), int(dx), int(dy)))
+        if self._live:
+            self._sink(Scroll(now_ns(), int(x), int(y), int(dx), int(dy)))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -142,6 +151,7 @@ class PynputHooks:
             ms = mouse.Listener(on_move=self._on_move, on_click=self._on_click, on_scroll=self._on_scroll)
             ms.name = "optin-mouse"
             self._listeners.append(ms)
+        self._live = True
         for listener in self._listeners:
             listener.start()
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -159,15 +169,22 @@ class PynputHooks:
                 time.sleep(0.005)
 
     def stop(self) -> None:
-        """Stop the listeners; when this returns no callback runs any more."""
-        for listener in self._listeners:
+        """Stop the listeners; once this returns no event reaches the sink.
+
+        A listener that never became ready is not asked to stop: pynput's
+        ``stop()`` would wait for its readiness forever.  Its thread is a daemon
+        that has died or will; the closed flag discards anything it delivers.
+        """
+        self._live = False
+        ready = [lsn for lsn in self._listeners if getattr(lsn, "_ready", True) and lsn.is_alive()]
+        for listener in ready:
             listener.stop()
             if self._after_stop is not None:
                 self._after_stop(listener)
-        for listener in self._listeners:
-            if listener.is_alive() and listener is not threading.current_thread():
+        for listener in ready:
+            if listener is not threading.current_thread():
                 listener.join(timeout=STOP_TIMEOUT_S)
         self._listeners = []
 
     def is_alive(self) -> bool:
-        return bool(self._listeners) and all(listener.is_alive() for listener in self._listeners)
+        return self._live and all(listener.is_alive() for listener in self._listeners)

@@ -8,16 +8,19 @@ imported lazily (it fails to import without a display).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from agent.backends import Backend
 from agent.control import Recorder
-from agent.errors import OptinError
+from agent.errors import EnvironmentProblem
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,11 @@ COLOURS = {
     "stopped": (128, 128, 128),
     "error": (20, 20, 20),
 }
+
+#: How long the icon may take to appear before optin refuses to record (seconds).
+INDICATOR_TIMEOUT_S = 5.0
+#: How often the icon's visibility is checked and the tooltip refreshed while recording (seconds).
+WATCH_EVERY_S = 1.0
 
 #: Words for each state, shown in the tooltip.
 WORDS = {
@@ -60,6 +68,8 @@ def tooltip(recorder: Recorder) -> str:
     """The tooltip in words: state, study, events and drops."""
     s = recorder.status()
     text = f"optin: {WORDS.get(s['state'], s['state'])} for study {s['study']}"
+    if s["reason"]:
+        text += f" ({s['reason']})"
     if s["state"] in ("recording", "paused"):
         text += f"; {s['events_written']} events saved, {s['dropped']} dropped"
     if s["error"]:
@@ -70,12 +80,13 @@ def tooltip(recorder: Recorder) -> str:
 def run(recorder: Recorder, on_ready: Callable[[], None] | None = None) -> None:
     """Show the icon, start the recorder, and block until Quit or a signal.
 
+    :raises EnvironmentProblem: the icon could not be shown (nothing was recorded).
     :raises OptinError: the recorder could not start (after the icon is gone).
     """
     _choose_pystray_backend()
     import pystray
 
-    failure: list[OptinError] = []
+    failure: list[BaseException] = []
 
     def refresh(icon: Any) -> None:
         icon.icon = icon_image(recorder.state)
@@ -105,17 +116,21 @@ def run(recorder: Recorder, on_ready: Callable[[], None] | None = None) -> None:
     def setup(icon: Any) -> None:
         try:
             icon.visible = True  # P2: the indicator first, then capture
+            if not wait_for(lambda: indicator_shown(icon, recorder.backend), INDICATOR_TIMEOUT_S):
+                msg = (
+                    f"the tray icon was not shown within {INDICATOR_TIMEOUT_S:.0f} s, and optin never "
+                    "records without its indicator. Fix: check that your desktop's tray / status area "
+                    "is running (optin doctor)"
+                )
+                raise EnvironmentProblem(msg)
             recorder.start()
             refresh(icon)
-            _start_refresher(icon, recorder, refresh)
+            _start_watcher(icon, recorder, refresh)
             if on_ready is not None:
                 on_ready()
-        except OptinError as exc:
+        except BaseException as exc:  # pystray swallows setup errors and would hang run() otherwise
             failure.append(exc)
             icon.stop()
-        except BaseException:
-            icon.stop()  # pystray swallows setup errors and would hang run() otherwise
-            raise
 
     _stop_on_signals(icon)
     try:
@@ -154,18 +169,84 @@ def _choose_pystray_backend() -> None:
     os.environ["PYSTRAY_BACKEND"] = "xorg"
 
 
-def _start_refresher(icon: Any, recorder: Recorder, refresh: Callable[[Any], None]) -> None:
-    """Refresh the tooltip's counts every two seconds while recording."""
+def _start_watcher(icon: Any, recorder: Recorder, refresh: Callable[[Any], None]) -> None:
+    """Every second: tell the recorder whether the icon is shown (P2), refresh the tooltip."""
 
     def loop() -> None:
+        tick = threading.Event()
         while recorder.state in ("recording", "paused"):
-            threading.Event().wait(2.0)
+            tick.wait(WATCH_EVERY_S)
             try:
+                recorder.indicator_changed(indicator_shown(icon, recorder.backend))
                 refresh(icon)
-            except Exception:
-                logger.debug("tray refresh failed", exc_info=True)
+            except Exception:  # a failed repaint must not take capture down
+                logger.warning("tray refresh failed")
+        with contextlib.suppress(Exception):  # show why it stopped by itself (error, consent withdrawn)
+            refresh(icon)
 
-    threading.Thread(target=loop, name="optin-tray-refresh", daemon=True).start()
+    threading.Thread(target=loop, name="optin-tray-watch", daemon=True).start()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``predicate`` every 0.1 s until true or ``timeout`` seconds pass."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def tray_available(backend: Backend) -> bool:
+    """Is there anywhere to show an icon: an XEmbed tray, or a StatusNotifier watcher on D-Bus?"""
+    return backend.tray_host_available() is True or _status_notifier_watcher()
+
+
+def indicator_shown(icon: Any, backend: Backend) -> bool:
+    """Is the icon visible now?  Asked of GTK where it can tell, else of the desktop."""
+    embedded = _gtk_embedded(icon)
+    return embedded if embedded is not None else tray_available(backend)
+
+
+def _gtk_embedded(icon: Any) -> bool | None:
+    """``GtkStatusIcon.is_embedded()``, asked on the GTK main loop; None for other backends."""
+    status_icon = getattr(icon, "_status_icon", None)
+    if status_icon is None or not hasattr(status_icon, "is_embedded"):
+        return None
+    from gi.repository import GLib
+
+    answer: list[bool] = []
+    done = threading.Event()
+
+    def ask() -> bool:
+        answer.append(bool(status_icon.is_embedded()))
+        done.set()
+        return False
+
+    GLib.idle_add(ask)
+    return answer[0] if done.wait(2.0) else False
+
+
+def _status_notifier_watcher() -> bool:
+    """Does the session bus have a StatusNotifierWatcher (GNOME AppIndicator, KDE)?"""
+    try:
+        from gi.repository import Gio, GLib
+
+        bus = Gio.bus_get_sync(Gio.BusType.SESSION, None)
+        reply = bus.call_sync(
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "NameHasOwner",
+            GLib.Variant("(s)", ("org.kde.StatusNotifierWatcher",)),
+            GLib.VariantType("(b)"),
+            Gio.DBusCallFlags.NONE,
+            1000,
+            None,
+        )
+    except Exception:  # no gi, no session bus: then there is no watcher we can use
+        return False
+    return bool(reply.unpack()[0])
 
 
 def _stop_on_signals(icon: Any) -> None:

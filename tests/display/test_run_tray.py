@@ -4,10 +4,13 @@ hooks themselves (P3), and SIGTERM seals the session."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_for
 from agent.control import read_status
@@ -17,28 +20,64 @@ from agent.store.reader import read_session
 from tests.display.conftest import need_tools
 
 
-def _start_agent() -> subprocess.Popen[bytes]:
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+def _start_agent(tmp_path) -> subprocess.Popen[bytes]:
+    with (tmp_path / "agent-stderr.txt").open("wb") as err:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+        )
     assert agent.stdout is not None
-    line = agent.stdout.readline().decode()
-    assert line.startswith("optin: recording session"), agent.stderr.read().decode() if agent.stderr else line
+    ready, _, _ = select.select([agent.stdout], [], [], 20)
+    line = agent.stdout.readline().decode() if ready else ""
+    if not line.startswith("optin: recording session"):
+        stop_process(agent)
+        pytest.fail(f"the agent did not start: {(tmp_path / 'agent-stderr.txt').read_text()[-2000:]}")
     return agent
+
+
+def _panel(xdisplay: VirtualDisplay) -> tuple[int, int, int, int]:
+    panel = xdisplay.xdotool("search", "--classname", "^panel$").split()[0]
+    geo = dict(kv.split("=") for kv in xdisplay.xdotool("getwindowgeometry", "--shell", panel).split())
+    return tuple(int(geo[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))  # type: ignore[return-value]
 
 
 def _tray_menu(xdisplay: VirtualDisplay, *keys_: str) -> None:
     """Right-click the tray icon and walk its menu with the keyboard."""
-    panel = xdisplay.xdotool("search", "--classname", "^panel$").split()[0]
-    geo = dict(kv.split("=") for kv in xdisplay.xdotool("getwindowgeometry", "--shell", panel).split())
-    x, y, w, h = (int(geo[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
+    x, y, w, h = _panel(xdisplay)
     xdisplay.xdotool("mousemove", "--sync", str(x + w - 12), str(y + h // 2))
     xdisplay.xdotool("click", "3")
-    time.sleep(0.5)
+    time.sleep(0.5)  # the menu maps asynchronously; a missed menu fails the state check below
     xdisplay.xdotool("key", *keys_)
+
+
+def _menu_until(xdisplay: VirtualDisplay, d, state: str, *keys_: str) -> None:
+    """Use the tray menu until the agent reaches ``state`` (up to three tries)."""
+    for _ in range(3):
+        _tray_menu(xdisplay, *keys_)
+        if wait_for(lambda: _state(d) == state, 3):
+            return
+        xdisplay.xdotool("key", "Escape")
+    pytest.fail(f"the tray menu did not bring the agent to {state!r}")
+
+
+def _icon_colour_seen(xdisplay: VirtualDisplay, colour: tuple[int, int, int]) -> bool:
+    """Is a pixel of (about) ``colour`` visible in the tray panel, as a person would see it?"""
+    import mss
+
+    x, y, w, h = _panel(xdisplay)
+    with mss.MSS() as m:
+        shot = m.grab({"left": x, "top": y, "width": w, "height": h})
+    return any(
+        all(abs(a - b) < 40 for a, b in zip(shot.pixel(px, py), colour, strict=True))
+        for px in range(shot.width)
+        for py in range(shot.height)
+    )
+
+
+RED = (200, 30, 30)  # recording, as agent/ui/tray.py draws it
+AMBER = (230, 160, 20)  # paused
 
 
 def _state(d) -> str | None:
@@ -46,21 +85,20 @@ def _state(d) -> str | None:
     return s["state"] if s else None
 
 
-def test_tray_pause_stops_capture_and_sigterm_seals(xdisplay: VirtualDisplay, consented) -> None:
+def test_tray_pause_stops_capture_and_sigterm_seals(xdisplay: VirtualDisplay, consented, tmp_path) -> None:
     d, _study = consented
-    agent = _start_agent()
+    agent = _start_agent(tmp_path)
     try:
         assert wait_for(lambda: _state(d) == "recording", 5)
-        assert xdisplay.tray_host_present()
+        assert wait_for(lambda: _icon_colour_seen(xdisplay, RED), 3)  # the indicator, on screen
         xdisplay.xdotool("mousemove", "--sync", "111", "222")
-        _tray_menu(xdisplay, "Down", "Return")  # first enabled item: Pause
-        assert wait_for(lambda: _state(d) == "paused", 5)
+        _menu_until(xdisplay, d, "paused", "Down", "Return")  # first enabled item: Pause
+        assert wait_for(lambda: _icon_colour_seen(xdisplay, AMBER), 3)
         t_paused = time.monotonic_ns()
         xdisplay.xdotool("mousemove", "--sync", "333", "444")
         xdisplay.xdotool("type", "paused")
         t_resume = time.monotonic_ns()
-        _tray_menu(xdisplay, "Down", "Return")  # now: Resume
-        assert wait_for(lambda: _state(d) == "recording", 5)
+        _menu_until(xdisplay, d, "recording", "Down", "Return")  # now: Resume
         xdisplay.xdotool("mousemove", "--sync", "555", "666")
         time.sleep(0.3)
         os.killpg(agent.pid, signal.SIGTERM)
@@ -82,6 +120,30 @@ def test_tray_pause_stops_capture_and_sigterm_seals(xdisplay: VirtualDisplay, co
     moves = [(e.x, e.y) for e in data.events if isinstance(e, PointerMove)]
     assert (111, 222) in moves and (555, 666) in moves and (333, 444) not in moves
     assert "paused" not in "".join(e.char or "" for e in data.events if isinstance(e, KeyPress))
+
+
+def test_losing_the_tray_pauses_capture_until_it_is_back(
+    xdisplay: VirtualDisplay, consented, tmp_path
+) -> None:
+    d, _study = consented
+    agent = _start_agent(tmp_path)
+    try:
+        assert wait_for(lambda: _state(d) == "recording", 5)
+        xdisplay.stop_tray()  # the panel dies: no indicator anywhere
+        assert wait_for(lambda: _state(d) == "paused", 5)
+        assert read_status(d)["reason"] == "no indicator"
+        xdisplay.xdotool("mousemove", "--sync", "77", "88")  # not recorded: nobody can see it records
+        xdisplay.start_tray()  # GTK re-embeds the icon in the new tray
+        assert wait_for(lambda: _state(d) == "recording", 10)
+        os.killpg(agent.pid, signal.SIGTERM)
+        assert agent.wait(15) == 0
+    finally:
+        stop_process(agent)
+    sid = next(p.name for p in d.sessions.iterdir())
+    events = read_session(d, sid, keys.load_identity(d)).events
+    assert (77, 88) not in [(e.x, e.y) for e in events if isinstance(e, PointerMove)]
+    pause = next(e for e in events if isinstance(e, Marker) and e.marker == "pause")
+    assert pause.detail["reason"] == "no indicator"
 
 
 def test_no_tray_no_capture(consented, optin_home) -> None:

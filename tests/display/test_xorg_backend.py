@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-import select
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from agent.backends import select_backend
-from agent.backends.virtual_display import stop_process
+from agent.backends.virtual_display import VirtualDisplay, stop_process
 from agent.backends.xorg import XorgBackend
 from agent.events import Event, WindowFocus
 from tests.display.conftest import need_tools
@@ -89,27 +88,8 @@ def test_check_environment_passes_with_record(backend: XorgBackend) -> None:
 def xvfb_without_record() -> Iterator[str]:
     """A second, bare Xvfb started with ``-extension RECORD``; yields its display name."""
     need_tools()
-    r, w = os.pipe()
-    argv = ["Xvfb", "-displayfd", str(w), "-screen", "0", "320x240x24", "-nolisten", "tcp"]
-    proc = subprocess.Popen(
-        [*argv, "-extension", "RECORD"],
-        pass_fds=(w,),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(w)
-    pidfile = os.environ.get("OPTIN_PIDFILE")
-    if pidfile:  # so CI's trap can kill it even if this test is killed
-        with open(pidfile, "a", encoding="ascii") as f:
-            f.write(f"{proc.pid}\n")
-    try:
-        ready, _, _ = select.select([r], [], [], 10.0)
-        number = os.read(r, 16).decode().strip() if ready else ""
-        assert number, "the RECORD-less Xvfb did not start"
-        yield f":{number}"
-    finally:
-        stop_process(proc)
-        os.close(r)  # only now: Xvfb dies if the -displayfd pipe closes early
+    with VirtualDisplay(320, 240, desktop=False, record=False) as vd:
+        yield vd.display
 
 
 def test_check_environment_without_record_fails_fast(xdisplay: Any) -> None:
@@ -133,6 +113,34 @@ def test_check_environment_without_record_fails_fast(xdisplay: Any) -> None:
     assert done.returncode == 2, done.stderr
     assert f"DISPLAY={name} has no RECORD extension" in done.stdout
     assert "+extension RECORD" in done.stdout
+
+
+def test_input_hooks_without_record_fail_instead_of_hanging(xdisplay: Any) -> None:
+    """Even past the environment check, a listener that dies (no RECORD) is an error, not a hang."""
+    with xvfb_without_record() as name:
+        code = (
+            "import sys\n"
+            "from agent.backends import select_backend\n"
+            "from agent.errors import EnvironmentProblem\n"
+            "hooks = select_backend('xorg').input_hooks(lambda e: None)\n"
+            "try:\n"
+            "    hooks.start()\n"
+            "except EnvironmentProblem as exc:\n"
+            "    hooks.stop()\n"
+            "    print(exc)\n"
+            "    sys.exit(exc.exit_code)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=dict(os.environ, DISPLAY=name, PYTHONPATH=str(REPO)),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,  # pynput's own wait()/stop() would block here forever
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "listener did not start" in done.stdout
 
 
 def test_optin_run_without_record_says_so_in_one_line(xdisplay: Any, consented: Any, optin_home: Any) -> None:
