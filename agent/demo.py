@@ -16,22 +16,27 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_for
+from agent.backends.virtual_display import VirtualDisplay, wait_for
 from agent.errors import EnvironmentProblem, OptinError
 from agent.events import KeyPress
+from agent.paths import write_private_file
 
 #: What the scripted volunteer types (checked in the local store, and absent from the export).
 DEMO_TEXT = "echo optin-demo-typed-text"
+#: Title of the scripted volunteer's terminal.
+DEMO_TERMINAL = "optin demo terminal"
 
 #: Time allowed for the agent to start or stop.
 AGENT_TIMEOUT_S = 20.0
@@ -42,9 +47,13 @@ class DemoFailed(OptinError):
 
 
 def run_demo(seconds: float = 8.0, *, progress: bool = True) -> dict[str, Any]:
-    """Run the demo; return the summary (see :func:`render_summary`)."""
-    if seconds <= 0 or seconds > 600:
-        msg = f"--seconds {seconds} is out of range; use a value between 1 and 600"
+    """Run the demo; return the summary (see :func:`render_summary`).
+
+    SIGTERM and SIGHUP end it like Ctrl-C: every process it started is stopped
+    and its temporary directory (keys, session, bundle) removed.
+    """
+    if seconds < 1 or seconds > 600:
+        msg = f"--seconds {seconds:g} is out of range; use a value between 1 and 600"
         raise DemoFailed(msg)
     if shutil.which("age") is None:
         msg = (
@@ -54,71 +63,105 @@ def run_demo(seconds: float = 8.0, *, progress: bool = True) -> dict[str, Any]:
         raise EnvironmentProblem(msg)
     say = _progress if progress else (lambda _m: None)
     t0 = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix="optin-demo-"))
+    with _exit_on_signals():
+        work = Path(tempfile.mkdtemp(prefix="optin-demo-"))
+        try:
+            with _link("start the private display"), VirtualDisplay() as vd:
+                say(f"private display {vd.display} with openbox, dunst and trayer is up")
+                summary = _run_on(vd, work, seconds, say)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    summary["seconds_taken"] = round(time.monotonic() - t0, 1)
+    return summary
+
+
+@contextlib.contextmanager
+def _exit_on_signals() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into SystemExit so cleanup runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    saved = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        with VirtualDisplay() as vd:
-            say(f"private display {vd.display} with openbox, dunst and trayer is up")
-            return _run_on(vd, work, seconds, say, t0)
+        yield
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
-def _run_on(
-    vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str], None], t0: float
-) -> dict[str, Any]:
+@contextlib.contextmanager
+def _link(name: str) -> Iterator[None]:
+    """Name the link of the chain that failed, in one line."""
+    try:
+        yield
+    except DemoFailed:
+        raise
+    except OptinError as exc:
+        msg = f"{name}: {exc}"
+        raise DemoFailed(msg) from exc
+    except subprocess.TimeoutExpired as exc:
+        msg = f"{name}: no answer within {exc.timeout:g} s"
+        raise DemoFailed(msg) from exc
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        msg = f"{name}: {type(exc).__name__}: {exc}"
+        raise DemoFailed(msg) from exc
+
+
+def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str], None]) -> dict[str, Any]:
     from pyrage import x25519
+
+    from agent.study import demo_study_toml, parse_study
 
     env = dict(vd.env, OPTIN_HOME=str(work / "home"), OPTIN_LOG_LEVEL="WARNING")
     env.pop("OPTIN_BACKEND", None)
-    study_identity = x25519.Identity.generate()
-    identity_file = work / "study-identity.txt"
-    _write_private(identity_file, str(study_identity) + "\n")
-    study_file = work / "demo-study.toml"
-    from agent.study import demo_study_toml, parse_study
-
-    study_text = demo_study_toml(str(study_identity.to_public()))
-    study_file.write_text(study_text, encoding="utf-8")
-    text_hash = parse_study(study_text).text_sha256
-
-    _optin(env, "consent", "grant", "--study", str(study_file), "--accept-text-sha256", text_hash)
+    with _link("make the demo study"):
+        study_identity = x25519.Identity.generate()
+        identity_file = work / "study-identity.txt"
+        write_private_file(identity_file, (str(study_identity) + "\n").encode())
+        study_text = demo_study_toml(str(study_identity.to_public()))
+        study_file = work / "demo-study.toml"
+        write_private_file(study_file, study_text.encode())
+    with _link("grant consent"):
+        text_hash = parse_study(study_text).text_sha256
+        _optin(env, "consent", "grant", "--study", str(study_file), "--accept-text-sha256", text_hash)
     say("demo study installed and consent granted")
 
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        session_id = _await_recording(agent)
-        say(f"agent recording session {session_id} (tray icon shown)")
+    log = work / "agent-stderr.log"
+    with _link("start the agent"), log.open("wb") as err:
+        agent = vd.spawn([sys.executable, "-m", "agent", "run"], env=env, stdout=True, stderr=err)
+    with _link("start the agent"):
+        session_id = _await_recording(agent, log)
+    say(f"agent recording session {session_id} (tray icon shown)")
+    with _link("drive the scripted volunteer"):
         script = _drive_volunteer(vd, seconds)
-        say(f"scripted volunteer done: {script['clicks']} clicks, {script['scrolls']} scrolls, typed text")
+    say(f"scripted volunteer done: {script['clicks']} clicks, {script['scrolls']} scrolls, typed text")
+    with _link("stop the agent"):
         os.killpg(agent.pid, signal.SIGTERM)
         rc = agent.wait(AGENT_TIMEOUT_S)
-        if rc != 0:
-            msg = f"the agent exited with code {rc} after SIGTERM: {_stderr(agent)}"
-            raise DemoFailed(msg)
-        say("agent stopped; session sealed")
-    finally:
-        stop_process(agent)
+    if rc != 0:
+        msg = f"stop the agent: it exited with code {rc} after SIGTERM: {_tail(log)}"
+        raise DemoFailed(msg)
+    say("agent stopped; session sealed")
 
-    out_dir = work / "out"
-    exported = json.loads(_optin(env, "export", session_id, "--out", str(out_dir), "--json"))[0]
+    with _link("export the session"):
+        out = _optin(env, "export", session_id, "--out", str(work / "out"), "--json")
+        exported = json.loads(out)[0]
     say(f"exported {Path(exported['path']).name} ({exported['bytes']} bytes)")
-    summary = _check(
-        env,
-        work=work,
-        session_id=session_id,
-        bundle=Path(exported["path"]),
-        identity_file=identity_file,
-        vd=vd,
-        script=script,
-    )
+    with _link("decrypt and check the bundle"):
+        summary = _check(
+            env,
+            work=work,
+            session_id=session_id,
+            bundle=Path(exported["path"]),
+            identity_file=identity_file,
+            vd=vd,
+            script=script,
+        )
     say("bundle decrypted with `age -d` and checked")
-    summary["seconds_taken"] = round(time.monotonic() - t0, 1)
     return summary
 
 
@@ -137,39 +180,36 @@ def _optin(env: dict[str, str], *args: str) -> str:
     return out.stdout
 
 
-def _await_recording(agent: subprocess.Popen[bytes]) -> str:
-    import select
-
-    assert agent.stdout is not None  # noqa: S101 - set by Popen(stdout=PIPE) above
+def _await_recording(agent: subprocess.Popen[bytes], log: Path) -> str:
+    if agent.stdout is None:
+        msg = "the agent has no output pipe"
+        raise DemoFailed(msg)
     ready, _, _ = select.select([agent.stdout], [], [], AGENT_TIMEOUT_S)
     line = agent.stdout.readline().decode().strip() if ready else ""
     prefix = "optin: recording session "
     if not line.startswith(prefix):
         with contextlib.suppress(subprocess.TimeoutExpired):
             agent.wait(2.0)
-        why = _stderr(agent) or line or "no output"
-        stop_process(agent)
-        msg = f"the agent did not start recording: {why}"
+        msg = f"the agent did not start recording: {_tail(log) or line or 'no output'}"
         raise DemoFailed(msg)
     return line[len(prefix) :]
 
 
-def _stderr(proc: subprocess.Popen[bytes]) -> str:
-    if proc.stderr is None or proc.stderr.closed:
+def _tail(log: Path) -> str:
+    """The end of the agent's stderr (log lines carry no captured content)."""
+    try:
+        return log.read_text(errors="replace").strip()[-500:]
+    except OSError:
         return ""
-    if proc.poll() is None:
-        return ""
-    return proc.stderr.read().decode(errors="replace").strip()[-500:]
 
 
 def _drive_volunteer(vd: VirtualDisplay, seconds: float) -> dict[str, Any]:
     """Open an xterm and act in it for about ``seconds``; return what was done."""
-    vd.spawn(["xterm", "-T", "optin demo terminal", "-geometry", "100x30+40+60"])
-    if not wait_for(lambda: bool(_search(vd, "optin demo terminal")), 10.0):
+    vd.spawn(["xterm", "-T", DEMO_TERMINAL, "-geometry", "100x30+40+60"])
+    if not wait_for(lambda: bool(vd.search(DEMO_TERMINAL)), 10.0):
         msg = "the demo xterm did not appear"
         raise DemoFailed(msg)
-    wid = _search(vd, "optin demo terminal")[0]
-    vd.xdotool("windowactivate", "--sync", wid)
+    vd.xdotool("windowactivate", "--sync", vd.search(DEMO_TERMINAL)[0])
     clicks = scrolls = 0
     vd.xdotool("mousemove", "--sync", "300", "300")
     vd.xdotool("click", "1")
@@ -192,14 +232,7 @@ def _drive_volunteer(vd: VirtualDisplay, seconds: float) -> dict[str, Any]:
             break
         time.sleep(0.3)
     time.sleep(0.5)  # let the last frame be grabbed
-    return {"clicks": clicks, "scrolls": scrolls, "typed": DEMO_TEXT, "last_position": positions[(i - 1) % 4]}
-
-
-def _search(vd: VirtualDisplay, title: str) -> list[str]:
-    out = subprocess.run(
-        ["xdotool", "search", "--name", f"^{title}$"], env=vd.env, capture_output=True, text=True, check=False
-    )
-    return out.stdout.split()
+    return {"clicks": clicks, "scrolls": scrolls, "typed": DEMO_TEXT}
 
 
 def _check(
@@ -283,12 +316,6 @@ def _typed_in_store(env: dict[str, str], session_id: str) -> str:
     return "".join(
         e.char or (" " if e.name == "space" else "") for e in data.events if isinstance(e, KeyPress)
     )
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
 
 
 def _progress(message: str) -> None:

@@ -196,17 +196,38 @@ class VirtualDisplay:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
-        """Start a program on the private display; it is stopped with the display."""
-        return self._spawn(argv, env=self.env)
+    def spawn(
+        self, argv: list[str], *, env: dict[str, str] | None = None, stdout: bool = False, stderr: Any = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a program on the private display; it is stopped with the display.
 
-    def _spawn(self, argv: list[str], env: Any, *, stdout: bool = False) -> subprocess.Popen[bytes]:
+        :param env: the environment (default: :attr:`env`); it should include :attr:`env`.
+        :param stdout: give the process a readable stdout pipe.
+        :param stderr: a file to receive its stderr (default: discarded).
+        """
+        return self._spawn(argv, env=self.env if env is None else env, stdout=stdout, stderr=stderr)
+
+    def search(self, title: str) -> list[str]:
+        """Ids of the windows whose title is exactly ``title`` (none yet: empty)."""
+        out = subprocess.run(
+            ["xdotool", "search", "--name", f"^{title}$"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return out.stdout.split()
+
+    def _spawn(
+        self, argv: list[str], env: Any, *, stdout: bool = False, stderr: Any = None
+    ) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             argv,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if stderr is None else stderr,
             start_new_session=True,
         )
         self._track(proc)

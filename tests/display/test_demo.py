@@ -10,13 +10,15 @@ from tests.display.conftest import need_tools
 
 
 def _our_stack() -> set[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,comm="], capture_output=True, text=True, check=True).stdout
+    """PIDs of every process of the kinds the demo starts, the recording agent included."""
+    out = subprocess.run(["ps", "-eo", "pid=,comm=,args="], capture_output=True, text=True, check=True).stdout
     names = {"Xvfb", "openbox", "trayer", "dunst", "dbus-daemon", "xterm"}
-    return {
-        int(pid)
-        for pid, _, comm in (line.strip().partition(" ") for line in out.splitlines())
-        if comm in names
-    }
+    pids = set()
+    for line in out.splitlines():
+        pid, comm, args = [*line.split(None, 2), "", ""][:3]
+        if comm in names or "-m agent run" in args:
+            pids.add(int(pid))
+    return pids
 
 
 def test_demo_runs_the_whole_chain_and_cleans_up() -> None:
@@ -49,3 +51,38 @@ def test_demo_rejects_a_bad_duration() -> None:
     )
     assert out.returncode == 1
     assert "--seconds -1" in out.stderr and "between 1 and 600" in out.stderr
+
+
+def test_demo_stopped_midway_leaves_nothing_behind(tmp_path) -> None:
+    """SIGTERM while the agent records: every process and the throwaway keys are gone."""
+    import glob
+    import os
+    import select
+    import signal
+
+    need_tools("age")
+    before = _our_stack()
+    tmp_before = set(glob.glob("/tmp/optin-demo-*"))
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "agent", "demo", "--seconds", "30"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        seen = ""
+        while "agent recording session" not in seen:
+            ready, _, _ = select.select([demo.stderr], [], [], 30)
+            line = demo.stderr.readline() if ready else ""
+            assert line, f"the demo did not reach recording: {seen}"
+            seen += line
+        os.kill(demo.pid, signal.SIGTERM)
+        rc = demo.wait(30)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        demo.stderr.close()
+    assert rc == 128 + signal.SIGTERM
+    assert _our_stack() <= before
+    assert set(glob.glob("/tmp/optin-demo-*")) <= tmp_before

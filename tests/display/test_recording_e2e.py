@@ -39,8 +39,8 @@ def _record(xdisplay: VirtualDisplay, consented, script) -> list:
 def test_real_input_is_recorded_exactly(xdisplay: VirtualDisplay, consented) -> None:
     term = xdisplay.spawn(["xterm", "-T", "e2e-recording", "-geometry", "80x20+50+50"])
     try:
-        assert wait_for(lambda: _exists(xdisplay, "e2e-recording"), 10)
-        wid = xdisplay.xdotool("search", "--name", "^e2e-recording$").split()[0]
+        assert wait_for(lambda: bool(xdisplay.search("e2e-recording")), 10)
+        wid = xdisplay.search("e2e-recording")[0]
 
         def script() -> None:
             xdisplay.xdotool("windowactivate", "--sync", wid)
@@ -90,26 +90,13 @@ def test_real_input_is_recorded_exactly(xdisplay: VirtualDisplay, consented) -> 
     assert any(f.title == "e2e-recording" and f.app_class == "XTerm" for f in focus)
 
 
-def _exists(xdisplay: VirtualDisplay, title: str) -> bool:
-    import subprocess
-
-    out = subprocess.run(
-        ["xdotool", "search", "--name", f"^{title}$"],
-        env=xdisplay.env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return bool(out.stdout.strip())
-
-
 def test_no_plaintext_of_typed_text_or_titles_on_disk(
     xdisplay: VirtualDisplay, consented, optin_home: Path
 ) -> None:
     term = xdisplay.spawn(["xterm", "-T", f"title {CANARY}", "-geometry", "80x20+50+50"])
     try:
-        assert wait_for(lambda: _exists(xdisplay, f"title {CANARY}"), 10)
-        wid = xdisplay.xdotool("search", "--name", f"^title {CANARY}$").split()[0]
+        assert wait_for(lambda: bool(xdisplay.search(f"title {CANARY}")), 10)
+        wid = xdisplay.search(f"title {CANARY}")[0]
 
         def script() -> None:
             xdisplay.xdotool("windowactivate", "--sync", wid)
