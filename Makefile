@@ -12,7 +12,8 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := xvfb xauth x11-utils xdotool openbox trayer dunst dbus xterm age \
 	fonts-dejavu-core xfonts-base libgirepository1.0-dev libcairo2-dev pkg-config gir1.2-gtk-3.0 \
 	gcc python3-dev python3-venv
-REQUIRED_COMMANDS := Xvfb openbox trayer dunst dbus-daemon xdotool xterm age pkg-config gcc
+REQUIRED_COMMANDS := Xvfb xauth xdpyinfo openbox trayer dunst dbus-daemon xdotool xterm age pkg-config gcc
+APT_INSTALL := apt-get install -y --no-install-recommends $(APT_PACKAGES)
 
 .PHONY: help system-deps venv demo test lint unit bench run doctor clean
 
@@ -24,29 +25,37 @@ help:
 	@echo "make clean   remove .venv and caches"
 
 system-deps:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || { \
+		echo "optin needs Python 3.10 or newer as '$(PYTHON)'. Fix: install it, or run make PYTHON=python3.11 ..."; \
+		exit 1; }
 	@missing=""; \
 	for c in $(REQUIRED_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null || missing="$$missing gir/cairo-dev"; \
 	ls /usr/lib/*/girepository-1.0/Gtk-3.0.typelib >/dev/null 2>&1 || missing="$$missing gtk3-typelib"; \
+	ls /usr/share/fonts/X11/misc/*.pcf.gz >/dev/null 2>&1 || missing="$$missing xfonts-base"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	$(PYTHON) -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
+		2>/dev/null || missing="$$missing python3-dev"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			echo "installing system packages (missing:$$missing)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null || exit 1; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(APT_INSTALL) -qq >/dev/null || exit 1; \
 		else \
 			echo "optin needs these system packages (missing:$$missing). Run:"; \
-			echo "  sudo apt-get install -y --no-install-recommends $(APT_PACKAGES)"; \
+			echo "  sudo apt-get update && sudo $(APT_INSTALL)"; \
+			echo "then run make again."; \
 			exit 1; \
 		fi; \
 	fi
 
-$(STAMP): pyproject.toml
+# system-deps is order-only: it must run first, but a venv is not rebuilt because of it.
+$(STAMP): pyproject.toml | system-deps
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[test,gtk]"
 	@touch $(STAMP)
 
-venv: system-deps $(STAMP)
+venv: $(STAMP)
 
 demo: venv
 	$(BIN)/optin demo

@@ -34,7 +34,11 @@ REQUIRED_TOOLS = {
     "xterm": "xterm",
 }
 
-APT_HINT = "sudo apt-get install -y " + " ".join(sorted(set(REQUIRED_TOOLS.values())))
+#: How to install them: `make system-deps` installs everything the demo and the tests need.
+APT_HINT = (
+    "run `make system-deps` in the optin checkout, or: sudo apt-get update && sudo apt-get install -y "
+    "--no-install-recommends " + " ".join(sorted(set(REQUIRED_TOOLS.values()))) + " xfonts-base"
+)
 
 
 def missing_tools(tools: dict[str, str] | None = None) -> list[str]:

@@ -38,7 +38,6 @@ def test_demo_runs_the_whole_chain_and_cleans_up() -> None:
     assert counts["button_press"] >= 4 and counts["key_press"] >= 20 and counts["scroll"] >= 6
     assert summary["frames"] >= 2 and summary["bundle_bytes"] > 0 and summary["bytes_stored"] > 0
     assert summary["loss"]["dropped_events"] == 0
-    assert summary["seconds_taken"] < 60
     assert _our_stack() <= before  # every process the demo started is gone
 
 

@@ -62,6 +62,7 @@ def test_pending_and_in_flight_requests_are_counted_when_stopped() -> None:
     assert grabber.entered.acquire(timeout=5)
     stopper = threading.Thread(target=taker.stop)
     stopper.start()
+    wait_until(lambda: taker._stopping)  # stop has begun before the grab can finish
     taker.request("click")  # may land before or after the stop sentinel: counted either way
     grabber.gate.release()
     stopper.join(5)
