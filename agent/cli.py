@@ -125,8 +125,15 @@ def cmd_consent(args: argparse.Namespace) -> int:
         else:
             print(f"consent given to {study.id} version {study.consent_version}: {', '.join(receipt.scopes)}")
         return 0
+    from agent.control import read_status
+
     had = consent.withdraw(d)
-    print("consent withdrawn; optin will not record" if had else "no consent was given; nothing to withdraw")
+    if not had:
+        print("no consent was given; nothing to withdraw")
+    elif read_status(d) is not None:
+        print("consent withdrawn; the running agent stops recording within a second")
+    else:
+        print("consent withdrawn; optin will not record")
     return 0
 
 

@@ -209,6 +209,8 @@ def check_x11(timeout: float = CHECK_TIMEOUT) -> list[Check]:
         checks.append(Check("record", False, detail, fix))
     if found.tray_owner:
         checks.append(Check("tray", True, "a system tray owns _NET_SYSTEM_TRAY_S<screen>"))
+    elif _tray_on_dbus():
+        checks.append(Check("tray", True, "a StatusNotifier watcher (AppIndicator) is on the session bus"))
     else:
         checks.append(
             Check(
@@ -220,6 +222,15 @@ def check_x11(timeout: float = CHECK_TIMEOUT) -> list[Check]:
             )
         )
     return checks
+
+
+def _tray_on_dbus() -> bool:
+    """Whether a StatusNotifier tray is on D-Bus (asked the way the tray view asks)."""
+    try:
+        from agent.ui.tray import status_notifier_watcher as ask
+    except ImportError:
+        return False
+    return ask()
 
 
 def check_data_dir() -> Check:

@@ -199,7 +199,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
 
 def tray_available(backend: Backend) -> bool:
     """Is there anywhere to show an icon: an XEmbed tray, or a StatusNotifier watcher on D-Bus?"""
-    return backend.tray_host_available() is True or _status_notifier_watcher()
+    return backend.tray_host_available() is True or status_notifier_watcher()
 
 
 def indicator_shown(icon: Any, backend: Backend) -> bool:
@@ -227,7 +227,7 @@ def _gtk_embedded(icon: Any) -> bool | None:
     return answer[0] if done.wait(2.0) else False
 
 
-def _status_notifier_watcher() -> bool:
+def status_notifier_watcher() -> bool:
     """Does the session bus have a StatusNotifierWatcher (GNOME AppIndicator, KDE)?"""
     try:
         from gi.repository import Gio, GLib
