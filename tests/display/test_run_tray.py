@@ -3,6 +3,7 @@ hooks themselves (P3), and SIGTERM seals the session."""
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -160,3 +161,21 @@ def test_no_tray_no_capture(consented, optin_home) -> None:
     assert out.returncode == 2
     assert "no system tray" in out.stderr
     assert not (optin_home / "data" / "sessions").exists()
+
+
+def test_doctor_on_a_working_display(xdisplay: VirtualDisplay) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "agent", "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    checks = {c["name"]: c for c in json.loads(out.stdout)}
+    assert checks["display"]["ok"] is True and xdisplay.display in checks["display"]["detail"]
+    assert checks["record"]["ok"] is True
+    assert checks["tray"]["ok"] is True
+    assert out.returncode in (0, 1)  # 1 only if an unrelated check (say the data dir) fails here
+    assert all(
+        c["ok"] is not False for n, c in checks.items() if n in ("display", "record", "tray", "backend")
+    )
