@@ -206,12 +206,12 @@ def to_dict(event: Event) -> dict[str, Any]:
     """A JSON-ready dict of ``event`` (a frame's image bytes are left out)."""
     out: dict[str, Any] = {"v": SCHEMA_VERSION, "k": event.KIND}
     for name in _FIELDS[type(event)]:
-        value = getattr(event, name)
-        if isinstance(value, tuple):
-            value = list(value)
-        elif isinstance(value, Mapping):
-            value = dict(value)
-        out[name] = value
+        out[name] = getattr(event, name)
+    # the two container fields, converted to plain JSON types (checked by name: ABC checks are slow)
+    if "modifiers" in out:
+        out["modifiers"] = list(out["modifiers"])
+    elif "detail" in out:
+        out["detail"] = dict(out["detail"])
     return out
 
 
