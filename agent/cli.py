@@ -46,21 +46,25 @@ def _dirs() -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent import consent
-    from agent.backends import select_backend
-    from agent.control import Recorder, read_status
-    from agent.errors import EnvironmentProblem
     from agent.log import setup_logging
-    from agent.store import keys
+    from agent.paths import agent_lock
     from agent.study import install_study, installed_study
-    from agent.ui import tray
 
     setup_logging("INFO")
     d = _dirs()
     study = install_study(d, Path(args.study)) if args.study else installed_study(d)
     consent.require(d, study)
-    if read_status(d) is not None:
-        msg = "optin is already running for this user (see `optin status`)"
-        raise UsageError(msg)
+    with agent_lock(d):
+        return _run_agent(d, study)
+
+
+def _run_agent(d: Any, study: Any) -> int:
+    from agent.backends import select_backend
+    from agent.control import Recorder
+    from agent.errors import EnvironmentProblem
+    from agent.store import keys
+    from agent.ui import tray
+
     backend = select_backend()
     backend.check_environment()
     if not tray.tray_available(backend):
@@ -75,6 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if recorder.state == "error":
         print(f"optin: session {recorder.session_id} stopped: {recorder.error}", file=sys.stderr)
         return 1
+    if recorder.session_id is None:
+        print("optin: stopped before recording began; nothing was recorded")
+        return 0
     print(f"optin: session {recorder.session_id} saved ({recorder.counters.written} events)")
     return 0
 

@@ -109,6 +109,7 @@ class Recorder:
         self._lock = threading.RLock()
         self._drop_lock = threading.Lock()
         self._accepting = False
+        self._draining = False  # set once the session_stop marker is queued: the writer may end
         self._failed = False
         self._closed = False
         self._want_frames = False
@@ -145,8 +146,8 @@ class Recorder:
         :raises EnvironmentProblem: this machine cannot capture.
         """
         with self._lock:
-            if self.state != "idle":
-                msg = f"this recorder was already started (state {self.state})"
+            if self.state != "idle" or self._closed:
+                msg = f"this recorder was already started or stopped (state {self.state})"
                 raise UsageError(msg)
             receipt = consent.require(self.dirs, self.study)  # P1: before anything else
             self.backend.check_environment()
@@ -217,6 +218,10 @@ class Recorder:
     def pause(self, reason: str = PAUSED_BY_VOLUNTEER) -> None:
         """Stop the hooks and the grabber themselves (P3)."""
         with self._lock:
+            if self.state == "paused" and reason == PAUSED_BY_VOLUNTEER:
+                self.reason = reason  # the volunteer's pause outlasts the indicator's return
+                self._publish()
+                return
             if self.state != "recording":
                 return
             t0 = now_ns()
@@ -245,10 +250,15 @@ class Recorder:
             self.resume()
 
     def stop(self) -> None:
-        """Stop capturing, write everything queued, seal the session."""
+        """Stop capturing, write everything queued, seal the session.
+
+        Stopping a recorder that has not started closes it: it can no longer start.
+        """
         with self._lock:
-            if self.state != "idle":
-                self._shutdown()
+            if self.state == "idle":
+                self._closed, self.state = True, "stopped"
+                return
+            self._shutdown()
 
     def _shutdown(self, *, error: str | None = None, reason: str | None = None) -> None:
         """Stop capture, drain the queue, seal the session; once only; under the lock."""
@@ -260,10 +270,11 @@ class Recorder:
             logger.error("capture stopped: %s", error)
         self.reason = reason
         self._stop_capture()
+        self._accepting = False
         self._put_marker(
             "session_stop", reason=reason or error, dropped=self.counters.dropped, loss=self.counters.loss()
         )
-        self._accepting = False
+        self._draining = True
         with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)  # wakes the writer; if full it drains and ends anyway
         thread = self._writer_thread
@@ -343,20 +354,20 @@ class Recorder:
     def _next_batch(self) -> tuple[list[Event], bool]:
         """Wait up to one tick for events; return ``(batch, writer_should_end)``.
 
-        The writer ends once the recorder no longer accepts events and the
-        queue is drained (the stop path queues its marker before it flips the flag).
+        The writer ends once the stop path has queued its ``session_stop``
+        marker (``_draining``) and the queue is drained up to it.
         """
         batch: list[Event] = []
         try:
             item = self._queue.get(timeout=WRITER_TICK_S)
         except queue.Empty:
-            return batch, not self._accepting
+            return batch, self._draining
         while True:
             if item is not None:
                 batch.append(item)
                 if len(batch) >= BATCH_MAX:
                     return batch, False
-            elif not self._accepting:
+            elif self._draining:
                 return batch, True
             try:
                 item = self._queue.get_nowait()

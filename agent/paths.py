@@ -13,10 +13,11 @@ import os
 import secrets
 import stat
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import EnvironmentProblem
+from agent.errors import EnvironmentProblem, UsageError
 
 APP = "optin"
 
@@ -123,3 +124,25 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def agent_lock(d: Dirs) -> Iterator[None]:
+    """Hold the one-agent-per-user lock (``flock`` on a file in the runtime dir) while inside.
+
+    :raises UsageError: another optin agent of this user holds it.
+    """
+    ensure_private_dir(d.runtime)
+    fd = os.open(d.runtime / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.name == "posix":  # Windows and macOS agents are not built yet
+            import fcntl
+
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                msg = "optin is already running for this user (see `optin status`); one agent at a time"
+                raise UsageError(msg) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

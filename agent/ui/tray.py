@@ -93,17 +93,16 @@ def run(recorder: Recorder, on_ready: Callable[[], None] | None = None) -> None:
         icon.title = tooltip(recorder)
         icon.update_menu()
 
+    # Menu actions run on a worker thread: pausing joins capture threads, which must not freeze
+    # the GTK main loop (it also answers whether the icon is still shown).
     def do_pause(icon: Any, _item: Any) -> None:
-        recorder.pause()
-        refresh(icon)
+        _in_background(recorder.pause, lambda: refresh(icon))
 
     def do_resume(icon: Any, _item: Any) -> None:
-        recorder.resume()
-        refresh(icon)
+        _in_background(recorder.resume, lambda: refresh(icon))
 
     def do_quit(icon: Any, _item: Any) -> None:
-        recorder.stop()
-        icon.stop()
+        _in_background(recorder.stop, icon.stop)
 
     menu = pystray.Menu(
         pystray.MenuItem(lambda _i: tooltip(recorder), None, enabled=False),
@@ -113,8 +112,12 @@ def run(recorder: Recorder, on_ready: Callable[[], None] | None = None) -> None:
     )
     icon = pystray.Icon("optin", icon_image("idle"), "optin: starting", menu)
 
+    gtk = type(icon).__module__.endswith(("_gtk", "_appindicator"))
+
     def setup(icon: Any) -> None:
         try:
+            if gtk:  # pystray's GTK start-up resets SIGINT to the default: claim it again now
+                _stop_on_signals(icon, (signal.SIGINT,), gtk=True)
             icon.visible = True  # P2: the indicator first, then capture
             if not wait_for(lambda: indicator_shown(icon, recorder.backend), INDICATOR_TIMEOUT_S):
                 msg = (
@@ -132,7 +135,7 @@ def run(recorder: Recorder, on_ready: Callable[[], None] | None = None) -> None:
             failure.append(exc)
             icon.stop()
 
-    _stop_on_signals(icon)
+    _stop_on_signals(icon, (signal.SIGTERM, signal.SIGHUP) if gtk else _SIGNALS, gtk=gtk)
     try:
         icon.run(setup=setup)
     finally:
@@ -249,11 +252,26 @@ def status_notifier_watcher() -> bool:
     return bool(reply.unpack()[0])
 
 
-def _stop_on_signals(icon: Any) -> None:
-    """SIGTERM, SIGINT and SIGHUP end the icon's loop, so the session is sealed."""
-    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    if type(icon).__module__.endswith(("_gtk", "_appindicator")):
-        # GTK's main loop runs in C: Python handlers would wait for it; let GLib dispatch.
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _in_background(*steps: Callable[[], object]) -> None:
+    """Run ``steps`` in order on a new thread."""
+
+    def run() -> None:
+        for step in steps:
+            step()
+
+    threading.Thread(target=run, name="optin-tray-action", daemon=False).start()
+
+
+def _stop_on_signals(icon: Any, signals: tuple[int, ...], *, gtk: bool) -> None:
+    """The given signals end the icon's loop, so the session is sealed.
+
+    Under GTK the main loop runs in C, where Python handlers would wait for it:
+    GLib dispatches them instead (and may be asked from any thread).
+    """
+    if gtk:
         from gi.repository import GLib
 
         def on_signal(*_args: Any) -> bool:

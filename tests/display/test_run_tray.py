@@ -179,3 +179,25 @@ def test_doctor_on_a_working_display(xdisplay: VirtualDisplay) -> None:
     assert all(
         c["ok"] is not False for n, c in checks.items() if n in ("display", "record", "tray", "backend")
     )
+
+
+def test_ctrl_c_seals_and_one_agent_at_a_time(xdisplay: VirtualDisplay, consented, tmp_path) -> None:
+    d, _study = consented
+    agent = _start_agent(tmp_path)
+    try:
+        assert wait_for(lambda: _state(d) == "recording", 5)
+        second = subprocess.run(
+            [sys.executable, "-m", "agent", "run"], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert second.returncode == 2 and "already running" in second.stderr
+        xdisplay.xdotool("mousemove", "--sync", "123", "321")
+        time.sleep(0.3)
+        os.killpg(agent.pid, signal.SIGINT)  # Ctrl-C in the terminal that runs optin
+        assert agent.wait(15) == 0
+    finally:
+        stop_process(agent)
+    (sid,) = [p.name for p in d.sessions.iterdir()]
+    data = read_session(d, sid, keys.load_identity(d))
+    assert data.all_sealed and not data.problems
+    assert [e.marker for e in data.events if isinstance(e, Marker)] == ["session_start", "session_stop"]
+    assert not (d.runtime / "status.json").exists()

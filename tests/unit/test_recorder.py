@@ -12,7 +12,7 @@ from agent import consent, control
 from agent.backends import select_backend
 from agent.backends.fake import FakeBackend
 from agent.control import Recorder
-from agent.errors import ConsentRequired, EnvironmentProblem
+from agent.errors import ConsentRequired, EnvironmentProblem, UsageError
 from agent.events import ButtonPress, Frame, KeyPress, Marker, PointerMove, WindowFocus, now_ns
 from agent.store import keys
 from agent.store.reader import list_sessions, read_session
@@ -274,3 +274,46 @@ def test_status_file_exists_only_while_running(consented) -> None:
     rec.stop()
     assert control.read_status(d) is None
     assert not (d.runtime / "status.json").exists()
+
+
+def test_a_slow_stop_still_writes_the_stop_marker(consented, monkeypatch) -> None:
+    """The writer must drain up to session_stop even when stopping capture takes a while."""
+    from agent.backends import fake
+
+    d, study = consented
+    original = fake.FakeInput.stop
+
+    def slow_stop(self) -> None:
+        time.sleep(0.5)  # longer than the writer's tick
+        original(self)
+
+    monkeypatch.setattr(fake.FakeInput, "stop", slow_stop)
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    consent.withdraw(d)
+    assert _wait(lambda: rec.state == "stopped")
+    markers = [e.marker for e in _events(d, rec) if isinstance(e, Marker)]
+    assert markers == ["session_start", "session_stop"]
+
+
+def test_the_volunteers_pause_outlasts_the_indicators_return(consented) -> None:
+    d, study = consented
+    rec = Recorder(d, select_backend("fake"), study)
+    rec.start()
+    rec.indicator_changed(False)
+    rec.pause()  # clicked while already paused for the missing icon
+    rec.indicator_changed(True)
+    assert rec.state == "paused" and rec.reason == "volunteer"
+    rec.stop()
+
+
+def test_a_recorder_stopped_before_it_started_cannot_start(consented) -> None:
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.stop()
+    assert rec.state == "stopped"
+    with pytest.raises(UsageError):
+        rec.start()
+    assert backend.inputs == []
