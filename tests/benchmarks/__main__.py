@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from agent.events import KeyPress, PointerMove, encode, now_ns
+from agent.events import Frame, KeyPress, PointerMove, encode, now_ns
 
 
 def _percentiles(samples_ns: list[int]) -> tuple[float, float]:
@@ -55,43 +55,64 @@ def bench_hook_callback(n: int = 200_000) -> None:
     _row("hook callback p99 (µs)", f"{b99:.2f}", f"{o99:.2f}", o99 / b99)
 
 
-def bench_ingest(n: int = 300_000) -> None:
-    """Small events to encrypted disk.
-
-    Bare: json.dumps of a plain dict per event, then AES-256-GCM over 1 MiB
-    chunks in memory (the least any encrypted JSON store does).  optin: the
-    whole SessionWriter path (typed events, framing, AEAD, file writes, fsync).
-    """
+def _through_writer(events: list, batch: int) -> float:
+    """Seconds to write ``events`` through a real SessionWriter to disk (a fresh OPTIN_HOME)."""
+    from agent.paths import dirs
     from agent.store import format as fmt
     from agent.store.writer import SessionWriter
 
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["OPTIN_HOME"] = tmp
+        _, public = fmt.generate_keypair()
+        t0 = time.perf_counter()
+        writer = SessionWriter.create(dirs(), public)
+        for off in range(0, len(events), batch):
+            writer.write_events(events[off : off + batch])
+            writer.flush()
+        writer.close({})
+        return time.perf_counter() - t0
+
+
+def _raw_aead(chunks: list[bytes]) -> float:
+    """Seconds for AES-256-GCM alone over ``chunks``, in memory."""
+    key = AESGCM(os.urandom(32))
+    t0 = time.perf_counter()
+    for chunk in chunks:
+        key.encrypt(os.urandom(12), chunk, b"")
+    return time.perf_counter() - t0
+
+
+def bench_ingest(n: int = 300_000) -> None:
+    """Small events to encrypted disk, beside raw AEAD over the same bytes and beside json+AEAD.
+
+    optin: the whole SessionWriter path (typed events, encoding, framing, AEAD,
+    file writes, fsync at least every second and at the seal).
+    """
     events = [
         KeyPress(now_ns(), "a", None, 97, ()) if i % 3 else PointerMove(now_ns(), i, i) for i in range(n)
     ]
-    dicts = [{"k": e.KIND, "t": e.t_ns} for e in events]
-    key = AESGCM(os.urandom(32))
+    blob = b"".join(encode(e) for e in events)
+    raw_s = _raw_aead([blob[off : off + (1 << 20)] for off in range(0, len(blob), 1 << 20)])
     t0 = time.perf_counter()
-    payload = b"".join(json.dumps(d).encode() for d in dicts)
-    for off in range(0, len(payload), 1 << 20):
-        key.encrypt(os.urandom(12), payload[off : off + (1 << 20)], b"")
-    bare_s = time.perf_counter() - t0
-    assert encode(events[0])  # same events, optin's encoding below
+    payload = b"".join(json.dumps({"k": e.KIND, "t": e.t_ns}).encode() for e in events)
+    json_s = (
+        time.perf_counter()
+        - t0
+        + _raw_aead([payload[off : off + (1 << 20)] for off in range(0, len(payload), 1 << 20)])
+    )
+    ours_s = _through_writer(events, 4096)
+    _row("ingest (events/s) vs raw AEAD", f"{n / raw_s:,.0f}", f"{n / ours_s:,.0f}", raw_s / ours_s)
+    _row("ingest (events/s) vs json+AEAD", f"{n / json_s:,.0f}", f"{n / ours_s:,.0f}", json_s / ours_s)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["OPTIN_HOME"] = tmp
-        from agent.paths import dirs
 
-        d = dirs()
-        _, public = fmt.generate_keypair()
-        t0 = time.perf_counter()
-        writer = SessionWriter.create(d, public)
-        for off in range(0, n, 4096):
-            writer.write_events(events[off : off + 4096])
-            writer.flush()
-        writer.close({})
-        ours_s = time.perf_counter() - t0
-    _row("ingest (events/s, encrypted)", f"{n / bare_s:,.0f}", f"{n / ours_s:,.0f}", bare_s / ours_s)
-    print(f"{'':<34} {'(json+AES-GCM, no I/O)':>22} {'(encode+AEAD+fsync)':>22}")
+def bench_frames(n: int = 300, size: int = 200_000) -> None:
+    """200 KB frames to encrypted disk (MB/s), beside raw AEAD over the same bytes."""
+    datas = [os.urandom(size) for _ in range(n)]  # incompressible, like encoded images
+    frames = [Frame(now_ns(), 0, 0, 640, 480, "webp", "bench", d) for d in datas]
+    raw_s = _raw_aead(datas)
+    ours_s = _through_writer(frames, 1)
+    mb = n * size / 1e6
+    _row("frames 200 KB (MB/s) vs raw AEAD", f"{mb / raw_s:,.0f}", f"{mb / ours_s:,.0f}", raw_s / ours_s)
 
 
 def _on_display(fn: Callable[[object], None]) -> None:
@@ -168,6 +189,7 @@ def main() -> int:
     print(f"{'benchmark':<34} {'bare library':>22} {'optin':>22} {'ratio':>9}")
     bench_hook_callback()
     bench_ingest()
+    bench_frames()
     _on_display(bench_display)
     return 0
 
