@@ -23,7 +23,6 @@ NOT_BUILT = {
     "delete-last": "deleting recent minutes comes with the store's retention work",
     "exclude": "deny rules come with the consent and control work",
     "purge": "purging comes with the store's retention work",
-    "verify": "the integrity check comes with the store work",
     "review": "the review window comes with the review and export work",
     "inspect": "bundle inspection comes with the review and export work",
     "unpack": "bundle unpacking comes with the review and export work",
@@ -209,15 +208,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from agent.store import keys
+    from agent.store.verify import verify
+
+    d = _dirs()
+    report = verify(d, keys.load_identity(d), args.id)
+    print(report.to_json() if args.json else report.render_text())
+    return report.exit_code
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from agent.store import keys
 
     d = _dirs()
     if args.action == "change-passphrase":
-        return _not_built("keys change-passphrase", "passphrase-protected keys come with the store work")
+        path = keys.change_passphrase(d)
+        print(f"optin: the identity in {path} is now protected by the new passphrase")
+        return 0
     if args.action == "init":
-        keys.init_keys(d, force=args.force)
-    print(keys.describe(d))
+        keys.init_keys(d, force=args.force, storage=args.storage)
+        if not args.json:
+            print("optin: key pair created")
+    if args.json:
+        _print_json(keys.key_info(d))
+    else:
+        print(keys.describe(d))
     return 0
 
 
@@ -287,7 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("status", cmd_status, "state of the running agent")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
-    for name in ("pause", "resume", "delete-last", "exclude", "purge", "verify", "review", "redact-text"):
+    sp = add(
+        "verify", cmd_verify, "read and check every byte of the local store (like restic check --read-data)"
+    )
+    sp.add_argument("id", nargs="?", metavar="ID", help="only this session")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for name in ("pause", "resume", "delete-last", "exclude", "purge", "review", "redact-text"):
         sp = add(name, _not_built_command(name), f"(not built yet) {NOT_BUILT[name]}")
         sp.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
         sp.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
@@ -314,6 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("keys", cmd_keys, "the volunteer's key pair: init, show, change-passphrase")
     sp.add_argument("action", choices=["init", "show", "change-passphrase"])
     sp.add_argument("--force", action="store_true", help="init: replace existing keys (old data unreadable)")
+    sp.add_argument(
+        "--storage",
+        choices=["auto", "keyring", "file"],
+        default="auto",
+        help="init: where the identity lives (auto: the OS keyring if there is one, else a passphrase file)",
+    )
+    sp.add_argument("--json", action="store_true", help="init, show: machine-readable output")
+    sp.epilog = (
+        "Passphrases: OPTIN_PASSPHRASE_FILE (first line: the passphrase; init uses it for the new key), "
+        "OPTIN_NEW_PASSPHRASE_FILE (change-passphrase: the new one); otherwise they are asked for in the "
+        "terminal. PYTHON_KEYRING_BACKEND=keyring.backends.fail.Keyring never uses the OS keyring."
+    )
 
     sp = add("doctor", cmd_doctor, "what works on this machine, and how to fix what does not")
     sp.add_argument("--json", action="store_true", help="machine-readable output")

@@ -37,6 +37,7 @@ from agent.errors import EnvironmentProblem, UsageError
 from agent.events import ButtonPress, ClockAnchor, Event, Marker, now_ns
 from agent.paths import Dirs, ensure_private_dir, write_private_file
 from agent.store import keys
+from agent.store.recovery import RecoveryReport, recover_sessions
 from agent.store.writer import SessionWriter
 from agent.study import Study
 
@@ -100,6 +101,8 @@ class Recorder:
         self.reason: str | None = None
         self.counters = Counters()
         self.session_id: str | None = None
+        #: What crash recovery did before this session started (no content: ids, shapes, sizes).
+        self.recovered: list[RecoveryReport] = []
         self._receipt: Receipt | None = None
         self._queue: queue.Queue[Event | None] = queue.Queue(QUEUE_SIZE)
         self._writer: SessionWriter | None = None
@@ -153,6 +156,9 @@ class Recorder:
             self.backend.check_environment()
             recipient = keys.load_recipient(self.dirs)
             ensure_private_dir(self.dirs.data)
+            self.recovered = recover_sessions(self.dirs, recipient)  # sessions a crash left open
+            for report in self.recovered:
+                logger.warning("session %s was left open by a crash: %s", report.session_id, report.action)
             self._receipt = receipt
             self._writer = SessionWriter.create(self.dirs, recipient)
             self.session_id = self._writer.session_id

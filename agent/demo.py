@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -116,8 +117,18 @@ def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str],
 
     from agent.study import demo_study_toml, parse_study
 
-    env = dict(vd.env, OPTIN_HOME=str(work / "home"), OPTIN_LOG_LEVEL="WARNING")
+    passphrase_file = work / "passphrase.txt"
+    write_private_file(passphrase_file, (secrets.token_urlsafe(24) + "\n").encode("ascii"))
+    env = dict(
+        vd.env,
+        OPTIN_HOME=str(work / "home"),
+        OPTIN_LOG_LEVEL="WARNING",
+        # a throwaway identity, passphrase-wrapped in the work dir: never the volunteer's OS keyring
+        OPTIN_PASSPHRASE_FILE=str(passphrase_file),
+        PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
+    )
     env.pop("OPTIN_BACKEND", None)
+    env.pop("OPTIN_NEW_PASSPHRASE_FILE", None)
     with _link("make the demo study"):
         study_identity = x25519.Identity.generate()
         identity_file = work / "study-identity.txt"
@@ -303,16 +314,18 @@ def _typed_in_store(env: dict[str, str], session_id: str) -> str:
     from agent.store import keys
     from agent.store.reader import read_session
 
-    saved = os.environ.get("OPTIN_HOME")
-    os.environ["OPTIN_HOME"] = env["OPTIN_HOME"]
+    names = ("OPTIN_HOME", keys.PASSPHRASE_FILE_ENV)
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: env[name] for name in names})  # unlock exactly as the demo's commands do
     try:
         d = dirs()
         data = read_session(d, session_id, keys.load_identity(d))
     finally:
-        if saved is None:
-            os.environ.pop("OPTIN_HOME", None)
-        else:
-            os.environ["OPTIN_HOME"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return "".join(
         e.char or (" " if e.name == "space" else "") for e in data.events if isinstance(e, KeyPress)
     )

@@ -70,7 +70,15 @@ class KeyError_(OptinError):
 
 
 class StoreError(OptinError):
-    """Something is wrong with the encrypted session store."""
+    """Something is wrong with the encrypted session store.
+
+    :ivar offset: the byte offset in the file the error is about, when there is one
+        (``optin verify`` reports it); the message names file and offset too.
+    """
+
+    def __init__(self, message: str = "", *, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
 
 
 class StoreCorrupt(StoreError):

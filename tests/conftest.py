@@ -1,10 +1,15 @@
-"""Suite-wide fixtures: every test gets its own OPTIN_HOME."""
+"""Suite-wide fixtures: every test gets its own OPTIN_HOME, passphrase file and no OS keyring."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+#: The passphrase every test's OPTIN_PASSPHRASE_FILE holds (tests of secrecy look for it).
+TEST_PASSPHRASE = "CANARY-PASSPHRASE-5521 correct horse"  # noqa: S105 - a test canary
+#: scrypt cost of identity files made in tests (2^10: milliseconds; the default 2^17 has its own test).
+FAST_SCRYPT_LOG_N = 10
 
 
 @pytest.fixture(autouse=True)
@@ -14,8 +19,31 @@ def optin_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir(mode=0o700)
     monkeypatch.setenv("OPTIN_HOME", str(home))
     monkeypatch.delenv("OPTIN_BACKEND", raising=False)
-    monkeypatch.delenv("OPTIN_PASSPHRASE_FILE", raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def passphrase_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """OPTIN_PASSPHRASE_FILE for every test (0600), no OS keyring, and cheap scrypt for new identities.
+
+    The keyring is made unavailable both for subprocesses (PYTHON_KEYRING_BACKEND)
+    and in this process (keyring caches its backend); keyring tests install their
+    own in-memory backend.
+    """
+    import keyring
+    from keyring.backends import fail
+
+    from agent.store import format as fmt
+
+    path = tmp_path / "passphrase.txt"
+    path.write_text(TEST_PASSPHRASE + "\n")
+    path.chmod(0o600)
+    monkeypatch.setenv("OPTIN_PASSPHRASE_FILE", str(path))
+    monkeypatch.delenv("OPTIN_NEW_PASSPHRASE_FILE", raising=False)
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    keyring.set_keyring(fail.Keyring())
+    monkeypatch.setattr(fmt, "SCRYPT_PARAMS", fmt.ScryptParams(FAST_SCRYPT_LOG_N, 8, 1))
+    return path
 
 
 @pytest.fixture

@@ -3,5 +3,7 @@
 :mod:`agent.store.format` is the byte format and the only module that touches
 ciphers; :mod:`agent.store.keys` holds the volunteer's key pair;
 :mod:`agent.store.writer` records a session; :mod:`agent.store.reader` lists and
-decrypts sessions.
+decrypts sessions, checking them with :mod:`agent.store.chain`;
+:mod:`agent.store.recovery` seals what a killed recorder left (public key only);
+:mod:`agent.store.verify` reads everything and reports every problem.
 """

@@ -13,6 +13,10 @@ key, with nonce = 11-byte BE counter || final flag (age's STREAM).  The file key
 is wrapped to the volunteer's X25519 public key, so a writer needs only the
 public key and a reader needs the private key ("identity").
 
+Crash recovery (``docs/format.md``, Recovery rules) runs with the public key
+only: :func:`scan_framing` reads the plaintext record heads without a key, and
+:func:`write_recovery_segment` seals a session with one RECOVERY record.
+
 Randomness is a private seam (``_ephemeral_private``, ``_file_key``) so tests
 can build known-answer vectors; production code never passes them.
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +38,9 @@ from typing import BinaryIO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from agent.errors import KeyError_, StoreCorrupt, StoreFormatError
 
@@ -52,15 +58,20 @@ ZERO_COMMIT = bytes(KEY_SIZE)
 #: Record types.
 EVENTS = 0x01
 FRAME = 0x02
+RECOVERY = 0x03
 SEAL = 0x7F
-#: Types a writer may append (SEAL is written only by :meth:`SegmentWriter.seal`).
+#: Types a writer may append (RECOVERY is written only by :func:`write_recovery_segment`,
+#: SEAL only by :meth:`SegmentWriter.seal`).
 DATA_RECORD_TYPES = frozenset({EVENTS, FRAME})
-_RECORD_TYPES = frozenset({EVENTS, FRAME, SEAL})
+_RECORD_TYPES = frozenset({EVENTS, FRAME, RECOVERY, SEAL})
 
 #: Flags in the SEAL record.
 SEAL_RECOVERED = 0x01
 SEAL_CLOSES_SESSION = 0x02
 _SEAL_FLAGS = SEAL_RECOVERED | SEAL_CLOSES_SESSION
+
+#: Shapes of a crashed session's end, as recorded in a RECOVERY record (docs/format.md).
+RECOVERY_SHAPES = {"unsealed": 1, "sealed": 2, "removed": 3}
 
 #: Largest plaintext of one record (256 MiB): bounds a reader's allocation.
 MAX_PLAINTEXT = 1 << 28
@@ -72,7 +83,8 @@ WRAP_AD_SIZE = _FIXED.size
 HEADER_SIZE = WRAP_AD_SIZE + KEY_SIZE + TAG_SIZE
 _RECORD_HEAD = struct.Struct(">IB")  # ciphertext length, record type
 _AD_TAIL = struct.Struct(">QB")  # record index, record type
-_SEAL_BODY = struct.Struct(">QB")  # data record count, flags
+_SEAL_BODY = struct.Struct(">QB")  # count of records before the SEAL, flags
+_RECOVERY_BODY = struct.Struct(">BIQQ")  # shape, segment index, original length, kept length
 _COUNTER_BYTES = 11
 _MAX_INDEX = (1 << 32) - 1
 _MAX_RECORDS = (1 << 64) - 1
@@ -244,16 +256,17 @@ class SegmentWriter:
             raise StoreFormatError(msg)
         self._write_record(record_type, plaintext, final=False)
 
-    def seal(self, recovered: bool = False, *, closes_session: bool = False) -> bytes:
+    def seal(self, *, closes_session: bool = False) -> bytes:
         """Write the SEAL record, fsync, close an owned file and return the segment's commit.
 
-        :param recovered: the segment was sealed by recovery after a crash.
         :param closes_session: this is the last segment of a cleanly closed session.
         """
+        return self._seal(SEAL_CLOSES_SESSION if closes_session else 0)
+
+    def _seal(self, flags: int) -> bytes:
         if self._commit is not None:
             msg = "segment is already sealed"
             raise StoreFormatError(msg)
-        flags = (SEAL_RECOVERED if recovered else 0) | (SEAL_CLOSES_SESSION if closes_session else 0)
         self._write_record(SEAL, _SEAL_BODY.pack(self._counter, flags), final=True)
         self.flush(fsync=True)
         self._commit = self._hash.digest()
@@ -328,6 +341,180 @@ def _open_target(target: BinaryIO | str | os.PathLike[str]) -> tuple[BinaryIO, b
     return target, False
 
 
+# --- crash recovery: the RECOVERY record and the keyless framing scan -----------------------
+
+
+@dataclass(frozen=True)
+class RecoveryInfo:
+    """What crash recovery found at the end of a session: the plaintext of a RECOVERY record.
+
+    :ivar shape: ``unsealed`` (segment ``segment`` had no SEAL; it was cut to its last
+        complete record), ``sealed`` (it was sealed but had no successor; nothing was
+        cut) or ``removed`` (segment ``segment`` had an incomplete header, or was never
+        created, and the recovery segment took its place).
+    :ivar segment: index of that segment.
+    :ivar original: its length in bytes as recovery found it (0 when there was no file).
+    :ivar kept: its length after recovery (0 when removed).
+    """
+
+    shape: str
+    segment: int
+    original: int
+    kept: int
+
+    def __post_init__(self) -> None:
+        problem = _recovery_problem(self)
+        if problem:
+            msg = f"invalid recovery record: {problem}"
+            raise ValueError(msg)
+
+    @property
+    def lost_bytes(self) -> int:
+        """Bytes recovery cut or removed."""
+        return self.original - self.kept
+
+    def encode(self) -> bytes:
+        """The 21-byte RECOVERY plaintext: u8 shape | u32 BE segment | u64 BE original | u64 BE kept."""
+        return _RECOVERY_BODY.pack(RECOVERY_SHAPES[self.shape], self.segment, self.original, self.kept)
+
+    @classmethod
+    def decode(cls, plaintext: bytes, *, name: str, offset: int) -> RecoveryInfo:
+        """Parse a RECOVERY plaintext; ``name`` and ``offset`` (of the record) go into errors.
+
+        :raises StoreFormatError: wrong size, unknown shape or inconsistent lengths.
+        """
+        if len(plaintext) != _RECOVERY_BODY.size:
+            msg = (
+                f"{name}: RECOVERY record at offset {offset} has {len(plaintext)} bytes, "
+                f"expected {_RECOVERY_BODY.size}"
+            )
+            raise StoreFormatError(msg, offset=offset)
+        code, segment, original, kept = _RECOVERY_BODY.unpack(plaintext)
+        shape = next((s for s, c in RECOVERY_SHAPES.items() if c == code), f"0x{code:02x}")
+        try:
+            return cls(shape=shape, segment=segment, original=original, kept=kept)
+        except ValueError as exc:
+            msg = f"{name}: malformed RECOVERY record at offset {offset} ({exc})"
+            raise StoreFormatError(msg, offset=offset) from None
+
+
+def _recovery_problem(info: RecoveryInfo) -> str | None:
+    if info.shape not in RECOVERY_SHAPES:
+        return f"unknown shape {info.shape}"
+    if not 0 <= info.segment <= _MAX_INDEX or not 0 <= info.kept <= info.original < 1 << 64:
+        return "segment index or lengths out of range"
+    if info.shape == "removed" and (info.kept != 0 or info.original >= HEADER_SIZE):
+        return "a removed segment is shorter than a header and keeps nothing"
+    if info.shape == "sealed" and info.kept != info.original:
+        return "nothing is cut from a sealed segment"
+    if info.shape == "unsealed" and info.kept < HEADER_SIZE:
+        return "a cut segment keeps at least its header"
+    return None
+
+
+def write_recovery_segment(
+    target: BinaryIO | str | os.PathLike[str],
+    *,
+    session_id: bytes,
+    index: int,
+    prev_commit: bytes,
+    recipient: bytes,
+    info: RecoveryInfo,
+    _ephemeral_private: bytes | None = None,
+    _file_key: bytes | None = None,
+) -> bytes:
+    """Write a whole recovery segment (one RECOVERY record, SEAL with recovered | closes session).
+
+    Needs only the recipient: recovery runs in the recorder, which never holds the
+    identity.  Returns the segment's commit.  ``target`` is as for :class:`SegmentWriter`.
+    """
+    writer = SegmentWriter(
+        target,
+        session_id=session_id,
+        index=index,
+        prev_commit=prev_commit,
+        recipient=recipient,
+        _ephemeral_private=_ephemeral_private,
+        _file_key=_file_key,
+    )
+    writer._write_record(RECOVERY, info.encode(), final=False)
+    return writer._seal(SEAL_RECOVERED | SEAL_CLOSES_SESSION)
+
+
+@dataclass(frozen=True)
+class Framing:
+    """A segment's record framing, read without any key: what crash recovery can see.
+
+    The header fields are not authenticated here.
+
+    :ivar end: offset just past the last complete record (:data:`HEADER_SIZE` when none).
+    :ivar records: complete records, the SEAL included.
+    :ivar first_type: type of the first complete record, or None.
+    :ivar last_type: type of the last complete record, or None.
+    :ivar stop: why the scan ended before the end of the data: None (it did not),
+        ``partial`` (a record head or ciphertext runs past the end), ``bad-head``
+        (an unknown type or an impossible length) or ``after-seal`` (bytes follow a SEAL).
+    """
+
+    session_id: bytes
+    index: int
+    prev_commit: bytes
+    end: int
+    records: int
+    first_type: int | None
+    last_type: int | None
+    stop: str | None
+
+    @property
+    def sealed(self) -> bool:
+        """The last complete record is a SEAL (not authenticated: no key was used)."""
+        return self.last_type == SEAL
+
+    @property
+    def is_recovery_segment(self) -> bool:
+        """Exactly a RECOVERY record and a SEAL, nothing else."""
+        return self.records == 2 and self.first_type == RECOVERY and self.sealed and self.stop is None
+
+
+def scan_framing(data: bytes, *, name: str) -> Framing:
+    """Walk the record heads of a segment without decrypting anything.
+
+    :raises StoreFormatError: bad magic or version, or fewer than :data:`HEADER_SIZE` bytes.
+    """
+    view = memoryview(data)
+    header = _parse_header(view, name)
+    offset, size, count = HEADER_SIZE, len(view), 0
+    first: int | None = None
+    last: int | None = None
+    stop: str | None = None
+    while offset < size:
+        if size - offset < _RECORD_HEAD.size:
+            stop = "partial"
+            break
+        length, record_type = _RECORD_HEAD.unpack_from(view, offset)
+        if record_type not in _RECORD_TYPES or not TAG_SIZE <= length <= MAX_PLAINTEXT + TAG_SIZE:
+            stop = "bad-head"
+            break
+        end = offset + _RECORD_HEAD.size + length
+        if end > size:
+            stop = "partial"
+            break
+        count += 1
+        first = record_type if first is None else first
+        last = record_type
+        offset = end
+        if record_type == SEAL:
+            stop = "after-seal" if offset < size else None
+            break
+    return Framing(header.session_id, header.index, header.prev_commit, offset, count, first, last, stop)
+
+
+def segment_commit(data: bytes) -> bytes:
+    """SHA-256 of a segment's bytes as they are: its commit when sealed, and what a
+    recovery segment's ``prev_commit`` binds when it is a cut, unsealed segment."""
+    return hashlib.sha256(data).digest()
+
+
 # --- reading --------------------------------------------------------------------------------
 
 
@@ -335,11 +522,15 @@ def _open_target(target: BinaryIO | str | os.PathLike[str]) -> tuple[BinaryIO, b
 class SegmentContents:
     """What :func:`read_segment` found in one segment.
 
-    :ivar records: the authenticated data records, ``(record type, plaintext)``, in order.
+    :ivar records: the authenticated data records (EVENTS, FRAME), ``(record type, plaintext)``, in order.
     :ivar sealed: a valid SEAL record ended the segment.
+    :ivar recovered: this is a recovery segment (its SEAL has the recovered flag).
+    :ivar recovery: the decoded RECOVERY record of a recovery segment, else None.
     :ivar tail: bytes after the last complete record of an unsealed segment
         (a record cut short by a crash); 0 when sealed.
     :ivar commit: SHA-256 of the segment when sealed, else None.
+    :ivar damaged_at: with ``partial=True``, the offset of the first record that
+        failed authentication (everything from there on was ignored); else None.
     """
 
     session_id: bytes
@@ -351,6 +542,8 @@ class SegmentContents:
     closes_session: bool
     commit: bytes | None
     tail: int
+    recovery: RecoveryInfo | None = None
+    damaged_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -363,16 +556,30 @@ class _Header:
     raw: bytes
 
 
-def read_segment(data: bytes, identity: bytes, *, name: str) -> SegmentContents:
+@dataclass
+class _Body:
+    """What :func:`_read_records` found after the header."""
+
+    records: list[tuple[int, bytes]]
+    recovery: RecoveryInfo | None = None
+    flags: int | None = None  # SEAL flags; None when unsealed
+    tail: int = 0
+    damaged_at: int | None = None
+
+
+def read_segment(data: bytes, identity: bytes, *, name: str, partial: bool = False) -> SegmentContents:
     """Authenticate and decrypt one segment.
 
     An unsealed segment is returned as its valid prefix with ``sealed=False``
     (the crash-recovery rule); deciding whether that is acceptable is the
     caller's job.  ``name`` appears in error messages.
 
+    :param partial: return the records before the first one that fails
+        authentication (``damaged_at`` says where) instead of raising: how a
+        segment cut by crash recovery is read (docs/format.md, Recovery rules).
     :raises StoreCorrupt: authentication failed (tampering, corruption or the wrong identity).
     :raises StoreFormatError: bad magic, short header, bad record type or length,
-        bytes after SEAL, or a malformed SEAL record.
+        bytes after SEAL, or a malformed SEAL or RECOVERY record.
     :raises KeyError_: ``identity`` is not 32 bytes.
     """
     _check_key(identity, "identity")
@@ -381,18 +588,21 @@ def read_segment(data: bytes, identity: bytes, *, name: str) -> SegmentContents:
     file_key = _unwrap(header, identity, name)
     header_hash = hashlib.sha256(header.raw).digest()
     aead = AESGCM(_hkdf(file_key, header_hash, _PAYLOAD_INFO))
-    records, flags, tail = _read_records(view, aead, header_hash, name)
+    body = _read_records(view, aead, header_hash, name, partial=partial)
+    flags = body.flags
     sealed = flags is not None
     return SegmentContents(
         session_id=header.session_id,
         index=header.index,
         prev_commit=header.prev_commit,
-        records=records,
+        records=body.records,
         sealed=sealed,
         recovered=bool(flags and flags & SEAL_RECOVERED),
         closes_session=bool(flags and flags & SEAL_CLOSES_SESSION),
         commit=hashlib.sha256(view).digest() if sealed else None,
-        tail=tail,
+        tail=body.tail,
+        recovery=body.recovery,
+        damaged_at=body.damaged_at,
     )
 
 
@@ -401,12 +611,12 @@ def _parse_header(view: memoryview, name: str) -> _Header:
     if magic != MAGIC[: len(magic)]:
         if len(magic) == len(MAGIC) and magic[:7] == MAGIC[:7]:
             msg = f"{name}: segment format version {magic[7]} is not supported (this agent reads 1)"
-        else:
-            msg = f"{name}: not an optin segment (bad magic at offset 0)"
-        raise StoreFormatError(msg)
+            raise StoreFormatError(msg, offset=7)
+        msg = f"{name}: not an optin segment (bad magic at offset 0)"
+        raise StoreFormatError(msg, offset=0)
     if len(view) < HEADER_SIZE:
         msg = f"{name}: header ends at offset {len(view)}, expected {HEADER_SIZE} bytes"
-        raise StoreFormatError(msg)
+        raise StoreFormatError(msg, offset=len(view))
     _, session_id, index, prev_commit, ephemeral = _FIXED.unpack_from(view)
     return _Header(
         session_id=session_id,
@@ -427,25 +637,25 @@ def _unwrap(header: _Header, identity: bytes, name: str) -> bytes:
         return wrap.decrypt(_WRAP_NONCE, header.wrapped_key, header.raw[:WRAP_AD_SIZE])
     except (InvalidTag, ValueError):
         msg = f"{name}: {_AUTH_FAILED} at offset {WRAP_AD_SIZE}"
-        raise StoreCorrupt(msg) from None
+        raise StoreCorrupt(msg, offset=WRAP_AD_SIZE) from None
 
 
-def _read_records(
-    view: memoryview, aead: AESGCM, header_hash: bytes, name: str
-) -> tuple[list[tuple[int, bytes]], int | None, int]:
-    """Return ``(records, seal flags or None when unsealed, tail bytes)``."""
-    records: list[tuple[int, bytes]] = []
+def _read_records(view: memoryview, aead: AESGCM, header_hash: bytes, name: str, *, partial: bool) -> _Body:
+    """Authenticate the records after the header, in order."""
+    body = _Body(records=[])
     offset = HEADER_SIZE
     size = len(view)
+    counter = 0
     while offset < size:
         if size - offset < _RECORD_HEAD.size:
-            return records, None, size - offset
+            body.tail = size - offset
+            return body
         length, record_type = _RECORD_HEAD.unpack_from(view, offset)
         _check_record_head(length, record_type, name, offset)
         end = offset + _RECORD_HEAD.size + length
         if end > size:
-            return records, None, size - offset
-        counter = len(records)
+            body.tail = size - offset
+            return body
         final = record_type == SEAL
         try:
             plaintext = aead.decrypt(
@@ -454,55 +664,271 @@ def _read_records(
                 record_ad(header_hash, counter, record_type),
             )
         except InvalidTag:
+            if partial:
+                body.damaged_at = offset
+                return body
             msg = f"{name}: {_AUTH_FAILED} at offset {offset}"
-            raise StoreCorrupt(msg) from None
+            raise StoreCorrupt(msg, offset=offset) from None
         if final:
-            flags = _parse_seal(plaintext, counter, name, offset)
-            if end != size:
-                msg = f"{name}: {size - end} bytes follow the SEAL record at offset {end}"
-                raise StoreFormatError(msg)
-            return records, flags, 0
-        records.append((record_type, plaintext))
+            body.flags = _parse_seal(plaintext, counter, name, offset)
+            _check_seal_end(body, name, offset, end, size)
+            return body
+        _take_record(body, record_type, plaintext, counter=counter, name=name, offset=offset)
+        counter += 1
         offset = end
-    return records, None, 0
+    return body
+
+
+def _take_record(
+    body: _Body, record_type: int, plaintext: bytes, *, counter: int, name: str, offset: int
+) -> None:
+    """Keep a data record, or decode the RECOVERY record (allowed only as record 0, alone)."""
+    if record_type == RECOVERY:
+        if counter != 0:
+            msg = f"{name}: RECOVERY record at offset {offset} is not the first record"
+            raise StoreFormatError(msg, offset=offset)
+        body.recovery = RecoveryInfo.decode(plaintext, name=name, offset=offset)
+        return
+    if body.recovery is not None:
+        msg = f"{name}: data record at offset {offset} follows a RECOVERY record"
+        raise StoreFormatError(msg, offset=offset)
+    body.records.append((record_type, plaintext))
+
+
+def _check_seal_end(body: _Body, name: str, offset: int, end: int, size: int) -> None:
+    """Nothing after the SEAL; the recovered flag exactly on recovery segments, which close the session."""
+    if end != size:
+        msg = f"{name}: {size - end} bytes follow the SEAL record at offset {end}"
+        raise StoreFormatError(msg, offset=end)
+    flags = body.flags or 0
+    if body.recovery is not None and flags != SEAL_RECOVERED | SEAL_CLOSES_SESSION:
+        msg = f"{name}: the SEAL at offset {offset} of a recovery segment lacks a required flag"
+        raise StoreFormatError(msg, offset=offset)
+    if body.recovery is None and flags & SEAL_RECOVERED:
+        msg = f"{name}: the SEAL at offset {offset} has the recovered flag but there is no RECOVERY record"
+        raise StoreFormatError(msg, offset=offset)
 
 
 def _check_record_head(length: int, record_type: int, name: str, offset: int) -> None:
     if record_type not in _RECORD_TYPES:
         msg = f"{name}: unknown record type 0x{record_type:02x} at offset {offset}"
-        raise StoreFormatError(msg)
+        raise StoreFormatError(msg, offset=offset)
     if not TAG_SIZE <= length <= MAX_PLAINTEXT + TAG_SIZE:
         msg = f"{name}: record length {length} out of range at offset {offset}"
-        raise StoreFormatError(msg)
+        raise StoreFormatError(msg, offset=offset)
 
 
 def _parse_seal(plaintext: bytes, counter: int, name: str, offset: int) -> int:
     if len(plaintext) != _SEAL_BODY.size:
         msg = f"{name}: SEAL record at offset {offset} has {len(plaintext)} bytes, expected {_SEAL_BODY.size}"
-        raise StoreFormatError(msg)
+        raise StoreFormatError(msg, offset=offset)
     count, flags = _SEAL_BODY.unpack(plaintext)
     if count != counter or flags & ~_SEAL_FLAGS:
         msg = f"{name}: malformed SEAL record at offset {offset}"
-        raise StoreFormatError(msg)
+        raise StoreFormatError(msg, offset=offset)
     return int(flags)
+
+
+# --- the passphrase-wrapped identity (optin-sec2; docs/keys.md) -----------------------------
+
+#: First line of a passphrase-wrapped identity file.
+IDENTITY_WRAP_VERSION = "optin-sec2"
+#: Size of the random scrypt salt.
+IDENTITY_SALT_SIZE = 16
+#: Size of the ChaCha20-Poly1305 nonce.
+IDENTITY_NONCE_SIZE = 12
+#: The one message of every failed unwrap: it never says which check failed.
+UNLOCK_FAILED = "wrong passphrase, or the identity file is damaged"
+_IDENTITY_SALT_LABEL = b"optin-sec2"
+_PUB_PREFIX = "optin-pub1:"
+_HEX = "[0-9a-f]"
+_IDENTITY_RE = re.compile(
+    rf"(?P<header>{IDENTITY_WRAP_VERSION}\n"
+    rf"scrypt ln=(?P<ln>[1-9][0-9]?) r=(?P<r>[1-9][0-9]?) p=(?P<p>[1-9][0-9]?)"
+    rf" salt=(?P<salt>{_HEX}{{{2 * IDENTITY_SALT_SIZE}}})\n"
+    rf"{_PUB_PREFIX}(?P<public>{_HEX}{{{2 * KEY_SIZE}}})\n)"
+    rf"chacha20poly1305 nonce=(?P<nonce>{_HEX}{{{2 * IDENTITY_NONCE_SIZE}}})"
+    rf" sealed=(?P<sealed>{_HEX}{{{2 * (KEY_SIZE + TAG_SIZE)}}})\n"
+)
+
+
+@dataclass(frozen=True)
+class ScryptParams:
+    """scrypt cost parameters: N = 2**log_n, block size r, parallelism p."""
+
+    log_n: int
+    r: int
+    p: int
+
+    def __str__(self) -> str:
+        return f"scrypt N=2^{self.log_n} r={self.r} p={self.p}"
+
+
+#: What new identity files get: 128 MiB of memory, about 0.34 s on the reference machine (docs/keys.md).
+DEFAULT_SCRYPT = ScryptParams(log_n=17, r=8, p=1)
+#: The parameters :func:`wrap_identity` uses when none are given (tests lower it for speed).
+SCRYPT_PARAMS = DEFAULT_SCRYPT
+#: Reading refuses files outside these bounds (a denial-of-service guard, and no optin writes them).
+SCRYPT_MIN_LOG_N = 10
+SCRYPT_MAX_LOG_N = 20
+SCRYPT_MAX_R = 32
+SCRYPT_MAX_P = 16
+#: Upper bound on N*r*p (work; 8 times the default).  As p >= 1 it also bounds memory, 128*N*r, to 1 GiB.
+SCRYPT_MAX_WORK = 1 << 23
+
+
+@dataclass(frozen=True)
+class WrappedIdentity:
+    """The parsed, not yet authenticated, fields of an ``optin-sec2`` file."""
+
+    params: ScryptParams
+    salt: bytes
+    public: bytes
+    nonce: bytes
+    sealed: bytes
+    header: bytes
+
+
+def check_scrypt_params(params: ScryptParams) -> None:
+    """Refuse cost parameters outside the documented bounds.
+
+    :raises KeyError_: a bound is exceeded; the message names it.
+    """
+    n = 1 << params.log_n if 0 <= params.log_n < 64 else 1 << 64
+    problems = []
+    if not SCRYPT_MIN_LOG_N <= params.log_n <= SCRYPT_MAX_LOG_N:
+        problems.append(f"N=2^{params.log_n} is outside 2^{SCRYPT_MIN_LOG_N}..2^{SCRYPT_MAX_LOG_N}")
+    if not 1 <= params.r <= SCRYPT_MAX_R:
+        problems.append(f"r={params.r} is outside 1..{SCRYPT_MAX_R}")
+    if not 1 <= params.p <= SCRYPT_MAX_P:
+        problems.append(f"p={params.p} is outside 1..{SCRYPT_MAX_P}")
+    if not problems and n * params.r * params.p > SCRYPT_MAX_WORK:
+        problems.append(f"N*r*p exceeds 2^{SCRYPT_MAX_WORK.bit_length() - 1}")
+    if problems:
+        msg = f"identity file has unacceptable scrypt parameters ({'; '.join(problems)})"
+        raise KeyError_(msg)
+
+
+def parse_wrapped_identity(blob: bytes) -> WrappedIdentity:
+    """Parse an ``optin-sec2`` file without the passphrase (nothing is authenticated yet).
+
+    :raises KeyError_: the file is not a well-formed ``optin-sec2`` identity or
+        its scrypt parameters are out of bounds (precise: structure is not secret).
+    """
+    try:
+        text = blob.decode("ascii")
+    except UnicodeDecodeError:
+        text = ""
+    match = _IDENTITY_RE.fullmatch(text)
+    if match is None:
+        msg = (
+            f"not an {IDENTITY_WRAP_VERSION} identity file (expected four lines: {IDENTITY_WRAP_VERSION}, "
+            "scrypt parameters, the public key, the sealed key; see docs/keys.md)"
+        )
+        raise KeyError_(msg)
+    params = ScryptParams(int(match["ln"]), int(match["r"]), int(match["p"]))
+    check_scrypt_params(params)
+    return WrappedIdentity(
+        params=params,
+        salt=bytes.fromhex(match["salt"]),
+        public=bytes.fromhex(match["public"]),
+        nonce=bytes.fromhex(match["nonce"]),
+        sealed=bytes.fromhex(match["sealed"]),
+        header=match["header"].encode("ascii"),
+    )
+
+
+def wrap_identity(
+    private: bytes,
+    passphrase: bytes,
+    *,
+    params: ScryptParams | None = None,
+    _salt: bytes | None = None,
+    _nonce: bytes | None = None,
+) -> bytes:
+    """Seal a raw X25519 private key under a passphrase: the bytes of an ``optin-sec2`` file.
+
+    :param params: scrypt cost; default :data:`SCRYPT_PARAMS`.
+    :raises KeyError_: empty passphrase, or parameters out of bounds.
+    """
+    _check_key(private, "identity")
+    if not passphrase:
+        msg = "an empty passphrase protects nothing; choose a passphrase"
+        raise KeyError_(msg)
+    params = SCRYPT_PARAMS if params is None else params
+    check_scrypt_params(params)
+    salt = os.urandom(IDENTITY_SALT_SIZE) if _salt is None else _salt
+    nonce = os.urandom(IDENTITY_NONCE_SIZE) if _nonce is None else _nonce
+    if len(salt) != IDENTITY_SALT_SIZE or len(nonce) != IDENTITY_NONCE_SIZE:
+        msg = f"salt must be {IDENTITY_SALT_SIZE} bytes and nonce {IDENTITY_NONCE_SIZE} bytes"
+        raise ValueError(msg)
+    header = (
+        f"{IDENTITY_WRAP_VERSION}\n"
+        f"scrypt ln={params.log_n} r={params.r} p={params.p} salt={salt.hex()}\n"
+        f"{_PUB_PREFIX}{public_from_private(private).hex()}\n"
+    ).encode("ascii")
+    key = _scrypt(passphrase, salt, params)
+    sealed = ChaCha20Poly1305(key).encrypt(nonce, private, header)
+    return header + f"chacha20poly1305 nonce={nonce.hex()} sealed={sealed.hex()}\n".encode("ascii")
+
+
+def unwrap_identity(blob: bytes, passphrase: bytes) -> bytes:
+    """The raw private key sealed in an ``optin-sec2`` file.
+
+    :raises KeyError_: malformed file or bad parameters (precise), or
+        :data:`UNLOCK_FAILED` for every authentication failure (opaque).
+    """
+    wrapped = parse_wrapped_identity(blob)
+    try:
+        key = _scrypt(passphrase, wrapped.salt, wrapped.params)
+        private = ChaCha20Poly1305(key).decrypt(wrapped.nonce, wrapped.sealed, wrapped.header)
+        if public_from_private(private) != wrapped.public:
+            raise InvalidTag
+    except (InvalidTag, ValueError, KeyError_):
+        raise KeyError_(UNLOCK_FAILED) from None
+    return private
+
+
+def _scrypt(passphrase: bytes, salt: bytes, params: ScryptParams) -> bytes:
+    kdf = Scrypt(
+        salt=_IDENTITY_SALT_LABEL + salt, length=KEY_SIZE, n=1 << params.log_n, r=params.r, p=params.p
+    )
+    return kdf.derive(passphrase)
 
 
 __all__ = [
     "DATA_RECORD_TYPES",
+    "DEFAULT_SCRYPT",
     "EVENTS",
     "FRAME",
     "HEADER_SIZE",
+    "IDENTITY_WRAP_VERSION",
     "MAGIC",
     "MAX_PLAINTEXT",
+    "RECOVERY",
+    "RECOVERY_SHAPES",
+    "SCRYPT_PARAMS",
     "SEAL",
+    "UNLOCK_FAILED",
     "ZERO_COMMIT",
+    "Framing",
+    "RecoveryInfo",
+    "ScryptParams",
     "SegmentContents",
     "SegmentWriter",
+    "WrappedIdentity",
+    "check_scrypt_params",
     "generate_keypair",
+    "parse_wrapped_identity",
     "public_from_private",
     "read_segment",
     "record_ad",
     "record_nonce",
+    "scan_framing",
+    "segment_commit",
     "segment_name",
     "session_id_bytes",
+    "unwrap_identity",
+    "wrap_identity",
+    "write_recovery_segment",
 ]

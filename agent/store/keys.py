@@ -1,57 +1,149 @@
 """The volunteer's X25519 key pair, kept under ``Dirs.keys`` (mode 0700).
 
-Two one-line text files:
+The recorder needs only the public key (``recipient``), so recording never asks
+for a passphrase.  Reading (review, export, verify) needs the private key, the
+*identity*, which lives in one of two places, chosen at ``optin keys init``
+(``docs/keys.md`` is the normative description):
 
-``recipient``
-    the public key, ``optin-pub1:`` + 64 lowercase hex digits.  The recorder
-    reads only this file: it can encrypt but never decrypt.
-``identity``
-    the private key, ``optin-sec1:`` + 64 lowercase hex digits, mode 0600.  It is
-    created 0600 with ``O_CREAT | O_EXCL`` (never world-readable, even briefly)
-    and refused when its mode lets group or others read it.
+``identity.ref`` + the OS keyring
+    when a real keyring backend is available (:func:`keyring_backend`): the
+    identity is stored under service ``optin``, user = its key id
+    (:func:`key_id`); the small ``identity.ref`` file (0600) says so.  Unlocking
+    needs no passphrase: the OS keyring is unlocked by the volunteer's login.
+``identity``, passphrase-wrapped (``optin-sec2``)
+    otherwise: scrypt + ChaCha20-Poly1305 (:func:`agent.store.format.wrap_identity`).
+    The passphrase comes from ``OPTIN_PASSPHRASE_FILE`` (its first line), else a
+    terminal prompt, else a :class:`KeyError_` that says how to provide one.
 
-.. note::
-   In this skeleton the identity is stored unwrapped: the file mode and the
-   private directory are its only protection.  A later issue wraps it with a
-   passphrase (``OPTIN_PASSPHRASE_FILE``, ``optin keys change-passphrase``) or
-   the OS keyring; :func:`load_identity` is the single place that will change.
+An identity file written by an older version (``optin-sec1:``, unwrapped) is
+still read, with a warning; ``optin keys change-passphrase`` wraps it.
+
+Every key file is written by :func:`agent.paths.write_private_file` (0600 from
+its first byte, atomic).  No message or log line carries a passphrase or key
+material: only paths, key ids (a hash of the *public* key) and variable names.
 """
 
 from __future__ import annotations
 
+import getpass
+import hashlib
+import logging
 import os
+import re
 import stat
+import sys
 from pathlib import Path
+from typing import Any, Literal
 
 from agent.errors import KeyError_
 from agent.paths import Dirs, check_private_dir, ensure_private_dir, write_private_file
+from agent.store import format as fmt
 from agent.store.format import KEY_SIZE, generate_keypair, public_from_private
+
+log = logging.getLogger(__name__)
 
 #: Text prefix of a recipient (public key) line.
 RECIPIENT_PREFIX = "optin-pub1:"
-#: Text prefix of an identity (private key) line.
+#: Text prefix of an unwrapped identity line (version 1 files, and the OS keyring entry).
 IDENTITY_PREFIX = "optin-sec1:"
+#: First line of a passphrase-wrapped identity file.
+WRAPPED_IDENTITY_VERSION = fmt.IDENTITY_WRAP_VERSION
+#: First line of ``identity.ref``.
+KEYRING_REF_VERSION = "optin-keyring1"
+#: Keyring service name under which identities are stored.
+KEYRING_SERVICE = "optin"
+#: Smallest keyring backend priority accepted as a real OS keyring (see :func:`keyring_backend`).
+KEYRING_MIN_PRIORITY = 1.0
+#: Environment variable: a file whose first line is the passphrase (non-interactive unlock).
+PASSPHRASE_FILE_ENV = "OPTIN_PASSPHRASE_FILE"  # noqa: S105 - a variable name, not a secret
+#: Environment variable: a file whose first line is the new passphrase (change-passphrase).
+NEW_PASSPHRASE_FILE_ENV = "OPTIN_NEW_PASSPHRASE_FILE"  # noqa: S105 - a variable name
+#: Passphrase files larger than this without a line break are refused.
+MAX_PASSPHRASE_BYTES = 64 * 1024
+#: Prompts allowed for an interactive unlock.
+UNLOCK_ATTEMPTS = 3
+
+Storage = Literal["auto", "keyring", "file"]
 
 _RECIPIENT_FILE = "recipient"
 _IDENTITY_FILE = "identity"
+_REF_FILE = "identity.ref"
 _FIX_INIT = "Fix: run: optin keys init"
+_REF_RE = re.compile(
+    rf"{KEYRING_REF_VERSION}\nservice (?P<service>[a-z0-9._-]{{1,64}})\nuser (?P<user>[0-9a-f]{{16}})\n"
+    rf"{RECIPIENT_PREFIX}(?P<public>[0-9a-f]{{{2 * KEY_SIZE}}})\n"
+)
 
 
-def init_keys(dirs: Dirs, *, force: bool = False) -> bytes:
+# --- public API -----------------------------------------------------------------------------------------
+
+
+def key_id(public: bytes) -> str:
+    """The key id of a public key: the first 16 hex digits of SHA-256(raw public key)."""
+    return hashlib.sha256(public).hexdigest()[:16]
+
+
+def keyring_backend() -> Any | None:
+    """The OS keyring to keep the identity in, or None when there is no real one.
+
+    "Real" means: ``keyring.get_keyring()`` answers without error, it is not the
+    ``fail`` or ``null`` backend, and its priority is at least
+    :data:`KEYRING_MIN_PRIORITY` (1: keyring's own threshold for "recommended";
+    the fallbacks of ``keyrings.alt`` sit below it and would keep the identity in
+    a weaker file than our passphrase-wrapped one).  A chainer counts only when
+    its first backend passes the same test.  ``PYTHON_KEYRING_BACKEND`` (a
+    keyring variable) forces a backend, e.g. ``keyring.backends.fail.Keyring``
+    to never use a keyring.
+    """
+    try:
+        import keyring
+        from keyring.backends import chainer, fail, null
+    except ImportError:
+        return None
+    try:
+        backend = keyring.get_keyring()
+        if isinstance(backend, (fail.Keyring, null.Keyring)):
+            return None
+        first = backend
+        if isinstance(backend, chainer.ChainerBackend):
+            chained = list(backend.backends)
+            if not chained:
+                return None
+            first = chained[0]
+        if isinstance(first, (fail.Keyring, null.Keyring)) or float(first.priority) < KEYRING_MIN_PRIORITY:
+            return None
+    except Exception:  # a backend whose detection fails (no D-Bus, locked API) is no keyring here
+        return None
+    return backend
+
+
+def init_keys(dirs: Dirs, *, force: bool = False, storage: Storage = "auto") -> bytes:
     """Create the key pair and return the raw public key.
+
+    The identity goes to the OS keyring when ``storage`` is ``"auto"`` or
+    ``"keyring"`` and :func:`keyring_backend` finds one, otherwise to a
+    passphrase-wrapped file (the passphrase from ``OPTIN_PASSPHRASE_FILE`` or
+    asked twice on the terminal; an empty one is refused).  With ``"auto"`` a
+    keyring that refuses to store the identity falls back to the file.
 
     Without ``force`` an existing ``recipient`` is refused (sessions recorded to
     it need its identity, which may be kept elsewhere); an identity whose
-    ``recipient`` file is missing (an interrupted init) is completed instead.
-    With ``force`` the old pair is replaced: the old ``recipient`` is removed
-    first, so no window exists in which the recorder could encrypt to a public
-    key whose identity is gone.
+    ``recipient`` file is missing (an interrupted init) is completed instead,
+    from the public key stored beside the identity (no unlock needed).  With
+    ``force`` the old pair is replaced: the passphrase is obtained first, then
+    the old ``recipient`` is removed, so no window exists in which the recorder
+    could encrypt to a public key whose identity is gone.
 
-    :raises KeyError_: a key pair exists and ``force`` is false.
+    :raises KeyError_: a key pair exists and ``force`` is false; no passphrase
+        source; ``storage="keyring"`` without a usable keyring.
     """
+    if storage not in ("auto", "keyring", "file"):
+        msg = f"storage {storage!r} is not one of auto, keyring, file"
+        raise KeyError_(msg)
     ensure_private_dir(dirs.data)
     keys_dir = ensure_private_dir(dirs.keys)
     identity_path = keys_dir / _IDENTITY_FILE
+    ref_path = keys_dir / _REF_FILE
     recipient_path = keys_dir / _RECIPIENT_FILE
     if not force and recipient_path.exists():
         msg = (
@@ -60,13 +152,44 @@ def init_keys(dirs: Dirs, *, force: bool = False) -> bytes:
             "(sessions recorded to the old key can then no longer be read)"
         )
         raise KeyError_(msg)
-    if not force and identity_path.exists():
-        public = public_from_private(load_identity(dirs))
+    if not force and (ref_path.exists() or identity_path.exists()):
+        public = _stored_public(dirs)
         _write_key_file(recipient_path, RECIPIENT_PREFIX, public)
         return public
+
+    backend = keyring_backend() if storage != "file" else None
+    if storage == "keyring" and backend is None:
+        msg = (
+            "no OS keyring is available to this process (keyring found only its fail/null backend). "
+            "Fix: run this inside your desktop session, or use: optin keys init --storage file"
+        )
+        raise KeyError_(msg)
+    passphrase = None if backend is not None else _new_passphrase(PASSPHRASE_FILE_ENV, "optin keys init")
+    old_ref = _old_ref(ref_path)
+
     private, public = generate_keypair()
     recipient_path.unlink(missing_ok=True)
-    _write_key_file(identity_path, IDENTITY_PREFIX, private)
+    in_keyring = False
+    if backend is not None:
+        try:
+            _keyring_put(backend, key_id(public), private)
+            in_keyring = True
+        except KeyError_:
+            if storage == "keyring":
+                raise
+            log.warning("the OS keyring did not keep the identity; keeping a passphrase-protected file")
+            passphrase = _new_passphrase(PASSPHRASE_FILE_ENV, "optin keys init")
+    if in_keyring:
+        write_private_file(ref_path, _ref_text(public).encode("ascii"))
+        identity_path.unlink(missing_ok=True)
+    else:
+        if passphrase is None:  # unreachable: the passphrase is asked for whenever the file is chosen
+            msg = "no passphrase for the identity file"
+            raise KeyError_(msg)
+        write_private_file(identity_path, fmt.wrap_identity(private, passphrase))
+        ref_path.unlink(missing_ok=True)
+    if old_ref is not None and old_ref[1] != key_id(public):
+        _keyring_forget(old_ref[0], old_ref[1])
     _write_key_file(recipient_path, RECIPIENT_PREFIX, public)
     return public
 
@@ -75,28 +198,32 @@ def ensure_keys(dirs: Dirs) -> bytes:
     """The recipient (raw public key), creating the key pair on first use.
 
     An existing ``recipient`` is used as it is, even when its identity is kept
-    elsewhere (the recorder never needs the identity).
+    elsewhere (the recorder never needs the identity).  Creating a pair needs a
+    keyring or a passphrase source; without either this fails before anything
+    is written, telling the volunteer to run ``optin keys init`` in a terminal.
+
+    :raises KeyError_: no key pair yet and no way to protect a new one here.
     """
     if (dirs.keys / _RECIPIENT_FILE).exists():
         return load_recipient(dirs)
+    stored = (dirs.keys / _IDENTITY_FILE).exists() or (dirs.keys / _REF_FILE).exists()
+    if (
+        not stored
+        and keyring_backend() is None
+        and not os.environ.get(PASSPHRASE_FILE_ENV)
+        and not _interactive()
+    ):
+        msg = (
+            "optin has no key pair yet and cannot protect a new one here: no OS keyring, no "
+            f"{PASSPHRASE_FILE_ENV} and no terminal to ask for a passphrase. "
+            "Fix: run `optin keys init` in a terminal, then start optin again"
+        )
+        raise KeyError_(msg)
     return init_keys(dirs)
 
 
-def describe(dirs: Dirs) -> str:
-    """What ``optin keys show`` prints: the recipient and where the key files are (never the identity)."""
-    identity_path = dirs.keys / _IDENTITY_FILE
-    where = str(identity_path) if identity_path.exists() else "not on this machine"
-    return "\n".join(
-        [
-            f"recipient  {encode_recipient(load_recipient(dirs))}",
-            f"identity   {where}",
-            "sessions are encrypted to the recipient; reading them needs the identity",
-        ]
-    )
-
-
 def load_recipient(dirs: Dirs) -> bytes:
-    """The raw public key the recorder encrypts to.
+    """The raw public key the recorder encrypts to (never needs a passphrase).
 
     :raises KeyError_: the file is missing or malformed; the message says the fix.
     """
@@ -104,26 +231,126 @@ def load_recipient(dirs: Dirs) -> bytes:
 
 
 def load_identity(dirs: Dirs) -> bytes:
-    """The raw private key that decrypts the volunteer's sessions.
+    """The raw private key that decrypts the volunteer's sessions (the unlock).
 
-    The identity must be private (no group/other permission bits) and, when a
-    ``recipient`` file exists, must be its private half.
+    From the OS keyring when ``identity.ref`` exists, else from the ``identity``
+    file: ``optin-sec2`` is unwrapped with the passphrase from
+    ``OPTIN_PASSPHRASE_FILE``, else from a terminal prompt (up to
+    :data:`UNLOCK_ATTEMPTS` tries); ``optin-sec1`` (unwrapped) is read with a
+    warning.  The key files must be private, and the identity must be the
+    private half of ``recipient`` when that file exists.
 
-    :raises KeyError_: missing, malformed, readable by others, or not matching the recipient.
+    :raises KeyError_: missing, malformed, readable by others, no passphrase
+        source, wrong passphrase (one opaque message), or not matching the recipient.
     """
     if dirs.keys.is_dir():
         check_private_dir(dirs.keys)
+    ref_path = dirs.keys / _REF_FILE
     path = dirs.keys / _IDENTITY_FILE
-    _check_private_file(path)
-    private = _read_key_file(path, IDENTITY_PREFIX)
+    if ref_path.exists():
+        private = _keyring_identity(ref_path)
+    else:
+        _check_private_file(path)
+        private = _file_identity(path)
     recipient_path = dirs.keys / _RECIPIENT_FILE
     if recipient_path.exists() and load_recipient(dirs) != public_from_private(private):
+        where = ref_path if ref_path.exists() else path
         msg = (
-            f"{path} and {recipient_path} are not one key pair. "
+            f"{where} and {recipient_path} are not one key pair. "
             "Fix: restore the matching identity from your backup, or run: optin keys init --force"
         )
         raise KeyError_(msg)
     return private
+
+
+def change_passphrase(dirs: Dirs) -> Path:
+    """Rewrap the identity file under a new passphrase; return its path.
+
+    The old passphrase comes as for :func:`load_identity` (an ``optin-sec1`` file
+    needs none: this is its upgrade); the new one from
+    ``OPTIN_NEW_PASSPHRASE_FILE``, else asked twice on the terminal.  The new file
+    gets the current default scrypt parameters and a fresh salt and nonce, and
+    replaces the old one atomically.
+
+    :raises KeyError_: the identity is in the OS keyring (it has no passphrase),
+        or any failure of :func:`load_identity` or of getting the new passphrase.
+    """
+    ref_path = dirs.keys / _REF_FILE
+    if ref_path.exists():
+        msg = (
+            "the identity is kept in the OS keyring, which your login unlocks; it has no optin passphrase "
+            "to change (optin keys show)"
+        )
+        raise KeyError_(msg)
+    private = load_identity(dirs)
+    passphrase = _new_passphrase(NEW_PASSPHRASE_FILE_ENV, "optin keys change-passphrase")
+    path = dirs.keys / _IDENTITY_FILE
+    write_private_file(path, fmt.wrap_identity(private, passphrase))
+    return path
+
+
+def key_info(dirs: Dirs) -> dict[str, Any]:
+    """What ``optin keys show`` reports, never the identity itself.
+
+    Keys: ``recipient``, ``key_id``, ``storage`` (``keyring``, ``file``,
+    ``file-unprotected``, ``elsewhere`` or ``unreadable``), ``location`` (path or
+    keyring service/user), ``kdf`` (scrypt parameters of a wrapped file or None),
+    ``keyring`` (the keyring backend's name or None), ``problem`` (why the
+    identity could not be described, or None).
+    """
+    public = load_recipient(dirs)
+    info: dict[str, Any] = {
+        "recipient": encode_recipient(public),
+        "key_id": key_id(public),
+        "storage": "elsewhere",
+        "location": None,
+        "kdf": None,
+        "keyring": None,
+        "problem": None,
+    }
+    ref_path = dirs.keys / _REF_FILE
+    path = dirs.keys / _IDENTITY_FILE
+    try:
+        if ref_path.exists():
+            service, user, _ = _read_ref(ref_path)
+            backend = keyring_backend()
+            name = getattr(backend, "name", type(backend).__name__) if backend is not None else None
+            info.update(storage="keyring", location=f"service {service!r}, user {user}", keyring=name)
+        elif path.exists():
+            blob = _read_bytes(path)
+            if blob.startswith(IDENTITY_PREFIX.encode("ascii")):
+                info.update(storage="file-unprotected", location=str(path))
+            else:
+                wrapped = fmt.parse_wrapped_identity(blob)
+                info.update(storage="file", location=str(path), kdf=str(wrapped.params))
+    except KeyError_ as exc:
+        info.update(storage="unreadable", problem=str(exc))
+    return info
+
+
+def describe(dirs: Dirs) -> str:
+    """What ``optin keys show`` prints: recipient, key id, where the identity lives (never the identity)."""
+    info = key_info(dirs)
+    storage = info["storage"]
+    if storage == "keyring":
+        keyring_name = info.get("keyring") or "no keyring available to this process"
+        where = f"in the OS keyring ({keyring_name}), {info['location']}; no passphrase"
+    elif storage == "file":
+        where = f"{info['location']}, passphrase-protected ({info['kdf']}, ChaCha20-Poly1305)"
+    elif storage == "file-unprotected":
+        where = f"{info['location']}, NOT passphrase-protected. Fix: optin keys change-passphrase"
+    elif storage == "unreadable":
+        where = f"cannot be described: {info['problem']}"
+    else:
+        where = "not on this machine"
+    return "\n".join(
+        [
+            f"recipient  {info['recipient']}",
+            f"key id     {info['key_id']}",
+            f"identity   {where}",
+            "sessions are encrypted to the recipient; reading them needs the identity",
+        ]
+    )
 
 
 def encode_recipient(public: bytes) -> str:
@@ -132,6 +359,258 @@ def encode_recipient(public: bytes) -> str:
         msg = f"public key must be {KEY_SIZE} bytes, got {len(public)}"
         raise KeyError_(msg)
     return RECIPIENT_PREFIX + public.hex()
+
+
+# --- the identity file ----------------------------------------------------------------------------------
+
+
+def _file_identity(path: Path) -> bytes:
+    blob = _read_bytes(path)
+    if blob.startswith(IDENTITY_PREFIX.encode("ascii")):
+        log.warning("the identity file is not passphrase-protected; protect it: optin keys change-passphrase")
+        return _parse_key_line(blob, path, IDENTITY_PREFIX)
+    if not blob.startswith(WRAPPED_IDENTITY_VERSION.encode("ascii") + b"\n"):
+        msg = (
+            f"{path} is not an optin identity file (expected a first line {WRAPPED_IDENTITY_VERSION} "
+            f"or {IDENTITY_PREFIX}...). Fix: restore it from your backup"
+        )
+        raise KeyError_(msg)
+    try:
+        fmt.parse_wrapped_identity(blob)  # structural problems are reported before any prompt
+    except KeyError_ as exc:
+        msg = f"{path}: {exc}"
+        raise KeyError_(msg) from None
+    from_file = _passphrase_from_file(PASSPHRASE_FILE_ENV)
+    if from_file is not None:
+        return _unwrap(blob, from_file, path, f"the first line of {PASSPHRASE_FILE_ENV}")
+    if not _interactive():
+        msg = (
+            f"{path} is protected by a passphrase and there is no way to ask for it here. "
+            f"Fix: set {PASSPHRASE_FILE_ENV} to a file whose first line is the passphrase, "
+            "or run in a terminal"
+        )
+        raise KeyError_(msg)
+    for attempt in range(1, UNLOCK_ATTEMPTS + 1):
+        passphrase = _prompt(f"Passphrase for the optin identity ({path}): ")
+        try:
+            return _unwrap(blob, passphrase, path, "as typed")
+        except KeyError_:
+            if attempt == UNLOCK_ATTEMPTS:
+                raise
+            sys.stderr.write("optin: wrong passphrase, try again\n")
+    msg = "unreachable"  # the loop returns or raises
+    raise KeyError_(msg)
+
+
+def _unwrap(blob: bytes, passphrase: bytes, path: Path, source: str) -> bytes:
+    try:
+        return fmt.unwrap_identity(blob, passphrase)
+    except KeyError_:
+        msg = (
+            f"{fmt.UNLOCK_FAILED} ({path}). Fix: check the passphrase ({source}); "
+            "if it is right, restore the identity file from your backup"
+        )
+        raise KeyError_(msg) from None
+
+
+def _stored_public(dirs: Dirs) -> bytes:
+    """The public key stored beside the identity (for completing an interrupted init; no unlock)."""
+    ref_path = dirs.keys / _REF_FILE
+    if ref_path.exists():
+        return _read_ref(ref_path)[2]
+    path = dirs.keys / _IDENTITY_FILE
+    _check_private_file(path)
+    blob = _read_bytes(path)
+    if blob.startswith(IDENTITY_PREFIX.encode("ascii")):
+        return public_from_private(_parse_key_line(blob, path, IDENTITY_PREFIX))
+    try:
+        return fmt.parse_wrapped_identity(blob).public
+    except KeyError_ as exc:
+        msg = f"{path}: {exc}"
+        raise KeyError_(msg) from None
+
+
+# --- the OS keyring -------------------------------------------------------------------------------------
+
+
+def _ref_text(public: bytes) -> str:
+    return (
+        f"{KEYRING_REF_VERSION}\nservice {KEYRING_SERVICE}\nuser {key_id(public)}\n"
+        f"{encode_recipient(public)}\n"
+    )
+
+
+def _read_ref(path: Path) -> tuple[str, str, bytes]:
+    """``(service, user, public key)`` of an ``identity.ref`` file."""
+    _check_private_file(path)
+    match = _REF_RE.fullmatch(_read_bytes(path).decode("ascii", errors="replace"))
+    if match is None:
+        msg = (
+            f"{path} is not an optin keyring reference (expected four lines: {KEYRING_REF_VERSION}, "
+            "service, user, public key). Fix: restore it from your backup"
+        )
+        raise KeyError_(msg)
+    public = bytes.fromhex(match["public"])
+    if key_id(public) != match["user"]:
+        msg = (
+            f"{path}: its user (key id) is not the key id of its public key. Fix: restore it from your backup"
+        )
+        raise KeyError_(msg)
+    return match["service"], match["user"], public
+
+
+def _old_ref(path: Path) -> tuple[str, str, bytes] | None:
+    """The reference being replaced by ``init --force``, or None when absent or unreadable."""
+    if not path.exists():
+        return None
+    try:
+        return _read_ref(path)
+    except KeyError_:
+        log.warning("the replaced identity.ref is unreadable; its keyring entry (if any) is left in place")
+        return None
+
+
+def _keyring_put(backend: Any, user: str, private: bytes) -> None:
+    """Store the identity in the keyring and read it back; KeyError_ (type name only) on any failure."""
+    value = IDENTITY_PREFIX + private.hex()
+    try:
+        backend.set_password(KEYRING_SERVICE, user, value)
+        stored = backend.get_password(KEYRING_SERVICE, user)
+    except Exception as exc:  # keyring backends raise their own types (KeyringLocked, D-Bus errors)
+        msg = f"the OS keyring refused to store the identity ({type(exc).__name__})"
+        raise KeyError_(msg) from None
+    if stored != value:
+        msg = "the OS keyring did not return the identity it was given"
+        raise KeyError_(msg)
+
+
+def _keyring_forget(service: str, user: str) -> None:
+    """Best effort: remove a replaced identity from the keyring (``init --force``)."""
+    backend = keyring_backend()
+    if backend is None:
+        log.warning("could not remove the replaced identity (key id %s) from the OS keyring: none here", user)
+        return
+    try:
+        backend.delete_password(service, user)
+    except Exception as exc:  # already gone, or the keyring refused: the new pair is in place either way
+        log.warning(
+            "could not remove the replaced identity (key id %s) from the OS keyring (%s)",
+            user,
+            type(exc).__name__,
+        )
+
+
+def _keyring_identity(ref_path: Path) -> bytes:
+    service, user, public = _read_ref(ref_path)
+    backend = keyring_backend()
+    if backend is None:
+        msg = (
+            f"the identity is kept in the OS keyring (service {service!r}, key id {user}), but no OS keyring "
+            "is available to this process. Fix: run optin inside your desktop session, where the keyring "
+            "is unlocked"
+        )
+        raise KeyError_(msg)
+    try:
+        value = backend.get_password(service, user)
+    except Exception as exc:  # keyring backends raise their own types
+        msg = (
+            f"the OS keyring did not give the identity (key id {user}): {type(exc).__name__}. "
+            "Fix: unlock your keyring and try again"
+        )
+        raise KeyError_(msg) from None
+    if value is None:
+        msg = (
+            f"the OS keyring has no optin identity for key id {user} (service {service!r}). "
+            "Fix: restore it into the keyring from your backup, or run: optin keys init --force"
+        )
+        raise KeyError_(msg)
+    where = f"the OS keyring entry for key id {user}"
+    private = _parse_key_text(str(value), where, IDENTITY_PREFIX)
+    if public_from_private(private) != public:
+        msg = (
+            f"{where} is not the identity of {ref_path}. Fix: restore the matching identity from your backup"
+        )
+        raise KeyError_(msg)
+    return private
+
+
+# --- passphrases ----------------------------------------------------------------------------------------
+
+
+def _interactive() -> bool:
+    """True when a passphrase can be asked for: standard input is a terminal."""
+    stdin = sys.stdin
+    try:
+        return stdin is not None and stdin.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdin
+        return False
+
+
+def _prompt(prompt: str) -> bytes:
+    try:
+        return getpass.getpass(prompt).encode("utf-8")
+    except EOFError:
+        msg = "no passphrase was entered (end of input)"
+        raise KeyError_(msg) from None
+
+
+def _passphrase_from_file(var: str) -> bytes | None:
+    """The first line (without its line ending) of the file named by ``var``, or None when unset."""
+    value = os.environ.get(var)
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_PASSPHRASE_BYTES + 1)
+            mode = stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
+    except OSError as exc:
+        msg = (
+            f"{var}={path} cannot be read ({type(exc).__name__}). Fix: point {var} at a readable file "
+            "whose first line is the passphrase, or unset it to be asked in a terminal"
+        )
+        raise KeyError_(msg) from None
+    if b"\n" not in raw and len(raw) > MAX_PASSPHRASE_BYTES:
+        msg = f"{var}={path} has no line break in its first {MAX_PASSPHRASE_BYTES} bytes. Fix: one line"
+        raise KeyError_(msg)
+    line = raw.split(b"\n", 1)[0].removesuffix(b"\r")
+    if not line:
+        msg = f"{var}={path}: its first line is empty. Fix: write the passphrase on the first line"
+        raise KeyError_(msg)
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        msg = f"{var}={path}: its first line is not UTF-8 text. Fix: write the passphrase as UTF-8"
+        raise KeyError_(msg) from None
+    if os.name == "posix" and mode & 0o077:
+        log.warning(
+            "%s points at a file with mode %04o that others can read; Fix: chmod 600 %s", var, mode, path
+        )
+    return line
+
+
+def _new_passphrase(var: str, command: str) -> bytes:
+    """A new passphrase: from the file named by ``var``, else asked twice on the terminal."""
+    from_file = _passphrase_from_file(var)
+    if from_file is not None:
+        return from_file
+    if not _interactive():
+        msg = (
+            f"{command} needs a new passphrase to protect the identity and there is no way to ask for it "
+            f"here. Fix: set {var} to a file whose first line is the new passphrase, or run in a terminal"
+        )
+        raise KeyError_(msg)
+    first = _prompt("New passphrase for the optin identity: ")
+    if not first:
+        msg = "an empty passphrase protects nothing; nothing was changed. Fix: choose a passphrase"
+        raise KeyError_(msg)
+    if _prompt("Repeat the new passphrase: ") != first:
+        msg = "the two passphrases differ; nothing was changed. Fix: run the command again"
+        raise KeyError_(msg)
+    return first
+
+
+# --- small files ----------------------------------------------------------------------------------------
 
 
 def _check_private_file(path: Path) -> None:
@@ -145,25 +624,37 @@ def _check_private_file(path: Path) -> None:
         raise KeyError_(msg)
 
 
-def _read_key_file(path: Path, prefix: str) -> bytes:
+def _read_bytes(path: Path) -> bytes:
     try:
-        text = path.read_text(encoding="ascii")
+        return path.read_bytes()
     except FileNotFoundError:
         msg = f"no key at {path}. {_FIX_INIT}"
         raise KeyError_(msg) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         msg = f"cannot read {path} ({type(exc).__name__}). {_FIX_INIT} --force if the key is lost"
         raise KeyError_(msg) from None
+
+
+def _read_key_file(path: Path, prefix: str) -> bytes:
+    return _parse_key_line(_read_bytes(path), path, prefix)
+
+
+def _parse_key_line(blob: bytes, path: Path, prefix: str) -> bytes:
+    try:
+        text = blob.decode("ascii")
+    except UnicodeDecodeError:
+        text = ""
+    return _parse_key_text(text, str(path), prefix)
+
+
+def _parse_key_text(text: str, where: str, prefix: str) -> bytes:
+    """``prefix`` + 64 lowercase hex digits (one line) → 32 bytes; the error never echoes the text."""
     line = text.strip()
     digits = line[len(prefix) :]
-    if not line.startswith(prefix) or len(digits) != 2 * KEY_SIZE or digits != digits.lower():
-        msg = f"{path} is not an optin key file (expected one line: {prefix} and 64 lowercase hex digits)"
+    if not line.startswith(prefix) or len(digits) != 2 * KEY_SIZE or not re.fullmatch("[0-9a-f]+", digits):
+        msg = f"{where} is not an optin key file (expected one line: {prefix} and 64 lowercase hex digits)"
         raise KeyError_(msg)
-    try:
-        return bytes.fromhex(digits)
-    except ValueError:
-        msg = f"{path} is not an optin key file (expected one line: {prefix} and 64 lowercase hex digits)"
-        raise KeyError_(msg) from None
+    return bytes.fromhex(digits)
 
 
 def _write_key_file(path: Path, prefix: str, key: bytes) -> None:
@@ -173,11 +664,19 @@ def _write_key_file(path: Path, prefix: str, key: bytes) -> None:
 
 __all__ = [
     "IDENTITY_PREFIX",
+    "KEYRING_SERVICE",
+    "NEW_PASSPHRASE_FILE_ENV",
+    "PASSPHRASE_FILE_ENV",
     "RECIPIENT_PREFIX",
+    "WRAPPED_IDENTITY_VERSION",
+    "change_passphrase",
     "describe",
     "encode_recipient",
     "ensure_keys",
     "init_keys",
+    "key_id",
+    "key_info",
+    "keyring_backend",
     "load_identity",
     "load_recipient",
 ]

@@ -8,7 +8,9 @@ through :class:`agent.store.format.SegmentWriter`, i.e. encrypted.
 
 While a :class:`SessionWriter` is open it holds an exclusive ``flock`` on the
 session directory (POSIX); :func:`writer_active` asks whether one still does,
-which tells a live recording from one whose writer is gone.
+which tells a live recording from one whose writer is gone.  ``meta.json`` says
+``recording`` while it writes, ``closing`` just before the closing seal and
+``closed`` after it; :mod:`agent.store.recovery` seals what a killed writer left.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ class SessionWriter:
             raise UsageError(msg)
         ensure_private_dir(dirs.data)
         path = _make_session_dir(ensure_private_dir(dirs.sessions))
-        lock_fd = _lock_dir(path)
+        lock_fd = lock_session(path)
         try:
             return cls(
                 path,
@@ -123,7 +125,7 @@ class SessionWriter:
                 lock_fd=lock_fd,
             )
         except BaseException:
-            _unlock(lock_fd)
+            unlock_session(lock_fd)
             with contextlib.suppress(OSError):
                 path.rmdir()  # only succeeds if nothing was written
             raise
@@ -205,6 +207,8 @@ class SessionWriter:
         if self._closed:
             return
         try:
+            # "closing" first: tells crash recovery that a sealed last segment is the closing one
+            self._write_meta("closing", dropped)
             self._segment.seal(closes_session=True)
             self._closed = True
             self._write_meta("closed", dropped)
@@ -277,15 +281,14 @@ class SessionWriter:
             "dropped_by_source": dict(sorted((dropped or {}).items())),
             "bytes": self.bytes_written,
         }
-        data = (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode("ascii")
-        write_private_file(self._path / META_FILE, data)
+        write_meta(self._path, meta)
 
     def _fsync_dir(self) -> None:
         if self._lock_fd is not None:
             os.fsync(self._lock_fd)
 
     def _release(self) -> None:
-        _unlock(self._lock_fd)
+        unlock_session(self._lock_fd)
         self._lock_fd = None
 
 
@@ -306,6 +309,17 @@ def writer_active(session_path: Path) -> bool | None:
     return False
 
 
+def write_meta(session_path: Path, meta: Mapping[str, Any]) -> None:
+    """Replace ``session_path/meta.json`` atomically and durably (mode 0600; counts and times only)."""
+    data = (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode("ascii")
+    write_private_file(session_path / META_FILE, data)
+
+
+def utc_timestamp(seconds: float | None = None) -> str:
+    """``YYYY-MM-DDTHH:MM:SSZ`` of ``seconds`` since the epoch (default: now), as in ``meta.json``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
 def _make_session_dir(sessions: Path) -> Path:
     """Create ``<UTC time>Z-<8 hex>`` exclusively with mode 0700."""
     for _ in range(16):
@@ -321,8 +335,14 @@ def _make_session_dir(sessions: Path) -> Path:
     raise StoreError(msg)
 
 
-def _lock_dir(path: Path) -> int | None:
-    """Open ``path`` and hold an exclusive flock on it (POSIX); the fd also serves directory fsync."""
+def lock_session(path: Path) -> int | None:
+    """Open the session directory ``path`` and take its writer lock (an exclusive flock; POSIX).
+
+    Returns the descriptor, which also serves directory fsync, or None where
+    there is no lock (Windows).  Release it with :func:`unlock_session`.
+
+    :raises StoreError: another process holds the lock (its writer is alive).
+    """
     if sys.platform == "win32":
         return None
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -335,7 +355,8 @@ def _lock_dir(path: Path) -> int | None:
     return fd
 
 
-def _unlock(fd: int | None) -> None:
+def unlock_session(fd: int | None) -> None:
+    """Release a lock taken by :func:`lock_session` (closing the descriptor drops the flock)."""
     if fd is not None:
         os.close(fd)
 
@@ -354,7 +375,17 @@ def _check_stats(stats: Mapping[str, int]) -> dict[str, int]:
 
 
 def _utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return utc_timestamp()
 
 
-__all__ = ["EVENTS_RECORD_TARGET", "META_FILE", "META_SCHEMA", "SessionWriter", "writer_active"]
+__all__ = [
+    "EVENTS_RECORD_TARGET",
+    "META_FILE",
+    "META_SCHEMA",
+    "SessionWriter",
+    "lock_session",
+    "unlock_session",
+    "utc_timestamp",
+    "write_meta",
+    "writer_active",
+]

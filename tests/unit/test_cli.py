@@ -127,3 +127,24 @@ def test_bad_environment_one_line_exit_2(consented, optin_home: Path, changes, n
     assert not (optin_home / "data" / "sessions").exists() or not any(
         (optin_home / "data" / "sessions").iterdir()
     )
+
+
+def test_verify_clean_then_tampered(consented, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from agent.backends import select_backend
+    from agent.control import Recorder
+
+    d, study = consented
+    rec = Recorder(d, select_backend("fake"), study)
+    rec.start()
+    rec.stop()
+    assert cli.main(["verify", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    seg = next((d.sessions / rec.session_id).glob("*.seg"))
+    blob = bytearray(seg.read_bytes())
+    blob[-5] ^= 0x01
+    seg.write_bytes(bytes(blob))
+    assert cli.main(["verify", rec.session_id]) == 1
+    out = capsys.readouterr().out
+    assert seg.name in out and "authentication" in out

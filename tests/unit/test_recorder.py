@@ -317,3 +317,16 @@ def test_a_recorder_stopped_before_it_started_cannot_start(consented) -> None:
     with pytest.raises(UsageError):
         rec.start()
     assert backend.inputs == []
+
+
+def test_starting_recovers_a_session_a_crash_left_open(consented) -> None:
+    d, study = consented
+    crashed = SessionWriter.create(d, keys.load_recipient(d))
+    crashed.write_events([PointerMove(now_ns(), 1, 1)])
+    crashed.abort()  # exactly what kill -9 leaves: unsealed, meta says recording
+    rec = Recorder(d, select_backend("fake"), study)
+    rec.start()
+    rec.stop()
+    assert [r.session_id for r in rec.recovered] == [crashed.session_id]
+    old = read_session(d, crashed.session_id, keys.load_identity(d))
+    assert old.recovered and [(e.x, e.y) for e in old.events if isinstance(e, PointerMove)] == [(1, 1)]

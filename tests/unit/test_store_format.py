@@ -290,8 +290,8 @@ def test_bad_magic_and_version() -> None:
 
 def test_unknown_record_type_names_offset() -> None:
     data = bytearray(kat_segment())
-    data[RECORD_HEADS[1] + 4] = 0x03
-    with pytest.raises(StoreFormatError, match=r"kat.seg: unknown record type 0x03 at offset 175"):
+    data[RECORD_HEADS[1] + 4] = 0x04
+    with pytest.raises(StoreFormatError, match=r"kat.seg: unknown record type 0x04 at offset 175"):
         fmt.read_segment(bytes(data), IDENTITY, name="kat.seg")
 
 
@@ -331,7 +331,7 @@ def test_only_data_records_can_be_appended() -> None:
     with pytest.raises(ValueError, match="cannot be appended"):
         w.append(fmt.SEAL, b"")
     with pytest.raises(ValueError, match="cannot be appended"):
-        w.append(0x03, b"")
+        w.append(fmt.RECOVERY, b"")
 
 
 def test_nothing_after_seal() -> None:
@@ -359,9 +359,9 @@ def test_prev_commit_rules() -> None:
 def test_seal_flags_round_trip() -> None:
     buf = io.BytesIO()
     w = _writer(buf, index=3, prev_commit=b"\x07" * 32)
-    w.seal(recovered=True)
+    w.seal()
     contents = fmt.read_segment(buf.getvalue(), IDENTITY, name="s")
-    assert contents.sealed and contents.recovered and not contents.closes_session
+    assert contents.sealed and not contents.recovered and not contents.closes_session
     assert contents.records == [] and contents.index == 3 and contents.prev_commit == b"\x07" * 32
 
 

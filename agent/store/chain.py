@@ -1,0 +1,444 @@
+"""Walk one session's segments in order, checking the chain, and say everything that is wrong.
+
+One walk serves two callers: :func:`agent.store.reader.read_session` stops at the
+first error (``strict``) and :func:`agent.store.verify.verify` collects every
+finding.  The rules are those of ``docs/format.md`` (Reading, Recovery rules):
+
+- segment files are named ``NNNNNN.seg`` and contiguous from 0;
+- each header carries this session's id, its file's index, and the SHA-256 of
+  the previous segment file (zero for segment 0);
+- every segment but the last is sealed and does not close the session, except
+  the segment just before a **recovery segment**, which crash recovery cut and
+  which is read as its authenticated prefix;
+- the last segment closes the session (cleanly or by recovery), or the session
+  is still being recorded, or its recorder died and recovery has not run yet.
+
+A segment whose own bytes or header are wrong is one finding; its successor is
+then not checked against its commit (which cannot match), so one flipped bit or
+one spliced file is reported once, where it is.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.errors import StoreCorrupt, StoreError, StoreFormatError
+from agent.events import Event, Frame, decode
+from agent.store.format import (
+    EVENTS,
+    HEADER_SIZE,
+    MAGIC,
+    ZERO_COMMIT,
+    RecoveryInfo,
+    SegmentContents,
+    read_segment,
+    segment_commit,
+    segment_name,
+    session_id_bytes,
+)
+
+#: Finding levels: the data is broken (``read_session`` raises) / readable but something is
+#: wrong (an unrecovered crash tail) / nothing is wrong but it is worth saying.
+ERROR = "error"
+PROBLEM = "problem"
+INFO = "info"
+
+_LEN = struct.Struct(">I")
+_HEADER_FIELDS = {"session": 8, "index": 24, "prev": 28}  # offsets of the header fields
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing a walk found.
+
+    :ivar level: :data:`ERROR`, :data:`PROBLEM` or :data:`INFO`.
+    :ivar kind: a short machine word: ``authentication``, ``format``, ``chain``,
+        ``missing-segment``, ``truncated``, ``unsealed``, ``io``, ``recovered``, ``recording``.
+    :ivar file: the file name inside the session directory, or None for the session.
+    :ivar offset: byte offset in that file, when there is one.
+    :ivar message: ``<session>/<file>: what`` (never any captured content).
+    """
+
+    level: str
+    kind: str
+    file: str | None
+    offset: int | None
+    message: str
+
+    def exception(self) -> StoreError:
+        """The exception ``read_session`` raises for this finding."""
+        cls = StoreFormatError if self.kind == "format" else StoreCorrupt
+        return cls(self.message, offset=self.offset)
+
+
+@dataclass
+class Walk:
+    """The outcome of :func:`walk_session`.
+
+    :ivar segments: segment files found.
+    :ivar records: data records authenticated.
+    :ivar events: events decoded.
+    :ivar all_sealed: every segment ended with a valid SEAL record.
+    :ivar recovered: the session ends with a recovery segment.
+    """
+
+    findings: list[Finding] = field(default_factory=list)
+    segments: int = 0
+    records: int = 0
+    events: int = 0
+    all_sealed: bool = True
+    recovered: bool = False
+
+
+def walk_session(
+    path: Path,
+    identity: bytes,
+    *,
+    closed: bool,
+    live: bool | None,
+    strict: bool,
+    on_events: Callable[[list[Event]], None] | None = None,
+) -> Walk:
+    """Read every segment of the session directory ``path`` and check the chain.
+
+    :param closed: ``meta.json`` says the session was closed (its end must then be sealed).
+    :param live: a writer holds the session (True), none does (False), unknown (None).
+    :param strict: raise the first :data:`ERROR` finding instead of collecting it.
+    :param on_events: called with each segment's decoded events, in order.
+    :raises StoreCorrupt: (strict) authentication failed or the chain is broken.
+    :raises StoreFormatError: (strict) a structural problem.
+    """
+    walker = _Walker(path, identity, closed=closed, live=live, strict=strict, on_events=on_events)
+    walker.run()
+    return walker.walk
+
+
+@dataclass
+class _Cached:
+    data: bytes
+    contents: SegmentContents
+
+
+class _Walker:
+    def __init__(
+        self,
+        path: Path,
+        identity: bytes,
+        *,
+        closed: bool,
+        live: bool | None,
+        strict: bool,
+        on_events: Callable[[list[Event]], None] | None,
+    ) -> None:
+        self.path = path
+        self.sid = path.name
+        self.identity = identity
+        self.closed = closed
+        self.live = live
+        self.strict = strict
+        self.on_events = on_events
+        self.walk = Walk()
+        self.expected_id = session_id_bytes(self.sid)
+        self.expected_prev: bytes | None = ZERO_COMMIT  # None: predecessor missing or damaged
+        self.prev_size: int | None = None
+
+    # --- reporting ------------------------------------------------------------------------
+
+    def report(
+        self, level: str, kind: str, file: str | None, offset: int | None, what: str, *, sep: str = ": "
+    ) -> None:
+        where = f"{self.sid}/{file}" if file else self.sid
+        finding = Finding(level, kind, file, offset, f"{where}{sep}{what}")
+        if level == ERROR and self.strict:
+            raise finding.exception()
+        self.walk.findings.append(finding)
+
+    def report_error(self, exc: StoreError, file: str) -> None:
+        """A StoreError from the format layer; its message already names the file."""
+        kind = "format" if isinstance(exc, StoreFormatError) else "authentication"
+        if self.strict:
+            raise exc
+        self.walk.findings.append(Finding(ERROR, kind, file, exc.offset, str(exc)))
+
+    def open_end(self, file: str | None, what: str, *, records: int | None = None) -> None:
+        """The session's end is not closed: recording, or an unrecovered crash."""
+        if self.live:
+            so_far = f"; {records} records so far" if records is not None else ""
+            self.report(INFO, "recording", file, None, f"still being recorded ({what}{so_far})")
+        elif self.live is False:
+            self.report(
+                PROBLEM, "unsealed", file, None, f"unrecovered crash tail: {what} (run optin run to recover)"
+            )
+        else:
+            self.report(PROBLEM, "unsealed", file, None, f"{what} (still recording, or the recorder stopped)")
+
+    # --- the walk -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        files = self.list_files()
+        self.walk.segments = len(files)
+        if not files:
+            self.no_segments()
+            return
+        order = sorted(files)
+        last = order[-1]
+        cached = self.probe(files[last])
+        lenient = self.lenient_index(cached, last)
+        previous = -1
+        for index in order:
+            if index != previous + 1:
+                self.expected_prev = None  # the gap is already reported
+            previous = index
+            self.segment(
+                index,
+                files[index],
+                last=index == last,
+                lenient=index == lenient,
+                cached=cached if index == last else None,
+            )
+
+    def list_files(self) -> dict[int, Path]:
+        """Segment files by index; bad names and gaps are reported."""
+        found: dict[int, Path] = {}
+        for file in sorted(self.path.iterdir()):
+            if file.suffix != ".seg" or file.name.startswith("."):
+                continue
+            stem = file.stem
+            if not stem.isdecimal() or segment_name(int(stem)) != file.name:
+                self.report(
+                    ERROR, "format", file.name, None, "unexpected segment file name (expected NNNNNN.seg)"
+                )
+                continue
+            found[int(stem)] = file
+        for first, last in _gaps(sorted(found)):
+            what = "is missing" if first == last else f"to {segment_name(last)} are missing"
+            self.report(
+                ERROR, "missing-segment", segment_name(first), None, f"{what}: segment chain broken", sep=" "
+            )
+        return found
+
+    def no_segments(self) -> None:
+        self.walk.all_sealed = False
+        if self.closed:
+            self.report(ERROR, "missing-segment", None, None, "the session was closed but has no segments")
+        else:
+            self.open_end(None, "no segments (the recorder stopped before writing any)")
+
+    def probe(self, path: Path) -> _Cached | None:
+        """Decrypt the last file up front: is it a recovery segment?  (Errors are reported later.)"""
+        try:
+            data = path.read_bytes()
+            contents = read_segment(data, self.identity, name=f"{self.sid}/{path.name}")
+        except (OSError, StoreError):
+            return None
+        return _Cached(data, contents)
+
+    @staticmethod
+    def lenient_index(cached: _Cached | None, last: int) -> int | None:
+        """The segment that recovery cut, read as its authenticated prefix; None if there is none."""
+        if cached is None or cached.contents.recovery is None or not cached.contents.sealed:
+            return None
+        info = cached.contents.recovery
+        if info.shape != "removed" and info.segment == last - 1:
+            return info.segment
+        return None
+
+    def segment(self, index: int, path: Path, *, last: bool, lenient: bool, cached: _Cached | None) -> None:
+        file = path.name
+        name = f"{self.sid}/{file}"
+        expected_prev, prev_size = self.expected_prev, self.prev_size
+        self.expected_prev = self.prev_size = None  # until this segment proves sound
+        try:
+            data = cached.data if cached else path.read_bytes()
+        except OSError as exc:
+            self.report(ERROR, "io", file, None, f"cannot be read ({type(exc).__name__})")
+            return
+        if last and _is_header_prefix(data):
+            self.header_tail(file, len(data))
+            return
+        try:
+            contents = (
+                cached.contents if cached else read_segment(data, self.identity, name=name, partial=lenient)
+            )
+        except StoreError as exc:
+            self.report_error(exc, file)
+            return
+        sound = self.check_header(contents, index, expected_prev, file) and self.take_events(
+            contents, name, file
+        )
+        if contents.recovery is not None and contents.sealed:
+            self.check_recovery(contents.recovery, index, file, last=last, prev_size=prev_size)
+        elif contents.sealed:
+            sound = self.check_sealed_end(contents, file, last=last) and sound
+        else:
+            sound = self.check_unsealed_end(contents, file, last=last, lenient=lenient) and sound
+        if contents.damaged_at is not None:
+            self.report(
+                INFO,
+                "recovered",
+                file,
+                contents.damaged_at,
+                f"a record at offset {contents.damaged_at} of this segment, which crash recovery cut, "
+                "failed authentication: a torn write; the records from there on are lost",
+            )
+        if sound:
+            self.expected_prev = segment_commit(data)
+            self.prev_size = len(data)
+
+    def header_tail(self, file: str, size: int) -> None:
+        """The last file is a cut-off header: a crash while the segment was being created."""
+        self.walk.all_sealed = False
+        if self.closed:
+            what = f"header incomplete ({size} bytes), but the session was closed"
+            self.report(ERROR, "truncated", file, size, what)
+        else:
+            self.open_end(file, f"header incomplete ({size} bytes): the recorder stopped here")
+
+    def check_header(
+        self, contents: SegmentContents, index: int, expected_prev: bytes | None, file: str
+    ) -> bool:
+        """Session id, index and prev_commit; one finding per file at most."""
+        if contents.session_id != self.expected_id:
+            what = "segment belongs to another session: segment chain broken"
+            self.report(ERROR, "chain", file, _HEADER_FIELDS["session"], what)
+            return False
+        if contents.index != index:
+            what = f"holds segment {contents.index}, expected {index}: segment chain broken"
+            self.report(ERROR, "chain", file, _HEADER_FIELDS["index"], what)
+            return False
+        if expected_prev is not None and contents.prev_commit != expected_prev:
+            what = "previous segment missing, reordered or replaced: segment chain broken"
+            self.report(ERROR, "chain", file, _HEADER_FIELDS["prev"], what)
+            return False
+        return True
+
+    def take_events(self, contents: SegmentContents, name: str, file: str) -> bool:
+        try:
+            events = _decode_records(contents, name)
+        except StoreFormatError as exc:
+            self.report_error(exc, file)
+            return False
+        self.walk.records += len(contents.records)
+        self.walk.events += len(events)
+        if self.on_events is not None:
+            self.on_events(events)
+        return True
+
+    def check_recovery(
+        self, info: RecoveryInfo, index: int, file: str, *, last: bool, prev_size: int | None
+    ) -> None:
+        """A recovery segment: the last one, and its RECOVERY record matches what precedes it.
+
+        ``prev_size`` is the size of the previous segment file, None when it is
+        missing or had a problem of its own (already reported).
+        """
+        self.walk.recovered = True
+        if not last:
+            self.report(ERROR, "chain", file, None, "a recovery segment is followed by more segments")
+            return
+        if info.shape == "removed":
+            matches = info.segment == index
+            done = f"removed {segment_name(info.segment)} ({info.original} bytes, an incomplete header)"
+        else:
+            if index > 0 and prev_size is None:
+                return
+            matches = index > 0 and info.segment == index - 1 and info.kept == prev_size
+            if info.lost_bytes:
+                done = f"cut {segment_name(info.segment)} from {info.original} to {info.kept} bytes"
+            else:
+                done = f"closed the session after {segment_name(info.segment)}, which it did not change"
+        if not matches:
+            what = f"its RECOVERY record does not match {segment_name(info.segment)}: segment chain broken"
+            self.report(ERROR, "chain", file, HEADER_SIZE, what)
+            return
+        what = f"crash recovery {done}; events after the crash (at most the last second) were lost"
+        self.report(INFO, "recovered", file, None, what)
+
+    def check_sealed_end(self, contents: SegmentContents, file: str, *, last: bool) -> bool:
+        if contents.closes_session and not last:
+            self.report(ERROR, "chain", file, None, "segment closes the session but later segments follow")
+            return False
+        if last and not contents.closes_session:
+            if self.closed:
+                what = "the session was closed but its closing segment is missing"
+                self.report(ERROR, "missing-segment", file, None, what)
+            else:
+                self.open_end(
+                    file, "the session has no closing segment (the recorder stopped between segments)"
+                )
+        return True
+
+    def check_unsealed_end(self, contents: SegmentContents, file: str, *, last: bool, lenient: bool) -> bool:
+        self.walk.all_sealed = False
+        if lenient:
+            return True  # cut by crash recovery; the recovery segment says how
+        if not last or self.closed:
+            why = "later segments follow" if not last else "the session was closed"
+            self.report(ERROR, "truncated", file, None, f"segment is truncated or not sealed, but {why}")
+            return False
+        what = f"not sealed; read {len(contents.records)} records and ignored {contents.tail} trailing bytes"
+        self.open_end(file, what, records=len(contents.records))
+        return True
+
+
+def _gaps(indexes: list[int]) -> list[tuple[int, int]]:
+    """Ranges ``(first, last)`` of indexes missing before and between the sorted ``indexes``."""
+    gaps = []
+    expected = 0
+    for index in indexes:
+        if index > expected:
+            gaps.append((expected, index - 1))
+        expected = index + 1
+    return gaps
+
+
+def _decode_records(segment: SegmentContents, name: str) -> list[Event]:
+    events: list[Event] = []
+    for number, (record_type, plaintext) in enumerate(segment.records):
+        try:
+            if record_type == EVENTS:
+                events.extend(_split_events(plaintext))
+            else:
+                events.append(_decode_frame(plaintext))
+        except StoreFormatError as exc:
+            msg = f"{name}: record {number}: {exc}"
+            raise StoreFormatError(msg) from None
+    return events
+
+
+def _split_events(plaintext: bytes) -> list[Event]:
+    """Decode an EVENTS record: a sequence of ``u32 BE length | encoded event``."""
+    events: list[Event] = []
+    offset = 0
+    size = len(plaintext)
+    while offset < size:
+        if size - offset < _LEN.size:
+            msg = f"event length field cut short at byte {offset}"
+            raise StoreFormatError(msg)
+        (length,) = _LEN.unpack_from(plaintext, offset)
+        start = offset + _LEN.size
+        if start + length > size:
+            msg = f"event at byte {offset} runs past the end of its record"
+            raise StoreFormatError(msg)
+        events.append(decode(plaintext[start : start + length]))
+        offset = start + length
+    return events
+
+
+def _decode_frame(plaintext: bytes) -> Event:
+    event = decode(plaintext)
+    if not isinstance(event, Frame):
+        msg = f"FRAME record holds a {event.KIND} event"
+        raise StoreFormatError(msg)
+    return event
+
+
+def _is_header_prefix(data: bytes) -> bool:
+    """True for a file cut off inside its header (what a crash at segment creation leaves)."""
+    return len(data) < HEADER_SIZE and data[: len(MAGIC)] == MAGIC[: len(data)]
+
+
+__all__ = ["ERROR", "INFO", "PROBLEM", "Finding", "Walk", "walk_session"]

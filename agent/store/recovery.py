@@ -1,0 +1,358 @@
+"""Crash recovery at the next start: seal what a killed recorder left, with the public key only.
+
+The recorder holds only the recipient (P5), so it can neither authenticate nor
+re-seal an old segment.  What it can do without any key (``docs/format.md``,
+Recovery rules):
+
+1. cut the last segment of a session whose writer died after its last
+   structurally complete record (a record whose head and ciphertext are all
+   there), or remove it when it is shorter than a header;
+2. append a **recovery segment**: a fresh segment holding one RECOVERY record
+   (what was cut, in bytes) and a SEAL with the recovered and closes-session
+   flags, whose ``prev_commit`` binds the cut segment's bytes as they now are;
+3. mark ``meta.json`` closed and recovered, keeping its counts.
+
+A reader then authenticates every record before the cut (the cut segment is
+read as its authenticated prefix), and any change made after recovery breaks
+the chain.  The writer fsyncs at least once a second, so at most the last
+second of events is lost, and the RECOVERY record says how many bytes.
+
+Recovery never touches a session whose writer is alive (it takes the writer's
+lock first), is idempotent, and never raises: what it could not do is in the
+returned :class:`RecoveryReport` and in the log (session ids and byte counts,
+never content).
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.errors import StoreError
+from agent.paths import Dirs, fsync_dir
+from agent.store.format import (
+    HEADER_SIZE,
+    RECOVERY,
+    ZERO_COMMIT,
+    Framing,
+    RecoveryInfo,
+    scan_framing,
+    segment_commit,
+    segment_name,
+    session_id_bytes,
+    write_recovery_segment,
+)
+from agent.store.reader import load_meta
+from agent.store.writer import META_SCHEMA, lock_session, unlock_session, utc_timestamp, write_meta
+
+log = logging.getLogger(__name__)
+
+#: Names of session directories made by :class:`~agent.store.writer.SessionWriter`.
+_SESSION_NAME = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{8}")
+#: Temporary files recovery or ``write_private_file`` leave behind when killed.
+_TEMP_FILE = re.compile(r"\.(recovery-[0-9a-f]{8}\.tmp|meta\.json\.tmp-[0-9a-f]{8})")
+_OPEN_STATES = ("recording", "closing")
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What :func:`recover_sessions` did to one session.
+
+    :ivar action: ``recovered`` (a recovery segment was appended), ``finalized``
+        (the end was already sealed, by the writer or an interrupted recovery:
+        only ``meta.json`` was completed) or ``skipped`` (left alone; see ``problem``).
+    :ivar shape: for ``recovered``: ``unsealed``, ``sealed`` or ``removed`` (see
+        :class:`~agent.store.format.RecoveryInfo`).
+    :ivar segment: the segment that was cut, closed after, or removed.
+    :ivar original_bytes: its size as found; ``kept_bytes``: its size after recovery.
+    :ivar problem: why the session was skipped (no content, ever).
+    """
+
+    session_id: str
+    action: str
+    shape: str | None = None
+    segment: int | None = None
+    original_bytes: int | None = None
+    kept_bytes: int | None = None
+    problem: str | None = None
+
+    @property
+    def lost_bytes(self) -> int:
+        """Bytes cut or removed (0 when nothing was)."""
+        if self.original_bytes is None or self.kept_bytes is None:
+            return 0
+        return self.original_bytes - self.kept_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+class _Skip(Exception):
+    """Leave this session alone; the message says why."""
+
+
+def recover_sessions(dirs: Dirs, recipient: bytes) -> list[RecoveryReport]:
+    """Seal every session whose writer died, before a new session is opened.
+
+    Sessions that are closed, or whose writer is alive, are left alone and not
+    reported.  Never raises: a session that cannot be recovered is reported as
+    ``skipped`` with the reason (and logged), and the next start goes on.
+
+    :param recipient: the volunteer's raw X25519 public key (as for recording).
+    """
+    root = dirs.sessions
+    try:
+        paths = sorted(p for p in root.iterdir() if p.is_dir() and _SESSION_NAME.fullmatch(p.name))
+    except OSError:
+        return []  # no sessions directory yet (or unreadable: the writer will say so)
+    reports: list[RecoveryReport] = []
+    for path in paths:
+        report = _recover_one(path, recipient)
+        if report is not None:
+            _log(report)
+            reports.append(report)
+    return reports
+
+
+def _recover_one(path: Path, recipient: bytes) -> RecoveryReport | None:
+    """Recover one session, or None when there is nothing to do (closed, or its writer is alive)."""
+    sid = path.name
+    try:
+        if _state(path) == "closed":
+            return None
+        try:
+            fd = lock_session(path)
+        except StoreError:
+            return None  # its writer is alive
+        if fd is None:
+            msg = "this platform cannot tell whether its writer is alive"
+            raise _Skip(msg)
+        try:
+            return _recover_locked(path, recipient)
+        finally:
+            unlock_session(fd)
+    except _Skip as exc:
+        return RecoveryReport(sid, "skipped", problem=str(exc))
+    except Exception as exc:  # never fail the next start; the report says what happened
+        return RecoveryReport(sid, "skipped", problem=f"recovery failed: {type(exc).__name__}: {exc}")
+
+
+def _state(path: Path) -> str | None:
+    """``meta.json``'s state; None when there is no meta.json (a crash while creating the session).
+
+    :raises _Skip: meta.json exists but is unreadable or has an unknown state.
+    """
+    if not (path / "meta.json").exists():
+        return None
+    meta = load_meta(path)
+    state = meta.get("state") if meta else None
+    if state not in (*_OPEN_STATES, "closed"):
+        msg = "meta.json is unreadable or has an unknown state; left for optin verify"
+        raise _Skip(msg)
+    return str(state)
+
+
+def _recover_locked(path: Path, recipient: bytes) -> RecoveryReport | None:
+    """Recovery proper, holding the session's writer lock."""
+    state = _state(path)  # again: the writer may have closed it before we took the lock
+    if state == "closed":
+        return None
+    _remove_temp_files(path)
+    files = _segment_files(path)
+    stopped = _last_write(files)
+    if not files:
+        info, prev = RecoveryInfo("removed", 0, 0, 0), ZERO_COMMIT
+    else:
+        last = max(files)
+        data = files[last].read_bytes()
+        if len(data) < HEADER_SIZE:
+            info, prev = _remove_header_tail(path, files, last, len(data))
+        else:
+            framing = _framing(path.name, last, data)
+            if framing.is_recovery_segment:  # an earlier recovery was killed before its meta.json
+                before = {i: p for i, p in files.items() if i != last}
+                _finalize(path, stopped_at=_last_write(before), recovered=True, info=None)
+                return RecoveryReport(path.name, "finalized")
+            if framing.sealed and state == "closing":  # killed between the closing seal and meta.json
+                _finalize(path, stopped_at=stopped, recovered=False, info=None)
+                return RecoveryReport(path.name, "finalized")
+            info, prev = _cut(files[last], last, data, framing)
+    _append_recovery_segment(path, recipient, info, prev)
+    _finalize(path, stopped_at=stopped, recovered=True, info=info)
+    return RecoveryReport(path.name, "recovered", info.shape, info.segment, info.original, info.kept)
+
+
+def _segment_files(path: Path) -> dict[int, Path]:
+    """Segment files by index.
+
+    :raises _Skip: unexpected names or a gap: not what a crash leaves.
+    """
+    found: dict[int, Path] = {}
+    for file in path.iterdir():
+        if file.suffix != ".seg" or file.name.startswith("."):
+            continue
+        if not file.stem.isdecimal() or segment_name(int(file.stem)) != file.name:
+            msg = f"unexpected file {file.name}; left for optin verify"
+            raise _Skip(msg)
+        found[int(file.stem)] = file
+    if found and len(found) != max(found) + 1:
+        msg = "segment files are not contiguous (a segment is missing); left for optin verify"
+        raise _Skip(msg)
+    return found
+
+
+def _framing(sid: str, index: int, data: bytes) -> Framing:
+    """The last segment's framing, checked to be a crash shape of this session's segment ``index``.
+
+    :raises _Skip: a foreign or malformed header, bytes after a SEAL, a damaged recovery segment.
+    """
+    name = segment_name(index)
+    try:
+        framing = scan_framing(data, name=name)
+    except StoreError as exc:
+        msg = f"{exc}; left for optin verify"
+        raise _Skip(msg) from None
+    if framing.session_id != session_id_bytes(sid) or framing.index != index:
+        msg = f"{name} has the header of another session or position; left for optin verify"
+        raise _Skip(msg)
+    if framing.stop == "after-seal":
+        msg = f"{name}: bytes follow its SEAL record, which no crash does; left for optin verify"
+        raise _Skip(msg)
+    if framing.first_type == RECOVERY and not framing.is_recovery_segment:
+        msg = f"{name} is a damaged recovery segment; left for optin verify"
+        raise _Skip(msg)
+    return framing
+
+
+def _remove_header_tail(
+    path: Path, files: dict[int, Path], last: int, size: int
+) -> tuple[RecoveryInfo, bytes]:
+    """A crash while creating segment ``last``: remove it; the recovery segment takes its place."""
+    prev = segment_commit(files[last - 1].read_bytes()) if last else ZERO_COMMIT
+    files[last].unlink()
+    fsync_dir(path)
+    del files[last]
+    return RecoveryInfo("removed", last, size, 0), prev
+
+
+def _cut(file: Path, index: int, data: bytes, framing: Framing) -> tuple[RecoveryInfo, bytes]:
+    """Cut the last segment after its last complete record (nothing to cut when it is sealed)."""
+    if framing.sealed:
+        return RecoveryInfo("sealed", index, len(data), len(data)), segment_commit(data)
+    kept = framing.end
+    if kept < len(data):
+        fd = os.open(file, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+        try:
+            os.ftruncate(fd, kept)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(file.parent)
+    return RecoveryInfo("unsealed", index, len(data), kept), segment_commit(data[:kept])
+
+
+def _append_recovery_segment(path: Path, recipient: bytes, info: RecoveryInfo, prev: bytes) -> None:
+    """Write the recovery segment to a temporary file, then rename it into place (atomic)."""
+    index = info.segment if info.shape == "removed" else info.segment + 1
+    final = path / segment_name(index)
+    if final.exists():
+        msg = f"{final.name} already exists; left for optin verify"
+        raise _Skip(msg)
+    tmp = path / f".recovery-{os.urandom(4).hex()}.tmp"
+    try:
+        write_recovery_segment(
+            tmp,
+            session_id=session_id_bytes(path.name),
+            index=index,
+            prev_commit=prev,
+            recipient=recipient,
+            info=info,
+        )
+        tmp.replace(final)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    fsync_dir(path)
+
+
+def _finalize(path: Path, *, stopped_at: str | None, recovered: bool, info: RecoveryInfo | None) -> None:
+    """Rewrite ``meta.json`` as closed; counts stay what the writer last wrote."""
+    meta = load_meta(path) or _fresh_meta(path.name)
+    meta["state"] = "closed"
+    meta["stopped_at"] = meta.get("stopped_at") or stopped_at
+    if recovered:
+        meta["recovered"] = True
+    if info is not None:
+        meta["recovery"] = {
+            "shape": info.shape,
+            "segment": info.segment,
+            "original_bytes": info.original,
+            "kept_bytes": info.kept,
+            "recovered_at": utc_timestamp(),
+        }
+    segments = [p for p in path.iterdir() if p.suffix == ".seg" and not p.name.startswith(".")]
+    meta["segments"] = len(segments)
+    meta["bytes"] = sum(p.stat().st_size for p in segments)
+    write_meta(path, meta)
+
+
+def _fresh_meta(sid: str) -> dict[str, Any]:
+    """meta.json of a session killed before it wrote one (nothing was recorded yet)."""
+    match = _SESSION_NAME.fullmatch(sid)
+    started = None
+    if match:
+        started = utc_timestamp(calendar.timegm(time.strptime(match.group(1), "%Y%m%dT%H%M%SZ")))
+    return {
+        "schema": META_SCHEMA,
+        "id": sid,
+        "state": "recording",
+        "started_at": started,
+        "stopped_at": None,
+        "segments": 0,
+        "records": 0,
+        "events": {},
+        "frames": 0,
+        "dropped": 0,
+        "dropped_by_source": {},
+        "bytes": 0,
+    }
+
+
+def _last_write(files: dict[int, Path]) -> str | None:
+    """When the writer last wrote (the newest segment's mtime): the session's stop time."""
+    times = [p.stat().st_mtime for p in files.values()]
+    return utc_timestamp(max(times)) if times else None
+
+
+def _remove_temp_files(path: Path) -> None:
+    """Temporary files of a killed recovery or meta.json write (never content)."""
+    for file in path.iterdir():
+        if _TEMP_FILE.fullmatch(file.name):
+            file.unlink()
+
+
+def _log(report: RecoveryReport) -> None:
+    if report.action == "skipped":
+        log.warning("session %s was not recovered: %s", report.session_id, report.problem)
+    elif report.action == "recovered":
+        log.warning(
+            "recovered session %s after a crash: %s segment %s, %s of %s bytes kept",
+            report.session_id,
+            report.shape,
+            report.segment,
+            report.kept_bytes,
+            report.original_bytes,
+        )
+    else:
+        log.info("completed the metadata of session %s, which was already sealed", report.session_id)
+
+
+__all__ = ["RecoveryReport", "recover_sessions"]

@@ -1,0 +1,593 @@
+"""Crash recovery: the RECOVERY record and its vector, every crash shape, idempotence, live writers."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from agent.errors import StoreCorrupt, StoreFormatError
+from agent.events import KeyPress, WindowFocus
+from agent.paths import Dirs
+from agent.store import format as fmt
+from agent.store.reader import list_sessions, read_session
+from agent.store.recovery import recover_sessions
+from agent.store.verify import verify
+from agent.store.writer import SessionWriter
+from tests.unit.store_helpers import (
+    numbered,
+    record_ends,
+    record_offsets,
+    segment_files,
+    snapshot,
+    store_dirs,
+    write_one_per_record,
+)
+from tests.unit.test_store_format import DOC, IDENTITY, SESSION_NAME, kat_segment
+
+
+@pytest.fixture
+def keypair() -> tuple[bytes, bytes]:
+    return fmt.generate_keypair()
+
+
+@pytest.fixture
+def identity(keypair: tuple[bytes, bytes]) -> bytes:
+    return keypair[0]
+
+
+@pytest.fixture
+def recipient(keypair: tuple[bytes, bytes]) -> bytes:
+    return keypair[1]
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> Dirs:
+    return store_dirs(tmp_path / "home")
+
+
+#: Events of :func:`crashed`: 6 sealed segments of 6 records, then 4 records in the unsealed last one.
+COUNT = 40
+
+
+def crashed(dirs: Dirs, recipient: bytes) -> SessionWriter:
+    """A session whose writer stopped without closing (what kill -9 leaves), several segments."""
+    w = SessionWriter.create(dirs, recipient, segment_bytes=600)
+    write_one_per_record(w, numbered(0, COUNT))
+    w.abort()
+    assert len(record_offsets(segment_files(w.path)[-1].read_bytes())) == 4
+    return w
+
+
+def meta(session: Path) -> dict[str, object]:
+    data: dict[str, object] = json.loads((session / "meta.json").read_text())
+    return data
+
+
+def t_ns(dirs: Dirs, session_id: str, identity: bytes) -> list[int]:
+    return [e.t_ns for e in read_session(dirs, session_id, identity).events]
+
+
+# --- the RECOVERY record and its known-answer vector ----------------------------------------------
+
+
+def recovery_vector() -> dict[str, str]:
+    text = DOC.read_text(encoding="utf-8")
+    match = re.search(r"<!-- recovery known-answer vector.*?-->\s*```\n(.*?)```", text, re.S)
+    assert match, "docs/format.md lost its recovery vector block"
+    values: dict[str, str] = {}
+    last = ""
+    for line in match.group(1).splitlines():
+        if line.startswith(" "):
+            values[last] += line.strip()
+        elif line.strip():
+            last, value = line.split(None, 1)
+            values[last] = value.strip()
+    return values
+
+
+RV = recovery_vector()
+
+
+def test_recovery_vector_matches_docs() -> None:
+    cut = kat_segment()[: int(RV["cut-length"])]
+    assert hashlib.sha256(cut).hexdigest() == RV["prev-commit"]
+    info = fmt.RecoveryInfo("unsealed", 0, 200, 175)
+    assert info.encode().hex() == RV["recovery-record"]
+    buf = io.BytesIO()
+    commit = fmt.write_recovery_segment(
+        buf,
+        session_id=fmt.session_id_bytes(SESSION_NAME),
+        index=1,
+        prev_commit=bytes.fromhex(RV["prev-commit"]),
+        recipient=fmt.public_from_private(IDENTITY),
+        info=info,
+        _ephemeral_private=bytes.fromhex(RV["ephemeral-secret"]),
+        _file_key=bytes.fromhex(RV["file-key"]),
+    )
+    assert buf.getvalue().hex() == RV["segment"]
+    assert commit.hex() == RV["commit"] == hashlib.sha256(buf.getvalue()).hexdigest()
+    assert fmt.public_from_private(bytes.fromhex(RV["ephemeral-secret"])).hex() == RV["ephemeral-share"]
+    contents = fmt.read_segment(buf.getvalue(), IDENTITY, name="000001.seg")
+    assert contents.recovery == info and contents.records == []
+    assert contents.sealed and contents.recovered and contents.closes_session
+
+
+def test_recovery_vector_follows_the_spec_independently() -> None:
+    """Decrypt the RECOVERY record and SEAL of the vector with the primitives and the spec's formulas."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    def hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
+
+    seg = bytes.fromhex(RV["segment"])
+    assert seg[24:28] == (1).to_bytes(4, "big") and seg[28:60].hex() == RV["prev-commit"]
+    eph = seg[60:92]
+    recipient = fmt.public_from_private(IDENTITY)
+    shared = X25519PrivateKey.from_private_bytes(IDENTITY).exchange(X25519PublicKey.from_public_bytes(eph))
+    file_key = AESGCM(hkdf(shared, eph + recipient, b"optin/v1 wrap")).decrypt(
+        bytes(12), seg[92:140], seg[:92]
+    )
+    header_hash = hashlib.sha256(seg[:140]).digest()
+    payload = AESGCM(hkdf(file_key, header_hash, b"optin/v1 payload"))
+    assert seg[140:145] == bytes.fromhex("0000002503")  # 21 + 16 bytes, type RECOVERY
+    rec = payload.decrypt(bytes(12), seg[145:182], header_hash + bytes(8) + b"\x03")
+    assert rec.hex() == RV["recovery-record"]
+    assert seg[182:187] == bytes.fromhex("000000197f")
+    seal = payload.decrypt(
+        (1).to_bytes(11, "big") + b"\x01", seg[187:], header_hash + (1).to_bytes(8, "big") + b"\x7f"
+    )
+    assert seal == (1).to_bytes(8, "big") + b"\x03"
+
+
+@pytest.mark.parametrize(
+    ("shape", "segment", "original", "kept"),
+    [
+        ("unsealed", 0, 200, 139),
+        ("unsealed", 0, 100, 150),
+        ("sealed", 3, 500, 400),
+        ("removed", 2, 140, 0),
+        ("removed", 2, 50, 10),
+        ("sideways", 0, 0, 0),
+    ],
+)
+def test_inconsistent_recovery_records_are_refused(
+    shape: str, segment: int, original: int, kept: int
+) -> None:
+    with pytest.raises(ValueError, match="invalid recovery record"):
+        fmt.RecoveryInfo(shape, segment, original, kept)
+
+
+def test_malformed_recovery_plaintext_is_a_format_error() -> None:
+    with pytest.raises(StoreFormatError, match=r"x\.seg: RECOVERY record at offset 140 has 3 bytes"):
+        fmt.RecoveryInfo.decode(b"abc", name="x.seg", offset=140)
+    bad_shape = b"\x09" + fmt.RecoveryInfo("removed", 0, 0, 0).encode()[1:]
+    with pytest.raises(StoreFormatError, match="malformed RECOVERY record at offset 140"):
+        fmt.RecoveryInfo.decode(bad_shape, name="x.seg", offset=140)
+
+
+def test_framing_scan_sees_shapes_without_a_key() -> None:
+    data = kat_segment()
+    full = fmt.scan_framing(data, name="s")
+    assert (full.end, full.records, full.sealed, full.stop) == (240, 3, True, None)
+    assert fmt.scan_framing(data[:200], name="s").end == 175
+    assert fmt.scan_framing(data[:200], name="s").stop == "partial"
+    assert fmt.scan_framing(data[:177], name="s").stop == "partial"
+    assert fmt.scan_framing(data + b"\x00", name="s").stop == "after-seal"
+    zeros = data[:175] + bytes(20)
+    assert (fmt.scan_framing(zeros, name="s").end, fmt.scan_framing(zeros, name="s").stop) == (
+        175,
+        "bad-head",
+    )
+    rec = bytes.fromhex(RV["segment"])
+    assert fmt.scan_framing(rec, name="s").is_recovery_segment
+    assert not full.is_recovery_segment
+    with pytest.raises(StoreFormatError, match="not an optin segment"):
+        fmt.scan_framing(b"\x00" * 200, name="s")
+
+
+def test_recovered_flag_only_on_recovery_segments() -> None:
+    buf = io.BytesIO()
+    w = fmt.SegmentWriter(
+        buf,
+        session_id=bytes(16),
+        index=0,
+        prev_commit=fmt.ZERO_COMMIT,
+        recipient=fmt.public_from_private(IDENTITY),
+    )
+    w.append(fmt.EVENTS, b"x")
+    w._seal(fmt.SEAL_RECOVERED | fmt.SEAL_CLOSES_SESSION)
+    with pytest.raises(StoreFormatError, match="recovered flag but there is no RECOVERY record"):
+        fmt.read_segment(buf.getvalue(), IDENTITY, name="s")
+
+    buf = io.BytesIO()
+    w = fmt.SegmentWriter(
+        buf,
+        session_id=bytes(16),
+        index=0,
+        prev_commit=fmt.ZERO_COMMIT,
+        recipient=fmt.public_from_private(IDENTITY),
+    )
+    w._write_record(fmt.RECOVERY, fmt.RecoveryInfo("removed", 0, 0, 0).encode(), final=False)
+    w._seal(fmt.SEAL_CLOSES_SESSION)
+    with pytest.raises(StoreFormatError, match="recovery segment lacks a required flag"):
+        fmt.read_segment(buf.getvalue(), IDENTITY, name="s")
+
+
+def test_partial_read_stops_at_the_first_failed_record() -> None:
+    data = bytearray(kat_segment())
+    data[190] ^= 0x01  # inside record 1's ciphertext
+    with pytest.raises(StoreCorrupt):
+        fmt.read_segment(bytes(data), IDENTITY, name="s")
+    contents = fmt.read_segment(bytes(data), IDENTITY, name="s", partial=True)
+    assert contents.records == [(fmt.EVENTS, b"optin record 0")]
+    assert contents.damaged_at == 175 and not contents.sealed
+
+
+# --- recovery of each crash shape -----------------------------------------------------------------
+
+
+def test_unsealed_tail_is_cut_and_sealed(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    w = crashed(dirs, recipient)
+    last = segment_files(w.path)[-1]
+    data = last.read_bytes()
+    cut = len(data) - 7
+    last.write_bytes(data[:cut])
+    kept = record_ends(data[:cut])[-1]
+    [report] = recover_sessions(dirs, recipient)
+    assert (report.action, report.shape, report.original_bytes, report.kept_bytes) == (
+        "recovered",
+        "unsealed",
+        cut,
+        kept,
+    )
+    assert report.segment == int(last.stem) and report.lost_bytes == cut - kept
+    assert last.stat().st_size == kept
+    assert len(segment_files(w.path)) == report.segment + 2
+    assert t_ns(dirs, w.session_id, identity) == list(range(COUNT - 1))
+    data_read = read_session(dirs, w.session_id, identity)
+    assert data_read.recovered and not data_read.all_sealed
+    assert any("crash recovery cut" in p for p in data_read.problems)
+    m = meta(w.path)
+    assert m["state"] == "closed" and m["recovered"] is True and m["stopped_at"]
+    assert m["recovery"] == {
+        "shape": "unsealed",
+        "segment": report.segment,
+        "original_bytes": cut,
+        "kept_bytes": kept,
+        "recovered_at": m["recovery"]["recovered_at"],  # type: ignore[index]
+    }
+    assert m["segments"] == len(segment_files(w.path))
+    assert m["bytes"] == sum(p.stat().st_size for p in segment_files(w.path))
+    assert {i.id: i for i in list_sessions(dirs)}[w.session_id].state == "closed"
+    assert verify(dirs, identity).ok
+
+
+def test_counts_in_meta_are_kept(dirs: Dirs, recipient: bytes) -> None:
+    w = crashed(dirs, recipient)
+    before = meta(w.path)
+    recover_sessions(dirs, recipient)
+    after = meta(w.path)
+    for key in ("records", "events", "frames", "dropped", "dropped_by_source", "started_at", "id", "schema"):
+        assert after[key] == before[key]
+
+
+def test_whole_records_only_nothing_cut(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    w = crashed(dirs, recipient)
+    size = segment_files(w.path)[-1].stat().st_size
+    [report] = recover_sessions(dirs, recipient)
+    assert report.shape == "unsealed" and report.original_bytes == report.kept_bytes == size
+    assert t_ns(dirs, w.session_id, identity) == list(range(COUNT))
+
+
+def test_header_tail_is_removed(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    w = crashed(dirs, recipient)
+    files = segment_files(w.path)
+    files[-1].unlink()  # the previous segment is sealed: as if killed while creating the next one
+    (w.path / files[-1].name).write_bytes(fmt.MAGIC[:5])
+    events_before = len(read_session(dirs, w.session_id, identity).events)
+    [report] = recover_sessions(dirs, recipient)
+    assert (report.shape, report.segment, report.original_bytes, report.kept_bytes) == (
+        "removed",
+        int(files[-1].stem),
+        5,
+        0,
+    )
+    assert files[-1].stat().st_size == 212  # the recovery segment took its name
+    data = read_session(dirs, w.session_id, identity)
+    assert len(data.events) == events_before and data.recovered and data.all_sealed
+    assert verify(dirs, identity).ok
+
+
+def test_header_tail_of_segment_zero(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    w = SessionWriter.create(dirs, recipient)
+    w.abort()
+    seg = segment_files(w.path)[0]
+    seg.write_bytes(seg.read_bytes()[:100])
+    [report] = recover_sessions(dirs, recipient)
+    assert (report.shape, report.segment, report.original_bytes) == ("removed", 0, 100)
+    data = read_session(dirs, w.session_id, identity)
+    assert data.events == [] and data.recovered and data.segments == 1
+    assert verify(dirs, identity).ok
+
+
+def test_sealed_without_successor(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    w = crashed(dirs, recipient)
+    files = segment_files(w.path)
+    lost = len(read_session(dirs, w.session_id, identity).events)
+    files[-1].unlink()  # killed between sealing and creating the next segment
+    kept = len(read_session(dirs, w.session_id, identity).events)
+    assert kept < lost
+    [report] = recover_sessions(dirs, recipient)
+    assert report.shape == "sealed" and report.segment == int(files[-2].stem)
+    assert report.original_bytes == report.kept_bytes == files[-2].stat().st_size
+    assert t_ns(dirs, w.session_id, identity) == list(range(kept))
+    assert read_session(dirs, w.session_id, identity).all_sealed
+    assert verify(dirs, identity).ok
+
+
+def test_killed_between_closing_seal_and_meta(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    w = SessionWriter.create(dirs, recipient)
+    w.write_events(numbered(0, 5))
+    w.close({"events": 2})
+    m = meta(w.path)
+    m["state"], m["stopped_at"] = "closing", None  # the final meta.json write never happened
+    (w.path / "meta.json").write_text(json.dumps(m))
+    before = snapshot(w.path)
+    [report] = recover_sessions(dirs, recipient)
+    assert report.action == "finalized"
+    after = snapshot(w.path)
+    assert {k: v for k, v in after.items() if k != "meta.json"} == {
+        k: v for k, v in before.items() if k != "meta.json"
+    }
+    m = meta(w.path)
+    assert m["state"] == "closed" and "recovered" not in m and m["dropped"] == 2
+    data = read_session(dirs, w.session_id, identity)
+    assert data.problems == [] and not data.recovered and len(data.events) == 5
+
+
+def test_killed_during_close_before_the_seal(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    w = SessionWriter.create(dirs, recipient)
+    w.write_events(numbered(0, 5))
+    w.flush()
+    m = meta(w.path)
+    m["state"] = "closing"
+    (w.path / "meta.json").write_text(json.dumps(m))
+    w.abort()
+    [report] = recover_sessions(dirs, recipient)
+    assert report.action == "recovered" and report.shape == "unsealed"
+    assert t_ns(dirs, w.session_id, identity) == list(range(5))
+
+
+def test_killed_before_any_segment_or_meta(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    session = dirs.sessions / "20261127T213000Z-1a2b3c4d"
+    session.mkdir(parents=True, mode=0o700)
+    [report] = recover_sessions(dirs, recipient)
+    assert (report.action, report.shape, report.segment, report.original_bytes) == (
+        "recovered",
+        "removed",
+        0,
+        0,
+    )
+    m = meta(session)
+    assert m["state"] == "closed" and m["started_at"] == "2026-11-27T21:30:00Z" and m["records"] == 0
+    data = read_session(dirs, session.name, identity)
+    assert data.events == [] and data.recovered
+    assert verify(dirs, identity).ok
+
+
+def test_killed_before_meta_with_a_header(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    w = SessionWriter.create(dirs, recipient)
+    w.abort()
+    (w.path / "meta.json").unlink()
+    [report] = recover_sessions(dirs, recipient)
+    assert report.shape == "unsealed" and report.kept_bytes == fmt.HEADER_SIZE
+    assert read_session(dirs, w.session_id, identity).events == []
+    assert verify(dirs, identity).ok
+
+
+def test_interrupted_recovery_is_completed(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    """A recovery killed after its segment was renamed into place, before meta.json."""
+    w = crashed(dirs, recipient)
+    recover_sessions(dirs, recipient)
+    m = meta(w.path)
+    m["state"] = "recording"
+    del m["recovered"], m["recovery"]
+    (w.path / "meta.json").write_text(json.dumps(m))
+    (w.path / ".recovery-0123abcd.tmp").write_bytes(b"half")
+    (w.path / ".meta.json.tmp-0123abcd").write_bytes(b"{")
+    segments = {p.name: p.read_bytes() for p in segment_files(w.path)}
+    [report] = recover_sessions(dirs, recipient)
+    assert report.action == "finalized"
+    assert {p.name: p.read_bytes() for p in segment_files(w.path)} == segments
+    assert not [p for p in w.path.iterdir() if p.name.startswith(".")]
+    assert meta(w.path)["recovered"] is True and meta(w.path)["state"] == "closed"
+    assert t_ns(dirs, w.session_id, identity) == list(range(COUNT))
+
+
+def test_recovery_is_idempotent(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    crashed(dirs, recipient)
+    crashed(dirs, recipient)
+    assert len(recover_sessions(dirs, recipient)) == 2
+    before = snapshot(dirs.sessions)
+    assert recover_sessions(dirs, recipient) == []
+    assert snapshot(dirs.sessions) == before
+
+
+def test_live_writer_is_never_touched(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    live = SessionWriter.create(dirs, recipient)
+    live.write_events(numbered(0, 10))
+    live.flush(force_fsync=True)
+    dead = crashed(dirs, recipient)
+    before = snapshot(live.path)
+    reports = recover_sessions(dirs, recipient)
+    assert [r.session_id for r in reports] == [dead.session_id]
+    assert snapshot(live.path) == before
+    live.write_events(numbered(10, 5))
+    live.close()
+    assert t_ns(dirs, live.session_id, identity) == list(range(15))
+    assert not read_session(dirs, live.session_id, identity).recovered
+
+
+def test_closed_sessions_are_not_reported(dirs: Dirs, recipient: bytes) -> None:
+    w = SessionWriter.create(dirs, recipient)
+    w.close()
+    assert recover_sessions(dirs, recipient) == []
+    assert recover_sessions(store_dirs(dirs.data / "nowhere"), recipient) == []
+
+
+def test_non_crash_shapes_are_left_alone(dirs: Dirs, recipient: bytes) -> None:
+    gap = crashed(dirs, recipient)
+    segment_files(gap.path)[1].unlink()
+    after_seal = SessionWriter.create(dirs, recipient)
+    after_seal.write_events(numbered(0, 3))
+    after_seal._segment.seal()  # a sealed last segment ...
+    after_seal.abort()
+    seg = segment_files(after_seal.path)[-1]
+    seg.write_bytes(seg.read_bytes() + b"\x00")  # ... with a byte after its SEAL
+    normal = crashed(dirs, recipient)
+    bad_meta = crashed(dirs, recipient)
+    (bad_meta.path / "meta.json").write_text("{")
+    other = crashed(dirs, recipient)
+    segment_files(other.path)[-1].write_bytes(segment_files(gap.path)[-1].read_bytes())
+    before = snapshot(dirs.sessions)
+    reports = {r.session_id: r for r in recover_sessions(dirs, recipient)}
+    for session, why in [
+        (gap, "not contiguous"),
+        (after_seal, "bytes follow its SEAL"),
+        (bad_meta, "meta.json is unreadable"),
+        (other, "header of another session"),
+    ]:
+        assert reports[session.session_id].action == "skipped"
+        assert why in (reports[session.session_id].problem or "")
+        assert {k: v for k, v in before.items() if k.startswith(session.session_id)} == {
+            k: v for k, v in snapshot(dirs.sessions).items() if k.startswith(session.session_id)
+        }
+    assert reports[normal.session_id].action == "recovered"
+
+
+def test_recovery_never_raises(dirs: Dirs, recipient: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    crashed(dirs, recipient)
+    with caplog.at_level(logging.WARNING, logger="agent.store.recovery"):
+        [report] = recover_sessions(dirs, bytes(32))  # a low-order key: the recovery segment cannot be made
+    assert report.action == "skipped" and "recovery failed: KeyError_" in (report.problem or "")
+    assert "was not recovered" in caplog.text
+
+
+def test_no_content_in_reports_or_logs(
+    dirs: Dirs, recipient: bytes, identity: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    w = SessionWriter.create(dirs, recipient)
+    w.write_events(
+        [
+            KeyPress(t_ns=1, char="Q", name=None, vk=81),
+            WindowFocus(t_ns=2, title="CANARY-TITLE-5150", app_class="canary-app", pid=1),
+        ]
+    )
+    w.flush()
+    w.abort()
+    with caplog.at_level(logging.DEBUG):
+        reports = recover_sessions(dirs, recipient)
+        text = verify(dirs, identity).render_text() + verify(dirs, identity).to_json()
+    blob = json.dumps([r.to_dict() for r in reports]) + text + caplog.text
+    blob += "".join(p.read_text() for p in w.path.glob("*.json"))
+    assert "CANARY" not in blob and "canary" not in blob
+    assert all(b"CANARY" not in p.read_bytes() for p in w.path.iterdir() if p.is_file())
+
+
+def test_modes_of_recovery_files(dirs: Dirs, recipient: bytes) -> None:
+    w = crashed(dirs, recipient)
+    old = os.umask(0)
+    try:
+        recover_sessions(dirs, recipient)
+    finally:
+        os.umask(old)
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in w.path.iterdir())
+
+
+# --- reading a recovered session ------------------------------------------------------------------
+
+
+def test_torn_record_in_the_cut_segment_is_crash_damage(
+    dirs: Dirs, recipient: bytes, identity: bytes
+) -> None:
+    """A structurally complete record that fails authentication, there before recovery hashed the file."""
+    w = crashed(dirs, recipient)
+    last = segment_files(w.path)[-1]
+    data = bytearray(last.read_bytes())
+    offsets = record_offsets(bytes(data))
+    assert len(offsets) >= 2
+    data[offsets[-1] + 10] ^= 0xFF  # garbage inside the last record's ciphertext
+    last.write_bytes(bytes(data))
+    with pytest.raises(StoreCorrupt):
+        read_session(dirs, w.session_id, identity)  # before recovery: an error
+    recover_sessions(dirs, recipient)
+    result = read_session(dirs, w.session_id, identity)
+    assert [e.t_ns for e in result.events] == list(range(COUNT - 1))
+    assert any("failed authentication" in p and "torn write" in p for p in result.problems)
+    report = verify(dirs, identity)
+    assert report.ok and {p.kind for p in report.info} == {"recovered"}
+    assert any(p.offset == offsets[-1] for p in report.info)
+
+
+def test_changes_after_recovery_break_the_chain(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    w = crashed(dirs, recipient)
+    recover_sessions(dirs, recipient)
+    cut = segment_files(w.path)[-2]
+    original = cut.read_bytes()
+    for changed in (original + b"\x00", original[:-1], original[:-40]):
+        cut.write_bytes(changed)
+        with pytest.raises((StoreCorrupt, StoreFormatError)):
+            read_session(dirs, w.session_id, identity)
+        assert not verify(dirs, identity).ok
+    cut.write_bytes(original)
+    assert verify(dirs, identity).ok
+
+
+def test_recovery_segment_must_be_last_and_match(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    w = crashed(dirs, recipient)
+    recover_sessions(dirs, recipient)
+    files = segment_files(w.path)
+    rec = files[-1]
+    rec_bytes = rec.read_bytes()
+    # a recovery segment whose record names another segment, with a valid chain otherwise
+    rec.unlink()
+    info = fmt.RecoveryInfo("unsealed", int(files[-2].stem), 999, 150)
+    fmt.write_recovery_segment(
+        rec,
+        session_id=fmt.session_id_bytes(w.session_id),
+        index=int(rec.stem),
+        prev_commit=hashlib.sha256(files[-2].read_bytes()).digest(),
+        recipient=recipient,
+        info=info,
+    )
+    with pytest.raises(StoreCorrupt, match=rf"RECOVERY record does not match {files[-2].name}"):
+        read_session(dirs, w.session_id, identity)
+    [problem] = verify(dirs, identity).problems
+    assert (problem.kind, problem.file) == ("chain", rec.name)
+    rec.unlink()
+    rec.write_bytes(rec_bytes)
+    # anything after a recovery segment
+    extra = w.path / fmt.segment_name(int(rec.stem) + 1)
+    fmt.write_recovery_segment(
+        extra,
+        session_id=fmt.session_id_bytes(w.session_id),
+        index=int(rec.stem) + 1,
+        prev_commit=hashlib.sha256(rec_bytes).digest(),
+        recipient=recipient,
+        info=fmt.RecoveryInfo("sealed", int(rec.stem), len(rec_bytes), len(rec_bytes)),
+    )
+    with pytest.raises(StoreCorrupt):
+        read_session(dirs, w.session_id, identity)
+    problems = verify(dirs, identity).problems
+    assert ("chain", rec.name) in {(p.kind, p.file) for p in problems}
+    assert any("recovery segment is followed by more segments" in p.message for p in problems)
