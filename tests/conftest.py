@@ -33,7 +33,7 @@ def passphrase_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     import keyring
     from keyring.backends import fail
 
-    from agent.store import format as fmt
+    from agent.store import keyfile
 
     path = tmp_path / "passphrase.txt"
     path.write_text(TEST_PASSPHRASE + "\n")
@@ -42,7 +42,7 @@ def passphrase_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("OPTIN_NEW_PASSPHRASE_FILE", raising=False)
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
     keyring.set_keyring(fail.Keyring())
-    monkeypatch.setattr(fmt, "SCRYPT_PARAMS", fmt.ScryptParams(FAST_SCRYPT_LOG_N, 8, 1))
+    monkeypatch.setattr(keyfile, "SCRYPT_PARAMS", keyfile.ScryptParams(FAST_SCRYPT_LOG_N, 8, 1))
     return path
 
 

@@ -1,4 +1,4 @@
-"""The segment byte format, v1: the only module that touches ciphers.
+"""The segment byte format, v1: with keyfile.py, the only modules that touch ciphers.
 
 ``docs/format.md`` is the normative specification; this module implements it
 and nothing else.  In short, a segment is::
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +37,8 @@ from typing import BinaryIO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from agent.errors import KeyError_, StoreCorrupt, StoreFormatError
 
@@ -108,11 +106,11 @@ def public_from_private(private: bytes) -> bytes:
 
     :raises KeyError_: ``private`` is not 32 bytes.
     """
-    _check_key(private, "identity")
+    check_key(private, "identity")
     return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
 
 
-def _check_key(key: bytes, what: str) -> None:
+def check_key(key: bytes, what: str) -> None:
     if not isinstance(key, bytes) or len(key) != KEY_SIZE:
         size = len(key) if isinstance(key, bytes) else type(key).__name__
         msg = f"{what} key must be {KEY_SIZE} raw bytes, got {size}"
@@ -202,7 +200,7 @@ class SegmentWriter:
         _ephemeral_private: bytes | None = None,
         _file_key: bytes | None = None,
     ) -> None:
-        _check_key(recipient, "recipient")
+        check_key(recipient, "recipient")
         _check_header_fields(session_id, index, prev_commit)
         header, file_key = _build_header(
             session_id,
@@ -320,8 +318,8 @@ def _build_header(
         ephemeral_private = X25519PrivateKey.generate().private_bytes_raw()
     if file_key is None:
         file_key = os.urandom(KEY_SIZE)
-    _check_key(ephemeral_private, "ephemeral")
-    _check_key(file_key, "file")
+    check_key(ephemeral_private, "ephemeral")
+    check_key(file_key, "file")
     ephemeral_public = public_from_private(ephemeral_private)
     try:
         shared = _x25519(ephemeral_private, recipient)
@@ -582,7 +580,7 @@ def read_segment(data: bytes, identity: bytes, *, name: str, partial: bool = Fal
         bytes after SEAL, or a malformed SEAL or RECOVERY record.
     :raises KeyError_: ``identity`` is not 32 bytes.
     """
-    _check_key(identity, "identity")
+    check_key(identity, "identity")
     view = memoryview(data)
     header = _parse_header(view, name)
     file_key = _unwrap(header, identity, name)
@@ -729,197 +727,22 @@ def _parse_seal(plaintext: bytes, counter: int, name: str, offset: int) -> int:
     return int(flags)
 
 
-# --- the passphrase-wrapped identity (optin-sec2; docs/keys.md) -----------------------------
-
-#: First line of a passphrase-wrapped identity file.
-IDENTITY_WRAP_VERSION = "optin-sec2"
-#: Size of the random scrypt salt.
-IDENTITY_SALT_SIZE = 16
-#: Size of the ChaCha20-Poly1305 nonce.
-IDENTITY_NONCE_SIZE = 12
-#: The one message of every failed unwrap: it never says which check failed.
-UNLOCK_FAILED = "wrong passphrase, or the identity file is damaged"
-_IDENTITY_SALT_LABEL = b"optin-sec2"
-_PUB_PREFIX = "optin-pub1:"
-_HEX = "[0-9a-f]"
-_IDENTITY_RE = re.compile(
-    rf"(?P<header>{IDENTITY_WRAP_VERSION}\n"
-    rf"scrypt ln=(?P<ln>[1-9][0-9]?) r=(?P<r>[1-9][0-9]?) p=(?P<p>[1-9][0-9]?)"
-    rf" salt=(?P<salt>{_HEX}{{{2 * IDENTITY_SALT_SIZE}}})\n"
-    rf"{_PUB_PREFIX}(?P<public>{_HEX}{{{2 * KEY_SIZE}}})\n)"
-    rf"chacha20poly1305 nonce=(?P<nonce>{_HEX}{{{2 * IDENTITY_NONCE_SIZE}}})"
-    rf" sealed=(?P<sealed>{_HEX}{{{2 * (KEY_SIZE + TAG_SIZE)}}})\n"
-)
-
-
-@dataclass(frozen=True)
-class ScryptParams:
-    """scrypt cost parameters: N = 2**log_n, block size r, parallelism p."""
-
-    log_n: int
-    r: int
-    p: int
-
-    def __str__(self) -> str:
-        return f"scrypt N=2^{self.log_n} r={self.r} p={self.p}"
-
-
-#: What new identity files get: 128 MiB of memory, about 0.34 s on the reference machine (docs/keys.md).
-DEFAULT_SCRYPT = ScryptParams(log_n=17, r=8, p=1)
-#: The parameters :func:`wrap_identity` uses when none are given (tests lower it for speed).
-SCRYPT_PARAMS = DEFAULT_SCRYPT
-#: Reading refuses files outside these bounds (a denial-of-service guard, and no optin writes them).
-SCRYPT_MIN_LOG_N = 10
-SCRYPT_MAX_LOG_N = 20
-SCRYPT_MAX_R = 32
-SCRYPT_MAX_P = 16
-#: Upper bound on N*r*p (work; 8 times the default).  As p >= 1 it also bounds memory, 128*N*r, to 1 GiB.
-SCRYPT_MAX_WORK = 1 << 23
-
-
-@dataclass(frozen=True)
-class WrappedIdentity:
-    """The parsed, not yet authenticated, fields of an ``optin-sec2`` file."""
-
-    params: ScryptParams
-    salt: bytes
-    public: bytes
-    nonce: bytes
-    sealed: bytes
-    header: bytes
-
-
-def check_scrypt_params(params: ScryptParams) -> None:
-    """Refuse cost parameters outside the documented bounds.
-
-    :raises KeyError_: a bound is exceeded; the message names it.
-    """
-    n = 1 << params.log_n if 0 <= params.log_n < 64 else 1 << 64
-    problems = []
-    if not SCRYPT_MIN_LOG_N <= params.log_n <= SCRYPT_MAX_LOG_N:
-        problems.append(f"N=2^{params.log_n} is outside 2^{SCRYPT_MIN_LOG_N}..2^{SCRYPT_MAX_LOG_N}")
-    if not 1 <= params.r <= SCRYPT_MAX_R:
-        problems.append(f"r={params.r} is outside 1..{SCRYPT_MAX_R}")
-    if not 1 <= params.p <= SCRYPT_MAX_P:
-        problems.append(f"p={params.p} is outside 1..{SCRYPT_MAX_P}")
-    if not problems and n * params.r * params.p > SCRYPT_MAX_WORK:
-        problems.append(f"N*r*p exceeds 2^{SCRYPT_MAX_WORK.bit_length() - 1}")
-    if problems:
-        msg = f"identity file has unacceptable scrypt parameters ({'; '.join(problems)})"
-        raise KeyError_(msg)
-
-
-def parse_wrapped_identity(blob: bytes) -> WrappedIdentity:
-    """Parse an ``optin-sec2`` file without the passphrase (nothing is authenticated yet).
-
-    :raises KeyError_: the file is not a well-formed ``optin-sec2`` identity or
-        its scrypt parameters are out of bounds (precise: structure is not secret).
-    """
-    try:
-        text = blob.decode("ascii")
-    except UnicodeDecodeError:
-        text = ""
-    match = _IDENTITY_RE.fullmatch(text)
-    if match is None:
-        msg = (
-            f"not an {IDENTITY_WRAP_VERSION} identity file (expected four lines: {IDENTITY_WRAP_VERSION}, "
-            "scrypt parameters, the public key, the sealed key; see docs/keys.md)"
-        )
-        raise KeyError_(msg)
-    params = ScryptParams(int(match["ln"]), int(match["r"]), int(match["p"]))
-    check_scrypt_params(params)
-    return WrappedIdentity(
-        params=params,
-        salt=bytes.fromhex(match["salt"]),
-        public=bytes.fromhex(match["public"]),
-        nonce=bytes.fromhex(match["nonce"]),
-        sealed=bytes.fromhex(match["sealed"]),
-        header=match["header"].encode("ascii"),
-    )
-
-
-def wrap_identity(
-    private: bytes,
-    passphrase: bytes,
-    *,
-    params: ScryptParams | None = None,
-    _salt: bytes | None = None,
-    _nonce: bytes | None = None,
-) -> bytes:
-    """Seal a raw X25519 private key under a passphrase: the bytes of an ``optin-sec2`` file.
-
-    :param params: scrypt cost; default :data:`SCRYPT_PARAMS`.
-    :raises KeyError_: empty passphrase, or parameters out of bounds.
-    """
-    _check_key(private, "identity")
-    if not passphrase:
-        msg = "an empty passphrase protects nothing; choose a passphrase"
-        raise KeyError_(msg)
-    params = SCRYPT_PARAMS if params is None else params
-    check_scrypt_params(params)
-    salt = os.urandom(IDENTITY_SALT_SIZE) if _salt is None else _salt
-    nonce = os.urandom(IDENTITY_NONCE_SIZE) if _nonce is None else _nonce
-    if len(salt) != IDENTITY_SALT_SIZE or len(nonce) != IDENTITY_NONCE_SIZE:
-        msg = f"salt must be {IDENTITY_SALT_SIZE} bytes and nonce {IDENTITY_NONCE_SIZE} bytes"
-        raise ValueError(msg)
-    header = (
-        f"{IDENTITY_WRAP_VERSION}\n"
-        f"scrypt ln={params.log_n} r={params.r} p={params.p} salt={salt.hex()}\n"
-        f"{_PUB_PREFIX}{public_from_private(private).hex()}\n"
-    ).encode("ascii")
-    key = _scrypt(passphrase, salt, params)
-    sealed = ChaCha20Poly1305(key).encrypt(nonce, private, header)
-    return header + f"chacha20poly1305 nonce={nonce.hex()} sealed={sealed.hex()}\n".encode("ascii")
-
-
-def unwrap_identity(blob: bytes, passphrase: bytes) -> bytes:
-    """The raw private key sealed in an ``optin-sec2`` file.
-
-    :raises KeyError_: malformed file or bad parameters (precise), or
-        :data:`UNLOCK_FAILED` for every authentication failure (opaque).
-    """
-    wrapped = parse_wrapped_identity(blob)
-    try:
-        key = _scrypt(passphrase, wrapped.salt, wrapped.params)
-        private = ChaCha20Poly1305(key).decrypt(wrapped.nonce, wrapped.sealed, wrapped.header)
-        if public_from_private(private) != wrapped.public:
-            raise InvalidTag
-    except (InvalidTag, ValueError, KeyError_):
-        raise KeyError_(UNLOCK_FAILED) from None
-    return private
-
-
-def _scrypt(passphrase: bytes, salt: bytes, params: ScryptParams) -> bytes:
-    kdf = Scrypt(
-        salt=_IDENTITY_SALT_LABEL + salt, length=KEY_SIZE, n=1 << params.log_n, r=params.r, p=params.p
-    )
-    return kdf.derive(passphrase)
-
-
 __all__ = [
     "DATA_RECORD_TYPES",
-    "DEFAULT_SCRYPT",
     "EVENTS",
     "FRAME",
     "HEADER_SIZE",
-    "IDENTITY_WRAP_VERSION",
     "MAGIC",
     "MAX_PLAINTEXT",
     "RECOVERY",
     "RECOVERY_SHAPES",
-    "SCRYPT_PARAMS",
     "SEAL",
-    "UNLOCK_FAILED",
     "ZERO_COMMIT",
     "Framing",
     "RecoveryInfo",
-    "ScryptParams",
     "SegmentContents",
     "SegmentWriter",
-    "WrappedIdentity",
-    "check_scrypt_params",
     "generate_keypair",
-    "parse_wrapped_identity",
     "public_from_private",
     "read_segment",
     "record_ad",
@@ -928,7 +751,5 @@ __all__ = [
     "segment_commit",
     "segment_name",
     "session_id_bytes",
-    "unwrap_identity",
-    "wrap_identity",
     "write_recovery_segment",
 ]

@@ -11,7 +11,7 @@ for a passphrase.  Reading (review, export, verify) needs the private key, the
     (:func:`key_id`); the small ``identity.ref`` file (0600) says so.  Unlocking
     needs no passphrase: the OS keyring is unlocked by the volunteer's login.
 ``identity``, passphrase-wrapped (``optin-sec2``)
-    otherwise: scrypt + ChaCha20-Poly1305 (:func:`agent.store.format.wrap_identity`).
+    otherwise: scrypt + ChaCha20-Poly1305 (:func:`agent.store.keyfile.wrap_identity`).
     The passphrase comes from ``OPTIN_PASSPHRASE_FILE`` (its first line), else a
     terminal prompt, else a :class:`KeyError_` that says how to provide one.
 
@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from agent.errors import KeyError_
 from agent.paths import Dirs, check_private_dir, ensure_private_dir, write_private_file
-from agent.store import format as fmt
+from agent.store import keyfile
 from agent.store.format import KEY_SIZE, generate_keypair, public_from_private
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ RECIPIENT_PREFIX = "optin-pub1:"
 #: Text prefix of an unwrapped identity line (version 1 files, and the OS keyring entry).
 IDENTITY_PREFIX = "optin-sec1:"
 #: First line of a passphrase-wrapped identity file.
-WRAPPED_IDENTITY_VERSION = fmt.IDENTITY_WRAP_VERSION
+WRAPPED_IDENTITY_VERSION = keyfile.IDENTITY_WRAP_VERSION
 #: First line of ``identity.ref``.
 KEYRING_REF_VERSION = "optin-keyring1"
 #: Keyring service name under which identities are stored.
@@ -186,7 +186,7 @@ def init_keys(dirs: Dirs, *, force: bool = False, storage: Storage = "auto") -> 
         if passphrase is None:  # unreachable: the passphrase is asked for whenever the file is chosen
             msg = "no passphrase for the identity file"
             raise KeyError_(msg)
-        write_private_file(identity_path, fmt.wrap_identity(private, passphrase))
+        write_private_file(identity_path, keyfile.wrap_identity(private, passphrase))
         ref_path.unlink(missing_ok=True)
     if old_ref is not None and old_ref[1] != key_id(public):
         _keyring_forget(old_ref[0], old_ref[1])
@@ -285,7 +285,7 @@ def change_passphrase(dirs: Dirs) -> Path:
     private = load_identity(dirs)
     passphrase = _new_passphrase(NEW_PASSPHRASE_FILE_ENV, "optin keys change-passphrase")
     path = dirs.keys / _IDENTITY_FILE
-    write_private_file(path, fmt.wrap_identity(private, passphrase))
+    write_private_file(path, keyfile.wrap_identity(private, passphrase))
     return path
 
 
@@ -321,7 +321,7 @@ def key_info(dirs: Dirs) -> dict[str, Any]:
             if blob.startswith(IDENTITY_PREFIX.encode("ascii")):
                 info.update(storage="file-unprotected", location=str(path))
             else:
-                wrapped = fmt.parse_wrapped_identity(blob)
+                wrapped = keyfile.parse_wrapped_identity(blob)
                 info.update(storage="file", location=str(path), kdf=str(wrapped.params))
     except KeyError_ as exc:
         info.update(storage="unreadable", problem=str(exc))
@@ -376,7 +376,7 @@ def _file_identity(path: Path) -> bytes:
         )
         raise KeyError_(msg)
     try:
-        fmt.parse_wrapped_identity(blob)  # structural problems are reported before any prompt
+        keyfile.parse_wrapped_identity(blob)  # structural problems are reported before any prompt
     except KeyError_ as exc:
         msg = f"{path}: {exc}"
         raise KeyError_(msg) from None
@@ -404,10 +404,10 @@ def _file_identity(path: Path) -> bytes:
 
 def _unwrap(blob: bytes, passphrase: bytes, path: Path, source: str) -> bytes:
     try:
-        return fmt.unwrap_identity(blob, passphrase)
+        return keyfile.unwrap_identity(blob, passphrase)
     except KeyError_:
         msg = (
-            f"{fmt.UNLOCK_FAILED} ({path}). Fix: check the passphrase ({source}); "
+            f"{keyfile.UNLOCK_FAILED} ({path}). Fix: check the passphrase ({source}); "
             "if it is right, restore the identity file from your backup"
         )
         raise KeyError_(msg) from None
@@ -424,7 +424,7 @@ def _stored_public(dirs: Dirs) -> bytes:
     if blob.startswith(IDENTITY_PREFIX.encode("ascii")):
         return public_from_private(_parse_key_line(blob, path, IDENTITY_PREFIX))
     try:
-        return fmt.parse_wrapped_identity(blob).public
+        return keyfile.parse_wrapped_identity(blob).public
     except KeyError_ as exc:
         msg = f"{path}: {exc}"
         raise KeyError_(msg) from None

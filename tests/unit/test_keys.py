@@ -21,7 +21,7 @@ from keyring.errors import PasswordDeleteError, PasswordSetError
 from agent import cli, paths
 from agent.errors import KeyError_
 from agent.store import format as fmt
-from agent.store import keys
+from agent.store import keyfile, keys
 from agent.store.format import generate_keypair
 from tests.conftest import TEST_PASSPHRASE
 
@@ -51,7 +51,7 @@ def doc_vector() -> dict[str, str]:
 V = doc_vector()
 KAT_FILE = doc_block("known-answer file").encode("ascii")
 KAT_PASSPHRASE = V["passphrase"].strip('"').encode("utf-8")
-KAT_PARAMS = fmt.ScryptParams(10, 8, 1)
+KAT_PARAMS = keyfile.ScryptParams(10, 8, 1)
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def use_passphrase(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, *
 
 def test_known_answer_vector_matches_docs() -> None:
     identity = bytes.fromhex(V["identity"])
-    blob = fmt.wrap_identity(
+    blob = keyfile.wrap_identity(
         identity,
         KAT_PASSPHRASE,
         params=KAT_PARAMS,
@@ -95,7 +95,7 @@ def test_known_answer_vector_matches_docs() -> None:
     assert fmt.public_from_private(identity).hex() == V["public"]
     assert keys.key_id(bytes.fromhex(V["public"])) == V["key-id"]
     assert V["scrypt"] == f"ln={KAT_PARAMS.log_n} r={KAT_PARAMS.r} p={KAT_PARAMS.p}"
-    assert fmt.unwrap_identity(KAT_FILE, KAT_PASSPHRASE) == identity
+    assert keyfile.unwrap_identity(KAT_FILE, KAT_PASSPHRASE) == identity
 
 
 def test_known_answer_follows_the_spec_independently() -> None:
@@ -120,9 +120,9 @@ def test_known_answer_follows_the_spec_independently() -> None:
 def test_new_identities_get_the_documented_default_cost(
     dirs: paths.Dirs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert fmt.ScryptParams(17, 8, 1) == fmt.DEFAULT_SCRYPT
+    assert keyfile.ScryptParams(17, 8, 1) == keyfile.DEFAULT_SCRYPT
     assert "N = 2^17, r = 8, p = 1" in DOC.read_text(encoding="utf-8")
-    monkeypatch.setattr(fmt, "SCRYPT_PARAMS", fmt.DEFAULT_SCRYPT)  # undo the suite's fast setting
+    monkeypatch.setattr(keyfile, "SCRYPT_PARAMS", keyfile.DEFAULT_SCRYPT)  # undo the suite's fast setting
     keys.init_keys(dirs)
     lines = (dirs.keys / "identity").read_text().splitlines()
     assert lines[0] == "optin-sec2" and lines[1].startswith("scrypt ln=17 r=8 p=1 salt=")
@@ -132,10 +132,10 @@ def test_new_identities_get_the_documented_default_cost(
 
 def test_parameters_recorded_in_the_file_are_honoured(dirs: paths.Dirs) -> None:
     private, _ = generate_keypair()
-    blob = fmt.wrap_identity(private, b"pw", params=fmt.ScryptParams(11, 4, 2))
+    blob = keyfile.wrap_identity(private, b"pw", params=keyfile.ScryptParams(11, 4, 2))
     assert b"scrypt ln=11 r=4 p=2 " in blob
-    assert fmt.unwrap_identity(blob, b"pw") == private
-    assert fmt.parse_wrapped_identity(blob).params == fmt.ScryptParams(11, 4, 2)
+    assert keyfile.unwrap_identity(blob, b"pw") == private
+    assert keyfile.parse_wrapped_identity(blob).params == keyfile.ScryptParams(11, 4, 2)
 
 
 @pytest.mark.parametrize(
@@ -161,19 +161,19 @@ def test_absurd_parameters_are_refused_before_any_derivation(
     def no_scrypt(*_a: object) -> bytes:
         raise AssertionError("scrypt ran on parameters that must be refused")
 
-    monkeypatch.setattr(fmt, "_scrypt", no_scrypt)
+    monkeypatch.setattr(keyfile, "_scrypt", no_scrypt)
     with pytest.raises(KeyError_, match="unacceptable scrypt parameters") as err:
         keys.load_identity(dirs)
     assert needle in str(err.value) and str(path) in str(err.value)
     with pytest.raises(KeyError_, match="unacceptable"):
-        fmt.wrap_identity(generate_keypair()[0], b"pw", params=fmt.ScryptParams(21, 8, 1))
+        keyfile.wrap_identity(generate_keypair()[0], b"pw", params=keyfile.ScryptParams(21, 8, 1))
 
 
 def test_the_bounds_themselves_are_allowed() -> None:
-    fmt.check_scrypt_params(fmt.ScryptParams(20, 8, 1))  # N*r*p = 2^23, 1 GiB of memory
-    fmt.check_scrypt_params(fmt.ScryptParams(10, 32, 16))
+    keyfile.check_scrypt_params(keyfile.ScryptParams(20, 8, 1))  # N*r*p = 2^23, 1 GiB of memory
+    keyfile.check_scrypt_params(keyfile.ScryptParams(10, 32, 16))
     with pytest.raises(KeyError_, match=r"N\*r\*p"):
-        fmt.check_scrypt_params(fmt.ScryptParams(20, 9, 1))
+        keyfile.check_scrypt_params(keyfile.ScryptParams(20, 9, 1))
 
 
 # --- wrong passphrase, tampering, swapped files ---------------------------------------------------------
@@ -224,9 +224,9 @@ def test_unwrap_is_opaque_at_the_format_layer() -> None:
     identity = bytes.fromhex(V["identity"])
     for bad in (b"wrong", b"", KAT_PASSPHRASE + b" "):
         with pytest.raises(KeyError_) as err:
-            fmt.unwrap_identity(KAT_FILE, bad)
+            keyfile.unwrap_identity(KAT_FILE, bad)
         assert str(err.value) == OPAQUE
-    assert fmt.unwrap_identity(KAT_FILE, KAT_PASSPHRASE) == identity
+    assert keyfile.unwrap_identity(KAT_FILE, KAT_PASSPHRASE) == identity
 
 
 def test_malformed_identity_file_is_a_precise_structural_error(dirs: paths.Dirs) -> None:
@@ -416,7 +416,7 @@ def test_empty_passphrase_file_is_refused_at_init(
     with pytest.raises(KeyError_, match="first line is empty"):
         keys.init_keys(dirs)
     with pytest.raises(KeyError_, match="empty passphrase"):
-        fmt.wrap_identity(generate_keypair()[0], b"")
+        keyfile.wrap_identity(generate_keypair()[0], b"")
 
 
 # --- change-passphrase and the sec1 upgrade -------------------------------------------------------------
