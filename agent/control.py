@@ -33,7 +33,7 @@ from agent.backends import Backend
 from agent.capture import Hooks
 from agent.capture.screen import FrameTaker
 from agent.consent import Receipt
-from agent.errors import EnvironmentProblem, UsageError
+from agent.errors import EnvironmentProblem, StoreError, UsageError
 from agent.events import ButtonPress, ClockAnchor, Event, Marker, now_ns
 from agent.paths import Dirs, ensure_private_dir, write_private_file
 from agent.store import keys
@@ -160,7 +160,14 @@ class Recorder:
             for report in self.recovered:
                 logger.warning("session %s was left open by a crash: %s", report.session_id, report.action)
             self._receipt = receipt
-            self._writer = SessionWriter.create(self.dirs, recipient)
+            try:
+                self._writer = SessionWriter.create(self.dirs, recipient)
+            except OSError as exc:
+                msg = (
+                    f"cannot open a new session in {self.dirs.sessions}: {describe_failure(exc)}. "
+                    "Fix: free space or make the data directory writable (or set OPTIN_HOME)"
+                )
+                raise StoreError(msg) from exc
             self.session_id = self._writer.session_id
             anchor = ClockAnchor.now()
             self._accepting = True
@@ -290,7 +297,10 @@ class Recorder:
             try:
                 self._writer.close(self.counters.loss())
             except Exception as exc:  # report, never crash the stop path
-                self.error, self.state = f"sealing the session failed ({describe_failure(exc)})", "error"
+                why = describe_failure(exc)
+                sealing = f"the session could not be sealed ({why}); it is recovered at the next start"
+                self.error = sealing if self.error is None else f"{self.error}; {sealing}"
+                self.state = "error"
                 logger.error("capture stopped: %s", self.error)  # message says it all
         if self.state != "error":
             self.state = "stopped"
