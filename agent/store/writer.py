@@ -212,6 +212,12 @@ class SessionWriter:
             self._segment.seal(closes_session=True)
             self._closed = True
             self._write_meta("closed", dropped)
+        except BaseException:
+            # the disk refused (full, read-only): leave what a crash leaves, with no file left open
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._segment.close()
+            raise
         finally:
             self._release()
 
@@ -222,8 +228,9 @@ class SessionWriter:
         self._closed = True
         try:
             self._segment.flush(fsync=True)
-            self._segment.close()
         finally:
+            with contextlib.suppress(Exception):
+                self._segment.close()
             self._release()
 
     def _check_open(self) -> None:
