@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -20,9 +21,7 @@ from agent.errors import OptinError, UsageError
 NOT_BUILT = {
     "pause": "pausing from the command line comes with the control socket (use the tray's Pause for now)",
     "resume": "resuming from the command line comes with the control socket (use the tray's Resume)",
-    "delete-last": "deleting recent minutes comes with the store's retention work",
     "exclude": "deny rules come with the consent and control work",
-    "purge": "purging comes with the store's retention work",
     "review": "the review window comes with the review and export work",
     "inspect": "bundle inspection comes with the review and export work",
     "unpack": "bundle unpacking comes with the review and export work",
@@ -167,7 +166,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     from agent.store.reader import list_sessions
 
     if args.action == "delete":
-        return _not_built("sessions delete", "deleting a session comes with the store's retention work")
+        return _sessions_delete(args)
     infos = list_sessions(_dirs())
     rows = [_session_row(i) for i in infos]
     if args.json:
@@ -182,6 +181,107 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             f"{r['id']:<28} {r['state']:<10} {r.get('started_at') or '-':<26} "
             f"{r.get('events', 0):>8} {r.get('frames', 0):>7} {r.get('bytes', 0):>10}"
         )
+    return 0
+
+
+def _sessions_delete(args: argparse.Namespace) -> int:
+    from agent.control import read_status
+    from agent.store.retention import shred_session
+
+    if not args.id:
+        msg = "sessions delete needs a session id. Fix: optin sessions delete ID (optin sessions lists them)"
+        raise UsageError(msg)
+    d = _dirs()
+    status = read_status(d)
+    if status is not None and status.get("session") == args.id:
+        msg = f"session {args.id} is being recorded; stop optin first (quit from the tray), then delete it"
+        raise UsageError(msg)
+    deleted = shred_session(d, args.id)
+    if args.json:
+        _print_json(deleted.to_dict())
+    else:
+        print(
+            f"deleted session {deleted.session_id}: "
+            f"{deleted.segments} segments, {deleted.bytes} bytes shredded"
+        )
+    return 0
+
+
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+DURATION_FORMS = "a duration like 90s, 15m, 1h or 2h30m"
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``90s``, ``15m``, ``1h``, ``2h30m``, ``1h5m10s``.
+
+    :raises UsageError: anything else, or zero.
+    """
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not text.strip() or match is None:
+        msg = f"{text!r} is not a duration; use {DURATION_FORMS}"
+        raise UsageError(msg)
+    hours, minutes, secs = (int(g) if g else 0 for g in match.groups())
+    total = hours * 3600 + minutes * 60 + secs
+    if total <= 0:
+        msg = f"{text!r} is zero; use {DURATION_FORMS}"
+        raise UsageError(msg)
+    return total
+
+
+def _refuse_while_running(d: Any) -> None:
+    from agent.control import read_status
+    from agent.store.retention import AGENT_RUNNING
+
+    if read_status(d) is not None:
+        raise UsageError(AGENT_RUNNING)
+
+
+def cmd_delete_last(args: argparse.Namespace) -> int:
+    from agent.store.retention import delete_last
+
+    if args.duration is None:
+        msg = f"delete-last needs {DURATION_FORMS}, e.g. optin delete-last 15m"
+        raise UsageError(msg)
+    seconds = parse_duration(args.duration)
+    d = _dirs()
+    _refuse_while_running(d)
+    report = delete_last(d, seconds)
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    print(
+        f"deleted recorded time from {report.range_start} to {report.range_end} (at least {args.duration}):"
+    )
+    for item in report.deleted:
+        print(f"  session {item.session_id}: deleted whole ({item.segments} segments, {item.bytes} bytes)")
+    for trim in report.trimmed:
+        print(
+            f"  session {trim.session_id}: last {trim.segments} segments deleted ({trim.bytes} bytes); "
+            f"kept until {trim.kept_until}"
+        )
+    if not report.deleted and not report.trimmed:
+        print("  nothing was recorded in that time")
+    else:
+        print(f"{report.segments} segments, {report.bytes} bytes shredded")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from agent.store.reader import list_sessions
+    from agent.store.retention import shred_session
+
+    d = _dirs()
+    _refuse_while_running(d)
+    infos = list_sessions(d)
+    total = sum(i.bytes for i in infos)
+    if not args.yes:
+        msg = f"this deletes all {len(infos)} sessions ({total} bytes); run again with --yes"
+        raise UsageError(msg)
+    deleted = [shred_session(d, i.id) for i in infos]
+    if args.json:
+        _print_json({"deleted": [x.to_dict() for x in deleted], "bytes": total})
+    else:
+        print(f"deleted all {len(deleted)} sessions ({total} bytes shredded); your keys are kept")
     return 0
 
 
@@ -274,6 +374,17 @@ def _not_built(name: str, why: str) -> int:
 # -- parser --------------------------------------------------------------------------------------
 
 
+def _add_deletion_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """``delete-last`` and ``purge`` (``sessions delete`` is an action of ``sessions``)."""
+    sp = add("delete-last", cmd_delete_last, "delete at least the last DURATION of recorded time (shredded)")
+    sp.add_argument("duration", nargs="?", metavar="DURATION", help="like 90s, 15m, 1h, 2h30m")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("purge", cmd_purge, "delete every recorded session (crypto-shredding); the keys stay")
+    sp.add_argument("--yes", action="store_true", help="really delete them all")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="optin",
@@ -309,15 +420,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("id", nargs="?", metavar="ID", help="only this session")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
-    for name in ("pause", "resume", "delete-last", "exclude", "purge", "review", "redact-text"):
+    _add_deletion_commands(add)
+
+    for name in ("pause", "resume", "exclude", "review", "redact-text"):
         sp = add(name, _not_built_command(name), f"(not built yet) {NOT_BUILT[name]}")
         sp.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
         sp.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
         sp.add_argument("--yes", action="store_true", help=argparse.SUPPRESS)
 
-    sp = add("sessions", cmd_sessions, "list recorded sessions (or: sessions delete ID)")
+    sp = add("sessions", cmd_sessions, "list recorded sessions (or: sessions delete ID, crypto-shredding)")
     sp.add_argument("action", nargs="?", choices=["list", "delete"], default="list")
-    sp.add_argument("id", nargs="?", help=argparse.SUPPRESS)
+    sp.add_argument("id", nargs="?", metavar="ID", help="delete: the session to delete")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = add("export", cmd_export, "redact and encrypt sessions to the study's key")

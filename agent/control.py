@@ -36,7 +36,7 @@ from agent.consent import Receipt
 from agent.errors import EnvironmentProblem, StoreError, UsageError
 from agent.events import ButtonPress, ClockAnchor, Event, Marker, now_ns
 from agent.paths import Dirs, ensure_private_dir, write_private_file
-from agent.store import keys
+from agent.store import keys, retention
 from agent.store.recovery import RecoveryReport, recover_sessions
 from agent.store.writer import SessionWriter
 from agent.study import Study
@@ -159,6 +159,7 @@ class Recorder:
             self.recovered = recover_sessions(self.dirs, recipient)  # sessions a crash left open
             for report in self.recovered:
                 logger.warning("session %s was left open by a crash: %s", report.session_id, report.action)
+            self._enforce_retention(keep=set())  # budget and retention before a new session adds to it
             self._receipt = receipt
             try:
                 self._writer = SessionWriter.create(self.dirs, recipient)
@@ -328,7 +329,7 @@ class Recorder:
         writer = self._writer
         if writer is None:
             return
-        last_check = time.monotonic()
+        last_check = last_retention = time.monotonic()
         while True:
             batch, done = self._next_batch()
             try:
@@ -344,8 +345,21 @@ class Recorder:
                 last_check = now
                 self._publish()
                 self._check_consent()
+            if now - last_retention >= retention.ENFORCE_EVERY_S:
+                last_retention = now
+                self._enforce_retention(keep={writer.session_id})
             if done:
                 return
+
+    def _enforce_retention(self, *, keep: set[str]) -> None:
+        """Delete sessions beyond the byte budget and the retention; never fatal, never the open one."""
+        try:
+            deleted = retention.enforce(self.dirs, keep=keep)
+        except Exception as exc:  # a failed clean-up must not stop recording
+            logger.warning("enforcing the store's budget and retention failed (%s)", describe_failure(exc))
+            return
+        for item in deleted:
+            logger.info("deleted session %s (%s, %s bytes)", item.session_id, item.reason, item.bytes)
 
     def _store_failed(self, exc: BaseException, lost: int) -> None:
         """The store cannot take more: stop accepting, count what is lost, stop capture."""

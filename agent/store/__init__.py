@@ -5,5 +5,7 @@ ciphers; :mod:`agent.store.keys` holds the volunteer's key pair;
 :mod:`agent.store.writer` records a session; :mod:`agent.store.reader` lists and
 decrypts sessions, checking them with :mod:`agent.store.chain`;
 :mod:`agent.store.recovery` seals what a killed recorder left (public key only);
-:mod:`agent.store.verify` reads everything and reports every problem.
+:mod:`agent.store.verify` reads everything and reports every problem;
+:mod:`agent.store.retention` deletes for real (crypto-shredding): the budget,
+the retention, ``delete-last``, ``sessions delete`` and ``purge``.
 """

@@ -10,8 +10,10 @@ finding.  The rules are those of ``docs/format.md`` (Reading, Recovery rules):
 - every segment but the last is sealed and does not close the session, except
   the segment just before a **recovery segment**, which crash recovery cut and
   which is read as its authenticated prefix;
-- the last segment closes the session (cleanly or by recovery), or the session
-  is still being recorded, or its recorder died and recovery has not run yet.
+- the last segment closes the session (cleanly, by recovery, or as the
+  **tombstone** that ``optin delete-last`` leaves where it removed the end of
+  the session), or the session is still being recorded, or its recorder died
+  and recovery has not run yet.
 
 A segment whose own bytes or header are wrong is one finding; its successor is
 then not checked against its commit (which cannot match), so one flipped bit or
@@ -21,6 +23,7 @@ one spliced file is reported once, where it is.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,7 @@ from agent.store.format import (
     HEADER_SIZE,
     MAGIC,
     ZERO_COMMIT,
+    DeletionInfo,
     RecoveryInfo,
     SegmentContents,
     read_segment,
@@ -56,7 +60,8 @@ class Finding:
 
     :ivar level: :data:`ERROR`, :data:`PROBLEM` or :data:`INFO`.
     :ivar kind: a short machine word: ``authentication``, ``format``, ``chain``,
-        ``missing-segment``, ``truncated``, ``unsealed``, ``io``, ``recovered``, ``recording``.
+        ``missing-segment``, ``truncated``, ``unsealed``, ``io``, ``recovered``, ``recording``,
+        ``deleted``.
     :ivar file: the file name inside the session directory, or None for the session.
     :ivar offset: byte offset in that file, when there is one.
     :ivar message: ``<session>/<file>: what`` (never any captured content).
@@ -83,6 +88,7 @@ class Walk:
     :ivar events: events decoded.
     :ivar all_sealed: every segment ended with a valid SEAL record.
     :ivar recovered: the session ends with a recovery segment.
+    :ivar deleted: the session ends with a tombstone (the volunteer deleted its end).
     """
 
     findings: list[Finding] = field(default_factory=list)
@@ -91,6 +97,7 @@ class Walk:
     events: int = 0
     all_sealed: bool = True
     recovered: bool = False
+    deleted: bool = False
 
 
 def walk_session(
@@ -271,6 +278,8 @@ class _Walker:
         )
         if contents.recovery is not None and contents.sealed:
             self.check_recovery(contents.recovery, index, file, last=last, prev_size=prev_size)
+        elif contents.deletion is not None and contents.sealed:
+            sound = self.check_deletion(contents.deletion, index, file, last=last) and sound
         elif contents.sealed:
             sound = self.check_sealed_end(contents, file, last=last) and sound
         else:
@@ -356,6 +365,24 @@ class _Walker:
             return
         what = f"crash recovery {done}; events after the crash (at most the last second) were lost"
         self.report(INFO, "recovered", file, None, what)
+
+    def check_deletion(self, info: DeletionInfo, index: int, file: str, *, last: bool) -> bool:
+        """A tombstone: the last segment, in the place of the first segment it removed."""
+        self.walk.deleted = True
+        if not last:
+            self.report(ERROR, "chain", file, None, "a tombstone segment is followed by more segments")
+            return False
+        if info.segment != index:
+            what = f"its DELETION record names {segment_name(info.segment)}: segment chain broken"
+            self.report(ERROR, "chain", file, HEADER_SIZE, what)
+            return False
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.deleted_at))
+        what = (
+            f"deleted by the volunteer at {when}: the last {info.segments} segments "
+            f"({info.removed_bytes} bytes) were removed"
+        )
+        self.report(INFO, "deleted", file, None, what)
+        return True
 
     def check_sealed_end(self, contents: SegmentContents, file: str, *, last: bool) -> bool:
         if contents.closes_session and not last:

@@ -57,11 +57,12 @@ ZERO_COMMIT = bytes(KEY_SIZE)
 EVENTS = 0x01
 FRAME = 0x02
 RECOVERY = 0x03
+DELETION = 0x04
 SEAL = 0x7F
 #: Types a writer may append (RECOVERY is written only by :func:`write_recovery_segment`,
-#: SEAL only by :meth:`SegmentWriter.seal`).
+#: DELETION only by :func:`write_deletion_segment`, SEAL only by :meth:`SegmentWriter.seal`).
 DATA_RECORD_TYPES = frozenset({EVENTS, FRAME})
-_RECORD_TYPES = frozenset({EVENTS, FRAME, RECOVERY, SEAL})
+_RECORD_TYPES = frozenset({EVENTS, FRAME, RECOVERY, DELETION, SEAL})
 
 #: Flags in the SEAL record.
 SEAL_RECOVERED = 0x01
@@ -79,10 +80,15 @@ _FIXED = struct.Struct(">8s16sI32s32s")  # magic, session id, index, prev commit
 WRAP_AD_SIZE = _FIXED.size
 #: Size of the whole header.
 HEADER_SIZE = WRAP_AD_SIZE + KEY_SIZE + TAG_SIZE
+#: Offset and size of a header's key material: the ephemeral share and the wrapped file key
+#: (60 and 80).  Overwriting them makes the segment undecryptable (crypto-shredding, docs/format.md).
+KEY_MATERIAL_OFFSET = WRAP_AD_SIZE - KEY_SIZE
+KEY_MATERIAL_SIZE = HEADER_SIZE - KEY_MATERIAL_OFFSET
 _RECORD_HEAD = struct.Struct(">IB")  # ciphertext length, record type
 _AD_TAIL = struct.Struct(">QB")  # record index, record type
 _SEAL_BODY = struct.Struct(">QB")  # count of records before the SEAL, flags
 _RECOVERY_BODY = struct.Struct(">BIQQ")  # shape, segment index, original length, kept length
+_DELETION_BODY = struct.Struct(">IIQQ")  # first removed segment, segments removed, bytes removed, when
 _COUNTER_BYTES = 11
 _MAX_INDEX = (1 << 32) - 1
 _MAX_RECORDS = (1 << 64) - 1
@@ -426,6 +432,33 @@ def write_recovery_segment(
     Needs only the recipient: recovery runs in the recorder, which never holds the
     identity.  Returns the segment's commit.  ``target`` is as for :class:`SegmentWriter`.
     """
+    return _write_marker_segment(
+        target,
+        (session_id, index, prev_commit, recipient),
+        RECOVERY,
+        info.encode(),
+        SEAL_RECOVERED | SEAL_CLOSES_SESSION,
+        _ephemeral_private=_ephemeral_private,
+        _file_key=_file_key,
+    )
+
+
+def _write_marker_segment(
+    target: BinaryIO | str | os.PathLike[str],
+    where: tuple[bytes, int, bytes, bytes],
+    record_type: int,
+    plaintext: bytes,
+    flags: int,
+    *,
+    _ephemeral_private: bytes | None,
+    _file_key: bytes | None,
+) -> bytes:
+    """A segment of exactly one non-data record and a SEAL with ``flags``; returns its commit.
+
+    ``where`` is ``(session_id, index, prev_commit, recipient)``.  Recovery and tombstone
+    segments are both written here, so they share every byte of the header and sealing code.
+    """
+    session_id, index, prev_commit, recipient = where
     writer = SegmentWriter(
         target,
         session_id=session_id,
@@ -435,8 +468,84 @@ def write_recovery_segment(
         _ephemeral_private=_ephemeral_private,
         _file_key=_file_key,
     )
-    writer._write_record(RECOVERY, info.encode(), final=False)
-    return writer._seal(SEAL_RECOVERED | SEAL_CLOSES_SESSION)
+    writer._write_record(record_type, plaintext, final=False)
+    return writer._seal(flags)
+
+
+# --- deletion by the volunteer: the DELETION record (a tombstone segment) --------------------
+
+
+@dataclass(frozen=True)
+class DeletionInfo:
+    """What ``optin delete-last`` removed from the end of a session: the plaintext of a DELETION record.
+
+    :ivar segment: index of the first segment removed; the tombstone segment takes its place.
+    :ivar segments: how many trailing segments were removed (at least 1).
+    :ivar removed_bytes: their total size in bytes.
+    :ivar deleted_at: when, in whole seconds since the Unix epoch (UTC).
+    """
+
+    segment: int
+    segments: int
+    removed_bytes: int
+    deleted_at: int
+
+    def __post_init__(self) -> None:
+        if not (
+            1 <= self.segment <= _MAX_INDEX
+            and 1 <= self.segments <= _MAX_INDEX
+            and 0 <= self.removed_bytes < 1 << 64
+            and 0 <= self.deleted_at < 1 << 64
+        ):
+            msg = "invalid deletion record: a tombstone follows segment 0 or later and removes 1 or more"
+            raise ValueError(msg)
+
+    def encode(self) -> bytes:
+        """The 24-byte DELETION plaintext: u32 BE segment | u32 BE segments | u64 BE bytes | u64 BE time."""
+        return _DELETION_BODY.pack(self.segment, self.segments, self.removed_bytes, self.deleted_at)
+
+    @classmethod
+    def decode(cls, plaintext: bytes, *, name: str, offset: int) -> DeletionInfo:
+        """Parse a DELETION plaintext; ``name`` and ``offset`` (of the record) go into errors.
+
+        :raises StoreFormatError: wrong size or values out of range.
+        """
+        if len(plaintext) != _DELETION_BODY.size:
+            msg = (
+                f"{name}: DELETION record at offset {offset} has {len(plaintext)} bytes, "
+                f"expected {_DELETION_BODY.size}"
+            )
+            raise StoreFormatError(msg, offset=offset)
+        try:
+            return cls(*_DELETION_BODY.unpack(plaintext))
+        except ValueError as exc:
+            msg = f"{name}: malformed DELETION record at offset {offset} ({exc})"
+            raise StoreFormatError(msg, offset=offset) from None
+
+
+def write_deletion_segment(
+    target: BinaryIO | str | os.PathLike[str],
+    *,
+    session_id: bytes,
+    prev_commit: bytes,
+    recipient: bytes,
+    info: DeletionInfo,
+    _ephemeral_private: bytes | None = None,
+    _file_key: bytes | None = None,
+) -> bytes:
+    """Write a tombstone segment (one DELETION record, SEAL with closes session) at index ``info.segment``.
+
+    Like :func:`write_recovery_segment` it needs only the recipient.  Returns the commit.
+    """
+    return _write_marker_segment(
+        target,
+        (session_id, info.segment, prev_commit, recipient),
+        DELETION,
+        info.encode(),
+        SEAL_CLOSES_SESSION,
+        _ephemeral_private=_ephemeral_private,
+        _file_key=_file_key,
+    )
 
 
 @dataclass(frozen=True)
@@ -472,6 +581,11 @@ class Framing:
     def is_recovery_segment(self) -> bool:
         """Exactly a RECOVERY record and a SEAL, nothing else."""
         return self.records == 2 and self.first_type == RECOVERY and self.sealed and self.stop is None
+
+    @property
+    def is_deletion_segment(self) -> bool:
+        """Exactly a DELETION record and a SEAL, nothing else (a tombstone)."""
+        return self.records == 2 and self.first_type == DELETION and self.sealed and self.stop is None
 
 
 def scan_framing(data: bytes, *, name: str) -> Framing:
@@ -524,6 +638,7 @@ class SegmentContents:
     :ivar sealed: a valid SEAL record ended the segment.
     :ivar recovered: this is a recovery segment (its SEAL has the recovered flag).
     :ivar recovery: the decoded RECOVERY record of a recovery segment, else None.
+    :ivar deletion: the decoded DELETION record of a tombstone segment, else None.
     :ivar tail: bytes after the last complete record of an unsealed segment
         (a record cut short by a crash); 0 when sealed.
     :ivar commit: SHA-256 of the segment when sealed, else None.
@@ -542,6 +657,7 @@ class SegmentContents:
     tail: int
     recovery: RecoveryInfo | None = None
     damaged_at: int | None = None
+    deletion: DeletionInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -560,6 +676,7 @@ class _Body:
 
     records: list[tuple[int, bytes]]
     recovery: RecoveryInfo | None = None
+    deletion: DeletionInfo | None = None
     flags: int | None = None  # SEAL flags; None when unsealed
     tail: int = 0
     damaged_at: int | None = None
@@ -601,6 +718,7 @@ def read_segment(data: bytes, identity: bytes, *, name: str, partial: bool = Fal
         tail=body.tail,
         recovery=body.recovery,
         damaged_at=body.damaged_at,
+        deletion=body.deletion,
     )
 
 
@@ -680,15 +798,20 @@ def _read_records(view: memoryview, aead: AESGCM, header_hash: bytes, name: str,
 def _take_record(
     body: _Body, record_type: int, plaintext: bytes, *, counter: int, name: str, offset: int
 ) -> None:
-    """Keep a data record, or decode the RECOVERY record (allowed only as record 0, alone)."""
-    if record_type == RECOVERY:
+    """Keep a data record, or decode a RECOVERY or DELETION record (allowed only as record 0, alone)."""
+    if record_type in (RECOVERY, DELETION):
+        kind = "RECOVERY" if record_type == RECOVERY else "DELETION"
         if counter != 0:
-            msg = f"{name}: RECOVERY record at offset {offset} is not the first record"
+            msg = f"{name}: {kind} record at offset {offset} is not the first record"
             raise StoreFormatError(msg, offset=offset)
-        body.recovery = RecoveryInfo.decode(plaintext, name=name, offset=offset)
+        if record_type == RECOVERY:
+            body.recovery = RecoveryInfo.decode(plaintext, name=name, offset=offset)
+        else:
+            body.deletion = DeletionInfo.decode(plaintext, name=name, offset=offset)
         return
-    if body.recovery is not None:
-        msg = f"{name}: data record at offset {offset} follows a RECOVERY record"
+    if body.recovery is not None or body.deletion is not None:
+        kind = "RECOVERY" if body.recovery is not None else "DELETION"
+        msg = f"{name}: data record at offset {offset} follows a {kind} record"
         raise StoreFormatError(msg, offset=offset)
     body.records.append((record_type, plaintext))
 
@@ -704,6 +827,9 @@ def _check_seal_end(body: _Body, name: str, offset: int, end: int, size: int) ->
         raise StoreFormatError(msg, offset=offset)
     if body.recovery is None and flags & SEAL_RECOVERED:
         msg = f"{name}: the SEAL at offset {offset} has the recovered flag but there is no RECOVERY record"
+        raise StoreFormatError(msg, offset=offset)
+    if body.deletion is not None and flags != SEAL_CLOSES_SESSION:
+        msg = f"{name}: the SEAL at offset {offset} of a tombstone segment must close the session"
         raise StoreFormatError(msg, offset=offset)
 
 
@@ -729,15 +855,19 @@ def _parse_seal(plaintext: bytes, counter: int, name: str, offset: int) -> int:
 
 __all__ = [
     "DATA_RECORD_TYPES",
+    "DELETION",
     "EVENTS",
     "FRAME",
     "HEADER_SIZE",
+    "KEY_MATERIAL_OFFSET",
+    "KEY_MATERIAL_SIZE",
     "MAGIC",
     "MAX_PLAINTEXT",
     "RECOVERY",
     "RECOVERY_SHAPES",
     "SEAL",
     "ZERO_COMMIT",
+    "DeletionInfo",
     "Framing",
     "RecoveryInfo",
     "SegmentContents",
@@ -751,5 +881,6 @@ __all__ = [
     "segment_commit",
     "segment_name",
     "session_id_bytes",
+    "write_deletion_segment",
     "write_recovery_segment",
 ]

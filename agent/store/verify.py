@@ -32,7 +32,8 @@ class Problem:
     :ivar file: the file inside the session directory (``000003.seg``, ``meta.json``), or None.
     :ivar offset: byte offset in that file, or None.
     :ivar kind: ``authentication``, ``format``, ``chain``, ``missing-segment``,
-        ``truncated``, ``unsealed``, ``meta``, ``io``; for info: ``recovered``, ``recording``.
+        ``truncated``, ``unsealed``, ``meta``, ``io``; for info: ``recovered``, ``recording``,
+        ``deleted`` (the volunteer deleted the end of the session: a tombstone).
     :ivar message: what is wrong, naming the file (never captured content).
     """
 
@@ -186,8 +187,8 @@ def _meta_problems(
         else:
             what = "unreadable, not schema 1, or an unknown state"
         return [Problem(sid, META_FILE, None, "meta", f"{sid}/{META_FILE}: {what}")]
-    if meta.get("state") != "closed" or meta.get("recovered") is True or not walk_clean:
-        return []  # counts of an open or recovered session are those of the last rotation
+    if meta.get("state") != "closed" or meta.get("recovered") is True or "deleted" in meta or not walk_clean:
+        return []  # counts of an open, recovered or trimmed session are not those of its segments
     raw = meta.get("events")
     meta_events = sum(v for v in raw.values() if isinstance(v, int)) if isinstance(raw, dict) else None
     if meta.get("records") == records and meta_events == events:

@@ -290,8 +290,8 @@ def test_bad_magic_and_version() -> None:
 
 def test_unknown_record_type_names_offset() -> None:
     data = bytearray(kat_segment())
-    data[RECORD_HEADS[1] + 4] = 0x04
-    with pytest.raises(StoreFormatError, match=r"kat.seg: unknown record type 0x04 at offset 175"):
+    data[RECORD_HEADS[1] + 4] = 0x05
+    with pytest.raises(StoreFormatError, match=r"kat.seg: unknown record type 0x05 at offset 175"):
         fmt.read_segment(bytes(data), IDENTITY, name="kat.seg")
 
 
