@@ -258,7 +258,11 @@ def decode(blob: bytes) -> Event:
     except ValueError as exc:
         msg = "event header is not valid JSON"
         raise StoreFormatError(msg) from exc
-    return from_dict(obj, bytes(blob[_LEN.size + n :]))
+    payload = bytes(blob[_LEN.size + n :])
+    if payload and obj.get("k") != Frame.KIND:
+        msg = f"a {obj.get('k')!r} event carries {len(payload)} payload bytes; only frames have a payload"
+        raise StoreFormatError(msg)
+    return from_dict(obj, payload)
 
 
 def kind_counts(events: Any) -> dict[str, int]:

@@ -450,8 +450,15 @@ def _split_events(plaintext: bytes) -> list[Event]:
         if start + length > size:
             msg = f"event at byte {offset} runs past the end of its record"
             raise StoreFormatError(msg)
-        events.append(decode(plaintext[start : start + length]))
+        event = decode(plaintext[start : start + length])
+        if isinstance(event, Frame):
+            msg = f"a frame at byte {offset} of an EVENTS record (frames have FRAME records)"
+            raise StoreFormatError(msg)
+        events.append(event)
         offset = start + length
+    if not events:
+        msg = "an EVENTS record holds no event"
+        raise StoreFormatError(msg)
     return events
 
 

@@ -62,3 +62,9 @@ def test_kind_counts() -> None:
         "button_release": 1,
         "pointer_move": 2,
     }
+
+
+def test_only_frames_carry_a_payload() -> None:
+    blob = ev.encode(ev.PointerMove(1, 2, 3)) + b"extra"
+    with pytest.raises(StoreFormatError, match="only frames have a payload"):
+        ev.decode(blob)

@@ -638,3 +638,21 @@ def test_recipient_alone_is_enough_to_record(dirs: paths.Dirs, tmp_path: Path) -
         keys.init_keys(dirs)  # refuses to replace a recipient whose identity is kept elsewhere
     kept.rename(identity_file)
     assert read_session(dirs, w.session_id, keys.load_identity(dirs)).events == sample_events(1)
+
+
+def test_events_records_must_hold_events_and_no_frame() -> None:
+    """format.md, Record types: an EVENTS record holds at least one event and never a frame."""
+    import struct
+
+    from agent.errors import StoreFormatError
+    from agent.events import Frame, PointerMove, encode
+    from agent.store.chain import _split_events
+
+    def pack(*events: object) -> bytes:
+        return b"".join(struct.pack(">I", len(b)) + b for b in (encode(e) for e in events))  # type: ignore[arg-type]
+
+    assert len(_split_events(pack(PointerMove(1, 2, 3)))) == 1
+    with pytest.raises(StoreFormatError, match="no event"):
+        _split_events(b"")
+    with pytest.raises(StoreFormatError, match="frame"):
+        _split_events(pack(Frame(1, 0, 0, 1, 1, "webp", "click", b"x")))
