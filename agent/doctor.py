@@ -314,14 +314,38 @@ def check_ocr(timeout: float = CHECK_TIMEOUT) -> Check:
 
 def run_checks() -> list[Check]:
     """Run every check (in well under 3 s) and return them in a fixed order."""
-    slow: dict[str, Callable[[], Any]] = {"x11": check_x11, "age": check_age, "ocr": check_ocr}
+    slow: dict[str, Callable[[], Any]] = {
+        "x11": check_x11,
+        "age": check_age,
+        "ocr": check_ocr,
+        "keyring": check_keyring,
+    }
     with ThreadPoolExecutor(max_workers=len(slow), thread_name_prefix="optin-doctor") as pool:
         futures = {name: pool.submit(fn) for name, fn in slow.items()}
         fast = [check_python(), check_packages(), check_backend()]
         x11: list[Check] = futures["x11"].result()
         age: Check = futures["age"].result()
         ocr: Check = futures["ocr"].result()
-    return [*x11, fast[2], fast[0], fast[1], check_data_dir(), age, ocr]
+        keyring: Check = futures["keyring"].result()
+    return [*x11, fast[2], fast[0], fast[1], check_data_dir(), keyring, age, ocr]
+
+
+def check_keyring() -> Check:
+    """Is there an OS keyring for the private key? Optional: without one, a passphrase file is used."""
+    try:
+        from agent.store import keys
+
+        backend = keys.keyring_backend()
+    except Exception as exc:  # the doctor reports every failure instead of crashing
+        return Check("keyring", None, f"could not ask the OS keyring ({type(exc).__name__})")
+    if backend is None:
+        return Check(
+            "keyring",
+            None,
+            "no OS keyring: the private key is kept in a passphrase-protected file (docs/keys.md)",
+        )
+    name = f"{type(backend).__module__}.{type(backend).__name__}"
+    return Check("keyring", True, f"{name}: `optin keys init` keeps the private key there")
 
 
 def exit_code(checks: Sequence[Check]) -> int:

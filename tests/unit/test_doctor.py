@@ -14,7 +14,7 @@ import pytest
 from agent import doctor
 from agent.doctor import Check, exit_code, render_text, run_checks
 
-NAMES = ["display", "record", "tray", "backend", "python", "packages", "data-dir", "age", "ocr"]
+NAMES = ["display", "record", "tray", "backend", "python", "packages", "data-dir", "keyring", "age", "ocr"]
 
 
 @pytest.fixture(autouse=True)
@@ -146,3 +146,9 @@ def test_packages_checked_without_importing_pynput(monkeypatch: pytest.MonkeyPat
     doctor.check_packages()
     assert already or "pynput" not in sys.modules
     assert "pynput" not in imported
+
+
+def test_keyring_check_is_optional_and_says_where_the_key_goes() -> None:
+    (check,) = [c for c in doctor.run_checks() if c.name == "keyring"]
+    assert check.ok is None  # the suite forces the fail backend: no OS keyring
+    assert "passphrase-protected file" in check.detail
