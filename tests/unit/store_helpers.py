@@ -7,6 +7,7 @@ not depend on how ``agent.store.keys`` keeps the identity.
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -16,6 +17,30 @@ from agent.store.format import HEADER_SIZE
 from agent.store.writer import SessionWriter
 
 _HEAD = struct.Struct(">IB")
+
+#: The documents whose known-answer vectors the tests check.
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def doc_block(doc: str, marker: str) -> str:
+    """The fenced block after ``<!-- marker ... -->`` in ``docs/<doc>``."""
+    text = (DOCS / doc).read_text(encoding="utf-8")
+    match = re.search(rf"<!-- {re.escape(marker)}.*?-->\s*```\n(.*?)```", text, re.S)
+    assert match, f"docs/{doc} lost its {marker} block"
+    return match.group(1)
+
+
+def doc_vector(doc: str, marker: str) -> dict[str, str]:
+    """A ``name hex`` vector block as a dict (indented lines continue the previous value)."""
+    values: dict[str, str] = {}
+    last = ""
+    for line in doc_block(doc, marker).splitlines():
+        if line.startswith(" "):
+            values[last] += line.strip()
+        elif line.strip():
+            last, value = line.split(None, 1)
+            values[last] = value.strip()
+    return values
 
 
 def store_dirs(root: Path) -> Dirs:

@@ -24,28 +24,19 @@ from agent.store import format as fmt
 from agent.store import keyfile, keys
 from agent.store.format import generate_keypair
 from tests.conftest import TEST_PASSPHRASE
+from tests.unit.store_helpers import doc_block as store_doc_block
+from tests.unit.store_helpers import doc_vector as store_doc_vector
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "keys.md"
 OPAQUE = "wrong passphrase, or the identity file is damaged"
 
 
 def doc_block(marker: str) -> str:
-    text = DOC.read_text(encoding="utf-8")
-    match = re.search(rf"<!-- {marker}.*?-->\s*```\n(.*?)```", text, re.S)
-    assert match, f"docs/keys.md lost its {marker} block"
-    return match.group(1)
+    return store_doc_block("keys.md", marker)
 
 
 def doc_vector() -> dict[str, str]:
-    values: dict[str, str] = {}
-    last = ""
-    for line in doc_block("known-answer vector").splitlines():
-        if line.startswith(" "):
-            values[last] += line.strip()
-        elif line.strip():
-            last, value = line.split(None, 1)
-            values[last] = value.strip()
-    return values
+    return store_doc_vector("keys.md", "known-answer vector")
 
 
 V = doc_vector()

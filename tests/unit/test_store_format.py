@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import re
 import stat
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from agent.errors import KeyError_, StoreCorrupt, StoreFormatError
 from agent.store import format as fmt
+from tests.unit.store_helpers import doc_vector as store_doc_vector
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "format.md"
 SESSION_NAME = "20261127T213000Z-1a2b3c4d"
@@ -21,18 +21,7 @@ RECORD_HEADS = (140, 175, 210)  # offsets of the three record heads in the vecto
 
 def doc_vector() -> dict[str, str]:
     """The ``name hex`` block after the known-answer marker in docs/format.md."""
-    text = DOC.read_text(encoding="utf-8")
-    match = re.search(r"<!-- known-answer vector.*?-->\s*```\n(.*?)```", text, re.S)
-    assert match, "docs/format.md lost its known-answer vector block"
-    values: dict[str, str] = {}
-    last = ""
-    for line in match.group(1).splitlines():
-        if line.startswith(" "):
-            values[last] += line.strip()
-        elif line.strip():
-            last, value = line.split(None, 1)
-            values[last] = value.strip()
-    return values
+    return store_doc_vector("format.md", "known-answer vector")
 
 
 V = doc_vector()

@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from agent.store.recovery import recover_sessions
 from agent.store.verify import verify
 from agent.store.writer import SessionWriter
 from tests.unit.store_helpers import (
+    doc_vector,
     numbered,
     record_ends,
     record_offsets,
@@ -29,28 +29,7 @@ from tests.unit.store_helpers import (
     store_dirs,
     write_one_per_record,
 )
-from tests.unit.test_store_format import DOC, IDENTITY, SESSION_NAME, kat_segment
-
-
-@pytest.fixture
-def keypair() -> tuple[bytes, bytes]:
-    return fmt.generate_keypair()
-
-
-@pytest.fixture
-def identity(keypair: tuple[bytes, bytes]) -> bytes:
-    return keypair[0]
-
-
-@pytest.fixture
-def recipient(keypair: tuple[bytes, bytes]) -> bytes:
-    return keypair[1]
-
-
-@pytest.fixture
-def dirs(tmp_path: Path) -> Dirs:
-    return store_dirs(tmp_path / "home")
-
+from tests.unit.test_store_format import IDENTITY, SESSION_NAME, kat_segment
 
 #: Events of :func:`crashed`: 6 sealed segments of 6 records, then 4 records in the unsealed last one.
 COUNT = 40
@@ -78,18 +57,7 @@ def t_ns(dirs: Dirs, session_id: str, identity: bytes) -> list[int]:
 
 
 def recovery_vector() -> dict[str, str]:
-    text = DOC.read_text(encoding="utf-8")
-    match = re.search(r"<!-- recovery known-answer vector.*?-->\s*```\n(.*?)```", text, re.S)
-    assert match, "docs/format.md lost its recovery vector block"
-    values: dict[str, str] = {}
-    last = ""
-    for line in match.group(1).splitlines():
-        if line.startswith(" "):
-            values[last] += line.strip()
-        elif line.strip():
-            last, value = line.split(None, 1)
-            values[last] = value.strip()
-    return values
+    return doc_vector("format.md", "recovery known-answer vector")
 
 
 RV = recovery_vector()

@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import time
 from pathlib import Path
 
@@ -24,7 +23,8 @@ from agent.store.reader import list_sessions, load_meta, read_session
 from agent.store.retention import SessionStat, delete_last, enforce, plan, shred_segment, shred_session
 from agent.store.verify import verify
 from agent.store.writer import SessionWriter, utc_timestamp, write_meta
-from tests.unit.test_store_format import DOC, IDENTITY, SESSION_NAME, kat_segment
+from tests.unit.store_helpers import doc_vector
+from tests.unit.test_store_format import IDENTITY, SESSION_NAME, kat_segment
 
 NOW = 1_900_000_000.0  # a fixed "now" (2030): every time below is relative to it
 
@@ -335,18 +335,7 @@ def test_delete_last_refuses_a_live_writer_and_bad_durations(store: tuple[Dirs, 
 
 
 def deletion_vector() -> dict[str, str]:
-    text = DOC.read_text(encoding="utf-8")
-    match = re.search(r"<!-- deletion known-answer vector.*?-->\s*```\n(.*?)```", text, re.S)
-    assert match, "docs/format.md lost its deletion vector block"
-    values: dict[str, str] = {}
-    last = ""
-    for line in match.group(1).splitlines():
-        if line.startswith(" "):
-            values[last] += line.strip()
-        elif line.strip():
-            last, value = line.split(None, 1)
-            values[last] = value.strip()
-    return values
+    return doc_vector("format.md", "deletion known-answer vector")
 
 
 def test_deletion_vector_matches_docs() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -20,29 +19,8 @@ from tests.unit.store_helpers import (
     numbered,
     record_offsets,
     segment_files,
-    store_dirs,
     write_one_per_record,
 )
-
-
-@pytest.fixture
-def keypair() -> tuple[bytes, bytes]:
-    return fmt.generate_keypair()
-
-
-@pytest.fixture
-def identity(keypair: tuple[bytes, bytes]) -> bytes:
-    return keypair[0]
-
-
-@pytest.fixture
-def recipient(keypair: tuple[bytes, bytes]) -> bytes:
-    return keypair[1]
-
-
-@pytest.fixture
-def dirs(tmp_path: Path) -> Dirs:
-    return store_dirs(tmp_path / "home")
 
 
 def closed_session(dirs: Dirs, recipient: bytes, count: int = 30) -> SessionWriter:

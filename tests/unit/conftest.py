@@ -1,0 +1,34 @@
+"""Store fixtures shared by the unit tests: a fresh key pair and a store under tmp_path.
+
+A test module may define its own fixture of the same name (test_keys.py has its own ``dirs``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.paths import Dirs
+from agent.store import format as fmt
+from tests.unit.store_helpers import store_dirs
+
+
+@pytest.fixture
+def keypair() -> tuple[bytes, bytes]:
+    return fmt.generate_keypair()
+
+
+@pytest.fixture
+def identity(keypair: tuple[bytes, bytes]) -> bytes:
+    return keypair[0]
+
+
+@pytest.fixture
+def recipient(keypair: tuple[bytes, bytes]) -> bytes:
+    return keypair[1]
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> Dirs:
+    return store_dirs(tmp_path / "home")
