@@ -11,6 +11,7 @@ import pytest
 from agent import consent, control
 from agent.backends import select_backend
 from agent.backends.fake import FakeBackend
+from agent.backends.virtual_display import wait_for
 from agent.control import Recorder
 from agent.errors import ConsentRequired, EnvironmentProblem, UsageError
 from agent.events import ButtonPress, Frame, KeyPress, Marker, PointerMove, WindowFocus, now_ns
@@ -24,12 +25,7 @@ def _events(d, rec: Recorder) -> list:
 
 
 def _wait(pred, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
+    return wait_for(pred, timeout, interval=0.01)
 
 
 def test_pipeline_stores_what_the_hooks_deliver(consented) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from agent.backends import select_backend
 from agent.backends.fake import FakeBackend
+from agent.backends.virtual_display import wait_for
 from agent.control import Recorder
 from agent.events import Frame, PointerMove, now_ns
 from agent.store import keys
@@ -56,12 +57,7 @@ def small_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
 
 
 def _wait(pred, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
+    return wait_for(pred, timeout, interval=0.01)
 
 
 def _frame(i: int) -> Frame:
