@@ -159,6 +159,8 @@ class Recorder:
             self.recovered = recover_sessions(self.dirs, recipient)  # sessions a crash left open
             for report in self.recovered:
                 logger.warning("session %s was left open by a crash: %s", report.session_id, report.action)
+            for sid in retention.finish_interrupted_deletions(self.dirs):
+                logger.warning("finished a deletion in session %s that had been interrupted", sid)
             self._enforce_retention(keep=set())  # budget and retention before a new session adds to it
             self._receipt = receipt
             try:

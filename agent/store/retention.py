@@ -316,6 +316,7 @@ def delete_last(dirs: Dirs, seconds: float, *, now: float | None = None) -> Dele
     paths = session_paths(dirs)
     if any(writer_active(p) for p in paths):
         raise UsageError(AGENT_RUNNING)
+    finish_interrupted_deletions(dirs)
     report = DeleteReport(utc_timestamp(start), utc_timestamp(now), seconds)
     recipient: bytes | None = None
     for path in paths:
@@ -402,18 +403,88 @@ def _trim(path: Path, files: list[Path], first: int, recipient: bytes, now: floa
                 recipient=recipient,
                 info=info,
             )
-            for file in reversed(removed):
-                shred_segment(file)
-            fsync_dir(path)
-            tmp.replace(path / segment_name(first))
-        finally:
+        except BaseException:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                tmp.unlink()  # nothing was shredded yet: the session is as it was
+            raise
+        # From here the tombstone is on disk: if shredding or the rename is interrupted (a crash,
+        # a full disk), finish_interrupted_deletions() completes it; it is never thrown away.
+        _shred_from(files, first)
+        tmp.replace(path / segment_name(first))
         fsync_dir(path)
         _update_meta(path, info, kept_end)
     finally:
         unlock_session(fd)
     return Trimmed(path.name, len(removed), removed_bytes, first, utc_timestamp(kept_end))
+
+
+def _shred_from(files: list[Path], first: int) -> None:
+    """Shred the segments ``first..``, newest first, and make their removal durable."""
+    for file in reversed(files[first:]):
+        shred_segment(file)
+    if files:
+        fsync_dir(files[0].parent)
+
+
+_DELETION_TEMP = re.compile(r"\.deletion-[0-9a-f]{8}\.tmp")
+
+
+def finish_interrupted_deletions(dirs: Dirs) -> list[str]:
+    """Complete every ``delete-last`` trim that a crash or an I/O error interrupted.
+
+    A trim writes its tombstone to ``.deletion-XXXXXXXX.tmp`` (durably) before it
+    shreds anything, so a leftover temp file means: the volunteer asked to delete
+    the segments from the tombstone's index on.  This shreds whatever of them is
+    left and renames the tombstone into place.  It needs no key: the index is in
+    the tombstone's plaintext header.  Sessions whose writer is alive are left
+    alone.  Returns the ids of the sessions it completed; never raises for one
+    session's problem (logged without content).
+    """
+    done: list[str] = []
+    for path in session_paths(dirs):
+        temps = [p for p in path.iterdir() if _DELETION_TEMP.fullmatch(p.name)]
+        if not temps or writer_active(path):
+            continue
+        try:
+            _finish_trim(path, max(temps, key=lambda p: p.stat().st_mtime))
+        except (OSError, StoreError) as exc:
+            log.warning(
+                "could not finish the interrupted deletion in session %s (%s)", path.name, type(exc).__name__
+            )
+            continue
+        for stale in temps:
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        done.append(path.name)
+    return done
+
+
+def _finish_trim(path: Path, tombstone: Path) -> None:
+    fd = lock_session(path)
+    try:
+        first = scan_framing(tombstone.read_bytes(), name=tombstone.name).index
+        _shred_from(_segments(path), first)
+        tombstone.replace(path / segment_name(first))
+        fsync_dir(path)
+        meta = load_meta(path) or {"schema": 1, "id": path.name}
+        meta["state"] = "closed"
+        meta.pop("recovered", None)
+        meta.pop("recovery", None)
+        meta.setdefault("deleted", []).append(
+            {  # how many segments and bytes went is in the (encrypted) DELETION record
+                "segment": first,
+                "segments": None,
+                "bytes": None,
+                "deleted_at": utc_timestamp(time.time()),
+                "completed_after_interruption": True,
+            }
+        )
+        segments = [p for p in path.iterdir() if p.suffix == ".seg" and not p.name.startswith(".")]
+        meta["segments"] = len(segments)
+        meta["bytes"] = sum(p.stat().st_size for p in segments)
+        write_meta(path, meta)
+    finally:
+        unlock_session(fd)
 
 
 def _update_meta(path: Path, info: DeletionInfo, kept_end: float) -> None:

@@ -441,3 +441,37 @@ def test_cli_purge(store: tuple[Dirs, bytes, bytes], capsys: pytest.CaptureFixtu
     assert json.loads(capsys.readouterr().out)["bytes"] == total
     assert list_sessions(d) == []
     assert keys.load_recipient(d) == recipient  # the keys stay
+
+
+@pytest.mark.parametrize("shredded_before_failure", [0, 2, 4])  # of the 5 segments to remove
+def test_an_interrupted_trim_is_finished_not_lost(
+    store: tuple[Dirs, bytes, bytes], monkeypatch: pytest.MonkeyPatch, shredded_before_failure: int
+) -> None:
+    """A crash or I/O error in the middle of shredding leaves the tombstone's temp file; the next
+    delete-last (or the next start) finishes the deletion: the range is gone and the chain whole."""
+    d, recipient, identity = store
+    now = time.time()
+    session = make_session(d, recipient, start=now - 1200, minutes=15)
+    real_shred = retention.shred_segment
+    calls = [0]
+
+    def failing_shred(path: Path) -> int:
+        if calls[0] == shredded_before_failure:
+            raise OSError(5, "Input/output error")
+        calls[0] += 1
+        return real_shred(path)
+
+    monkeypatch.setattr(retention, "shred_segment", failing_shred)
+    with pytest.raises(OSError):
+        delete_last(d, 600, now=now)
+    monkeypatch.setattr(retention, "shred_segment", real_shred)
+    assert list(session.glob(".deletion-*.tmp"))  # the tombstone was kept, not thrown away
+    # half-trimmed, the chain is broken until the deletion is finished (untouched if none was shredded)
+    assert verify(d, identity, session.name).ok is (shredded_before_failure == 0)
+
+    assert retention.finish_interrupted_deletions(d) == [session.name]
+    assert not list(session.glob(".deletion-*.tmp"))
+    assert verify(d, identity, session.name).ok
+    times = wall_times(d, session.name, identity)
+    assert times and max(times) < now - 600
+    assert retention.finish_interrupted_deletions(d) == []  # idempotent
