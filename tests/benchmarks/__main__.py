@@ -136,6 +136,20 @@ def bench_frames(n: int = 300, size: int = 200_000) -> None:
     mb = n * size / 1e6
     _row("frames 200 KB (MB/s) vs raw AEAD", f"{mb / raw_s:,.0f}", f"{mb / ours_s:,.0f}", raw_s / ours_s)
     _row("  vs raw AEAD + writes + fsync", f"{mb / disk_s:,.0f}", f"{mb / ours_s:,.0f}", disk_s / ours_s)
+    bench_writer_memory(frames)
+
+
+def bench_writer_memory(frames: list) -> None:
+    """Peak memory the writer allocates while storing the frames: bounded by one record, not by n."""
+    import tracemalloc
+
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    _through_writer(frames, 1)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    total = sum(len(f.data) for f in frames) / 1e6
+    print(f"{'writer peak allocation (MB)':<34} {f'{total:.0f} MB written':>22} {peak / 1e6:>22.1f}")
 
 
 def _on_display(fn: Callable[[object], None]) -> None:
