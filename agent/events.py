@@ -218,11 +218,12 @@ def to_dict(event: Event) -> dict[str, Any]:
 def from_dict(obj: Mapping[str, Any], payload: bytes = b"") -> Event:
     """Rebuild an event from :func:`to_dict` output (and a frame's payload)."""
     if obj.get("v") != SCHEMA_VERSION:
-        msg = f"event schema version {obj.get('v')!r} is not supported (this agent reads {SCHEMA_VERSION})"
+        version = _shape(obj.get("v"))
+        msg = f"an event of schema version {version} is not supported (this agent reads {SCHEMA_VERSION})"
         raise StoreFormatError(msg)
     cls = EVENT_TYPES.get(str(obj.get("k")))
     if cls is None:
-        msg = f"unknown event kind {obj.get('k')!r}"
+        msg = f"unknown event kind ({_shape(obj.get('k'))})"
         raise StoreFormatError(msg)
     kwargs = {name: obj.get(name) for name in _FIELDS[cls]}
     if "modifiers" in kwargs:
@@ -235,6 +236,15 @@ def from_dict(obj: Mapping[str, Any], payload: bytes = b"") -> Event:
         msg = f"malformed {cls.KIND} record"
         raise StoreFormatError(msg) from exc
     return event
+
+
+def _shape(value: Any) -> str:
+    """Describe a decoded value by type and size, never by content (it came from a record)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value) if abs(value) < 10**6 else "a large number"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    return type(value).__name__
 
 
 def encode(event: Event) -> bytes:
@@ -260,7 +270,8 @@ def decode(blob: bytes) -> Event:
         raise StoreFormatError(msg) from exc
     payload = bytes(blob[_LEN.size + n :])
     if payload and obj.get("k") != Frame.KIND:
-        msg = f"a {obj.get('k')!r} event carries {len(payload)} payload bytes; only frames have a payload"
+        kind = obj.get("k") if obj.get("k") in EVENT_TYPES else _shape(obj.get("k"))
+        msg = f"a {kind} event carries {len(payload)} payload bytes; only frames have a payload"
         raise StoreFormatError(msg)
     return from_dict(obj, payload)
 

@@ -251,7 +251,10 @@ def _cut(file: Path, index: int, data: bytes, framing: Framing) -> tuple[Recover
     if kept < len(data):
         fd = os.open(file, os.O_WRONLY | getattr(os, "O_BINARY", 0))
         try:
+            before = os.fstat(fd)
             os.ftruncate(fd, kept)
+            # keep the time the crashed writer last wrote: delete-last reads a segment's end from it
+            os.utime(fd, ns=(before.st_atime_ns, before.st_mtime_ns))
             os.fsync(fd)
         finally:
             os.close(fd)

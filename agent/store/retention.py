@@ -361,7 +361,7 @@ def _first_removed(path: Path, files: list[Path], start: float) -> int | None:
     data_count = len(files)
     while data_count and _is_marker(framings[data_count - 1]):
         data_count -= 1
-    first = _first_overlap(files[:data_count], start)
+    first = _first_overlap(files[:data_count], start, _stopped_at(load_meta(path)))
     if first is None:
         return None  # no data segment overlaps (a trailing marker segment alone is not recorded time)
     while first > 0 and not _sealed(framings[first - 1]):
@@ -378,12 +378,31 @@ def _sealed(framing: Framing | None) -> bool:
     return framing is not None and framing.sealed
 
 
-def _first_overlap(files: list[Path], start: float) -> int | None:
-    """The first segment whose end (mtime + slack) is after ``start``; all later ones go with it."""
+def _first_overlap(files: list[Path], start: float, stopped: float | None) -> int | None:
+    """The first segment whose end (mtime + slack) is after ``start``; all later ones go with it.
+
+    A segment cannot end after its session stopped: an mtime later than ``stopped_at``
+    (a store copied or restored without its times) is capped there, so such a copy
+    does not make every segment look recent.
+    """
     for index, file in enumerate(files):
-        if file.stat().st_mtime + MTIME_SLACK_S > start:
+        end = file.stat().st_mtime
+        if stopped is not None:
+            end = min(end, stopped)
+        if end + MTIME_SLACK_S > start:
             return index
     return None
+
+
+def _stopped_at(meta: dict[str, Any] | None) -> float | None:
+    """``stopped_at`` of meta.json as Unix seconds (its end is a whole second: +1), or None."""
+    text = (meta or {}).get("stopped_at")
+    if not isinstance(text, str):
+        return None
+    try:
+        return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")) + 1.0
+    except ValueError:
+        return None
 
 
 def _trim(path: Path, files: list[Path], first: int, recipient: bytes, now: float) -> Trimmed:

@@ -475,3 +475,40 @@ def test_an_interrupted_trim_is_finished_not_lost(
     times = wall_times(d, session.name, identity)
     assert times and max(times) < now - 600
     assert retention.finish_interrupted_deletions(d) == []  # idempotent
+
+
+def test_recovery_keeps_the_crashed_segments_time_so_delete_last_spares_it(
+    store: tuple[Dirs, bytes, bytes],
+) -> None:
+    """Recovery truncates a cut segment; that must not make it look recent to delete-last."""
+    from agent.store.recovery import recover_sessions
+
+    d, recipient, identity = store
+    now = time.time()
+    crashed = make_session(d, recipient, start=now - 7200, minutes=3, close=False)
+    last = sorted(crashed.glob("*.seg"))[-1]
+    with last.open("ab") as f:
+        f.write(b"\x00\x00\x01")  # a torn record head: recovery has something to cut
+    os.utime(last, (now - 7000, now - 7000))
+    recover_sessions(d, recipient)
+    assert abs(last.stat().st_mtime - (now - 7000)) < 1  # the crash time, not the recovery time
+    before = wall_times(d, crashed.name, identity)
+    report = delete_last(d, 60, now=now)
+    assert report.deleted == [] and report.trimmed == []
+    assert wall_times(d, crashed.name, identity) == before
+
+
+def test_a_store_copied_without_its_times_does_not_all_look_recent(store: tuple[Dirs, bytes, bytes]) -> None:
+    d, recipient, identity = store
+    now = time.time()
+    old = make_session(d, recipient, start=now - 7200, minutes=5)
+    meta = load_meta(old)
+    assert meta is not None
+    meta["stopped_at"] = utc_timestamp(now - 7200 + 300)  # what the writer wrote when it stopped
+    write_meta(old, meta)
+    for seg in old.glob("*.seg"):
+        os.utime(seg, (now, now))  # `cp -r` without -p: every segment "ended" just now
+    before = wall_times(d, old.name, identity)
+    report = delete_last(d, 60, now=now)
+    assert report.deleted == [] and report.trimmed == []  # capped at stopped_at, two hours ago
+    assert wall_times(d, old.name, identity) == before
