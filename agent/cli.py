@@ -168,7 +168,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     if args.action == "delete":
         return _sessions_delete(args)
     infos = list_sessions(_dirs())
-    rows = [_session_row(i) for i in infos]
+    rows = [asdict(i) for i in infos]
     if args.json:
         _print_json(rows)
         return 0
@@ -283,12 +283,6 @@ def cmd_purge(args: argparse.Namespace) -> int:
     else:
         print(f"deleted all {len(deleted)} sessions ({total} bytes shredded); your keys are kept")
     return 0
-
-
-def _session_row(info: Any) -> dict[str, Any]:
-    row = asdict(info) if hasattr(info, "__dataclass_fields__") else dict(info)
-    row.setdefault("id", getattr(info, "session_id", None))
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in row.items()}
 
 
 def cmd_export(args: argparse.Namespace) -> int:
