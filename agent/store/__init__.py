@@ -1,4 +1,4 @@
-"""The encrypted local session store (format v1, specified in ``docs/format.md``).
+"""The encrypted local session store (format v2, specified in ``docs/format.md``).
 
 :mod:`agent.store.format` is the byte format and the only module that touches
 ciphers; :mod:`agent.store.keys` holds the volunteer's key pair;

@@ -5,7 +5,7 @@ first error (``strict``) and :func:`agent.store.verify.verify` collects every
 finding.  The rules are those of ``docs/format.md`` (Reading, Recovery rules):
 
 - segment files are named ``NNNNNN.seg`` and contiguous from 0;
-- each header carries this session's id, its file's index, and the SHA-256 of
+- each header carries this session's id, its file's index, and the commit of
   the previous segment file (zero for segment 0);
 - every segment but the last is sealed and does not close the session, except
   the segment just before a **recovery segment**, which crash recovery cut and

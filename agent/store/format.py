@@ -1,4 +1,4 @@
-"""The segment byte format, v1: with keyfile.py, the only modules that touch ciphers.
+"""The segment byte format, v2: with keyfile.py, the only modules that touch ciphers.
 
 ``docs/format.md`` is the normative specification; this module implements it
 and nothing else.  In short, a segment is::
@@ -27,9 +27,11 @@ structural problems are :class:`StoreFormatError` naming file and offset.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -42,8 +44,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from agent.errors import KeyError_, StoreCorrupt, StoreFormatError
 
-#: First 8 bytes of every v1 segment ("optin segment", version 1).
-MAGIC = b"optinSG\x01"
+#: Format version: the last byte of the magic.
+VERSION = 2
+#: First 8 bytes of every segment ("optin segment", version 2).
+MAGIC = b"optinSG" + bytes([VERSION])
 #: Size of keys, file keys and commits.
 KEY_SIZE = 32
 #: Size of the session id field.
@@ -218,12 +222,13 @@ class SegmentWriter:
         )
         self._header_hash = hashlib.sha256(header).digest()
         self._aead = AESGCM(_hkdf(file_key, self._header_hash, _PAYLOAD_INFO))
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256(header)  # the commit input: header, then each record's head and tag
+        self._buffer = bytearray()  # one record at a time, reused: head || ciphertext || tag
         self._bytes = 0
         self._counter = 0
         self._commit: bytes | None = None
         self._file, self._owned = _open_target(target)
-        self._write(header)
+        self._write(memoryview(header))
 
     @property
     def bytes_written(self) -> int:
@@ -241,7 +246,7 @@ class SegmentWriter:
 
     @property
     def commit(self) -> bytes | None:
-        """SHA-256 of the sealed segment, or None before :meth:`seal`."""
+        """The sealed segment's commit (:func:`segment_commit`), or None before :meth:`seal`."""
         return self._commit
 
     def append(self, record_type: int, plaintext: bytes) -> None:
@@ -298,16 +303,28 @@ class SegmentWriter:
     def _write_record(self, record_type: int, plaintext: bytes, *, final: bool) -> None:
         nonce = record_nonce(self._counter, final=final)
         ad = record_ad(self._header_hash, self._counter, record_type)
-        ciphertext = self._aead.encrypt(nonce, plaintext, ad)
-        self._write(_RECORD_HEAD.pack(len(ciphertext), record_type))
-        self._write(ciphertext)
+        size = _RECORD_HEAD.size + len(plaintext) + TAG_SIZE
+        if len(self._buffer) < size:
+            self._buffer = bytearray(size)
+        record = memoryview(self._buffer)[:size]
+        _RECORD_HEAD.pack_into(record, 0, size - _RECORD_HEAD.size, record_type)
+        self._aead.encrypt_into(nonce, plaintext, ad, record[_RECORD_HEAD.size :])
+        self._hash.update(record[: _RECORD_HEAD.size])
+        self._hash.update(record[size - TAG_SIZE :])
+        self._write(record)
         if not final:
             self._counter += 1
 
-    def _write(self, data: bytes) -> None:
-        self._file.write(data)
-        self._hash.update(data)
-        self._bytes += len(data)
+    def _write(self, data: memoryview) -> None:
+        """Write all of ``data`` (an unbuffered file may take less than asked in one call)."""
+        done = 0
+        while done < len(data):
+            written = self._file.write(data[done:])
+            if not written:
+                msg = f"the file accepted no bytes at offset {self._bytes + done}"
+                raise OSError(errno.EIO, msg)
+            done += written
+        self._bytes += done
 
 
 def _build_header(
@@ -341,7 +358,7 @@ def _open_target(target: BinaryIO | str | os.PathLike[str]) -> tuple[BinaryIO, b
     if isinstance(target, (str, os.PathLike)):
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
         fd = os.open(Path(target), flags, 0o600)
-        return os.fdopen(fd, "wb"), True
+        return os.fdopen(fd, "wb", buffering=0), True  # one write per record; nothing held back
     return target, False
 
 
@@ -595,36 +612,71 @@ def scan_framing(data: bytes, *, name: str) -> Framing:
     """
     view = memoryview(data)
     header = _parse_header(view, name)
-    offset, size, count = HEADER_SIZE, len(view), 0
+    count = 0
     first: int | None = None
     last: int | None = None
-    stop: str | None = None
-    while offset < size:
-        if size - offset < _RECORD_HEAD.size:
-            stop = "partial"
-            break
-        length, record_type = _RECORD_HEAD.unpack_from(view, offset)
-        if record_type not in _RECORD_TYPES or not TAG_SIZE <= length <= MAX_PLAINTEXT + TAG_SIZE:
-            stop = "bad-head"
-            break
-        end = offset + _RECORD_HEAD.size + length
-        if end > size:
-            stop = "partial"
-            break
+    walk = _RecordWalk(view)
+    for _, _, record_type in walk:
         count += 1
         first = record_type if first is None else first
         last = record_type
-        offset = end
-        if record_type == SEAL:
-            stop = "after-seal" if offset < size else None
-            break
-    return Framing(header.session_id, header.index, header.prev_commit, offset, count, first, last, stop)
+    return Framing(
+        header.session_id, header.index, header.prev_commit, walk.end, count, first, last, walk.stop
+    )
 
 
-def segment_commit(data: bytes) -> bytes:
-    """SHA-256 of a segment's bytes as they are: its commit when sealed, and what a
-    recovery segment's ``prev_commit`` binds when it is a cut, unsealed segment."""
-    return hashlib.sha256(data).digest()
+class _RecordWalk:
+    """Iterates ``(offset, end, record type)`` over the complete records after the header.
+
+    Stops at a SEAL, at a head with an unknown type or impossible length, or at a
+    record that runs past the data; afterwards :attr:`end` is the offset just past
+    the last complete record and :attr:`stop` says why the walk ended early
+    (None, ``partial``, ``bad-head`` or ``after-seal``; see :class:`Framing`).
+    """
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self.end = HEADER_SIZE
+        self.stop: str | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        view, size = self._view, len(self._view)
+        while self.end < size:
+            offset = self.end
+            if size - offset < _RECORD_HEAD.size:
+                self.stop = "partial"
+                return
+            length, record_type = _RECORD_HEAD.unpack_from(view, offset)
+            if record_type not in _RECORD_TYPES or not TAG_SIZE <= length <= MAX_PLAINTEXT + TAG_SIZE:
+                self.stop = "bad-head"
+                return
+            end = offset + _RECORD_HEAD.size + length
+            if end > size:
+                self.stop = "partial"
+                return
+            self.end = end
+            yield offset, end, record_type
+            if record_type == SEAL:
+                self.stop = "after-seal" if end < size else None
+                return
+
+
+def segment_commit(data: bytes | memoryview) -> bytes:
+    """The commit of a segment's bytes as they are (docs/format.md, Commit and chaining).
+
+    SHA-256 over the header, each complete record's 5-byte head and 16-byte tag,
+    and any bytes after the last complete record: a sealed segment's commit, and
+    what a recovery segment's ``prev_commit`` binds when it is a cut, unsealed one.
+    ``data`` must hold at least a header; the header is not parsed here.
+    """
+    view = memoryview(data)
+    digest = hashlib.sha256(view[:HEADER_SIZE])
+    walk = _RecordWalk(view)
+    for offset, end, _ in walk:
+        digest.update(view[offset : offset + _RECORD_HEAD.size])
+        digest.update(view[end - TAG_SIZE : end])
+    digest.update(view[walk.end :])
+    return digest.digest()
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -641,7 +693,7 @@ class SegmentContents:
     :ivar deletion: the decoded DELETION record of a tombstone segment, else None.
     :ivar tail: bytes after the last complete record of an unsealed segment
         (a record cut short by a crash); 0 when sealed.
-    :ivar commit: SHA-256 of the segment when sealed, else None.
+    :ivar commit: the segment's commit (:func:`segment_commit`) when sealed, else None.
     :ivar damaged_at: with ``partial=True``, the offset of the first record that
         failed authentication (everything from there on was ignored); else None.
     """
@@ -714,7 +766,7 @@ def read_segment(data: bytes, identity: bytes, *, name: str, partial: bool = Fal
         sealed=sealed,
         recovered=bool(flags and flags & SEAL_RECOVERED),
         closes_session=bool(flags and flags & SEAL_CLOSES_SESSION),
-        commit=hashlib.sha256(view).digest() if sealed else None,
+        commit=segment_commit(view) if sealed else None,
         tail=body.tail,
         recovery=body.recovery,
         damaged_at=body.damaged_at,
@@ -726,7 +778,7 @@ def _parse_header(view: memoryview, name: str) -> _Header:
     magic = bytes(view[: len(MAGIC)])
     if magic != MAGIC[: len(magic)]:
         if len(magic) == len(MAGIC) and magic[:7] == MAGIC[:7]:
-            msg = f"{name}: segment format version {magic[7]} is not supported (this agent reads 1)"
+            msg = f"{name}: segment format version {magic[7]} is not supported (this agent reads {VERSION})"
             raise StoreFormatError(msg, offset=7)
         msg = f"{name}: not an optin segment (bad magic at offset 0)"
         raise StoreFormatError(msg, offset=0)
@@ -866,6 +918,7 @@ __all__ = [
     "RECOVERY",
     "RECOVERY_SHAPES",
     "SEAL",
+    "VERSION",
     "ZERO_COMMIT",
     "DeletionInfo",
     "Framing",

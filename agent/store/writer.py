@@ -89,7 +89,11 @@ class SessionWriter:
         self._last_fsync = clock()
         self._index = 0
         self._segment = self._open_segment(0, ZERO_COMMIT)
+        self._segment.flush(fsync=True)
+        self._fsync_dir()
         self._write_meta("recording")
+        self._unsynced_segment = False  # a rotated-to segment whose header and name are not yet fsynced
+        self._meta_stale = False  # meta.json lags behind the segment count
 
     @classmethod
     def create(
@@ -185,16 +189,25 @@ class SessionWriter:
     def flush(self, *, force_fsync: bool = False) -> None:
         """Hand written records to the OS; fsync at most once a second unless forced.
 
-        Also rotates a segment that has grown too old while the session was idle.
+        The fsync also makes a segment started since the last one durable (its
+        directory entry) and brings ``meta.json`` up to date.  Also rotates a
+        segment that has grown too old while the session was idle.
         """
         if self._closed:
             return
         self._maybe_rotate()
         now = self._clock()
-        fsync = force_fsync or now - self._last_fsync >= _FSYNC_INTERVAL
-        self._segment.flush(fsync=fsync)
-        if fsync:
-            self._last_fsync = now
+        if not (force_fsync or now - self._last_fsync >= _FSYNC_INTERVAL):
+            self._segment.flush()
+            return
+        self._segment.flush(fsync=True)
+        if self._unsynced_segment:
+            self._fsync_dir()
+            self._unsynced_segment = False
+        if self._meta_stale:
+            self._write_meta("recording")
+            self._meta_stale = False
+        self._last_fsync = now
 
     def close(self, stats: Mapping[str, int] | None = None) -> None:
         """Seal the last segment (marked as closing the session) and write the final ``meta.json``.
@@ -210,6 +223,8 @@ class SessionWriter:
             # "closing" first: tells crash recovery that a sealed last segment is the closing one
             self._write_meta("closing", dropped)
             self._segment.seal(closes_session=True)
+            if self._unsynced_segment:
+                self._fsync_dir()
             self._closed = True
             self._write_meta("closed", dropped)
         except BaseException:
@@ -252,11 +267,18 @@ class SessionWriter:
             self._rotate()
 
     def _rotate(self) -> None:
+        """Seal (and so fsync) the current segment and start the next.
+
+        The new segment's header, directory entry and the segment count in
+        ``meta.json`` become durable at the next once-a-second fsync: a crash
+        before it loses at most that second, which recovery handles like any
+        other (the shapes ``sealed`` and ``removed`` of docs/format.md).
+        """
         commit = self._segment.seal()
         self._sealed_bytes += self._segment.bytes_written
         self._index += 1
         self._segment = self._open_segment(self._index, commit)
-        self._write_meta("recording")
+        self._unsynced_segment = self._meta_stale = True
 
     def _open_segment(self, index: int, prev_commit: bytes) -> SegmentWriter:
         segment = SegmentWriter(
@@ -266,8 +288,6 @@ class SessionWriter:
             prev_commit=prev_commit,
             recipient=self._recipient,
         )
-        segment.flush(fsync=True)
-        self._fsync_dir()
         self._segment_started = self._clock()
         return segment
 

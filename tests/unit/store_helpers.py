@@ -7,6 +7,7 @@ not depend on how ``agent.store.keys`` keeps the identity.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
 from pathlib import Path
@@ -113,3 +114,24 @@ def flip(data: bytes, bit: int) -> bytes:
     out = bytearray(data)
     out[bit // 8] ^= 1 << (bit % 8)
     return bytes(out)
+
+
+def spec_commit(segment: bytes) -> bytes:
+    """docs/format.md's commit, written from the spec alone (not agent.store.format.segment_commit).
+
+    SHA-256 over the 140-byte header, then each complete record's 5-byte head and
+    16-byte tag, then the bytes after the last complete record.
+    """
+    digest = hashlib.sha256(segment[:140])
+    offset = 140
+    while offset + 5 <= len(segment):
+        length, rtype = int.from_bytes(segment[offset : offset + 4], "big"), segment[offset + 4]
+        end = offset + 5 + length
+        if rtype not in (1, 2, 3, 4, 0x7F) or not 16 <= length <= (1 << 28) + 16 or end > len(segment):
+            break
+        digest.update(segment[offset : offset + 5] + segment[end - 16 : end])
+        offset = end
+        if rtype == 0x7F:
+            break
+    digest.update(segment[offset:])
+    return digest.digest()

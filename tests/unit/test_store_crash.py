@@ -117,7 +117,7 @@ def _writer_child(dirs: Dirs, recipient: bytes, seed: int, *, closes: bool) -> N
     try:
         rng = random.Random(seed)  # noqa: S311 - test timings, not secrets
         while True:
-            w = SessionWriter.create(dirs, recipient, segment_bytes=rng.choice([400, 1500, 6000]))
+            w = SessionWriter.create(dirs, recipient, segment_bytes=rng.choice([400, 1500, 6000, 60000]))
             written = 0
             batches = rng.randrange(3, 40) if closes else -1
             while batches != 0:
@@ -189,5 +189,7 @@ def test_kill_9_loop_always_recovers(tmp_path: Path, keypair: tuple[bytes, bytes
                 raise
         shutil.rmtree(root)
     print(stats)
-    assert stats.get("unsealed", 0) > KILLS // 4, stats  # most kills land while writing records
+    # the loop reaches every crash shape, and cuts records often (most time goes to seals' fsyncs)
+    assert all(stats.get(shape, 0) for shape in ("unsealed", "sealed", "removed")), stats
+    assert stats["unsealed"] > KILLS // 5, stats
     assert stats.get("events", 0) > KILLS * 10, stats

@@ -13,6 +13,7 @@ import pytest
 from agent.errors import KeyError_, StoreCorrupt, StoreFormatError
 from agent.store import format as fmt
 from tests.unit.store_helpers import doc_vector as store_doc_vector
+from tests.unit.store_helpers import spec_commit
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "format.md"
 SESSION_NAME = "20261127T213000Z-1a2b3c4d"
@@ -55,7 +56,7 @@ IDENTITY = bytes.fromhex(V["identity"])
 def test_known_answer_vector_matches_docs() -> None:
     data = kat_segment()
     assert data.hex() == V["segment"]
-    assert hashlib.sha256(data).hexdigest() == V["commit"]
+    assert spec_commit(data).hex() == V["commit"]
     assert len(data) == 240
 
 
@@ -80,7 +81,7 @@ def test_known_answer_follows_the_spec_independently() -> None:
         return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
 
     seg = bytes.fromhex(V["segment"])
-    assert seg[:8] == b"optinSG\x01"
+    assert seg[:8] == b"optinSG\x02"
     assert seg[8:24].hex() == V["session-id"]
     assert seg[24:28] == b"\x00\x00\x00\x00"
     assert seg[28:60] == bytes(32)
@@ -271,8 +272,9 @@ def test_bad_magic_and_version() -> None:
     data = kat_segment()
     with pytest.raises(StoreFormatError, match="not an optin segment"):
         fmt.read_segment(b"PK\x03\x04" + data[4:], IDENTITY, name="kat.seg")
-    with pytest.raises(StoreFormatError, match="version 2 is not supported"):
-        fmt.read_segment(data[:7] + b"\x02" + data[8:], IDENTITY, name="kat.seg")
+    for version in (1, 3):  # 1: the pre-release format, whose commit differs (docs/format.md)
+        with pytest.raises(StoreFormatError, match=f"version {version} is not supported"):
+            fmt.read_segment(data[:7] + bytes([version]) + data[8:], IDENTITY, name="kat.seg")
     with pytest.raises(StoreFormatError, match="header ends at offset 100"):
         fmt.read_segment(data[:100], IDENTITY, name="kat.seg")
 
@@ -364,7 +366,7 @@ def test_path_target_is_private_and_exclusive(tmp_path: Path) -> None:
     w.append(fmt.FRAME, b"\x00" * 1000)
     commit = w.seal()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert hashlib.sha256(path.read_bytes()).digest() == commit
+    assert spec_commit(path.read_bytes()) == commit
     with pytest.raises(FileExistsError):
         _writer(path)
 

@@ -26,6 +26,7 @@ from tests.unit.store_helpers import (
     record_offsets,
     segment_files,
     snapshot,
+    spec_commit,
     store_dirs,
     write_one_per_record,
 )
@@ -65,7 +66,7 @@ RV = recovery_vector()
 
 def test_recovery_vector_matches_docs() -> None:
     cut = kat_segment()[: int(RV["cut-length"])]
-    assert hashlib.sha256(cut).hexdigest() == RV["prev-commit"]
+    assert spec_commit(cut).hex() == RV["prev-commit"]
     info = fmt.RecoveryInfo("unsealed", 0, 200, 175)
     assert info.encode().hex() == RV["recovery-record"]
     buf = io.BytesIO()
@@ -80,7 +81,7 @@ def test_recovery_vector_matches_docs() -> None:
         _file_key=bytes.fromhex(RV["file-key"]),
     )
     assert buf.getvalue().hex() == RV["segment"]
-    assert commit.hex() == RV["commit"] == hashlib.sha256(buf.getvalue()).hexdigest()
+    assert commit.hex() == RV["commit"] == spec_commit(buf.getvalue()).hex()
     assert fmt.public_from_private(bytes.fromhex(RV["ephemeral-secret"])).hex() == RV["ephemeral-share"]
     contents = fmt.read_segment(buf.getvalue(), IDENTITY, name="000001.seg")
     assert contents.recovery == info and contents.records == []
@@ -534,7 +535,7 @@ def test_recovery_segment_must_be_last_and_match(dirs: Dirs, recipient: bytes, i
         rec,
         session_id=fmt.session_id_bytes(w.session_id),
         index=int(rec.stem),
-        prev_commit=hashlib.sha256(files[-2].read_bytes()).digest(),
+        prev_commit=spec_commit(files[-2].read_bytes()),
         recipient=recipient,
         info=info,
     )
@@ -550,7 +551,7 @@ def test_recovery_segment_must_be_last_and_match(dirs: Dirs, recipient: bytes, i
         extra,
         session_id=fmt.session_id_bytes(w.session_id),
         index=int(rec.stem) + 1,
-        prev_commit=hashlib.sha256(rec_bytes).digest(),
+        prev_commit=spec_commit(rec_bytes),
         recipient=recipient,
         info=fmt.RecoveryInfo("sealed", int(rec.stem), len(rec_bytes), len(rec_bytes)),
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -23,7 +22,7 @@ from agent.store.reader import list_sessions, load_meta, read_session
 from agent.store.retention import SessionStat, delete_last, enforce, plan, shred_segment, shred_session
 from agent.store.verify import verify
 from agent.store.writer import SessionWriter, utc_timestamp, write_meta
-from tests.unit.store_helpers import doc_vector
+from tests.unit.store_helpers import doc_vector, spec_commit
 from tests.unit.test_store_format import IDENTITY, SESSION_NAME, kat_segment
 
 NOW = 1_900_000_000.0  # a fixed "now" (2030): every time below is relative to it
@@ -340,7 +339,7 @@ def deletion_vector() -> dict[str, str]:
 
 def test_deletion_vector_matches_docs() -> None:
     dv = deletion_vector()
-    assert hashlib.sha256(kat_segment()).hexdigest() == dv["prev-commit"]
+    assert spec_commit(kat_segment()).hex() == dv["prev-commit"]
     info = fmt.DeletionInfo(1, 2, 480, 1795816800)
     assert info.encode().hex() == dv["deletion-record"]
     assert utc_timestamp(info.deleted_at) == "2026-11-27T22:00:00Z"

@@ -210,6 +210,35 @@ def test_fsync_is_paced(dirs: paths.Dirs, recipient: bytes, monkeypatch: pytest.
     w.close()
 
 
+def test_rotation_fsyncs_the_seal_then_the_new_segment_within_a_second(
+    dirs: paths.Dirs, recipient: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotation costs one fsync (the seal, before the successor exists); the new segment's
+    directory entry and meta.json follow at the next paced fsync, and at close at the latest."""
+    clock = FakeClock()
+    w = SessionWriter.create(dirs, recipient, segment_bytes=400, clock=clock)
+    synced: list[str] = []
+    real = os.fsync
+
+    def naming_fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", naming_fsync)
+    w.write_events(sample_events(40))
+    w.flush()
+    segments = len(segments_of(dirs, w.session_id))
+    assert segments > 1
+    assert synced == [f"{i:06d}.seg" for i in range(segments - 1)]  # each seal, nothing else
+    assert meta_of(dirs, w.session_id)["segments"] == 1
+    synced.clear()
+    clock.now += 1.0
+    w.flush()
+    assert synced[:2] == [f"{segments - 1:06d}.seg", w.session_id]  # the open segment, then its directory
+    assert meta_of(dirs, w.session_id)["segments"] == segments
+    w.close()
+
+
 # --- metadata and listing ------------------------------------------------------------------------
 
 

@@ -238,7 +238,7 @@ def test_data_after_seal(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
     "case",
     [
         (0, b"PK", 0, "not an optin segment"),
-        (7, b"\x02", 7, "version 2 is not supported"),
+        (7, b"\x01", 7, "version 1 is not supported"),
         (140, b"\x7f\xff\xff\xff", 140, "record length 2147483647 out of range at offset 140"),
         (144, b"\x44", 140, "unknown record type 0x44 at offset 140"),
     ],
