@@ -19,6 +19,7 @@ goes on silently, and it never claims to record when it does not.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -31,10 +32,12 @@ from typing import Any
 from agent import consent
 from agent.backends import Backend
 from agent.capture import Hooks
-from agent.capture.screen import FrameTaker
+from agent.capture.coalesce import CoalesceState, coalesce
+from agent.capture.coalesce import flush as flush_moves
+from agent.capture.screen import ScreenWatch, action_reason
 from agent.consent import Receipt
 from agent.errors import EnvironmentProblem, StoreError, UsageError
-from agent.events import ButtonPress, ClockAnchor, Event, Marker, now_ns
+from agent.events import ClockAnchor, Event, Marker, PointerMove, now_ns
 from agent.paths import Dirs, ensure_private_dir, write_private_file
 from agent.store import keys, retention
 from agent.store.recovery import RecoveryReport, recover_sessions
@@ -51,6 +54,8 @@ WRITER_TICK_S = 0.2
 BATCH_MAX = 4096
 #: How often the writer publishes the status and re-checks consent (seconds).
 CHECK_EVERY_S = 1.0
+#: Pointer moves are stored at most this often (a press, release or scroll keeps the position before it).
+POINTER_HZ = 50.0
 
 #: Why a recording can be paused.
 PAUSED_BY_VOLUNTEER = "volunteer"
@@ -63,7 +68,8 @@ class Counters:
 
     dropped: int = 0  #: events refused by the full queue, or lost when the store failed
     frame_failures: int = 0  #: screen grabs that failed
-    frames_skipped: int = 0  #: frame requests still pending when capture stopped or paused
+    frames_skipped: int = 0  #: frames not stored: the encoder was behind, or capture stopped first
+    coalesced: int = 0  #: pointer moves merged by the rate cap (not a loss: positions at actions are kept)
     written: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -108,14 +114,13 @@ class Recorder:
         self._writer: SessionWriter | None = None
         self._writer_thread: threading.Thread | None = None
         self._hooks: list[Hooks] = []
-        self._taker: FrameTaker | None = None
+        self._screen: ScreenWatch | None = None
         self._lock = threading.RLock()
         self._drop_lock = threading.Lock()
         self._accepting = False
         self._draining = False  # set once the session_stop marker is queued: the writer may end
         self._failed = False
         self._closed = False
-        self._want_frames = False
 
     # -- the sink: runs on hook threads, O(1) ----------------------------------------------------
 
@@ -129,8 +134,13 @@ class Recorder:
         except queue.Full:
             self._count_drops(1)
             return
-        if self._want_frames and type(event) is ButtonPress and self._taker is not None:
-            self._taker.request("click")
+        screen = self._screen
+        if screen is not None:
+            reason = action_reason(event)
+            if reason is not None:
+                screen.action(event.t_ns, reason)
+            elif type(event) is PointerMove:
+                screen.activity(event.t_ns)
 
     def _count_drops(self, n: int) -> None:
         with self._drop_lock:  # only on the slow path: a full queue or a failed store
@@ -201,10 +211,8 @@ class Recorder:
     def _start_capture(self) -> None:
         scopes = self.scopes
         if "screen" in scopes:
-            self._taker = FrameTaker(self.backend.screen_grabber(), self._sink)
-            self._want_frames = True
-            self._taker.start()
-            self._taker.request("start")
+            self._screen = ScreenWatch(self.backend.screen_grabber(), self._sink)
+            self._screen.start()  # stores the screen as it is now ("start")
         if "window_titles" in scopes:
             self._hooks.append(self.backend.focus_watcher(self._sink))
         if "pointer" in scopes or "keyboard" in scopes:
@@ -218,18 +226,17 @@ class Recorder:
 
     def _stop_capture(self) -> None:
         """Stop every source; each one is stopped even if another fails to."""
-        self._want_frames = False
         hooks, self._hooks = self._hooks, []
         for hook in reversed(hooks):
             try:
                 hook.stop()
             except Exception as exc:  # the others must still stop
                 logger.warning("a capture source failed to stop (%s)", describe_failure(exc))
-        taker, self._taker = self._taker, None
-        if taker is not None:
-            taker.stop()
-            self.counters.frame_failures += taker.failures
-            self.counters.frames_skipped += taker.skipped
+        screen, self._screen = self._screen, None
+        if screen is not None:
+            screen.stop()
+            self.counters.frame_failures += screen.failures
+            self.counters.frames_skipped += screen.skipped
 
     def pause(self, reason: str = PAUSED_BY_VOLUNTEER) -> None:
         """Stop the hooks and the grabber themselves (P3)."""
@@ -332,8 +339,10 @@ class Recorder:
         if writer is None:
             return
         last_check = last_retention = time.monotonic()
+        moves = CoalesceState()
         while True:
             batch, done = self._next_batch()
+            batch, moves = self._coalesce(batch, moves, done=done)
             try:
                 if batch:
                     writer.write_events(batch)
@@ -352,6 +361,22 @@ class Recorder:
                 self._enforce_retention(keep={writer.session_id})
             if done:
                 return
+
+    def _coalesce(
+        self, batch: list[Event], moves: CoalesceState, *, done: bool
+    ) -> tuple[list[Event], CoalesceState]:
+        """Cap pointer moves at POINTER_HZ (never losing the position at an action) and put the
+        count on the ``session_stop`` marker, which only the writer sees after every move."""
+        events, moves = coalesce(batch, moves, max_hz=POINTER_HZ)
+        if done:
+            tail, moves = flush_moves(moves)
+            events.extend(tail)
+        self.counters.coalesced = moves.coalesced
+        for i, event in enumerate(events):
+            if type(event) is Marker and event.marker == "session_stop":
+                detail = {**event.detail, "coalesced_moves": moves.coalesced}
+                events[i] = dataclasses.replace(event, detail=detail)
+        return events, moves
 
     def _enforce_retention(self, *, keep: set[str]) -> None:
         """Delete sessions beyond the byte budget and the retention; never fatal, never the open one."""
@@ -429,6 +454,7 @@ class Recorder:
             "events_by_kind": dict(sorted(by_kind.items())),
             "dropped": self.counters.dropped,
             "loss": self.counters.loss(),
+            "coalesced_moves": self.counters.coalesced,
         }
 
     def _status_path(self) -> Any:

@@ -154,7 +154,7 @@ class WindowFocus:
 
 
 #: Marker names.
-MARKERS = frozenset({"session_start", "session_stop", "pause", "resume", "consent"})
+MARKERS = frozenset({"session_start", "session_stop", "pause", "resume", "consent", "screen_layout"})
 
 
 @dataclass(frozen=True, slots=True)

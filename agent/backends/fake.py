@@ -21,14 +21,14 @@ Sinks are called on the caller's thread, synchronously, so tests need no sleeps.
 from __future__ import annotations
 
 import dataclasses
-import io
 import threading
 from collections.abc import Iterable
 
 from agent.backends.base import Backend, scoped_sink
 from agent.capture import EventSink
+from agent.capture.screen import Shot
 from agent.errors import EnvironmentProblem
-from agent.events import Event, Frame, WindowFocus, now_ns
+from agent.events import Event, WindowFocus, now_ns
 
 #: The window that has focus in a new :class:`FakeBackend` (``t_ns`` is set when read).
 DEFAULT_WINDOW = WindowFocus(
@@ -114,38 +114,35 @@ class FakeFocus(FakeInput):
 
 
 class FakeScreen:
-    """A synthetic screen: each grab is a WebP lossless image of one colour that changes per grab."""
+    """A synthetic screen of one colour, which tests change with :meth:`paint`; shots are raw BGRA."""
 
     def __init__(self, size: tuple[int, int] = DEFAULT_SCREEN_SIZE) -> None:
         self.size = size
-        #: Grabs taken so far.
+        #: Shots taken so far.
         self.grabs = 0
         self.closed = False
         self._lock = threading.Lock()
+        self._pixels = bytes(size[0] * size[1] * 4)
+        #: When set, the next :meth:`shoot` calls raise it (a broken screen).
+        self.failure: Exception | None = None
 
-    def grab(self, t_ns: int, reason: str) -> Frame:
-        from PIL import Image
+    def paint(self, colour: tuple[int, int, int]) -> None:
+        """Fill the screen with ``colour`` (RGB) from the next shot on."""
+        red, green, blue = colour
+        with self._lock:
+            self._pixels = bytes((blue, green, red, 255)) * (self.size[0] * self.size[1])
 
+    def shoot(self, t_ns: int) -> Shot:
         with self._lock:
             if self.closed:
-                msg = "FakeScreen.grab() called after close()"
+                msg = "FakeScreen.shoot() called after close()"
                 raise RuntimeError(msg)
-            n = self.grabs
+            if self.failure is not None:
+                raise self.failure
             self.grabs += 1
-        colour = ((n * 37) % 256, (n * 91) % 256, (n * 53 + 128) % 256)
-        buf = io.BytesIO()
-        Image.new("RGB", self.size, colour).save(buf, format="WEBP", lossless=True)
+            pixels = self._pixels
         width, height = self.size
-        return Frame(
-            t_ns=t_ns,
-            left=0,
-            top=0,
-            width=width,
-            height=height,
-            format="webp",
-            reason=reason,
-            data=buf.getvalue(),
-        )
+        return Shot(t_ns, 0, 0, width, height, pixels, ((0, 0, width, height),))
 
     def close(self) -> None:
         with self._lock:

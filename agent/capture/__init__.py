@@ -9,9 +9,12 @@ drops).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from agent.events import Event, Frame
+from agent.events import Event
+
+if TYPE_CHECKING:
+    from agent.capture.screen import Shot
 
 #: Where hooks deliver events: O(1), never blocks, never raises.
 EventSink = Callable[[Event], None]
@@ -31,10 +34,10 @@ class Hooks(Protocol):
 
 
 class ScreenGrabber(Protocol):
-    """Takes encoded screenshots; called from the grabber thread, never a hook thread."""
+    """Takes raw screenshots; called from the screen watcher thread, never a hook thread."""
 
-    def grab(self, t_ns: int, reason: str) -> Frame:
-        """Grab the whole virtual screen now and return it encoded."""
+    def shoot(self, t_ns: int) -> Shot:
+        """Grab the whole virtual screen now, raw (encoding is the encoder thread's job)."""
 
     def close(self) -> None:
         """Release the screen connection."""

@@ -27,7 +27,7 @@ from agent.events import (
 )
 
 #: pynput key names that are modifiers, mapped to the modifier they hold.
-_MODIFIERS = {
+MODIFIER_KEYS = {
     "shift": "shift",
     "shift_l": "shift",
     "shift_r": "shift",
@@ -100,7 +100,7 @@ class PynputHooks:
             return
         t = now_ns()
         char, name, vk = key_fields(key)
-        mod = _MODIFIERS.get(name or "")
+        mod = MODIFIER_KEYS.get(name or "")
         mods = self._modifiers()
         if mod is not None:
             self._held[mod] = self._held.get(mod, 0) + 1
@@ -111,7 +111,7 @@ class PynputHooks:
             return
         t = now_ns()
         char, name, vk = key_fields(key)
-        mod = _MODIFIERS.get(name or "")
+        mod = MODIFIER_KEYS.get(name or "")
         if mod is not None and self._held.get(mod, 0) > 0:
             self._held[mod] -= 1
         self._sink(KeyRelease(t, char, name, vk, self._modifiers()))

@@ -12,6 +12,7 @@ from PIL import Image
 from agent.backends import select_backend
 from agent.backends.virtual_display import VirtualDisplay, wait_for
 from agent.control import Recorder
+from agent.capture.screen import ACTION_REASONS
 from agent.events import ButtonPress, ButtonRelease, Frame, KeyPress, Marker, PointerMove, Scroll, WindowFocus
 from agent.store import keys
 from agent.store.reader import read_session
@@ -79,12 +80,16 @@ def test_real_input_is_recorded_exactly(xdisplay: VirtualDisplay, consented) -> 
     ctrl_a = next(e for e in events if isinstance(e, KeyPress) and e.char == "a" and e.modifiers)
     assert ctrl_a.modifiers == ("ctrl",)
 
-    frames = [e for e in events if isinstance(e, Frame)]
-    assert len(frames) >= 2  # the start frame and at least one click frame
-    assert {f.reason for f in frames} >= {"start", "click"}
-    for f in frames:
-        assert (f.width, f.height) == (xdisplay.width, xdisplay.height)
-        assert Image.open(io.BytesIO(f.data)).size == (xdisplay.width, xdisplay.height)
+    frames = sorted((e for e in events if isinstance(e, Frame)), key=lambda f: f.t_ns)
+    assert frames[0].reason == "start" and len(frames) >= 2  # typing changed the screen
+    assert {f.reason for f in frames} <= set(ACTION_REASONS) | {"start", "settled", "keyframe"}
+    images = [Image.open(io.BytesIO(f.data)) for f in frames]
+    assert all(
+        image.size == (f.width, f.height) == (xdisplay.width, xdisplay.height)
+        for image, f in zip(images, frames)
+    )
+    pixels = [image.convert("RGB").tobytes() for image in images]
+    assert all(a != b for a, b in zip(pixels, pixels[1:])), "the same screen was stored twice in a row"
 
     focus = [e for e in events if isinstance(e, WindowFocus)]
     assert any(f.title == "e2e-recording" and f.app_class == "XTerm" for f in focus)

@@ -17,6 +17,7 @@ import agent.backends
 from agent.backends import select_backend
 from agent.backends.base import Backend
 from agent.backends.fake import DEFAULT_WINDOW, FakeBackend, FakeFocus, FakeInput, FakeScreen
+from agent.capture.screen import encode_frame
 from agent.errors import BackendUnavailable, EnvironmentProblem
 from agent.events import Event, KeyPress, PointerMove, WindowFocus, now_ns
 
@@ -199,22 +200,24 @@ def test_fake_active_window_is_stamped_now() -> None:
     assert backend.active_window() is None
 
 
-def test_fake_screen_returns_distinct_webp_frames() -> None:
+def test_fake_screen_shoots_what_was_painted() -> None:
     backend = FakeBackend()
     screen = backend.screen_grabber()
     assert isinstance(screen, FakeScreen)
     assert backend.last_screen is screen
-    first = screen.grab(now_ns(), "start")
-    second = screen.grab(now_ns(), "click")
-    assert first.format == "webp"
-    assert (first.width, first.height) == (64, 48)
-    assert second.reason == "click"
-    images = [Image.open(io.BytesIO(frame.data)) for frame in (first, second)]
-    assert all(image.format == "WEBP" and image.size == (64, 48) for image in images)
-    assert images[0].convert("RGB").getpixel((0, 0)) != images[1].convert("RGB").getpixel((0, 0))
+    first = screen.shoot(now_ns())
+    screen.paint((255, 0, 0))
+    second = screen.shoot(now_ns())
+    assert (first.width, first.height) == (64, 48) and first.monitors == ((0, 0, 64, 48),)
+    assert len(second.pixels) == 64 * 48 * 4 and second.pixels[:4] == bytes((0, 0, 255, 255))  # BGRA
+    assert not first.same_pixels(second) and second.same_pixels(screen.shoot(now_ns()))
+    frame = encode_frame(second, "click")
+    image = Image.open(io.BytesIO(frame.data))
+    assert image.format == "WEBP" and image.size == (64, 48) and frame.reason == "click"
+    assert image.convert("RGB").getpixel((0, 0)) == (255, 0, 0)
     screen.close()
     with pytest.raises(RuntimeError):
-        screen.grab(now_ns(), "late")
+        screen.shoot(now_ns())
 
 
 def test_fake_environment_and_tray() -> None:

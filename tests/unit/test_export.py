@@ -19,6 +19,7 @@ from agent.errors import ConsentRequired, ExportError, UsageError
 from agent.events import ButtonPress, KeyPress, PointerMove, now_ns
 from agent.export.bundle import export_session
 from agent.export.inspect import read_bundle_tar
+from tests.unit.test_recorder import paint_and_wait_for_a_grab
 
 SECRET = "hunter2-canary"  # noqa: S105 - a canary, not a credential
 
@@ -34,6 +35,7 @@ def session(consented) -> str:
     for ch in SECRET:
         backend.last_input.emit(KeyPress(now_ns(), ch, None, ord(ch), ()))
     backend.last_input.emit(KeyPress(now_ns(), None, "enter", 65293, ()))
+    paint_and_wait_for_a_grab(backend)
     backend.last_input.emit(PointerMove(now_ns(), 3, 4))
     backend.last_input.emit(ButtonPress(now_ns(), 3, 4, "left"))
     _frames_written(rec, 2)

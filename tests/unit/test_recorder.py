@@ -28,6 +28,15 @@ def _wait(pred, timeout: float = 5.0) -> bool:
     return wait_for(pred, timeout, interval=0.01)
 
 
+def paint_and_wait_for_a_grab(backend: FakeBackend) -> None:
+    """Change the fake screen and wait until the recorder's screen watcher has seen it."""
+    screen = backend.last_screen
+    assert screen is not None
+    screen.paint((200, 10, 10))
+    grabs = screen.grabs
+    assert _wait(lambda: screen.grabs > grabs)
+
+
 def test_pipeline_stores_what_the_hooks_deliver(consented) -> None:
     d, study = consented
     backend: FakeBackend = select_backend("fake")
@@ -37,6 +46,7 @@ def test_pipeline_stores_what_the_hooks_deliver(consented) -> None:
     fake = backend.last_input
     assert fake is not None and fake.is_alive()
     assert _wait(lambda: rec.counters.by_kind.get("frame", 0) == 1)  # the start frame
+    paint_and_wait_for_a_grab(backend)  # the screen changed before the click
     fake.emit(PointerMove(now_ns(), 5, 6))
     fake.emit(ButtonPress(now_ns(), 5, 6, "left"))
     fake.emit(KeyPress(now_ns(), "x", None, 120, ()))
@@ -117,7 +127,7 @@ def test_pause_stops_the_hooks_themselves(consented) -> None:
     second.emit(PointerMove(now_ns(), 7, 7))
     rec.stop()
     events = _events(d, rec)
-    assert [e.marker for e in events if isinstance(e, Marker)] == [
+    assert [e.marker for e in events if isinstance(e, Marker) and e.marker != "screen_layout"] == [
         "session_start",
         "pause",
         "resume",
@@ -148,7 +158,8 @@ def test_a_full_queue_drops_and_counts_never_silently(consented, monkeypatch) ->
     rec.stop()
     stored = [e for e in _events(d, rec) if isinstance(e, PointerMove)]
     assert rec.counters.dropped > 0
-    assert len(stored) + rec.counters.dropped == emitted  # every event is stored or counted
+    # every event is stored, merged by the 50 Hz cap, or counted as dropped
+    assert len(stored) + rec.counters.coalesced + rec.counters.dropped == emitted
     assert _events(d, rec)[-1].detail["dropped"] == rec.counters.dropped
     (info,) = list_sessions(d)
     assert info.dropped == rec.counters.dropped
@@ -289,7 +300,7 @@ def test_a_slow_stop_still_writes_the_stop_marker(consented, monkeypatch) -> Non
     rec.start()
     consent.withdraw(d)
     assert _wait(lambda: rec.state == "stopped")
-    markers = [e.marker for e in _events(d, rec) if isinstance(e, Marker)]
+    markers = [e.marker for e in _events(d, rec) if isinstance(e, Marker) and e.marker != "screen_layout"]
     assert markers == ["session_start", "session_stop"]
 
 
@@ -326,3 +337,28 @@ def test_starting_recovers_a_session_a_crash_left_open(consented) -> None:
     assert [r.session_id for r in rec.recovered] == [crashed.session_id]
     old = read_session(d, crashed.session_id, keys.load_identity(d))
     assert old.recovered and [(e.x, e.y) for e in old.events if isinstance(e, PointerMove)] == [(1, 1)]
+
+
+def test_pointer_moves_are_capped_but_the_position_at_each_action_is_kept(consented) -> None:
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    fake = backend.last_input
+    assert fake is not None
+    t0 = now_ns()
+    for i in range(1000):  # 1 s of a 1,000 Hz pointer, a click every 100 ms
+        fake.emit(PointerMove(t0 + i * 1_000_000, i, i))
+        if i % 100 == 99:
+            fake.emit(ButtonPress(t0 + i * 1_000_000, i, i, "left"))
+    rec.stop()
+    events = _events(d, rec)
+    moves = [e for e in events if isinstance(e, PointerMove)]
+    assert 50 <= len(moves) <= 61  # 50 Hz, plus the move forced out before each of the 10 clicks
+    for i, event in enumerate(events):
+        if isinstance(event, ButtonPress):
+            before = [e for e in events[:i] if isinstance(e, PointerMove)][-1]
+            assert (before.x, before.y) == (event.x, event.y)
+    stop = events[-1]
+    assert isinstance(stop, Marker) and stop.detail["coalesced_moves"] == 1000 - len(moves)
+    assert stop.detail["dropped"] == 0
