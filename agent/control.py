@@ -31,13 +31,24 @@ from typing import Any
 
 from agent import consent
 from agent.backends import Backend
-from agent.capture import Hooks
+from agent.capture import Hooks, OwnUi
 from agent.capture.coalesce import CoalesceState, coalesce
 from agent.capture.coalesce import flush as flush_moves
 from agent.capture.screen import ScreenWatch, action_reason
 from agent.consent import Receipt
 from agent.errors import EnvironmentProblem, StoreError, UsageError
-from agent.events import ClockAnchor, Event, Marker, PointerMove, now_ns
+from agent.events import (
+    ButtonPress,
+    ButtonRelease,
+    ClockAnchor,
+    Event,
+    KeyPress,
+    KeyRelease,
+    Marker,
+    PointerMove,
+    Scroll,
+    now_ns,
+)
 from agent.paths import Dirs, ensure_private_dir, write_private_file
 from agent.store import keys, retention
 from agent.store.recovery import RecoveryReport, recover_sessions
@@ -70,6 +81,7 @@ class Counters:
     frame_failures: int = 0  #: screen grabs that failed
     frames_skipped: int = 0  #: frames not stored: the encoder was behind, or capture stopped first
     coalesced: int = 0  #: pointer moves merged by the rate cap (not a loss: positions at actions are kept)
+    own_ui: int = 0  #: clicks, scrolls and keys on optin's own tray, menu and windows, left out
     written: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -115,6 +127,8 @@ class Recorder:
         self._writer_thread: threading.Thread | None = None
         self._hooks: list[Hooks] = []
         self._screen: ScreenWatch | None = None
+        self._own: OwnUi | None = None
+        self._own_buttons: dict[str, bool] = {}  # buttons pressed on optin's own UI, not yet released
         self._lock = threading.RLock()
         self._drop_lock = threading.Lock()
         self._accepting = False
@@ -129,6 +143,11 @@ class Recorder:
             if self._failed:
                 self._count_drops(1)  # capture is being torn down after a failure: still counted
             return
+        own = self._own
+        if own is not None and self._is_own_input(event, own):
+            with self._drop_lock:  # a count only: what was done on optin's own UI is not kept
+                self.counters.own_ui += 1
+            return
         try:
             self._queue.put_nowait(event)
         except queue.Full:
@@ -141,6 +160,21 @@ class Recorder:
                 screen.action(event.t_ns, reason)
             elif type(event) is PointerMove:
                 screen.activity(event.t_ns)
+
+    def _is_own_input(self, event: Event, own: OwnUi) -> bool:
+        """Whether ``event`` was done on optin's own tray, menu or windows (O(1), no I/O).
+
+        A release goes with its press, wherever the pointer went in between.
+        """
+        if isinstance(event, ButtonRelease):
+            return self._own_buttons.pop(event.button, False)
+        if isinstance(event, (ButtonPress, Scroll)):
+            if not own.covers(event.x, event.y):
+                return False
+            if isinstance(event, ButtonPress):
+                self._own_buttons[event.button] = True
+            return True
+        return isinstance(event, (KeyPress, KeyRelease)) and own.has_focus
 
     def _count_drops(self, n: int) -> None:
         with self._drop_lock:  # only on the slow path: a full queue or a failed store
@@ -210,6 +244,9 @@ class Recorder:
 
     def _start_capture(self) -> None:
         scopes = self.scopes
+        own = self.backend.own_ui({os.getpid()})
+        own.start()  # before the hooks: optin's own windows are known when the first click comes
+        self._own = own
         if "screen" in scopes:
             self._screen = ScreenWatch(self.backend.screen_grabber(), self._sink)
             self._screen.start()  # stores the screen as it is now ("start")
@@ -232,6 +269,10 @@ class Recorder:
                 hook.stop()
             except Exception as exc:  # the others must still stop
                 logger.warning("a capture source failed to stop (%s)", describe_failure(exc))
+        own, self._own = self._own, None
+        if own is not None:
+            own.stop()
+        self._own_buttons.clear()
         screen, self._screen = self._screen, None
         if screen is not None:
             screen.stop()
@@ -267,6 +308,9 @@ class Recorder:
 
     def indicator_changed(self, shown: bool) -> None:  # a plain fact from the tray
         """The tray reports whether its icon is visible: no indicator, no capture (P2)."""
+        own = self._own
+        if shown and own is not None:
+            own.rescan()  # the icon is an own window: its clicks are left out from now on
         if not shown and self.state == "recording":
             self.pause(PAUSED_NO_INDICATOR)
         elif shown and self.state == "paused" and self.reason == PAUSED_NO_INDICATOR:
@@ -455,6 +499,7 @@ class Recorder:
             "dropped": self.counters.dropped,
             "loss": self.counters.loss(),
             "coalesced_moves": self.counters.coalesced,
+            "own_ui_left_out": self.counters.own_ui,
         }
 
     def _status_path(self) -> Any:

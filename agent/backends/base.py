@@ -20,9 +20,10 @@ crashing, so callers can say up front what a session will and will not record.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import ClassVar
 
-from agent.capture import EventSink, Hooks, ScreenGrabber
+from agent.capture import EventSink, Hooks, OwnUi, ScreenGrabber
 from agent.events import (
     ButtonPress,
     ButtonRelease,
@@ -80,6 +81,9 @@ class Backend(ABC):
     #: :meth:`tray_host_available` can give a definite answer.
     HAS_TRAY_DETECTION: ClassVar[bool] = False
 
+    #: :meth:`own_ui` can tell where optin's own windows are (its clicks on them are left out).
+    HAS_OWN_UI_DETECTION: ClassVar[bool] = False
+
     #: The backend can tell when a password field has the keyboard focus.  When
     #: False, minimisation at the source (promise P4) rests on the window deny-list alone.
     HAS_SECURE_INPUT_DETECTION: ClassVar[bool] = False
@@ -131,8 +135,39 @@ class Backend(ABC):
     def tray_host_available(self) -> bool | None:
         """Whether a system tray exists to show the indicator; None when this cannot be told."""
 
+    def own_ui(self, pids: Iterable[int]) -> OwnUi:
+        """A tracker of the windows of processes ``pids`` (optin's own), not started.
+
+        The default knows no windows: without :attr:`HAS_OWN_UI_DETECTION`, clicks
+        on optin's tray and windows are recorded like any other.
+        """
+        return NoOwnUi()
+
     def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
         """Release OS connections held for :meth:`active_window` and friends.  Idempotent."""
 
 
-__all__ = ["Backend", "scoped_sink"]
+class NoOwnUi:
+    """An :class:`~agent.capture.OwnUi` that knows no windows (backends that cannot tell)."""
+
+    def start(self) -> None:
+        """Nothing to track."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+    def is_alive(self) -> bool:
+        return False
+
+    def rescan(self) -> None:
+        """Nothing to look at."""
+
+    def covers(self, x: int, y: int) -> bool:
+        return False
+
+    @property
+    def has_focus(self) -> bool:
+        return False
+
+
+__all__ = ["Backend", "NoOwnUi", "scoped_sink"]

@@ -149,6 +149,37 @@ class FakeScreen:
             self.closed = True
 
 
+class FakeOwnUi:
+    """optin's own windows on the fake screen: tests set :attr:`rects` and :attr:`focus`."""
+
+    def __init__(self) -> None:
+        #: ``(left, top, right, bottom)`` rectangles of own windows.
+        self.rects: list[tuple[int, int, int, int]] = []
+        #: Whether keys go to an own window.
+        self.focus = False
+        self.rescans = 0
+        self._alive = False
+
+    def start(self) -> None:
+        self._alive = True
+
+    def stop(self) -> None:
+        self._alive = False
+
+    def is_alive(self) -> bool:
+        return self._alive
+
+    def rescan(self) -> None:
+        self.rescans += 1
+
+    def covers(self, x: int, y: int) -> bool:
+        return any(left <= x < right and top <= y < bottom for left, top, right, bottom in self.rects)
+
+    @property
+    def has_focus(self) -> bool:
+        return self.focus
+
+
 class FakeBackend(Backend):
     """Deterministic backend for tests and dry runs; see the module docstring.
 
@@ -164,6 +195,7 @@ class FakeBackend(Backend):
     HAS_WINDOW_TITLES = True
     HAS_TRAY_DETECTION = True
     HAS_SECURE_INPUT_DETECTION = False
+    HAS_OWN_UI_DETECTION = True
 
     def __init__(
         self,
@@ -184,6 +216,10 @@ class FakeBackend(Backend):
         self.inputs: list[FakeInput] = []
         self.focus_watchers: list[FakeFocus] = []
         self.screens: list[FakeScreen] = []
+        #: The own-window tracker every :meth:`own_ui` call returns (tests set its rectangles).
+        self.own = FakeOwnUi()
+        #: The pids each :meth:`own_ui` call was given.
+        self.own_pids: list[frozenset[int]] = []
 
     @property
     def last_input(self) -> FakeInput | None:
@@ -213,6 +249,11 @@ class FakeBackend(Backend):
         with self._lock:
             self.screens.append(screen)
         return screen
+
+    def own_ui(self, pids: Iterable[int]) -> FakeOwnUi:
+        with self._lock:
+            self.own_pids.append(frozenset(pids))
+        return self.own
 
     def active_window(self) -> WindowFocus | None:
         with self._lock:
@@ -264,4 +305,12 @@ def make_backend() -> FakeBackend:
     return FakeBackend()
 
 
-__all__ = ["DEFAULT_WINDOW", "FakeBackend", "FakeFocus", "FakeInput", "FakeScreen", "make_backend"]
+__all__ = [
+    "DEFAULT_WINDOW",
+    "FakeBackend",
+    "FakeFocus",
+    "FakeInput",
+    "FakeOwnUi",
+    "FakeScreen",
+    "make_backend",
+]

@@ -28,7 +28,7 @@ import os
 import select
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,7 +39,7 @@ from Xlib import X, Xatom
 from Xlib.support import connect as xconnect
 
 from agent.backends.base import Backend
-from agent.capture import EventSink, Hooks, ScreenGrabber
+from agent.capture import EventSink, Hooks, OwnUi, ScreenGrabber
 from agent.errors import EnvironmentProblem
 from agent.events import WindowFocus, now_ns
 
@@ -570,6 +570,7 @@ class XorgBackend(Backend):
     HAS_WINDOW_TITLES = True
     HAS_TRAY_DETECTION = True
     HAS_SECURE_INPUT_DETECTION = False
+    HAS_OWN_UI_DETECTION = True
 
     def __init__(self, display: str | None = None) -> None:
         self._display_name = display
@@ -626,6 +627,11 @@ class XorgBackend(Backend):
 
     def focus_watcher(self, sink: EventSink) -> Hooks:
         return _FocusWatcher(self.display_name, sink)
+
+    def own_ui(self, pids: Iterable[int]) -> OwnUi:
+        from agent.backends.xorg_own_ui import OwnUiWatcher
+
+        return OwnUiWatcher(self.display_name, pids)
 
     def tray_host_available(self) -> bool | None:
         with self._lock:

@@ -41,3 +41,29 @@ class ScreenGrabber(Protocol):
 
     def close(self) -> None:
         """Release the screen connection."""
+
+
+class OwnUi(Protocol):
+    """Where optin's own windows are, so the hooks can leave its own clicks and keys out.
+
+    :meth:`covers` and :attr:`has_focus` are read on hook threads: O(1), no I/O.
+    """
+
+    def start(self) -> None:
+        """Start tracking; returns once a first answer is published."""
+
+    def stop(self) -> None:
+        """Stop tracking."""
+
+    def is_alive(self) -> bool:
+        """True while tracking."""
+
+    def rescan(self) -> None:
+        """Look again soon (an own window appeared, e.g. the tray icon)."""
+
+    def covers(self, x: int, y: int) -> bool:
+        """Whether the point (virtual-screen pixels) is on one of optin's windows."""
+
+    @property
+    def has_focus(self) -> bool:
+        """Whether key events now go to one of optin's windows."""

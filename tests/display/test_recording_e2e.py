@@ -4,6 +4,7 @@ the encrypted store holds exactly what was done, and no plaintext reaches the di
 from __future__ import annotations
 
 import io
+import itertools
 import time
 from pathlib import Path
 
@@ -11,8 +12,8 @@ from PIL import Image
 
 from agent.backends import select_backend
 from agent.backends.virtual_display import VirtualDisplay, wait_for
-from agent.control import Recorder
 from agent.capture.screen import ACTION_REASONS
+from agent.control import Recorder
 from agent.events import ButtonPress, ButtonRelease, Frame, KeyPress, Marker, PointerMove, Scroll, WindowFocus
 from agent.store import keys
 from agent.store.reader import read_session
@@ -86,10 +87,10 @@ def test_real_input_is_recorded_exactly(xdisplay: VirtualDisplay, consented) -> 
     images = [Image.open(io.BytesIO(f.data)) for f in frames]
     assert all(
         image.size == (f.width, f.height) == (xdisplay.width, xdisplay.height)
-        for image, f in zip(images, frames)
+        for image, f in zip(images, frames, strict=True)
     )
     pixels = [image.convert("RGB").tobytes() for image in images]
-    assert all(a != b for a, b in zip(pixels, pixels[1:])), "the same screen was stored twice in a row"
+    assert all(a != b for a, b in itertools.pairwise(pixels)), "the same screen was stored twice in a row"
 
     focus = [e for e in events if isinstance(e, WindowFocus)]
     assert any(f.title == "e2e-recording" and f.app_class == "XTerm" for f in focus)

@@ -15,7 +15,7 @@ import pytest
 
 from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_for
 from agent.control import read_status
-from agent.events import KeyPress, Marker, PointerMove
+from agent.events import ButtonPress, ButtonRelease, KeyPress, Marker, PointerMove
 from agent.store import keys
 from agent.store.reader import read_session
 from tests.display.conftest import need_tools
@@ -121,6 +121,9 @@ def test_tray_pause_stops_capture_and_sigterm_seals(xdisplay: VirtualDisplay, co
     moves = [(e.x, e.y) for e in data.events if isinstance(e, PointerMove)]
     assert (111, 222) in moves and (555, 666) in moves and (333, 444) not in moves
     assert "paused" not in "".join(e.char or "" for e in data.events if isinstance(e, KeyPress))
+    # the right-click on the tray icon and the keys that walked its menu were optin's own: left out
+    assert not [e for e in data.events if isinstance(e, (ButtonPress, ButtonRelease))]
+    assert not [e for e in data.events if isinstance(e, KeyPress) and e.name in ("down", "enter")]
 
 
 def test_losing_the_tray_pauses_capture_until_it_is_back(

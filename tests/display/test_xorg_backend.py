@@ -270,3 +270,38 @@ def test_vanished_window_gives_none_or_a_window_never_an_error(backend: XorgBack
         while time.monotonic() < deadline:
             result = backend.active_window()
             assert result is None or isinstance(result, WindowFocus)
+
+
+# --- optin's own windows ------------------------------------------------------------------------
+
+
+def test_own_ui_covers_this_process_windows_and_not_others(backend: XorgBackend) -> None:
+    import Xlib.display
+
+    own = backend.own_ui({os.getpid()})
+    mine = Xlib.display.Display()
+    try:
+        root = mine.screen().root
+        popup = root.create_window(
+            300, 200, 80, 40, 0, mine.screen().root_depth, override_redirect=True, background_pixel=0
+        )
+        with xterm(unique("not-optin")):
+            own.start()
+            assert not own.covers(310, 210) and not own.has_focus
+            popup.map()
+            mine.sync()
+            own.rescan()
+            assert wait_until(lambda: own.covers(310, 210), 5.0), "own popup never seen"
+            assert own.covers(300, 200) and own.covers(379, 239)
+            assert not own.covers(299, 210) and not own.covers(380, 210) and not own.covers(310, 240)
+            assert not own.covers(60, 60)  # the xterm belongs to another process
+            assert own.has_focus  # a mapped own popup (a menu) has the keyboard
+            popup.unmap()
+            mine.sync()
+            assert wait_until(lambda: not own.covers(310, 210) and not own.has_focus, 5.0)
+            popup.destroy()
+            mine.sync()
+    finally:
+        own.stop()
+        mine.close()
+    assert not own.is_alive()

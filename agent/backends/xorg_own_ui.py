@@ -1,0 +1,239 @@
+"""Where optin's own windows are on an X11 screen, so its own clicks and keys are not recorded.
+
+The hooks must decide at event time, in O(1) and without I/O, whether a click
+landed on optin's tray icon, its menu or one of its windows.  So this watcher
+keeps a small published answer up to date on its own thread and X connection:
+
+* **rectangles** (root coordinates) of every viewable window whose owning
+  process is optin (or one of its helper processes), found with the X-Resource
+  extension (``XResQueryClientIds``, the client's PID) over the window tree —
+  including tray icons, which the tray host has reparented into its own window;
+  a managed window (one with ``WM_STATE``) counts with its window-manager frame,
+  title bar included;
+* **keyboard focus**: the active window (``_NET_ACTIVE_WINDOW``) is optin's, or
+  one of optin's override-redirect popups (a menu, which grabs the keyboard) is
+  mapped.
+
+It rescans when the window tree under the root changes (``SubstructureNotify``),
+when the active window changes, when asked (:meth:`OwnUiWatcher.rescan`, e.g.
+when the tray icon appears) and every ``RESCAN_INTERVAL`` seconds, because a
+tray host's children change without telling the root.  Between a change and the
+rescan (milliseconds) a click can be misjudged; the tray icon and menus never
+move that fast.  Without X-Resource nothing is excluded, and
+:attr:`OwnUiWatcher.available` says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import Xlib.display
+import Xlib.error
+from Xlib import X
+from Xlib.ext import res
+
+from agent.backends.xorg import _close_quietly, _ignore_x_error, _open_display
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between rescans when nothing under the root changed (tray icons move silently).
+RESCAN_INTERVAL = 2.0
+#: Deepest level of the window tree searched (root children are level 1).
+MAX_DEPTH = 7
+#: Most windows looked at in one scan.
+MAX_WINDOWS = 4000
+
+Rect = tuple[int, int, int, int]  # left, top, right (exclusive), bottom (exclusive)
+
+
+class OwnUiWatcher:
+    """Publishes optin's window rectangles and whether optin has the keyboard; see the module docstring.
+
+    :param display_name: the X display.
+    :param pids: processes whose windows are optin's own (the agent, its dialogs).
+    """
+
+    def __init__(self, display_name: str, pids: Iterable[int]) -> None:
+        self._display_name = display_name
+        self._pids = frozenset(pids)
+        self._rects: tuple[Rect, ...] = ()
+        self._focus = False
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pipe: tuple[int, int] | None = None
+        self._display: Xlib.display.Display | None = None
+        #: False when the X server has no X-Resource extension: nothing can be excluded.
+        self.available = True
+
+    # -- read by hook threads: O(1), no I/O -------------------------------------------------------
+
+    def covers(self, x: int, y: int) -> bool:
+        """Whether root point ``(x, y)`` is on one of optin's own windows."""
+        # a handful of rectangles: the tray icon, a menu, a dialog
+        return any(left <= x < right and top <= y < bottom for left, top, right, bottom in self._rects)
+
+    @property
+    def has_focus(self) -> bool:
+        """Whether keys now go to one of optin's own windows."""
+        return self._focus
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect, scan once (before returning) and keep the answer up to date.
+
+        :raises EnvironmentProblem: the X display cannot be reached.
+        """
+        if self.is_alive():
+            return
+        display = _open_display(self._display_name)
+        self._display, self._pipe = display, os.pipe()
+        self._stopping.clear()
+        try:
+            display.set_error_handler(_ignore_x_error)
+            self.available = display.has_extension("X-Resource")
+            root = display.screen().root
+            root.change_attributes(event_mask=X.SubstructureNotifyMask | X.PropertyChangeMask)
+            self._scan(display)
+        except BaseException:
+            self._close()
+            raise
+        self._thread = threading.Thread(target=self._run, name="optin-own-ui", daemon=True)
+        self._thread.start()
+
+    def rescan(self) -> None:
+        """Look again soon (the tray icon was just shown, a dialog opened)."""
+        pipe = self._pipe
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                os.write(pipe[1], b"r")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.rescan()  # wakes the thread
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2.0)
+        self._thread = None
+        if thread is None or not thread.is_alive():
+            self._close()
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- the watcher thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        display, pipe = self._display, self._pipe
+        if display is None or pipe is None:
+            return
+        try:
+            fd = display.fileno()
+            while not self._stopping.is_set():
+                readable, _, _ = select.select([fd, pipe[0]], [], [], RESCAN_INTERVAL)
+                if pipe[0] in readable:
+                    os.read(pipe[0], 64)
+                while display.pending_events():
+                    display.next_event()  # any change under the root: look again
+                if not self._stopping.is_set():
+                    self._scan(display)
+        except Xlib.error.ConnectionClosedError:
+            if not self._stopping.is_set():
+                logger.error("own-window watcher lost the X connection to DISPLAY=%s", self._display_name)
+        except Exception as exc:  # logged by type only
+            logger.error("own-window watcher stopped by an unexpected %s", type(exc).__name__)
+        finally:
+            self._rects, self._focus = (), False
+
+    def _scan(self, display: Xlib.display.Display) -> None:
+        if not self.available or not self._pids:
+            return
+        try:
+            rects, popup = self._own_windows(display)
+            focus = popup or self._active_is_own(display)
+        except Xlib.error.XError:
+            return  # a window vanished mid-scan; the change that follows triggers another scan
+        self._rects, self._focus = rects, focus
+
+    def _own_windows(self, display: Xlib.display.Display) -> tuple[tuple[Rect, ...], bool]:
+        """Rectangles of own windows, and whether an own override-redirect popup is mapped."""
+        root = display.screen().root
+        wm_state = display.intern_atom("WM_STATE")
+        rects: list[Rect] = []
+        popup = False
+        level = [(child, child) for child in root.query_tree().children]  # (window, its root child)
+        seen = 0
+        for _depth in range(MAX_DEPTH):
+            viewable = [(w, top) for w, top in level if _viewable(w)]
+            seen += len(viewable)
+            if not viewable or seen > MAX_WINDOWS:
+                break
+            owners = self._owners(display, [w.id for w, _ in viewable])
+            deeper: list[tuple[Any, Any]] = []
+            for window, top in viewable:
+                if owners.get(window.id) in self._pids:
+                    managed = window.get_full_property(wm_state, X.AnyPropertyType) is not None
+                    rects.append(_rect(root, top if managed else window))
+                    if window.id == top.id and window.get_attributes().override_redirect:
+                        popup = True
+                else:
+                    deeper.extend((child, top) for child in window.query_tree().children)
+            level = deeper
+        return tuple(rects), popup
+
+    def _owners(self, display: Xlib.display.Display, wids: list[int]) -> dict[int, int]:
+        """Window id → owning client's PID, in one X-Resource request.
+
+        The reply names each client once, by its resource base; a window belongs
+        to the client whose base it shares outside the server's resource-id mask.
+        """
+        specs = [{"client": wid, "mask": res.LocalClientPIDMask} for wid in wids]
+        reply = display.res_query_client_ids(specs)
+        client_bits = ~int(display.display.info.resource_id_mask)
+        pids = {
+            int(item.spec.client) & client_bits: int(item.value[0])
+            for item in reply.ids
+            if item.spec.mask == res.LocalClientPIDMask and item.value
+        }
+        return {wid: pids[wid & client_bits] for wid in wids if wid & client_bits in pids}
+
+    def _active_is_own(self, display: Xlib.display.Display) -> bool:
+        root = display.screen().root
+        prop = root.get_full_property(display.intern_atom("_NET_ACTIVE_WINDOW"), X.AnyPropertyType)
+        if prop is None or prop.format != 32 or not len(prop.value) or not prop.value[0]:
+            return False
+        wid = int(prop.value[0])
+        return self._owners(display, [wid]).get(wid) in self._pids
+
+    def _close(self) -> None:
+        display, pipe = self._display, self._pipe
+        self._display, self._pipe = None, None
+        if display is not None:
+            _close_quietly(display)
+        if pipe is not None:
+            for fd in pipe:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _viewable(window: Any) -> bool:
+    try:
+        return bool(window.get_attributes().map_state == X.IsViewable)
+    except Xlib.error.XError:
+        return False
+
+
+def _rect(root: Any, window: Any) -> Rect:
+    geometry = window.get_geometry()
+    origin = root.translate_coords(window, 0, 0)
+    left, top = int(origin.x), int(origin.y)
+    return (left, top, left + int(geometry.width), top + int(geometry.height))
+
+
+__all__ = ["MAX_DEPTH", "RESCAN_INTERVAL", "OwnUiWatcher"]
