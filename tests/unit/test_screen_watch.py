@@ -265,3 +265,43 @@ def test_action_reasons(event: Event, reason: str | None) -> None:
 def test_invalid_rates_are_refused() -> None:
     with pytest.raises(ValueError, match="invalid screen rates"):
         ScreenWatch(TimedScreen(), Sink(), max_fps=1.0, idle_fps=2.0)
+
+
+class TwoMonitorMss:
+    """Stands in for mss on a machine with two monitors side by side (Xvfb cannot show mss two)."""
+
+    monitors = [  # noqa: RUF012 - mss's own shape
+        {"left": -1280, "top": 0, "width": 3200, "height": 1080},
+        {"left": -1280, "top": 56, "width": 1280, "height": 1024},
+        {"left": 0, "top": 0, "width": 1920, "height": 1080},
+    ]
+
+    def grab(self, region: dict[str, int]) -> object:
+        class Raw:
+            size = (region["width"], region["height"])
+            raw = bytearray(region["width"] * region["height"] * 4)
+
+        return Raw()
+
+    def close(self) -> None:
+        pass
+
+
+def test_every_monitor_is_grabbed_and_the_layout_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mss
+
+    monkeypatch.setattr(mss, "MSS", TwoMonitorMss, raising=False)
+    sink = Sink()
+    w = ScreenWatch(screen_mod.MssGrabber(), sink, **FAST)
+    w.start()
+    try:
+        wait_until(lambda: len(sink.frames) == 1)
+    finally:
+        w.stop()
+    (frame,) = sink.frames
+    assert (frame.left, frame.top, frame.width, frame.height) == (-1280, 0, 3200, 1080)
+    (layout,) = [e for e in sink.events if isinstance(e, Marker)]
+    assert layout.detail == {
+        "virtual": [-1280, 0, 3200, 1080],
+        "monitors": [[-1280, 56, 1280, 1024], [0, 0, 1920, 1080]],
+    }
