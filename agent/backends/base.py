@@ -135,6 +135,15 @@ class Backend(ABC):
     def tray_host_available(self) -> bool | None:
         """Whether a system tray exists to show the indicator; None when this cannot be told."""
 
+    def secure_input_active(self) -> bool | None:
+        """Whether keyboard input now goes to a password field or secure input mode.
+
+        True or False when the OS tells (:attr:`HAS_SECURE_INPUT_DETECTION`), None
+        when it cannot be told.  Never raises; may block briefly, so call it from a
+        worker thread, never from a hook callback.
+        """
+        return None
+
     def own_ui(self, pids: Iterable[int]) -> OwnUi:
         """A tracker of the windows of processes ``pids`` (optin's own), not started.
 

@@ -9,6 +9,7 @@ and pynput's X listener hangs forever without the RECORD extension.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,12 @@ MODIFIER_KEYS = {
     "cmd_l": "super",
     "cmd_r": "super",
 }
+
+#: What usually keeps pynput's listeners from starting, by OS.
+_LISTENER_HINT = {
+    "darwin": "has this app Accessibility and Input Monitoring permission?",
+    "win32": "is this an interactive desktop session?",
+}.get(sys.platform, "is the X RECORD extension available?")
 
 #: How long to wait for a listener to report ready before giving up.
 START_TIMEOUT_S = 5.0
@@ -161,10 +168,7 @@ class PynputHooks:
             while not getattr(listener, "_ready", True):
                 if not listener.is_alive() or time.monotonic() > deadline:
                     self.stop()
-                    msg = (
-                        "the keyboard/mouse listener did not start (is the X RECORD extension "
-                        "available? run: optin doctor)"
-                    )
+                    msg = f"the keyboard/mouse listener did not start ({_LISTENER_HINT}; run: optin doctor)"
                     raise EnvironmentProblem(msg)
                 time.sleep(0.005)
 

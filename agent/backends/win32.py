@@ -1,0 +1,850 @@
+"""The Windows backend: user32 for windows, UI Automation for password fields, pynput and mss for capture.
+
+Written against the documented Win32 API and **not run on Windows by this
+project's tests or CI** (docs/limitations.md).  The parts that do not touch the
+OS (decoding UTF-16 buffers, turning a RECT into geometry, the session check,
+which WinEvents matter) are plain functions tested on Linux.
+
+How it works:
+
+* The focused window is ``GetForegroundWindow``; its title ``GetWindowTextW``
+  (which never sends a message to another process, so a hung application cannot
+  block us), its class ``GetClassNameW``, its process ``GetWindowThreadProcessId``
+  and the process image ``QueryFullProcessImageNameW`` (only the file name is
+  kept: a full path can name the user).  ``app_class`` is the executable name,
+  e.g. ``firefox.exe``; a UWP app hosted by ``ApplicationFrameHost.exe`` is
+  resolved to the process of its ``Windows.UI.Core.CoreWindow`` child.
+* Geometry is ``DwmGetWindowAttribute(DWMWA_EXTENDED_FRAME_BOUNDS)`` (the visible
+  frame, without the invisible resize borders), else ``GetWindowRect``; both in
+  physical pixels because :func:`make_backend` makes the process per-monitor
+  DPI aware (as mss does when it starts), so windows, pointer and frames share
+  one coordinate space.  A minimised window has no geometry.
+* Focus changes come from ``SetWinEventHook(..., WINEVENT_OUTOFCONTEXT)`` on a
+  dedicated thread that runs a ``GetMessageW`` loop: ``EVENT_SYSTEM_FOREGROUND``,
+  ``EVENT_OBJECT_NAMECHANGE`` of the foreground window (title changes), and the
+  end of a move/resize or minimise.  :meth:`_WinEventWatcher.stop` posts
+  ``WM_QUIT`` with ``PostThreadMessageW``.  No polling.
+* Password fields: UI Automation ``IUIAutomation::GetFocusedElement`` then
+  ``CurrentIsPassword``, through comtypes when it is installed, on one thread
+  that owns its COM apartment (:class:`ApartmentWorker`), with a timeout.
+* Capture refuses to start outside an interactive desktop (session 0, i.e. a
+  service, or a window station that is not visible).
+
+Window titles are captured content: this module never logs them or puts them in
+an exception message.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import importlib.util
+import logging
+import ntpath
+import os
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from agent.backends.base import Backend
+from agent.capture import EventSink, Hooks, ScreenGrabber
+from agent.errors import BackendUnavailable, EnvironmentProblem
+from agent.events import WindowFocus, now_ns
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+# --- documented constants (winuser.h, winnt.h, dwmapi.h) -------------------------------------
+
+EVENT_SYSTEM_FOREGROUND = 0x0003
+EVENT_SYSTEM_MOVESIZEEND = 0x000B
+EVENT_SYSTEM_MINIMIZESTART = 0x0016
+EVENT_SYSTEM_MINIMIZEEND = 0x0017
+EVENT_OBJECT_NAMECHANGE = 0x800C
+WINEVENT_OUTOFCONTEXT = 0x0000
+OBJID_WINDOW = 0
+CHILDID_SELF = 0
+WM_QUIT = 0x0012
+WM_USER = 0x0400
+PM_NOREMOVE = 0x0000
+PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
+DWMWA_EXTENDED_FRAME_BOUNDS = 9
+UOI_FLAGS = 1
+WSF_VISIBLE = 0x0001
+DPI_AWARENESS_CONTEXT_PER_MONITOR_AWARE_V2 = -4
+PROCESS_PER_MONITOR_DPI_AWARE = 2
+#: Where Windows parks a minimised window (``GetWindowRect`` of an iconic window).
+MINIMIZED_ORIGIN = -32000
+
+#: (min, max) event ranges hooked by the focus watcher.
+HOOKED_EVENTS = (
+    (EVENT_SYSTEM_FOREGROUND, EVENT_SYSTEM_FOREGROUND),
+    (EVENT_SYSTEM_MOVESIZEEND, EVENT_SYSTEM_MOVESIZEEND),
+    (EVENT_SYSTEM_MINIMIZESTART, EVENT_SYSTEM_MINIMIZEEND),
+    (EVENT_OBJECT_NAMECHANGE, EVENT_OBJECT_NAMECHANGE),
+)
+
+#: Longest window class name (WNDCLASS docs) and longest Win32 path, in UTF-16 code units.
+MAX_CLASS_NAME = 256
+MAX_LONG_PATH = 32768
+
+#: Seconds :meth:`Win32Backend.secure_input_active` waits for UI Automation before saying "cannot tell".
+SECURE_INPUT_TIMEOUT = 0.25
+#: Seconds to wait for the focus watcher thread to install its hooks.
+WATCHER_START_TIMEOUT = 5.0
+#: Seconds to wait for the focus watcher thread to end.
+WATCHER_STOP_TIMEOUT = 2.0
+
+#: The executable that hosts UWP apps, and the class of the app's own window inside its frame.
+UWP_FRAME_HOST = "applicationframehost.exe"
+UWP_CORE_WINDOW_CLASS = "Windows.UI.Core.CoreWindow"
+
+#: What to do to get password-field detection.
+COMTYPES_FIX = "pip install 'comtypes>=1.2'"
+
+#: Why the backend refuses to run anywhere but Windows, and the fix.
+NOT_WINDOWS_MESSAGE = (
+    "the win32 backend needs Windows (this is sys.platform={platform!r}). "
+    "Fix: on Linux use the xorg backend, on macOS the darwin backend, "
+    "or set OPTIN_BACKEND=fake for a dry run without capture."
+)
+
+
+# --- pure logic (tested on every OS) ----------------------------------------------------------
+
+
+def decode_utf16(raw: bytes, units: int | None = None) -> str:
+    """Text from a UTF-16LE buffer as a ``...W`` function filled it.
+
+    :param units: code units the function reported (its return value); None
+        means up to the first NUL.  Never reads past the buffer or past a NUL.
+
+    Surrogate pairs (emoji, rare CJK) decode to one character; an unpaired
+    surrogate, which Windows allows in titles, becomes U+FFFD so the result can
+    always be encoded as UTF-8 later.
+    """
+    limit = len(raw) // 2
+    if units is not None:
+        limit = max(0, min(limit, units))
+    data = raw[: 2 * limit]
+    for i in range(0, len(data), 2):
+        if data[i] == 0 and data[i + 1] == 0:
+            data = data[:i]
+            break
+    return data.decode("utf-16-le", "replace")
+
+
+def exe_name(image_path: str | None) -> str | None:
+    """The file name of a Windows image path (``C:\\...\\firefox.exe`` → ``firefox.exe``); None if empty."""
+    if not image_path:
+        return None
+    return ntpath.basename(image_path) or None
+
+
+def rect_geometry(
+    rect: tuple[int, int, int, int] | None, *, minimized: bool = False
+) -> tuple[int, int, int, int] | None:
+    """``(x, y, width, height)`` from a RECT ``(left, top, right, bottom)``.
+
+    None when the window is minimised (Windows parks it at -32000, -32000), when
+    there is no rectangle, or when it is empty.
+    """
+    if rect is None or minimized:
+        return None
+    left, top, right, bottom = (int(v) for v in rect)
+    if left <= MINIMIZED_ORIGIN and top <= MINIMIZED_ORIGIN:
+        return None
+    width, height = right - left, bottom - top
+    if width <= 0 or height <= 0:
+        return None
+    return left, top, width, height
+
+
+def window_focus_from_win32(
+    t_ns: int,
+    *,
+    title: str | None,
+    class_name: str | None,
+    pid: int | None,
+    image_path: str | None,
+    rect: tuple[int, int, int, int] | None,
+    minimized: bool = False,
+) -> WindowFocus:
+    """A :class:`WindowFocus` from what user32/kernel32 answered about the foreground window.
+
+    ``app_class`` is the executable's file name (the stable identity of the
+    application), else the window class name.  A pid of 0 (the idle process,
+    or the call failed) becomes None.
+    """
+    geometry = rect_geometry(rect, minimized=minimized)
+    x, y, width, height = geometry if geometry is not None else (None, None, None, None)
+    return WindowFocus(
+        t_ns=t_ns,
+        title=title,
+        app_class=exe_name(image_path) or class_name or None,
+        pid=pid or None,
+        x=x,
+        y=y,
+        width=width,
+        height=height,
+    )
+
+
+def is_focus_event(
+    event: int, hwnd: int | None, id_object: int, id_child: int, foreground: int | None
+) -> bool:
+    """Whether a WinEvent may change what the focus watcher reports.
+
+    A new foreground window always does; a name change only when it is the
+    foreground window's own title (``OBJID_WINDOW``/``CHILDID_SELF``), not one of
+    the many controls that rename themselves; a move/resize or minimise only
+    for the foreground window.
+    """
+    if event == EVENT_SYSTEM_FOREGROUND:
+        return True
+    if not hwnd or hwnd != foreground:
+        return False
+    if event == EVENT_OBJECT_NAMECHANGE:
+        return id_object == OBJID_WINDOW and id_child == CHILDID_SELF
+    return event in (EVENT_SYSTEM_MOVESIZEEND, EVENT_SYSTEM_MINIMIZESTART, EVENT_SYSTEM_MINIMIZEEND)
+
+
+def session_problem(session_id: int | None, station_visible: bool | None) -> str | None:
+    """What is wrong with this logon session for capture (None: nothing, or cannot tell).
+
+    :param session_id: ``ProcessIdToSessionId`` of this process (0 is the
+        services session, which has no desktop a user sees).
+    :param station_visible: the ``WSF_VISIBLE`` flag of this process's window station.
+    """
+    if session_id == 0:
+        return (
+            "optin runs in session 0 (as a Windows service), where no user's desktop, keyboard or "
+            "screen can be seen. Fix: start optin from the signed-in user's desktop (Start menu, "
+            "a terminal, or a logon task that runs only when the user is logged on)."
+        )
+    if station_visible is False:
+        return (
+            "optin runs in a non-interactive window station (a service or scheduled task without "
+            "the desktop), where no user's desktop can be seen. Fix: start optin from the "
+            "signed-in user's desktop."
+        )
+    return None
+
+
+def password_state(value: object) -> bool | None:
+    """UI Automation's ``CurrentIsPassword`` (a BOOL, or None when unavailable) as True/False/None."""
+    if isinstance(value, (bool, int)):  # comtypes returns a BOOL as int
+        return bool(value)
+    return None
+
+
+def _focus_key(focus: WindowFocus) -> tuple[Any, ...]:
+    return (focus.title, focus.app_class, focus.pid, focus.x, focus.y, focus.width, focus.height)
+
+
+# --- one thread that owns a COM apartment ---------------------------------------------------
+
+
+class ApartmentWorker(Generic[_T]):
+    """Runs calls on one daemon thread that owns a context (a COM apartment and its objects).
+
+    COM objects belong to the thread that made them, and a cross-process UI
+    Automation call can be slow when the target application hangs; so callers
+    on any thread hand their call to this thread and wait at most ``timeout``.
+
+    :param setup: run once on the worker thread; its result is passed to every
+        call.  If it raises, every :meth:`call` raises that error.
+    """
+
+    def __init__(self, setup: Callable[[], _T], name: str = "optin-uia") -> None:
+        self._setup = setup
+        self._name = name
+        self._lock = threading.Lock()
+        self._requests: queue.SimpleQueue[tuple[Callable[[_T], Any], dict[str, Any], threading.Event] | None]
+        self._requests = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        """Start the thread (and its ``setup``) if it is not running; returns at once."""
+        with self._lock:
+            if self._closed:
+                msg = "ApartmentWorker.start() called after close()"
+                raise RuntimeError(msg)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+
+    def call(self, fn: Callable[[_T], Any], timeout: float) -> Any:
+        """Run ``fn(context)`` on the worker and return its result.
+
+        :raises TimeoutError: no answer within ``timeout`` seconds (the call may
+            still finish later; its result is dropped).
+        :raises RuntimeError: the worker is closed.
+        :raises Exception: whatever ``setup`` or ``fn`` raised.
+        """
+        self.start()
+        box: dict[str, Any] = {}
+        done = threading.Event()
+        self._requests.put((fn, box, done))
+        if not done.wait(timeout):
+            msg = f"no answer within {timeout:g} s"
+            raise TimeoutError(msg)
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def close(self) -> None:
+        """Stop the thread after the call it is running; idempotent, never waits long."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        self._requests.put(None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=0.5)
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        setup_error: BaseException | None = None
+        context: Any = None
+        try:
+            context = self._setup()
+        except Exception as exc:  # handed to every caller below
+            setup_error = exc
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            fn, box, done = request
+            try:
+                if setup_error is not None:
+                    box["error"] = setup_error
+                else:
+                    box["value"] = fn(context)
+            except Exception as exc:  # handed to the caller
+                box["error"] = exc
+            finally:
+                done.set()
+
+
+def _uia_setup() -> Any:
+    """On the worker thread: join a COM apartment and create the UI Automation client."""
+    comtypes = importlib.import_module("comtypes")
+    try:
+        comtypes.CoInitializeEx(comtypes.COINIT_MULTITHREADED)
+    except OSError:
+        logger.debug("COM already initialised on the UI Automation thread")  # fine for a client
+    client = importlib.import_module("comtypes.client")
+    uia = client.GetModule("UIAutomationCore.dll")
+    return client.CreateObject(uia.CUIAutomation, interface=uia.IUIAutomation)
+
+
+def _focused_is_password(automation: Any) -> bool | None:
+    """On the worker thread: whether the element with the keyboard focus is a password field."""
+    element = automation.GetFocusedElement()
+    if element is None:
+        return None
+    return password_state(element.CurrentIsPassword)
+
+
+# --- the Windows API ------------------------------------------------------------------------
+
+
+class _Api:
+    """user32, kernel32 and dwmapi functions, declared with their documented signatures."""
+
+    user32: Any
+    kernel32: Any
+    dwmapi: Any
+    shcore: Any
+    MSG: Any
+    RECT: Any
+    DWORD: Any
+    WINEVENTPROC: Any
+    USEROBJECTFLAGS: Any
+
+    def __init__(self) -> None:
+        if sys.platform != "win32":
+            raise BackendUnavailable(NOT_WINDOWS_MESSAGE.format(platform=sys.platform))
+        try:
+            self._load()
+        except (AttributeError, OSError) as exc:
+            msg = (
+                f"the win32 backend cannot load the Windows API ({type(exc).__name__}: {exc}). "
+                "Fix: run optin on Windows 10 or later, "
+                "or set OPTIN_BACKEND=fake for a dry run without capture."
+            )
+            raise BackendUnavailable(msg) from exc
+
+    def _load(self) -> None:
+        if sys.platform != "win32":  # for mypy: everything below is Windows-only
+            return
+        from ctypes import wintypes
+
+        self.MSG = wintypes.MSG
+        self.RECT = wintypes.RECT
+        self.DWORD = wintypes.DWORD
+
+        class USEROBJECTFLAGS(ctypes.Structure):
+            _fields_ = [
+                ("fInherit", wintypes.BOOL),
+                ("fReserved", wintypes.BOOL),
+                ("dwFlags", wintypes.DWORD),
+            ]
+
+        self.USEROBJECTFLAGS = USEROBJECTFLAGS
+        self.WINEVENTPROC = ctypes.WINFUNCTYPE(
+            None,
+            wintypes.HANDLE,
+            wintypes.DWORD,
+            wintypes.HWND,
+            wintypes.LONG,
+            wintypes.LONG,
+            wintypes.DWORD,
+            wintypes.DWORD,
+        )
+        user32 = ctypes.WinDLL("user32", use_last_error=True)
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        hwnd, dword, uint, boolean = wintypes.HWND, wintypes.DWORD, wintypes.UINT, wintypes.BOOL
+        msg_p = ctypes.POINTER(wintypes.MSG)
+        protos: list[tuple[Any, str, Any, list[Any]]] = [
+            (user32, "GetForegroundWindow", hwnd, []),
+            (user32, "GetWindowTextLengthW", ctypes.c_int, [hwnd]),
+            (user32, "GetWindowTextW", ctypes.c_int, [hwnd, ctypes.c_void_p, ctypes.c_int]),
+            (user32, "GetClassNameW", ctypes.c_int, [hwnd, ctypes.c_void_p, ctypes.c_int]),
+            (user32, "GetWindowRect", boolean, [hwnd, ctypes.POINTER(wintypes.RECT)]),
+            (user32, "IsIconic", boolean, [hwnd]),
+            (user32, "GetWindowThreadProcessId", dword, [hwnd, ctypes.POINTER(dword)]),
+            (user32, "FindWindowW", hwnd, [wintypes.LPCWSTR, wintypes.LPCWSTR]),
+            (user32, "FindWindowExW", hwnd, [hwnd, hwnd, wintypes.LPCWSTR, wintypes.LPCWSTR]),
+            (
+                user32,
+                "SetWinEventHook",
+                wintypes.HANDLE,
+                [dword, dword, wintypes.HMODULE, self.WINEVENTPROC, dword, dword, dword],
+            ),
+            (user32, "UnhookWinEvent", boolean, [wintypes.HANDLE]),
+            (user32, "GetMessageW", boolean, [msg_p, hwnd, uint, uint]),
+            (user32, "PeekMessageW", boolean, [msg_p, hwnd, uint, uint, uint]),
+            (user32, "TranslateMessage", boolean, [msg_p]),
+            (user32, "DispatchMessageW", ctypes.c_ssize_t, [msg_p]),
+            (user32, "PostThreadMessageW", boolean, [dword, uint, wintypes.WPARAM, wintypes.LPARAM]),
+            (user32, "GetProcessWindowStation", wintypes.HANDLE, []),
+            (
+                user32,
+                "GetUserObjectInformationW",
+                boolean,
+                [wintypes.HANDLE, ctypes.c_int, ctypes.c_void_p, dword, ctypes.POINTER(dword)],
+            ),
+            (kernel32, "GetCurrentThreadId", dword, []),
+            (kernel32, "GetCurrentProcessId", dword, []),
+            (kernel32, "ProcessIdToSessionId", boolean, [dword, ctypes.POINTER(dword)]),
+            (kernel32, "OpenProcess", wintypes.HANDLE, [dword, boolean, dword]),
+            (
+                kernel32,
+                "QueryFullProcessImageNameW",
+                boolean,
+                [wintypes.HANDLE, dword, ctypes.c_void_p, ctypes.POINTER(dword)],
+            ),
+            (kernel32, "CloseHandle", boolean, [wintypes.HANDLE]),
+        ]
+        for dll, name, restype, argtypes in protos:
+            fn = getattr(dll, name)
+            fn.restype = restype
+            fn.argtypes = argtypes
+        self.user32, self.kernel32 = user32, kernel32
+        try:  # Windows 10 1703+
+            user32.SetProcessDpiAwarenessContext.restype = boolean
+            user32.SetProcessDpiAwarenessContext.argtypes = [wintypes.HANDLE]
+        except AttributeError:
+            logger.debug("SetProcessDpiAwarenessContext is not available")
+        try:
+            self.dwmapi = ctypes.WinDLL("dwmapi")
+            self.dwmapi.DwmGetWindowAttribute.restype = ctypes.c_long  # HRESULT, checked by hand
+            self.dwmapi.DwmGetWindowAttribute.argtypes = [hwnd, dword, ctypes.c_void_p, dword]
+        except (AttributeError, OSError):
+            self.dwmapi = None
+        try:
+            self.shcore = ctypes.WinDLL("shcore")  # Windows 8.1+
+        except OSError:
+            self.shcore = None
+
+    # small wrappers ------------------------------------------------------------------------
+
+    def window_text(self, hwnd: int) -> str:
+        length = int(self.user32.GetWindowTextLengthW(hwnd))
+        if length <= 0:
+            return ""
+        buf = (ctypes.c_uint16 * (length + 1))()
+        copied = int(self.user32.GetWindowTextW(hwnd, buf, length + 1))
+        return decode_utf16(bytes(buf), copied)
+
+    def class_name(self, hwnd: int) -> str | None:
+        buf = (ctypes.c_uint16 * MAX_CLASS_NAME)()
+        copied = int(self.user32.GetClassNameW(hwnd, buf, MAX_CLASS_NAME))
+        return decode_utf16(bytes(buf), copied) if copied > 0 else None
+
+    def window_pid(self, hwnd: int) -> int | None:
+        pid = self.DWORD(0)
+        self.user32.GetWindowThreadProcessId(hwnd, ctypes.byref(pid))
+        return int(pid.value) or None
+
+    def image_path(self, pid: int | None) -> str | None:
+        """The process's executable path; None when access is denied (e.g. protected processes)."""
+        if not pid:
+            return None
+        handle = self.kernel32.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+        if not handle:
+            return None
+        try:
+            buf = (ctypes.c_uint16 * MAX_LONG_PATH)()
+            size = self.DWORD(MAX_LONG_PATH)
+            if not self.kernel32.QueryFullProcessImageNameW(handle, 0, buf, ctypes.byref(size)):
+                return None
+            return decode_utf16(bytes(buf), int(size.value))
+        finally:
+            self.kernel32.CloseHandle(handle)
+
+    def frame_rect(self, hwnd: int) -> tuple[int, int, int, int] | None:
+        rect = self.RECT()
+        if self.dwmapi is not None:
+            hr = self.dwmapi.DwmGetWindowAttribute(
+                hwnd, DWMWA_EXTENDED_FRAME_BOUNDS, ctypes.byref(rect), ctypes.sizeof(rect)
+            )
+            if hr == 0:
+                return int(rect.left), int(rect.top), int(rect.right), int(rect.bottom)
+        if self.user32.GetWindowRect(hwnd, ctypes.byref(rect)):
+            return int(rect.left), int(rect.top), int(rect.right), int(rect.bottom)
+        return None
+
+    def session_id(self) -> int | None:
+        sid = self.DWORD(0)
+        if not self.kernel32.ProcessIdToSessionId(self.kernel32.GetCurrentProcessId(), ctypes.byref(sid)):
+            return None
+        return int(sid.value)
+
+    def station_visible(self) -> bool | None:
+        station = self.user32.GetProcessWindowStation()
+        if not station:
+            return None
+        flags = self.USEROBJECTFLAGS()
+        needed = self.DWORD(0)
+        if not self.user32.GetUserObjectInformationW(
+            station, UOI_FLAGS, ctypes.byref(flags), ctypes.sizeof(flags), ctypes.byref(needed)
+        ):
+            return None
+        return bool(flags.dwFlags & WSF_VISIBLE)
+
+    def make_dpi_aware(self) -> None:
+        """Per-monitor DPI awareness, best effort (it fails harmlessly when already set)."""
+        fn = getattr(self.user32, "SetProcessDpiAwarenessContext", None)
+        if fn is not None and fn(DPI_AWARENESS_CONTEXT_PER_MONITOR_AWARE_V2):
+            return
+        if self.shcore is not None:
+            self.shcore.SetProcessDpiAwareness(PROCESS_PER_MONITOR_DPI_AWARE)
+
+    def read_focus(self) -> tuple[int | None, WindowFocus | None]:
+        """``(hwnd, focus)`` of the foreground window; both None when no window has the focus."""
+        t_ns = now_ns()
+        hwnd = self.user32.GetForegroundWindow()
+        if not hwnd:
+            return None, None
+        pid = self.window_pid(hwnd)
+        image = self.image_path(pid)
+        if (exe_name(image) or "").lower() == UWP_FRAME_HOST:
+            child = self.user32.FindWindowExW(hwnd, None, UWP_CORE_WINDOW_CLASS, None)
+            child_pid = self.window_pid(child) if child else None
+            if child_pid and child_pid != pid:
+                pid, image = child_pid, self.image_path(child_pid)
+        # Our own windows (the tray's) would answer WM_GETTEXT on our own threads: never ask them.
+        title = self.window_text(hwnd) if pid != os.getpid() else None
+        focus = window_focus_from_win32(
+            t_ns,
+            title=title,
+            class_name=self.class_name(hwnd),
+            pid=pid,
+            image_path=image,
+            rect=self.frame_rect(hwnd),
+            minimized=bool(self.user32.IsIconic(hwnd)),
+        )
+        return int(hwnd), focus
+
+
+# --- the focus watcher ----------------------------------------------------------------------
+
+
+class _WinEventWatcher:
+    """Emits :class:`WindowFocus` when the foreground window, its title or its frame changes.
+
+    Owns the ``optin-focus`` thread: it installs the WinEvent hooks, emits the
+    current window, and runs the message loop that delivers the hooks'
+    callbacks, until :meth:`stop` posts ``WM_QUIT`` to it.
+    """
+
+    def __init__(self, api: _Api, sink: EventSink) -> None:
+        self._api = api
+        self._sink = sink
+        self._emit_lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._thread_id: int | None = None
+        self._error: str | None = None
+        self._proc: Any = None  # the ctypes callback: must live as long as the hooks
+        self._last: tuple[Any, ...] | None = None
+
+    def start(self) -> None:
+        """Install the hooks on a new thread and emit the current window before returning.
+
+        :raises EnvironmentProblem: the hooks could not be installed.
+        """
+        if self.is_alive():
+            return
+        self._stopping.clear()
+        self._ready.clear()
+        self._error, self._thread_id, self._last = None, None, None
+        thread = threading.Thread(target=self._run, name="optin-focus", daemon=True)
+        self._thread = thread
+        thread.start()
+        if not self._ready.wait(WATCHER_START_TIMEOUT):
+            self.stop()
+            msg = (
+                f"the Windows focus watcher did not start within {WATCHER_START_TIMEOUT:g} s. "
+                "Fix: restart optin; if it happens again, run `optin doctor` and report it."
+            )
+            raise EnvironmentProblem(msg)
+        if self._error is not None:
+            thread.join(WATCHER_STOP_TIMEOUT)
+            self._thread = None
+            raise EnvironmentProblem(self._error)
+
+    def stop(self) -> None:
+        """Stop watching; returns promptly, after which no event is delivered."""
+        with self._emit_lock:
+            self._stopping.set()
+        thread, thread_id = self._thread, self._thread_id
+        if thread_id is not None and not self._api.user32.PostThreadMessageW(thread_id, WM_QUIT, 0, 0):
+            logger.debug("could not post WM_QUIT to the focus watcher (already gone?)")
+        if thread is None or thread is threading.current_thread():
+            return  # never started, or stop() was called from the sink: the loop ends by itself
+        thread.join(WATCHER_STOP_TIMEOUT)
+        if thread.is_alive():
+            logger.warning("focus watcher thread did not stop within %g s", WATCHER_STOP_TIMEOUT)
+            return
+        self._thread = None
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # on the watcher thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        api = self._api
+        hooks: list[int] = []
+        try:
+            msg = api.MSG()
+            # Any user32 message call creates this thread's queue, so PostThreadMessageW can reach it.
+            api.user32.PeekMessageW(ctypes.byref(msg), None, WM_USER, WM_USER, PM_NOREMOVE)
+            self._thread_id = int(api.kernel32.GetCurrentThreadId())
+            self._proc = api.WINEVENTPROC(self._on_event)
+            for low, high in HOOKED_EVENTS:
+                hook = api.user32.SetWinEventHook(low, high, None, self._proc, 0, 0, WINEVENT_OUTOFCONTEXT)
+                if not hook:
+                    self._error = (
+                        f"SetWinEventHook failed for event 0x{low:04X}; optin cannot follow the focused "
+                        "window. Fix: run optin in the signed-in user's desktop session."
+                    )
+                    return
+                hooks.append(hook)
+            self._refresh()  # the initial event, delivered before start() returns
+            self._ready.set()
+            while not self._stopping.is_set():
+                got = api.user32.GetMessageW(ctypes.byref(msg), None, 0, 0)
+                if got in (0, -1):  # WM_QUIT, or an error
+                    break
+                api.user32.TranslateMessage(ctypes.byref(msg))
+                api.user32.DispatchMessageW(ctypes.byref(msg))
+        except Exception as exc:  # logged by type only: a message could carry captured content
+            logger.error("focus watcher stopped by an unexpected %s", type(exc).__name__)
+            if self._error is None and not self._ready.is_set():
+                self._error = f"the Windows focus watcher failed to start ({type(exc).__name__})."
+        finally:
+            for hook in hooks:
+                api.user32.UnhookWinEvent(hook)
+            self._ready.set()
+
+    def _on_event(  # noqa: PLR0917 - the documented WinEventProc signature
+        self, hook: Any, event: int, hwnd: Any, id_object: int, id_child: int, thread: int, time_ms: int
+    ) -> None:
+        try:
+            if self._stopping.is_set():
+                return
+            foreground = self._api.user32.GetForegroundWindow()
+            if is_focus_event(event, hwnd, id_object, id_child, foreground):
+                self._refresh()
+        except Exception as exc:  # never let an exception escape into ctypes (it prints it)
+            logger.error("focus watcher callback failed with %s", type(exc).__name__)
+
+    def _refresh(self) -> None:
+        _, focus = self._api.read_focus()
+        if focus is None:
+            focus = WindowFocus(t_ns=now_ns(), title=None, app_class=None, pid=None)
+        key = _focus_key(focus)
+        if key == self._last:
+            return
+        self._last = key
+        with self._emit_lock:
+            if not self._stopping.is_set():
+                self._sink(focus)
+
+
+# --- the backend ----------------------------------------------------------------------------
+
+
+class Win32Backend(Backend):
+    """Windows through ctypes (user32, kernel32, dwmapi), with pynput hooks and an mss grabber.
+
+    Use :func:`make_backend`; it returns :class:`Win32UiaBackend` when comtypes
+    is installed, so password fields can be detected.
+    """
+
+    NAME = "win32"
+    HAS_ACTIVE_WINDOW = True
+    HAS_FOCUS_EVENTS = True
+    HAS_WINDOW_TITLES = True
+    HAS_TRAY_DETECTION = False  # a taskbar says True; its absence does not prove there is no tray
+    HAS_SECURE_INPUT_DETECTION = False
+
+    #: Why password fields cannot be detected, and the fix (None when they can).
+    secure_input_note: str | None = f"comtypes is not installed. Fix: {COMTYPES_FIX}"
+
+    def __init__(self, api: _Api | None = None) -> None:
+        self._api = api if api is not None else _Api()
+        self._lock = threading.Lock()
+        self._uia: ApartmentWorker[Any] | None = None
+
+    def check_environment(self) -> None:
+        if sys.platform != "win32":
+            raise EnvironmentProblem(NOT_WINDOWS_MESSAGE.format(platform=sys.platform))
+        problem = session_problem(self._api.session_id(), self._api.station_visible())
+        if problem is not None:
+            raise EnvironmentProblem(problem)
+
+    def input_hooks(self, sink: EventSink, *, pointer: bool = True, keyboard: bool = True) -> Hooks:
+        from agent.capture.input import PynputHooks
+
+        hooks: Hooks = PynputHooks(sink, pointer=pointer, keyboard=keyboard)
+        return hooks
+
+    def screen_grabber(self) -> ScreenGrabber:
+        from agent.capture.screen import MssGrabber
+
+        grabber: ScreenGrabber = MssGrabber()
+        return grabber
+
+    def active_window(self) -> WindowFocus | None:
+        """The foreground window now; None if no window has the focus (e.g. the secure desktop)."""
+        with self._lock:
+            _, focus = self._api.read_focus()
+        return focus
+
+    def focus_watcher(self, sink: EventSink) -> Hooks:
+        return _WinEventWatcher(self._api, sink)
+
+    def tray_host_available(self) -> bool | None:
+        """True when the taskbar (``Shell_TrayWnd``) exists; None otherwise (another shell may host icons)."""
+        return True if self._api.user32.FindWindowW("Shell_TrayWnd", None) else None
+
+    def secure_input_active(self) -> bool | None:
+        """Whether the element with the keyboard focus is a password field; None: cannot tell.
+
+        Always None without comtypes (see :class:`Win32UiaBackend`).
+        """
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            uia, self._uia = self._uia, None
+        if uia is not None:
+            uia.close()
+
+
+class Win32UiaBackend(Win32Backend):
+    """:class:`Win32Backend` that also detects password fields through UI Automation (comtypes)."""
+
+    HAS_SECURE_INPUT_DETECTION = True
+    secure_input_note = None
+
+    def check_environment(self) -> None:
+        super().check_environment()
+        self._worker()  # warm up: the first UI Automation setup can take a moment
+
+    def secure_input_active(self) -> bool | None:
+        """Whether the element with the keyboard focus is a password field (``CurrentIsPassword``).
+
+        Never raises.  None when UI Automation cannot tell within
+        :data:`SECURE_INPUT_TIMEOUT` seconds: it is still starting, the focused
+        application does not answer, or it runs elevated and this process does not.
+        Blocks up to that timeout: call it from a worker thread, not an input hook.
+        """
+        try:
+            worker = self._worker()
+            answer: bool | None = worker.call(_focused_is_password, SECURE_INPUT_TIMEOUT)
+        except TimeoutError:
+            return None
+        except Exception as exc:  # COMError and friends: logged by type only
+            logger.debug("UI Automation could not tell (%s)", type(exc).__name__)
+            return None
+        return answer
+
+    def _worker(self) -> ApartmentWorker[Any]:
+        with self._lock:
+            if self._uia is None:
+                self._uia = ApartmentWorker(_uia_setup)
+            self._uia.start()
+            return self._uia
+
+
+def comtypes_available() -> bool:
+    """Whether comtypes can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec("comtypes") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def make_backend() -> Win32Backend:
+    """Entry point used by :func:`agent.backends.select_backend`.
+
+    :raises agent.errors.BackendUnavailable: not on Windows, or the Windows API cannot be loaded.
+    """
+    api = _Api()
+    api.make_dpi_aware()
+    if comtypes_available():
+        return Win32UiaBackend(api)
+    logger.warning("password fields cannot be detected on Windows: %s", Win32Backend.secure_input_note)
+    return Win32Backend(api)
+
+
+__all__ = [
+    "COMTYPES_FIX",
+    "NOT_WINDOWS_MESSAGE",
+    "SECURE_INPUT_TIMEOUT",
+    "ApartmentWorker",
+    "Win32Backend",
+    "Win32UiaBackend",
+    "comtypes_available",
+    "decode_utf16",
+    "exe_name",
+    "is_focus_event",
+    "make_backend",
+    "password_state",
+    "rect_geometry",
+    "session_problem",
+    "window_focus_from_win32",
+]

@@ -1,0 +1,752 @@
+"""The win32 and darwin backends on Linux: selection, refusal with the fix, and their pure logic.
+
+Neither backend can run here; these tests call the functions that turn raw OS
+answers (UTF-16 buffers, RECTs, window-list dictionaries, permission answers)
+into events and messages, with fabricated answers, and drive the backends with
+stand-ins for the OS layer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import agent.backends
+from agent.backends import darwin, select_backend, win32
+from agent.backends.darwin import (
+    DarwinBackend,
+    Permissions,
+    PollingFocusWatcher,
+    bounds_geometry,
+    focus_from_window_info,
+    gui_session_problem,
+    permission_problem,
+    pick_front_window,
+    responsible_app,
+)
+from agent.backends.win32 import (
+    ApartmentWorker,
+    Win32Backend,
+    Win32UiaBackend,
+    decode_utf16,
+    exe_name,
+    is_focus_event,
+    password_state,
+    rect_geometry,
+    session_problem,
+    window_focus_from_win32,
+)
+from agent.errors import BackendUnavailable, EnvironmentProblem
+from agent.events import Event, WindowFocus, now_ns
+
+REPO = Path(__file__).resolve().parents[2]
+LINUX = sys.platform.startswith("linux")
+linux_only = pytest.mark.skipif(not LINUX, reason="checks refusal of the other OSes' backends on Linux")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPTIN_BACKEND", raising=False)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+# --- importing and selecting -----------------------------------------------------------------
+
+
+def test_modules_import_on_linux_without_platform_libraries() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    env["PYTHONPATH"] = str(REPO)
+    code = (
+        "import sys, agent.backends.win32, agent.backends.darwin\n"
+        "heavy = ('comtypes', 'objc', 'Quartz', 'AppKit', 'CoreFoundation', 'pynput', 'mss')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    argv = [sys.executable, "-c", code]
+    done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=30, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_registry_knows_both_backends() -> None:
+    assert {"win32", "darwin"} <= set(agent.backends.BACKENDS)
+    assert agent.backends.PLATFORM_BACKENDS["win32"] == ("win32",)
+    assert agent.backends.PLATFORM_BACKENDS["darwin"] == ("darwin",)
+    assert agent.backends.PLATFORM_BACKENDS["linux"] == ("xorg",)
+    assert "comtypes" in agent.backends.RESOLUTIONS["win32"]
+    assert "pyobjc-framework-Quartz" in agent.backends.RESOLUTIONS["darwin"]
+
+
+@linux_only
+@pytest.mark.parametrize(("name", "os_name"), [("win32", "Windows"), ("darwin", "macOS")])
+def test_selecting_another_os_backend_by_name_is_refused_with_the_fix(name: str, os_name: str) -> None:
+    with pytest.raises(BackendUnavailable) as info:
+        select_backend(name)
+    message = str(info.value)
+    assert f"backend {name!r} (from argument) needs {os_name}" in message
+    assert "this machine runs Linux" in message
+    assert "Fix: use xorg on Linux, or fake for a dry run" in message
+    assert info.value.exit_code == 2
+
+
+@linux_only
+def test_selecting_another_os_backend_by_env_says_to_unset_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPTIN_BACKEND", "Darwin")
+    with pytest.raises(BackendUnavailable) as info:
+        select_backend()
+    message = str(info.value)
+    assert "(from OPTIN_BACKEND) needs macOS" in message
+    assert "unset OPTIN_BACKEND (the default here is xorg)" in message
+    assert "OPTIN_BACKEND=fake" in message
+
+
+@pytest.mark.parametrize("name", ["win32", "darwin"])
+def test_make_backend_refuses_the_wrong_os_itself(name: str) -> None:
+    if sys.platform == name:
+        pytest.skip("this is that OS")
+    module = win32 if name == "win32" else darwin
+    with pytest.raises(BackendUnavailable, match=f"the {name} backend needs"):
+        module.make_backend()
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="pyobjc may be installed on macOS")
+def test_missing_pyobjc_gives_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(BackendUnavailable) as info:
+        select_backend()  # the platform default on "macOS"
+    exc = info.value
+    assert len(exc.resolutions) == 1
+    message = str(exc)
+    assert "darwin: cannot import it (No module named" in message
+    assert "pip install 'pyobjc-framework-Quartz>=8' 'pyobjc-framework-Cocoa>=8'" in message
+    assert "macOS" in message
+
+
+@pytest.mark.skipif(hasattr(ctypes, "WinDLL"), reason="the Windows API is loadable here")
+def test_win32_without_the_windows_api_is_one_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(BackendUnavailable) as info:
+        select_backend("win32")
+    message = str(info.value)
+    assert "cannot load the Windows API" in message
+    assert "Fix: run optin on Windows 10 or later" in message
+    assert "OPTIN_BACKEND=fake" in message
+
+
+def test_unsupported_platform_names_the_supported_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "sunos5")
+    with pytest.raises(BackendUnavailable) as info:
+        select_backend()
+    message = str(info.value)
+    assert "'sunos5'" in message
+    assert "Linux (X11), Windows and macOS" in message
+    assert "OPTIN_BACKEND=fake" in message
+
+
+def test_import_error_inside_make_backend_becomes_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Module:
+        @staticmethod
+        def make_backend() -> None:
+            msg = "No module named 'comtypes'"
+            raise ImportError(msg)
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(agent.backends.importlib, "import_module", lambda name, package=None: Module)
+    with pytest.raises(BackendUnavailable) as info:
+        select_backend("win32")
+    assert len(info.value.resolutions) == 1
+    assert "win32: cannot import it (No module named 'comtypes')" in str(info.value)
+
+
+# --- win32: pure logic -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Inbox - Outlook",
+        "Grüße aus Köln – Notepad",
+        "東京の天気 - Microsoft Edge",
+        "📄 Notes 🚀 — Word",  # astral characters: surrogate pairs in UTF-16
+        "",
+    ],
+)
+def test_utf16_titles_decode_exactly(title: str) -> None:
+    raw = title.encode("utf-16-le") + b"\0\0"
+    units = len(title.encode("utf-16-le")) // 2
+    assert decode_utf16(raw, units) == title
+    assert decode_utf16(raw) == title  # up to the NUL
+
+
+@pytest.mark.skipif(sys.byteorder != "little", reason="Windows is little-endian; so is this buffer")
+def test_utf16_from_a_ctypes_buffer_like_getwindowtextw_fills() -> None:
+    title = "Ünïcödé 🎉 标题"
+    units = title.encode("utf-16-le")
+    count = len(units) // 2
+    buf = (ctypes.c_uint16 * (count + 8))()
+    ctypes.memmove(buf, units, len(units))
+    assert decode_utf16(bytes(buf), count) == title
+
+
+def test_utf16_stops_at_nul_and_at_the_reported_length() -> None:
+    raw = "abc".encode("utf-16-le") + b"\0\0" + "garbage".encode("utf-16-le")
+    assert decode_utf16(raw) == "abc"
+    assert decode_utf16(raw, 2) == "ab"
+    assert decode_utf16(raw, 1000) == "abc"  # never past the NUL or the buffer
+    assert decode_utf16(b"a\0b", None) == "a"  # an odd trailing byte is ignored
+    assert decode_utf16(b"", 5) == ""
+    assert decode_utf16("x".encode("utf-16-le"), -1) == ""
+
+
+def test_unpaired_surrogate_becomes_replacement_character() -> None:
+    raw = b"A\0" + (0xD83D).to_bytes(2, "little") + b"B\0"  # a high surrogate with no low one
+    text = decode_utf16(raw, 3)
+    assert text == "A\ufffdB"
+    text.encode("utf-8")  # always storable
+
+
+def test_exe_name_keeps_only_the_file_name() -> None:
+    assert exe_name(r"C:\Program Files\Mozilla Firefox\firefox.exe") == "firefox.exe"
+    assert exe_name(r"\\?\C:\Windows\System32\notepad.exe") == "notepad.exe"
+    path = r"C:\Users\Zoë Smith\AppData\Local\Programs\Microsoft VS Code\Code.exe"
+    assert exe_name(path) == "Code.exe"  # the user's name in the path is not kept
+    assert exe_name("") is None
+    assert exe_name(None) is None
+    assert exe_name("C:\\dir\\") is None
+
+
+def test_rect_geometry() -> None:
+    assert rect_geometry((100, 50, 900, 650)) == (100, 50, 800, 600)
+    assert rect_geometry((-1920, 0, -960, 1080)) == (-1920, 0, 960, 1080)  # a monitor left of the primary
+    assert rect_geometry((100, 50, 900, 650), minimized=True) is None
+    assert rect_geometry((-32000, -32000, -31840, -31972)) is None  # where Windows parks minimised windows
+    assert rect_geometry((10, 10, 10, 20)) is None
+    assert rect_geometry(None) is None
+
+
+def test_window_focus_from_win32_answers() -> None:
+    t = now_ns()
+    focus = window_focus_from_win32(
+        t,
+        title="Budget – Excel",
+        class_name="XLMAIN",
+        pid=4242,
+        image_path=r"C:\Program Files\Microsoft Office\root\Office16\EXCEL.EXE",
+        rect=(0, 0, 1280, 720),
+    )
+    assert focus == WindowFocus(t, "Budget – Excel", "EXCEL.EXE", 4242, 0, 0, 1280, 720)
+
+    denied = window_focus_from_win32(
+        t,
+        title="",
+        class_name="ConsoleWindowClass",
+        pid=0,
+        image_path=None,
+        rect=(0, 0, 10, 10),
+        minimized=True,
+    )
+    assert denied == WindowFocus(t, "", "ConsoleWindowClass", None)
+    nothing = window_focus_from_win32(t, title=None, class_name=None, pid=None, image_path=None, rect=None)
+    assert nothing == WindowFocus(t, None, None, None)
+
+
+FG = 0x1234
+
+
+@pytest.mark.parametrize(
+    ("event", "hwnd", "id_object", "id_child", "expected"),
+    [
+        (win32.EVENT_SYSTEM_FOREGROUND, FG, 0, 0, True),
+        (win32.EVENT_SYSTEM_FOREGROUND, 0x9999, 0, 0, True),  # the new foreground window
+        (win32.EVENT_OBJECT_NAMECHANGE, FG, win32.OBJID_WINDOW, win32.CHILDID_SELF, True),
+        (win32.EVENT_OBJECT_NAMECHANGE, FG, win32.OBJID_WINDOW, 3, False),  # a child element renamed
+        (win32.EVENT_OBJECT_NAMECHANGE, FG, -4, 0, False),  # OBJID_CLIENT
+        (win32.EVENT_OBJECT_NAMECHANGE, 0x9999, win32.OBJID_WINDOW, 0, False),  # a background window
+        (win32.EVENT_OBJECT_NAMECHANGE, None, win32.OBJID_WINDOW, 0, False),
+        (win32.EVENT_SYSTEM_MOVESIZEEND, FG, 0, 0, True),
+        (win32.EVENT_SYSTEM_MINIMIZEEND, FG, 0, 0, True),
+        (win32.EVENT_SYSTEM_MOVESIZEEND, 0x9999, 0, 0, False),
+        (0x8005, FG, win32.OBJID_WINDOW, 0, False),  # EVENT_OBJECT_FOCUS is not hooked
+    ],
+)
+def test_which_winevents_matter(
+    event: int, hwnd: int | None, id_object: int, id_child: int, expected: bool
+) -> None:
+    assert is_focus_event(event, hwnd, id_object, id_child, FG) is expected
+
+
+def test_hooked_event_ranges_cover_what_the_filter_accepts() -> None:
+    hooked = {e for low, high in win32.HOOKED_EVENTS for e in range(low, high + 1)}
+    for event in (
+        win32.EVENT_SYSTEM_FOREGROUND,
+        win32.EVENT_OBJECT_NAMECHANGE,
+        win32.EVENT_SYSTEM_MOVESIZEEND,
+        win32.EVENT_SYSTEM_MINIMIZESTART,
+        win32.EVENT_SYSTEM_MINIMIZEEND,
+    ):
+        assert event in hooked
+
+
+def test_session_problem() -> None:
+    service = session_problem(0, True)
+    assert service is not None
+    assert "session 0" in service
+    assert "Fix:" in service
+    hidden = session_problem(2, False)
+    assert hidden is not None
+    assert "non-interactive window station" in hidden
+    assert "Fix:" in hidden
+    assert session_problem(1, True) is None
+    assert session_problem(None, None) is None  # cannot tell: not refused
+
+
+def test_password_state() -> None:
+    assert password_state(1) is True
+    assert password_state(0) is False
+    assert password_state(True) is True
+    assert password_state(None) is None
+    assert password_state("yes") is None
+
+
+# --- win32: the apartment worker (plain threads; no COM here) --------------------------------
+
+
+def test_apartment_worker_runs_calls_on_its_own_thread() -> None:
+    seen: list[str] = []
+
+    def setup() -> dict[str, int]:
+        seen.append(threading.current_thread().name)
+        return {"answer": 42}
+
+    worker: ApartmentWorker[dict[str, int]] = ApartmentWorker(setup)
+    try:
+        assert worker.call(lambda ctx: (ctx["answer"], threading.current_thread().name), 2.0) == (
+            42,
+            "optin-uia",
+        )
+        assert seen == ["optin-uia"]  # setup ran once, on the worker
+        assert worker.call(lambda ctx: ctx["answer"] + 1, 2.0) == 43
+        assert seen == ["optin-uia"]
+
+        def boom(_ctx: object) -> None:
+            msg = "COM said no"
+            raise OSError(msg)
+
+        with pytest.raises(OSError, match="COM said no"):
+            worker.call(boom, 2.0)
+        assert worker.is_alive()
+    finally:
+        worker.close()
+    assert wait_for(lambda: not worker.is_alive())
+    with pytest.raises(RuntimeError):
+        worker.call(lambda ctx: None, 0.1)
+
+
+def test_apartment_worker_times_out_and_recovers() -> None:
+    release = threading.Event()
+    worker: ApartmentWorker[None] = ApartmentWorker(lambda: None)
+    try:
+        with pytest.raises(TimeoutError):
+            worker.call(lambda _ctx: release.wait(5.0), 0.05)
+        release.set()
+        assert worker.call(lambda _ctx: "next", 2.0) == "next"
+    finally:
+        release.set()
+        worker.close()
+
+
+def test_apartment_worker_setup_failure_reaches_every_caller() -> None:
+    def setup() -> None:
+        msg = "No module named 'comtypes'"
+        raise ModuleNotFoundError(msg)
+
+    worker: ApartmentWorker[None] = ApartmentWorker(setup)
+    try:
+        for _ in range(2):
+            with pytest.raises(ModuleNotFoundError):
+                worker.call(lambda _ctx: True, 2.0)
+    finally:
+        worker.close()
+
+
+# --- win32: the backend over a stand-in for user32/kernel32 ----------------------------------
+
+
+class StubUser32:
+    def __init__(self) -> None:
+        self.taskbar = True
+
+    def FindWindowW(self, cls: str, title: str | None) -> int:
+        return 0x10 if self.taskbar and cls == "Shell_TrayWnd" else 0
+
+
+class StubWinApi:
+    def __init__(
+        self, focus: WindowFocus | None, session: int | None = 1, visible: bool | None = True
+    ) -> None:
+        self.focus = focus
+        self.session = session
+        self.visible = visible
+        self.user32 = StubUser32()
+
+    def read_focus(self) -> tuple[int | None, WindowFocus | None]:
+        return (0x42 if self.focus else None), self.focus
+
+    def session_id(self) -> int | None:
+        return self.session
+
+    def station_visible(self) -> bool | None:
+        return self.visible
+
+
+def test_win32_backend_over_stub_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    window = WindowFocus(now_ns(), "Doc — Notepad", "notepad.exe", 77, 0, 0, 640, 480)
+    api = StubWinApi(window)
+    backend = Win32Backend(api)  # type: ignore[arg-type]
+    assert backend.NAME == "win32"
+    assert backend.HAS_FOCUS_EVENTS
+    assert not backend.HAS_SECURE_INPUT_DETECTION
+    assert backend.secure_input_note is not None
+    assert "pip install 'comtypes" in backend.secure_input_note
+    assert backend.active_window() == window
+    assert backend.secure_input_active() is None
+    assert backend.tray_host_available() is True
+    api.user32.taskbar = False
+    assert backend.tray_host_available() is None
+
+    if sys.platform != "win32":
+        with pytest.raises(EnvironmentProblem, match="needs Windows"):
+            backend.check_environment()
+    monkeypatch.setattr(sys, "platform", "win32")
+    backend.check_environment()
+    api.session = 0
+    with pytest.raises(EnvironmentProblem, match="session 0"):
+        backend.check_environment()
+    backend.close()
+    backend.close()
+
+
+def test_win32_uia_backend_says_cannot_tell_when_uia_fails() -> None:
+    backend = Win32UiaBackend(StubWinApi(None))  # type: ignore[arg-type]
+    assert backend.HAS_SECURE_INPUT_DETECTION
+    assert backend.secure_input_note is None
+    try:
+        # No comtypes here: setup fails on the worker; the answer is "cannot tell", never an exception.
+        assert backend.secure_input_active() is None
+        assert backend.active_window() is None
+    finally:
+        backend.close()
+
+
+@pytest.mark.skipif(win32.comtypes_available(), reason="comtypes is installed here")
+def test_comtypes_is_reported_missing() -> None:
+    assert win32.comtypes_available() is False
+
+
+# --- darwin: pure logic ----------------------------------------------------------------------
+
+
+def cg_window(
+    pid: int,
+    owner: str,
+    name: str | None = None,
+    *,
+    bounds: tuple[float, float, float, float] = (0, 25, 800, 600),
+    layer: int = 0,
+    alpha: float = 1.0,
+) -> dict[str, Any]:
+    """One entry as CGWindowListCopyWindowInfo returns it (keys are the kCGWindow* names)."""
+    entry: dict[str, Any] = {
+        "kCGWindowOwnerPID": pid,
+        "kCGWindowOwnerName": owner,
+        "kCGWindowLayer": layer,
+        "kCGWindowAlpha": alpha,
+        "kCGWindowBounds": dict(zip(("X", "Y", "Width", "Height"), bounds, strict=True)),
+        "kCGWindowNumber": 1000 + pid,
+    }
+    if name is not None:  # absent without Screen Recording permission
+        entry["kCGWindowName"] = name
+    return entry
+
+
+SCREEN = [
+    cg_window(90, "Window Server", "Menubar", bounds=(0, 0, 1440, 25), layer=25),
+    cg_window(91, "Dock", "Dock", bounds=(0, 850, 1440, 50), layer=20),
+    cg_window(92, "Ghost", "invisible", alpha=0.0),
+    cg_window(93, "Helper", "tiny", bounds=(0, 0, 1, 1)),
+    cg_window(501, "Safari", "Résumé — 東京", bounds=(10.4, 40.6, 1200, 760.5)),
+    cg_window(502, "Terminal", "zsh — 80×24", bounds=(300, 200, 570, 380)),
+    cg_window(501, "Safari", "Other tab window", bounds=(50, 60, 700, 500)),
+]
+
+
+def test_pick_front_window_takes_the_first_normal_window() -> None:
+    assert pick_front_window(SCREEN) is SCREEN[4]
+    assert pick_front_window(SCREEN, front_pid=502) is SCREEN[5]
+    assert pick_front_window(SCREEN, front_pid=501) is SCREEN[4]
+    assert pick_front_window(SCREEN, front_pid=777) is None  # frontmost app without a window
+    assert pick_front_window([]) is None
+    assert pick_front_window(SCREEN[:4]) is None
+
+
+def test_focus_from_window_info() -> None:
+    t = now_ns()
+    focus = focus_from_window_info(t, SCREEN[4], app_class="com.apple.Safari")
+    assert focus == WindowFocus(t, "Résumé — 東京", "com.apple.Safari", 501, 10, 41, 1200, 760)
+    unnamed = focus_from_window_info(t, cg_window(502, "Terminal"))  # no Screen Recording permission
+    assert unnamed == WindowFocus(t, None, "Terminal", 502, 0, 25, 800, 600)
+    windowless = focus_from_window_info(t, None, pid=777, app_class="com.apple.finder")
+    assert windowless == WindowFocus(t, None, "com.apple.finder", 777)
+    assert focus_from_window_info(t, None) is None
+
+
+def test_bounds_geometry() -> None:
+    assert bounds_geometry({"X": -1440.0, "Y": 0.0, "Width": 1440.0, "Height": 900.0}) == (
+        -1440,
+        0,
+        1440,
+        900,
+    )
+    assert bounds_geometry({"X": 0, "Y": 0, "Width": 10}) is None
+    assert bounds_geometry({"X": True, "Y": 0, "Width": 10, "Height": 10}) is None
+    assert bounds_geometry(None) is None
+
+
+GRANTED = Permissions(accessibility=True, input_monitoring=0, screen_recording=True)
+
+
+def test_permissions_all_granted_or_unknown_is_no_problem() -> None:
+    assert permission_problem(GRANTED, "Terminal") is None
+    old_macos = Permissions(accessibility=True, input_monitoring=None, screen_recording=None)
+    assert permission_problem(old_macos, "Terminal") is None
+    assert permission_problem(Permissions(None, None, None), "Terminal") is None
+
+
+@pytest.mark.parametrize(
+    ("permissions", "named"),
+    [
+        (Permissions(False, 0, True), ["Accessibility"]),
+        (Permissions(True, 1, True), ["Input Monitoring"]),
+        (Permissions(True, 2, True), ["Input Monitoring"]),  # never decided: still has to be switched on
+        (Permissions(True, 0, False), ["Screen Recording"]),
+        (Permissions(False, 1, False), ["Accessibility", "Input Monitoring", "Screen Recording"]),
+    ],
+)
+def test_missing_permissions_make_one_message_with_the_fix(
+    permissions: Permissions, named: list[str]
+) -> None:
+    message = permission_problem(permissions, "iTerm")
+    assert message is not None
+    assert message.count("Fix:") == 1
+    assert "System Settings › Privacy & Security" in message
+    assert "add iTerm" in message
+    assert "quit iTerm completely" in message
+    for pane in ("Accessibility", "Input Monitoring", "Screen Recording"):
+        assert (pane in message) is (pane in named)
+
+
+def test_responsible_app() -> None:
+    assert responsible_app({"TERM_PROGRAM": "Apple_Terminal"}) == "Terminal"
+    assert responsible_app({"TERM_PROGRAM": "iTerm.app"}) == "iTerm"
+    assert "your terminal app" in responsible_app({})
+    assert "your terminal app" in responsible_app({"TERM_PROGRAM": "tmux"})
+
+
+def test_gui_session_problem() -> None:
+    ssh = gui_session_problem(False, None)
+    assert ssh is not None
+    assert "SSH" in ssh
+    assert "Fix:" in ssh
+    switched = gui_session_problem(True, False)
+    assert switched is not None
+    assert "fast user switching" in switched
+    assert gui_session_problem(True, True) is None
+    assert gui_session_problem(True, None) is None
+
+
+# --- darwin: the polling focus watcher ------------------------------------------------------
+
+
+class Screen:
+    """What the watcher's ``read`` sees; a test changes it."""
+
+    def __init__(self, focus: WindowFocus | None) -> None:
+        self.focus = focus
+        self.error: Exception | None = None
+        self.reads = 0
+
+    def read(self) -> WindowFocus | None:
+        self.reads += 1
+        if self.error is not None:
+            raise self.error
+        return None if self.focus is None else WindowFocus(now_ns(), *_fields(self.focus))
+
+
+def _fields(focus: WindowFocus) -> tuple[Any, ...]:
+    return (focus.title, focus.app_class, focus.pid, focus.x, focus.y, focus.width, focus.height)
+
+
+def focuses(events: list[Event]) -> list[WindowFocus]:
+    return [e for e in events if isinstance(e, WindowFocus)]
+
+
+def test_polling_watcher_emits_initial_changes_and_no_duplicates() -> None:
+    screen = Screen(WindowFocus(0, "Inbox", "com.apple.mail", 10))
+    got: list[Event] = []
+    watcher = PollingFocusWatcher(screen.read, got.append, interval=0.005)
+    watcher.start()
+    try:
+        assert [f.title for f in focuses(got)] == ["Inbox"]  # before start() returned
+        assert watcher.is_alive()
+        reads = screen.reads
+        assert wait_for(lambda: screen.reads > reads + 3)
+        assert len(got) == 1  # unchanged: not repeated
+
+        screen.focus = WindowFocus(0, "Inbox (3)", "com.apple.mail", 10)  # a title change
+        assert wait_for(lambda: len(got) == 2)
+        screen.focus = None
+        assert wait_for(lambda: len(got) == 3)
+    finally:
+        watcher.stop()
+    assert not watcher.is_alive()
+    screen.focus = WindowFocus(0, "after stop", "x", 1)
+    time.sleep(0.03)
+    assert [f.title for f in focuses(got)] == ["Inbox", "Inbox (3)", None]
+    assert focuses(got)[2] == WindowFocus(focuses(got)[2].t_ns, None, None, None)
+
+
+def test_polling_watcher_survives_read_errors_without_logging_content(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    screen = Screen(WindowFocus(0, "Bank — Safari", "com.apple.Safari", 5))
+    got: list[Event] = []
+    watcher = PollingFocusWatcher(screen.read, got.append, interval=0.005)
+    with caplog.at_level(logging.DEBUG, logger="agent.backends.darwin"):
+        watcher.start()
+        try:
+            screen.error = RuntimeError("window 'Secret plans' vanished")
+            reads = screen.reads
+            assert wait_for(lambda: screen.reads > reads + 3)
+            screen.error = None
+            screen.focus = WindowFocus(0, "Secret plans", "com.apple.TextEdit", 6)
+            assert wait_for(lambda: len(got) == 2)
+        finally:
+            watcher.stop()
+    assert "RuntimeError" in caplog.text
+    assert "Secret plans" not in caplog.text
+    assert "Bank" not in caplog.text
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1  # not once per poll
+
+
+def test_polling_watcher_stop_from_the_sink_does_not_deadlock() -> None:
+    screen = Screen(WindowFocus(0, "a", "b", 1))
+    got: list[Event] = []
+    watcher: PollingFocusWatcher
+
+    def sink(event: Event) -> None:
+        got.append(event)
+        if len(got) == 2:
+            watcher.stop()
+
+    watcher = PollingFocusWatcher(screen.read, sink, interval=0.005)
+    watcher.start()
+    screen.focus = WindowFocus(0, "c", "b", 1)
+    assert wait_for(lambda: not watcher.is_alive())
+    assert len(got) == 2
+
+
+# --- darwin: the backend over stand-ins for pyobjc and the C functions -----------------------
+
+
+class StubCocoa:
+    def __init__(self, focus: WindowFocus | None = None) -> None:
+        self.focus = focus
+        self.session_answer: tuple[bool, bool | None] = (True, True)
+        self.session_error: Exception | None = None
+
+    def read_focus(self) -> WindowFocus | None:
+        return self.focus
+
+    def session(self) -> tuple[bool, bool | None]:
+        if self.session_error is not None:
+            raise self.session_error
+        return self.session_answer
+
+
+class StubNative:
+    def __init__(self) -> None:
+        self.answer = GRANTED
+        self.secure: bool | None = False
+        self.secure_error: Exception | None = None
+
+    def permissions(self) -> Permissions:
+        return self.answer
+
+    def secure_input(self) -> bool | None:
+        if self.secure_error is not None:
+            raise self.secure_error
+        return self.secure
+
+
+def test_darwin_backend_over_stubs(monkeypatch: pytest.MonkeyPatch) -> None:
+    window = WindowFocus(now_ns(), "Notes", "com.apple.Notes", 300, 0, 25, 800, 600)
+    cocoa, native = StubCocoa(window), StubNative()
+    backend = DarwinBackend(cocoa, native)  # type: ignore[arg-type]
+    assert backend.NAME == "darwin"
+    assert not backend.HAS_FOCUS_EVENTS  # polled, by design
+    assert backend.HAS_SECURE_INPUT_DETECTION
+    assert backend.active_window() == window
+    assert isinstance(backend.focus_watcher(lambda _e: None), PollingFocusWatcher)
+
+    assert backend.secure_input_active() is False
+    native.secure = True
+    assert backend.secure_input_active() is True
+    native.secure_error = OSError("boom")
+    assert backend.secure_input_active() is None
+
+    assert backend.tray_host_available() is True
+    cocoa.session_answer = (False, None)
+    assert backend.tray_host_available() is None
+    cocoa.session_error = RuntimeError("no window server")
+    assert backend.tray_host_available() is None
+    cocoa.session_error = None
+
+    if sys.platform != "darwin":
+        with pytest.raises(EnvironmentProblem, match="needs macOS"):
+            backend.check_environment()
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setenv("TERM_PROGRAM", "Apple_Terminal")
+    with pytest.raises(EnvironmentProblem, match="SSH"):
+        backend.check_environment()
+    cocoa.session_answer = (True, True)
+    backend.check_environment()
+    native.answer = Permissions(accessibility=True, input_monitoring=2, screen_recording=False)
+    with pytest.raises(EnvironmentProblem) as info:
+        backend.check_environment()
+    assert "Input Monitoring (key events); Screen Recording" in str(info.value)
+    assert "add Terminal" in str(info.value)
+    backend.close()
+
+
+def test_darwin_native_calls_degrade_to_cannot_tell_without_the_frameworks() -> None:
+    if sys.platform == "darwin":
+        pytest.skip("the frameworks exist here")
+    native = darwin._Native()
+    assert native.permissions() == Permissions(None, None, None)
+    assert native.secure_input() is None
