@@ -1,4 +1,4 @@
-"""The Windows backend: user32 for windows, UI Automation for password fields, pynput and mss for capture.
+"""The Windows backend: user32 for the focused window and its changes, pynput and mss for capture.
 
 Written against the documented Win32 API and **not run on Windows by this
 project's tests or CI** (docs/limitations.md).  The parts that do not touch the
@@ -24,9 +24,9 @@ How it works:
   ``EVENT_OBJECT_NAMECHANGE`` of the foreground window (title changes), and the
   end of a move/resize or minimise.  :meth:`_WinEventWatcher.stop` posts
   ``WM_QUIT`` with ``PostThreadMessageW``.  No polling.
-* Password fields: UI Automation ``IUIAutomation::GetFocusedElement`` then
-  ``CurrentIsPassword``, through comtypes when it is installed, on one thread
-  that owns its COM apartment (:class:`ApartmentWorker`), with a timeout.
+* Password fields are detected by :mod:`agent.backends.win32_uia` (UI
+  Automation through comtypes); :func:`make_backend` returns its backend when
+  comtypes is installed, and this module's :class:`Win32Backend` otherwise.
 * Capture refuses to start outside an interactive desktop (session 0, i.e. a
   service, or a window station that is not visible).
 
@@ -37,16 +37,13 @@ an exception message.
 from __future__ import annotations
 
 import ctypes
-import importlib
 import importlib.util
 import logging
 import ntpath
 import os
-import queue
 import sys
 import threading
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from agent.backends.base import Backend
 from agent.capture import EventSink, Hooks, ScreenGrabber
@@ -54,8 +51,6 @@ from agent.errors import BackendUnavailable, EnvironmentProblem
 from agent.events import WindowFocus, now_ns
 
 logger = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
 
 # --- documented constants (winuser.h, winnt.h, dwmapi.h) -------------------------------------
 
@@ -91,8 +86,6 @@ HOOKED_EVENTS = (
 MAX_CLASS_NAME = 256
 MAX_LONG_PATH = 32768
 
-#: Seconds :meth:`Win32Backend.secure_input_active` waits for UI Automation before saying "cannot tell".
-SECURE_INPUT_TIMEOUT = 0.25
 #: Seconds to wait for the focus watcher thread to install its hooks.
 WATCHER_START_TIMEOUT = 5.0
 #: Seconds to wait for the focus watcher thread to end.
@@ -234,122 +227,8 @@ def session_problem(session_id: int | None, station_visible: bool | None) -> str
     return None
 
 
-def password_state(value: object) -> bool | None:
-    """UI Automation's ``CurrentIsPassword`` (a BOOL, or None when unavailable) as True/False/None."""
-    if isinstance(value, (bool, int)):  # comtypes returns a BOOL as int
-        return bool(value)
-    return None
-
-
 def _focus_key(focus: WindowFocus) -> tuple[Any, ...]:
     return (focus.title, focus.app_class, focus.pid, focus.x, focus.y, focus.width, focus.height)
-
-
-# --- one thread that owns a COM apartment ---------------------------------------------------
-
-
-class ApartmentWorker(Generic[_T]):
-    """Runs calls on one daemon thread that owns a context (a COM apartment and its objects).
-
-    COM objects belong to the thread that made them, and a cross-process UI
-    Automation call can be slow when the target application hangs; so callers
-    on any thread hand their call to this thread and wait at most ``timeout``.
-
-    :param setup: run once on the worker thread; its result is passed to every
-        call.  If it raises, every :meth:`call` raises that error.
-    """
-
-    def __init__(self, setup: Callable[[], _T], name: str = "optin-uia") -> None:
-        self._setup = setup
-        self._name = name
-        self._lock = threading.Lock()
-        self._requests: queue.SimpleQueue[tuple[Callable[[_T], Any], dict[str, Any], threading.Event] | None]
-        self._requests = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def start(self) -> None:
-        """Start the thread (and its ``setup``) if it is not running; returns at once."""
-        with self._lock:
-            if self._closed:
-                msg = "ApartmentWorker.start() called after close()"
-                raise RuntimeError(msg)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-
-    def call(self, fn: Callable[[_T], Any], timeout: float) -> Any:
-        """Run ``fn(context)`` on the worker and return its result.
-
-        :raises TimeoutError: no answer within ``timeout`` seconds (the call may
-            still finish later; its result is dropped).
-        :raises RuntimeError: the worker is closed.
-        :raises Exception: whatever ``setup`` or ``fn`` raised.
-        """
-        self.start()
-        box: dict[str, Any] = {}
-        done = threading.Event()
-        self._requests.put((fn, box, done))
-        if not done.wait(timeout):
-            msg = f"no answer within {timeout:g} s"
-            raise TimeoutError(msg)
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
-
-    def close(self) -> None:
-        """Stop the thread after the call it is running; idempotent, never waits long."""
-        with self._lock:
-            self._closed = True
-            thread = self._thread
-        self._requests.put(None)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=0.5)
-
-    def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _run(self) -> None:
-        setup_error: BaseException | None = None
-        context: Any = None
-        try:
-            context = self._setup()
-        except Exception as exc:  # handed to every caller below
-            setup_error = exc
-        while True:
-            request = self._requests.get()
-            if request is None:
-                return
-            fn, box, done = request
-            try:
-                if setup_error is not None:
-                    box["error"] = setup_error
-                else:
-                    box["value"] = fn(context)
-            except Exception as exc:  # handed to the caller
-                box["error"] = exc
-            finally:
-                done.set()
-
-
-def _uia_setup() -> Any:
-    """On the worker thread: join a COM apartment and create the UI Automation client."""
-    comtypes = importlib.import_module("comtypes")
-    try:
-        comtypes.CoInitializeEx(comtypes.COINIT_MULTITHREADED)
-    except OSError:
-        logger.debug("COM already initialised on the UI Automation thread")  # fine for a client
-    client = importlib.import_module("comtypes.client")
-    uia = client.GetModule("UIAutomationCore.dll")
-    return client.CreateObject(uia.CUIAutomation, interface=uia.IUIAutomation)
-
-
-def _focused_is_password(automation: Any) -> bool | None:
-    """On the worker thread: whether the element with the keyboard focus is a password field."""
-    element = automation.GetFocusedElement()
-    if element is None:
-        return None
-    return password_state(element.CurrentIsPassword)
 
 
 # --- the Windows API ------------------------------------------------------------------------
@@ -709,8 +588,8 @@ class _WinEventWatcher:
 class Win32Backend(Backend):
     """Windows through ctypes (user32, kernel32, dwmapi), with pynput hooks and an mss grabber.
 
-    Use :func:`make_backend`; it returns :class:`Win32UiaBackend` when comtypes
-    is installed, so password fields can be detected.
+    Use :func:`make_backend`; it returns :class:`agent.backends.win32_uia.Win32UiaBackend`
+    when comtypes is installed, so password fields can be detected.
     """
 
     NAME = "win32"
@@ -726,7 +605,6 @@ class Win32Backend(Backend):
     def __init__(self, api: _Api | None = None) -> None:
         self._api = api if api is not None else _Api()
         self._lock = threading.Lock()
-        self._uia: ApartmentWorker[Any] | None = None
 
     def check_environment(self) -> None:
         if sys.platform != "win32":
@@ -763,51 +641,9 @@ class Win32Backend(Backend):
     def secure_input_active(self) -> bool | None:
         """Whether the element with the keyboard focus is a password field; None: cannot tell.
 
-        Always None without comtypes (see :class:`Win32UiaBackend`).
+        Always None without comtypes (see :class:`agent.backends.win32_uia.Win32UiaBackend`).
         """
         return None
-
-    def close(self) -> None:
-        with self._lock:
-            uia, self._uia = self._uia, None
-        if uia is not None:
-            uia.close()
-
-
-class Win32UiaBackend(Win32Backend):
-    """:class:`Win32Backend` that also detects password fields through UI Automation (comtypes)."""
-
-    HAS_SECURE_INPUT_DETECTION = True
-    secure_input_note = None
-
-    def check_environment(self) -> None:
-        super().check_environment()
-        self._worker()  # warm up: the first UI Automation setup can take a moment
-
-    def secure_input_active(self) -> bool | None:
-        """Whether the element with the keyboard focus is a password field (``CurrentIsPassword``).
-
-        Never raises.  None when UI Automation cannot tell within
-        :data:`SECURE_INPUT_TIMEOUT` seconds: it is still starting, the focused
-        application does not answer, or it runs elevated and this process does not.
-        Blocks up to that timeout: call it from a worker thread, not an input hook.
-        """
-        try:
-            worker = self._worker()
-            answer: bool | None = worker.call(_focused_is_password, SECURE_INPUT_TIMEOUT)
-        except TimeoutError:
-            return None
-        except Exception as exc:  # COMError and friends: logged by type only
-            logger.debug("UI Automation could not tell (%s)", type(exc).__name__)
-            return None
-        return answer
-
-    def _worker(self) -> ApartmentWorker[Any]:
-        with self._lock:
-            if self._uia is None:
-                self._uia = ApartmentWorker(_uia_setup)
-            self._uia.start()
-            return self._uia
 
 
 def comtypes_available() -> bool:
@@ -826,6 +662,8 @@ def make_backend() -> Win32Backend:
     api = _Api()
     api.make_dpi_aware()
     if comtypes_available():
+        from agent.backends.win32_uia import Win32UiaBackend  # imports this module: not at the top
+
         return Win32UiaBackend(api)
     logger.warning("password fields cannot be detected on Windows: %s", Win32Backend.secure_input_note)
     return Win32Backend(api)
@@ -834,16 +672,12 @@ def make_backend() -> Win32Backend:
 __all__ = [
     "COMTYPES_FIX",
     "NOT_WINDOWS_MESSAGE",
-    "SECURE_INPUT_TIMEOUT",
-    "ApartmentWorker",
     "Win32Backend",
-    "Win32UiaBackend",
     "comtypes_available",
     "decode_utf16",
     "exe_name",
     "is_focus_event",
     "make_backend",
-    "password_state",
     "rect_geometry",
     "session_problem",
     "window_focus_from_win32",

@@ -35,17 +35,15 @@ from agent.backends.darwin import (
     responsible_app,
 )
 from agent.backends.win32 import (
-    ApartmentWorker,
     Win32Backend,
-    Win32UiaBackend,
     decode_utf16,
     exe_name,
     is_focus_event,
-    password_state,
     rect_geometry,
     session_problem,
     window_focus_from_win32,
 )
+from agent.backends.win32_uia import ApartmentWorker, Win32UiaBackend, password_state
 from agent.errors import BackendUnavailable, EnvironmentProblem
 from agent.events import Event, WindowFocus, now_ns
 
@@ -75,7 +73,7 @@ def test_modules_import_on_linux_without_platform_libraries() -> None:
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
     env["PYTHONPATH"] = str(REPO)
     code = (
-        "import sys, agent.backends.win32, agent.backends.darwin\n"
+        "import sys, agent.backends.win32, agent.backends.win32_uia, agent.backends.darwin\n"
         "heavy = ('comtypes', 'objc', 'Quartz', 'AppKit', 'CoreFoundation', 'pynput', 'mss')\n"
         "print(sorted(m for m in heavy if m in sys.modules))"
     )
@@ -324,7 +322,7 @@ def test_password_state() -> None:
     assert password_state("yes") is None
 
 
-# --- win32: the apartment worker (plain threads; no COM here) --------------------------------
+# --- win32_uia: the apartment worker (plain threads; no COM here) ----------------------------
 
 
 def test_apartment_worker_runs_calls_on_its_own_thread() -> None:
