@@ -79,6 +79,7 @@ test: lint
 
 bench: venv
 	$(BIN)/python -m tests.benchmarks
+	$(BIN)/python -m tests.benchmarks.frame_encodings --no-ocr
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

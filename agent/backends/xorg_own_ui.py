@@ -43,7 +43,7 @@ from agent.backends.xorg import _close_quietly, _ignore_x_error, _open_display
 logger = logging.getLogger(__name__)
 
 #: Seconds between rescans when nothing under the root changed (tray icons move silently).
-RESCAN_INTERVAL = 2.0
+RESCAN_INTERVAL = 5.0
 #: Deepest level of the window tree searched (root children are level 1).
 MAX_DEPTH = 7
 #: Most windows looked at in one scan.
