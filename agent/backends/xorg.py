@@ -473,6 +473,8 @@ class _FocusWatcher:
             while not self._stopping.is_set():
                 if self._drain(display):
                     self._refresh()
+                if display.pending_events():
+                    continue  # the refresh's round trips queued events: select() cannot see them
                 readable, _, _ = select.select([fd, pipe[0]], [], [], NO_WM_POLL_INTERVAL)
                 if not readable and not self._ewmh:
                     self._refresh()  # no window manager: nothing tells us, so look

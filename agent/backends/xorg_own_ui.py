@@ -136,9 +136,11 @@ class OwnUiWatcher:
         try:
             fd = display.fileno()
             while not self._stopping.is_set():
-                readable, _, _ = select.select([fd, pipe[0]], [], [], RESCAN_INTERVAL)
-                if pipe[0] in readable:
-                    os.read(pipe[0], 64)
+                # events a scan's round trips queued inside python-xlib are invisible to select()
+                if not display.pending_events():
+                    readable, _, _ = select.select([fd, pipe[0]], [], [], RESCAN_INTERVAL)
+                    if pipe[0] in readable:
+                        os.read(pipe[0], 64)
                 while display.pending_events():
                     display.next_event()  # any change under the root: look again
                 if not self._stopping.is_set():
