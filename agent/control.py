@@ -35,6 +35,7 @@ from agent.capture import Hooks, OwnUi
 from agent.capture.coalesce import CoalesceState, coalesce
 from agent.capture.coalesce import flush as flush_moves
 from agent.capture.screen import ScreenWatch, action_reason
+from agent.capture.secure_input import SecureInputWatch
 from agent.consent import Receipt
 from agent.errors import EnvironmentProblem, StoreError, UsageError
 from agent.events import (
@@ -47,6 +48,7 @@ from agent.events import (
     Marker,
     PointerMove,
     Scroll,
+    WindowFocus,
     now_ns,
 )
 from agent.paths import Dirs, ensure_private_dir, write_private_file
@@ -128,6 +130,7 @@ class Recorder:
         self._hooks: list[Hooks] = []
         self._screen: ScreenWatch | None = None
         self._own: OwnUi | None = None
+        self._secure: SecureInputWatch | None = None
         self._own_buttons: dict[str, bool] = {}  # buttons pressed on optin's own UI, not yet released
         self._lock = threading.RLock()
         self._drop_lock = threading.Lock()
@@ -143,6 +146,13 @@ class Recorder:
             if self._failed:
                 self._count_drops(1)  # capture is being torn down after a failure: still counted
             return
+        secure = self._secure
+        if secure is not None:
+            if secure.active and isinstance(event, (KeyPress, KeyRelease)):
+                secure.left_out()  # a password field or secure input: the key is not recorded at all
+                return
+            if isinstance(event, WindowFocus):
+                secure.poke()
         own = self._own
         if own is not None and self._is_own_input(event, own):
             with self._drop_lock:  # a count only: what was done on optin's own UI is not kept
@@ -247,6 +257,10 @@ class Recorder:
         own = self.backend.own_ui({os.getpid()})
         own.start()  # before the hooks: optin's own windows are known when the first click comes
         self._own = own
+        if "keyboard" in scopes and self.backend.HAS_SECURE_INPUT_DETECTION:
+            secure = SecureInputWatch(self.backend.secure_input_active, self._sink)
+            secure.start()  # before the hooks, like the own-UI answer
+            self._secure = secure
         if "screen" in scopes:
             self._screen = ScreenWatch(self.backend.screen_grabber(), self._sink)
             self._screen.start()  # stores the screen as it is now ("start")
@@ -272,6 +286,9 @@ class Recorder:
         own, self._own = self._own, None
         if own is not None:
             own.stop()
+        secure, self._secure = self._secure, None
+        if secure is not None:
+            secure.stop()
         self._own_buttons.clear()
         screen, self._screen = self._screen, None
         if screen is not None:

@@ -154,7 +154,9 @@ class WindowFocus:
 
 
 #: Marker names.
-MARKERS = frozenset({"session_start", "session_stop", "pause", "resume", "consent", "screen_layout"})
+MARKERS = frozenset(
+    {"session_start", "session_stop", "pause", "resume", "consent", "screen_layout", "secure_input"}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -194,7 +194,7 @@ class FakeBackend(Backend):
     HAS_FOCUS_EVENTS = True
     HAS_WINDOW_TITLES = True
     HAS_TRAY_DETECTION = True
-    HAS_SECURE_INPUT_DETECTION = False
+    HAS_SECURE_INPUT_DETECTION = True
     HAS_OWN_UI_DETECTION = True
 
     def __init__(
@@ -216,6 +216,8 @@ class FakeBackend(Backend):
         self.inputs: list[FakeInput] = []
         self.focus_watchers: list[FakeFocus] = []
         self.screens: list[FakeScreen] = []
+        #: What :meth:`secure_input_active` answers (tests set True while "a password field" has focus).
+        self.secure_input: bool | None = False
         #: The own-window tracker every :meth:`own_ui` call returns (tests set its rectangles).
         self.own = FakeOwnUi()
         #: The pids each :meth:`own_ui` call was given.
@@ -249,6 +251,9 @@ class FakeBackend(Backend):
         with self._lock:
             self.screens.append(screen)
         return screen
+
+    def secure_input_active(self) -> bool | None:
+        return self.secure_input
 
     def own_ui(self, pids: Iterable[int]) -> FakeOwnUi:
         with self._lock:

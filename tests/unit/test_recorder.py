@@ -410,3 +410,46 @@ def test_clicks_scrolls_and_keys_on_optins_own_ui_are_left_out(consented) -> Non
     assert not [e for e in events if isinstance(e, Scroll)]
     assert [e.char for e in events if isinstance(e, (KeyPress, KeyRelease))] == ["q"]
     assert [(e.x, e.y) for e in events if isinstance(e, PointerMove)] == [(300, 300)]
+
+
+def test_keys_typed_under_secure_input_are_never_recorded(consented) -> None:
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    fake = backend.last_input
+    assert fake is not None
+    fake.emit(KeyPress(now_ns(), "u", None, 117, ()))
+    backend.secure_input = True  # a password field took the focus
+    backend.focus_window("Sign in", "Browser")  # the focus change asks the OS at once
+    assert _wait(lambda: rec._secure is not None and rec._secure.active)
+    for ch in "hunter2":
+        fake.emit(KeyPress(now_ns(), ch, None, ord(ch), ()))
+        fake.emit(KeyRelease(now_ns(), ch, None, ord(ch), ()))
+    fake.emit(ButtonPress(now_ns(), 5, 5, "left"))  # pointer events are still recorded
+    backend.secure_input = None  # "cannot tell" keeps the gap open
+    time.sleep(0.3)
+    fake.emit(KeyPress(now_ns(), "x", None, 120, ()))
+    backend.secure_input = False
+    assert _wait(lambda: rec._secure is not None and not rec._secure.active)
+    fake.emit(KeyPress(now_ns(), "v", None, 118, ()))
+    rec.stop()
+    events = _events(d, rec)
+    assert [e.char for e in events if isinstance(e, KeyPress)] == ["u", "v"]
+    assert [e.button for e in events if isinstance(e, ButtonPress)] == ["left"]
+    gaps = [e.detail for e in events if isinstance(e, Marker) and e.marker == "secure_input"]
+    assert gaps == [{"active": True}, {"active": False, "keys_left_out": 15}]
+
+
+def test_a_gap_still_open_at_stop_is_closed_with_its_count(consented) -> None:
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    backend.secure_input = True
+    rec = Recorder(d, backend, study)
+    rec.start()
+    assert backend.last_input is not None
+    backend.last_input.emit(KeyPress(now_ns(), "s", None, 115, ()))
+    rec.stop()
+    gaps = [e.detail for e in _events(d, rec) if isinstance(e, Marker) and e.marker == "secure_input"]
+    assert gaps == [{"active": True}, {"active": False, "keys_left_out": 1, "at_stop": True}]
+    assert not [e for e in _events(d, rec) if isinstance(e, KeyPress)]
