@@ -19,6 +19,7 @@ crashing, so callers can say up front what a session will and will not record.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import ClassVar
@@ -33,6 +34,7 @@ from agent.events import (
     PointerMove,
     Scroll,
     WindowFocus,
+    now_ns,
 )
 
 _KEYBOARD_EVENTS = (KeyPress, KeyRelease)
@@ -101,18 +103,26 @@ class Backend(ABC):
         """Same as :attr:`NAME`."""
         return self.NAME
 
-    @abstractmethod
     def input_hooks(self, sink: EventSink, *, pointer: bool = True, keyboard: bool = True) -> Hooks:
         """Keyboard and pointer hooks that deliver events to ``sink`` once started.
+
+        The default is pynput's listeners (which cover X11, Windows and macOS).
 
         :param pointer: deliver pointer moves, clicks and scrolls (consent scope "pointer").
         :param keyboard: deliver key presses and releases (consent scope "keyboard").
         :raises ValueError: both are False.
         """
+        from agent.capture.input import PynputHooks  # imports pynput, which may need a display
 
-    @abstractmethod
+        hooks: Hooks = PynputHooks(sink, pointer=pointer, keyboard=keyboard)
+        return hooks
+
     def screen_grabber(self) -> ScreenGrabber:
-        """A grabber for the whole virtual screen; the caller closes it."""
+        """A grabber for the whole virtual screen; the caller closes it.  The default is mss."""
+        from agent.capture.screen import MssGrabber
+
+        grabber: ScreenGrabber = MssGrabber()
+        return grabber
 
     @abstractmethod
     def active_window(self) -> WindowFocus | None:
@@ -156,6 +166,42 @@ class Backend(ABC):
         """Release OS connections held for :meth:`active_window` and friends.  Idempotent."""
 
 
+class FocusEmitter:
+    """What every focus watcher shares: it delivers a :class:`~agent.events.WindowFocus` unless
+    it equals the last one delivered (``t_ns`` aside), turns "no window" (None) into a
+    WindowFocus with every field None, and delivers nothing once :meth:`stop` has returned.
+
+    :attr:`stopping` is the watcher's stop flag too (its loop waits on it).
+    """
+
+    def __init__(self, sink: EventSink) -> None:
+        self._sink = sink
+        self._lock = threading.RLock()
+        self.stopping = threading.Event()
+        self._last: tuple[object, ...] | None = None
+
+    def reset(self) -> None:
+        """Before a (re)start: clear the stop flag and forget the last window."""
+        with self._lock:
+            self.stopping.clear()
+            self._last = None
+
+    def stop(self) -> None:
+        """Set the stop flag; an emit running on another thread finishes first."""
+        with self._lock:
+            self.stopping.set()
+
+    def emit(self, focus: WindowFocus | None) -> None:
+        if focus is None:
+            focus = WindowFocus(t_ns=now_ns(), title=None, app_class=None, pid=None)
+        key = (focus.title, focus.app_class, focus.pid, focus.x, focus.y, focus.width, focus.height)
+        with self._lock:
+            if key == self._last or self.stopping.is_set():
+                return
+            self._last = key
+            self._sink(focus)
+
+
 class NoOwnUi:
     """An :class:`~agent.capture.OwnUi` that knows no windows (backends that cannot tell)."""
 
@@ -179,4 +225,4 @@ class NoOwnUi:
         return False
 
 
-__all__ = ["Backend", "NoOwnUi", "scoped_sink"]
+__all__ = ["Backend", "FocusEmitter", "NoOwnUi", "scoped_sink"]

@@ -58,8 +58,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from agent.backends.base import Backend
-from agent.capture import EventSink, Hooks, ScreenGrabber
+from agent.backends.base import Backend, FocusEmitter
+from agent.capture import EventSink, Hooks
 from agent.errors import BackendUnavailable, EnvironmentProblem
 from agent.events import WindowFocus, now_ns
 
@@ -277,10 +277,6 @@ def gui_session_problem(has_session: bool, on_console: bool | None) -> str | Non
     return None
 
 
-def _focus_key(focus: WindowFocus) -> tuple[Any, ...]:
-    return (focus.title, focus.app_class, focus.pid, focus.x, focus.y, focus.width, focus.height)
-
-
 class PollingFocusWatcher:
     """Emits :class:`WindowFocus` when what ``read()`` answers changes, looking every ``interval`` seconds.
 
@@ -298,12 +294,10 @@ class PollingFocusWatcher:
         interval: float = FOCUS_POLL_INTERVAL,
     ) -> None:
         self._read = read
-        self._sink = sink
         self._interval = interval
-        self._emit_lock = threading.RLock()
-        self._stopping = threading.Event()
+        self._emitter = FocusEmitter(sink)
+        self._stopping = self._emitter.stopping
         self._thread: threading.Thread | None = None
-        self._last: tuple[Any, ...] | None = None
         self._failing = False
 
     def start(self) -> None:
@@ -313,8 +307,8 @@ class PollingFocusWatcher:
         """
         if self.is_alive():
             return
-        self._stopping.clear()
-        self._last, self._failing = None, False
+        self._emitter.reset()
+        self._failing = False
         self._refresh()
         thread = threading.Thread(target=self._run, name="optin-focus", daemon=True)
         self._thread = thread
@@ -322,8 +316,7 @@ class PollingFocusWatcher:
 
     def stop(self) -> None:
         """Stop polling; returns promptly, after which no event is delivered."""
-        with self._emit_lock:
-            self._stopping.set()
+        self._emitter.stop()
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return
@@ -348,16 +341,7 @@ class PollingFocusWatcher:
                 self._failing = False
 
     def _refresh(self) -> None:
-        focus = self._read()
-        if focus is None:
-            focus = WindowFocus(t_ns=now_ns(), title=None, app_class=None, pid=None)
-        key = _focus_key(focus)
-        if key == self._last:
-            return
-        self._last = key
-        with self._emit_lock:
-            if not self._stopping.is_set():
-                self._sink(focus)
+        self._emitter.emit(self._read())
 
 
 # --- the native side ------------------------------------------------------------------------
@@ -497,18 +481,6 @@ class DarwinBackend(Backend):
             problem = permission_problem(self._native.permissions(), responsible_app(os.environ))
         if problem is not None:
             raise EnvironmentProblem(problem)
-
-    def input_hooks(self, sink: EventSink, *, pointer: bool = True, keyboard: bool = True) -> Hooks:
-        from agent.capture.input import PynputHooks
-
-        hooks: Hooks = PynputHooks(sink, pointer=pointer, keyboard=keyboard)
-        return hooks
-
-    def screen_grabber(self) -> ScreenGrabber:
-        from agent.capture.screen import MssGrabber
-
-        grabber: ScreenGrabber = MssGrabber()
-        return grabber
 
     def active_window(self) -> WindowFocus | None:
         """The front application's front window now; pid and app only when it has no window."""

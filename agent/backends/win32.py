@@ -45,8 +45,8 @@ import sys
 import threading
 from typing import Any
 
-from agent.backends.base import Backend
-from agent.capture import EventSink, Hooks, ScreenGrabber
+from agent.backends.base import Backend, FocusEmitter
+from agent.capture import EventSink, Hooks
 from agent.errors import BackendUnavailable, EnvironmentProblem
 from agent.events import WindowFocus, now_ns
 
@@ -225,10 +225,6 @@ def session_problem(session_id: int | None, station_visible: bool | None) -> str
             "signed-in user's desktop."
         )
     return None
-
-
-def _focus_key(focus: WindowFocus) -> tuple[Any, ...]:
-    return (focus.title, focus.app_class, focus.pid, focus.x, focus.y, focus.width, focus.height)
 
 
 # --- the Windows API ------------------------------------------------------------------------
@@ -467,15 +463,13 @@ class _WinEventWatcher:
 
     def __init__(self, api: _Api, sink: EventSink) -> None:
         self._api = api
-        self._sink = sink
-        self._emit_lock = threading.RLock()
-        self._stopping = threading.Event()
+        self._emitter = FocusEmitter(sink)
+        self._stopping = self._emitter.stopping
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_id: int | None = None
         self._error: str | None = None
         self._proc: Any = None  # the ctypes callback: must live as long as the hooks
-        self._last: tuple[Any, ...] | None = None
 
     def start(self) -> None:
         """Install the hooks on a new thread and emit the current window before returning.
@@ -484,9 +478,9 @@ class _WinEventWatcher:
         """
         if self.is_alive():
             return
-        self._stopping.clear()
+        self._emitter.reset()
         self._ready.clear()
-        self._error, self._thread_id, self._last = None, None, None
+        self._error, self._thread_id = None, None
         thread = threading.Thread(target=self._run, name="optin-focus", daemon=True)
         self._thread = thread
         thread.start()
@@ -504,8 +498,7 @@ class _WinEventWatcher:
 
     def stop(self) -> None:
         """Stop watching; returns promptly, after which no event is delivered."""
-        with self._emit_lock:
-            self._stopping.set()
+        self._emitter.stop()
         thread, thread_id = self._thread, self._thread_id
         if thread_id is not None and not self._api.user32.PostThreadMessageW(thread_id, WM_QUIT, 0, 0):
             logger.debug("could not post WM_QUIT to the focus watcher (already gone?)")
@@ -571,15 +564,7 @@ class _WinEventWatcher:
 
     def _refresh(self) -> None:
         _, focus = self._api.read_focus()
-        if focus is None:
-            focus = WindowFocus(t_ns=now_ns(), title=None, app_class=None, pid=None)
-        key = _focus_key(focus)
-        if key == self._last:
-            return
-        self._last = key
-        with self._emit_lock:
-            if not self._stopping.is_set():
-                self._sink(focus)
+        self._emitter.emit(focus)
 
 
 # --- the backend ----------------------------------------------------------------------------
@@ -612,18 +597,6 @@ class Win32Backend(Backend):
         problem = session_problem(self._api.session_id(), self._api.station_visible())
         if problem is not None:
             raise EnvironmentProblem(problem)
-
-    def input_hooks(self, sink: EventSink, *, pointer: bool = True, keyboard: bool = True) -> Hooks:
-        from agent.capture.input import PynputHooks
-
-        hooks: Hooks = PynputHooks(sink, pointer=pointer, keyboard=keyboard)
-        return hooks
-
-    def screen_grabber(self) -> ScreenGrabber:
-        from agent.capture.screen import MssGrabber
-
-        grabber: ScreenGrabber = MssGrabber()
-        return grabber
 
     def active_window(self) -> WindowFocus | None:
         """The foreground window now; None if no window has the focus (e.g. the secure desktop)."""

@@ -38,8 +38,8 @@ import Xlib.error
 from Xlib import X, Xatom
 from Xlib.support import connect as xconnect
 
-from agent.backends.base import Backend
-from agent.capture import EventSink, Hooks, OwnUi, ScreenGrabber
+from agent.backends.base import Backend, FocusEmitter
+from agent.capture import EventSink, Hooks, OwnUi
 from agent.errors import EnvironmentProblem
 from agent.events import WindowFocus, now_ns
 
@@ -394,16 +394,14 @@ class _FocusWatcher:
 
     def __init__(self, display_name: str, sink: EventSink) -> None:
         self._display_name = display_name
-        self._sink = sink
-        self._emit_lock = threading.RLock()
-        self._stopping = threading.Event()
+        self._emitter = FocusEmitter(sink)
+        self._stopping = self._emitter.stopping
         self._thread: threading.Thread | None = None
         self._display: Xlib.display.Display | None = None
         self._pipe: tuple[int, int] | None = None
         self._atoms: _Atoms | None = None
         self._watched: int | None = None
         self._ewmh = False
-        self._last: tuple[Any, ...] | None = None
 
     # Hooks protocol
 
@@ -421,8 +419,8 @@ class _FocusWatcher:
         display = _open_display(self._display_name)
         pipe = os.pipe()
         self._display, self._pipe = display, pipe
-        self._watched, self._ewmh, self._last = None, False, None
-        self._stopping.clear()
+        self._watched, self._ewmh = None, False
+        self._emitter.reset()
         try:
             display.set_error_handler(_ignore_x_error)
             self._atoms = _Atoms(display)
@@ -439,8 +437,7 @@ class _FocusWatcher:
 
     def stop(self) -> None:
         """Stop watching; returns promptly, after which no event is delivered."""
-        with self._emit_lock:
-            self._stopping.set()
+        self._emitter.stop()
         pipe, thread = self._pipe, self._thread
         if pipe is not None:
             try:
@@ -516,15 +513,7 @@ class _FocusWatcher:
         self._ewmh = self._ewmh or ewmh
         if wid != self._watched:
             self._watch(display, wid)
-        if focus is None:
-            focus = WindowFocus(t_ns=now_ns(), title=None, app_class=None, pid=None)
-        key = (focus.title, focus.app_class, focus.pid, focus.x, focus.y, focus.width, focus.height)
-        if key == self._last:
-            return
-        self._last = key
-        with self._emit_lock:
-            if not self._stopping.is_set():
-                self._sink(focus)
+        self._emitter.emit(focus)
 
     def _watch(self, display: Xlib.display.Display, wid: int | None) -> None:
         """Move the PropertyChangeMask from the previously watched window to ``wid``."""
@@ -603,12 +592,6 @@ class XorgBackend(Backend):
             sink, pointer=pointer, keyboard=keyboard, after_stop=unblock_record_listener
         )
         return hooks
-
-    def screen_grabber(self) -> ScreenGrabber:
-        from agent.capture.screen import MssGrabber
-
-        grabber: ScreenGrabber = MssGrabber()
-        return grabber
 
     def active_window(self) -> WindowFocus | None:
         """The focused window now; None if none has focus or it vanished mid-query.
