@@ -9,10 +9,10 @@ STAMP  := $(VENV)/.installed
 
 # Debian/Ubuntu packages for the private display, the tray, the tests and the GTK tray backend
 # (see docs/development.md; versions measured in shared research platform-lab).
-APT_PACKAGES := xvfb xauth x11-utils xdotool openbox trayer dunst dbus xterm age \
+APT_PACKAGES := xvfb xauth x11-utils x11-xserver-utils xdotool openbox trayer dunst dbus xterm age \
 	fonts-dejavu-core xfonts-base libgirepository1.0-dev libcairo2-dev pkg-config gir1.2-gtk-3.0 \
-	gcc python3-dev python3-venv
-REQUIRED_COMMANDS := Xvfb xauth xdpyinfo openbox trayer dunst dbus-daemon xdotool xterm age pkg-config gcc
+	gcc python3-dev python3-venv python3-tk
+REQUIRED_COMMANDS := Xvfb xauth xdpyinfo xset openbox trayer dunst dbus-daemon xdotool xterm age pkg-config gcc
 APT_INSTALL := apt-get install -y --no-install-recommends $(APT_PACKAGES)
 
 .PHONY: help system-deps venv demo test lint unit bench run doctor clean
@@ -34,6 +34,7 @@ system-deps:
 	ls /usr/lib/*/girepository-1.0/Gtk-3.0.typelib >/dev/null 2>&1 || missing="$$missing gtk3-typelib"; \
 	ls /usr/share/fonts/X11/misc/*.pcf.gz >/dev/null 2>&1 || missing="$$missing xfonts-base"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	$(PYTHON) -c 'import tkinter' 2>/dev/null || missing="$$missing python3-tk"; \
 	$(PYTHON) -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
 		2>/dev/null || missing="$$missing python3-dev"; \
 	if [ -n "$$missing" ]; then \

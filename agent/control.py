@@ -26,10 +26,11 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import consent
+from agent import consent, pausing
 from agent.backends import Backend
 from agent.capture import Hooks, OwnUi
 from agent.capture.coalesce import CoalesceState, coalesce
@@ -67,6 +68,8 @@ WRITER_TICK_S = 0.2
 BATCH_MAX = 4096
 #: How often the writer publishes the status and re-checks consent (seconds).
 CHECK_EVERY_S = 1.0
+#: Default minutes without input before capture pauses by itself (a study may change it; 0: never).
+IDLE_PAUSE_MINUTES = 10.0
 #: Pointer moves are stored at most this often (a press, release or scroll keeps the position before it).
 POINTER_HZ = 50.0
 
@@ -131,6 +134,10 @@ class Recorder:
         self._screen: ScreenWatch | None = None
         self._own: OwnUi | None = None
         self._secure: SecureInputWatch | None = None
+        self._volunteer_pause: pausing.VolunteerPause | None = None
+        self._idle_limit = 60.0 * float(getattr(study, "idle_pause_minutes", IDLE_PAUSE_MINUTES))
+        #: Shows a notification to the volunteer (set by the tray); None: log only.
+        self.notify: Callable[[str], None] | None = None
         self._own_buttons: dict[str, bool] = {}  # buttons pressed on optin's own UI, not yet released
         self._lock = threading.RLock()
         self._drop_lock = threading.Lock()
@@ -240,6 +247,12 @@ class Recorder:
             )
             self._writer_thread = threading.Thread(target=self._write_loop, name="optin-writer", daemon=True)
             self._writer_thread.start()
+            self._volunteer_pause = pausing.load(self.dirs)
+            if self._volunteer_pause is not None:  # the volunteer paused before the last stop (P3)
+                self._put_marker("pause", reason=PAUSED_BY_VOLUNTEER, restored=True)
+                self.state, self.reason = "paused", PAUSED_BY_VOLUNTEER
+                self._publish()
+                return
             self.state = "recording"
             self._start_capture_or_fail()
             self._publish()
@@ -296,12 +309,29 @@ class Recorder:
             self.counters.frame_failures += screen.failures
             self.counters.frames_skipped += screen.skipped
 
-    def pause(self, reason: str = PAUSED_BY_VOLUNTEER) -> None:
-        """Stop the hooks and the grabber themselves (P3)."""
+    def pause(self, reason: str = PAUSED_BY_VOLUNTEER, *, seconds: float | None = None) -> None:
+        """Stop the hooks and the grabber themselves (P3).
+
+        :param reason: :data:`PAUSED_BY_VOLUNTEER`, or why the recorder pauses by itself.
+        :param seconds: the volunteer's pause ends by itself after this long (a
+            notification says so); None: until :meth:`resume`.  The volunteer's
+            pause is remembered across restarts.
+        :raises UsageError: ``seconds`` is not positive.
+        """
+        if seconds is not None and not seconds > 0:
+            msg = f"a pause must last a positive time, got {seconds} s"
+            raise UsageError(msg)
         with self._lock:
-            if self.state == "paused" and reason == PAUSED_BY_VOLUNTEER:
-                self.reason = reason  # the volunteer's pause outlasts the indicator's return
-                self._publish()
+            if reason == PAUSED_BY_VOLUNTEER:
+                now = time.time()
+                self._volunteer_pause = pausing.VolunteerPause(
+                    now, None if seconds is None else now + seconds
+                )
+                pausing.save(self.dirs, self._volunteer_pause)
+            if self.state == "paused":
+                if reason == PAUSED_BY_VOLUNTEER:
+                    self.reason = reason  # the volunteer's pause outlasts any other reason
+                    self._publish()
                 return
             if self.state != "recording":
                 return
@@ -313,15 +343,67 @@ class Recorder:
             self._publish()
 
     def resume(self) -> None:
-        """Start capturing again after a pause."""
+        """Start capturing again after a pause (not while the tray icon is missing: P2)."""
         with self._lock:
-            if self.state != "paused":
+            self._volunteer_pause = None
+            pausing.clear(self.dirs)
+            if self.state != "paused" or self.reason == PAUSED_NO_INDICATOR:
                 return
-            self._put_marker("resume", after=self.reason)
-            self.state = "recording"
-            self.reason = None
-            self._start_capture_or_fail()
-            self._publish()
+            self._resume_capture()
+
+    def _resume_capture(self) -> None:
+        self._put_marker("resume", after=self.reason)
+        self.state = "recording"
+        self.reason = None
+        self._start_capture_or_fail()
+        self._publish()
+
+    def _check_pauses(self) -> None:
+        """Once a second on the writer thread: end a timed pause; pause and resume for absence."""
+        pause = self._volunteer_pause
+        if pause is not None and not pause.active(time.time()):
+            self._in_background(self._end_timed_pause, "optin-resume")
+            return
+        if self.state not in ("recording", "paused") or pause is not None:
+            return
+        why = pausing.absence_reason(
+            self.backend.screen_locked(), self.backend.idle_seconds(), self._idle_limit
+        )
+        if self.state == "recording" and why is not None:
+            self._in_background(lambda: self.pause(why), "optin-pause")
+        elif (
+            self.state == "paused"
+            and why is None
+            and self.reason in (pausing.PAUSED_IDLE, pausing.PAUSED_LOCKED)
+        ):
+            self._in_background(self._return_from_absence, "optin-resume")
+
+    def _end_timed_pause(self) -> None:
+        with self._lock:
+            pause = self._volunteer_pause
+            if pause is None or pause.active(time.time()):
+                return  # resumed or paused again meanwhile
+            self.resume()
+        self._notify("optin is recording again: the pause has ended")
+
+    def _return_from_absence(self) -> None:
+        with self._lock:
+            if self.state == "paused" and self.reason in (pausing.PAUSED_IDLE, pausing.PAUSED_LOCKED):
+                self._resume_capture()
+
+    def _notify(self, message: str) -> None:
+        """Tell the volunteer (the tray sets :attr:`notify`); the message never holds content."""
+        logger.info("%s", message)
+        notify = self.notify
+        if notify is not None:
+            try:
+                notify(message)
+            except Exception as exc:  # a notification must never break capture
+                logger.warning("could not show a notification (%s)", describe_failure(exc))
+
+    def _in_background(self, fn: Callable[[], None], name: str) -> None:
+        """Run ``fn`` on its own thread: the writer must not wait for the lifecycle lock."""
+        threading.Thread(target=fn, name=name, daemon=True).start()
 
     def indicator_changed(self, shown: bool) -> None:  # a plain fact from the tray
         """The tray reports whether its icon is visible: no indicator, no capture (P2)."""
@@ -330,8 +412,10 @@ class Recorder:
             own.rescan()  # the icon is an own window: its clicks are left out from now on
         if not shown and self.state == "recording":
             self.pause(PAUSED_NO_INDICATOR)
-        elif shown and self.state == "paused" and self.reason == PAUSED_NO_INDICATOR:
-            self.resume()
+            return
+        with self._lock:
+            if shown and self.state == "paused" and self.reason == PAUSED_NO_INDICATOR:
+                self._resume_capture()
 
     def stop(self) -> None:
         """Stop capturing, write everything queued, seal the session.
@@ -417,6 +501,7 @@ class Recorder:
                 last_check = now
                 self._publish()
                 self._check_consent()
+                self._check_pauses()
             if now - last_retention >= retention.ENFORCE_EVERY_S:
                 last_retention = now
                 self._enforce_retention(keep={writer.session_id})
@@ -515,9 +600,21 @@ class Recorder:
             "events_by_kind": dict(sorted(by_kind.items())),
             "dropped": self.counters.dropped,
             "loss": self.counters.loss(),
+            "paused_until": self._paused_until(),
             "coalesced_moves": self.counters.coalesced,
             "own_ui_left_out": self.counters.own_ui,
         }
+
+    def _paused_until(self) -> str | None:
+        """When the volunteer's pause ends (UTC, ISO 8601), ``"resumed"`` for until resumed, or None."""
+        pause = self._volunteer_pause
+        if pause is None:
+            return None
+        return (
+            "resumed"
+            if pause.until is None
+            else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(pause.until))
+        )
 
     def _status_path(self) -> Any:
         return self.dirs.runtime / "status.json"

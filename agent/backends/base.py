@@ -154,6 +154,20 @@ class Backend(ABC):
         """
         return None
 
+    def screen_locked(self) -> bool | None:
+        """Whether the screen is locked or blanked now; None when this cannot be told.
+
+        Called about once a second from the recorder's writer thread; never raises.
+        """
+        return None
+
+    def idle_seconds(self) -> float | None:
+        """Seconds since the last keyboard or pointer input anywhere; None when unknown.
+
+        Called about once a second from the recorder's writer thread; never raises.
+        """
+        return None
+
     def own_ui(self, pids: Iterable[int]) -> OwnUi:
         """A tracker of the windows of processes ``pids`` (optin's own), not started.
 

@@ -216,6 +216,9 @@ class FakeBackend(Backend):
         self.inputs: list[FakeInput] = []
         self.focus_watchers: list[FakeFocus] = []
         self.screens: list[FakeScreen] = []
+        #: What :meth:`screen_locked` and :meth:`idle_seconds` answer.
+        self.locked: bool | None = False
+        self.idle: float | None = 0.0
         #: What :meth:`secure_input_active` answers (tests set True while "a password field" has focus).
         self.secure_input: bool | None = False
         #: The own-window tracker every :meth:`own_ui` call returns (tests set its rectangles).
@@ -254,6 +257,12 @@ class FakeBackend(Backend):
 
     def secure_input_active(self) -> bool | None:
         return self.secure_input
+
+    def screen_locked(self) -> bool | None:
+        return self.locked
+
+    def idle_seconds(self) -> float | None:
+        return self.idle
 
     def own_ui(self, pids: Iterable[int]) -> FakeOwnUi:
         with self._lock:

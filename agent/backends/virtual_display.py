@@ -32,6 +32,7 @@ REQUIRED_TOOLS = {
     "dbus-daemon": "dbus",
     "xdotool": "xdotool",
     "xterm": "xterm",
+    "xset": "x11-xserver-utils",
 }
 
 #: How to install them: `make system-deps` installs everything the demo and the tests need.

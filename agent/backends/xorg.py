@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import Xlib.display
 import Xlib.error
 from Xlib import X, Xatom
+from Xlib.ext import screensaver
 from Xlib.support import connect as xconnect
 
 from agent.backends.base import Backend, FocusEmitter
@@ -612,6 +613,30 @@ class XorgBackend(Backend):
 
     def focus_watcher(self, sink: EventSink) -> Hooks:
         return _FocusWatcher(self.display_name, sink)
+
+    def screen_locked(self) -> bool | None:
+        """True while the X screen saver is on (lockers such as xscreensaver, light-locker and
+        xsecurelock turn it on); None without the MIT-SCREEN-SAVER extension."""
+        info = self._screensaver_info()
+        return None if info is None else bool(info.state == screensaver.StateOn)
+
+    def idle_seconds(self) -> float | None:
+        """The X server's time since the last input (MIT-SCREEN-SAVER), in seconds."""
+        info = self._screensaver_info()
+        return None if info is None else int(info.idle) / 1000.0
+
+    def _screensaver_info(self) -> Any:
+        with self._lock:
+            try:
+                display, _ = self._connection()
+                if not display.has_extension(screensaver.extname):
+                    return None
+                return display.screen().root.screensaver_query_info()
+            except (EnvironmentProblem, Xlib.error.XError):
+                return None
+            except Xlib.error.ConnectionClosedError:
+                self._drop_connection()
+                return None
 
     def own_ui(self, pids: Iterable[int]) -> OwnUi:
         from agent.backends.xorg_own_ui import OwnUiWatcher

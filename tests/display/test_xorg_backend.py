@@ -305,3 +305,17 @@ def test_own_ui_covers_this_process_windows_and_not_others(backend: XorgBackend)
         own.stop()
         mine.close()
     assert not own.is_alive()
+
+
+def test_screen_saver_tells_locked_and_idle(backend: XorgBackend, xdisplay: Any) -> None:
+    xdisplay.xdotool("mousemove", "--sync", "17", "19")  # input: idle starts again from 0
+    idle = backend.idle_seconds()
+    assert idle is not None and 0 <= idle < 5
+    assert backend.screen_locked() is False
+    env = dict(os.environ, DISPLAY=xdisplay.display)
+    subprocess.run(["xset", "s", "activate"], env=env, check=True)
+    try:
+        assert wait_until(lambda: backend.screen_locked() is True, 5.0), "screen saver never reported on"
+    finally:
+        subprocess.run(["xset", "s", "reset"], env=env, check=True)
+    assert wait_until(lambda: backend.screen_locked() is False, 5.0)

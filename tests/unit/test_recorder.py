@@ -453,3 +453,68 @@ def test_a_gap_still_open_at_stop_is_closed_with_its_count(consented) -> None:
     gaps = [e.detail for e in _events(d, rec) if isinstance(e, Marker) and e.marker == "secure_input"]
     assert gaps == [{"active": True}, {"active": False, "keys_left_out": 1, "at_stop": True}]
     assert not [e for e in _events(d, rec) if isinstance(e, KeyPress)]
+
+
+def test_a_timed_pause_ends_by_itself_and_says_so(consented, monkeypatch) -> None:
+    monkeypatch.setattr(control, "CHECK_EVERY_S", 0.02)
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    said: list[str] = []
+    rec.notify = said.append
+    rec.start()
+    with pytest.raises(UsageError, match="positive"):
+        rec.pause(seconds=0)
+    rec.pause(seconds=0.3)
+    assert rec.state == "paused" and not backend.last_input.is_alive()
+    assert rec.status()["paused_until"].endswith("Z")
+    assert _wait(lambda: rec.state == "recording")
+    assert backend.last_input.is_alive() and said == ["optin is recording again: the pause has ended"]
+    assert rec.status()["paused_until"] is None
+    rec.stop()
+
+
+def test_the_volunteers_pause_survives_a_restart(consented) -> None:
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    rec.pause()  # until resumed
+    rec.stop()
+    again = Recorder(d, select_backend("fake"), study)
+    again.start()
+    assert again.state == "paused" and again.reason == "volunteer"
+    assert again.backend.last_input is None  # no hook was ever started
+    assert again.status()["paused_until"] == "resumed"
+    again.resume()
+    assert again.state == "recording" and again.backend.last_input.is_alive()
+    again.stop()
+    third = Recorder(d, select_backend("fake"), study)
+    third.start()  # resumed before the last stop: records at once
+    assert third.state == "recording"
+    third.stop()
+    restored = [e.detail for e in _events(d, again) if isinstance(e, Marker) and e.marker == "pause"]
+    assert restored == [{"reason": "volunteer", "restored": True}]
+
+
+def test_idle_and_a_locked_screen_pause_and_presence_resumes(consented, monkeypatch) -> None:
+    monkeypatch.setattr(control, "CHECK_EVERY_S", 0.02)
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    backend.idle = 11 * 60.0  # the default idle limit is 10 minutes
+    assert _wait(lambda: rec.state == "paused" and rec.reason == "idle")
+    assert not backend.last_input.is_alive()
+    backend.idle = 0.5
+    assert _wait(lambda: rec.state == "recording")
+    backend.locked = True
+    assert _wait(lambda: rec.state == "paused" and rec.reason == "screen locked")
+    rec.pause()  # the volunteer's pause takes over: unlocking does not resume it
+    backend.locked = False
+    time.sleep(0.2)
+    assert rec.state == "paused" and rec.reason == "volunteer"
+    rec.resume()
+    rec.stop()
+    reasons = [e.detail["reason"] for e in _events(d, rec) if isinstance(e, Marker) and e.marker == "pause"]
+    assert reasons == ["idle", "screen locked"]

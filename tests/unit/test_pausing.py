@@ -1,0 +1,44 @@
+"""The remembered pause and the absence rule (pure parts of pausing)."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from agent import pausing
+from agent.paths import Dirs
+
+
+def test_a_pause_is_remembered_privately_until_it_runs_out(dirs: Dirs) -> None:
+    assert pausing.load(dirs) is None
+    pausing.save(dirs, pausing.VolunteerPause(since=100.0, until=200.0))
+    assert stat.S_IMODE((dirs.config / "pause.json").stat().st_mode) == 0o600
+    assert pausing.load(dirs, now=150.0) == pausing.VolunteerPause(100.0, 200.0)
+    assert pausing.load(dirs, now=200.0) is None  # ran out while the agent was stopped
+    pausing.save(dirs, pausing.VolunteerPause(since=100.0, until=None))
+    assert pausing.load(dirs, now=1e12) is not None  # until resumed
+    pausing.clear(dirs)
+    pausing.clear(dirs)  # idempotent
+    assert pausing.load(dirs) is None
+
+
+def test_an_unreadable_pause_file_counts_as_none(dirs: Dirs) -> None:
+    dirs.config.mkdir(parents=True, exist_ok=True)
+    (dirs.config / "pause.json").write_text('{"since": "x"}')
+    assert pausing.load(dirs) is None
+
+
+@pytest.mark.parametrize(
+    ("locked", "idle", "limit", "why"),
+    [
+        (True, 0.0, 600.0, "screen locked"),
+        (False, 600.0, 600.0, "idle"),
+        (False, 599.9, 600.0, None),
+        (None, None, 600.0, None),  # the backend cannot tell: never pause on a guess
+        (False, 10_000.0, 0.0, None),  # 0 turns the idle pause off
+        (True, 10_000.0, 0.0, "screen locked"),
+    ],
+)
+def test_absence_reason(locked: bool | None, idle: float | None, limit: float, why: str | None) -> None:
+    assert pausing.absence_reason(locked, idle, limit) == why
