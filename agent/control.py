@@ -127,6 +127,7 @@ class Recorder:
         #: What crash recovery did before this session started (no content: ids, shapes, sizes).
         self.recovered: list[RecoveryReport] = []
         self._receipt: Receipt | None = None
+        self._recipient: bytes | None = None
         self._queue: queue.Queue[Event | None] = queue.Queue(QUEUE_SIZE)
         self._writer: SessionWriter | None = None
         self._writer_thread: threading.Thread | None = None
@@ -224,29 +225,8 @@ class Recorder:
                 logger.warning("finished a deletion in session %s that had been interrupted", sid)
             self._enforce_retention(keep=set())  # budget and retention before a new session adds to it
             self._receipt = receipt
-            try:
-                self._writer = SessionWriter.create(self.dirs, recipient)
-            except OSError as exc:
-                msg = (
-                    f"cannot open a new session in {self.dirs.sessions}: {describe_failure(exc)}. "
-                    "Fix: free space or make the data directory writable (or set OPTIN_HOME)"
-                )
-                raise StoreError(msg) from exc
-            self.session_id = self._writer.session_id
-            anchor = ClockAnchor.now()
-            self._accepting = True
-            self._put_marker(
-                "session_start",
-                mono_ns=anchor.mono_ns,
-                wall_ns=anchor.wall_ns,
-                study_id=self.study.id,
-                consent_version=receipt.consent_version,
-                consent_sha256=receipt.text_sha256,
-                scopes=list(receipt.scopes),
-                backend=self.backend.name,
-            )
-            self._writer_thread = threading.Thread(target=self._write_loop, name="optin-writer", daemon=True)
-            self._writer_thread.start()
+            self._recipient = recipient
+            self._open_session()
             self._volunteer_pause = pausing.load(self.dirs)
             if self._volunteer_pause is not None:  # the volunteer paused before the last stop (P3)
                 self._put_marker("pause", reason=PAUSED_BY_VOLUNTEER, restored=True)
@@ -256,6 +236,66 @@ class Recorder:
             self.state = "recording"
             self._start_capture_or_fail()
             self._publish()
+
+    def _open_session(self, **detail: Any) -> None:
+        """Create a session and its writer thread; capture is the caller's to start."""
+        receipt = self._receipt
+        assert receipt is not None and self._recipient is not None  # noqa: S101 - set by start()
+        try:
+            self._writer = SessionWriter.create(self.dirs, self._recipient)
+        except OSError as exc:
+            msg = (
+                f"cannot open a new session in {self.dirs.sessions}: {describe_failure(exc)}. "
+                "Fix: free space or make the data directory writable (or set OPTIN_HOME)"
+            )
+            raise StoreError(msg) from exc
+        self.session_id = self._writer.session_id
+        self.counters = Counters()
+        self._draining = False
+        anchor = ClockAnchor.now()
+        self._accepting = True
+        self._put_marker(
+            "session_start",
+            mono_ns=anchor.mono_ns,
+            wall_ns=anchor.wall_ns,
+            study_id=self.study.id,
+            consent_version=receipt.consent_version,
+            consent_sha256=receipt.text_sha256,
+            scopes=list(receipt.scopes),
+            backend=self.backend.name,
+            **detail,
+        )
+        self._writer_thread = threading.Thread(target=self._write_loop, name="optin-writer", daemon=True)
+        self._writer_thread.start()
+
+    def delete_last(self, seconds: float) -> dict[str, Any]:
+        """Delete at least the last ``seconds`` of recording, the running session's included.
+
+        The running session is sealed, trimmed (or shredded) by
+        :func:`agent.store.retention.delete_last` with every other session, and a
+        new session starts in the same state (recording or paused).  Returns what
+        was deleted: ids, counts and sizes only.
+
+        :raises UsageError: ``seconds`` is not positive, or the recorder has stopped.
+        """
+        if not seconds > 0:
+            msg = f"the duration to delete must be positive, got {seconds} seconds"
+            raise UsageError(msg)
+        with self._lock:
+            if self.state not in ("recording", "paused") or self._closed:
+                msg = f"the recorder is {self.state}; run `optin delete-last` without a running agent"
+                raise UsageError(msg)
+            state, reason = self.state, self.reason
+            self._close_session(reason="delete-last")
+            try:
+                report = retention.delete_last(self.dirs, seconds)
+            finally:
+                self._open_session(after="delete-last")
+                self.state, self.reason = state, reason
+                if state == "recording":
+                    self._start_capture_or_fail()
+                self._publish()
+            return report.to_dict()
 
     def _start_capture_or_fail(self) -> None:
         """Start every consented source; if any fails, stop them all and the session."""
@@ -437,10 +477,17 @@ class Recorder:
             self.error, self.state = error, "error"
             logger.error("capture stopped: %s", error)
         self.reason = reason
+        self._close_session(reason=reason or error)
+        if self.state != "error":
+            self.state = "stopped"
+        self._remove_status()
+
+    def _close_session(self, *, reason: str | None) -> None:
+        """Stop capture, drain the queue into the store and seal the session."""
         self._stop_capture()
         self._accepting = False
         self._put_marker(
-            "session_stop", reason=reason or error, dropped=self.counters.dropped, loss=self.counters.loss()
+            "session_stop", reason=reason, dropped=self.counters.dropped, loss=self.counters.loss()
         )
         self._draining = True
         with contextlib.suppress(queue.Full):
@@ -448,18 +495,16 @@ class Recorder:
         thread = self._writer_thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
-        if self._writer is not None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
             try:
-                self._writer.close(self.counters.loss())
+                writer.close(self.counters.loss())
             except Exception as exc:  # report, never crash the stop path
                 why = describe_failure(exc)
                 sealing = f"the session could not be sealed ({why}); it is recovered at the next start"
                 self.error = sealing if self.error is None else f"{self.error}; {sealing}"
                 self.state = "error"
                 logger.error("capture stopped: %s", self.error)  # message says it all
-        if self.state != "error":
-            self.state = "stopped"
-        self._remove_status()
 
     def _stop_in_background(self, *, error: str | None = None, reason: str | None = None) -> None:
         """Stop from a thread that the stop path joins (the writer): hand it to a new thread."""

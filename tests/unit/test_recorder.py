@@ -518,3 +518,28 @@ def test_idle_and_a_locked_screen_pause_and_presence_resumes(consented, monkeypa
     rec.stop()
     reasons = [e.detail["reason"] for e in _events(d, rec) if isinstance(e, Marker) and e.marker == "pause"]
     assert reasons == ["idle", "screen locked"]
+
+
+def test_delete_last_from_a_running_recorder_rolls_over_to_a_new_session(consented) -> None:
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    first = rec.session_id
+    backend.last_input.emit(KeyPress(now_ns(), "s", None, 115, ()))
+    with pytest.raises(UsageError, match="positive"):
+        rec.delete_last(0)
+    report = rec.delete_last(300)  # the whole session started within the last five minutes
+    assert [item["session_id"] for item in report["deleted"]] == [first]
+    assert rec.state == "recording" and rec.session_id != first
+    assert backend.last_input.is_alive()
+    backend.last_input.emit(KeyPress(now_ns(), "k", None, 107, ()))
+    rec.pause()
+    paused_report = rec.delete_last(300)
+    assert rec.state == "paused" and paused_report["deleted"]  # still paused, in a third session
+    rec.resume()
+    rec.stop()
+    (info,) = list_sessions(d)
+    assert info.id == rec.session_id and info.state == "closed"
+    start = _events(d, rec)[0]
+    assert start.detail["after"] == "delete-last"
