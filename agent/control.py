@@ -297,6 +297,27 @@ class Recorder:
                 self._publish()
             return report.to_dict()
 
+    def opt_out(self) -> dict[str, Any]:
+        """Leave the study: stop, withdraw consent, and crypto-shred every local session.
+
+        The keys stay (they protect nothing once the sessions are gone, and a
+        later study may use them).  Returns counts only.
+        """
+        from agent.store.reader import list_sessions
+
+        with self._lock:
+            if self.state == "idle":
+                self._closed, self.state = True, "stopped"
+            else:
+                self._shutdown(reason="opted out")
+            consent.withdraw(self.dirs)
+            self._volunteer_pause = None
+            pausing.clear(self.dirs)
+            infos = list_sessions(self.dirs)
+            deleted = [retention.shred_session(self.dirs, i.id, reason="opt-out") for i in infos]
+        logger.info("opted out: %d sessions deleted", len(deleted))
+        return {"sessions": len(deleted), "bytes": sum(d.bytes for d in deleted)}
+
     def _start_capture_or_fail(self) -> None:
         """Start every consented source; if any fails, stop them all and the session."""
         try:

@@ -543,3 +543,22 @@ def test_delete_last_from_a_running_recorder_rolls_over_to_a_new_session(consent
     assert info.id == rec.session_id and info.state == "closed"
     start = _events(d, rec)[0]
     assert start.detail["after"] == "delete-last"
+
+
+def test_opting_out_stops_withdraws_and_deletes_everything(consented) -> None:
+    d, study = consented
+    earlier = Recorder(d, select_backend("fake"), study)
+    earlier.start()
+    earlier.stop()
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    rec.pause(seconds=600)
+    summary = rec.opt_out()
+    assert summary["sessions"] == 2 and summary["bytes"] > 0
+    assert rec.state == "stopped" and rec.reason == "opted out"
+    assert consent.current_receipt(d) is None and list_sessions(d) == []
+    assert not (d.config / "pause.json").exists()
+    assert keys.load_recipient(d)  # the keys stay
+    with pytest.raises(ConsentRequired):
+        Recorder(d, select_backend("fake"), study).start()
