@@ -35,6 +35,7 @@ from agent.backends import Backend
 from agent.capture import Hooks, OwnUi
 from agent.capture.coalesce import CoalesceState, coalesce
 from agent.capture.coalesce import flush as flush_moves
+from agent.capture.hotkey import Hotkey
 from agent.capture.screen import ScreenWatch, action_reason
 from agent.capture.secure_input import SecureInputWatch
 from agent.consent import Receipt
@@ -68,8 +69,6 @@ WRITER_TICK_S = 0.2
 BATCH_MAX = 4096
 #: How often the writer publishes the status and re-checks consent (seconds).
 CHECK_EVERY_S = 1.0
-#: Default minutes without input before capture pauses by itself (a study may change it; 0: never).
-IDLE_PAUSE_MINUTES = 10.0
 #: Pointer moves are stored at most this often (a press, release or scroll keeps the position before it).
 POINTER_HZ = 50.0
 
@@ -136,7 +135,9 @@ class Recorder:
         self._own: OwnUi | None = None
         self._secure: SecureInputWatch | None = None
         self._volunteer_pause: pausing.VolunteerPause | None = None
-        self._idle_limit = 60.0 * float(getattr(study, "idle_pause_minutes", IDLE_PAUSE_MINUTES))
+        self._hotkey = Hotkey.parse(study.pause_hotkey)
+        self._hotkey_down = False
+        self._idle_limit = study.idle_pause_s
         #: Shows a notification to the volunteer (set by the tray); None: log only.
         self.notify: Callable[[str], None] | None = None
         self._own_buttons: dict[str, bool] = {}  # buttons pressed on optin's own UI, not yet released
@@ -154,6 +155,13 @@ class Recorder:
             if self._failed:
                 self._count_drops(1)  # capture is being torn down after a failure: still counted
             return
+        hotkey = self._hotkey
+        if (
+            hotkey is not None
+            and isinstance(event, (KeyPress, KeyRelease))
+            and self._is_hotkey(event, hotkey)
+        ):
+            return  # the pause hotkey is never recorded
         secure = self._secure
         if secure is not None:
             if secure.active and isinstance(event, (KeyPress, KeyRelease)):
@@ -178,6 +186,19 @@ class Recorder:
                 screen.action(event.t_ns, reason)
             elif type(event) is PointerMove:
                 screen.activity(event.t_ns)
+
+    def _is_hotkey(self, event: KeyPress | KeyRelease, hotkey: Hotkey) -> bool:
+        """The pause hotkey's key press (it pauses) or the release that follows it (O(1))."""
+        if isinstance(event, KeyPress):
+            if not hotkey.matches(event):
+                return False
+            self._hotkey_down = True
+            self._in_background(self.pause, "optin-hotkey")
+            return True
+        if self._hotkey_down and hotkey.matches(event):
+            self._hotkey_down = False
+            return True
+        return False
 
     def _is_own_input(self, event: Event, own: OwnUi) -> bool:
         """Whether ``event`` was done on optin's own tray, menu or windows (O(1), no I/O).
@@ -593,7 +614,12 @@ class Recorder:
     def _enforce_retention(self, *, keep: set[str]) -> None:
         """Delete sessions beyond the byte budget and the retention; never fatal, never the open one."""
         try:
-            deleted = retention.enforce(self.dirs, keep=keep)
+            deleted = retention.enforce(
+                self.dirs,
+                keep=keep,
+                max_bytes=self.study.retention_max_bytes,
+                max_age_days=self.study.retention_days,
+            )
         except Exception as exc:  # a failed clean-up must not stop recording
             logger.warning("enforcing the store's budget and retention failed (%s)", describe_failure(exc))
             return

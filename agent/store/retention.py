@@ -60,7 +60,7 @@ from agent.store.writer import (
 
 log = logging.getLogger(__name__)
 
-#: Default byte budget of the whole store (2 GiB); configurable with a later issue.
+#: Default byte budget of the whole store (2 GiB); a study file sets its own ([retention]).
 MAX_BYTES = 2 * 1024**3
 #: Default retention: sessions older than this many days are deleted.
 MAX_AGE_DAYS = 30.0

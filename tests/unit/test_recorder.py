@@ -468,8 +468,8 @@ def test_a_timed_pause_ends_by_itself_and_says_so(consented, monkeypatch) -> Non
     rec.pause(seconds=0.3)
     assert rec.state == "paused" and not backend.last_input.is_alive()
     assert rec.status()["paused_until"].endswith("Z")
-    assert _wait(lambda: rec.state == "recording")
-    assert backend.last_input.is_alive() and said == ["optin is recording again: the pause has ended"]
+    assert _wait(lambda: said == ["optin is recording again: the pause has ended"])  # said once resumed
+    assert rec.state == "recording" and backend.last_input.is_alive()
     assert rec.status()["paused_until"] is None
     rec.stop()
 
@@ -562,3 +562,23 @@ def test_opting_out_stops_withdraws_and_deletes_everything(consented) -> None:
     assert keys.load_recipient(d)  # the keys stay
     with pytest.raises(ConsentRequired):
         Recorder(d, select_backend("fake"), study).start()
+
+
+def test_the_pause_hotkey_pauses_and_is_not_recorded(consented) -> None:
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    fake = backend.last_input
+    assert fake is not None
+    fake.emit(KeyPress(now_ns(), "p", None, 112, ()))  # a plain p is typing
+    fake.emit(KeyRelease(now_ns(), "p", None, 112, ()))
+    fake.emit(KeyPress(now_ns(), None, "ctrl_l", 0xFFE3, ()))
+    fake.emit(KeyPress(now_ns(), None, "alt_l", 0xFFE9, ("ctrl",)))
+    fake.emit(KeyPress(now_ns(), "p", None, 112, ("alt", "ctrl")))  # the default hotkey
+    assert _wait(lambda: rec.state == "paused" and rec.reason == "volunteer")
+    rec.resume()
+    rec.stop()
+    presses = [(e.char, e.name) for e in _events(d, rec) if isinstance(e, KeyPress)]
+    assert presses == [("p", None), (None, "ctrl_l"), (None, "alt_l")]
+    assert [e.char for e in _events(d, rec) if isinstance(e, KeyRelease)] == ["p"]
