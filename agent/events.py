@@ -155,7 +155,7 @@ class WindowFocus:
 
 #: Marker names.
 MARKERS = frozenset(
-    {"session_start", "session_stop", "pause", "resume", "consent", "screen_layout", "secure_input"}
+    {"session_start", "session_stop", "pause", "resume", "consent", "screen_layout", "secure_input", "deny"}
 )
 
 
