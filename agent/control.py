@@ -30,13 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import consent, pausing
+from agent import consent, exclusions, pausing
 from agent.backends import Backend
-from agent.capture import Hooks, OwnUi
+from agent.capture import Hooks, OwnUi, deny
 from agent.capture.coalesce import CoalesceState, coalesce
 from agent.capture.coalesce import flush as flush_moves
 from agent.capture.hotkey import Hotkey
-from agent.capture.screen import ScreenWatch, action_reason
+from agent.capture.screen import ScreenWatch, Shot, action_reason
 from agent.capture.secure_input import SecureInputWatch
 from agent.consent import Receipt
 from agent.errors import EnvironmentProblem, StoreError, UsageError
@@ -136,6 +136,12 @@ class Recorder:
         self._secure: SecureInputWatch | None = None
         self._volunteer_pause: pausing.VolunteerPause | None = None
         self._hotkey = Hotkey.parse(study.pause_hotkey)
+        study_rules = tuple(deny.DenyRule(r.label, r.app_class, r.title) for r in study.deny)
+        #: Deny rules in force: optin's defaults, the study's, and the volunteer's exclusions.
+        self.rules: tuple[deny.DenyRule, ...] = deny.DEFAULT_RULES + study_rules + exclusions.load(dirs)
+        self._rules_changed = False
+        self._denied_now = False  # a denied window has the focus (set by the focus sink, read by hooks)
+        self._last_focus: WindowFocus | None = None
         self._hotkey_down = False
         self._idle_limit = study.idle_pause_s
         #: Shows a notification to the volunteer (set by the tray); None: log only.
@@ -179,8 +185,11 @@ class Recorder:
         except queue.Full:
             self._count_drops(1)
             return
+        if isinstance(event, WindowFocus):
+            self._last_focus = event
+            self._denied_now = deny.match(self.rules, event) is not None
         screen = self._screen
-        if screen is not None:
+        if screen is not None and not self._denied_now:  # no frame timing from a denied window
             reason = action_reason(event)
             if reason is not None:
                 screen.action(event.t_ns, reason)
@@ -357,10 +366,11 @@ class Recorder:
             secure.start()  # before the hooks, like the own-UI answer
             self._secure = secure
         if "screen" in scopes:
-            self._screen = ScreenWatch(self.backend.screen_grabber(), self._sink)
+            self._screen = ScreenWatch(self.backend.screen_grabber(), self._sink, mask=self._mask)
             self._screen.start()  # stores the screen as it is now ("start")
-        if "window_titles" in scopes:
-            self._hooks.append(self.backend.focus_watcher(self._sink))
+        # the deny rules need the focused window whatever the scopes; its title and class are
+        # stored only with the window-titles scope (the writer drops them otherwise)
+        self._hooks.append(self.backend.focus_watcher(self._sink))
         if "pointer" in scopes or "keyboard" in scopes:
             self._hooks.append(
                 self.backend.input_hooks(
@@ -572,8 +582,10 @@ class Recorder:
             return
         last_check = last_retention = time.monotonic()
         moves = CoalesceState()
+        denial = deny.DenyState()
         while True:
             batch, done = self._next_batch()
+            batch, denial = self._deny(batch, denial, done=done)
             batch, moves = self._coalesce(batch, moves, done=done)
             try:
                 if batch:
@@ -594,6 +606,61 @@ class Recorder:
                 self._enforce_retention(keep={writer.session_id})
             if done:
                 return
+
+    def _deny(
+        self, batch: list[Event], state: deny.DenyState, *, done: bool
+    ) -> tuple[list[Event], deny.DenyState]:
+        """Leave out input in denied windows (P4) and focus events without the titles scope."""
+        out: list[Event] = []
+        if self._rules_changed:
+            self._rules_changed = False
+            out, state = deny.refocus(state, self.rules, now_ns())
+        events, state = deny.filter_events(batch, state, self.rules)
+        out.extend(events)
+        if done:
+            tail, state = deny.flush(state)
+            out.extend(tail)
+        if "window_titles" not in self.scopes:
+            out = [e for e in out if not isinstance(e, WindowFocus)]
+        return out, state
+
+    def _mask(self, shot: Shot) -> Shot:
+        """``shot`` with every window a deny rule matches painted over, focused or not (P4)."""
+        windows = list(self.backend.visible_windows())
+        if self._last_focus is not None:
+            windows.append(self._last_focus)  # known even where the backend cannot list windows
+        rects = deny.mask_rects(shot.geometry, windows, self.rules)
+        if not rects:
+            return shot
+        pixels = deny.apply_masks(shot.pixels, shot.width, shot.height, shot.left, shot.top, rects)
+        return dataclasses.replace(shot, pixels=bytes(pixels))
+
+    def exclude(self, *, app_class: str | None = None, title: str | None = None) -> dict[str, Any]:
+        """Add a deny rule for an application class, a title pattern, or (neither) the focused app.
+
+        It takes effect at once and is remembered (config/exclusions.json).
+
+        :raises UsageError: nothing has the focus, or the pattern is not valid.
+        """
+        if app_class is None and title is None:
+            focus = self._last_focus
+            if focus is None or not focus.app_class:
+                msg = "no application has the focus that optin could tell; name one with --app CLASS"
+                raise UsageError(msg)
+            app_class = focus.app_class
+        try:
+            if title is None:
+                rule = deny.rule_for_app(str(app_class))
+            else:
+                rule = deny.DenyRule("excluded by the volunteer", app_class=app_class, title=title)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        with self._lock:
+            exclusions.add(self.dirs, rule)
+            self.rules = (*self.rules, rule)
+            self._rules_changed = True
+            self._denied_now = deny.match(self.rules, self._last_focus) is not None
+        return rule.to_json()
 
     def _coalesce(
         self, batch: list[Event], moves: CoalesceState, *, done: bool

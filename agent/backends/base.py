@@ -154,6 +154,14 @@ class Backend(ABC):
         """
         return None
 
+    def visible_windows(self) -> list[WindowFocus]:
+        """Every window on screen with its title, class and geometry (for masking denied windows).
+
+        Called from the screen watcher's thread for each stored frame; never raises.
+        The default knows none (only the focused window is masked then).
+        """
+        return []
+
     def screen_locked(self) -> bool | None:
         """Whether the screen is locked or blanked now; None when this cannot be told.
 

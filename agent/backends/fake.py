@@ -216,6 +216,8 @@ class FakeBackend(Backend):
         self.inputs: list[FakeInput] = []
         self.focus_watchers: list[FakeFocus] = []
         self.screens: list[FakeScreen] = []
+        #: What :meth:`visible_windows` answers.
+        self.windows: list[WindowFocus] = []
         #: What :meth:`screen_locked` and :meth:`idle_seconds` answer.
         self.locked: bool | None = False
         self.idle: float | None = 0.0
@@ -257,6 +259,9 @@ class FakeBackend(Backend):
 
     def secure_input_active(self) -> bool | None:
         return self.secure_input
+
+    def visible_windows(self) -> list[WindowFocus]:
+        return list(self.windows)
 
     def screen_locked(self) -> bool | None:
         return self.locked

@@ -284,6 +284,8 @@ class _Atoms:
         self.net_active_window = display.intern_atom("_NET_ACTIVE_WINDOW")
         self.net_wm_name = display.intern_atom("_NET_WM_NAME")
         self.net_wm_pid = display.intern_atom("_NET_WM_PID")
+        self.net_client_list = display.intern_atom("_NET_CLIENT_LIST")
+        self.net_client_list_stacking = display.intern_atom("_NET_CLIENT_LIST_STACKING")
         self.wm_name = Xatom.WM_NAME
         self.wm_class = Xatom.WM_CLASS
         #: Properties of the active window whose change means a new WindowFocus.
@@ -613,6 +615,34 @@ class XorgBackend(Backend):
 
     def focus_watcher(self, sink: EventSink) -> Hooks:
         return _FocusWatcher(self.display_name, sink)
+
+    def visible_windows(self) -> list[WindowFocus]:
+        """Every mapped client window (``_NET_CLIENT_LIST_STACKING``, else ``_NET_CLIENT_LIST``)
+        with title, class, pid and root geometry; [] without a window manager or on an X error."""
+        with self._lock:
+            try:
+                display, atoms = self._connection()
+                root = display.screen().root
+                listed = root.get_full_property(atoms.net_client_list_stacking, X.AnyPropertyType)
+                if listed is None:
+                    listed = root.get_full_property(atoms.net_client_list, X.AnyPropertyType)
+                wids = [int(w) for w in listed.value] if listed is not None and listed.format == 32 else []
+                windows = []
+                t_ns = now_ns()
+                for wid in wids:
+                    window = display.create_resource_object("window", wid)
+                    try:
+                        if window.get_attributes().map_state != X.IsViewable:
+                            continue
+                        windows.append(_describe(display, root, wid, atoms, t_ns))
+                    except Xlib.error.XError:
+                        continue  # closed while being looked at
+                return windows
+            except (EnvironmentProblem, Xlib.error.XError):
+                return []
+            except Xlib.error.ConnectionClosedError:
+                self._drop_connection()
+                return []
 
     def screen_locked(self) -> bool | None:
         """True while the X screen saver is on (lockers such as xscreensaver, light-locker and

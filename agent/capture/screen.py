@@ -37,6 +37,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,6 +202,8 @@ class ScreenWatch:
     :param idle_fps: grab rate after ``idle_s`` without input (default 1).
     :param settle_s: the settled frame is at most this long after its action.
     :param keyframe_s: how often to store the screen when it changed without any action.
+    :param mask: paints over what must not be stored (denied windows) before a
+        frame is compared and encoded; if it fails, the frame is not stored.
     """
 
     def __init__(
@@ -215,6 +218,7 @@ class ScreenWatch:
         keyframe_s: float = 30.0,
         burst_s: float = 1.0,
         encode_backlog: int = 4,
+        mask: Callable[[Shot], Shot] | None = None,
     ) -> None:
         if not 0 < idle_fps <= max_fps or settle_s <= 0 or keyframe_s <= 0 or encode_backlog < 1:
             msg = (
@@ -224,6 +228,7 @@ class ScreenWatch:
             raise ValueError(msg)
         self._grabber = grabber
         self._sink = sink
+        self._mask = mask
         self._active_ns = int(_NS / max_fps)
         self._idle_ns = int(_NS / idle_fps)
         self._idle_after_ns = int(idle_s * _NS)
@@ -393,6 +398,13 @@ class ScreenWatch:
     def _store(self, shot: Shot, reason: str) -> None:
         """Hand ``shot`` to the encoder unless it shows what the last stored frame showed."""
         self._next_keyframe_ns = shot.t_ns + self._keyframe_ns
+        if self._mask is not None:
+            try:
+                shot = self._mask(shot)  # before the comparison: changes under a mask show nothing
+            except Exception:
+                self.failures += 1
+                logger.warning("masking a frame failed; the frame is not stored")
+                return
         if shot.same_pixels(self._stored):
             return
         try:

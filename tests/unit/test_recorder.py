@@ -118,7 +118,9 @@ def test_only_consented_scopes_are_captured(consented) -> None:
     backend: FakeBackend = select_backend("fake")
     rec = Recorder(d, backend, study)
     rec.start()
-    assert backend.screens == [] and backend.focus_watchers == []  # not even started
+    assert backend.screens == []  # not even started
+    # the focus is watched for the deny rules, but without the titles scope it is never stored
+    backend.focus_window("Inbox", "Thunderbird")
     backend.last_input.emit(KeyPress(now_ns(), "k", None, 107, ()))
     backend.last_input.emit(PointerMove(now_ns(), 1, 2))
     rec.stop()
@@ -582,3 +584,62 @@ def test_the_pause_hotkey_pauses_and_is_not_recorded(consented) -> None:
     presses = [(e.char, e.name) for e in _events(d, rec) if isinstance(e, KeyPress)]
     assert presses == [("p", None), (None, "ctrl_l"), (None, "alt_l")]
     assert [e.char for e in _events(d, rec) if isinstance(e, KeyRelease)] == ["p"]
+
+
+def _pixel(frame: Frame, x: int, y: int) -> tuple[int, ...]:
+    import io
+
+    from PIL import Image
+
+    return tuple(Image.open(io.BytesIO(frame.data)).convert("RGB").getpixel((x, y)))
+
+
+def test_a_denied_window_keeps_its_input_out_and_is_masked_in_every_frame(consented) -> None:
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    vault = WindowFocus(0, "Passwords - KeePassXC", "KeePassXC", 77, 10, 10, 20, 20)
+    backend.windows = [vault]  # on screen, not focused: masked anyway
+    rec = Recorder(d, backend, study)
+    rec.start()
+    assert _wait(lambda: rec.counters.by_kind.get("frame", 0) == 1)
+    fake = backend.last_input
+    assert fake is not None
+    fake.emit(KeyPress(now_ns(), "a", None, 97, ()))
+    backend.focus_window("Passwords - KeePassXC", "KeePassXC")
+    for ch in "s3cret":
+        fake.emit(KeyPress(now_ns(), ch, None, ord(ch), ()))
+    fake.emit(ButtonPress(now_ns(), 15, 15, "left"))
+    backend.focus_window("Inbox", "Thunderbird")
+    fake.emit(KeyPress(now_ns(), "b", None, 98, ()))
+    paint_and_wait_for_a_grab(backend)
+    fake.emit(ButtonPress(now_ns(), 50, 40, "left"))
+    assert _wait(lambda: rec.counters.by_kind.get("frame", 0) == 2)
+    rec.stop()
+    events = _events(d, rec)
+    assert [e.char for e in events if isinstance(e, KeyPress)] == ["a", "b"]
+    assert [(e.x, e.y) for e in events if isinstance(e, ButtonPress)] == [(50, 40)]
+    assert not any(isinstance(e, WindowFocus) and e.app_class == "KeePassXC" for e in events)
+    gaps = [e.detail for e in events if isinstance(e, Marker) and e.marker == "deny"]
+    assert [g["active"] for g in gaps] == [True, False] and gaps[1]["events_left_out"] == 7
+    for frame in (f for f in events if isinstance(f, Frame)):
+        assert _pixel(frame, 15, 15) == (128, 128, 128)  # the vault's rectangle is grey
+        assert _pixel(frame, 5, 5) != (128, 128, 128)  # the rest is the screen
+
+
+def test_exclude_this_app_applies_at_once_and_is_remembered(consented) -> None:
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    with pytest.raises(UsageError, match=r"title is not a valid regular expression"):
+        rec.exclude(title="([unclosed")
+    backend.focus_window("Payroll", "HRClient")
+    fake = backend.last_input
+    assert fake is not None
+    fake.emit(KeyPress(now_ns(), "x", None, 120, ()))
+    assert rec.exclude() == {"label": "HRClient", "app_class": "HRClient"}  # no name: the focused app
+    fake.emit(KeyPress(now_ns(), "y", None, 121, ()))
+    rec.stop()
+    assert [e.char for e in _events(d, rec) if isinstance(e, KeyPress)] == ["x"]
+    again = Recorder(d, select_backend("fake"), study)
+    assert any(r.app_class == "HRClient" for r in again.rules)
