@@ -1,6 +1,10 @@
 """The ``optin`` command line: parses, calls, prints.  Nothing else lives here.
 
-Exit codes: 0 ok, 1 failure, 2 bad usage or environment (the message says the fix).
+Exit codes: 0 ok, 1 failure, 2 bad usage or environment (the message says the fix),
+3 no optin agent is running (``status``, ``pause``, ``resume``, ``exclude`` of the focused app).
+
+``status``, ``pause``, ``resume``, ``delete-last`` and ``exclude`` reach the running
+agent over its control socket (:mod:`agent.ipc`).
 """
 
 from __future__ import annotations
@@ -12,16 +16,16 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.errors import OptinError, UsageError
 
+if TYPE_CHECKING:
+    from agent.ipc import Controller, ControlServer
+
 #: Commands of the contract that later issues build; they say so and exit 2.
 NOT_BUILT = {
-    "pause": "pausing from the command line comes with the control socket (use the tray's Pause for now)",
-    "resume": "resuming from the command line comes with the control socket (use the tray's Resume)",
-    "exclude": "deny rules come with the consent and control work",
     "review": "the review window comes with the review and export work",
     "inspect": "bundle inspection comes with the review and export work",
     "unpack": "bundle unpacking comes with the review and export work",
@@ -73,7 +77,16 @@ def _run_agent(d: Any, study: Any) -> int:
         raise EnvironmentProblem(msg)
     keys.ensure_keys(d)
     recorder = Recorder(d, backend, study)
-    tray.run(recorder, on_ready=lambda: print(f"optin: recording session {recorder.session_id}", flush=True))
+    server = _start_control(d, recorder)
+    try:
+        tray.run(
+            recorder,
+            on_ready=lambda: print(f"optin: recording session {recorder.session_id}", flush=True),
+            on_stopping=server.stop if server is not None else None,
+        )
+    finally:
+        if server is not None:
+            server.stop()  # idempotent: a failed start never reached on_stopping
     if recorder.state == "error":
         print(f"optin: session {recorder.session_id} stopped: {recorder.error}", file=sys.stderr)
         return 1
@@ -82,6 +95,27 @@ def _run_agent(d: Any, study: Any) -> int:
         return 0
     print(f"optin: session {recorder.session_id} saved ({recorder.counters.written} events)")
     return 0
+
+
+def _start_control(d: Any, recorder: Controller) -> ControlServer | None:
+    """Serve the control socket for ``recorder`` (the caller holds the agent lock).
+
+    Started before the tray starts the recorder, so a ``pause`` sent while the icon
+    appears is kept (the recorder then starts paused); stopped once the tray has
+    stopped the recorder.  Where the platform cannot check a peer's uid, the agent
+    runs without it (the tray still controls it) rather than serve unchecked.
+    """
+    import logging
+
+    from agent.ipc import ControlServer, ControlUnavailable
+
+    server = ControlServer(d, recorder)
+    try:
+        server.start()
+    except ControlUnavailable as exc:
+        logging.getLogger("agent.cli").warning("no command-line control for this agent: %s", exc)
+        return None
+    return server
 
 
 def cmd_consent(args: argparse.Namespace) -> int:
@@ -130,36 +164,163 @@ def cmd_consent(args: argparse.Namespace) -> int:
         else:
             print(f"consent given to {study.id} version {study.consent_version}: {', '.join(receipt.scopes)}")
         return 0
-    from agent.control import read_status
-
     had = consent.withdraw(d)
+    try:
+        running = _running_status(d) is not None
+    except OptinError:  # something answers, if strangely: the withdrawal is done either way
+        running = True
     if not had:
         print("no consent was given; nothing to withdraw")
-    elif read_status(d) is not None:
+    elif running:
         print("consent withdrawn; the running agent stops recording within a second")
     else:
         print("consent withdrawn; optin will not record")
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _running_status(d: Any) -> dict[str, Any] | None:
+    """The running agent's status: over the control socket, else its ``status.json``; None: none runs."""
+    from agent import ipc
     from agent.control import read_status
 
-    status = read_status(_dirs())
+    try:
+        status: dict[str, Any] = ipc.request(d, "status")["status"]
+    except ipc.AgentNotRunning:
+        return read_status(d)  # an agent that publishes its status but has no control socket
+    return status
+
+
+def _describe(status: dict[str, Any]) -> str:
+    """One line for a running agent's status."""
+    state = str(status.get("state"))
+    head = {"idle": "starting"}.get(state, state)
+    if status.get("reason"):
+        head += f" ({status['reason']})"
+    until = status.get("paused_until")
+    if state == "paused" and until:
+        head += " until resumed" if until == "resumed" else f" until {str(until)[11:16]} UTC"
+    line = (
+        f"{head}: session {status.get('session') or '-'}, {status.get('events_written', 0)} events saved, "
+        f"{status.get('dropped', 0)} dropped"
+    )
+    if status.get("error"):
+        line += f"; {status['error']}"
+    return line
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.store.reader import list_sessions
+
+    d = _dirs()
+    status = _running_status(d)
     if status is None:
+        infos = list_sessions(d)
+        last = asdict(infos[-1]) if infos else None
         if args.json:
-            _print_json({"state": "not running"})
+            _print_json({"state": "not running", "last_session": last})
+            return 3
+        if last is None:
+            line = "optin is not running (start it with `optin run`); no session recorded yet"
         else:
-            print("optin is not running (start it with `optin run`)")
-        return 1
+            line = (
+                f"optin is not running (start it with `optin run`); last session {last['id']} "
+                f"({last['state']}, {last['events']} events, {last['dropped']} dropped)"
+            )
+        print(line)
+        return 3
     if args.json:
         _print_json(status)
     else:
-        print(
-            f"{status['state']}: session {status['session']}, {status['events_written']} events saved, "
-            f"{status['dropped']} dropped"
-        )
+        print(_describe(status))
+    return 0 if status.get("state") != "error" else 1
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    from agent import ipc
+
+    seconds = parse_duration(args.duration) if args.duration is not None else None
+    status = ipc.request(_dirs(), "pause", seconds=seconds)["status"]
+    state = status.get("state")
+    if state == "paused":
+        if seconds is None:
+            print("optin is paused until you resume it (`optin resume`)")
+        else:
+            until = str(status.get("paused_until") or "")[11:16]
+            at = f" (until {until} UTC)" if until else ""
+            print(f"optin is paused for {args.duration}{at}; `optin resume` records again sooner")
+        return 0
+    if state == "idle":
+        print("optin is starting; it will begin paused")
+        return 0
+    print(f"optin did not pause: it is {state}", file=sys.stderr)
+    return 1
+
+
+def cmd_resume(_args: argparse.Namespace) -> int:
+    from agent import ipc
+
+    status = ipc.request(_dirs(), "resume")["status"]
+    state = status.get("state")
+    if state == "recording":
+        print("optin is recording again")
+        return 0
+    if state == "idle":
+        print("optin is starting; it will record")
+        return 0
+    if state == "paused":
+        why = status.get("reason") or "paused"
+        fix = " (optin records only while its tray icon is shown)" if why == "no indicator" else ""
+        print(f"optin stays paused: {why}{fix}", file=sys.stderr)
+        return 1
+    print(f"optin did not resume: it is {state}", file=sys.stderr)
+    return 1
+
+
+def cmd_exclude(args: argparse.Namespace) -> int:
+    from agent import ipc
+
+    d = _dirs()
+    later = ""
+    try:
+        rule: dict[str, Any] = ipc.request(d, "exclude", app_class=args.app, title=args.title)["rule"]
+    except ipc.AgentNotRunning:
+        if args.app is None and args.title is None:
+            raise  # "the focused app" needs the running agent
+        rule = _exclude_offline(d, args.app, args.title)
+        later = " from the next `optin run`"
+    if args.json:
+        _print_json(rule)
+        return 0
+    if rule.get("title"):
+        what = f"windows whose title matches {rule['title']!r}"
+    elif rule.get("app_class"):
+        what = f"windows of the app {args.app or rule['app_class']!r}"
+    else:
+        what = "the focused app"
+    label = f" {rule['label']!r}" if rule.get("label") else ""
+    print(f"optin no longer records {what}{later} (deny rule{label} added)")
     return 0
+
+
+def _exclude_offline(d: Any, app_class: str | None, title: str | None) -> dict[str, Any]:
+    """Remember a deny rule while no agent runs (the next start applies it), as the agent would."""
+    from agent import exclusions
+    from agent.capture import deny
+    from agent.control import read_status
+
+    if read_status(d) is not None:
+        msg = "the running optin agent does not answer on its control socket; add the rule from its tray menu"
+        raise UsageError(msg)
+    try:
+        rule = (
+            deny.rule_for_app(str(app_class))
+            if title is None
+            else deny.DenyRule("excluded by the volunteer", app_class=app_class, title=title)
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    exclusions.add(d, rule)
+    return rule.to_json()
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
@@ -185,14 +346,13 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def _sessions_delete(args: argparse.Namespace) -> int:
-    from agent.control import read_status
     from agent.store.retention import shred_session
 
     if not args.id:
         msg = "sessions delete needs a session id. Fix: optin sessions delete ID (optin sessions lists them)"
         raise UsageError(msg)
     d = _dirs()
-    status = read_status(d)
+    status = _running_status(d)
     if status is not None and status.get("session") == args.id:
         msg = f"session {args.id} is being recorded; stop optin first (quit from the tray), then delete it"
         raise UsageError(msg)
@@ -229,14 +389,14 @@ def parse_duration(text: str) -> int:
 
 
 def _refuse_while_running(d: Any) -> None:
-    from agent.control import read_status
     from agent.store.retention import AGENT_RUNNING
 
-    if read_status(d) is not None:
+    if _running_status(d) is not None:
         raise UsageError(AGENT_RUNNING)
 
 
 def cmd_delete_last(args: argparse.Namespace) -> int:
+    from agent import ipc
     from agent.store.retention import delete_last
 
     if args.duration is None:
@@ -244,25 +404,28 @@ def cmd_delete_last(args: argparse.Namespace) -> int:
         raise UsageError(msg)
     seconds = parse_duration(args.duration)
     d = _dirs()
-    _refuse_while_running(d)
-    report = delete_last(d, seconds)
+    try:  # a running agent seals its session, deletes, and records on in a new one
+        report: dict[str, Any] = ipc.request(d, "delete_last", seconds=seconds)["deleted"]
+    except ipc.AgentNotRunning:
+        _refuse_while_running(d)  # an agent without a control socket still holds its session
+        report = delete_last(d, seconds).to_dict()
     if args.json:
-        _print_json(report.to_dict())
+        _print_json(report)
         return 0
     print(
-        f"deleted recorded time from {report.range_start} to {report.range_end} (at least {args.duration}):"
+        f"deleted recorded time from {report['range_start']} to {report['range_end']} "
+        f"(at least {args.duration}):"
     )
-    for item in report.deleted:
-        print(f"  session {item.session_id}: deleted whole ({item.segments} segments, {item.bytes} bytes)")
-    for trim in report.trimmed:
-        print(
-            f"  session {trim.session_id}: last {trim.segments} segments deleted ({trim.bytes} bytes); "
-            f"kept until {trim.kept_until}"
-        )
-    if not report.deleted and not report.trimmed:
+    for item in report["deleted"]:
+        sid, segments, size = item["session_id"], item["segments"], item["bytes"]
+        print(f"  session {sid}: deleted whole ({segments} segments, {size} bytes)")
+    for trim in report["trimmed"]:
+        sid, segments, size, kept = trim["session_id"], trim["segments"], trim["bytes"], trim["kept_until"]
+        print(f"  session {sid}: last {segments} segments deleted ({size} bytes); kept until {kept}")
+    if not report["deleted"] and not report["trimmed"]:
         print("  nothing was recorded in that time")
     else:
-        print(f"{report.segments} segments, {report.bytes} bytes shredded")
+        print(f"{report['segments']} segments, {report['bytes']} bytes shredded")
     return 0
 
 
@@ -368,11 +531,43 @@ def _not_built(name: str, why: str) -> int:
 # -- parser --------------------------------------------------------------------------------------
 
 
+def _add_control_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """``status``, ``pause``, ``resume`` and ``exclude``: they ask the running agent."""
+    sp = add("status", cmd_status, "state of the running agent (exit 3: none runs)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.epilog = "Exit codes: 0 running, 1 stopped by an error, 3 no agent runs (the last session is shown)."
+
+    sp = add("pause", cmd_pause, "pause the running agent's capture (no DURATION: until resumed)")
+    sp.add_argument("duration", nargs="?", metavar="DURATION", help="like 90s, 15m, 1h, 2h30m")
+    sp.epilog = "Exit codes: 0 paused, 1 the agent could not pause, 3 no agent runs."
+
+    sp = add("resume", cmd_resume, "resume the running agent's capture after a pause")
+    sp.epilog = "Exit codes: 0 recording, 1 still paused (the message says why), 3 no agent runs."
+
+    sp = add("exclude", cmd_exclude, "add a deny rule to the running agent (default: the focused app)")
+    which = sp.add_mutually_exclusive_group()
+    which.add_argument(
+        "--app", metavar="CLASS", help="windows of exactly this application class (any case; X11: WM_CLASS)"
+    )
+    which.add_argument(
+        "--title", metavar="PATTERN", help="windows whose title matches (a regular expression, any case)"
+    )
+    sp.add_argument("--json", action="store_true", help="machine-readable output (the rule added)")
+    sp.epilog = (
+        "Without a running agent, --app and --title rules are remembered for its next start; the focused "
+        "app needs the agent. Exit codes: 0 rule added, 2 bad rule, 3 no agent runs (focused app)."
+    )
+
+
 def _add_deletion_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     """``delete-last`` and ``purge`` (``sessions delete`` is an action of ``sessions``)."""
     sp = add("delete-last", cmd_delete_last, "delete at least the last DURATION of recorded time (shredded)")
     sp.add_argument("duration", nargs="?", metavar="DURATION", help="like 90s, 15m, 1h, 2h30m")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.epilog = (
+        "With a running agent, the agent deletes (its session is sealed first; recording goes on in a "
+        "new one, paused if it was paused); without one, optin deletes from the store itself."
+    )
 
     sp = add("purge", cmd_purge, "delete every recorded session (crypto-shredding); the keys stay")
     sp.add_argument("--yes", action="store_true", help="really delete them all")
@@ -385,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Record computer-use demonstrations with consent: encrypted, pausable, exported only "
         "to the study's key.",
         epilog="Environment: OPTIN_HOME, OPTIN_LOG_LEVEL, OPTIN_BACKEND. Exit codes: 0 ok, 1 failure, "
-        "2 bad usage or environment.",
+        "2 bad usage or environment, 3 no optin agent is running (status, pause, resume, exclude).",
     )
     p.add_argument("--version", action="version", version=f"optin {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -405,8 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--scopes", nargs="+", metavar="SCOPE", help="grant: only these scopes")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
-    sp = add("status", cmd_status, "state of the running agent")
-    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_control_commands(add)
 
     sp = add(
         "verify", cmd_verify, "read and check every byte of the local store (like restic check --read-data)"
@@ -416,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_deletion_commands(add)
 
-    for name in ("pause", "resume", "exclude", "review", "redact-text"):
+    for name in ("review", "redact-text"):
         sp = add(name, _not_built_command(name), f"(not built yet) {NOT_BUILT[name]}")
         sp.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
         sp.add_argument("--json", action="store_true", help=argparse.SUPPRESS)

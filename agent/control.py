@@ -312,8 +312,11 @@ class Recorder:
             msg = f"the duration to delete must be positive, got {seconds} seconds"
             raise UsageError(msg)
         with self._lock:
+            if self.state == "idle" and not self._closed:
+                msg = "optin is starting; try again in a moment"
+                raise UsageError(msg)
             if self.state not in ("recording", "paused") or self._closed:
-                msg = f"the recorder is {self.state}; run `optin delete-last` without a running agent"
+                msg = f"optin is {self.state}; quit it and run `optin delete-last` again"
                 raise UsageError(msg)
             state, reason = self.state, self.reason
             self._close_session(reason="delete-last")
@@ -414,6 +417,9 @@ class Recorder:
             msg = f"a pause must last a positive time, got {seconds} s"
             raise UsageError(msg)
         with self._lock:
+            if self._closed:
+                msg = f"optin is {self.state}; nothing to pause"
+                raise UsageError(msg)
             if reason == PAUSED_BY_VOLUNTEER:
                 now = time.time()
                 self._volunteer_pause = pausing.VolunteerPause(
@@ -760,6 +766,7 @@ class Recorder:
             "dropped": self.counters.dropped,
             "loss": self.counters.loss(),
             "paused_until": self._paused_until(),
+            "filtered": self._denied_now,
             "coalesced_moves": self.counters.coalesced,
             "own_ui_left_out": self.counters.own_ui,
         }

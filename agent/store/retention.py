@@ -70,7 +70,7 @@ ENFORCE_EVERY_S = 60.0
 #: range ``delete_last`` removes: file systems keep coarse timestamps (seconds).
 MTIME_SLACK_S = 1.0
 #: Why the running agent refuses ``delete-last`` and ``purge`` (the control socket brings it).
-AGENT_RUNNING = "pause/quit optin first; deleting from a running agent comes with the control socket"
+AGENT_RUNNING = "pause/quit optin first (tray: Quit), or let the running agent do it (optin delete-last)"
 
 _SESSION_NAME = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{8}")
 _SHRED_TEMP = re.compile(r"\.(recovery|deletion)-[0-9a-f]{8}\.tmp")

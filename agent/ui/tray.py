@@ -20,14 +20,15 @@ from typing import Any
 
 from agent.backends import Backend
 from agent.control import Recorder
-from agent.errors import EnvironmentProblem
+from agent.errors import EnvironmentProblem, OptinError
 
 logger = logging.getLogger(__name__)
 
-#: Icon colours by recorder state.
+#: Icon colours by recorder state ("filtered": recording, but a deny rule's window has the focus).
 COLOURS = {
     "idle": (128, 128, 128),
     "recording": (200, 30, 30),
+    "filtered": (40, 110, 200),
     "paused": (230, 160, 20),
     "stopped": (128, 128, 128),
     "error": (20, 20, 20),
@@ -42,6 +43,7 @@ WATCH_EVERY_S = 1.0
 WORDS = {
     "idle": "starting",
     "recording": "RECORDING",
+    "filtered": "RECORDING, but nothing from the protected window that has the focus",
     "paused": "paused",
     "stopped": "stopped",
     "error": "stopped by an error",
@@ -59,17 +61,27 @@ def icon_image(state: str) -> Any:
         draw.ellipse((6, 6, 58, 58), outline=colour, width=10)
         draw.rectangle((22, 20, 28, 44), fill=colour)
         draw.rectangle((36, 20, 42, 44), fill=colour)
+    elif state == "filtered":  # a shield: recording is on, this window is left out
+        draw.ellipse((6, 6, 58, 58), fill=colour)
+        draw.polygon([(32, 14), (48, 20), (46, 38), (32, 50), (18, 38), (16, 20)], fill=(255, 255, 255))
     else:
         draw.ellipse((6, 6, 58, 58), fill=colour)
     return img
 
 
+def shown_state(status: dict[str, Any]) -> str:
+    """The state the icon shows: the recorder's, or ``filtered`` while a denied window has the focus."""
+    return "filtered" if status["state"] == "recording" and status.get("filtered") else str(status["state"])
+
+
 def tooltip(recorder: Recorder) -> str:
     """The tooltip in words: state, study, events and drops."""
     s = recorder.status()
-    text = f"optin: {WORDS.get(s['state'], s['state'])} for study {s['study']}"
+    text = f"optin: {WORDS.get(shown_state(s), s['state'])} for study {s['study']}"
     if s["reason"]:
         text += f" ({s['reason']})"
+    if s.get("paused_until") and s["paused_until"] != "resumed":
+        text += f" until {s['paused_until'][11:16]} UTC"
     if s["state"] in ("recording", "paused"):
         text += f"; {s['events_written']} events saved, {s['dropped']} dropped"
     if s["error"]:
@@ -77,7 +89,11 @@ def tooltip(recorder: Recorder) -> str:
     return text
 
 
-def run(recorder: Recorder, on_ready: Callable[[], None] | None = None) -> None:
+def run(
+    recorder: Recorder,
+    on_ready: Callable[[], None] | None = None,
+    on_stopping: Callable[[], None] | None = None,
+) -> None:
     """Show the icon, start the recorder, and block until Quit or a signal.
 
     :raises EnvironmentProblem: the icon could not be shown (nothing was recorded).
@@ -89,28 +105,15 @@ def run(recorder: Recorder, on_ready: Callable[[], None] | None = None) -> None:
     failure: list[BaseException] = []
 
     def refresh(icon: Any) -> None:
-        icon.icon = icon_image(recorder.state)
+        icon.icon = icon_image(shown_state(recorder.status()))
         icon.title = tooltip(recorder)
         icon.update_menu()
 
-    # Menu actions run on a worker thread: pausing joins capture threads, which must not freeze
-    # the GTK main loop (it also answers whether the icon is still shown).
-    def do_pause(icon: Any, _item: Any) -> None:
-        _in_background(recorder.pause, lambda: refresh(icon))
-
-    def do_resume(icon: Any, _item: Any) -> None:
-        _in_background(recorder.resume, lambda: refresh(icon))
-
-    def do_quit(icon: Any, _item: Any) -> None:
-        _in_background(recorder.stop, icon.stop)
-
-    menu = pystray.Menu(
-        pystray.MenuItem(lambda _i: tooltip(recorder), None, enabled=False),
-        pystray.MenuItem("Pause", do_pause, visible=lambda _i: recorder.state == "recording"),
-        pystray.MenuItem("Resume", do_resume, visible=lambda _i: recorder.state == "paused"),
-        pystray.MenuItem("Quit (stop recording)", do_quit),
-    )
+    shown: list[Any] = []  # the icon, once made: menu actions notify through it
+    menu = _menu(pystray, recorder, refresh, lambda message: shown[0].notify(message))  # noqa: PLW0108 - icon made below
     icon = pystray.Icon("optin", icon_image("idle"), "optin: starting", menu)
+    shown.append(icon)
+    recorder.notify = icon.notify
 
     gtk = type(icon).__module__.endswith(("_gtk", "_appindicator"))
 
@@ -139,9 +142,93 @@ def run(recorder: Recorder, on_ready: Callable[[], None] | None = None) -> None:
     try:
         icon.run(setup=setup)
     finally:
+        if on_stopping is not None:
+            on_stopping()  # e.g. close the control socket before the recorder goes
         recorder.stop()
     if failure:
         raise failure[0]
+
+
+def _menu(
+    pystray: Any, recorder: Recorder, refresh: Callable[[Any], None], notify: Callable[[str], None]
+) -> Any:
+    """The tray menu; every action runs on a worker thread (pausing joins capture threads, which
+    must not freeze the GTK main loop that also answers whether the icon is still shown)."""
+
+    def action(fn: Callable[[], object], done: Callable[[Any], None] = refresh) -> Callable[[Any, Any], None]:
+        def guarded() -> None:
+            try:
+                fn()
+            except OptinError as exc:  # what failed and the fix; never captured content
+                notify(str(exc))
+            except Exception as exc:
+                logger.error("a tray action failed (%s)", type(exc).__name__)
+                notify("That did not work; see optin's log.")
+
+        return lambda icon, _item: _in_background(guarded, lambda: done(icon))
+
+    def pause_for(seconds: float | None) -> Callable[[Any, Any], None]:
+        return action(lambda: recorder.pause(seconds=seconds))
+
+    def delete_minutes(minutes: int) -> Callable[[Any, Any], None]:
+        def delete() -> None:
+            report = recorder.delete_last(minutes * 60)
+            notify(f"Deleted the last {minutes} minutes ({report['segments']} pieces of recording).")
+
+        return action(delete)
+
+    def exclude_app() -> None:
+        rule = recorder.exclude()
+        notify(f"From now on nothing is recorded from {rule['app_class']}.")
+
+    def opt_out() -> None:
+        if confirm_opt_out():
+            summary = recorder.opt_out()
+            notify(f"You left the study; {summary['sessions']} recordings were deleted.")
+
+    def stop_icon(icon: Any) -> None:
+        if recorder.state not in ("recording", "paused"):
+            icon.stop()
+        else:
+            refresh(icon)
+
+    recording = lambda _i: recorder.state == "recording"  # noqa: E731 - pystray takes callables
+    paused = lambda _i: recorder.state == "paused"  # noqa: E731
+    running = lambda _i: recorder.state in ("recording", "paused")  # noqa: E731
+    return pystray.Menu(
+        pystray.MenuItem(lambda _i: tooltip(recorder), None, enabled=False),
+        pystray.MenuItem(
+            "Pause",
+            pystray.Menu(
+                pystray.MenuItem("For 15 minutes", pause_for(15 * 60)),
+                pystray.MenuItem("For 1 hour", pause_for(60 * 60)),
+                pystray.MenuItem("Until I resume", pause_for(None)),
+            ),
+            visible=recording,
+        ),
+        pystray.MenuItem("Resume", action(recorder.resume), visible=paused),
+        pystray.MenuItem(
+            "Delete the last",
+            pystray.Menu(*(pystray.MenuItem(f"{m} minutes", delete_minutes(m)) for m in (5, 15, 60))),
+            visible=running,
+        ),
+        pystray.MenuItem("Exclude this app", action(exclude_app), visible=running),
+        pystray.MenuItem("Opt out (stop and delete everything)…", action(opt_out, stop_icon)),
+        pystray.MenuItem("Quit (stop recording)", action(recorder.stop, lambda i: i.stop())),
+    )
+
+
+def confirm_opt_out() -> bool:
+    """Ask, in a dialog of its own process, whether to stop and delete everything."""
+    from agent.ui.consent_dialog import confirm
+
+    return confirm(
+        "Opt out of the study?",
+        "optin stops recording, withdraws your consent and deletes every recording on this computer. "
+        "This cannot be undone.",
+        yes="Opt out and delete",
+        no="Cancel",
+    )
 
 
 def _choose_pystray_backend() -> None:

@@ -93,7 +93,7 @@ def test_tray_pause_stops_capture_and_sigterm_seals(xdisplay: VirtualDisplay, co
         assert wait_for(lambda: _state(d) == "recording", 5)
         assert wait_for(lambda: _icon_colour_seen(xdisplay, RED), 3)  # the indicator, on screen
         xdisplay.xdotool("mousemove", "--sync", "111", "222")
-        _menu_until(xdisplay, d, "paused", "Down", "Return")  # first enabled item: Pause
+        _menu_until(xdisplay, d, "paused", "Down", "Right", "Return")  # Pause > For 15 minutes
         assert wait_for(lambda: _icon_colour_seen(xdisplay, AMBER), 3)
         t_paused = time.monotonic_ns()
         xdisplay.xdotool("mousemove", "--sync", "333", "444")
@@ -207,3 +207,32 @@ def test_ctrl_c_seals_and_one_agent_at_a_time(xdisplay: VirtualDisplay, consente
         "session_stop",
     ]
     assert not (d.runtime / "status.json").exists()
+
+
+def test_tray_deletes_the_last_minutes_and_recording_goes_on(
+    xdisplay: VirtualDisplay, consented, tmp_path
+) -> None:
+    d, _study = consented
+    agent = _start_agent(tmp_path)
+    try:
+        assert wait_for(lambda: _state(d) == "recording", 5)
+        first = read_status(d)["session"]
+        xdisplay.xdotool("mousemove", "--sync", "212", "121")  # recorded, then deleted
+        time.sleep(0.3)
+        for _ in range(3):  # Delete the last > 5 minutes
+            _tray_menu(xdisplay, "Down", "Down", "Right", "Return")
+            if wait_for(lambda: (read_status(d) or {}).get("session") not in (None, first), 5):
+                break
+            xdisplay.xdotool("key", "Escape")
+        second = read_status(d)["session"]
+        assert second != first and _state(d) == "recording"
+        xdisplay.xdotool("mousemove", "--sync", "343", "434")  # recorded in the new session
+        time.sleep(0.3)
+        os.killpg(agent.pid, signal.SIGTERM)
+        assert agent.wait(15) == 0
+    finally:
+        stop_process(agent)
+    assert [p.name for p in d.sessions.iterdir()] == [second]  # the first was crypto-shredded
+    data = read_session(d, second, keys.load_identity(d))
+    moves = [(e.x, e.y) for e in data.events if isinstance(e, PointerMove)]
+    assert (343, 434) in moves and (212, 121) not in moves

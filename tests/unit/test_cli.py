@@ -66,7 +66,7 @@ def test_consent_show_and_grant_scripted(study_file: Path, capsys: pytest.Captur
 
 
 def test_status_when_no_agent_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["status"]) == 1
+    assert cli.main(["status"]) == 3  # 3: no agent runs (like LSB `status`)
     assert "not running" in capsys.readouterr().out
 
 
