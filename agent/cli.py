@@ -55,9 +55,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging("INFO")
     d = _dirs()
     study = install_study(d, Path(args.study)) if args.study else installed_study(d)
-    consent.require(d, study)
+    receipt = consent.current_receipt(d)
+    if (receipt is None or not receipt.covers(study)) and not _ask_consent(d, study):
+        print("optin: no consent given; nothing was recorded")
+        return 0
+    consent.require(d, study)  # P1: whatever the dialog did, the receipt is what counts
     with agent_lock(d):
         return _run_agent(d, study)
+
+
+def _ask_consent(d: Any, study: Any) -> bool:
+    """First run, or a new consent text: show the consent dialog (its own process).
+
+    Without a display the dialog cannot open; the error then says how to consent
+    from the command line instead (``optin consent show`` / ``grant``).
+    """
+    from agent.errors import ConsentRequired, EnvironmentProblem
+    from agent.ui.consent_dialog import ask_consent
+
+    try:
+        return ask_consent(d, study) is not None
+    except EnvironmentProblem as exc:
+        msg = (
+            f"consent to study {study.id!r} is needed first and the consent dialog cannot open ({exc}). "
+            "Fix: read it with `optin consent show`, then `optin consent grant --accept-text-sha256 HASH`"
+        )
+        raise ConsentRequired(msg) from None
 
 
 def _run_agent(d: Any, study: Any) -> int:

@@ -133,6 +133,7 @@ class Recorder:
         self._hooks: list[Hooks] = []
         self._screen: ScreenWatch | None = None
         self._own: OwnUi | None = None
+        self._own_pids = {os.getpid()}
         self._secure: SecureInputWatch | None = None
         self._volunteer_pause: pausing.VolunteerPause | None = None
         self._hotkey = Hotkey.parse(study.pause_hotkey)
@@ -361,7 +362,7 @@ class Recorder:
 
     def _start_capture(self) -> None:
         scopes = self.scopes
-        own = self.backend.own_ui({os.getpid()})
+        own = self.backend.own_ui(self._own_pids)
         own.start()  # before the hooks: optin's own windows are known when the first click comes
         self._own = own
         if "keyboard" in scopes and self.backend.HAS_SECURE_INPUT_DETECTION:
@@ -503,6 +504,13 @@ class Recorder:
         """Run ``fn`` on its own thread: the writer must not wait for the lifecycle lock."""
         threading.Thread(target=fn, name=name, daemon=True).start()
 
+    def own_process(self, pid: int) -> None:
+        """A dialog optin started runs as ``pid``: what is done in it is left out like the tray's."""
+        self._own_pids.add(pid)
+        own = self._own
+        if own is not None:
+            own.add_pid(pid)
+
     def indicator_changed(self, shown: bool) -> None:  # a plain fact from the tray
         """The tray reports whether its icon is visible: no indicator, no capture (P2)."""
         own = self._own
@@ -539,6 +547,8 @@ class Recorder:
         if self.state != "error":
             self.state = "stopped"
         self._remove_status()
+        with contextlib.suppress(Exception):  # the connections the writer's checks opened
+            self.backend.close()
 
     def _close_session(self, *, reason: str | None) -> None:
         """Stop capture, drain the queue into the store and seal the session."""

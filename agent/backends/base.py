@@ -239,6 +239,9 @@ class NoOwnUi:
     def rescan(self) -> None:
         """Nothing to look at."""
 
+    def add_pid(self, pid: int) -> None:
+        """Nothing to track."""
+
     def covers(self, x: int, y: int) -> bool:
         return False
 

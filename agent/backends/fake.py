@@ -158,6 +158,8 @@ class FakeOwnUi:
         #: Whether keys go to an own window.
         self.focus = False
         self.rescans = 0
+        #: Processes added with :meth:`add_pid` (dialogs).
+        self.pids: set[int] = set()
         self._alive = False
 
     def start(self) -> None:
@@ -171,6 +173,10 @@ class FakeOwnUi:
 
     def rescan(self) -> None:
         self.rescans += 1
+
+    def add_pid(self, pid: int) -> None:
+        self.pids.add(pid)
+        self.rescan()
 
     def covers(self, x: int, y: int) -> bool:
         return any(left <= x < right and top <= y < bottom for left, top, right, bottom in self.rects)

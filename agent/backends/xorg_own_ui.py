@@ -114,6 +114,11 @@ class OwnUiWatcher:
             with contextlib.suppress(OSError):
                 os.write(pipe[1], b"r")
 
+    def add_pid(self, pid: int) -> None:
+        """Windows of ``pid`` (a dialog optin started) are own windows too; look again now."""
+        self._pids = self._pids | {pid}
+        self.rescan()
+
     def stop(self) -> None:
         self._stopping.set()
         self.rescan()  # wakes the thread

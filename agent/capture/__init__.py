@@ -61,6 +61,9 @@ class OwnUi(Protocol):
     def rescan(self) -> None:
         """Look again soon (an own window appeared, e.g. the tray icon)."""
 
+    def add_pid(self, pid: int) -> None:
+        """Windows of process ``pid`` are optin's own too (a dialog it started); rescans."""
+
     def covers(self, x: int, y: int) -> bool:
         """Whether the point (virtual-screen pixels) is on one of optin's windows."""
 

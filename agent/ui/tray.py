@@ -182,7 +182,7 @@ def _menu(
         notify(f"From now on nothing is recorded from {rule['app_class']}.")
 
     def opt_out() -> None:
-        if confirm_opt_out():
+        if confirm_opt_out(recorder.own_process):
             summary = recorder.opt_out()
             notify(f"You left the study; {summary['sessions']} recordings were deleted.")
 
@@ -218,8 +218,9 @@ def _menu(
     )
 
 
-def confirm_opt_out() -> bool:
-    """Ask, in a dialog of its own process, whether to stop and delete everything."""
+def confirm_opt_out(on_started: Callable[[int], None]) -> bool:
+    """Ask, in a dialog of its own process (``on_started`` gets its pid), whether to stop and
+    delete everything."""
     from agent.ui.consent_dialog import confirm
 
     return confirm(
@@ -228,6 +229,7 @@ def confirm_opt_out() -> bool:
         "This cannot be undone.",
         yes="Opt out and delete",
         no="Cancel",
+        on_started=on_started,
     )
 
 

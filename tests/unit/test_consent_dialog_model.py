@@ -1,0 +1,273 @@
+"""What the consent and withdrawal dialogs show and grant, decided without a display."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pyrage import x25519
+
+from agent import consent
+from agent.errors import EnvironmentProblem, UsageError
+from agent.paths import Dirs, dirs
+from agent.study import SCOPES, Study, install_study, parse_study
+from agent.ui.consent_dialog import (
+    DEFAULT_RETENTION_DAYS,
+    NEVER,
+    RECORDED,
+    SCOPE_LABELS,
+    ask_consent,
+    confirm,
+    consent_view,
+    display_path,
+    grant_request,
+    retention_days,
+    shorten_recipient,
+    withdraw_view,
+)
+
+RECIPIENT = str(x25519.Identity.generate().to_public())
+OTHER = str(x25519.Identity.generate().to_public())
+
+
+def _study(
+    scopes: str = '"pointer", "keyboard", "screen", "window_titles"', version: str = "3", extra: str = ""
+) -> Study:
+    return parse_study(
+        f'''[study]
+id = "web-tasks-2026"
+name = "Everyday web tasks"
+contact = "Dr. A. Researcher <study@example.org>"
+consent_version = "{version}"
+scopes = [{scopes}]
+recipients = ["{RECIPIENT}", "{OTHER}"]
+consent_text = """
+We record what you tick.
+"""
+{extra}'''
+    )
+
+
+def _dirs(tmp_path: Path) -> Dirs:
+    root = tmp_path / "root"
+    return Dirs(config=root / "config", data=root / "data", runtime=root / "run")
+
+
+def test_the_view_says_who_what_where_and_for_how_long(tmp_path: Path) -> None:
+    study = _study()
+    view = consent_view(study, _dirs(tmp_path))
+    assert view.window_title == "optin — consent to Everyday web tasks"
+    assert view.heading == "Everyday web tasks"
+    assert "web-tasks-2026" in view.about and "version 3" in view.about and "study@example.org" in view.about
+    assert view.notice is None  # first consent: nothing to explain
+    assert view.consent_text == "We record what you tick."
+    assert view.text_sha256 == study.text_sha256  # what grant() is given is the hash of the text shown
+    assert view.stored == f"Stored encrypted in {tmp_path / 'root' / 'data'}"
+    short = [f"{r[:8]}…{r[-4:]}" for r in (RECIPIENT, OTHER)]
+    assert view.readers == f"Exports can be read only by: {short[0]}, {short[1]}"
+    assert view.retention == (
+        "Kept at most 30 days on this computer (the oldest are deleted sooner if recordings pass 2 GiB)."
+    )
+    assert view.recorded == RECORDED and view.never == NEVER
+    assert [s for s, _ in view.scopes] == list(study.scopes)
+    assert all(label == SCOPE_LABELS[s] for s, label in view.scopes)
+
+
+def test_every_scope_has_a_plain_language_label() -> None:
+    assert set(SCOPE_LABELS) == set(SCOPES)
+    assert all(label[0].isupper() and ":" in label for label in SCOPE_LABELS.values())
+
+
+def test_the_view_offers_only_the_studys_scopes(tmp_path: Path) -> None:
+    view = consent_view(_study('"screen", "pointer"'), _dirs(tmp_path))
+    assert [s for s, _ in view.scopes] == ["screen", "pointer"]
+
+
+def test_a_new_version_or_another_study_is_explained(study_file: Path) -> None:
+    d = dirs()
+    old = _study(version="2")
+    receipt = consent.Receipt(
+        study_id=old.id,
+        study_name=old.name,
+        consent_version="2",
+        text_sha256=old.text_sha256,
+        scopes=("pointer",),
+        granted_at="2026-01-01T00:00:00+00:00",
+        agent_version="0",
+    )
+    notice = consent_view(_study(version="3"), d, receipt).notice
+    assert notice is not None and "version 2" in notice and "records nothing" in notice
+    other = dataclasses.replace(receipt, study_id="another", study_name="Another study")
+    notice = consent_view(_study(), d, other).notice
+    assert notice is not None and "Another study" in notice
+    installed = install_study(d, study_file)
+    same = consent.grant(d, installed, installed.text_sha256)
+    assert consent_view(installed, d, same).notice is None
+
+
+def test_paths_under_home_are_shown_with_a_tilde(tmp_path: Path) -> None:
+    home = tmp_path / "alice"
+    assert display_path(home / ".local" / "share" / "optin", home) == "~/.local/share/optin"
+    assert display_path(home, home) == "~"
+    assert display_path(Path("/srv/optin"), home) == "/srv/optin"
+    d = Dirs(config=home / "c", data=home / ".local/share/optin", runtime=home / "r")
+    assert consent_view(_study(), d, home=home).stored == "Stored encrypted in ~/.local/share/optin"
+    assert "~/.local/share/optin" in withdraw_view(None, d, home=home).delete_label
+
+
+def test_shorten_recipient() -> None:
+    key = "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"
+    assert shorten_recipient(key) == "age1qyqs…90gq"
+    assert shorten_recipient("age1short") == "age1short"
+
+
+def test_retention_comes_from_the_study(tmp_path: Path) -> None:
+    study = _study(extra="[retention]\ndays = 1\nmax_gib = 0.5\n")
+    assert retention_days(study) == 1
+    assert consent_view(study, _dirs(tmp_path)).retention == (
+        "Kept at most 1 day on this computer (the oldest are deleted sooner if recordings pass 0.5 GiB)."
+    )
+
+
+def test_retention_of_a_study_object_without_the_optional_fields(tmp_path: Path) -> None:
+    """Study objects from before [retention] (or a bad value): the store's default, no budget claimed."""
+
+    class Bare:
+        def __init__(self, study: Study, **fields: object) -> None:
+            self._study = study
+            self.__dict__.update(fields)
+
+        def __getattr__(self, name: str) -> object:
+            if name in ("retention_days", "retention_max_gib", "deny"):
+                raise AttributeError(name)
+            return getattr(self._study, name)
+
+    bare: Study = Bare(_study())  # type: ignore[assignment]
+    assert retention_days(bare) == DEFAULT_RETENTION_DAYS
+    assert consent_view(bare, _dirs(tmp_path)).retention == "Kept at most 30 days on this computer."
+    assert consent_view(bare, _dirs(tmp_path)).never == NEVER
+    for bad in (0, -1, True, "7", None):
+        odd: Study = Bare(_study(), retention_days=bad)  # type: ignore[assignment]
+        assert retention_days(odd) == DEFAULT_RETENTION_DAYS
+
+
+def test_the_studys_deny_rules_are_named_among_what_is_never_recorded(tmp_path: Path) -> None:
+    study = _study(
+        extra='[[deny]]\nlabel = "Our HR system"\napp_class = "hr-*"\n\n'
+        '[[deny]]\nlabel = "Payroll"\ntitle = "payroll"\n'
+    )
+    never = consent_view(study, _dirs(tmp_path)).never
+    assert never[: len(NEVER)] == NEVER
+    assert never[-1] == "Windows this study excludes (input left out, pixels masked): Our HR system; Payroll."
+
+
+def test_grant_request_is_exactly_the_ticked_scopes_in_the_studys_order(tmp_path: Path) -> None:
+    view = consent_view(_study(), _dirs(tmp_path))
+    request = grant_request(view, ["screen", "pointer"])
+    assert request is not None
+    assert request.scopes == ("pointer", "screen")
+    assert request.text_sha256 == view.text_sha256
+
+
+def test_nothing_ticked_is_no_consent(tmp_path: Path) -> None:
+    """consent.grant reads an empty scope list as "every scope": the dialog must never pass one."""
+    view = consent_view(_study('"pointer", "screen"'), _dirs(tmp_path))
+    assert grant_request(view, []) is None
+    assert grant_request(view, ["keyboard", "microphone"]) is None  # not offered: ignored
+
+
+def test_the_request_grants_what_was_ticked(study_file: Path) -> None:
+    d = dirs()
+    study = install_study(d, study_file)
+    request = grant_request(consent_view(study, d), ["window_titles", "keyboard"])
+    assert request is not None
+    receipt = consent.grant(d, study, request.text_sha256, list(request.scopes))
+    assert receipt.scopes == ("keyboard", "window_titles") and receipt.covers(study)
+
+
+def test_withdraw_view(study_file: Path) -> None:
+    d = dirs()
+    study = install_study(d, study_file)
+    view = withdraw_view(None, d)
+    assert view.heading == "Withdraw consent? Capture stops."
+    assert "not agreed" in view.body
+    view = withdraw_view(consent.grant(d, study, study.text_sha256), d)
+    assert study.name in view.body and "stops recording" in view.body
+    assert view.delete_label.startswith("Also delete all my local recordings")
+
+
+def _no_display_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+
+
+def test_without_a_display_the_dialog_says_so_and_exits_2(study_file: Path) -> None:
+    install_study(dirs(), study_file)
+    for args in ([], ["--withdraw"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "agent.ui.consent_dialog", *args],
+            env=_no_display_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert out.returncode == 2
+        assert out.stdout == ""
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and "no graphical display" in lines[0] and "optin consent" in lines[0]
+    assert consent.current_receipt(dirs()) is None
+
+
+def test_without_a_study_the_dialog_says_how_to_install_one() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.ui.consent_dialog"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 2 and "optin run --study FILE" in out.stderr
+
+
+def test_ask_consent_raises_the_dialogs_reason(study_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = dirs()
+    study = install_study(d, study_file)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(EnvironmentProblem, match="no graphical display"):
+        ask_consent(d, study, timeout=30)
+    with pytest.raises(UsageError, match="directories"):
+        ask_consent(Dirs(Path("/x"), Path("/y"), Path("/z")), study)
+
+
+def test_confirm_needs_its_question_on_stdin() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.ui.consent_dialog", "--confirm"],
+        input="not json",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 2 and "reads" in out.stderr and out.stdout == ""
+
+
+def test_confirm_without_a_display_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(EnvironmentProblem, match="no graphical display"):
+        confirm("Opt out?", "Really?", timeout=30)
+
+
+def test_many_deny_rules_are_summed_up(tmp_path: Path) -> None:
+    rules = "".join(f'[[deny]]\nlabel = "App {i}"\napp_class = "app{i}"\n\n' for i in range(9))
+    rules += '[[deny]]\nlabel = "' + "x" * 200 + '"\napp_class = "long"\n'
+    never = consent_view(_study(extra=rules), _dirs(tmp_path)).never
+    assert never[-1].endswith(": App 0; App 1; App 2; App 3; and 6 more.")
+    rules = '[[deny]]\nlabel = "' + "x" * 200 + '"\napp_class = "long"\n'
+    never = consent_view(_study(extra=rules), _dirs(tmp_path)).never
+    assert never[-1].endswith(": " + "x" * 47 + "….")
