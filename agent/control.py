@@ -39,7 +39,7 @@ from agent.capture.hotkey import Hotkey
 from agent.capture.screen import ScreenWatch, Shot, action_reason
 from agent.capture.secure_input import SecureInputWatch
 from agent.consent import Receipt
-from agent.errors import EnvironmentProblem, StoreError, UsageError
+from agent.errors import EnvironmentProblem, OptinError, StoreError, UsageError
 from agent.events import (
     ButtonPress,
     ButtonRelease,
@@ -57,7 +57,7 @@ from agent.paths import Dirs, ensure_private_dir, write_private_file
 from agent.store import keys, retention
 from agent.store.recovery import RecoveryReport, recover_sessions
 from agent.store.writer import SessionWriter
-from agent.study import Study
+from agent.study import Study, installed_study
 
 logger = logging.getLogger(__name__)
 
@@ -723,11 +723,28 @@ class Recorder:
         self._stop_in_background(error=f"writing the encrypted store failed ({describe_failure(exc)})")
 
     def _check_consent(self) -> None:
-        """Consent withdrawn or replaced while recording: stop within a second (P1)."""
+        """Consent withdrawn, or a new consent text or version installed: stop within a second (P1).
+
+        A new study text needs the volunteer's agreement again: the next ``optin run``
+        shows the consent dialog.
+        """
+        if not self._accepting:
+            return
         receipt = consent.current_receipt(self.dirs)
-        if self._accepting and (receipt is None or not receipt.covers(self.study)):
+        if receipt is None or not receipt.covers(self.study):
             self._accepting = False  # nothing more is queued from now on
             self._stop_in_background(reason="consent withdrawn")
+            return
+        try:
+            installed = installed_study(self.dirs)
+        except OptinError:
+            return  # unreadable now: the consent given to the running study still holds
+        if (installed.text_sha256, installed.consent_version) != (
+            self.study.text_sha256,
+            self.study.consent_version,
+        ):
+            self._accepting = False
+            self._stop_in_background(reason="new consent version: agree again to record")
 
     def _next_batch(self) -> tuple[list[Event], bool]:
         """Wait up to one tick for events; return ``(batch, writer_should_end)``.

@@ -181,6 +181,19 @@ def _menu(
         rule = recorder.exclude()
         notify(f"From now on nothing is recorded from {rule['app_class']}.")
 
+    def withdraw() -> None:
+        from agent.ui.consent_dialog import ask_withdraw
+
+        choice = ask_withdraw(recorder.dirs, on_started=recorder.own_process)
+        if choice is None:
+            return
+        if choice.delete:
+            summary = recorder.opt_out()  # stops, and deletes every local recording
+            notify(f"Consent withdrawn; {summary['sessions']} recordings were deleted.")
+        else:
+            recorder.stop()  # the consent check would stop it within a second; do it now
+            notify("Consent withdrawn; recording stopped. Your recordings stay until you delete them.")
+
     def opt_out() -> None:
         if confirm_opt_out(recorder.own_process):
             summary = recorder.opt_out()
@@ -213,6 +226,7 @@ def _menu(
             visible=running,
         ),
         pystray.MenuItem("Exclude this app", action(exclude_app), visible=running),
+        pystray.MenuItem("Withdraw consent…", action(withdraw, stop_icon)),
         pystray.MenuItem("Opt out (stop and delete everything)…", action(opt_out, stop_icon)),
         pystray.MenuItem("Quit (stop recording)", action(recorder.stop, lambda i: i.stop())),
     )

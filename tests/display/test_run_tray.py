@@ -236,3 +236,27 @@ def test_tray_deletes_the_last_minutes_and_recording_goes_on(
     data = read_session(d, second, keys.load_identity(d))
     moves = [(e.x, e.y) for e in data.events if isinstance(e, PointerMove)]
     assert (343, 434) in moves and (212, 121) not in moves
+
+
+def test_tray_opt_out_asks_then_stops_withdraws_and_deletes_everything(
+    xdisplay: VirtualDisplay, consented, tmp_path
+) -> None:
+    from agent import consent
+    from tests.display.test_consent_dialog import _wait_window
+
+    d, _study = consented
+    agent = _start_agent(tmp_path)
+    try:
+        assert wait_for(lambda: _state(d) == "recording", 5)
+        xdisplay.xdotool("mousemove", "--sync", "101", "202")
+        # status, Pause, Delete the last, Exclude this app, Withdraw consent, Opt out
+        _tray_menu(xdisplay, "Down", "Down", "Down", "Down", "Down", "Return")
+        _wait_window(xdisplay, "optin — Opt out of the study?")
+        xdisplay.xdotool("key", "Tab")  # the focus starts on Cancel
+        xdisplay.xdotool("key", "Return")
+        assert agent.wait(20) == 0
+    finally:
+        stop_process(agent)
+    assert consent.current_receipt(d) is None
+    assert not any(d.sessions.iterdir()) if d.sessions.exists() else True
+    assert read_status(d) is None

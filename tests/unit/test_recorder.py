@@ -4,6 +4,7 @@ loss accounting (P9) — hooks → bounded queue → writer → encrypted store.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 
@@ -643,3 +644,23 @@ def test_exclude_this_app_applies_at_once_and_is_remembered(consented) -> None:
     assert [e.char for e in _events(d, rec) if isinstance(e, KeyPress)] == ["x"]
     again = Recorder(d, select_backend("fake"), study)
     assert any(r.app_class == "HRClient" for r in again.rules)
+
+
+def test_a_new_consent_version_stops_capture_until_agreed_again(consented, study_file, monkeypatch) -> None:
+    from agent.study import install_study
+
+    monkeypatch.setattr(control, "CHECK_EVERY_S", 0.02)
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    newer = study_file.with_name("study-v4.toml")
+    newer.write_text(
+        re.sub(r'consent_version = "[^"]*"', 'consent_version = "v-next"', study_file.read_text())
+    )
+    install_study(d, newer)  # the operator's new version reaches the volunteer
+    assert _wait(lambda: rec.state == "stopped")
+    assert rec.reason == "new consent version: agree again to record"
+    assert not backend.last_input.is_alive()
+    with pytest.raises(ConsentRequired):
+        Recorder(d, select_backend("fake"), install_study(d, newer)).start()
