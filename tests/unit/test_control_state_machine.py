@@ -1,0 +1,137 @@
+"""The consent/pause state machine, property-tested (issue: no sequence of actions leads to
+capture without consent, or during a pause).
+
+Hypothesis drives a real Recorder on the fake backend through random sequences of what a
+volunteer, the tray, the OS and the operator can do. After every step the invariants hold:
+hooks run only while recording; recording only with a valid receipt and the indicator shown;
+and no event stamped inside a pause, or without consent, reaches the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from agent import consent
+from agent.backends.fake import FakeBackend
+from agent.control import Recorder
+from agent.errors import ConsentRequired, UsageError
+from agent.events import KeyPress, Marker, PointerMove, now_ns
+from agent.store import keys
+from agent.store.reader import read_session
+
+
+class RecorderMachine(RuleBasedStateMachine):
+    """Each example gets a fresh store (see the test below), a study, consent and keys."""
+
+    dirs = None  # set by the test before running
+    study = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backend = FakeBackend()
+        consent.grant(self.dirs, self.study, self.study.text_sha256)
+        self.rec = Recorder(self.dirs, self.backend, self.study)
+        self.rec.start()
+        self.sessions = [self.rec.session_id]
+        self.n = 0
+
+    def _hooks_alive(self) -> bool:
+        hooks = self.backend.last_input
+        return hooks is not None and hooks.is_alive()
+
+    @rule()
+    def move(self) -> None:
+        """Input arrives (only running hooks deliver it; the fake hook refuses when stopped)."""
+        hooks = self.backend.last_input
+        if hooks is not None:
+            self.n += 1
+            hooks.emit(PointerMove(now_ns(), self.n, self.n))
+            hooks.emit(KeyPress(now_ns(), "k", None, 107, ()))
+
+    @rule(seconds=st.sampled_from([None, 600.0]))
+    def pause(self, seconds: float | None) -> None:
+        try:
+            self.rec.pause(seconds=seconds)
+        except UsageError:
+            assert self.rec.state in ("stopped", "error")
+
+    @rule()
+    def resume(self) -> None:
+        self.rec.resume()
+
+    @rule(shown=st.booleans())
+    def indicator(self, shown: bool) -> None:
+        self.rec.indicator_changed(shown)
+
+    @rule()
+    def withdraw(self) -> None:
+        consent.withdraw(self.dirs)
+        self.rec._check_consent()  # what the writer does every second
+        self.rec.stop()  # the background stop it started, made synchronous for the invariant
+
+    @rule()
+    def delete_last(self) -> None:
+        try:
+            self.rec.delete_last(60)
+        except UsageError:
+            assert self.rec.state not in ("recording", "paused")
+        else:
+            self.sessions.append(self.rec.session_id)
+
+    @rule()
+    def restart(self) -> None:
+        """Quit and start again (consent may be gone: then nothing starts)."""
+        self.rec.stop()
+        self.backend = FakeBackend()
+        self.rec = Recorder(self.dirs, self.backend, self.study)
+        try:
+            self.rec.start()
+        except ConsentRequired:
+            assert consent.current_receipt(self.dirs) is None
+            return
+        self.sessions.append(self.rec.session_id)
+
+    @rule()
+    def grant(self) -> None:
+        consent.grant(self.dirs, self.study, self.study.text_sha256)
+
+    @invariant()
+    def capture_only_while_recording_with_consent_and_indicator(self) -> None:
+        if self._hooks_alive():
+            assert self.rec.state == "recording"
+            receipt = consent.current_receipt(self.dirs)
+            assert receipt is not None and receipt.covers(self.study)
+        if self.rec.state in ("paused", "stopped", "idle", "error"):
+            assert not self._hooks_alive()
+
+    def teardown(self) -> None:
+        self.rec.stop()
+        identity = keys.load_identity(self.dirs)
+        for sid in dict.fromkeys(s for s in self.sessions if s):
+            session = self.dirs.sessions / sid
+            if not session.exists():
+                continue  # deleted by delete-last
+            events = sorted(read_session(self.dirs, sid, identity).events, key=lambda e: e.t_ns)
+            paused = False
+            for event in events:
+                if isinstance(event, Marker) and event.marker in ("pause", "resume"):
+                    paused = event.marker == "pause"
+                elif not isinstance(event, Marker):
+                    assert not paused, f"{event.KIND} stored inside a pause"
+
+
+def test_no_sequence_records_without_consent_or_during_a_pause(consented, tmp_path: Path) -> None:
+    d, study = consented
+    RecorderMachine.dirs, RecorderMachine.study = d, study
+    run = RecorderMachine.TestCase
+    run.settings = settings(
+        max_examples=25,
+        stateful_step_count=12,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    run().runTest()
