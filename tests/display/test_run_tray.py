@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -260,3 +261,34 @@ def test_tray_opt_out_asks_then_stops_withdraws_and_deletes_everything(
     assert consent.current_receipt(d) is None
     assert not any(d.sessions.iterdir()) if d.sessions.exists() else True
     assert read_status(d) is None
+
+
+def test_tray_screenshots_for_the_guide(xdisplay: VirtualDisplay, consented, tmp_path) -> None:
+    """The icon docks in the tray and its menu opens; saved for docs/volunteer-guide.md when
+    OPTIN_SAVE_SCREENSHOTS=1 (a person looks at them there)."""
+    import mss
+    from PIL import Image
+
+    d, _study = consented
+    agent = _start_agent(tmp_path)
+    try:
+        assert wait_for(lambda: _state(d) == "recording", 5)
+        assert wait_for(lambda: _icon_colour_seen(xdisplay, RED), 3)  # docked, red
+        x, y, w, h = _panel(xdisplay)
+        xdisplay.xdotool("mousemove", "--sync", str(x + w - 12), str(y + h // 2))
+        xdisplay.xdotool("click", "3")
+        time.sleep(0.8)
+        with mss.MSS() as m:
+            shot = m.grab({"left": 0, "top": 0, "width": xdisplay.width, "height": xdisplay.height})
+        xdisplay.xdotool("key", "Escape")
+        os.killpg(agent.pid, signal.SIGTERM)
+        assert agent.wait(15) == 0
+    finally:
+        stop_process(agent)
+    image = Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX")
+    menu = image.crop((max(0, xdisplay.width - 560), 0, xdisplay.width, 240))
+    assert len(menu.getcolors(maxcolors=1 << 16) or ()) > 10  # something was drawn there: the menu
+    if os.environ.get("OPTIN_SAVE_SCREENSHOTS") == "1":
+        out = Path(__file__).resolve().parents[2] / "docs" / "img"
+        out.mkdir(exist_ok=True)
+        menu.save(out / "tray-menu.png")
