@@ -45,11 +45,18 @@ def _panel(xdisplay: VirtualDisplay) -> tuple[int, int, int, int]:
     return tuple(int(geo[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))  # type: ignore[return-value]
 
 
-def _tray_menu(xdisplay: VirtualDisplay, *keys_: str) -> None:
-    """Right-click the tray icon and walk its menu with the keyboard."""
+def _right_click_icon(xdisplay: VirtualDisplay) -> None:
+    """Right-click the tray icon.  The pointer first goes elsewhere: `mousemove --sync` to where it
+    already is waits forever for a motion that never comes."""
     x, y, w, h = _panel(xdisplay)
+    xdisplay.xdotool("mousemove", "--sync", str(x + w - 40), str(y + h + 40))
     xdisplay.xdotool("mousemove", "--sync", str(x + w - 12), str(y + h // 2))
     xdisplay.xdotool("click", "3")
+
+
+def _tray_menu(xdisplay: VirtualDisplay, *keys_: str) -> None:
+    """Right-click the tray icon and walk its menu with the keyboard."""
+    _right_click_icon(xdisplay)
     time.sleep(0.5)  # the menu maps asynchronously; a missed menu fails the state check below
     xdisplay.xdotool("key", *keys_)
 
@@ -274,9 +281,7 @@ def test_tray_screenshots_for_the_guide(xdisplay: VirtualDisplay, consented, tmp
     try:
         assert wait_for(lambda: _state(d) == "recording", 5)
         assert wait_for(lambda: _icon_colour_seen(xdisplay, RED), 3)  # docked, red
-        x, y, w, h = _panel(xdisplay)
-        xdisplay.xdotool("mousemove", "--sync", str(x + w - 12), str(y + h // 2))
-        xdisplay.xdotool("click", "3")
+        _right_click_icon(xdisplay)
         time.sleep(0.8)
         with mss.MSS() as m:
             shot = m.grab({"left": 0, "top": 0, "width": xdisplay.width, "height": xdisplay.height})

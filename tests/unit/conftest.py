@@ -14,6 +14,14 @@ from agent.store import format as fmt
 from tests.unit.store_helpers import store_dirs
 
 
+@pytest.fixture(autouse=True)
+def no_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests never reach a display, even when the display tests' desktop is up in the same run
+    (its DISPLAY is in os.environ): a dialog would open there and wait for a person."""
+    for name in ("DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def keypair() -> tuple[bytes, bytes]:
     return fmt.generate_keypair()
