@@ -28,13 +28,24 @@ from agent.events import (
     WindowFocus,
     now_ns,
 )
+from agent.paths import Dirs
 from agent.store import keys
 from agent.store.reader import list_sessions, read_session
 from agent.store.writer import SessionWriter
+from agent.study import Study
 
 
 def _events(d, rec: Recorder) -> list:
     return read_session(d, rec.session_id, keys.load_identity(d)).events
+
+
+def _started(consented) -> tuple[Dirs, Study, FakeBackend, Recorder]:
+    """A recorder on a new fake backend, started under the ``consented`` study."""
+    d, study = consented
+    backend: FakeBackend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    return d, study, backend, rec
 
 
 def _wait(pred, timeout: float = 5.0) -> bool:
@@ -51,10 +62,7 @@ def paint_and_wait_for_a_grab(backend: FakeBackend) -> None:
 
 
 def test_pipeline_stores_what_the_hooks_deliver(consented) -> None:
-    d, study = consented
-    backend: FakeBackend = select_backend("fake")
-    rec = Recorder(d, backend, study)
-    rec.start()
+    d, study, backend, rec = _started(consented)
     assert rec.state == "recording"
     fake = backend.last_input
     assert fake is not None and fake.is_alive()
@@ -130,10 +138,7 @@ def test_only_consented_scopes_are_captured(consented) -> None:
 
 
 def test_pause_stops_the_hooks_themselves(consented) -> None:
-    d, study = consented
-    backend: FakeBackend = select_backend("fake")
-    rec = Recorder(d, backend, study)
-    rec.start()
+    d, _study, backend, rec = _started(consented)
     first = backend.last_input
     rec.pause()
     assert rec.state == "paused"
@@ -249,10 +254,7 @@ def test_a_source_that_fails_to_start_stops_everything(consented, monkeypatch) -
 
 
 def test_a_failed_resume_does_not_leave_half_the_capture_running(consented, monkeypatch) -> None:
-    d, study = consented
-    backend: FakeBackend = select_backend("fake")
-    rec = Recorder(d, backend, study)
-    rec.start()
+    _d, _study, backend, rec = _started(consented)
     rec.pause()
     monkeypatch.setattr(backend, "input_hooks", lambda *a, **k: _BrokenHooks())
     with pytest.raises(OSError):
@@ -262,10 +264,7 @@ def test_a_failed_resume_does_not_leave_half_the_capture_running(consented, monk
 
 
 def test_withdrawing_consent_stops_a_running_recorder(consented) -> None:
-    d, study = consented
-    backend: FakeBackend = select_backend("fake")
-    rec = Recorder(d, backend, study)
-    rec.start()
+    d, _study, backend, rec = _started(consented)
     consent.withdraw(d)
     assert _wait(lambda: rec.state == "stopped")
     assert rec.reason == "consent withdrawn"
@@ -275,10 +274,7 @@ def test_withdrawing_consent_stops_a_running_recorder(consented) -> None:
 
 
 def test_no_indicator_pauses_and_its_return_resumes(consented) -> None:
-    d, study = consented
-    backend: FakeBackend = select_backend("fake")
-    rec = Recorder(d, backend, study)
-    rec.start()
+    d, _study, backend, rec = _started(consented)
     rec.indicator_changed(False)
     assert rec.state == "paused" and rec.reason == "no indicator"
     assert not backend.last_input.is_alive()
@@ -359,10 +355,7 @@ def test_starting_recovers_a_session_a_crash_left_open(consented) -> None:
 
 
 def test_pointer_moves_are_capped_but_the_position_at_each_action_is_kept(consented) -> None:
-    d, study = consented
-    backend: FakeBackend = select_backend("fake")
-    rec = Recorder(d, backend, study)
-    rec.start()
+    d, _study, backend, rec = _started(consented)
     fake = backend.last_input
     assert fake is not None
     t0 = now_ns()
@@ -416,10 +409,7 @@ def test_clicks_scrolls_and_keys_on_optins_own_ui_are_left_out(consented) -> Non
 
 
 def test_keys_typed_under_secure_input_are_never_recorded(consented) -> None:
-    d, study = consented
-    backend: FakeBackend = select_backend("fake")
-    rec = Recorder(d, backend, study)
-    rec.start()
+    d, _study, backend, rec = _started(consented)
     fake = backend.last_input
     assert fake is not None
     fake.emit(KeyPress(now_ns(), "u", None, 117, ()))
@@ -478,10 +468,7 @@ def test_a_timed_pause_ends_by_itself_and_says_so(consented, monkeypatch) -> Non
 
 
 def test_the_volunteers_pause_survives_a_restart(consented) -> None:
-    d, study = consented
-    backend: FakeBackend = select_backend("fake")
-    rec = Recorder(d, backend, study)
-    rec.start()
+    d, study, _backend, rec = _started(consented)
     rec.pause()  # until resumed
     rec.stop()
     again = Recorder(d, select_backend("fake"), study)
@@ -502,10 +489,7 @@ def test_the_volunteers_pause_survives_a_restart(consented) -> None:
 
 def test_idle_and_a_locked_screen_pause_and_presence_resumes(consented, monkeypatch) -> None:
     monkeypatch.setattr(control, "CHECK_EVERY_S", 0.02)
-    d, study = consented
-    backend: FakeBackend = select_backend("fake")
-    rec = Recorder(d, backend, study)
-    rec.start()
+    d, _study, backend, rec = _started(consented)
     backend.idle = 11 * 60.0  # the default idle limit is 10 minutes
     assert _wait(lambda: rec.state == "paused" and rec.reason == "idle")
     assert not backend.last_input.is_alive()
@@ -524,10 +508,7 @@ def test_idle_and_a_locked_screen_pause_and_presence_resumes(consented, monkeypa
 
 
 def test_delete_last_from_a_running_recorder_rolls_over_to_a_new_session(consented) -> None:
-    d, study = consented
-    backend: FakeBackend = select_backend("fake")
-    rec = Recorder(d, backend, study)
-    rec.start()
+    d, _study, backend, rec = _started(consented)
     first = rec.session_id
     backend.last_input.emit(KeyPress(now_ns(), "s", None, 115, ()))
     with pytest.raises(UsageError, match="positive"):
@@ -568,10 +549,7 @@ def test_opting_out_stops_withdraws_and_deletes_everything(consented) -> None:
 
 
 def test_the_pause_hotkey_pauses_and_is_not_recorded(consented) -> None:
-    d, study = consented
-    backend: FakeBackend = select_backend("fake")
-    rec = Recorder(d, backend, study)
-    rec.start()
+    d, _study, backend, rec = _started(consented)
     fake = backend.last_input
     assert fake is not None
     fake.emit(KeyPress(now_ns(), "p", None, 112, ()))  # a plain p is typing
@@ -628,10 +606,7 @@ def test_a_denied_window_keeps_its_input_out_and_is_masked_in_every_frame(consen
 
 
 def test_exclude_this_app_applies_at_once_and_is_remembered(consented) -> None:
-    d, study = consented
-    backend: FakeBackend = select_backend("fake")
-    rec = Recorder(d, backend, study)
-    rec.start()
+    d, study, backend, rec = _started(consented)
     with pytest.raises(UsageError, match=r"title is not a valid regular expression"):
         rec.exclude(title="([unclosed")
     backend.focus_window("Payroll", "HRClient")
@@ -650,10 +625,7 @@ def test_a_new_consent_version_stops_capture_until_agreed_again(consented, study
     from agent.study import install_study
 
     monkeypatch.setattr(control, "CHECK_EVERY_S", 0.02)
-    d, study = consented
-    backend: FakeBackend = select_backend("fake")
-    rec = Recorder(d, backend, study)
-    rec.start()
+    d, _study, backend, rec = _started(consented)
     newer = study_file.with_name("study-v4.toml")
     newer.write_text(
         re.sub(r'consent_version = "[^"]*"', 'consent_version = "v-next"', study_file.read_text())
