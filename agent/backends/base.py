@@ -19,6 +19,7 @@ crashing, so callers can say up front what a session will and will not record.
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -36,6 +37,8 @@ from agent.events import (
     WindowFocus,
     now_ns,
 )
+
+logger = logging.getLogger(__name__)
 
 _KEYBOARD_EVENTS = (KeyPress, KeyRelease)
 _POINTER_EVENTS = (PointerMove, ButtonPress, ButtonRelease, Scroll)
@@ -188,6 +191,25 @@ class Backend(ABC):
         """Release OS connections held for :meth:`active_window` and friends.  Idempotent."""
 
 
+#: How long stopping a watcher thread may wait for it to end (seconds).
+WATCHER_STOP_TIMEOUT = 2.0
+
+
+def join_watcher(thread: threading.Thread | None) -> bool:
+    """Wait (at most :data:`WATCHER_STOP_TIMEOUT`) for a stopped watcher's thread; True once it has
+    ended.  Called from the thread itself (a sink that stops its watcher) it returns False at once:
+    the loop ends by itself."""
+    if thread is None:
+        return True
+    if thread is threading.current_thread():
+        return False
+    thread.join(WATCHER_STOP_TIMEOUT)
+    if thread.is_alive():
+        logger.warning("%s did not stop within %g s", thread.name, WATCHER_STOP_TIMEOUT)
+        return False
+    return True
+
+
 class FocusEmitter:
     """What every focus watcher shares: it delivers a :class:`~agent.events.WindowFocus` unless
     it equals the last one delivered (``t_ns`` aside), turns "no window" (None) into a
@@ -250,4 +272,4 @@ class NoOwnUi:
         return False
 
 
-__all__ = ["Backend", "FocusEmitter", "NoOwnUi", "scoped_sink"]
+__all__ = ["WATCHER_STOP_TIMEOUT", "Backend", "FocusEmitter", "NoOwnUi", "join_watcher", "scoped_sink"]

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from agent.backends.base import Backend, FocusEmitter
+from agent.backends.base import Backend, FocusEmitter, join_watcher
 from agent.capture import EventSink, Hooks
 from agent.errors import BackendUnavailable, EnvironmentProblem
 from agent.events import WindowFocus, now_ns
@@ -94,8 +94,6 @@ WINDOW_ALPHA = "kCGWindowAlpha"
 
 #: Seconds between two looks at the window list by the focus watcher.
 FOCUS_POLL_INTERVAL = 0.25
-#: Seconds to wait for the focus watcher thread to end.
-WATCHER_STOP_TIMEOUT = 2.0
 
 #: What to install when pyobjc is missing (pynput installs the same on macOS).
 PYOBJC_FIX = "pip install 'pyobjc-framework-Quartz>=8' 'pyobjc-framework-Cocoa>=8'"
@@ -317,14 +315,8 @@ class PollingFocusWatcher:
     def stop(self) -> None:
         """Stop polling; returns promptly, after which no event is delivered."""
         self._emitter.stop()
-        thread = self._thread
-        if thread is None or thread is threading.current_thread():
-            return
-        thread.join(WATCHER_STOP_TIMEOUT)
-        if thread.is_alive():
-            logger.warning("focus watcher thread did not stop within %g s", WATCHER_STOP_TIMEOUT)
-            return
-        self._thread = None
+        if join_watcher(self._thread):
+            self._thread = None
 
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

@@ -45,7 +45,7 @@ import sys
 import threading
 from typing import Any
 
-from agent.backends.base import Backend, FocusEmitter
+from agent.backends.base import WATCHER_STOP_TIMEOUT, Backend, FocusEmitter, join_watcher
 from agent.capture import EventSink, Hooks
 from agent.errors import BackendUnavailable, EnvironmentProblem
 from agent.events import WindowFocus, now_ns
@@ -88,8 +88,6 @@ MAX_LONG_PATH = 32768
 
 #: Seconds to wait for the focus watcher thread to install its hooks.
 WATCHER_START_TIMEOUT = 5.0
-#: Seconds to wait for the focus watcher thread to end.
-WATCHER_STOP_TIMEOUT = 2.0
 
 #: The executable that hosts UWP apps, and the class of the app's own window inside its frame.
 UWP_FRAME_HOST = "applicationframehost.exe"
@@ -502,13 +500,8 @@ class _WinEventWatcher:
         thread, thread_id = self._thread, self._thread_id
         if thread_id is not None and not self._api.user32.PostThreadMessageW(thread_id, WM_QUIT, 0, 0):
             logger.debug("could not post WM_QUIT to the focus watcher (already gone?)")
-        if thread is None or thread is threading.current_thread():
-            return  # never started, or stop() was called from the sink: the loop ends by itself
-        thread.join(WATCHER_STOP_TIMEOUT)
-        if thread.is_alive():
-            logger.warning("focus watcher thread did not stop within %g s", WATCHER_STOP_TIMEOUT)
-            return
-        self._thread = None
+        if thread is not None and join_watcher(thread):
+            self._thread = None
 
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
