@@ -136,7 +136,11 @@ class Recorder:
         self._own_pids = {os.getpid()}
         self._secure: SecureInputWatch | None = None
         self._volunteer_pause: pausing.VolunteerPause | None = None
-        self._hotkey = Hotkey.parse(study.pause_hotkey)
+        try:
+            self._hotkey = Hotkey.parse(study.pause_hotkey)
+        except ValueError as exc:
+            msg = f"the study's capture.pause_hotkey cannot be used: {exc}"
+            raise UsageError(msg) from None
         study_rules = tuple(deny.DenyRule(r.label, r.app_class, r.title) for r in study.deny)
         #: Deny rules in force: optin's defaults, the study's, and the volunteer's exclusions.
         self.rules: tuple[deny.DenyRule, ...] = deny.DEFAULT_RULES + study_rules + exclusions.load(dirs)
