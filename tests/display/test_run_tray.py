@@ -297,3 +297,36 @@ def test_tray_screenshots_for_the_guide(xdisplay: VirtualDisplay, consented, tmp
         out = Path(__file__).resolve().parents[2] / "docs" / "img"
         out.mkdir(exist_ok=True)
         menu.save(out / "tray-menu.png")
+
+
+def test_tray_exclude_this_app_keeps_the_focused_app_out(
+    xdisplay: VirtualDisplay, consented, tmp_path
+) -> None:
+    d, _study = consented
+    term = xdisplay.spawn(["xterm", "-T", "exclude-me", "-geometry", "60x10+100+100"])
+    agent = _start_agent(tmp_path)
+    try:
+        assert wait_for(lambda: bool(xdisplay.search("exclude-me")), 10)
+        xdisplay.xdotool("windowactivate", "--sync", xdisplay.search("exclude-me")[0])
+        assert wait_for(lambda: _state(d) == "recording", 5)
+        xdisplay.xdotool("type", "--delay", "20", "before")
+        for _ in range(3):  # status, Pause, Delete the last, Exclude this app
+            _tray_menu(xdisplay, "Down", "Down", "Down", "Return")
+            if wait_for((d.config / "exclusions.json").exists, 3):
+                break
+            xdisplay.xdotool("key", "Escape")
+        rules = json.loads((d.config / "exclusions.json").read_text())["rules"]
+        assert rules == [{"label": "XTerm", "app_class": "XTerm"}]
+        assert wait_for(lambda: read_status(d)["filtered"], 3)  # the icon's shield: a protected window
+        xdisplay.xdotool("type", "--delay", "20", "after")
+        time.sleep(0.3)
+        os.killpg(agent.pid, signal.SIGTERM)
+        assert agent.wait(15) == 0
+    finally:
+        stop_process(agent)
+        stop_process(term)
+    sid = next(p.name for p in d.sessions.iterdir())
+    typed = "".join(
+        e.char or "" for e in read_session(d, sid, keys.load_identity(d)).events if isinstance(e, KeyPress)
+    )
+    assert typed == "before"
