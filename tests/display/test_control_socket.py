@@ -102,3 +102,32 @@ def test_delete_last_reaches_the_running_agent(xdisplay: VirtualDisplay, consent
         if isinstance(e, PointerMove)
     ]
     assert (343, 434) in moves and (212, 121) not in moves
+
+
+def test_a_timed_pause_ends_by_itself_with_a_desktop_notification(
+    xdisplay: VirtualDisplay, consented, tmp_path
+) -> None:
+    _d, _study = consented
+    agent = _start_agent(tmp_path)
+    try:
+        assert wait_for(lambda: status().get("state") == "recording", 10)
+        assert optin("pause", "2s").returncode == 0
+        paused = status()
+        assert paused["state"] == "paused" and paused["paused_until"].endswith("Z")
+        assert wait_for(lambda: status().get("state") == "recording", 10)  # by itself
+        env = {**os.environ, **xdisplay.env}
+
+        def notified() -> bool:
+            subprocess.run(
+                ["dunstctl", "close-all"], env=env, capture_output=True, check=False
+            )  # into history
+            out = subprocess.run(
+                ["dunstctl", "history"], env=env, capture_output=True, text=True, check=False
+            )
+            return "recording again" in out.stdout
+
+        assert wait_for(notified, 5), "no notification reached the desktop's notification daemon"
+        os.killpg(agent.pid, signal.SIGTERM)
+        assert agent.wait(15) == 0
+    finally:
+        stop_process(agent)
