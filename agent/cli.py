@@ -328,20 +328,12 @@ def cmd_exclude(args: argparse.Namespace) -> int:
 def _exclude_offline(d: Any, app_class: str | None, title: str | None) -> dict[str, Any]:
     """Remember a deny rule while no agent runs (the next start applies it), as the agent would."""
     from agent import exclusions
-    from agent.capture import deny
     from agent.control import read_status
 
     if read_status(d) is not None:
         msg = "the running optin agent does not answer on its control socket; add the rule from its tray menu"
         raise UsageError(msg)
-    try:
-        rule = (
-            deny.rule_for_app(str(app_class))
-            if title is None
-            else deny.DenyRule("excluded by the volunteer", app_class=app_class, title=title)
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    rule = exclusions.volunteer_rule(app_class, title)
     exclusions.add(d, rule)
     return rule.to_json()
 

@@ -141,9 +141,8 @@ class Recorder:
         except ValueError as exc:
             msg = f"the study's capture.pause_hotkey cannot be used: {exc}"
             raise UsageError(msg) from None
-        study_rules = tuple(deny.DenyRule(r.label, r.app_class, r.title) for r in study.deny)
         #: Deny rules in force: optin's defaults, the study's, and the volunteer's exclusions.
-        self.rules: tuple[deny.DenyRule, ...] = deny.DEFAULT_RULES + study_rules + exclusions.load(dirs)
+        self.rules: tuple[deny.DenyRule, ...] = deny.DEFAULT_RULES + study.deny + exclusions.load(dirs)
         self._rules_changed = False
         self._denied_now = False  # a denied window has the focus (set by the focus sink, read by hooks)
         self._last_focus: WindowFocus | None = None
@@ -668,13 +667,7 @@ class Recorder:
                 msg = "no application has the focus that optin could tell; name one with --app CLASS"
                 raise UsageError(msg)
             app_class = focus.app_class
-        try:
-            if title is None:
-                rule = deny.rule_for_app(str(app_class))
-            else:
-                rule = deny.DenyRule("excluded by the volunteer", app_class=app_class, title=title)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        rule = exclusions.volunteer_rule(app_class, title)
         with self._lock:
             exclusions.add(self.dirs, rule)
             self.rules = (*self.rules, rule)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 
-from agent.capture.deny import DenyRule
+from agent.capture.deny import DenyRule, rule_for_app
+from agent.errors import UsageError
 from agent.paths import Dirs, ensure_private_dir, write_private_file
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,23 @@ def load(dirs: Dirs) -> tuple[DenyRule, ...]:
         return ()
 
 
+def volunteer_rule(app_class: str | None, title: str | None) -> DenyRule:
+    """The rule ``optin exclude`` and the tray's "Exclude this app" add: exactly an application
+    class, or a title pattern (with the class too when both are given).
+
+    :raises UsageError: neither is given, or the title is not a valid regular expression.
+    """
+    try:
+        if title is None:
+            if not app_class:
+                msg = "name an application class (--app CLASS) or a title pattern (--title PATTERN)"
+                raise ValueError(msg)
+            return rule_for_app(app_class)
+        return DenyRule("excluded by the volunteer", app_class=app_class, title=title)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def add(dirs: Dirs, rule: DenyRule) -> None:
     """Append ``rule`` (atomic, durable, 0600); a rule already there is not added twice."""
     rules = load(dirs)
@@ -42,4 +60,4 @@ def add(dirs: Dirs, rule: DenyRule) -> None:
     write_private_file(dirs.config / _FILE, data.encode("utf-8"))
 
 
-__all__ = ["add", "load"]
+__all__ = ["add", "load", "volunteer_rule"]

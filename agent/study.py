@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.capture.deny import MAX_LABEL, DenyRule
 from agent.errors import StudyError
 from agent.paths import Dirs, ensure_private_dir, write_private_file
 
@@ -79,7 +80,7 @@ _CAPTURE_KEYS = ("idle_pause_minutes", "pause_hotkey")
 _TOP_LEVEL = ("study", "deny", "retention", "capture")
 
 #: Longest deny-rule label (as agent.capture.deny accepts: labels are stored in sessions).
-MAX_DENY_LABEL = 200
+MAX_DENY_LABEL = MAX_LABEL
 
 #: At most this many problems are listed in one StudyError.
 _MAX_REPORTED = 20
@@ -107,22 +108,6 @@ _HOTKEY_CHORD = _HOTKEY_MODIFIERS - {"shift", "shift_l", "shift_r"}
 
 
 @dataclass(frozen=True)
-class StudyDenyRule:
-    """One ``[[deny]]`` entry: windows optin never captures, on top of its own defaults.
-
-    :param label: what the operator calls it (shown to the volunteer).
-    :param app_class: case-insensitive glob on the application (X11 WM_CLASS class,
-        Windows executable name, macOS bundle id), or None.
-    :param title: case-insensitive regular expression searched in the window title, or None.
-        At least one of ``app_class`` and ``title`` is set; ``title`` compiles.
-    """
-
-    label: str
-    app_class: str | None = None
-    title: str | None = None
-
-
-@dataclass(frozen=True)
 class Study:
     """A parsed, validated study file."""
 
@@ -134,7 +119,7 @@ class Study:
     scopes: tuple[str, ...]
     recipients: tuple[str, ...]
     #: Extra deny rules from ``[[deny]]``, in file order.
-    deny: tuple[StudyDenyRule, ...] = ()
+    deny: tuple[DenyRule, ...] = ()
     #: ``[retention] days``: local data older than this is deleted.
     retention_days: int = DEFAULT_RETENTION_DAYS
     #: ``[retention] max_gib``: the local store's budget in GiB.
@@ -408,7 +393,7 @@ class _Validator:
                 self.error((*path, i), f"study.recipients[{i + 1}] {problem}")
         return tuple(dict.fromkeys(recipients))
 
-    def _deny(self, value: object) -> tuple[StudyDenyRule, ...]:
+    def _deny(self, value: object) -> tuple[DenyRule, ...]:
         if value is None:
             return ()
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
@@ -425,7 +410,7 @@ class _Validator:
                 rules.append(rule)
         return tuple(rules)
 
-    def _deny_rule(self, entry: dict[str, Any], path: _PathT) -> StudyDenyRule | None:
+    def _deny_rule(self, entry: dict[str, Any], path: _PathT) -> DenyRule | None:
         name = _key_name(path)
         self._unknown_keys(entry, path, _DENY_KEYS, "[[deny]]")
         ok = True
@@ -473,7 +458,9 @@ class _Validator:
                 ok = False
         if not ok:
             return None
-        return StudyDenyRule(label=str(values["label"]), app_class=values.get("app_class"), title=title)
+        return DenyRule(
+            label=str(values["label"]), app_class=values.get("app_class"), title=title
+        )  # checked above
 
     def _int(self, table: Mapping[str, object], path: _PathT, default: int, bounds: tuple[int, int]) -> int:
         key = str(path[-1])

@@ -106,7 +106,8 @@ MASK_BGRA = b"\x80\x80\x80\xff"
 INPUT_TYPES: tuple[type, ...] = (KeyPress, KeyRelease, PointerMove, ButtonPress, ButtonRelease, Scroll)
 
 _JSON_KEYS = frozenset({"label", "app_class", "title"})
-_MAX_LABEL = 200
+#: Longest label a rule may have (it is stored in every deny marker).
+MAX_LABEL = 200
 
 Rect = tuple[int, int, int, int]
 
@@ -130,8 +131,8 @@ class DenyRule:
     _title_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.label, str) or not self.label.strip() or len(self.label) > _MAX_LABEL:
-            msg = f"a deny rule needs a label: a non-empty string of at most {_MAX_LABEL} characters"
+        if not isinstance(self.label, str) or not self.label.strip() or len(self.label) > MAX_LABEL:
+            msg = f"a deny rule needs a label: a non-empty string of at most {MAX_LABEL} characters"
             raise ValueError(msg)
         for name in ("app_class", "title"):
             value = getattr(self, name)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pyrage import x25519
 
+from agent.capture.deny import DenyRule
 from agent.errors import StudyError
 from agent.paths import dirs
 from agent.study import (
@@ -16,7 +17,6 @@ from agent.study import (
     DEFAULT_RETENTION_DAYS,
     DEFAULT_RETENTION_MAX_GIB,
     Study,
-    StudyDenyRule,
     demo_study_toml,
     hotkey_problem,
     install_study,
@@ -93,9 +93,9 @@ def test_a_full_file_parses_with_every_field() -> None:
         scopes=("pointer", "keyboard", "screen", "window_titles"),
         recipients=(AGE, AGE2),
         deny=(
-            StudyDenyRule(label="Our HR system", app_class="hr-client*"),
-            StudyDenyRule(label="Payroll in any browser", title=r"salary|payroll|\bHR\b"),
-            StudyDenyRule(label="Bank statements", app_class="*.bank.example", title="statement"),
+            DenyRule(label="Our HR system", app_class="hr-client*"),
+            DenyRule(label="Payroll in any browser", title=r"salary|payroll|\bHR\b"),
+            DenyRule(label="Bank statements", app_class="*.bank.example", title="statement"),
         ),
         retention_days=14,
         retention_max_gib=0.5,
