@@ -120,6 +120,22 @@ class KeyRelease:
 
 
 @dataclass(frozen=True, slots=True)
+class Paste:
+    """Text the volunteer pasted, read from the clipboard when the paste key went down.
+
+    :ivar text: the pasted text; None when it could not be read or may not be
+        kept (not text, too long, or the focused window is unknown).
+    :ivar source: ``clipboard`` (ctrl+V, shift+Insert, cmd+V) or ``primary``
+        (X11 middle-click selection).
+    """
+
+    KIND: ClassVar[str] = "paste"
+    t_ns: int
+    text: str | None
+    source: str = "clipboard"
+
+
+@dataclass(frozen=True, slots=True)
 class Frame:
     """An encoded screenshot of the region ``left, top, width, height``.
 
@@ -178,7 +194,16 @@ class Marker:
 
 
 Event = (
-    PointerMove | ButtonPress | ButtonRelease | Scroll | KeyPress | KeyRelease | Frame | WindowFocus | Marker
+    PointerMove
+    | ButtonPress
+    | ButtonRelease
+    | Scroll
+    | KeyPress
+    | KeyRelease
+    | Paste
+    | Frame
+    | WindowFocus
+    | Marker
 )
 
 #: Every event class by its KIND.
@@ -191,6 +216,7 @@ EVENT_TYPES: dict[str, type[Any]] = {
         Scroll,
         KeyPress,
         KeyRelease,
+        Paste,
         Frame,
         WindowFocus,
         Marker,
@@ -298,6 +324,7 @@ __all__ = [
     "KeyPress",
     "KeyRelease",
     "Marker",
+    "Paste",
     "PointerMove",
     "Scroll",
     "WindowFocus",

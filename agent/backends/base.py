@@ -44,6 +44,12 @@ _KEYBOARD_EVENTS = (KeyPress, KeyRelease)
 _POINTER_EVENTS = (PointerMove, ButtonPress, ButtonRelease, Scroll)
 
 
+#: Longest pasted text kept (characters); longer pastes are recorded without their text.
+MAX_PASTE_CHARS = 65_536
+#: How long a clipboard read may take before it is given up (the owner may hang).
+CLIPBOARD_TIMEOUT_S = 0.5
+
+
 def scoped_sink(sink: EventSink, *, pointer: bool, keyboard: bool) -> EventSink:
     """``sink`` restricted to the consented input scopes (``sink`` itself when both are on).
 
@@ -176,6 +182,17 @@ class Backend(ABC):
         """Seconds since the last keyboard or pointer input anywhere; None when unknown.
 
         Called about once a second from the recorder's writer thread; never raises.
+        """
+        return None
+
+    def read_clipboard(self, source: str = "clipboard") -> str | None:
+        """The text now on the clipboard (``source="clipboard"``) or in the X11 primary
+        selection (``"primary"``); None when it is empty, not text, longer than
+        :data:`MAX_PASTE_CHARS`, or cannot be read within :data:`CLIPBOARD_TIMEOUT_S`.
+
+        Called from the recorder's clipboard thread right after a paste key went
+        down, never from a hook callback; never raises.  The text is captured
+        content: never log it.
         """
         return None
 
