@@ -33,6 +33,7 @@ from typing import Any
 from agent import consent, exclusions, pausing
 from agent.backends import Backend
 from agent.capture import Hooks, OwnUi, deny
+from agent.capture.clipboard import PasteWatch, paste_chord
 from agent.capture.coalesce import CoalesceState, coalesce
 from agent.capture.coalesce import flush as flush_moves
 from agent.capture.hotkey import Hotkey
@@ -86,6 +87,7 @@ class Counters:
     frames_skipped: int = 0  #: frames not stored: the encoder was behind, or capture stopped first
     coalesced: int = 0  #: pointer moves merged by the rate cap (not a loss: positions at actions are kept)
     own_ui: int = 0  #: clicks, scrolls and keys on optin's own tray, menu and windows, left out
+    pastes_lost: int = 0  #: pastes recorded without their text: the clipboard thread was behind
     written: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -95,6 +97,7 @@ class Counters:
             "events": self.dropped,
             "frame_failures": self.frame_failures,
             "frames_skipped": self.frames_skipped,
+            "pastes_lost": self.pastes_lost,
         }
 
 
@@ -135,6 +138,7 @@ class Recorder:
         self._own: OwnUi | None = None
         self._own_pids = {os.getpid()}
         self._secure: SecureInputWatch | None = None
+        self._paste: PasteWatch | None = None
         self._volunteer_pause: pausing.VolunteerPause | None = None
         try:
             self._hotkey = Hotkey.parse(study.pause_hotkey)
@@ -189,9 +193,22 @@ class Recorder:
         except queue.Full:
             self._count_drops(1)
             return
+        self._after_queued(event)
+
+    def _after_queued(self, event: Event) -> None:
+        """Follow-ups of a queued event (hook threads, O(1)): focus state, paste, frame timing."""
         if isinstance(event, WindowFocus):
             self._last_focus = event
             self._denied_now = deny.match(self.rules, event) is not None
+        elif isinstance(event, KeyPress):
+            paste = self._paste  # the clipboard is read only where the keys are kept
+            if (
+                paste is not None
+                and paste_chord(event)
+                and not self._denied_now
+                and deny.focus_known(self._last_focus)
+            ):
+                paste.request(event.t_ns)
         screen = self._screen
         if screen is not None and not self._denied_now:  # no frame timing from a denied window
             reason = action_reason(event)
@@ -372,6 +389,9 @@ class Recorder:
             secure = SecureInputWatch(self.backend.secure_input_active, self._sink)
             secure.start()  # before the hooks, like the own-UI answer
             self._secure = secure
+        if "keyboard" in scopes:
+            self._paste = PasteWatch(self.backend.read_clipboard, self._sink)
+            self._paste.start()
         if "screen" in scopes:
             self._screen = ScreenWatch(self.backend.screen_grabber(), self._sink, mask=self._mask)
             self._screen.start()  # stores the screen as it is now ("start")
@@ -398,6 +418,10 @@ class Recorder:
         own, self._own = self._own, None
         if own is not None:
             own.stop()
+        paste, self._paste = self._paste, None
+        if paste is not None:
+            paste.stop()  # answers the pastes already asked for
+            self.counters.pastes_lost += paste.lost
         secure, self._secure = self._secure, None
         if secure is not None:
             secure.stop()

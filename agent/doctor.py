@@ -52,7 +52,6 @@ if sys.platform.startswith("linux"):
     REQUIRED_PACKAGES["Xlib"] = "python-xlib"
 
 #: Python modules that provide an OCR engine when tesseract is absent.
-OCR_MODULES = ("rapidocr", "rapidocr_onnxruntime")
 
 MIN_PYTHON = (3, 10)
 
@@ -288,25 +287,45 @@ def check_age(timeout: float = CHECK_TIMEOUT) -> Check:
     )
 
 
-def check_ocr(timeout: float = CHECK_TIMEOUT) -> Check:
-    version, path = _run_version("tesseract", timeout)
-    if version is not None:
-        return Check("ocr", True, f"{version} ({path})")
-    for module in OCR_MODULES:
-        try:
-            spec = importlib.util.find_spec(module)
-        except (ImportError, ValueError):
-            spec = None
-        if spec is not None:
-            return Check("ocr", True, f"python module {module}")
-    where = f"{path} did not answer `tesseract --version`" if path else "tesseract is not on PATH"
+def check_ocr() -> Check:
+    """Can export read text on screens (tesseract with English data)?
+
+    Required when the installed study says ``[redaction] ocr = "required"`` (the
+    default): export refuses without it.  Optional otherwise.
+    """
+    from agent.redact.screen import TesseractOcr
+
+    required = _study_requires_ocr()
+    engine = TesseractOcr.find()
+    if engine is not None:
+        return Check("ocr", True, f"tesseract {engine.version} with English data ({engine.binary})")
+    where = (
+        "tesseract is not on PATH" if shutil.which("tesseract") is None else "tesseract has no English data"
+    )
+    if required:
+        return Check(
+            "ocr",
+            False,
+            f"{where}; the study requires OCR redaction, so export refuses until it is installed",
+            "apt-get install tesseract-ocr tesseract-ocr-eng",
+        )
     return Check(
         "ocr",
         None,
-        f"no OCR engine ({where}; rapidocr not installed): optional; without it, text inside "
-        "screenshots is not found by OCR redaction",
-        "apt-get install tesseract-ocr",
+        f"{where} (optional for this study: text inside screenshots is not OCR-masked)",
+        "apt-get install tesseract-ocr tesseract-ocr-eng",
     )
+
+
+def _study_requires_ocr() -> bool:
+    """Whether the installed study requires OCR; True when no study is installed or it cannot be read."""
+    from agent import paths
+    from agent.study import installed_study
+
+    try:
+        return installed_study(paths.dirs()).redaction_ocr == "required"
+    except Exception:  # no study yet, or a broken one: judge by the default, which requires it
+        return True
 
 
 # --- the whole run ----------------------------------------------------------------------------

@@ -5,7 +5,8 @@
     OptinError                      exit code 1 unless a subclass says otherwise
     ├── UsageError                  bad arguments or input (exit 2)
     ├── EnvironmentProblem          this machine cannot do it: no display, Wayland, no RECORD (exit 2)
-    │   └── BackendUnavailable      no capture backend could be loaded; carries every fix
+    │   ├── BackendUnavailable      no capture backend could be loaded; carries every fix
+    │   └── RedactorUnavailable     the study requires a redactor (OCR) this machine cannot run
     ├── ConsentRequired             capture or export asked for without the needed consent (exit 2)
     ├── StudyError                  the study file is missing or invalid (exit 2)
     ├── KeyError_                   the volunteer's key pair is missing or unusable
@@ -52,6 +53,10 @@ class BackendUnavailable(EnvironmentProblem):
         self.resolutions = list(resolutions or [])
         full = message if not self.resolutions else message + "\n" + "\n".join(self.resolutions)
         super().__init__(full)
+
+
+class RedactorUnavailable(EnvironmentProblem):
+    """The study requires a redactor that cannot run here: export refuses (fail closed)."""
 
 
 class ConsentRequired(OptinError):

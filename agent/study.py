@@ -24,6 +24,11 @@ A study file is TOML written by the study operator (docs/study.md has every key)
     idle_pause_minutes = 10
     pause_hotkey = "<ctrl>+<alt>+p"
 
+    [redaction]                       # optional
+    ocr = "required"                  # or "if-available", "off"
+    typed_text = "redact"             # or "drop"
+    window_titles = "redact"          # or "drop"
+
 The consent text's SHA-256 (over its UTF-8 bytes) is what a volunteer agrees
 to: a changed text is a new consent.  ``optin run --study FILE`` installs a
 study; the installed copy lives in the config directory.
@@ -68,6 +73,13 @@ DEFAULT_RETENTION_MAX_GIB = 2.0
 DEFAULT_IDLE_PAUSE_MINUTES = 10
 DEFAULT_PAUSE_HOTKEY = "<ctrl>+<alt>+p"
 
+#: ``[redaction]`` choices, the first of each is the default.
+REDACTION_CHOICES: dict[str, tuple[str, ...]] = {
+    "ocr": ("required", "if-available", "off"),
+    "typed_text": ("redact", "drop"),
+    "window_titles": ("redact", "drop"),
+}
+
 #: Allowed ranges (inclusive).
 RETENTION_DAYS_RANGE = (1, 365)
 RETENTION_MAX_GIB_RANGE = (0.1, 1024.0)
@@ -77,7 +89,8 @@ _STUDY_KEYS = ("id", "name", "contact", "consent_version", "consent_text", "scop
 _DENY_KEYS = ("label", "app_class", "title")
 _RETENTION_KEYS = ("days", "max_gib")
 _CAPTURE_KEYS = ("idle_pause_minutes", "pause_hotkey")
-_TOP_LEVEL = ("study", "deny", "retention", "capture")
+_REDACTION_KEYS = tuple(REDACTION_CHOICES)
+_TOP_LEVEL = ("study", "deny", "retention", "capture", "redaction")
 
 #: Longest deny-rule label (as agent.capture.deny accepts: labels are stored in sessions).
 MAX_DENY_LABEL = MAX_LABEL
@@ -128,6 +141,12 @@ class Study:
     idle_pause_minutes: int = DEFAULT_IDLE_PAUSE_MINUTES
     #: ``[capture] pause_hotkey``: pynput GlobalHotKeys syntax; "" for none.
     pause_hotkey: str = DEFAULT_PAUSE_HOTKEY
+    #: ``[redaction] ocr``: whether export must OCR-mask text on screens.
+    redaction_ocr: str = REDACTION_CHOICES["ocr"][0]
+    #: ``[redaction] typed_text``: redact detected spans, or drop every typed character.
+    redaction_typed_text: str = REDACTION_CHOICES["typed_text"][0]
+    #: ``[redaction] window_titles``: redact detected spans, or drop every title.
+    redaction_window_titles: str = REDACTION_CHOICES["window_titles"][0]
 
     @property
     def text_sha256(self) -> str:
@@ -256,7 +275,7 @@ class _Validator:
                 self.error(
                     (key,),
                     f"unknown table or key {_key_name((key,))}; a study file has [study], [[deny]], "
-                    f"[retention] and [capture]{_suggest(key, _TOP_LEVEL)}",
+                    f"[retention], [capture] and [redaction]{_suggest(key, _TOP_LEVEL)}",
                 )
         fields = self._study_table(doc.get("study"))
         deny = self._deny(doc.get("deny"))
@@ -268,6 +287,8 @@ class _Validator:
             capture, ("capture", "idle_pause_minutes"), DEFAULT_IDLE_PAUSE_MINUTES, IDLE_PAUSE_MINUTES_RANGE
         )
         hotkey = self._hotkey(capture)
+        redaction = self._table(doc.get("redaction"), "redaction", _REDACTION_KEYS)
+        choices = {key: self._choice(redaction, ("redaction", key)) for key in _REDACTION_KEYS}
         self._raise_if_errors()
         return Study(
             id=fields["id"],
@@ -282,6 +303,9 @@ class _Validator:
             retention_max_gib=max_gib,
             idle_pause_minutes=idle,
             pause_hotkey=hotkey,
+            redaction_ocr=choices["ocr"],
+            redaction_typed_text=choices["typed_text"],
+            redaction_window_titles=choices["window_titles"],
         )
 
     def _table(self, value: object, name: str, known: tuple[str, ...]) -> dict[str, Any]:
@@ -491,6 +515,19 @@ class _Validator:
             self.error(path, f"{_key_name(path)} is {value}; it must be from {low} to {high:g}")
             return default
         return float(value)
+
+    def _choice(self, table: Mapping[str, object], path: _PathT) -> str:
+        key = str(path[-1])
+        allowed = REDACTION_CHOICES[key]
+        if key not in table:
+            return allowed[0]
+        value = table[key]
+        if value not in allowed:
+            shown = _show(value) if isinstance(value, str) else _kind(value)
+            listed = ", ".join(f'"{a}"' for a in allowed)
+            self.error(path, f"{_key_name(path)} is {shown}; it must be one of {listed}")
+            return allowed[0]
+        return str(value)
 
     def _hotkey(self, table: Mapping[str, object]) -> str:
         path: _PathT = ("capture", "pause_hotkey")

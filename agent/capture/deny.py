@@ -91,6 +91,7 @@ from agent.events import (
     KeyPress,
     KeyRelease,
     Marker,
+    Paste,
     PointerMove,
     Scroll,
     WindowFocus,
@@ -103,7 +104,7 @@ DENY_MARKER = "deny"
 MASK_BGRA = b"\x80\x80\x80\xff"
 
 #: Input events left out while a denied window has focus.
-INPUT_TYPES: tuple[type, ...] = (KeyPress, KeyRelease, PointerMove, ButtonPress, ButtonRelease, Scroll)
+INPUT_TYPES: tuple[type, ...] = (KeyPress, KeyRelease, Paste, PointerMove, ButtonPress, ButtonRelease, Scroll)
 
 _JSON_KEYS = frozenset({"label", "app_class", "title"})
 #: Longest label a rule may have (it is stored in every deny marker).
@@ -380,7 +381,7 @@ class DenyState:
     @property
     def focus_known(self) -> bool:
         """Whether the focused window has a class or a title (else keys lose their characters)."""
-        return _known(self.focus)
+        return focus_known(self.focus)
 
 
 def filter_events(
@@ -394,7 +395,7 @@ def filter_events(
     focus, rule, since, left_out = state.focus, state.rule, state.since_ns, state.left_out
     closed, last = state.closed_ns, state.last_ns
     total, stripped = state.left_out_total, state.stripped_total
-    known = _known(focus)
+    known = focus_known(focus)
     out: list[Event] = []
     for event in events:
         t = event.t_ns
@@ -409,7 +410,7 @@ def filter_events(
                 total += 1
             elif closed is not None and t <= closed:
                 total += 1
-            elif not known and isinstance(event, (KeyPress, KeyRelease)):
+            elif not known and isinstance(event, (KeyPress, KeyRelease, Paste)):
                 bare = _strip(event)
                 stripped += bare is not event
                 out.append(bare)
@@ -423,7 +424,7 @@ def filter_events(
             out += markers
             if new is None:
                 out.append(event)
-            focus, rule, known = event, new, _known(event)
+            focus, rule, known = event, new, focus_known(event)
         else:
             out.append(event)
     return out, DenyState(focus, rule, since, left_out, closed, last, total, stripped)
@@ -505,12 +506,15 @@ def _closed(t_ns: int, rule: DenyRule, since_ns: int, left_out: int, *, at_stop:
     return _marker(t_ns, detail)
 
 
-def _known(focus: WindowFocus | None) -> bool:
+def focus_known(focus: WindowFocus | None) -> bool:
+    """Whether the rules can judge ``focus`` (unknown focus: typed characters are not kept)."""
     return focus is not None and (focus.app_class is not None or focus.title is not None)
 
 
-def _strip(event: KeyPress | KeyRelease) -> KeyPress | KeyRelease:
+def _strip(event: KeyPress | KeyRelease | Paste) -> KeyPress | KeyRelease | Paste:
     """``event`` without anything that spells what was typed (same object if there is nothing)."""
+    if isinstance(event, Paste):
+        return event if event.text is None else replace(event, text=None)
     name = event.name if event.char is None and event.name is not None and len(event.name) > 1 else None
     if event.char is None and event.vk is None and name == event.name:
         return event
@@ -606,6 +610,7 @@ __all__ = [
     "apply_masks",
     "filter_events",
     "flush",
+    "focus_known",
     "mask_rects",
     "match",
     "refocus",

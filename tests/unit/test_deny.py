@@ -36,6 +36,7 @@ from agent.events import (
     KeyPress,
     KeyRelease,
     Marker,
+    Paste,
     PointerMove,
     Scroll,
     WindowFocus,
@@ -778,3 +779,14 @@ def _timed(fn: Any) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def test_pasted_text_follows_the_keys() -> None:
+    """A paste into a denied window is left out; under unknown focus it loses its text."""
+    paste = Paste(T0 + 5, "pasted words")
+    out, state = run([[at(VAULT, T0), paste]])
+    assert paste not in out and state.left_out_total == 1
+    out, state = run([[at(UNKNOWN, T0), paste]])
+    assert Paste(T0 + 5, None) in out and state.stripped_total == 1
+    out, _ = run([[at(EDITOR, T0), paste]])
+    assert out[-1] is paste

@@ -13,6 +13,7 @@ import pytest
 
 from agent import doctor
 from agent.doctor import Check, exit_code, render_text, run_checks
+from tests.tools import require_tool
 
 NAMES = ["display", "record", "tray", "backend", "python", "packages", "data-dir", "keyring", "age", "ocr"]
 
@@ -107,14 +108,28 @@ def test_data_dir_permissions(tmp_path: Path) -> None:
     assert "chmod 700" in check.fix
 
 
-def test_ocr_missing_is_optional(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ocr_missing_fails_when_the_study_requires_it(monkeypatch: pytest.MonkeyPatch) -> None:
     real_which = doctor.shutil.which
     monkeypatch.setattr(doctor.shutil, "which", lambda cmd: None if cmd == "tesseract" else real_which(cmd))
-    monkeypatch.setattr(doctor, "OCR_MODULES", ("no_such_ocr_module_for_tests",))
+    from agent.redact import screen
+
+    monkeypatch.setattr(screen.shutil, "which", lambda cmd: None)
+    monkeypatch.setattr(doctor, "_study_requires_ocr", lambda: True)
     check = doctor.check_ocr()
-    assert check.ok is None
-    assert check.fix == "apt-get install tesseract-ocr"
+    assert check.ok is False
+    assert "requires OCR" in check.detail
+    assert check.fix == "apt-get install tesseract-ocr tesseract-ocr-eng"
+    assert exit_code([check]) == 1
+    monkeypatch.setattr(doctor, "_study_requires_ocr", lambda: False)
+    check = doctor.check_ocr()
+    assert check.ok is None and "optional" in check.detail
     assert exit_code([check]) == 0
+
+
+def test_ocr_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_tool("tesseract")
+    check = doctor.check_ocr()
+    assert check.ok is True and "with English data" in check.detail
 
 
 def test_a_hanging_tool_does_not_hang_the_doctor(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

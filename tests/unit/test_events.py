@@ -14,6 +14,8 @@ SAMPLES = [
     ev.Scroll(4, 10, 20, 0, -1),
     ev.KeyPress(5, "é", None, 233, ("shift",)),
     ev.KeyRelease(6, None, "enter", 65293, ()),
+    ev.Paste(6, "pasted ✓\n", "clipboard"),
+    ev.Paste(6, None),
     ev.Frame(7, 0, 0, 2, 1, "webp", "click", b"\x00\xffRIFF"),
     ev.WindowFocus(8, "Grüße €", "XTerm", 1234, 1, 2, 3, 4),
     ev.WindowFocus(9, None, None, None),

@@ -396,3 +396,41 @@ def test_an_invalid_file_is_not_installed(optin_home: Path, tmp_path: Path) -> N
         install_study(dirs(), path)
     with pytest.raises(StudyError, match="no study is installed"):
         installed_study(dirs())
+
+
+def test_redaction_defaults_fail_closed() -> None:
+    study = parse_study(demo_study_toml(AGE))
+    assert (study.redaction_ocr, study.redaction_typed_text, study.redaction_window_titles) == (
+        "required",
+        "redact",
+        "redact",
+    )
+
+
+def test_redaction_choices_parse() -> None:
+    text = demo_study_toml(AGE) + '\n[redaction]\nocr = "off"\ntyped_text = "drop"\nwindow_titles = "drop"\n'
+    study = parse_study(text)
+    assert (study.redaction_ocr, study.redaction_typed_text, study.redaction_window_titles) == (
+        "off",
+        "drop",
+        "drop",
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (
+            'ocr = "sometimes"',
+            'redaction.ocr is \'sometimes\'; it must be one of "required", "if-available", "off"',
+        ),
+        ("typed_text = true", 'redaction.typed_text is a boolean; it must be one of "redact", "drop"'),
+        ('titles = "drop"', "redaction"),
+    ],
+)
+def test_redaction_errors_name_line_and_choices(body: str, fragment: str) -> None:
+    text = demo_study_toml(AGE) + f"\n[redaction]\n{body}\n"
+    line = text.count("\n")
+    message = error_of(text)
+    assert f"study.toml:{line}:" in message
+    assert fragment in message

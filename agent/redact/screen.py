@@ -1,0 +1,382 @@
+"""Screen redaction at export: read the text on changed parts of a frame, mask what is sensitive.
+
+Deny-listed windows are already masked when a frame is captured (agent/capture/deny.py);
+this module handles the rest of the screen.  For each exported frame:
+
+1. :func:`changed_bands` finds the horizontal bands (full frame width, so a text line is
+   read whole) that differ from the previous frame of the same geometry; the first frame
+   and any frame after a geometry change is read whole.
+2. An OCR engine (:class:`TesseractOcr`) reads the words in those bands.
+3. :func:`lines` groups the words into visual lines; the text detectors run on each line,
+   and the text the volunteer typed that was redacted (``secrets``) is looked for too.
+4. Boxes of matched words are masked (black, padded by :data:`PAD` pixels); masks of the
+   previous frame outside the changed bands are kept, since those pixels did not change.
+
+:func:`mask_plan` is pure given its OCR function, so it is tested without tesseract.
+Nothing here writes a file: images go to tesseract through a pipe.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from agent.redact.spans import Span
+
+#: (left, top, right, bottom), right and bottom exclusive.
+Box = tuple[int, int, int, int]
+
+#: Rows are compared in bands this tall.
+BAND = 16
+#: Changed bands grow by this much on each side (anti-aliasing, descenders, a line above).
+MARGIN = 12
+#: Bands closer than this are read as one.
+JOIN_GAP = 48
+#: Masks grow by this much on each side.
+PAD = 3
+#: Typed secrets shorter than this are not looked for on screen (too many chance matches).
+MIN_SECRET_CHARS = 4
+#: Mask colour (RGB).
+MASK_RGB = (0, 0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """A word the OCR engine read, in frame coordinates."""
+
+    box: Box
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """Words on one visual line, and their text joined by single spaces."""
+
+    words: tuple[Word, ...]
+    text: str
+    #: ``starts[i]`` is where ``words[i]`` begins in :attr:`text`.
+    starts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FrameMasks:
+    """What :func:`mask_plan` decided for one frame."""
+
+    boxes: tuple[Box, ...]
+    #: The bands that were read (empty: nothing changed since the previous frame).
+    bands: tuple[tuple[int, int], ...]
+    #: Entity counts of the text matches masked in the bands read (``TYPED`` for typed secrets).
+    counts: dict[str, int]
+
+
+# --- where to read ----------------------------------------------------------------------------------
+
+
+def changed_bands(previous: Any | None, current: Any) -> list[tuple[int, int]]:
+    """Row ranges ``(top, bottom)`` of ``current`` (a Pillow image) that differ from ``previous``.
+
+    All of ``current`` when there is no previous image or its size differs.  Bands are
+    widened by :data:`MARGIN`, and bands closer than :data:`JOIN_GAP` are joined.
+    """
+    width, height = current.size
+    if previous is None or previous.size != current.size:
+        return [(0, height)] if height else []
+    from PIL import ImageChops
+
+    diff = ImageChops.difference(previous.convert("RGB"), current.convert("RGB"))
+    rows: list[tuple[int, int]] = []
+    for top in range(0, height, BAND):
+        bottom = min(height, top + BAND)
+        if diff.crop((0, top, width, bottom)).getbbox() is not None:
+            rows.append((max(0, top - MARGIN), min(height, bottom + MARGIN)))
+    return join_bands(rows, JOIN_GAP)
+
+
+def join_bands(bands: Iterable[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    """Sorted, merged row ranges; ranges less than ``gap`` apart become one."""
+    out: list[tuple[int, int]] = []
+    for top, bottom in sorted(bands):
+        if out and top - out[-1][1] < gap:
+            out[-1] = (out[-1][0], max(out[-1][1], bottom))
+        else:
+            out.append((top, bottom))
+    return out
+
+
+def _cover_boxes(bands: list[tuple[int, int]], boxes: Sequence[Box], height: int) -> list[tuple[int, int]]:
+    """Grow bands until every previous mask they touch lies wholly inside one (so it is re-read)."""
+    while True:
+        grown = list(bands)
+        for box in boxes:
+            for i, (top, bottom) in enumerate(grown):
+                if box[1] < bottom and box[3] > top and not (top <= box[1] and box[3] <= bottom):
+                    grown[i] = (max(0, min(top, box[1] - MARGIN)), min(height, max(bottom, box[3] + MARGIN)))
+        grown = join_bands(grown, JOIN_GAP)
+        if grown == bands:
+            return bands
+        bands = grown
+
+
+# --- what the words say -----------------------------------------------------------------------------
+
+
+def lines(words: Iterable[Word]) -> list[Line]:
+    """Group words into visual lines (vertical centres within half a word height), left to right.
+
+    A horizontal gap of more than four line heights starts a new line, so two columns of a
+    layout are not read as one sentence.
+    """
+    rows: list[list[Word]] = []
+    for word in sorted(words, key=lambda w: (w.box[1] + w.box[3], w.box[0])):
+        centre = (word.box[1] + word.box[3]) / 2
+        for row in rows:
+            ref = row[-1].box
+            if abs((ref[1] + ref[3]) / 2 - centre) <= max(4.0, (ref[3] - ref[1]) / 2):
+                row.append(word)
+                break
+        else:
+            rows.append([word])
+    out: list[Line] = []
+    for row in rows:
+        row.sort(key=lambda w: w.box[0])
+        height = max(w.box[3] - w.box[1] for w in row)
+        group: list[Word] = []
+        for word in row:
+            if group and word.box[0] - group[-1].box[2] > 4 * height:
+                out.append(_line(group))
+                group = []
+            group.append(word)
+        out.append(_line(group))
+    return out
+
+
+def _line(words: list[Word]) -> Line:
+    starts: list[int] = []
+    pos = 0
+    for word in words:
+        starts.append(pos)
+        pos += len(word.text) + 1
+    return Line(tuple(words), " ".join(w.text for w in words), tuple(starts))
+
+
+def _words_in(line: Line, start: int, end: int) -> list[Word]:
+    return [w for w, s in zip(line.words, line.starts, strict=True) if s < end and s + len(w.text) > start]
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def _find_typed(line: Line, secrets: Sequence[str]) -> list[Word]:
+    """Words of ``line`` that show one of ``secrets`` (spaces ignored, case folded)."""
+    if not secrets:
+        return []
+    compact: list[str] = []
+    owner: list[int] = []
+    for i, word in enumerate(line.words):
+        for ch in _SPACE.sub("", word.text).casefold():
+            compact.append(ch)
+            owner.append(i)
+    haystack = "".join(compact)
+    found: set[int] = set()
+    for secret in secrets:
+        at = haystack.find(secret)
+        while at >= 0:
+            found.update(owner[at : at + len(secret)])
+            at = haystack.find(secret, at + 1)
+    return [line.words[i] for i in sorted(found)]
+
+
+def normalise_secrets(secrets: Iterable[str]) -> tuple[str, ...]:
+    """Typed secrets as :func:`mask_plan` looks for them: no spaces, case folded, long enough."""
+    out = {_SPACE.sub("", s).casefold() for s in secrets}
+    return tuple(sorted(s for s in out if len(s) >= MIN_SECRET_CHARS))
+
+
+def _pad(box: Box, width: int, height: int) -> Box:
+    return (max(0, box[0] - PAD), max(0, box[1] - PAD), min(width, box[2] + PAD), min(height, box[3] + PAD))
+
+
+# --- the plan ---------------------------------------------------------------------------------------
+
+OcrFn = Callable[[Any, Sequence[tuple[int, int]]], list[Word]]
+DetectFn = Callable[[str], list[Span]]
+
+
+def mask_plan(
+    previous: Any | None,
+    previous_boxes: Sequence[Box],
+    current: Any,
+    *,
+    ocr: OcrFn,
+    detect: DetectFn,
+    secrets: Sequence[str] = (),
+) -> FrameMasks:
+    """Decide the masks of ``current`` (a Pillow image; pure given ``ocr`` and ``detect``).
+
+    :param previous: the previous exported frame of this session, unmasked, or None.
+    :param previous_boxes: the masks decided for ``previous``.
+    :param ocr: reads the words in the given row bands of an image.
+    :param secrets: :func:`normalise_secrets` output: typed text that was redacted.
+    """
+    width, height = current.size
+    same = previous is not None and previous.size == current.size
+    bands = changed_bands(previous if same else None, current)
+    if same:
+        bands = _cover_boxes(bands, previous_boxes, height)
+    kept = [
+        b
+        for b in (previous_boxes if same else ())
+        if not any(b[1] < bot and b[3] > top for top, bot in bands)
+    ]
+    counts: dict[str, int] = {}
+    found: list[Box] = []
+    words = ocr(current, bands) if bands else []
+    for line in lines(words):
+        for span in detect(line.text):
+            hit = _words_in(line, span.start, span.end)
+            found += [_pad(w.box, width, height) for w in hit]
+            counts[span.entity] = counts.get(span.entity, 0) + bool(hit)
+        typed = _find_typed(line, secrets)
+        if typed:
+            found += [_pad(w.box, width, height) for w in typed]
+            counts["TYPED"] = counts.get("TYPED", 0) + 1
+    boxes = tuple(sorted(set(kept) | set(found)))
+    return FrameMasks(boxes, tuple(bands), counts)
+
+
+def apply_boxes(image: Any, boxes: Iterable[Box]) -> Any:
+    """A copy of ``image`` with ``boxes`` filled with :data:`MASK_RGB`."""
+    from PIL import ImageDraw
+
+    out = image.convert("RGB")
+    draw = ImageDraw.Draw(out)
+    for left, top, right, bottom in boxes:
+        draw.rectangle((left, top, right - 1, bottom - 1), fill=MASK_RGB)
+    return out
+
+
+# --- tesseract --------------------------------------------------------------------------------------
+
+
+class OcrFailed(Exception):
+    """The OCR engine could not read a frame (the frame is then left out of the export)."""
+
+
+class TesseractOcr:
+    """The tesseract command, one thread each, fed PNG bytes through a pipe (no files).
+
+    Measured on this kind of machine (../shared/research/redaction-lab.md): light-on-dark
+    text needs inverting and small text a 2x upscale; ``OMP_THREAD_LIMIT=1`` is 4x faster
+    than tesseract's default threading on two cores.  Bands are read two at a time.
+    """
+
+    name = "tesseract"
+    #: Upscale factor before reading.
+    SCALE = 2
+    #: Luminance below which a region counts as a dark background (then inverted).
+    DARK = 110
+    #: Seconds one band may take.
+    TIMEOUT_S = 60.0
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.version = _tesseract_version(binary)
+        self._env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+
+    @classmethod
+    def find(cls) -> TesseractOcr | None:
+        """The installed tesseract with English data, or None."""
+        binary = shutil.which("tesseract")
+        if binary is None:
+            return None
+        try:
+            engine = cls(binary)
+            langs = subprocess.run(
+                [binary, "--list-langs"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.split()
+        except (OSError, subprocess.SubprocessError, OcrFailed):
+            return None
+        return engine if "eng" in langs else None
+
+    def __call__(self, image: Any, bands: Sequence[tuple[int, int]]) -> list[Word]:
+        """Words in ``bands`` of ``image``, in image coordinates.
+
+        :raises OcrFailed: tesseract failed or timed out on a band.
+        """
+        width = image.size[0]
+        crops = [(top, image.crop((0, top, width, bottom))) for top, bottom in bands if bottom > top]
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="optin-ocr") as pool:
+            results = list(pool.map(lambda c: self._read(*c), crops))
+        return [w for words in results for w in words]
+
+    def _read(self, top: int, crop: Any) -> list[Word]:
+        prepared = prepare(crop, self.SCALE, self.DARK)
+        buf = io.BytesIO()
+        prepared.save(buf, format="PNG", compress_level=1)
+        try:
+            done = subprocess.run(
+                [self.binary, "stdin", "stdout", "--oem", "1", "--psm", "3", "-l", "eng", "tsv"],
+                input=buf.getvalue(),
+                capture_output=True,
+                timeout=self.TIMEOUT_S,
+                env=self._env,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            msg = f"tesseract did not finish: {type(exc).__name__}"
+            raise OcrFailed(msg) from None
+        if done.returncode != 0:
+            msg = f"tesseract exited with status {done.returncode}"
+            raise OcrFailed(msg)
+        return parse_tsv(done.stdout.decode("utf-8", "replace"), scale=self.SCALE, top=top)
+
+
+def _tesseract_version(binary: str) -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        msg = f"tesseract --version failed: {type(exc).__name__}"
+        raise OcrFailed(msg) from None
+    first = (out.stdout or out.stderr).split("\n", 1)[0].split()
+    return first[1] if len(first) > 1 else "unknown"
+
+
+def prepare(image: Any, scale: int, dark: int) -> Any:
+    """Greyscale, light-on-dark regions inverted, upscaled ``scale`` times (for tesseract)."""
+    from PIL import Image, ImageChops
+
+    grey = image.convert("L")
+    w, h = grey.size
+    small = grey.resize((max(1, w // 16), max(1, h // 16)), Image.Resampling.BOX)
+    dark_map = small.point(lambda v: 255 if v < dark else 0).resize((w, h), Image.Resampling.NEAREST)
+    if dark_map.getbbox() is not None:
+        grey = Image.composite(ImageChops.invert(grey), grey, dark_map)
+    if scale != 1:
+        grey = grey.resize((w * scale, h * scale), Image.Resampling.LANCZOS)
+    return grey
+
+
+def parse_tsv(tsv: str, *, scale: int = 1, top: int = 0) -> list[Word]:
+    """Words of tesseract's TSV output, boxes divided by ``scale`` and moved down by ``top``."""
+    words: list[Word] = []
+    for row in tsv.splitlines()[1:]:
+        cols = row.split("\t")
+        if len(cols) < 12 or cols[0] != "5":
+            continue
+        text = cols[11].strip()
+        if not text:
+            continue
+        try:
+            left, y, w, h = (int(c) for c in cols[6:10])
+        except ValueError:
+            continue
+        box = (left // scale, top + y // scale, -(-(left + w) // scale), top + -(-(y + h) // scale))
+        words.append(Word(box, text))
+    return words

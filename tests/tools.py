@@ -1,0 +1,19 @@
+"""Test helpers shared across test directories."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def require_tool(*commands: str, hint: str = "run: make system-deps") -> None:
+    """Fail (with CI=true) or skip (locally, saying why) when a command the test needs is missing."""
+    missing = [c for c in commands if shutil.which(c) is None]
+    if not missing:
+        return
+    why = f"this test needs {', '.join(missing)} on PATH ({hint})"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(why)
+    pytest.skip(why)

@@ -1,0 +1,221 @@
+"""Screen redaction: where to read, how words become lines, which boxes are masked.
+
+The plan is tested with a stand-in OCR function; the last tests run the real
+tesseract (Debian's package) on rendered text, light on dark included.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from agent.redact.screen import (
+    BAND,
+    MARGIN,
+    PAD,
+    Line,
+    TesseractOcr,
+    Word,
+    apply_boxes,
+    changed_bands,
+    join_bands,
+    lines,
+    mask_plan,
+    normalise_secrets,
+    parse_tsv,
+    prepare,
+)
+from agent.redact.spans import Span
+from tests.tools import require_tool
+
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"
+
+
+def email_detector(text: str) -> list[Span]:
+    return [Span(m.start(), m.end(), "EMAIL") for m in re.finditer(r"\S+@\S+\.\w+", text)]
+
+
+class StandInOcr:
+    """Returns fixed words, only those inside the bands asked for; records the calls."""
+
+    def __init__(self, words: Sequence[Word]) -> None:
+        self.words = list(words)
+        self.calls: list[tuple[tuple[int, int], ...]] = []
+
+    def __call__(self, image: Any, bands: Sequence[tuple[int, int]]) -> list[Word]:
+        self.calls.append(tuple(bands))
+        return [w for w in self.words if any(t <= w.box[1] and w.box[3] <= b for t, b in bands)]
+
+
+def blank(width: int = 400, height: int = 300) -> Image.Image:
+    return Image.new("RGB", (width, height), "white")
+
+
+# --- bands ------------------------------------------------------------------------------------------
+
+
+def test_first_frame_and_new_geometry_are_read_whole() -> None:
+    assert changed_bands(None, blank()) == [(0, 300)]
+    assert changed_bands(blank(300, 300), blank()) == [(0, 300)]
+
+
+def test_an_unchanged_frame_has_no_bands() -> None:
+    assert changed_bands(blank(), blank()) == []
+
+
+def test_one_changed_pixel_reads_its_band_with_margins() -> None:
+    cur = blank()
+    cur.putpixel((399, 5 * BAND + 3), (0, 0, 0))
+    assert changed_bands(blank(), cur) == [(5 * BAND - MARGIN, 6 * BAND + MARGIN)]
+
+
+def test_close_bands_are_joined_far_ones_kept_apart() -> None:
+    assert join_bands([(100, 120), (10, 20), (130, 140)], 48) == [(10, 20), (100, 140)]
+    assert join_bands([(0, 10), (100, 110)], 48) == [(0, 10), (100, 110)]
+
+
+# --- lines ------------------------------------------------------------------------------------------
+
+
+def test_words_group_into_lines_left_to_right() -> None:
+    words = [
+        Word((60, 10, 100, 24), "world"),
+        Word((0, 11, 50, 25), "hello"),
+        Word((0, 40, 30, 54), "next"),
+    ]
+    got = lines(words)
+    assert [ln.text for ln in got] == ["hello world", "next"]
+    assert got[0].starts == (0, 6)
+
+
+def test_far_apart_columns_are_separate_lines() -> None:
+    words = [Word((0, 10, 40, 24), "left"), Word((1000, 10, 1040, 24), "right")]
+    assert [ln.text for ln in lines(words)] == ["left", "right"]
+
+
+# --- the plan ---------------------------------------------------------------------------------------
+
+
+def test_detected_words_are_masked_with_padding() -> None:
+    ocr = StandInOcr([Word((10, 10, 60, 24), "mail:"), Word((70, 10, 200, 24), "a@example.com")])
+    plan = mask_plan(None, (), blank(), ocr=ocr, detect=email_detector)
+    assert plan.boxes == ((70 - PAD, 10 - PAD, 200 + PAD, 24 + PAD),)
+    assert plan.counts == {"EMAIL": 1}
+    assert plan.bands == ((0, 300),)
+
+
+def test_typed_secrets_are_found_across_words_and_case() -> None:
+    ocr = StandInOcr(
+        [
+            Word((10, 10, 60, 24), "TOKEN=Hunter2"),
+            Word((70, 10, 120, 24), "Secret"),
+            Word((130, 10, 160, 24), "ok"),
+        ]
+    )
+    plan = mask_plan(
+        None, (), blank(), ocr=ocr, detect=lambda t: [], secrets=normalise_secrets(["hunter2 secret"])
+    )
+    assert len(plan.boxes) == 2 and plan.counts == {"TYPED": 1}
+    assert all(box[2] <= 120 + PAD for box in plan.boxes)  # "ok" is not masked
+
+
+def test_short_typed_secrets_are_not_looked_for() -> None:
+    assert normalise_secrets(["abc", " a b ", "abcd", "AbCd"]) == ("abcd",)
+
+
+def test_masks_outside_the_changed_bands_are_kept_without_reading_again() -> None:
+    old_box = (10, 200, 100, 220)
+    cur = blank()
+    ImageDraw.Draw(cur).rectangle((0, 16, 10, 20), fill="black")  # a change near the top only
+    ocr = StandInOcr([])
+    plan = mask_plan(blank(), (old_box,), cur, ocr=ocr, detect=email_detector)
+    assert plan.boxes == (old_box,)
+    assert ocr.calls == [((16 - MARGIN, 16 + BAND + MARGIN),)]
+
+
+def test_a_band_touching_an_old_mask_grows_to_read_it_whole() -> None:
+    old_box = (10, 40, 100, 90)
+    cur = blank()
+    cur.putpixel((5, 33), (0, 0, 0))  # band 32..48 (+margins) touches the mask's top only
+    ocr = StandInOcr([])
+    plan = mask_plan(blank(), (old_box,), cur, ocr=ocr, detect=email_detector)
+    (band,) = plan.bands
+    assert band[0] <= 40 and band[1] >= 90
+    assert plan.boxes == ()  # re-read and nothing sensitive found: the old mask is gone
+
+
+def test_nothing_changed_means_no_reading_and_the_same_masks() -> None:
+    ocr = StandInOcr([])
+    plan = mask_plan(blank(), ((1, 2, 3, 4),), blank(), ocr=ocr, detect=email_detector)
+    assert plan.boxes == ((1, 2, 3, 4),) and ocr.calls == [] and plan.bands == ()
+
+
+def test_apply_boxes_fills_black_and_leaves_the_rest() -> None:
+    out = apply_boxes(blank(), [(10, 10, 20, 20)])
+    assert out.getpixel((10, 10)) == (0, 0, 0) and out.getpixel((19, 19)) == (0, 0, 0)
+    assert out.getpixel((20, 20)) == (255, 255, 255)
+
+
+# --- tesseract's pieces -----------------------------------------------------------------------------
+
+
+def test_parse_tsv_scales_and_offsets_words() -> None:
+    tsv = (
+        "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext\n"
+        "1\t1\t0\t0\t0\t0\t0\t0\t800\t60\t-1\t\n"
+        "5\t1\t1\t1\t1\t1\t20\t10\t81\t31\t96.0\tword\n"
+        "5\t1\t1\t1\t1\t2\t120\t10\t40\t30\t95.0\t \n"
+    )
+    assert parse_tsv(tsv, scale=2, top=100) == [Word((10, 105, 51, 121), "word")]
+
+
+def test_prepare_inverts_dark_regions_and_upscales() -> None:
+    img = Image.new("RGB", (64, 32), "white")
+    ImageDraw.Draw(img).rectangle((32, 0, 63, 31), fill=(20, 20, 20))
+    out = prepare(img, 2, 110)
+    assert out.size == (128, 64)
+    assert out.getpixel((10, 10)) > 200 and out.getpixel((100, 10)) > 200  # dark half became light
+
+
+# --- the real engine --------------------------------------------------------------------------------
+
+
+def rendered(lines_: Sequence[str], *, dark: bool = False) -> Image.Image:
+    img = Image.new("RGB", (900, 40 + 24 * len(lines_)), (25, 25, 25) if dark else "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.truetype(FONT, 15)
+    for i, text in enumerate(lines_):
+        draw.text((12, 12 + 24 * i), text, fill=(225, 225, 225) if dark else "black", font=font)
+    return img
+
+
+@pytest.fixture(scope="module")
+def tesseract() -> TesseractOcr:
+    require_tool("tesseract", hint="apt-get install tesseract-ocr tesseract-ocr-eng")
+    engine = TesseractOcr.find()
+    assert engine is not None, "tesseract is installed but has no English data (tesseract-ocr-eng)"
+    return engine
+
+
+@pytest.mark.parametrize("dark", [False, True], ids=["dark-on-light", "light-on-dark"])
+def test_tesseract_reads_and_the_email_is_masked(tesseract: TesseractOcr, dark: bool) -> None:
+    img = rendered(["please write to alice.smith@example.com today", "nothing else here"], dark=dark)
+    plan = mask_plan(None, (), img, ocr=tesseract, detect=email_detector)
+    assert plan.counts == {"EMAIL": 1}
+    assert len(plan.boxes) == 1
+    masked = apply_boxes(img, plan.boxes)
+    again = tesseract(masked, [(0, masked.size[1])])
+    assert not any("example" in w.text for w in again)  # gone from the masked frame
+    assert any(w.text == "nothing" for w in again)  # the rest still reads
+
+
+def test_tesseract_words_are_in_frame_coordinates(tesseract: TesseractOcr) -> None:
+    img = rendered(["first line", "second line with marker XYZZY"])
+    words = tesseract(img, [(30, img.size[1])])
+    (marker,) = [w for w in words if w.text == "XYZZY"]
+    assert 30 <= marker.box[1] < marker.box[3] <= img.size[1]
+    assert isinstance(lines(words)[0], Line)
