@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
-from typing import ClassVar
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, TypeVar
 
 from agent.capture import EventSink, Hooks, OwnUi, ScreenGrabber
 from agent.events import (
@@ -48,6 +48,52 @@ _POINTER_EVENTS = (PointerMove, ButtonPress, ButtonRelease, Scroll)
 MAX_PASTE_CHARS = 65_536
 #: How long a clipboard read may take before it is given up (the owner may hang).
 CLIPBOARD_TIMEOUT_S = 0.5
+
+_T = TypeVar("_T")
+
+
+class TimedRead:
+    """Runs one blocking read at a time on a daemon thread; the caller waits at most ``timeout``.
+
+    A read still running after its timeout is abandoned (its result is dropped);
+    until it ends, :meth:`call` answers None at once instead of piling up threads
+    behind it.
+
+    :param name: the threads' name.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._busy: threading.Thread | None = None
+
+    def call(self, fn: Callable[[], _T], timeout: float) -> _T | None:
+        """``fn()`` run on a new thread; None if it did not end within ``timeout`` seconds or the
+        previous read still runs.
+
+        :raises Exception: what ``fn`` raised.
+        """
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # handed to the caller below
+                box["error"] = exc
+
+        with self._lock:
+            if self._busy is not None and self._busy.is_alive():
+                return None
+            thread = threading.Thread(target=target, name=self._name, daemon=True)
+            self._busy = thread
+            thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            return None
+        if "error" in box:
+            raise box["error"]
+        value: _T | None = box.get("value")
+        return value
 
 
 def scoped_sink(sink: EventSink, *, pointer: bool, keyboard: bool) -> EventSink:

@@ -38,11 +38,22 @@ How it works:
   while any application has secure event input on, e.g. a focused password
   field or Terminal's Secure Keyboard Entry.  macOS then withholds key events
   from event taps anyway.
+* Pasted text: ``NSPasteboard.generalPasteboard().stringForType_(
+  NSPasteboardTypeString)``, on a short-lived thread (:class:`TimedRead`): an
+  application that promised the data renders it on demand and may hang.  macOS
+  has no primary selection.
+* Idle time: ``CGEventSourceSecondsSinceLastEventType(
+  kCGEventSourceStateHIDSystemState, kCGAnyInputEventType)``, the seconds since
+  the last keyboard, mouse or trackpad event the HID system saw.
+* Locked: ``CGSSessionScreenIsLocked`` in ``CGSessionCopyCurrentDictionary()``
+  (present and true while the login window covers the session; undocumented but
+  long-standing), or the main display asleep (``CGDisplayIsAsleep``).  A screen
+  saver running without a password is not seen.
 
 The C functions are called through ctypes; pyobjc (``Quartz``, ``AppKit``,
 ``CoreFoundation``) is needed for the window list and NSWorkspace.  Window
 titles are captured content: this module never logs them or puts them in an
-exception message.
+exception message; nor the clipboard text.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import logging
+import math
 import os
 import sys
 import threading
@@ -58,12 +70,20 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from agent.backends.base import Backend, FocusEmitter, join_watcher
+from agent.backends.base import (
+    CLIPBOARD_TIMEOUT_S,
+    MAX_PASTE_CHARS,
+    Backend,
+    FocusEmitter,
+    TimedRead,
+    join_watcher,
+)
 from agent.capture import EventSink, Hooks
 from agent.errors import BackendUnavailable, EnvironmentProblem
 from agent.events import WindowFocus, now_ns
 
 logger = logging.getLogger(__name__)
+
 
 #: Framework binaries; ``dlopen`` finds them in the dyld shared cache on macOS 11+.
 CARBON = "/System/Library/Frameworks/Carbon.framework/Carbon"
@@ -94,6 +114,9 @@ WINDOW_ALPHA = "kCGWindowAlpha"
 
 #: Seconds between two looks at the window list by the focus watcher.
 FOCUS_POLL_INTERVAL = 0.25
+
+#: Key of ``CGSessionCopyCurrentDictionary()`` present (and true) while the screen is locked.
+SCREEN_IS_LOCKED = "CGSSessionScreenIsLocked"
 
 #: What to install when pyobjc is missing (pynput installs the same on macOS).
 PYOBJC_FIX = "pip install 'pyobjc-framework-Quartz>=8' 'pyobjc-framework-Cocoa>=8'"
@@ -275,6 +298,39 @@ def gui_session_problem(has_session: bool, on_console: bool | None) -> str | Non
     return None
 
 
+def paste_text(value: object) -> str | None:
+    """The pasted text from ``stringForType_`` (an NSString, or None when the pasteboard has no
+    text); None when empty or longer than :data:`MAX_PASTE_CHARS` characters."""
+    if value is None:
+        return None
+    text = str(value)
+    if not text or len(text) > MAX_PASTE_CHARS:
+        return None
+    return text
+
+
+def idle_from_event_source(seconds: object) -> float | None:
+    """``CGEventSourceSecondsSinceLastEventType``'s answer as seconds; None when it is not a
+    finite number.  A negative answer (clock adjustments) is 0."""
+    value = _number(seconds)
+    if value is None or not math.isfinite(value):
+        return None
+    return max(0.0, value)
+
+
+def locked_from_session(info: Mapping[str, Any] | None, display_asleep: bool | None = None) -> bool | None:
+    """Whether the screen is locked or blanked, from ``CGSessionCopyCurrentDictionary()``
+    (None: no window-server session) and ``CGDisplayIsAsleep`` of the main display.
+
+    The lock key is only present while locked, so a session without it is unlocked.
+    """
+    if display_asleep:
+        return True
+    if info is None:
+        return None
+    return bool(info.get(SCREEN_IS_LOCKED, False))
+
+
 class PollingFocusWatcher:
     """Emits :class:`WindowFocus` when what ``read()`` answers changes, looking every ``interval`` seconds.
 
@@ -438,6 +494,29 @@ class _Cocoa:
             pid = int(owner) if owner is not None else front
             return focus_from_window_info(t_ns, window, pid=pid, app_class=self.bundle_id(pid))
 
+    def pasteboard_text(self) -> str | None:
+        """The general pasteboard's plain text (``NSPasteboardTypeString``), capped by :func:`paste_text`."""
+        with self.objc.autorelease_pool():
+            board = self.appkit.NSPasteboard.generalPasteboard()
+            return paste_text(board.stringForType_(self.appkit.NSPasteboardTypeString))
+
+    def idle_seconds(self) -> float | None:
+        with self.objc.autorelease_pool():
+            seconds = self.quartz.CGEventSourceSecondsSinceLastEventType(
+                self.quartz.kCGEventSourceStateHIDSystemState, self.quartz.kCGAnyInputEventType
+            )
+            return idle_from_event_source(seconds)
+
+    def screen_locked(self) -> bool | None:
+        with self.objc.autorelease_pool():
+            try:
+                asleep: bool | None = bool(self.quartz.CGDisplayIsAsleep(self.quartz.CGMainDisplayID()))
+            except Exception as exc:  # not fatal: the session dictionary still tells about the lock
+                logger.debug("CGDisplayIsAsleep failed (%s)", type(exc).__name__)
+                asleep = None
+            info = self.quartz.CGSessionCopyCurrentDictionary()
+            return locked_from_session(None if info is None else dict(info), asleep)
+
     def session(self) -> tuple[bool, bool | None]:
         """``(has_session, on_console)`` from ``CGSessionCopyCurrentDictionary``."""
         with self.objc.autorelease_pool():
@@ -464,6 +543,7 @@ class DarwinBackend(Backend):
     def __init__(self, cocoa: _Cocoa, native: _Native | None = None) -> None:
         self._cocoa = cocoa
         self._native = native if native is not None else _Native()
+        self._clipboard = TimedRead("optin-clipboard-read")
 
     def check_environment(self) -> None:
         if sys.platform != "darwin":
@@ -501,6 +581,33 @@ class DarwinBackend(Backend):
             logger.debug("IsSecureEventInputEnabled failed (%s)", type(exc).__name__)
             return None
 
+    def read_clipboard(self, source: str = "clipboard") -> str | None:
+        """The general pasteboard's plain text; None for ``"primary"`` (macOS has none), on any
+        error, or after ``CLIPBOARD_TIMEOUT_S``."""
+        if source != "clipboard":
+            return None
+        try:
+            return self._clipboard.call(self._cocoa.pasteboard_text, CLIPBOARD_TIMEOUT_S)
+        except Exception as exc:  # logged by type only: never the text
+            logger.debug("reading the pasteboard failed (%s)", type(exc).__name__)
+            return None
+
+    def idle_seconds(self) -> float | None:
+        """Seconds since the last keyboard, mouse or trackpad event (HID system state)."""
+        try:
+            return self._cocoa.idle_seconds()
+        except Exception as exc:
+            logger.debug("CGEventSourceSecondsSinceLastEventType failed (%s)", type(exc).__name__)
+            return None
+
+    def screen_locked(self) -> bool | None:
+        """True while the session is locked or the main display sleeps; see :func:`locked_from_session`."""
+        try:
+            return self._cocoa.screen_locked()
+        except Exception as exc:
+            logger.debug("CGSessionCopyCurrentDictionary failed (%s)", type(exc).__name__)
+            return None
+
 
 def make_backend() -> DarwinBackend:
     """Entry point used by :func:`agent.backends.select_backend`.
@@ -520,10 +627,14 @@ __all__ = [
     "DarwinBackend",
     "Permissions",
     "PollingFocusWatcher",
+    "TimedRead",
     "bounds_geometry",
     "focus_from_window_info",
     "gui_session_problem",
+    "idle_from_event_source",
+    "locked_from_session",
     "make_backend",
+    "paste_text",
     "permission_problem",
     "pick_front_window",
     "responsible_app",

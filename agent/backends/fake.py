@@ -7,6 +7,7 @@ Tests and dry runs use it through the normal chooser::
     hooks.start()
     backend.last_input.emit(PointerMove(now_ns(), 10, 20))   # what a test does
     backend.focus_window("Inbox", "Thunderbird")             # focus changes, watchers emit
+    backend.set_clipboard("pasted text")                     # what read_clipboard answers
 
 Every :func:`~agent.backends.select_backend` call returns a *new*
 :class:`FakeBackend`; a test keeps the instance it passes to the code under
@@ -24,7 +25,7 @@ import dataclasses
 import threading
 from collections.abc import Iterable
 
-from agent.backends.base import Backend, scoped_sink
+from agent.backends.base import MAX_PASTE_CHARS, Backend, scoped_sink
 from agent.capture import EventSink
 from agent.capture.screen import Shot
 from agent.errors import EnvironmentProblem
@@ -233,6 +234,10 @@ class FakeBackend(Backend):
         self.own = FakeOwnUi()
         #: The pids each :meth:`own_ui` call was given.
         self.own_pids: list[frozenset[int]] = []
+        #: The text on the clipboard and in the primary selection (see :meth:`set_clipboard`).
+        self.clipboard: dict[str, str | None] = {}
+        #: The ``source`` of every :meth:`read_clipboard` call, oldest first.
+        self.clipboard_reads: list[str] = []
 
     @property
     def last_input(self) -> FakeInput | None:
@@ -274,6 +279,22 @@ class FakeBackend(Backend):
 
     def idle_seconds(self) -> float | None:
         return self.idle
+
+    def set_clipboard(self, text: str | None, source: str = "clipboard") -> None:
+        """Put ``text`` on the clipboard (``source="clipboard"``) or in the primary selection
+        (``"primary"``); None empties it."""
+        with self._lock:
+            self.clipboard[source] = text
+
+    def read_clipboard(self, source: str = "clipboard") -> str | None:
+        """What :meth:`set_clipboard` put there; None when empty or over
+        :data:`~agent.backends.base.MAX_PASTE_CHARS`, as a real backend answers."""
+        with self._lock:
+            self.clipboard_reads.append(source)
+            text = self.clipboard.get(source)
+        if not text or len(text) > MAX_PASTE_CHARS:
+            return None
+        return text
 
     def own_ui(self, pids: Iterable[int]) -> FakeOwnUi:
         with self._lock:

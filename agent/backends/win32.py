@@ -29,9 +29,24 @@ How it works:
   comtypes is installed, and this module's :class:`Win32Backend` otherwise.
 * Capture refuses to start outside an interactive desktop (session 0, i.e. a
   service, or a window station that is not visible).
+* Pasted text is ``CF_UNICODETEXT`` from ``OpenClipboard``/``GetClipboardData``,
+  read on a short-lived thread so a clipboard owner that hangs while rendering
+  delayed data cannot hold the caller past ``CLIPBOARD_TIMEOUT_S``
+  (:class:`TimedRead`).  ``OpenClipboard`` fails while another process has the
+  clipboard open, so it is retried every :data:`CLIPBOARD_RETRY_S` seconds.
+  Windows has no primary selection.
+* Idle time is ``GetLastInputInfo`` against ``GetTickCount`` (both 32-bit
+  milliseconds; the difference is taken modulo 2**32, so it survives the
+  49.7-day wrap-around).  It covers this session's keyboard and mouse input
+  only (not other sessions; injected input counts).
+* "Locked" is the session's lock state from ``WTSQuerySessionInformationW(
+  WTSSessionInfoEx)`` (``WTSINFOEX_LEVEL1_W.SessionFlags``; Windows 7 and Server
+  2008 R2 report it reversed, and are not supported), or a running screen saver
+  (``SystemParametersInfoW(SPI_GETSCREENSAVERRUNNING)``).  A display that is
+  merely switched off by power management is not seen.
 
-Window titles are captured content: this module never logs them or puts them in
-an exception message.
+Window titles and clipboard text are captured content: this module never logs
+them or puts them in an exception message.
 """
 
 from __future__ import annotations
@@ -43,14 +58,24 @@ import ntpath
 import os
 import sys
 import threading
+import time
 from typing import Any
 
-from agent.backends.base import WATCHER_STOP_TIMEOUT, Backend, FocusEmitter, join_watcher
+from agent.backends.base import (
+    CLIPBOARD_TIMEOUT_S,
+    MAX_PASTE_CHARS,
+    WATCHER_STOP_TIMEOUT,
+    Backend,
+    FocusEmitter,
+    TimedRead,
+    join_watcher,
+)
 from agent.capture import EventSink, Hooks
 from agent.errors import BackendUnavailable, EnvironmentProblem
 from agent.events import WindowFocus, now_ns
 
 logger = logging.getLogger(__name__)
+
 
 # --- documented constants (winuser.h, winnt.h, dwmapi.h) -------------------------------------
 
@@ -73,6 +98,20 @@ DPI_AWARENESS_CONTEXT_PER_MONITOR_AWARE_V2 = -4
 PROCESS_PER_MONITOR_DPI_AWARE = 2
 #: Where Windows parks a minimised window (``GetWindowRect`` of an iconic window).
 MINIMIZED_ORIGIN = -32000
+CF_UNICODETEXT = 13
+SPI_GETSCREENSAVERRUNNING = 0x0072
+# wtsapi32.h: WTS_INFO_CLASS.WTSSessionInfoEx, WTS_CURRENT_SESSION, WTSINFOEX_LEVEL1_W.SessionFlags
+WTS_SESSION_INFO_EX = 25
+WTS_CURRENT_SESSION = 0xFFFFFFFF
+WTS_SESSIONSTATE_LOCK = 0
+WTS_SESSIONSTATE_UNLOCK = 1
+WTS_SESSIONSTATE_UNKNOWN = 0xFFFFFFFF
+
+#: Seconds between two tries to open the clipboard while another process has it open.
+CLIPBOARD_RETRY_S = 0.01
+#: Most bytes of ``CF_UNICODETEXT`` copied: enough UTF-16 for :data:`MAX_PASTE_CHARS` characters
+#: (each at most a surrogate pair) plus one code unit, so a longer text is always seen as too long.
+CLIPBOARD_READ_LIMIT = 2 * (2 * MAX_PASTE_CHARS + 1)
 
 #: (min, max) event ranges hooked by the focus watcher.
 HOOKED_EVENTS = (
@@ -203,6 +242,49 @@ def is_focus_event(
     return event in (EVENT_SYSTEM_MOVESIZEEND, EVENT_SYSTEM_MINIMIZESTART, EVENT_SYSTEM_MINIMIZEEND)
 
 
+def paste_text(raw: bytes | None) -> str | None:
+    """The pasted text from a copy of ``CF_UNICODETEXT`` (UTF-16LE, NUL-terminated, at most
+    :data:`CLIPBOARD_READ_LIMIT` bytes); None when there is none, it is empty, or it is longer
+    than :data:`MAX_PASTE_CHARS` characters (a cut-off copy always is)."""
+    if raw is None:
+        return None
+    text = decode_utf16(raw)
+    if not text or len(text) > MAX_PASTE_CHARS:
+        return None
+    return text
+
+
+def idle_seconds_from_ticks(now_ms: int, last_input_ms: int) -> float:
+    """Seconds since the last input from ``GetTickCount()`` and ``LASTINPUTINFO.dwTime``.
+
+    Both are 32-bit millisecond counters that wrap every 49.7 days; their
+    difference modulo 2**32 is right across a wrap.  A last input that looks
+    later than now (it happened between the two calls) is 0.
+    """
+    elapsed = (int(now_ms) - int(last_input_ms)) & 0xFFFFFFFF
+    if elapsed >= 0x80000000:  # "negative": input arrived after the tick count was read
+        return 0.0
+    return elapsed / 1000.0
+
+
+def lock_state(session_flags: int | None, screensaver_running: bool | None) -> bool | None:
+    """Whether the screen is locked or blanked, from what Windows answered (None: cannot tell).
+
+    :param session_flags: ``WTSINFOEX_LEVEL1_W.SessionFlags`` of this session
+        (``WTS_SESSIONSTATE_LOCK``, ``..._UNLOCK`` or ``..._UNKNOWN``, which may come
+        signed: -1); None when the query failed.
+    :param screensaver_running: ``SPI_GETSCREENSAVERRUNNING``; None when the query failed.
+    """
+    if screensaver_running:
+        return True
+    flags = None if session_flags is None else int(session_flags) & 0xFFFFFFFF
+    if flags == WTS_SESSIONSTATE_LOCK:
+        return True
+    if flags == WTS_SESSIONSTATE_UNLOCK:
+        return False
+    return None
+
+
 def session_problem(session_id: int | None, station_visible: bool | None) -> str | None:
     """What is wrong with this logon session for capture (None: nothing, or cannot tell).
 
@@ -235,11 +317,15 @@ class _Api:
     kernel32: Any
     dwmapi: Any
     shcore: Any
+    wtsapi32: Any
     MSG: Any
     RECT: Any
     DWORD: Any
+    BOOL: Any
     WINEVENTPROC: Any
     USEROBJECTFLAGS: Any
+    LASTINPUTINFO: Any
+    WTSINFOEXW: Any
 
     def __init__(self) -> None:
         if sys.platform != "win32":
@@ -271,6 +357,40 @@ class _Api:
             ]
 
         self.USEROBJECTFLAGS = USEROBJECTFLAGS
+        self.BOOL = wintypes.BOOL
+
+        class LASTINPUTINFO(ctypes.Structure):
+            _fields_ = [("cbSize", wintypes.UINT), ("dwTime", wintypes.DWORD)]
+
+        class WTSINFOEX_LEVEL1_W(ctypes.Structure):
+            _fields_ = [
+                ("SessionId", wintypes.ULONG),
+                ("SessionState", ctypes.c_int),
+                ("SessionFlags", wintypes.LONG),
+                ("WinStationName", wintypes.WCHAR * 33),  # WINSTATIONNAME_LENGTH + 1
+                ("UserName", wintypes.WCHAR * 21),  # USERNAME_LENGTH + 1
+                ("DomainName", wintypes.WCHAR * 18),  # DOMAIN_LENGTH + 1
+                ("LogonTime", wintypes.LARGE_INTEGER),
+                ("ConnectTime", wintypes.LARGE_INTEGER),
+                ("DisconnectTime", wintypes.LARGE_INTEGER),
+                ("LastInputTime", wintypes.LARGE_INTEGER),
+                ("CurrentTime", wintypes.LARGE_INTEGER),
+                ("IncomingBytes", wintypes.DWORD),
+                ("OutgoingBytes", wintypes.DWORD),
+                ("IncomingFrames", wintypes.DWORD),
+                ("OutgoingFrames", wintypes.DWORD),
+                ("IncomingCompressedBytes", wintypes.DWORD),
+                ("OutgoingCompressedBytes", wintypes.DWORD),
+            ]
+
+        class WTSINFOEX_LEVEL_W(ctypes.Union):
+            _fields_ = [("WTSInfoExLevel1", WTSINFOEX_LEVEL1_W)]
+
+        class WTSINFOEXW(ctypes.Structure):
+            _fields_ = [("Level", wintypes.DWORD), ("Data", WTSINFOEX_LEVEL_W)]
+
+        self.LASTINPUTINFO = LASTINPUTINFO
+        self.WTSINFOEXW = WTSINFOEXW
         self.WINEVENTPROC = ctypes.WINFUNCTYPE(
             None,
             wintypes.HANDLE,
@@ -325,6 +445,16 @@ class _Api:
                 [wintypes.HANDLE, dword, ctypes.c_void_p, ctypes.POINTER(dword)],
             ),
             (kernel32, "CloseHandle", boolean, [wintypes.HANDLE]),
+            (user32, "OpenClipboard", boolean, [hwnd]),
+            (user32, "CloseClipboard", boolean, []),
+            (user32, "IsClipboardFormatAvailable", boolean, [uint]),
+            (user32, "GetClipboardData", wintypes.HANDLE, [uint]),
+            (kernel32, "GlobalLock", ctypes.c_void_p, [wintypes.HGLOBAL]),
+            (kernel32, "GlobalUnlock", boolean, [wintypes.HGLOBAL]),
+            (kernel32, "GlobalSize", ctypes.c_size_t, [wintypes.HGLOBAL]),
+            (user32, "GetLastInputInfo", boolean, [ctypes.POINTER(LASTINPUTINFO)]),
+            (kernel32, "GetTickCount", dword, []),
+            (user32, "SystemParametersInfoW", boolean, [uint, uint, ctypes.c_void_p, uint]),
         ]
         for dll, name, restype, argtypes in protos:
             fn = getattr(dll, name)
@@ -346,6 +476,21 @@ class _Api:
             self.shcore = ctypes.WinDLL("shcore")  # Windows 8.1+
         except OSError:
             self.shcore = None
+        try:
+            wtsapi32 = ctypes.WinDLL("wtsapi32")
+            wtsapi32.WTSQuerySessionInformationW.restype = boolean
+            wtsapi32.WTSQuerySessionInformationW.argtypes = [
+                wintypes.HANDLE,
+                dword,
+                ctypes.c_int,
+                ctypes.POINTER(ctypes.c_void_p),
+                ctypes.POINTER(dword),
+            ]
+            wtsapi32.WTSFreeMemory.restype = None
+            wtsapi32.WTSFreeMemory.argtypes = [ctypes.c_void_p]
+            self.wtsapi32 = wtsapi32
+        except (AttributeError, OSError):
+            self.wtsapi32 = None
 
     # small wrappers ------------------------------------------------------------------------
 
@@ -412,6 +557,69 @@ class _Api:
         ):
             return None
         return bool(flags.dwFlags & WSF_VISIBLE)
+
+    def clipboard_bytes(self, deadline: float) -> bytes | None:
+        """A copy of the clipboard's ``CF_UNICODETEXT`` (at most :data:`CLIPBOARD_READ_LIMIT` bytes);
+        None when there is no text or the clipboard stayed open elsewhere until ``deadline``
+        (``time.monotonic()``).  Runs on a :class:`TimedRead` thread: ``GetClipboardData`` can
+        wait for the owner to render delayed data."""
+        while not self.user32.OpenClipboard(None):
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(CLIPBOARD_RETRY_S)
+        try:
+            if not self.user32.IsClipboardFormatAvailable(CF_UNICODETEXT):
+                return None
+            handle = self.user32.GetClipboardData(CF_UNICODETEXT)
+            if not handle:
+                return None
+            size = min(int(self.kernel32.GlobalSize(handle)), CLIPBOARD_READ_LIMIT)
+            pointer = self.kernel32.GlobalLock(handle)
+            if not pointer:
+                return None
+            try:
+                return ctypes.string_at(pointer, size)
+            finally:
+                self.kernel32.GlobalUnlock(handle)
+        finally:
+            self.user32.CloseClipboard()
+
+    def last_input_ticks(self) -> int | None:
+        """``LASTINPUTINFO.dwTime``: the tick count at this session's last input; None on failure."""
+        info = self.LASTINPUTINFO()
+        info.cbSize = ctypes.sizeof(info)
+        if not self.user32.GetLastInputInfo(ctypes.byref(info)):
+            return None
+        return int(info.dwTime)
+
+    def tick_count(self) -> int:
+        return int(self.kernel32.GetTickCount())
+
+    def session_flags(self) -> int | None:
+        """``WTSINFOEX_LEVEL1_W.SessionFlags`` of this session; None when it cannot be asked."""
+        if self.wtsapi32 is None:
+            return None
+        buffer = ctypes.c_void_p()
+        size = self.DWORD(0)
+        if not self.wtsapi32.WTSQuerySessionInformationW(
+            None, WTS_CURRENT_SESSION, WTS_SESSION_INFO_EX, ctypes.byref(buffer), ctypes.byref(size)
+        ):
+            return None
+        try:
+            if not buffer.value or size.value < ctypes.sizeof(self.WTSINFOEXW):
+                return None
+            info = ctypes.cast(buffer, ctypes.POINTER(self.WTSINFOEXW)).contents
+            if int(info.Level) != 1:
+                return None
+            return int(info.Data.WTSInfoExLevel1.SessionFlags)
+        finally:
+            self.wtsapi32.WTSFreeMemory(buffer)
+
+    def screensaver_running(self) -> bool | None:
+        running = self.BOOL(0)
+        if not self.user32.SystemParametersInfoW(SPI_GETSCREENSAVERRUNNING, 0, ctypes.byref(running), 0):
+            return None
+        return bool(running.value)
 
     def make_dpi_aware(self) -> None:
         """Per-monitor DPI awareness, best effort (it fails harmlessly when already set)."""
@@ -583,6 +791,7 @@ class Win32Backend(Backend):
     def __init__(self, api: _Api | None = None) -> None:
         self._api = api if api is not None else _Api()
         self._lock = threading.Lock()
+        self._clipboard = TimedRead("optin-clipboard-read")
 
     def check_environment(self) -> None:
         if sys.platform != "win32":
@@ -611,6 +820,43 @@ class Win32Backend(Backend):
         """
         return None
 
+    def read_clipboard(self, source: str = "clipboard") -> str | None:
+        """The clipboard's ``CF_UNICODETEXT`` (see :func:`paste_text`); None for ``"primary"``
+        (Windows has no primary selection), on any error, or after ``CLIPBOARD_TIMEOUT_S``."""
+        if source != "clipboard":
+            return None
+        deadline = time.monotonic() + CLIPBOARD_TIMEOUT_S
+        try:
+            raw = self._clipboard.call(lambda: self._api.clipboard_bytes(deadline), CLIPBOARD_TIMEOUT_S)
+        except Exception as exc:  # logged by type only: never the text
+            logger.debug("reading the clipboard failed (%s)", type(exc).__name__)
+            return None
+        return paste_text(raw)
+
+    def idle_seconds(self) -> float | None:
+        """Seconds since this session's last keyboard or mouse input (``GetLastInputInfo``)."""
+        try:
+            last = self._api.last_input_ticks()
+            now = self._api.tick_count()  # after the last input: the difference is not negative
+        except Exception as exc:
+            logger.debug("GetLastInputInfo failed (%s)", type(exc).__name__)
+            return None
+        return None if last is None else idle_seconds_from_ticks(now, last)
+
+    def screen_locked(self) -> bool | None:
+        """True while the session is locked or the screen saver runs; see :func:`lock_state`."""
+        try:
+            flags = self._api.session_flags()
+        except Exception as exc:
+            logger.debug("WTSQuerySessionInformationW failed (%s)", type(exc).__name__)
+            flags = None
+        try:
+            saver = self._api.screensaver_running()
+        except Exception as exc:
+            logger.debug("SPI_GETSCREENSAVERRUNNING failed (%s)", type(exc).__name__)
+            saver = None
+        return lock_state(flags, saver)
+
 
 def comtypes_available() -> bool:
     """Whether comtypes can be imported (without importing it)."""
@@ -638,12 +884,16 @@ def make_backend() -> Win32Backend:
 __all__ = [
     "COMTYPES_FIX",
     "NOT_WINDOWS_MESSAGE",
+    "TimedRead",
     "Win32Backend",
     "comtypes_available",
     "decode_utf16",
     "exe_name",
+    "idle_seconds_from_ticks",
     "is_focus_event",
+    "lock_state",
     "make_backend",
+    "paste_text",
     "rect_geometry",
     "session_problem",
     "window_focus_from_win32",

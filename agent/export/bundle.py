@@ -29,6 +29,7 @@ from agent.errors import ConsentRequired, ExportError, UsageError
 from agent.events import Frame, Marker, kind_counts, to_dict
 from agent.paths import Dirs, write_private_file
 from agent.redact import policy
+from agent.redact.screen import TesseractOcr
 from agent.store import keys
 from agent.store.reader import read_session
 from agent.study import Study
@@ -69,11 +70,19 @@ def parse_recipient(text: str) -> Any:
 
 
 def export_session(
-    dirs: Dirs, session_id: str, out_dir: Path, study: Study, recipients: list[str] | None = None
+    dirs: Dirs,
+    session_id: str,
+    out_dir: Path,
+    study: Study,
+    recipients: list[str] | None = None,
+    *,
+    progress: policy.Progress | None = None,
 ) -> ExportResult:
     """Redact, pack and encrypt one session.
 
+    :param progress: called with (frames done, frames in all) while frames are OCR-masked.
     :raises ConsentRequired: the session's consent is no longer in force.
+    :raises RedactorUnavailable: the study requires OCR and no engine is installed.
     :raises ExportError: the output cannot be written.
     """
     chosen = recipients or list(study.recipients)
@@ -89,8 +98,11 @@ def export_session(
         )
         raise ConsentRequired(msg)
 
-    events, removed = policy.redact_all(data.events)
-    tar_bytes, members = _pack(session_id, events, receipt.to_json(), removed, data.problems)
+    rules = policy.Policy.from_study(study)
+    engine = TesseractOcr.find() if rules.ocr != "off" else None
+    redaction = policy.redact_session(data.events, rules, ocr=engine, progress=progress)
+    events = redaction.events
+    tar_bytes, members = _pack(session_id, events, receipt.to_json(), redaction.evidence(), data.problems)
     from pyrage import encrypt
 
     sealed = encrypt(tar_bytes, age_recipients)
@@ -103,7 +115,7 @@ def _pack(
     session_id: str,
     events: list[Any],
     receipt: dict[str, Any],
-    removed: dict[str, int],
+    evidence: dict[str, Any],
     problems: list[str],
 ) -> tuple[bytes, int]:
     members: dict[str, bytes] = {}
@@ -115,7 +127,8 @@ def _pack(
             members[name] = ev.data
             frame_lines.append(json.dumps({**to_dict(ev), "member": name}, separators=(",", ":")))
         else:
-            lines.append(json.dumps(to_dict(ev), separators=(",", ":"), ensure_ascii=False))
+            record = ev.to_dict() if isinstance(ev, policy.Redacted) else to_dict(ev)
+            lines.append(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
     members["events.jsonl"] = ("\n".join(lines) + "\n").encode()
     members["frames.jsonl"] = ("\n".join(frame_lines) + "\n").encode() if frame_lines else b""
     stop = next((e for e in events if isinstance(e, Marker) and e.marker == "session_stop"), None)
@@ -124,7 +137,7 @@ def _pack(
         "agent_version": __version__,
         "session": session_id,
         "consent": receipt,
-        "redaction": policy.evidence(removed),
+        "redaction": evidence,
         "counts": kind_counts(events),
         "loss": _loss(stop, problems),
         "members": {name: hashlib.sha256(blob).hexdigest() for name, blob in sorted(members.items())},
@@ -151,6 +164,7 @@ def _loss(stop: Marker | None, problems: list[str]) -> dict[str, Any]:
         "dropped_events": counts.get("events"),
         "frame_failures": counts.get("frame_failures"),
         "frames_skipped": counts.get("frames_skipped"),
+        "pastes_lost": counts.get("pastes_lost"),
         "clean_stop": stop is not None,
         "store_problems": list(problems),
     }

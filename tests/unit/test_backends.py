@@ -15,7 +15,7 @@ from PIL import Image
 
 import agent.backends
 from agent.backends import select_backend
-from agent.backends.base import Backend
+from agent.backends.base import CLIPBOARD_TIMEOUT_S, MAX_PASTE_CHARS, Backend
 from agent.backends.fake import DEFAULT_WINDOW, FakeBackend, FakeFocus, FakeInput, FakeScreen
 from agent.capture.screen import encode_frame
 from agent.errors import BackendUnavailable, EnvironmentProblem
@@ -237,6 +237,47 @@ def test_fake_environment_and_tray() -> None:
     assert broken.tray_host_available() is None
 
 
+def test_fake_clipboard_answers_what_was_set_within_the_cap() -> None:
+    backend = FakeBackend()
+    assert backend.read_clipboard() is None  # empty at first
+    backend.set_clipboard("pasted ✓ 😀")
+    assert backend.read_clipboard() == "pasted ✓ 😀"
+    assert backend.read_clipboard("clipboard") == "pasted ✓ 😀"
+    assert backend.read_clipboard("primary") is None  # a separate selection
+    backend.set_clipboard("selected", source="primary")
+    assert backend.read_clipboard("primary") == "selected"
+    backend.set_clipboard("")
+    assert backend.read_clipboard() is None
+    backend.set_clipboard("a" * MAX_PASTE_CHARS)
+    assert backend.read_clipboard() == "a" * MAX_PASTE_CHARS
+    backend.set_clipboard("a" * (MAX_PASTE_CHARS + 1))
+    assert backend.read_clipboard() is None
+    backend.set_clipboard(None)
+    assert backend.read_clipboard() is None
+    assert backend.clipboard_reads == ["clipboard"] * 3 + ["primary"] * 2 + ["clipboard"] * 4
+
+
+def test_base_backend_reads_no_clipboard_and_knows_no_idle_or_lock() -> None:
+    class Minimal(Backend):
+        def check_environment(self) -> None:
+            pass
+
+        def active_window(self) -> WindowFocus | None:
+            return None
+
+        def focus_watcher(self, sink: Any) -> Any:
+            return None
+
+        def tray_host_available(self) -> bool | None:
+            return None
+
+    backend = Minimal()
+    assert backend.read_clipboard() is None
+    assert backend.read_clipboard("primary") is None
+    assert backend.idle_seconds() is None
+    assert backend.screen_locked() is None
+
+
 # --- xorg.check_environment without a display -------------------------------------------------
 
 
@@ -345,3 +386,42 @@ def test_input_scopes_drop_unconsented_events_at_the_source() -> None:
     with pytest.raises(ValueError, match="neither"):
         backend.input_hooks(got.append, pointer=False, keyboard=False)
     assert backend.name == "fake"
+
+
+# --- xorg clipboard without a display ---------------------------------------------------------
+
+
+def test_xorg_decode_selection(xorg: Any) -> None:
+    assert xorg.decode_selection("Grüße 😀".encode(), utf8=True) == "Grüße 😀"
+    assert xorg.decode_selection("Grüße".encode("latin-1"), utf8=False) == "Grüße"  # ICCCM STRING
+    assert xorg.decode_selection(b"text\0", utf8=True) == "text"  # a C terminator some owners send
+    assert xorg.decode_selection(b"bad \xff utf-8", utf8=True) == "bad \ufffd utf-8"
+    assert xorg.decode_selection(b"", utf8=True) is None
+    assert xorg.decode_selection(b"\0", utf8=False) is None
+    at_cap = "é" * MAX_PASTE_CHARS
+    assert xorg.decode_selection(at_cap.encode(), utf8=True) == at_cap
+    assert xorg.decode_selection((at_cap + "x").encode(), utf8=True) is None
+    assert len(("😀" * MAX_PASTE_CHARS).encode()) < xorg.MAX_PASTE_BYTES  # the byte cap never cuts a text
+
+
+def test_xorg_read_clipboard_without_a_display_is_none(monkeypatch: pytest.MonkeyPatch, xorg: Any) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    assert xorg.XorgBackend().read_clipboard() is None
+    assert xorg.XorgBackend(display=":0").read_clipboard("secondary") is None  # not a source
+    if not Path("/tmp/.X11-unix/X987").exists():
+        start = time.monotonic()
+        assert xorg.XorgBackend(display=":987").read_clipboard() is None
+        assert time.monotonic() - start < CLIPBOARD_TIMEOUT_S + 0.25
+
+
+def test_xorg_read_clipboard_gives_up_on_a_display_that_never_answers(
+    monkeypatch: pytest.MonkeyPatch, xorg: Any
+) -> None:
+    def stuck(_name: str, _timeout: float) -> Any:
+        time.sleep(2)
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(xorg, "_connect", stuck)
+    start = time.monotonic()
+    assert xorg.XorgBackend(display=":42").read_clipboard() is None
+    assert time.monotonic() - start < CLIPBOARD_TIMEOUT_S + 0.25

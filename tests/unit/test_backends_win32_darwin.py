@@ -8,8 +8,10 @@ stand-ins for the OS layer.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -17,12 +19,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 import agent.backends
 from agent.backends import darwin, select_backend, win32
+from agent.backends.base import CLIPBOARD_TIMEOUT_S, MAX_PASTE_CHARS, TimedRead
 from agent.backends.darwin import (
     DarwinBackend,
     Permissions,
@@ -35,10 +39,13 @@ from agent.backends.darwin import (
     responsible_app,
 )
 from agent.backends.win32 import (
+    CLIPBOARD_READ_LIMIT,
     Win32Backend,
     decode_utf16,
     exe_name,
+    idle_seconds_from_ticks,
     is_focus_event,
+    lock_state,
     rect_geometry,
     session_problem,
     window_focus_from_win32,
@@ -314,6 +321,88 @@ def test_session_problem() -> None:
     assert session_problem(None, None) is None  # cannot tell: not refused
 
 
+def utf16z(text: str) -> bytes:
+    """``text`` as CF_UNICODETEXT holds it: UTF-16LE with a NUL, cut to what the backend copies."""
+    return (text + "\0").encode("utf-16-le")[:CLIPBOARD_READ_LIMIT]
+
+
+def test_win32_paste_text_decodes_and_caps() -> None:
+    assert win32.paste_text(utf16z("Grüße 😀\r\nline two")) == "Grüße 😀\r\nline two"
+    assert win32.paste_text(utf16z("abc") + b"\xff\xff" * 4) == "abc"  # GlobalSize may round up
+    assert win32.paste_text(None) is None  # no CF_UNICODETEXT, or the clipboard stayed busy
+    assert win32.paste_text(utf16z("")) is None
+    at_cap = "a" * (MAX_PASTE_CHARS - 1) + "😀"
+    assert win32.paste_text(utf16z(at_cap)) == at_cap
+    assert win32.paste_text(utf16z("a" * (MAX_PASTE_CHARS + 1))) is None
+
+
+def test_win32_clipboard_copy_limit_never_lets_a_long_text_through() -> None:
+    astral = "😀" * MAX_PASTE_CHARS  # the longest UTF-16 a text at the cap can be
+    assert win32.paste_text(utf16z(astral)) == astral
+    for too_long in (
+        "😀" * (MAX_PASTE_CHARS + 1),
+        "b" * (3 * MAX_PASTE_CHARS),
+        "😀" + "c" * 2 * MAX_PASTE_CHARS,
+    ):
+        raw = utf16z(too_long)
+        assert len(raw) == CLIPBOARD_READ_LIMIT  # cut off mid-text, no NUL
+        assert win32.paste_text(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("now", "last", "expected"),
+    [
+        (10_000, 9_000, 1.0),
+        (10_000, 10_000, 0.0),
+        (5, 0xFFFFFFFF - 994, 1.0),  # GetTickCount wrapped after the last input (49.7 days)
+        (0, 0xFFFFFFFF, 0.001),
+        (1_000, 1_001, 0.0),  # the input came between the two calls
+        (0x7FFFFFFF, 0, 0x7FFFFFFF / 1000),
+    ],
+)
+def test_win32_idle_seconds_from_ticks(now: int, last: int, expected: float) -> None:
+    assert idle_seconds_from_ticks(now, last) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("flags", "saver", "expected"),
+    [
+        (win32.WTS_SESSIONSTATE_LOCK, False, True),
+        (win32.WTS_SESSIONSTATE_UNLOCK, False, False),
+        (win32.WTS_SESSIONSTATE_UNLOCK, True, True),  # a screen saver without a lock
+        (win32.WTS_SESSIONSTATE_UNLOCK, None, False),
+        (win32.WTS_SESSIONSTATE_UNKNOWN, False, None),
+        (-1, False, None),  # UNKNOWN as a signed LONG
+        (None, False, None),
+        (None, True, True),
+        (None, None, None),
+        (7, False, None),
+    ],
+)
+def test_win32_lock_state(flags: int | None, saver: bool | None, expected: bool | None) -> None:
+    assert lock_state(flags, saver) is expected
+
+
+def test_timed_read_answers_raises_and_gives_up() -> None:
+    reader = TimedRead("test-read")
+    assert reader.call(lambda: "text", 1.0) == "text"
+    assert reader.call(lambda: None, 1.0) is None
+    with pytest.raises(OSError, match="busy"):
+        reader.call(lambda: (_ for _ in ()).throw(OSError("busy")), 1.0)
+
+    release = threading.Event()
+    start = time.monotonic()
+    assert reader.call(lambda: release.wait(5) and "late", 0.1) is None  # a hung owner
+    assert 0.1 <= time.monotonic() - start < 1.0
+    start = time.monotonic()
+    assert reader.call(lambda: "never run", 1.0) is None  # the hung read still runs: no second thread
+    assert time.monotonic() - start < 0.05
+    assert [t.name for t in threading.enumerate()].count("test-read") == 1
+    release.set()
+    assert wait_for(lambda: "test-read" not in [t.name for t in threading.enumerate()])
+    assert reader.call(lambda: "again", 1.0) == "again"
+
+
 def test_password_state() -> None:
     assert password_state(1) is True
     assert password_state(0) is False
@@ -402,6 +491,13 @@ class StubWinApi:
         self.session = session
         self.visible = visible
         self.user32 = StubUser32()
+        #: What the clipboard holds (CF_UNICODETEXT bytes), or an exception to raise, or a hang.
+        self.clipboard: bytes | Exception | None = None
+        self.clipboard_hang = threading.Event()
+        self.hanging = False
+        self.ticks = (1_000, 4_000)  # (last input, now)
+        self.flags: int | Exception | None = win32.WTS_SESSIONSTATE_UNLOCK
+        self.saver: bool | Exception | None = False
 
     def read_focus(self) -> tuple[int | None, WindowFocus | None]:
         return (0x42 if self.focus else None), self.focus
@@ -411,6 +507,31 @@ class StubWinApi:
 
     def station_visible(self) -> bool | None:
         return self.visible
+
+    def clipboard_bytes(self, deadline: float) -> bytes | None:
+        if self.hanging:
+            self.clipboard_hang.wait(5)
+        if isinstance(self.clipboard, Exception):
+            raise self.clipboard
+        return self.clipboard
+
+    def last_input_ticks(self) -> int | None:
+        return self.ticks[0]
+
+    def tick_count(self) -> int:
+        if self.ticks[1] < 0:
+            raise OSError("no ticks")
+        return self.ticks[1]
+
+    def session_flags(self) -> int | None:
+        if isinstance(self.flags, Exception):
+            raise self.flags
+        return self.flags
+
+    def screensaver_running(self) -> bool | None:
+        if isinstance(self.saver, Exception):
+            raise self.saver
+        return self.saver
 
 
 def test_win32_backend_over_stub_api(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -438,6 +559,151 @@ def test_win32_backend_over_stub_api(monkeypatch: pytest.MonkeyPatch) -> None:
         backend.check_environment()
     backend.close()
     backend.close()
+
+
+def test_win32_backend_clipboard_idle_and_lock_over_stub_api(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    api = StubWinApi(None)
+    backend = Win32Backend(api)  # type: ignore[arg-type]
+    assert backend.read_clipboard() is None  # no text on the clipboard
+    api.clipboard = utf16z("secret-token-123 ✓")
+    assert backend.read_clipboard() == "secret-token-123 ✓"
+    assert backend.read_clipboard("clipboard") == "secret-token-123 ✓"
+    assert backend.read_clipboard("primary") is None  # Windows has no primary selection
+    api.clipboard = utf16z("x" * (MAX_PASTE_CHARS + 1))
+    assert backend.read_clipboard() is None
+    api.clipboard = OSError("secret-token-123")
+    assert backend.read_clipboard() is None
+    api.clipboard, api.hanging = utf16z("late"), True
+    start = time.monotonic()
+    assert backend.read_clipboard() is None  # the owner hangs while rendering
+    assert CLIPBOARD_TIMEOUT_S * 0.9 <= time.monotonic() - start < CLIPBOARD_TIMEOUT_S + 0.3
+    api.hanging = False
+    api.clipboard_hang.set()
+    assert wait_for(lambda: backend.read_clipboard() == "late")
+    assert "secret-token-123" not in caplog.text
+
+    assert backend.idle_seconds() == pytest.approx(3.0)
+    api.ticks = (0xFFFFFF00, 0x100)
+    assert backend.idle_seconds() == pytest.approx(0.512)
+    api.ticks = (None, 5)  # type: ignore[assignment]
+    assert backend.idle_seconds() is None
+    api.ticks = (1, -1)
+    assert backend.idle_seconds() is None
+
+    assert backend.screen_locked() is False
+    api.flags = win32.WTS_SESSIONSTATE_LOCK
+    assert backend.screen_locked() is True
+    api.flags, api.saver = OSError("no wtsapi32"), True
+    assert backend.screen_locked() is True
+    api.saver = OSError("no SPI")
+    assert backend.screen_locked() is None
+
+
+class FakeUser32Clipboard:
+    """user32's clipboard calls, busy for the first ``busy`` tries to open it."""
+
+    def __init__(self, busy: int, handle: int, available: bool = True) -> None:
+        self.busy = busy
+        self.handle = handle
+        self.available = available
+        self.opened = 0
+        self.closed = 0
+
+    def OpenClipboard(self, hwnd: Any) -> bool:
+        if self.busy > 0:
+            self.busy -= 1
+            return False
+        self.opened += 1
+        return True
+
+    def CloseClipboard(self) -> bool:
+        self.closed += 1
+        return True
+
+    def IsClipboardFormatAvailable(self, fmt: int) -> bool:
+        assert fmt == win32.CF_UNICODETEXT
+        return self.available
+
+    def GetClipboardData(self, fmt: int) -> int:
+        assert fmt == win32.CF_UNICODETEXT
+        return self.handle
+
+
+class FakeKernel32Memory:
+    """kernel32's GlobalLock/GlobalUnlock/GlobalSize over one real buffer."""
+
+    def __init__(self, data: bytes, extra: int = 0) -> None:
+        self.buffer = ctypes.create_string_buffer(data + b"\xee" * extra, len(data) + extra)
+        self.locks = 0
+
+    def GlobalSize(self, handle: int) -> int:
+        return len(self.buffer)
+
+    def GlobalLock(self, handle: int) -> int:
+        self.locks += 1
+        return ctypes.addressof(self.buffer)
+
+    def GlobalUnlock(self, handle: int) -> bool:
+        self.locks -= 1
+        return True
+
+
+def bare_win_api(user32: Any, kernel32: Any) -> Any:
+    api = object.__new__(win32._Api)  # the Windows API cannot load here: give it stand-ins
+    api.user32, api.kernel32 = user32, kernel32
+    return api
+
+
+def test_win32_clipboard_bytes_retries_copies_and_always_closes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(win32, "CLIPBOARD_RETRY_S", 0.001)
+    text = "Grüße 😀"
+    user32, kernel32 = FakeUser32Clipboard(busy=3, handle=0x77), FakeKernel32Memory(utf16z(text), extra=6)
+    api = bare_win_api(user32, kernel32)
+    raw = api.clipboard_bytes(time.monotonic() + 1.0)
+    assert win32.paste_text(raw) == text
+    assert (user32.opened, user32.closed, kernel32.locks) == (1, 1, 0)
+
+    long_text = utf16z("z" * (2 * MAX_PASTE_CHARS + 50))
+    user32, kernel32 = FakeUser32Clipboard(busy=0, handle=0x77), FakeKernel32Memory(long_text + b"\0" * 200)
+    raw = bare_win_api(user32, kernel32).clipboard_bytes(time.monotonic() + 1.0)
+    assert raw is not None and len(raw) == CLIPBOARD_READ_LIMIT  # never more than that is copied
+    assert win32.paste_text(raw) is None
+
+    user32 = FakeUser32Clipboard(busy=0, handle=0x77, available=False)
+    assert bare_win_api(user32, kernel32).clipboard_bytes(time.monotonic() + 1.0) is None
+    assert user32.closed == 1
+    user32 = FakeUser32Clipboard(busy=0, handle=0)
+    assert bare_win_api(user32, kernel32).clipboard_bytes(time.monotonic() + 1.0) is None
+    assert user32.closed == 1
+
+    user32 = FakeUser32Clipboard(busy=10**9, handle=0x77)  # another process keeps it open
+    start = time.monotonic()
+    assert bare_win_api(user32, kernel32).clipboard_bytes(time.monotonic() + 0.05) is None
+    assert time.monotonic() - start < 0.5
+    assert user32.closed == 0  # never opened, so never closed
+
+
+def test_win32_last_input_ticks_reads_lastinputinfo() -> None:
+    class LASTINPUTINFO(ctypes.Structure):
+        _fields_ = [("cbSize", ctypes.c_uint), ("dwTime", ctypes.c_uint32)]
+
+    class User32:
+        ok = True
+
+        def GetLastInputInfo(self, ref: Any) -> bool:
+            info = ref._obj
+            assert info.cbSize == ctypes.sizeof(LASTINPUTINFO)
+            info.dwTime = 0xFFFFFFF0
+            return self.ok
+
+    user32 = User32()
+    api = bare_win_api(user32, SimpleNamespace(GetTickCount=lambda: 0x10))
+    api.LASTINPUTINFO = LASTINPUTINFO
+    assert api.last_input_ticks() == 0xFFFFFFF0
+    assert idle_seconds_from_ticks(api.tick_count(), api.last_input_ticks()) == pytest.approx(0.032)
+    user32.ok = False
+    assert api.last_input_ticks() is None
 
 
 def test_win32_uia_backend_says_cannot_tell_when_uia_fails() -> None:
@@ -669,6 +935,49 @@ def test_polling_watcher_stop_from_the_sink_does_not_deadlock() -> None:
     assert len(got) == 2
 
 
+def test_darwin_paste_text() -> None:
+    assert darwin.paste_text("copied ✓ 😀") == "copied ✓ 😀"
+    assert darwin.paste_text(None) is None  # no plain text on the pasteboard
+    assert darwin.paste_text("") is None
+    assert darwin.paste_text("a" * MAX_PASTE_CHARS) == "a" * MAX_PASTE_CHARS
+    assert darwin.paste_text("a" * (MAX_PASTE_CHARS + 1)) is None
+
+    class NSStringLike:  # pyobjc hands back an NSString proxy
+        def __str__(self) -> str:
+            return "from an NSString"
+
+    assert darwin.paste_text(NSStringLike()) == "from an NSString"
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (12.5, 12.5),
+        (0, 0.0),
+        (3, 3.0),
+        (-0.25, 0.0),
+        (math.nan, None),
+        (math.inf, None),
+        (None, None),
+        (True, None),
+    ],
+)
+def test_darwin_idle_from_event_source(answer: object, expected: float | None) -> None:
+    assert darwin.idle_from_event_source(answer) == expected
+
+
+def test_darwin_locked_from_session() -> None:
+    unlocked = {"kCGSSessionOnConsoleKey": True, "kCGSSessionUserNameKey": "volunteer"}
+    assert darwin.locked_from_session(unlocked) is False  # the key is there only while locked
+    assert darwin.locked_from_session({**unlocked, darwin.SCREEN_IS_LOCKED: True}) is True
+    assert darwin.locked_from_session({**unlocked, darwin.SCREEN_IS_LOCKED: 1}) is True
+    assert darwin.locked_from_session({**unlocked, darwin.SCREEN_IS_LOCKED: False}) is False
+    assert darwin.locked_from_session(None) is None  # no window-server session
+    assert darwin.locked_from_session(unlocked, display_asleep=True) is True
+    assert darwin.locked_from_session(None, display_asleep=True) is True
+    assert darwin.locked_from_session(unlocked, display_asleep=None) is False
+
+
 # --- darwin: the backend over stand-ins for pyobjc and the C functions -----------------------
 
 
@@ -677,9 +986,31 @@ class StubCocoa:
         self.focus = focus
         self.session_answer: tuple[bool, bool | None] = (True, True)
         self.session_error: Exception | None = None
+        self.pasteboard: str | Exception | None = None
+        self.idle: float | Exception | None = 2.5
+        self.locked: bool | Exception | None = False
+        self.release = threading.Event()
+        self.hanging = False
 
     def read_focus(self) -> WindowFocus | None:
         return self.focus
+
+    def pasteboard_text(self) -> str | None:
+        if self.hanging:
+            self.release.wait(5)
+        if isinstance(self.pasteboard, Exception):
+            raise self.pasteboard
+        return self.pasteboard
+
+    def idle_seconds(self) -> float | None:
+        if isinstance(self.idle, Exception):
+            raise self.idle
+        return self.idle
+
+    def screen_locked(self) -> bool | None:
+        if isinstance(self.locked, Exception):
+            raise self.locked
+        return self.locked
 
     def session(self) -> tuple[bool, bool | None]:
         if self.session_error is not None:
@@ -740,6 +1071,89 @@ def test_darwin_backend_over_stubs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "Input Monitoring (key events); Screen Recording" in str(info.value)
     assert "add Terminal" in str(info.value)
     backend.close()
+
+
+def test_darwin_backend_clipboard_idle_and_lock_over_stubs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    cocoa = StubCocoa()
+    backend = DarwinBackend(cocoa, StubNative())  # type: ignore[arg-type]
+    assert backend.read_clipboard() is None
+    cocoa.pasteboard = "one-time code 424242"
+    assert backend.read_clipboard() == "one-time code 424242"
+    assert backend.read_clipboard("primary") is None  # macOS has no primary selection
+    cocoa.pasteboard = RuntimeError("one-time code 424242")
+    assert backend.read_clipboard() is None
+    cocoa.pasteboard, cocoa.hanging = "late", True
+    start = time.monotonic()
+    assert backend.read_clipboard() is None  # a promised-data provider that hangs
+    assert CLIPBOARD_TIMEOUT_S * 0.9 <= time.monotonic() - start < CLIPBOARD_TIMEOUT_S + 0.3
+    cocoa.hanging = False
+    cocoa.release.set()
+    assert wait_for(lambda: backend.read_clipboard() == "late")
+    assert "424242" not in caplog.text
+
+    assert backend.idle_seconds() == 2.5
+    cocoa.idle = RuntimeError("no Quartz")
+    assert backend.idle_seconds() is None
+    assert backend.screen_locked() is False
+    cocoa.locked = True
+    assert backend.screen_locked() is True
+    cocoa.locked = RuntimeError("no window server")
+    assert backend.screen_locked() is None
+
+
+def bare_cocoa(quartz: Any = None, appkit: Any = None) -> Any:
+    cocoa: Any = object.__new__(darwin._Cocoa)  # pyobjc is not installed here: give it stand-ins
+    cocoa.objc = SimpleNamespace(autorelease_pool=contextlib.nullcontext)
+    cocoa.quartz, cocoa.appkit = quartz, appkit
+    return cocoa
+
+
+def test_darwin_cocoa_glue_asks_the_documented_apis() -> None:
+    asked: list[Any] = []
+
+    class Pasteboard:
+        def stringForType_(self, kind: str) -> str | None:
+            asked.append(kind)
+            return "pasted"
+
+    appkit = SimpleNamespace(
+        NSPasteboard=SimpleNamespace(generalPasteboard=Pasteboard),
+        NSPasteboardTypeString="public.utf8-plain-text",
+    )
+    session: dict[str, Any] | None = {"kCGSessionOnConsoleKey": True}
+    asleep = [False]
+
+    def seconds_since(state: int, kind: int) -> float:
+        asked.append((state, kind))
+        return 61.0
+
+    quartz = SimpleNamespace(
+        kCGEventSourceStateHIDSystemState=1,
+        kCGAnyInputEventType=0xFFFFFFFF,
+        CGEventSourceSecondsSinceLastEventType=seconds_since,
+        CGSessionCopyCurrentDictionary=lambda: session,
+        CGMainDisplayID=lambda: 69733248,
+        CGDisplayIsAsleep=lambda display: asleep[0],
+    )
+    cocoa = bare_cocoa(quartz, appkit)
+    assert cocoa.pasteboard_text() == "pasted"
+    assert cocoa.idle_seconds() == 61.0
+    assert asked == ["public.utf8-plain-text", (1, 0xFFFFFFFF)]
+    assert cocoa.screen_locked() is False
+    session = {darwin.SCREEN_IS_LOCKED: True}
+    assert cocoa.screen_locked() is True
+    session = None
+    assert cocoa.screen_locked() is None
+    asleep[0] = True
+    assert cocoa.screen_locked() is True
+
+    def broken(display: int) -> bool:
+        raise RuntimeError("no CGDisplayIsAsleep")
+
+    quartz.CGDisplayIsAsleep = broken
+    session = {}
+    assert cocoa.screen_locked() is False  # the session dictionary still answers
 
 
 def test_darwin_native_calls_degrade_to_cannot_tell_without_the_frameworks() -> None:

@@ -23,6 +23,7 @@ from agent.events import (
     KeyPress,
     KeyRelease,
     Marker,
+    Paste,
     PointerMove,
     Scroll,
     WindowFocus,
@@ -636,3 +637,31 @@ def test_a_new_consent_version_stops_capture_until_agreed_again(consented, study
     assert not backend.last_input.is_alive()
     with pytest.raises(ConsentRequired):
         Recorder(d, select_backend("fake"), install_study(d, newer)).start()
+
+
+def test_a_paste_records_the_clipboard_text_only_where_keys_are_kept(consented) -> None:
+    d, _study, backend, rec = _started(consented)
+    fake = backend.last_input
+    assert fake is not None
+    backend.set_clipboard("pasted words")
+    ctrl_v = ("v", None, 118, ("ctrl",))
+    backend.focus_window("notes.txt - gedit", "Gedit")
+    assert _wait(lambda: rec._last_focus is not None and rec._last_focus.app_class == "Gedit")
+    fake.emit(KeyPress(now_ns(), *ctrl_v))
+    assert _wait(lambda: backend.clipboard_reads == ["clipboard"])
+    backend.focus_window("Passwords.kdbx - KeePassXC", "KeePassXC")  # denied: never read
+    assert _wait(lambda: rec._denied_now)
+    fake.emit(KeyPress(now_ns(), *ctrl_v))
+    backend.focus_window(None, None)  # unknown: never read either
+    assert _wait(lambda: rec._last_focus is not None and rec._last_focus.app_class is None)
+    fake.emit(KeyPress(now_ns(), *ctrl_v))
+    fake.emit(KeyPress(now_ns(), "v", None, 118, ()))  # a plain v is not a paste
+    time.sleep(0.2)
+    rec.stop()
+    assert backend.clipboard_reads == ["clipboard"]
+    events = _events(d, rec)
+    pastes = [e for e in events if isinstance(e, Paste)]
+    assert [p.text for p in pastes] == ["pasted words"]
+    key = next(e for e in events if isinstance(e, KeyPress) and e.modifiers == ("ctrl",))
+    assert pastes[0].t_ns == key.t_ns + 1
+    assert rec.status()["loss"]["pastes_lost"] == 0
