@@ -29,7 +29,6 @@ NOT_BUILT = {
     "review": "the review window comes with the review and export work",
     "inspect": "bundle inspection comes with the review and export work",
     "unpack": "bundle unpacking comes with the review and export work",
-    "redact-text": "text redaction comes with the redaction work",
 }
 
 
@@ -471,13 +470,56 @@ def cmd_export(args: argparse.Namespace) -> int:
     study = installed_study(d)
     results = []
     for sid in args.ids:
-        res = export_session(d, sid, Path(args.out), study, [args.recipient] if args.recipient else None)
+        res = export_session(
+            d,
+            sid,
+            Path(args.out),
+            study,
+            [args.recipient] if args.recipient else None,
+            progress=_progress_line(f"{sid}: reading screens"),
+        )
         results.append(res.to_json())
         if not args.json:
             print(f"{sid}: {res.path} ({res.bytes} bytes, {res.events} events, {res.frames} frames)")
     if args.json:
         _print_json(results)
     return 0
+
+
+def cmd_redact_text(args: argparse.Namespace) -> int:
+    import itertools
+
+    from agent.redact import detectors
+
+    stdin = sys.stdin
+    if hasattr(stdin, "reconfigure"):
+        stdin.reconfigure(errors="replace")  # a stray byte must not stop a long file
+    if stdin.isatty():
+        print("optin: reading lines to redact; end with Ctrl-D", file=sys.stderr)
+    flush = sys.stdout.isatty()
+    source, scanned = itertools.tee(line.rstrip("\r\n") for line in stdin)
+    for number, (line, spans) in enumerate(
+        zip(source, detectors.detect_lines(scanned), strict=True), start=1
+    ):
+        redacted = detectors.redact(line, spans)
+        if args.json:
+            found = [{"start": s.start, "end": s.end, "entity": s.entity} for s in spans]
+            print(json.dumps({"line": number, "redacted": redacted, "spans": found}, ensure_ascii=False))
+        else:
+            print(redacted, flush=flush)
+    return 0
+
+
+def _progress_line(label: str) -> Callable[[int, int], None] | None:
+    """A ``label  n/total`` line redrawn on the terminal's stderr (None when stderr is not a terminal)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        print(f"\r{label} {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return show
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -589,6 +631,37 @@ def _add_deletion_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _add_export_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """``review``, ``redact-text``, ``export``, ``inspect`` and ``unpack``."""
+    sp = add("review", _not_built_command("review"), f"(not built yet) {NOT_BUILT['review']}")
+    sp.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    sp.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    sp.add_argument("--yes", action="store_true", help=argparse.SUPPRESS)
+
+    sp = add("redact-text", cmd_redact_text, "redact lines from standard input with optin's text detectors")
+    sp.add_argument(
+        "--json", action="store_true", help="one JSON object per line: the redacted text and its spans"
+    )
+    sp.epilog = (
+        "Each input line is printed with what the detectors find replaced by its entity, e.g. [EMAIL], "
+        "[CREDIT_CARD]; a PEM private key is followed across lines. The same detectors redact typed text, "
+        "pasted text, window titles and the text OCR reads on screens at export (docs/redaction.md)."
+    )
+
+    sp = add("export", cmd_export, "redact and encrypt sessions to the study's key")
+    sp.add_argument("ids", nargs="+", metavar="ID")
+    sp.add_argument("--out", required=True, metavar="DIR", help="directory for <id>.optin.tar.age")
+    sp.add_argument("--recipient", metavar="AGE_KEY", help="age public key (default: the study's)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for name in ("inspect", "unpack"):
+        sp = add(name, _not_built_command(name), f"(not built yet) {NOT_BUILT[name]}")
+        sp.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+        sp.add_argument("--identity", help=argparse.SUPPRESS)
+        sp.add_argument("--out", help=argparse.SUPPRESS)
+        sp.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="optin",
@@ -625,29 +698,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_deletion_commands(add)
 
-    for name in ("review", "redact-text"):
-        sp = add(name, _not_built_command(name), f"(not built yet) {NOT_BUILT[name]}")
-        sp.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
-        sp.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
-        sp.add_argument("--yes", action="store_true", help=argparse.SUPPRESS)
-
     sp = add("sessions", cmd_sessions, "list recorded sessions (or: sessions delete ID, crypto-shredding)")
     sp.add_argument("action", nargs="?", choices=["list", "delete"], default="list")
     sp.add_argument("id", nargs="?", metavar="ID", help="delete: the session to delete")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
-    sp = add("export", cmd_export, "redact and encrypt sessions to the study's key")
-    sp.add_argument("ids", nargs="+", metavar="ID")
-    sp.add_argument("--out", required=True, metavar="DIR", help="directory for <id>.optin.tar.age")
-    sp.add_argument("--recipient", metavar="AGE_KEY", help="age public key (default: the study's)")
-    sp.add_argument("--json", action="store_true", help="machine-readable output")
-
-    for name in ("inspect", "unpack"):
-        sp = add(name, _not_built_command(name), f"(not built yet) {NOT_BUILT[name]}")
-        sp.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
-        sp.add_argument("--identity", help=argparse.SUPPRESS)
-        sp.add_argument("--out", help=argparse.SUPPRESS)
-        sp.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    _add_export_commands(add)
 
     sp = add("keys", cmd_keys, "the volunteer's key pair: init, show, change-passphrase")
     sp.add_argument("action", choices=["init", "show", "change-passphrase"])

@@ -1,13 +1,28 @@
-"""The export redaction policy: one pure function, failing closed.
+"""The export redaction policy: what leaves, what is replaced, what is masked (P6).
 
-This first policy (``skeleton-1``) is deliberately blunt, until the detectors
-of the redaction issue exist: every typed character and every window title is
-removed before export, and so is the key code of character keys (an X keysym
-spells the character); names and codes survive only for non-character keys
-(``enter``, ``ctrl``...), so the timing and shape of typing stay usable while
-no text leaves.  Pointer, scroll and focus geometry are kept.  Frames are
-kept as the volunteer's screen showed them — the volunteer sees this in the
-README and the manifest (``frames_masked: false``) until screen redaction lands.
+:func:`redact_session` is the one function that decides, pure given its OCR engine:
+
+* **Typed text** (``[redaction] typed_text = "redact"``, the default): the keys of each
+  field are replayed into text (:mod:`agent.redact.text`); the detectors run on the
+  field's final text *and* on everything typed into it (a card number typed and then
+  deleted is still in the key stream).  Every key event inside a detected span — and
+  the modifiers, arrows and backspaces between its first and last character — is
+  replaced by one :class:`Redacted` record with the entity type and the time of the
+  first one: neither the characters nor their timing leave.  Fields typed into a
+  terminal right after a command that asks for a password (``sudo``, ``ssh``,
+  ``passwd``...) are redacted whole as ``PASSWORD`` when they are a single word.
+  With ``"drop"``, every typed character and character key code is removed.
+* **Pasted text**: redacted like typed text (a paste inside a detected span goes with it).
+* **Window titles** (``window_titles = "redact"``): detected spans become ``[EMAIL]``...;
+  with ``"drop"`` titles are removed.
+* **Screens**: deny-listed windows were masked at capture; OCR (``ocr = "required"``, the
+  default) reads the changed parts of each frame and masks detected text and the typed
+  text that was redacted.  A frame the OCR engine fails on is left out.  If the study
+  requires OCR and no engine is installed, export refuses (:class:`RedactorUnavailable`):
+  the policy fails closed, never skips.
+
+The manifest gets :meth:`Redaction.evidence`: the policy and its hash, the redactors that
+ran with their versions, and counts per entity type — never the values.
 """
 
 from __future__ import annotations
@@ -15,59 +30,251 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from agent.events import Event, KeyPress, KeyRelease, WindowFocus
+from agent.errors import RedactorUnavailable
+from agent.events import SCHEMA_VERSION, Event, Frame, KeyPress, KeyRelease, Paste, WindowFocus
+from agent.redact import detectors, text
 
-#: Name and version of this policy (goes into the manifest).
-POLICY_NAME = "skeleton-1"
+#: Name and version of this policy (the manifest names both, and their hash).
+POLICY_NAME = "optin-redaction"
+POLICY_VERSION = "2"
 
-_RULES = {
-    "key_char": "drop",
-    "key_code_for_character_keys": "drop",
-    "window_title": "drop",
-    "frames": "keep-unmasked",
-}
-
-
-def policy_sha256() -> str:
-    """Hash of the rules, so a manifest names exactly the policy that ran."""
-    blob = json.dumps({"name": POLICY_NAME, "rules": _RULES}, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()
+#: Fields typed after one of these commands in a terminal are passwords when they are one word.
+_ASKS_FOR_PASSWORD = re.compile(
+    r"^\s*(?:\S+\s+)*?(?:sudo|su|doas|pkexec|passwd|ssh|scp|sftp|ssh-add|ssh-keygen|kinit|gpg|"
+    r"(?:mysql|mariadb|mysqldump)\b.*\s-p|psql|docker\s+login|git\s+(?:push|pull|clone|fetch))(?:\s|$)"
+)
+#: How many one-word fields after such a command are taken as passwords (passwd asks three times).
+_PROMPTED_FIELDS = 3
+#: Entity of a whole field taken as a password by that rule.
+PROMPTED_ENTITY = "PASSWORD"
 
 
-def redact_event(event: Event) -> Event:
-    """Return the exportable form of ``event`` (never mutates it)."""
+@dataclass(frozen=True)
+class Policy:
+    """The study's ``[redaction]`` choices (docs/study.md)."""
+
+    ocr: str = "required"
+    typed_text: str = "redact"
+    window_titles: str = "redact"
+
+    @classmethod
+    def from_study(cls, study: Any) -> Policy:
+        return cls(study.redaction_ocr, study.redaction_typed_text, study.redaction_window_titles)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": POLICY_NAME,
+            "version": POLICY_VERSION,
+            "ocr": self.ocr,
+            "typed_text": self.typed_text,
+            "window_titles": self.window_titles,
+            "detectors_version": detectors.DETECTORS_VERSION,
+            "text_version": text.TEXT_VERSION,
+        }
+
+    def sha256(self) -> str:
+        """Hash of everything that decides the output, so a manifest names exactly the policy that ran."""
+        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Redacted:
+    """Export-only record that stands where redacted key and paste events were."""
+
+    KIND: ClassVar[str] = "redacted"
+    t_ns: int
+    entity: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": SCHEMA_VERSION, "k": self.KIND, "t_ns": self.t_ns, "entity": self.entity}
+
+
+@dataclass
+class Redaction:
+    """The redacted stream and what was done to it."""
+
+    events: list[Any]
+    policy: Policy
+    redactors: list[dict[str, Any]]
+    counts: dict[str, dict[str, int]]
+    frames_masked: bool
+    frames_left_out: int = 0
+    #: Typed text that was redacted (screen matching only; never leaves memory).
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    def evidence(self) -> dict[str, Any]:
+        """What the manifest records: no values, only names, versions and counts."""
+        return {
+            "policy": self.policy.describe(),
+            "policy_sha256": self.policy.sha256(),
+            "redactors": self.redactors,
+            "frames_masked_by_ocr": self.frames_masked,
+            "deny_masks": "applied at capture, before encryption",
+            "frames_left_out_ocr_failed": self.frames_left_out,
+            "counts": {where: dict(sorted(c.items())) for where, c in sorted(self.counts.items())},
+        }
+
+
+# --- the one function -------------------------------------------------------------------------------
+
+OcrEngine = Any  # agent.redact.screen.TesseractOcr or a stand-in with name, version and __call__
+Progress = Callable[[int, int], None]
+
+
+def redact_session(
+    events: Sequence[Event],
+    policy: Policy,
+    *,
+    ocr: OcrEngine | None,
+    progress: Progress | None = None,
+) -> Redaction:
+    """Redact one session's events for export (pure given ``ocr``).
+
+    :param ocr: the OCR engine, or None when none is installed.
+    :param progress: called with (frames done, frames in all) while frames are read.
+    :raises RedactorUnavailable: the policy requires OCR and ``ocr`` is None.
+    """
+    frames = [e for e in events if isinstance(e, Frame)]
+    if policy.ocr == "required" and ocr is None and frames:
+        msg = (
+            'the study requires OCR redaction of screenshots ([redaction] ocr = "required") and no '
+            "OCR engine is installed, so nothing was exported. Fix: apt-get install tesseract-ocr "
+            "tesseract-ocr-eng (optin doctor checks it)"
+        )
+        raise RedactorUnavailable(msg)
+    ordered = sorted(events, key=lambda e: e.t_ns)  # stable: a paste sorts right behind its key
+    counts: dict[str, Counter[str]] = {w: Counter() for w in ("typed", "paste", "titles", "screen")}
+    if policy.typed_text == "drop":
+        kept, secrets = [_drop_text(e, counts) for e in ordered], ()
+    else:
+        kept, secrets = redact_typing(ordered, counts)
+    kept = [_title(e, policy, counts) for e in kept]
+    redactors = [
+        {
+            "name": "detectors",
+            "version": detectors.DETECTORS_VERSION,
+            "families": list(detectors.DETECTOR_NAMES),
+        },
+        {"name": "typed-text", "version": text.TEXT_VERSION, "mode": policy.typed_text},
+    ]
+    use_ocr = ocr is not None and policy.ocr != "off"
+    left_out = 0
+    if use_ocr and frames:
+        from agent.redact.screen import mask_frames
+
+        masked, left_out, screen_counts = mask_frames(kept, ocr, secrets, progress=progress)
+        kept = masked
+        counts["screen"].update(screen_counts)
+    if use_ocr:
+        redactors.append({"name": ocr.name, "version": ocr.version, "on": "changed regions of frames"})
+    return Redaction(
+        events=kept,
+        policy=policy,
+        redactors=redactors,
+        counts={w: dict(c) for w, c in counts.items()},
+        frames_masked=use_ocr,
+        frames_left_out=left_out,
+        secrets=secrets,
+    )
+
+
+# --- typed and pasted text --------------------------------------------------------------------------
+
+
+def redact_typing(
+    ordered: Sequence[Event], counts: dict[str, Counter[str]]
+) -> tuple[list[Any], tuple[str, ...]]:
+    """Replace the key and paste events of every detected span; redact the rest of the pastes."""
+    fields = text.reconstruct(ordered)
+    found: list[tuple[text.Field, str, int, int, str]] = []
+    secrets: set[str] = set()
+    for fld in fields:
+        for stream, value in fld.streams():
+            for span in detectors.detect(value):
+                found.append((fld, stream, span.start, span.end, span.entity))
+                secrets.add(value[span.start : span.end])
+    for fld in prompted_fields(fields):
+        for stream, value in (("text", fld.text), ("typed", fld.typed)):
+            if value:
+                found.append((fld, stream, 0, len(value), PROMPTED_ENTITY))
+                secrets.add(value)
+    windows = text.key_windows(found)
+    replaced: set[int] = set()
+    heads: dict[int, str] = {}  # the first replaced event of each window: where its record stands
+    for lo, hi, entity in windows:
+        inside = [i for i in range(lo, hi + 1) if isinstance(ordered[i], (KeyPress, KeyRelease, Paste))]
+        if inside:
+            heads[inside[0]] = entity
+            replaced.update(inside)
+    out: list[Any] = []
+    for i, event in enumerate(ordered):
+        if i in heads:
+            out.append(Redacted(event.t_ns, heads[i]))
+            counts["typed"][heads[i]] += 1
+        elif i not in replaced:
+            out.append(_paste(event, counts) if isinstance(event, Paste) else event)
+    return out, tuple(sorted(secrets))
+
+
+def prompted_fields(fields: Sequence[text.Field]) -> list[text.Field]:
+    """One-word fields entered in a terminal right after a command that asks for a password."""
+    out: list[text.Field] = []
+    left = 0
+    app: str | None = None
+    for fld in fields:
+        if (
+            left
+            and fld.app_class == app
+            and fld.ended_by == "enter"
+            and fld.text
+            and not any(c.isspace() for c in fld.text)
+        ):
+            out.append(fld)
+            left -= 1
+            continue
+        left = 0
+        if fld.ended_by == "enter" and text.is_terminal(fld.app_class) and _ASKS_FOR_PASSWORD.match(fld.text):
+            left, app = _PROMPTED_FIELDS, fld.app_class
+    return out
+
+
+def _paste(event: Paste, counts: dict[str, Counter[str]]) -> Paste:
+    if not event.text:
+        return event
+    spans = detectors.detect(event.text)
+    if not spans:
+        return event
+    counts["paste"].update(s.entity for s in spans)
+    return dataclasses.replace(event, text=detectors.redact(event.text, spans))
+
+
+def _drop_text(event: Event, counts: dict[str, Counter[str]]) -> Event:
     if isinstance(event, (KeyPress, KeyRelease)):
         if event.name is None:  # a character key: its key code (keysym) would spell the text
+            if event.char is not None or event.vk is not None:
+                counts["typed"]["ALL_TEXT"] += 1
             return dataclasses.replace(event, char=None, vk=None)
         return dataclasses.replace(event, char=None)
-    if isinstance(event, WindowFocus):
-        return dataclasses.replace(event, title=None)
+    if isinstance(event, Paste) and event.text is not None:
+        counts["paste"]["ALL_TEXT"] += 1
+        return dataclasses.replace(event, text=None)
     return event
 
 
-def evidence(counts: dict[str, int]) -> dict[str, Any]:
-    """What the manifest records about redaction."""
-    return {
-        "policy": POLICY_NAME,
-        "policy_sha256": policy_sha256(),
-        "rules": dict(_RULES),
-        "redactors": ["drop-typed-text", "drop-window-titles"],
-        "frames_masked": False,
-        "counts": dict(sorted(counts.items())),
-    }
-
-
-def redact_all(events: list[Event]) -> tuple[list[Event], dict[str, int]]:
-    """Redact every event; return the result and counts of what was removed."""
-    out: list[Event] = []
-    counts = {"key_chars_dropped": 0, "titles_dropped": 0}
-    for ev in events:
-        red = redact_event(ev)
-        if isinstance(ev, (KeyPress, KeyRelease)) and (ev.char is not None or ev.name is None):
-            counts["key_chars_dropped"] += 1
-        elif isinstance(ev, WindowFocus) and ev.title is not None:
-            counts["titles_dropped"] += 1
-        out.append(red)
-    return out, counts
+def _title(event: Any, policy: Policy, counts: dict[str, Counter[str]]) -> Any:
+    if not isinstance(event, WindowFocus) or event.title is None:
+        return event
+    if policy.window_titles == "drop":
+        counts["titles"]["ALL_TEXT"] += 1
+        return dataclasses.replace(event, title=None)
+    spans = detectors.detect(event.title)
+    if not spans:
+        return event
+    counts["titles"].update(s.entity for s in spans)
+    return dataclasses.replace(event, title=detectors.redact(event.title, spans))

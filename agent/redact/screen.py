@@ -18,6 +18,7 @@ Nothing here writes a file: images go to tesseract through a pipe.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -380,3 +381,61 @@ def parse_tsv(tsv: str, *, scale: int = 1, top: int = 0) -> list[Word]:
         box = (left // scale, top + y // scale, -(-(left + w) // scale), top + -(-(y + h) // scale))
         words.append(Word(box, text))
     return words
+
+
+# --- a session's frames -----------------------------------------------------------------------------
+
+
+def mask_frames(
+    events: Sequence[Any],
+    ocr: OcrFn,
+    secrets: Sequence[str],
+    *,
+    detect: DetectFn | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Any], int, dict[str, int]]:
+    """``events`` with every frame OCR-masked; frames the engine fails on are left out.
+
+    :returns: the events, how many frames were left out, and the masked-text counts.
+    """
+    from PIL import Image
+
+    from agent.capture.screen import encode_image
+    from agent.events import Frame
+
+    if detect is None:
+        from agent.redact.detectors import detect as detect_text
+
+        detect = detect_text
+    wanted = normalise_secrets(secrets)
+    total = sum(1 for e in events if isinstance(e, Frame))
+    out: list[Any] = []
+    counts: dict[str, int] = {}
+    previous: Any = None
+    boxes: tuple[Box, ...] = ()
+    done = left_out = 0
+    for event in events:
+        if not isinstance(event, Frame):
+            out.append(event)
+            continue
+        image = Image.open(io.BytesIO(event.data))
+        image.load()
+        try:
+            plan = mask_plan(previous, boxes, image, ocr=ocr, detect=detect, secrets=wanted)
+        except OcrFailed:
+            left_out += 1  # fail closed: a frame that could not be read does not leave
+            previous, boxes = None, ()
+        else:
+            previous, boxes = image, plan.boxes
+            for entity, n in plan.counts.items():
+                counts[entity] = counts.get(entity, 0) + n
+            masked = apply_boxes(image, plan.boxes) if plan.boxes else None
+            out.append(
+                event
+                if masked is None
+                else dataclasses.replace(event, data=encode_image(masked), format="webp")
+            )
+        done += 1
+        if progress is not None:
+            progress(done, total)
+    return out, left_out, counts

@@ -21,7 +21,7 @@ from agent.export.bundle import export_session
 from agent.export.inspect import read_bundle_tar
 from tests.unit.test_recorder import paint_and_wait_for_a_grab
 
-SECRET = "hunter2-canary"  # noqa: S105 - a canary, not a credential
+SECRET = "alice.canary@example.com"  # noqa: S105 - a canary the detectors know (an e-mail address)
 
 
 @pytest.fixture
@@ -31,8 +31,8 @@ def session(consented) -> str:
     rec = Recorder(d, backend, study)
     rec.start()
     _frames_written(rec, 1)  # the start frame, before the click asks for another
-    backend.focus_window(f"title {SECRET}", "XTerm")
-    for ch in SECRET:
+    backend.focus_window(f"Inbox - {SECRET}", "Thunderbird")
+    for ch in f"to:{SECRET}":
         backend.last_input.emit(KeyPress(now_ns(), ch, None, ord(ch), ()))
     backend.last_input.emit(KeyPress(now_ns(), None, "enter", 65293, ()))
     paint_and_wait_for_a_grab(backend)
@@ -65,18 +65,23 @@ def test_bundle_is_redacted_encrypted_and_complete(
     assert SECRET.encode() not in blob
     tar_bytes = decrypt(blob, [_identity(study_file)])
     assert SECRET.encode() not in tar_bytes  # redacted before encryption, not only encrypted
-    for ch in "hunter":  # no key code of a character key spells the text either
+    for ch in "@.":  # no key code of the address's characters spells it either
         assert f'"vk":{ord(ch)}'.encode() not in tar_bytes
     manifest, members = read_bundle_tar(tar_bytes)
     assert manifest["schema"] == "optin-bundle/0"
     assert manifest["session"] == session
     assert manifest["consent"]["text_sha256"] == study.text_sha256
-    assert manifest["redaction"]["counts"] == {"key_chars_dropped": len(SECRET), "titles_dropped": 2}
-    assert manifest["counts"]["key_press"] == len(SECRET) + 1
+    redaction = manifest["redaction"]
+    assert redaction["counts"]["typed"] == {"EMAIL": 1}
+    assert set(redaction["counts"]["titles"]) == {"EMAIL"}
+    assert redaction["frames_masked_by_ocr"] is True
+    assert redaction["policy"]["ocr"] == "required" and len(redaction["policy_sha256"]) == 64
+    assert manifest["counts"]["key_press"] == len("to:") + 1 and manifest["counts"]["redacted"] == 1
     assert manifest["loss"] == {
         "dropped_events": 0,
         "frame_failures": 0,
         "frames_skipped": 0,
+        "pastes_lost": 0,
         "clean_stop": True,
         "store_problems": [],
     }
@@ -84,6 +89,10 @@ def test_bundle_is_redacted_encrypted_and_complete(
     events = [json.loads(line) for line in members["events.jsonl"].decode().splitlines()]
     enter = [e for e in events if e["k"] == "key_press" and e["name"] == "enter"]
     assert enter and enter[0]["vk"] == 65293  # special keys survive for training
+    assert "".join(e["char"] or "" for e in events if e["k"] == "key_press") == "to:"
+    assert [e["entity"] for e in events if e["k"] == "redacted"] == ["EMAIL"]
+    titles = [e["title"] for e in events if e["k"] == "window_focus" and e["title"]]
+    assert titles == ["Fake window", "Inbox - [EMAIL]"]
     home = str(Path.home()).encode()
     with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
         assert all(name.startswith(f"{session}/") for name in tar.getnames())
