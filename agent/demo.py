@@ -34,8 +34,10 @@ from agent.errors import EnvironmentProblem, OptinError
 from agent.events import KeyPress
 from agent.paths import write_private_file
 
-#: What the scripted volunteer types (checked in the local store, and absent from the export).
-DEMO_TEXT = "echo optin-demo-typed-text"
+#: Secrets the scripted volunteer types: stored locally, redacted from the keys and masked on screen.
+DEMO_SECRETS = {"EMAIL": "demo.volunteer@example.com", "CREDIT_CARD": "4111 1111 1111 1111"}
+#: What the scripted volunteer types (checked in the local store; only the secrets leave redacted).
+DEMO_TEXT = f"echo mail {DEMO_SECRETS['EMAIL']} card {DEMO_SECRETS['CREDIT_CARD']}"
 #: Title of the scripted volunteer's terminal.
 DEMO_TERMINAL = "optin demo terminal"
 
@@ -216,7 +218,9 @@ def _tail(log: Path) -> str:
 
 def _drive_volunteer(vd: VirtualDisplay, seconds: float) -> dict[str, Any]:
     """Open an xterm and act in it for about ``seconds``; return what was done."""
-    vd.spawn(["xterm", "-T", DEMO_TERMINAL, "-geometry", "100x30+40+60"])
+    vd.spawn(
+        ["xterm", "-T", DEMO_TERMINAL, "-fa", "DejaVu Sans Mono", "-fs", "12", "-geometry", "90x24+40+60"]
+    )
     if not wait_for(lambda: bool(vd.search(DEMO_TERMINAL)), 10.0):
         msg = "the demo xterm did not appear"
         raise DemoFailed(msg)
@@ -266,10 +270,26 @@ def _check(
         raise DemoFailed(msg)
     manifest, members = read_bundle_tar(out.stdout)
     counts: dict[str, int] = manifest["counts"]
-    if DEMO_TEXT.encode() in out.stdout:
-        msg = "the typed demo text appears in the exported bundle: redaction failed"
-        raise DemoFailed(msg)
+    flat = "".join(c for c in out.stdout.decode("latin-1") if c.isalnum())
+    for name, secret in DEMO_SECRETS.items():
+        if secret.encode() in out.stdout or "".join(c for c in secret if c.isalnum()) in flat:
+            msg = f"the typed {name} appears in the exported bundle: redaction failed"
+            raise DemoFailed(msg)
+    redaction = manifest["redaction"]["counts"]
     problems = _expectations(counts, script)
+    if set(redaction.get("typed", {})) != set(DEMO_SECRETS):
+        problems.append(
+            f"typed text redacted as {sorted(redaction.get('typed', {}))}, not {sorted(DEMO_SECRETS)}"
+        )
+    if not redaction.get("screen"):
+        problems.append("OCR masked nothing, though the secrets were on screen")
+    kept = "".join(
+        e.get("char") or ""
+        for e in map(json.loads, members["events.jsonl"].decode().splitlines())
+        if e["k"] == "key_press"
+    )
+    if not kept.startswith("echomail"):
+        problems.append("the typed words around the secrets did not survive redaction")
     frames = [json.loads(line) for line in members["frames.jsonl"].decode().splitlines() if line]
     if any((f["width"], f["height"]) != (vd.width, vd.height) for f in frames):
         problems.append("a frame does not have the display's size")
@@ -293,12 +313,23 @@ def _check(
     }
 
 
+def _redaction_line(counts: dict[str, dict[str, int]]) -> str:
+    """``typed EMAIL 1, CREDIT_CARD 1; screen EMAIL 2`` (where nothing was redacted: left out)."""
+    parts = [
+        f"{where} " + ", ".join(f"{k} {v}" for k, v in found.items())
+        for where, found in counts.items()
+        if found
+    ]
+    return "; ".join(parts) or "nothing"
+
+
 def _expectations(counts: dict[str, int], script: dict[str, Any]) -> list[str]:
     problems = []
     if counts.get("button_press", 0) < script["clicks"]:
         problems.append(f"{counts.get('button_press', 0)} button presses stored, {script['clicks']} made")
-    if counts.get("key_press", 0) < len(script["typed"]):
-        problems.append(f"{counts.get('key_press', 0)} key presses stored, {len(script['typed'])} typed")
+    presses = counts.get("key_press", 0) + counts.get("redacted", 0)
+    if presses < len(script["typed"]) - sum(len(s) for s in DEMO_SECRETS.values()):
+        problems.append(f"{presses} key presses exported, {len(script['typed'])} typed")
     if counts.get("scroll", 0) < script["scrolls"]:
         problems.append(f"{counts.get('scroll', 0)} scrolls stored, {script['scrolls']} made")
     if counts.get("frame", 0) < 2:
@@ -348,6 +379,6 @@ def render_summary(summary: dict[str, Any]) -> str:
             f"  stored         {summary['bytes_stored']} bytes, encrypted",
             f"  bundle         {summary['bundle_bytes']} bytes, {summary['bundle_members']} members, "
             "decrypted with `age -d`",
-            f"  redacted       {', '.join(f'{k} {v}' for k, v in summary['redaction'].items())}",
+            f"  redacted       {_redaction_line(summary['redaction'])}",
         ]
     )

@@ -9,7 +9,7 @@ this module handles the rest of the screen.  For each exported frame:
 2. An OCR engine (:class:`TesseractOcr`) reads the words in those bands.
 3. :func:`lines` groups the words into visual lines; the text detectors run on each line,
    and the text the volunteer typed that was redacted (``secrets``) is looked for too.
-4. Boxes of matched words are masked (black, padded by :data:`PAD` pixels); masks of the
+4. Boxes of matched words are masked (flat grey, like deny-listed windows; padded); masks of the
    previous frame outside the changed bands are kept, since those pixels did not change.
 
 :func:`mask_plan` is pure given its OCR function, so it is tested without tesseract.
@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
@@ -45,7 +44,7 @@ PAD = 3
 #: Typed secrets shorter than this are not looked for on screen (too many chance matches).
 MIN_SECRET_CHARS = 4
 #: Mask colour (RGB).
-MASK_RGB = (0, 0, 0)
+MASK_RGB = (128, 128, 128)  # the deny masks' grey: not taken for a dark background by OCR
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,37 +170,104 @@ def _words_in(line: Line, start: int, end: int) -> list[Word]:
     return [w for w, s in zip(line.words, line.starts, strict=True) if s < end and s + len(w.text) > start]
 
 
-_SPACE = re.compile(r"\s+")
+#: OCR confusions folded together before typed text is looked for (O/0, I/l/1, S/5, B/8, Z/2).
+_CANON = str.maketrans("oilsbz|", "0115821")
+#: Typed secrets longer than this are looked for in overlapping pieces of this length, so a
+#: misread character or a line wrap hides only the pieces it falls in.
+CHUNK = 8
+#: Entities also looked for with OCR's spaces at punctuation removed ("ghp_ R8x...",
+#: "li.wei@outlook. com"); digits-only entities are left out (they would join unrelated numbers).
+JOINED_ENTITIES = frozenset(
+    {"EMAIL", "URL_CREDENTIALS", "JWT", "PRIVATE_KEY"}
+    | {"AWS_ACCESS_KEY", "AWS_SECRET_KEY", "GOOGLE_API_KEY", "GITHUB_TOKEN", "GITLAB_TOKEN"}
+    | {"SLACK_TOKEN", "STRIPE_KEY", "OPENAI_KEY"}
+)
+
+
+def canonical(text: str) -> str:
+    """Letters and digits only, case and OCR confusions folded (how typed text is matched on screen)."""
+    return "".join(c for c in text.casefold() if c.isalnum()).translate(_CANON)
+
+
+def _owners(line: Line, keep: Callable[[str], bool]) -> tuple[str, list[int]]:
+    """The line's characters that ``keep`` accepts, joined, with the index of each one's word."""
+    chars: list[str] = []
+    owner: list[int] = []
+    for i, word in enumerate(line.words):
+        for ch in word.text:
+            if keep(ch):
+                chars.append(ch)
+                owner.append(i)
+    return "".join(chars), owner
 
 
 def _find_typed(line: Line, secrets: Sequence[str]) -> list[Word]:
-    """Words of ``line`` that show one of ``secrets`` (spaces ignored, case folded)."""
+    """Words of ``line`` that show one of ``secrets`` (:func:`normalise_secrets` output).
+
+    A secret longer than :data:`CHUNK` is found piece by piece: every word holding one of
+    its overlapping :data:`CHUNK`-character pieces is masked.
+    """
     if not secrets:
         return []
-    compact: list[str] = []
-    owner: list[int] = []
-    for i, word in enumerate(line.words):
-        for ch in _SPACE.sub("", word.text).casefold():
-            compact.append(ch)
-            owner.append(i)
-    haystack = "".join(compact)
+    raw, owner = _owners(line, str.isalnum)
+    haystack = raw.casefold().translate(_CANON)
     found: set[int] = set()
     for secret in secrets:
-        at = haystack.find(secret)
-        while at >= 0:
-            found.update(owner[at : at + len(secret)])
-            at = haystack.find(secret, at + 1)
+        pieces = [secret] if len(secret) <= CHUNK else _pieces(secret)
+        for piece in pieces:
+            at = haystack.find(piece)
+            while at >= 0:
+                found.update(owner[at : at + len(piece)])
+                at = haystack.find(piece, at + 1)
     return [line.words[i] for i in sorted(found)]
 
 
+def _pieces(secret: str) -> list[str]:
+    starts = list(range(0, len(secret) - CHUNK + 1, 2))
+    if starts[-1] != len(secret) - CHUNK:
+        starts.append(len(secret) - CHUNK)
+    return [secret[i : i + CHUNK] for i in starts]
+
+
+def _detect_joined(line: Line, detect: DetectFn) -> list[tuple[str, list[Word]]]:
+    """Spans of :data:`JOINED_ENTITIES` found where OCR split a word at punctuation.
+
+    The line is read again with every space next to ``_ - . / : @ = +`` removed
+    (``ghp_ R8x...`` becomes ``ghp_R8x...``); other spaces stay, so separate words are
+    not run together.
+    """
+    chars: list[str] = []
+    owner: list[int] = []
+    for i, word in enumerate(line.words):
+        if chars and not (chars[-1] in _GLUE or word.text[:1] in _GLUE):
+            chars.append(" ")
+            owner.append(i)
+        chars.extend(word.text)
+        owner.extend([i] * len(word.text))
+    joined = "".join(chars)
+    if joined == line.text:
+        return []
+    out: list[tuple[str, list[Word]]] = []
+    for span in detect(joined):
+        if span.entity in JOINED_ENTITIES:
+            out.append((span.entity, [line.words[i] for i in sorted(set(owner[span.start : span.end]))]))
+    return out
+
+
+#: Characters next to which OCR's spaces are dropped by :func:`_detect_joined`.
+_GLUE = frozenset("_-./:@=+")
+
+
 def normalise_secrets(secrets: Iterable[str]) -> tuple[str, ...]:
-    """Typed secrets as :func:`mask_plan` looks for them: no spaces, case folded, long enough."""
-    out = {_SPACE.sub("", s).casefold() for s in secrets}
+    """Typed secrets as :func:`mask_plan` looks for them (:func:`canonical`, long enough)."""
+    out = {canonical(s) for s in secrets}
     return tuple(sorted(s for s in out if len(s) >= MIN_SECRET_CHARS))
 
 
 def _pad(box: Box, width: int, height: int) -> Box:
-    return (max(0, box[0] - PAD), max(0, box[1] - PAD), min(width, box[2] + PAD), min(height, box[3] + PAD))
+    """``box`` grown by :data:`PAD` vertically and half its height sideways (a glyph OCR left out)."""
+    side = max(PAD, (box[3] - box[1]) // 2)
+    return (max(0, box[0] - side), max(0, box[1] - PAD), min(width, box[2] + side), min(height, box[3] + PAD))
 
 
 # --- the plan ---------------------------------------------------------------------------------------
@@ -240,10 +306,12 @@ def mask_plan(
     found: list[Box] = []
     words = ocr(current, bands) if bands else []
     for line in lines(words):
-        for span in detect(line.text):
-            hit = _words_in(line, span.start, span.end)
+        hits = [(span.entity, _words_in(line, span.start, span.end)) for span in detect(line.text)]
+        seen = {id(w) for _, ws in hits for w in ws}  # joined-line finds count only where they add words
+        hits += [(e, ws) for e, ws in _detect_joined(line, detect) if not seen.issuperset(map(id, ws))]
+        for entity, hit in hits:
             found += [_pad(w.box, width, height) for w in hit]
-            counts[span.entity] = counts.get(span.entity, 0) + bool(hit)
+            counts[entity] = counts.get(entity, 0) + bool(hit)
         typed = _find_typed(line, secrets)
         if typed:
             found += [_pad(w.box, width, height) for w in typed]

@@ -20,7 +20,7 @@ from agent.backends.virtual_display import VirtualDisplay, wait_for
 from agent.control import Recorder
 from agent.events import Frame, KeyPress
 from agent.export.bundle import export_session
-from agent.redact.screen import TesseractOcr, lines
+from agent.redact.screen import TesseractOcr, canonical, lines
 from agent.store import keys
 from agent.store.reader import read_session
 from tests.tools import require_tool
@@ -42,9 +42,10 @@ def _screen_text(engine: TesseractOcr, data: bytes) -> str:
 
 
 def _visible(secret: str, text: str) -> bool:
-    """Whether OCR text shows the secret (its distinctive middle, spaces and case ignored)."""
-    core = _compact(secret)
-    return core[2:-2] in _compact(text)
+    """Whether OCR text shows any 8 characters of the secret in a row (case, spaces,
+    punctuation and OCR's O/0, I/l/1, S/5, B/8, Z/2 confusions folded)."""
+    core, seen = canonical(secret), canonical(text)
+    return any(core[i : i + 8] in seen for i in range(len(core) - 7))
 
 
 def test_typed_secrets_leave_in_no_byte_and_no_pixel(
@@ -86,7 +87,8 @@ def test_typed_secrets_leave_in_no_byte_and_no_pixel(
     assert engine is not None
     raw_frames = [e for e in stored if isinstance(e, Frame)]
     raw_text = "\n".join(_screen_text(engine, f.data) for f in raw_frames)
-    assert _visible(SECRETS["EMAIL"], raw_text), "control: OCR must read the address on the raw screen"
+    for name, secret in SECRETS.items():  # the control: OCR reads each one on the raw screen
+        assert _visible(secret, raw_text), f"control: OCR does not read the {name} on the stored screen"
 
     res = export_session(d, sid, tmp_path / "out", study)
     identity = tmp_path / "study-identity.txt"

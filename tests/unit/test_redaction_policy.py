@@ -33,7 +33,7 @@ from agent.events import (
 )
 from agent.redact import policy
 from agent.redact.policy import Policy, Redacted, redact_session
-from agent.redact.screen import OcrFailed, Word
+from agent.redact.screen import MASK_RGB, OcrFailed, Word
 
 EMAIL = "alice.canary@example.com"
 CARD = "4111 1111 1111 1111"
@@ -293,8 +293,8 @@ def test_ocr_masks_detected_text_and_typed_secrets() -> None:
     red = redact_session([*t.events, f], Policy(ocr="required"), ocr=ocr)
     (out,) = [e for e in red.events if isinstance(e, Frame)]
     img = pixels(out)
-    assert img.getpixel((60, 15)) == (0, 0, 0)  # the address word (starts at x=50)
-    assert img.getpixel((40, 45)) == (0, 0, 0)  # the typed password seen on screen
+    assert img.getpixel((60, 15)) == MASK_RGB  # the address word (starts at x=50)
+    assert img.getpixel((40, 45)) == MASK_RGB  # the typed password seen on screen
     assert red.counts["screen"] == {"EMAIL": 1, "TYPED": 1}
     assert red.frames_masked and red.evidence()["redactors"][-1]["name"] == "stand-in"
 
