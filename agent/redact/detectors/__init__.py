@@ -4,21 +4,18 @@ Standard library only (``re``), no network, no models.  One module per family, e
 ``find(text) -> list[Span]`` that says in its docstring what it catches and what it knowingly
 misses:
 
-==================== ======================================================================
-module               entities
-==================== ======================================================================
-:mod:`.email`        ``EMAIL``
-:mod:`.phone`        ``PHONE``
-:mod:`.cards`        ``CREDIT_CARD`` (Luhn, issuer ranges)
-:mod:`.iban`         ``IBAN`` (registry lengths, mod 97)
-:mod:`.ssn`          ``US_SSN``
-:mod:`.url_credentials` ``URL_CREDENTIALS``
-:mod:`.tokens`       ``AWS_ACCESS_KEY``, ``AWS_SECRET_KEY``, ``GOOGLE_API_KEY``, ``GITHUB_TOKEN``,
-                     ``GITLAB_TOKEN``, ``SLACK_TOKEN``, ``STRIPE_KEY``, ``OPENAI_KEY`` (+ ``SECRET``)
-:mod:`.jwt`          ``JWT``
-:mod:`.private_keys` ``PRIVATE_KEY`` (PEM blocks, across lines)
-:mod:`.prompts`      ``PASSWORD``, ``SECRET`` after prompts and keys (the backstop)
-==================== ======================================================================
+* :mod:`.email`: ``EMAIL``
+* :mod:`.phone`: ``PHONE``
+* :mod:`.cards`: ``CREDIT_CARD`` (Luhn, issuer ranges)
+* :mod:`.iban`: ``IBAN`` (registry lengths, mod 97)
+* :mod:`.ssn`: ``US_SSN``
+* :mod:`.url_credentials`: ``URL_CREDENTIALS``
+* :mod:`.tokens`: ``AWS_ACCESS_KEY``, ``AWS_SECRET_KEY``, ``GOOGLE_API_KEY``, ``GITHUB_TOKEN``,
+  ``GITLAB_TOKEN``, ``SLACK_TOKEN``, ``STRIPE_KEY``, ``OPENAI_KEY`` (and ``SECRET`` for a few
+  other vendors)
+* :mod:`.jwt`: ``JWT``
+* :mod:`.private_keys`: ``PRIVATE_KEY`` (PEM blocks, across lines)
+* :mod:`.prompts`: ``PASSWORD``, ``SECRET`` after prompts and keys (the backstop)
 
 The public surface is :func:`detect`, :func:`detect_lines`, :func:`redact`,
 :data:`DETECTORS_VERSION` and :data:`DETECTOR_NAMES`.  Spans returned are sorted and

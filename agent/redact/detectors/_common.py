@@ -5,6 +5,7 @@ Nothing here looks at more than the text it is given, and nothing is logged.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterator
 
@@ -99,13 +100,13 @@ def class_changes(value: str) -> float:
     if len(value) < 2:
         return 0.0
     kinds = [_kind(ch) for ch in value]
-    changes = sum(1 for a, b in zip(kinds, kinds[1:]) if a != b)
+    changes = sum(1 for a, b in itertools.pairwise(kinds) if a != b)
     return changes / (len(value) - 1)
 
 
 def looks_random(value: str, min_len: int = 8) -> bool:
     """A token-shaped value: long enough, no spaces, letters mixed with digits (or 16+ characters
-    of three kinds), and not made of words (:func:`class_changes` at least 0.08, or 0.35 without digits).
+    of three kinds), and not made of words (:func:`class_changes` at least 0.05, or 0.35 without digits).
 
     Knowingly misses secrets made only of lower-case letters (``correcthorse``).
     """
@@ -114,5 +115,5 @@ def looks_random(value: str, min_len: int = 8) -> bool:
     has_digit = any(ch.isdigit() for ch in value)
     has_alpha = any(ch.isalpha() for ch in value)
     if has_digit and has_alpha:
-        return class_changes(value) >= 0.08
+        return class_changes(value) >= 0.05
     return len(value) >= 16 and char_classes(value) >= 3 and class_changes(value) >= 0.35

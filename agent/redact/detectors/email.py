@@ -3,7 +3,7 @@
 Catches ``local@domain.tld`` with dots, plus-tags, ``%`` and ``-`` in the local part,
 subdomains, Unicode letters in both parts (``jörg@exämple.de``), and any TLD in the IANA
 list (:mod:`._tlds`, plus ``.test``, ``.example`` and other reserved names; IDN TLDs are
-checked in punycode).  The address may be glued to text before it (``mailto:a@example.com``,
+checked in punycode).  The address may follow punctuation directly (``mailto:a@example.com``,
 ``<a@example.com>``).
 
 Knowingly misses, by design:
@@ -27,12 +27,13 @@ NAME = "email"
 
 _LOCAL_TAIL = re.compile(r"[\w.+%-]{1,64}\Z")
 _DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+([^\W\d_]{2,63}|xn--[a-z0-9-]{1,59})(?![\w-])")
-_URL_USERINFO = re.compile(r"[A-Za-z][\w+.-]*://[^\s/@]*\Z")
+_URL_USERINFO = re.compile(r"[A-Za-z][\w+.-]*://[^\s/]*\Z")
 #: Users that are SSH service accounts when followed by ``host:path``.
-_SSH_USERS = frozenset(
+_SSH_USER_NAMES = (
     "git hg svn ubuntu ec2-user centos debian fedora admin root core pi vagrant deploy azureuser "
-    "opc bitnami alpine ansible jenkins gitlab forgejo gitea aur".split()
+    "opc bitnami alpine ansible jenkins gitlab forgejo gitea aur"
 )
+_SSH_USERS = frozenset(_SSH_USER_NAMES.split())
 
 
 def _tld_ok(tld: str) -> bool:

@@ -20,7 +20,7 @@ from agent.redact.spans import Span
 
 NAME = "iban"
 
-#: IBAN length per country: the SWIFT IBAN registry (release 99, 2025)...
+#: IBAN length per country: every country in the SWIFT IBAN registry (as of 2025)...
 LENGTHS: dict[str, int] = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
     "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,

@@ -28,7 +28,7 @@ NAME = "private_keys"
 
 BEGIN = re.compile(r"-{4,5} ?BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)? ?-{4,5}")
 END = re.compile(r"-{4,5} ?END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)? ?-{4,5}")
-_KEY_START = re.compile(r"[ \t]*(?:\Z|\n|\r|\\r?\\n|[A-Za-z0-9+/=]{16}|(?:Proc-Type|Comment|Version):)")
+_KEY_START = re.compile(r"[ \t]*(?:\Z|\n|\r|\\(?:r\\)?n|[A-Za-z0-9+/=]{16}|(?:Proc-Type|Comment|Version):)")
 
 
 def is_key_start(text: str, marker_end: int) -> bool:

@@ -16,20 +16,27 @@ Passwort, Kennwort, mot de passe, contraseña, senha, wachtwoord, parola, lösen
 * prose: "the password is X", "my wifi password: X", "password was changed to X".
 
 ``SECRET`` after token and key words (token, secret, api_key, apikey, X-Api-Key,
-client_secret, access_token, secret_key, private_key...; ``--token X``) and in
-``Authorization: Bearer X`` / ``Basic X`` / ``Bearer X``; such values must look random
-(letters with digits, or 16+ characters of three kinds).
+client_secret, access_token, secret_key, private_key...; ``--token X``): such values must
+look random (letters with digits, or 16+ characters of three kinds, not CamelCase words);
+and in ``Authorization: Bearer X`` / ``Basic X`` / ``Bearer X`` (8+ characters with a digit,
+or 16+).
 
 Refused as values (these are code, templates or prose, not secrets): nothing, ``None``,
-``null``, type names (``password: str``), variables and attributes (``password=password``,
-``password=self.password``, ``password = new_password``), calls (``getpass()``),
+``null``, type names (``password: str``, ``private_key: KeyTypes,``), variables and
+attributes (``password=password``, ``password=self.password``, ``password = new_password``,
+``user, password = "u", "p"`` gives the first name's value), calls (``getpass()``),
 subscripts, templates (``{{ vault }}``, ``${PASS}``, ``$1``, ``%s``, ``<password>``,
-``PASSWORD`` metavars), masks (``****``), common English words ("password is required"),
-placeholders (``secret``, ``changeme``, ``example``) and, for ``pwd``, paths (``PWD=/home/x``).
+f-strings, ``PASSWORD`` metavars), masks (``****``), common English words and sentences
+("password is required", "pam_unix_passwd: got rid of..."), constants
+(``GNUTLS_E_DECRYPTION_FAILED``), placeholders (``secret``, ``changeme``, ``example``), paths
+(``PWD=/home/x``), docstring fields (``:param password: ...``), ARN parts
+(``...:secret:name``) and URL userinfo (left to :mod:`.url_credentials`).
 
-Knowingly misses: passwords typed without any prompt, lower-case word passwords in running
-prose ("the password is sunshine and..."), values split over lines, and secrets after
-keys this module does not know.
+Knowingly misses: passwords typed without any prompt, word-only passwords where code is
+likely (``password = hunter`` reads as a variable; ``PGPASSWORD=hunter`` is kept), lower-case
+word passwords in running prose ("the password is sunshine and..."), passphrases with
+spaces unless quoted, values split over lines, and secrets after keys this module does not
+know.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ _PW_LONG = (
     r"parola|l[öo]senord|has[łl]o|salasana|heslo|jelsz[óo]|пароль|パスワード|密码|密碼|비밀번호"
 )
 _PW_SHORT = r"pass|pwd|pw"
-_SECRET_WORDS = (
+_CREDENTIAL_WORDS = (
     r"tokens?|secrets?|api[_-]?keys?|(?:access|secret|private|auth|app|signing|encryption|master|"
     r"license|service|account|subscription|client)[_-]?keys?"
 )
@@ -58,39 +65,43 @@ _ANCHOR = caseless(
 )
 #: A key ending in a password or secret word, then ``:``/``=`` (``for alice:`` allowed after password words).
 _KEY_VALUE = caseless(
-    rf"(?:(?P<pw>{_PW_LONG})|(?P<short>{_PW_SHORT})|(?P<secret>{_SECRET_WORDS}))\d*"
+    rf"(?:(?P<pw>{_PW_LONG})|(?P<short>{_PW_SHORT})|(?P<secret>{_CREDENTIAL_WORDS}))\d*"
     r"(?P<for>[ \t]+for[ \t]+(?:key[ \t]+)?(?:'[^'\n]{1,200}'|\"[^\"\n]{1,200}\"|[^\s:]{1,64}))?"
     r"(?P<q>[\"'`]?)(?P<sep_at_key>(?=[:=]))?[ \t]*(?P<sep>:=|=>|=(?!=)|:(?![:\\]))[ \t]*"
 )
 _PROSE = caseless(
+    r"(?P<det>(?<![\w-])(?:the|my|your|our|his|her|their|wi-?fi|wlan|router|network|new|temporary|temp|"
+    r"default|initial|admin|root|guest|account|email|vpn|ssh|db|database)[ \t]+(?:[\w-]+[ \t]+)?)?"
     rf"(?<![\w-])(?P<key>{_PW_LONG}|pwd|pw|pin|wi-?fi[ \t]key|network[ \t]key)[ \t]+"
     r"(?:is|was|will[ \t]be|would[ \t]be|has[ \t]been[ \t](?:changed|set|reset)[ \t]to|"
     r"(?:changed|set|reset)[ \t]to)[ \t]*:?[ \t]+(?:now[ \t]+|still[ \t]+)?"
 )
 _FLAG = caseless(
-    rf"(?<![\w-])--?(?:[\w]+[_-])*?(?:(?P<pw>password|passwd|pass|pw|passphrase)|(?P<secret>token|secret|"
-    r"api-?key|apikey|access-key|secret-key|auth-token|client-secret))(?P<sep>=|[ \t]+)"
+    r"(?<![\w-])(?:--(?:[\w]+[_-])*?(?:(?P<pw>password|passwd|pass|pw|passphrase)|(?P<secret>token|secret|"
+    r"api-?key|apikey|access-key|secret-key|auth-token|client-secret))|"
+    r"-(?P<pw1>password|passwd|passphrase|storepass|keypass|srcstorepass|deststorepass)|-(?P<secret1>token|secret))"
+    r"(?P<sep>=|[ \t]+)"
 )
 #: (the flag, one of the tool names, the pattern): the flag and a tool name must both be in the
 #: lower-cased text before the pattern runs.
 _TOOLS: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
     ("-p", ("mysql", "mariadb"), re.compile(
         r"\b(?:mysql|mariadb|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlslap|mysqlsh)\b"
-        r"[^\n|;&]*?[ \t]-p(?P<v>[^\s-]\S*)")),
-    ("-p", ("sshpass",), re.compile(r"\bsshpass\b[^\n|;&]*?[ \t]-p[ \t]*(?P<v>\S+)")),
+        r"[^\n|;&]{0,200}?[ \t]-p(?P<v>[^\s-]\S*)")),
+    ("-p", ("sshpass",), re.compile(r"\bsshpass\b[^\n|;&]{0,200}?[ \t]-p[ \t]*(?P<v>\S+)")),
     ("-u", ("curl", "wget", "http", "xh"), re.compile(
-        r"\b(?:curl|wget|https?|xh|httpie)\b[^\n|;&]*?[ \t](?:-u|--user)(?:[ \t]+|=)"
+        r"\b(?:curl|wget|https?|xh|httpie)\b[^\n|;&]{0,200}?[ \t](?:-u|--user)(?:[ \t]+|=)"
         r"[\"']?[^\s:\"']+:(?P<v>[^\s\"']+)")),
     ("-p", ("login",), re.compile(
-        r"\b(?:docker|podman|helm)[ \t]+(?:registry[ \t]+)?login\b[^\n|;&]*?[ \t]-p[ \t]+(?P<v>\S+)")),
-    ("-a", ("redis-cli",), re.compile(r"\bredis-cli\b[^\n|;&]*?[ \t]-a[ \t]+(?P<v>\S+)")),
-    ("-p", ("zip",), re.compile(r"\b(?:zip|unzip|zipcloak)\b[^\n|;&]*?[ \t]-P[ \t]+(?P<v>\S+)")),
-    ("-p", ("7z", "rar"), re.compile(r"\b(?:7z|7za|7zr|rar|unrar)\b[^\n|;&]*?[ \t]-p(?P<v>[^\s-]\S*)")),
+        r"\b(?:docker|podman|helm)[ \t]+(?:registry[ \t]+)?login\b[^\n|;&]{0,200}?[ \t]-p[ \t]+(?P<v>\S+)")),
+    ("-a", ("redis-cli",), re.compile(r"\bredis-cli\b[^\n|;&]{0,200}?[ \t]-a[ \t]+(?P<v>\S+)")),
+    ("-p", ("zip",), re.compile(r"\b(?:zip|unzip|zipcloak)\b[^\n|;&]{0,200}?[ \t]-P[ \t]+(?P<v>\S+)")),
+    ("-p", ("7z", "rar"), re.compile(r"\b(?:7z|7za|7zr|rar|unrar)\b[^\n|;&]{0,200}?[ \t]-p(?P<v>[^\s-]\S*)")),
     ("pass:", ("-pass",), re.compile(r"(?<![\w-])-pass(?:in|out|word)?[ \t]+pass:(?P<v>\S+)")),
     ("-u", ("smb", "rpcclient", "cifs"), re.compile(
-        r"\b(?:smbclient|rpcclient|smbmap|smbget|mount\.cifs)\b[^\n|;&]*?-U[ \t]*[^\s%]+%(?P<v>\S+)")),
+        r"\b(?:smbclient|rpcclient|smbmap|smbget|mount\.cifs)\b[^\n|;&]{0,200}?-U[ \t]*[^\s%]+%(?P<v>\S+)")),
 )  # fmt: skip
-_HTPASSWD = re.compile(r"\bhtpasswd\b(?P<args>[^\n|;&]*)")
+_HTPASSWD = re.compile(r"\bhtpasswd\b(?P<args>[^\n|;&]{0,300})")
 _AUTH = caseless(
     r"\b(?:proxy-)?authorization[\"']?[ \t]*[:=][ \t]*[\"']?"
     r"(?:(?:bearer|basic|token|digest|apikey|api-key|negotiate|ntlm|aws4-hmac-sha256)[ \t]+)?"
@@ -98,8 +109,7 @@ _AUTH = caseless(
 )
 _BEARER = caseless(r"(?<![\w-])bearer[ \t]+(?P<v>[A-Za-z0-9._~+/-]+=*)")
 
-_STOP = frozenset(
-    """
+_STOP_WORDS = """
     none null nil true false undefined nan str string bytes bytearray int integer bool boolean
     object any optional union list dict text char varchar secretstr sensitive hidden required
     optional empty blank default value values self cls this args kwargs arg param params
@@ -115,9 +125,10 @@ _STOP = frozenset(
     masked omitted removed unknown tbd todo fixme n/a na none* unset unchanged same
     authentication auth login user username users account accounts file files path
     bad good ok okay fine weak strong short long valid denied option options flag flags argument
-    arguments parameter parameters switch instead only following
-    """.split()
-)
+    arguments parameter parameters switch instead only following but expire expires compat files
+    systemd ldap nis nisplus sss winbind db dns
+    """
+_STOP = frozenset(_STOP_WORDS.split())
 _TEMPLATE = re.compile(
     r"\{\{|\}\}|\$\{|\$\(|\A\$\w|\A%\(?\w*\)?[sdr]?\Z|\A%\w+%\Z|\A<[^>]*>?\Z|\A\{[^}]*\}?\Z|<%|%>|"
     r"\A\*+\Z|\A[xX•·.]{3,}\Z|\A!(?:vault|Ref|Sub|GetAtt|ImportValue|env|secret)\b|\AENC\[|\A@@|\A\?\Z|\A:\w"
@@ -125,7 +136,12 @@ _TEMPLATE = re.compile(
 _DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 _IDENT = re.compile(r"[A-Za-z_]\w*")
 _CAMEL = re.compile(r"[A-Z][a-z]+(?:[A-Z][a-z]*)+")
-_PROSE_SUFFIX = re.compile(r"[a-z]{3,}(?:ed|ing|ly|tion|ment|ness)")
+_PROSE_SUFFIX = re.compile(r"[A-Za-z][a-z]{2,}(?:ed|ing|ly|tion|ment|ness)")
+_CONSTANT = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+_NEXT_WORD = re.compile(r" [A-Za-z]")
+_IN_USERINFO = re.compile(r"://[^\s/@]*\Z")
+_BARE = re.compile(r"\S{1,200}")
+_NEXT_PARAM = re.compile(r"&[\w.-]+=")
 _STOPWORD_RUN = re.compile(r"(?i)\b(?:the|to|of|for|your|you|is|be|this|that|with|and|or|not|in|on|if)\b")
 _TRAIL = ".,;:)]}>'\"`"
 _BRACED = re.compile(r"\{\w*\}")  # an f-string or format field
@@ -144,29 +160,34 @@ def _quoted(text: str, pos: int) -> tuple[int, int] | None:
     if pos >= len(text) or text[pos] not in "\"'`":
         return None
     quote = text[pos]
-    close = text.find(quote, pos + 1)
-    newline = text.find("\n", pos + 1)
+    close = text.find(quote, pos + 1, pos + 202)
+    newline = text.find("\n", pos + 1, pos + 202)
     if close < 0 or (0 <= newline < close):
-        return (pos + 1, pos + 1)  # unterminated: not a literal value we can trust
+        return (pos + 1, pos + 1)  # unterminated (on this line, within 200 characters): not a literal
     return (pos + 1, close)
 
 
 def _bare(text: str, pos: int) -> tuple[int, int]:
     """A bare value: up to whitespace, ``&`` or ``;`` before another ``key=``, minus trailing punctuation."""
-    end = pos
-    n = len(text)
-    while end < n and not text[end].isspace() and end - pos < 200:
-        end += 1
-    value = text[pos:end]
-    amp = value.find("&")
-    if amp > 0:
-        end = pos + amp
+    bare = _BARE.match(text, pos)
+    if bare is None:
+        return pos, pos
+    end = bare.end()
+    value = bare.group()
+    amp = _NEXT_PARAM.search(value)
+    if amp is not None and amp.start() > 0:
+        end = pos + amp.start()
     semi = re.search(r";\s*[\w ]+=", text[pos:end])
     if semi is not None and semi.start() > 0:
         end = pos + semi.start()
     while end > pos and text[end - 1] in _TRAIL:
         end -= 1
     return pos, end
+
+
+def _prose_follows(text: str, value: str, end: int) -> bool:
+    """A word value followed by another word: a sentence ("pam_unix_passwd: got rid of..."), not a secret."""
+    return value.replace("'", "").isalpha() and _NEXT_WORD.match(text, end) is not None
 
 
 def _stem(key: str) -> str:
@@ -188,32 +209,45 @@ def _plain_ok(value: str, key: str) -> bool:
         return False
     stem = _stem(value)
     key_stem = _stem(key)
-    return not (stem and key_stem and (stem in key_stem or key_stem in stem) and _IDENT.fullmatch(value))
+    variable = _IDENT.fullmatch(value) and not any(ch.isdigit() for ch in value)
+    return not (variable and stem and key_stem and (stem in key_stem or key_stem in stem))
 
 
-def _password_ok(value: str, key: str, sep: str, quoted: bool, key_quoted: bool, after: str) -> bool:
-    """A plausible password (``after`` is the character after the value, ``""`` at the end)."""
+def _password_ok(
+    text: str, start: int, end: int, *, key: str, sep: str, quoted: bool, key_quoted: bool
+) -> bool:
+    """A plausible password at ``text[start:end]`` after ``key`` and ``sep``."""
+    value = text[start:end]
     if not _plain_ok(value, key):
         return False
     if quoted:
-        if len(value) < 4 or value != value.strip():
-            return False
-        if " " in value and (_STOPWORD_RUN.search(value) or value.count(" ") > 5):
-            return False  # a message, not a passphrase
+        message = " " in value and (_STOPWORD_RUN.search(value) is not None or value.count(" ") > 5)
+        return len(value) >= 4 and value == value.strip() and not message
+    return len(value) >= 3 and not _bare_refused(
+        text, end, key=key, sep=sep, key_quoted=key_quoted, value=value
+    )
+
+
+def _bare_refused(text: str, end: int, *, key: str, sep: str, key_quoted: bool, value: str) -> bool:
+    """An unquoted value that is a count, prose, a constant, a path or a variable."""
+    stem = _stem(key)
+    if stem in ("pass", "pw") and (value.isdigit() or (value.isalpha() and value.islower())):
+        return True  # "pass: 12" is a test count, "first pass: determine" a comment
+    if sep == ":" and (_prose_follows(text, value, end) or _CONSTANT.fullmatch(value)):
         return True
-    if len(value) < 3:
+    if value.startswith(("/", "~")) and (stem == "pwd" or value.count("/") > 1):
+        return True  # PWD=/home/alice, password: /run/secrets/db
+    return _variable(value, key=key, sep=sep, key_quoted=key_quoted, after=text[end : end + 1].strip())
+
+
+def _variable(value: str, *, key: str, sep: str, key_quoted: bool, after: str) -> bool:
+    """A bare word without digits that names a variable or type rather than a password."""
+    if not _UNARY.fullmatch(value) or any(ch.isdigit() for ch in value):
         return False
-    if _stem(key) in ("pass", "pw") and (value.isdigit() or (value.isalpha() and value.islower())):
-        return False  # "pass: 12" is a test count, "first pass: determine" a comment
-    if _UNARY.fullmatch(value) and not any(ch.isdigit() for ch in value):
-        code_like = sep != ":" or key_quoted or (after != "" and after in ",)}]")
-        if code_like and not (key.isupper() and sep == "="):  # PGPASSWORD=hunter is shell, not code
-            return False
-        if "_" in value or _CAMEL.fullmatch(value) or _PROSE_SUFFIX.fullmatch(value):
-            return False
-    if _stem(key) == "pwd" and value.startswith(("/", "~")):
-        return False
-    return not (value.startswith(("/", "~/", "./", "../")) and value.count("/") > 1)
+    code_like = sep != ":" or key_quoted or (after != "" and after in ",)}]")
+    if code_like and not (key.isupper() and sep == "="):  # PGPASSWORD=hunter is shell, not code
+        return True
+    return "_" in value or _CAMEL.fullmatch(value) is not None or _PROSE_SUFFIX.fullmatch(value) is not None
 
 
 def _secret_ok(value: str, key: str) -> bool:
@@ -250,22 +284,26 @@ def _key_value_matches(text: str, low: str | None) -> Iterator[re.Match[str]]:
     for anchor in scan(_ANCHOR, text, low):
         if anchor.start() < done:
             continue
-        m = pattern.search(source, max(done, anchor.start() - 14), anchor.end() + 280)
-        if m is None:
-            done = anchor.end()
-            continue
-        done = m.end()
-        yield m
+        for pos in range(max(done, anchor.start() - 14), anchor.start() + 1):
+            m = pattern.match(source, pos)
+            if m is not None:
+                done = m.end()
+                yield m
+                break
 
 
 def _key_values(text: str, low: str | None, spans: list[Span]) -> None:
     for m in _key_value_matches(text, low):
         prefix, key_quoted = _key_before(text, m.start())
-        if m.group("short") and ((prefix and prefix[-1].isalpha()) or not m.group("sep_at_key")):
+        if m.group("short") and ((prefix and prefix[-1].isalpha()) or m.group("sep_at_key") is None):
             continue  # bypass, compass, cwd...; "Pass :meth:" is prose
         key_start = m.start() - len(prefix)
-        if text[key_start - 1 : key_start] == ":" or _DOC_PARAM.search(text, max(0, key_start - 40), key_start):
+        if text[key_start - 1 : key_start] == ":" or _DOC_PARAM.search(
+            text, max(0, key_start - 40), key_start
+        ):
             continue  # arn:...:secret:name, ":param password: the password"
+        if _IN_USERINFO.search(text, max(0, key_start - 200), key_start):
+            continue  # https://x-access-token:...@host is url_credentials' business
         if m.group("q") and not key_quoted:
             continue  # 'password': inside a string that opened before the key
         kind = "pw" if m.group("pw") else "short" if m.group("short") else "secret"
@@ -278,11 +316,14 @@ def _key_values(text: str, low: str | None, spans: list[Span]) -> None:
         ):
             continue  # user, password = "wile", "coyote": the value belongs to the first name
         value = text[start:end]
-        after = text[end : end + 1] if not quoted else text[end + 1 : end + 2]
         if m.group("secret"):
+            if not quoted and text[end : end + 1] in (",", ")", "]", "="):
+                continue  # private_key: PKCS7PrivateKeyTypes, -- a parameter's type
             if _secret_ok(value, key):
                 spans.append(Span(start, end, "SECRET"))
-        elif _password_ok(value, key, m.group("sep"), quoted, key_quoted, after.strip()):
+        elif _password_ok(
+            text, start, end, key=key, sep=m.group("sep"), quoted=quoted, key_quoted=key_quoted
+        ):
             spans.append(Span(start, end, "PASSWORD"))
 
 
@@ -297,18 +338,21 @@ def _prose(text: str, low: str | None, spans: list[Span]) -> None:
             if value.isdigit() and 4 <= len(value) <= 8:
                 spans.append(Span(start, end, "PASSWORD"))
             continue
-        if not _plain_ok(value, key) or len(value) < 3 or _PROSE_SUFFIX.fullmatch(value.lower()):
+        if not _plain_ok(value, key) or len(value) < 3 or _PROSE_SUFFIX.fullmatch(value):
             continue
-        after = text[end : end + 2]
-        plain_word = value.isalpha() and value.islower()
-        at_clause_end = after == "" or after[0] in ".,;!?)\n" or after[0] == " " and after[1:2] in ("", "(")
-        if quoted or not plain_word or at_clause_end:
+        if _CONSTANT.fullmatch(value):
+            continue  # "password is GNUTLS_E_DECRYPTION_FAILED"
+        after = text[end + quoted : end + quoted + 2]
+        plain_word = value.replace("'", "").isalpha()
+        at_clause_end = after == "" or after[0] in ".,;!?)\n" or (after[0] == " " and after[1:2] in ("", "("))
+        # "my password is sunshine." counts; "password set to expire." and "password is bad for" do not
+        if quoted or not plain_word or (m.group("det") and at_clause_end):
             spans.append(Span(start, end, "PASSWORD"))
 
 
 def _flags(text: str, low: str | None, spans: list[Span]) -> None:
     for m in scan(_FLAG, text, low):
-        start, end, quoted = _value_at(text, m.end())
+        start, end, _ = _value_at(text, m.end())
         if end <= start:
             continue
         value = text[start:end]
@@ -317,10 +361,12 @@ def _flags(text: str, low: str | None, spans: list[Span]) -> None:
         if _PROSE_BEFORE_FLAG.search(text, max(0, m.start() - 12), m.start()):
             continue  # "the --username and --password options"
         key = text[m.start() : m.end()].strip()
-        if m.group("secret"):
-            if _plain_ok(value, key) and len(value) >= 8:
+        if not _plain_ok(value, key) or _PROSE_SUFFIX.fullmatch(value) or _prose_follows(text, value, end):
+            continue
+        if m.group("secret") or m.group("secret1"):
+            if len(value) >= 8:
                 spans.append(Span(start, end, "SECRET"))
-        elif _plain_ok(value, key) and len(value) >= 3:
+        elif len(value) >= 3:
             spans.append(Span(start, end, "PASSWORD"))
 
 

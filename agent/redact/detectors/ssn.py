@@ -29,7 +29,7 @@ _CONTEXT = re.compile(
 def valid(area: str, group: str, serial: str) -> bool:
     """True when the three parts could belong to an issued SSN."""
     a = int(area)
-    return a != 0 and a != 666 and a < 900 and group != "00" and serial != "0000"
+    return a not in (0, 666) and a < 900 and group != "00" and serial != "0000"
 
 
 def find(text: str) -> list[Span]:

@@ -3,7 +3,7 @@
 Catches, each standing alone (no letter or digit glued on either side):
 
 * ``AWS_ACCESS_KEY``: ``AKIA``/``ASIA``/``AGPA``/``AIDA``/``AROA``/``AIPA``/``ANPA``/``ANVA``/
-  ``ASCA``/``ABIA``/``ACCA``/``A3T?`` followed by 16 of ``[A-Z0-9]`` (20 characters);
+  ``ASCA``/``ABIA``/``ACCA``/``A3T`` + one character, followed by 16 of ``[A-Z0-9]`` (20 in all);
 * ``AWS_SECRET_KEY``: 40 characters of ``[A-Za-z0-9/+]`` mixing upper case, lower case and a
   digit, on a line that also says ``aws``, ``secret`` or holds an access key id before it
   (``aws_secret_access_key = ...``, ``"SecretAccessKey": "..."``);
@@ -37,6 +37,7 @@ from agent.redact.spans import Span
 
 NAME = "tokens"
 
+
 def _token(first: str, rest: str) -> re.Pattern[str]:
     """``first`` (fixed width) then ``rest``, with no token character glued before or after.
 
@@ -69,7 +70,7 @@ _RULES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
     ("SLACK_TOKEN", ("xox", "xapp-"),
      _token("x", r"(?:ox(?:[abposr]|e(?:\.xox[bp])?)|app)-[A-Za-z0-9-]{10,}[A-Za-z0-9]")),
     ("SLACK_TOKEN", ("hooks.slack.com",),
-     re.compile(r"(?:https?://)?hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/-]{10,}")),
+     re.compile(r"(?:https?://|(?<![\w.-]))hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/-]{10,}")),
     ("STRIPE_KEY", ("sk_live_", "sk_test_", "rk_live_", "rk_test_"),
      _token("[sr]k_", r"(?:live|test)_[A-Za-z0-9]{10,}")),
     ("STRIPE_KEY", ("whsec_",), _token("whsec_", r"[A-Za-z0-9+/=]{20,}")),
@@ -83,7 +84,7 @@ _RULES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
     ("SECRET", ("shpat_", "shpca_", "shppa_", "shpss_"), _token("shp(?:at|ca|pa|ss)_", r"[a-fA-F0-9]{32}")),
 )  # fmt: skip
 
-_AWS_SECRET = re.compile(r"[A-Za-z0-9/+](?<![A-Za-z0-9/+=][A-Za-z0-9/+])[A-Za-z0-9/+]{39}(?![A-Za-z0-9/+=])")
+_AWS_SECRET = re.compile(r"[A-Za-z0-9/+](?<![A-Za-z0-9/+][A-Za-z0-9/+])[A-Za-z0-9/+]{39}(?![A-Za-z0-9/+=])")
 _AWS_CONTEXT = caseless(r"aws|secret|\ba(?:kia|sia)[a-z0-9]{16}\b")
 _HEX40 = re.compile(r"[0-9a-fA-F]{40}")
 

@@ -9,8 +9,9 @@ known token prefix.
 
 Knowingly misses: a plain user name without a password (``https://alice@example.com/`` is not
 reported; :mod:`.email` ignores it too), credentials outside a ``scheme://`` URL
-(``user:pass@host`` in scp or git remotes), and placeholders that are not secrets
-(``user:password@``, ``:${PASSWORD}@``, ``:<pass>@``, ``:****@``, ``:%s@``).
+(``user:pass@host`` in scp or git remotes), placeholders that are not secrets
+(``user:password@``, ``foo:bar@``, ``:${PASSWORD}@``, ``:<pass>@``, ``:****@``, ``:%s@``), and
+an empty user with a word for a password (``cvs://:pserver:anoncvs@``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ NAME = "url_credentials"
 _URL = re.compile(r":(?<=[A-Za-z0-9]:)//([^\s/?#\"'<>`\\]{1,256})@(?=[\w\[])")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,30}\Z")
 _PLACEHOLDER = re.compile(
-    r"(?i)\A(?:|pass(?:word|wd)?|pwd|pw|secret|token|your[_-]?password|my[_-]?password|"
+    r"(?i)\A(?:|pass(?:word|wd)?|pwd|pw|secret|token|your[_-]?password|my[_-]?password|foo|bar|baz|"
     r"\**|x+|\.+|<[^>]*>|\{[^}]*\}|\$\{[^}]*\}|\$\w+|\$\([^)]*\)|%s|%\(\w+\)s|\{\{.*\}\})\Z"
 )
 _TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "oauth2", "x-token")
