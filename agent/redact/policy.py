@@ -150,12 +150,13 @@ def redact_session(
         raise RedactorUnavailable(msg)
     ordered = sorted(events, key=lambda e: e.t_ns)  # stable: a paste sorts right behind its key
     counts: dict[str, Counter[str]] = {w: Counter() for w in ("typed", "paste", "titles", "screen")}
-    if policy.typed_text == "drop":
-        kept, secrets = [_drop_text(e, counts) for e in ordered], ()
+    if policy.typed_text == "drop":  # the spans are still found: the screens must not show them
+        _, secrets = redact_typing(ordered, {w: Counter() for w in ("typed", "paste")})
+        kept = [_drop_text(e, counts) for e in ordered]
     else:
         kept, secrets = redact_typing(ordered, counts)
     kept = [_title(e, policy, counts) for e in kept]
-    redactors = [
+    redactors: list[dict[str, Any]] = [
         {
             "name": "detectors",
             "version": detectors.DETECTORS_VERSION,
@@ -163,16 +164,16 @@ def redact_session(
         },
         {"name": "typed-text", "version": text.TEXT_VERSION, "mode": policy.typed_text},
     ]
-    use_ocr = ocr is not None and policy.ocr != "off"
+    engine = ocr if policy.ocr != "off" else None
+    use_ocr = engine is not None
     left_out = 0
-    if use_ocr and frames:
-        from agent.redact.screen import mask_frames
+    if engine is not None:
+        if frames:
+            from agent.redact.screen import mask_frames
 
-        masked, left_out, screen_counts = mask_frames(kept, ocr, secrets, progress=progress)
-        kept = masked
-        counts["screen"].update(screen_counts)
-    if use_ocr:
-        redactors.append({"name": ocr.name, "version": ocr.version, "on": "changed regions of frames"})
+            kept, left_out, screen_counts = mask_frames(kept, engine, secrets, progress=progress)
+            counts["screen"].update(screen_counts)
+        redactors.append({"name": engine.name, "version": engine.version, "on": "changed regions of frames"})
     return Redaction(
         events=kept,
         policy=policy,

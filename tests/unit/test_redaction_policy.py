@@ -299,6 +299,15 @@ def test_ocr_masks_detected_text_and_typed_secrets() -> None:
     assert red.frames_masked and red.evidence()["redactors"][-1]["name"] == "stand-in"
 
 
+def test_drop_mode_still_masks_typed_secrets_on_screen() -> None:
+    t = Typist().focus(EDITOR).type(f"mail {EMAIL}").enter()
+    f = frame(t.t + 1, [f"mail {EMAIL}"])
+    ocr = RowOcr({120: [f"mail {EMAIL}"]})
+    red = redact_session([*t.events, f], Policy(ocr="required", typed_text="drop"), ocr=ocr)
+    assert red.counts["screen"] == {"EMAIL": 1, "TYPED": 1}
+    assert red.counts["typed"] == {"ALL_TEXT": 2 * (len("mail") + len(EMAIL))}  # presses and releases
+
+
 def test_a_frame_the_engine_cannot_read_is_left_out_and_counted() -> None:
     good, bad = frame(1, ["a"], size=(400, 120)), frame(2, ["b"], size=(400, 90))
     ocr = RowOcr({120: ["a"], 90: ["b"]}, fail=frozenset({90}))

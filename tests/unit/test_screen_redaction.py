@@ -126,7 +126,7 @@ def test_typed_secrets_are_found_across_words_and_case() -> None:
 
 
 def test_typed_secrets_survive_misreads_and_line_wraps() -> None:
-    token = "ghp_R8x2Lq7Vw3Nz5Kp1Tb9Yc4Hd6Mf0Sg2Ja7Ue"
+    token = "ghp_R8x2Lq7Vw3Nz5Kp1Tb9Yc4Hd6Mf0Sg2Ja7Ue"  # noqa: S105 - a made-up token
     ocr = StandInOcr(
         [
             Word((10, 10, 60, 24), "echo"),
