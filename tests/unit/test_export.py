@@ -203,3 +203,19 @@ def test_inspect_rejects_tampered_bundles(tar_bytes: bytes, edit, message: str) 
 def test_inspect_rejects_garbage() -> None:
     with pytest.raises(ExportError, match="not a valid tar"):
         read_bundle_tar(b"\x00garbage" * 100)
+
+
+def test_export_refuses_without_the_ocr_the_study_requires(
+    consented,
+    session: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent.export import bundle
+
+    monkeypatch.setattr(bundle.TesseractOcr, "find", classmethod(lambda cls: None))
+    assert cli.main(["export", session, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "requires OCR" in err and "apt-get install tesseract-ocr" in err
+    assert not (tmp_path / "out").exists()  # fail closed: nothing written
