@@ -14,98 +14,52 @@ scopes the volunteer granted.  :meth:`Recorder.pause` stops the hooks and the
 grabber themselves (P3), not merely a filter.  A capture that cannot go on
 (the store fails, consent is withdrawn) stops itself and says why; it never
 goes on silently, and it never claims to record when it does not.
+
+:class:`Recorder` keeps the lifecycle, the sink and the volunteer's controls;
+its parts live next to it: :mod:`agent.capture.sources` starts and stops the
+capture sources, :mod:`agent.writer_loop` is the writer thread, and
+:mod:`agent.recorder_status` holds the counters and the published status.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from agent import consent, exclusions, pausing
+from agent import consent, exclusions, pausing, recorder_status
 from agent.backends import Backend
-from agent.capture import Hooks, OwnUi, deny
-from agent.capture.clipboard import PasteWatch, paste_chord
-from agent.capture.coalesce import CoalesceState, coalesce
-from agent.capture.coalesce import flush as flush_moves
+from agent.capture import deny
+from agent.capture.clipboard import paste_chord
 from agent.capture.hotkey import Hotkey
 from agent.capture.screen import ScreenWatch, Shot, action_reason
-from agent.capture.secure_input import SecureInputWatch
+from agent.capture.sources import CaptureSources
 from agent.consent import Receipt
-from agent.errors import EnvironmentProblem, OptinError, StoreError, UsageError
-from agent.events import (
-    ButtonPress,
-    ButtonRelease,
-    ClockAnchor,
-    Event,
-    KeyPress,
-    KeyRelease,
-    Marker,
-    PointerMove,
-    Scroll,
-    WindowFocus,
-    now_ns,
-)
-from agent.paths import Dirs, ensure_private_dir, write_private_file
+from agent.errors import OptinError, StoreError, UsageError
+from agent.events import ClockAnchor, Event, KeyPress, KeyRelease, Marker, PointerMove, WindowFocus, now_ns
+from agent.paths import Dirs, ensure_private_dir
+from agent.recorder_status import Counters, describe_failure, read_status
 from agent.store import keys, retention
 from agent.store.recovery import RecoveryReport, recover_sessions
 from agent.store.writer import SessionWriter
 from agent.study import Study, installed_study
+from agent.writer_loop import WriterLoop, enforce_retention
 
 logger = logging.getLogger(__name__)
 
 #: Capacity of the queue between hooks and the writer.
 QUEUE_SIZE = 65536
-#: The writer wakes at least this often to flush (seconds).
-WRITER_TICK_S = 0.2
-#: Most events written in one encrypted record.
-BATCH_MAX = 4096
-#: How often the writer publishes the status and re-checks consent (seconds).
-CHECK_EVERY_S = 1.0
-#: Pointer moves are stored at most this often (a press, release or scroll keeps the position before it).
-POINTER_HZ = 50.0
-
 #: Why a recording can be paused.
 PAUSED_BY_VOLUNTEER = "volunteer"
 PAUSED_NO_INDICATOR = "no indicator"
 
-
-@dataclass
-class Counters:
-    """Loss and volume counters (P9: loss is measured, never silent)."""
-
-    dropped: int = 0  #: events refused by the full queue, or lost when the store failed
-    frame_failures: int = 0  #: screen grabs that failed
-    frames_skipped: int = 0  #: frames not stored: the encoder was behind, or capture stopped first
-    coalesced: int = 0  #: pointer moves merged by the rate cap (not a loss: positions at actions are kept)
-    own_ui: int = 0  #: clicks, scrolls and keys on optin's own tray, menu and windows, left out
-    pastes_lost: int = 0  #: pastes recorded without their text: the clipboard thread was behind
-    written: int = 0
-    by_kind: dict[str, int] = field(default_factory=dict)
-
-    def loss(self) -> dict[str, int]:
-        """The loss counters, as stored with the session (P9)."""
-        return {
-            "events": self.dropped,
-            "frame_failures": self.frame_failures,
-            "frames_skipped": self.frames_skipped,
-            "pastes_lost": self.pastes_lost,
-        }
-
-
-def describe_failure(exc: BaseException) -> str:
-    """A failure in words without its message text (which may quote captured content)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return type(exc).__name__
+# read_status lives in agent.recorder_status; the command line and tests import it from here.
+__all__ = ["PAUSED_BY_VOLUNTEER", "PAUSED_NO_INDICATOR", "Recorder", "read_status"]
 
 
 class Recorder:
@@ -131,14 +85,8 @@ class Recorder:
         self._receipt: Receipt | None = None
         self._recipient: bytes | None = None
         self._queue: queue.Queue[Event | None] = queue.Queue(QUEUE_SIZE)
-        self._writer: SessionWriter | None = None
-        self._writer_thread: threading.Thread | None = None
-        self._hooks: list[Hooks] = []
-        self._screen: ScreenWatch | None = None
-        self._own: OwnUi | None = None
-        self._own_pids = {os.getpid()}
-        self._secure: SecureInputWatch | None = None
-        self._paste: PasteWatch | None = None
+        self._loop: WriterLoop | None = None  # the open session's writer thread
+        self._sources = CaptureSources(backend)
         self._volunteer_pause: pausing.VolunteerPause | None = None
         try:
             self._hotkey = Hotkey.parse(study.pause_hotkey)
@@ -147,18 +95,15 @@ class Recorder:
             raise UsageError(msg) from None
         #: Deny rules in force: optin's defaults, the study's, and the volunteer's exclusions.
         self.rules: tuple[deny.DenyRule, ...] = deny.DEFAULT_RULES + study.deny + exclusions.load(dirs)
-        self._rules_changed = False
         self._denied_now = False  # a denied window has the focus (set by the focus sink, read by hooks)
         self._last_focus: WindowFocus | None = None
         self._hotkey_down = False
         self._idle_limit = study.idle_pause_s
         #: Shows a notification to the volunteer (set by the tray); None: log only.
         self.notify: Callable[[str], None] | None = None
-        self._own_buttons: dict[str, bool] = {}  # buttons pressed on optin's own UI, not yet released
         self._lock = threading.RLock()
         self._drop_lock = threading.Lock()
         self._accepting = False
-        self._draining = False  # set once the session_stop marker is queued: the writer may end
         self._failed = False
         self._closed = False
 
@@ -176,15 +121,15 @@ class Recorder:
             and self._is_hotkey(event, hotkey)
         ):
             return  # the pause hotkey is never recorded
-        secure = self._secure
+        sources = self._sources
+        secure = sources.secure
         if secure is not None:
             if secure.active and isinstance(event, (KeyPress, KeyRelease)):
                 secure.left_out()  # a password field or secure input: the key is not recorded at all
                 return
             if isinstance(event, WindowFocus):
                 secure.poke()
-        own = self._own
-        if own is not None and self._is_own_input(event, own):
+        if sources.own_input(event):
             with self._drop_lock:  # a count only: what was done on optin's own UI is not kept
                 self.counters.own_ui += 1
             return
@@ -201,7 +146,7 @@ class Recorder:
             self._last_focus = event
             self._denied_now = deny.match(self.rules, event) is not None
         elif isinstance(event, KeyPress):
-            paste = self._paste  # the clipboard is read only where the keys are kept
+            paste = self._sources.paste  # the clipboard is read only where the keys are kept
             if (
                 paste is not None
                 and paste_chord(event)
@@ -209,7 +154,7 @@ class Recorder:
                 and deny.focus_known(self._last_focus)
             ):
                 paste.request(event.t_ns)
-        screen = self._screen
+        screen = self._sources.screen
         if screen is not None and not self._denied_now:  # no frame timing from a denied window
             reason = action_reason(event)
             if reason is not None:
@@ -230,21 +175,6 @@ class Recorder:
             return True
         return False
 
-    def _is_own_input(self, event: Event, own: OwnUi) -> bool:
-        """Whether ``event`` was done on optin's own tray, menu or windows (O(1), no I/O).
-
-        A release goes with its press, wherever the pointer went in between.
-        """
-        if isinstance(event, ButtonRelease):
-            return self._own_buttons.pop(event.button, False)
-        if isinstance(event, (ButtonPress, Scroll)):
-            if not own.covers(event.x, event.y):
-                return False
-            if isinstance(event, ButtonPress):
-                self._own_buttons[event.button] = True
-            return True
-        return isinstance(event, (KeyPress, KeyRelease)) and own.has_focus
-
     def _count_drops(self, n: int) -> None:
         with self._drop_lock:  # only on the slow path: a full queue or a failed store
             self.counters.dropped += n
@@ -254,6 +184,11 @@ class Recorder:
     @property
     def scopes(self) -> tuple[str, ...]:
         return self._receipt.scopes if self._receipt else ()
+
+    @property
+    def _screen(self) -> ScreenWatch | None:
+        """The running screen watcher, if any (the load tests and benchmarks read its counts)."""
+        return self._sources.screen
 
     def start(self) -> None:
         """Check consent and the environment, open a session and start capturing.
@@ -274,7 +209,7 @@ class Recorder:
                 logger.warning("session %s was left open by a crash: %s", report.session_id, report.action)
             for sid in retention.finish_interrupted_deletions(self.dirs):
                 logger.warning("finished a deletion in session %s that had been interrupted", sid)
-            self._enforce_retention(keep=set())  # budget and retention before a new session adds to it
+            enforce_retention(self.dirs, self.study, keep=set())  # before a new session adds to it
             self._receipt = receipt
             self._recipient = recipient
             self._open_session()
@@ -293,16 +228,15 @@ class Recorder:
         receipt = self._receipt
         assert receipt is not None and self._recipient is not None  # noqa: S101 - set by start()
         try:
-            self._writer = SessionWriter.create(self.dirs, self._recipient)
+            writer = SessionWriter.create(self.dirs, self._recipient)
         except OSError as exc:
             msg = (
                 f"cannot open a new session in {self.dirs.sessions}: {describe_failure(exc)}. "
                 "Fix: free space or make the data directory writable (or set OPTIN_HOME)"
             )
             raise StoreError(msg) from exc
-        self.session_id = self._writer.session_id
+        self.session_id = writer.session_id
         self.counters = Counters()
-        self._draining = False
         anchor = ClockAnchor.now()
         self._accepting = True
         self._put_marker(
@@ -316,8 +250,18 @@ class Recorder:
             backend=self.backend.name,
             **detail,
         )
-        self._writer_thread = threading.Thread(target=self._write_loop, name="optin-writer", daemon=True)
-        self._writer_thread.start()
+        self._loop = WriterLoop(
+            self._queue,
+            writer,
+            self.counters,
+            dirs=self.dirs,
+            study=self.study,
+            rules=self.rules,
+            keep_titles="window_titles" in receipt.scopes,
+            checks=self._every_second,
+            failed=self._store_failed,
+        )
+        self._loop.start()
 
     def delete_last(self, seconds: float) -> dict[str, Any]:
         """Delete at least the last ``seconds`` of recording, the running session's included.
@@ -381,56 +325,11 @@ class Recorder:
             raise
 
     def _start_capture(self) -> None:
-        scopes = self.scopes
-        own = self.backend.own_ui(self._own_pids)
-        own.start()  # before the hooks: optin's own windows are known when the first click comes
-        self._own = own
-        if "keyboard" in scopes and self.backend.HAS_SECURE_INPUT_DETECTION:
-            secure = SecureInputWatch(self.backend.secure_input_active, self._sink)
-            secure.start()  # before the hooks, like the own-UI answer
-            self._secure = secure
-        if "keyboard" in scopes:
-            self._paste = PasteWatch(self.backend.read_clipboard, self._sink)
-            self._paste.start()
-        if "screen" in scopes:
-            self._screen = ScreenWatch(self.backend.screen_grabber(), self._sink, mask=self._mask)
-            self._screen.start()  # stores the screen as it is now ("start")
-        # the deny rules need the focused window whatever the scopes; its title and class are
-        # stored only with the window-titles scope (the writer drops them otherwise)
-        self._hooks.append(self.backend.focus_watcher(self._sink))
-        if "pointer" in scopes or "keyboard" in scopes:
-            self._hooks.append(
-                self.backend.input_hooks(
-                    self._sink, pointer="pointer" in scopes, keyboard="keyboard" in scopes
-                )
-            )
-        for hook in self._hooks:
-            hook.start()
+        self._sources.start(self.scopes, self._sink, self._mask)
 
     def _stop_capture(self) -> None:
         """Stop every source; each one is stopped even if another fails to."""
-        hooks, self._hooks = self._hooks, []
-        for hook in reversed(hooks):
-            try:
-                hook.stop()
-            except Exception as exc:  # the others must still stop
-                logger.warning("a capture source failed to stop (%s)", describe_failure(exc))
-        own, self._own = self._own, None
-        if own is not None:
-            own.stop()
-        paste, self._paste = self._paste, None
-        if paste is not None:
-            paste.stop()  # answers the pastes already asked for
-            self.counters.pastes_lost += paste.lost
-        secure, self._secure = self._secure, None
-        if secure is not None:
-            secure.stop()
-        self._own_buttons.clear()
-        screen, self._screen = self._screen, None
-        if screen is not None:
-            screen.stop()
-            self.counters.frame_failures += screen.failures
-            self.counters.frames_skipped += screen.skipped
+        self._sources.stop(self.counters)
 
     def pause(self, reason: str = PAUSED_BY_VOLUNTEER, *, seconds: float | None = None) -> None:
         """Stop the hooks and the grabber themselves (P3).
@@ -533,14 +432,11 @@ class Recorder:
 
     def own_process(self, pid: int) -> None:
         """A dialog optin started runs as ``pid``: what is done in it is left out like the tray's."""
-        self._own_pids.add(pid)
-        own = self._own
-        if own is not None:
-            own.add_pid(pid)
+        self._sources.add_own_pid(pid)
 
     def indicator_changed(self, shown: bool) -> None:  # a plain fact from the tray
         """The tray reports whether its icon is visible: no indicator, no capture (P2)."""
-        own = self._own
+        own = self._sources.own
         if shown and own is not None:
             own.rescan()  # the icon is an own window: its clicks are left out from now on
         if not shown and self.state == "recording":
@@ -573,7 +469,7 @@ class Recorder:
         self._close_session(reason=reason or error)
         if self.state != "error":
             self.state = "stopped"
-        self._remove_status()
+        recorder_status.remove(self.dirs)
         with contextlib.suppress(Exception):  # the connections the writer's checks opened
             self.backend.close()
 
@@ -584,16 +480,10 @@ class Recorder:
         self._put_marker(
             "session_stop", reason=reason, dropped=self.counters.dropped, loss=self.counters.loss()
         )
-        self._draining = True
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)  # wakes the writer; if full it drains and ends anyway
-        thread = self._writer_thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-        writer, self._writer = self._writer, None
-        if writer is not None:
+        loop, self._loop = self._loop, None
+        if loop is not None:
             try:
-                writer.close(self.counters.loss())
+                loop.finish()  # the writer drains the queue up to the marker and seals
             except Exception as exc:  # report, never crash the stop path
                 why = describe_failure(exc)
                 sealing = f"the session could not be sealed ({why}); it is recovered at the next start"
@@ -617,55 +507,13 @@ class Recorder:
         except queue.Full:
             self._count_drops(1)
 
-    # -- writer thread ---------------------------------------------------------------------------
+    # -- what the writer thread calls ----------------------------------------------------------
 
-    def _write_loop(self) -> None:
-        writer = self._writer
-        if writer is None:
-            return
-        last_check = last_retention = time.monotonic()
-        moves = CoalesceState()
-        denial = deny.DenyState()
-        while True:
-            batch, done = self._next_batch()
-            batch, denial = self._deny(batch, denial, done=done)
-            batch, moves = self._coalesce(batch, moves, done=done)
-            try:
-                if batch:
-                    writer.write_events(batch)
-                writer.flush()
-            except Exception as exc:  # any store failure stops capture, counted
-                self._store_failed(exc, lost=len(batch))
-                return
-            self._count(batch)
-            now = time.monotonic()
-            if now - last_check >= CHECK_EVERY_S:
-                last_check = now
-                self._publish()
-                self._check_consent()
-                self._check_pauses()
-            if now - last_retention >= retention.ENFORCE_EVERY_S:
-                last_retention = now
-                self._enforce_retention(keep={writer.session_id})
-            if done:
-                return
-
-    def _deny(
-        self, batch: list[Event], state: deny.DenyState, *, done: bool
-    ) -> tuple[list[Event], deny.DenyState]:
-        """Leave out input in denied windows (P4) and focus events without the titles scope."""
-        out: list[Event] = []
-        if self._rules_changed:
-            self._rules_changed = False
-            out, state = deny.refocus(state, self.rules, now_ns())
-        events, state = deny.filter_events(batch, state, self.rules)
-        out.extend(events)
-        if done:
-            tail, state = deny.flush(state)
-            out.extend(tail)
-        if "window_titles" not in self.scopes:
-            out = [e for e in out if not isinstance(e, WindowFocus)]
-        return out, state
+    def _every_second(self) -> None:
+        """The writer's checks, once a second: publish the status, re-check consent and pauses."""
+        self._publish()
+        self._check_consent()
+        self._check_pauses()
 
     def _mask(self, shot: Shot) -> Shot:
         """``shot`` with every window a deny rule matches painted over, focused or not (P4)."""
@@ -695,40 +543,11 @@ class Recorder:
         with self._lock:
             exclusions.add(self.dirs, rule)
             self.rules = (*self.rules, rule)
-            self._rules_changed = True
+            loop = self._loop
+            if loop is not None:
+                loop.set_rules(self.rules)
             self._denied_now = deny.match(self.rules, self._last_focus) is not None
         return rule.to_json()
-
-    def _coalesce(
-        self, batch: list[Event], moves: CoalesceState, *, done: bool
-    ) -> tuple[list[Event], CoalesceState]:
-        """Cap pointer moves at POINTER_HZ (never losing the position at an action) and put the
-        count on the ``session_stop`` marker, which only the writer sees after every move."""
-        events, moves = coalesce(batch, moves, max_hz=POINTER_HZ)
-        if done:
-            tail, moves = flush_moves(moves)
-            events.extend(tail)
-        self.counters.coalesced = moves.coalesced
-        for i, event in enumerate(events):
-            if type(event) is Marker and event.marker == "session_stop":
-                detail = {**event.detail, "coalesced_moves": moves.coalesced}
-                events[i] = dataclasses.replace(event, detail=detail)
-        return events, moves
-
-    def _enforce_retention(self, *, keep: set[str]) -> None:
-        """Delete sessions beyond the byte budget and the retention; never fatal, never the open one."""
-        try:
-            deleted = retention.enforce(
-                self.dirs,
-                keep=keep,
-                max_bytes=self.study.retention_max_bytes,
-                max_age_days=self.study.retention_days,
-            )
-        except Exception as exc:  # a failed clean-up must not stop recording
-            logger.warning("enforcing the store's budget and retention failed (%s)", describe_failure(exc))
-            return
-        for item in deleted:
-            logger.info("deleted session %s (%s, %s bytes)", item.session_id, item.reason, item.bytes)
 
     def _store_failed(self, exc: BaseException, lost: int) -> None:
         """The store cannot take more: stop accepting, count what is lost, stop capture."""
@@ -767,104 +586,23 @@ class Recorder:
             self._accepting = False
             self._stop_in_background(reason="new consent version: agree again to record")
 
-    def _next_batch(self) -> tuple[list[Event], bool]:
-        """Wait up to one tick for events; return ``(batch, writer_should_end)``.
-
-        The writer ends once the stop path has queued its ``session_stop``
-        marker (``_draining``) and the queue is drained up to it.
-        """
-        batch: list[Event] = []
-        try:
-            item = self._queue.get(timeout=WRITER_TICK_S)
-        except queue.Empty:
-            return batch, self._draining
-        while True:
-            if item is not None:
-                batch.append(item)
-                if len(batch) >= BATCH_MAX:
-                    return batch, False
-            elif self._draining:
-                return batch, True
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return batch, False
-
-    def _count(self, batch: list[Event]) -> None:
-        c = self.counters
-        c.written += len(batch)
-        for ev in batch:
-            c.by_kind[ev.KIND] = c.by_kind.get(ev.KIND, 0) + 1
-
     # -- state for `optin status` ----------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         """The state as plain data (no captured content)."""
-        by_kind = dict(self.counters.by_kind)  # a copy: the writer thread adds kinds
-        return {
-            "state": self.state,
-            "reason": self.reason,
-            "error": self.error,
-            "pid": os.getpid(),
-            "session": self.session_id,
-            "study": self.study.id,
-            "scopes": list(self.scopes),
-            "events_written": self.counters.written,
-            "events_by_kind": dict(sorted(by_kind.items())),
-            "dropped": self.counters.dropped,
-            "loss": self.counters.loss(),
-            "paused_until": self._paused_until(),
-            "filtered": self._denied_now,
-            "coalesced_moves": self.counters.coalesced,
-            "own_ui_left_out": self.counters.own_ui,
-        }
-
-    def _paused_until(self) -> str | None:
-        """When the volunteer's pause ends (UTC, ISO 8601), ``"resumed"`` for until resumed, or None."""
-        pause = self._volunteer_pause
-        if pause is None:
-            return None
-        return (
-            "resumed"
-            if pause.until is None
-            else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(pause.until))
+        return recorder_status.snapshot(
+            state=self.state,
+            reason=self.reason,
+            error=self.error,
+            session=self.session_id,
+            study=self.study.id,
+            scopes=self.scopes,
+            counters=self.counters,
+            pause=self._volunteer_pause,
+            filtered=self._denied_now,
         )
-
-    def _status_path(self) -> Any:
-        return self.dirs.runtime / "status.json"
 
     def _publish(self) -> None:
         """Write the status file in the runtime dir (atomic; 0600)."""
-        if self._closed:
-            return
-        try:
-            ensure_private_dir(self.dirs.runtime)
-            write_private_file(self._status_path(), json.dumps(self.status()).encode(), durable=False)
-        except (OSError, EnvironmentProblem) as exc:
-            logger.warning("could not write the status file (%s)", describe_failure(exc))
-
-    def _remove_status(self) -> None:
-        with contextlib.suppress(OSError):
-            self._status_path().unlink()
-
-
-def read_status(dirs: Dirs) -> dict[str, Any] | None:
-    """The running agent's published status, or None when no agent runs."""
-    path = dirs.runtime / "status.json"
-    try:
-        status: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    pid = status.get("pid")
-    if not isinstance(pid, int) or not _pid_alive(pid):
-        return None
-    return status
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if ``pid`` is a live process of this user (another user's PID is not our agent)."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+        if not self._closed:
+            recorder_status.publish(self.dirs, self.status())

@@ -767,7 +767,7 @@ class _Replay:
                 return
             handler = self.named.get(name)
             if handler is not None:
-                handler(buf, name, ev.modifiers)
+                handler(buf, name, ev.modifiers or ())
 
     def before_edit(self, ev: KeyPress, buf: _Buf) -> None:
         """A key that is not a modifier: a paste still awaited breaks the model; a paste key starts one."""
@@ -846,7 +846,7 @@ class _Replay:
 
     def char_key(self, i: int, ev: KeyPress, buf: _Buf, ch: str) -> None:
         self.before_edit(ev, buf)
-        mods = ev.modifiers
+        mods = ev.modifiers or ()
         if mods and "alt_gr" not in mods and self.command(buf, ch, mods):
             return
         if len(ch) == 1:

@@ -40,8 +40,20 @@ def bench_hook_callback(n: int = 200_000) -> None:
         bare_q.put_nowait((time.monotonic_ns(), i, i))
         bare.append(time.perf_counter_ns() - t0)
 
-    rec = Recorder.__new__(Recorder)  # only the sink is measured: no session, no threads
-    Recorder.__init__(rec, Path(tempfile.gettempdir()), FakeBackend(), None)  # type: ignore[arg-type]
+    from pyrage import x25519
+
+    from agent.paths import dirs
+    from agent.study import demo_study_toml, parse_study
+
+    study = parse_study(demo_study_toml(str(x25519.Identity.generate().to_public())))
+    saved = os.environ.get("OPTIN_HOME")
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["OPTIN_HOME"] = home
+        rec = Recorder(dirs(), FakeBackend(), study)  # only the sink is measured: no session, no threads
+    if saved is None:
+        os.environ.pop("OPTIN_HOME", None)
+    else:
+        os.environ["OPTIN_HOME"] = saved
     rec._queue = queue.Queue(n + 1)
     rec._accepting = True
     ours: list[int] = []

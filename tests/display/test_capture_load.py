@@ -31,10 +31,11 @@ from Xlib.ext import xtest
 from agent.backends import select_backend
 from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_for
 from agent.capture.screen import action_reason
-from agent.control import POINTER_HZ, Recorder
+from agent.control import Recorder
 from agent.events import ButtonPress, ButtonRelease, Event, Frame, Marker, PointerMove, WindowFocus, now_ns
 from agent.store import keys
 from agent.store.reader import load_meta, read_session, session_dir
+from agent.writer_loop import POINTER_HZ
 
 pytestmark = pytest.mark.display
 

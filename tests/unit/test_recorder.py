@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from agent import consent, control
+from agent import consent, control, writer_loop
 from agent.backends import select_backend
 from agent.backends.fake import FakeBackend
 from agent.backends.virtual_display import wait_for
@@ -416,7 +416,7 @@ def test_keys_typed_under_secure_input_are_never_recorded(consented) -> None:
     fake.emit(KeyPress(now_ns(), "u", None, 117, ()))
     backend.secure_input = True  # a password field took the focus
     backend.focus_window("Sign in", "Browser")  # the focus change asks the OS at once
-    assert _wait(lambda: rec._secure is not None and rec._secure.active)
+    assert _wait(lambda: rec._sources.secure is not None and rec._sources.secure.active)
     for ch in "hunter2":
         fake.emit(KeyPress(now_ns(), ch, None, ord(ch), ()))
         fake.emit(KeyRelease(now_ns(), ch, None, ord(ch), ()))
@@ -425,7 +425,7 @@ def test_keys_typed_under_secure_input_are_never_recorded(consented) -> None:
     time.sleep(0.3)
     fake.emit(KeyPress(now_ns(), "x", None, 120, ()))
     backend.secure_input = False
-    assert _wait(lambda: rec._secure is not None and not rec._secure.active)
+    assert _wait(lambda: rec._sources.secure is not None and not rec._sources.secure.active)
     fake.emit(KeyPress(now_ns(), "v", None, 118, ()))
     rec.stop()
     events = _events(d, rec)
@@ -450,7 +450,7 @@ def test_a_gap_still_open_at_stop_is_closed_with_its_count(consented) -> None:
 
 
 def test_a_timed_pause_ends_by_itself_and_says_so(consented, monkeypatch) -> None:
-    monkeypatch.setattr(control, "CHECK_EVERY_S", 0.02)
+    monkeypatch.setattr(writer_loop, "CHECK_EVERY_S", 0.02)
     d, study = consented
     backend: FakeBackend = select_backend("fake")
     rec = Recorder(d, backend, study)
@@ -489,7 +489,7 @@ def test_the_volunteers_pause_survives_a_restart(consented) -> None:
 
 
 def test_idle_and_a_locked_screen_pause_and_presence_resumes(consented, monkeypatch) -> None:
-    monkeypatch.setattr(control, "CHECK_EVERY_S", 0.02)
+    monkeypatch.setattr(writer_loop, "CHECK_EVERY_S", 0.02)
     d, _study, backend, rec = _started(consented)
     backend.idle = 11 * 60.0  # the default idle limit is 10 minutes
     assert _wait(lambda: rec.state == "paused" and rec.reason == "idle")
@@ -625,7 +625,7 @@ def test_exclude_this_app_applies_at_once_and_is_remembered(consented) -> None:
 def test_a_new_consent_version_stops_capture_until_agreed_again(consented, study_file, monkeypatch) -> None:
     from agent.study import install_study
 
-    monkeypatch.setattr(control, "CHECK_EVERY_S", 0.02)
+    monkeypatch.setattr(writer_loop, "CHECK_EVERY_S", 0.02)
     d, _study, backend, rec = _started(consented)
     newer = study_file.with_name("study-v4.toml")
     newer.write_text(

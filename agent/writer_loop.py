@@ -1,0 +1,205 @@
+"""The writer thread of one session: queued events → deny filter → coalescing → encrypted store.
+
+:class:`WriterLoop` is the only code that touches a session's
+:class:`~agent.store.writer.SessionWriter` while it is open.  Every tick it takes
+a batch from the recorder's queue, leaves out input in denied windows (P4) and
+focus events without the window-titles scope, caps pointer moves at
+:data:`POINTER_HZ`, writes, flushes and counts.  Every :data:`CHECK_EVERY_S` it
+runs the recorder's checks (status, consent, pauses); every
+:data:`agent.store.retention.ENFORCE_EVERY_S` it enforces the store's budget and
+retention (:func:`enforce_retention`).  A store failure ends the loop and goes to
+the recorder with the count of the batch it lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from agent.capture import deny
+from agent.capture.coalesce import CoalesceState, coalesce
+from agent.capture.coalesce import flush as flush_moves
+from agent.events import Event, Marker, WindowFocus, now_ns
+from agent.paths import Dirs
+from agent.recorder_status import Counters, describe_failure
+from agent.store import retention
+from agent.store.writer import SessionWriter
+from agent.study import Study
+
+logger = logging.getLogger(__name__)
+
+#: The writer wakes at least this often to flush (seconds).
+WRITER_TICK_S = 0.2
+#: Most events written in one encrypted record.
+BATCH_MAX = 4096
+#: How often the writer runs the recorder's checks: status, consent, pauses (seconds).
+CHECK_EVERY_S = 1.0
+#: Pointer moves are stored at most this often (a press, release or scroll keeps the position before it).
+POINTER_HZ = 50.0
+
+
+def enforce_retention(dirs: Dirs, study: Study, *, keep: set[str]) -> None:
+    """Delete sessions beyond the byte budget and the retention; never fatal, never those in ``keep``."""
+    try:
+        deleted = retention.enforce(
+            dirs,
+            keep=keep,
+            max_bytes=study.retention_max_bytes,
+            max_age_days=study.retention_days,
+        )
+    except Exception as exc:  # a failed clean-up must not stop recording
+        logger.warning("enforcing the store's budget and retention failed (%s)", describe_failure(exc))
+        return
+    for item in deleted:
+        logger.info("deleted session %s (%s, %s bytes)", item.session_id, item.reason, item.bytes)
+
+
+class WriterLoop:
+    """Drains ``events`` into ``writer`` on its own thread until :meth:`finish`.
+
+    ``None`` on the queue only wakes the loop.  ``checks`` runs on the loop's
+    thread once every :data:`CHECK_EVERY_S`; ``failed(exc, lost)`` once when the
+    store fails, after which the loop has ended.
+    """
+
+    def __init__(
+        self,
+        events: queue.Queue[Event | None],
+        writer: SessionWriter,
+        counters: Counters,
+        *,
+        dirs: Dirs,
+        study: Study,
+        rules: tuple[deny.DenyRule, ...],
+        keep_titles: bool,
+        checks: Callable[[], None],
+        failed: Callable[[BaseException, int], None],
+    ) -> None:
+        self._events = events
+        self._writer = writer
+        self._counters = counters
+        self._dirs = dirs
+        self._study = study
+        self._rules = rules
+        self._rules_changed = False
+        self._keep_titles = keep_titles
+        self._checks = checks
+        self._failed = failed
+        self._draining = False  # set once the session_stop marker is queued: the loop may end
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="optin-writer", daemon=True)
+        self._thread.start()
+
+    def set_rules(self, rules: tuple[deny.DenyRule, ...]) -> None:
+        """The deny rules changed: the focused window is judged again at the next batch."""
+        self._rules = rules
+        self._rules_changed = True
+
+    def finish(self) -> None:
+        """Drain the queue up to the ``session_stop`` marker the caller has queued, then seal.
+
+        :raises Exception: the session could not be sealed.
+        """
+        self._draining = True
+        with contextlib.suppress(queue.Full):
+            self._events.put_nowait(None)  # wakes the loop; if full it drains and ends anyway
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        self._writer.close(self._counters.loss())
+
+    def _run(self) -> None:
+        writer = self._writer
+        last_check = last_retention = time.monotonic()
+        moves = CoalesceState()
+        denial = deny.DenyState()
+        while True:
+            batch, done = self._next_batch()
+            batch, denial = self._deny(batch, denial, done=done)
+            batch, moves = self._coalesce(batch, moves, done=done)
+            try:
+                if batch:
+                    writer.write_events(batch)
+                writer.flush()
+            except Exception as exc:  # any store failure stops capture, counted
+                self._failed(exc, len(batch))
+                return
+            self._count(batch)
+            now = time.monotonic()
+            if now - last_check >= CHECK_EVERY_S:
+                last_check = now
+                self._checks()
+            if now - last_retention >= retention.ENFORCE_EVERY_S:
+                last_retention = now
+                enforce_retention(self._dirs, self._study, keep={writer.session_id})
+            if done:
+                return
+
+    def _next_batch(self) -> tuple[list[Event], bool]:
+        """Wait up to one tick for events; return ``(batch, loop_should_end)``.
+
+        The loop ends once :meth:`finish` has been called (the stop path has
+        queued its ``session_stop`` marker) and the queue is drained up to it.
+        """
+        batch: list[Event] = []
+        try:
+            item = self._events.get(timeout=WRITER_TICK_S)
+        except queue.Empty:
+            return batch, self._draining
+        while True:
+            if item is not None:
+                batch.append(item)
+                if len(batch) >= BATCH_MAX:
+                    return batch, False
+            elif self._draining:
+                return batch, True
+            try:
+                item = self._events.get_nowait()
+            except queue.Empty:
+                return batch, False
+
+    def _deny(
+        self, batch: list[Event], state: deny.DenyState, *, done: bool
+    ) -> tuple[list[Event], deny.DenyState]:
+        """Leave out input in denied windows (P4) and focus events without the titles scope."""
+        out: list[Event] = []
+        if self._rules_changed:
+            self._rules_changed = False
+            out, state = deny.refocus(state, self._rules, now_ns())
+        events, state = deny.filter_events(batch, state, self._rules)
+        out.extend(events)
+        if done:
+            tail, state = deny.flush(state)
+            out.extend(tail)
+        if not self._keep_titles:
+            out = [e for e in out if not isinstance(e, WindowFocus)]
+        return out, state
+
+    def _coalesce(
+        self, batch: list[Event], moves: CoalesceState, *, done: bool
+    ) -> tuple[list[Event], CoalesceState]:
+        """Cap pointer moves at POINTER_HZ (never losing the position at an action) and put the
+        count on the ``session_stop`` marker, which only the writer sees after every move."""
+        events, moves = coalesce(batch, moves, max_hz=POINTER_HZ)
+        if done:
+            tail, moves = flush_moves(moves)
+            events.extend(tail)
+        self._counters.coalesced = moves.coalesced
+        for i, event in enumerate(events):
+            if type(event) is Marker and event.marker == "session_stop":
+                detail = {**event.detail, "coalesced_moves": moves.coalesced}
+                events[i] = dataclasses.replace(event, detail=detail)
+        return events, moves
+
+    def _count(self, batch: list[Event]) -> None:
+        c = self._counters
+        c.written += len(batch)
+        for ev in batch:
+            c.by_kind[ev.KIND] = c.by_kind.get(ev.KIND, 0) + 1
