@@ -13,7 +13,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageChops
 
 from agent.backends import select_backend
 from agent.backends.virtual_display import VirtualDisplay, wait_for
@@ -39,6 +39,15 @@ def _compact(text: str) -> str:
 def _screen_text(engine: TesseractOcr, data: bytes) -> str:
     image = Image.open(io.BytesIO(data)).convert("RGB")
     return "\n".join(line.text for line in lines(engine(image, [(0, image.size[1])])))
+
+
+def _changed_share(before: bytes, after: bytes) -> float:
+    """Share of pixels that differ between two encoded frames of the same size."""
+    a = Image.open(io.BytesIO(before)).convert("RGB")
+    b = Image.open(io.BytesIO(after)).convert("RGB")
+    same = ImageChops.difference(a, b).convert("L").histogram()[0]
+    total = a.size[0] * a.size[1]
+    return (total - same) / total
 
 
 def _visible(secret: str, text: str) -> bool:
@@ -110,4 +119,8 @@ def test_typed_secrets_leave_in_no_byte_and_no_pixel(
     exported_text = "\n".join(_screen_text(engine, data) for data in frames)
     for name, secret in SECRETS.items():
         assert not _visible(secret, exported_text), f"{name} still readable on an exported frame"
-    assert "echo" in exported_text  # the rest of the screen is still there
+    # the rest of the screen is still there: masks cover the secrets' words (a few % of a frame),
+    # not the terminal (26 %) — an OCR check of "echo" here was flaky: tesseract misreads the
+    # masked lines at times
+    changed = [_changed_share(raw.data, data) for raw, data in zip(raw_frames, frames, strict=True)]
+    assert max(changed) > 0 and max(changed) < 0.1, changed
