@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import NoReturn
 
 import pytest
+
+
+def unavailable(why: str) -> NoReturn:
+    """A test's real dependency is missing: fail with CI=true (the real tests are the point),
+    skip locally saying why."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(why)
+    pytest.skip(why)
 
 
 def require_tool(*commands: str, hint: str = "run: make system-deps") -> None:
@@ -13,7 +22,4 @@ def require_tool(*commands: str, hint: str = "run: make system-deps") -> None:
     missing = [c for c in commands if shutil.which(c) is None]
     if not missing:
         return
-    why = f"this test needs {', '.join(missing)} on PATH ({hint})"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(why)
-    pytest.skip(why)
+    unavailable(f"this test needs {', '.join(missing)} on PATH ({hint})")

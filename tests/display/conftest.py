@@ -13,7 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from agent.backends import select_backend
 from agent.backends.virtual_display import APT_HINT, VirtualDisplay, missing_tools
+from agent.backends.xorg import XorgBackend
+from tests.tools import unavailable
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -26,10 +29,7 @@ def need_tools(*extra: str) -> None:
     """Fail (CI) or skip (locally) when a required command is missing."""
     missing = missing_tools() + [t for t in extra if shutil.which(t) is None]
     if missing:
-        why = f"real-display test needs {', '.join(missing)}: {APT_HINT}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(why)
-        pytest.skip(why)
+        unavailable(f"real-display test needs {', '.join(missing)}: {APT_HINT}")
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +60,15 @@ def xdisplay() -> Iterator[VirtualDisplay]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture
+def backend(xdisplay: VirtualDisplay) -> Iterator[XorgBackend]:
+    """The xorg backend on the private desktop, closed afterwards."""
+    assert os.environ["DISPLAY"] == xdisplay.display
+    chosen = select_backend("xorg")
+    assert isinstance(chosen, XorgBackend)
+    try:
+        yield chosen
+    finally:
+        chosen.close()

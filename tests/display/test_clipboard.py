@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from agent.backends import select_backend
 from agent.backends.base import CLIPBOARD_TIMEOUT_S, MAX_PASTE_CHARS
 from agent.backends.virtual_display import stop_process
 from agent.backends.xorg import XorgBackend
+from tests.tools import unavailable
 
 pytestmark = pytest.mark.display
 
@@ -91,10 +91,9 @@ def need_tkinter() -> None:
     try:
         import tkinter  # noqa: F401 - only to check that it exists
     except ImportError as exc:
-        why = f"the clipboard tests need tkinter ({exc}): apt-get install python3-tk (make system-deps)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(why)
-        pytest.skip(why)
+        unavailable(
+            f"the clipboard tests need tkinter ({exc}): apt-get install python3-tk (make system-deps)"
+        )
 
 
 def read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
@@ -146,17 +145,6 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     value = fn()
     return value, time.perf_counter() - start
-
-
-@pytest.fixture
-def backend(xdisplay: Any) -> Iterator[XorgBackend]:
-    assert os.environ["DISPLAY"] == xdisplay.display
-    chosen = select_backend("xorg")
-    assert isinstance(chosen, XorgBackend)
-    try:
-        yield chosen
-    finally:
-        chosen.close()
 
 
 @pytest.mark.parametrize("source", ["clipboard", "primary"])

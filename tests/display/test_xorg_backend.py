@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from agent.backends import select_backend
 from agent.backends.virtual_display import VirtualDisplay, stop_process
 from agent.backends.xorg import XorgBackend
 from agent.events import Event, WindowFocus
@@ -67,17 +66,6 @@ def xterm(title: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def backend(xdisplay: Any) -> Iterator[XorgBackend]:
-    assert os.environ["DISPLAY"] == xdisplay.display
-    chosen = select_backend("xorg")
-    assert isinstance(chosen, XorgBackend)
-    try:
-        yield chosen
-    finally:
-        chosen.close()
 
 
 def test_check_environment_passes_with_record(backend: XorgBackend) -> None:
