@@ -24,13 +24,6 @@ from agent.errors import OptinError, UsageError
 if TYPE_CHECKING:
     from agent.ipc import Controller, ControlServer
 
-#: Commands of the contract that later issues build; they say so and exit 2.
-NOT_BUILT = {
-    "review": "the review window comes with the review and export work",
-    "inspect": "bundle inspection comes with the review and export work",
-    "unpack": "bundle unpacking comes with the review and export work",
-}
-
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))
@@ -470,19 +463,75 @@ def cmd_export(args: argparse.Namespace) -> int:
     study = installed_study(d)
     results = []
     for sid in args.ids:
+        approved: dict[str, Any] = {}
+
+        def on_approve(summary: dict[str, Any], sid: str = sid, approved: dict[str, Any] = approved) -> None:
+            approved.update(summary)
+            print(
+                f"approving {sid} as it is: {_render_counts(summary)}", file=sys.stderr if args.json else None
+            )
+
         res = export_session(
             d,
             sid,
             Path(args.out),
             study,
             [args.recipient] if args.recipient else None,
-            progress=_progress_line(f"{sid}: reading screens"),
+            approve=args.approve,
+            on_approve=on_approve,
+            progress=_progress_bar(f"{sid}: reading screens"),
         )
-        results.append(res.to_json())
+        results.append({**res.to_json(), **({"approved": approved} if approved else {})})
         if not args.json:
-            print(f"{sid}: {res.path} ({res.bytes} bytes, {res.events} events, {res.frames} frames)")
+            kept = "deleted from this computer, as the study asks" if res.deleted_locally else "kept here"
+            print(f"{sid}: {res.path} ({res.bytes} bytes, {res.steps} steps, {res.frames} frames; {kept})")
     if args.json:
         _print_json(results)
+    return 0
+
+
+def _render_counts(summary: dict[str, Any]) -> str:
+    """``12 steps (click 5, type 3, ...), 40 frames, 2 redactions, 61.2 s`` of a prepared session."""
+    actions = ", ".join(f"{k} {v}" for k, v in summary["by_action"].items()) or "none"
+    redactions = sum(summary["redactions"].values())
+    return (
+        f"{summary['steps']} steps ({actions}), {summary['frames']} frames, {summary['events']} events, "
+        f"{redactions} redactions, {summary['duration_s']} s"
+    )
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from agent.export.review import reviewable_sessions
+    from agent.study import installed_study
+    from agent.ui.review import run_review
+
+    d = _dirs()
+    study = installed_study(d)
+    sessions = reviewable_sessions(d)
+    if args.id is None and not sessions:
+        msg = "there is no recorded session to review yet. Fix: record one with: optin run"
+        raise UsageError(msg)
+    return run_review(d, study, args.id or sessions[0], out_dir=Path(args.out) if args.out else None)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from agent.export import inspect
+
+    bundle = inspect.open_bundle(Path(args.bundle), inspect.load_identity_file(Path(args.identity)))
+    summary = inspect.summarise(bundle)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(inspect.render_summary(summary))
+    return 0
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from agent.export import inspect
+
+    bundle = inspect.open_bundle(Path(args.bundle), inspect.load_identity_file(Path(args.identity)))
+    where = inspect.unpack(bundle, Path(args.out))
+    print(f"{bundle.session}: {len(bundle.members) + 2} files written to {where}")
     return 0
 
 
@@ -510,14 +559,16 @@ def cmd_redact_text(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_line(label: str) -> Callable[[int, int], None] | None:
-    """A ``label  n/total`` line redrawn on the terminal's stderr (None when stderr is not a terminal)."""
+def _progress_bar(label: str, width: int = 30) -> Callable[[int, int], None] | None:
+    """A ``label [#####-----] n/total`` bar redrawn on the terminal's stderr (None when it is not one)."""
     if not sys.stderr.isatty():
         return None
 
     def show(done: int, total: int) -> None:
+        filled = width * done // total if total else width
         end = "\n" if done >= total else ""
-        print(f"\r{label} {done}/{total}", end=end, file=sys.stderr, flush=True)
+        bar = "#" * filled + "-" * (width - filled)
+        print(f"\r{label} [{bar}] {done}/{total}", end=end, file=sys.stderr, flush=True)
 
     return show
 
@@ -573,18 +624,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_built_command(name: str) -> Callable[[argparse.Namespace], int]:
-    def command(_args: argparse.Namespace) -> int:
-        return _not_built(name, NOT_BUILT[name])
-
-    return command
-
-
-def _not_built(name: str, why: str) -> int:
-    print(f"optin {name}: not built yet in this version ({why}).", file=sys.stderr)
-    return 2
-
-
 # -- parser --------------------------------------------------------------------------------------
 
 
@@ -633,10 +672,15 @@ def _add_deletion_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
 
 def _add_export_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     """``review``, ``redact-text``, ``export``, ``inspect`` and ``unpack``."""
-    sp = add("review", _not_built_command("review"), f"(not built yet) {NOT_BUILT['review']}")
-    sp.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
-    sp.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
-    sp.add_argument("--yes", action="store_true", help=argparse.SUPPRESS)
+    sp = add("review", cmd_review, "a window: see exactly what would be exported; cut ranges; approve")
+    sp.add_argument("id", nargs="?", metavar="ID", help="the session (default: the newest recorded one)")
+    sp.add_argument(
+        "--out", metavar="DIR", help="where the window's Export button writes (default: ~/optin-exports)"
+    )
+    sp.epilog = (
+        "The window shows the session redacted, as the bundle would hold it: the frames with their masks, "
+        "the steps and the counts. Cuts are deleted from this computer; Approve lets optin export send it."
+    )
 
     sp = add("redact-text", cmd_redact_text, "redact lines from standard input with optin's text detectors")
     sp.add_argument(
@@ -648,18 +692,35 @@ def _add_export_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
         "pasted text, window titles and the text OCR reads on screens at export (docs/redaction.md)."
     )
 
-    sp = add("export", cmd_export, "redact and encrypt sessions to the study's key")
+    sp = add("export", cmd_export, "redact, sign and encrypt approved sessions to the study's key")
     sp.add_argument("ids", nargs="+", metavar="ID")
     sp.add_argument("--out", required=True, metavar="DIR", help="directory for <id>.optin.tar.age")
     sp.add_argument("--recipient", metavar="AGE_KEY", help="age public key (default: the study's)")
+    sp.add_argument(
+        "--approve",
+        action="store_true",
+        help="approve the sessions as they are, unseen (prints what it approves)",
+    )
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.epilog = (
+        "Only sessions recorded under the consent in force, and approved (optin review, or --approve), are "
+        "exported; redaction always runs. Exit codes: 0 written, 1 failure, 2 not approved, consent not in "
+        "force, or a redactor the study requires is missing."
+    )
 
-    for name in ("inspect", "unpack"):
-        sp = add(name, _not_built_command(name), f"(not built yet) {NOT_BUILT[name]}")
-        sp.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
-        sp.add_argument("--identity", help=argparse.SUPPRESS)
-        sp.add_argument("--out", help=argparse.SUPPRESS)
-        sp.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    sp = add("inspect", cmd_inspect, "decrypt a bundle, check its signature and hashes, and summarise it")
+    sp.add_argument("bundle", metavar="BUNDLE", help="a <id>.optin.tar.age file")
+    sp.add_argument("--identity", required=True, metavar="FILE", help="the study's age identity file")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.epilog = "Exit codes: 0 the bundle is intact, 1 wrong identity or a damaged or modified bundle."
+
+    sp = add(
+        "unpack", cmd_unpack, "check a bundle like inspect, then write its files under DIR/<session-id>/"
+    )
+    sp.add_argument("bundle", metavar="BUNDLE", help="a <id>.optin.tar.age file")
+    sp.add_argument("--identity", required=True, metavar="FILE", help="the study's age identity file")
+    sp.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    sp.epilog = "Nothing is written unless every check passes. Exit codes: 0 written, 1 refused (the reason)."
 
 
 def build_parser() -> argparse.ArgumentParser:

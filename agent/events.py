@@ -171,7 +171,17 @@ class WindowFocus:
 
 #: Marker names.
 MARKERS = frozenset(
-    {"session_start", "session_stop", "pause", "resume", "consent", "screen_layout", "secure_input", "deny"}
+    {
+        "session_start",
+        "session_stop",
+        "pause",
+        "resume",
+        "consent",
+        "screen_layout",
+        "secure_input",
+        "deny",
+        "cut",
+    }
 )
 
 

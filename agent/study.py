@@ -19,6 +19,7 @@ A study file is TOML written by the study operator (docs/study.md has every key)
     [retention]                       # optional
     days = 30
     max_gib = 2.0
+    after_export = "keep"             # or "delete": shred a session once it is exported
 
     [capture]                         # optional
     idle_pause_minutes = 10
@@ -79,6 +80,8 @@ REDACTION_CHOICES: dict[str, tuple[str, ...]] = {
     "typed_text": ("redact", "drop"),
     "window_titles": ("redact", "drop"),
 }
+#: Every key with a fixed set of choices (``[retention] after_export`` too), the first the default.
+_CHOICES: dict[str, tuple[str, ...]] = {**REDACTION_CHOICES, "after_export": ("keep", "delete")}
 
 #: Allowed ranges (inclusive).
 RETENTION_DAYS_RANGE = (1, 365)
@@ -87,7 +90,7 @@ IDLE_PAUSE_MINUTES_RANGE = (0, 240)
 
 _STUDY_KEYS = ("id", "name", "contact", "consent_version", "consent_text", "scopes", "recipients")
 _DENY_KEYS = ("label", "app_class", "title")
-_RETENTION_KEYS = ("days", "max_gib")
+_RETENTION_KEYS = ("days", "max_gib", "after_export")
 _CAPTURE_KEYS = ("idle_pause_minutes", "pause_hotkey")
 _REDACTION_KEYS = tuple(REDACTION_CHOICES)
 _TOP_LEVEL = ("study", "deny", "retention", "capture", "redaction")
@@ -137,6 +140,8 @@ class Study:
     retention_days: int = DEFAULT_RETENTION_DAYS
     #: ``[retention] max_gib``: the local store's budget in GiB.
     retention_max_gib: float = DEFAULT_RETENTION_MAX_GIB
+    #: ``[retention] after_export``: ``keep`` an exported session locally, or ``delete`` it (shredded).
+    retention_after_export: str = "keep"
     #: ``[capture] idle_pause_minutes``: pause after this long without input (0: never).
     idle_pause_minutes: int = DEFAULT_IDLE_PAUSE_MINUTES
     #: ``[capture] pause_hotkey``: pynput GlobalHotKeys syntax; "" for none.
@@ -282,6 +287,7 @@ class _Validator:
         retention = self._table(doc.get("retention"), "retention", _RETENTION_KEYS)
         days = self._int(retention, ("retention", "days"), DEFAULT_RETENTION_DAYS, RETENTION_DAYS_RANGE)
         max_gib = self._number(retention, ("retention", "max_gib"), DEFAULT_RETENTION_MAX_GIB)
+        after_export = self._choice(retention, ("retention", "after_export"))
         capture = self._table(doc.get("capture"), "capture", _CAPTURE_KEYS)
         idle = self._int(
             capture, ("capture", "idle_pause_minutes"), DEFAULT_IDLE_PAUSE_MINUTES, IDLE_PAUSE_MINUTES_RANGE
@@ -301,6 +307,7 @@ class _Validator:
             deny=deny,
             retention_days=days,
             retention_max_gib=max_gib,
+            retention_after_export=after_export,
             idle_pause_minutes=idle,
             pause_hotkey=hotkey,
             redaction_ocr=choices["ocr"],
@@ -518,7 +525,7 @@ class _Validator:
 
     def _choice(self, table: Mapping[str, object], path: _PathT) -> str:
         key = str(path[-1])
-        allowed = REDACTION_CHOICES[key]
+        allowed = _CHOICES[key]
         if key not in table:
             return allowed[0]
         value = table[key]

@@ -1,25 +1,31 @@
-"""Write ``<session>.optin.tar.age``: a redacted session, encrypted to the study.
+"""Write ``<session>.optin.tar.age``: a redacted session as steps, signed, encrypted to the study.
 
-The bundle is an age file (readable with the standard ``age -d``) holding a tar:
+docs/export-format.md specifies the bundle (schema ``optin-bundle/1``).  In short: an age
+file (readable with the standard ``age -d``) holding a tar in WebDataset layout — one sample
+per step (``NNNNNN.json`` + the pre-action frame ``NNNNNN.webp``) — plus the whole redacted
+event stream (``events.jsonl``, ``frames.jsonl``, ``frames/NNNNNN.webp`` for frames no step
+uses), ``manifest.json`` (canonical JSON: schema, versions, pseudonymous volunteer id,
+consent receipt, redaction evidence, steps, counts, loss, the SHA-256 and size of every member)
+and ``manifest.sig`` (the volunteer's Ed25519 signature over the manifest's bytes).
 
-* ``manifest.json`` — schema, agent version, session id, consent receipt,
-  redaction evidence, counts and loss, and the SHA-256 of every other member;
-* ``events.jsonl`` — every non-frame event, redacted, one JSON object a line;
-* ``frames/NNNNNN.webp`` — the frames, in order; ``frames.jsonl`` says when
-  and why each was taken.
-
-See docs/export-format.md.  Decrypted data stays in memory; the only file
-written is the encrypted bundle (to a temporary name, then renamed).  No
-hostname, user name or home path goes into a bundle: tar members carry no
-owner names and a fixed mtime.
+Export runs in three parts that the review window shares: :func:`prepare` (decrypt,
+check consent, redact, find the steps — in memory), :func:`build_tar` (pure: the tar's
+bytes) and :func:`export_session` (approval, encryption, the one file written, the study's
+after-export rule).  Decrypted data never touches the disk; the bundle is written to a
+temporary name and renamed.  No hostname, user name, MAC address or home path goes into a
+bundle: tar members carry no owner names and a fixed mtime, and the redaction replaces this
+computer's names wherever captured text holds them (agent/redact/local_names.py).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
 import tarfile
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,15 +33,20 @@ from typing import Any
 from agent import __version__, consent
 from agent.errors import ConsentRequired, ExportError, UsageError
 from agent.events import Frame, Marker, kind_counts, to_dict
+from agent.export import approval
 from agent.paths import Dirs, write_private_file
 from agent.redact import policy
+from agent.redact.local_names import LocalNames
 from agent.redact.screen import TesseractOcr
-from agent.store import keys
+from agent.steps import STEPS_VERSION, Step, steps
+from agent.store import keys, signing
 from agent.store.reader import read_session
 from agent.study import Study
 
-#: Version of the bundle layout.
-BUNDLE_SCHEMA = "optin-bundle/0"
+#: Version of the bundle layout (docs/export-format.md).
+BUNDLE_SCHEMA = "optin-bundle/1"
+
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -43,18 +54,48 @@ class ExportResult:
     session_id: str
     path: Path
     bytes: int
-    members: int
+    sha256: str
+    steps: int
     events: int
     frames: int
+    deleted_locally: bool
 
     def to_json(self) -> dict[str, Any]:
         return {
             "session": self.session_id,
             "path": str(self.path),
             "bytes": self.bytes,
-            "members": self.members,
+            "sha256": self.sha256,
+            "steps": self.steps,
             "events": self.events,
             "frames": self.frames,
+            "deleted_locally": self.deleted_locally,
+        }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One session as it would be exported: redacted events (frames included, time order) and steps."""
+
+    session_id: str
+    events: list[Any]
+    steps: list[Step]
+    redaction: policy.Redaction
+    receipt: dict[str, Any]
+    problems: list[str]
+
+    def summary(self) -> dict[str, Any]:
+        """What the volunteer approves and the collector is told: counts, never content."""
+        frames = sum(1 for e in self.events if isinstance(e, Frame))
+        return {
+            "session": self.session_id,
+            "duration_s": duration_s(self.events),
+            "steps": len(self.steps),
+            "by_action": by_action(self.steps),
+            "events": len(self.events) - frames,
+            "frames": frames,
+            "redactions": {w: sum(c.values()) for w, c in sorted(self.redaction.counts.items())},
+            "loss": loss(self.events, self.problems, self.redaction.frames_left_out),
         }
 
 
@@ -69,25 +110,21 @@ def parse_recipient(text: str) -> Any:
         raise UsageError(msg) from exc
 
 
-def export_session(
+def prepare(
     dirs: Dirs,
     session_id: str,
-    out_dir: Path,
     study: Study,
-    recipients: list[str] | None = None,
+    identity: bytes,
     *,
-    progress: policy.Progress | None = None,
-) -> ExportResult:
-    """Redact, pack and encrypt one session.
+    progress: Progress | None = None,
+    local: LocalNames | None = None,
+) -> Prepared:
+    """Decrypt, check consent, redact (OCR included) and segment one session, in memory.
 
-    :param progress: called with (frames done, frames in all) while frames are OCR-masked.
+    :param local: this computer's names to redact (default: read from this computer).
     :raises ConsentRequired: the session's consent is no longer in force.
     :raises RedactorUnavailable: the study requires OCR and no engine is installed.
-    :raises ExportError: the output cannot be written.
     """
-    chosen = recipients or list(study.recipients)
-    age_recipients = [parse_recipient(r) for r in chosen]
-    identity = keys.load_identity(dirs)
     data = read_session(dirs, session_id, identity)
     start = next((e for e in data.events if isinstance(e, Marker) and e.marker == "session_start"), None)
     receipt = consent.current_receipt(dirs)
@@ -97,56 +134,163 @@ def export_session(
             "(withdrawn or replaced). Nothing was written."
         )
         raise ConsentRequired(msg)
-
     rules = policy.Policy.from_study(study)
     engine = TesseractOcr.find() if rules.ocr != "off" else None
-    redaction = policy.redact_session(data.events, rules, ocr=engine, progress=progress)
-    events = redaction.events
-    tar_bytes, members = _pack(session_id, events, receipt.to_json(), redaction.evidence(), data.problems)
+    redaction = policy.redact_session(
+        data.events,
+        rules,
+        ocr=engine,
+        progress=progress,
+        local=LocalNames.of_this_machine() if local is None else local,
+    )
+    events = sorted(redaction.events, key=lambda e: e.t_ns)
+    return Prepared(session_id, events, steps(events), redaction, receipt.to_json(), data.problems)
+
+
+def export_session(
+    dirs: Dirs,
+    session_id: str,
+    out_dir: Path,
+    study: Study,
+    recipients: list[str] | None = None,
+    *,
+    approve: bool = False,
+    on_approve: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress | None = None,
+    local: LocalNames | None = None,
+) -> ExportResult:
+    """Redact, pack, sign and encrypt one session the volunteer approved.
+
+    :param approve: approve it now, as it is (``optin export --approve``); ``on_approve``
+        is called with the summary approved, before anything is written.
+    :param progress: called with (frames done, frames in all) while frames are OCR-masked.
+    :raises NotApproved: not approved (and ``approve`` not given), or changed since.
+    :raises ConsentRequired: the session's consent is no longer in force.
+    :raises RedactorUnavailable: the study requires OCR and no engine is installed.
+    :raises ExportError: the output cannot be written.
+    """
+    age_recipients = [parse_recipient(r) for r in (recipients or list(study.recipients))]
+    policy_sha = policy.Policy.from_study(study).sha256()
+    if not approve:
+        approval.require(dirs, session_id, policy_sha)  # before the slow part
+    identity = keys.load_identity(dirs)
+    prepared = prepare(dirs, session_id, study, identity, progress=progress, local=local)
+    if approve:
+        summary = prepared.summary()
+        if on_approve is not None:
+            on_approve(summary)
+        approval.approve(dirs, session_id, policy_sha, summary)
+    tar_bytes = build_tar(prepared, identity, study.id)
     from pyrage import encrypt
 
     sealed = encrypt(tar_bytes, age_recipients)
     path = _write_atomically(out_dir, f"{session_id}.optin.tar.age", sealed)
-    frames = sum(1 for e in events if isinstance(e, Frame))
-    return ExportResult(session_id, path, len(sealed), members, len(events) - frames, frames)
+    digest = hashlib.sha256(sealed).hexdigest()
+    delete = study.retention_after_export == "delete"
+    if delete:
+        from agent.store.retention import shred_session
+
+        shred_session(dirs, session_id, reason="exported")
+    else:
+        approval.mark_exported(dirs, session_id, path, digest)
+    frames = sum(1 for e in prepared.events if isinstance(e, Frame))
+    return ExportResult(
+        session_id,
+        path,
+        len(sealed),
+        digest,
+        len(prepared.steps),
+        len(prepared.events) - frames,
+        frames,
+        delete,
+    )
 
 
-def _pack(
-    session_id: str,
-    events: list[Any],
-    receipt: dict[str, Any],
-    evidence: dict[str, Any],
-    problems: list[str],
-) -> tuple[bytes, int]:
-    members: dict[str, bytes] = {}
-    lines: list[str] = []
-    frame_lines: list[str] = []
-    for ev in events:
+# --- the tar (pure) ----------------------------------------------------------------------------------
+
+
+def canonical(obj: Any) -> bytes:
+    """Canonical JSON (docs/export-format.md): sorted keys, no spaces, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def build_tar(prepared: Prepared, identity: bytes, study_id: str) -> bytes:
+    """The bundle's plaintext tar (``optin-bundle/1``), signed with the volunteer's derived key."""
+    events = prepared.events
+    line_of: dict[int, int] = {}  # index into events -> line of events.jsonl or frames.jsonl
+    event_lines: list[bytes] = []
+    frame_rows: list[tuple[int, Frame]] = []
+    for i, ev in enumerate(events):
         if isinstance(ev, Frame):
-            name = f"frames/{len(frame_lines):06d}.{ev.format}"
-            members[name] = ev.data
-            frame_lines.append(json.dumps({**to_dict(ev), "member": name}, separators=(",", ":")))
+            line_of[i] = len(frame_rows)
+            frame_rows.append((i, ev))
         else:
+            line_of[i] = len(event_lines)
             record = ev.to_dict() if isinstance(ev, policy.Redacted) else to_dict(ev)
-            lines.append(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
-    members["events.jsonl"] = ("\n".join(lines) + "\n").encode()
-    members["frames.jsonl"] = ("\n".join(frame_lines) + "\n").encode() if frame_lines else b""
-    stop = next((e for e in events if isinstance(e, Marker) and e.marker == "session_stop"), None)
-    manifest = {
+            event_lines.append(canonical(record))
+    members: dict[str, bytes] = {}
+    holder: dict[int, str] = {}  # frames.jsonl line -> first member holding its pixels
+    for n, step in enumerate(prepared.steps):
+        record = step.to_json(events)
+        record.pop("frame_t_ns", None)
+        record["frame"] = line_of[step.frame] if step.frame is not None else None
+        record["window"] = record.get("window")
+        record["events"] = [line_of[i] for i in step.events if not isinstance(events[i], Frame)]
+        members[f"{n:06d}.json"] = canonical(record)
+        if step.frame is not None:
+            frame = events[step.frame]
+            members[f"{n:06d}.{frame.format}"] = frame.data
+            holder.setdefault(line_of[step.frame], f"{n:06d}.{frame.format}")
+    members["events.jsonl"] = b"".join(line + b"\n" for line in event_lines)
+    frame_lines: list[bytes] = []
+    unused: dict[str, bytes] = {}
+    for line, (_i, frame) in enumerate(frame_rows):
+        name = holder.get(line)
+        if name is None:
+            name = f"frames/{line:06d}.{frame.format}"
+            unused[name] = frame.data
+        fields = {k: v for k, v in to_dict(frame).items() if k != "data"}
+        frame_lines.append(canonical({**fields, "member": name}) + b"\n")
+    members["frames.jsonl"] = b"".join(frame_lines)
+    members.update(unused)
+    manifest = canonical(_manifest(prepared, identity, study_id, members))
+    ordered = {"manifest.json": manifest, "manifest.sig": signing.sign(identity, manifest), **members}
+    return _tar(prepared.session_id, ordered)
+
+
+def _manifest(
+    prepared: Prepared, identity: bytes, study_id: str, members: dict[str, bytes]
+) -> dict[str, Any]:
+    events = prepared.events
+    return {
         "schema": BUNDLE_SCHEMA,
         "agent_version": __version__,
-        "session": session_id,
-        "consent": receipt,
-        "redaction": evidence,
+        "session": prepared.session_id,
+        "volunteer": {
+            "id": signing.volunteer_id(identity, study_id),
+            "signing_key": base64.b64encode(signing.public_signing_key(identity)).decode("ascii"),
+        },
+        "consent": prepared.receipt,
+        "redaction": prepared.redaction.evidence(),
+        "steps": {
+            "version": STEPS_VERSION,
+            "count": len(prepared.steps),
+            "by_action": by_action(prepared.steps),
+        },
         "counts": kind_counts(events),
-        "loss": _loss(stop, problems),
-        "members": {name: hashlib.sha256(blob).hexdigest() for name, blob in sorted(members.items())},
+        "loss": loss(events, prepared.problems, prepared.redaction.frames_left_out),
+        "duration_s": duration_s(events),
+        "members": {
+            name: {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
+            for name, blob in sorted(members.items())
+        },
     }
-    members["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode()
+
+
+def _tar(session_id: str, members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in ["manifest.json", *sorted(n for n in members if n != "manifest.json")]:
-            blob = members[name]
+        for name, blob in members.items():
             info = tarfile.TarInfo(f"{session_id}/{name}")
             info.size = len(blob)
             info.mode = 0o644
@@ -154,17 +298,50 @@ def _pack(
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(blob))
-    return buf.getvalue(), len(members)
+    return buf.getvalue()
 
 
-def _loss(stop: Marker | None, problems: list[str]) -> dict[str, Any]:
-    """Loss counts from the session_stop marker; None where unknown (no clean stop)."""
+def by_action(found: Sequence[Step]) -> dict[str, int]:
+    """How many steps of each action, sorted by action."""
+    return dict(sorted(Counter(s.action for s in found).items()))
+
+
+def duration_s(events: Sequence[Any]) -> float:
+    """Seconds from the first to the last event (0 for fewer than two)."""
+    if len(events) < 2:
+        return 0.0
+    times = [e.t_ns for e in events]
+    return round((max(times) - min(times)) / 1e9, 3)
+
+
+def loss(events: Sequence[Any], problems: Sequence[str], frames_left_out: int) -> dict[str, Any]:
+    """What the bundle lacks and why (P9): drops, gaps (pauses, cuts) and store problems.
+
+    Counts from the ``session_stop`` marker are None when the session has no clean stop.
+    """
+    stop = next((e for e in events if isinstance(e, Marker) and e.marker == "session_stop"), None)
     counts = dict(stop.detail.get("loss", {})) if stop is not None else {}
+    markers = [e for e in events if isinstance(e, Marker)]
+    paused_ns = 0
+    paused_at: int | None = None
+    for m in markers:
+        if m.marker == "pause" and paused_at is None:
+            paused_at = m.t_ns
+        elif m.marker in ("resume", "session_stop") and paused_at is not None:
+            paused_ns += m.t_ns - paused_at
+            paused_at = None
+    cuts = [m for m in markers if m.marker == "cut"]
+    cut_ns = sum(int(m.detail.get("to_ns", m.t_ns)) - int(m.detail.get("from_ns", m.t_ns)) for m in cuts)
     return {
         "dropped_events": counts.get("events"),
         "frame_failures": counts.get("frame_failures"),
         "frames_skipped": counts.get("frames_skipped"),
         "pastes_lost": counts.get("pastes_lost"),
+        "frames_left_out_ocr_failed": frames_left_out,
+        "pauses": sum(1 for m in markers if m.marker == "pause"),
+        "paused_s": round(paused_ns / 1e9, 3),
+        "cuts": len(cuts),
+        "cut_s": round(cut_ns / 1e9, 3),
         "clean_stop": stop is not None,
         "store_problems": list(problems),
     }

@@ -39,6 +39,8 @@ from typing import Any, ClassVar
 from agent.errors import RedactorUnavailable
 from agent.events import SCHEMA_VERSION, Event, Frame, KeyPress, KeyRelease, Paste, WindowFocus
 from agent.redact import detectors, text
+from agent.redact.local_names import LocalNames
+from agent.redact.spans import Span
 
 #: Name and version of this policy (the manifest names both, and their hash).
 POLICY_NAME = "optin-redaction"
@@ -133,10 +135,12 @@ def redact_session(
     *,
     ocr: OcrEngine | None,
     progress: Progress | None = None,
+    local: LocalNames | None = None,
 ) -> Redaction:
     """Redact one session's events for export (pure given ``ocr``).
 
     :param ocr: the OCR engine, or None when none is installed.
+    :param local: this computer's names, found like detector entities (``[HOSTNAME]``...).
     :param progress: called with (frames done, frames in all) while frames are read.
     :raises RedactorUnavailable: the policy requires OCR and ``ocr`` is None.
     """
@@ -150,12 +154,13 @@ def redact_session(
         raise RedactorUnavailable(msg)
     ordered = sorted(events, key=lambda e: e.t_ns)  # stable: a paste sorts right behind its key
     counts: dict[str, Counter[str]] = {w: Counter() for w in ("typed", "paste", "titles", "screen")}
+    find = _finder(local)
     if policy.typed_text == "drop":  # the spans are still found: the screens must not show them
-        _, secrets = redact_typing(ordered, {w: Counter() for w in ("typed", "paste")})
+        _, secrets = redact_typing(ordered, {w: Counter() for w in ("typed", "paste")}, find)
         kept = [_drop_text(e, counts) for e in ordered]
     else:
-        kept, secrets = redact_typing(ordered, counts)
-    kept = [_title(e, policy, counts) for e in kept]
+        kept, secrets = redact_typing(ordered, counts, find)
+    kept = [_title(e, policy, counts, find) for e in kept]
     redactors: list[dict[str, Any]] = [
         {
             "name": "detectors",
@@ -164,6 +169,14 @@ def redact_session(
         },
         {"name": "typed-text", "version": text.TEXT_VERSION, "mode": policy.typed_text},
     ]
+    if local is not None:
+        redactors.append(
+            {
+                "name": "local-names",
+                "version": "1",
+                "finds": ["HOSTNAME", "USER_NAME", "HOME_PATH", "MAC_ADDRESS"],
+            }
+        )
     engine = ocr if policy.ocr != "off" else None
     use_ocr = engine is not None
     left_out = 0
@@ -171,7 +184,7 @@ def redact_session(
         if frames:
             from agent.redact.screen import mask_frames
 
-            kept, left_out, screen_counts = mask_frames(kept, engine, secrets, progress=progress)
+            kept, left_out, screen_counts = mask_frames(kept, engine, secrets, detect=find, progress=progress)
             counts["screen"].update(screen_counts)
         redactors.append({"name": engine.name, "version": engine.version, "on": "changed regions of frames"})
     return Redaction(
@@ -188,8 +201,25 @@ def redact_session(
 # --- typed and pasted text --------------------------------------------------------------------------
 
 
+Finder = Callable[[str], list[Span]]
+
+
+def _finder(local: LocalNames | None) -> Finder:
+    """The detectors, plus this computer's names when ``local`` is given."""
+    if local is None:
+        return detectors.detect
+    names = local
+
+    def find(value: str) -> list[Span]:
+        extra = names.find(value)
+        found = detectors.detect(value)
+        return sorted(found + extra) if extra else found
+
+    return find
+
+
 def redact_typing(
-    ordered: Sequence[Event], counts: dict[str, Counter[str]]
+    ordered: Sequence[Event], counts: dict[str, Counter[str]], find: Finder = detectors.detect
 ) -> tuple[list[Any], tuple[str, ...]]:
     """Replace the key and paste events of every detected span; redact the rest of the pastes."""
     fields = text.reconstruct(ordered)
@@ -197,7 +227,7 @@ def redact_typing(
     secrets: set[str] = set()
     for fld in fields:
         for stream, value in fld.streams():
-            for span in detectors.detect(value):
+            for span in find(value):
                 found.append((fld, stream, span.start, span.end, span.entity))
                 secrets.add(value[span.start : span.end])
     for fld in prompted_fields(fields):
@@ -219,7 +249,7 @@ def redact_typing(
             out.append(Redacted(event.t_ns, heads[i]))
             counts["typed"][heads[i]] += 1
         elif i not in replaced:
-            out.append(_paste(event, counts) if isinstance(event, Paste) else event)
+            out.append(_paste(event, counts, find) if isinstance(event, Paste) else event)
     return out, tuple(sorted(secrets))
 
 
@@ -245,10 +275,10 @@ def prompted_fields(fields: Sequence[text.Field]) -> list[text.Field]:
     return out
 
 
-def _paste(event: Paste, counts: dict[str, Counter[str]]) -> Paste:
+def _paste(event: Paste, counts: dict[str, Counter[str]], find: Finder) -> Paste:
     if not event.text:
         return event
-    spans = detectors.detect(event.text)
+    spans = find(event.text)
     if not spans:
         return event
     counts["paste"].update(s.entity for s in spans)
@@ -268,13 +298,13 @@ def _drop_text(event: Event, counts: dict[str, Counter[str]]) -> Event:
     return event
 
 
-def _title(event: Any, policy: Policy, counts: dict[str, Counter[str]]) -> Any:
+def _title(event: Any, policy: Policy, counts: dict[str, Counter[str]], find: Finder) -> Any:
     if not isinstance(event, WindowFocus) or event.title is None:
         return event
     if policy.window_titles == "drop":
         counts["titles"]["ALL_TEXT"] += 1
         return dataclasses.replace(event, title=None)
-    spans = detectors.detect(event.title)
+    spans = find(event.title)
     if not spans:
         return event
     counts["titles"].update(s.entity for s in spans)

@@ -28,6 +28,10 @@ ENTITIES: dict[str, str] = {
     "PRIVATE_KEY": "private_key",
     "PASSWORD": "prompt_secret",
     "SECRET": "prompt_secret",
+    "HOSTNAME": "local_names",
+    "USER_NAME": "local_names",
+    "HOME_PATH": "local_names",
+    "MAC_ADDRESS": "local_names",
 }
 
 #: The families, in the order reports list them.

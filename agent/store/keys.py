@@ -32,6 +32,7 @@ import os
 import re
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -230,8 +231,11 @@ def load_recipient(dirs: Dirs) -> bytes:
     return _read_key_file(dirs.keys / _RECIPIENT_FILE, RECIPIENT_PREFIX)
 
 
-def load_identity(dirs: Dirs) -> bytes:
+def load_identity(dirs: Dirs, *, ask: Callable[[str], bytes] | None = None) -> bytes:
     """The raw private key that decrypts the volunteer's sessions (the unlock).
+
+    :param ask: asks for the passphrase (given the prompt) where a window does, instead of
+        the terminal; it returns the passphrase's bytes, or raises KeyError_ when cancelled.
 
     From the OS keyring when ``identity.ref`` exists, else from the ``identity``
     file: ``optin-sec2`` is unwrapped with the passphrase from
@@ -251,7 +255,7 @@ def load_identity(dirs: Dirs) -> bytes:
         private = _keyring_identity(ref_path)
     else:
         _check_private_file(path)
-        private = _file_identity(path)
+        private = _file_identity(path, ask)
     recipient_path = dirs.keys / _RECIPIENT_FILE
     if recipient_path.exists() and load_recipient(dirs) != public_from_private(private):
         where = ref_path if ref_path.exists() else path
@@ -364,7 +368,7 @@ def encode_recipient(public: bytes) -> str:
 # --- the identity file ----------------------------------------------------------------------------------
 
 
-def _file_identity(path: Path) -> bytes:
+def _file_identity(path: Path, ask: Callable[[str], bytes] | None = None) -> bytes:
     blob = _read_bytes(path)
     if blob.startswith(IDENTITY_PREFIX.encode("ascii")):
         log.warning("the identity file is not passphrase-protected; protect it: optin keys change-passphrase")
@@ -383,7 +387,7 @@ def _file_identity(path: Path) -> bytes:
     from_file = _passphrase_from_file(PASSPHRASE_FILE_ENV)
     if from_file is not None:
         return _unwrap(blob, from_file, path, f"the first line of {PASSPHRASE_FILE_ENV}")
-    if not _interactive():
+    if ask is None and not _interactive():
         msg = (
             f"{path} is protected by a passphrase and there is no way to ask for it here. "
             f"Fix: set {PASSPHRASE_FILE_ENV} to a file whose first line is the passphrase, "
@@ -391,7 +395,8 @@ def _file_identity(path: Path) -> bytes:
         )
         raise KeyError_(msg)
     for attempt in range(1, UNLOCK_ATTEMPTS + 1):
-        passphrase = _prompt(f"Passphrase for the optin identity ({path}): ")
+        prompt = f"Passphrase for the optin identity ({path}): "
+        passphrase = ask(prompt) if ask is not None else _prompt(prompt)
         try:
             return _unwrap(blob, passphrase, path, "as typed")
         except KeyError_:

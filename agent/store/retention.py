@@ -188,7 +188,7 @@ def shred_session(dirs: Dirs, session_id: str, *, reason: str = "volunteer") -> 
     path = session_dir(dirs, session_id)
     fd = lock_session(path)  # refuses a session whose writer is alive
     try:
-        segments, size = _shred_files(path)
+        segments, size = shred_files(path)
     finally:
         unlock_session(fd)
     path.rmdir()
@@ -196,7 +196,7 @@ def shred_session(dirs: Dirs, session_id: str, *, reason: str = "volunteer") -> 
     return Deleted(session_id, reason, segments, size)
 
 
-def _shred_files(path: Path) -> tuple[int, int]:
+def shred_files(path: Path) -> tuple[int, int]:
     """Shred the segment files (and temp files that hold a header) of ``path``; unlink the rest."""
     segments = size = 0
     for file in sorted(path.iterdir(), reverse=True):  # the last segment first: a prefix stays
@@ -540,6 +540,7 @@ __all__ = [
     "enforce",
     "plan",
     "session_start",
+    "shred_files",
     "shred_segment",
     "shred_session",
 ]

@@ -72,9 +72,10 @@ class SessionWriter:
         segment_bytes: int,
         clock: Callable[[], float],
         lock_fd: int | None,
+        session_id: str | None = None,
     ) -> None:
         self._path = path
-        self._id = path.name
+        self._id = session_id or path.name  # a rewrite (agent.store.cut) writes the id under a temp name
         self._id_bytes = session_id_bytes(self._id)
         self._recipient = recipient
         self._segment_seconds = segment_seconds

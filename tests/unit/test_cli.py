@@ -41,12 +41,6 @@ def test_help_lists_every_contract_command() -> None:
     assert set(CONTRACT) <= listed, set(CONTRACT) - listed
 
 
-@pytest.mark.parametrize("name", sorted(cli.NOT_BUILT))
-def test_commands_not_built_yet_say_so_and_exit_2(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main([name]) == 2
-    assert "not built yet" in capsys.readouterr().err
-
-
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([]) == 2
     assert "consent" in capsys.readouterr().out

@@ -73,6 +73,10 @@ SPECIFICITY: dict[str, int] = {
     "EMAIL": 50,
     "PASSWORD": 40,
     "SECRET": 35,
+    "HOME_PATH": 30,
+    "HOSTNAME": 25,
+    "MAC_ADDRESS": 25,
+    "USER_NAME": 20,
     "PHONE": 10,
 }
 

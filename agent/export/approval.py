@@ -1,0 +1,104 @@
+"""Which sessions the volunteer approved for export, and which were exported.
+
+``optin review`` (or ``optin export --approve``) writes ``review.json`` into the session's
+directory.  It holds no content: times, counts, the redaction policy's SHA-256 and a
+fingerprint of the session's segment files.  An approval is for what the volunteer saw:
+if the session changes afterwards (a cut, ``delete-last``, retention) or the study's
+redaction policy changes, the fingerprint or the policy hash no longer match and the
+session must be reviewed again before it can be exported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.errors import UsageError
+from agent.paths import Dirs, write_private_file
+from agent.store.reader import session_dir
+from agent.store.writer import utc_timestamp
+
+REVIEW_FILE = "review.json"
+
+
+class NotApproved(UsageError):
+    """The session was not approved for export, or changed since it was (exit 2)."""
+
+
+def fingerprint(path: Path) -> str:
+    """SHA-256 over the names and sizes of the session's segment files (changes with any cut or trim)."""
+    h = hashlib.sha256()
+    for seg in sorted(p for p in path.iterdir() if p.suffix == ".seg" and not p.name.startswith(".")):
+        h.update(f"{seg.name}\0{seg.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def load(dirs: Dirs, session_id: str) -> dict[str, Any]:
+    """The session's review record (empty when it has none or it is unreadable)."""
+    try:
+        record = json.loads((session_dir(dirs, session_id) / REVIEW_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def approve(dirs: Dirs, session_id: str, policy_sha256: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """Record that the volunteer approved the session as it is now; returns the approval."""
+    path = session_dir(dirs, session_id)
+    approval = {
+        "approved_at": utc_timestamp(time.time()),
+        "fingerprint": fingerprint(path),
+        "policy_sha256": policy_sha256,
+        "summary": summary,
+    }
+    _save(path, {**load(dirs, session_id), "approval": approval})
+    return approval
+
+
+def state(dirs: Dirs, session_id: str, policy_sha256: str | None = None) -> str:
+    """``approved``, ``changed`` (approved, then the session or the policy changed) or ``not approved``."""
+    approval = load(dirs, session_id).get("approval")
+    if not isinstance(approval, dict):
+        return "not approved"
+    same = approval.get("fingerprint") == fingerprint(session_dir(dirs, session_id))
+    if not same or (policy_sha256 is not None and approval.get("policy_sha256") != policy_sha256):
+        return "changed"
+    return "approved"
+
+
+def require(dirs: Dirs, session_id: str, policy_sha256: str) -> None:
+    """:raises NotApproved: with the fix, unless the session is approved as it is now."""
+    found = state(dirs, session_id, policy_sha256)
+    if found == "approved":
+        return
+    why = (
+        "was not approved"
+        if found == "not approved"
+        else "changed since it was approved (or the study's redaction did)"
+    )
+    msg = (
+        f"session {session_id} {why}; nothing was exported. Fix: look at it with: optin review {session_id} "
+        f"(or approve it unseen with: optin export {session_id} --approve --out DIR)"
+    )
+    raise NotApproved(msg)
+
+
+def mark_exported(dirs: Dirs, session_id: str, bundle: Path, sha256: str) -> None:
+    """Remember an export (file name and hash, never its directory) in the review record."""
+    path = session_dir(dirs, session_id)
+    record = load(dirs, session_id)
+    record.setdefault("exports", []).append(
+        {
+            "exported_at": utc_timestamp(time.time()),
+            "bundle": bundle.name,
+            "sha256": sha256,
+        }
+    )
+    _save(path, record)
+
+
+def _save(path: Path, record: dict[str, Any]) -> None:
+    write_private_file(path / REVIEW_FILE, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
