@@ -44,7 +44,7 @@ from agent.errors import OptinError, StoreError, UsageError
 from agent.events import ClockAnchor, Event, KeyPress, KeyRelease, Marker, PointerMove, WindowFocus, now_ns
 from agent.paths import Dirs, ensure_private_dir
 from agent.recorder_status import Counters, describe_failure, read_status
-from agent.store import keys, retention
+from agent.store import cut, keys, retention
 from agent.store.recovery import RecoveryReport, recover_sessions
 from agent.store.writer import SessionWriter
 from agent.study import Study, installed_study
@@ -209,6 +209,8 @@ class Recorder:
                 logger.warning("session %s was left open by a crash: %s", report.session_id, report.action)
             for sid in retention.finish_interrupted_deletions(self.dirs):
                 logger.warning("finished a deletion in session %s that had been interrupted", sid)
+            for sid in cut.finish_interrupted_cuts(self.dirs):
+                logger.warning("finished or undid a cut of session %s that had been interrupted", sid)
             enforce_retention(self.dirs, self.study, keep=set())  # before a new session adds to it
             self._receipt = receipt
             self._recipient = recipient
