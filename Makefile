@@ -81,6 +81,7 @@ test: lint
 bench: venv
 	$(BIN)/python -m tests.benchmarks
 	$(BIN)/python -m tests.benchmarks.redaction
+	$(BIN)/python -m tests.benchmarks.export
 	$(BIN)/python -m tests.benchmarks.frame_encodings --no-ocr
 
 clean:

@@ -30,7 +30,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from agent import consent, exclusions, pausing, recorder_status
 from agent.backends import Backend
@@ -49,6 +49,8 @@ from agent.store.recovery import RecoveryReport, recover_sessions
 from agent.store.writer import SessionWriter
 from agent.study import Study, installed_study
 from agent.writer_loop import WriterLoop, enforce_retention
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -278,24 +280,36 @@ class Recorder:
         if not seconds > 0:
             msg = f"the duration to delete must be positive, got {seconds} seconds"
             raise UsageError(msg)
+        report = self._between_sessions("delete-last", lambda: retention.delete_last(self.dirs, seconds))
+        return report.to_dict()
+
+    def seal_for_review(self) -> str:
+        """Seal the running session so it can be reviewed (recording goes on in a new one,
+        in the same state); returns the sealed session's id."""
+        sealed: list[str] = []
+        self._between_sessions("review", lambda: sealed.append(str(self.session_id)))
+        return sealed[0]
+
+    def _between_sessions(self, reason: str, action: Callable[[], T]) -> T:
+        """Seal the running session, run ``action``, open a new session in the state the old one had."""
         with self._lock:
             if self.state == "idle" and not self._closed:
                 msg = "optin is starting; try again in a moment"
                 raise UsageError(msg)
             if self.state not in ("recording", "paused") or self._closed:
-                msg = f"optin is {self.state}; quit it and run `optin delete-last` again"
+                msg = f"optin is {self.state}; quit it and run the command again"
                 raise UsageError(msg)
-            state, reason = self.state, self.reason
-            self._close_session(reason="delete-last")
+            state, why = self.state, self.reason
+            self._close_session(reason=reason)
             try:
-                report = retention.delete_last(self.dirs, seconds)
+                result = action()
             finally:
-                self._open_session(after="delete-last")
-                self.state, self.reason = state, reason
+                self._open_session(after=reason)
+                self.state, self.reason = state, why
                 if state == "recording":
                     self._start_capture_or_fail()
                 self._publish()
-            return report.to_dict()
+            return result
 
     def opt_out(self) -> dict[str, Any]:
         """Leave the study: stop, withdraw consent, and crypto-shred every local session.

@@ -194,6 +194,11 @@ def _menu(
             recorder.stop()  # the consent check would stop it within a second; do it now
             notify("Consent withdrawn; recording stopped. Your recordings stay until you delete them.")
 
+    def review() -> None:
+        running = recorder.state in ("recording", "paused")
+        sid = recorder.seal_for_review() if running else None  # what was recorded up to now
+        open_review(sid, recorder.own_process)
+
     def opt_out() -> None:
         if confirm_opt_out(recorder.own_process):
             summary = recorder.opt_out()
@@ -226,10 +231,36 @@ def _menu(
             visible=running,
         ),
         pystray.MenuItem("Exclude this app", action(exclude_app), visible=running),
+        pystray.MenuItem("Review and export…", action(review)),
         pystray.MenuItem("Withdraw consent…", action(withdraw, stop_icon)),
         pystray.MenuItem("Opt out (stop and delete everything)…", action(opt_out, stop_icon)),
         pystray.MenuItem("Quit (stop recording)", action(recorder.stop, lambda i: i.stop())),
     )
+
+
+def open_review(session_id: str | None, on_started: Callable[[int], None]) -> int:
+    """Show the review window (``optin review``) in a process of its own and wait until it closes.
+
+    :param on_started: told the window's pid, so what is done in it is not recorded.
+    :raises EnvironmentProblem: the window could not be shown (its last message says why).
+    """
+    import subprocess
+
+    args = [sys.executable, "-m", "agent", "review", *([session_id] if session_id else [])]
+    proc = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    on_started(proc.pid)
+    _out, err = proc.communicate()
+    if proc.returncode != 0:
+        lines = [line for line in err.splitlines() if line.strip()]
+        msg = (
+            lines[-1].removeprefix("optin: ")
+            if lines
+            else f"the review window failed (exit {proc.returncode})"
+        )
+        raise EnvironmentProblem(msg)
+    return proc.returncode
 
 
 def confirm_opt_out(on_started: Callable[[int], None]) -> bool:

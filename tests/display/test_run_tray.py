@@ -257,8 +257,8 @@ def test_tray_opt_out_asks_then_stops_withdraws_and_deletes_everything(
     try:
         assert wait_for(lambda: _state(d) == "recording", 5)
         xdisplay.xdotool("mousemove", "--sync", "101", "202")
-        # status, Pause, Delete the last, Exclude this app, Withdraw consent, Opt out
-        _tray_menu(xdisplay, "Down", "Down", "Down", "Down", "Down", "Return")
+        # status, Pause, Delete the last, Exclude this app, Review and export, Withdraw consent, Opt out
+        _tray_menu(xdisplay, "Down", "Down", "Down", "Down", "Down", "Down", "Return")
         _wait_window(xdisplay, "optin — Opt out of the study?")
         xdisplay.xdotool("key", "Tab")  # the focus starts on Cancel
         xdisplay.xdotool("key", "Return")
