@@ -514,11 +514,20 @@ def cmd_review(args: argparse.Namespace) -> int:
     return run_review(d, study, args.id or sessions[0], out_dir=Path(args.out) if args.out else None)
 
 
+def _open_bundle(args: argparse.Namespace) -> Any:
+    """The bundle named on the command line, decrypted with ``--identity`` and checked."""
+    from agent.export import inspect
+
+    identity = Path(args.identity)
+    return inspect.open_bundle(
+        Path(args.bundle), inspect.load_identity_file(identity), identity_file=identity
+    )
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from agent.export import inspect
 
-    bundle = inspect.open_bundle(Path(args.bundle), inspect.load_identity_file(Path(args.identity)))
-    summary = inspect.summarise(bundle)
+    summary = inspect.summarise(_open_bundle(args))
     if args.json:
         _print_json(summary)
     else:
@@ -529,7 +538,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_unpack(args: argparse.Namespace) -> int:
     from agent.export import inspect
 
-    bundle = inspect.open_bundle(Path(args.bundle), inspect.load_identity_file(Path(args.identity)))
+    bundle = _open_bundle(args)
     where = inspect.unpack(bundle, Path(args.out))
     print(f"{bundle.session}: {len(bundle.members) + 2} files written to {where}")
     return 0

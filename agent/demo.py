@@ -161,7 +161,7 @@ def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str],
     say("agent stopped; session sealed")
 
     with _link("export the session"):
-        out = _optin(env, "export", session_id, "--out", str(work / "out"), "--json")
+        out = _optin(env, "export", session_id, "--out", str(work / "out"), "--approve", "--json")
         exported = json.loads(out)[0]
     say(f"exported {Path(exported['path']).name} ({exported['bytes']} bytes)")
     with _link("decrypt and check the bundle"):
@@ -174,7 +174,7 @@ def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str],
             vd=vd,
             script=script,
         )
-    say("bundle decrypted with `age -d` and checked")
+    say("bundle decrypted with `age -d`, checked, and verified by `optin inspect`")
     return summary
 
 
@@ -260,15 +260,15 @@ def _check(
     vd: VirtualDisplay,
     script: dict[str, Any],
 ) -> dict[str, Any]:
-    from agent.export.inspect import read_bundle_tar
-
     out = subprocess.run(
         ["age", "-d", "-i", str(identity_file), str(bundle)], capture_output=True, timeout=60, check=False
     )
     if out.returncode != 0:
         msg = f"`age -d` could not decrypt the bundle: {out.stderr.decode(errors='replace').strip()}"
         raise DemoFailed(msg)
-    manifest, members = read_bundle_tar(out.stdout)
+    inspected = json.loads(_optin(env, "inspect", str(bundle), "--identity", str(identity_file), "--json"))
+    members = _tar_members(out.stdout)
+    manifest = json.loads(members["manifest.json"])
     counts: dict[str, int] = manifest["counts"]
     flat = "".join(c for c in out.stdout.decode("latin-1") if c.isalnum())
     for name, secret in DEMO_SECRETS.items():
@@ -296,6 +296,8 @@ def _check(
     typed = _typed_in_store(env, session_id)
     if DEMO_TEXT not in typed:
         problems.append("the local store does not hold exactly the typed text")
+    if inspected.get("signature") != "valid" or inspected["steps"]["count"] < script["clicks"]:
+        problems.append("`optin inspect` did not find a signed bundle with a step per click")
     if problems:
         raise DemoFailed("demo checks failed: " + "; ".join(problems))
     stored = sum(p.stat().st_size for p in (work / "home" / "data" / "sessions" / session_id).glob("*"))
@@ -306,11 +308,25 @@ def _check(
         "frames": counts.get("frame", 0),
         "bytes_stored": stored,
         "bundle_bytes": bundle.stat().st_size,
-        "bundle_members": len(members) + 1,
+        "bundle_members": len(members),
+        "steps": inspected["steps"],
         "redaction": manifest["redaction"]["counts"],
         "loss": {k: v for k, v in manifest["loss"].items() if k != "store_problems"},
         "checks": "passed",
     }
+
+
+def _tar_members(tar_bytes: bytes) -> dict[str, bytes]:
+    """The members of a decrypted bundle by name within the session directory (checked by inspect)."""
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        return {
+            m.name.split("/", 1)[-1]: f.read()
+            for m in tar.getmembers()
+            if m.isfile() and (f := tar.extractfile(m)) is not None
+        }
 
 
 def _redaction_line(counts: dict[str, dict[str, int]]) -> str:
@@ -375,10 +391,12 @@ def render_summary(summary: dict[str, Any]) -> str:
             f"  session        {summary['session']} on a {summary['display']} private display",
             f"  events         {kinds}",
             f"  frames         {summary['frames']}",
+            f"  steps          {summary['steps']['count']} "
+            f"({', '.join(f'{k} {v}' for k, v in summary['steps']['by_action'].items())})",
             f"  loss           {', '.join(f'{k} {v}' for k, v in summary['loss'].items())}",
             f"  stored         {summary['bytes_stored']} bytes, encrypted",
             f"  bundle         {summary['bundle_bytes']} bytes, {summary['bundle_members']} members, "
-            "decrypted with `age -d`",
+            "decrypted with `age -d`, signature and hashes checked by `optin inspect`",
             f"  redacted       {_redaction_line(summary['redaction'])}",
         ]
     )

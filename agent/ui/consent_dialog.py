@@ -177,6 +177,8 @@ def retention_text(study: Study) -> str:
     gib = _positive(study, "retention_max_gib")
     if gib is not None:
         text += f" (the oldest are deleted sooner if recordings pass {gib:g} GiB)"
+    if getattr(study, "retention_after_export", "keep") == "delete":
+        text += "; a recording you export is deleted from this computer once its file is written"
     return text + "."
 
 

@@ -133,6 +133,13 @@ def test_retention_comes_from_the_study(tmp_path: Path) -> None:
     )
 
 
+def test_the_consent_says_when_exported_recordings_are_deleted(tmp_path: Path) -> None:
+    study = _study(extra='[retention]\ndays = 7\nafter_export = "delete"\n')
+    assert consent_view(study, _dirs(tmp_path)).retention.endswith(
+        "; a recording you export is deleted from this computer once its file is written."
+    )
+
+
 def test_retention_of_a_study_object_without_the_optional_fields(tmp_path: Path) -> None:
     """Study objects from before [retention] (or a bad value): the store's default, no budget claimed."""
 

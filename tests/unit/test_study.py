@@ -434,3 +434,11 @@ def test_redaction_errors_name_line_and_choices(body: str, fragment: str) -> Non
     message = error_of(text)
     assert f"study.toml:{line}:" in message
     assert fragment in message
+
+
+def test_after_export_keeps_by_default_and_is_checked() -> None:
+    assert parse_study(demo_study_toml(AGE)).retention_after_export == "keep"
+    text = demo_study_toml(AGE) + '\n[retention]\nafter_export = "delete"\n'
+    assert parse_study(text).retention_after_export == "delete"
+    message = error_of(demo_study_toml(AGE) + '\n[retention]\nafter_export = "shred"\n')
+    assert 'retention.after_export is \'shred\'; it must be one of "keep", "delete"' in message
