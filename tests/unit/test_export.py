@@ -326,3 +326,19 @@ def test_export_refuses_without_the_ocr_the_study_requires(
     err = capsys.readouterr().err
     assert "requires OCR" in err and "apt-get install tesseract-ocr" in err
     assert not (tmp_path / "out").exists()  # fail closed: nothing written
+
+
+def test_what_export_writes_is_what_inspect_accepts(
+    consented, session: str, study_file: Path, tmp_path: Path
+) -> None:
+    from agent.export import inspect
+
+    res = _export(consented, session, tmp_path)
+    identities = inspect.load_identity_file(study_file.parent / "study-identity.txt")
+    opened = inspect.open_bundle(res.path, identities)
+    summary = inspect.summarise(opened)
+    assert summary["session"] == session and summary["signature"] == "valid"
+    assert summary["steps"] == {"count": 3, "by_action": {"click": 1, "key": 1, "type": 1}}
+    assert summary["frames"] == 2
+    where = inspect.unpack(opened, tmp_path / "dataset")
+    assert (where / "manifest.sig").read_bytes() == opened.signature
