@@ -40,7 +40,8 @@ def test_every_family_has_its_minimum_of_positives_with_well_formed_labels(
     positives: list[scoring.Positive],
 ) -> None:
     counts = collections.Counter(p.family for p in positives)
-    assert set(counts) == set(FAMILIES)
+    # this computer's names are not text the detectors know: tests/unit/test_local_names.py has them
+    assert set(counts) == set(FAMILIES) - {"local_names"}
     assert all(counts[f] >= n for f, n in MINIMUM_POSITIVES.items()), counts
     assert len({p.id for p in positives}) == len(positives)
     for p in positives:
