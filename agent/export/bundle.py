@@ -158,8 +158,11 @@ def export_session(
     on_approve: Callable[[dict[str, Any]], None] | None = None,
     progress: Progress | None = None,
     local: LocalNames | None = None,
+    identity: bytes | None = None,
 ) -> ExportResult:
     """Redact, pack, sign and encrypt one session the volunteer approved.
+
+    :param identity: the volunteer's unlocked identity (the review window has it); default: unlock.
 
     :param approve: approve it now, as it is (``optin export --approve``); ``on_approve``
         is called with the summary approved, before anything is written.
@@ -173,7 +176,8 @@ def export_session(
     policy_sha = policy.Policy.from_study(study).sha256()
     if not approve:
         approval.require(dirs, session_id, policy_sha)  # before the slow part
-    identity = keys.load_identity(dirs)
+    if identity is None:
+        identity = keys.load_identity(dirs)
     prepared = prepare(dirs, session_id, study, identity, progress=progress, local=local)
     if approve:
         summary = prepared.summary()

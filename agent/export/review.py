@@ -192,8 +192,15 @@ class Review:
 
     def export(self, out_dir: Path, progress: Progress | None = None) -> ExportResult:
         """Write the approved session's bundle into ``out_dir``."""
+        self.unlock()  # a no-op after load(): the window never asks on its worker thread
         return export_session(
-            self.dirs, self.session_id, out_dir, self.study, progress=progress, local=self._local
+            self.dirs,
+            self.session_id,
+            out_dir,
+            self.study,
+            progress=progress,
+            local=self._local,
+            identity=self._identity,
         )
 
 

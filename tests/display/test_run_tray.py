@@ -330,3 +330,38 @@ def test_tray_exclude_this_app_keeps_the_focused_app_out(
         e.char or "" for e in read_session(d, sid, keys.load_identity(d)).events if isinstance(e, KeyPress)
     )
     assert typed == "before"
+
+
+def test_tray_review_and_export_opens_the_window_on_what_was_recorded(
+    xdisplay: VirtualDisplay, consented, tmp_path
+) -> None:
+    """The menu item seals the session so far (recording goes on in a new one) and opens the
+    review window on it; what is done in the window is not recorded."""
+    d, _study = consented
+    agent = _start_agent(tmp_path)
+    try:
+        assert wait_for(lambda: _state(d) == "recording", 5)
+        first = read_status(d)["session"]
+        xdisplay.xdotool("mousemove", "--sync", "212", "121")
+        time.sleep(0.3)
+        title = f"^optin review .+ {first}$"  # Tk's title bytes do not match the dash itself
+        for _ in range(3):  # status, Pause, Delete the last, Exclude this app, Review and export
+            _tray_menu(xdisplay, "Down", "Down", "Down", "Down", "Return")
+            if wait_for(lambda: bool(xdisplay.search(title)), 60):
+                break
+            xdisplay.xdotool("key", "Escape")
+        windows = xdisplay.search(title)
+        assert windows, f"no review window: {(tmp_path / 'agent-stderr.txt').read_text()[-2000:]}"
+        second = read_status(d)["session"]
+        assert second != first and _state(d) == "recording"
+        xdisplay.xdotool("windowactivate", "--sync", windows[0])
+        xdisplay.xdotool("key", "Escape")
+        assert wait_for(lambda: not xdisplay.search(title), 10)
+        os.killpg(agent.pid, signal.SIGTERM)
+        assert agent.wait(15) == 0
+    finally:
+        stop_process(agent)
+    data = read_session(d, first, keys.load_identity(d))
+    assert (212, 121) in [(e.x, e.y) for e in data.events if isinstance(e, PointerMove)]
+    later = read_session(d, second, keys.load_identity(d))
+    assert not [e for e in later.events if isinstance(e, KeyPress)]  # Escape went to an own window

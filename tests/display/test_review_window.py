@@ -1,0 +1,470 @@
+"""The review window (``optin review``) on a real private X display, driven with xdotool.
+
+A session is recorded from the real display (an xterm with text on it, secrets included),
+then ``python -m agent review ID`` runs as the volunteer would run it.  The test waits for
+its ``optin-review-state`` lines (OPTIN_DIALOG_DEBUG_GEOMETRY=1), presses its keys, and
+checks the store, the approval and the bundle behind it — and that nothing decrypted
+reached a file.
+
+Set OPTIN_SAVE_SCREENSHOTS=1 to (re)write docs/img/review-window.png; normal runs write
+nothing into the repository.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyrage import decrypt, x25519
+
+from agent import consent
+from agent.backends import select_backend
+from agent.backends.fake import FakeBackend
+from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_for
+from agent.control import Recorder
+from agent.events import ButtonPress, ButtonRelease, Frame, KeyPress, KeyRelease, Marker, PointerMove, now_ns
+from agent.export import approval
+from agent.paths import Dirs, dirs
+from agent.redact import policy
+from agent.store import keys
+from agent.store.reader import read_session
+from agent.study import Study, install_study
+from agent.ui.consent_dialog import DEBUG_GEOMETRY_ENV
+from agent.ui.review import STATE_PREFIX
+from tests.display.conftest import need_tools
+
+REPO = Path(__file__).resolve().parents[2]
+SAVE = os.environ.get("OPTIN_SAVE_SCREENSHOTS") == "1"
+
+#: Typed and left on screen; plain content that must reach no file (the e-mail is also redacted).
+CANARY = "lunch-canary-7731"
+SECRET = "alice.canary@example.com"  # noqa: S105 - a canary the detectors know (an e-mail address)
+
+STUDY = '''[study]
+id = "web-tasks-2026"
+name = "Everyday web tasks"
+contact = "Dr. A. Researcher <study@example.org>"
+consent_version = "3"
+scopes = ["pointer", "keyboard", "screen", "window_titles"]
+recipients = ["{recipient}"]
+consent_text = """
+We are studying how people do everyday tasks on the web so that software agents can learn
+to help with them.
+"""
+'''
+
+
+class Window:
+    """A running ``optin review`` process: its state lines (read on a thread) and its keys."""
+
+    def __init__(self, xdisplay: VirtualDisplay, proc: subprocess.Popen[str]) -> None:
+        self.xdisplay = xdisplay
+        self.proc = proc
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.other: list[str] = []  #: stderr lines that are not state lines
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if line.startswith(STATE_PREFIX):
+                self.lines.put(json.loads(line[len(STATE_PREFIX) :]))
+            else:
+                self.other.append(line.rstrip("\n"))
+
+    def wait(self, state: str, timeout: float = 30) -> dict[str, Any]:
+        """The next state line, which must say ``state``."""
+        try:
+            found = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(
+                f"no {state!r} from the review window in {timeout} s (exit {self.proc.poll()}): {self.other}"
+            )
+        assert found["state"] == state, json.dumps(found)
+        return found
+
+    def keys(self, *names: str) -> None:
+        for name in names:
+            self.xdisplay.xdotool("key", name)
+            time.sleep(0.05)  # Tk handles each key before the next arrives
+
+    def type(self, text: str) -> None:
+        self.xdisplay.xdotool("type", "--delay", "10", text)
+
+    def exit_code(self, timeout: float = 15) -> int:
+        code = self.proc.wait(timeout)
+        self.thread.join(5)
+        return code
+
+    def message(self) -> str:
+        return "\n".join(self.other)
+
+
+def _start(xdisplay: VirtualDisplay, *args: str, env: dict[str, str] | None = None) -> Window:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "review", *args],
+        env=dict(env if env is not None else os.environ, **{DEBUG_GEOMETRY_ENV: "1"}),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    return Window(xdisplay, proc)
+
+
+@pytest.fixture
+def window_procs() -> Iterator[list[Window]]:
+    """Every window started is stopped at the end, whatever happened."""
+    started: list[Window] = []
+    yield started
+    for w in started:
+        stop_process(w.proc)
+
+
+@pytest.fixture
+def volunteer(optin_home: Path, tmp_path: Path) -> tuple[Dirs, Study, x25519.Identity]:
+    """The documentation's study installed and agreed to, the volunteer's keys made."""
+    identity = x25519.Identity.generate()
+    path = tmp_path / "web-tasks.toml"
+    path.write_text(STUDY.format(recipient=identity.to_public()))
+    d = dirs()
+    study = install_study(d, path)
+    consent.grant(d, study, study.text_sha256)
+    keys.init_keys(d)
+    return d, study, identity
+
+
+def _titled(xdisplay: VirtualDisplay, title: str) -> list[str]:
+    """Windows titled ``title``: xdotool matches WM_NAME, where Tk stores the title's UTF-8 bytes
+    as Latin-1 text, so "—" is matched by ".+" (as tests/display/test_consent_dialog.py does)."""
+    pattern = "^" + re.sub(r"([][.*+?{}()|^$\\])", r"\\\1", title).replace("—", ".+") + "$"
+    out = subprocess.run(
+        ["xdotool", "search", "--name", pattern],
+        env=xdisplay.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.split()
+
+
+def _record_xterm(xdisplay: VirtualDisplay, d: Dirs, study: Study) -> str:
+    """A short session of the real display: a terminal with text (secrets included) being used."""
+    term = xdisplay.spawn(
+        [
+            *("xterm", "-T", "Terminal", "-fa", "DejaVu Sans Mono", "-fs", "15", "-geometry", "72x16+30+30"),
+            *("-e", "bash", "--norc", "--noprofile"),
+        ],
+        env={**xdisplay.env, "PS1": "~ $ "},  # a plain prompt: no user or host name in the picture
+    )
+    try:
+        assert wait_for(lambda: bool(xdisplay.search("Terminal")), 10)
+        wid = xdisplay.search("Terminal")[0]
+        xdisplay.xdotool("windowactivate", "--sync", wid)
+        time.sleep(0.5)  # the shell's prompt is up: what is typed is not echoed twice
+        xdisplay.xdotool("type", "--delay", "5", f"echo 'Booking for {SECRET}: table for 2'")
+        xdisplay.xdotool("key", "Return")
+        rec = Recorder(d, select_backend("xorg"), study)
+        rec.start()
+        try:
+            time.sleep(0.3)
+            xdisplay.xdotool("mousemove", "--sync", "300", "200")
+            xdisplay.xdotool("click", "1")  # click
+            time.sleep(0.4)
+            xdisplay.xdotool("type", "--delay", "10", f"echo {CANARY} booked")  # type
+            xdisplay.xdotool("key", "Return")  # key
+            time.sleep(0.6)
+            xdisplay.xdotool("type", "--delay", "10", "ls -l /usr")
+            xdisplay.xdotool("key", "Return")
+            time.sleep(0.6)
+            xdisplay.xdotool("click", "5")  # scroll
+            time.sleep(0.5)
+            xdisplay.xdotool("type", "--delay", "10", f"mail -s lunch {SECRET}")
+            time.sleep(0.4)
+            xdisplay.xdotool("mousemove", "--sync", "460", "260")
+            xdisplay.xdotool("click", "1")  # click
+            time.sleep(0.8)
+        finally:
+            rec.stop()
+        assert rec.state == "stopped", rec.error
+    finally:
+        term.terminate()
+        term.wait()
+    return str(rec.session_id)
+
+
+def _record_fake(d: Dirs, study: Study) -> str:
+    """A tiny session from the fake backend (no OCR cost): two frames, some typing."""
+    backend = select_backend("fake")
+    assert isinstance(backend, FakeBackend)
+    rec = Recorder(d, backend, study)
+    rec.start()
+    assert wait_for(lambda: rec.counters.by_kind.get("frame", 0) >= 1, 5)
+    fake, screen = backend.last_input, backend.last_screen
+    assert fake is not None and screen is not None
+    for ch in "hello":
+        fake.emit(KeyPress(now_ns(), ch, None, ord(ch), ()))
+        fake.emit(KeyRelease(now_ns(), ch, None, ord(ch), ()))
+    fake.emit(KeyPress(now_ns(), None, "enter", 65293, ()))
+    fake.emit(KeyRelease(now_ns(), None, "enter", 65293, ()))
+    grabs = screen.grabs
+    screen.paint((200, 10, 10))  # the screen changes, then a click: one more frame
+    assert wait_for(lambda: screen.grabs > grabs, 5)
+    fake.emit(PointerMove(now_ns(), 3, 4))
+    fake.emit(ButtonPress(now_ns(), 3, 4, "left"))
+    fake.emit(ButtonRelease(now_ns(), 3, 4, "left"))
+    assert wait_for(lambda: rec.counters.by_kind.get("frame", 0) >= 2, 5)
+    rec.stop()
+    return str(rec.session_id)
+
+
+def _stored(d: Dirs, sid: str) -> list[Any]:
+    return read_session(d, sid, keys.load_identity(d)).events
+
+
+def _screenshot(xdisplay: VirtualDisplay, window_id: str, window: list[int], name: str) -> None:
+    """Grab the window as a person sees it (with its title bar); check it is not blank; save it
+    under docs/img when asked."""
+    import mss
+    import mss.tools
+    from Xlib import display as xlib_display
+
+    x, y, w, h = window
+    conn = xlib_display.Display(xdisplay.display)
+    try:  # the window manager's frame around it: title bar, borders, handle
+        prop = conn.create_resource_object("window", int(window_id)).get_full_property(
+            conn.intern_atom("_NET_FRAME_EXTENTS"), 0
+        )
+        left, right, top, bottom = prop.value if prop is not None else (0, 0, 0, 0)
+    finally:
+        conn.close()
+    region = {"left": x - left, "top": y - top, "width": w + left + right, "height": h + top + bottom}
+    with mss.MSS() as m:
+        shot = m.grab(region)
+    colours = {shot.pixel(px, py) for px in range(0, shot.width, 7) for py in range(0, shot.height, 7)}
+    assert len(colours) > 40, "the review window looks blank"
+    if SAVE:
+        out = REPO / "docs" / "img" / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        mss.tools.to_png(shot.rgb, shot.size, output=str(out))
+
+
+def _files(root: Path) -> dict[Path, tuple[int, int]]:
+    """Every file under ``root`` with its (mtime_ns, size); unreadable corners are skipped."""
+    found: dict[Path, tuple[int, int]] = {}
+    for base, _dirs, names in os.walk(root, onerror=lambda _e: None):
+        for name in names:
+            path = Path(base) / name
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            found[path] = (st.st_mtime_ns, st.st_size)
+    return found
+
+
+def _new_or_changed(before: dict[Path, tuple[int, int]], after: dict[Path, tuple[int, int]]) -> list[Path]:
+    return sorted(p for p, stamp in after.items() if before.get(p) != stamp)
+
+
+def _holds_plaintext(path: Path) -> bool:
+    try:
+        data = path.read_bytes()[: 64 * 1024 * 1024]
+    except OSError:
+        return False
+    return CANARY.encode() in data or SECRET.encode() in data
+
+
+def test_review_cut_approve_export_and_close(
+    xdisplay: VirtualDisplay,
+    volunteer: tuple[Dirs, Study, x25519.Identity],
+    optin_home: Path,
+    tmp_path: Path,
+    window_procs: list[Window],
+) -> None:
+    need_tools("xterm")
+    d, study, study_identity = volunteer
+    painted = SAVE and shutil.which("xsetroot") is not None
+    if painted:  # a desktop colour for the documentation's picture (the display is shared: undone below)
+        subprocess.run(["xsetroot", "-solid", "#4a6b82"], env=xdisplay.env, check=False)
+    try:
+        sid = _record_xterm(xdisplay, d, study)
+    finally:
+        if painted:
+            subprocess.run(["xsetroot", "-solid", "black"], env=xdisplay.env, check=False)
+    stored_frames = [e for e in _stored(d, sid) if isinstance(e, Frame)]
+    assert len(stored_frames) >= 4, "the recording should have several frames"
+
+    home = tmp_path / "home"  # the window shows the export folder as ~/optin-exports
+    home.mkdir()
+    out = home / "optin-exports"
+    private_tmp = tmp_path / "tmpdir"
+    private_tmp.mkdir()
+    home_before = _files(optin_home)
+    tmp_before = _files(Path("/tmp"))
+    env = dict(os.environ, TMPDIR=str(private_tmp), HOME=str(home))
+    win = _start(xdisplay, sid, "--out", str(out), env=env)
+    window_procs.append(win)
+
+    # (1) ready: the title says so, the counts are the session's, it looks like a window
+    ready = win.wait("ready", 60)
+    titled = _titled(xdisplay, f"optin review — {sid}")
+    assert len(titled) == 1, "the title does not say the window is ready"
+    assert ready["approval"] == "not approved"
+    assert ready["frames"] == len(stored_frames) and ready["steps"] >= 5
+    assert ready["frame"] == 0 and ready["cuts_marked"] == 0
+
+    # (2) mark frames 2 and 3 (indices 1..2), then cut them for real
+    win.keys("Right", "alt+s")
+    assert win.wait("marked")["cut_start"] == 1
+    win.keys("Right", "alt+t")
+    marked = win.wait("marked")
+    assert (marked["cuts_marked"], marked["frames_marked"], marked["frame"]) == (1, 2, 2)
+    win.keys("Right")  # a frame that stays, beside the marked ones: the documentation's picture
+    time.sleep(0.3)
+    _screenshot(xdisplay, titled[0], ready["window"], "review-window.png")
+    win.keys("alt+a")  # refused while cuts are marked (the button is disabled): no approval
+    win.keys("alt+c")
+    win.wait("confirm")
+    win.keys("Return")  # the focus starts on Cancel
+    assert win.wait("cancelled")["cuts_marked"] == 1
+    assert approval.state(d, sid) == "not approved"
+    win.keys("alt+c")
+    win.wait("confirm")
+    win.keys("Tab", "Return")  # Cancel → Delete them
+    cut = win.wait("cut", 60)
+    assert (cut["frames"], cut["cuts_marked"], cut["frames_marked"]) == (len(stored_frames) - 2, 0, 0)
+    after = _stored(d, sid)
+    kept = [e for e in after if isinstance(e, Frame)]
+    assert [f.t_ns for f in kept] == [f.t_ns for i, f in enumerate(stored_frames) if i not in (1, 2)]
+    assert any(isinstance(e, Marker) and e.marker == "cut" for e in after)
+
+    # (3) approve
+    win.keys("alt+a")
+    assert win.wait("approved")["approval"] == "approved"
+    assert approval.state(d, sid, policy.Policy.from_study(study).sha256()) == "approved"
+
+    # (4) export: the bundle holds the cut session, encrypted to the study
+    win.keys("alt+e")
+    exported = win.wait("exported", 60)
+    bundle = out / f"{sid}.optin.tar.age"
+    assert exported["bundle"] == bundle.name and bundle.is_file()
+    with tarfile.open(fileobj=io.BytesIO(decrypt(bundle.read_bytes(), [study_identity]))) as tar:
+        frames_jsonl = tar.extractfile(f"{sid}/frames.jsonl")
+        assert frames_jsonl is not None
+        assert len(frames_jsonl.read().splitlines()) == len(kept)
+
+    # (5) Escape closes, exit 0
+    win.keys("Escape")
+    assert win.exit_code() == 0, win.message()
+    assert win.message() == ""  # no stray output: no warning, no traceback
+
+    # (6) no plaintext reached a file: the private TMPDIR stayed empty, the store changed only in its
+    # own encrypted segments, metadata and review.json, nothing new under /tmp holds typed text
+    assert list(private_tmp.iterdir()) == []
+    assert sorted(p.name for p in out.iterdir()) == [bundle.name]
+    changed = _new_or_changed(home_before, _files(optin_home))
+    store_files = re.compile(r"(\d{6}\.seg|meta\.json|review\.json)")
+    assert changed and all(store_files.fullmatch(p.name) for p in changed), changed
+    leaked = [p for p in _new_or_changed(tmp_before, _files(Path("/tmp"))) if _holds_plaintext(p)]
+    assert leaked == []
+
+
+def test_review_window_unlocks_with_its_passphrase_dialog(
+    xdisplay: VirtualDisplay,
+    volunteer: tuple[Dirs, Study, x25519.Identity],
+    monkeypatch: pytest.MonkeyPatch,
+    window_procs: list[Window],
+) -> None:
+    """No passphrase file: the window asks; a wrong passphrase asks again, the right one opens it,
+    and the window approves and exports with that one unlock."""
+    d, study, _identity = volunteer
+    sid = _record_fake(d, study)
+    passphrase = Path(os.environ["OPTIN_PASSPHRASE_FILE"]).read_text().splitlines()[0]
+    monkeypatch.delenv("OPTIN_PASSPHRASE_FILE")
+    out = Path(os.environ["OPTIN_HOME"]).parent / "exports"
+    win = _start(xdisplay, sid, "--out", str(out))
+    window_procs.append(win)
+    win.wait("passphrase")
+    win.type("not the passphrase")
+    win.keys("Return")
+    win.wait("passphrase")  # asked again
+    win.type(passphrase)
+    win.keys("Return")
+    ready = win.wait("ready", 30)
+    assert ready["frames"] >= 2 and ready["steps"] >= 1
+    win.keys("alt+a")
+    win.wait("approved")
+    win.keys("alt+e")
+    win.wait("exported", 60)
+    assert (out / f"{sid}.optin.tar.age").is_file()
+    win.keys("alt+q")
+    assert win.exit_code() == 0, win.message()
+
+    win = _start(xdisplay, sid)  # Cancel: nothing is shown, the command says why
+    window_procs.append(win)
+    win.wait("passphrase")
+    win.keys("Escape")
+    assert win.exit_code() == 1
+    assert "optin: no passphrase was entered" in win.message()
+
+
+def test_review_window_says_what_is_wrong(
+    xdisplay: VirtualDisplay,
+    volunteer: tuple[Dirs, Study, x25519.Identity],
+    tmp_path: Path,
+    window_procs: list[Window],
+) -> None:
+    d, study, _identity = volunteer
+    sid = _record_fake(d, study)
+
+    # a wrong passphrase file: the window says so in plain words; closed, the command fails
+    wrong = tmp_path / "wrong-passphrase.txt"
+    wrong.write_text("not the passphrase\n")
+    wrong.chmod(0o600)
+    win = _start(xdisplay, sid, env=dict(os.environ, OPTIN_PASSPHRASE_FILE=str(wrong)))
+    window_procs.append(win)
+    error = win.wait("error", 30)
+    assert "passphrase" in error["message"] and "Fix:" in error["message"]
+    assert _titled(xdisplay, f"optin review — {sid} (cannot be shown)")
+    win.keys("Escape")
+    assert win.exit_code() == 1
+    assert "passphrase" in win.message()
+
+    # a session that does not exist: the same, with its own message
+    win = _start(xdisplay, "20990101T000000Z-00000000")
+    window_procs.append(win)
+    error = win.wait("error", 30)
+    win.keys("Escape")
+    assert win.exit_code() != 0
+    assert error["message"] and error["message"] in win.message()
+
+    # no display: exit 2 and the fix, before anything is read
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "review", sid],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "cannot show the review window: no graphical display" in done.stderr
+    assert f"optin export {sid} --approve" in done.stderr
