@@ -162,6 +162,7 @@ def main() -> int:
             bare / plain,
         )
         print(f"plus, once per export: unlocking the identity (scrypt) {_unlock_s(d):.2f} s")
+        print(f"bundle: {bundle_bytes / 1e6:.1f} MB for {mb:.1f} MB stored (each step carries its frame)")
         from agent.redact.screen import TesseractOcr
 
         if TesseractOcr.find() is None:
