@@ -22,6 +22,8 @@ from agent.store.reader import session_dir
 from agent.store.writer import utc_timestamp
 
 REVIEW_FILE = "review.json"
+#: How much of a segment's start the fingerprint covers (its header: ids and the wrapped key).
+HEADER_BYTES = 256
 
 
 class NotApproved(UsageError):
@@ -29,10 +31,13 @@ class NotApproved(UsageError):
 
 
 def fingerprint(path: Path) -> str:
-    """SHA-256 over the names and sizes of the session's segment files (changes with any cut or trim)."""
+    """SHA-256 over each segment file's name, size and header (which holds the segment's freshly
+    wrapped key): any cut, trim or rewrite changes it, even one that kept every size."""
     h = hashlib.sha256()
     for seg in sorted(p for p in path.iterdir() if p.suffix == ".seg" and not p.name.startswith(".")):
-        h.update(f"{seg.name}\0{seg.stat().st_size}\n".encode())
+        with seg.open("rb") as fh:
+            head = fh.read(HEADER_BYTES)
+        h.update(f"{seg.name}\0{seg.stat().st_size}\0".encode() + hashlib.sha256(head).digest())
     return h.hexdigest()
 
 

@@ -342,3 +342,15 @@ def test_what_export_writes_is_what_inspect_accepts(
     assert summary["frames"] == 2
     where = inspect.unpack(opened, tmp_path / "dataset")
     assert (where / "manifest.sig").read_bytes() == opened.signature
+
+
+def test_an_approval_notices_a_rewritten_segment_of_the_same_size(consented, session: str) -> None:
+    d, _study = consented
+    approval.approve(d, session, "policy", {})
+    assert approval.state(d, session, "policy") == "approved"
+    assert approval.state(d, session, "another policy") == "changed"
+    seg = sorted((d.sessions / session).glob("*.seg"))[0]
+    blob = bytearray(seg.read_bytes())
+    blob[100] ^= 0xFF  # inside the wrapped key: same name, same size
+    seg.write_bytes(bytes(blob))
+    assert approval.state(d, session, "policy") == "changed"
