@@ -331,23 +331,27 @@ def _exclude_offline(d: Any, app_class: str | None, title: str | None) -> dict[s
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
+    from agent.export import approval
     from agent.store.reader import list_sessions
 
     if args.action == "delete":
         return _sessions_delete(args)
-    infos = list_sessions(_dirs())
-    rows = [asdict(i) for i in infos]
+    d = _dirs()
+    rows = [{**asdict(i), "review": approval.describe(d, i.id)} for i in list_sessions(d)]
     if args.json:
         _print_json(rows)
         return 0
     if not rows:
         print("no sessions yet")
         return 0
-    print(f"{'ID':<28} {'STATE':<10} {'STARTED':<26} {'EVENTS':>8} {'FRAMES':>7} {'BYTES':>10}")
+    print(f"{'ID':<28} {'STATE':<10} {'STARTED':<26} {'EVENTS':>8} {'FRAMES':>7} {'BYTES':>10}  REVIEW")
     for r in rows:
+        review = r["review"]
+        exported = f", exported {review['exports']}x" if review["exports"] else ""
         print(
             f"{r['id']:<28} {r['state']:<10} {r.get('started_at') or '-':<26} "
-            f"{r.get('events', 0):>8} {r.get('frames', 0):>7} {r.get('bytes', 0):>10}"
+            f"{r.get('events', 0):>8} {r.get('frames', 0):>7} {r.get('bytes', 0):>10}  "
+            f"{review['approval']}{exported}"
         )
     return 0
 

@@ -74,6 +74,13 @@ def state(dirs: Dirs, session_id: str, policy_sha256: str | None = None) -> str:
     return "approved"
 
 
+def describe(dirs: Dirs, session_id: str) -> dict[str, Any]:
+    """For ``optin sessions``: the approval state, how many times exported and when last."""
+    exports = load(dirs, session_id).get("exports") or []
+    last = exports[-1].get("exported_at") if exports and isinstance(exports[-1], dict) else None
+    return {"approval": state(dirs, session_id), "exports": len(exports), "last_export": last}
+
+
 def require(dirs: Dirs, session_id: str, policy_sha256: str) -> None:
     """:raises NotApproved: with the fix, unless the session is approved as it is now."""
     found = state(dirs, session_id, policy_sha256)

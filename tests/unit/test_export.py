@@ -245,6 +245,11 @@ def test_export_needs_an_approval_of_the_session_as_it_is(
     assert cli.main(["export", session, "--out", str(tmp_path / "again")]) == 0  # approved: no flag needed
     record = approval.load(d, session)
     assert [e["bundle"] for e in record["exports"]] == [f"{session}.optin.tar.age"] * 2
+    assert cli.main(["sessions"]) == 0
+    assert "approved, exported 2x" in capsys.readouterr().out  # exported sessions are marked
+    assert cli.main(["sessions", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["review"]["approval"] == "approved" and row["review"]["exports"] == 2
     assert str(tmp_path) not in json.dumps(record)  # no directory names in the local record
 
     start = min(e.t_ns for e in _events(d, session))
