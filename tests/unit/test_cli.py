@@ -142,3 +142,17 @@ def test_verify_clean_then_tampered(consented, capsys: pytest.CaptureFixture[str
     assert cli.main(["verify", rec.session_id]) == 1
     out = capsys.readouterr().out
     assert seg.name in out and "authentication" in out
+
+
+def test_export_progress_bar_on_a_terminal_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli._progress_bar("x") is None  # captured stderr is not a terminal: no bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    bar = cli._progress_bar("S: reading screens", width=10)
+    assert bar is not None
+    bar(3, 10)
+    bar(10, 10)
+    err = capsys.readouterr().err
+    assert "\rS: reading screens [###-------] 3/10" in err
+    assert err.endswith("\rS: reading screens [##########] 10/10\n")
