@@ -626,6 +626,80 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.exit_code(checks)
 
 
+def cmd_autostart(args: argparse.Namespace) -> int:
+    from agent import autostart
+
+    if args.action == "enable":
+        found = [autostart.enable(args.via)]
+        verb = "written"
+    elif args.action == "disable":
+        found = autostart.disable()
+        verb = "removed"
+    else:
+        found = autostart.installed()
+        verb = "installed"
+    if args.json:
+        _print_json({"action": args.action, verb: [e.to_json() for e in found]})
+        return 0
+    if not found:
+        print("optin does not start at login (enable it with: optin autostart enable)")
+    for e in found:
+        then = f"; {e.then}" if args.action == "enable" and e.then else ""
+        print(f"{e.kind}: {e.path} {verb}{then}")
+    if args.action == "disable" and any(e.kind == "systemd" for e in found):
+        print("then run: systemctl --user daemon-reload")
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    from agent import autostart
+    from agent.store.keys import forget_keys
+    from agent.store.reader import list_sessions
+    from agent.store.retention import shred_session
+
+    d = _dirs()
+    _refuse_while_running(d)
+    sessions = list_sessions(d) if args.purge else []
+    if args.purge and not args.yes:
+        msg = (
+            f"this deletes optin from this computer: its autostart entries, all {len(sessions)} recorded "
+            f"sessions (crypto-shredded), your key pair, the study, your consent and settings ({d.config}, "
+            f"{d.data}). Exported bundles you handed over are not touched. Run again with --yes to do it"
+        )
+        raise UsageError(msg)
+    report: dict[str, Any] = {"autostart": [e.to_json() for e in autostart.disable()]}
+    if args.purge:
+        report["sessions"] = len([shred_session(d, i.id, reason="uninstall") for i in sessions])
+        report["keys"] = forget_keys(d)
+        report["removed"] = [str(p) for p in (d.config, d.data, d.runtime) if _remove_tree(p)]
+    if args.json:
+        _print_json(report)
+        return 0
+    for e in report["autostart"]:
+        print(f"removed autostart entry {e['path']}")
+    if args.purge:
+        print(
+            f"shredded {report['sessions']} sessions; removed your key pair and "
+            f"{', '.join(report['removed'])}"
+        )
+    else:
+        print(
+            "optin no longer starts at login; your sessions, keys and settings are kept "
+            "(--purge deletes them)"
+        )
+    print("to remove the program itself: delete its folder (or: pip uninstall optin)")
+    return 0
+
+
+def _remove_tree(path: Path) -> bool:
+    import shutil
+
+    if not path.exists():
+        return False
+    shutil.rmtree(path)
+    return True
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent import demo
 
@@ -794,6 +868,24 @@ def build_parser() -> argparse.ArgumentParser:
         "OPTIN_NEW_PASSPHRASE_FILE (change-passphrase: the new one); otherwise they are asked for in the "
         "terminal. PYTHON_KEYRING_BACKEND=keyring.backends.fail.Keyring never uses the OS keyring."
     )
+
+    sp = add("autostart", cmd_autostart, "start optin when you log in: enable, disable, status")
+    sp.add_argument("action", nargs="?", choices=["status", "enable", "disable"], default="status")
+    sp.add_argument(
+        "--via",
+        choices=["xdg", "systemd", "launchagent", "startup"],
+        help="enable: how (Linux: xdg, the default, or systemd; macOS: launchagent; Windows: startup)",
+    )
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.epilog = "The entry runs `optin run` with this Python and OPTIN_HOME (packaging/README.md)."
+
+    sp = add("uninstall", cmd_uninstall, "remove the autostart entries; --purge also deletes data and keys")
+    sp.add_argument(
+        "--purge", action="store_true", help="also shred every session and delete keys and settings"
+    )
+    sp.add_argument("--yes", action="store_true", help="with --purge: really delete them")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.epilog = "Refused while optin runs (quit it first). Exported bundles are never touched."
 
     sp = add("doctor", cmd_doctor, "what works on this machine, and how to fix what does not")
     sp.add_argument("--json", action="store_true", help="machine-readable output")

@@ -267,6 +267,33 @@ def load_identity(dirs: Dirs, *, ask: Callable[[str], bytes] | None = None) -> b
     return private
 
 
+def forget_keys(dirs: Dirs) -> list[str]:
+    """Remove the volunteer's key pair for good (``optin uninstall --purge``): the identity's OS
+    keyring entry when it lives there, then every key file, each overwritten before it is
+    unlinked.  Returns the names removed.  Sessions encrypted to the pair become unreadable."""
+    removed: list[str] = []
+    ref_path = dirs.keys / _REF_FILE
+    if ref_path.exists():
+        try:
+            service, user, _public = _read_ref(ref_path)
+        except KeyError_:
+            log.warning("identity.ref is unreadable; its keyring entry (if any) is left in place")
+        else:
+            _keyring_forget(service, user)
+            removed.append("keyring entry")
+    if dirs.keys.is_dir():
+        for path in sorted(dirs.keys.iterdir()):
+            if path.is_file() and not path.is_symlink():
+                with path.open("r+b") as fh:
+                    fh.write(os.urandom(path.stat().st_size))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            path.unlink()
+            removed.append(path.name)
+        dirs.keys.rmdir()
+    return removed
+
+
 def change_passphrase(dirs: Dirs) -> Path:
     """Rewrap the identity file under a new passphrase; return its path.
 
@@ -490,16 +517,16 @@ def _keyring_put(backend: Any, user: str, private: bytes) -> None:
 
 
 def _keyring_forget(service: str, user: str) -> None:
-    """Best effort: remove a replaced identity from the keyring (``init --force``)."""
+    """Best effort: remove an identity from the keyring (``init --force``, ``uninstall --purge``)."""
     backend = keyring_backend()
     if backend is None:
-        log.warning("could not remove the replaced identity (key id %s) from the OS keyring: none here", user)
+        log.warning("could not remove the identity (key id %s) from the OS keyring: none here", user)
         return
     try:
         backend.delete_password(service, user)
     except Exception as exc:  # already gone, or the keyring refused: the new pair is in place either way
         log.warning(
-            "could not remove the replaced identity (key id %s) from the OS keyring (%s)",
+            "could not remove the identity (key id %s) from the OS keyring (%s)",
             user,
             type(exc).__name__,
         )

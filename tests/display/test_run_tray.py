@@ -22,10 +22,11 @@ from agent.store.reader import read_session
 from tests.display.conftest import need_tools
 
 
-def _start_agent(tmp_path) -> subprocess.Popen[bytes]:
+def _start_agent(tmp_path, argv: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``optin run`` (or ``argv``) and wait for its "recording session" line."""
     with (tmp_path / "agent-stderr.txt").open("wb") as err:
         agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run"],
+            argv or [sys.executable, "-m", "agent", "run"],
             stdout=subprocess.PIPE,
             stderr=err,
             start_new_session=True,

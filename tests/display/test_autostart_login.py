@@ -1,0 +1,66 @@
+"""Log out and in again, as the desktop does it: the agent the autostart entry starts at login
+comes back in the state the volunteer left it in (here: paused until they resume), with the same
+study, consent, keys and sessions."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent import cli
+from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_for
+from agent.recorder_status import read_status
+from agent.store.reader import list_sessions
+from tests.display.test_run_tray import _start_agent
+
+
+def _exec_argv(desktop: Path) -> list[str]:
+    """The Exec key of a desktop entry as the desktop splits it (string escapes, then quoting)."""
+    line = next(x for x in desktop.read_text().splitlines() if x.startswith("Exec="))
+    return shlex.split(line.removeprefix("Exec=").replace("\\\\", "\\"))
+
+
+def _state(d) -> str | None:
+    status = read_status(d)
+    return status["state"] if status else None
+
+
+def test_after_logging_in_again_the_agent_is_as_it_was_left(
+    xdisplay: VirtualDisplay, consented, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d, _study = consented
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    assert cli.main(["autostart", "enable"]) == 0
+    argv = _exec_argv(tmp_path / "home/.config/autostart/optin.desktop")
+    assert argv[0] == "env" and argv[-3:] == ["-m", "agent", "run"]
+
+    agent = _start_agent(tmp_path, argv)  # the first login
+    try:
+        assert wait_for(lambda: _state(d) == "recording", 5)
+        paused = subprocess.run(
+            [sys.executable, "-m", "agent", "pause"], capture_output=True, text=True, check=False
+        )
+        assert paused.returncode == 0, paused.stderr
+        assert wait_for(lambda: _state(d) == "paused", 5)
+        os.killpg(agent.pid, signal.SIGTERM)  # logging out ends the session's processes
+        assert agent.wait(15) == 0
+    finally:
+        stop_process(agent)
+    assert read_status(d) is None
+
+    agent = _start_agent(tmp_path, argv)  # logging in again
+    try:
+        assert wait_for(lambda: _state(d) == "paused", 5)
+        assert read_status(d)["reason"]  # and it says why: the volunteer's pause
+        os.killpg(agent.pid, signal.SIGTERM)
+        assert agent.wait(15) == 0
+    finally:
+        stop_process(agent)
+    assert len(list_sessions(d)) == 2  # the same store: one session per login
