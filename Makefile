@@ -15,13 +15,14 @@ APT_PACKAGES := xvfb xauth x11-utils x11-xserver-utils xdotool openbox trayer du
 REQUIRED_COMMANDS := Xvfb xauth xdpyinfo xset openbox trayer dunst dbus-daemon xdotool xterm age tesseract pkg-config gcc systemd-analyze
 APT_INSTALL := apt-get install -y --no-install-recommends $(APT_PACKAGES)
 
-.PHONY: help system-deps venv demo test lint unit bench run doctor clean
+.PHONY: help system-deps venv demo test lint unit bench run doctor package clean
 
 help:
 	@echo "make demo    the whole chain on a private virtual display (installs what it needs)"
 	@echo "make test    lint, type checks and the whole test suite"
 	@echo "make run     start optin on your desktop (needs an installed study: see README)"
 	@echo "make bench   benchmarks (not part of make test)"
+	@echo "make package the one-folder app in dist/optin (PyInstaller)"
 	@echo "make clean   remove .venv and caches"
 
 system-deps:
@@ -63,6 +64,11 @@ demo: venv
 
 run: venv
 	$(BIN)/optin run
+
+package: venv
+	$(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build packaging/pyinstaller/optin.spec
+	dist/optin/optin --version
+	@echo "the app is dist/optin/ (run dist/optin/optin doctor, dist/optin/optin demo)"
 
 doctor: venv
 	$(BIN)/optin doctor

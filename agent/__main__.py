@@ -1,4 +1,15 @@
-"""``python -m agent`` is the same as the ``optin`` command."""
+"""``python -m agent`` is the same as the ``optin`` command.
+
+``optin _dialog ARGS`` runs the consent dialog process (agent/ui/consent_dialog.py), so the
+packaged app, which has no ``python -m``, can start it as the agent does.
+"""
+
+import sys
+
+if sys.argv[1:2] == ["_dialog"]:
+    from agent.ui.consent_dialog import main as dialog_main
+
+    raise SystemExit(dialog_main(sys.argv[2:]))
 
 from agent.cli import main
 

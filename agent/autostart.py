@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import EnvironmentProblem, UsageError
+from agent.paths import optin_command
 
 #: The ways this module knows, by platform; the first is the default.
 KINDS: dict[str, tuple[str, ...]] = {
@@ -64,9 +65,7 @@ def platform_key(platform: str = sys.platform) -> str:
 
 def command() -> list[str]:
     """What the entry runs: ``optin run`` with this Python, or the packaged app itself."""
-    if getattr(sys, "frozen", False):  # a PyInstaller app: its executable is optin
-        return [sys.executable, "run"]
-    return [sys.executable, "-m", "agent", "run"]
+    return optin_command("run")
 
 
 def carried_env(env: Mapping[str, str] = os.environ) -> dict[str, str]:

@@ -32,7 +32,7 @@ from typing import Any
 from agent.backends.virtual_display import VirtualDisplay, wait_for
 from agent.errors import EnvironmentProblem, OptinError
 from agent.events import KeyPress
-from agent.paths import write_private_file
+from agent.paths import optin_command, write_private_file
 
 #: Secrets the scripted volunteer types: stored locally, redacted from the keys and masked on screen.
 DEMO_SECRETS = {"EMAIL": "demo.volunteer@example.com", "CREDIT_CARD": "4111 1111 1111 1111"}
@@ -145,7 +145,7 @@ def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str],
 
     log = work / "agent-stderr.log"
     with _link("start the agent"), log.open("wb") as err:
-        agent = vd.spawn([sys.executable, "-m", "agent", "run"], env=env, stdout=True, stderr=err)
+        agent = vd.spawn(optin_command("run"), env=env, stdout=True, stderr=err)
     with _link("start the agent"):
         session_id = _await_recording(agent, log)
     say(f"agent recording session {session_id} (tray icon shown)")
@@ -180,7 +180,7 @@ def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str],
 
 def _optin(env: dict[str, str], *args: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "agent", *args],
+        optin_command(*args),
         env=env,
         capture_output=True,
         text=True,

@@ -146,3 +146,11 @@ def agent_lock(d: Dirs) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def optin_command(*args: str) -> list[str]:
+    """The command line that runs ``optin ARGS`` again: this Python with ``-m agent``, or the
+    packaged app's own executable (PyInstaller sets ``sys.frozen``)."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, *args]
+    return [sys.executable, "-m", "agent", *args]

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.consent import Receipt
 from agent.errors import EnvironmentProblem, OptinError, UsageError
-from agent.paths import Dirs
+from agent.paths import Dirs, optin_command
 from agent.study import Study
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 EXIT_YES = 0
 EXIT_NO = 1
 EXIT_CANNOT = 2
+#: ``optin _dialog ...`` runs this module's :func:`main` in a process of its own (agent/__main__.py).
+DIALOG_COMMAND = "_dialog"
 
 #: Plain-language label of each scope's checkbox (what ticking it lets the study record).
 SCOPE_LABELS = {
@@ -295,7 +297,7 @@ def _run_dialog(
         msg = "the consent dialog uses the directories of OPTIN_HOME / the platform; pass paths.dirs()"
         raise UsageError(msg)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.ui.consent_dialog", *args],
+        optin_command(DIALOG_COMMAND, *args),
         stdin=subprocess.DEVNULL if request is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

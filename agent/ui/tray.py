@@ -246,7 +246,9 @@ def open_review(session_id: str | None, on_started: Callable[[int], None]) -> in
     """
     import subprocess
 
-    args = [sys.executable, "-m", "agent", "review", *([session_id] if session_id else [])]
+    from agent.paths import optin_command
+
+    args = optin_command("review", *([session_id] if session_id else []))
     proc = subprocess.Popen(
         args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
