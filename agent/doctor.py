@@ -36,7 +36,7 @@ from agent.errors import OptinError
 CHECK_TIMEOUT = 1.5
 
 #: Checks whose failure is an environment problem (exit code 2).
-ENVIRONMENT_CHECKS = frozenset({"display", "record", "backend"})
+ENVIRONMENT_CHECKS = frozenset({"display", "record", "permissions", "backend"})
 
 #: Python modules optin needs, with the distribution that provides each.
 REQUIRED_PACKAGES = {
@@ -223,6 +223,32 @@ def check_x11(timeout: float = CHECK_TIMEOUT) -> list[Check]:
     return checks
 
 
+def check_desktop() -> list[Check]:
+    """``display``, ``tray`` and (macOS) ``permissions`` on Windows and macOS, as their backend
+    sees them (Linux has :func:`check_x11`)."""
+    from agent.backends import select_backend
+
+    try:
+        backend = select_backend()
+    except OptinError as exc:
+        detail, fix = _split_fix(str(exc).splitlines()[0])
+        return [Check("display", False, detail, fix), Check("tray", None, "not checked: no backend")]
+    try:
+        found = backend.doctor_checks()
+    except Exception as exc:  # the doctor reports every failure instead of crashing
+        return [Check("display", False, f"could not ask the desktop ({type(exc).__name__})")]
+    finally:
+        backend.close()
+    checks: list[Check] = []
+    for item in found:
+        if item.problem is not None:
+            detail, fix = _split_fix(item.problem)
+            checks.append(Check(item.name, False, detail, fix))
+        else:
+            checks.append(Check(item.name, True if item.known else None, item.fine))
+    return checks
+
+
 def _tray_on_dbus() -> bool:
     """Whether a StatusNotifier tray is on D-Bus (asked the way the tray view asks)."""
     try:
@@ -334,7 +360,7 @@ def _study_requires_ocr() -> bool:
 def run_checks() -> list[Check]:
     """Run every check (in well under 3 s) and return them in a fixed order."""
     slow: dict[str, Callable[[], Any]] = {
-        "x11": check_x11,
+        "x11": check_x11 if sys.platform.startswith("linux") else check_desktop,
         "age": check_age,
         "ocr": check_ocr,
         "keyring": check_keyring,
@@ -392,6 +418,7 @@ __all__ = [
     "check_age",
     "check_backend",
     "check_data_dir",
+    "check_desktop",
     "check_ocr",
     "check_packages",
     "check_python",

@@ -23,9 +23,11 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from agent.capture import EventSink, Hooks, OwnUi, ScreenGrabber
+from agent.errors import EnvironmentProblem
 from agent.events import (
     ButtonPress,
     ButtonRelease,
@@ -115,6 +117,17 @@ def scoped_sink(sink: EventSink, *, pointer: bool, keyboard: bool) -> EventSink:
     return scoped
 
 
+@dataclass(frozen=True)
+class DoctorCheck:
+    """One check of :meth:`Backend.doctor_checks`: ``problem`` (what is wrong and the fix, as
+    ``... Fix: ...``) or None, and what is fine; ``known`` False: it could not be told."""
+
+    name: str
+    problem: str | None
+    fine: str
+    known: bool = True
+
+
 class Backend(ABC):
     """What the agent needs from the platform.
 
@@ -152,6 +165,20 @@ class Backend(ABC):
         :raises agent.errors.EnvironmentProblem: with one line saying what is
             wrong and the fix.
         """
+
+    def doctor_checks(self) -> list[DoctorCheck]:
+        """What ``optin doctor`` shows for this desktop: ``display``, ``tray`` (and, where the
+        OS has them, ``permissions``).  The default runs :meth:`check_environment` as the display
+        check and asks :meth:`tray_host_available`.  Never hangs, never prompts."""
+        try:
+            self.check_environment()
+        except EnvironmentProblem as exc:
+            display = DoctorCheck("display", str(exc), "")
+        else:
+            display = DoctorCheck("display", None, f"{self.NAME}: a desktop session capture can use")
+        tray = self.tray_host_available()
+        shown = "a tray host shows optin's icon" if tray else "cannot tell whether a tray host is running"
+        return [display, DoctorCheck("tray", None, shown, known=bool(tray))]
 
     @property
     def name(self) -> str:

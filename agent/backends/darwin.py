@@ -74,6 +74,7 @@ from agent.backends.base import (
     CLIPBOARD_TIMEOUT_S,
     MAX_PASTE_CHARS,
     Backend,
+    DoctorCheck,
     FocusEmitter,
     TimedRead,
     join_watcher,
@@ -553,6 +554,20 @@ class DarwinBackend(Backend):
             problem = permission_problem(self._native.permissions(), responsible_app(os.environ))
         if problem is not None:
             raise EnvironmentProblem(problem)
+
+    def doctor_checks(self) -> list[DoctorCheck]:
+        """The login session, the three privacy permissions, and the menu bar (always there)."""
+        if sys.platform != "darwin":
+            return [DoctorCheck("display", NOT_MACOS_MESSAGE.format(platform=sys.platform), "")]
+        session = gui_session_problem(*self._cocoa.session())
+        permissions = permission_problem(self._native.permissions(), responsible_app(os.environ))
+        return [
+            DoctorCheck("display", session, "a macOS desktop session, on screen"),
+            DoctorCheck(
+                "permissions", permissions, "Accessibility, Input Monitoring and Screen Recording allowed"
+            ),
+            DoctorCheck("tray", None, "the menu bar shows optin's icon"),
+        ]
 
     def active_window(self) -> WindowFocus | None:
         """The front application's front window now; pid and app only when it has no window."""

@@ -66,6 +66,7 @@ from agent.backends.base import (
     MAX_PASTE_CHARS,
     WATCHER_STOP_TIMEOUT,
     Backend,
+    DoctorCheck,
     FocusEmitter,
     TimedRead,
     join_watcher,
@@ -799,6 +800,21 @@ class Win32Backend(Backend):
         problem = session_problem(self._api.session_id(), self._api.station_visible())
         if problem is not None:
             raise EnvironmentProblem(problem)
+
+    def doctor_checks(self) -> list[DoctorCheck]:
+        """The interactive desktop session, and the taskbar's notification area."""
+        if sys.platform != "win32":
+            return [DoctorCheck("display", NOT_WINDOWS_MESSAGE.format(platform=sys.platform), "")]
+        session = session_problem(self._api.session_id(), self._api.station_visible())
+        taskbar = self.tray_host_available()
+        tray = (
+            DoctorCheck("tray", None, "the taskbar's notification area shows optin's icon")
+            if taskbar
+            else DoctorCheck(
+                "tray", None, "no taskbar (Shell_TrayWnd): another shell may host the icon", known=False
+            )
+        )
+        return [DoctorCheck("display", session, "an interactive Windows desktop session"), tray]
 
     def active_window(self) -> WindowFocus | None:
         """The foreground window now; None if no window has the focus (e.g. the secure desktop)."""

@@ -1162,3 +1162,42 @@ def test_darwin_native_calls_degrade_to_cannot_tell_without_the_frameworks() -> 
     native = darwin._Native()
     assert native.permissions() == Permissions(None, None, None)
     assert native.secure_input() is None
+
+
+def test_doctor_on_macos_names_the_session_the_permissions_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent import doctor
+
+    cocoa, native = StubCocoa(), StubNative()
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setenv("TERM_PROGRAM", "iTerm.app")
+    monkeypatch.setattr("agent.backends.select_backend", lambda *_a: DarwinBackend(cocoa, native))
+    cocoa.session_answer = (True, True)
+    checks = {c.name: c for c in doctor.check_desktop()}
+    assert [checks[n].ok for n in ("display", "permissions", "tray")] == [True, True, True]
+    native.answer = Permissions(accessibility=False, input_monitoring=0, screen_recording=False)
+    checks = {c.name: c for c in doctor.check_desktop()}
+    assert checks["permissions"].ok is False
+    assert (
+        "Accessibility" in checks["permissions"].detail and "Screen Recording" in checks["permissions"].detail
+    )
+    assert "add iTerm" in checks["permissions"].fix
+    assert doctor.exit_code(list(checks.values())) == 2  # an environment problem: scripts can tell
+    cocoa.session_answer = (False, None)
+    assert "SSH" in {c.name: c for c in doctor.check_desktop()}["display"].detail
+
+
+def test_doctor_on_windows_names_the_session_and_the_taskbar(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent import doctor
+
+    api = StubWinApi(None)
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr("agent.backends.select_backend", lambda *_a: Win32Backend(api))
+    checks = {c.name: c for c in doctor.check_desktop()}
+    assert checks["display"].ok is True and checks["tray"].ok is True
+    api.user32.taskbar = False
+    api.session = 0
+    checks = {c.name: c for c in doctor.check_desktop()}
+    assert checks["display"].ok is False and "session 0" in checks["display"].detail and checks["display"].fix
+    assert checks["tray"].ok is None  # cannot tell: another shell may host the icon
