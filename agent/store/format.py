@@ -778,7 +778,10 @@ def _parse_header(view: memoryview, name: str) -> _Header:
     magic = bytes(view[: len(MAGIC)])
     if magic != MAGIC[: len(magic)]:
         if len(magic) == len(MAGIC) and magic[:7] == MAGIC[:7]:
-            msg = f"{name}: segment format version {magic[7]} is not supported (this agent reads {VERSION})"
+            msg = (
+                f"{name}: segment format version {magic[7]} is not supported (this agent reads {VERSION}). "
+                "Fix: use the optin version that recorded it (a newer one, if the number is higher)"
+            )
             raise StoreFormatError(msg, offset=7)
         msg = f"{name}: not an optin segment (bad magic at offset 0)"
         raise StoreFormatError(msg, offset=0)
