@@ -889,6 +889,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("doctor", cmd_doctor, "what works on this machine, and how to fix what does not")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.epilog = (
+        "Checks: display (X11; macOS and Windows: the desktop session), record (X11 RECORD), permissions "
+        "(macOS: Accessibility, Input Monitoring, Screen Recording), tray, backend, python, packages, "
+        "data-dir, keyring, age, ocr. Exit codes: 0 all fine, 1 something optin needs is missing "
+        "(packages, data dir, OCR the study requires), 2 the environment cannot record (display, RECORD, "
+        "permissions, backend)."
+    )
 
     sp = add("demo", cmd_demo, "the whole chain on a private virtual display")
     sp.add_argument("--seconds", type=float, default=8.0, metavar="N", help="length of the scripted session")
