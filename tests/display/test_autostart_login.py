@@ -26,20 +26,42 @@ def _exec_argv(desktop: Path) -> list[str]:
     return shlex.split(line.removeprefix("Exec=").replace("\\\\", "\\"))
 
 
+def _service_argv(unit: Path) -> tuple[list[str], dict[str, str]]:
+    """ExecStart= and Environment= of a systemd unit, as the user manager would run them."""
+    lines = unit.read_text().splitlines()
+    unescape = lambda v: v.replace("%%", "%").replace("$$", "$")  # noqa: E731 - specifiers, variables
+    argv = shlex.split(
+        unescape(next(x for x in lines if x.startswith("ExecStart=")).removeprefix("ExecStart="))
+    )
+    env: dict[str, str] = {}
+    for line in lines:
+        if line.startswith("Environment="):
+            for item in shlex.split(unescape(line.removeprefix("Environment="))):
+                key, _, value = item.partition("=")
+                env[key] = value
+    return argv, env
+
+
 def _state(d) -> str | None:
     status = read_status(d)
     return status["state"] if status else None
 
 
+@pytest.mark.parametrize("via", ["xdg", "systemd"])
 def test_after_logging_in_again_the_agent_is_as_it_was_left(
-    xdisplay: VirtualDisplay, consented, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    xdisplay: VirtualDisplay, consented, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, via: str
 ) -> None:
     d, _study = consented
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    assert cli.main(["autostart", "enable"]) == 0
-    argv = _exec_argv(tmp_path / "home/.config/autostart/optin.desktop")
-    assert argv[0] == "env" and argv[-3:] == ["-m", "agent", "run"]
+    assert cli.main(["autostart", "enable", "--via", via]) == 0
+    if via == "xdg":
+        argv = _exec_argv(tmp_path / "home/.config/autostart/optin.desktop")
+        assert argv[0] == "env" and argv[-3:] == ["-m", "agent", "run"]
+    else:  # the user service's command line and environment (no systemd user manager runs here)
+        argv, env = _service_argv(tmp_path / "home/.config/systemd/user/optin.service")
+        assert env == {"OPTIN_HOME": os.environ["OPTIN_HOME"]} and argv[-3:] == ["-m", "agent", "run"]
+        argv = ["env", *(f"{k}={v}" for k, v in env.items()), *argv]
 
     agent = _start_agent(tmp_path, argv)  # the first login
     try:

@@ -156,3 +156,17 @@ def test_export_progress_bar_on_a_terminal_only(
     err = capsys.readouterr().err
     assert "\rS: reading screens [###-------] 3/10" in err
     assert err.endswith("\rS: reading screens [##########] 10/10\n")
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path: Path) -> None:
+    lines = "\n".join(f"line {i} alice@example.com" for i in range(50_000)) + "\n"
+    piped = subprocess.run(
+        f"{sys.executable} -m agent redact-text | head -1",
+        shell=True,  # noqa: S602 - a fixed pipeline, to close the reading end early
+        input=lines, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert (
+        piped.stdout == "line 0 [EMAIL]\n"
+        and "Traceback" not in piped.stderr
+        and "BrokenPipe" not in piped.stderr
+    )
