@@ -273,9 +273,12 @@ def test_own_ui_covers_this_process_windows_and_not_others(backend: XorgBackend)
         popup = root.create_window(
             300, 200, 80, 40, 0, mine.screen().root_depth, override_redirect=True, background_pixel=0
         )
-        with xterm(unique("not-optin")):
+        with xterm(unique("not-optin")) as (_proc, wid):
+            # the other process's window has the focus first (openbox focuses a new window a
+            # moment after it maps; until then an earlier test's window may still be active)
+            subprocess.run(["xdotool", "windowactivate", "--sync", wid], timeout=10, check=True)
             own.start()
-            assert not own.covers(310, 210) and not own.has_focus
+            assert wait_until(lambda: not own.covers(310, 210) and not own.has_focus, 5.0)
             popup.map()
             mine.sync()
             own.rescan()
