@@ -609,11 +609,27 @@ def cmd_keys(args: argparse.Namespace) -> int:
         keys.init_keys(d, force=args.force, storage=args.storage)
         if not args.json:
             print("optin: key pair created")
+    info = keys.key_info(d)
+    text = keys.describe(d)
+    if args.volunteer_id:
+        found = _volunteer_id(d)
+        info["volunteer"] = found
+        where = f"study {found['study']}: the id in every bundle you export to it"
+        text += f"\nvolunteer id:  {found['id']} ({where})"
     if args.json:
-        _print_json(keys.key_info(d))
+        _print_json(info)
     else:
-        print(keys.describe(d))
+        print(text)
     return 0
+
+
+def _volunteer_id(d: Any) -> dict[str, str]:
+    """The volunteer's pseudonym for the installed study (unlocks the identity)."""
+    from agent.store import keys, signing
+    from agent.study import installed_study
+
+    study = installed_study(d)
+    return {"study": study.id, "id": signing.volunteer_id(keys.load_identity(d), study.id)}
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -864,6 +880,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="init: where the identity lives (auto: the OS keyring if there is one, else a passphrase file)",
     )
     sp.add_argument("--json", action="store_true", help="init, show: machine-readable output")
+    sp.add_argument(
+        "--volunteer-id",
+        action="store_true",
+        help="show: also your pseudonym for the installed study, as its bundles carry it (unlocks the key)",
+    )
     sp.epilog = (
         "Passphrases: OPTIN_PASSPHRASE_FILE (first line: the passphrase; init uses it for the new key), "
         "OPTIN_NEW_PASSPHRASE_FILE (change-passphrase: the new one); otherwise they are asked for in the "

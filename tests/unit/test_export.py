@@ -359,3 +359,15 @@ def test_an_approval_notices_a_rewritten_segment_of_the_same_size(consented, ses
     blob[100] ^= 0xFF  # inside the wrapped key: same name, same size
     seg.write_bytes(bytes(blob))
     assert approval.state(d, session, "policy") == "changed"
+
+
+def test_the_volunteer_can_see_the_id_their_bundles_carry(
+    consented, session: str, study_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    res = _export(consented, session, tmp_path)
+    members = _members(decrypt(res.path.read_bytes(), [_identity(study_file)]), session)
+    in_bundle = json.loads(members["manifest.json"])["volunteer"]["id"]
+    assert cli.main(["keys", "show", "--volunteer-id"]) == 0
+    assert f"volunteer id:  {in_bundle} (study " in capsys.readouterr().out
+    assert cli.main(["keys", "show", "--volunteer-id", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["volunteer"]["id"] == in_bundle
