@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -213,9 +214,14 @@ class VirtualDisplay:
         return self._spawn(argv, env=self.env if env is None else env, stdout=stdout, stderr=stderr)
 
     def search(self, title: str) -> list[str]:
-        """Ids of the windows whose title is exactly ``title`` (none yet: empty)."""
+        """Ids of the windows whose title is exactly ``title`` (none yet: empty).
+
+        xdotool matches WM_NAME, where Tk stores a title's UTF-8 bytes as Latin-1 text, so each
+        non-ASCII character (the "—" of optin's dialogs) matches any few characters there.
+        """
+        pattern = "".join(".+" if ord(c) > 127 else re.escape(c) for c in title)
         out = subprocess.run(
-            ["xdotool", "search", "--name", f"^{title}$"],
+            ["xdotool", "search", "--name", f"^{pattern}$"],
             env=self.env,
             capture_output=True,
             text=True,

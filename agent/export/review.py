@@ -78,17 +78,17 @@ class Review:
 
     # -- loading ---------------------------------------------------------------------------------
 
-    def unlock(self) -> None:
-        """Load the volunteer's identity (may ask for the passphrase: call it on the GUI thread)."""
+    def unlock(self) -> bytes:
+        """The volunteer's identity, loaded once (may ask for the passphrase: call it first on the
+        GUI thread)."""
         if self._identity is None:
             self._identity = keys.load_identity(self.dirs, ask=self._ask)
+        return self._identity
 
     def load(self, progress: Progress | None = None) -> Prepared:
         """Decrypt and redact the session (slow: OCR reads the frames; ``progress`` is told)."""
-        self.unlock()
-        assert self._identity is not None  # noqa: S101 - set by unlock()
         self.prepared = prepare(
-            self.dirs, self.session_id, self.study, self._identity, progress=progress, local=self._local
+            self.dirs, self.session_id, self.study, self.unlock(), progress=progress, local=self._local
         )
         return self.prepared
 
@@ -168,10 +168,8 @@ class Review:
         """Delete the marked ranges from this computer, then prepare the session again."""
         if not self.cuts:
             return CutReport(self.session_id, 0, 0, 0)
-        self.unlock()
-        assert self._identity is not None  # noqa: S101 - set by unlock()
         report = cut_session(
-            self.dirs, self.session_id, self.cuts, self._identity, keys.load_recipient(self.dirs)
+            self.dirs, self.session_id, self.cuts, self.unlock(), keys.load_recipient(self.dirs)
         )
         self.cuts = []
         self.load(progress)
@@ -192,7 +190,6 @@ class Review:
 
     def export(self, out_dir: Path, progress: Progress | None = None) -> ExportResult:
         """Write the approved session's bundle into ``out_dir``."""
-        self.unlock()  # a no-op after load(): the window never asks on its worker thread
         return export_session(
             self.dirs,
             self.session_id,
@@ -200,7 +197,7 @@ class Review:
             self.study,
             progress=progress,
             local=self._local,
-            identity=self._identity,
+            identity=self.unlock(),  # loaded by load(): the window never asks on its worker thread
         )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import select
 import subprocess
 import sys
@@ -113,7 +112,7 @@ def _start(xdisplay: VirtualDisplay, title: str, *args: str) -> Dialog:
     try:
         if geometry is None:
             pytest.fail(f"the dialog did not show (exit code {proc.poll()})")
-        windows = _windows(xdisplay, title)
+        windows = xdisplay.search(title)
         assert len(windows) == 1, f"expected one window titled {title!r}, found {windows}"
         (window,) = windows
         if not wait_for(lambda: xdisplay.xdotool("getwindowfocus").strip() == window, 5):
@@ -330,7 +329,7 @@ def _wait_window(xdisplay: VirtualDisplay, title: str) -> str:
     found: list[str] = []
 
     def focused() -> bool:
-        found[:] = _windows(xdisplay, title)
+        found[:] = xdisplay.search(title)
         return bool(found) and xdisplay.xdotool("getwindowfocus").strip() == found[0]
 
     assert wait_for(focused, 20), f"no focused window titled {title!r}"
@@ -396,21 +395,7 @@ def test_ask_consent_times_out_as_not_now(xdisplay: VirtualDisplay, study: tuple
     assert ask_consent(d, s, timeout=3) is None
     assert time.monotonic() - t0 < 10
     assert consent.current_receipt(d) is None
-    assert _windows(xdisplay, _title(s)) == []  # the dialog was closed
-
-
-def _windows(xdisplay: VirtualDisplay, title: str) -> list[str]:
-    """Windows titled ``title``.  xdotool matches WM_NAME, where Tk stores the title's UTF-8 bytes as
-    Latin-1 text (openbox shows the right _NET_WM_NAME): "—" becomes a few characters there."""
-    pattern = "^" + re.sub(r"([][.*+?{}()|^$\\])", r"\\\1", title).replace("—", ".+") + "$"
-    out = subprocess.run(
-        ["xdotool", "search", "--name", pattern],
-        env=xdisplay.env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return out.stdout.split()
+    assert xdisplay.search(_title(s)) == []  # the dialog was closed
 
 
 def test_first_run_asks_in_the_dialog_and_records_only_what_was_agreed(

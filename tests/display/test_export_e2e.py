@@ -118,9 +118,7 @@ def _approve(xdisplay: VirtualDisplay, sid: str) -> None:
         env={**os.environ, "DISPLAY": xdisplay.display},
     )
     try:
-        # ready when "(loading…)" leaves the title; Tk stores the title's UTF-8 as Latin-1, so
-        # xdotool never matches the dash itself
-        title = f"^optin review .+ {sid}$"
+        title = f"optin review — {sid}"  # ready when "(loading…)" leaves the title
         assert wait_for(lambda: bool(xdisplay.search(title)), 120), "the review window did not get ready"
         wid = xdisplay.search(title)[0]
         xdisplay.xdotool("windowactivate", "--sync", wid)

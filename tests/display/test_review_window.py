@@ -149,20 +149,6 @@ def volunteer(optin_home: Path, tmp_path: Path) -> tuple[Dirs, Study, x25519.Ide
     return d, study, identity
 
 
-def _titled(xdisplay: VirtualDisplay, title: str) -> list[str]:
-    """Windows titled ``title``: xdotool matches WM_NAME, where Tk stores the title's UTF-8 bytes
-    as Latin-1 text, so "—" is matched by ".+" (as tests/display/test_consent_dialog.py does)."""
-    pattern = "^" + re.sub(r"([][.*+?{}()|^$\\])", r"\\\1", title).replace("—", ".+") + "$"
-    out = subprocess.run(
-        ["xdotool", "search", "--name", pattern],
-        env=xdisplay.env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return out.stdout.split()
-
-
 def _record_xterm(xdisplay: VirtualDisplay, d: Dirs, study: Study) -> str:
     """A short session of the real display: a terminal with text (secrets included) being used."""
     term = xdisplay.spawn(
@@ -323,7 +309,7 @@ def test_review_cut_approve_export_and_close(
 
     # (1) ready: the title says so, the counts are the session's, it looks like a window
     ready = win.wait("ready", 60)
-    titled = _titled(xdisplay, f"optin review — {sid}")
+    titled = xdisplay.search(f"optin review — {sid}")
     assert len(titled) == 1, "the title does not say the window is ready"
     assert ready["approval"] == "not approved"
     assert ready["frames"] == len(stored_frames) and ready["steps"] >= 5
@@ -441,7 +427,7 @@ def test_review_window_says_what_is_wrong(
     window_procs.append(win)
     error = win.wait("error", 30)
     assert "passphrase" in error["message"] and "Fix:" in error["message"]
-    assert _titled(xdisplay, f"optin review — {sid} (cannot be shown)")
+    assert xdisplay.search(f"optin review — {sid} (cannot be shown)")
     win.keys("Escape")
     assert win.exit_code() == 1
     assert "passphrase" in win.message()

@@ -27,6 +27,7 @@ from agent.redact.local_names import LocalNames
 from agent.store import keys, signing
 from agent.store.cut import cut_session
 from agent.store.reader import list_sessions
+from tests.tools import unavailable
 from tests.unit.test_recorder import paint_and_wait_for_a_grab
 
 SECRET = "alice.canary@example.com"  # noqa: S105 - a canary the detectors know (an e-mail address)
@@ -195,7 +196,10 @@ def test_this_computers_real_names_are_redacted(consented, study_file: Path, tmp
 def test_the_bundle_loads_with_the_webdataset_library(
     consented, session: str, study_file: Path, tmp_path: Path
 ) -> None:
-    wds = pytest.importorskip("webdataset", reason="the test extra installs webdataset")
+    try:
+        import webdataset as wds
+    except ImportError:
+        unavailable("the webdataset library (pip install -e '.[test]')")
     res = _export(consented, session, tmp_path)
     tar_path = tmp_path / "bundle.tar"  # the collector's decrypted copy (synthetic content)
     tar_path.write_bytes(decrypt(res.path.read_bytes(), [_identity(study_file)]))
