@@ -15,13 +15,14 @@ APT_PACKAGES := xvfb xauth x11-utils x11-xserver-utils xdotool openbox trayer du
 REQUIRED_COMMANDS := Xvfb xauth xdpyinfo xset openbox trayer dunst dbus-daemon xdotool xterm age tesseract pkg-config gcc systemd-analyze
 APT_INSTALL := apt-get install -y --no-install-recommends $(APT_PACKAGES)
 
-.PHONY: help system-deps venv demo test lint unit bench run doctor package clean
+.PHONY: help system-deps venv demo test lint unit bench fuzz run doctor package clean
 
 help:
 	@echo "make demo    the whole chain on a private virtual display (installs what it needs)"
 	@echo "make test    lint, type checks and the whole test suite"
 	@echo "make run     start optin on your desktop (needs an installed study: see README)"
 	@echo "make bench   benchmarks (not part of make test)"
+	@echo "make fuzz    the hostile-input suite with long randomised rounds (not part of make test)"
 	@echo "make package the one-folder app in dist/optin (PyInstaller)"
 	@echo "make clean   remove .venv and caches"
 
@@ -83,6 +84,12 @@ unit: venv
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The hostile-input suite runs its fast rounds in make test; here each randomised case runs
+# FUZZ_ROUNDS rounds (tests/hostile/conftest.py prints tried / held by promise).
+FUZZ_ROUNDS ?= 2000
+fuzz: venv
+	OPTIN_FUZZ_ROUNDS=$(FUZZ_ROUNDS) $(BIN)/python -m pytest -q tests/hostile
 
 bench: venv
 	$(BIN)/python -m tests.benchmarks
