@@ -1,12 +1,15 @@
 """Write ``<session>.optin.tar.age``: a redacted session as steps, signed, encrypted to the study.
 
-docs/export-format.md specifies the bundle (schema ``optin-bundle/1``).  In short: an age
+docs/export-format.md specifies the bundle (schema ``optin-bundle/2``).  In short: an age
 file (readable with the standard ``age -d``) holding a tar in WebDataset layout — one sample
 per step (``NNNNNN.json`` + the pre-action frame ``NNNNNN.webp``) — plus the whole redacted
 event stream (``events.jsonl``, ``frames.jsonl``, ``frames/NNNNNN.webp`` for frames no step
 uses), ``manifest.json`` (canonical JSON: schema, versions, pseudonymous volunteer id,
 consent receipt, redaction evidence, steps, counts, loss, the SHA-256 and size of every member)
-and ``manifest.sig`` (the volunteer's Ed25519 signature over the manifest's bytes).
+and ``manifest.sig`` (the volunteer's Ed25519 signature over the manifest's bytes, with their key
+for this study: the volunteer id is a hash of that key, agent/store/signing.py).  The counts and
+summaries the manifest states are computed by agent/export/counts.py, which the collector's
+reader runs again over the members.
 
 Export runs in three parts that the review window shares: :func:`prepare` (decrypt,
 check consent, redact, find the steps — in memory), :func:`build_tar` (pure: the tar's
@@ -32,8 +35,8 @@ from typing import Any
 
 from agent import __version__, consent
 from agent.errors import ConsentRequired, ExportError, UsageError
-from agent.events import Frame, Marker, kind_counts, to_dict
-from agent.export import approval
+from agent.events import Frame, Marker, to_dict
+from agent.export import approval, counts
 from agent.paths import Dirs, write_private_file
 from agent.redact import policy
 from agent.redact.local_names import LocalNames
@@ -41,10 +44,12 @@ from agent.redact.screen import TesseractOcr
 from agent.steps import STEPS_VERSION, Step, steps
 from agent.store import keys, signing
 from agent.store.reader import read_session
-from agent.study import Study
+from agent.study import MAX_RECIPIENTS, Study
 
 #: Version of the bundle layout (docs/export-format.md).
-BUNDLE_SCHEMA = "optin-bundle/1"
+BUNDLE_SCHEMA = "optin-bundle/2"
+#: Steps, and frames, a bundle can hold: member names have six digits.
+MAX_NUMBERED = 1_000_000
 
 Progress = Callable[[int, int], None]
 
@@ -134,6 +139,14 @@ def prepare(
             "(withdrawn or replaced). Nothing was written."
         )
         raise ConsentRequired(msg)
+    if not receipt.covers(study):
+        # The study file changed since consent (another recipient, another policy): the volunteer
+        # has not agreed to send anything under these terms.
+        msg = (
+            f"session {session_id} cannot be exported: {receipt.renewal_reason(study)}. Nothing was written. "
+            "Fix: read the study again and agree to it (optin consent show, then optin consent grant)."
+        )
+        raise ConsentRequired(msg)
     rules = policy.Policy.from_study(study)
     engine = TesseractOcr.find() if rules.ocr != "off" else None
     redaction = policy.redact_session(
@@ -173,6 +186,12 @@ def export_session(
     :raises ExportError: the output cannot be written.
     """
     age_recipients = [parse_recipient(r) for r in (recipients or list(study.recipients))]
+    if len(age_recipients) > MAX_RECIPIENTS:
+        msg = (
+            f"a bundle can be encrypted to at most {MAX_RECIPIENTS} recipients, not {len(age_recipients)} "
+            "(readers refuse larger age headers). Fix: list fewer recipients in the study file"
+        )
+        raise UsageError(msg)
     policy_sha = policy.Policy.from_study(study).sha256()
     if not approve:
         approval.require(dirs, session_id, policy_sha)  # before the slow part
@@ -219,8 +238,25 @@ def canonical(obj: Any) -> bytes:
 
 
 def build_tar(prepared: Prepared, identity: bytes, study_id: str) -> bytes:
-    """The bundle's plaintext tar (``optin-bundle/1``), signed with the volunteer's derived key."""
+    """The bundle's plaintext tar (``optin-bundle/2``), signed with the volunteer's key for ``study_id``.
+
+    :raises ExportError: the consent receipt is for another study, or the session has more
+        steps or frames than member names can number.
+    """
+    if prepared.receipt.get("study_id") != study_id:
+        msg = (
+            f"session {prepared.session_id} was recorded under consent to another study than {study_id!r}; "
+            "nothing was written. Fix: export it with the study it was recorded for"
+        )
+        raise ExportError(msg)
     events = prepared.events
+    frames = sum(1 for e in events if isinstance(e, Frame))
+    if max(len(prepared.steps), frames) > MAX_NUMBERED:
+        msg = (
+            f"session {prepared.session_id} has {len(prepared.steps)} steps and {frames} frames; a bundle "
+            f"holds at most {MAX_NUMBERED} of each. Fix: cut the session into parts in the review window"
+        )
+        raise ExportError(msg)
     line_of: dict[int, int] = {}  # index into events -> line of events.jsonl or frames.jsonl
     event_lines: list[bytes] = []
     frame_rows: list[tuple[int, Frame]] = []
@@ -258,7 +294,8 @@ def build_tar(prepared: Prepared, identity: bytes, study_id: str) -> bytes:
     members["frames.jsonl"] = b"".join(frame_lines)
     members.update(unused)
     manifest = canonical(_manifest(prepared, identity, study_id, members))
-    ordered = {"manifest.json": manifest, "manifest.sig": signing.sign(identity, manifest), **members}
+    signature = signing.sign(identity, study_id, manifest)
+    ordered = {"manifest.json": manifest, "manifest.sig": signature, **members}
     return _tar(prepared.session_id, ordered)
 
 
@@ -272,7 +309,7 @@ def _manifest(
         "session": prepared.session_id,
         "volunteer": {
             "id": signing.volunteer_id(identity, study_id),
-            "signing_key": base64.b64encode(signing.public_signing_key(identity)).decode("ascii"),
+            "signing_key": base64.b64encode(signing.public_signing_key(identity, study_id)).decode("ascii"),
         },
         "consent": prepared.receipt,
         "redaction": prepared.redaction.evidence(),
@@ -281,7 +318,7 @@ def _manifest(
             "count": len(prepared.steps),
             "by_action": by_action(prepared.steps),
         },
-        "counts": kind_counts(events),
+        "counts": counts.kind_counts(e.KIND for e in events),
         "loss": loss(events, prepared.problems, prepared.redaction.frames_left_out),
         "duration_s": duration_s(events),
         "members": {
@@ -312,10 +349,7 @@ def by_action(found: Sequence[Step]) -> dict[str, int]:
 
 def duration_s(events: Sequence[Any]) -> float:
     """Seconds from the first to the last event (0 for fewer than two)."""
-    if len(events) < 2:
-        return 0.0
-    times = [e.t_ns for e in events]
-    return round((max(times) - min(times)) / 1e9, 3)
+    return counts.duration_s(e.t_ns for e in events)
 
 
 def loss(events: Sequence[Any], problems: Sequence[str], frames_left_out: int) -> dict[str, Any]:
@@ -323,32 +357,7 @@ def loss(events: Sequence[Any], problems: Sequence[str], frames_left_out: int) -
 
     Counts from the ``session_stop`` marker are None when the session has no clean stop.
     """
-    stop = next((e for e in events if isinstance(e, Marker) and e.marker == "session_stop"), None)
-    counts = dict(stop.detail.get("loss", {})) if stop is not None else {}
-    markers = [e for e in events if isinstance(e, Marker)]
-    paused_ns = 0
-    paused_at: int | None = None
-    for m in markers:
-        if m.marker == "pause" and paused_at is None:
-            paused_at = m.t_ns
-        elif m.marker in ("resume", "session_stop") and paused_at is not None:
-            paused_ns += m.t_ns - paused_at
-            paused_at = None
-    cuts = [m for m in markers if m.marker == "cut"]
-    cut_ns = sum(int(m.detail.get("to_ns", m.t_ns)) - int(m.detail.get("from_ns", m.t_ns)) for m in cuts)
-    return {
-        "dropped_events": counts.get("events"),
-        "frame_failures": counts.get("frame_failures"),
-        "frames_skipped": counts.get("frames_skipped"),
-        "pastes_lost": counts.get("pastes_lost"),
-        "frames_left_out_ocr_failed": frames_left_out,
-        "pauses": sum(1 for m in markers if m.marker == "pause"),
-        "paused_s": round(paused_ns / 1e9, 3),
-        "cuts": len(cuts),
-        "cut_s": round(cut_ns / 1e9, 3),
-        "clean_stop": stop is not None,
-        "store_problems": list(problems),
-    }
+    return counts.loss([to_dict(e) for e in events if isinstance(e, Marker)], problems, frames_left_out)
 
 
 def _write_atomically(out_dir: Path, name: str, blob: bytes) -> Path:

@@ -19,7 +19,7 @@ from agent import cli, consent
 from agent.backends import select_backend
 from agent.backends.fake import DEFAULT_SCREEN_SIZE
 from agent.control import Recorder
-from agent.errors import ConsentRequired, UsageError
+from agent.errors import ConsentRequired, ExportError, UsageError
 from agent.events import ButtonPress, ButtonRelease, KeyPress, KeyRelease, Marker, PointerMove, now_ns
 from agent.export import approval, bundle
 from agent.export.bundle import BUNDLE_SCHEMA, canonical, export_session
@@ -106,13 +106,16 @@ def test_bundle_is_signed_webdataset_layout_and_complete(
     manifest_bytes = members["manifest.json"]
     manifest = json.loads(manifest_bytes)
     assert manifest_bytes == canonical(manifest)
-    assert manifest["schema"] == BUNDLE_SCHEMA == "optin-bundle/1"
+    assert manifest["schema"] == BUNDLE_SCHEMA == "optin-bundle/2"
     assert manifest["session"] == session
     assert manifest["consent"]["text_sha256"] == study.text_sha256
     identity = keys.load_identity(d)
     public = base64.b64decode(manifest["volunteer"]["signing_key"])
-    assert public == signing.public_signing_key(identity)
+    assert public == signing.public_signing_key(identity, study.id)
     assert manifest["volunteer"]["id"] == signing.volunteer_id(identity, study.id)
+    assert manifest["volunteer"]["id"] == signing.id_of_key(
+        manifest["consent"]["study_id"], public
+    )  # checkable
     assert signing.verify(public, manifest_bytes, members["manifest.sig"])
     assert not signing.verify(public, manifest_bytes + b" ", members["manifest.sig"])
     listed = manifest["members"]
@@ -269,19 +272,36 @@ def test_a_changed_redaction_policy_needs_a_new_approval(consented, session: str
     d, study = consented
     _export(consented, session, tmp_path)
     stricter = dataclasses.replace(study, redaction_typed_text="drop")
+    consent.grant(d, stricter, stricter.terms_sha256)  # the volunteer agreed to the new terms
     with pytest.raises(approval.NotApproved, match="changed since"):
         export_session(d, session, tmp_path, stricter)
+
+
+def test_no_export_under_terms_the_volunteer_did_not_agree_to(
+    consented, session: str, tmp_path: Path
+) -> None:
+    """P1/P6: a study file whose recipient changed since consent exports nothing until agreed to."""
+    import dataclasses
+
+    d, study = consented
+    other = str(x25519.Identity.generate().to_public())
+    swapped = dataclasses.replace(study, recipients=(other,))
+    with pytest.raises(ConsentRequired, match="who can read exports"):
+        export_session(d, session, tmp_path, swapped, approve=True, local=LOCAL)
+    assert not list(tmp_path.glob("*.optin.tar.age"))
 
 
 def test_the_study_decides_whether_an_exported_session_stays(consented, session: str, tmp_path: Path) -> None:
     import dataclasses
 
     d, study = consented
+    deleting = dataclasses.replace(study, retention_after_export="delete")
+    consent.grant(d, deleting, deleting.terms_sha256)
     res = export_session(
         d,
         session,
         tmp_path,
-        dataclasses.replace(study, retention_after_export="delete"),
+        deleting,
         approve=True,
         local=LOCAL,
     )
@@ -375,3 +395,52 @@ def test_the_volunteer_can_see_the_id_their_bundles_carry(
     assert f"volunteer id:  {in_bundle} (study " in capsys.readouterr().out
     assert cli.main(["keys", "show", "--volunteer-id", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["volunteer"]["id"] == in_bundle
+
+
+def test_a_paused_and_cut_session_exports_what_inspect_recomputes(
+    consented, study_file: Path, tmp_path: Path
+) -> None:
+    """Pauses, a cut and redactions: every count the manifest states, the collector recomputes."""
+    from agent.export import inspect
+
+    d, study = consented
+    backend = select_backend("fake")
+    rec = Recorder(d, backend, study)
+    rec.start()
+    _frames_written(rec, 1)
+    fake = backend.last_input
+    for ch in f"to:{SECRET} ":
+        fake.emit(KeyPress(now_ns(), ch, None, ord(ch), ()))
+        fake.emit(KeyRelease(now_ns(), ch, None, ord(ch), ()))
+    rec.pause()
+    time.sleep(0.05)
+    rec.resume()
+    fake = backend.last_input  # resume makes new listeners
+    fake.emit(ButtonPress(now_ns(), 3, 4, "left"))
+    fake.emit(ButtonRelease(now_ns(), 3, 4, "left"))
+    rec.stop()
+    session = str(rec.session_id)
+    clicks = [e.t_ns for e in _events(d, session) if isinstance(e, (ButtonPress, ButtonRelease))]
+    cut_session(d, session, [(min(clicks), max(clicks) + 1)], keys.load_identity(d), keys.load_recipient(d))
+    res = _export(consented, session, tmp_path)
+    opened = inspect.open_bundle(
+        res.path, inspect.load_identity_file(study_file.parent / "study-identity.txt")
+    )
+    loss = opened.manifest["loss"]
+    assert loss["pauses"] == 1 and loss["paused_s"] > 0 and loss["cuts"] == 1 and loss["clean_stop"] is True
+    assert opened.manifest["redaction"]["counts"]["typed"] == {"EMAIL": 1}
+    assert opened.manifest["counts"]["redacted"] == 1 and opened.id_verified
+
+
+def test_the_bundle_is_signed_for_the_study_of_its_consent(consented, session: str) -> None:
+    d, study = consented
+    prepared = bundle.prepare(d, session, study, keys.load_identity(d), local=LOCAL)
+    with pytest.raises(ExportError, match="consent to another study than 'other-study'"):
+        bundle.build_tar(prepared, keys.load_identity(d), "other-study")
+
+
+def test_a_bundle_is_encrypted_to_at_most_63_recipients(consented, session: str, tmp_path: Path) -> None:
+    many = [str(x25519.Identity.generate().to_public()) for _ in range(64)]
+    with pytest.raises(UsageError, match="at most 63 recipients, not 64"):
+        _export(consented, session, tmp_path / "out", recipients=many)
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,500 @@
+"""P6, collector side: hostile bundles thrown at ``optin inspect`` and ``optin unpack``.
+
+Anyone who has a study file can encrypt a bundle to the study, so every bundle is untrusted input.
+The resource cases run the real command line in a child process under ``RLIMIT_AS`` (address
+space) with a generous wall-clock timeout that proves "does not hang", not a speed: a sparse
+bomb must be refused inside 300 MB, a 2,000- or 20,000-stanza age header, a 2,000-deep path and
+``/dev/zero`` within seconds (before this was fixed they took 2-4 GB, 40 s to over 600 s, 53-94 s
+and forever). The forgery and recount cases build bundles from the spec's words
+(tests/unit/test_inspect.py's helpers) and run in process; their random rounds follow
+``OPTIN_FUZZ_ROUNDS`` (``make fuzz``).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import random
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.errors import ExportError
+from agent.export import inspect
+from agent.store import signing
+from tests.hostile.conftest import Tally, fuzz_rounds
+from tests.unit.test_inspect import (
+    SAMPLE_COUNTS,
+    SAMPLE_LOSS,
+    SESSION,
+    STUDY,
+    STUDY_KEY,
+    Entry,
+    entries_for,
+    manifest_for,
+    sample_members,
+    seal,
+    tar_of,
+    v1_manifest_for,
+)
+
+P6 = "P6 hostile bundles"
+MB = 1 << 20
+GIB = 1 << 30
+#: The address space every resource case runs in: a sparse bomb used to take 2-4 GB.
+ADDRESS_SPACE = 300 * MB
+#: "Does not hang": generous for a loaded CI machine; the fixed code answers in well under a second.
+TIMEOUT_S = 60.0
+#: Peak memory (RSS) allowed for a refusal, far under the bombs' gigabytes (an idle run is ~30 MB).
+REFUSAL_RSS = 150 * MB
+
+_LIMITED = """
+import atexit, resource, runpy, sys
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+atexit.register(lambda: sys.stderr.write(f"\\nmaxrss_kb={peak()}\\n"))
+sys.argv = ["optin", *sys.argv[2:]]
+runpy.run_module("agent", run_name="__main__", alter_sys=True)
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    exit: int
+    out: str
+    err: str
+    seconds: float
+    rss: int  # bytes
+
+    @property
+    def message(self) -> str:
+        return self.err.rsplit("maxrss_kb=", 1)[0].strip()
+
+
+def run_limited(*args: str, address_space: int = ADDRESS_SPACE, timeout: float = TIMEOUT_S) -> Run:
+    """``optin ARGS`` in a child under ``RLIMIT_AS``: its exit code, output, wall time and peak RSS."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", _LIMITED, str(address_space), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+    seconds = time.monotonic() - start
+    rss_kb = done.stderr.rsplit("maxrss_kb=", 1)[-1].strip() if "maxrss_kb=" in done.stderr else "0"
+    return Run(done.returncode, done.stdout, done.stderr, seconds, int(rss_kb) * 1024)
+
+
+def assert_refused(run: Run, match: str) -> None:
+    """Refused as the spec says: exit 1, the named check, no traceback, small memory."""
+    assert run.exit == 1, run.err
+    assert "Traceback" not in run.err and "MemoryError" not in run.err, run.err
+    assert match in run.message, run.message
+    assert 0 < run.rss < REFUSAL_RSS, f"peak RSS {run.rss / MB:.0f} MB"
+
+
+@pytest.fixture
+def identity_file(tmp_path: Path) -> Path:
+    path = tmp_path / "study-identity.txt"
+    path.write_text(f"{STUDY_KEY}\n")
+    return path
+
+
+@pytest.fixture
+def bundle_file(tmp_path: Path) -> Callable[[bytes], Path]:
+    def write(blob: bytes, name: str = f"{SESSION}.optin.tar.age") -> Path:
+        path = tmp_path / name
+        path.write_bytes(blob)
+        return path
+
+    return write
+
+
+def inspect_limited(path: Path, identity_file: Path, *more: str) -> Run:
+    return run_limited("inspect", str(path), "--identity", str(identity_file), *more)
+
+
+def unpack_limited(path: Path, identity_file: Path, out: Path) -> Run:
+    return run_limited("unpack", str(path), "--identity", str(identity_file), "--out", str(out))
+
+
+# --- the control: a valid bundle passes under the same limits ----------------------------------------
+
+
+def test_p6_a_valid_bundle_opens_and_unpacks_under_the_same_limits(
+    bundle_file: Callable[..., Path], identity_file: Path, tmp_path: Path
+) -> None:
+    path = bundle_file(seal(tar_of(entries_for(sample_members()))))
+    run = inspect_limited(path, identity_file, "--json")
+    assert run.exit == 0, run.err
+    summary = json.loads(run.out)
+    assert summary["volunteer"]["id_verified"] is True and summary["signature"] == "valid"
+    run = unpack_limited(path, identity_file, tmp_path / "out")
+    assert run.exit == 0, run.err
+    assert (tmp_path / "out" / SESSION / "frames" / "000002.webp").read_bytes() == b"RIFF-frame-2"
+
+
+# --- sparse and oversized members ---------------------------------------------------------------------
+
+
+def sparse_bomb(copies: int, kind: str) -> bytes:
+    """A small bundle whose tar declares ``copies`` sparse members of 1 GiB, each listed (with the
+    SHA-256 of its 1 GiB of zeros and one byte) in a correctly signed manifest."""
+    members = sample_members()
+    manifest = manifest_for(members)
+    digest = "c4b0f5a2b8cef2a3c56f6a9e2d5c1d8ee6f65b9b5a4d0a6f5b0b1f3c2f0c6b1d"  # refused before any hash
+    names = [f"frames/{900000 + i:06d}.webp" for i in range(copies)]
+    for name in names:
+        manifest["members"][name] = {"sha256": digest, "size": GIB}
+    entries = entries_for(members, manifest)
+    for name in names:
+        full = f"{SESSION}/{name}"
+        if kind == "pax-0.1":
+            pax = {"GNU.sparse.size": str(GIB), "GNU.sparse.map": f"{GIB - 1},1", "GNU.sparse.name": full}
+            entries.append(Entry(full, b"\x01", size=1, pax=pax))
+        elif kind == "pax-1.0":
+            pax = {
+                "GNU.sparse.major": "1",
+                "GNU.sparse.minor": "0",
+                "GNU.sparse.realsize": str(GIB),
+                "GNU.sparse.name": full,
+            }
+            data = b"1\n1073741823\n1\n".ljust(512, b"\0") + b"\x01"
+            entries.append(Entry(full, data, size=len(data), pax=pax))
+        else:  # old GNU sparse header, type S
+            entries.append(Entry(full, b"\x01", type=tarfile.GNUTYPE_SPARSE, size=1))
+    return seal(tar_of(entries))
+
+
+@pytest.mark.parametrize("kind", ["pax-0.1", "pax-1.0", "gnu"])
+def test_p6_sparse_bombs_are_refused_within_300_mb(
+    hostile: Tally, bundle_file: Callable[..., Path], identity_file: Path, tmp_path: Path, kind: str
+) -> None:
+    """Before: 2.1 GB RSS for one 1 GiB sparse member (three: 4.1 GB), accepted; unpack wrote 3 GiB."""
+    blob = sparse_bomb(3, kind)
+    assert len(blob) < 64 << 10
+    path = bundle_file(blob)
+    for run in (inspect_limited(path, identity_file), unpack_limited(path, identity_file, tmp_path / "out")):
+        hostile.tried(P6)
+        assert_refused(run, "sparse")
+        hostile.held(P6)
+    assert not (tmp_path / "out" / SESSION).exists()
+
+
+@pytest.mark.parametrize("where", ["pax-size", "ustar-size"])
+def test_p6_a_member_declaring_more_than_the_file_holds_is_refused_before_reading(
+    hostile: Tally, bundle_file: Callable[..., Path], identity_file: Path, where: str
+) -> None:
+    members = sample_members()
+    manifest = manifest_for(members)
+    manifest["members"]["frames/000002.webp"]["size"] = GIB
+    entries = entries_for(members, manifest)
+    last = entries[-1]
+    if where == "pax-size":
+        entries[-1] = dataclasses.replace(last, pax={"size": str(GIB)})
+    else:
+        entries[-1] = dataclasses.replace(last, size=GIB)
+    hostile.tried(P6)
+    assert_refused(inspect_limited(bundle_file(seal(tar_of(entries))), identity_file), "cut short")
+    hostile.held(P6)
+
+
+# --- depth ----------------------------------------------------------------------------------------------
+
+
+def deep_bundle(count: int, depth: int) -> bytes:
+    members = sample_members()
+    for i in range(count):
+        members["/".join(["d"] * depth) + f"/{i:06d}.webp"] = b"x"
+    return seal(tar_of(entries_for(members)))
+
+
+@pytest.mark.parametrize("count", [1, 600], ids=["one", "many"])
+def test_p6_deep_paths_are_refused_quickly(
+    hostile: Tally, bundle_file: Callable[..., Path], identity_file: Path, tmp_path: Path, count: int
+) -> None:
+    """Before: one 2,000-deep path took unpack 53-94 s; a 9.7 MB bundle of them, inspect 22 s."""
+    path = bundle_file(deep_bundle(count, 2000))
+    for run in (inspect_limited(path, identity_file), unpack_limited(path, identity_file, tmp_path / "out")):
+        hostile.tried(P6)
+        assert_refused(run, "not a name a bundle holds")
+        assert run.seconds < TIMEOUT_S
+        hostile.held(P6)
+    assert not (tmp_path / "out" / SESSION).exists()
+
+
+# --- the age header ---------------------------------------------------------------------------------------
+
+
+def with_stanzas(sealed: bytes, extra: int) -> bytes:
+    """``sealed`` with ``extra`` well-formed X25519 stanzas for nobody inserted into its header."""
+    rng = random.Random(extra)  # noqa: S311 - test data, not secrets
+    head, _, rest = sealed.partition(b"\n")
+
+    def b64(n: int) -> bytes:
+        return base64.b64encode(rng.randbytes(n)).rstrip(b"=")
+
+    stanzas = b"".join(b"-> X25519 " + b64(32) + b"\n" + b64(32) + b"\n" for _ in range(extra))
+    return head + b"\n" + stanzas + rest
+
+
+@pytest.mark.parametrize("extra", [2_000, 20_000])
+def test_p6_an_age_header_with_thousands_of_stanzas_is_refused_before_decryption(
+    hostile: Tally, bundle_file: Callable[..., Path], identity_file: Path, extra: int
+) -> None:
+    """Before: 2,000 stanzas took 38-40 s to decrypt; 20,000, over 600 s (the age CLI: 0.1 s)."""
+    path = bundle_file(with_stanzas(seal(tar_of(entries_for(sample_members()))), extra))
+    hostile.tried(P6)
+    run = inspect_limited(path, identity_file)
+    assert_refused(run, "recipient stanzas; a bundle has at most 64")
+    hostile.held(P6)
+
+
+def test_p6_an_age_header_of_one_huge_stanza_is_refused(
+    hostile: Tally, bundle_file: Callable[..., Path], identity_file: Path
+) -> None:
+    sealed = seal(tar_of(entries_for(sample_members())))
+    head, _, rest = sealed.partition(b"\n")
+    body = (b"A" * 64 + b"\n") * 20_000  # 1.3 MB of one stanza's body
+    hostile.tried(P6)
+    run = inspect_limited(
+        bundle_file(head + b"\n-> X25519 " + b"B" * 43 + b"\n" + body + rest), identity_file
+    )
+    assert_refused(run, "age header longer than 16384 bytes")
+    hostile.held(P6)
+
+
+# --- paths that are not files -----------------------------------------------------------------------------
+
+
+def test_p6_dev_zero_and_a_fifo_are_refused_at_once(
+    hostile: Tally, identity_file: Path, tmp_path: Path
+) -> None:
+    """Before: /dev/zero read without limit, and a FIFO without a writer blocked the open forever."""
+    fifo = tmp_path / "bundle.optin.tar.age"
+    os.mkfifo(fifo)
+    for path, kind in (
+        (Path("/dev/zero"), "a character device"),
+        (fifo, "a FIFO"),
+        (tmp_path, "a directory"),
+    ):
+        hostile.tried(P6)
+        assert_refused(inspect_limited(path, identity_file), f"is not a regular file ({kind})")
+        hostile.held(P6)
+
+
+# --- forged volunteer ids ---------------------------------------------------------------------------------
+
+
+def forged(members: dict[str, bytes], seed: bytes, victim: bytes) -> list[Entry]:
+    public = signing.public_key_of_seed(seed)
+    volunteer = {"id": signing.volunteer_id(victim, STUDY), "signing_key": base64.b64encode(public).decode()}
+    return entries_for(members, manifest_for(members, volunteer=volunteer), seed=seed)
+
+
+def test_p6_a_bundle_in_another_volunteers_name_is_refused(hostile: Tally) -> None:
+    """Before: re-signed with any fresh key but carrying another volunteer's id, it passed inspect as
+    "unchanged since the volunteer's agent signed it" (also with a replaced frame)."""
+    rng = random.Random(6)  # noqa: S311 - test data, not secrets
+    for round_ in range(fuzz_rounds(20)):
+        members = sample_members()
+        if round_ % 2:
+            members["frames/000002.webp"] = rng.randbytes(rng.randrange(1, 64))
+        victim = rng.randbytes(32)
+        hostile.tried(P6)
+        with pytest.raises(ExportError, match="is not the id of the key that signed it"):
+            inspect.check_tar(
+                tar_of(forged(members, rng.randbytes(32), victim)), Path("forged.optin.tar.age")
+            )
+        hostile.held(P6)
+
+
+def test_p6_an_optin_bundle_1_forgery_is_reported_unverified(
+    hostile: Tally, bundle_file: Callable[..., Path], identity_file: Path
+) -> None:
+    """optin-bundle/1 cannot be checked: inspect must say so, not claim the volunteer signed it."""
+    members = sample_members()
+    seed = bytes(range(7, 39))
+    manifest = v1_manifest_for(members)
+    manifest["volunteer"]["signing_key"] = base64.b64encode(signing.public_key_of_seed(seed)).decode()
+    path = bundle_file(seal(tar_of(entries_for(members, manifest, seed=seed))))
+    hostile.tried(P6)
+    run = inspect_limited(path, identity_file)
+    assert run.exit == 0, run.err
+    volunteer = next(line for line in run.out.splitlines() if line.startswith("volunteer:"))
+    assert "NOT verified" in volunteer and "volunteer's key" not in run.out
+    run = inspect_limited(path, identity_file, "--json")
+    assert json.loads(run.out)["volunteer"]["id_verified"] is False
+    hostile.held(P6)
+
+
+# --- what the manifest states ----------------------------------------------------------------------------
+
+#: Paths to the numbers a manifest states about its members, and values they may not take.
+STATED = [
+    ("counts", "button_press"),
+    ("counts", "frame"),
+    ("counts", "marker"),
+    ("counts", "redacted"),
+    ("steps", "count"),
+    ("steps", "by_action", "click"),
+    ("loss", "pauses"),
+    ("loss", "cuts"),
+    ("loss", "dropped_events"),
+    ("loss", "pastes_lost"),
+    ("loss", "frames_left_out_ocr_failed"),
+    ("redaction", "counts", "typed", "EMAIL"),
+    ("duration_s",),
+    ("loss", "paused_s"),
+    ("loss", "cut_s"),
+]
+
+
+def _set(manifest: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    target = manifest
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+
+
+def _get(manifest: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = manifest
+    for key in path:
+        value = value[key]
+    return value
+
+
+def test_p6_every_stated_count_that_disagrees_with_the_members_is_refused(hostile: Tally) -> None:
+    """Before: a manifest whose event counts disagreed with events.jsonl was accepted."""
+    rng = random.Random(66)  # noqa: S311 - test data, not secrets
+    members = sample_members()
+    for round_ in range(fuzz_rounds(60)):
+        path = STATED[round_ % len(STATED)]
+        manifest = json.loads(json.dumps(manifest_for(members)))
+        value = _get(manifest, path)
+        if isinstance(value, float):
+            changed: Any = round(value + rng.choice([-1, 1]) * rng.uniform(0.002, 1e6), 3)
+        else:
+            changed = rng.choice(
+                [value + rng.randrange(1, 1000), value - rng.randrange(1, 10), True, str(value)]
+            )
+        _set(manifest, path, changed)
+        hostile.tried(P6)
+        with pytest.raises(ExportError, match="the manifest's"):
+            inspect.check_tar(tar_of(entries_for(members, manifest)), Path("b.optin.tar.age"))
+        hostile.held(P6)
+
+
+def test_p6_the_manifest_is_read_as_it_was_signed() -> None:
+    """The sample passes: the refusals above are about the changed number, nothing else."""
+    bundle = inspect.check_tar(tar_of(entries_for(sample_members())), Path("b.optin.tar.age"))
+    assert bundle.manifest["counts"] == SAMPLE_COUNTS and bundle.manifest["loss"] == SAMPLE_LOSS
+
+
+# --- printing what a bundle says ---------------------------------------------------------------------------
+
+ESCAPES = (
+    "\x1b[2K\r\x1b[1Asignature:  valid (unchanged since the volunteer's agent signed it)\x1b[0m\u202e\x9b2J"
+)
+
+
+def test_p6_manifest_strings_cannot_draw_on_the_terminal(
+    hostile: Tally, bundle_file: Callable[..., Path], identity_file: Path
+) -> None:
+    """Before: a study name signed by anyone drew a fake "signature: valid" line."""
+    members = sample_members()
+    consent = {"study_id": STUDY, "study_name": f"Web tasks{ESCAPES}", "consent_version": f"1{ESCAPES}"}
+    redaction = {"frames_left_out_ocr_failed": 0, "counts": {"typed": {"EMAIL": 1}, "titles": {ESCAPES: 2}}}
+    loss = {**SAMPLE_LOSS, "store_problems": [ESCAPES]}
+    manifest = manifest_for(members, agent_version=ESCAPES, consent=consent, redaction=redaction, loss=loss)
+    path = bundle_file(seal(tar_of(entries_for(members, manifest))), name=f"b{ESCAPES}.optin.tar.age")
+    hostile.tried(P6)
+    run = inspect_limited(path, identity_file)
+    assert run.exit == 0, run.err
+    assert not [ch for ch in run.out if ch != "\n" and (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F)]
+    assert "\u202e" not in run.out
+    assert [line.split(":")[0] for line in run.out.splitlines()].count("signature") == 1
+    run = inspect_limited(path, identity_file, "--json")  # JSON escapes them itself
+    assert json.loads(run.out)["study"]["name"] == f"Web tasks{ESCAPES}" and "\x1b" not in run.out
+    hostile.held(P6)
+
+
+def test_p6_hostile_names_in_refusals_are_shown_visibly(hostile: Tally) -> None:
+    members = sample_members()
+    hostile.tried(P6)
+    entries = [*entries_for(members), Entry(f"{SESSION}/x{ESCAPES}", b"x")]
+    with pytest.raises(ExportError) as info:
+        inspect.check_tar(tar_of(entries), Path("b.optin.tar.age"))
+    message = str(info.value)
+    assert "\x1b" not in message and "\u202e" not in message and "\\u001b" in message
+    hostile.held(P6)
+
+
+# --- random tar headers -----------------------------------------------------------------------------------
+
+
+def test_p6_random_tar_headers_are_refused_or_harmless_never_a_crash(hostile: Tally) -> None:
+    """Random type flags, sizes and pax records on random members: an ExportError, or the same bundle."""
+    rng = random.Random(606)  # noqa: S311 - test data, not secrets
+    members = sample_members()
+    valid = inspect.check_tar(tar_of(entries_for(members)), Path("b"))
+    types = [
+        tarfile.REGTYPE,
+        tarfile.AREGTYPE,
+        tarfile.LNKTYPE,
+        tarfile.SYMTYPE,
+        tarfile.CHRTYPE,
+        tarfile.DIRTYPE,
+        tarfile.FIFOTYPE,
+        tarfile.CONTTYPE,
+        tarfile.GNUTYPE_SPARSE,
+        tarfile.XGLTYPE,
+        b"Z",
+    ]
+    pax_keys = [
+        "size",
+        "path",
+        "GNU.sparse.size",
+        "GNU.sparse.map",
+        "GNU.sparse.realsize",
+        "linkpath",
+        "comment",
+        "uid",
+    ]
+    for _ in range(fuzz_rounds(100)):
+        entries = entries_for(members)
+        i = rng.randrange(len(entries))
+        change: dict[str, Any] = {}
+        what = rng.randrange(3)
+        if what == 0:
+            change["type"] = rng.choice(types)
+        elif what == 1:
+            change["size"] = rng.choice([0, 1, 511, 513, GIB, GIB + 1, (1 << 33) + 5])
+        else:
+            key = rng.choice(pax_keys)
+            change["pax"] = {
+                key: rng.choice(["0", "1", str(GIB), "1,1", "x" * 300, f"{SESSION}/events.jsonl"])
+            }
+        entries[i] = dataclasses.replace(entries[i], **change)
+        hostile.tried(P6)
+        start = time.monotonic()
+        try:
+            bundle = inspect.check_tar(tar_of(entries), Path("b"))
+        except ExportError:
+            pass
+        else:
+            assert bundle.members == valid.members and bundle.manifest_bytes == valid.manifest_bytes
+        assert time.monotonic() - start < 5
+        hostile.held(P6)
