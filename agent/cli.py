@@ -137,48 +137,23 @@ def _start_control(d: Any, recorder: Controller) -> ControlServer | None:
 def cmd_consent(args: argparse.Namespace) -> int:
     from agent import consent
     from agent.study import install_study, installed_study
+    from agent.untrusted_text import visible
 
     d = _dirs()
     study = install_study(d, Path(args.study)) if getattr(args, "study", None) else installed_study(d)
     if args.action == "show":
-        receipt = consent.current_receipt(d)
-        agreed = receipt is not None and receipt.covers(study)
-        if args.json:
-            _print_json(
-                {
-                    "study": study.id,
-                    "name": study.name,
-                    "contact": study.contact,
-                    "consent_version": study.consent_version,
-                    "text": study.consent_text,
-                    "text_sha256": study.text_sha256,
-                    "scopes": list(study.scopes),
-                    "recipients": list(study.recipients),
-                    "granted": agreed,
-                }
-            )
-            return 0
-        print(f"Study:    {study.name} ({study.id}), consent version {study.consent_version}")
-        print(f"Contact:  {study.contact}")
-        print(f"Captures: {', '.join(study.scopes)}")
-        print(f"Exports readable only by: {', '.join(study.recipients)}")
-        print()
-        print(study.consent_text.strip())
-        print()
-        print(f"text sha256: {study.text_sha256}")
-        print(f"consent: {'GIVEN' if agreed else 'not given'}")
-        if not agreed:
-            print(f"To agree: optin consent grant --accept-text-sha256 {study.text_sha256}")
+        _consent_show(d, study, as_json=args.json)
         return 0
     if args.action == "grant":
         if not args.accept_text_sha256:
-            msg = "consent grant needs --accept-text-sha256 HASH (the hash `optin consent show` prints)"
+            msg = "consent grant needs --accept-text-sha256 HASH, the consent sha256 `consent show` prints"
             raise UsageError(msg)
         receipt = consent.grant(d, study, args.accept_text_sha256, args.scopes)
         if args.json:
             _print_json(receipt.to_json())
         else:
-            print(f"consent given to {study.id} version {study.consent_version}: {', '.join(receipt.scopes)}")
+            what = f"{visible(study.id)} version {visible(study.consent_version)}"
+            print(f"consent given to {what}: {', '.join(receipt.scopes)}")
         return 0
     had = consent.withdraw(d)
     try:
@@ -192,6 +167,67 @@ def cmd_consent(args: argparse.Namespace) -> int:
     else:
         print("consent withdrawn; optin will not record")
     return 0
+
+
+def _consent_show(d: Any, study: Any, *, as_json: bool) -> None:
+    """``optin consent show``: the study's text, what optin does in it (agent.promises), hashes, state.
+
+    Everything from the study file is printed through ``visible()``: none of it acts on the terminal.
+    """
+    from agent import consent
+    from agent.promises import by_section, promises
+    from agent.ui.consent_dialog import display_path, shown_text
+    from agent.untrusted_text import visible
+
+    receipt = consent.current_receipt(d)
+    state = consent.state(receipt, study)
+    why = receipt.renewal_reason(study) if receipt is not None else None
+    said = promises(study, data_dir=display_path(d.data))
+    if as_json:
+        _print_json(
+            {
+                "study": study.id,
+                "name": study.name,
+                "contact": study.contact,
+                "consent_version": study.consent_version,
+                "text": study.consent_text,
+                "text_sha256": study.text_sha256,
+                "consent_sha256": study.terms_sha256,
+                "terms": study.terms(),
+                "scopes": list(study.scopes),
+                "recipients": list(study.recipients),
+                "promises": [{"key": p.key, "section": p.section, "text": p.text} for p in said],
+                "granted": state == consent.GIVEN,
+                "state": state,
+                "renewal_reason": why,
+            }
+        )
+        return
+    lines = [
+        f"Study:    {visible(study.name)} ({visible(study.id)}), "
+        f"consent version {visible(study.consent_version)}",
+        f"Contact:  {visible(study.contact)}",
+        f"Captures: {', '.join(study.scopes)}",
+        f"Exports readable only by: {', '.join(visible(r) for r in study.recipients)}",
+        "",
+        shown_text(study.consent_text),
+    ]
+    for heading, texts in by_section(said):
+        lines += ["", heading, *(f"  - {text}" for text in texts)]
+    lines += [
+        "",
+        f"consent sha256: {study.terms_sha256} (the text and everything above)",
+        f"text sha256: {study.text_sha256}",
+    ]
+    if receipt is not None and state == consent.GIVEN:
+        lines.append(f"consent: GIVEN ({', '.join(receipt.scopes)}; {visible(receipt.granted_at)})")
+    elif state == consent.NEEDS_RENEWAL:
+        lines.append(f"consent: NEEDS RENEWAL: {why}; nothing is recorded until you agree again")
+    else:
+        lines.append("consent: not given")
+    if state != consent.GIVEN:
+        lines.append(f"To agree: optin consent grant --accept-text-sha256 {study.terms_sha256}")
+    print("\n".join(lines))
 
 
 def _running_status(d: Any) -> dict[str, Any] | None:
@@ -849,9 +885,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("consent", cmd_consent, "show, grant or withdraw consent to the installed study")
     sp.add_argument("action", choices=["show", "grant", "withdraw"])
     sp.add_argument("--study", metavar="FILE", help="install this study file first")
-    sp.add_argument("--accept-text-sha256", metavar="HASH", help="grant: the hash `consent show` printed")
+    sp.add_argument(
+        "--accept-text-sha256",
+        metavar="HASH",
+        help="grant: the consent sha256 `consent show` printed (the text's own sha256 is accepted too)",
+    )
     sp.add_argument("--scopes", nargs="+", metavar="SCOPE", help="grant: only these scopes")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.epilog = (
+        "show prints the study's text, what optin does in this study (written from its policy) and the "
+        "consent sha256 over all of it; a receipt covers only that: a study file with another recipient, "
+        "deny rule, retention or redaction choice needs a new grant. Exit codes: 0 ok, 2 no study, an "
+        "invalid study file or a hash that does not match."
+    )
 
     _add_control_commands(add)
 

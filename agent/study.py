@@ -48,9 +48,13 @@ import bisect
 import contextlib
 import difflib
 import hashlib
+import json
 import math
+import os
 import re
+import stat
 import sys
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +63,7 @@ from typing import Any
 from agent.capture.deny import MAX_LABEL, DenyRule
 from agent.errors import StudyError
 from agent.paths import Dirs, ensure_private_dir, write_private_file
+from agent.untrusted_text import hidden_characters
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -101,6 +106,36 @@ MAX_DENY_LABEL = MAX_LABEL
 #: At most this many problems are listed in one StudyError.
 _MAX_REPORTED = 20
 
+#: The study texts a volunteer reads (the consent dialog, ``optin consent show``): no character in
+#: them may be invisible or act on the text around it (bidi overrides and isolates, zero-width
+#: characters, controls).  The consent text may hold line breaks and tabs.
+_SHOWN_TEXT_KEYS = ("id", "name", "contact", "consent_version", "consent_text")
+#: Whitespace controls a consent text may hold.
+_TEXT_CONTROLS_ALLOWED = frozenset({"U+0009"})
+
+#: The largest study file read (a consent text of a few pages is a few KiB).
+MAX_STUDY_BYTES = 1024 * 1024
+
+#: The canonical form of :meth:`Study.terms` (a new form asks every volunteer again).
+TERMS_VERSION = "optin-consent-terms/1"
+#: What each part of :meth:`Study.terms` is, in words, for "the study changed since you agreed: ...".
+TERMS_IN_WORDS: dict[str, str] = {
+    "id": "the study",
+    "name": "its name",
+    "contact": "its contact",
+    "consent_version": "the consent version",
+    "text_sha256": "the consent text",
+    "scopes": "what it asks to record",
+    "recipients": "who can read exports",
+    "deny": "the windows it excludes",
+    "retention": "how long recordings are kept",
+    "capture": "pausing",
+    "redaction": "what exports hold",
+}
+
+#: Recipients a study may name: collectors refuse an age header of more than 64 stanzas, and age
+#: adds a grease stanza (docs/export-format.md).
+MAX_RECIPIENTS = 63
 #: An age X25519 recipient: "age1" and 58 bech32 characters (32 bytes and the checksum).
 _AGE_X25519 = re.compile(r"age1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}", re.IGNORECASE)
 #: A bare TOML key.
@@ -158,6 +193,41 @@ class Study:
         """Hex SHA-256 of the consent text: what a volunteer agrees to."""
         return hashlib.sha256(self.consent_text.encode("utf-8")).hexdigest()
 
+    def terms(self) -> dict[str, Any]:
+        """Everything the consent dialog and ``optin consent show`` state about this study, as plain data.
+
+        A consent receipt binds their SHA-256 (:attr:`terms_sha256`): a study file that changes any
+        of them (the recipients, a deny rule, the retention, a redaction or capture choice) needs a
+        new agreement.  The consent text is in it by its SHA-256.
+        """
+        return {
+            "terms": TERMS_VERSION,
+            "id": self.id,
+            "name": self.name,
+            "contact": self.contact,
+            "consent_version": self.consent_version,
+            "text_sha256": self.text_sha256,
+            "scopes": list(self.scopes),
+            "recipients": sorted({r.lower() for r in self.recipients}),
+            "deny": [rule.to_json() for rule in self.deny],
+            "retention": {
+                "days": self.retention_days,
+                "max_gib": self.retention_max_gib,
+                "after_export": self.retention_after_export,
+            },
+            "capture": {"idle_pause_minutes": self.idle_pause_minutes, "pause_hotkey": self.pause_hotkey},
+            "redaction": {
+                "ocr": self.redaction_ocr,
+                "typed_text": self.redaction_typed_text,
+                "window_titles": self.redaction_window_titles,
+            },
+        }
+
+    @property
+    def terms_sha256(self) -> str:
+        """Hex SHA-256 of :meth:`terms` in canonical JSON: the consent a receipt binds."""
+        return terms_digest(self.terms())
+
     @property
     def retention_max_bytes(self) -> int:
         """``retention_max_gib`` in bytes."""
@@ -167,6 +237,17 @@ class Study:
     def idle_pause_s(self) -> float:
         """``idle_pause_minutes`` in seconds (0: the idle pause is off)."""
         return self.idle_pause_minutes * 60.0
+
+
+def terms_digest(terms: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of ``terms`` in canonical JSON (sorted keys, no spaces, UTF-8)."""
+    blob = json.dumps(terms, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
+
+
+def changed_terms(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """The parts of two :meth:`Study.terms` that differ, in words (:data:`TERMS_IN_WORDS` order)."""
+    return [words for key, words in TERMS_IN_WORDS.items() if before.get(key) != now.get(key)]
 
 
 # --- parsing ----------------------------------------------------------------------------------------
@@ -185,6 +266,12 @@ def parse_study(text: str, *, source: str = "<study>") -> Study:
     except tomllib.TOMLDecodeError as exc:
         line, what = _decode_error_position(exc, text)
         msg = f"{source}:{line}: not valid TOML: {what}"
+        raise StudyError(msg) from None
+    except RecursionError:  # tomllib descends once per nested array or inline table
+        msg = (
+            f"{source}: not valid for optin: arrays or inline tables nested too deeply. "
+            "Fix: a study file nests at most a few levels (docs/study.md)"
+        )
         raise StudyError(msg) from None
     return _Validator(text, source).study(doc)
 
@@ -239,6 +326,16 @@ def _show(value: str, limit: int = 80) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
+def _char_name(code_point: str) -> str:
+    """``U+202E`` → ``RIGHT-TO-LEFT OVERRIDE`` (controls have no name: their kind instead)."""
+    ch = chr(int(code_point[2:], 16))
+    name = unicodedata.name(ch, "")
+    if name:
+        return name
+    kinds = {"Cc": "a control character", "Cs": "a surrogate", "Co": "a private-use character"}
+    return kinds.get(unicodedata.category(ch), "an unassigned code point")
+
+
 def _suggest(word: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
     return f". Did you mean {close[0]}?" if close else ""
@@ -284,6 +381,7 @@ class _Validator:
                 )
         fields = self._study_table(doc.get("study"))
         deny = self._deny(doc.get("deny"))
+        self._hidden_text(doc)
         retention = self._table(doc.get("retention"), "retention", _RETENTION_KEYS)
         days = self._int(retention, ("retention", "days"), DEFAULT_RETENTION_DAYS, RETENTION_DAYS_RANGE)
         max_gib = self._number(retention, ("retention", "max_gib"), DEFAULT_RETENTION_MAX_GIB)
@@ -364,6 +462,65 @@ class _Validator:
             out["recipients"] = self._recipients(table["recipients"])
         return out
 
+    # -- what the volunteer reads
+
+    def _hidden_text(self, doc: Mapping[str, Any]) -> None:
+        """Refuse invisible and text-reordering characters in the texts a volunteer reads.
+
+        The study's id, name, contact, consent version and consent text and each deny rule's label
+        are shown in the consent dialog and by ``optin consent show``: a bidi override could show
+        them in another order than they are hashed, a zero-width character could hide a difference,
+        a control character could act on the terminal.  Each one is refused with its code point and
+        the line it is on.
+        """
+        table = doc.get("study")
+        if isinstance(table, dict):
+            for key in _SHOWN_TEXT_KEYS:
+                value = table.get(key)
+                if isinstance(value, str):
+                    self._hidden_in(value, ("study", key), text=key == "consent_text")
+        rules = doc.get("deny")
+        if isinstance(rules, list):
+            for i, entry in enumerate(rules):
+                if isinstance(entry, dict) and isinstance(entry.get("label"), str):
+                    self._hidden_in(entry["label"], ("deny", i, "label"), text=False)
+
+    def _hidden_in(self, value: str, path: _PathT, *, text: bool) -> None:
+        found = [
+            c
+            for c in hidden_characters(value, allow_newlines=text)
+            if not (text and c in _TEXT_CONTROLS_ALLOWED)
+        ]
+        if not found:
+            return
+        first = chr(int(found[0][2:], 16))
+        names = list(dict.fromkeys(found))
+        shown = ", ".join(f"{c} ({_char_name(c)})" for c in names[:3])
+        more = f" and {len(names) - 3} more kinds" if len(names) > 3 else ""
+        allowed = " (line breaks and tabs are fine)" if text else ""
+        line = self._line_of_char(path, first, value.count("\n") + 1)
+        self._errors.append(
+            (
+                line,
+                len(self._errors),
+                f"{self.source}:{line}: {_key_name(path)} has {shown}{more}: a character that is invisible "
+                "or changes how the text around it is shown, so the volunteer could read something other "
+                f"than what they agree to. Fix: delete it{allowed}; an editor that shows invisible "
+                "characters helps (vim: :set list, VS Code: Render Control Characters)",
+            )
+        )
+
+    def _line_of_char(self, path: _PathT, ch: str, lines: int) -> int:
+        """The line of the first ``ch`` written as itself within ``lines`` lines from ``path``'s line,
+        else ``path``'s line (the character was written as an escape such as ``\\u202e``)."""
+        line = self.line(path)
+        start = 0
+        for _ in range(line - 1):
+            start = self.text.find("\n", start) + 1
+        pos = self.text.find(ch, start)
+        found = self.text.count("\n", 0, pos) + 1 if pos >= 0 else line
+        return found if line <= found <= line + lines else line
+
     # -- values
 
     def _str(self, table: Mapping[str, object], path: _PathT) -> str:
@@ -417,6 +574,12 @@ class _Validator:
                 path,
                 "study.recipients is empty; a study needs at least one age public key. "
                 "Fix: age-keygen -o study-identity.txt, then put its age1... public key here",
+            )
+        if len(recipients) > MAX_RECIPIENTS:
+            self.error(
+                path,
+                f"study.recipients has {len(recipients)} keys; a bundle can be encrypted to at most "
+                f"{MAX_RECIPIENTS} (collectors refuse larger age headers). Fix: list at most {MAX_RECIPIENTS}",
             )
         for i, r in enumerate(recipients):
             problem = _recipient_problem(r)
@@ -692,7 +855,7 @@ class _Locator:
         self._explicit: dict[_PathT, int] = {}  # headers, keys, array entries
         self._implicit: dict[_PathT, int] = {}  # tables made by dotted keys or headers below them
         self._aot: dict[_PathT, int] = {}  # array of tables -> index of its current entry
-        with contextlib.suppress(_Stop, IndexError, ValueError):
+        with contextlib.suppress(_Stop, IndexError, ValueError, RecursionError):
             self._document()
 
     def line(self, path: _PathT) -> int:
@@ -907,11 +1070,35 @@ def _decode(data: bytes, source: str) -> str:
 
 
 def _read(path: Path) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_STUDY_BYTES` (a FIFO or device is refused
+    without waiting on it)."""
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         msg = f"cannot read study file {path}: {exc.strerror}"
         raise StudyError(msg) from exc
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            msg = f"cannot read study file {path}: it is not a regular file. Fix: the path of the .toml file"
+            raise StudyError(msg)
+        if info.st_size > MAX_STUDY_BYTES:
+            msg = (
+                f"study file {path} has {info.st_size} bytes; a study file has at most {MAX_STUDY_BYTES} "
+                "(a consent text of a few pages is a few KiB). Fix: check that this is the study file"
+            )
+            raise StudyError(msg)
+        try:
+            data = fh.read(MAX_STUDY_BYTES + 1)
+        except OSError as exc:
+            msg = f"cannot read study file {path}: {exc.strerror}"
+            raise StudyError(msg) from exc
+    if len(data) > MAX_STUDY_BYTES:  # it grew while being read
+        msg = (
+            f"study file {path} has more than {MAX_STUDY_BYTES} bytes. Fix: check that this is the study file"
+        )
+        raise StudyError(msg)
+    return data
 
 
 def load_study_file(path: Path) -> Study:

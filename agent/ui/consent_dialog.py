@@ -6,8 +6,8 @@ volunteer:
 
 * **I agree** (enabled only once at least one scope is ticked): records the
   consent with :func:`agent.consent.grant` for exactly the ticked scopes and the
-  SHA-256 of the text shown, prints ``{"agreed": true, "scopes": [...]}`` and
-  exits 0;
+  consent SHA-256 of what was shown (the text and every term of the study, recipients
+  included), prints ``{"agreed": true, "scopes": [...]}`` and exits 0;
 * **Not now**, Escape or closing the window: prints ``{"agreed": false}``, exits 1;
 * no display (or no Tk): one line on stderr saying the fix, exit 2.
 
@@ -26,8 +26,10 @@ Tk runs in its own process because it must not share one with the GTK tray;
 :func:`ask_consent`, :func:`ask_withdraw` and :func:`confirm` run that process
 and return what the volunteer chose.  What the dialogs say is decided by the pure functions
 :func:`consent_view`, :func:`grant_request` and :func:`withdraw_view`; the Tk
-code only renders them.  Scopes start unticked: consent is something the
-volunteer does, not something they fail to undo.
+code only renders them.  What the consent dialog says optin does (records, exports, keeps,
+never records) is written by :func:`agent.promises.promises` from the study's own policy;
+text from the study file is shown through :func:`agent.untrusted_text.visible`.  Scopes start
+unticked: consent is something the volunteer does, not something they fail to undo.
 
 ``OPTIN_DIALOG_DEBUG_GEOMETRY=1`` prints the widgets' root coordinates on stderr
 once the window is shown (for the real-display tests).
@@ -36,9 +38,10 @@ once the window is shown (for the real-display tests).
 from __future__ import annotations
 
 import argparse
-import hashlib
+import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
@@ -49,7 +52,9 @@ from typing import TYPE_CHECKING, Any
 from agent.consent import Receipt
 from agent.errors import EnvironmentProblem, OptinError, UsageError
 from agent.paths import Dirs, optin_command
+from agent.promises import SCOPE_LABELS, by_section, promises
 from agent.study import Study
+from agent.untrusted_text import visible
 
 if TYPE_CHECKING:
     import tkinter as tk
@@ -61,42 +66,6 @@ EXIT_NO = 1
 EXIT_CANNOT = 2
 #: ``optin _dialog ...`` runs this module's :func:`main` in a process of its own (agent/__main__.py).
 DIALOG_COMMAND = "_dialog"
-
-#: Plain-language label of each scope's checkbox (what ticking it lets the study record).
-SCOPE_LABELS = {
-    "pointer": "Pointer: mouse moves (at most 50 a second), clicks and scrolls, with their positions",
-    "keyboard": "Keyboard: the keys you press and release (the character, the key's name and the "
-    "modifiers held)",
-    "screen": "Screen: screenshots of the whole screen (every monitor) around each click, scroll, "
-    "shortcut or window change and when you start typing; only protected windows are greyed out",
-    "window_titles": "Window titles: which window has the focus (its title, application and position)",
-}
-
-#: "What is recorded", in the words of the README's "What optin records".
-RECORDED = (
-    "Only the items you tick below, and only for this study.",
-    "Only while optin's tray icon is red (recording); nothing while it is amber (paused).",
-    "Exports remove every typed character and every window title; screenshots are exported "
-    "as your screen showed them, so pause or close private things first.",
-)
-
-#: "What is never recorded".
-NEVER = (
-    "Anything before you press “I agree”, or after you withdraw consent.",
-    "Anything while paused: pause stops the keyboard and mouse hooks and the screen grabber themselves.",
-    "What you do on optin's own tray icon, menu and windows.",
-    "Password managers, private browser windows, password prompts and screen lockers: "
-    "their input is left out and they are greyed out in screenshots.",
-    "Nothing is ever sent over the network: you hand over exports yourself.",
-)
-
-#: Retention when the study names none (the store's default, agent.store.retention.MAX_AGE_DAYS).
-DEFAULT_RETENTION_DAYS = 30.0
-
-#: At most this many of the study's deny-rule labels are listed (then "and N more"), each shortened
-#: to at most MAX_LABEL_CHARS characters: the consent text must keep its room on a small screen.
-MAX_DENY_LABELS = 4
-MAX_LABEL_CHARS = 48
 
 #: Environment variable: print the widgets' root coordinates on stderr once shown.
 DEBUG_GEOMETRY_ENV = "OPTIN_DIALOG_DEBUG_GEOMETRY"
@@ -115,14 +84,14 @@ class ConsentView:
     window_title: str
     heading: str
     about: str  #: study id, consent version and contact
-    notice: str | None  #: why consent is asked again (a new version, another study), or None
+    notice: str | None  #: why consent is asked again (a new version, a changed study, another study), or None
+    #: the study's text as shown: without its surrounding blank lines, editor line wraps joined
+    #: (:func:`reflow`), hidden characters shown
     consent_text: str
-    text_sha256: str  #: SHA-256 of the study's consent text (shown without its surrounding blank lines)
-    recorded: tuple[str, ...]
-    never: tuple[str, ...]
-    stored: str
-    readers: str
-    retention: str
+    text_sha256: str  #: SHA-256 of the study's consent text as the study file has it
+    consent_sha256: str  #: SHA-256 of the study's terms (agent.study.Study.terms): what "I agree" binds
+    #: (heading, sentences) from agent.promises: what is recorded, exported, kept, never recorded
+    sections: tuple[tuple[str, tuple[str, ...]], ...]
     scopes: tuple[tuple[str, str], ...]  #: (scope, label), in the study's order; all start unticked
 
 
@@ -130,7 +99,7 @@ class ConsentView:
 class GrantRequest:
     """What :func:`agent.consent.grant` gets when the volunteer presses "I agree"."""
 
-    text_sha256: str
+    consent_sha256: str  #: the terms' SHA-256 of the view shown
     scopes: tuple[str, ...]  #: never empty
 
 
@@ -152,53 +121,6 @@ class WithdrawChoice:
     had_consent: bool
 
 
-def shorten_recipient(recipient: str) -> str:
-    """An age public key shortened for reading: ``age1abcd…wxyz``."""
-    if len(recipient) <= 16:
-        return recipient
-    return f"{recipient[:8]}…{recipient[-4:]}"
-
-
-def _positive(study: Study, name: str) -> float | None:
-    value = getattr(study, name, None)  # optional study fields: absent in older study objects
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    return None
-
-
-def retention_days(study: Study) -> float:
-    """How many days recordings are kept: the study's ``[retention] days``, else the default."""
-    days = _positive(study, "retention_days")
-    return DEFAULT_RETENTION_DAYS if days is None else days
-
-
-def retention_text(study: Study) -> str:
-    """Retention in words: days, and the store's budget when the study says it."""
-    days = f"{retention_days(study):g}"
-    text = f"Kept at most {days} day{'' if days == '1' else 's'} on this computer"
-    gib = _positive(study, "retention_max_gib")
-    if gib is not None:
-        text += f" (the oldest are deleted sooner if recordings pass {gib:g} GiB)"
-    if getattr(study, "retention_after_export", "keep") == "delete":
-        text += "; a recording you export is deleted from this computer once its file is written"
-    return text + "."
-
-
-def never_recorded(study: Study) -> tuple[str, ...]:
-    """:data:`NEVER`, and the windows the study's own deny rules exclude."""
-    labels = [" ".join(str(getattr(rule, "label", "")).split()) for rule in getattr(study, "deny", ()) or ()]
-    labels = [
-        label if len(label) <= MAX_LABEL_CHARS else label[: MAX_LABEL_CHARS - 1] + "…"
-        for label in labels
-        if label
-    ]
-    if not labels:
-        return NEVER
-    if len(labels) > MAX_DENY_LABELS:
-        labels = [*labels[:MAX_DENY_LABELS], f"and {len(labels) - MAX_DENY_LABELS} more"]
-    return (*NEVER, "Windows this study excludes (input left out, pixels masked): " + "; ".join(labels) + ".")
-
-
 def display_path(path: Path, home: Path | None = None) -> str:
     """``path`` as a person reads it: ``~/...`` under the home directory, else in full."""
     try:
@@ -209,36 +131,65 @@ def display_path(path: Path, home: Path | None = None) -> str:
     return "~" if str(rel) == "." else f"~/{rel}"
 
 
+def shown_text(text: str) -> str:
+    """A study's multi-line text as the dialog shows it: tabs as spaces, anything hidden as ``\\uXXXX``."""
+    return visible(text.strip().expandtabs(4), allow_newlines=True)
+
+
+#: A line at least this long that is followed by more text of the same paragraph was wrapped by the
+#: author's editor, not ended on purpose (:func:`reflow`).
+WRAPPED_LINE = 50
+_LIST_ITEM = re.compile(r"\s|[-*•–]\s|\d{1,3}[.)]\s|[A-Za-z][.)]\s")
+
+
+def reflow(text: str) -> str:
+    """Join the lines an editor wrapped, so the text wraps to the dialog's width instead.
+
+    A line of :data:`WRAPPED_LINE` characters or more is joined with the next one unless the next
+    one is empty, indented or starts a list item; shorter lines (an address, a signature) and
+    paragraphs stay as written.  Only how the text is shown changes: its SHA-256 is the file's.
+    """
+    lines = text.split("\n")
+    out = [lines[0]] if lines else []
+    for prev, line in itertools.pairwise(lines):
+        if len(prev) >= WRAPPED_LINE and line.strip() and not _LIST_ITEM.match(line):
+            out[-1] = out[-1].rstrip() + " " + line.lstrip()
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def consent_view(
     study: Study, d: Dirs, receipt: Receipt | None = None, *, home: Path | None = None
 ) -> ConsentView:
     """What the consent dialog shows for ``study``.
 
+    The sentences about what is recorded, exported, kept and never recorded come from
+    :func:`agent.promises.promises`, written from the study's own policy.
+
     :param receipt: the consent on record, if any (a notice says why consent is asked again).
     :param home: the home directory paths are shown relative to (default: the user's).
     """
     notice = None
-    if receipt is not None and not receipt.covers(study):
-        if receipt.study_id == study.id:
-            notice = (
-                f"The consent text has changed since you agreed to version {receipt.consent_version}. "
-                "optin records nothing until you agree to this version."
-            )
+    why = receipt.renewal_reason(study) if receipt is not None else None
+    if why is not None:
+        if receipt is not None and receipt.study_id != study.id:
+            notice = f"{why[0].upper()}{why[1:]} before; agreeing here replaces it."
         else:
-            notice = f"You agreed to another study before ({receipt.study_name}); agreeing here replaces it."
-    text = study.consent_text.strip()
+            notice = f"{why[0].upper()}{why[1:]}. optin records nothing until you agree again."
+    name = visible(study.name)
     return ConsentView(
-        window_title=f"optin — consent to {study.name}",
-        heading=study.name,
-        about=f"Study {study.id}, consent version {study.consent_version}. Contact: {study.contact}",
+        window_title=f"optin — consent to {visible(study.name, limit=80)}",
+        heading=name,
+        about=(
+            f"Study {visible(study.id)}, consent version {visible(study.consent_version)}. "
+            f"Contact: {visible(study.contact)}"
+        ),
         notice=notice,
-        consent_text=text,
-        text_sha256=hashlib.sha256(study.consent_text.encode("utf-8")).hexdigest(),
-        recorded=RECORDED,
-        never=never_recorded(study),
-        stored=f"Stored encrypted in {display_path(d.data, home)}",
-        readers="Exports can be read only by: " + ", ".join(shorten_recipient(r) for r in study.recipients),
-        retention=retention_text(study),
+        consent_text=reflow(shown_text(study.consent_text)),
+        text_sha256=study.text_sha256,
+        consent_sha256=study.terms_sha256,
+        sections=by_section(promises(study, data_dir=display_path(d.data, home))),
         scopes=tuple((s, SCOPE_LABELS.get(s, s)) for s in study.scopes),
     )
 
@@ -253,14 +204,15 @@ def grant_request(view: ConsentView, ticked: Iterable[str]) -> GrantRequest | No
     scopes = tuple(s for s, _label in view.scopes if s in chosen)
     if not scopes:
         return None
-    return GrantRequest(text_sha256=view.text_sha256, scopes=scopes)
+    return GrantRequest(consent_sha256=view.consent_sha256, scopes=scopes)
 
 
 def withdraw_view(receipt: Receipt | None, d: Dirs, *, home: Path | None = None) -> WithdrawView:
     """What the withdrawal dialog shows."""
     if receipt is not None:
         body = (
-            f"You agreed to “{receipt.study_name}” (version {receipt.consent_version}). If you withdraw, "
+            f"You agreed to “{visible(receipt.study_name, limit=80)}” (version "
+            f"{visible(receipt.consent_version, limit=40)}). If you withdraw, "
             "optin stops recording within a second and records nothing until you agree again."
         )
     else:
@@ -521,9 +473,15 @@ def _label(parent: tk.Misc, text: str, row: int, *, style: str = "TLabel", pady:
     return label
 
 
-def _text_box(parent: tk.Misc, text: str) -> tuple[ttk.Frame, tk.Text]:
-    """A read-only, scrollable, keyboard-focusable Text holding ``text``, in a frame to grid."""
+def _text_box(
+    parent: tk.Misc, parts: Iterable[tuple[str, str]], *, height: int = 8
+) -> tuple[ttk.Frame, tk.Text]:
+    """A read-only, scrollable, keyboard-focusable Text of ``parts`` ((text, tag) pairs), in a frame to grid.
+
+    Tags: ``heading`` (bold), ``item`` (a bullet with a hanging indent), "" (plain).
+    """
     import tkinter as tk
+    from tkinter import font as tkfont
     from tkinter import ttk
 
     box = ttk.Frame(parent)
@@ -532,8 +490,8 @@ def _text_box(parent: tk.Misc, text: str) -> tuple[ttk.Frame, tk.Text]:
     widget = tk.Text(
         box,
         wrap="word",
-        height=8,
-        width=80,
+        height=height,
+        width=40,
         padx=8,
         pady=6,
         relief="solid",
@@ -543,7 +501,13 @@ def _text_box(parent: tk.Misc, text: str) -> tuple[ttk.Frame, tk.Text]:
         takefocus=1,  # in the Tab order, so the keyboard can scroll it (arrows, Page Up/Down)
         font="TkTextFont",
     )
-    widget.insert("1.0", text)
+    base = tkfont.nametofont("TkTextFont", widget)
+    bold = base.copy()
+    bold.configure(weight="bold")
+    widget.tag_configure("heading", font=bold, spacing1=6, spacing3=2)
+    widget.tag_configure("item", lmargin1=2, lmargin2=2 + base.measure("• "), spacing1=3)
+    for text, tag in parts:
+        widget.insert("end", text, (tag,) if tag else ())
     widget.configure(state="disabled")  # read-only
     scroll = ttk.Scrollbar(box, orient="vertical", command=widget.yview)
     widget.configure(yscrollcommand=scroll.set)
@@ -552,35 +516,32 @@ def _text_box(parent: tk.Misc, text: str) -> tuple[ttk.Frame, tk.Text]:
     return box, widget
 
 
-def _summary(parent: tk.Misc, view: ConsentView) -> ttk.Frame:
-    """Two columns: "What is recorded" and "Where it is kept"; "What is never recorded"."""
+def _reading(parent: tk.Misc, view: ConsentView) -> tuple[ttk.Frame, tk.Text, tk.Text]:
+    """Side by side: the study's own text, and what optin does in this study (agent.promises)."""
     from tkinter import ttk
 
-    summary = ttk.Frame(parent)
-    summary.columnconfigure(0, weight=1, uniform="summary")
-    summary.columnconfigure(1, weight=1, uniform="summary")
-    columns = (
-        (
-            ("What is recorded", view.recorded),
-            ("Where it is kept", (view.stored, view.readers, view.retention)),
-        ),
-        (("What is never recorded", view.never),),
-    )
-    for col, sections in enumerate(columns):
-        part = ttk.Frame(summary)
-        part.grid(row=0, column=col, sticky="nsew", padx=(0, _PAD) if col == 0 else (0, 0))
-        part.columnconfigure(0, weight=1)
-        row = 0
-        for title, lines in sections:
-            heading = ttk.Label(part, text=title, style="Section.TLabel")
-            heading.grid(row=row, column=0, sticky="w", pady=(0 if row == 0 else 8, 0))
-            for line in lines:
-                row += 1
-                item = ttk.Label(part, text=f"• {line}")
-                item.grid(row=row, column=0, sticky="w", pady=(2, 0))
-                _wrapping(item, part)
-            row += 1
-    return summary
+    reading = ttk.Frame(parent)
+    reading.columnconfigure(0, weight=1, uniform="reading")
+    reading.columnconfigure(1, weight=1, uniform="reading")
+    reading.rowconfigure(1, weight=1)
+    titles = ("Please read the study's consent text:", "What optin does in this study:")
+    for col, title in enumerate(titles):
+        heading = ttk.Label(reading, text=title, style="Section.TLabel")
+        heading.grid(row=0, column=col, sticky="w", pady=(0, 4))
+    box, text = _text_box(reading, [(view.consent_text, "")])
+    box.grid(row=1, column=0, sticky="nsew", padx=(0, _PAD))
+    summary_box, summary = _text_box(reading, _summary_parts(view))
+    summary_box.grid(row=1, column=1, sticky="nsew")
+    return reading, text, summary
+
+
+def _summary_parts(view: ConsentView) -> list[tuple[str, str]]:
+    """What optin does in this study, as (text, tag) pieces for :func:`_text_box`."""
+    parts: list[tuple[str, str]] = []
+    for n, (heading, lines) in enumerate(view.sections):
+        parts.append((("" if n == 0 else "\n") + heading + "\n", "heading"))
+        parts.extend((f"• {line}\n", "item") for line in lines)
+    return parts
 
 
 def _agree_bar(
@@ -596,7 +557,7 @@ def _agree_bar(
     bar.columnconfigure(0, weight=1)
     hint = ttk.Label(bar, style="Small.TLabel")
     hint.grid(row=0, column=0, sticky="w")
-    sha = f"Consent text SHA-256: {view.text_sha256[:16]}…"
+    sha = f"Consent SHA-256 (the text and what optin does in this study): {view.consent_sha256[:16]}…"
     ttk.Label(bar, text=sha, style="Small.TLabel").grid(row=1, column=0, sticky="w")
 
     def agree() -> None:
@@ -636,8 +597,8 @@ def show_consent(view: ConsentView) -> GrantRequest | None:
 
     outer = ttk.Frame(root, padding=_PAD)
     outer.pack(fill="both", expand=True)
-    # Two parts, created top first (the Tab order: text, scopes, buttons) but packed bottom first:
-    # on a small screen the consent text shrinks, never the scopes or the buttons.
+    # Two parts, created top first (the Tab order: text, summary, scopes, buttons) but packed bottom
+    # first: on a small screen the texts shrink, never the scopes or the buttons.
     frame = ttk.Frame(outer)
     bottom = ttk.Frame(outer)
     frame.pack(side="top", fill="both", expand=True)
@@ -651,16 +612,14 @@ def show_consent(view: ConsentView) -> GrantRequest | None:
     ]
     if view.notice:
         rows.append((view.notice, "Notice.TLabel", (6, 0)))
-    rows.append(("Please read the study's consent text:", "Section.TLabel", (10, 4)))
     for row, (line, style, pady) in enumerate(rows):
         _label(frame, line, row, style=style, pady=pady)
     row = len(rows)
-    box, text = _text_box(frame, view.consent_text)
-    box.grid(row=row, column=0, sticky="nsew")
-    # the consent text takes the spare height, and keeps at least TEXT_MIN_LINES lines
+    reading, text, summary = _reading(frame, view)
+    reading.grid(row=row, column=0, sticky="nsew", pady=(10, 0))
+    # the texts take the spare height, and keep at least TEXT_MIN_LINES lines
     lines = tkfont.nametofont("TkTextFont", root).metrics("linespace") * TEXT_MIN_LINES + 20
     frame.rowconfigure(row, weight=1, minsize=lines)
-    _summary(frame, view).grid(row=row + 1, column=0, sticky="ew", pady=(10, 0))
 
     question = "What may this study record? Tick each item you agree to:"
     _label(bottom, question, 0, style="Section.TLabel", pady=(12, 4))
@@ -680,10 +639,11 @@ def show_consent(view: ConsentView) -> GrantRequest | None:
 
     _bind_keys(root, root.destroy)
     root.minsize(640, 560)
-    width = min(900, root.winfo_screenwidth() - 40)
+    width = min(1180, root.winfo_screenwidth() - 40)  # two columns of about 80 characters
     height = min(740, root.winfo_screenheight() - 60)
     root.geometry(f"{width}x{height}")
-    _report_geometry(root, {"text": text, **boxes, "not_now": no_button, "agree": yes_button})
+    widgets = {"text": text, "summary": summary, **boxes, "not_now": no_button, "agree": yes_button}
+    _report_geometry(root, widgets)
     _show_up(root, text)
     root.mainloop()
     return answer[0] if answer else None
@@ -789,7 +749,7 @@ def _consent_main(study_path: str | None) -> int:
     if request is None:
         _say({"agreed": False})
         return EXIT_NO
-    receipt = consent.grant(d, study, request.text_sha256, list(request.scopes))
+    receipt = consent.grant(d, study, request.consent_sha256, list(request.scopes))
     _say({"agreed": True, "scopes": list(receipt.scopes)})
     return EXIT_YES
 

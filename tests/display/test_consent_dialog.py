@@ -195,7 +195,7 @@ def test_agree_needs_a_ticked_scope_and_records_exactly_those(
         assert _still_open(dialog)
         assert consent.current_receipt(d) is None
 
-        dialog.keys("Tab", "Tab", "Tab", "space")  # text → pointer → keyboard → screen: tick it
+        dialog.keys("Tab", "Tab", "Tab", "Tab", "space")  # text → summary → pointer → keyboard → screen: tick
         dialog.click("scope:pointer")
         dialog.click("scope:keyboard")
         dialog.click("scope:keyboard")  # ticked and unticked again
@@ -217,8 +217,8 @@ def test_keyboard_alone_can_agree(xdisplay: VirtualDisplay, study: tuple[Dirs, S
     d, s = study
     dialog = _start(xdisplay, _title(s))
     try:
-        # text → pointer → keyboard (tick) → screen → window titles → Not now → I agree (Enter)
-        dialog.keys("Tab", "Tab", "space", "Tab", "Tab", "Tab", "Tab", "Return")
+        # text → summary → pointer → keyboard (tick) → screen → window titles → Not now → I agree (Enter)
+        dialog.keys("Tab", "Tab", "Tab", "space", "Tab", "Tab", "Tab", "Tab", "Return")
         code, answer = dialog.answer()
     finally:
         stop_process(dialog.proc)
@@ -232,7 +232,7 @@ def test_not_now_records_no_consent(xdisplay: VirtualDisplay, study: tuple[Dirs,
     d, s = study
     dialog = _start(xdisplay, _title(s))
     try:
-        dialog.keys("Tab", "space")  # a ticked scope is not consent
+        dialog.keys("Tab", "Tab", "space")  # a ticked scope is not consent
         if how == "click Not now":
             dialog.click("not_now")
         elif how == "Escape":
@@ -246,12 +246,18 @@ def test_not_now_records_no_consent(xdisplay: VirtualDisplay, study: tuple[Dirs,
     assert consent.current_receipt(d) is None
 
 
-def test_a_new_consent_version_is_asked_again(
-    xdisplay: VirtualDisplay, study: tuple[Dirs, Study], study_file: Path
+@pytest.mark.parametrize("change", ["version", "recipient"])
+def test_a_new_consent_version_or_a_changed_study_is_asked_again(
+    xdisplay: VirtualDisplay, study: tuple[Dirs, Study], study_file: Path, change: str
 ) -> None:
     d, s = study
     consent.grant(d, s, s.text_sha256, ["pointer"])
-    study_file.write_text(study_file.read_text().replace('consent_version = "1"', 'consent_version = "2"'))
+    text = study_file.read_text()
+    if change == "version":
+        text = text.replace('consent_version = "1"', 'consent_version = "2"')
+    else:  # same id, version and text, another key: what an attacker would hand out (issue 14)
+        text = text.replace(s.recipients[0], str(x25519.Identity.generate().to_public()))
+    study_file.write_text(text)
     s2 = install_study(d, study_file)
     receipt = consent.current_receipt(d)
     assert receipt is not None and not receipt.covers(s2)  # capture is stopped until they agree again
@@ -348,7 +354,7 @@ def test_ask_consent_and_ask_withdraw_in_process(xdisplay: VirtualDisplay, study
 
     thread, result = _in_thread(lambda: ask_consent(d, s, timeout=60))
     _wait_window(xdisplay, _title(s))
-    for key in ("Tab", "space", "Tab", "space", "Tab", "Tab", "Tab", "Tab", "Return"):
+    for key in ("Tab", "Tab", "space", "Tab", "space", "Tab", "Tab", "Tab", "Tab", "Return"):
         xdisplay.xdotool("key", key)
         time.sleep(0.05)
     thread.join(15)
@@ -416,8 +422,8 @@ def test_first_run_asks_in_the_dialog_and_records_only_what_was_agreed(
     try:
         _wait_window(xdisplay, _title(s))
         assert read_status(d) is None  # nothing runs before "I agree" (P1)
-        # text -> pointer (tick) -> keyboard -> screen -> window titles -> Not now -> I agree
-        for key in ("Tab", "space", "Tab", "Tab", "Tab", "Tab", "Tab", "Return"):
+        # text -> summary -> pointer (tick) -> keyboard -> screen -> window titles -> Not now -> I agree
+        for key in ("Tab", "Tab", "space", "Tab", "Tab", "Tab", "Tab", "Tab", "Return"):
             xdisplay.xdotool("key", key)
         assert wait_for(lambda: (read_status(d) or {}).get("state") == "recording", 20)
         assert read_status(d)["scopes"] == ["pointer"]

@@ -14,19 +14,15 @@ from pyrage import x25519
 from agent import consent
 from agent.errors import EnvironmentProblem, UsageError
 from agent.paths import Dirs, dirs
+from agent.promises import by_section, promises, shorten_recipient
 from agent.study import SCOPES, Study, install_study, parse_study
 from agent.ui.consent_dialog import (
-    DEFAULT_RETENTION_DAYS,
-    NEVER,
-    RECORDED,
     SCOPE_LABELS,
     ask_consent,
     confirm,
     consent_view,
     display_path,
     grant_request,
-    retention_days,
-    shorten_recipient,
     withdraw_view,
 )
 
@@ -57,6 +53,10 @@ def _dirs(tmp_path: Path) -> Dirs:
     return Dirs(config=root / "config", data=root / "data", runtime=root / "run")
 
 
+def _section(view, heading: str) -> tuple[str, ...]:
+    return dict(view.sections)[heading]
+
+
 def test_the_view_says_who_what_where_and_for_how_long(tmp_path: Path) -> None:
     study = _study()
     view = consent_view(study, _dirs(tmp_path))
@@ -65,16 +65,34 @@ def test_the_view_says_who_what_where_and_for_how_long(tmp_path: Path) -> None:
     assert "web-tasks-2026" in view.about and "version 3" in view.about and "study@example.org" in view.about
     assert view.notice is None  # first consent: nothing to explain
     assert view.consent_text == "We record what you tick."
-    assert view.text_sha256 == study.text_sha256  # what grant() is given is the hash of the text shown
-    assert view.stored == f"Stored encrypted in {tmp_path / 'root' / 'data'}"
+    assert view.text_sha256 == study.text_sha256
+    assert view.consent_sha256 == study.terms_sha256  # what grant() is given binds everything shown
+    # every sentence about what optin does comes from agent.promises, for this study
+    assert view.sections == by_section(promises(study, data_dir=str(tmp_path / "root" / "data")))
+    assert [h for h, _ in view.sections] == [
+        "What is recorded",
+        "What an export holds",
+        "Where it is kept",
+        "What is never recorded",
+    ]
+    kept = _section(view, "Where it is kept")
+    assert kept[0] == f"Encrypted with your key, in {tmp_path / 'root' / 'data'}."
     short = [f"{r[:8]}…{r[-4:]}" for r in (RECIPIENT, OTHER)]
-    assert view.readers == f"Exports can be read only by: {short[0]}, {short[1]}"
-    assert view.retention == (
-        "Kept at most 30 days on this computer (the oldest are deleted sooner if recordings pass 2 GiB)."
-    )
-    assert view.recorded == RECORDED and view.never == NEVER
+    assert kept[1] == f"Exports can be read only with the study's keys: {short[0]}, {short[1]}."
+    assert kept[2].startswith("Deleted once 30 days old") and "pass 2 GiB" in kept[2]
     assert [s for s, _ in view.scopes] == list(study.scopes)
     assert all(label == SCOPE_LABELS[s] for s, label in view.scopes)
+
+
+def test_the_dialog_no_longer_says_exports_hold_no_typed_text_or_titles(tmp_path: Path) -> None:
+    """The sentence of issue 14 item 3, untrue since redaction: no policy produces it."""
+    for extra in ("", '[redaction]\ntyped_text = "drop"\nwindow_titles = "drop"\nocr = "off"\n'):
+        said = " ".join(
+            t for _h, texts in consent_view(_study(extra=extra), _dirs(tmp_path)).sections for t in texts
+        )
+        assert "Exports remove every typed character" not in said
+        assert "their input is left out" in said  # the deny rules' sentence stays, for windows only
+        assert "password prompts" not in said  # a terminal's prompt is not a window the deny rules see
 
 
 def test_every_scope_has_a_plain_language_label() -> None:
@@ -87,7 +105,7 @@ def test_the_view_offers_only_the_studys_scopes(tmp_path: Path) -> None:
     assert [s for s, _ in view.scopes] == ["screen", "pointer"]
 
 
-def test_a_new_version_or_another_study_is_explained(study_file: Path) -> None:
+def test_a_new_version_a_changed_study_or_another_study_is_explained(study_file: Path) -> None:
     d = dirs()
     old = _study(version="2")
     receipt = consent.Receipt(
@@ -98,14 +116,28 @@ def test_a_new_version_or_another_study_is_explained(study_file: Path) -> None:
         scopes=("pointer",),
         granted_at="2026-01-01T00:00:00+00:00",
         agent_version="0",
+        terms_sha256=old.terms_sha256,
+        terms=old.terms(),
     )
     notice = consent_view(_study(version="3"), d, receipt).notice
-    assert notice is not None and "version 2" in notice and "records nothing" in notice
-    other = dataclasses.replace(receipt, study_id="another", study_name="Another study")
+    assert notice == (
+        "The consent text has changed since you agreed to version 2. "
+        "optin records nothing until you agree again."
+    )
+    kept_longer = dataclasses.replace(old, retention_days=90, recipients=(OTHER,))
+    notice = consent_view(kept_longer, d, receipt).notice
+    assert notice == (
+        "The study has changed since you agreed: who can read exports, how long recordings are kept. "
+        "optin records nothing until you agree again."
+    )
+    other = dataclasses.replace(receipt, study_id="another", study_name="Another \u202estudy")
     notice = consent_view(_study(), d, other).notice
-    assert notice is not None and "Another study" in notice
+    assert notice == "You agreed to another study (Another \\u202estudy) before; agreeing here replaces it."
+    older = dataclasses.replace(receipt, terms_sha256="", terms=None)
+    notice = consent_view(old, d, older).notice
+    assert notice is not None and notice.startswith("Your consent was recorded by an older optin")
     installed = install_study(d, study_file)
-    same = consent.grant(d, installed, installed.text_sha256)
+    same = consent.grant(d, installed, installed.terms_sha256)
     assert consent_view(installed, d, same).notice is None
 
 
@@ -115,7 +147,8 @@ def test_paths_under_home_are_shown_with_a_tilde(tmp_path: Path) -> None:
     assert display_path(home, home) == "~"
     assert display_path(Path("/srv/optin"), home) == "/srv/optin"
     d = Dirs(config=home / "c", data=home / ".local/share/optin", runtime=home / "r")
-    assert consent_view(_study(), d, home=home).stored == "Stored encrypted in ~/.local/share/optin"
+    kept = _section(consent_view(_study(), d, home=home), "Where it is kept")
+    assert kept[0] == "Encrypted with your key, in ~/.local/share/optin."
     assert "~/.local/share/optin" in withdraw_view(None, d, home=home).delete_label
 
 
@@ -127,39 +160,20 @@ def test_shorten_recipient() -> None:
 
 def test_retention_comes_from_the_study(tmp_path: Path) -> None:
     study = _study(extra="[retention]\ndays = 1\nmax_gib = 0.5\n")
-    assert retention_days(study) == 1
-    assert consent_view(study, _dirs(tmp_path)).retention == (
-        "Kept at most 1 day on this computer (the oldest are deleted sooner if recordings pass 0.5 GiB)."
+    kept = _section(consent_view(study, _dirs(tmp_path)), "Where it is kept")
+    assert kept[2] == (
+        "Deleted once 1 day old (when optin starts, and every minute while it records); the oldest go "
+        "sooner once all recordings together pass 0.5 GiB."
     )
+    assert kept[3] == "A recording you export stays here until you delete it or it is 1 day old."
 
 
 def test_the_consent_says_when_exported_recordings_are_deleted(tmp_path: Path) -> None:
     study = _study(extra='[retention]\ndays = 7\nafter_export = "delete"\n')
-    assert consent_view(study, _dirs(tmp_path)).retention.endswith(
-        "; a recording you export is deleted from this computer once its file is written."
+    assert _section(consent_view(study, _dirs(tmp_path)), "Where it is kept")[-1] == (
+        "A recording you export is deleted from this computer (crypto-shredded) as soon as its export "
+        "file is written."
     )
-
-
-def test_retention_of_a_study_object_without_the_optional_fields(tmp_path: Path) -> None:
-    """Study objects from before [retention] (or a bad value): the store's default, no budget claimed."""
-
-    class Bare:
-        def __init__(self, study: Study, **fields: object) -> None:
-            self._study = study
-            self.__dict__.update(fields)
-
-        def __getattr__(self, name: str) -> object:
-            if name in ("retention_days", "retention_max_gib", "deny"):
-                raise AttributeError(name)
-            return getattr(self._study, name)
-
-    bare: Study = Bare(_study())  # type: ignore[assignment]
-    assert retention_days(bare) == DEFAULT_RETENTION_DAYS
-    assert consent_view(bare, _dirs(tmp_path)).retention == "Kept at most 30 days on this computer."
-    assert consent_view(bare, _dirs(tmp_path)).never == NEVER
-    for bad in (0, -1, True, "7", None):
-        odd: Study = Bare(_study(), retention_days=bad)  # type: ignore[assignment]
-        assert retention_days(odd) == DEFAULT_RETENTION_DAYS
 
 
 def test_the_studys_deny_rules_are_named_among_what_is_never_recorded(tmp_path: Path) -> None:
@@ -167,9 +181,14 @@ def test_the_studys_deny_rules_are_named_among_what_is_never_recorded(tmp_path: 
         extra='[[deny]]\nlabel = "Our HR system"\napp_class = "hr-*"\n\n'
         '[[deny]]\nlabel = "Payroll"\ntitle = "payroll"\n'
     )
-    never = consent_view(study, _dirs(tmp_path)).never
-    assert never[: len(NEVER)] == NEVER
-    assert never[-1] == "Windows this study excludes (input left out, pixels masked): Our HR system; Payroll."
+    never = _section(consent_view(study, _dirs(tmp_path)), "What is never recorded")
+    assert never[3] == (
+        "Windows this study excludes (input left out, greyed out in screenshots): Our HR system; Payroll."
+    )
+    assert not any(
+        t.startswith("Windows this study excludes")
+        for t in _section(consent_view(_study(), _dirs(tmp_path)), "What is never recorded")
+    )
 
 
 def test_grant_request_is_exactly_the_ticked_scopes_in_the_studys_order(tmp_path: Path) -> None:
@@ -177,7 +196,7 @@ def test_grant_request_is_exactly_the_ticked_scopes_in_the_studys_order(tmp_path
     request = grant_request(view, ["screen", "pointer"])
     assert request is not None
     assert request.scopes == ("pointer", "screen")
-    assert request.text_sha256 == view.text_sha256
+    assert request.consent_sha256 == view.consent_sha256 == _study().terms_sha256
 
 
 def test_nothing_ticked_is_no_consent(tmp_path: Path) -> None:
@@ -192,7 +211,7 @@ def test_the_request_grants_what_was_ticked(study_file: Path) -> None:
     study = install_study(d, study_file)
     request = grant_request(consent_view(study, d), ["window_titles", "keyboard"])
     assert request is not None
-    receipt = consent.grant(d, study, request.text_sha256, list(request.scopes))
+    receipt = consent.grant(d, study, request.consent_sha256, list(request.scopes))
     assert receipt.scopes == ("keyboard", "window_titles") and receipt.covers(study)
 
 
@@ -273,8 +292,44 @@ def test_confirm_without_a_display_raises(monkeypatch: pytest.MonkeyPatch) -> No
 def test_many_deny_rules_are_summed_up(tmp_path: Path) -> None:
     rules = "".join(f'[[deny]]\nlabel = "App {i}"\napp_class = "app{i}"\n\n' for i in range(9))
     rules += '[[deny]]\nlabel = "' + "x" * 200 + '"\napp_class = "long"\n'
-    never = consent_view(_study(extra=rules), _dirs(tmp_path)).never
-    assert never[-1].endswith(": App 0; App 1; App 2; App 3; and 6 more.")
+    never = _section(consent_view(_study(extra=rules), _dirs(tmp_path)), "What is never recorded")
+    assert never[3].endswith(": App 0; App 1; App 2; App 3; and 6 more.")
     rules = '[[deny]]\nlabel = "' + "x" * 200 + '"\napp_class = "long"\n'
-    never = consent_view(_study(extra=rules), _dirs(tmp_path)).never
-    assert never[-1].endswith(": " + "x" * 47 + "….")
+    never = _section(consent_view(_study(extra=rules), _dirs(tmp_path)), "What is never recorded")
+    assert never[3].endswith(": " + "x" * 47 + "….")
+
+
+def test_text_from_outside_is_shown_visibly(tmp_path: Path) -> None:
+    """Study files refuse hidden characters; a receipt or an object built elsewhere is shown escaped."""
+    study = dataclasses.replace(
+        _study(),
+        name="Tasks\u202eevil",
+        contact="a\x1b[2Jb",
+        consent_text="\nLine one\twith a tab\nzero\u200bwidth\n",
+    )
+    view = consent_view(study, _dirs(tmp_path))
+    assert view.heading == "Tasks\\u202eevil" and "\u202e" not in view.window_title
+    assert "a\\u001b[2Jb" in view.about
+    assert view.consent_text == "Line one    with a tab\nzero\\u200bwidth"
+    receipt = consent.Receipt("x", "Name\u2066hidden", "1\x07", "0" * 64, ("pointer",), "t", "0")
+    body = withdraw_view(receipt, _dirs(tmp_path)).body
+    assert "Name\\u2066hidden" in body and "1\\u0007" in body and "\x07" not in body
+
+
+def test_lines_an_editor_wrapped_are_joined_and_deliberate_ones_kept() -> None:
+    from agent.ui.consent_dialog import reflow
+
+    wrapped = (
+        "We are studying how people do everyday tasks on the web (booking, shopping) so\nthat agents learn."
+    )
+    assert reflow(wrapped) == wrapped.replace(" so\nthat", " so that")
+    address = "Dr. A. Researcher\nExample University\nstudy@example.org"
+    assert reflow(address) == address  # short lines end on purpose
+    listed = (
+        "If you agree, optin records what you tick below while its tray icon is red:\n- pointer\n  indented"
+    )
+    assert reflow(listed) == listed  # a list item or an indented line starts its own line
+    paragraphs = "x" * 60 + "\n\nNext paragraph."
+    assert reflow(paragraphs) == paragraphs
+    study = _study()
+    assert consent_view(study, _dirs(Path("/tmp"))).text_sha256 == study.text_sha256  # shown, not hashed

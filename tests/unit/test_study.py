@@ -442,3 +442,34 @@ def test_after_export_keeps_by_default_and_is_checked() -> None:
     assert parse_study(text).retention_after_export == "delete"
     message = error_of(demo_study_toml(AGE) + '\n[retention]\nafter_export = "shred"\n')
     assert 'retention.after_export is \'shred\'; it must be one of "keep", "delete"' in message
+
+
+def test_hidden_characters_are_listed_in_file_order_with_the_other_problems() -> None:
+    text = FULL.replace('name = "Everyday web tasks"', 'name = "Everyday\\u200bweb tasks"').replace(
+        'scopes = ["pointer",', 'scopes = ["microphone", "pointer",'
+    )
+    lines = error_of(text).splitlines()
+    assert lines[0].startswith("study.toml:4: study.name has U+200B (ZERO WIDTH SPACE)")
+    assert lines[1].startswith("study.toml:7: study.scopes has 'microphone'")
+
+
+def test_terms_change_with_every_term_and_only_with_them() -> None:
+    study = parse_study(FULL)
+    assert study.terms_sha256 == parse_study(FULL + "\n# a comment\n").terms_sha256
+    assert study.terms()["text_sha256"] == study.text_sha256 and "consent_text" not in study.terms()
+    assert study.terms()["deny"][0] == {"label": "Our HR system", "app_class": "hr-client*"}
+
+
+def test_more_recipients_than_a_bundle_can_carry_are_refused() -> None:
+    """Collectors refuse age headers of more than 64 stanzas: a study cannot name more than 63 keys."""
+    from agent.study import MAX_RECIPIENTS
+
+    keys = [str(x25519.Identity.generate().to_public()) for _ in range(MAX_RECIPIENTS + 1)]
+    one = demo_study_toml(keys[0])
+    many = one.replace(
+        f'recipients = ["{keys[0]}"]', "recipients = [" + ", ".join(f'"{k}"' for k in keys) + "]"
+    )
+    assert many.count("age1") == MAX_RECIPIENTS + 1
+    with pytest.raises(StudyError, match="at most 63"):
+        parse_study(many)
+    parse_study(many.replace(f', "{keys[-1]}"', ""))  # 63 are fine

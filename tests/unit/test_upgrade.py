@@ -45,6 +45,13 @@ def test_a_0_1_0_session_reads_verifies_and_exports(
     assert typed == "hello" and sum(isinstance(e, Frame) for e in events) >= 1
     assert cli.main(["verify", SESSION]) == 0
     capsys.readouterr()
+    # A 0.1.0 receipt did not bind the recipients and the policy: nothing leaves until renewed.
+    assert cli.main(["export", SESSION, "--approve", "--out", str(tmp_path / "out")]) == 2
+    assert "recorded by an older optin" in capsys.readouterr().err
+    assert cli.main(["consent", "show", "--json"]) == 0
+    terms = json.loads(capsys.readouterr().out)["consent_sha256"]
+    assert cli.main(["consent", "grant", "--accept-text-sha256", terms]) == 0
+    capsys.readouterr()
     assert cli.main(["export", SESSION, "--approve", "--out", str(tmp_path / "out"), "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     study_key = x25519.Identity.from_str((FIXTURE / "study-identity.txt").read_text().strip())
