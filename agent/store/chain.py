@@ -8,8 +8,11 @@ finding.  The rules are those of ``docs/format.md`` (Reading, Recovery rules):
 - each header carries this session's id, its file's index, and the commit of
   the previous segment file (zero for segment 0);
 - every segment but the last is sealed and does not close the session, except
-  the segment just before a **recovery segment**, which crash recovery cut and
-  which is read as its authenticated prefix;
+  the segment just before a **recovery segment** of shape ``unsealed``, which
+  crash recovery cut after its last complete record: it may lack a SEAL, but
+  every byte recovery kept must authenticate like any other segment's (recovery
+  bound that length; a record that fails there is damage or tampering, never
+  "lost in the crash");
 - the last segment closes the session (cleanly, by recovery, or as the
   **tombstone** that ``optin delete-last`` leaves where it removed the end of
   the session), or the session is still being recorded, or its recorder died
@@ -31,9 +34,11 @@ from pathlib import Path
 from agent.errors import StoreCorrupt, StoreError, StoreFormatError
 from agent.events import Event, Frame, decode
 from agent.store.format import (
+    DELETION,
     EVENTS,
     HEADER_SIZE,
     MAGIC,
+    RECOVERY,
     ZERO_COMMIT,
     DeletionInfo,
     RecoveryInfo,
@@ -89,6 +94,9 @@ class Walk:
     :ivar all_sealed: every segment ended with a valid SEAL record.
     :ivar recovered: the session ends with a recovery segment.
     :ivar deleted: the session ends with a tombstone (the volunteer deleted its end).
+    :ivar open_tail: the session ends in what crash recovery seals even without
+        ``meta.json``: no segment, a cut-off header of segment 0, or a last segment
+        without a SEAL.
     """
 
     findings: list[Finding] = field(default_factory=list)
@@ -98,6 +106,7 @@ class Walk:
     all_sealed: bool = True
     recovered: bool = False
     deleted: bool = False
+    open_tail: bool = False
 
 
 def walk_session(
@@ -126,7 +135,7 @@ def walk_session(
 @dataclass
 class _Cached:
     data: bytes
-    contents: SegmentContents
+    contents: SegmentContents | None  # None: it did not authenticate (reported when it is walked)
 
 
 class _Walker:
@@ -151,6 +160,7 @@ class _Walker:
         self.expected_id = session_id_bytes(self.sid)
         self.expected_prev: bytes | None = ZERO_COMMIT  # None: predecessor missing or damaged
         self.prev_size: int | None = None
+        self.prev_sealed = False
 
     # --- reporting ------------------------------------------------------------------------
 
@@ -229,6 +239,7 @@ class _Walker:
 
     def no_segments(self) -> None:
         self.walk.all_sealed = False
+        self.walk.open_tail = True
         if self.closed:
             self.report(ERROR, "missing-segment", None, None, "the session was closed but has no segments")
         else:
@@ -238,28 +249,45 @@ class _Walker:
         """Decrypt the last file up front: is it a recovery segment?  (Errors are reported later.)"""
         try:
             data = path.read_bytes()
-            contents = read_segment(data, self.identity, name=f"{self.sid}/{path.name}")
-        except (OSError, StoreError):
+        except OSError:
             return None
+        try:
+            contents = read_segment(data, self.identity, name=f"{self.sid}/{path.name}")
+        except StoreError:
+            return _Cached(data, None)
         return _Cached(data, contents)
 
     @staticmethod
     def lenient_index(cached: _Cached | None, last: int) -> int | None:
-        """The segment that recovery cut, read as its authenticated prefix; None if there is none."""
-        if cached is None or cached.contents.recovery is None or not cached.contents.sealed:
+        """The segment that crash recovery cut (it may lack a SEAL); None if there is none.
+
+        That is the segment before a recovery segment of shape ``unsealed``.  When
+        the last file does not authenticate, or is a recovery segment that is not
+        whole, nobody can say what it held: that is its own error, reported where
+        it is, and the segment before it is then not also blamed for lacking a
+        SEAL (one damaged file, one finding; the session fails either way).  Every
+        record the segment before has is checked as strictly as any other's.
+        """
+        if cached is None or last == 0:
             return None
-        info = cached.contents.recovery
-        if info.shape != "removed" and info.segment == last - 1:
-            return info.segment
-        return None
+        contents = cached.contents
+        if contents is None:
+            return None if _is_header_prefix(cached.data) else last - 1
+        if not contents.sealed:
+            return last - 1 if _first_type(cached.data) == RECOVERY else None
+        info = contents.recovery
+        if info is None or info.shape != "unsealed" or info.segment != last - 1:
+            return None
+        return info.segment
 
     def segment(self, index: int, path: Path, *, last: bool, lenient: bool, cached: _Cached | None) -> None:
         file = path.name
         name = f"{self.sid}/{file}"
-        expected_prev, prev_size = self.expected_prev, self.prev_size
+        expected_prev, prev_size, prev_sealed = self.expected_prev, self.prev_size, self.prev_sealed
         self.expected_prev = self.prev_size = None  # until this segment proves sound
+        self.prev_sealed = False
         try:
-            data = cached.data if cached else path.read_bytes()
+            data = cached.data if cached is not None else path.read_bytes()
         except OSError as exc:
             self.report(ERROR, "io", file, None, f"cannot be read ({type(exc).__name__})")
             return
@@ -267,9 +295,9 @@ class _Walker:
             self.header_tail(file, len(data))
             return
         try:
-            contents = (
-                cached.contents if cached else read_segment(data, self.identity, name=name, partial=lenient)
-            )
+            # every record is authenticated, in the segment recovery cut too: nothing is skipped
+            known = cached.contents if cached is not None else None
+            contents = known if known is not None else read_segment(data, self.identity, name=name)
         except StoreError as exc:
             self.report_error(exc, file)
             return
@@ -277,29 +305,22 @@ class _Walker:
             contents, name, file
         )
         if contents.recovery is not None and contents.sealed:
-            self.check_recovery(contents.recovery, index, file, last=last, prev_size=prev_size)
+            self.check_recovery(contents.recovery, index, file, last=last, prev=(prev_size, prev_sealed))
         elif contents.deletion is not None and contents.sealed:
             sound = self.check_deletion(contents.deletion, index, file, last=last) and sound
         elif contents.sealed:
             sound = self.check_sealed_end(contents, file, last=last) and sound
         else:
-            sound = self.check_unsealed_end(contents, file, last=last, lenient=lenient) and sound
-        if contents.damaged_at is not None:
-            self.report(
-                INFO,
-                "recovered",
-                file,
-                contents.damaged_at,
-                f"a record at offset {contents.damaged_at} of this segment, which crash recovery cut, "
-                "failed authentication: a torn write; the records from there on are lost",
-            )
+            sound = self.check_unsealed_end(contents, file, last=last, lenient=lenient, data=data) and sound
         if sound:
             self.expected_prev = segment_commit(data)
             self.prev_size = len(data)
+            self.prev_sealed = contents.sealed
 
     def header_tail(self, file: str, size: int) -> None:
         """The last file is a cut-off header: a crash while the segment was being created."""
         self.walk.all_sealed = False
+        self.walk.open_tail = file == segment_name(0)  # later ones follow a sealed segment
         if self.closed:
             what = f"header incomplete ({size} bytes), but the session was closed"
             self.report(ERROR, "truncated", file, size, what)
@@ -337,33 +358,49 @@ class _Walker:
         return True
 
     def check_recovery(
-        self, info: RecoveryInfo, index: int, file: str, *, last: bool, prev_size: int | None
+        self, info: RecoveryInfo, index: int, file: str, *, last: bool, prev: tuple[int | None, bool]
     ) -> None:
         """A recovery segment: the last one, and its RECOVERY record matches what precedes it.
 
-        ``prev_size`` is the size of the previous segment file, None when it is
-        missing or had a problem of its own (already reported).
+        ``prev`` is the size of the previous segment file (None when it is missing
+        or had a problem of its own, already reported) and whether it was sealed.
+
+        The note says what the store shows and no more: what recovery cut, in
+        bytes.  A recovery segment needs only the public key, so the store cannot
+        tell a crash from someone who cut the session on purpose, nor how much
+        was recorded after the cut (docs/threat-model.md, Store).
         """
         self.walk.recovered = True
         if not last:
             self.report(ERROR, "chain", file, None, "a recovery segment is followed by more segments")
             return
+        prev_size, prev_sealed = prev
+        cut = segment_name(info.segment)
         if info.shape == "removed":
             matches = info.segment == index
-            done = f"removed {segment_name(info.segment)} ({info.original} bytes, an incomplete header)"
+            done = f"removed {cut} ({info.original} bytes, an incomplete header) and closed the session"
+            after = "anything recorded after it is lost"
         else:
             if index > 0 and prev_size is None:
                 return
-            matches = index > 0 and info.segment == index - 1 and info.kept == prev_size
+            # recovery writes "sealed" exactly when the segment ends with a SEAL, "unsealed" otherwise
+            matches = (
+                index > 0
+                and info.segment == index - 1
+                and info.kept == prev_size
+                and prev_sealed == (info.shape == "sealed")
+            )
             if info.lost_bytes:
-                done = f"cut {segment_name(info.segment)} from {info.original} to {info.kept} bytes"
+                done = f"cut {cut} from {info.original} to {info.kept} bytes and closed the session"
+                after = f"the {info.lost_bytes} bytes cut, and anything recorded after them, are lost"
             else:
-                done = f"closed the session after {segment_name(info.segment)}, which it did not change"
+                done = f"closed the session after {cut}, which it did not change"
+                after = "anything recorded after it is lost"
         if not matches:
-            what = f"its RECOVERY record does not match {segment_name(info.segment)}: segment chain broken"
+            what = f"its RECOVERY record does not match {cut}: segment chain broken"
             self.report(ERROR, "chain", file, HEADER_SIZE, what)
             return
-        what = f"crash recovery {done}; events after the crash (at most the last second) were lost"
+        what = f"crash recovery {done}: {after}; the store cannot tell how much that was"
         self.report(INFO, "recovered", file, None, what)
 
     def check_deletion(self, info: DeletionInfo, index: int, file: str, *, last: bool) -> bool:
@@ -398,10 +435,28 @@ class _Walker:
                 )
         return True
 
-    def check_unsealed_end(self, contents: SegmentContents, file: str, *, last: bool, lenient: bool) -> bool:
+    def check_unsealed_end(
+        self, contents: SegmentContents, file: str, *, last: bool, lenient: bool, data: bytes
+    ) -> bool:
         self.walk.all_sealed = False
+        size = len(data)
+        if _first_type(data) in (RECOVERY, DELETION):
+            # recovery and delete-last write these whole (a temp file, then a rename): never a crash tail
+            kind = "recovery" if _first_type(data) == RECOVERY else "tombstone"
+            what = f"a {kind} segment without its SEAL record: damaged after it was written"
+            self.report(ERROR, "truncated", file, HEADER_SIZE, what)
+            return False
+        if lenient and contents.tail:
+            offset = size - contents.tail
+            what = (
+                f"ends with {contents.tail} bytes that are not a whole record, at offset {offset}, "
+                "but crash recovery cut this segment after its last whole record"
+            )
+            self.report(ERROR, "truncated", file, offset, what)
+            return False
         if lenient:
-            return True  # cut by crash recovery; the recovery segment says how
+            return True  # cut by crash recovery after its last whole record; the recovery segment says so
+        self.walk.open_tail = last
         if not last or self.closed:
             why = "later segments follow" if not last else "the session was closed"
             self.report(ERROR, "truncated", file, None, f"segment is truncated or not sealed, but {why}")
@@ -468,6 +523,11 @@ def _decode_frame(plaintext: bytes) -> Event:
         msg = f"FRAME record holds a {event.KIND} event"
         raise StoreFormatError(msg)
     return event
+
+
+def _first_type(data: bytes) -> int | None:
+    """The type byte of a segment's first record head, unauthenticated; None when there is none."""
+    return data[HEADER_SIZE + 4] if len(data) > HEADER_SIZE + 4 else None
 
 
 def _is_header_prefix(data: bytes) -> bool:

@@ -6,10 +6,11 @@ segment sealed except possibly the last (:mod:`agent.store.chain` walks it).
 Any break raises :class:`~agent.errors.StoreCorrupt` or
 :class:`~agent.errors.StoreFormatError` naming the file.  An unsealed or
 unclosed *end* of a session that was never marked closed is what a crash
-leaves: it is read as far as it is valid and reported in
+leaves: its whole records are read and the rest is reported in
 :attr:`SessionData.problems`, never silently; once crash recovery
 (:mod:`agent.store.recovery`) has sealed it, it reads as a closed session whose
-loss is reported the same way.
+cut is reported the same way.  A record that fails authentication always raises,
+before a crash's cut as anywhere else.
 """
 
 from __future__ import annotations
@@ -110,8 +111,10 @@ def list_sessions(dirs: Dirs) -> list[SessionInfo]:
 def read_session(dirs: Dirs, session_id: str, identity: bytes) -> SessionData:
     """Decrypt every segment of ``session_id`` and return its events in order.
 
-    A session that crash recovery sealed reads as everything before the crash,
-    with the loss reported in :attr:`SessionData.problems`.
+    A session that crash recovery sealed reads as everything before the cut,
+    with what was cut reported in :attr:`SessionData.problems`.  Every record
+    before the cut is authenticated like any other: one that fails raises (its
+    file and offset), and no record is ever left out quietly.
 
     :raises StoreCorrupt: authentication failed, or the chain is broken (a
         segment missing, reordered, replaced, truncated or from another session).

@@ -6,16 +6,27 @@ Recovery rules):
 
 1. cut the last segment of a session whose writer died after its last
    structurally complete record (a record whose head and ciphertext are all
-   there), or remove it when it is shorter than a header;
+   there, and whose tag is not all zero bytes, which is what a file system
+   leaves when it grew the file but lost the data), or remove it when it is
+   shorter than a header;
 2. append a **recovery segment**: a fresh segment holding one RECOVERY record
    (what was cut, in bytes) and a SEAL with the recovered and closes-session
    flags, whose ``prev_commit`` binds the cut segment's bytes as they now are;
 3. mark ``meta.json`` closed and recovered, keeping its counts.
 
-A reader then authenticates every record before the cut (the cut segment is
-read as its authenticated prefix), and any change made after recovery breaks
-the chain.  The writer fsyncs at least once a second, so at most the last
-second of events is lost, and the RECOVERY record says how many bytes.
+A reader then authenticates every record before the cut, as in any segment:
+recovery committed to that length, so a record there that fails is damage or
+tampering, reported with its file and offset, never passed off as crash loss;
+and any change made after recovery breaks the chain.  The RECOVERY record says
+how many bytes were cut.  (A recorder killed mid-write loses only the write in
+progress, and after a power loss at most about the last second; but a recovery
+segment needs only the public key, so the store cannot prove it was a crash.)
+
+A session without ``meta.json`` is recovered only when its end is open (no
+segment, a cut-off header of segment 0, or a last segment without a SEAL): a
+sealed last segment may be the one that closes the session, which recovery
+cannot tell without the key, and appending after it would break a healthy
+session.
 
 Recovery never touches a session whose writer is alive (it takes the writer's
 lock first), is idempotent, and never raises: what it could not do is in the
@@ -30,6 +41,7 @@ import contextlib
 import logging
 import os
 import re
+import struct
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +52,7 @@ from agent.paths import Dirs, fsync_dir
 from agent.store.format import (
     HEADER_SIZE,
     RECOVERY,
+    TAG_SIZE,
     ZERO_COMMIT,
     Framing,
     RecoveryInfo,
@@ -59,6 +72,8 @@ _SESSION_NAME = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{8}")
 #: Temporary files recovery or ``write_private_file`` leave behind when killed.
 _TEMP_FILE = re.compile(r"\.(recovery-[0-9a-f]{8}\.tmp|meta\.json\.tmp-[0-9a-f]{8})")
 _OPEN_STATES = ("recording", "closing")
+_RECORD_HEAD = struct.Struct(">IB")  # ciphertext length, record type (docs/format.md, Records)
+_ZERO_TAG = bytes(TAG_SIZE)
 
 
 @dataclass(frozen=True)
@@ -146,7 +161,7 @@ def _recover_one(path: Path, recipient: bytes) -> RecoveryReport | None:
 
 
 def _state(path: Path) -> str | None:
-    """``meta.json``'s state; None when there is no meta.json (a crash while creating the session).
+    """``meta.json``'s state; None when there is no meta.json (a crash while creating the session, or lost).
 
     :raises _Skip: meta.json exists but is unreadable or has an unknown state.
     """
@@ -174,6 +189,8 @@ def _recover_locked(path: Path, recipient: bytes) -> RecoveryReport | None:
         last = max(files)
         data = files[last].read_bytes()
         if len(data) < HEADER_SIZE:
+            if state is None and last > 0:
+                raise _Skip(_NO_META_SEALED)  # segment last - 1 is sealed: perhaps the closing one
             info, prev = _remove_header_tail(path, files, last, len(data))
         else:
             framing = _framing(path.name, last, data)
@@ -181,10 +198,14 @@ def _recover_locked(path: Path, recipient: bytes) -> RecoveryReport | None:
                 before = {i: p for i, p in files.items() if i != last}
                 _finalize(path, stopped_at=_last_write(before), recovered=True, info=None)
                 return RecoveryReport(path.name, "finalized")
-            if framing.sealed and state == "closing":  # killed between the closing seal and meta.json
+            kept = _kept_length(data, framing)
+            sealed = framing.sealed and kept == framing.end
+            if sealed and state is None:
+                raise _Skip(_NO_META_SEALED)
+            if sealed and state == "closing":  # killed between the closing seal and meta.json
                 _finalize(path, stopped_at=stopped, recovered=False, info=None)
                 return RecoveryReport(path.name, "finalized")
-            info, prev = _cut(files[last], last, data, framing)
+            info, prev = _cut(files[last], last, data, kept, sealed=sealed)
     _append_recovery_segment(path, recipient, info, prev)
     _finalize(path, stopped_at=stopped, recovered=True, info=info)
     return RecoveryReport(path.name, "recovered", info.shape, info.segment, info.original, info.kept)
@@ -207,6 +228,29 @@ def _segment_files(path: Path) -> dict[int, Path]:
         msg = "segment files are not contiguous (a segment is missing); left for optin verify"
         raise _Skip(msg)
     return found
+
+
+_NO_META_SEALED = (
+    "meta.json is missing and the session ends with a sealed segment, which may be the one that "
+    "closes it (that cannot be told without the key); left for optin verify"
+)
+
+
+def _kept_length(data: bytes, framing: Framing) -> int:
+    """Where to cut: after the last complete record, but before the first whose tag is all zero.
+
+    A real AES-GCM tag is all zero with probability 2^-128; an all-zero tag is what a
+    file system leaves when a power loss kept the file's new length but not its last
+    block.  Cutting there keeps every record before the cut authentic, as readers require.
+    """
+    offset = HEADER_SIZE
+    while offset < framing.end:
+        length, _ = _RECORD_HEAD.unpack_from(data, offset)
+        end = offset + _RECORD_HEAD.size + length
+        if data[end - TAG_SIZE : end] == _ZERO_TAG:
+            return offset
+        offset = end
+    return framing.end
 
 
 def _framing(sid: str, index: int, data: bytes) -> Framing:
@@ -243,11 +287,10 @@ def _remove_header_tail(
     return RecoveryInfo("removed", last, size, 0), prev
 
 
-def _cut(file: Path, index: int, data: bytes, framing: Framing) -> tuple[RecoveryInfo, bytes]:
-    """Cut the last segment after its last complete record (nothing to cut when it is sealed)."""
-    if framing.sealed:
+def _cut(file: Path, index: int, data: bytes, kept: int, *, sealed: bool) -> tuple[RecoveryInfo, bytes]:
+    """Cut the last segment to ``kept`` bytes (nothing to cut when it is sealed)."""
+    if sealed:
         return RecoveryInfo("sealed", index, len(data), len(data)), segment_commit(data)
-    kept = framing.end
     if kept < len(data):
         fd = os.open(file, os.O_WRONLY | getattr(os, "O_BINARY", 0))
         try:

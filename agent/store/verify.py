@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.paths import Dirs
-from agent.store.chain import INFO, Finding, walk_session
+from agent.store.chain import INFO, Finding, Walk, walk_session
 from agent.store.reader import load_meta, session_dir, session_paths
 from agent.store.writer import META_FILE, writer_active
 
@@ -154,9 +154,7 @@ def _verify_session(path: Path, identity: bytes) -> tuple[SessionSummary, list[P
     found = [_problem(sid, f) for f in walk.findings]
     problems = [p for p, f in zip(found, walk.findings, strict=True) if f.level != INFO]
     info = [p for p, f in zip(found, walk.findings, strict=True) if f.level == INFO]
-    problems += _meta_problems(
-        path, meta, live=live, walk_clean=not problems, records=walk.records, events=walk.events
-    )
+    problems += _meta_problems(path, meta, live=live, walk=walk, walk_clean=not problems)
     summary = SessionSummary(
         session=sid,
         state=_state(state, live),
@@ -175,29 +173,69 @@ def _problem(sid: str, finding: Finding) -> Problem:
 
 
 def _meta_problems(
-    path: Path, meta: dict[str, Any] | None, *, live: bool | None, walk_clean: bool, records: int, events: int
+    path: Path, meta: dict[str, Any] | None, *, live: bool | None, walk: Walk, walk_clean: bool
 ) -> list[Problem]:
-    """meta.json is plaintext and unauthenticated; check that it is there and agrees with the segments."""
+    """meta.json is plaintext and unauthenticated; check that it is there and agrees with the segments.
+
+    What kind of end the session has comes from the authenticated walk (a recovery
+    segment, a tombstone), never from meta.json's own ``recovered`` or ``deleted``
+    keys, which anyone with write access can add.  A recovered session's counts
+    are what its writer last wrote, after an fsync of every record they count, so
+    the segments hold at least that many; a tombstoned one keeps the counts of
+    what was recorded before its end was deleted, which cannot be checked.
+    """
     sid = path.name
     if meta is None or meta.get("state") not in ("recording", "closing", "closed"):
         if live:
             return []  # a writer is creating it right now
-        if not (path / META_FILE).exists():
-            what = "missing: the recorder was killed while creating the session (run optin run to recover)"
-        else:
-            what = "unreadable, not schema 1, or an unknown state"
+        what = _missing_meta(walk) if not (path / META_FILE).exists() else None
+        what = what or "unreadable, not schema 1, or an unknown state"
         return [Problem(sid, META_FILE, None, "meta", f"{sid}/{META_FILE}: {what}")]
-    if meta.get("state") != "closed" or meta.get("recovered") is True or "deleted" in meta or not walk_clean:
-        return []  # counts of an open, recovered or trimmed session are not those of its segments
+    if meta.get("state") != "closed" or walk.deleted or not walk_clean:
+        return []  # counts of an open or trimmed session are not those of its segments
+    records, events = walk.records, walk.events
     raw = meta.get("events")
-    meta_events = sum(v for v in raw.values() if isinstance(v, int)) if isinstance(raw, dict) else None
-    if meta.get("records") == records and meta_events == events:
+    meta_events = _sum_counts(raw) if isinstance(raw, dict) else None
+    meta_records = meta.get("records")
+    if not isinstance(meta_records, int) or isinstance(meta_records, bool) or meta_events is None:
+        what = "has no valid record and event counts"
+    elif walk.recovered:
+        if meta_records <= records and meta_events <= events:
+            return []
+        what = (
+            f"says {meta_records} records and {meta_events} events were written before the crash, "
+            f"but the segments hold only {records} records and {events} events: records the writer "
+            "had made durable are missing"
+        )
+    elif meta_records == records and meta_events == events:
         return []
-    what = (
-        f"says {meta.get('records')} records and {meta_events} events, "
-        f"the segments hold {records} records and {events} events"
-    )
+    else:
+        what = (
+            f"says {meta_records} records and {meta_events} events, "
+            f"the segments hold {records} records and {events} events"
+        )
     return [Problem(sid, META_FILE, None, "meta", f"{sid}/{META_FILE}: {what}")]
+
+
+def _missing_meta(walk: Walk) -> str:
+    """Why meta.json is missing, as far as the segments tell, and the fix."""
+    if walk.open_tail and walk.records == 0:
+        return "missing: the recorder was killed while creating the session (run optin run to recover)"
+    if walk.open_tail:
+        return "missing, and the last segment is not sealed (run optin run to recover)"
+    return (
+        f"missing, but the session ends with a sealed segment ({walk.records} records): it was removed "
+        "after the session started, and crash recovery will not guess whether that segment closed the "
+        "session. Fix: restore it from a backup"
+    )
+
+
+def _sum_counts(raw: dict[Any, Any]) -> int | None:
+    """The total of meta.json's events by kind, or None when a count is not a non-negative int."""
+    values = list(raw.values())
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        return None
+    return sum(values)
 
 
 def _state(state: object, live: bool | None) -> str:
@@ -210,7 +248,7 @@ def _state(state: object, live: bool | None) -> str:
 
 def _summary_line(summary: SessionSummary) -> str:
     status = "ok    " if summary.ok else "FAILED"
-    recovered = ", recovered after a crash" if summary.recovered else ""
+    recovered = ", sealed by crash recovery" if summary.recovered else ""  # a crash is not proven
     return (
         f"{status}  {summary.session}  {summary.state}{recovered}: {summary.segments} segments, "
         f"{summary.records} records, {summary.events} events"

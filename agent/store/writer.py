@@ -221,6 +221,9 @@ class SessionWriter:
         if self._closed:
             return
         try:
+            # every record the final counts include is made durable before meta.json counts it (verify
+            # holds a recovered session's segments to at least the counts its meta.json last had)
+            self._segment.flush(fsync=True)
             # "closing" first: tells crash recovery that a sealed last segment is the closing one
             self._write_meta("closing", dropped)
             self._segment.seal(closes_session=True)

@@ -1,6 +1,7 @@
 """Exhaustive damage: every bit flip, every truncation offset, and a kill -9 loop of real writers.
 
 - every single-bit flip of a small sealed segment is caught by verify and by read_session;
+- so is every single-bit flip of the segment crash recovery cut, and of its recovery segment;
 - an unsealed segment cut at every byte offset recovers to exactly its complete records;
 - writers killed with SIGKILL at random moments (>= 200 kills) always recover to a
   gap-free prefix of what they wrote, verify clean, and a second recovery changes nothing.
@@ -71,6 +72,40 @@ def test_every_bit_flip_of_a_sealed_segment_is_detected(tmp_path: Path, keypair:
     assert verify(dirs, identity).ok
 
 
+def test_every_bit_flip_of_a_recovered_session_is_detected(
+    tmp_path: Path, keypair: tuple[bytes, bytes]
+) -> None:
+    """Killed in the middle of its second record, recovered: then every bit of the cut segment and
+    of the recovery segment is flipped in turn.  Each flip is a problem in that file (exit 1) and
+    makes read_session raise; none passes as crash loss (P9)."""
+    identity, recipient = keypair
+    dirs = store_dirs(tmp_path / "home")
+    w = SessionWriter.create(dirs, recipient, clock=lambda: 0.0)
+    write_one_per_record(w, numbered(0, 2))
+    w.abort()
+    [seg] = segment_files(w.path)
+    seg.write_bytes(seg.read_bytes()[:-7])
+    [report] = recover_sessions(dirs, recipient)
+    assert (report.shape, report.kept_bytes) == ("unsealed", record_ends(seg.read_bytes())[-1])
+    cut, recovery = segment_files(w.path)
+    assert len(record_ends(cut.read_bytes())) == 1 and recovery.stat().st_size == 212
+    tried = 0
+    for file in (cut, recovery):
+        data = file.read_bytes()
+        for bit in range(len(data) * 8):
+            file.write_bytes(flip(data, bit))
+            result = verify(dirs, identity, w.session_id)
+            assert result.exit_code == 1, f"{file.name} bit {bit} passed verify"
+            assert {p.file for p in result.problems} == {file.name}, (file.name, bit, result.render_text())
+            assert all(p.offset is not None for p in result.problems if p.kind == "authentication")
+            with pytest.raises(StoreError):
+                read_session(dirs, w.session_id, identity)
+            tried += 1
+        file.write_bytes(data)
+    assert tried == 8 * (cut.stat().st_size + 212)
+    assert verify(dirs, identity).ok
+
+
 # --- every truncation offset ----------------------------------------------------------------------
 
 
@@ -80,7 +115,8 @@ def test_truncation_at_every_offset_recovers_exactly_the_complete_records(
     identity, recipient = keypair
     dirs = store_dirs(tmp_path / "home")
     events = numbered(0, 9, frame_every=4, frame_bytes=60)
-    w = SessionWriter.create(dirs, recipient, segment_bytes=600)
+    # a still clock: meta.json keeps its start counts, as these cuts reach records a real crash keeps
+    w = SessionWriter.create(dirs, recipient, segment_bytes=600, clock=lambda: 0.0)
     write_one_per_record(w, events)  # one event per record
     w.abort()
     *sealed, last = segment_files(w.path)
@@ -164,8 +200,8 @@ def _check_recovers(dirs: Dirs, identity: bytes, recipient: bytes, stats: dict[s
         numbers = [event.t_ns for event in data.events]
         assert numbers == list(range(len(numbers))), path.name
         stats["events"] = stats.get("events", 0) + len(numbers)
-    report = verify(dirs, identity)
-    assert report.ok, report.render_text()
+    checked = verify(dirs, identity)
+    assert checked.ok, checked.render_text()
     before = snapshot(dirs.data) if dirs.data.exists() else {}
     assert recover_sessions(dirs, recipient) == []
     assert (snapshot(dirs.data) if dirs.data.exists() else {}) == before

@@ -1,4 +1,5 @@
-"""Property-based tests (hypothesis): any events, any batching, any rotation size, any crash point."""
+"""Property-based tests (hypothesis): any events, any batching, any rotation size, any crash point,
+and any flipped bit of a session that crash recovery sealed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.errors import StoreError
 from agent.events import (
     MARKERS,
     ButtonPress,
@@ -29,7 +31,7 @@ from agent.store.reader import read_session
 from agent.store.recovery import recover_sessions
 from agent.store.verify import verify
 from agent.store.writer import SessionWriter
-from tests.unit.store_helpers import record_ends, segment_files, store_dirs
+from tests.unit.store_helpers import flip, record_ends, segment_files, store_dirs
 
 IDENTITY, RECIPIENT = fmt.generate_keypair()
 PROPERTY_SETTINGS = settings(
@@ -99,7 +101,8 @@ def _batches(events: list[Event], sizes: list[int]) -> Iterator[list[Event]]:
 
 
 def _record(dirs: Dirs, events: list[Event], sizes: list[int], segment_bytes: int) -> SessionWriter:
-    w = SessionWriter.create(dirs, RECIPIENT, segment_bytes=segment_bytes)
+    # a still clock: meta.json keeps its start counts (the crash test cuts records a kill would keep)
+    w = SessionWriter.create(dirs, RECIPIENT, segment_bytes=segment_bytes, clock=lambda: 0.0)
     for batch in _batches(events, sizes):
         w.write_events(batch)
         w.flush()
@@ -151,6 +154,45 @@ def test_any_crash_point_recovers_a_prefix(
         assert data.recovered and (report.kept_bytes == max(kept, default=fmt.HEADER_SIZE) or cut < 140)
         assert verify(dirs, IDENTITY).ok
         assert recover_sessions(dirs, RECIPIENT) == []
+
+
+@PROPERTY_SETTINGS
+@given(
+    events=st.lists(EVENT, min_size=1, max_size=30),
+    sizes=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    segment_bytes=st.integers(150, 3000),
+    cut_fraction=st.floats(0.0, 1.0),
+    where=st.floats(0.0, 1.0, exclude_max=True),
+)
+def test_any_flip_in_a_recovered_session_is_caught(
+    events: list[Event], sizes: list[int], segment_bytes: int, cut_fraction: float, where: float
+) -> None:
+    """Wherever the crash fell and whichever byte of whichever segment changes afterwards, verify
+    fails naming that file and the reader raises: crash recovery never turns damage into loss."""
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = store_dirs(Path(tmp))
+        w = _record(dirs, events, sizes, segment_bytes)
+        w.abort()
+        last = segment_files(w.path)[-1]
+        original = last.read_bytes()
+        last.write_bytes(original[: round(cut_fraction * len(original))])
+        recover_sessions(dirs, RECIPIENT)
+        assert verify(dirs, IDENTITY).ok
+        files = segment_files(w.path)
+        bit = int(where * 8 * sum(f.stat().st_size for f in files))  # one bit of all the session's bytes
+        for file in files:
+            if bit < 8 * file.stat().st_size:
+                break
+            bit -= 8 * file.stat().st_size
+        file.write_bytes(flip(file.read_bytes(), bit))
+        report = verify(dirs, IDENTITY)
+        assert report.exit_code == 1 and {p.file for p in report.problems} == {file.name}
+        try:
+            read_session(dirs, w.session_id, IDENTITY)
+        except StoreError:
+            pass
+        else:
+            raise AssertionError(f"{file.name} bit {bit}: read_session did not raise")
 
 
 @PROPERTY_SETTINGS

@@ -37,8 +37,13 @@ COUNT = 40
 
 
 def crashed(dirs: Dirs, recipient: bytes) -> SessionWriter:
-    """A session whose writer stopped without closing (what kill -9 leaves), several segments."""
-    w = SessionWriter.create(dirs, recipient, segment_bytes=600)
+    """A session whose writer stopped without closing (what kill -9 leaves), several segments.
+
+    The clock stands still, so meta.json keeps the counts of the session's start (0) however
+    slowly the test runs: these tests cut records off by hand, which a real crash never does to
+    records that meta.json already counts (verify checks that).
+    """
+    w = SessionWriter.create(dirs, recipient, segment_bytes=600, clock=lambda: 0.0)
     write_one_per_record(w, numbered(0, COUNT))
     w.abort()
     assert len(record_offsets(segment_files(w.path)[-1].read_bytes())) == 4
@@ -486,26 +491,213 @@ def test_modes_of_recovery_files(dirs: Dirs, recipient: bytes) -> None:
 # --- reading a recovered session ------------------------------------------------------------------
 
 
-def test_torn_record_in_the_cut_segment_is_crash_damage(
+def test_a_flipped_bit_before_the_cut_is_a_problem_with_file_and_offset(
     dirs: Dirs, recipient: bytes, identity: bytes
 ) -> None:
-    """A structurally complete record that fails authentication, there before recovery hashed the file."""
+    """Recovery committed to where it cut: every record before the cut must authenticate (P9)."""
+    w = crashed(dirs, recipient)
+    last = segment_files(w.path)[-1]
+    last.write_bytes(last.read_bytes()[:-7])  # killed in the middle of its last record
+    recover_sessions(dirs, recipient)
+    assert t_ns(dirs, w.session_id, identity) == list(range(COUNT - 1))
+    original = last.read_bytes()
+    offsets = record_offsets(original)
+    assert len(offsets) == 3
+    for record in offsets:
+        data = bytearray(original)
+        data[record + 20] ^= 0x04  # inside the record's ciphertext: the commit does not cover it
+        last.write_bytes(bytes(data))
+        report = verify(dirs, identity)
+        assert not report.ok and report.exit_code == 1
+        [problem] = report.problems
+        assert (problem.kind, problem.file, problem.offset) == ("authentication", last.name, record)
+        assert f"{last.name}: segment authentication failed at offset {record}" in problem.message
+        assert not any("torn write" in note.message for note in report.info)
+        with pytest.raises(StoreCorrupt, match=f"at offset {record}"):
+            read_session(dirs, w.session_id, identity)  # never the records before it, silently
+    last.write_bytes(original)
+    assert verify(dirs, identity).ok
+
+
+def test_a_torn_record_left_by_the_crash_is_a_problem_too(
+    dirs: Dirs, recipient: bytes, identity: bytes
+) -> None:
+    """Garbage in a complete record before recovery: recovery cannot authenticate, so it keeps the
+    record; readers then say where the bytes are wrong instead of dropping what follows."""
     w = crashed(dirs, recipient)
     last = segment_files(w.path)[-1]
     data = bytearray(last.read_bytes())
     offsets = record_offsets(bytes(data))
-    assert len(offsets) >= 2
     data[offsets[-1] + 10] ^= 0xFF  # garbage inside the last record's ciphertext
     last.write_bytes(bytes(data))
     with pytest.raises(StoreCorrupt):
         read_session(dirs, w.session_id, identity)  # before recovery: an error
     recover_sessions(dirs, recipient)
-    result = read_session(dirs, w.session_id, identity)
-    assert [e.t_ns for e in result.events] == list(range(COUNT - 1))
-    assert any("failed authentication" in p and "torn write" in p for p in result.problems)
+    with pytest.raises(
+        StoreCorrupt, match=f"{last.name}: segment authentication failed at offset {offsets[-1]}"
+    ):
+        read_session(dirs, w.session_id, identity)
     report = verify(dirs, identity)
-    assert report.ok and {p.kind for p in report.info} == {"recovered"}
-    assert any(p.offset == offsets[-1] for p in report.info)
+    assert report.exit_code == 1
+    assert [(p.kind, p.file, p.offset) for p in report.problems] == [
+        ("authentication", last.name, offsets[-1])
+    ]
+
+
+def test_a_record_whose_tag_is_all_zero_is_cut_as_never_written(
+    dirs: Dirs, recipient: bytes, identity: bytes
+) -> None:
+    """A power loss can keep a file's new length but not its last block: the zeros are cut."""
+    w = crashed(dirs, recipient)
+    last = segment_files(w.path)[-1]
+    data = last.read_bytes()
+    ends = record_ends(data)
+    zeroed = data[: ends[-2] + 8] + bytes(len(data) - ends[-2] - 8)  # the last record's body and tag
+    last.write_bytes(zeroed)
+    [report] = recover_sessions(dirs, recipient)
+    assert (report.shape, report.original_bytes, report.kept_bytes) == ("unsealed", len(data), ends[-2])
+    assert t_ns(dirs, w.session_id, identity) == list(range(COUNT - 1))
+    assert verify(dirs, identity).ok
+
+
+def test_the_recovery_note_says_what_is_known_and_no_more(
+    dirs: Dirs, recipient: bytes, identity: bytes
+) -> None:
+    w = crashed(dirs, recipient)
+    last = segment_files(w.path)[-1]
+    last.write_bytes(last.read_bytes()[:-7])
+    [report] = recover_sessions(dirs, recipient)
+    [note] = verify(dirs, identity).info
+    assert note.kind == "recovered" and note.file == segment_files(w.path)[-1].name
+    assert note.message.endswith(
+        f"crash recovery cut {last.name} from {report.original_bytes} to {report.kept_bytes} bytes "
+        f"and closed the session: the {report.lost_bytes} bytes cut, and anything recorded after them, "
+        "are lost; the store cannot tell how much that was"
+    )
+    assert "second" not in note.message
+
+
+def test_a_forged_crash_is_not_detected_and_claims_nothing_more(
+    dirs: Dirs, recipient: bytes, identity: bytes
+) -> None:
+    """Someone with write access and the public key cuts a closed session and seals it as recovery
+    would: a recorder with only the public key cannot tell (docs/threat-model.md, Store); the
+    messages then say only what the store shows."""
+    w = SessionWriter.create(dirs, recipient, segment_bytes=600)
+    write_one_per_record(w, numbered(0, COUNT))
+    w.close()
+    files = segment_files(w.path)
+    for file in files[3:]:
+        file.unlink()  # the end of the session, gone
+    target = files[2]
+    cut = record_ends(target.read_bytes())[1]
+    target.write_bytes(target.read_bytes()[:cut])
+    fmt.write_recovery_segment(
+        w.path / fmt.segment_name(3),
+        session_id=fmt.session_id_bytes(w.session_id),
+        index=3,
+        prev_commit=spec_commit(target.read_bytes()),
+        recipient=recipient,
+        info=fmt.RecoveryInfo("unsealed", 2, cut + 200, cut),
+    )
+    [problem] = verify(dirs, identity).problems  # meta.json still counts the whole session
+    assert (problem.kind, problem.file) == ("meta", "meta.json")
+    m = meta(w.path)
+    m["records"], m["events"], m["recovered"] = 0, {}, True  # the forger edits it too
+    (w.path / "meta.json").write_text(json.dumps(m))
+    report = verify(dirs, identity)
+    assert report.ok  # undetectable, and documented as such
+    [note] = report.info
+    assert "at most" not in note.message and "the store cannot tell how much that was" in note.message
+    assert t_ns(dirs, w.session_id, identity) == list(range(14))
+
+
+def test_a_forged_deeper_cut_shows_when_meta_json_counted_more(
+    dirs: Dirs, recipient: bytes, identity: bytes
+) -> None:
+    """meta.json counts only records the writer had fsynced: a recovered session must hold them."""
+    w = SessionWriter.create(dirs, recipient, segment_bytes=600)
+    write_one_per_record(w, numbered(0, 20))
+    w.flush(force_fsync=True)  # meta.json: 20 records, all durable
+    write_one_per_record(w, numbered(20, 3))
+    w.abort()
+    recover_sessions(dirs, recipient)
+    assert verify(dirs, identity).ok  # 23 >= 20
+    files = segment_files(w.path)
+    recovery, cut = files[-1], files[-2]
+    recovery.unlink()
+    cut.unlink()
+    target = files[-3]  # sealed by rotation; seal it "as recovery would" one segment earlier
+    fmt.write_recovery_segment(
+        w.path / cut.name,
+        session_id=fmt.session_id_bytes(w.session_id),
+        index=int(cut.stem),
+        prev_commit=spec_commit(target.read_bytes()),
+        recipient=recipient,
+        info=fmt.RecoveryInfo("sealed", int(target.stem), target.stat().st_size, target.stat().st_size),
+    )
+    report = verify(dirs, identity)
+    [problem] = report.problems
+    assert (problem.kind, problem.file) == ("meta", "meta.json")
+    assert "says 20 records and 20 events were written before the crash" in problem.message
+
+
+def test_meta_json_saying_recovered_does_not_switch_off_the_count_check(
+    dirs: Dirs, recipient: bytes, identity: bytes
+) -> None:
+    w = SessionWriter.create(dirs, recipient)
+    w.write_events(numbered(0, 5))
+    w.close()
+    m = meta(w.path)
+    m["recovered"], m["records"] = True, 9
+    (w.path / "meta.json").write_text(json.dumps(m))
+    [problem] = verify(dirs, identity).problems
+    assert (problem.kind, problem.file) == ("meta", "meta.json") and "says 9 records" in problem.message
+    m["deleted"] = [{"segment": 1, "segments": 1, "bytes": 1, "deleted_at": "2026-11-27T21:30:00Z"}]
+    (w.path / "meta.json").write_text(json.dumps(m))
+    assert [p.kind for p in verify(dirs, identity).problems] == ["meta"]  # nor does "deleted"
+
+
+def test_a_missing_meta_json_never_makes_recovery_break_a_closed_session(
+    dirs: Dirs, recipient: bytes, identity: bytes
+) -> None:
+    one = SessionWriter.create(dirs, recipient)
+    one.write_events(numbered(0, 5))
+    one.close()
+    many = SessionWriter.create(dirs, recipient, segment_bytes=600)
+    write_one_per_record(many, numbered(0, COUNT))
+    many.close()
+    for w in (one, many):
+        (w.path / "meta.json").unlink()
+    before = snapshot(dirs.sessions)
+    reports = recover_sessions(dirs, recipient)
+    assert {r.session_id: r.action for r in reports} == {
+        one.session_id: "skipped",
+        many.session_id: "skipped",
+    }
+    assert all("meta.json is missing" in (r.problem or "") for r in reports)
+    assert snapshot(dirs.sessions) == before
+    for w, count in ((one, 5), (many, COUNT)):
+        assert t_ns(dirs, w.session_id, identity) == list(range(count))
+    report = verify(dirs, identity)
+    assert [(p.kind, p.file) for p in report.problems] == [("meta", "meta.json")] * 2
+    assert all("restore it from a backup" in p.message for p in report.problems)
+    # a header appended after the closing segment does not fool it either
+    (many.path / fmt.segment_name(len(segment_files(many.path)))).write_bytes(fmt.MAGIC)
+    [report_many] = [r for r in recover_sessions(dirs, recipient) if r.session_id == many.session_id]
+    assert report_many.action == "skipped"
+
+
+def test_a_missing_meta_json_with_an_open_end_is_recovered(
+    dirs: Dirs, recipient: bytes, identity: bytes
+) -> None:
+    w = crashed(dirs, recipient)
+    (w.path / "meta.json").unlink()
+    assert "run optin run to recover" in verify(dirs, identity).problems[-1].message
+    [report] = recover_sessions(dirs, recipient)
+    assert report.action == "recovered" and report.shape == "unsealed"
+    assert t_ns(dirs, w.session_id, identity) == list(range(COUNT))
+    assert verify(dirs, identity).ok
 
 
 def test_changes_after_recovery_break_the_chain(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
@@ -560,3 +752,50 @@ def test_recovery_segment_must_be_last_and_match(dirs: Dirs, recipient: bytes, i
     problems = verify(dirs, identity).problems
     assert ("chain", rec.name) in {(p.kind, p.file) for p in problems}
     assert any("recovery segment is followed by more segments" in p.message for p in problems)
+
+
+def test_a_recovery_record_that_misstates_the_cut_segment_breaks_the_chain(
+    dirs: Dirs, recipient: bytes, identity: bytes
+) -> None:
+    """Recovery says "sealed" exactly when the segment it closed after ends with a SEAL."""
+    w = SessionWriter.create(dirs, recipient, segment_bytes=600)
+    write_one_per_record(w, numbered(0, 12))
+    w.abort()
+    *_, sealed, unsealed = segment_files(w.path)
+    unsealed.unlink()
+    size = sealed.stat().st_size
+    fmt.write_recovery_segment(
+        w.path / unsealed.name,
+        session_id=fmt.session_id_bytes(w.session_id),
+        index=int(unsealed.stem),
+        prev_commit=spec_commit(sealed.read_bytes()),
+        recipient=recipient,
+        info=fmt.RecoveryInfo("unsealed", int(sealed.stem), size, size),  # it is sealed
+    )
+    [problem] = verify(dirs, identity).problems
+    assert (problem.kind, problem.file) == ("chain", unsealed.name)
+    assert "RECOVERY record does not match" in problem.message
+
+
+def test_a_cut_segment_must_end_with_a_whole_record(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    """Recovery never leaves part of a record; a recovery segment that binds one is refused."""
+    w = crashed(dirs, recipient)
+    last = segment_files(w.path)[-1]
+    data = last.read_bytes()[:-7]
+    last.write_bytes(data)
+    fmt.write_recovery_segment(
+        w.path / fmt.segment_name(int(last.stem) + 1),
+        session_id=fmt.session_id_bytes(w.session_id),
+        index=int(last.stem) + 1,
+        prev_commit=spec_commit(data),
+        recipient=recipient,
+        info=fmt.RecoveryInfo("unsealed", int(last.stem), len(data), len(data)),
+    )
+    m = meta(w.path)
+    m["state"] = "closed"
+    (w.path / "meta.json").write_text(json.dumps(m))
+    tail = record_ends(data)[-1]
+    [problem] = verify(dirs, identity).problems
+    assert (problem.kind, problem.file, problem.offset) == ("truncated", last.name, tail)
+    with pytest.raises(StoreCorrupt, match="not a whole record"):
+        read_session(dirs, w.session_id, identity)

@@ -300,7 +300,7 @@ def test_unrecovered_crash_tail_is_a_problem(dirs: Dirs, recipient: bytes, ident
     report = verify(dirs, identity)
     assert report.ok and [(p.kind, p.file) for p in report.info] == [("recovered", "000001.seg")]
     assert report.sessions[0].recovered and report.sessions[0].state == "closed"
-    assert "recovered after a crash" in report.render_text()
+    assert "closed, sealed by crash recovery: 2 segments" in report.render_text()
 
 
 def test_unrecovered_shapes_are_problems(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
@@ -357,3 +357,28 @@ def test_a_far_index_is_one_missing_range(dirs: Dirs, recipient: bytes, identity
     problems = verify(dirs, identity).problems
     assert [where(p) for p in problems][:1] == [("missing-segment", "000005.seg", None)]
     assert "000005.seg to 4294967294.seg are missing" in problems[0].message
+
+
+def test_a_held_writer_lock_makes_a_cut_tail_look_live(dirs: Dirs, recipient: bytes, identity: bytes) -> None:
+    """Not defended (docs/threat-model.md, Store): any process of the user can hold a session's
+    writer lock, and a session whose meta.json says recording then reads as one being recorded.
+    This pins what verify claims then, and that it is a problem again once the lock is gone."""
+    from agent.store.writer import lock_session, unlock_session
+
+    w = closed_session(dirs, recipient)
+    meta_path = w.path / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["state"] = "recording"
+    meta_path.write_text(json.dumps(meta))
+    last = segment_files(w.path)[-2]  # sealed by rotation; drop the closing segment after it
+    segment_files(w.path)[-1].unlink()
+    data = last.read_bytes()
+    last.write_bytes(data[: record_offsets(data)[-1]])  # and its SEAL
+    fd = lock_session(w.path)
+    try:
+        report = verify(dirs, identity)
+        assert report.ok and [(p.kind, p.file) for p in report.info] == [("recording", last.name)]
+    finally:
+        unlock_session(fd)
+    problem = only_problem(verify(dirs, identity))
+    assert (problem.kind, problem.file) == ("unsealed", last.name)
