@@ -694,8 +694,6 @@ class SegmentContents:
     :ivar tail: bytes after the last complete record of an unsealed segment
         (a record cut short by a crash); 0 when sealed.
     :ivar commit: the segment's commit (:func:`segment_commit`) when sealed, else None.
-    :ivar damaged_at: with ``partial=True``, the offset of the first record that
-        failed authentication (everything from there on was ignored); else None.
     """
 
     session_id: bytes
@@ -708,7 +706,6 @@ class SegmentContents:
     commit: bytes | None
     tail: int
     recovery: RecoveryInfo | None = None
-    damaged_at: int | None = None
     deletion: DeletionInfo | None = None
 
 
@@ -731,19 +728,15 @@ class _Body:
     deletion: DeletionInfo | None = None
     flags: int | None = None  # SEAL flags; None when unsealed
     tail: int = 0
-    damaged_at: int | None = None
 
 
-def read_segment(data: bytes, identity: bytes, *, name: str, partial: bool = False) -> SegmentContents:
+def read_segment(data: bytes, identity: bytes, *, name: str) -> SegmentContents:
     """Authenticate and decrypt one segment.
 
     An unsealed segment is returned as its valid prefix with ``sealed=False``
     (the crash-recovery rule); deciding whether that is acceptable is the
     caller's job.  ``name`` appears in error messages.
 
-    :param partial: return the records before the first one that fails
-        authentication (``damaged_at`` says where) instead of raising: how a
-        segment cut by crash recovery is read (docs/format.md, Recovery rules).
     :raises StoreCorrupt: authentication failed (tampering, corruption or the wrong identity).
     :raises StoreFormatError: bad magic, short header, bad record type or length,
         bytes after SEAL, or a malformed SEAL or RECOVERY record.
@@ -755,7 +748,7 @@ def read_segment(data: bytes, identity: bytes, *, name: str, partial: bool = Fal
     file_key = _unwrap(header, identity, name)
     header_hash = hashlib.sha256(header.raw).digest()
     aead = AESGCM(_hkdf(file_key, header_hash, _PAYLOAD_INFO))
-    body = _read_records(view, aead, header_hash, name, partial=partial)
+    body = _read_records(view, aead, header_hash, name)
     flags = body.flags
     sealed = flags is not None
     return SegmentContents(
@@ -769,7 +762,6 @@ def read_segment(data: bytes, identity: bytes, *, name: str, partial: bool = Fal
         commit=segment_commit(view) if sealed else None,
         tail=body.tail,
         recovery=body.recovery,
-        damaged_at=body.damaged_at,
         deletion=body.deletion,
     )
 
@@ -811,7 +803,7 @@ def _unwrap(header: _Header, identity: bytes, name: str) -> bytes:
         raise StoreCorrupt(msg, offset=WRAP_AD_SIZE) from None
 
 
-def _read_records(view: memoryview, aead: AESGCM, header_hash: bytes, name: str, *, partial: bool) -> _Body:
+def _read_records(view: memoryview, aead: AESGCM, header_hash: bytes, name: str) -> _Body:
     """Authenticate the records after the header, in order."""
     body = _Body(records=[])
     offset = HEADER_SIZE
@@ -835,9 +827,6 @@ def _read_records(view: memoryview, aead: AESGCM, header_hash: bytes, name: str,
                 record_ad(header_hash, counter, record_type),
             )
         except InvalidTag:
-            if partial:
-                body.damaged_at = offset
-                return body
             msg = f"{name}: {_AUTH_FAILED} at offset {offset}"
             raise StoreCorrupt(msg, offset=offset) from None
         if final:

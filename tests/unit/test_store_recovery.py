@@ -197,14 +197,13 @@ def test_recovered_flag_only_on_recovery_segments() -> None:
         fmt.read_segment(buf.getvalue(), IDENTITY, name="s")
 
 
-def test_partial_read_stops_at_the_first_failed_record() -> None:
+def test_a_failed_record_is_never_read_as_a_shorter_segment() -> None:
+    """A record that fails authentication is an error with its offset, never a valid prefix (P9)."""
     data = bytearray(kat_segment())
     data[190] ^= 0x01  # inside record 1's ciphertext
-    with pytest.raises(StoreCorrupt):
+    with pytest.raises(StoreCorrupt, match="at offset 175") as caught:
         fmt.read_segment(bytes(data), IDENTITY, name="s")
-    contents = fmt.read_segment(bytes(data), IDENTITY, name="s", partial=True)
-    assert contents.records == [(fmt.EVENTS, b"optin record 0")]
-    assert contents.damaged_at == 175 and not contents.sealed
+    assert caught.value.offset == 175
 
 
 # --- recovery of each crash shape -----------------------------------------------------------------
