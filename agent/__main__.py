@@ -9,7 +9,7 @@ import sys
 if sys.argv[1:2] == ["_dialog"]:
     from agent.ui.consent_dialog import main as dialog_main
 
-    raise SystemExit(dialog_main(sys.argv[2:]))
+    raise SystemExit(dialog_main(sys.argv[2:]))  # the dialog process hardens itself first (P5)
 
 from agent.cli import main
 

@@ -978,6 +978,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from agent.hardening import harden_process
+
+        harden_process()  # no core dump of optin's memory (P5), before any command reads content
         return int(args.func(args))
     except OptinError as exc:
         print(f"optin: {exc}", file=sys.stderr)
@@ -988,3 +991,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `optin ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # a file-system failure no module turned into an OptinError
+        where = f" {exc.filename}" if exc.filename else ""
+        print(
+            f"optin: cannot use{where} ({exc.strerror or type(exc).__name__}). Fix: check that optin's "
+            "directories are yours and writable, or set OPTIN_HOME to a directory of your own",
+            file=sys.stderr,
+        )
+        return 2

@@ -15,6 +15,15 @@ grabber themselves (P3), not merely a filter.  A capture that cannot go on
 (the store fails, consent is withdrawn) stops itself and says why; it never
 goes on silently, and it never claims to record when it does not.
 
+Pause never waits (P3).  The moment :meth:`Recorder.pause` is called the sink
+stops taking events (a counter the hooks read, before any lock), then the
+sources are stopped; the pause marker is queued without waiting.  The hooks
+never judge deny rules (the writer does, and publishes its verdict), so no
+rule can hold a hook thread that stopping joins.  Nothing on the stop path
+waits for the writer without a bound: after :data:`STOP_WAIT_S` it is
+abandoned, what it had not written is counted as lost, and the session is
+sealed when (if) the writer returns, or by crash recovery at the next start.
+
 :class:`Recorder` keeps the lifecycle, the sink and the volunteer's controls;
 its parts live next to it: :mod:`agent.capture.sources` starts and stops the
 capture sources, :mod:`agent.writer_loop` is the writer thread, and
@@ -42,7 +51,7 @@ from agent.capture.sources import CaptureSources
 from agent.consent import Receipt
 from agent.errors import OptinError, StoreError, UsageError
 from agent.events import ClockAnchor, Event, KeyPress, KeyRelease, Marker, PointerMove, WindowFocus, now_ns
-from agent.paths import Dirs, ensure_private_dir
+from agent.paths import Dirs, check_private_files, ensure_private_dir
 from agent.recorder_status import Counters, describe_failure, read_status
 from agent.store import cut, keys, retention
 from agent.store.recovery import RecoveryReport, recover_sessions
@@ -56,6 +65,8 @@ logger = logging.getLogger(__name__)
 
 #: Capacity of the queue between hooks and the writer.
 QUEUE_SIZE = 65536
+#: Longest wait for the writer to drain and seal a session when stopping (seconds).
+STOP_WAIT_S = 5.0
 #: Why a recording can be paused.
 PAUSED_BY_VOLUNTEER = "volunteer"
 PAUSED_NO_INDICATOR = "no indicator"
@@ -97,8 +108,9 @@ class Recorder:
             raise UsageError(msg) from None
         #: Deny rules in force: optin's defaults, the study's, and the volunteer's exclusions.
         self.rules: tuple[deny.DenyRule, ...] = deny.DEFAULT_RULES + study.deny + exclusions.load(dirs)
-        self._denied_now = False  # a denied window has the focus (set by the focus sink, read by hooks)
-        self._last_focus: WindowFocus | None = None
+        self._last_focus: WindowFocus | None = None  # the latest focus queued (set by the focus sink)
+        self._pauses_pending = 0  # pause() calls under way: the sink takes nothing meanwhile (P3)
+        self._gate_lock = threading.Lock()
         self._hotkey_down = False
         self._idle_limit = study.idle_pause_s
         #: Shows a notification to the volunteer (set by the tray); None: log only.
@@ -112,10 +124,10 @@ class Recorder:
     # -- the sink: runs on hook threads, O(1) ----------------------------------------------------
 
     def _sink(self, event: Event) -> None:
-        if not self._accepting:
+        if not self._accepting or self._pauses_pending:
             if self._failed:
                 self._count_drops(1)  # capture is being torn down after a failure: still counted
-            return
+            return  # a pause was asked for: nothing more is taken, even before the hooks stop
         hotkey = self._hotkey
         if (
             hotkey is not None
@@ -142,11 +154,20 @@ class Recorder:
             return
         self._after_queued(event)
 
+    @property
+    def _denied_now(self) -> bool:
+        """A denied window has the focus, or the writer has not judged the latest focus yet
+        (fail closed).  O(1), no rule is evaluated here: hook threads ask it."""
+        loop = self._loop
+        if loop is None:
+            return False
+        focus, denied = loop.judged
+        return denied or (focus is not self._last_focus and self._last_focus is not None)
+
     def _after_queued(self, event: Event) -> None:
         """Follow-ups of a queued event (hook threads, O(1)): focus state, paste, frame timing."""
         if isinstance(event, WindowFocus):
-            self._last_focus = event
-            self._denied_now = deny.match(self.rules, event) is not None
+            self._last_focus = event  # judged by the writer, which wakes for it
         elif isinstance(event, KeyPress):
             paste = self._sources.paste  # the clipboard is read only where the keys are kept
             if (
@@ -157,7 +178,10 @@ class Recorder:
             ):
                 paste.request(event.t_ns)
         screen = self._sources.screen
-        if screen is not None and not self._denied_now:  # no frame timing from a denied window
+        # No frame timing from a denied window (its rhythm would show).  A focus change is asked
+        # for before the writer has judged the new window: its one frame is masked like any other
+        # (the screen watcher paints every window a rule matches, fail closed).
+        if screen is not None and (type(event) is WindowFocus or not self._denied_now):
             reason = action_reason(event)
             if reason is not None:
                 screen.action(event.t_ns, reason)
@@ -170,7 +194,7 @@ class Recorder:
             if not hotkey.matches(event):
                 return False
             self._hotkey_down = True
-            self._in_background(self.pause, "optin-hotkey")
+            self._pause_soon(PAUSED_BY_VOLUNTEER, "optin-hotkey")
             return True
         if self._hotkey_down and hotkey.matches(event):
             self._hotkey_down = False
@@ -202,7 +226,8 @@ class Recorder:
             if self.state != "idle" or self._closed:
                 msg = f"this recorder was already started or stopped (state {self.state})"
                 raise UsageError(msg)
-            receipt = consent.require(self.dirs, self.study)  # P1: before anything else
+            check_private_files(self.dirs.config)  # the consent, study and rules it trusts (P1, P4)
+            receipt = consent.require(self.dirs, self.study)  # P1: before anything is captured
             self.backend.check_environment()
             recipient = keys.load_recipient(self.dirs)
             ensure_private_dir(self.dirs.data)
@@ -275,11 +300,10 @@ class Recorder:
         new session starts in the same state (recording or paused).  Returns what
         was deleted: ids, counts and sizes only.
 
-        :raises UsageError: ``seconds`` is not positive, or the recorder has stopped.
+        :raises UsageError: ``seconds`` is not a positive, finite number of at most
+            :data:`agent.pausing.MAX_DELETE_S`, or the recorder has stopped.
         """
-        if not seconds > 0:
-            msg = f"the duration to delete must be positive, got {seconds} seconds"
-            raise UsageError(msg)
+        seconds = pausing.check_seconds(seconds, what="delete-last", limit=pausing.MAX_DELETE_S)
         report = self._between_sessions("delete-last", lambda: retention.delete_last(self.dirs, seconds))
         return report.to_dict()
 
@@ -300,7 +324,12 @@ class Recorder:
                 msg = f"optin is {self.state}; quit it and run the command again"
                 raise UsageError(msg)
             state, why = self.state, self.reason
-            self._close_session(reason=reason)
+            if not self._close_session(reason=reason):  # the writer is stuck: stop here, say so
+                self._closed = True
+                recorder_status.remove(self.dirs)
+                with contextlib.suppress(Exception):
+                    self.backend.close()
+                raise StoreError(str(self.error))
             try:
                 result = action()
             finally:
@@ -343,44 +372,71 @@ class Recorder:
     def _start_capture(self) -> None:
         self._sources.start(self.scopes, self._sink, self._mask)
 
+    def _pause_soon(self, reason: str, name: str) -> None:
+        """Pause on another thread (a hook or the writer cannot wait for the lock), taking
+        nothing from the sink from this very moment."""
+        with self._gate_lock:
+            self._pauses_pending += 1
+
+        def run() -> None:
+            try:
+                self.pause(reason)
+            except UsageError:
+                pass  # stopped meanwhile: nothing to pause
+            finally:
+                with self._gate_lock:
+                    self._pauses_pending -= 1
+
+        self._in_background(run, name)
+
     def _stop_capture(self) -> None:
         """Stop every source; each one is stopped even if another fails to."""
         self._sources.stop(self.counters)
 
     def pause(self, reason: str = PAUSED_BY_VOLUNTEER, *, seconds: float | None = None) -> None:
-        """Stop the hooks and the grabber themselves (P3).
+        """Stop the hooks and the grabber themselves (P3); never waits for the writer.
+
+        From the call on, the sink takes nothing (even while the lock is held by a
+        lifecycle step under way); then the sources are stopped, the pause marker
+        is queued without waiting, and the volunteer's pause is remembered.
 
         :param reason: :data:`PAUSED_BY_VOLUNTEER`, or why the recorder pauses by itself.
         :param seconds: the volunteer's pause ends by itself after this long (a
             notification says so); None: until :meth:`resume`.  The volunteer's
             pause is remembered across restarts.
-        :raises UsageError: ``seconds`` is not positive.
+        :raises UsageError: ``seconds`` is not a positive, finite number of at most
+            :data:`agent.pausing.MAX_PAUSE_S`, or the recorder has stopped.
         """
-        if seconds is not None and not seconds > 0:
-            msg = f"a pause must last a positive time, got {seconds} s"
+        if seconds is not None:
+            seconds = pausing.check_seconds(seconds, what="a pause", limit=pausing.MAX_PAUSE_S)
+        with self._gate_lock:
+            self._pauses_pending += 1  # the sink takes nothing from now on
+        try:
+            with self._lock:
+                self._pause_locked(reason, seconds)
+        finally:
+            with self._gate_lock:
+                self._pauses_pending -= 1
+
+    def _pause_locked(self, reason: str, seconds: float | None) -> None:
+        if self._closed:
+            msg = f"optin is {self.state}; nothing to pause"
             raise UsageError(msg)
-        with self._lock:
-            if self._closed:
-                msg = f"optin is {self.state}; nothing to pause"
-                raise UsageError(msg)
-            if reason == PAUSED_BY_VOLUNTEER:
-                now = time.time()
-                self._volunteer_pause = pausing.VolunteerPause(
-                    now, None if seconds is None else now + seconds
-                )
-                pausing.save(self.dirs, self._volunteer_pause)
-            if self.state == "paused":
-                if reason == PAUSED_BY_VOLUNTEER:
-                    self.reason = reason  # the volunteer's pause outlasts any other reason
-                    self._publish()
-                return
-            if self.state != "recording":
-                return
+        if self.state == "recording":
             t0 = now_ns()
-            self._stop_capture()
+            self._stop_capture()  # first: P3 is about the hooks, not the bookkeeping after
             self._put_marker("pause", reason=reason, stop_ms=round((now_ns() - t0) / 1e6, 3))
-            self.state = "paused"
-            self.reason = reason
+            self.state, self.reason = "paused", reason
+        elif self.state == "paused" and reason == PAUSED_BY_VOLUNTEER:
+            self.reason = reason  # the volunteer's pause outlasts any other reason
+        if reason == PAUSED_BY_VOLUNTEER:
+            now = time.time()
+            self._volunteer_pause = pausing.VolunteerPause(now, None if seconds is None else now + seconds)
+            try:
+                pausing.save(self.dirs, self._volunteer_pause)
+            except OSError as exc:  # paused all the same; only the memory of it across a restart is lost
+                logger.warning("could not remember the pause across restarts (%s)", describe_failure(exc))
+        if self.state in ("recording", "paused"):
             self._publish()
 
     def resume(self) -> None:
@@ -411,7 +467,7 @@ class Recorder:
             self.backend.screen_locked(), self.backend.idle_seconds(), self._idle_limit
         )
         if self.state == "recording" and why is not None:
-            self._in_background(lambda: self.pause(why), "optin-pause")
+            self._pause_soon(why, "optin-pause")
         elif (
             self.state == "paused"
             and why is None
@@ -489,23 +545,54 @@ class Recorder:
         with contextlib.suppress(Exception):  # the connections the writer's checks opened
             self.backend.close()
 
-    def _close_session(self, *, reason: str | None) -> None:
-        """Stop capture, drain the queue into the store and seal the session."""
+    def _close_session(self, *, reason: str | None) -> bool:
+        """Stop capture, drain the queue into the store and seal the session.
+
+        Waits at most :data:`STOP_WAIT_S` for the writer.  Returns False when the
+        writer did not finish in time: what it had not written is counted as lost,
+        the error says so, and the session is sealed late or at the next start.
+        """
         self._stop_capture()
         self._accepting = False
         self._put_marker(
-            "session_stop", reason=reason, dropped=self.counters.dropped, loss=self.counters.loss()
+            "session_stop",
+            wait=True,
+            reason=reason,
+            dropped=self.counters.dropped,
+            loss=self.counters.loss(),
         )
         loop, self._loop = self._loop, None
-        if loop is not None:
+        if loop is None:
+            return True
+        try:
+            if loop.finish(timeout=STOP_WAIT_S):  # the writer drains up to the marker and seals
+                return True
+        except Exception as exc:  # report, never crash the stop path
+            why = describe_failure(exc)
+            self._report_error(f"the session could not be sealed ({why}); it is recovered at the next start")
+            return True
+        lost = self._drain_queue()
+        self._count_drops(lost)
+        self._report_error(
+            f"the writer did not finish within {STOP_WAIT_S:g} s: {lost} queued events were not written "
+            "(counted as lost); the session is sealed when the writer returns, or at the next start"
+        )
+        return False
+
+    def _report_error(self, what: str) -> None:
+        self.error = what if self.error is None else f"{self.error}; {what}"
+        self.state = "error"
+        logger.error("capture stopped: %s", self.error)  # message says it all, never content
+
+    def _drain_queue(self) -> int:
+        """Empty the queue; return how many events it held."""
+        n = 0
+        while True:
             try:
-                loop.finish()  # the writer drains the queue up to the marker and seals
-            except Exception as exc:  # report, never crash the stop path
-                why = describe_failure(exc)
-                sealing = f"the session could not be sealed ({why}); it is recovered at the next start"
-                self.error = sealing if self.error is None else f"{self.error}; {sealing}"
-                self.state = "error"
-                logger.error("capture stopped: %s", self.error)  # message says it all
+                if self._queue.get_nowait() is not None:
+                    n += 1
+            except queue.Empty:
+                return n
 
     def _stop_in_background(self, *, error: str | None = None, reason: str | None = None) -> None:
         """Stop from a thread that the stop path joins (the writer): hand it to a new thread."""
@@ -516,10 +603,15 @@ class Recorder:
 
         threading.Thread(target=run, name="optin-stopper", daemon=False).start()
 
-    def _put_marker(self, name: str, **detail: Any) -> None:
+    def _put_marker(self, name: str, *, wait: bool = False, **detail: Any) -> None:
+        """Queue a marker; a full queue counts it as dropped at once, or after a second with
+        ``wait`` (the session_stop marker, which the writer drains up to)."""
         ev = Marker(now_ns(), name, detail)
         try:
-            self._queue.put(ev, timeout=1.0)
+            if wait:
+                self._queue.put(ev, timeout=1.0)
+            else:
+                self._queue.put_nowait(ev)
         except queue.Full:
             self._count_drops(1)
 
@@ -561,20 +653,14 @@ class Recorder:
             self.rules = (*self.rules, rule)
             loop = self._loop
             if loop is not None:
-                loop.set_rules(self.rules)
-            self._denied_now = deny.match(self.rules, self._last_focus) is not None
+                loop.set_rules(self.rules)  # judged again by the writer; denied until then
         return rule.to_json()
 
     def _store_failed(self, exc: BaseException, lost: int) -> None:
         """The store cannot take more: stop accepting, count what is lost, stop capture."""
         self._failed = True
         self._accepting = False
-        while True:
-            try:
-                if self._queue.get_nowait() is not None:
-                    lost += 1
-            except queue.Empty:
-                break
+        lost += self._drain_queue()
         self._count_drops(lost)
         self._stop_in_background(error=f"writing the encrypted store failed ({describe_failure(exc)})")
 

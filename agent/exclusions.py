@@ -2,42 +2,74 @@
 
 ``config/exclusions.json`` (0600) holds ``{"rules": [DenyRule.to_json(), ...]}``:
 application classes and title patterns the volunteer chose, no captured content.
-An unreadable file is reported and treated as holding no rules, never as a
-reason to record less carefully: optin's default rules always apply.
+
+A file that exists but cannot be used (unreadable, not JSON, a rule optin can no
+longer run, such as a title pattern written for Python's backtracking engine) is
+refused with the file, the rule's number and the fix: recording does not start
+without the windows the volunteer excluded (P4: fail closed).  The message never
+quotes a pattern.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+from typing import Any
 
-from agent.capture.deny import DenyRule, rule_for_app
+from agent.capture.deny import DenyRule, rule_for_app, title_pattern_problem
 from agent.errors import UsageError
 from agent.paths import Dirs, ensure_private_dir, write_private_file
 
-logger = logging.getLogger(__name__)
-
 _FILE = "exclusions.json"
+#: Largest exclusions file read (bytes): a few thousand rules.
+MAX_BYTES = 4 * 1024 * 1024
 
 
 def load(dirs: Dirs) -> tuple[DenyRule, ...]:
-    """The volunteer's rules, oldest first."""
+    """The volunteer's rules, oldest first (none when the file does not exist).
+
+    :raises UsageError: the file exists but cannot be used; the message says which
+        rule and the fix.
+    """
     path = dirs.config / _FILE
+    fix = (
+        f"Fix: correct it, or remove {path} and add your exclusions again with `optin exclude` "
+        "(until then optin does not record)"
+    )
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return tuple(DenyRule.from_json(item) for item in raw["rules"])
+        with path.open("rb") as fh:
+            data = fh.read(MAX_BYTES + 1)
     except FileNotFoundError:
         return ()
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        logger.error("%s is unreadable (%s); your exclusions are not applied", path, type(exc).__name__)
-        return ()
+    except OSError as exc:
+        msg = f"your exclusions in {path} cannot be read ({exc.strerror or type(exc).__name__}). {fix}"
+        raise UsageError(msg) from None
+    if len(data) > MAX_BYTES:
+        msg = f"your exclusions file {path} is larger than {MAX_BYTES} bytes. {fix}"
+        raise UsageError(msg)
+    try:
+        raw: Any = json.loads(data.decode("utf-8"))
+        items = raw["rules"]
+        if not isinstance(items, list):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, RecursionError):
+        msg = f'your exclusions file {path} is not {{"rules": [...]}} in JSON. {fix}'
+        raise UsageError(msg) from None
+    rules: list[DenyRule] = []
+    for number, item in enumerate(items, 1):
+        try:
+            rules.append(DenyRule.from_json(item))
+        except ValueError as exc:
+            msg = f"rule {number} of your exclusions in {path} cannot be used: {exc}. {fix}"
+            raise UsageError(msg) from None
+    return tuple(rules)
 
 
 def volunteer_rule(app_class: str | None, title: str | None) -> DenyRule:
     """The rule ``optin exclude`` and the tray's "Exclude this app" add: exactly an application
     class, or a title pattern (with the class too when both are given).
 
-    :raises UsageError: neither is given, or the title is not a valid regular expression.
+    :raises UsageError: neither is given, or the title is not a pattern optin can run
+        (the message says why and the fix, never the pattern).
     """
     try:
         if title is None:
@@ -45,13 +77,20 @@ def volunteer_rule(app_class: str | None, title: str | None) -> DenyRule:
                 msg = "name an application class (--app CLASS) or a title pattern (--title PATTERN)"
                 raise ValueError(msg)
             return rule_for_app(app_class)
+        problem = title_pattern_problem(title)
+        if problem is not None:
+            msg = f"the title pattern {problem}"
+            raise ValueError(msg)
         return DenyRule("excluded by the volunteer", app_class=app_class, title=title)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
 
 def add(dirs: Dirs, rule: DenyRule) -> None:
-    """Append ``rule`` (atomic, durable, 0600); a rule already there is not added twice."""
+    """Append ``rule`` (atomic, durable, 0600); a rule already there is not added twice.
+
+    :raises UsageError: the existing file cannot be used (see :func:`load`).
+    """
     rules = load(dirs)
     if rule in rules:
         return
@@ -60,4 +99,4 @@ def add(dirs: Dirs, rule: DenyRule) -> None:
     write_private_file(dirs.config / _FILE, data.encode("utf-8"))
 
 
-__all__ = ["add", "load", "volunteer_rule"]
+__all__ = ["MAX_BYTES", "add", "load", "volunteer_rule"]

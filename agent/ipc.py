@@ -30,6 +30,18 @@ raises on purpose (:class:`agent.errors.OptinError`) travel with their message
 an opaque ``internal error``.  Log lines name the op and never the rest of a
 request.
 
+**Slow and hostile clients.**  One thread reads every connection's request with
+a selector (no thread per waiting client): a client has :data:`READ_TIMEOUT_S`
+*in total* to send its line, at most :data:`MAX_PENDING` may be waiting at once
+(one more is answered "busy" at once), and a waiting client costs no handler.
+A complete request runs on its own thread, at most :data:`MAX_CONTROL` at once
+for ``status``, ``pause`` and ``resume`` and :data:`MAX_SLOW` for ``delete_last``
+and ``exclude``, so slow deletions never make a pause wait; a reply gets
+:data:`SEND_TIMEOUT_S` in total.  Numbers are checked (finite, positive, a pause
+at most :data:`agent.pausing.MAX_PAUSE_S`, a deletion at most
+:data:`agent.pausing.MAX_DELETE_S`) and JSON nested deeper than
+:data:`MAX_DEPTH` is refused before it is parsed; every refusal is a reply.
+
 **One agent per user.**  :meth:`ControlServer.start` must be called while the
 agent lock (:func:`agent.paths.agent_lock`) is held; it checks that the lock is
 held, and only then replaces a socket file that a dead agent left behind.
@@ -40,20 +52,22 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
-import select
+import selectors
 import socket
 import stat
 import struct
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from agent.errors import EnvironmentProblem, OptinError, UsageError
 from agent.paths import Dirs, ensure_private_dir
+from agent.pausing import MAX_DELETE_S, MAX_PAUSE_S, check_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +79,18 @@ SOCKET_NAME = "control.sock"
 MAX_REQUEST = 64 * 1024
 #: Largest reply line the client reads (bytes): a delete report can list many sessions.
 MAX_REPLY = 1024 * 1024
-#: How long the agent waits for a connected client to send its request (seconds).
+#: How long a connected client has, in total, to send its request (seconds).
 READ_TIMEOUT_S = 2.0
-#: How long the agent tries to hand a reply to a client (seconds).
+#: How long the agent tries, in total, to hand a reply to a client (seconds).
 SEND_TIMEOUT_S = 2.0
-#: Requests handled at the same time; more are answered "busy".
-MAX_CONCURRENT = 4
+#: Connections waiting for their request at once; one more is answered "busy" at once.
+MAX_PENDING = 64
+#: ``status``, ``pause`` and ``resume`` requests running at once (each returns quickly).
+MAX_CONTROL = 8
+#: ``delete_last`` and ``exclude`` requests running at once (they seal, shred, write files).
+MAX_SLOW = 2
+#: Deepest JSON nesting accepted in a request (a request is one flat object).
+MAX_DEPTH = 8
 #: How long the command line waits for an answer, by op (seconds): pausing joins capture threads,
 #: resuming starts them, deleting seals, shreds and reopens sessions.
 REPLY_TIMEOUT_S = {"status": 5.0, "pause": 15.0, "resume": 15.0, "delete_last": 120.0, "exclude": 15.0}
@@ -80,6 +100,8 @@ MAX_PATTERN = 1024
 NOT_RUNNING = "no optin agent is running for this user (start it with `optin run`)"
 
 _OPS = frozenset(REPLY_TIMEOUT_S)
+_SLOW_OPS = frozenset({"delete_last", "exclude"})
+_SECONDS_LIMIT = {"pause": ("a pause", MAX_PAUSE_S), "delete_last": ("delete-last", MAX_DELETE_S)}
 _ARGS = {
     "status": frozenset(),
     "pause": frozenset({"seconds"}),
@@ -145,12 +167,21 @@ def socket_path(dirs: Dirs) -> Path:
 # -- the agent's side ----------------------------------------------------------------------------
 
 
+@dataclass
+class _Pending:
+    """A connection whose request line is still being read (by the selector thread)."""
+
+    conn: socket.socket
+    deadline: float
+    buf: bytearray = field(default_factory=bytearray)
+
+
 class ControlServer:
     """Answers control requests for ``controller`` on ``<runtime dir>/control.sock``.
 
-    :meth:`start` binds and starts one accepting thread; each connection is
-    handled on a short-lived thread (at most :data:`MAX_CONCURRENT` at once), so
-    a slow ``delete_last`` does not hold up ``status``.  :meth:`stop` closes the
+    :meth:`start` binds and starts one thread that accepts connections and reads
+    their requests with a selector (see the module docstring for the bounds);
+    each complete request runs on a short-lived thread.  :meth:`stop` closes the
     socket and removes its file.
     """
 
@@ -163,7 +194,8 @@ class ControlServer:
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
         self._stopping = threading.Event()
-        self._slots = threading.BoundedSemaphore(MAX_CONCURRENT)
+        self._control_slots = threading.BoundedSemaphore(MAX_CONTROL)
+        self._slow_slots = threading.BoundedSemaphore(MAX_SLOW)
         self._handlers: set[threading.Thread] = set()
         self._handlers_lock = threading.Lock()
 
@@ -200,7 +232,8 @@ class ControlServer:
                     os.umask(old)
             st = os.lstat(self.path)
             self._identity = (st.st_dev, st.st_ino)
-            listener.listen(16)
+            listener.listen(64)
+            listener.setblocking(False)
         except OSError as exc:
             listener.close()
             self._unlink_own_socket()
@@ -209,7 +242,7 @@ class ControlServer:
         self._listener = listener
         self._stopping.clear()
         self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._accept_loop, name="optin-control", daemon=True)
+        self._thread = threading.Thread(target=self._serve_loop, name="optin-control", daemon=True)
         self._thread.start()
         logger.info("control socket listening")
 
@@ -275,64 +308,136 @@ class ControlServer:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
-    def _accept_loop(self) -> None:
+    # -- the selector thread: accept, check the peer, read each request within its deadline ----------
+
+    def _serve_loop(self) -> None:
         listener = self._listener
         if listener is None:
             return
-        while not self._stopping.is_set():
+        pending: dict[int, _Pending] = {}
+        with selectors.DefaultSelector() as sel:
+            sel.register(listener, selectors.EVENT_READ, "listener")
+            sel.register(self._wake_r, selectors.EVENT_READ, "wake")
             try:
-                ready, _, _ = select.select([listener.fileno(), self._wake_r], [], [])
-            except (OSError, ValueError):
-                return  # closed under us: stopping
-            if self._stopping.is_set():
-                return
-            if listener.fileno() not in ready:
-                continue
+                while not self._stopping.is_set():
+                    now = time.monotonic()
+                    wait = min((p.deadline for p in pending.values()), default=now + 60.0) - now
+                    try:
+                        ready = sel.select(max(0.0, wait))
+                    except (OSError, ValueError):
+                        return  # closed under us: stopping
+                    if self._stopping.is_set():
+                        return
+                    for key, _ in ready:
+                        if key.data == "listener":
+                            self._accept(listener, sel, pending)
+                        elif key.data != "wake":
+                            self._read(key.data, sel, pending)
+                    self._expire(sel, pending)
+            finally:
+                for item in pending.values():
+                    with contextlib.suppress(OSError):
+                        item.conn.close()
+
+    def _accept(
+        self, listener: socket.socket, sel: selectors.BaseSelector, pending: dict[int, _Pending]
+    ) -> None:
+        """Accept every waiting connection: refuse another user's at once, and any beyond
+        :data:`MAX_PENDING`; keep the others for reading."""
+        while True:
             try:
                 conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError:
+                return  # out of descriptors, or closing: the next round tries again
+            try:
+                pid, uid = peer_credentials(conn)
+            except OSError:
+                conn.close()
                 continue
-            self._dispatch(conn)
+            if uid != os.geteuid():
+                logger.warning("refused a control connection from another user (uid %d, pid %d)", uid, pid)
+                _reply_now(conn, _error("refused: an optin agent answers only the user who runs it", 2))
+                continue
+            if len(pending) >= MAX_PENDING:
+                logger.warning("refused a control connection: %d others are still sending", len(pending))
+                _reply_now(conn, _error("the agent is busy with other requests; try again", 1))
+                continue
+            conn.setblocking(False)
+            item = _Pending(conn, time.monotonic() + READ_TIMEOUT_S)
+            pending[conn.fileno()] = item
+            sel.register(conn, selectors.EVENT_READ, item)
 
-    def _dispatch(self, conn: socket.socket) -> None:
-        """Handle ``conn`` on its own thread, or answer busy when too many are in progress."""
-        if not self._slots.acquire(blocking=False):
-            conn.settimeout(SEND_TIMEOUT_S)
-            self._reply(conn, _error("the agent is busy with other requests; try again", 1))
-            conn.close()
+    def _read(self, item: _Pending, sel: selectors.BaseSelector, pending: dict[int, _Pending]) -> None:
+        """Read what ``item``'s client sent; a complete (or oversized) request leaves the selector."""
+        try:
+            chunk = item.conn.recv(65536)
+        except (BlockingIOError, InterruptedError):
             return
-        handler = threading.Thread(target=self._serve, args=(conn,), name="optin-control-conn", daemon=True)
+        except OSError:
+            chunk = b""
+            item.buf.clear()  # a reset connection: nothing to answer
+            self._forget(item, sel, pending)
+            item.conn.close()
+            return
+        newline = chunk.find(b"\n")
+        if chunk and newline < 0:
+            item.buf += chunk
+            if len(item.buf) >= MAX_REQUEST:
+                self._forget(item, sel, pending)
+                _reply_now(item.conn, _error(f"request too large (limit {MAX_REQUEST} bytes)", 2))
+            return
+        if newline >= 0:
+            item.buf += chunk[:newline]
+        self._forget(item, sel, pending)
+        if len(item.buf) + 1 > MAX_REQUEST:
+            _reply_now(item.conn, _error(f"request too large (limit {MAX_REQUEST} bytes)", 2))
+            return
+        self._dispatch(item.conn, bytes(item.buf))
+
+    def _expire(self, sel: selectors.BaseSelector, pending: dict[int, _Pending]) -> None:
+        now = time.monotonic()
+        for item in [p for p in pending.values() if p.deadline <= now]:
+            self._forget(item, sel, pending)
+            _reply_now(item.conn, _error(f"no request within {READ_TIMEOUT_S:g} s", 2))
+
+    @staticmethod
+    def _forget(item: _Pending, sel: selectors.BaseSelector, pending: dict[int, _Pending]) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(item.conn)
+        pending.pop(item.conn.fileno(), None)
+
+    def _dispatch(self, conn: socket.socket, line: bytes) -> None:
+        """Answer a bad request at once; run a good one on its own thread, or answer busy."""
+        try:
+            op, args = parse_request(line)
+        except UsageError as exc:
+            _reply_now(conn, _error(str(exc), exc.exit_code))
+            return
+        slots = self._slow_slots if op in _SLOW_OPS else self._control_slots
+        if not slots.acquire(blocking=False):
+            _reply_now(conn, _error(f"the agent is busy with other {op} requests; try again", 1))
+            return
+        handler = threading.Thread(
+            target=self._serve, args=(conn, op, args, slots), name="optin-control-conn", daemon=True
+        )
         with self._handlers_lock:
             self._handlers.add(handler)
         handler.start()
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(
+        self, conn: socket.socket, op: str, args: dict[str, Any], slots: threading.BoundedSemaphore
+    ) -> None:
         try:
             with conn:
-                self._serve_one(conn)
+                self._reply(conn, self._answer(op, args))
         except Exception as exc:  # a broken connection must never take the agent down
             logger.warning("control connection failed (%s)", type(exc).__name__)
         finally:
-            self._slots.release()
+            slots.release()
             with self._handlers_lock:
                 self._handlers.discard(threading.current_thread())
-
-    def _serve_one(self, conn: socket.socket) -> None:
-        conn.settimeout(READ_TIMEOUT_S)
-        pid, uid = peer_credentials(conn)
-        if uid != os.geteuid():
-            logger.warning("refused a control connection from another user (uid %d, pid %d)", uid, pid)
-            self._reply(conn, _error("refused: an optin agent answers only the user who runs it", 2))
-            return
-        try:
-            line = _read_line(conn, MAX_REQUEST)
-        except TimeoutError:
-            self._reply(conn, _error(f"no request within {READ_TIMEOUT_S:g} s", 2))
-            return
-        except _TooLong:
-            self._reply(conn, _error(f"request too large (limit {MAX_REQUEST} bytes)", 2))
-            return
-        self._reply(conn, self.handle(line))
 
     def handle(self, line: bytes) -> dict[str, Any]:
         """The reply to one request line (already length-limited); never raises."""
@@ -340,6 +445,10 @@ class ControlServer:
             op, args = parse_request(line)
         except UsageError as exc:
             return _error(str(exc), exc.exit_code)
+        return self._answer(op, args)
+
+    def _answer(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """The reply to a parsed request; never raises."""
         logger.info("control request: %s", op)
         try:
             result = self._call(op, args)
@@ -365,14 +474,38 @@ class ControlServer:
         return {"status": c.status()}
 
     def _reply(self, conn: socket.socket, reply: dict[str, Any]) -> None:
-        try:
-            data = _encode(reply)
-        except (TypeError, ValueError) as exc:  # a controller returned something that is not JSON
-            logger.error("control reply could not be encoded (%s)", type(exc).__name__)
-            data = _encode(_error("internal error in the optin agent (an unencodable reply)", 1))
+        """Send ``reply`` within :data:`SEND_TIMEOUT_S` in total (``sendall``'s timeout is a total)."""
+        conn.setblocking(True)
         conn.settimeout(SEND_TIMEOUT_S)
-        with contextlib.suppress(OSError):  # the client went away: nothing to tell it
-            conn.sendall(data)
+        with contextlib.suppress(OSError):  # the client went away or does not read: nothing to tell it
+            conn.sendall(_encode_reply(reply))
+
+
+def _reply_now(conn: socket.socket, reply: dict[str, Any]) -> None:
+    """Send a short reply without waiting (what the socket buffer takes) and close ``conn``.
+
+    What the client sent and nobody read is drained first (without waiting), so the
+    close does not reset the connection before the client has read the reply.
+    """
+    try:
+        conn.setblocking(False)
+        conn.send(_encode_reply(reply))
+        conn.shutdown(socket.SHUT_WR)
+        for _ in range(16):  # at most 1 MiB: a client cannot keep the selector thread here
+            if not conn.recv(65536):
+                break
+    except OSError:
+        pass  # the client went away, does not read, or sends no more now: the agent is not held
+    finally:
+        conn.close()
+
+
+def _encode_reply(reply: dict[str, Any]) -> bytes:
+    try:
+        return _encode(reply)
+    except (TypeError, ValueError) as exc:  # a controller returned something that is not JSON
+        logger.error("control reply could not be encoded (%s)", type(exc).__name__)
+        return _encode(_error("internal error in the optin agent (an unencodable reply)", 1))
 
 
 def peer_credentials(conn: socket.socket) -> tuple[int, int]:
@@ -412,8 +545,15 @@ def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
     """
     try:
         text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        msg = "malformed request: one JSON object on one line expected"
+        raise UsageError(msg) from None
+    if json_depth(text) > MAX_DEPTH:
+        msg = f"malformed request: JSON nested deeper than {MAX_DEPTH} levels; a request is one flat object"
+        raise UsageError(msg)
+    try:
         obj = json.loads(text, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):
         msg = "malformed request: one JSON object on one line expected"
         raise UsageError(msg) from None
     if not isinstance(obj, dict):
@@ -434,12 +574,21 @@ def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
     if extra:
         msg = f"{op} takes no argument named {', '.join(sorted(repr(k)[:40] for k in extra))}"
         raise UsageError(msg)
-    args = {k: v for k, v in obj.items() if v is not None}
+    return op, _checked_args(op, {k: v for k, v in obj.items() if v is not None})
+
+
+def _checked_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` of ``op`` with their values checked (numbers bounded, patterns bounded)."""
     if op == "delete_last" and "seconds" not in args:
         msg = "delete_last needs seconds"
         raise UsageError(msg)
     if "seconds" in args:
-        args["seconds"] = _positive_seconds(args["seconds"])
+        what, limit = _SECONDS_LIMIT[op]
+        try:
+            args["seconds"] = check_seconds(args["seconds"], what=what, limit=limit)
+        except OverflowError:  # an integer too large for a float
+            msg = f"{what} can last at most {limit:g} s"
+            raise UsageError(msg) from None
     if op == "exclude":
         for key in ("app_class", "title"):
             if key in args:
@@ -447,7 +596,7 @@ def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
         if len(args) > 1:
             msg = "exclude takes an app class or a title pattern, not both"
             raise UsageError(msg)
-    return op, args
+    return args
 
 
 def _reject_constant(name: str) -> Any:
@@ -455,14 +604,29 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(msg)
 
 
-def _positive_seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = "seconds must be a number"
-        raise UsageError(msg)
-    if not math.isfinite(value) or value <= 0:
-        msg = "seconds must be positive"
-        raise UsageError(msg)
-    return float(value)
+def json_depth(text: str) -> int:
+    """How deep ``[`` and ``{`` nest in JSON ``text`` (outside strings); linear, no recursion.
+
+    Checked before parsing, because Python's parser recurses and fails on deep nesting.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _pattern(key: str, value: Any) -> str:
@@ -599,8 +763,9 @@ def exchange(path: Path, data: bytes, *, timeout: float) -> dict[str, Any]:
         msg = "the optin agent closed the connection without answering; see its log"
         raise OptinError(msg)
     try:
-        reply = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        text = line.decode("utf-8")
+        reply = json.loads(text) if json_depth(text) <= MAX_DEPTH else None
+    except (UnicodeDecodeError, ValueError, RecursionError):
         reply = None
     if not isinstance(reply, dict):
         msg = "the optin agent's answer is not a JSON object; are the command and agent the same version?"

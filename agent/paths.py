@@ -3,12 +3,24 @@
 Everything lives under one root when ``OPTIN_HOME`` is set (tests, the demo,
 portable installs); otherwise platformdirs gives the OS conventions.  Every
 directory is created 0700 and checked: a directory that another user owns or
-can write to is refused, because the store's promises depend on it.
+can write to is refused, because the store's promises depend on it.  The files
+optin trusts are checked the same way (:func:`check_private_file`,
+:func:`check_private_files`): a file another user owns or that group or others
+can write to is refused, a secret file that they can read too, each with the
+exact ``chmod`` that fixes it.
+
+An ``OPTIN_HOME`` that cannot hold optin's files (a file, ``/dev/null``, a
+directory inside ``/proc``, ``/sys`` or ``/dev``) is refused by :func:`dirs`
+itself; a directory that cannot be written (read-only, or not ours) is refused
+where optin first needs to write there (:func:`ensure_private_dir`,
+:func:`write_private_file`): an :class:`EnvironmentProblem` (exit 2) that names
+the path and the fix, never a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -43,11 +55,30 @@ class Dirs:
         return self.data / "exports"
 
 
+#: System pseudo-filesystems that cannot hold optin's files (``OPTIN_HOME`` inside them is refused).
+_PSEUDO_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+class PathProblem(EnvironmentProblem, OSError):
+    """A file or directory optin needs cannot be used; the message names it and says the fix.
+
+    Also an :class:`OSError` (with the original ``errno`` and ``strerror``), so code
+    that handles file-system failures keeps handling it; the command line shows the
+    message and exits 2.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
+
+
 def dirs() -> Dirs:
-    """Return the agent's directories (not created)."""
+    """Return the agent's directories (not created).
+
+    :raises EnvironmentProblem: ``OPTIN_HOME`` is not a directory optin can use.
+    """
     home = os.environ.get("OPTIN_HOME")
     if home:
-        root = Path(home).expanduser().resolve()
+        root = _home_root(home)
         return Dirs(config=root / "config", data=root / "data", runtime=root / "run")
     import platformdirs
 
@@ -64,20 +95,99 @@ def dirs() -> Dirs:
     )
 
 
+def _home_root(home: str) -> Path:
+    """``OPTIN_HOME`` resolved, or an :class:`EnvironmentProblem` saying why it cannot be used."""
+    fix = "Fix: set OPTIN_HOME to a directory of your own (it is created if missing), or unset it"
+    try:
+        root = Path(home).expanduser().resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, an unreadable parent
+        msg = f"OPTIN_HOME={home} cannot be resolved ({type(exc).__name__}). {fix}"
+        raise EnvironmentProblem(msg) from None
+    for pseudo in _PSEUDO_ROOTS:
+        if root == pseudo or pseudo in root.parents:
+            msg = f"OPTIN_HOME={home} is inside {pseudo}, a system pseudo-filesystem. {fix}"
+            raise EnvironmentProblem(msg)
+    probe = root
+    while True:  # the path itself, or the nearest part of it that exists, must be a directory
+        try:
+            st = probe.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+            continue
+        except OSError as exc:
+            msg = (
+                f"OPTIN_HOME={home}: {probe} cannot be examined ({exc.strerror or type(exc).__name__}). {fix}"
+            )
+            raise EnvironmentProblem(msg) from None
+        if not stat.S_ISDIR(st.st_mode):
+            what = "the path" if probe == root else f"{probe}, a part of the path,"
+            msg = f"OPTIN_HOME={home}: {what} is {_kind(st.st_mode)}, not a directory. {fix}"
+            raise EnvironmentProblem(msg)
+        break
+    return root
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "a file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _path_problem(path: Path, action: str, exc: OSError) -> PathProblem:
+    """A :class:`PathProblem` for a failed ``action`` on ``path`` (carrying the errno)."""
+    why = exc.strerror or type(exc).__name__
+    if isinstance(exc, (NotADirectoryError, FileExistsError)):
+        fix = (
+            "a part of the path is a file, not a directory. Fix: point OPTIN_HOME at a directory of your own"
+        )
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = (
+            "optin needs to write there. Fix: make it writable for your user, or set OPTIN_HOME to a "
+            "directory you can write to"
+        )
+    elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "Fix: free disk space, or set OPTIN_HOME to a directory on another disk"
+    else:
+        fix = "Fix: check the path, or set OPTIN_HOME to a directory of your own"
+    problem = PathProblem(f"cannot {action} {path} ({why}); {fix}")
+    problem.errno, problem.strerror = exc.errno, exc.strerror
+    return problem
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) with mode 0700 and check that it is ours alone.
 
-    :raises EnvironmentProblem: the directory is owned by another user or is
-        writable by group or others.
+    (A directory that exists but cannot be written is reported by the first write
+    into it: :func:`write_private_file`, or the store's own message.)
+
+    :raises EnvironmentProblem: the directory cannot be created, is owned by
+        another user, or is open to group or others (the message says the fix).
     """
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _path_problem(path, "create the directory", exc) from None
     check_private_dir(path)
     return path
 
 
 def check_private_dir(path: Path) -> None:
-    """Refuse a directory that someone else owns or can write to."""
-    st = path.stat()
+    """Refuse a directory that someone else owns or that group or others can read or write."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise _path_problem(path, "examine", exc) from None
+    if not stat.S_ISDIR(st.st_mode):
+        msg = f"{path} is {_kind(st.st_mode)}, not a directory. Fix: move it away (optin needs a folder)"
+        raise EnvironmentProblem(msg)
     if hasattr(os, "getuid") and st.st_uid != os.getuid():
         msg = (
             f"{path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()}); "
@@ -87,6 +197,50 @@ def check_private_dir(path: Path) -> None:
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH | stat.S_IRGRP | stat.S_IROTH):
         msg = f"{path} has mode {stat.S_IMODE(st.st_mode):04o}; optin needs it private. Fix: chmod 700 {path}"
         raise EnvironmentProblem(msg)
+
+
+def check_private_file(path: Path, *, secret: bool = False) -> None:
+    """Refuse a file optin trusts that someone else owns or that group or others can write
+    to (for a ``secret`` file: can read, too).
+
+    :raises EnvironmentProblem: with the exact ``chmod`` (or the owner) and the fix.
+    """
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise _path_problem(path, "examine", exc) from None
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        msg = (
+            f"{path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()}); optin trusts only "
+            f"files you own. Fix: remove it, or make it yours: chown {os.getuid()} {path}"
+        )
+        raise EnvironmentProblem(msg)
+    if os.name != "posix":
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    open_bits = 0o077 if secret else 0o022
+    if mode & open_bits:
+        who = "read or written" if secret else "written"
+        msg = (
+            f"{path} has mode {mode:04o}: group or others can have it {who}, and optin "
+            f"{'keeps secrets' if secret else 'relies on what it says'} there. Fix: chmod 600 {path}"
+        )
+        raise EnvironmentProblem(msg)
+
+
+def check_private_files(directory: Path, *, secret: bool = False) -> None:
+    """Check ``directory`` like :func:`check_private_dir` and every file in it like
+    :func:`check_private_file` (nothing to check when the directory does not exist)."""
+    if not directory.exists():
+        return
+    check_private_dir(directory)
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError as exc:
+        raise _path_problem(directory, "list", exc) from None
+    for entry in entries:
+        if entry.is_file():
+            check_private_file(entry, secret=secret)
 
 
 def write_private_file(path: Path, data: bytes, *, durable: bool = True) -> None:
@@ -99,7 +253,10 @@ def write_private_file(path: Path, data: bytes, *, durable: bool = True) -> None
     or metadata: this is not a way to put captured content on disk.
     """
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    except OSError as exc:
+        raise _path_problem(path, "write", exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -107,9 +264,11 @@ def write_private_file(path: Path, data: bytes, *, durable: bool = True) -> None
                 fh.flush()
                 os.fsync(fh.fileno())
         tmp.replace(path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, PathProblem):
+            raise _path_problem(path, "write", exc) from None
         raise
     if durable:
         fsync_dir(path.parent)

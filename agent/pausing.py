@@ -3,7 +3,13 @@
 The volunteer's own pause is a small file in the config directory, so it
 survives a restart (P3): ``{"since": <epoch s>, "until": <epoch s> | null}``
 (null: until resumed).  It holds no captured content.  A pause that has run out
-by the time the agent starts is dropped.
+by the time the agent starts is dropped; one that is unreadable counts as none,
+and one whose end is not a number or lies further than :data:`MAX_PAUSE_S` from
+its start lasts until resumed (the volunteer asked for a pause: keep it).
+
+Durations the volunteer gives are bounded (:func:`check_seconds`): a timed
+pause lasts at most :data:`MAX_PAUSE_S` (no duration: until resumed), and
+``delete-last`` reaches back at most :data:`MAX_DELETE_S`.
 
 :func:`absence_reason` is the pure rule for the automatic pauses: a locked
 screen or more than the idle limit without input pauses; both gone resumes.
@@ -13,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.errors import UsageError
 from agent.paths import Dirs, ensure_private_dir, write_private_file
 
 #: Reasons the recorder pauses by itself when the volunteer is away.
@@ -24,6 +32,30 @@ PAUSED_IDLE = "idle"
 PAUSED_LOCKED = "screen locked"
 
 _FILE = "pause.json"
+
+#: Longest timed pause (seconds): 30 days.  Longer: pause with no duration, until resumed.
+MAX_PAUSE_S = 30 * 86400.0
+#: Furthest ``delete-last`` reaches back (seconds): 50 years, i.e. everything recorded.
+MAX_DELETE_S = 50 * 365.25 * 86400
+
+
+def check_seconds(value: object, *, what: str, limit: float) -> float:
+    """``value`` as seconds: a finite number above 0 and at most ``limit``.
+
+    :param what: names the duration in the message (``"a pause"``).
+    :raises UsageError: anything else, with the bound.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"{what} needs a number of seconds, not {type(value).__name__}"
+        raise UsageError(msg)
+    seconds = float(value)  # an int too large for a float raises OverflowError: caught below
+    if not math.isfinite(seconds) or seconds <= 0:
+        msg = f"{what} must last a positive, finite time, got {seconds:g} s"
+        raise UsageError(msg)
+    if seconds > limit:
+        msg = f"{what} can last at most {limit:g} s ({limit / 86400:g} days), got {seconds:g} s"
+        raise UsageError(msg)
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -54,12 +86,19 @@ def save(dirs: Dirs, pause: VolunteerPause) -> None:
 
 def load(dirs: Dirs, now: float | None = None) -> VolunteerPause | None:
     """The volunteer's pause if one is still on; a run-out or unreadable file counts as none."""
+    now = time.time() if now is None else now
     try:
         raw = json.loads(_path(dirs).read_text(encoding="ascii"))
-        pause = VolunteerPause(float(raw["since"]), None if raw["until"] is None else float(raw["until"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        since = float(raw["since"])
+        until = None if raw["until"] is None else float(raw["until"])
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
         return None
-    return pause if pause.active(time.time() if now is None else now) else None
+    if not math.isfinite(since):
+        since = now
+    if until is not None and not (math.isfinite(until) and until - since <= MAX_PAUSE_S):
+        until = None  # an end no optin writes: keep the pause until the volunteer resumes
+    pause = VolunteerPause(since, until)
+    return pause if pause.active(now) else None
 
 
 def clear(dirs: Dirs) -> None:
@@ -80,4 +119,15 @@ def absence_reason(locked: bool | None, idle_s: float | None, idle_limit_s: floa
     return None
 
 
-__all__ = ["PAUSED_IDLE", "PAUSED_LOCKED", "VolunteerPause", "absence_reason", "clear", "load", "save"]
+__all__ = [
+    "MAX_DELETE_S",
+    "MAX_PAUSE_S",
+    "PAUSED_IDLE",
+    "PAUSED_LOCKED",
+    "VolunteerPause",
+    "absence_reason",
+    "check_seconds",
+    "clear",
+    "load",
+    "save",
+]

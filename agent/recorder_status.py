@@ -96,7 +96,12 @@ def _paused_until(pause: VolunteerPause | None) -> str | None:
     """When the volunteer's pause ends (UTC, ISO 8601), ``"resumed"`` for until resumed, or None."""
     if pause is None:
         return None
-    return "resumed" if pause.until is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(pause.until))
+    if pause.until is None:
+        return "resumed"
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(pause.until))
+    except (OverflowError, OSError, ValueError):  # an end no clock can show: it lasts until resumed
+        return "resumed"
 
 
 def _status_path(dirs: Dirs) -> Path:

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.capture.deny import MAX_LABEL, DenyRule
+from agent.capture.deny import MAX_LABEL, DenyRule, title_pattern_problem
 from agent.errors import StudyError
 from agent.paths import Dirs, ensure_private_dir, write_private_file
 from agent.untrusted_text import hidden_characters
@@ -579,7 +579,8 @@ class _Validator:
             self.error(
                 path,
                 f"study.recipients has {len(recipients)} keys; a bundle can be encrypted to at most "
-                f"{MAX_RECIPIENTS} (collectors refuse larger age headers). Fix: list at most {MAX_RECIPIENTS}",
+                f"{MAX_RECIPIENTS} (collectors refuse larger age headers). "
+                f"Fix: list at most {MAX_RECIPIENTS}",
             )
         for i, r in enumerate(recipients):
             problem = _recipient_problem(r)
@@ -639,22 +640,21 @@ class _Validator:
             ok = False
         title = values.get("title")
         if title is not None:
-            try:
-                re.compile(title, re.IGNORECASE)
-            except re.error as exc:
-                where = f" at position {exc.pos}" if exc.pos is not None else ""
+            problem = title_pattern_problem(title)  # what DenyRule refuses: RE2 syntax, bounded size
+            if problem is not None:
                 self.error(
                     (*path, "title"),
-                    f"{name}.title {_show(title)} is not a valid regular expression: {exc.msg}{where}. "
-                    "Fix: escape special characters with a backslash and write the pattern as a literal "
-                    "string in single quotes ('a\\.b'), so TOML keeps backslashes as they are",
+                    f"{name}.title {_show(title)} {problem} (write the pattern as a literal string in "
+                    "single quotes, 'a\\.b', so TOML keeps backslashes as they are)",
                 )
                 ok = False
         if not ok:
             return None
-        return DenyRule(
-            label=str(values["label"]), app_class=values.get("app_class"), title=title
-        )  # checked above
+        try:
+            return DenyRule(label=str(values["label"]), app_class=values.get("app_class"), title=title)
+        except ValueError as exc:  # what DenyRule refuses beyond the checks above (a glob's length)
+            self.error(path, f"{name}: {exc}")
+            return None
 
     def _int(self, table: Mapping[str, object], path: _PathT, default: int, bounds: tuple[int, int]) -> int:
         key = str(path[-1])

@@ -9,6 +9,14 @@ runs the recorder's checks (status, consent, pauses); every
 :data:`agent.store.retention.ENFORCE_EVERY_S` it enforces the store's budget and
 retention (:func:`enforce_retention`).  A store failure ends the loop and goes to
 the recorder with the count of the batch it lost.
+
+The deny rules are judged here, never on a hook thread: after each batch the
+loop publishes :attr:`WriterLoop.judged`, the latest focus event it saw and
+whether a rule denies it, which the hooks read in O(1).  Nobody waits on this
+thread without a bound: :meth:`WriterLoop.finish` gives up after its timeout
+and the loop is *abandoned*: it takes nothing more from the queue (the next
+session's loop may own it), and if it ever returns from what held it, it seals
+its session with the loss counted, as crash recovery would at the next start.
 """
 
 from __future__ import annotations
@@ -91,20 +99,32 @@ class WriterLoop:
         self._checks = checks
         self._failed = failed
         self._draining = False  # set once the session_stop marker is queued: the loop may end
+        self._abandoned = False  # finish() gave up waiting: take nothing more, seal and end
+        self._ended = False  # the loop has run to its end (set under _handoff)
+        self._handoff = threading.Lock()  # finish() giving up vs the loop ending: one of them seals
         self._thread: threading.Thread | None = None
+        #: ``(focus, denied)``: the latest focus event judged and whether a deny rule matches it
+        #: (a tuple, replaced whole, so a hook thread reads a consistent pair without a lock).
+        self.judged: tuple[WindowFocus | None, bool] = (None, False)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="optin-writer", daemon=True)
         self._thread.start()
 
     def set_rules(self, rules: tuple[deny.DenyRule, ...]) -> None:
-        """The deny rules changed: the focused window is judged again at the next batch."""
+        """The deny rules changed: the focused window is judged again at the next batch, and
+        counts as denied until then (fail closed)."""
         self._rules = rules
         self._rules_changed = True
+        self.judged = (self.judged[0], True)
 
-    def finish(self) -> None:
+    def finish(self, timeout: float | None = None) -> bool:
         """Drain the queue up to the ``session_stop`` marker the caller has queued, then seal.
 
+        :param timeout: give up after this many seconds (None: wait as long as it takes).
+        :returns: True when the session is sealed; False when the loop did not end in
+            time: it is abandoned (see the module docstring) and the caller must not
+            wait for it.
         :raises Exception: the session could not be sealed.
         """
         self._draining = True
@@ -112,8 +132,18 @@ class WriterLoop:
             self._events.put_nowait(None)  # wakes the loop; if full it drains and ends anyway
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            thread.join(timeout)
+            with self._handoff:
+                if not self._ended and thread.is_alive():
+                    self._abandoned = True
+                    return False
         self._writer.close(self._counters.loss())
+        return True
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether :meth:`finish` gave up waiting for this loop."""
+        return self._abandoned
 
     def _run(self) -> None:
         writer = self._writer
@@ -121,14 +151,22 @@ class WriterLoop:
         moves = CoalesceState()
         denial = deny.DenyState()
         while True:
+            if self._abandoned:  # before taking from the queue: it may be the next session's now
+                self._seal_abandoned(0)
+                return
             batch, done = self._next_batch()
             batch, denial = self._deny(batch, denial, done=done)
             batch, moves = self._coalesce(batch, moves, done=done)
+            if self._abandoned:
+                self._seal_abandoned(len(batch))
+                return
             try:
                 if batch:
                     writer.write_events(batch)
                 writer.flush()
             except Exception as exc:  # any store failure stops capture, counted
+                if self._abandoned:
+                    return  # the recorder has moved on and counted the loss; recovery seals
                 self._failed(exc, len(batch))
                 return
             self._count(batch)
@@ -140,7 +178,23 @@ class WriterLoop:
                 last_retention = now
                 enforce_retention(self._dirs, self._study, keep={writer.session_id})
             if done:
+                with self._handoff:
+                    self._ended = True
+                    abandoned = self._abandoned
+                if abandoned:  # finish() gave up just before the end: nobody else seals
+                    self._seal_abandoned(0)
                 return
+
+    def _seal_abandoned(self, lost: int) -> None:
+        """The loop returned after :meth:`finish` gave up on it: seal what was written, count
+        the rest (the recorder already reported the session as left for recovery)."""
+        self._counters.dropped += lost
+        try:
+            self._writer.close(self._counters.loss())
+        except Exception as exc:  # crash recovery seals it at the next start
+            logger.warning("an abandoned session could not be sealed (%s)", describe_failure(exc))
+        else:
+            logger.warning("an abandoned session was sealed late; %d events in hand were lost", lost)
 
     def _next_batch(self) -> tuple[list[Event], bool]:
         """Wait up to one tick for events; return ``(batch, loop_should_end)``.
@@ -178,6 +232,8 @@ class WriterLoop:
         if done:
             tail, state = deny.flush(state)
             out.extend(tail)
+        if not self._rules_changed:  # rules changed meanwhile: stay denied until judged under them
+            self.judged = (state.focus, state.denied)
         if not self._keep_titles:
             out = [e for e in out if not isinstance(e, WindowFocus)]
         return out, state

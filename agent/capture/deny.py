@@ -1,4 +1,4 @@
-"""Deny rules at the source (P4): windows whose input is never stored and whose pixels are masked.
+r"""Deny rules at the source (P4): windows whose input is never stored and whose pixels are masked.
 
 What: a :class:`DenyRule` names windows by application class (a glob) and/or
 title (a regular expression).  :data:`DEFAULT_RULES` covers password managers,
@@ -53,6 +53,22 @@ on macOS, ``org.keepassxc.keepassxc``, or the owner name when there is none);
 When a rule gives both, both must match; a rule never matches a field the OS
 did not tell (None).
 
+Time is bounded, whatever the rule and the title (P3: a rule must never stall
+the agent).  Title patterns are compiled by RE2 (the ``google-re2`` package),
+an engine without backtracking: a search takes time linear in the title, so a
+pattern such as ``(a+)+$`` that makes a backtracking engine run for minutes on
+``aaa…a!`` is harmless here.  RE2's syntax is Python's minus the features that
+need backtracking (lookarounds, backreferences, atomic groups) and ``\Z``
+(written ``\z``); such a pattern is refused with the fix, as is a pattern longer
+than :data:`MAX_PATTERN` characters or whose compiled program exceeds
+:data:`MAX_PROGRAM` instructions.  ``\b``, ``\w``, ``\s`` and ``\d`` are ASCII
+classes in RE2; case-insensitivity covers Unicode letters.  Class globs are
+translated by :mod:`fnmatch`, whose patterns cannot backtrack catastrophically.
+Both are matched against at most :data:`MATCH_HEAD` + :data:`MATCH_TAIL`
+characters: a longer title or class is judged on its head and its tail, joined
+by a line break (the default rules look at the start, the end, or a coined word
+such as "Incognito" that browsers put near the end).
+
 Titles and generic words: the default rules never match ordinary words such as
 "password", "secret" or "login" anywhere in a title.  A title is mostly content
 the volunteer or a web page chose (``password.txt - vim``, "Forgot your
@@ -84,6 +100,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
+
 from agent.events import (
     ButtonPress,
     ButtonRelease,
@@ -109,6 +127,48 @@ INPUT_TYPES: tuple[type, ...] = (KeyPress, KeyRelease, Paste, PointerMove, Butto
 _JSON_KEYS = frozenset({"label", "app_class", "title"})
 #: Longest label a rule may have (it is stored in every deny marker).
 MAX_LABEL = 200
+#: Longest class glob or title pattern a rule may have (characters).
+MAX_PATTERN = 1024
+#: Largest compiled title pattern (RE2 program instructions): bounds the cost of one search.
+MAX_PROGRAM = 4096
+#: A title or class longer than MATCH_HEAD + MATCH_TAIL characters is judged on its first
+#: MATCH_HEAD and last MATCH_TAIL characters, joined by a line break.
+MATCH_HEAD = 512
+MATCH_TAIL = 512
+
+#: RE2's refusals, by the start of its message (RE2 names no position): what is wrong, and the fix.
+_RE2_FIXES = (
+    (
+        "invalid perl operator",
+        "it uses a construct that needs backtracking (a lookaround such as (?=…), (?!…), (?<=…), "
+        "a backreference (?P=name), an atomic group or a conditional), which optin's regex engine "
+        "(RE2, linear time) does not run",
+        "rewrite the pattern without it",
+    ),
+    (
+        "invalid escape sequence",
+        "it uses an escape RE2 does not know (a backreference such as \\1, or \\Z)",
+        "write \\z for the end of the title, and match the text itself instead of a backreference",
+    ),
+    (
+        "invalid repetition size",
+        "a counted repetition {n,m} is larger than 1000",
+        "use a smaller count, or + or *",
+    ),
+    (
+        "bad repetition operator",
+        "a quantifier follows another quantifier (such as ** or +*), or repeats too much in total",
+        "remove the extra quantifier",
+    ),
+    ("missing )", "a group is not closed", "add the missing ) or escape the ( as \\("),
+    ("unexpected )", "a ) closes no group", "remove it or escape it as \\)"),
+    ("missing ]", "a character class is not closed", "add the missing ] or escape the [ as \\["),
+    ("pattern too large", "it is too complex", f"a shorter pattern (at most {MAX_PROGRAM} steps)"),
+)
+_RE2_OTHER = (
+    "it is not in RE2's syntax",
+    "check it against RE2's syntax (Python's, without lookarounds and backreferences)",
+)
 
 Rect = tuple[int, int, int, int]
 
@@ -119,17 +179,18 @@ class DenyRule:
 
     :ivar label: what the ``deny`` markers say (stored in the session: keep it coarse).
     :ivar app_class: a case-insensitive glob over the whole application class, or None.
-    :ivar title: a case-insensitive regular expression searched in the title, or None.
+    :ivar title: a case-insensitive regular expression (RE2 syntax) searched in the title, or None.
     :raises ValueError: no pattern given, an empty label or pattern, a value that
-        is not a string, or a title that is not a valid regular expression (the
-        message names the label and the regex error, never the pattern).
+        is not a string, a pattern longer than :data:`MAX_PATTERN`, or a title that
+        RE2 cannot run (the message names the label, what is wrong and the fix,
+        never the pattern).
     """
 
     label: str
     app_class: str | None = None
     title: str | None = None
     _class_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
-    _title_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
+    _title_re: Any = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         if not isinstance(self.label, str) or not self.label.strip() or len(self.label) > MAX_LABEL:
@@ -140,6 +201,12 @@ class DenyRule:
             if value is not None and (not isinstance(value, str) or not value):
                 msg = f"deny rule {self.label!r}: {name} must be a non-empty string or absent"
                 raise ValueError(msg)
+            if value is not None and len(value) > MAX_PATTERN:
+                msg = (
+                    f"deny rule {self.label!r}: its {name} has {len(value)} characters; at most "
+                    f"{MAX_PATTERN}. Fix: a shorter pattern"
+                )
+                raise ValueError(msg)
         if self.app_class is None and self.title is None:
             msg = f"deny rule {self.label!r} matches nothing: give app_class, title or both"
             raise ValueError(msg)
@@ -148,25 +215,24 @@ class DenyRule:
                 self, "_class_re", re.compile(fnmatch.translate(self.app_class), re.IGNORECASE)
             )
         if self.title is not None:
-            try:
-                compiled = re.compile(self.title, re.IGNORECASE)
-            except re.error as exc:
-                where = f" at position {exc.pos}" if exc.pos is not None else ""
-                msg = (
-                    f"deny rule {self.label!r}: its title is not a valid regular expression "
-                    f"({exc.msg}{where})"
-                )
-                raise ValueError(msg) from None
+            compiled, problem = _compile_title(self.title)
+            if problem is not None:
+                msg = f"deny rule {self.label!r}: its title {problem}"
+                raise ValueError(msg)
             object.__setattr__(self, "_title_re", compiled)
 
     def matches(self, focus: WindowFocus) -> bool:
-        """Whether ``focus`` is a window of this rule (every given pattern matches)."""
+        """Whether ``focus`` is a window of this rule (every given pattern matches).
+
+        Bounded time: each field is cut to :data:`MATCH_HEAD` + :data:`MATCH_TAIL`
+        characters and titles are searched by RE2 (linear in the title).
+        """
         if self._class_re is not None and (
-            focus.app_class is None or self._class_re.match(focus.app_class) is None
+            focus.app_class is None or self._class_re.match(_bounded(focus.app_class)) is None
         ):
             return False
         return self._title_re is None or (
-            focus.title is not None and self._title_re.search(focus.title) is not None
+            focus.title is not None and self._title_re.search(_title_bytes(focus.title)) is not None
         )
 
     def to_json(self) -> dict[str, str]:
@@ -190,11 +256,77 @@ class DenyRule:
                 f"a deny rule must be an object with label, app_class and/or title, not {type(obj).__name__}"
             )
             raise ValueError(msg)
-        unknown = sorted(str(k) for k in obj if k not in _JSON_KEYS)
+        unknown = sorted(str(k)[:40] for k in obj if k not in _JSON_KEYS)
         if unknown:
-            msg = f"deny rule {obj.get('label')!r}: unknown keys {unknown}; expected {sorted(_JSON_KEYS)}"
+            label = str(obj.get("label"))[:MAX_LABEL]
+            msg = f"deny rule {label!r}: unknown keys {unknown}; expected {sorted(_JSON_KEYS)}"
             raise ValueError(msg)
         return cls(label=obj.get("label", ""), app_class=obj.get("app_class"), title=obj.get("title"))
+
+
+def title_pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` cannot be a deny rule's title, with the fix; None when it can.
+
+    The sentence continues "the title …" (``"is not a valid regular expression: …"``)
+    and never quotes the pattern.  The study file check and ``optin exclude`` use it,
+    so both refuse exactly what :class:`DenyRule` refuses.
+    """
+    if not isinstance(pattern, str) or not pattern:
+        return "must be a non-empty string"
+    if len(pattern) > MAX_PATTERN:
+        return f"has {len(pattern)} characters; at most {MAX_PATTERN}. Fix: a shorter pattern"
+    return _compile_title(pattern)[1]
+
+
+def _compile_title(pattern: str) -> tuple[Any, str | None]:
+    """``(compiled, None)``, or ``(None, why with the fix)``: RE2, case-insensitive, no captures."""
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # RE2 would print the pattern on stderr
+    options.never_capture = True  # only whether it matches is asked
+    try:
+        compiled = re2.compile(pattern, options)
+    except re2.error as exc:
+        raw = exc.args[0] if exc.args else b""
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        what, fix = next(((w, f) for prefix, w, f in _RE2_FIXES if text.startswith(prefix)), _RE2_OTHER)
+        syntax = _python_syntax_error(pattern)
+        if syntax is not None:  # a plain syntax error: Python's parser says where
+            return None, f"is not a valid regular expression: {syntax}. Fix: {fix}"
+        return None, f"is not a valid regular expression for optin: {what}. Fix: {fix}"
+    except (TypeError, UnicodeError):
+        return None, "is not text that optin can compile. Fix: write it as plain UTF-8 text"
+    if compiled.programsize > MAX_PROGRAM:
+        return None, (
+            f"is too complex: it compiles to {compiled.programsize} steps; at most {MAX_PROGRAM}. "
+            "Fix: smaller counted repetitions {n,m} or fewer alternatives"
+        )
+    return compiled, None
+
+
+def _python_syntax_error(pattern: str) -> str | None:
+    """``"missing ), unterminated subpattern at position 7"`` when Python's parser finds a plain
+    syntax error too, else None (RE2 names no position; compiling, never matching, with
+    :mod:`re` costs time linear in the pattern)."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"{exc.msg} at position {exc.pos}" if exc.pos is not None else exc.msg
+    except (RecursionError, OverflowError, ValueError):
+        return None
+    return None
+
+
+def _bounded(text: str) -> str:
+    """``text``, or its head and tail joined by a line break when it is longer than the bound."""
+    if len(text) <= MATCH_HEAD + MATCH_TAIL:
+        return text
+    return f"{text[:MATCH_HEAD]}\n{text[-MATCH_TAIL:]}"
+
+
+def _title_bytes(title: str) -> bytes:
+    """The bounded title as UTF-8 for RE2 (a lone surrogate an OS string may carry becomes ``?``)."""
+    return _bounded(title).encode("utf-8", "replace")
 
 
 def rule_for_app(app_class: str, *, label: str | None = None) -> DenyRule:
@@ -605,6 +737,10 @@ __all__ = [
     "DENY_MARKER",
     "INPUT_TYPES",
     "MASK_BGRA",
+    "MATCH_HEAD",
+    "MATCH_TAIL",
+    "MAX_PATTERN",
+    "MAX_PROGRAM",
     "DenyRule",
     "DenyState",
     "apply_masks",
@@ -615,4 +751,5 @@ __all__ = [
     "match",
     "refocus",
     "rule_for_app",
+    "title_pattern_problem",
 ]

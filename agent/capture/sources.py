@@ -100,13 +100,25 @@ class CaptureSources:
             hook.start()
 
     def stop(self, counters: Counters) -> None:
-        """Stop every source; each one is stopped even if another fails to."""
+        """Stop every source; each one is stopped even if another fails to.
+
+        The hooks and the screen grabber go first (P3 is about them); the helpers
+        after, since answering the pastes already asked for may wait on the clipboard.
+        """
         hooks, self._hooks = self._hooks, []
         for hook in reversed(hooks):
             try:
                 hook.stop()
             except Exception as exc:  # the others must still stop
                 logger.warning("a capture source failed to stop (%s)", describe_failure(exc))
+        screen, self.screen = self.screen, None
+        if screen is not None:
+            try:
+                screen.stop()
+            except Exception as exc:  # the others must still stop
+                logger.warning("the screen watcher failed to stop (%s)", describe_failure(exc))
+            counters.frame_failures += screen.failures
+            counters.frames_skipped += screen.skipped
         own, self.own = self.own, None
         if own is not None:
             own.stop()
@@ -118,8 +130,3 @@ class CaptureSources:
         if secure is not None:
             secure.stop()
         self._own_buttons.clear()
-        screen, self.screen = self.screen, None
-        if screen is not None:
-            screen.stop()
-            counters.frame_failures += screen.failures
-            counters.frames_skipped += screen.skipped

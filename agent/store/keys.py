@@ -21,6 +21,14 @@ still read, with a warning; ``optin keys change-passphrase`` wraps it.
 Every key file is written by :func:`agent.paths.write_private_file` (0600 from
 its first byte, atomic).  No message or log line carries a passphrase or key
 material: only paths, key ids (a hash of the *public* key) and variable names.
+
+The ``recipient`` file carries its own check (a second line with the key id, so
+a changed bit is found) and must agree with the public key kept beside the
+identity when that is on this machine; recording refuses a recipient that fails
+either, and one that group or others can write to, with the fix (P5: a recorder
+must never encrypt to a key nobody holds).  A recipient written by an older
+version (one line, no check) is still read, and rewritten with its check once
+it agrees with the identity's public key.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.errors import KeyError_
-from agent.paths import Dirs, check_private_dir, ensure_private_dir, write_private_file
+from agent.paths import Dirs, check_private_dir, check_private_file, ensure_private_dir, write_private_file
 from agent.store import keyfile
 from agent.store.format import KEY_SIZE, generate_keypair, public_from_private
 
@@ -45,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: Text prefix of a recipient (public key) line.
 RECIPIENT_PREFIX = "optin-pub1:"
+#: Start of the recipient file's check line (followed by the key id of its public key).
+RECIPIENT_CHECK_PREFIX = "key-id "
 #: Text prefix of an unwrapped identity line (version 1 files, and the OS keyring entry).
 IDENTITY_PREFIX = "optin-sec1:"
 #: First line of a passphrase-wrapped identity file.
@@ -70,6 +80,10 @@ _RECIPIENT_FILE = "recipient"
 _IDENTITY_FILE = "identity"
 _REF_FILE = "identity.ref"
 _FIX_INIT = "Fix: run: optin keys init"
+_RECIPIENT_RE = re.compile(
+    rf"{RECIPIENT_PREFIX}(?P<public>[0-9a-f]{{{2 * KEY_SIZE}}})\n"
+    rf"{RECIPIENT_CHECK_PREFIX}(?P<check>[0-9a-f]{{16}})\n"
+)
 _REF_RE = re.compile(
     rf"{KEYRING_REF_VERSION}\nservice (?P<service>[a-z0-9._-]{{1,64}})\nuser (?P<user>[0-9a-f]{{16}})\n"
     rf"{RECIPIENT_PREFIX}(?P<public>[0-9a-f]{{{2 * KEY_SIZE}}})\n"
@@ -155,7 +169,7 @@ def init_keys(dirs: Dirs, *, force: bool = False, storage: Storage = "auto") -> 
         raise KeyError_(msg)
     if not force and (ref_path.exists() or identity_path.exists()):
         public = _stored_public(dirs)
-        _write_key_file(recipient_path, RECIPIENT_PREFIX, public)
+        _write_recipient(recipient_path, public)
         return public
 
     backend = keyring_backend() if storage != "file" else None
@@ -191,7 +205,7 @@ def init_keys(dirs: Dirs, *, force: bool = False, storage: Storage = "auto") -> 
         ref_path.unlink(missing_ok=True)
     if old_ref is not None and old_ref[1] != key_id(public):
         _keyring_forget(old_ref[0], old_ref[1])
-    _write_key_file(recipient_path, RECIPIENT_PREFIX, public)
+    _write_recipient(recipient_path, public)
     return public
 
 
@@ -206,7 +220,9 @@ def ensure_keys(dirs: Dirs) -> bytes:
     :raises KeyError_: no key pair yet and no way to protect a new one here.
     """
     if (dirs.keys / _RECIPIENT_FILE).exists():
-        return load_recipient(dirs)
+        public = load_recipient(dirs)
+        _add_recipient_check(dirs, public)
+        return public
     stored = (dirs.keys / _IDENTITY_FILE).exists() or (dirs.keys / _REF_FILE).exists()
     if (
         not stored
@@ -226,9 +242,23 @@ def ensure_keys(dirs: Dirs) -> bytes:
 def load_recipient(dirs: Dirs) -> bytes:
     """The raw public key the recorder encrypts to (never needs a passphrase).
 
-    :raises KeyError_: the file is missing or malformed; the message says the fix.
+    Checked before it is used: the keys directory is private, the file is not
+    writable by group or others, its check line (when it has one) matches its
+    public key, and it is the public key kept beside the identity when that is
+    on this machine.
+
+    :raises KeyError_: the file is missing, malformed, damaged or not the identity's
+        public key; the message says the fix.
+    :raises EnvironmentProblem: the keys directory or the file is open to others.
     """
-    return _read_key_file(dirs.keys / _RECIPIENT_FILE, RECIPIENT_PREFIX)
+    if dirs.keys.is_dir():
+        check_private_dir(dirs.keys)
+    path = dirs.keys / _RECIPIENT_FILE
+    if path.exists():
+        check_private_file(path)
+    public, _checked = _read_recipient(path, _rebuild_fix(dirs, path))
+    _check_pair(dirs, path, public)
+    return public
 
 
 def load_identity(dirs: Dirs, *, ask: Callable[[str], bytes] | None = None) -> bytes:
@@ -390,6 +420,87 @@ def encode_recipient(public: bytes) -> str:
         msg = f"public key must be {KEY_SIZE} bytes, got {len(public)}"
         raise KeyError_(msg)
     return RECIPIENT_PREFIX + public.hex()
+
+
+# --- the recipient file ---------------------------------------------------------------------------------
+
+
+def _write_recipient(path: Path, public: bytes) -> None:
+    """``optin-pub1:<hex>`` and ``key-id <key id>`` lines, atomically, 0600 from creation."""
+    text = f"{encode_recipient(public)}\n{RECIPIENT_CHECK_PREFIX}{key_id(public)}\n"
+    write_private_file(path, text.encode("ascii"))
+
+
+def _read_recipient(path: Path, fix: str) -> tuple[bytes, bool]:
+    """``(public key, has a check line)`` of a recipient file (either form).
+
+    :raises KeyError_: malformed, or its check line does not match its public key.
+    """
+    blob = _read_bytes(path)
+    text = blob.decode("ascii", errors="replace")
+    match = _RECIPIENT_RE.fullmatch(text)
+    if match is None:
+        if "\n" + RECIPIENT_CHECK_PREFIX in text:
+            msg = (
+                f"{path} is damaged: it is not two lines ({RECIPIENT_PREFIX} and 64 lowercase hex digits, "
+                f"then {RECIPIENT_CHECK_PREFIX.strip()} and 16). {fix}"
+            )
+            raise KeyError_(msg)
+        return _parse_key_line(blob, path, RECIPIENT_PREFIX), False  # written by optin 0.1 (no check)
+    public = bytes.fromhex(match["public"])
+    if key_id(public) != match["check"]:
+        msg = (
+            f"{path} is damaged: its public key does not match its {RECIPIENT_CHECK_PREFIX.strip()} line "
+            f"(a changed bit would send new recordings to a key nobody holds), so optin does not record. "
+            f"{fix}"
+        )
+        raise KeyError_(msg)
+    return public, True
+
+
+def _rebuild_fix(dirs: Dirs, path: Path) -> str:
+    """How to get a good recipient back: rebuilt from the identity here, else from a backup."""
+    if (dirs.keys / _REF_FILE).exists() or (dirs.keys / _IDENTITY_FILE).exists():
+        return (
+            f"Fix: remove {path} and run `optin keys init`: it is rebuilt from the public key kept with "
+            "your identity"
+        )
+    return (
+        f"Fix: restore {path} from your backup (or copy the recipient `optin keys show` prints on the "
+        "machine that holds your identity)"
+    )
+
+
+def _check_pair(dirs: Dirs, path: Path, public: bytes) -> None:
+    """The recipient must be the public key kept beside the identity, when that is here."""
+    if not ((dirs.keys / _REF_FILE).exists() or (dirs.keys / _IDENTITY_FILE).exists()):
+        return  # the identity is kept elsewhere: the recipient's own check is all there is
+    try:
+        stored = _stored_public(dirs)
+    except KeyError_:
+        return  # a damaged identity file is reported where it is unlocked; recording needs only this
+    if stored != public:
+        where = dirs.keys / (_REF_FILE if (dirs.keys / _REF_FILE).exists() else _IDENTITY_FILE)
+        msg = (
+            f"{path} and {where} are not one key pair: new recordings would go to a key your identity "
+            f"cannot open, so optin does not record. If {where} is yours, remove {path} and run "
+            "`optin keys init` to rebuild it from the identity; otherwise restore both from your backup"
+        )
+        raise KeyError_(msg)
+
+
+def _add_recipient_check(dirs: Dirs, public: bytes) -> None:
+    """Rewrite a recipient written without its check line, once it agrees with the identity
+    kept here (one that cannot be checked against anything is left as it is)."""
+    path = dirs.keys / _RECIPIENT_FILE
+    try:
+        _, checked = _read_recipient(path, "")
+    except KeyError_:
+        return
+    if checked or not ((dirs.keys / _REF_FILE).exists() or (dirs.keys / _IDENTITY_FILE).exists()):
+        return
+    _write_recipient(path, public)  # load_recipient has just checked it against the identity's key
+    log.info("added its check line to the recipient file")
 
 
 # --- the identity file ----------------------------------------------------------------------------------
@@ -667,10 +778,6 @@ def _read_bytes(path: Path) -> bytes:
         raise KeyError_(msg) from None
 
 
-def _read_key_file(path: Path, prefix: str) -> bytes:
-    return _parse_key_line(_read_bytes(path), path, prefix)
-
-
 def _parse_key_line(blob: bytes, path: Path, prefix: str) -> bytes:
     try:
         text = blob.decode("ascii")
@@ -689,16 +796,12 @@ def _parse_key_text(text: str, where: str, prefix: str) -> bytes:
     return bytes.fromhex(digits)
 
 
-def _write_key_file(path: Path, prefix: str, key: bytes) -> None:
-    """Write ``prefix + hex(key)`` atomically; the file is 0600 from its creation."""
-    write_private_file(path, (prefix + key.hex() + "\n").encode("ascii"))
-
-
 __all__ = [
     "IDENTITY_PREFIX",
     "KEYRING_SERVICE",
     "NEW_PASSPHRASE_FILE_ENV",
     "PASSPHRASE_FILE_ENV",
+    "RECIPIENT_CHECK_PREFIX",
     "RECIPIENT_PREFIX",
     "WRAPPED_IDENTITY_VERSION",
     "change_passphrase",

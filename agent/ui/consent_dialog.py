@@ -786,6 +786,14 @@ def main(argv: list[str] | None = None) -> int:
 
     Exit 0: yes (agreed, withdrawn, confirmed); 1: no; 2: the dialog cannot be shown.
     """
+    from agent.errors import EnvironmentProblem
+    from agent.hardening import harden_process
+
+    try:
+        harden_process()  # the dialog shows a study and receives no content, but dumps nothing either
+    except EnvironmentProblem as exc:
+        sys.stderr.write(f"optin: {exc}\n")
+        return 2
     parser = argparse.ArgumentParser(
         prog="python -m agent.ui.consent_dialog",
         description="Ask the volunteer for consent (or its withdrawal) in a window.",

@@ -18,6 +18,10 @@ from agent.capture.deny import (
     DENY_MARKER,
     INPUT_TYPES,
     MASK_BGRA,
+    MATCH_HEAD,
+    MATCH_TAIL,
+    MAX_PATTERN,
+    MAX_PROGRAM,
     DenyRule,
     DenyState,
     apply_masks,
@@ -27,6 +31,7 @@ from agent.capture.deny import (
     match,
     refocus,
     rule_for_app,
+    title_pattern_problem,
 )
 from agent.events import (
     ButtonPress,
@@ -81,8 +86,84 @@ def test_a_bad_regex_names_the_label_and_the_error_not_the_pattern() -> None:
     with pytest.raises(ValueError, match="valid regular expression") as info:
         DenyRule("my vault", title="secret-vault-(unclosed")
     message = str(info.value)
-    assert "'my vault'" in message and "missing )" in message and "position" in message
+    assert "'my vault'" in message and "missing )" in message and "position 13" in message
     assert "secret-vault" not in message
+
+
+# -- title patterns run in bounded time (P3: a rule never stalls the agent) -------------------------
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"(a+)+$",  # the rule: minutes of backtracking on 26 a's and a "!" in Python's re
+        r"(a|a)*$",
+        r"(a|aa)+$",
+        r"(.*a){20}$",
+        r"(\w+\s?)*$",
+        r"^(([a-z])+.)+[A-Z]([a-z])+$",
+        r"(x+x+)+y",
+        r"(?:a?){30}a{30}",
+        r".*.*.*.*=.*",
+    ],
+)
+def test_patterns_that_backtrack_catastrophically_elsewhere_match_in_linear_time(pattern: str) -> None:
+    rule = DenyRule("study rule", title=pattern)
+    for title in ("a" * 26 + "!", "a" * 5000 + "!", "ab " * 30_000, "x" * 100_000):
+        started = time.perf_counter()
+        rule.matches(focus("editor", title))
+        assert time.perf_counter() - started < 0.5, (pattern, len(title))  # generous: microseconds here
+
+
+def test_constructs_that_need_backtracking_are_refused_with_the_fix() -> None:
+    for pattern, words in [
+        (r"secret(?=vault)", "lookaround"),
+        (r"(?<!public )vault", "lookaround"),
+        (r"(sec)ret\1", "backreference"),
+        (r"(?P<n>x)(?P=n)", "backreference"),
+        (r"vault\Z", "\\z"),
+        (r"a{2000}", "1000"),
+        (r"a**", "quantifier"),
+    ]:
+        problem = title_pattern_problem(pattern)
+        assert problem is not None and "Fix:" in problem and words in problem, (pattern, problem)
+        with pytest.raises(ValueError, match="Fix:") as info:
+            DenyRule("my vault", title=pattern)
+        assert problem in str(info.value) and "'my vault'" in str(info.value)
+    assert title_pattern_problem(r"\bincognito\b") is None
+    assert title_pattern_problem("") is not None
+
+
+def test_long_and_complex_patterns_are_refused_with_their_bound() -> None:
+    assert f"at most {MAX_PATTERN}" in str(title_pattern_problem("a" * (MAX_PATTERN + 1)))
+    with pytest.raises(ValueError, match=f"at most {MAX_PATTERN}"):
+        DenyRule("long", app_class="a" * (MAX_PATTERN + 1))
+    problem = title_pattern_problem(r"[\w\s]{1000}")  # RE2 unrolls counted repeats: a huge program
+    assert problem is not None and f"at most {MAX_PROGRAM}" in problem and "Fix:" in problem
+
+
+def test_a_long_title_is_judged_on_its_head_and_tail() -> None:
+    private = match(DEFAULT_RULES, focus("firefox", "x" * 50_000 + " — Mozilla Firefox Private Browsing"))
+    assert private is not None and private.label == "private browser window"  # the suffix is kept
+    prompt = DenyRule("prompt", title=r"^Authenticate")
+    assert prompt.matches(focus("x", "Authenticate" + "y" * 50_000))  # and the head
+    middle = DenyRule("middle", title="needle")
+    cut = MATCH_HEAD + 10
+    assert not middle.matches(focus("x", "h" * cut + "needle" + "t" * cut))  # beyond the bound
+    assert middle.matches(focus("x", "h" * (MATCH_HEAD - 10) + "needle" + "t" * MATCH_TAIL * 2))
+    # the two ends are joined by a line break: "." never spans the cut
+    spans = DenyRule("spans", title=r"^h.*t$")
+    assert spans.matches(focus("x", "h" + "m" * 100 + "t"))
+    assert not spans.matches(focus("x", "h" + "m" * (MATCH_HEAD + MATCH_TAIL) + "t"))
+    long_class = DenyRule("suffix", app_class="*.scr")
+    assert long_class.matches(focus("x" * 50_000 + ".scr"))
+
+
+def test_titles_an_os_decodes_badly_are_still_judged() -> None:
+    rule = DenyRule("vault", title="vault")
+    assert rule.matches(focus("x", "my \ud800 vault"))  # a lone surrogate (surrogateescape)
+    assert not rule.matches(focus("x", "\udcff\udcfe"))
+    assert DenyRule("accent", title="incógnito").matches(focus("x", "INCÓGNITO"))  # Unicode case folding
 
 
 def test_class_is_a_whole_case_insensitive_glob_and_title_a_searched_regex() -> None:

@@ -173,6 +173,15 @@ def test_every_op_round_trips(d: Dirs, fake: FakeController, server: ipc.Control
         (b'{"v": 1, "op": "pause", "seconds": "15m"}\n', "a number"),
         (b'{"v": 1, "op": "pause", "seconds": NaN}\n', "malformed request"),
         (b'{"v": 1, "op": "pause", "seconds": 1e999}\n', "positive"),
+        (b'{"v": 1, "op": "pause", "seconds": 1e308}\n', "at most 2.592e+06 s"),  # broke status once
+        (b'{"v": 1, "op": "pause", "seconds": 1' + b"0" * 400 + b"}\n", "at most"),
+        (b'{"v": 1, "op": "delete_last", "seconds": 1e308}\n', "at most"),
+        (b'{"v": 1, "op": "status", "x": ' + b"[" * 20_000 + b"]" * 20_000 + b"}\n", "nested deeper"),
+        (
+            b'{"v": 1, "op": "status", "x": ' + b'{"a":' * 9_000 + b"1" + b"}" * 9_000 + b"}\n",
+            "nested deeper",
+        ),
+        (b'{"v": 1, "op": "status", "x": "' + b"[" * 20_000 + b'"}\n', "no argument named"),  # in a string
         (b'{"v": 1, "op": "delete_last"}\n', "needs seconds"),
         (b'{"v": 1, "op": "exclude", "app_class": "a", "title": "b"}\n', "not both"),
         (b'{"v": 1, "op": "exclude", "title": ""}\n', "non-empty"),
@@ -212,6 +221,37 @@ def test_a_silent_client_times_out_and_others_are_still_served(
         idle.settimeout(5)
         reply = json.loads(idle.recv(4096))
     assert reply["ok"] is False and "no request within" in reply["error"]
+
+
+def test_a_dribbling_client_gets_its_total_read_time_not_one_per_byte(
+    d: Dirs, server: ipc.ControlServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ipc, "READ_TIMEOUT_S", 0.3)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as slow:
+        slow.connect(str(ipc.socket_path(d)))
+        slow.settimeout(5)
+        got = b""
+        for _ in range(40):  # one byte every 50 ms would keep a per-recv timeout waiting forever
+            try:
+                slow.send(b" ")
+            except OSError:
+                break
+            threading.Event().wait(0.05)
+            with contextlib.suppress(BlockingIOError, TimeoutError):
+                slow.setblocking(False)
+                got += slow.recv(4096)
+            slow.setblocking(True)
+            slow.settimeout(5)
+            if got:
+                break
+    assert b"no request within" in got
+
+
+def test_json_depth_is_counted_outside_strings_only() -> None:
+    assert ipc.json_depth('{"a": [1, {"b": 2}]}') == 3
+    assert ipc.json_depth('{"a": "[[[{{{"}') == 1
+    assert ipc.json_depth('{"a": "\\"[[["}') == 1  # an escaped quote does not end the string
+    assert ipc.json_depth("[" * 10_000) == 10_000
 
 
 def test_eof_without_a_newline_is_one_request(d: Dirs, server: ipc.ControlServer) -> None:

@@ -19,7 +19,7 @@ from keyring.backends import fail, null
 from keyring.errors import PasswordDeleteError, PasswordSetError
 
 from agent import cli, paths
-from agent.errors import KeyError_
+from agent.errors import EnvironmentProblem, KeyError_
 from agent.store import format as fmt
 from agent.store import keyfile, keys
 from agent.store.format import generate_keypair
@@ -714,3 +714,50 @@ def test_no_passphrase_or_key_material_in_any_message_or_log(
         assert secret not in everything
     assert "NEW-CANARY" not in (dirs.keys / "identity").read_text()
     assert not [p for p in dirs.keys.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+# --- the recipient file: its check line, its mode, older files -----------------------------------------
+
+
+def test_the_recipient_carries_the_key_id_of_its_public_key(dirs: paths.Dirs) -> None:
+    public = keys.init_keys(dirs)
+    text = (dirs.keys / "recipient").read_text()
+    assert text == f"optin-pub1:{public.hex()}\nkey-id {hashlib.sha256(public).hexdigest()[:16]}\n"
+    assert keys.load_recipient(dirs) == public
+
+
+def test_a_damaged_recipient_is_refused_with_the_fix_and_rebuilt_by_init(dirs: paths.Dirs) -> None:
+    public = keys.init_keys(dirs)
+    path = dirs.keys / "recipient"
+    good = path.read_text()
+    path.write_text(good.replace(public.hex()[:2], f"{int(public.hex()[0], 16) ^ 1:x}{public.hex()[1]}", 1))
+    with pytest.raises(KeyError_, match=r"damaged: its public key does not match its key-id line") as err:
+        keys.load_recipient(dirs)
+    assert "Fix: remove" in str(err.value) and "optin keys init" in str(err.value)
+    path.unlink()
+    assert keys.init_keys(dirs) == public  # rebuilt from the public key kept with the identity
+    assert path.read_text() == good
+
+
+def test_a_recipient_or_keys_dir_others_can_write_is_refused_with_the_chmod(dirs: paths.Dirs) -> None:
+    keys.init_keys(dirs)
+    path = dirs.keys / "recipient"
+    path.chmod(0o666)
+    with pytest.raises(EnvironmentProblem, match=rf"Fix: chmod 600 {re.escape(str(path))}"):
+        keys.load_recipient(dirs)
+    path.chmod(0o644)  # readable is fine: it is a public key
+    keys.load_recipient(dirs)
+    dirs.keys.chmod(0o755)
+    with pytest.raises(EnvironmentProblem, match=rf"chmod 700 {re.escape(str(dirs.keys))}"):
+        keys.load_recipient(dirs)
+    dirs.keys.chmod(0o700)
+
+
+def test_an_old_recipient_alone_is_read_as_it_is(dirs: paths.Dirs, no_tty: None) -> None:
+    """Without the identity on this machine there is nothing to check an optin 0.1 recipient
+    against: it is read, and left as it is (a check line would only freeze what cannot be checked)."""
+    _, public = generate_keypair()
+    paths.ensure_private_dir(dirs.keys)
+    paths.write_private_file(dirs.keys / "recipient", f"{keys.encode_recipient(public)}\n".encode())
+    assert keys.ensure_keys(dirs) == public
+    assert (dirs.keys / "recipient").read_text() == f"{keys.encode_recipient(public)}\n"

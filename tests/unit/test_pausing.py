@@ -7,6 +7,7 @@ import stat
 import pytest
 
 from agent import pausing
+from agent.errors import UsageError
 from agent.paths import Dirs
 
 
@@ -42,3 +43,48 @@ def test_an_unreadable_pause_file_counts_as_none(dirs: Dirs) -> None:
 )
 def test_absence_reason(locked: bool | None, idle: float | None, limit: float, why: str | None) -> None:
     assert pausing.absence_reason(locked, idle, limit) == why
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        (0, "positive"),
+        (-1.0, "positive"),
+        (float("nan"), "finite"),
+        (float("inf"), "finite"),
+        (1e308, "at most"),
+        (pausing.MAX_PAUSE_S + 1, "at most"),
+        (True, "number of seconds"),
+        ("15m", "number of seconds"),
+    ],
+)
+def test_pause_durations_are_finite_positive_and_bounded(value: object, needle: str) -> None:
+    with pytest.raises(UsageError, match=needle):
+        pausing.check_seconds(value, what="a pause", limit=pausing.MAX_PAUSE_S)
+
+
+def test_pause_durations_within_bounds_pass() -> None:
+    assert pausing.check_seconds(900, what="a pause", limit=pausing.MAX_PAUSE_S) == 900.0
+    assert pausing.check_seconds(pausing.MAX_PAUSE_S, what="a pause", limit=pausing.MAX_PAUSE_S) > 0
+
+
+@pytest.mark.parametrize("until", ["1e308", "Infinity", "NaN", "1e400"])
+def test_a_pause_file_with_an_end_no_clock_shows_lasts_until_resumed(dirs: Dirs, until: str) -> None:
+    dirs.config.mkdir(parents=True, exist_ok=True)
+    (dirs.config / "pause.json").write_text(f'{{"since": 100.0, "until": {until}}}')
+    pause = pausing.load(dirs, now=150.0)
+    assert pause is not None and pause.until is None  # the volunteer's pause is kept, shown sanely
+    from agent.recorder_status import Counters, snapshot
+
+    shown = snapshot(
+        state="paused",
+        reason="volunteer",
+        error=None,
+        session=None,
+        study="s",
+        scopes=(),
+        counters=Counters(),
+        pause=pausing.VolunteerPause(100.0, 1e308),
+        filtered=False,
+    )
+    assert shown["paused_until"] == "resumed"

@@ -53,6 +53,12 @@ def _wait(pred, timeout: float = 5.0) -> bool:
     return wait_for(pred, timeout, interval=0.01)
 
 
+def _judged(rec: Recorder) -> bool:
+    """The writer has judged the latest focus the hooks saw against the deny rules."""
+    loop = rec._loop
+    return loop is not None and rec._last_focus is not None and loop.judged[0] is rec._last_focus
+
+
 def paint_and_wait_for_a_grab(backend: FakeBackend) -> None:
     """Change the fake screen and wait until the recorder's screen watcher has seen it."""
     screen = backend.last_screen
@@ -608,8 +614,10 @@ def test_a_denied_window_keeps_its_input_out_and_is_masked_in_every_frame(consen
 
 def test_exclude_this_app_applies_at_once_and_is_remembered(consented) -> None:
     d, study, backend, rec = _started(consented)
-    with pytest.raises(UsageError, match=r"title is not a valid regular expression"):
+    with pytest.raises(UsageError, match=r"title pattern is not a valid regular expression.*Fix:"):
         rec.exclude(title="([unclosed")
+    with pytest.raises(UsageError, match=r"lookaround.*Fix:"):  # RE2 runs titles: no backtracking
+        rec.exclude(title="pay(?=roll)")
     backend.focus_window("Payroll", "HRClient")
     fake = backend.last_input
     assert fake is not None
@@ -646,7 +654,9 @@ def test_a_paste_records_the_clipboard_text_only_where_keys_are_kept(consented) 
     backend.set_clipboard("pasted words")
     ctrl_v = ("v", None, 118, ("ctrl",))
     backend.focus_window("notes.txt - gedit", "Gedit")
-    assert _wait(lambda: rec._last_focus is not None and rec._last_focus.app_class == "Gedit")
+    # the writer judges each focus (hooks never run rules); until it has, the window counts as denied
+    assert _wait(lambda: _judged(rec) and rec._last_focus.app_class == "Gedit")
+    assert not rec._denied_now
     fake.emit(KeyPress(now_ns(), *ctrl_v))
     assert _wait(lambda: backend.clipboard_reads == ["clipboard"])
     backend.focus_window("Passwords.kdbx - KeePassXC", "KeePassXC")  # denied: never read
@@ -665,3 +675,50 @@ def test_a_paste_records_the_clipboard_text_only_where_keys_are_kept(consented) 
     key = next(e for e in events if isinstance(e, KeyPress) and e.modifiers == ("ctrl",))
     assert pastes[0].t_ns == key.t_ns + 1
     assert rec.status()["loss"]["pastes_lost"] == 0
+
+
+def test_a_pause_takes_nothing_from_the_moment_it_is_asked(consented) -> None:
+    """P3: while a lifecycle step holds the lock (a delete-last sealing a big session), a pause
+    asked meanwhile already keeps every event out; the hooks stop as soon as the lock is free."""
+    d, _study, backend, rec = _started(consented)
+    hooks = backend.last_input
+    assert hooks is not None
+    hooks.emit(KeyPress(now_ns(), "a", None, 97, ()))
+    asked = threading.Event()
+    with rec._lock:  # as a long lifecycle step would
+        pauser = threading.Thread(target=lambda: (asked.set(), rec.pause()))
+        pauser.start()
+        assert asked.wait(5)
+        assert _wait(lambda: rec._pauses_pending > 0)
+        hooks.emit(KeyPress(now_ns(), "b", None, 98, ()))  # the hook still runs: the sink refuses it
+        assert rec.state == "recording"
+    pauser.join(5)
+    assert rec.state == "paused" and not hooks.is_alive()
+    rec.stop()
+    assert [e.char for e in _events(d, rec) if isinstance(e, KeyPress)] == ["a"]
+    assert rec.counters.dropped == 0  # asked for, not lost
+
+
+def test_durations_no_clock_can_hold_are_refused(consented) -> None:
+    _d, _study, _backend, rec = _started(consented)
+    for bad in (1e308, float("inf"), float("nan"), -1.0, 0):
+        with pytest.raises(UsageError, match=r"pause"):
+            rec.pause(seconds=bad)
+        with pytest.raises(UsageError, match=r"delete-last"):
+            rec.delete_last(bad)
+    assert rec.state == "recording"
+    rec.pause(seconds=60)
+    assert rec.status()["paused_until"].endswith("Z")
+    rec.stop()
+
+
+def test_the_writer_judges_focus_and_the_hooks_fail_closed_until_it_has(consented) -> None:
+    _d, _study, backend, rec = _started(consented)
+    backend.focus_window("Passwords.kdbx - KeePassXC", "KeePassXC")
+    assert _wait(lambda: _judged(rec) and rec._denied_now)
+    backend.focus_window("notes.txt - gedit", "Gedit")
+    assert _wait(lambda: _judged(rec) and not rec._denied_now)
+    rec.exclude(app_class="Gedit")
+    assert rec._denied_now  # at once, before the writer has judged under the new rules
+    assert _wait(lambda: rec._loop is not None and rec._loop.judged[1] and _judged(rec))
+    rec.stop()

@@ -600,7 +600,8 @@ def test_keys_init_load_and_refuse_overwrite(dirs: paths.Dirs) -> None:
     assert keys.load_recipient(dirs) == public
     assert len(keys.load_identity(dirs)) == 32
     text = (dirs.keys / "recipient").read_text()
-    assert text == keys.encode_recipient(public) + "\n" and text.startswith("optin-pub1:")
+    assert text == f"{keys.encode_recipient(public)}\nkey-id {keys.key_id(public)}\n"
+    assert text.startswith("optin-pub1:")
     with pytest.raises(KeyError_, match="--force"):
         keys.init_keys(dirs)
     assert keys.ensure_keys(dirs) == public

@@ -1,0 +1,226 @@
+"""P3 through the control socket: slow, flooding and malformed clients never make a pause wait.
+
+A real Recorder on the fake backend serves the socket as ``optin run`` does (under the agent
+lock).  Clients that connect and dribble, never send, never read their reply, flood past the
+connection cap, send numbers no clock can hold (``seconds=1e308`` once broke ``status``) or
+JSON nested thousands deep must each get a clear reply or be dropped, and ``pause`` from a
+well-behaved client must still be answered at once.  ``OPTIN_FUZZ_ROUNDS`` sets the random rounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from agent import ipc
+from agent.backends.fake import FakeBackend
+from agent.control import Recorder
+from agent.paths import Dirs, agent_lock
+from tests.hostile.conftest import Tally, fuzz_rounds
+
+PROMISE = "P3 pause never waits"
+SOCKET = "P3 control socket keeps serving"
+SEED = 4_212
+#: A generous "does not hang" bound for one request (measured: a few milliseconds).
+ANSWER_S = 1.0
+
+
+@pytest.fixture
+def agent(consented) -> Iterator[tuple[Dirs, Recorder]]:
+    d, study = consented
+    rec = Recorder(d, FakeBackend(), study)
+    with agent_lock(d), ipc.ControlServer(d, rec):
+        rec.start()
+        try:
+            yield d, rec
+        finally:
+            rec.stop()
+
+
+def _connect(d: Dirs) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(ipc.socket_path(d)))
+    return s
+
+
+def _timed(d: Dirs, op: str, **args: object) -> tuple[dict, float]:
+    started = time.perf_counter()
+    reply = ipc.request(d, op, timeout=5, **args)
+    return reply, time.perf_counter() - started
+
+
+def test_p3_slow_and_silent_clients_never_make_pause_busy(agent, hostile: Tally) -> None:
+    d, rec = agent
+    stop = threading.Event()
+    slow: list[socket.socket] = []
+
+    def dribble() -> None:
+        while not stop.is_set():
+            for s in list(slow):
+                with contextlib.suppress(OSError):
+                    s.send(b" ")
+            time.sleep(0.05)
+
+    try:
+        for _ in range(ipc.MAX_PENDING - 8):  # many more than the four of the issue
+            slow.append(_connect(d))
+        for _ in range(4):
+            slow.append(_connect(d))  # silent ones too
+        dribbler = threading.Thread(target=dribble)
+        dribbler.start()
+        for op in ("pause", "resume", "pause", "status"):
+            hostile.tried(PROMISE)
+            reply, took = _timed(d, op)
+            assert reply["ok"] is True and took < ANSWER_S, (op, took)
+            hostile.held(PROMISE)
+        assert rec.state == "paused"
+        print(f"pause answered beside {len(slow)} slow clients in {took * 1000:.1f} ms")
+    finally:
+        stop.set()
+        for s in slow:
+            s.close()
+
+
+def test_p3_a_flood_past_the_cap_is_refused_at_once_and_pause_still_answered(agent, hostile: Tally) -> None:
+    d, rec = agent
+    held: list[socket.socket] = []
+    try:
+        for _ in range(ipc.MAX_PENDING):
+            held.append(_connect(d))
+        time.sleep(0.1)  # let the selector take them all
+        hostile.tried(SOCKET)
+        extra = _connect(d)
+        extra.settimeout(ANSWER_S)
+        started = time.perf_counter()
+        reply = json.loads(extra.recv(4096))
+        extra.close()
+        assert reply["ok"] is False and "busy" in reply["error"]
+        assert time.perf_counter() - started < ANSWER_S
+        hostile.held(SOCKET)
+    finally:
+        for s in held:
+            s.close()
+    hostile.tried(PROMISE)
+    deadline = time.monotonic() + 5  # the closed ones leave the selector at its next round
+    while True:
+        try:
+            reply, _took = _timed(d, "pause")
+            break
+        except ipc.AgentError:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    assert reply["ok"] is True and rec.state == "paused"
+    hostile.held(PROMISE)
+
+
+def test_p3_clients_that_never_read_their_replies_hold_nothing(agent, hostile: Tally) -> None:
+    d, _rec = agent
+    deaf = []
+    try:
+        for _ in range(ipc.MAX_CONTROL * 2):
+            s = _connect(d)
+            s.sendall(b'{"v": 1, "op": "status"}\n')
+            deaf.append(s)  # never reads
+        hostile.tried(PROMISE)
+        reply, took = _timed(d, "pause")
+        assert reply["ok"] is True and took < ANSWER_S
+        hostile.held(PROMISE)
+    finally:
+        for s in deaf:
+            s.close()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"v": 1, "op": "pause", "seconds": 1e308}',
+        b'{"v": 1, "op": "pause", "seconds": 1e309}',
+        b'{"v": 1, "op": "pause", "seconds": -0.0}',
+        b'{"v": 1, "op": "pause", "seconds": 1' + b"0" * 300 + b"}",
+        b'{"v": 1, "op": "pause", "seconds": Infinity}',
+        b'{"v": 1, "op": "delete_last", "seconds": 1e308}',
+        b'{"v": 1, "op": "delete_last", "seconds": 5e-324}',
+        b'{"v": 1, "op": "status", "x": ' + b"[" * 30_000 + b"]" * 30_000 + b"}",
+        b'{"v": 1, "op": "exclude", "title": "(?=lookahead)"}',
+        b'{"v": 1, "op": "exclude", "title": "' + b"(" * 500 + b'"}',
+    ],
+)
+def test_p3_numbers_and_nesting_no_clock_or_parser_can_hold_get_a_clear_reply(
+    agent, hostile: Tally, line: bytes
+) -> None:
+    d, rec = agent
+    hostile.tried(SOCKET)
+    reply = ipc.exchange(ipc.socket_path(d), line + b"\n", timeout=5)
+    if reply["ok"] is False:
+        assert reply["error"] and reply["exit"] in (1, 2) and "internal error" not in reply["error"]
+    status = ipc.request(d, "status")["status"]  # the agent keeps serving, and status still works
+    json.dumps(rec.status(), allow_nan=False)
+    assert status["state"] in ("recording", "paused")
+    if reply["ok"] is False:
+        hostile.held(SOCKET)
+    else:  # the tiniest positive deletion is a real (empty) request: fine, and status still works
+        assert b"delete_last" in line
+        hostile.held(SOCKET)
+
+
+def test_p3_the_longest_allowed_pause_shows_its_end(agent, hostile: Tally) -> None:
+    d, _rec = agent
+    hostile.tried(SOCKET)
+    status = ipc.request(d, "pause", seconds=ipc.MAX_PAUSE_S)["status"]
+    assert status["state"] == "paused" and status["paused_until"].endswith("Z")
+    with pytest.raises(ipc.AgentError, match="at most"):
+        ipc.request(d, "pause", seconds=ipc.MAX_PAUSE_S * 2)
+    hostile.held(SOCKET)
+
+
+def _mutations(rng: random.Random) -> Iterator[bytes]:
+    valid = [
+        b'{"v": 1, "op": "status"}',
+        b'{"v": 1, "op": "pause", "seconds": 900}',
+        b'{"v": 1, "op": "resume"}',
+        b'{"v": 1, "op": "exclude", "app_class": "KeePassXC"}',
+    ]
+    values = [b"null", b"true", b"1e308", b"-1", b'"x"', b"[]", b"{}", b'"\\ud800"', b"0", b"1e-400"]
+    while True:
+        base = bytearray(rng.choice(valid))
+        kind = rng.randrange(5)
+        if kind == 0:
+            for _ in range(rng.randint(1, 4)):
+                base[rng.randrange(len(base))] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            base = base[: rng.randrange(len(base))]
+        elif kind == 2:
+            base = bytearray(b'{"v": 1, "op": "pause", "seconds": ' + rng.choice(values) + b"}")
+        elif kind == 3:
+            depth = rng.randint(1, 5000)
+            base = bytearray(b'{"v": 1, "op": "status", "x": ' + b"[" * depth + b"]" * depth + b"}")
+        else:
+            base = bytearray(rng.randbytes(rng.randint(0, 300)))
+        yield bytes(base).replace(b"\n", b" ") + b"\n"
+
+
+def test_p3_random_requests_each_get_one_reply_and_the_agent_keeps_serving(agent, hostile: Tally) -> None:
+    d, rec = agent
+    rng = random.Random(SEED)  # noqa: S311 - reproducible test inputs, not secrets
+    gen = _mutations(rng)
+    for round_ in range(fuzz_rounds(120)):
+        line = next(gen)
+        hostile.tried(SOCKET)
+        try:
+            reply = ipc.exchange(ipc.socket_path(d), line, timeout=5)
+        except ipc.OptinError as exc:  # only an empty line may be closed without a reply
+            pytest.fail(f"round {round_}: no reply to {line[:60]!r}: {exc}")
+        assert isinstance(reply.get("ok"), bool), (round_, line[:60])
+        if reply["ok"] is False:
+            assert "internal error" not in reply["error"], (round_, line[:60], reply)
+        hostile.held(SOCKET)
+    assert rec.state in ("recording", "paused")
+    reply, took = _timed(d, "pause")
+    assert reply["ok"] is True and took < ANSWER_S
