@@ -665,7 +665,7 @@ class Recorder:
         self._stop_in_background(error=f"writing the encrypted store failed ({describe_failure(exc)})")
 
     def _check_consent(self) -> None:
-        """Consent withdrawn, or a new consent text or version installed: stop within a second (P1).
+        """Consent withdrawn, or a study with other terms installed: stop within a second (P1).
 
         A new study text needs the volunteer's agreement again: the next ``optin run``
         shows the consent dialog.
@@ -681,12 +681,11 @@ class Recorder:
             installed = installed_study(self.dirs)
         except OptinError:
             return  # unreadable now: the consent given to the running study still holds
-        if (installed.text_sha256, installed.consent_version) != (
-            self.study.text_sha256,
-            self.study.consent_version,
-        ):
+        if not receipt.covers(installed):
+            # A new text, or the same text with other terms (recipients, policy, deny rules):
+            # what the volunteer agreed to is no longer what is installed.
             self._accepting = False
-            self._stop_in_background(reason="new consent version: agree again to record")
+            self._stop_in_background(reason="the study changed: agree again to record")
 
     # -- state for `optin status` ----------------------------------------------------------------
 

@@ -641,10 +641,34 @@ def test_a_new_consent_version_stops_capture_until_agreed_again(consented, study
     )
     install_study(d, newer)  # the operator's new version reaches the volunteer
     assert _wait(lambda: rec.state == "stopped")
-    assert rec.reason == "new consent version: agree again to record"
+    assert rec.reason == "the study changed: agree again to record"
     assert not backend.last_input.is_alive()
     with pytest.raises(ConsentRequired):
         Recorder(d, select_backend("fake"), install_study(d, newer)).start()
+
+
+def test_a_study_with_another_recipient_stops_capture_until_agreed_again(
+    consented, study_file, monkeypatch
+) -> None:
+    """P1: the same text and version but another recipient key is not what the volunteer agreed to."""
+    from pyrage import x25519
+
+    from agent.study import install_study
+
+    monkeypatch.setattr(writer_loop, "CHECK_EVERY_S", 0.02)
+    d, _study, backend, rec = _started(consented)
+    other = str(x25519.Identity.generate().to_public())
+    swapped = study_file.with_name("study-swapped.toml")
+    swapped.write_text(
+        re.sub(r'recipients = \["[^"]*"\]', f'recipients = ["{other}"]', study_file.read_text())
+    )
+    assert other in swapped.read_text()
+    install_study(d, swapped)
+    assert _wait(lambda: rec.state == "stopped")
+    assert rec.reason == "the study changed: agree again to record"
+    assert not backend.last_input.is_alive()
+    with pytest.raises(ConsentRequired):
+        Recorder(d, select_backend("fake"), install_study(d, swapped)).start()
 
 
 def test_a_paste_records_the_clipboard_text_only_where_keys_are_kept(consented) -> None:
