@@ -5,7 +5,9 @@ not just left out of the export: :func:`cut_session` writes the kept events into
 session directory under the same id (fresh segment keys, the same chain rules as any
 session, a ``cut`` marker where each range was), swaps it into place, then shreds every
 segment of the old copy (:func:`agent.store.retention.shred_files`: the wrapped keys are
-overwritten, so the old ciphertext is unreadable even if the disk keeps it).
+overwritten, so the old ciphertext is unreadable even if the disk keeps it).  Only regular files
+in real folders are read, carried or shredded (:mod:`agent.store.safe_fs`): a session holding a
+link, a FIFO or a device is not cut, and a link by a temp copy's name is never followed.
 
 The swap is two renames; a crash between any two steps leaves one of:
 
@@ -32,9 +34,10 @@ from typing import Any
 
 from agent.errors import StoreError, UsageError
 from agent.events import Event, Marker
-from agent.paths import Dirs, fsync_dir, write_private_file
-from agent.store.reader import load_meta, read_session, session_dir
-from agent.store.retention import shred_files
+from agent.paths import Dirs, write_private_file
+from agent.store.reader import load_meta, read_session
+from agent.store.retention import check_session_id, load_meta_at, not_found, shred_files
+from agent.store.safe_fs import Refused, StoreDir, UnsafeEntry, is_plain_dir, is_plain_file
 from agent.store.writer import SessionWriter, lock_session, unlock_session, utc_timestamp, write_meta
 
 log = logging.getLogger(__name__)
@@ -109,42 +112,77 @@ def cut_session(
 ) -> CutReport:
     """Delete ``ranges`` (monotonic ns, inclusive) from a closed session, keeping its id.
 
+    Only a real session folder holding only regular files is cut: a link where the folder,
+    a segment, ``meta.json`` or ``review.json`` should be is refused before anything changes.
+
     :raises StoreError: the session is being recorded, or the disk refused (the session is
         then as it was, or completed by :func:`finish_interrupted_cuts`).
+    :raises UnsafeEntry: the session folder holds something else (nothing was changed).
     """
     finish_interrupted_cuts(dirs)
-    path = session_dir(dirs, session_id)
+    check_session_id(session_id)
     merged = normalise(ranges)
-    if not merged:
-        return CutReport(session_id, 0, 0, 0)
-    fd = lock_session(path)  # refuses the session the recorder is writing
-    try:
-        meta = load_meta(path) or {}
-        if meta.get("state") not in ("closed", None):
-            msg = (
-                f"session {session_id} is still being recorded; stop or pause recording and cut it afterwards"
-            )
-            raise StoreError(msg)
-        data = read_session(dirs, session_id, identity)
-        kept, cut_events, cut_frames = apply_cuts(data.events, merged)
-        tag = os.urandom(4).hex()
-        new = path.parent / f".cut-new-{session_id}-{tag}"
-        report = CutReport(session_id, len(merged), cut_events, cut_frames)
-        _write_copy(new, kept, recipient, meta, report)
-        _carry_metadata(path, new)
-        old = path.parent / f".cut-old-{session_id}-{tag}"
-        path.rename(old)
-        new.rename(path)
-        fsync_dir(path.parent)
-    finally:
-        unlock_session(fd)
-    _shred_dir(old)
+    root = StoreDir.open_root(dirs.sessions)
+    if root is None:
+        raise not_found(dirs, session_id)
+    with root:
+        try:
+            folder = root.open_dir(session_id)
+        except FileNotFoundError:
+            raise not_found(dirs, session_id) from None
+        except UnsafeEntry as exc:
+            msg = f"session {session_id} was not cut"
+            raise exc.with_lead(msg) from None
+        with folder:
+            if not merged:
+                return CutReport(session_id, 0, 0, 0)
+            folder.lock()  # refuses the session the recorder is writing
+            unsafe = _unsafe_entries(folder)
+            if unsafe:
+                msg = f"session {session_id} was not cut (nothing was changed)"
+                raise UnsafeEntry(unsafe, lead=msg)
+            meta = load_meta_at(folder) or {}
+            if meta.get("state") not in ("closed", None):
+                msg = (
+                    f"session {session_id} is still being recorded; "
+                    "stop or pause recording and cut it afterwards"
+                )
+                raise StoreError(msg)
+            data = read_session(dirs, session_id, identity)
+            kept, cut_events, cut_frames = apply_cuts(data.events, merged)
+            tag = os.urandom(4).hex()
+            new = f".cut-new-{session_id}-{tag}"
+            report = CutReport(session_id, len(merged), cut_events, cut_frames)
+            _write_copy(root, new, kept, recipient, meta=meta, report=report)
+            _carry_metadata(folder, root.path / new)
+            old = f".cut-old-{session_id}-{tag}"
+            root.rename(session_id, old)
+            root.rename(new, session_id)
+            root.fsync()
+        _shred_dir(root, old)
     return report
 
 
+def _unsafe_entries(folder: StoreDir) -> list[Refused]:
+    """What a cut would have to read, carry or shred but must not: anything that is not a regular
+    file, and segments with other names (shredding the old copy would change those too)."""
+    return [
+        folder.refusal(name, st)
+        for name, st in folder.entries()
+        if not is_plain_file(st) or (name.endswith(".seg") and st.st_nlink != 1)
+    ]
+
+
 def _write_copy(
-    new: Path, events: list[Event], recipient: bytes, meta: dict[str, Any], report: CutReport
+    root: StoreDir,
+    name: str,
+    events: list[Event],
+    recipient: bytes,
+    *,
+    meta: dict[str, Any],
+    report: CutReport,
 ) -> None:
+    new = root.path / name
     new.mkdir(mode=0o700)
     fd = lock_session(new)
     writer = None
@@ -165,7 +203,7 @@ def _write_copy(
             writer.abort()
         else:
             unlock_session(fd)
-        _shred_dir(new)
+        _shred_dir(root, name)
         raise
     fresh = load_meta(new) or {}
     for key in ("started_at", "stopped_at", "deleted", "recovered", "recovery"):
@@ -178,37 +216,63 @@ def _write_copy(
     write_meta(new, fresh)
 
 
-def _carry_metadata(old: Path, new: Path) -> None:
+def _carry_metadata(old: StoreDir, new: Path) -> None:
     """Copy the session's other metadata files (``*.json`` beside ``meta.json``, e.g. the review
-    record, which holds no content) into the new copy, so its history is not lost."""
-    for file in old.glob("*.json"):
-        if file.name != "meta.json" and not file.name.startswith("."):
-            write_private_file(new / file.name, file.read_bytes())
+    record, which holds no content) into the new copy, so its history is not lost.  Only regular
+    files are read (the caller refused anything else)."""
+    for name, st in old.entries():
+        if name.endswith(".json") and name != "meta.json" and not name.startswith(".") and is_plain_file(st):
+            write_private_file(new / name, old.read_file(name))
 
 
-def _shred_dir(path: Path) -> None:
-    shred_files(path)
-    path.rmdir()
-    fsync_dir(path.parent)
+def _shred_dir(root: StoreDir, name: str) -> None:
+    """Shred the folder ``name`` of ``root`` (a temp copy of a cut) and remove it; only regular files
+    in a real folder are touched.
+
+    :raises UnsafeEntry: something in it is not (it is left, with the folder).
+    """
+    with root.open_dir(name, expected="a folder of a cut") as folder:
+        _, _, refused = shred_files(folder)
+    if refused:
+        msg = f"the old copy {name} of a cut session was not deleted completely"
+        raise UnsafeEntry(refused, lead=msg)
+    root.rmdir(name)
+    root.fsync()
 
 
 def finish_interrupted_cuts(dirs: Dirs) -> list[str]:
-    """Complete or undo every cut a crash interrupted (see the module docstring); the ids touched."""
-    root = dirs.sessions
-    if not root.is_dir():
+    """Complete or undo every cut a crash interrupted (see the module docstring); the ids touched.
+
+    Only real folders are taken for a cut's copies: a link by such a name is logged with its
+    path and the fix, never followed.
+    """
+    root = StoreDir.open_root(dirs.sessions)
+    if root is None:
         return []
-    found = sorted((p, m) for p in root.iterdir() if p.is_dir() and (m := _TEMP.fullmatch(p.name)))
     done: list[str] = []
-    for temp, match in found:
-        sid, kind, target = match["id"], match[1], root / match["id"]
-        try:
-            if kind == "new" and not target.exists() and (load_meta(temp) or {}).get("state") == "closed":
-                temp.rename(target)
-                fsync_dir(root)
-            elif temp.exists():
-                _shred_dir(temp)
-        except (OSError, StoreError) as exc:
-            log.warning("could not finish an interrupted cut of session %s (%s)", sid, type(exc).__name__)
-            continue
-        done.append(sid)
+    with root:
+        found = [(name, st, m) for name, st in root.entries() if (m := _TEMP.fullmatch(name))]
+        for temp, st, match in found:
+            sid, kind = match["id"], match[1]
+            if not is_plain_dir(st):
+                log.warning(
+                    "left an interrupted cut alone: %s", root.refusal(temp, st, "a folder of a cut").message
+                )
+                continue
+            try:
+                if kind == "new" and root.lstat(sid) is None and _closed(root, temp):
+                    root.rename(temp, sid)
+                    root.fsync()
+                elif root.lstat(temp) is not None:
+                    _shred_dir(root, temp)
+            except (OSError, StoreError) as exc:
+                why = str(exc) if isinstance(exc, UnsafeEntry) else type(exc).__name__
+                log.warning("could not finish an interrupted cut of session %s (%s)", sid, why)
+                continue
+            done.append(sid)
     return done
+
+
+def _closed(root: StoreDir, name: str) -> bool:
+    with root.open_dir(name, expected="a folder of a cut") as folder:
+        return (load_meta_at(folder) or {}).get("state") == "closed"

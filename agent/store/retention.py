@@ -19,13 +19,21 @@ whole; the one that straddles its start loses whole trailing segments and gets
 a tombstone segment (``docs/format.md``, Deleting recent time).  It needs only
 the recipient, like recording.
 
-Nothing here reads, logs or reports content: session ids, counts, sizes, times.
+**Only inside the store.**  Every step goes through :mod:`agent.store.safe_fs`: session
+folders are opened without following links, files are shredded only when they are regular
+files with one name, and everything is removed relative to a directory descriptor.  A link,
+FIFO, device or hard-linked file where a session, a segment or ``meta.json`` should be is
+left where it is and reported (:class:`~agent.store.safe_fs.UnsafeEntry`) after everything
+else was deleted; the budget and retention log it instead.
+
+Nothing here reads, logs or reports content: session ids, counts, sizes, times and paths.
 """
 
 from __future__ import annotations
 
 import calendar
 import contextlib
+import json
 import logging
 import os
 import re
@@ -35,8 +43,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import StoreError, UsageError
-from agent.paths import Dirs, fsync_dir
+from agent.errors import NotFound, StoreError, UsageError
+from agent.paths import Dirs
 from agent.store.format import (
     KEY_MATERIAL_OFFSET,
     KEY_MATERIAL_SIZE,
@@ -48,15 +56,8 @@ from agent.store.format import (
     session_id_bytes,
     write_deletion_segment,
 )
-from agent.store.reader import load_meta, session_dir, session_paths
-from agent.store.writer import (
-    META_FILE,
-    lock_session,
-    unlock_session,
-    utc_timestamp,
-    write_meta,
-    writer_active,
-)
+from agent.store.safe_fs import SESSION_ID, Refused, StoreDir, UnsafeEntry, is_plain_file
+from agent.store.writer import META_FILE, META_SCHEMA, utc_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,10 @@ MTIME_SLACK_S = 1.0
 #: Why the running agent refuses ``delete-last`` and ``purge`` (the control socket brings it).
 AGENT_RUNNING = "pause/quit optin first (tray: Quit), or let the running agent do it (optin delete-last)"
 
-_SESSION_NAME = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{8}")
+#: Paths retention already warned about in this process (it runs once a minute).
+_WARNED: set[str] = set()
+#: At most this much of a ``meta.json`` is read (a real one is a few hundred bytes).
+META_LIMIT = 1 << 20
 _SHRED_TEMP = re.compile(r"\.(recovery|deletion)-[0-9a-f]{8}\.tmp")
 
 
@@ -156,61 +160,177 @@ class DeleteReport:
         }
 
 
-# --- crypto-shredding ---------------------------------------------------------------------------
+# --- crypto-shredding ---------------------------------------------------------------------------------
 
 
 def shred_segment(path: Path) -> int:
-    """Overwrite the segment's key material with random bytes, fsync, unlink; return its size.
+    """Shred the segment file ``path`` (see :func:`shred_at`); its folder and the file are never
+    followed through a link.  Returns its size.
+
+    :raises UnsafeEntry: ``path`` (or its folder) is not a regular file (a real folder), or the
+        file has other names (hard links): nothing was changed.
+    """
+    with StoreDir.open(path.parent, expected="a folder of segments") as folder:
+        return shred_at(folder, path.name)
+
+
+def shred_at(folder: StoreDir, name: str) -> int:
+    """Overwrite the key material of the segment ``name`` with random bytes, fsync, unlink; its size.
 
     The key material is the ephemeral share and the wrapped file key (header
     bytes 60..140).  A file shorter than that has its part of it overwritten.
+    Only a regular file with one name is shredded: a link is never followed (the
+    bytes it points to could be anything, anywhere) and a file with other names
+    (hard links) would change under those names too.
+
+    :raises UnsafeEntry: ``name`` is not such a file; nothing was changed.
     """
-    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    fd, st = folder.open_file(name, os.O_RDWR)
     try:
-        size = os.fstat(fd).st_size
+        if st.st_nlink != 1:
+            raise UnsafeEntry([folder.refusal(name, os.fstat(fd))])
+        size = st.st_size
         end = min(size, KEY_MATERIAL_OFFSET + KEY_MATERIAL_SIZE)
         if end > KEY_MATERIAL_OFFSET:
             os.pwrite(fd, os.urandom(end - KEY_MATERIAL_OFFSET), KEY_MATERIAL_OFFSET)
             os.fsync(fd)
     finally:
         os.close(fd)
-    path.unlink()
+    folder.unlink(name)
     return size
 
 
 def shred_session(dirs: Dirs, session_id: str, *, reason: str = "volunteer") -> Deleted:
     """Shred every segment of a session, remove its other files and its directory.
 
+    Only regular files inside the real session folder are touched.  A session folder
+    that is a link is refused whole; a link, FIFO, device or folder inside it is left
+    where it is (never followed) and reported, after everything else was shredded.
+
     :raises UsageError: not a session id.
     :raises NotFound: no such session.
     :raises StoreError: its writer is alive (the session is being recorded).
+    :raises UnsafeEntry: what was refused, with the fix; the message says what was deleted.
     """
-    path = session_dir(dirs, session_id)
-    fd = lock_session(path)  # refuses a session whose writer is alive
-    try:
-        segments, size = shred_files(path)
-    finally:
-        unlock_session(fd)
-    path.rmdir()
-    fsync_dir(path.parent)
+    check_session_id(session_id)
+    root = StoreDir.open_root(dirs.sessions)
+    if root is None:
+        raise not_found(dirs, session_id)
+    with root:
+        try:
+            folder = root.open_dir(session_id)
+        except FileNotFoundError:
+            raise not_found(dirs, session_id) from None
+        except UnsafeEntry as exc:
+            msg = f"session {session_id} was not deleted"
+            raise exc.with_lead(msg) from None
+        with folder:
+            folder.lock()  # refuses a session whose writer is alive
+            segments, size, refused = shred_files(folder)
+        if refused:
+            lead = (
+                f"session {session_id} was not deleted completely ({segments} segments, {size} bytes "
+                "shredded; its folder and what is named here are left)"
+            )
+            raise UnsafeEntry(refused, lead=lead, partial=Deleted(session_id, reason, segments, size))
+        root.rmdir(session_id)
+        root.fsync()
     return Deleted(session_id, reason, segments, size)
 
 
-def shred_files(path: Path) -> tuple[int, int]:
-    """Shred the segment files (and temp files that hold a header) of ``path``; unlink the rest."""
+def shred_all(dirs: Dirs, *, reason: str = "volunteer") -> list[Deleted]:
+    """Shred every session (``purge``, opting out, ``uninstall --purge``), oldest first.
+
+    What is not a real session folder (a link to one, a file by a session's name) and
+    what a session holds that is not a regular file are refused, never followed; they
+    are reported together after every other session was shredded.
+
+    :raises StoreError: a session's writer is alive (sessions before it were shredded).
+    :raises UnsafeEntry: what was refused; ``partial`` holds the sessions that were shredded.
+    """
+    root = StoreDir.open_root(dirs.sessions)
+    if root is None:
+        return []
+    with root:
+        names, refused = root.dirs()
+    deleted: list[Deleted] = []
+    for sid in names:
+        try:
+            deleted.append(shred_session(dirs, sid, reason=reason))
+        except NotFound:
+            continue  # gone meanwhile
+        except UnsafeEntry as exc:
+            refused.extend(exc.refused)
+    if refused:
+        lead = f"{len(deleted)} sessions were deleted, but not everything in {dirs.sessions}"
+        raise UnsafeEntry(refused, lead=lead, partial=deleted)
+    return deleted
+
+
+def shred_files(folder: StoreDir) -> tuple[int, int, list[Refused]]:
+    """Shred the segment files (and temp files that hold a header) of ``folder``; unlink the rest.
+
+    Returns (segments shredded, their bytes, what was refused).  ``meta.json`` goes last, and
+    only when nothing was refused (the session then stays listed, to be deleted again once the
+    volunteer has fixed what the refusals name).
+    """
     segments = size = 0
-    for file in sorted(path.iterdir(), reverse=True):  # the last segment first: a prefix stays
-        if file.suffix == ".seg" and not file.name.startswith("."):
-            size += shred_segment(file)
-            segments += 1
-        elif _SHRED_TEMP.fullmatch(file.name):
-            shred_segment(file)
-        elif file.name != META_FILE:
-            file.unlink()
-    with contextlib.suppress(FileNotFoundError):
-        (path / META_FILE).unlink()
-    fsync_dir(path)
-    return segments, size
+    refused: list[Refused] = []
+    meta: os.stat_result | None = None
+    for name, st in reversed(folder.entries()):  # the last segment first: a prefix stays
+        if name == META_FILE:
+            meta = st
+            continue
+        if not is_plain_file(st):
+            refused.append(folder.refusal(name, st))
+            continue
+        try:
+            if name.endswith(".seg") and not name.startswith("."):
+                size += shred_at(folder, name)
+                segments += 1
+            elif _SHRED_TEMP.fullmatch(name):
+                shred_at(folder, name)
+            else:
+                folder.unlink(name)
+        except FileNotFoundError:
+            continue
+        except UnsafeEntry as exc:
+            refused.extend(exc.refused)
+    if meta is not None and not is_plain_file(meta):
+        refused.append(folder.refusal(META_FILE, meta))
+    elif meta is not None and not refused:
+        with contextlib.suppress(FileNotFoundError):
+            folder.unlink(META_FILE)
+    folder.fsync()
+    return segments, size, refused
+
+
+def check_session_id(session_id: str) -> None:
+    """:raises UsageError: ``session_id`` is not a plain session id (path separators, ``..``)."""
+    if not SESSION_ID.fullmatch(session_id) or ".." in session_id:
+        msg = (
+            f"{session_id!r} is not a session id; ids look like 20261127T213000Z-1a2b3c4d. "
+            "Fix: run: optin sessions"
+        )
+        raise UsageError(msg)
+
+
+def not_found(dirs: Dirs, session_id: str) -> NotFound:
+    """The error for a session that is not there, with the fix."""
+    msg = f"no session {session_id!r} in {dirs.sessions}. Fix: run: optin sessions (lists the ids)"
+    return NotFound(msg)
+
+
+def load_meta_at(folder: StoreDir) -> dict[str, Any] | None:
+    """``meta.json`` of a session folder, read without following a link; None when missing,
+    unreadable, not schema 1 or not a regular file."""
+    try:
+        meta = json.loads(folder.read_file(META_FILE, limit=META_LIMIT))
+    except (OSError, ValueError, UnsafeEntry):
+        return None
+    if not isinstance(meta, dict) or meta.get("schema") != META_SCHEMA:
+        return None
+    return meta
 
 
 # --- budget and retention -----------------------------------------------------------------------
@@ -259,10 +379,28 @@ def enforce(
     """Shred whole sessions, oldest first, until the budget and the retention hold.
 
     Never raises for one session: a session that cannot be shredded is logged
-    (id and the kind of failure) and skipped.
+    (id and the kind of failure) and skipped.  Only real session folders are
+    counted and deleted: a link (or a file) by a session's name is logged with
+    its path and the fix, never followed.
     """
     now = time.time() if now is None else now
-    stats = [_stat(p) for p in session_paths(dirs)]
+    root = StoreDir.open_root(dirs.sessions)
+    if root is None:
+        return []
+    stats: list[SessionStat] = []
+    with root:
+        names, refused = root.dirs()
+        for sid in names:
+            try:
+                with root.open_dir(sid) as folder:
+                    stats.append(_stat(folder, sid))
+            except (OSError, UnsafeEntry) as exc:  # gone or replaced since it was listed
+                if isinstance(exc, UnsafeEntry):
+                    refused.extend(exc.refused)
+    for item in refused:
+        if item.path not in _WARNED:  # enforce() runs every minute: say it once per run of the agent
+            _WARNED.add(item.path)
+            log.warning("retention left this alone: %s", item.message)
     chosen = plan(stats, max_bytes=max_bytes, max_age_days=max_age_days, now=now, keep=keep)
     cutoff = now - max_age_days * 86400.0
     starts = {s.id: s.started_at for s in stats}
@@ -272,18 +410,25 @@ def enforce(
         reason = "age" if started is None or started < cutoff else "budget"
         try:
             deleted.append(shred_session(dirs, sid, reason=reason))
+        except UnsafeEntry as exc:
+            log.warning("retention could not delete everything: %s", exc)
+            continue
         except (OSError, StoreError) as exc:
             log.warning("retention could not delete session %s (%s)", sid, type(exc).__name__)
             continue
     return deleted
 
 
-def _stat(path: Path) -> SessionStat:
-    meta = load_meta(path) or {}
-    active = writer_active(path)
+def _stat(folder: StoreDir, sid: str) -> SessionStat:
+    meta = load_meta_at(folder) or {}
+    active = folder.writer_alive()
     alive = active is True or (active is None and meta.get("state") != "closed")
-    size = sum(f.stat().st_size for f in path.iterdir() if f.suffix == ".seg")
-    return SessionStat(path.name, session_start(path.name, meta), size, alive)
+    size = sum(st.st_size for name, st in folder.entries() if _is_segment_name(name) and is_plain_file(st))
+    return SessionStat(sid, session_start(sid, meta), size, alive)
+
+
+def _is_segment_name(name: str) -> bool:
+    return name.endswith(".seg") and not name.startswith(".")
 
 
 def session_start(sid: str, meta: dict[str, Any] | None) -> float | None:
@@ -306,46 +451,103 @@ def delete_last(dirs: Dirs, seconds: float, *, now: float | None = None) -> Dele
     range (a segment ends at its file's mtime, plus :data:`MTIME_SLACK_S`, and
     begins where its predecessor ended) and gets a tombstone segment.
 
+    Only regular files in real session folders are read or deleted.  A session
+    folder that is a link, or a session whose segments or ``meta.json`` are not
+    all regular files with one name, is not trimmed; every such refusal is
+    reported together after everything else was deleted.
+
     :raises UsageError: ``seconds`` is not positive, or a session is being recorded.
+    :raises UnsafeEntry: what was refused, with the fix; ``partial`` is the report of what was deleted.
     """
     if not seconds > 0:
         msg = f"the duration to delete must be positive, got {seconds} seconds"
         raise UsageError(msg)
     now = time.time() if now is None else now
     start = now - seconds
-    paths = session_paths(dirs)
-    if any(writer_active(p) for p in paths):
-        raise UsageError(AGENT_RUNNING)
-    finish_interrupted_deletions(dirs)
     report = DeleteReport(utc_timestamp(start), utc_timestamp(now), seconds)
-    recipient: bytes | None = None
-    for path in paths:
-        begun = session_start(path.name, load_meta(path))
-        if begun is not None and begun >= start:
-            report.deleted.append(shred_session(dirs, path.name, reason="delete-last"))
-            continue
-        files = _segments(path)
-        first = _first_removed(path, files, start)
-        if first is None:
-            continue
-        if first == 0:
-            report.deleted.append(shred_session(dirs, path.name, reason="delete-last"))
-            continue
-        if recipient is None:
-            from agent.store import keys
-
-            recipient = keys.load_recipient(dirs)
-        report.trimmed.append(_trim(path, files, first, recipient, now))
+    root = StoreDir.open_root(dirs.sessions)
+    if root is None:
+        return report
+    problems: list[Refused | UnsafeEntry] = []
+    with root:
+        names, refused = root.dirs()
+        problems.extend(refused)
+        for sid in names:
+            with contextlib.suppress(OSError, UnsafeEntry), root.open_dir(sid) as folder:
+                if folder.writer_alive():
+                    raise UsageError(AGENT_RUNNING)
+    finish_interrupted_deletions(dirs)
+    recipient: list[bytes] = []
+    for sid in names:
+        try:
+            _delete_last_in(dirs, sid, start, now=now, report=report, recipient=recipient)
+        except (FileNotFoundError, NotFound):
+            continue  # gone since it was listed
+        except UnsafeEntry as exc:
+            problems.append(exc)
+    if problems:
+        lead = (
+            f"deleted {report.segments} segments ({report.bytes} bytes) of the last {seconds:g} seconds, "
+            "but what is named here was not checked or not deleted, and may hold recorded time of that range"
+        )
+        raise UnsafeEntry.gather(problems, lead=lead, partial=report)
     return report
 
 
-def _segments(path: Path) -> list[Path]:
-    """Segment files in index order (``verify`` judges gaps and bad names; deletion only removes)."""
-    files = [f for f in path.iterdir() if f.suffix == ".seg" and not f.name.startswith(".")]
-    return sorted(files, key=lambda f: (len(f.name), f.name))
+def _delete_last_in(
+    dirs: Dirs, sid: str, start: float, *, now: float, report: DeleteReport, recipient: list[bytes]
+) -> None:
+    """``delete_last`` in one session: shred it whole, trim it, or leave it."""
+    root = StoreDir.open_root(dirs.sessions)
+    if root is None:
+        return
+    with root:
+        try:
+            folder = root.open_dir(sid)
+        except UnsafeEntry as exc:
+            msg = f"session {sid} was not checked"
+            raise exc.with_lead(msg) from None
+        with folder:
+            begun = session_start(sid, load_meta_at(folder))
+            whole = begun is not None and begun >= start
+            if not whole:
+                files, bad = _segments(folder)
+                if bad:
+                    raise UnsafeEntry(bad, lead=f"session {sid} was not checked for the range nor trimmed")
+                first = _first_removed(folder, files, start)
+                if first is None:
+                    return
+                if first > 0:
+                    if not recipient:
+                        from agent.store import keys
+
+                        recipient.append(keys.load_recipient(dirs))
+                    report.trimmed.append(_trim(folder, files, first, recipient[0], now))
+                    return
+    report.deleted.append(shred_session(dirs, sid, reason="delete-last"))
 
 
-def _first_removed(path: Path, files: list[Path], start: float) -> int | None:
+#: A segment file's name and ``lstat``.
+_File = tuple[str, os.stat_result]
+
+
+def _segments(folder: StoreDir) -> tuple[list[_File], list[Refused]]:
+    """Segment files in index order, and what stands where a segment or ``meta.json`` should be but
+    is not a regular file with one name (``verify`` judges gaps and bad names; deletion only removes)."""
+    files: list[_File] = []
+    refused: list[Refused] = []
+    for name, st in folder.entries():
+        if not (_is_segment_name(name) or name == META_FILE):
+            continue
+        if not is_plain_file(st) or (name != META_FILE and st.st_nlink != 1):
+            refused.append(folder.refusal(name, st))
+        elif name != META_FILE:
+            files.append((name, st))
+    files.sort(key=lambda f: (len(f[0]), f[0]))
+    return files, refused
+
+
+def _first_removed(folder: StoreDir, files: list[_File], start: float) -> int | None:
     """Index of the first trailing segment to remove, or None when nothing overlaps ``start``.
 
     Trailing recovery and tombstone segments hold no events: they go when any data
@@ -353,15 +555,15 @@ def _first_removed(path: Path, files: list[Path], start: float) -> int | None:
     recovery cut is not), so a tombstone can chain to it.
     """
     framings: list[Framing | None] = []
-    for file in files:
+    for name, _ in files:
         try:
-            framings.append(scan_framing(file.read_bytes(), name=f"{path.name}/{file.name}"))
+            framings.append(scan_framing(folder.read_file(name), name=f"{folder.path.name}/{name}"))
         except StoreError:
             framings.append(None)  # damaged: never kept as the segment a tombstone chains to
     data_count = len(files)
     while data_count and _is_marker(framings[data_count - 1]):
         data_count -= 1
-    first = _first_overlap(files[:data_count], start, _stopped_at(load_meta(path)))
+    first = _first_overlap(files[:data_count], start, _stopped_at(load_meta_at(folder)))
     if first is None:
         return None  # no data segment overlaps (a trailing marker segment alone is not recorded time)
     while first > 0 and not _sealed(framings[first - 1]):
@@ -378,15 +580,15 @@ def _sealed(framing: Framing | None) -> bool:
     return framing is not None and framing.sealed
 
 
-def _first_overlap(files: list[Path], start: float, stopped: float | None) -> int | None:
+def _first_overlap(files: list[_File], start: float, stopped: float | None) -> int | None:
     """The first segment whose end (mtime + slack) is after ``start``; all later ones go with it.
 
     A segment cannot end after its session stopped: an mtime later than ``stopped_at``
     (a store copied or restored without its times) is capped there, so such a copy
     does not make every segment look recent.
     """
-    for index, file in enumerate(files):
-        end = file.stat().st_mtime
+    for index, (_, st) in enumerate(files):
+        end = st.st_mtime
         if stopped is not None:
             end = min(end, stopped)
         if end + MTIME_SLACK_S > start:
@@ -405,44 +607,39 @@ def _stopped_at(meta: dict[str, Any] | None) -> float | None:
         return None
 
 
-def _trim(path: Path, files: list[Path], first: int, recipient: bytes, now: float) -> Trimmed:
+def _trim(folder: StoreDir, files: list[_File], first: int, recipient: bytes, now: float) -> Trimmed:
     """Shred segments ``first..`` and put a tombstone at ``first``, holding the writer's lock."""
-    fd = lock_session(path)
+    folder.lock()  # held until the folder is closed
+    sid = folder.path.name
+    kept_end = files[first - 1][1].st_mtime
+    removed = files[first:]
+    removed_bytes = sum(st.st_size for _, st in removed)
+    info = DeletionInfo(first, len(removed), removed_bytes, int(now))
+    tmp = f".deletion-{os.urandom(4).hex()}.tmp"
+    prev_commit = segment_commit(folder.read_file(files[first - 1][0]))
     try:
-        kept_end = files[first - 1].stat().st_mtime
-        removed = files[first:]
-        removed_bytes = sum(f.stat().st_size for f in removed)
-        info = DeletionInfo(first, len(removed), removed_bytes, int(now))
-        tmp = path / f".deletion-{os.urandom(4).hex()}.tmp"
-        try:
+        with os.fdopen(folder.create_file(tmp), "wb", buffering=0) as fh:
             write_deletion_segment(
-                tmp,
-                session_id=session_id_bytes(path.name),
-                prev_commit=segment_commit(files[first - 1].read_bytes()),
-                recipient=recipient,
-                info=info,
+                fh, session_id=session_id_bytes(sid), prev_commit=prev_commit, recipient=recipient, info=info
             )
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()  # nothing was shredded yet: the session is as it was
-            raise
-        # From here the tombstone is on disk: if shredding or the rename is interrupted (a crash,
-        # a full disk), finish_interrupted_deletions() completes it; it is never thrown away.
-        _shred_from(files, first)
-        tmp.replace(path / segment_name(first))
-        fsync_dir(path)
-        _update_meta(path, info, kept_end)
-    finally:
-        unlock_session(fd)
-    return Trimmed(path.name, len(removed), removed_bytes, first, utc_timestamp(kept_end))
+    except BaseException:
+        with contextlib.suppress(OSError, UnsafeEntry):
+            folder.unlink(tmp)  # nothing was shredded yet: the session is as it was
+        raise
+    # From here the tombstone is on disk: if shredding or the rename is interrupted (a crash,
+    # a full disk), finish_interrupted_deletions() completes it; it is never thrown away.
+    _shred_from(folder, [name for name, _ in files], first)
+    folder.rename(tmp, segment_name(first), replace=True)
+    folder.fsync()
+    _update_meta(folder, info, kept_end)
+    return Trimmed(sid, len(removed), removed_bytes, first, utc_timestamp(kept_end))
 
 
-def _shred_from(files: list[Path], first: int) -> None:
+def _shred_from(folder: StoreDir, names: list[str], first: int) -> None:
     """Shred the segments ``first..``, newest first, and make their removal durable."""
-    for file in reversed(files[first:]):
-        shred_segment(file)
-    if files:
-        fsync_dir(files[0].parent)
+    for name in reversed(names[first:]):
+        shred_at(folder, name)
+    folder.fsync()
 
 
 _DELETION_TEMP = re.compile(r"\.deletion-[0-9a-f]{8}\.tmp")
@@ -456,59 +653,71 @@ def finish_interrupted_deletions(dirs: Dirs) -> list[str]:
     the segments from the tombstone's index on.  This shreds whatever of them is
     left and renames the tombstone into place.  It needs no key: the index is in
     the tombstone's plaintext header.  Sessions whose writer is alive are left
-    alone.  Returns the ids of the sessions it completed; never raises for one
-    session's problem (logged without content).
+    alone, and so is anything that is not a regular file in a real session folder
+    (logged with its path and the fix).  Returns the ids of the sessions it
+    completed; never raises for one session's problem (logged without content).
     """
+    root = StoreDir.open_root(dirs.sessions)
+    if root is None:
+        return []
     done: list[str] = []
-    for path in session_paths(dirs):
-        temps = [p for p in path.iterdir() if _DELETION_TEMP.fullmatch(p.name)]
-        if not temps or writer_active(path):
-            continue
-        try:
-            _finish_trim(path, max(temps, key=lambda p: p.stat().st_mtime))
-        except (OSError, StoreError) as exc:
-            log.warning(
-                "could not finish the interrupted deletion in session %s (%s)", path.name, type(exc).__name__
-            )
-            continue
-        for stale in temps:
-            with contextlib.suppress(OSError):
-                stale.unlink()
-        done.append(path.name)
+    with root:
+        names, _ = root.dirs()  # what is not a real session folder: enforce() logs it
+        for sid in names:
+            try:
+                if _finish_in(root, sid):
+                    done.append(sid)
+            except (OSError, StoreError) as exc:
+                why = str(exc) if isinstance(exc, UnsafeEntry) else type(exc).__name__
+                log.warning("could not finish the interrupted deletion in session %s (%s)", sid, why)
     return done
 
 
-def _finish_trim(path: Path, tombstone: Path) -> None:
-    fd = lock_session(path)
-    try:
-        first = scan_framing(tombstone.read_bytes(), name=tombstone.name).index
-        _shred_from(_segments(path), first)
-        tombstone.replace(path / segment_name(first))
-        fsync_dir(path)
-        meta = load_meta(path) or {"schema": 1, "id": path.name}
-        meta["state"] = "closed"
-        meta.pop("recovered", None)
-        meta.pop("recovery", None)
-        meta.setdefault("deleted", []).append(
-            {  # how many segments and bytes went is in the (encrypted) DELETION record
-                "segment": first,
-                "segments": None,
-                "bytes": None,
-                "deleted_at": utc_timestamp(time.time()),
-                "completed_after_interruption": True,
-            }
-        )
-        segments = [p for p in path.iterdir() if p.suffix == ".seg" and not p.name.startswith(".")]
-        meta["segments"] = len(segments)
-        meta["bytes"] = sum(p.stat().st_size for p in segments)
-        write_meta(path, meta)
-    finally:
-        unlock_session(fd)
+def _finish_in(root: StoreDir, sid: str) -> bool:
+    with root.open_dir(sid) as folder:
+        temps = [(name, st) for name, st in folder.entries() if _DELETION_TEMP.fullmatch(name)]
+        if not temps or folder.writer_alive():
+            return False
+        bad = [folder.refusal(name, st) for name, st in temps if not is_plain_file(st)]
+        plain = [(name, st) for name, st in temps if is_plain_file(st)]
+        if plain:
+            _finish_trim(folder, max(plain, key=lambda f: f[1].st_mtime)[0])
+            for name, _ in plain:
+                with contextlib.suppress(OSError, UnsafeEntry):
+                    folder.unlink(name)
+        if bad:
+            raise UnsafeEntry(bad)
+        return True
 
 
-def _update_meta(path: Path, info: DeletionInfo, kept_end: float) -> None:
+def _finish_trim(folder: StoreDir, tombstone: str) -> None:
+    folder.lock()
+    first = scan_framing(folder.read_file(tombstone), name=tombstone).index
+    files, bad = _segments(folder)
+    if bad:
+        raise UnsafeEntry(bad)
+    _shred_from(folder, [name for name, _ in files], first)
+    folder.rename(tombstone, segment_name(first), replace=True)
+    folder.fsync()
+    meta = load_meta_at(folder) or {"schema": 1, "id": folder.path.name}
+    meta["state"] = "closed"
+    meta.pop("recovered", None)
+    meta.pop("recovery", None)
+    meta.setdefault("deleted", []).append(
+        {  # how many segments and bytes went is in the (encrypted) DELETION record
+            "segment": first,
+            "segments": None,
+            "bytes": None,
+            "deleted_at": utc_timestamp(time.time()),
+            "completed_after_interruption": True,
+        }
+    )
+    _write_meta_at(folder, meta)
+
+
+def _update_meta(folder: StoreDir, info: DeletionInfo, kept_end: float) -> None:
     """meta.json after a trim: closed, the deletion recorded; counts stay as recorded."""
-    meta = load_meta(path) or {"schema": 1, "id": path.name}
+    meta = load_meta_at(folder) or {"schema": 1, "id": folder.path.name}
     meta["state"] = "closed"
     meta["stopped_at"] = utc_timestamp(kept_end)
     meta.pop("recovered", None)  # a recovery segment is always at the end: it was removed
@@ -521,10 +730,16 @@ def _update_meta(path: Path, info: DeletionInfo, kept_end: float) -> None:
             "deleted_at": utc_timestamp(info.deleted_at),
         }
     )
-    segments = [p for p in path.iterdir() if p.suffix == ".seg" and not p.name.startswith(".")]
-    meta["segments"] = len(segments)
-    meta["bytes"] = sum(p.stat().st_size for p in segments)
-    write_meta(path, meta)
+    _write_meta_at(folder, meta)
+
+
+def _write_meta_at(folder: StoreDir, meta: dict[str, Any]) -> None:
+    """Count the segment files into ``meta`` and replace meta.json in ``folder`` (by descriptor),
+    encoded as :func:`agent.store.writer.write_meta` does."""
+    sizes = [st.st_size for name, st in folder.entries() if _is_segment_name(name) and is_plain_file(st)]
+    meta["segments"] = len(sizes)
+    meta["bytes"] = sum(sizes)
+    folder.write_file(META_FILE, (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode("ascii"))
 
 
 __all__ = [
@@ -536,10 +751,16 @@ __all__ = [
     "Deleted",
     "SessionStat",
     "Trimmed",
+    "check_session_id",
     "delete_last",
     "enforce",
+    "finish_interrupted_deletions",
+    "load_meta_at",
+    "not_found",
     "plan",
     "session_start",
+    "shred_all",
+    "shred_at",
     "shred_files",
     "shred_segment",
     "shred_session",

@@ -15,6 +15,7 @@ from agent.events import Frame, Marker, PointerMove
 from agent.paths import Dirs, dirs
 from agent.store import cut, keys, retention
 from agent.store.reader import list_sessions, load_meta, read_session
+from agent.store.safe_fs import StoreDir, UnsafeEntry
 from agent.store.verify import verify
 from agent.store.writer import SessionWriter
 from tests.unit.store_helpers import numbered
@@ -79,13 +80,13 @@ def test_cut_session_deletes_the_range_for_real(
     old_segments = sorted(w.path.glob("*.seg"))
     assert len(old_segments) > 1
     shredded: list[str] = []
-    real_shred = retention.shred_segment
+    real_shred = retention.shred_at
 
-    def spy(path: Path) -> int:
-        shredded.append(path.name)
-        return real_shred(path)
+    def spy(folder: StoreDir, name: str) -> int:
+        shredded.append(name)
+        return real_shred(folder, name)
 
-    monkeypatch.setattr(retention, "shred_segment", spy)
+    monkeypatch.setattr(retention, "shred_at", spy)
 
     report = cut.cut_session(d, sid, [(100, 199)], identity, recipient)
 
@@ -133,7 +134,8 @@ def _interrupted(d: Dirs, recipient: bytes, identity: bytes, stage: str) -> tupl
         new.mkdir(mode=0o700)
         (new / "00000000.seg").write_bytes(os.urandom(300))
         return sid, new
-    cut._write_copy(new, kept, recipient, {}, report)
+    with StoreDir.open_root(d.sessions) as root:  # type: ignore[union-attr]
+        cut._write_copy(root, new.name, kept, recipient, meta={}, report=report)
     if stage == "written":
         return sid, new
     old = path.parent / f".cut-old-{sid}-0badcafe"
@@ -160,3 +162,24 @@ def test_an_interrupted_cut_is_finished_or_undone(
     assert has_cut is cut_applied
     assert any(100 <= e.t_ns <= 199 for e in events if not isinstance(e, Marker)) is not cut_applied
     assert verify(d, identity, sid).ok
+
+
+def test_a_session_holding_a_link_is_not_cut_and_nothing_changes(
+    store: tuple[Dirs, bytes, bytes], tmp_path: Path
+) -> None:
+    """A cut reads, carries and shreds the session's files: a link among them (here review.json,
+    pointing outside the store) makes it refuse before anything changes."""
+    d, recipient, identity = store
+    w = _session(d, recipient)
+    outside = tmp_path / "review.json"
+    outside.write_text("{}\n")
+    (w.path / "review.json").symlink_to(outside)
+    before = sorted((p.name, p.lstat().st_mtime_ns) for p in w.path.iterdir())
+    with pytest.raises(
+        UnsafeEntry, match=rf"session {w.session_id} was not cut \(nothing was changed\)"
+    ) as err:
+        cut.cut_session(d, w.session_id, [(100, 199)], identity, recipient)
+    assert f"{w.path / 'review.json'} is a symbolic link (to {outside})" in str(err.value)
+    assert sorted((p.name, p.lstat().st_mtime_ns) for p in w.path.iterdir()) == before
+    assert not [p for p in d.sessions.iterdir() if p.name.startswith(".")]
+    assert outside.read_text() == "{}\n"

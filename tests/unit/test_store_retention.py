@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,9 +19,10 @@ from agent.errors import NotFound, StoreCorrupt, StoreError, StoreFormatError, U
 from agent.events import Marker, PointerMove
 from agent.paths import Dirs, dirs, write_private_file
 from agent.store import format as fmt
-from agent.store import keys, retention
+from agent.store import keys, retention, safe_fs
 from agent.store.reader import list_sessions, load_meta, read_session
 from agent.store.retention import SessionStat, delete_last, enforce, plan, shred_segment, shred_session
+from agent.store.safe_fs import StoreDir, UnsafeEntry
 from agent.store.verify import verify
 from agent.store.writer import SessionWriter, utc_timestamp, write_meta
 from tests.unit.store_helpers import doc_vector, spec_commit
@@ -126,19 +129,97 @@ def test_shred_overwrites_the_key_material_before_unlink(
     seen: dict[str, bytes] = {}
     real_unlink = os.unlink
 
-    def spy(target: str | os.PathLike[str], *args: object, **kwargs: object) -> None:
-        seen[os.fspath(target)] = Path(target).read_bytes()
-        real_unlink(target, *args, **kwargs)  # type: ignore[arg-type]
+    def spy(target: str, *args: object, dir_fd: int | None = None, **kwargs: object) -> None:
+        fd = os.open(target, os.O_RDONLY, dir_fd=dir_fd)  # what is on disk just before the unlink
+        with os.fdopen(fd, "rb") as fh:
+            seen[target] = fh.read()
+        real_unlink(target, *args, dir_fd=dir_fd, **kwargs)
 
     monkeypatch.setattr(os, "unlink", spy)
     assert shred_segment(seg) == len(before)
     assert not seg.exists()
-    after = seen[os.fspath(seg)]
+    after = seen[seg.name]
     assert len(after) == len(before)
     assert after[:60] == before[:60] and after[140:] == before[140:]
     assert after[60:92] != before[60:92] and after[92:140] != before[92:140]
     with pytest.raises(StoreCorrupt, match="authentication failed"):
         fmt.read_segment(after, identity, name="x")
+
+
+def test_shred_segment_refuses_a_link_and_a_hard_link(
+    store: tuple[Dirs, bytes, bytes], tmp_path: Path
+) -> None:
+    """Bytes 60..139 are overwritten only in a regular file with one name inside the folder given."""
+    d, recipient, _ = store
+    path = make_session(d, recipient, start=time.time() - 300, minutes=2)
+    outside = tmp_path / "outside.bin"
+    original = os.urandom(300)
+    outside.write_bytes(original)
+    seg = path / "000000.seg"
+    seg.unlink()
+    seg.symlink_to(outside)
+    with pytest.raises(UnsafeEntry, match=r"000000\.seg is a symbolic link \(to .*outside\.bin\)") as err:
+        shred_segment(seg)
+    assert "optin never follows links" in str(err.value) and "Fix:" in str(err.value)
+    assert [(r.kind, r.target) for r in err.value.refused] == [("symbolic link", str(outside))]
+    seg.unlink()
+    os.link(outside, seg)
+    with pytest.raises(UnsafeEntry, match=r"has 2 names \(hard links\)"):
+        shred_segment(seg)
+    assert outside.read_bytes() == original and seg.exists()
+    linked_dir = tmp_path / "linked"
+    linked_dir.symlink_to(path, target_is_directory=True)
+    with pytest.raises(UnsafeEntry, match="linked is a symbolic link"):
+        shred_segment(linked_dir / "000001.seg")  # its folder is not followed either
+    assert (path / "000001.seg").exists()
+
+
+def test_the_store_is_acted_on_by_directory_descriptor_on_linux() -> None:
+    if sys.platform == "linux":
+        assert safe_fs.DIR_FD  # the lstat fallback is for platforms without them (Windows)
+
+
+@pytest.mark.parametrize(
+    ("make", "kind", "fix"),
+    [
+        (os.mkfifo, "FIFO (named pipe)", "rm "),
+        (lambda p: p.mkdir(), "folder", "rm -r "),
+        (lambda p: p.symlink_to(Path(__file__)), "symbolic link", "remove the link"),
+    ],
+)
+def test_a_session_keeps_what_it_refused_and_says_so(
+    store: tuple[Dirs, bytes, bytes], make: Callable[[Path], object], kind: str, fix: str
+) -> None:
+    d, recipient, _ = store
+    path = make_session(d, recipient, start=time.time() - 300, minutes=2)
+    make(path / "odd.seg")
+    with pytest.raises(UnsafeEntry) as err:
+        shred_session(d, path.name)
+    text = str(err.value)
+    assert text.startswith(f"session {path.name} was not deleted completely (2 segments")
+    assert f"{path / 'odd.seg'} is a {kind}" in text and fix in text and "then run the command again" in text
+    assert sorted(p.name for p in path.iterdir()) == ["meta.json", "odd.seg"]  # listed until fixed
+    assert isinstance(err.value.partial, retention.Deleted) and err.value.partial.segments == 2
+    assert [s.id for s in list_sessions(d)] == [path.name]
+
+
+def test_delete_last_does_the_rest_and_reports_what_it_left(
+    store: tuple[Dirs, bytes, bytes], tmp_path: Path
+) -> None:
+    d, recipient, _ = store
+    now = time.time()
+    _, straddling, recent = three_sessions(d, recipient, now)
+    outside = tmp_path / "moved"
+    recent.rename(outside)
+    recent.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UnsafeEntry) as err:
+        delete_last(d, 600, now=now)
+    report = err.value.partial
+    assert isinstance(report, retention.DeleteReport)
+    assert [t.session_id for t in report.trimmed] == [straddling.name] and report.deleted == []
+    assert str(err.value).startswith("deleted 5 segments (")
+    assert f"{recent} is a symbolic link (to {outside}) where optin keeps a session folder" in str(err.value)
+    assert len(list(outside.glob("*.seg"))) == 3
 
 
 def test_shred_session_removes_everything_and_refuses_a_live_writer(
@@ -451,19 +532,19 @@ def test_an_interrupted_trim_is_finished_not_lost(
     d, recipient, identity = store
     now = time.time()
     session = make_session(d, recipient, start=now - 1200, minutes=15)
-    real_shred = retention.shred_segment
+    real_shred = retention.shred_at
     calls = [0]
 
-    def failing_shred(path: Path) -> int:
+    def failing_shred(folder: StoreDir, name: str) -> int:
         if calls[0] == shredded_before_failure:
             raise OSError(5, "Input/output error")
         calls[0] += 1
-        return real_shred(path)
+        return real_shred(folder, name)
 
-    monkeypatch.setattr(retention, "shred_segment", failing_shred)
+    monkeypatch.setattr(retention, "shred_at", failing_shred)
     with pytest.raises(OSError):
         delete_last(d, 600, now=now)
-    monkeypatch.setattr(retention, "shred_segment", real_shred)
+    monkeypatch.setattr(retention, "shred_at", real_shred)
     assert list(session.glob(".deletion-*.tmp"))  # the tombstone was kept, not thrown away
     # half-trimmed, the chain is broken until the deletion is finished (untouched if none was shredded)
     assert verify(d, identity, session.name).ok is (shredded_before_failure == 0)
