@@ -394,7 +394,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def _sessions_delete(args: argparse.Namespace) -> int:
-    from agent.store.retention import shred_session
+    from agent.store.retention import Deleted, shred_session
+    from agent.store.safe_fs import UnsafeEntry
 
     if not args.id:
         msg = "sessions delete needs a session id. Fix: optin sessions delete ID (optin sessions lists them)"
@@ -404,7 +405,12 @@ def _sessions_delete(args: argparse.Namespace) -> int:
     if status is not None and status.get("session") == args.id:
         msg = f"session {args.id} is being recorded; stop optin first (quit from the tray), then delete it"
         raise UsageError(msg)
-    deleted = shred_session(d, args.id)
+    try:
+        deleted = shred_session(d, args.id)
+    except UnsafeEntry as exc:
+        if args.json and isinstance(exc.partial, Deleted):  # what was shredded before the refusal
+            _print_json({**exc.partial.to_dict(), "refused": [r.to_dict() for r in exc.refused]})
+        raise
     if args.json:
         _print_json(deleted.to_dict())
     else:
@@ -445,7 +451,8 @@ def _refuse_while_running(d: Any) -> None:
 
 def cmd_delete_last(args: argparse.Namespace) -> int:
     from agent import ipc
-    from agent.store.retention import delete_last
+    from agent.store.retention import DeleteReport, delete_last
+    from agent.store.safe_fs import UnsafeEntry
 
     if args.duration is None:
         msg = f"delete-last needs {DURATION_FORMS}, e.g. optin delete-last 15m"
@@ -456,7 +463,12 @@ def cmd_delete_last(args: argparse.Namespace) -> int:
         report: dict[str, Any] = ipc.request(d, "delete_last", seconds=seconds)["deleted"]
     except ipc.AgentNotRunning:
         _refuse_while_running(d)  # an agent without a control socket still holds its session
-        report = delete_last(d, seconds).to_dict()
+        try:
+            report = delete_last(d, seconds).to_dict()
+        except UnsafeEntry as exc:  # the message (stderr) says what was left; --json: what was deleted
+            if args.json and isinstance(exc.partial, DeleteReport):
+                _print_json({**exc.partial.to_dict(), "refused": [r.to_dict() for r in exc.refused]})
+            raise
     if args.json:
         _print_json(report)
         return 0
@@ -479,20 +491,34 @@ def cmd_delete_last(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     from agent.store.reader import list_sessions
-    from agent.store.retention import shred_session
+    from agent.store.retention import shred_all
+    from agent.store.safe_fs import UnsafeEntry
 
     d = _dirs()
     _refuse_while_running(d)
     infos = list_sessions(d)
-    total = sum(i.bytes for i in infos)
     if not args.yes:
+        total = sum(i.bytes for i in infos)
         msg = f"this deletes all {len(infos)} sessions ({total} bytes); run again with --yes"
         raise UsageError(msg)
-    deleted = [shred_session(d, i.id) for i in infos]
+    try:  # every session it can; links, FIFOs and hard links are left and reported together (P8)
+        deleted = shred_all(d)
+    except UnsafeEntry as exc:  # the message (stderr) names what was left and the fix
+        if args.json:
+            done = exc.partial if isinstance(exc.partial, list) else []
+            _print_json(
+                {
+                    "deleted": [x.to_dict() for x in done],
+                    "bytes": sum(x.bytes for x in done),
+                    "refused": [r.to_dict() for r in exc.refused],
+                }
+            )
+        raise
+    shredded = sum(x.bytes for x in deleted)
     if args.json:
-        _print_json({"deleted": [x.to_dict() for x in deleted], "bytes": total})
+        _print_json({"deleted": [x.to_dict() for x in deleted], "bytes": shredded})
     else:
-        print(f"deleted all {len(deleted)} sessions ({total} bytes shredded); your keys are kept")
+        print(f"deleted all {len(deleted)} sessions ({shredded} bytes shredded); your keys are kept")
     return 0
 
 
@@ -708,7 +734,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     from agent import autostart
     from agent.store.keys import forget_keys
     from agent.store.reader import list_sessions
-    from agent.store.retention import shred_session
+    from agent.store.retention import shred_all
 
     d = _dirs()
     _refuse_while_running(d)
@@ -720,9 +746,11 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
             f"{d.data}). Exported bundles you handed over are not touched. Run again with --yes to do it"
         )
         raise UsageError(msg)
+    if args.purge:
+        _check_removable((d.config, d.data, d.runtime))  # before anything is removed
     report: dict[str, Any] = {"autostart": [e.to_json() for e in autostart.disable()]}
     if args.purge:
-        report["sessions"] = len([shred_session(d, i.id, reason="uninstall") for i in sessions])
+        report["sessions"] = len(shred_all(d, reason="uninstall"))
         report["keys"] = forget_keys(d)
         report["removed"] = [str(p) for p in (d.config, d.data, d.runtime) if _remove_tree(p)]
     if args.json:
@@ -744,10 +772,33 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_removable(paths: Sequence[Path]) -> None:
+    """Each of optin's folders is a real folder (or absent): ``uninstall --purge`` removes them whole,
+    and never through a link (P8), so a link there stops it before anything is removed.
+
+    :raises UnsafeEntry: a link (or a file) stands where one of them should be; the message says the fix.
+    """
+    from agent.store.safe_fs import UnsafeEntry, is_plain_dir, refusal
+
+    refused = []
+    for path in paths:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if not is_plain_dir(st):
+            refused.append(refusal(path, st, "one of its own folders"))
+    if refused:
+        lead = "optin uninstall --purge removed nothing (no autostart entry, session, key or setting)"
+        raise UnsafeEntry(refused, lead=lead)
+
+
 def _remove_tree(path: Path) -> bool:
+    """Remove optin's folder ``path`` (checked by :func:`_check_removable`: links inside are removed,
+    never followed)."""
     import shutil
 
-    if not path.exists():
+    if not os.path.lexists(path):
         return False
     shutil.rmtree(path)
     return True

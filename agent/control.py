@@ -55,6 +55,7 @@ from agent.paths import Dirs, check_private_files, ensure_private_dir
 from agent.recorder_status import Counters, describe_failure, read_status
 from agent.store import cut, keys, retention
 from agent.store.recovery import RecoveryReport, recover_sessions
+from agent.store.safe_fs import UnsafeEntry, refusals_text
 from agent.store.writer import SessionWriter
 from agent.study import Study, installed_study
 from agent.writer_loop import WriterLoop, enforce_retention
@@ -233,7 +234,10 @@ class Recorder:
             ensure_private_dir(self.dirs.data)
             self.recovered = recover_sessions(self.dirs, recipient)  # sessions a crash left open
             for report in self.recovered:
-                logger.warning("session %s was left open by a crash: %s", report.session_id, report.action)
+                if report.action != "skipped":  # recovery logged why it left one alone (path, fix)
+                    logger.warning(
+                        "session %s was left open by a crash: %s", report.session_id, report.action
+                    )
             for sid in retention.finish_interrupted_deletions(self.dirs):
                 logger.warning("finished a deletion in session %s that had been interrupted", sid)
             for sid in cut.finish_interrupted_cuts(self.dirs):
@@ -345,9 +349,10 @@ class Recorder:
 
         The keys stay (they protect nothing once the sessions are gone, and a
         later study may use them).  Returns counts only.
-        """
-        from agent.store.reader import list_sessions
 
+        :raises UnsafeEntry: a link, FIFO or hard-linked file in the store was left where it was
+            (never followed, P8); every other session was shredded and consent is withdrawn.
+        """
         with self._lock:
             if self.state == "idle":
                 self._closed, self.state = True, "stopped"
@@ -356,8 +361,17 @@ class Recorder:
             consent.withdraw(self.dirs)
             self._volunteer_pause = None
             pausing.clear(self.dirs)
-            infos = list_sessions(self.dirs)
-            deleted = [retention.shred_session(self.dirs, i.id, reason="opt-out") for i in infos]
+            try:
+                deleted = retention.shred_all(self.dirs, reason="opt-out")
+            except UnsafeEntry as exc:  # consent is already withdrawn: nothing more is recorded
+                done = exc.partial if isinstance(exc.partial, list) else []
+                logger.warning(
+                    "opted out: %d sessions deleted; %d entries of the store were left, not followed: %s",
+                    len(done),
+                    len(exc.refused),
+                    refusals_text(exc.refused),  # paths, kinds and fixes: never content
+                )
+                raise
         logger.info("opted out: %d sessions deleted", len(deleted))
         return {"sessions": len(deleted), "bytes": sum(d.bytes for d in deleted)}
 

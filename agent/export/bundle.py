@@ -212,8 +212,16 @@ def export_session(
     delete = study.retention_after_export == "delete"
     if delete:
         from agent.store.retention import shred_session
+        from agent.store.safe_fs import UnsafeEntry
 
-        shred_session(dirs, session_id, reason="exported")
+        try:
+            shred_session(dirs, session_id, reason="exported")
+        except UnsafeEntry as exc:  # a link, FIFO or hard link in the session: left, never followed (P8)
+            lead = (
+                f"the bundle was written to {path}, but session {session_id} was not deleted completely "
+                "as the study asks"
+            )
+            raise exc.with_lead(lead) from None
     else:
         approval.mark_exported(dirs, session_id, path, digest)
     frames = sum(1 for e in prepared.events if isinstance(e, Frame))

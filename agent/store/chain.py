@@ -21,6 +21,14 @@ finding.  The rules are those of ``docs/format.md`` (Reading, Recovery rules):
 A segment whose own bytes or header are wrong is one finding; its successor is
 then not checked against its commit (which cannot match), so one flipped bit or
 one spliced file is reported once, where it is.
+
+Only regular files in the real session folder are read (:mod:`agent.store.safe_fs`,
+P8): a link, FIFO, device or folder by a segment's name is never followed nor
+opened (a FIFO would block the reader for ever); it is an ``unsafe`` error naming
+its path and the fix, and the segment after it is not checked against its commit.
+Anything else in the folder that is not a regular file (``meta.json`` or
+``review.json`` as a link...) is an ``unsafe`` problem, which ``verify`` reports
+and readers pass on.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from agent.store.format import (
     segment_name,
     session_id_bytes,
 )
+from agent.store.safe_fs import Refused, StoreDir, UnsafeEntry, is_plain_file
 
 #: Finding levels: the data is broken (``read_session`` raises) / readable but something is
 #: wrong (an unrecovered crash tail) / nothing is wrong but it is worth saying.
@@ -65,11 +74,12 @@ class Finding:
 
     :ivar level: :data:`ERROR`, :data:`PROBLEM` or :data:`INFO`.
     :ivar kind: a short machine word: ``authentication``, ``format``, ``chain``,
-        ``missing-segment``, ``truncated``, ``unsealed``, ``io``, ``recovered``, ``recording``,
-        ``deleted``.
+        ``missing-segment``, ``truncated``, ``unsealed``, ``io``, ``unsafe`` (not a regular file:
+        a link, FIFO, device...), ``recovered``, ``recording``, ``deleted``.
     :ivar file: the file name inside the session directory, or None for the session.
     :ivar offset: byte offset in that file, when there is one.
-    :ivar message: ``<session>/<file>: what`` (never any captured content).
+    :ivar message: ``<session>/<file>: what`` (never any captured content); for ``unsafe``, the
+        entry's full path, what it is and the fix.
     """
 
     level: str
@@ -88,7 +98,7 @@ class Finding:
 class Walk:
     """The outcome of :func:`walk_session`.
 
-    :ivar segments: segment files found.
+    :ivar segments: segment files found (those refused as not regular files too).
     :ivar records: data records authenticated.
     :ivar events: events decoded.
     :ivar all_sealed: every segment ended with a valid SEAL record.
@@ -126,10 +136,22 @@ def walk_session(
     :param on_events: called with each segment's decoded events, in order.
     :raises StoreCorrupt: (strict) authentication failed or the chain is broken.
     :raises StoreFormatError: (strict) a structural problem.
+    :raises UnsafeEntry: (strict) the session folder or a segment is not a real folder or a regular
+        file (a link, FIFO...): never followed nor opened.
     """
-    walker = _Walker(path, identity, closed=closed, live=live, strict=strict, on_events=on_events)
-    walker.run()
-    return walker.walk
+    try:
+        folder = StoreDir.open(path)
+    except UnsafeEntry as exc:  # a link (or a file) by the session's name: never followed
+        if strict:
+            msg = f"session {path.name} was not read"
+            raise exc.with_lead(msg) from None
+        walk = Walk(all_sealed=False)
+        walk.findings.extend(Finding(ERROR, "unsafe", None, None, entry.message) for entry in exc.refused)
+        return walk
+    with folder:
+        walker = _Walker(folder, identity, closed=closed, live=live, strict=strict, on_events=on_events)
+        walker.run()
+        return walker.walk
 
 
 @dataclass
@@ -141,7 +163,7 @@ class _Cached:
 class _Walker:
     def __init__(
         self,
-        path: Path,
+        folder: StoreDir,
         identity: bytes,
         *,
         closed: bool,
@@ -149,8 +171,8 @@ class _Walker:
         strict: bool,
         on_events: Callable[[list[Event]], None] | None,
     ) -> None:
-        self.path = path
-        self.sid = path.name
+        self.folder = folder
+        self.sid = folder.path.name
         self.identity = identity
         self.closed = closed
         self.live = live
@@ -172,6 +194,12 @@ class _Walker:
         if level == ERROR and self.strict:
             raise finding.exception()
         self.walk.findings.append(finding)
+
+    def refuse(self, entry: Refused, file: str | None, *, level: str = ERROR) -> None:
+        """Something that is not a regular file (a real folder) stands where the walk would read."""
+        if level == ERROR and self.strict:
+            raise UnsafeEntry([entry], lead=f"session {self.sid} was not read")
+        self.walk.findings.append(Finding(level, "unsafe", file, None, entry.message))
 
     def report_error(self, exc: StoreError, file: str) -> None:
         """A StoreError from the format layer; its message already names the file."""
@@ -195,20 +223,27 @@ class _Walker:
     # --- the walk -------------------------------------------------------------------------
 
     def run(self) -> None:
-        files = self.list_files()
-        self.walk.segments = len(files)
+        files, unsafe = self.list_files()
+        present = sorted({*files, *unsafe})
+        self.walk.segments = len(present)
+        if unsafe:
+            self.walk.all_sealed = False  # what a refused segment holds cannot be told
         if not files:
-            self.no_segments()
+            if not unsafe:
+                self.no_segments()
             return
-        order = sorted(files)
-        last = order[-1]
-        cached = self.probe(files[last])
+        last = present[-1]
+        cached = self.probe(files[last]) if last in files else None
         lenient = self.lenient_index(cached, last)
         previous = -1
-        for index in order:
+        for index in present:
             if index != previous + 1:
                 self.expected_prev = None  # the gap is already reported
             previous = index
+            if index in unsafe:  # already reported; its successor cannot be checked against it
+                self.expected_prev = self.prev_size = None
+                self.prev_sealed = False
+                continue
             self.segment(
                 index,
                 files[index],
@@ -217,25 +252,42 @@ class _Walker:
                 cached=cached if index == last else None,
             )
 
-    def list_files(self) -> dict[int, Path]:
-        """Segment files by index; bad names and gaps are reported."""
-        found: dict[int, Path] = {}
-        for file in sorted(self.path.iterdir()):
-            if file.suffix != ".seg" or file.name.startswith("."):
+    def list_files(self) -> tuple[dict[int, str], set[int]]:
+        """Segment files by index, and the indexes of segments that are not regular files.
+
+        Bad names, gaps and every entry that is not a regular file are reported.
+        """
+        found: dict[int, str] = {}
+        unsafe: set[int] = set()
+        for name, st in self.folder.entries():
+            segment = name.endswith(".seg") and not name.startswith(".")
+            stem = name[: -len(".seg")]
+            numbered = segment and stem.isdecimal() and segment_name(int(stem)) == name
+            if not is_plain_file(st):
+                self.refuse(self.folder.refusal(name, st), name, level=ERROR if segment else PROBLEM)
+                if numbered:
+                    unsafe.add(int(stem))
                 continue
-            stem = file.stem
-            if not stem.isdecimal() or segment_name(int(stem)) != file.name:
-                self.report(
-                    ERROR, "format", file.name, None, "unexpected segment file name (expected NNNNNN.seg)"
-                )
+            if not segment:
                 continue
-            found[int(stem)] = file
-        for first, last in _gaps(sorted(found)):
+            if not numbered:
+                self.report(ERROR, "format", name, None, "unexpected segment file name (expected NNNNNN.seg)")
+                continue
+            found[int(stem)] = name
+        for first, last in _gaps(sorted({*found, *unsafe})):
             what = "is missing" if first == last else f"to {segment_name(last)} are missing"
             self.report(
                 ERROR, "missing-segment", segment_name(first), None, f"{what}: segment chain broken", sep=" "
             )
-        return found
+        return found, unsafe
+
+    def read(self, name: str) -> bytes:
+        """The bytes of the regular file ``name`` (never through a link, never a FIFO).
+
+        :raises OSError: it cannot be read.
+        :raises UnsafeEntry: it was replaced by something that is not a regular file.
+        """
+        return self.folder.read_file(name)
 
     def no_segments(self) -> None:
         self.walk.all_sealed = False
@@ -245,14 +297,14 @@ class _Walker:
         else:
             self.open_end(None, "no segments (the recorder stopped before writing any)")
 
-    def probe(self, path: Path) -> _Cached | None:
+    def probe(self, file: str) -> _Cached | None:
         """Decrypt the last file up front: is it a recovery segment?  (Errors are reported later.)"""
         try:
-            data = path.read_bytes()
-        except OSError:
+            data = self.read(file)
+        except (OSError, UnsafeEntry):
             return None
         try:
-            contents = read_segment(data, self.identity, name=f"{self.sid}/{path.name}")
+            contents = read_segment(data, self.identity, name=f"{self.sid}/{file}")
         except StoreError:
             return _Cached(data, None)
         return _Cached(data, contents)
@@ -280,16 +332,20 @@ class _Walker:
             return None
         return info.segment
 
-    def segment(self, index: int, path: Path, *, last: bool, lenient: bool, cached: _Cached | None) -> None:
-        file = path.name
+    def segment(self, index: int, file: str, *, last: bool, lenient: bool, cached: _Cached | None) -> None:
         name = f"{self.sid}/{file}"
         expected_prev, prev_size, prev_sealed = self.expected_prev, self.prev_size, self.prev_sealed
         self.expected_prev = self.prev_size = None  # until this segment proves sound
         self.prev_sealed = False
         try:
-            data = cached.data if cached is not None else path.read_bytes()
+            data = cached.data if cached is not None else self.read(file)
         except OSError as exc:
             self.report(ERROR, "io", file, None, f"cannot be read ({type(exc).__name__})")
+            return
+        except UnsafeEntry as exc:  # replaced since it was listed
+            self.walk.all_sealed = False
+            for entry in exc.refused:
+                self.refuse(entry, file)
             return
         if last and _is_header_prefix(data):
             self.header_tail(file, len(data))

@@ -15,8 +15,6 @@ before a crash's cut as anywhere else.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +22,19 @@ from typing import Any
 from agent.errors import NotFound, UsageError
 from agent.events import Event
 from agent.paths import Dirs
+from agent.store import safe_fs
 from agent.store.chain import walk_session
-from agent.store.writer import META_FILE, META_SCHEMA, writer_active
-
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+from agent.store.retention import load_meta_at
+from agent.store.safe_fs import (
+    A_SESSION,
+    SESSION_ID,
+    StoreDir,
+    UnsafeEntry,
+    is_plain_dir,
+    is_plain_file,
+    refusal,
+)
+from agent.store.writer import writer_active
 
 
 @dataclass(frozen=True)
@@ -77,30 +84,33 @@ class SessionData:
 
 
 def session_dir(dirs: Dirs, session_id: str) -> Path:
-    """The directory of ``session_id``.
+    """The directory of ``session_id``: a real directory, never a link to one.
 
     :raises UsageError: ``session_id`` is not a plain session id (path separators, ``..``).
     :raises NotFound: there is no such session.
+    :raises UnsafeEntry: a link, file, FIFO... stands where its folder should be (the message names
+        it and the fix).
     """
-    if not _ID.fullmatch(session_id) or ".." in session_id:
+    if not SESSION_ID.fullmatch(session_id) or ".." in session_id:
         msg = (
             f"{session_id!r} is not a session id; ids look like 20261127T213000Z-1a2b3c4d. "
             "Fix: run: optin sessions"
         )
         raise UsageError(msg)
     path = dirs.sessions / session_id
-    if not path.is_dir():
+    try:
+        st = path.lstat()
+    except OSError:
         msg = f"no session {session_id!r} in {dirs.sessions}. Fix: run: optin sessions (lists the ids)"
-        raise NotFound(msg)
+        raise NotFound(msg) from None
+    if not is_plain_dir(st):  # a link to a folder (or a file) by a session's name is never followed (P8)
+        raise UnsafeEntry([refusal(path, st, A_SESSION)], lead=f"session {session_id} was not read")
     return path
 
 
 def session_paths(dirs: Dirs) -> list[Path]:
-    """Every session directory, sorted by id."""
-    root = dirs.sessions
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and _ID.fullmatch(p.name))
+    """Every real session directory, sorted by id (a link by a session's name is not one: never followed)."""
+    return safe_fs.session_dirs(dirs.sessions, SESSION_ID)[0]
 
 
 def list_sessions(dirs: Dirs) -> list[SessionInfo]:
@@ -132,19 +142,24 @@ def read_session(dirs: Dirs, session_id: str, identity: bytes) -> SessionData:
 
 
 def load_meta(path: Path) -> dict[str, Any] | None:
-    """The ``meta.json`` of the session directory ``path``, or None when missing or not schema 1."""
+    """The ``meta.json`` of the session directory ``path``, or None when missing, not schema 1, or not
+    a regular file in a real folder (a link is never followed, a FIFO never opened: P8)."""
     try:
-        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        with StoreDir.open(path) as folder:
+            return load_meta_at(folder)
+    except (OSError, UnsafeEntry):
         return None
-    if not isinstance(meta, dict) or meta.get("schema") != META_SCHEMA:
-        return None
-    return meta
 
 
 def _session_info(path: Path) -> SessionInfo:
     meta = load_meta(path) or {}
-    files = [p for p in path.iterdir() if p.suffix == ".seg" and not p.name.startswith(".")]
+    try:
+        with StoreDir.open(path) as folder:
+            entries = folder.entries()
+    except (OSError, UnsafeEntry):
+        entries = []  # gone or replaced since it was listed
+    # only regular files count: a link is not followed (a dangling one has no size), a FIFO not opened
+    sizes = [st.st_size for name, st in entries if _is_segment(name) and is_plain_file(st)]
     raw = meta.get("events")
     by_kind = {str(k): _count(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
     return SessionInfo(
@@ -152,15 +167,19 @@ def _session_info(path: Path) -> SessionInfo:
         state=_state(path, meta),
         started_at=_str_or_none(meta.get("started_at")),
         stopped_at=_str_or_none(meta.get("stopped_at")),
-        segments=len(files),
+        segments=len(sizes),
         records=_count(meta.get("records")),
         events=sum(by_kind.values()),
         events_by_kind=by_kind,
         frames=_count(meta.get("frames")),
         dropped=_count(meta.get("dropped")),
-        bytes=sum(p.stat().st_size for p in files),
+        bytes=sum(sizes),
         recovered=meta.get("recovered") is True,
     )
+
+
+def _is_segment(name: str) -> bool:
+    return name.endswith(".seg") and not name.startswith(".")
 
 
 def _state(path: Path, meta: dict[str, Any]) -> str:

@@ -32,6 +32,12 @@ Recovery never touches a session whose writer is alive (it takes the writer's
 lock first), is idempotent, and never raises: what it could not do is in the
 returned :class:`RecoveryReport` and in the log (session ids and byte counts,
 never content).
+
+It acts only on regular files inside real session folders (P8, through
+:mod:`agent.store.safe_fs`): a link, FIFO or device where a session folder, a
+segment, ``meta.json`` or a temporary file should be is never followed nor opened,
+and a segment with other names (hard links) is never cut; the session is left as
+it is and reported as ``skipped`` with the path and the fix.
 """
 
 from __future__ import annotations
@@ -42,13 +48,15 @@ import logging
 import os
 import re
 import struct
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.errors import StoreError
-from agent.paths import Dirs, fsync_dir
+from agent.paths import Dirs
+from agent.store import safe_fs
 from agent.store.format import (
     HEADER_SIZE,
     RECOVERY,
@@ -62,8 +70,10 @@ from agent.store.format import (
     session_id_bytes,
     write_recovery_segment,
 )
-from agent.store.reader import load_meta
-from agent.store.writer import META_SCHEMA, lock_session, unlock_session, utc_timestamp, write_meta
+from agent.store.retention import load_meta_at
+from agent.store.safe_fs import StoreDir, UnsafeEntry, is_plain_file, refusals_text
+from agent.store.writer import META_FILE, META_SCHEMA, encode_meta, utc_timestamp
+from agent.untrusted_text import visible
 
 log = logging.getLogger(__name__)
 
@@ -121,53 +131,64 @@ def recover_sessions(dirs: Dirs, recipient: bytes) -> list[RecoveryReport]:
     reported.  Never raises: a session that cannot be recovered is reported as
     ``skipped`` with the reason (and logged), and the next start goes on.
 
+    Only real session folders and regular files in them are read, cut or written
+    (:mod:`agent.store.safe_fs`): a link by a session's name, or a session whose
+    segment, ``meta.json`` or temporary file is a link, FIFO or device, is reported
+    as ``skipped`` with its path and the fix, and nothing it points to is touched.
+
     :param recipient: the volunteer's raw X25519 public key (as for recording).
     """
-    root = dirs.sessions
     try:
-        paths = sorted(p for p in root.iterdir() if p.is_dir() and _SESSION_NAME.fullmatch(p.name))
-    except OSError:
-        return []  # no sessions directory yet (or unreadable: the writer will say so)
+        paths, refused = safe_fs.session_dirs(dirs.sessions, _SESSION_NAME)
+    except (OSError, UnsafeEntry):
+        return []  # no sessions directory yet (or unusable: the writer will say so)
     reports: list[RecoveryReport] = []
+    for entry in refused:
+        report = RecoveryReport(Path(entry.path).name, "skipped", problem=entry.message)
+        _log(report)
+        reports.append(report)
     for path in paths:
-        report = _recover_one(path, recipient)
-        if report is not None:
-            _log(report)
-            reports.append(report)
-    return reports
+        found = _recover_one(path, recipient)
+        if found is not None:
+            _log(found)
+            reports.append(found)
+    return sorted(reports, key=lambda r: r.session_id)
 
 
 def _recover_one(path: Path, recipient: bytes) -> RecoveryReport | None:
     """Recover one session, or None when there is nothing to do (closed, or its writer is alive)."""
     sid = path.name
     try:
-        if _state(path) == "closed":
-            return None
-        try:
-            fd = lock_session(path)
-        except StoreError:
-            return None  # its writer is alive
-        if fd is None:
-            msg = "this platform cannot tell whether its writer is alive"
-            raise _Skip(msg)
-        try:
-            return _recover_locked(path, recipient)
-        finally:
-            unlock_session(fd)
+        with StoreDir.open(path) as folder:
+            if _state(folder) == "closed":
+                return None
+            if folder.fd is None or sys.platform == "win32":
+                msg = "this platform cannot tell whether its writer is alive"
+                raise _Skip(msg)
+            try:
+                folder.lock()  # held until the folder is closed
+            except StoreError:
+                return None  # its writer is alive
+            return _recover_locked(folder, recipient)
     except _Skip as exc:
+        return RecoveryReport(sid, "skipped", problem=str(exc))
+    except UnsafeEntry as exc:
         return RecoveryReport(sid, "skipped", problem=str(exc))
     except Exception as exc:  # never fail the next start; the report says what happened
         return RecoveryReport(sid, "skipped", problem=f"recovery failed: {type(exc).__name__}: {exc}")
 
 
-def _state(path: Path) -> str | None:
+def _state(folder: StoreDir) -> str | None:
     """``meta.json``'s state; None when there is no meta.json (a crash while creating the session, or lost).
 
-    :raises _Skip: meta.json exists but is unreadable or has an unknown state.
+    :raises _Skip: meta.json is not a regular file, is unreadable or has an unknown state.
     """
-    if not (path / "meta.json").exists():
+    st = folder.lstat(META_FILE)
+    if st is None:
         return None
-    meta = load_meta(path)
+    if not is_plain_file(st):
+        raise _Skip(folder.refusal(META_FILE, st).message)
+    meta = load_meta_at(folder)
     state = meta.get("state") if meta else None
     if state not in (*_OPEN_STATES, "closed"):
         msg = "meta.json is unreadable or has an unknown state; left for optin verify"
@@ -175,55 +196,82 @@ def _state(path: Path) -> str | None:
     return str(state)
 
 
-def _recover_locked(path: Path, recipient: bytes) -> RecoveryReport | None:
+#: A segment file's name and ``lstat``.
+_File = tuple[str, os.stat_result]
+
+
+def _recover_locked(folder: StoreDir, recipient: bytes) -> RecoveryReport | None:
     """Recovery proper, holding the session's writer lock."""
-    state = _state(path)  # again: the writer may have closed it before we took the lock
+    sid = folder.path.name
+    state = _state(folder)  # again: the writer may have closed it before we took the lock
     if state == "closed":
         return None
-    _remove_temp_files(path)
-    files = _segment_files(path)
+    entries = folder.entries()
+    _refuse_unsafe(folder, entries)
+    _remove_temp_files(folder, entries)
+    files = _segment_files(entries)
     stopped = _last_write(files)
     if not files:
         info, prev = RecoveryInfo("removed", 0, 0, 0), ZERO_COMMIT
     else:
         last = max(files)
-        data = files[last].read_bytes()
+        data = folder.read_file(files[last][0])
         if len(data) < HEADER_SIZE:
             if state is None and last > 0:
                 raise _Skip(_NO_META_SEALED)  # segment last - 1 is sealed: perhaps the closing one
-            info, prev = _remove_header_tail(path, files, last, len(data))
+            info, prev = _remove_header_tail(folder, files, last, len(data))
         else:
-            framing = _framing(path.name, last, data)
+            framing = _framing(sid, last, data)
             if framing.is_recovery_segment:  # an earlier recovery was killed before its meta.json
-                before = {i: p for i, p in files.items() if i != last}
-                _finalize(path, stopped_at=_last_write(before), recovered=True, info=None)
-                return RecoveryReport(path.name, "finalized")
+                before = {i: f for i, f in files.items() if i != last}
+                _finalize(folder, stopped_at=_last_write(before), recovered=True, info=None)
+                return RecoveryReport(sid, "finalized")
             kept = _kept_length(data, framing)
             sealed = framing.sealed and kept == framing.end
             if sealed and state is None:
                 raise _Skip(_NO_META_SEALED)
             if sealed and state == "closing":  # killed between the closing seal and meta.json
-                _finalize(path, stopped_at=stopped, recovered=False, info=None)
-                return RecoveryReport(path.name, "finalized")
-            info, prev = _cut(files[last], last, data, kept, sealed=sealed)
-    _append_recovery_segment(path, recipient, info, prev)
-    _finalize(path, stopped_at=stopped, recovered=True, info=info)
-    return RecoveryReport(path.name, "recovered", info.shape, info.segment, info.original, info.kept)
+                _finalize(folder, stopped_at=stopped, recovered=False, info=None)
+                return RecoveryReport(sid, "finalized")
+            info, prev = _cut(folder, files[last][0], last, data, kept, sealed=sealed)
+    _append_recovery_segment(folder, recipient, info, prev)
+    _finalize(folder, stopped_at=stopped, recovered=True, info=info)
+    return RecoveryReport(sid, "recovered", info.shape, info.segment, info.original, info.kept)
 
 
-def _segment_files(path: Path) -> dict[int, Path]:
-    """Segment files by index.
+def _is_segment(name: str) -> bool:
+    return name.endswith(".seg") and not name.startswith(".")
+
+
+def _refuse_unsafe(folder: StoreDir, entries: list[_File]) -> None:
+    """A segment or a temporary file that is not a regular file: leave the whole session alone.
+
+    :raises _Skip: naming each such entry, what it is and the fix (nothing was changed).
+    """
+    refused = [
+        folder.refusal(name, st)
+        for name, st in entries
+        if (_is_segment(name) or _TEMP_FILE.fullmatch(name)) and not is_plain_file(st)
+    ]
+    if refused:
+        msg = f"{refusals_text(refused)}; nothing was changed in this session"
+        raise _Skip(msg)
+
+
+def _segment_files(entries: list[_File]) -> dict[int, _File]:
+    """Segment files by index (each a regular file: :func:`_refuse_unsafe` ran first).
 
     :raises _Skip: unexpected names or a gap: not what a crash leaves.
     """
-    found: dict[int, Path] = {}
-    for file in path.iterdir():
-        if file.suffix != ".seg" or file.name.startswith("."):
+    found: dict[int, _File] = {}
+    for name, st in entries:
+        if not _is_segment(name):
             continue
-        if not file.stem.isdecimal() or segment_name(int(file.stem)) != file.name:
-            msg = f"unexpected file {file.name}; left for optin verify"
+        stem = name[: -len(".seg")]
+        if not stem.isdecimal() or segment_name(int(stem)) != name:
+            msg = f"unexpected file {visible(name)}; left for optin verify"
             raise _Skip(msg)
-        found[int(file.stem)] = file
+        found[int(stem)] = (name, st)
     if found and len(found) != max(found) + 1:
         msg = "segment files are not contiguous (a segment is missing); left for optin verify"
         raise _Skip(msg)
@@ -277,61 +325,75 @@ def _framing(sid: str, index: int, data: bytes) -> Framing:
 
 
 def _remove_header_tail(
-    path: Path, files: dict[int, Path], last: int, size: int
+    folder: StoreDir, files: dict[int, _File], last: int, size: int
 ) -> tuple[RecoveryInfo, bytes]:
     """A crash while creating segment ``last``: remove it; the recovery segment takes its place."""
-    prev = segment_commit(files[last - 1].read_bytes()) if last else ZERO_COMMIT
-    files[last].unlink()
-    fsync_dir(path)
+    prev = segment_commit(folder.read_file(files[last - 1][0])) if last else ZERO_COMMIT
+    folder.unlink(files[last][0])
+    folder.fsync()
     del files[last]
     return RecoveryInfo("removed", last, size, 0), prev
 
 
-def _cut(file: Path, index: int, data: bytes, kept: int, *, sealed: bool) -> tuple[RecoveryInfo, bytes]:
-    """Cut the last segment to ``kept`` bytes (nothing to cut when it is sealed)."""
+def _cut(
+    folder: StoreDir, name: str, index: int, data: bytes, kept: int, *, sealed: bool
+) -> tuple[RecoveryInfo, bytes]:
+    """Cut the last segment to ``kept`` bytes (nothing to cut when it is sealed).
+
+    The file is opened without following a link and cut only when it is a regular file
+    with one name: a file with other names (hard links) would be cut under those too.
+    """
     if sealed:
         return RecoveryInfo("sealed", index, len(data), len(data)), segment_commit(data)
     if kept < len(data):
-        fd = os.open(file, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+        fd, before = folder.open_file(name, os.O_WRONLY)
         try:
-            before = os.fstat(fd)
+            if before.st_nlink != 1:
+                msg = f"{folder.refusal(name, before).message}; nothing was changed in this session"
+                raise _Skip(msg)
+            if before.st_size != len(data):
+                msg = f"{name} changed while it was being recovered; left for the next start"
+                raise _Skip(msg)
             os.ftruncate(fd, kept)
             # keep the time the crashed writer last wrote: delete-last reads a segment's end from it
             os.utime(fd, ns=(before.st_atime_ns, before.st_mtime_ns))
             os.fsync(fd)
         finally:
             os.close(fd)
-        fsync_dir(file.parent)
+        folder.fsync()
     return RecoveryInfo("unsealed", index, len(data), kept), segment_commit(data[:kept])
 
 
-def _append_recovery_segment(path: Path, recipient: bytes, info: RecoveryInfo, prev: bytes) -> None:
+def _append_recovery_segment(folder: StoreDir, recipient: bytes, info: RecoveryInfo, prev: bytes) -> None:
     """Write the recovery segment to a temporary file, then rename it into place (atomic)."""
     index = info.segment if info.shape == "removed" else info.segment + 1
-    final = path / segment_name(index)
-    if final.exists():
-        msg = f"{final.name} already exists; left for optin verify"
+    final = segment_name(index)
+    if folder.lstat(final) is not None:
+        msg = f"{final} already exists; left for optin verify"
         raise _Skip(msg)
-    tmp = path / f".recovery-{os.urandom(4).hex()}.tmp"
+    tmp = f".recovery-{os.urandom(4).hex()}.tmp"
     try:
-        write_recovery_segment(
-            tmp,
-            session_id=session_id_bytes(path.name),
-            index=index,
-            prev_commit=prev,
-            recipient=recipient,
-            info=info,
-        )
-        tmp.replace(final)
+        with os.fdopen(folder.create_file(tmp), "wb", buffering=0) as fh:
+            write_recovery_segment(
+                fh,
+                session_id=session_id_bytes(folder.path.name),
+                index=index,
+                prev_commit=prev,
+                recipient=recipient,
+                info=info,
+            )
+        folder.rename(tmp, final)  # never over an entry that appeared meanwhile
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-    fsync_dir(path)
+        with contextlib.suppress(OSError, UnsafeEntry):
+            folder.unlink(tmp)
+    folder.fsync()
 
 
-def _finalize(path: Path, *, stopped_at: str | None, recovered: bool, info: RecoveryInfo | None) -> None:
+def _finalize(
+    folder: StoreDir, *, stopped_at: str | None, recovered: bool, info: RecoveryInfo | None
+) -> None:
     """Rewrite ``meta.json`` as closed; counts stay what the writer last wrote."""
-    meta = load_meta(path) or _fresh_meta(path.name)
+    meta = load_meta_at(folder) or _fresh_meta(folder.path.name)
     meta["state"] = "closed"
     meta["stopped_at"] = meta.get("stopped_at") or stopped_at
     if recovered:
@@ -344,10 +406,10 @@ def _finalize(path: Path, *, stopped_at: str | None, recovered: bool, info: Reco
             "kept_bytes": info.kept,
             "recovered_at": utc_timestamp(),
         }
-    segments = [p for p in path.iterdir() if p.suffix == ".seg" and not p.name.startswith(".")]
-    meta["segments"] = len(segments)
-    meta["bytes"] = sum(p.stat().st_size for p in segments)
-    write_meta(path, meta)
+    sizes = [st.st_size for name, st in folder.entries() if _is_segment(name) and is_plain_file(st)]
+    meta["segments"] = len(sizes)
+    meta["bytes"] = sum(sizes)
+    folder.write_file(META_FILE, encode_meta(meta))
 
 
 def _fresh_meta(sid: str) -> dict[str, Any]:
@@ -372,17 +434,18 @@ def _fresh_meta(sid: str) -> dict[str, Any]:
     }
 
 
-def _last_write(files: dict[int, Path]) -> str | None:
+def _last_write(files: dict[int, _File]) -> str | None:
     """When the writer last wrote (the newest segment's mtime): the session's stop time."""
-    times = [p.stat().st_mtime for p in files.values()]
+    times = [st.st_mtime for _, st in files.values()]
     return utc_timestamp(max(times)) if times else None
 
 
-def _remove_temp_files(path: Path) -> None:
-    """Temporary files of a killed recovery or meta.json write (never content)."""
-    for file in path.iterdir():
-        if _TEMP_FILE.fullmatch(file.name):
-            file.unlink()
+def _remove_temp_files(folder: StoreDir, entries: list[_File]) -> None:
+    """Temporary files of a killed recovery or meta.json write (regular files: checked; never content)."""
+    for name, _ in entries:
+        if _TEMP_FILE.fullmatch(name):
+            with contextlib.suppress(FileNotFoundError):
+                folder.unlink(name)
 
 
 def _log(report: RecoveryReport) -> None:

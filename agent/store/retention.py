@@ -57,7 +57,7 @@ from agent.store.format import (
     write_deletion_segment,
 )
 from agent.store.safe_fs import SESSION_ID, Refused, StoreDir, UnsafeEntry, is_plain_file
-from agent.store.writer import META_FILE, META_SCHEMA, utc_timestamp
+from agent.store.writer import META_FILE, META_SCHEMA, encode_meta, utc_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -735,11 +735,11 @@ def _update_meta(folder: StoreDir, info: DeletionInfo, kept_end: float) -> None:
 
 def _write_meta_at(folder: StoreDir, meta: dict[str, Any]) -> None:
     """Count the segment files into ``meta`` and replace meta.json in ``folder`` (by descriptor),
-    encoded as :func:`agent.store.writer.write_meta` does."""
+    encoded by :func:`agent.store.writer.encode_meta`, as every meta.json is."""
     sizes = [st.st_size for name, st in folder.entries() if _is_segment_name(name) and is_plain_file(st)]
     meta["segments"] = len(sizes)
     meta["bytes"] = sum(sizes)
-    folder.write_file(META_FILE, (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode("ascii"))
+    folder.write_file(META_FILE, encode_meta(meta))
 
 
 __all__ = [

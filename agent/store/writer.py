@@ -53,6 +53,8 @@ EVENTS_RECORD_TARGET = 1 << 20
 _LEN = struct.Struct(">I")
 _FSYNC_INTERVAL = 1.0
 _STAT_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
+#: How a session directory is opened for its lock: a directory, never through a link.
+_DIR_FLAGS = getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
 class SessionWriter:
@@ -327,8 +329,8 @@ def writer_active(session_path: Path) -> bool | None:
     """Whether a :class:`SessionWriter` still holds ``session_path``; None where this cannot be told."""
     if sys.platform == "win32":
         return None
-    try:
-        fd = os.open(session_path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:  # never through a link: a link by a session's name is not a session (P8)
+        fd = os.open(session_path, os.O_RDONLY | _DIR_FLAGS)
     except OSError:
         return None
     try:
@@ -340,10 +342,14 @@ def writer_active(session_path: Path) -> bool | None:
     return False
 
 
+def encode_meta(meta: Mapping[str, Any]) -> bytes:
+    """The bytes of ``meta.json``: indented JSON with sorted keys, ASCII, a final newline."""
+    return (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode("ascii")
+
+
 def write_meta(session_path: Path, meta: Mapping[str, Any]) -> None:
     """Replace ``session_path/meta.json`` atomically and durably (mode 0600; counts and times only)."""
-    data = (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode("ascii")
-    write_private_file(session_path / META_FILE, data)
+    write_private_file(session_path / META_FILE, encode_meta(meta))
 
 
 def utc_timestamp(seconds: float | None = None) -> str:
@@ -376,7 +382,7 @@ def lock_session(path: Path) -> int | None:
     """
     if sys.platform == "win32":
         return None
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    fd = os.open(path, os.O_RDONLY | _DIR_FLAGS)  # a link to a folder is not a session (P8)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -414,6 +420,7 @@ __all__ = [
     "META_FILE",
     "META_SCHEMA",
     "SessionWriter",
+    "encode_meta",
     "lock_session",
     "unlock_session",
     "utc_timestamp",

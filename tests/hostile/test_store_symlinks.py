@@ -243,8 +243,7 @@ KINDS = [
     "meta.json FIFO",
     "deletion temp link",
 ]
-#: The command-line paths read meta.json through agent/store/reader.py (not in this suite's
-#: reach): a FIFO there is exercised through the store functions, which must not block.
+#: The store functions themselves, besides the command lines that call them.
 STORE_OPS = ["delete-last (store)", "retention", "cut", "shred_all", "shred_session"]
 
 
@@ -260,14 +259,7 @@ OPS["delete-last (store)"] = op_delete_last_store
 OPS["shred_session"] = op_shred_session
 
 
-#: ``optin purge`` first lists the sessions through agent/store/reader.py, whose load_meta opens a
-#: meta.json FIFO for reading (reported to the coordinator): that pair is left out until it does not.
-CASES = [
-    (kind, name)
-    for kind in KINDS
-    for name in [*STORE_OPS, "sessions delete", "purge", "delete-last"]
-    if (kind, name) != ("meta.json FIFO", "purge")
-]
+CASES = [(kind, name) for kind in KINDS for name in [*STORE_OPS, "sessions delete", "purge", "delete-last"]]
 
 
 @pytest.mark.parametrize(("kind", "name"), CASES)
@@ -408,7 +400,11 @@ def test_p8_review_and_export_refuse_links(study_file: Path, tmp_path: Path, hos
     decoy = tree(outside)
     with pytest.raises(UnsafeEntry, match=r"meta\.json is a symbolic link") as err:
         export_session(d, sid, tmp_path / "out", study, approve=True)
-    assert f"session {sid} was not deleted completely" in str(err.value)
+    bundle = tmp_path / "out" / f"{sid}.optin.tar.age"
+    assert f"the bundle was written to {bundle}, but session {sid} was not deleted completely" in str(
+        err.value
+    )
+    assert bundle.exists()
     assert tree(outside) == decoy
     assert not list(session.glob("*.seg"))
     hostile.held(P8, 2)
@@ -462,11 +458,6 @@ def test_p8_retention_at_start_leaves_a_linked_session_alone(
     hostile.held(P8)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="crash recovery (agent/store/recovery.py) still follows a session folder that is a link; "
-    "it must list sessions with agent.store.safe_fs (the coordinator wires it; then remove this mark)",
-)
 def test_p8_optin_run_never_writes_or_deletes_through_a_linked_interrupted_session(
     consented: tuple[Dirs, object], tmp_path: Path, hostile: Tally
 ) -> None:
@@ -487,12 +478,6 @@ def test_p8_optin_run_never_writes_or_deletes_through_a_linked_interrupted_sessi
     hostile.held(P8)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="crash recovery (agent/store/recovery.py) truncates the last segment through a link "
-    "(os.open + ftruncate by path); it must open it with safe_fs (the coordinator wires it; then remove "
-    "this mark)",
-)
 def test_p8_crash_recovery_never_truncates_through_a_segment_link(
     store: tuple[Dirs, bytes, bytes], tmp_path: Path, hostile: Tally
 ) -> None:
@@ -580,4 +565,363 @@ def test_p8_refusals_show_hostile_names_visibly(
     assert "\x1b" not in text and "\r" not in text and "\x07" not in text
     assert "\\u001b[2K\\u000ddeleted everything.seg" in text
     assert json.dumps([r.to_dict() for r in err.value.refused])  # JSON-ready
+    hostile.held(P8)
+
+
+# --- crash recovery at the start of `optin run` ----------------------------------------------------------
+
+
+def torn(segment: Path) -> None:
+    """Append a torn record head to ``segment``: what crash recovery cuts off."""
+    with segment.open("ab") as fh:
+        fh.write(b"\x00\x00\x01")
+
+
+def test_p8_crash_recovery_reports_a_linked_session_with_the_fix(
+    store: tuple[Dirs, bytes, bytes], tmp_path: Path, hostile: Tally
+) -> None:
+    from agent.store.recovery import recover_sessions
+
+    d, recipient, _ = store
+    now = time.time()
+    real = make_session(d, recipient, start=now - 900, minutes=2, close=False)
+    crashed = make_session(d, recipient, start=now - 600, minutes=2, close=False)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    moved_out(crashed, outside)
+    decoy = tree(outside)
+    hostile.tried(P8)
+    reports = {r.session_id: r for r in recover_sessions(d, recipient)}
+    assert reports[real.name].action == "recovered"  # the real one next to it is recovered
+    skipped = reports[crashed.name]
+    assert skipped.action == "skipped" and skipped.problem is not None
+    assert f"{crashed} is a symbolic link" in skipped.problem and "Fix:" in skipped.problem
+    assert tree(outside) == decoy and crashed.is_symlink()
+    hostile.held(P8)
+
+
+RECOVERY_KINDS = [
+    "segment link",
+    "segment hard link",
+    "segment FIFO",
+    "meta.json FIFO",
+    "meta.json link",
+    "temp link",
+]
+
+
+@pytest.mark.parametrize("kind", RECOVERY_KINDS)
+def test_p8_crash_recovery_changes_nothing_beside_what_is_not_a_regular_file(
+    kind: str, store: tuple[Dirs, bytes, bytes], tmp_path: Path, hostile: Tally
+) -> None:
+    """A crashed session whose last segment, meta.json or a temp file is a link, a FIFO or a hard
+    link to a file outside the store: recovery cuts, writes and removes nothing there (a FIFO
+    would block it for ever), and reports the session as skipped with the path and the fix."""
+    from agent.store.recovery import recover_sessions
+
+    d, recipient, _ = store
+    session = make_session(d, recipient, start=time.time() - 900, minutes=2, close=False)
+    torn(session / "000001.seg")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    if kind == "segment hard link":  # the same bytes outside the store: cutting one cuts both
+        planted = session / "000001.seg"
+        os.link(planted, outside / "backup.seg")
+    elif kind == "temp link":
+        planted = session / ".recovery-0badcafe.tmp"
+        (outside / "tmp.bin").write_bytes(os.urandom(300))
+        planted.symlink_to(outside / "tmp.bin")
+    else:
+        planted = _plant(kind, session, outside)
+    if kind == "segment link":
+        torn(outside / f"{session.name}-000001.seg")
+    decoy = tree(outside)
+    inside = {name: value for name, value in tree(session).items() if name != planted.name}
+    hostile.tried(P8)
+    with deadline(10):
+        [report] = recover_sessions(d, recipient)
+    assert report.action == "skipped" and report.problem is not None, report
+    assert str(planted) in report.problem and "Fix:" in report.problem, report.problem
+    assert tree(outside) == decoy  # not cut, not written, not removed
+    assert os.path.lexists(planted)
+    after = {name: value for name, value in tree(session).items() if name != planted.name}
+    assert after == inside  # no recovery segment, no meta.json written, nothing cut
+    hostile.held(P8)
+
+
+# --- listing, reading and verifying: never blocked by a FIFO, never through a link ---------------------
+
+
+def optin(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``optin ARGV`` as the volunteer would, in this test's OPTIN_HOME; a hang fails (timeout)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_p8_optin_sessions_never_blocks_on_a_fifo_nor_crashes_on_a_dangling_link(
+    store: tuple[Dirs, bytes, bytes], tmp_path: Path, hostile: Tally
+) -> None:
+    d, recipient, _ = store
+    now = time.time()
+    fifo_meta = make_session(d, recipient, start=now - 2000, minutes=2)
+    dangling = make_session(d, recipient, start=now - 1500, minutes=3)
+    linked = make_session(d, recipient, start=now - 1000, minutes=2)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _plant("meta.json FIFO", fifo_meta, outside)
+    kept = sum(p.stat().st_size for p in dangling.glob("*.seg") if p.name != "000001.seg")
+    (dangling / "000001.seg").unlink()
+    (dangling / "000001.seg").symlink_to(outside / "gone.seg")  # points nowhere
+    moved_out(linked, outside)
+    decoy = tree(outside)
+    hostile.tried(P8, 3)
+
+    listed = optin("sessions", "--json")
+
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["id"]: r for r in json.loads(listed.stdout)}
+    assert set(rows) == {fifo_meta.name, dangling.name}  # a link is not a session
+    assert rows[fifo_meta.name]["state"] == "unknown"  # its meta.json was not opened
+    assert rows[dangling.name]["segments"] == 2 and rows[dangling.name]["bytes"] == kept
+    assert tree(outside) == decoy
+    assert stat.S_ISFIFO((fifo_meta / "meta.json").lstat().st_mode)
+    hostile.held(P8, 3)
+
+
+@pytest.mark.parametrize("kind", ["segment FIFO", "segment link", "meta.json FIFO"])
+def test_p8_verify_names_what_is_not_a_regular_file_and_never_blocks(
+    kind: str, store: tuple[Dirs, bytes, bytes], tmp_path: Path, hostile: Tally
+) -> None:
+    from agent.store.reader import read_session
+
+    d, recipient, identity = store
+    session = make_session(d, recipient, start=time.time() - 900, minutes=3)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    planted = _plant(kind, session, outside)
+    decoy = tree(outside)
+    hostile.tried(P8, 2)
+
+    checked = optin("verify", "--json")
+
+    assert checked.returncode == 1, checked.stderr
+    report = json.loads(checked.stdout)
+    [problem] = [p for p in report["problems"] if p["kind"] == "unsafe"]
+    assert problem["file"] == planted.name
+    assert str(planted) in problem["message"] and "Fix:" in problem["message"]
+    with deadline(10):
+        if kind.startswith("segment"):  # what a reader would decrypt: refused, never opened
+            with pytest.raises(UnsafeEntry, match=f"{planted.name} is a"):
+                read_session(d, session.name, identity)
+        else:  # meta.json is no part of what is read: said, and the segments read
+            data = read_session(d, session.name, identity)
+            assert any(str(planted) in p for p in data.problems) and data.events
+    assert tree(outside) == decoy and os.path.lexists(planted)
+    hostile.held(P8, 2)
+
+
+def test_p8_a_linked_session_is_not_read_by_its_id(
+    store: tuple[Dirs, bytes, bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str], hostile: Tally
+) -> None:
+    from agent.store.reader import read_session, session_dir, session_paths
+
+    d, recipient, identity = store
+    session = make_session(d, recipient, start=time.time() - 900, minutes=2)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    moved_out(session, outside)
+    hostile.tried(P8, 3)
+    with pytest.raises(UnsafeEntry, match="is a symbolic link"):
+        session_dir(d, session.name)
+    with pytest.raises(UnsafeEntry, match="is a symbolic link"):
+        read_session(d, session.name, identity)
+    assert session_paths(d) == []
+    assert cli.main(["verify", session.name]) == 1
+    err = capsys.readouterr().err
+    assert f"{session} is a symbolic link" in err and "Fix:" in err
+    hostile.held(P8, 3)
+
+
+def test_p8_the_writer_lock_is_never_taken_through_a_link(
+    store: tuple[Dirs, bytes, bytes], tmp_path: Path
+) -> None:
+    from agent.store.writer import lock_session, writer_active
+
+    d, recipient, _ = store
+    session = make_session(d, recipient, start=time.time() - 900, minutes=1)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    moved_out(session, outside)
+    assert writer_active(session) is None  # cannot be told: no lock through a link
+    with pytest.raises(OSError):  # ELOOP or ENOTDIR, by platform
+        lock_session(session)
+
+
+def test_p8_export_refuses_a_fifo_segment_without_blocking(
+    consented: tuple[Dirs, object], tmp_path: Path, hostile: Tally
+) -> None:
+    from agent.export.bundle import export_session
+
+    d, study = consented
+    session = make_session(d, keys.load_recipient(d), start=time.time() - 900, minutes=3)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _plant("segment FIFO", session, outside)
+    hostile.tried(P8)
+    with deadline(20), pytest.raises(UnsafeEntry, match=r"000001\.seg is a FIFO"):
+        export_session(d, session.name, tmp_path / "out", study, approve=True)  # type: ignore[arg-type]
+    assert not list(tmp_path.glob("out/*.age"))  # refused before a bundle was written
+    hostile.held(P8)
+
+
+# --- the command lines say what they did delete (--json) -----------------------------------------------
+
+
+def test_p8_purge_json_lists_what_was_deleted_and_what_was_left(
+    store: tuple[Dirs, bytes, bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str], hostile: Tally
+) -> None:
+    d, recipient, _ = store
+    now = time.time()
+    first = make_session(d, recipient, start=now - 2000, minutes=2)
+    linked = make_session(d, recipient, start=now - 1000, minutes=2)
+    last = make_session(d, recipient, start=now - 500, minutes=3)
+    sizes = sum(p.stat().st_size for s in (first, last) for p in s.glob("*.seg"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    moved_out(linked, outside)
+    decoy = tree(outside)
+    hostile.tried(P8)
+    with deadline(10):
+        assert cli.main(["purge", "--yes", "--json"]) == 1
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert sorted(x["session_id"] for x in report["deleted"]) == sorted([first.name, last.name])
+    assert report["bytes"] == sizes
+    assert [r["path"] for r in report["refused"]] == [str(linked)]
+    assert f"{linked} is a symbolic link" in err and "2 sessions were deleted" in err
+    assert not first.exists() and not last.exists() and tree(outside) == decoy
+    hostile.held(P8)
+
+
+def test_p8_purge_says_the_bytes_it_shredded(
+    store: tuple[Dirs, bytes, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    d, recipient, _ = store
+    now = time.time()
+    sessions = [
+        make_session(d, recipient, start=now - 900, minutes=2),
+        make_session(d, recipient, start=now - 300, minutes=1),
+    ]
+    sizes = sum(p.stat().st_size for s in sessions for p in s.glob("*.seg"))
+    assert cli.main(["purge", "--yes", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bytes"] == sizes
+
+
+def test_p8_delete_last_and_sessions_delete_json_say_what_was_deleted(
+    store: tuple[Dirs, bytes, bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str], hostile: Tally
+) -> None:
+    d, recipient, _ = store
+    now = time.time()
+    whole = make_session(d, recipient, start=now - 900, minutes=2)
+    linked = make_session(d, recipient, start=now - 600, minutes=2)
+    fifo = make_session(d, recipient, start=now - 2 * 86400, minutes=3)  # outside the range
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    moved_out(linked, outside)
+    planted = _plant("segment FIFO", fifo, outside)
+    decoy = tree(outside)
+    hostile.tried(P8, 2)
+    with deadline(10):
+        assert cli.main(["delete-last", "1h", "--json"]) == 1
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert [x["session_id"] for x in report["deleted"]] == [whole.name] and report["segments"] == 2
+    # the FIFO's session is older than the range, but only its segments' times could tell: not checked
+    assert sorted(r["path"] for r in report["refused"]) == sorted([str(linked), str(planted)])
+    assert f"{linked} is a symbolic link" in err and f"{planted} is a FIFO" in err
+    with deadline(10):
+        assert cli.main(["sessions", "delete", fifo.name, "--json"]) == 1
+    out, err = capsys.readouterr()
+    partial = json.loads(out)
+    assert partial["session_id"] == fifo.name and partial["segments"] == 2  # the two regular ones
+    assert [r["path"] for r in partial["refused"]] == [str(planted)]
+    assert f"{planted} is a FIFO" in err
+    assert tree(outside) == decoy and os.path.lexists(planted)
+    hostile.held(P8, 2)
+
+
+# --- opting out and uninstalling ---------------------------------------------------------------------------
+
+
+def test_p8_opting_out_shreds_every_real_session_and_reports_the_link(
+    consented: tuple[Dirs, object], tmp_path: Path, caplog: pytest.LogCaptureFixture, hostile: Tally
+) -> None:
+    from agent import consent
+    from agent.backends import select_backend
+    from agent.control import Recorder
+
+    d, study = consented
+    now = time.time()
+    recipient = keys.load_recipient(d)
+    real = make_session(d, recipient, start=now - 900, minutes=2)
+    linked = make_session(d, recipient, start=now - 600, minutes=2)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    moved_out(linked, outside)
+    decoy = tree(outside)
+    hostile.tried(P8)
+    rec = Recorder(d, select_backend("fake"), study)  # type: ignore[arg-type]
+    rec.start()
+    with pytest.raises(UnsafeEntry, match="is a symbolic link") as err:
+        rec.opt_out()
+    assert consent.current_receipt(d) is None  # withdrawn all the same
+    assert not real.exists() and linked.is_symlink()
+    assert [x.session_id for x in err.value.partial] == sorted([real.name, str(rec.session_id)])  # type: ignore[attr-defined]
+    assert tree(outside) == decoy
+    assert f"{linked} is a symbolic link" in caplog.text and "opted out: 2 sessions deleted" in caplog.text
+    hostile.held(P8)
+
+
+@pytest.mark.parametrize("which", ["config", "data", "runtime"])
+def test_p8_uninstall_purge_refuses_a_linked_folder_before_removing_anything(  # noqa: PLR0917 - fixtures
+    which: str,
+    store: tuple[Dirs, bytes, bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    hostile: Tally,
+) -> None:
+    """optin's own folder moved elsewhere and linked back: ``uninstall --purge`` would shred through the
+    link and then fail to remove the link after the keys were gone; it stops before anything."""
+    d, recipient, _ = store
+    home = tmp_path / "user-home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    assert cli.main(["autostart", "enable"]) == 0
+    entries = sorted(str(p) for p in home.rglob("*") if p.is_file())
+    assert entries
+    session = make_session(d, recipient, start=time.time() - 900, minutes=2)
+    folder = getattr(d, which)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.move(str(folder), outside / which)
+    folder.symlink_to(outside / which, target_is_directory=True)
+    decoy = tree(outside)
+    capsys.readouterr()
+    hostile.tried(P8)
+    assert cli.main(["uninstall", "--purge", "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert f"{folder} is a symbolic link" in err and "Fix:" in err and "removed nothing" in err
+    assert tree(outside) == decoy
+    assert sorted(str(p) for p in home.rglob("*") if p.is_file()) == entries  # autostart kept too
+    assert keys.load_recipient(d) == recipient and session.exists()
     hostile.held(P8)
