@@ -14,13 +14,15 @@ The caller (the CLI) obtains the identity with :func:`agent.store.keys.load_iden
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.paths import Dirs
+from agent.store import safe_fs
 from agent.store.chain import INFO, Finding, Walk, walk_session
-from agent.store.reader import load_meta, session_dir, session_paths
+from agent.store.reader import load_meta, session_dir
 from agent.store.writer import META_FILE, writer_active
 
 
@@ -32,7 +34,8 @@ class Problem:
     :ivar file: the file inside the session directory (``000003.seg``, ``meta.json``), or None.
     :ivar offset: byte offset in that file, or None.
     :ivar kind: ``authentication``, ``format``, ``chain``, ``missing-segment``,
-        ``truncated``, ``unsealed``, ``meta``, ``io``; for info: ``recovered``, ``recording``,
+        ``truncated``, ``unsealed``, ``meta``, ``io``, ``unsafe`` (not a regular file or directory: never
+        followed); for info: ``recovered``, ``recording``,
         ``deleted`` (the volunteer deleted the end of the session: a tombstone).
     :ivar message: what is wrong, naming the file (never captured content).
     """
@@ -135,8 +138,15 @@ def verify(dirs: Dirs, identity: bytes, session_id: str | None = None) -> Verify
     :raises UsageError: ``session_id`` is not a session id.
     :raises NotFound: there is no such session.
     """
-    paths = session_paths(dirs) if session_id is None else [session_dir(dirs, session_id)]
     report = VerifyReport()
+    if session_id is None:
+        paths, refused = safe_fs.session_dirs(dirs.sessions, safe_fs.SESSION_ID)
+        for r in refused:  # a link or a file by a session's name: never followed, always reported
+            name = Path(r.path).name
+            report.problems.append(Problem(name, None, None, "unsafe", r.message))
+            report.sessions.append(SessionSummary(name, "unknown", False, 0, 0, 0, 1, False))
+    else:
+        paths = [session_dir(dirs, session_id)]
     for path in paths:
         summary, problems, info = _verify_session(path, identity)
         report.sessions.append(summary)
@@ -188,7 +198,7 @@ def _meta_problems(
     if meta is None or meta.get("state") not in ("recording", "closing", "closed"):
         if live:
             return []  # a writer is creating it right now
-        what = _missing_meta(walk) if not (path / META_FILE).exists() else None
+        what = _missing_meta(walk) if not os.path.lexists(path / META_FILE) else None
         what = what or "unreadable, not schema 1, or an unknown state"
         return [Problem(sid, META_FILE, None, "meta", f"{sid}/{META_FILE}: {what}")]
     if meta.get("state") != "closed" or walk.deleted or not walk_clean:

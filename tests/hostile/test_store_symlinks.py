@@ -925,3 +925,30 @@ def test_p8_uninstall_purge_refuses_a_linked_folder_before_removing_anything(  #
     assert sorted(str(p) for p in home.rglob("*") if p.is_file()) == entries  # autostart kept too
     assert keys.load_recipient(d) == recipient and session.exists()
     hostile.held(P8)
+
+
+def test_p8_verify_of_the_whole_store_reports_a_linked_session(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], hostile: Tally
+) -> None:
+    """`optin verify` without an id names a link by a session's name (exit 1), and never follows it."""
+    from agent import cli
+    from agent.paths import dirs as optin_dirs
+
+    from agent.store import keys
+
+    d = optin_dirs()
+    keys.init_keys(d)
+    d.sessions.mkdir(parents=True, exist_ok=True)
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    (decoy / "000000.seg").write_bytes(b"not optin's")
+    before = (decoy / "000000.seg").stat()
+    (d.sessions / "20260101T000000Z-0badc0de").symlink_to(decoy, target_is_directory=True)
+    hostile.tried(P8)
+    assert cli.main(["verify", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [p["kind"] for p in report["problems"]] == ["unsafe"]
+    assert "symbolic link" in report["problems"][0]["message"]
+    assert (decoy / "000000.seg").read_bytes() == b"not optin's"
+    assert (decoy / "000000.seg").stat().st_mtime_ns == before.st_mtime_ns
+    hostile.held(P8)
