@@ -678,6 +678,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         info["volunteer"] = found
         where = f"study {found['study']}: the id in every bundle you export to it"
         text += f"\nvolunteer id:  {found['id']} ({where})"
+        text += f"\n               {found['v1_id']} (in bundles exported by optin 0.1.0)"
     if args.json:
         _print_json(info)
     else:
@@ -691,7 +692,13 @@ def _volunteer_id(d: Any) -> dict[str, str]:
     from agent.study import installed_study
 
     study = installed_study(d)
-    return {"study": study.id, "id": signing.volunteer_id(keys.load_identity(d), study.id)}
+    identity = keys.load_identity(d)
+    return {
+        "study": study.id,
+        "id": signing.volunteer_id(identity, study.id),
+        # bundles of optin 0.1.0 (optin-bundle/1) carry this one: a withdrawal names both
+        "v1_id": signing.v1_volunteer_id(identity, study.id),
+    }
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -899,7 +906,11 @@ def _add_export_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
         "force, or a redactor the study requires is missing."
     )
 
-    sp = add("inspect", cmd_inspect, "decrypt a bundle, check its signature and hashes, and summarise it")
+    sp = add(
+        "inspect",
+        cmd_inspect,
+        "decrypt a bundle, check its signature, volunteer id and hashes, recompute its counts; summarise it",
+    )
     sp.add_argument("bundle", metavar="BUNDLE", help="a <id>.optin.tar.age file")
     sp.add_argument("--identity", required=True, metavar="FILE", help="the study's age identity file")
     sp.add_argument("--json", action="store_true", help="machine-readable output")

@@ -394,7 +394,11 @@ def test_the_volunteer_can_see_the_id_their_bundles_carry(
     assert cli.main(["keys", "show", "--volunteer-id"]) == 0
     assert f"volunteer id:  {in_bundle} (study " in capsys.readouterr().out
     assert cli.main(["keys", "show", "--volunteer-id", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["volunteer"]["id"] == in_bundle
+    shown = json.loads(capsys.readouterr().out)["volunteer"]
+    assert shown["id"] == in_bundle
+    # the id of the volunteer's optin-bundle/1 bundles, for a withdrawal that covers them too
+    d, study = consented
+    assert shown["v1_id"] == signing.v1_volunteer_id(keys.load_identity(d), study.id) != in_bundle
 
 
 def test_a_paused_and_cut_session_exports_what_inspect_recomputes(
