@@ -60,7 +60,9 @@ _LIMITED = """
 import atexit, resource, runpy, sys
 limit = int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM, not ru_maxrss: Linux carries the parent's peak into ru_maxrss across (v)fork and exec,
+# so a child of a long pytest run would report pytest's memory, not its own.
+peak = lambda: next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 atexit.register(lambda: sys.stderr.write(f"\\nmaxrss_kb={peak()}\\n"))
 sys.argv = ["optin", *sys.argv[2:]]
 runpy.run_module("agent", run_name="__main__", alter_sys=True)
