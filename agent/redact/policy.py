@@ -8,21 +8,25 @@
   deleted is still in the key stream).  Every key event inside a detected span — and
   the modifiers, arrows and backspaces between its first and last character — is
   replaced by one :class:`Redacted` record with the entity type and the time of the
-  first one: neither the characters nor their timing leave.  Fields typed into a
-  terminal right after a command that asks for a password (``sudo``, ``ssh``,
-  ``passwd``...) are redacted whole as ``PASSWORD`` when they are a single word.
+  first one: neither the characters nor their timing leave.  A field typed into a
+  terminal is redacted whole as ``PASSWORD`` when the screen never showed its text or a
+  visible prompt asked for a password, passphrase, PIN, secret or token; without the
+  screen, when it is one word right after a command that asks for a password (``sudo``,
+  ``ssh``, ``passwd``...) (:mod:`agent.redact.terminal`).
   With ``"drop"``, every typed character and character key code is removed.
 * **Pasted text**: redacted like typed text (a paste inside a detected span goes with it).
 * **Window titles** (``window_titles = "redact"``): detected spans become ``[EMAIL]``...;
   with ``"drop"`` titles are removed.
 * **Screens**: deny-listed windows were masked at capture; OCR (``ocr = "required"``, the
-  default) reads the changed parts of each frame and masks detected text and the typed
-  text that was redacted.  A frame the OCR engine fails on is left out.  If the study
-  requires OCR and no engine is installed, export refuses (:class:`RedactorUnavailable`):
-  the policy fails closed, never skips.
+  default) reads the changed parts of each frame once (before the typed text: the terminal
+  rule needs it) and masks detected text and the typed text that was redacted.  A frame
+  the OCR engine fails on is left out.  If the study requires OCR and no engine is
+  installed, export refuses (:class:`RedactorUnavailable`): the policy fails closed, never
+  skips.
 
 The manifest gets :meth:`Redaction.evidence`: the policy and its hash, the redactors that
-ran with their versions, and counts per entity type — never the values.
+ran with their versions (the ``terminal-passwords`` entry says whether the screen rule ran
+or the command rule alone, and why), and counts per entity type — never the values.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,22 +41,15 @@ from typing import Any, ClassVar
 
 from agent.errors import RedactorUnavailable
 from agent.events import SCHEMA_VERSION, Event, Frame, KeyPress, KeyRelease, Paste, WindowFocus
-from agent.redact import detectors, text
+from agent.redact import detectors, terminal, text
 from agent.redact.local_names import LocalNames
 from agent.redact.spans import Span
 
 #: Name and version of this policy (the manifest names both, and their hash).
 POLICY_NAME = "optin-redaction"
-POLICY_VERSION = "2"
+POLICY_VERSION = "3"
 
-#: Fields typed after one of these commands in a terminal are passwords when they are one word.
-_ASKS_FOR_PASSWORD = re.compile(
-    r"^\s*(?:\S+\s+)*?(?:sudo|su|doas|pkexec|passwd|ssh|scp|sftp|ssh-add|ssh-keygen|kinit|gpg|"
-    r"(?:mysql|mariadb|mysqldump)\b.*\s-p|psql|docker\s+login|git\s+(?:push|pull|clone|fetch))(?:\s|$)"
-)
-#: How many one-word fields after such a command are taken as passwords (passwd asks three times).
-_PROMPTED_FIELDS = 3
-#: Entity of a whole field taken as a password by that rule.
+#: Entity of a whole terminal field taken as a password (agent/redact/terminal.py).
 PROMPTED_ENTITY = "PASSWORD"
 
 
@@ -78,6 +74,7 @@ class Policy:
             "window_titles": self.window_titles,
             "detectors_version": detectors.DETECTORS_VERSION,
             "text_version": text.TEXT_VERSION,
+            "terminal_version": terminal.RULES_VERSION,
         }
 
     def sha256(self) -> str:
@@ -155,11 +152,22 @@ def redact_session(
     ordered = sorted(events, key=lambda e: e.t_ns)  # stable: a paste sorts right behind its key
     counts: dict[str, Counter[str]] = {w: Counter() for w in ("typed", "paste", "titles", "screen")}
     find = _finder(local)
+    engine = ocr if policy.ocr != "off" else None
+    reads = None
+    if engine is not None and frames:
+        from agent.redact.screen import read_frames
+
+        reads = read_frames(ordered, engine, progress=progress)  # once: terminals and masks use it
+    in_order = [e for e in ordered if isinstance(e, Frame)]
+    screen = None if reads is None else terminal.ScreenText(reads, in_order, engine)
+    rules: list[terminal.Found] = []
     if policy.typed_text == "drop":  # the spans are still found: the screens must not show them
-        _, secrets = redact_typing(ordered, {w: Counter() for w in ("typed", "paste")}, find)
+        _, secrets = redact_typing(
+            ordered, {w: Counter() for w in ("typed", "paste")}, find, screen=screen, rules=rules
+        )
         kept = [_drop_text(e, counts) for e in ordered]
     else:
-        kept, secrets = redact_typing(ordered, counts, find)
+        kept, secrets = redact_typing(ordered, counts, find, screen=screen, rules=rules)
     kept = [_title(e, policy, counts, find) for e in kept]
     redactors: list[dict[str, Any]] = [
         {
@@ -168,6 +176,7 @@ def redact_session(
             "families": list(detectors.DETECTOR_NAMES),
         },
         {"name": "typed-text", "version": text.TEXT_VERSION, "mode": policy.typed_text},
+        terminal.evidence(rules[0], None if screen is not None else _no_screen(policy, ocr, frames)),
     ]
     if local is not None:
         redactors.append(
@@ -177,14 +186,13 @@ def redact_session(
                 "finds": ["HOSTNAME", "USER_NAME", "HOME_PATH", "MAC_ADDRESS"],
             }
         )
-    engine = ocr if policy.ocr != "off" else None
     use_ocr = engine is not None
     left_out = 0
     if engine is not None:
         if frames:
             from agent.redact.screen import mask_frames
 
-            kept, left_out, screen_counts = mask_frames(kept, engine, secrets, detect=find, progress=progress)
+            kept, left_out, screen_counts = mask_frames(kept, engine, secrets, detect=find, reads=reads)
             counts["screen"].update(screen_counts)
         redactors.append({"name": engine.name, "version": engine.version, "on": "changed regions of frames"})
     return Redaction(
@@ -218,10 +226,29 @@ def _finder(local: LocalNames | None) -> Finder:
     return find
 
 
+def _no_screen(policy: Policy, ocr: OcrEngine | None, frames: Sequence[Frame]) -> str:
+    """Why the terminal rule could not look at the screen (the manifest says it)."""
+    if not frames:
+        return "no frames (no screen scope)"
+    if policy.ocr == "off":
+        return "OCR off in the study's policy"
+    return "no OCR engine" if ocr is None else "no screen"
+
+
 def redact_typing(
-    ordered: Sequence[Event], counts: dict[str, Counter[str]], find: Finder = detectors.detect
+    ordered: Sequence[Event],
+    counts: dict[str, Counter[str]],
+    find: Finder = detectors.detect,
+    *,
+    screen: terminal.ScreenText | None = None,
+    rules: list[terminal.Found] | None = None,
 ) -> tuple[list[Any], tuple[str, ...]]:
-    """Replace the key and paste events of every detected span; redact the rest of the pastes."""
+    """Replace the key and paste events of every detected span; redact the rest of the pastes.
+
+    :param screen: what OCR read on the session's frames (the terminal rule then looks at it);
+        None: the command rule alone (:func:`agent.redact.terminal.password_fields`).
+    :param rules: if given, the terminal rule's :class:`~agent.redact.terminal.Found` is appended.
+    """
     fields = text.reconstruct(ordered)
     found: list[tuple[text.Field, str, int, int, str]] = []
     secrets: set[str] = set()
@@ -230,7 +257,10 @@ def redact_typing(
             for span in find(value):
                 found.append((fld, stream, span.start, span.end, span.entity))
                 secrets.add(value[span.start : span.end])
-    for fld in prompted_fields(fields):
+    passwords = terminal.password_fields(fields, ordered, screen)
+    if rules is not None:
+        rules.append(passwords)
+    for fld in passwords.fields:
         for stream, value in (("text", fld.text), ("typed", fld.typed)):
             if value:
                 found.append((fld, stream, 0, len(value), PROMPTED_ENTITY))
@@ -251,28 +281,6 @@ def redact_typing(
         elif i not in replaced:
             out.append(_paste(event, counts, find) if isinstance(event, Paste) else event)
     return out, tuple(sorted(secrets))
-
-
-def prompted_fields(fields: Sequence[text.Field]) -> list[text.Field]:
-    """One-word fields entered in a terminal right after a command that asks for a password."""
-    out: list[text.Field] = []
-    left = 0
-    app: str | None = None
-    for fld in fields:
-        if (
-            left
-            and fld.app_class == app
-            and fld.ended_by == "enter"
-            and fld.text
-            and not any(c.isspace() for c in fld.text)
-        ):
-            out.append(fld)
-            left -= 1
-            continue
-        left = 0
-        if fld.ended_by == "enter" and text.is_terminal(fld.app_class) and _ASKS_FOR_PASSWORD.match(fld.text):
-            left, app = _PROMPTED_FIELDS, fld.app_class
-    return out
 
 
 def _paste(event: Paste, counts: dict[str, Counter[str]], find: Finder) -> Paste:

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.redact.spans import Span
@@ -292,19 +292,35 @@ def mask_plan(
     :param ocr: reads the words in the given row bands of an image.
     :param secrets: :func:`normalise_secrets` output: typed text that was redacted.
     """
-    width, height = current.size
     same = previous is not None and previous.size == current.size
     bands = changed_bands(previous if same else None, current)
-    if same:
+    return _plan(
+        current.size,
+        bands,
+        previous_boxes if same else None,
+        read=lambda b: ocr(current, b),
+        detect=detect,
+        secrets=secrets,
+    )
+
+
+def _plan(
+    size: tuple[int, int],
+    bands: list[tuple[int, int]],
+    previous_boxes: Sequence[Box] | None,
+    *,
+    read: Callable[[list[tuple[int, int]]], list[Word]],
+    detect: DetectFn,
+    secrets: Sequence[str],
+) -> FrameMasks:
+    """:func:`mask_plan` once the changed ``bands`` are known (``previous_boxes`` None: a new geometry)."""
+    width, height = size
+    if previous_boxes is not None:
         bands = _cover_boxes(bands, previous_boxes, height)
-    kept = [
-        b
-        for b in (previous_boxes if same else ())
-        if not any(b[1] < bot and b[3] > top for top, bot in bands)
-    ]
+    kept = [b for b in (previous_boxes or ()) if not any(b[1] < bot and b[3] > top for top, bot in bands)]
     counts: dict[str, int] = {}
     found: list[Box] = []
-    words = ocr(current, bands) if bands else []
+    words = read(bands) if bands else []
     for line in lines(words):
         hits = [(span.entity, _words_in(line, span.start, span.end)) for span in detect(line.text)]
         seen = {id(w) for _, ws in hits for w in ws}  # joined-line finds count only where they add words
@@ -454,6 +470,85 @@ def parse_tsv(tsv: str, *, scale: int = 1, top: int = 0) -> list[Word]:
 # --- a session's frames -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class FrameRead:
+    """What OCR read on one frame: the words in the rows that changed since the previous frame.
+
+    :ivar t_ns: the frame's time; ``left``, ``top``, ``width``, ``height``: where it lies
+        on the virtual screen (word boxes are in frame coordinates).
+    :ivar bands: the row ranges read (:func:`changed_bands`; the whole frame after a new
+        geometry or a frame OCR failed on).
+    :ivar words: the words read in ``bands``; None: the OCR engine failed on this frame (it
+        is left out of the export, and the next frame is read whole).
+    """
+
+    t_ns: int
+    left: int
+    top: int
+    width: int
+    height: int
+    bands: tuple[tuple[int, int], ...]
+    words: tuple[Word, ...] | None = field(repr=False)
+
+    @property
+    def whole(self) -> bool:
+        """Whether the whole frame was read (its words replace everything read before)."""
+        return self.bands == ((0, self.height),)
+
+
+def frame_image(data: bytes) -> Any:
+    """A stored frame's bytes as a loaded Pillow image."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def read_frames(
+    events: Sequence[Any], ocr: OcrFn, *, progress: Callable[[int, int], None] | None = None
+) -> list[FrameRead]:
+    """OCR the changed rows of every frame in ``events`` (in order), once for the whole export.
+
+    A frame that does not decode, or that the engine fails on, gets ``words`` None (it is left
+    out of the export: fail closed) and the next one is read whole.
+
+    The reads serve both :mod:`agent.redact.terminal` (what the screen showed when) and
+    :func:`mask_frames` (which masks each frame), so no frame is read twice.  Only two
+    decoded frames are held at a time.
+    """
+    from PIL import Image
+
+    from agent.events import Frame
+
+    total = sum(1 for e in events if isinstance(e, Frame))
+    out: list[FrameRead] = []
+    previous: Any = None
+    for event in events:
+        if not isinstance(event, Frame):
+            continue
+        try:
+            image = frame_image(event.data)
+        except (OSError, ValueError, Image.DecompressionBombError):  # not an image: left out
+            out.append(FrameRead(event.t_ns, event.left, event.top, event.width, event.height, (), None))
+            previous = None
+            continue
+        same = previous is not None and previous.size == image.size
+        bands = tuple(changed_bands(previous if same else None, image))
+        words: tuple[Word, ...] | None
+        try:
+            words = tuple(ocr(image, bands)) if bands else ()
+        except OcrFailed:
+            words, previous = None, None  # fail closed: left out, and the next frame is read whole
+        else:
+            previous = image
+        width, height = image.size
+        out.append(FrameRead(event.t_ns, event.left, event.top, width, height, bands, words))
+        if progress is not None:
+            progress(len(out), total)
+    return out
+
+
 def mask_frames(
     events: Sequence[Any],
     ocr: OcrFn,
@@ -461,49 +556,86 @@ def mask_frames(
     *,
     detect: DetectFn | None = None,
     progress: Callable[[int, int], None] | None = None,
+    reads: Sequence[FrameRead] | None = None,
 ) -> tuple[list[Any], int, dict[str, int]]:
     """``events`` with every frame OCR-masked; frames the engine fails on are left out.
 
+    :param reads: :func:`read_frames` of the same frames (in the same order): their words
+        are used instead of reading again (a band grown to take in an earlier mask whole is
+        still read again); None reads here.
     :returns: the events, how many frames were left out, and the masked-text counts.
     """
-    from PIL import Image
-
-    from agent.capture.screen import encode_image
     from agent.events import Frame
 
     if detect is None:
         from agent.redact.detectors import detect as detect_text
 
         detect = detect_text
-    wanted = normalise_secrets(secrets)
-    total = sum(1 for e in events if isinstance(e, Frame))
+    if reads is None:
+        reads = read_frames(events, ocr, progress=progress)
+    frames = [e for e in events if isinstance(e, Frame)]
+    if len(reads) != len(frames) or any(r.t_ns != f.t_ns for r, f in zip(reads, frames, strict=True)):
+        msg = "the frame reads do not belong to these frames"
+        raise ValueError(msg)
+    masker = _Masker(ocr, detect, normalise_secrets(secrets))
     out: list[Any] = []
-    counts: dict[str, int] = {}
-    previous: Any = None
-    boxes: tuple[Box, ...] = ()
-    done = left_out = 0
+    k = 0
     for event in events:
-        if not isinstance(event, Frame):
+        if isinstance(event, Frame):
+            event = masker.frame(event, reads[k])  # noqa: PLW2901 - the frame as it leaves
+            k += 1
+        if event is not None:
             out.append(event)
-            continue
-        image = Image.open(io.BytesIO(event.data))
-        image.load()
+    return out, masker.left_out, masker.counts
+
+
+class _Masker:
+    """The masks of a session's frames, one after the other (the previous frame's masks carry over)."""
+
+    def __init__(self, ocr: OcrFn, detect: DetectFn, secrets: Sequence[str]) -> None:
+        self.ocr, self.detect, self.secrets = ocr, detect, secrets
+        self.boxes: tuple[Box, ...] | None = None  # the previous frame's masks; None: no previous frame
+        self.size: tuple[int, int] | None = None
+        self.left_out = 0
+        self.counts: dict[str, int] = {}
+
+    def frame(self, event: Any, read: FrameRead) -> Any | None:
+        """The frame masked, or None when it is left out (OCR failed on it: fail closed)."""
+        from agent.capture.screen import encode_image
+
+        if read.words is None:
+            self._fail()
+            return None
+        loaded: list[Any] = []
+
+        def image() -> Any:
+            if not loaded:
+                loaded.append(frame_image(event.data))
+            return loaded[0]
+
+        def words(bands: list[tuple[int, int]]) -> list[Word]:
+            if tuple(bands) == read.bands:
+                return list(read.words or ())
+            return self.ocr(image(), bands)  # grown over an earlier mask: read what it covers
+
+        here = (read.width, read.height)
+        previous_boxes = self.boxes if self.size == here else None
+        bands = list(read.bands)
+        if previous_boxes is None and not read.whole:  # the previous frame failed late: read all
+            bands = [(0, read.height)] if read.height else []
         try:
-            plan = mask_plan(previous, boxes, image, ocr=ocr, detect=detect, secrets=wanted)
+            plan = _plan(here, bands, previous_boxes, read=words, detect=self.detect, secrets=self.secrets)
         except OcrFailed:
-            left_out += 1  # fail closed: a frame that could not be read does not leave
-            previous, boxes = None, ()
-        else:
-            previous, boxes = image, plan.boxes
-            for entity, n in plan.counts.items():
-                counts[entity] = counts.get(entity, 0) + n
-            masked = apply_boxes(image, plan.boxes) if plan.boxes else None
-            out.append(
-                event
-                if masked is None
-                else dataclasses.replace(event, data=encode_image(masked), format="webp")
-            )
-        done += 1
-        if progress is not None:
-            progress(done, total)
-    return out, left_out, counts
+            self._fail()
+            return None
+        self.boxes, self.size = plan.boxes, here
+        for entity, n in plan.counts.items():
+            self.counts[entity] = self.counts.get(entity, 0) + n
+        if not plan.boxes:
+            return event
+        masked = apply_boxes(image(), plan.boxes)
+        return dataclasses.replace(event, data=encode_image(masked), format="webp")
+
+    def _fail(self) -> None:
+        self.left_out += 1
+        self.boxes = self.size = None

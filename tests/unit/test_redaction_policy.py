@@ -254,7 +254,7 @@ class RowOcr:
         if key in self.fail:
             raise OcrFailed("stand-in failure")
         words: list[Word] = []
-        for i, text in enumerate(self.texts[key]):
+        for i, text in enumerate(self.texts.get(key, ())):  # a crop (a terminal read again): nothing
             top = 10 + 30 * i
             if any(t <= top < b for t, b in bands):
                 x = 10
@@ -287,11 +287,13 @@ def test_if_available_without_an_engine_exports_frames_as_captured_and_says_so()
 
 
 def test_ocr_masks_detected_text_and_typed_secrets() -> None:
-    t = Typist().focus(TERMINAL).type("sudo -v").enter().type("s3cretpw").enter()
+    asked = frame(1, ["Token:"], size=(400, 60))  # a prompt that echoes what is typed
+    t = Typist().focus(TERMINAL).type("s3cretpw").enter()
     f = frame(t.t + 1, [f"mail {EMAIL}", "pw s3cretpw", "nothing here"])
-    ocr = RowOcr({120: [f"mail {EMAIL}", "pw s3cretpw", "nothing here"]})
-    red = redact_session([*t.events, f], Policy(ocr="required"), ocr=ocr)
-    (out,) = [e for e in red.events if isinstance(e, Frame)]
+    ocr = RowOcr({60: ["Token:"], 120: [f"mail {EMAIL}", "pw s3cretpw", "nothing here"]})
+    red = redact_session([asked, *t.events, f], Policy(ocr="required"), ocr=ocr)
+    assert [e.entity for e in red.events if isinstance(e, Redacted)] == ["PASSWORD"]
+    (out,) = [e for e in red.events if isinstance(e, Frame) and e.height == 120]
     img = pixels(out)
     assert img.getpixel((60, 15)) == MASK_RGB  # the address word (starts at x=50)
     assert img.getpixel((40, 45)) == MASK_RGB  # the typed password seen on screen
@@ -322,6 +324,135 @@ def test_ocr_off_never_calls_the_engine() -> None:
     assert ocr.calls == 0
 
 
+# --- passwords typed into terminals (agent/redact/terminal.py) -------------------------------------
+
+PW = "Qv7canaryPw2k"
+
+
+class Screens:
+    """Frames of a terminal as a session goes, and the stand-in engine that reads them.
+
+    Each frame gets its own height (RowOcr tells frames apart by it), so each is read whole.
+    """
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self.texts: dict[int, Sequence[str]] = {}
+
+    def show(self, t: int, *rows: str) -> None:
+        height = 100 + 10 * len(self.frames)
+        self.frames.append(frame(t, list(rows), size=(400, height)))
+        self.texts[height] = list(rows)
+
+    def ocr(self, fail: frozenset[int] = frozenset()) -> RowOcr:
+        return RowOcr(self.texts, fail=fail)
+
+
+def terminal_rule(red: policy.Redaction) -> dict[str, Any]:
+    (entry,) = [r for r in red.evidence()["redactors"] if r["name"] == "terminal-passwords"]
+    return entry
+
+
+def test_a_password_typed_blind_at_a_prompt_is_redacted_whole() -> None:
+    t, screens = Typist().focus(TERMINAL), Screens()
+    t.type("python3 getpw.py").enter()
+    screens.show(t.t + 5 * MS, "$ python3 getpw.py", "Password:")
+    t.type(PW).enter()
+    screens.show(t.t + 5 * MS, "$ python3 getpw.py", "Password:", "$")
+    t.type("ls").enter()
+    screens.show(t.t + 5 * MS, "Password:", "$ ls", "notes.txt")
+    red = redact_session([*t.events, *screens.frames], Policy(ocr="required"), ocr=screens.ocr())
+    assert not leaks(PW, red.events)
+    assert [e.entity for e in red.events if isinstance(e, Redacted)] == ["PASSWORD"]
+    assert typed_chars(red.events) == "python3getpw.pyls"  # the echoed commands stay typed text
+    assert terminal_rule(red) == {
+        "name": "terminal-passwords",
+        "version": "1",
+        "rule": "screen+prompt",
+        "fields": {"echo": 1, "prompt": 1},
+    }
+
+
+def test_with_the_screen_a_command_after_sudo_is_no_password() -> None:
+    t, screens = Typist().focus(TERMINAL), Screens()
+    t.type("sudo ls").enter()  # sudo remembered the password: no prompt
+    screens.show(t.t + 5 * MS, "$ sudo ls", "notes.txt")
+    t.type("pwd").enter()
+    screens.show(t.t + 5 * MS, "$ sudo ls", "notes.txt", "$ pwd")
+    red = redact_session([*t.events, *screens.frames], Policy(ocr="required"), ocr=screens.ocr())
+    assert not any(isinstance(e, Redacted) for e in red.events)
+    without = redact_session(t.events, TEXT_ONLY, ocr=None)  # the command rule alone takes it
+    assert [e.entity for e in without.events if isinstance(e, Redacted)] == ["PASSWORD"]
+
+
+def test_a_password_whose_frames_ocr_failed_on_is_still_redacted() -> None:
+    t, screens = Typist().focus(TERMINAL), Screens()
+    t.type("python3 getpw.py").enter()
+    screens.show(t.t + 5 * MS, "$ python3 getpw.py", "Password:")
+    t.type(PW).enter()
+    screens.show(t.t + 5 * MS, f"$ echo {PW}")  # whatever it shows, it cannot be read
+    red = redact_session(
+        [*t.events, *screens.frames], Policy(ocr="required"), ocr=screens.ocr(fail=frozenset({110}))
+    )
+    assert not leaks(PW, red.events) and red.frames_left_out == 1
+
+
+@pytest.mark.parametrize(
+    ("pol", "ocr", "with_frames", "why"),
+    [
+        (TEXT_ONLY, None, True, "OCR off in the study's policy"),
+        (Policy(ocr="if-available"), None, True, "no OCR engine"),
+        (Policy(ocr="required"), None, False, "no frames (no screen scope)"),
+    ],
+)
+def test_without_the_screen_the_command_rule_runs_and_the_manifest_says_why(
+    pol: Policy, ocr: Any, with_frames: bool, why: str
+) -> None:
+    t = Typist().focus(TERMINAL).type("sudo -v").enter().type(PW).enter().type("echo hi").enter()
+    events = [*t.events, frame(t.t + 1, ["x"])] if with_frames else t.events
+    red = redact_session(events, pol, ocr=ocr)
+    assert not leaks(PW, red.events)
+    assert [e.entity for e in red.events if isinstance(e, Redacted)] == ["PASSWORD"]
+    assert terminal_rule(red) == {
+        "name": "terminal-passwords",
+        "version": "1",
+        "rule": "prompt",
+        "fields": {"command": 1},
+        "no_screen": why,
+    }
+
+
+COMMANDS = ["ls -la", "cd /tmp", "echo hello", "git status", "python3 -c 'print(1)'", "make test", "ls"]
+ANSWERS = ["Tr0ub4dor&3", "correct horse battery", "4711", "Mq4benchPw9z", "s3cr3t-t0ken"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_blind_answers_never_leave_and_echoed_commands_never_become_passwords(data: st.DataObject) -> None:
+    """Any mix of echoed commands and answers typed at prompts that turn echo off."""
+    t, screens = Typist().focus(TERMINAL), Screens()
+    shown: list[str] = []  # the terminal's lines
+    answers: list[str] = []
+    for _ in range(data.draw(st.integers(1, 6))):
+        command = data.draw(st.sampled_from(COMMANDS))
+        t.type(command).enter()
+        shown.append(f"$ {command}")
+        asks = data.draw(st.booleans())
+        if asks:
+            shown.append(data.draw(st.sampled_from(["Password:", "Enter PEM pass phrase:", "PIN:"])))
+        screens.show(t.t + 5 * MS, *shown[-3:])
+        if asks:
+            answer = data.draw(st.sampled_from(ANSWERS))
+            answers.append(answer)
+            t.type(answer).enter()  # echo off: the screen does not show it
+            shown.append("$")
+            screens.show(t.t + 5 * MS, *shown[-3:])
+    red = redact_session([*t.events, *screens.frames], Policy(ocr="required"), ocr=screens.ocr())
+    for answer in answers:
+        assert not leaks(answer, red.events)
+    assert [e.entity for e in red.events if isinstance(e, Redacted)] == ["PASSWORD"] * len(answers)
+
+
 # --- evidence ---------------------------------------------------------------------------------------
 
 
@@ -332,7 +463,7 @@ def test_evidence_names_policy_redactors_and_counts_never_values() -> None:
     blob = json.dumps(ev)
     assert EMAIL not in blob and "4111" not in blob
     assert ev["policy"]["name"] == policy.POLICY_NAME and len(ev["policy_sha256"]) == 64
-    assert {r["name"] for r in ev["redactors"]} == {"detectors", "typed-text"}
+    assert {r["name"] for r in ev["redactors"]} == {"detectors", "typed-text", "terminal-passwords"}
     assert ev["counts"]["typed"] == {"CREDIT_CARD": 1, "EMAIL": 1}
 
 

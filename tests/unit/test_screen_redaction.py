@@ -6,6 +6,7 @@ tesseract (Debian's package) on rendered text, light on dark included.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -13,22 +14,26 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from agent.events import Frame
 from agent.redact.screen import (
     BAND,
     MARGIN,
     MASK_RGB,
     PAD,
     Line,
+    OcrFailed,
     TesseractOcr,
     Word,
     apply_boxes,
     changed_bands,
     join_bands,
     lines,
+    mask_frames,
     mask_plan,
     normalise_secrets,
     parse_tsv,
     prepare,
+    read_frames,
 )
 from agent.redact.spans import Span
 from tests.tools import require_tool
@@ -175,6 +180,74 @@ def test_apply_boxes_fills_grey_and_leaves_the_rest() -> None:
     out = apply_boxes(blank(), [(10, 10, 20, 20)])
     assert out.getpixel((10, 10)) == MASK_RGB and out.getpixel((19, 19)) == MASK_RGB
     assert out.getpixel((20, 20)) == (255, 255, 255)
+
+
+# --- a session's frames: read once, masked from the reads -----------------------------------------
+
+
+def encoded(t: int, img: Image.Image) -> Frame:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return Frame(t, 0, 0, img.size[0], img.size[1], "png", "settled", buf.getvalue())
+
+
+def with_mark(y: int) -> Image.Image:
+    img = blank()
+    ImageDraw.Draw(img).rectangle((10, y, 60, y + 10), fill="black")
+    return img
+
+
+def test_frames_are_read_once_and_masked_from_the_reads() -> None:
+    frames = [encoded(1, blank()), encoded(2, with_mark(100)), encoded(3, with_mark(100))]
+    ocr = StandInOcr([Word((10, 100, 200, 114), "a@example.com")])
+    reads = read_frames(frames, ocr)
+    assert [r.bands for r in reads] == [((0, 300),), ((96 - MARGIN, 112 + MARGIN),), ()]
+    assert [len(r.words or ()) for r in reads] == [1, 1, 0]
+    calls = len(ocr.calls)
+    out, left_out, counts = mask_frames(frames, ocr, (), detect=email_detector, reads=reads)
+    assert len(ocr.calls) == calls  # nothing read twice
+    assert left_out == 0 and counts == {"EMAIL": 2} and len(out) == 3
+    assert all(f.format == "webp" for f in out)  # each frame shows the address: each masked
+
+
+def test_a_frame_that_does_not_decode_is_left_out_and_the_next_read_whole() -> None:
+    broken = Frame(2, 0, 0, 400, 300, "webp", "settled", b"not an image")
+    frames = [encoded(1, blank()), broken, encoded(3, with_mark(100))]
+    ocr = StandInOcr([])
+    reads = read_frames(frames, ocr)
+    assert reads[1].words is None and reads[2].bands == ((0, 300),)
+    out, left_out, _ = mask_frames(frames, ocr, (), detect=email_detector, reads=reads)
+    assert left_out == 1 and [f.t_ns for f in out] == [1, 3]
+
+
+def test_a_frame_whose_grown_band_fails_is_left_out_and_the_next_one_read_whole() -> None:
+    """A mask from frame 1 makes frame 2's band grow; reading it fails: frame 3 is read whole."""
+
+    class FailsOnGrown(StandInOcr):
+        def __call__(self, image: Any, bands: Sequence[tuple[int, int]]) -> list[Word]:
+            if bands and bands[0][1] - bands[0][0] > 60 and bands != [(0, 300)]:
+                raise OcrFailed("stand-in")
+            return super().__call__(image, bands)
+
+    first = with_mark(100)
+    second = with_mark(100)
+    ImageDraw.Draw(second).rectangle((300, 130, 310, 134), fill="black")  # touches the mask's rows
+    third = second.copy()
+    ImageDraw.Draw(third).rectangle((300, 250, 310, 254), fill="black")
+    frames = [encoded(1, first), encoded(2, second), encoded(3, third)]
+    ocr = FailsOnGrown([Word((10, 100, 200, 130), "a@example.com")])
+    reads = read_frames(frames, StandInOcr([Word((10, 100, 200, 130), "a@example.com")]))
+    out, left_out, counts = mask_frames(frames, ocr, (), detect=email_detector, reads=reads)
+    assert left_out == 1 and [f.t_ns for f in out] == [1, 3]
+    assert ocr.calls[-1] == ((0, 300),)  # frame 3 read whole: frame 2's masks are gone with it
+    assert counts == {"EMAIL": 2}
+
+
+def test_reads_of_other_frames_are_refused() -> None:
+    frames = [encoded(1, blank())]
+    reads = read_frames([encoded(9, blank())], StandInOcr([]))
+    with pytest.raises(ValueError, match="do not belong"):
+        mask_frames(frames, StandInOcr([]), (), reads=reads)
 
 
 # --- tesseract's pieces -----------------------------------------------------------------------------
