@@ -933,7 +933,6 @@ def test_p8_verify_of_the_whole_store_reports_a_linked_session(
     """`optin verify` without an id names a link by a session's name (exit 1), and never follows it."""
     from agent import cli
     from agent.paths import dirs as optin_dirs
-
     from agent.store import keys
 
     d = optin_dirs()
