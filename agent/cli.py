@@ -175,9 +175,9 @@ def _consent_show(d: Any, study: Any, *, as_json: bool) -> None:
     Everything from the study file is printed through ``visible()``: none of it acts on the terminal.
     """
     from agent import consent
+    from agent.paths import display_path
     from agent.promises import by_section, promises
-    from agent.ui.consent_dialog import display_path, shown_text
-    from agent.untrusted_text import visible
+    from agent.untrusted_text import shown_text, visible
 
     receipt = consent.current_receipt(d)
     state = consent.state(receipt, study)
@@ -216,7 +216,8 @@ def _consent_show(d: Any, study: Any, *, as_json: bool) -> None:
         lines += ["", heading, *(f"  - {text}" for text in texts)]
     lines += [
         "",
-        f"consent sha256: {study.terms_sha256} (the text and everything above)",
+        f"consent sha256: {study.terms_sha256} "
+        "(the text and the study settings the list above is written from)",
         f"text sha256: {study.text_sha256}",
     ]
     if receipt is not None and state == consent.GIVEN:
@@ -1042,7 +1043,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from agent.hardening import harden_process
 
-        harden_process()  # no core dump of optin's memory (P5), before any command reads content
+        if args.func is not cmd_doctor:  # doctor reads no content, and must run to diagnose a failure
+            harden_process()  # no core dump of optin's memory (P5), before any command reads content
         return int(args.func(args))
     except OptinError as exc:
         print(f"optin: {exc}", file=sys.stderr)

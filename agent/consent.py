@@ -169,15 +169,22 @@ def grant(dirs: Dirs, study: Study, accept_text_sha256: str, scopes: list[str] |
     """Record consent to ``study``: its text and every term the dialog shows.
 
     :param accept_text_sha256: the consent SHA-256 the volunteer saw (``optin consent show``
-        prints it: it covers the text and everything shown with it), or the consent text's
-        own SHA-256 (scripts that hash the text themselves).  Either way the receipt binds
-        every term of ``study``, recipients included.  It must match, so nobody consents to a
-        text they did not see.
+        prints it: it covers the text and every term shown with it, recipients included).  It
+        must match, so nobody consents to terms they did not see.  The consent text's own
+        SHA-256 is refused: it would bind whatever recipients and policy are installed when
+        ``grant`` runs, which the volunteer may never have seen.
     :param scopes: a subset of the study's scopes (default: all it asks for).
     :raises UsageError: wrong hash or scopes the study does not offer.
     """
     given = accept_text_sha256.strip().lower()
-    if given not in (study.terms_sha256, study.text_sha256):
+    if given == study.text_sha256:
+        msg = (
+            "--accept-text-sha256 got the SHA-256 of the consent text alone, which does not cover who "
+            f"can read exports and the study's policy. Fix: read `optin consent show` and pass the consent "
+            f"sha256 it prints ({study.terms_sha256})"
+        )
+        raise UsageError(msg)
+    if given != study.terms_sha256:
         msg = (
             f"--accept-text-sha256 {visible(accept_text_sha256, limit=80)!r} does not match the consent of "
             f"study {visible(study.id)!r} version {visible(study.consent_version)} (consent sha256 "

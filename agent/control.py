@@ -568,6 +568,7 @@ class Recorder:
         """
         self._stop_capture()
         self._accepting = False
+        deadline = time.monotonic() + STOP_WAIT_S  # the marker's wait counts against the bound
         self._put_marker(
             "session_stop",
             wait=True,
@@ -579,7 +580,8 @@ class Recorder:
         if loop is None:
             return True
         try:
-            if loop.finish(timeout=STOP_WAIT_S):  # the writer drains up to the marker and seals
+            # the writer drains up to the marker and seals
+            if loop.finish(timeout=max(0.0, deadline - time.monotonic())):
                 return True
         except Exception as exc:  # report, never crash the stop path
             why = describe_failure(exc)

@@ -139,8 +139,8 @@ def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str],
         study_file = work / "demo-study.toml"
         write_private_file(study_file, study_text.encode())
     with _link("grant consent"):
-        text_hash = parse_study(study_text).text_sha256
-        _optin(env, "consent", "grant", "--study", str(study_file), "--accept-text-sha256", text_hash)
+        consent_hash = parse_study(study_text).terms_sha256  # what `optin consent show` prints
+        _optin(env, "consent", "grant", "--study", str(study_file), "--accept-text-sha256", consent_hash)
     say("demo study installed and consent granted")
 
     log = work / "agent-stderr.log"

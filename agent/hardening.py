@@ -44,7 +44,7 @@ def harden_process() -> Hardening:
     except OSError as exc:
         msg = (
             f"optin could not keep its memory out of crash dumps ({exc}); it does not run without that. "
-            "Fix: report this with `optin doctor` output"
+            "Fix: report this to optin's developers with the output of `optin doctor` and `ulimit -c`"
         )
         raise EnvironmentProblem(msg) from None
     logger.debug("crash dumps: core limit %s; %s", core, os_part)

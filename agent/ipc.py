@@ -329,15 +329,28 @@ class ControlServer:
                     if self._stopping.is_set():
                         return
                     for key, _ in ready:
-                        if key.data == "listener":
-                            self._accept(listener, sel, pending)
-                        elif key.data != "wake":
-                            self._read(key.data, sel, pending)
+                        self._handle(key.data, listener, sel, pending)
                     self._expire(sel, pending)
             finally:
                 for item in pending.values():
                     with contextlib.suppress(OSError):
                         item.conn.close()
+
+    def _handle(
+        self, what: object, listener: socket.socket, sel: selectors.BaseSelector, pending: dict[int, _Pending]
+    ) -> None:
+        """One ready event. Nothing may end this thread (pause is asked through it, P3): an
+        unexpected failure closes that one connection and is logged by type only."""
+        try:
+            if what == "listener":
+                self._accept(listener, sel, pending)
+            elif isinstance(what, _Pending):
+                self._read(what, sel, pending)
+        except Exception as exc:
+            logger.warning("control request failed (%s)", type(exc).__name__)
+            if isinstance(what, _Pending):
+                self._forget(what, sel, pending)
+                _reply_now(what.conn, _error("internal error in the optin agent (its log says so)", 1))
 
     def _accept(
         self, listener: socket.socket, sel: selectors.BaseSelector, pending: dict[int, _Pending]
@@ -424,7 +437,13 @@ class ControlServer:
         )
         with self._handlers_lock:
             self._handlers.add(handler)
-        handler.start()
+        try:
+            handler.start()
+        except RuntimeError:  # no thread to be had: answer busy and give the slot back
+            slots.release()
+            with self._handlers_lock:
+                self._handlers.discard(handler)
+            _reply_now(conn, _error(f"the agent is busy with other {op} requests; try again", 1))
 
     def _serve(
         self, conn: socket.socket, op: str, args: dict[str, Any], slots: threading.BoundedSemaphore
@@ -584,11 +603,7 @@ def _checked_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
         raise UsageError(msg)
     if "seconds" in args:
         what, limit = _SECONDS_LIMIT[op]
-        try:
-            args["seconds"] = check_seconds(args["seconds"], what=what, limit=limit)
-        except OverflowError:  # an integer too large for a float
-            msg = f"{what} can last at most {limit:g} s"
-            raise UsageError(msg) from None
+        args["seconds"] = check_seconds(args["seconds"], what=what, limit=limit)
     if op == "exclude":
         for key in ("app_class", "title"):
             if key in args:

@@ -313,3 +313,13 @@ def optin_command(*args: str) -> list[str]:
     if getattr(sys, "frozen", False):
         return [sys.executable, *args]
     return [sys.executable, "-m", "agent", *args]
+
+
+def display_path(path: Path, home: Path | None = None) -> str:
+    """``path`` as a person reads it: ``~/...`` under the home directory, else in full."""
+    try:
+        home = Path.home() if home is None else home
+        rel = path.relative_to(home)
+    except (ValueError, RuntimeError, KeyError):  # not under home, or no home at all
+        return str(path)
+    return "~" if str(rel) == "." else f"~/{rel}"

@@ -3,9 +3,9 @@
 The volunteer's own pause is a small file in the config directory, so it
 survives a restart (P3): ``{"since": <epoch s>, "until": <epoch s> | null}``
 (null: until resumed).  It holds no captured content.  A pause that has run out
-by the time the agent starts is dropped; one that is unreadable counts as none,
-and one whose end is not a number or lies further than :data:`MAX_PAUSE_S` from
-its start lasts until resumed (the volunteer asked for a pause: keep it).
+by the time the agent starts is dropped; one that is unreadable or damaged, or
+whose end is not a number or lies further than :data:`MAX_PAUSE_S` from its
+start, lasts until resumed (the volunteer asked for a pause: keep it, fail closed).
 
 Durations the volunteer gives are bounded (:func:`check_seconds`): a timed
 pause lasts at most :data:`MAX_PAUSE_S` (no duration: until resumed), and
@@ -48,7 +48,11 @@ def check_seconds(value: object, *, what: str, limit: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         msg = f"{what} needs a number of seconds, not {type(value).__name__}"
         raise UsageError(msg)
-    seconds = float(value)  # an int too large for a float raises OverflowError: caught below
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer too large for a float
+        msg = f"{what} can last at most {limit:g} s ({limit / 86400:g} days)"
+        raise UsageError(msg) from None
     if not math.isfinite(seconds) or seconds <= 0:
         msg = f"{what} must last a positive, finite time, got {seconds:g} s"
         raise UsageError(msg)
@@ -85,14 +89,20 @@ def save(dirs: Dirs, pause: VolunteerPause) -> None:
 
 
 def load(dirs: Dirs, now: float | None = None) -> VolunteerPause | None:
-    """The volunteer's pause if one is still on; a run-out or unreadable file counts as none."""
+    """The volunteer's pause if one is still on (none without a file, or one that ran out).
+
+    A file that cannot be read or makes no sense is a pause until resumed: the volunteer
+    paused, and a damaged record of it must not restart recording (P3, fail closed).
+    """
     now = time.time() if now is None else now
     try:
         raw = json.loads(_path(dirs).read_text(encoding="ascii"))
         since = float(raw["since"])
         until = None if raw["until"] is None else float(raw["until"])
-    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
+        return VolunteerPause(now, None)
     if not math.isfinite(since):
         since = now
     if until is not None and not (math.isfinite(until) and until - since <= MAX_PAUSE_S):

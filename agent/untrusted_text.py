@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["hidden_characters", "visible"]
+__all__ = ["hidden_characters", "shown_text", "visible"]
 
 #: Unicode categories that draw nothing or act on the terminal: controls (C0, C1, DEL), format
 #: characters (bidi embeddings, overrides and isolates, zero-width joiners and spaces, the BOM),
@@ -44,3 +44,8 @@ def visible(text: str, *, allow_newlines: bool = False, limit: int | None = None
     if limit is not None and len(out) > limit:
         return out[: max(limit - 1, 0)] + "…"
     return out
+
+
+def shown_text(text: str) -> str:
+    """A study's multi-line text as the dialog shows it: tabs as spaces, anything hidden as ``\\uXXXX``."""
+    return visible(text.strip().expandtabs(4), allow_newlines=True)

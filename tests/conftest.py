@@ -70,6 +70,6 @@ def consented(optin_home: Path, study_file: Path):
 
     d = dirs()
     study = install_study(d, study_file)
-    consent.grant(d, study, study.text_sha256)
+    consent.grant(d, study, study.terms_sha256)
     keys.init_keys(d)
     return d, study

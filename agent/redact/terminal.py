@@ -527,11 +527,11 @@ def _last_key(events: Sequence[Event], fld: Field) -> int:
 
 
 def evidence(found: Found, why_not: str | None) -> dict[str, Any]:
-    """The manifest's entry: which rule ran (``screen+prompt``, or ``prompt`` alone and why) and counts."""
+    """The manifest's entry: which rules ran (``screen+prompt``, or ``command`` alone and why) and counts."""
     entry: dict[str, Any] = {
         "name": "terminal-passwords",
         "version": RULES_VERSION,
-        "rule": "screen+prompt" if found.with_screen else "prompt",
+        "rule": "screen+prompt" if found.with_screen else "command",
         "fields": dict(sorted(found.rules.items())),
     }
     if not found.with_screen:

@@ -477,8 +477,15 @@ def _check_pair(dirs: Dirs, path: Path, public: bytes) -> None:
         return  # the identity is kept elsewhere: the recipient's own check is all there is
     try:
         stored = _stored_public(dirs)
-    except KeyError_:
-        return  # a damaged identity file is reported where it is unlocked; recording needs only this
+    except KeyError_ as exc:
+        # Fail closed: with the identity's public key unreadable, the recipient's own check line
+        # (an unkeyed hash) is all that would vouch for it, and recordings might be unopenable.
+        msg = (
+            f"the identity beside {path} cannot be read ({exc}), so optin cannot check that new recordings "
+            "go to a key you can open; it does not record. Fix: restore the keys folder from your backup, "
+            "or start over with `optin keys init --force` (recordings made with the old key stay unreadable)"
+        )
+        raise KeyError_(msg) from None
     if stored != public:
         where = dirs.keys / (_REF_FILE if (dirs.keys / _REF_FILE).exists() else _IDENTITY_FILE)
         msg = (

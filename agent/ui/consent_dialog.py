@@ -51,10 +51,10 @@ from typing import TYPE_CHECKING, Any
 
 from agent.consent import Receipt
 from agent.errors import EnvironmentProblem, OptinError, UsageError
-from agent.paths import Dirs, optin_command
+from agent.paths import Dirs, display_path, optin_command
 from agent.promises import SCOPE_LABELS, by_section, promises
 from agent.study import Study
-from agent.untrusted_text import visible
+from agent.untrusted_text import shown_text, visible
 
 if TYPE_CHECKING:
     import tkinter as tk
@@ -119,21 +119,6 @@ class WithdrawChoice:
 
     delete: bool
     had_consent: bool
-
-
-def display_path(path: Path, home: Path | None = None) -> str:
-    """``path`` as a person reads it: ``~/...`` under the home directory, else in full."""
-    try:
-        home = Path.home() if home is None else home
-        rel = path.relative_to(home)
-    except (ValueError, RuntimeError, KeyError):  # not under home, or no home at all
-        return str(path)
-    return "~" if str(rel) == "." else f"~/{rel}"
-
-
-def shown_text(text: str) -> str:
-    """A study's multi-line text as the dialog shows it: tabs as spaces, anything hidden as ``\\uXXXX``."""
-    return visible(text.strip().expandtabs(4), allow_newlines=True)
 
 
 #: A line at least this long that is followed by more text of the same paragraph was wrapped by the
@@ -557,7 +542,7 @@ def _agree_bar(
     bar.columnconfigure(0, weight=1)
     hint = ttk.Label(bar, style="Small.TLabel")
     hint.grid(row=0, column=0, sticky="w")
-    sha = f"Consent SHA-256 (the text and what optin does in this study): {view.consent_sha256[:16]}…"
+    sha = f"Consent SHA-256 (the text and the study settings shown): {view.consent_sha256[:16]}…"
     ttk.Label(bar, text=sha, style="Small.TLabel").grid(row=1, column=0, sticky="w")
 
     def agree() -> None:

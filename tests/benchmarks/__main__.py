@@ -273,7 +273,7 @@ def bench_recorder(vd: object) -> None:
         study_path.write_text(demo_study_toml(str(x25519.Identity.generate().to_public())))
         d = dirs()
         study = install_study(d, study_path)
-        consent.grant(d, study, study.text_sha256)
+        consent.grant(d, study, study.terms_sha256)
         keys.init_keys(d)
         term = vd.spawn(["xterm", "-T", "bench-work", "-geometry", "100x30+40+60"])  # type: ignore[attr-defined]
         time.sleep(1.0)

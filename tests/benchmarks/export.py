@@ -87,7 +87,7 @@ def _setup(home: Path) -> tuple[object, object, str, int]:
     study_file = home / "study.toml"
     study_file.write_text(demo_study_toml(str(x25519.Identity.generate().to_public())))
     study = install_study(d, study_file)
-    consent.grant(d, study, study.text_sha256)
+    consent.grant(d, study, study.terms_sha256)
     keys.init_keys(d, storage="file")
     receipt = consent.current_receipt(d)
     assert receipt is not None

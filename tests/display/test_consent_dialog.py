@@ -251,7 +251,7 @@ def test_a_new_consent_version_or_a_changed_study_is_asked_again(
     xdisplay: VirtualDisplay, study: tuple[Dirs, Study], study_file: Path, change: str
 ) -> None:
     d, s = study
-    consent.grant(d, s, s.text_sha256, ["pointer"])
+    consent.grant(d, s, s.terms_sha256, ["pointer"])
     text = study_file.read_text()
     if change == "version":
         text = text.replace('consent_version = "1"', 'consent_version = "2"')
@@ -278,7 +278,7 @@ def test_withdraw_removes_the_receipt_and_reports_the_delete_choice(
 ) -> None:
     d = user_home
     s = install_study(d, study_file)
-    consent.grant(d, s, s.text_sha256)
+    consent.grant(d, s, s.terms_sha256)
     dialog = _start(xdisplay, "optin — withdraw consent", "--withdraw")
     try:
         _screenshot(dialog, "withdraw-dialog.png")

@@ -144,7 +144,7 @@ def volunteer(optin_home: Path, tmp_path: Path) -> tuple[Dirs, Study, x25519.Ide
     path.write_text(STUDY.format(recipient=identity.to_public()))
     d = dirs()
     study = install_study(d, path)
-    consent.grant(d, study, study.text_sha256)
+    consent.grant(d, study, study.terms_sha256)
     keys.init_keys(d)
     return d, study, identity
 

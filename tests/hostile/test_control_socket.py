@@ -224,3 +224,49 @@ def test_p3_random_requests_each_get_one_reply_and_the_agent_keeps_serving(agent
     assert rec.state in ("recording", "paused")
     reply, took = _timed(d, "pause")
     assert reply["ok"] is True and took < ANSWER_S
+
+
+def test_p3_a_failure_inside_the_socket_thread_never_ends_it(
+    agent, monkeypatch: pytest.MonkeyPatch, hostile: Tally
+) -> None:
+    """An unexpected error while reading one request, or no thread for its handler, costs that
+    request only: the next pause is still answered (the one selector thread must never end)."""
+    d, rec = agent
+    real_read = ipc.ControlServer._read
+    calls = {"n": 0}
+
+    def read_once_broken(self, item, sel, pending) -> None:  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            msg = "a bug while reading"
+            raise ValueError(msg)
+        real_read(self, item, sel, pending)
+
+    monkeypatch.setattr(ipc.ControlServer, "_read", read_once_broken)
+    hostile.tried(SOCKET)
+    with _connect(d) as broken:
+        broken.sendall(b'{"v": 1, "op": "status"}\n')
+        broken.settimeout(ANSWER_S * 5)
+        answer = json.loads(broken.makefile("rb").readline())
+    assert not answer["ok"] and answer["error"].startswith("internal error")  # that request only
+    reply, took = _timed(d, "pause")
+    assert reply["ok"] and rec.state == "paused" and took < ANSWER_S
+    hostile.held(SOCKET)
+
+    real_start = threading.Thread.start
+
+    def no_thread(self: threading.Thread) -> None:
+        if self.name == "optin-control-conn":
+            msg = "can't start new thread"
+            raise RuntimeError(msg)
+        real_start(self)
+
+    hostile.tried(SOCKET)
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    for _ in range(12):  # more than the slots: each failure gave its slot back
+        with pytest.raises(ipc.AgentError, match="busy"):
+            ipc.request(d, "resume", timeout=5)
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    reply, took = _timed(d, "resume")
+    assert reply["ok"] and rec.state == "recording" and took < ANSWER_S
+    hostile.held(SOCKET)

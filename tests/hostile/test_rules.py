@@ -44,7 +44,7 @@ def _recorder(consented, study_file: Path, deny_toml: str = "") -> tuple[Recorde
         path = study_file.with_name("study-with-rules.toml")
         path.write_text(study_file.read_text() + "\n" + deny_toml)
         study = install_study(d, path)
-        consent.grant(d, study, study.text_sha256)
+        consent.grant(d, study, study.terms_sha256)
     else:
         study = _study
     backend = FakeBackend()

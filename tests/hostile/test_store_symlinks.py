@@ -372,7 +372,7 @@ def test_p8_review_and_export_refuse_links(study_file: Path, tmp_path: Path, hos
     d = dirs()
     study = install_study(d, study_file)
     assert study.retention_after_export == "delete"
-    consent.grant(d, study, study.text_sha256)
+    consent.grant(d, study, study.terms_sha256)
     keys.init_keys(d)
     rec = Recorder(d, select_backend("fake"), study)
     rec.start()

@@ -49,10 +49,13 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
 def test_consent_show_and_grant_scripted(study_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["consent", "show", "--study", str(study_file)]) == 0
     out = capsys.readouterr().out
-    digest = re.search(r"text sha256: ([0-9a-f]{64})", out).group(1)
+    digest = re.search(r"consent sha256: ([0-9a-f]{64})", out).group(1)
+    text_digest = re.search(r"text sha256: ([0-9a-f]{64})", out).group(1)
     assert "consent: not given" in out
     assert cli.main(["consent", "grant", "--accept-text-sha256", "f" * 64]) == 2
     assert "does not match" in capsys.readouterr().err
+    assert cli.main(["consent", "grant", "--accept-text-sha256", text_digest]) == 2
+    assert "consent text alone" in capsys.readouterr().err
     assert cli.main(["consent", "grant", "--accept-text-sha256", digest, "--scopes", "pointer"]) == 0
     assert cli.main(["consent", "show", "--json"]) == 0
     assert '"granted": true' in capsys.readouterr().out

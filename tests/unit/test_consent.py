@@ -34,7 +34,7 @@ def test_grant_needs_the_exact_hash(study_file: Path) -> None:
         consent.grant(d, study, "0" * 64)
     with pytest.raises(ConsentRequired):
         consent.require(d, study)
-    receipt = consent.grant(d, study, study.text_sha256.upper())
+    receipt = consent.grant(d, study, study.terms_sha256.upper())
     assert consent.require(d, study) == receipt
     assert receipt.scopes == study.scopes
     assert (d.config / "consent.json").stat().st_mode & 0o777 == 0o600
@@ -43,7 +43,7 @@ def test_grant_needs_the_exact_hash(study_file: Path) -> None:
 def test_changed_text_or_version_needs_new_consent(study_file: Path) -> None:
     d = dirs()
     study = install_study(d, study_file)
-    consent.grant(d, study, study.text_sha256)
+    consent.grant(d, study, study.terms_sha256)
     text = study_file.read_text()
     changed = parse_study(text.replace("This is the optin demo.", "This is the optin demo, changed."))
     with pytest.raises(ConsentRequired, match="consent text has changed since you agreed to version 1"):
@@ -56,16 +56,16 @@ def test_changed_text_or_version_needs_new_consent(study_file: Path) -> None:
 def test_scopes_are_a_subset_of_the_study(study_file: Path) -> None:
     d = dirs()
     study = install_study(d, study_file)
-    r = consent.grant(d, study, study.text_sha256, ["screen", "pointer"])
+    r = consent.grant(d, study, study.terms_sha256, ["screen", "pointer"])
     assert r.scopes == ("pointer", "screen")  # canonical order
     with pytest.raises(UsageError, match="not offered"):
-        consent.grant(d, study, study.text_sha256, ["microphone"])
+        consent.grant(d, study, study.terms_sha256, ["microphone"])
 
 
 def test_withdraw_and_tampered_receipt_fail_closed(study_file: Path) -> None:
     d = dirs()
     study = install_study(d, study_file)
-    consent.grant(d, study, study.text_sha256)
+    consent.grant(d, study, study.terms_sha256)
     assert consent.withdraw(d) is True
     assert consent.withdraw(d) is False
     with pytest.raises(ConsentRequired):
@@ -191,12 +191,16 @@ def test_every_study_field_is_in_the_terms(study_file: Path) -> None:
     assert fields - written <= flat, fields - written - flat
 
 
-def test_grant_takes_the_consent_hash_or_the_text_hash_and_binds_the_terms_either_way(
+def test_grant_takes_the_consent_hash_and_binds_the_terms(
     study_file: Path,
 ) -> None:
     d = dirs()
     study = install_study(d, study_file)
-    for accepted in (study.terms_sha256, study.text_sha256, f"  {study.terms_sha256.upper()}\n"):
+    # the text's own hash would bind recipients the volunteer never saw: refused, with the fix
+    with pytest.raises(UsageError, match=f"consent text alone.*{study.terms_sha256}"):
+        consent.grant(d, study, study.text_sha256)
+    assert consent.current_receipt(d) is None
+    for accepted in (study.terms_sha256, f"  {study.terms_sha256.upper()}\n"):
         receipt = consent.grant(d, study, accepted)
         assert receipt.terms_sha256 == study.terms_sha256 and receipt.terms == study.terms()
         assert consent.current_receipt(d) == receipt and consent.require(d, study) == receipt

@@ -13,7 +13,7 @@ from pyrage import x25519
 
 from agent import consent
 from agent.errors import EnvironmentProblem, UsageError
-from agent.paths import Dirs, dirs
+from agent.paths import Dirs, dirs, display_path
 from agent.promises import by_section, promises, shorten_recipient
 from agent.study import SCOPES, Study, install_study, parse_study
 from agent.ui.consent_dialog import (
@@ -21,7 +21,6 @@ from agent.ui.consent_dialog import (
     ask_consent,
     confirm,
     consent_view,
-    display_path,
     grant_request,
     withdraw_view,
 )
@@ -221,7 +220,7 @@ def test_withdraw_view(study_file: Path) -> None:
     view = withdraw_view(None, d)
     assert view.heading == "Withdraw consent? Capture stops."
     assert "not agreed" in view.body
-    view = withdraw_view(consent.grant(d, study, study.text_sha256), d)
+    view = withdraw_view(consent.grant(d, study, study.terms_sha256), d)
     assert study.name in view.body and "stops recording" in view.body
     assert view.delete_label.startswith("Also delete all my local recordings")
 

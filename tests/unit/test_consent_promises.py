@@ -31,13 +31,13 @@ from agent.control import Recorder
 from agent.events import Frame, KeyPress, KeyRelease, Marker, WindowFocus, now_ns
 from agent.export import bundle
 from agent.export.bundle import export_session
-from agent.paths import Dirs, dirs
+from agent.paths import Dirs, dirs, display_path
 from agent.redact.local_names import LocalNames
 from agent.store import keys
 from agent.store.reader import list_sessions, load_meta, read_session
 from agent.store.writer import utc_timestamp, write_meta
 from agent.study import Study, demo_study_toml, install_study, parse_study
-from agent.ui.consent_dialog import consent_view, display_path
+from agent.ui.consent_dialog import consent_view
 from tests.tools import unavailable
 
 REPO = Path(__file__).resolve().parents[2]

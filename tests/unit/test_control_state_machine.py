@@ -33,7 +33,7 @@ class RecorderMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.backend = FakeBackend()
-        consent.grant(self.dirs, self.study, self.study.text_sha256)
+        consent.grant(self.dirs, self.study, self.study.terms_sha256)
         self.rec = Recorder(self.dirs, self.backend, self.study)
         self.rec.start()
         self.sessions = [self.rec.session_id]
@@ -97,7 +97,7 @@ class RecorderMachine(RuleBasedStateMachine):
 
     @rule()
     def grant(self) -> None:
-        consent.grant(self.dirs, self.study, self.study.text_sha256)
+        consent.grant(self.dirs, self.study, self.study.terms_sha256)
 
     @invariant()
     def capture_only_while_recording_with_consent_and_indicator(self) -> None:

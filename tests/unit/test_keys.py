@@ -739,6 +739,16 @@ def test_a_damaged_recipient_is_refused_with_the_fix_and_rebuilt_by_init(dirs: p
     assert path.read_text() == good
 
 
+def test_a_damaged_identity_beside_the_recipient_stops_recording(dirs: paths.Dirs) -> None:
+    """Fail closed: with the identity's public key unreadable, the recipient cannot be checked."""
+    keys.init_keys(dirs)
+    identity = next(p for p in dirs.keys.iterdir() if p.name != "recipient")
+    identity.write_bytes(identity.read_bytes()[:40])  # cut short: its public key line is gone
+    with pytest.raises(KeyError_, match="cannot check that new recordings go to a key you can open") as err:
+        keys.load_recipient(dirs)
+    assert "Fix:" in str(err.value)
+
+
 def test_a_recipient_or_keys_dir_others_can_write_is_refused_with_the_chmod(dirs: paths.Dirs) -> None:
     keys.init_keys(dirs)
     path = dirs.keys / "recipient"

@@ -24,10 +24,18 @@ def test_a_pause_is_remembered_privately_until_it_runs_out(dirs: Dirs) -> None:
     assert pausing.load(dirs) is None
 
 
-def test_an_unreadable_pause_file_counts_as_none(dirs: Dirs) -> None:
+@pytest.mark.parametrize("text", ['{"since": "x"}', "", "{", '{"until": 5}', "[" * 5000, '{"since": 1e999}x'])
+def test_a_damaged_pause_file_is_a_pause_until_resumed(dirs: Dirs, text: str) -> None:
+    """The volunteer paused; a damaged record of it must not restart recording (fail closed)."""
     dirs.config.mkdir(parents=True, exist_ok=True)
-    (dirs.config / "pause.json").write_text('{"since": "x"}')
-    assert pausing.load(dirs) is None
+    (dirs.config / "pause.json").write_text(text)
+    pause = pausing.load(dirs, now=150.0)
+    assert pause == pausing.VolunteerPause(150.0, None) and pause.active(1e12)
+
+
+def test_a_duration_no_float_can_hold_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="at most"):
+        pausing.check_seconds(10**400, what="a pause", limit=pausing.MAX_PAUSE_S)
 
 
 @pytest.mark.parametrize(

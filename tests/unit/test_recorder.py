@@ -111,7 +111,7 @@ def test_nothing_starts_without_consent(study_file, optin_home) -> None:
     backend: FakeBackend = select_backend("fake")
     with pytest.raises(ConsentRequired):
         Recorder(d, backend, study).start()
-    consent.grant(d, study, study.text_sha256)
+    consent.grant(d, study, study.terms_sha256)
     consent.withdraw(d)
     with pytest.raises(ConsentRequired):
         Recorder(d, backend, study).start()
@@ -130,7 +130,7 @@ def test_environment_problem_starts_nothing(consented) -> None:
 
 def test_only_consented_scopes_are_captured(consented) -> None:
     d, study = consented
-    consent.grant(d, study, study.text_sha256, ["pointer"])
+    consent.grant(d, study, study.terms_sha256, ["pointer"])
     backend: FakeBackend = select_backend("fake")
     rec = Recorder(d, backend, study)
     rec.start()
@@ -179,7 +179,7 @@ def test_a_full_queue_drops_and_counts_never_silently(consented, monkeypatch) ->
 
     monkeypatch.setattr(SessionWriter, "write_events", slow_write)
     backend: FakeBackend = select_backend("fake")
-    consent.grant(d, study, study.text_sha256, ["pointer"])
+    consent.grant(d, study, study.terms_sha256, ["pointer"])
     rec = Recorder(d, backend, study)
     rec.start()
     emitted = 200
@@ -202,7 +202,7 @@ def test_a_full_queue_drops_and_counts_never_silently(consented, monkeypatch) ->
 
 def test_store_failure_stops_capture_counts_loss_and_says_why(consented, monkeypatch) -> None:
     d, study = consented
-    consent.grant(d, study, study.text_sha256, ["pointer"])
+    consent.grant(d, study, study.terms_sha256, ["pointer"])
 
     def full_disk(self, events):
         raise OSError(28, "No space left on device")

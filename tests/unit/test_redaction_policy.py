@@ -416,7 +416,7 @@ def test_without_the_screen_the_command_rule_runs_and_the_manifest_says_why(
     assert terminal_rule(red) == {
         "name": "terminal-passwords",
         "version": "1",
-        "rule": "prompt",
+        "rule": "command",
         "fields": {"command": 1},
         "no_screen": why,
     }

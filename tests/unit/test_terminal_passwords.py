@@ -274,7 +274,7 @@ def test_without_the_screen_the_command_rule_alone() -> None:
     assert [f.text for f in found.fields] == ["Tr0ub4dor3"]
     assert found.rules == {"command": 1} and not found.with_screen
     entry = terminal.evidence(found, "no frames (no screen scope)")
-    assert entry["rule"] == "prompt" and entry["no_screen"] == "no frames (no screen scope)"
+    assert entry["rule"] == "command" and entry["no_screen"] == "no frames (no screen scope)"
     assert terminal.evidence(decide(ordered, []), None)["rule"] == "screen+prompt"
 
 
