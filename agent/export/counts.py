@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 #: ``session_stop`` ``detail.loss`` keys → the manifest's ``loss`` keys.
 STOP_LOSS = {
@@ -27,9 +27,14 @@ STOP_LOSS = {
 INT64 = 1 << 63
 
 
+def is_integer(value: Any) -> TypeGuard[int]:
+    """``value`` is a signed 64-bit JSON integer (not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool) and -INT64 <= value < INT64
+
+
 def integer(value: Any, what: str) -> int:
     """``value`` if it is a signed 64-bit JSON integer (not a boolean); else :class:`ValueError`."""
-    if isinstance(value, int) and not isinstance(value, bool) and -INT64 <= value < INT64:
+    if is_integer(value):
         return value
     msg = f"{what} is not a 64-bit integer"
     raise ValueError(msg)
@@ -40,18 +45,33 @@ def seconds(ns: int) -> float:
     return round(ns / 1e9, 3)
 
 
+class Span:
+    """The earliest and the latest of times given one at a time (a reader keeps no list of them)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.low: int | None = None
+        self.high: int | None = None
+
+    def add(self, t: int) -> None:
+        self.count += 1
+        self.low = t if self.low is None or t < self.low else self.low
+        self.high = t if self.high is None or t > self.high else self.high
+
+    @property
+    def ns(self) -> int:
+        """Nanoseconds from the earliest to the latest time (0 for fewer than two)."""
+        if self.count < 2 or self.low is None or self.high is None:
+            return 0
+        return self.high - self.low
+
+
 def duration_s(times: Iterable[int]) -> float:
     """Seconds from the first to the last time (0 for fewer than two)."""
-    low: int | None = None
-    high: int | None = None
-    n = 0
+    span = Span()
     for t in times:
-        n += 1
-        low = t if low is None or t < low else low
-        high = t if high is None or t > high else high
-    if n < 2 or low is None or high is None:
-        return 0.0
-    return seconds(high - low)
+        span.add(t)
+    return seconds(span.ns)
 
 
 def kind_counts(kinds: Iterable[str]) -> dict[str, int]:

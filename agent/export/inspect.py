@@ -40,7 +40,18 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from agent.errors import ExportError, UsageError
-from agent.export.recount import EVENTS, FRAMES, MEMBER, SHOWN, Recount, json_object, shown
+from agent.export.recount import (
+    EVENTS,
+    FRAMES,
+    MEMBER,
+    SHOWN,
+    Members,
+    Recount,
+    each_line,
+    json_object,
+    shown,
+    view,
+)
 from agent.store import signing
 from agent.untrusted_text import visible
 
@@ -96,37 +107,6 @@ _FILE_KINDS = {
 }
 
 
-class Members(Mapping[str, bytes]):
-    """A bundle's members by name, in tar order, over the one decrypted tar held in memory.
-
-    ``members[name]`` is a copy of that member's bytes; :meth:`view` is the same bytes without a
-    copy, for hashing and writing, so a bundle costs its own size in memory once, not twice.
-    """
-
-    def __init__(self, plaintext: bytes, spans: dict[str, tuple[int, int]]) -> None:
-        self._plaintext = plaintext
-        self._spans = spans
-
-    def __getitem__(self, name: str) -> bytes:
-        start, end = self._spans[name]
-        return self._plaintext[start:end]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._spans)
-
-    def __len__(self) -> int:
-        return len(self._spans)
-
-    def view(self, name: str) -> memoryview:
-        """Member ``name`` without a copy."""
-        start, end = self._spans[name]
-        return memoryview(self._plaintext)[start:end]
-
-    def size(self, name: str) -> int:
-        start, end = self._spans[name]
-        return end - start
-
-
 @dataclass(frozen=True)
 class Bundle:
     """An opened bundle, every check passed; nothing of it is on disk.
@@ -152,14 +132,11 @@ class Bundle:
         yield MANIFEST, self.manifest_bytes
         yield SIGNATURE, self.signature
         for name in self.members:
-            yield name, self.members.view(name) if isinstance(self.members, Members) else self.members[name]
+            yield name, view(self.members, name)
 
     def size(self) -> int:
         """Bytes of every member, ``manifest.json`` and ``manifest.sig`` included."""
-        sizes = (
-            self.members.size(name) if isinstance(self.members, Members) else len(self.members[name])
-            for name in self.members
-        )
+        sizes = (len(view(self.members, name)) for name in self.members)
         return len(self.manifest_bytes) + len(self.signature) + sum(sizes)
 
 
@@ -470,7 +447,13 @@ def _check_pax_records(payload: bytes) -> None:
         digits = payload[pos:space] if space > pos else b""
         end = pos + int(digits) if digits.isdigit() else pos
         record = payload[space + 1 : end]
-        if end <= space + 1 or end > len(payload) or not record.endswith(b"\n") or b"=" not in record[:-1]:
+        if (
+            space < 0
+            or end <= space + 1
+            or end > len(payload)
+            or not record.endswith(b"\n")
+            or b"=" not in record[:-1]
+        ):
             msg = "it has a malformed pax extended header (not length-prefixed key=value records)"
             raise _Refused(msg)
         if record.startswith(b"GNU.sparse."):
@@ -731,8 +714,8 @@ def summarise(bundle: Bundle) -> dict[str, Any]:
         "consent_version": consent.get("consent_version"),
         "duration_s": m.get("duration_s"),
         "steps": {"count": sum(by_action.values()), "by_action": by_action},
-        "frames": _line_count(bundle.members.get(FRAMES, b"")),
-        "events": _line_count(bundle.members.get(EVENTS, b"")),
+        "frames": _line_count(bundle.members, FRAMES),
+        "events": _line_count(bundle.members, EVENTS),
         "redactions": _mapping(m.get("redaction")).get("counts", {}),
         "loss": m.get("loss"),
         "members": {"count": len(bundle.members) + 2, "bytes": bundle.size()},
@@ -790,8 +773,9 @@ def _v(value: Any) -> str:
     return "unknown" if value is None else visible(str(value), limit=SHOWN)
 
 
-def _line_count(blob: bytes) -> int:
-    return blob.count(b"\n") + (1 if blob and not blob.endswith(b"\n") else 0)
+def _line_count(members: Mapping[str, bytes], name: str) -> int:
+    """Lines of member ``name`` (0 when there is none), read where it is: no copy of the member."""
+    return sum(1 for _ in each_line(view(members, name))) if name in members else 0
 
 
 def _redactions_text(found: Any) -> str:

@@ -5,23 +5,25 @@ signed statement about the members, and a signature says only that nobody change
 :class:`Recount` recomputes every count and summary the members determine — steps, event
 counts, duration, loss, typed redactions — with the writer's own functions
 (agent/export/counts.py), checks that what steps and frames point at exists, and refuses the
-bundle at the first difference.  It also holds the reader's strict JSON and the way messages
-show untrusted values (:func:`shown`), shared with agent/export/inspect.py.
+bundle at the first difference.  It also holds the members over the decrypted tar
+(:class:`Members`), the reader's strict JSON and the way messages show untrusted values
+(:func:`shown`), shared with agent/export/inspect.py.
 
-Memory: one line of ``events.jsonl`` or ``frames.jsonl`` is parsed at a time; what is kept is
-counters, the markers, and one member name per frame.
+Memory: the members are views of the one decrypted tar; one line of ``events.jsonl`` or
+``frames.jsonl`` is copied and parsed at a time; what is kept is counters, the markers, and one
+member name per frame.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn
 
+from agent.canonical_json import canonical
 from agent.export import counts
 from agent.untrusted_text import visible
 
@@ -36,18 +38,54 @@ MEMBER = re.compile(
 STEP = re.compile(r"([0-9]{6})\.json")
 IMAGE = re.compile(r"(frames/)?([0-9]{6})\.(webp|png)")
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # an action or an event kind
+_LINE = re.compile(rb"[^\n]*\n|[^\n]+")  # a line, its newline kept; the last one may have none
 
 Refuse = Callable[[str], NoReturn]
+
+
+class Members(Mapping[str, bytes]):
+    """A bundle's members by name, in tar order, over the one decrypted tar held in memory.
+
+    ``members[name]`` is a copy of that member's bytes; :func:`view` is the same bytes without a
+    copy, for reading, hashing and writing, so a bundle costs its own size in memory once, not twice.
+    """
+
+    def __init__(self, plaintext: bytes, spans: dict[str, tuple[int, int]]) -> None:
+        self._plaintext = plaintext
+        self._spans = spans
+
+    def __getitem__(self, name: str) -> bytes:
+        start, end = self._spans[name]
+        return self._plaintext[start:end]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._spans)
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def view(self, name: str) -> memoryview:
+        """Member ``name`` without a copy."""
+        start, end = self._spans[name]
+        return memoryview(self._plaintext)[start:end]
+
+
+def view(members: Mapping[str, bytes], name: str) -> bytes | memoryview:
+    """Member ``name``, read-only: a view of the tar when ``members`` is :class:`Members` (no copy).
+
+    :raises KeyError: there is no such member.
+    """
+    return members.view(name) if isinstance(members, Members) else members[name]
+
+
+def each_line(blob: bytes | memoryview) -> Iterator[bytes]:
+    """Each line of ``blob``, newline kept (a last line without one too), copied one at a time."""
+    return (match.group() for match in _LINE.finditer(blob))
 
 
 def shown(value: Any, limit: int = SHOWN) -> str:
     """Untrusted text (a name, a manifest value) as a message shows it: quoted, visible, cut short."""
     return "'" + visible(value if isinstance(value, str) else repr(value), limit=limit) + "'"
-
-
-def canonical(value: Any) -> bytes:
-    """Canonical JSON (docs/export-format.md, Conventions): what "equal" compares."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def json_shown(value: Any) -> str:
@@ -82,8 +120,6 @@ def json_object(blob: bytes) -> dict[str, Any] | None:
 #: Seconds the manifest rounds to milliseconds: a stated value may differ by this much.
 _SECONDS_SLACK = 0.001
 _SECONDS = ("paused_s", "cut_s")
-#: Times are monotonic nanoseconds: signed 64-bit, and never negative in a bundle.
-_INT64 = 1 << 63
 
 
 class Recount:
@@ -100,9 +136,7 @@ class Recount:
         self.entities: Counter[str] = Counter()
         self.markers: list[dict[str, Any]] = []
         self.frame_members: list[str] = []
-        self.low: int | None = None
-        self.high: int | None = None
-        self.lines = 0
+        self.span = counts.Span()  # of every line's t_ns, events and frames
 
     def check(self, manifest: dict[str, Any]) -> dict[str, int]:
         """Every recomputation; the steps by action (refusing the bundle at the first difference)."""
@@ -139,30 +173,28 @@ class Recount:
 
     def _lines(self, member: str, take: Callable[[int, dict[str, Any]], None]) -> int:
         """Parse each line of ``member`` with ``take(line number from 0, record)``; how many lines."""
-        blob = self.members.get(member)
-        if blob is None:
+        if member not in self.members:
             self.refuse(f"it has no {member}")
-        if blob and not blob.endswith(b"\n"):
+        blob = view(self.members, member)  # the tar's bytes: only one line is copied at a time
+        if len(blob) and blob[-1] != ord("\n"):
             self.refuse(f"{member} does not end with a newline")
         count = 0
         previous: int | None = None
-        for line in io.BytesIO(blob):  # one line in memory at a time
+        for line in each_line(blob):
             count += 1
             record = json_object(line)
             version = record.get("v") if record is not None else None
-            if record is None or not (_is_int(version) and version == 1):
+            if record is None or not (counts.is_integer(version) and version == 1):
                 self.refuse(f"{member} line {count} is not a JSON object of version 1")
             kind, t_ns = record.get("k"), record.get("t_ns")
             if not (isinstance(kind, str) and _NAME.fullmatch(kind)):
                 self.refuse(f"{member} line {count} has no kind")
-            if not isinstance(t_ns, int) or isinstance(t_ns, bool) or not 0 <= t_ns < _INT64:
+            if not (counts.is_integer(t_ns) and t_ns >= 0):
                 self.refuse(f"{member} line {count} has no t_ns (an integer from 0 to 2^63 - 1)")
             if previous is not None and t_ns < previous:
                 self.refuse(f"{member} line {count} is earlier than the line before (not in time order)")
             previous = t_ns
-            self.lines += 1
-            self.low = t_ns if self.low is None or t_ns < self.low else self.low
-            self.high = t_ns if self.high is None or t_ns > self.high else self.high
+            self.span.add(t_ns)
             take(count - 1, record)
         return count
 
@@ -234,14 +266,14 @@ class Recount:
     ) -> None:
         where = f"step member '{number}.json'"
         frame, lines = step.get("frame"), step.get("events")
-        if frame is not None and not (_is_int(frame) and 0 <= frame < frames):
+        if frame is not None and not (counts.is_integer(frame) and 0 <= frame < frames):
             self.refuse(f"{where} points at no {FRAMES} line (frame {json_shown(frame)})")
         if (frame is None) != (image is None):
             has = "has no frame but an image member" if frame is None else "has a frame but no image member"
             self.refuse(f"{where} {has}")
         if image is not None and frame is not None and self.listed[image][0] != self._holder_digest(frame):
             self.refuse(f"{where}'s image is not the frame {FRAMES} line {frame + 1} names")
-        if not (isinstance(lines, list) and all(_is_int(i) and 0 <= i < events for i in lines)):
+        if not (isinstance(lines, list) and all(counts.is_integer(i) and 0 <= i < events for i in lines)):
             self.refuse(f"{where} has events that are not {EVENTS} line numbers")
 
     def _holder_digest(self, line: int) -> str:
@@ -251,9 +283,8 @@ class Recount:
     # -- duration and loss
 
     def _duration(self, stated: Any) -> None:
-        span_ns = 0 if self.lines < 2 or self.low is None or self.high is None else self.high - self.low
-        if not _close(stated, span_ns / 1e9):
-            self._same("duration_s", stated, counts.seconds(span_ns))
+        if not _close(stated, self.span.ns / 1e9):
+            self._same("duration_s", stated, counts.seconds(self.span.ns))
 
     def _loss(self, manifest: dict[str, Any]) -> None:
         stated = manifest.get("loss")
@@ -298,12 +329,8 @@ class Recount:
         self._same("redaction.counts.typed", stated, dict(sorted(self.entities.items())))
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_count(value: Any) -> bool:
-    return _is_int(value) and value >= 0
+    return counts.is_integer(value) and value >= 0
 
 
 def _close(stated: Any, exact: float) -> bool:

@@ -51,8 +51,10 @@ from agent.store.format import (
     DeletionInfo,
     RecoveryInfo,
     SegmentContents,
+    is_segment_name,
     read_segment,
     segment_commit,
+    segment_index,
     segment_name,
     session_id_bytes,
 )
@@ -260,20 +262,19 @@ class _Walker:
         found: dict[int, str] = {}
         unsafe: set[int] = set()
         for name, st in self.folder.entries():
-            segment = name.endswith(".seg") and not name.startswith(".")
-            stem = name[: -len(".seg")]
-            numbered = segment and stem.isdecimal() and segment_name(int(stem)) == name
+            segment = is_segment_name(name)
+            index = segment_index(name)
             if not is_plain_file(st):
                 self.refuse(self.folder.refusal(name, st), name, level=ERROR if segment else PROBLEM)
-                if numbered:
-                    unsafe.add(int(stem))
+                if index is not None:
+                    unsafe.add(index)
                 continue
             if not segment:
                 continue
-            if not numbered:
+            if index is None:
                 self.report(ERROR, "format", name, None, "unexpected segment file name (expected NNNNNN.seg)")
                 continue
-            found[int(stem)] = name
+            found[index] = name
         for first, last in _gaps(sorted({*found, *unsafe})):
             what = "is missing" if first == last else f"to {segment_name(last)} are missing"
             self.report(

@@ -35,10 +35,25 @@ from typing import Any
 from agent.errors import StoreError, UsageError
 from agent.events import Event, Marker
 from agent.paths import Dirs, write_private_file
+from agent.store.format import is_segment_name
 from agent.store.reader import load_meta, read_session
-from agent.store.retention import check_session_id, load_meta_at, not_found, shred_files
-from agent.store.safe_fs import Refused, StoreDir, UnsafeEntry, is_plain_dir, is_plain_file
-from agent.store.writer import SessionWriter, lock_session, unlock_session, utc_timestamp, write_meta
+from agent.store.retention import shred_files
+from agent.store.safe_fs import (
+    Refused,
+    StoreDir,
+    UnsafeEntry,
+    is_plain_dir,
+    is_plain_file,
+    open_session,
+)
+from agent.store.writer import (
+    SessionWriter,
+    load_meta_at,
+    lock_session,
+    unlock_session,
+    utc_timestamp,
+    write_meta,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,19 +135,9 @@ def cut_session(
     :raises UnsafeEntry: the session folder holds something else (nothing was changed).
     """
     finish_interrupted_cuts(dirs)
-    check_session_id(session_id)
     merged = normalise(ranges)
-    root = StoreDir.open_root(dirs.sessions)
-    if root is None:
-        raise not_found(dirs, session_id)
+    root, folder = open_session(dirs.sessions, session_id, refused=f"session {session_id} was not cut")
     with root:
-        try:
-            folder = root.open_dir(session_id)
-        except FileNotFoundError:
-            raise not_found(dirs, session_id) from None
-        except UnsafeEntry as exc:
-            msg = f"session {session_id} was not cut"
-            raise exc.with_lead(msg) from None
         with folder:
             if not merged:
                 return CutReport(session_id, 0, 0, 0)
@@ -169,7 +174,7 @@ def _unsafe_entries(folder: StoreDir) -> list[Refused]:
     return [
         folder.refusal(name, st)
         for name, st in folder.entries()
-        if not is_plain_file(st) or (name.endswith(".seg") and st.st_nlink != 1)
+        if not is_plain_file(st) or (is_segment_name(name) and st.st_nlink != 1)
     ]
 
 

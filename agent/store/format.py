@@ -154,6 +154,19 @@ def segment_name(index: int) -> str:
     return f"{index:06d}.seg"
 
 
+def is_segment_name(name: str) -> bool:
+    """``name`` is where a segment would be: ``*.seg``, not hidden (temp files start with a dot)."""
+    return name.endswith(".seg") and not name.startswith(".")
+
+
+def segment_index(name: str) -> int | None:
+    """The index of the segment file ``name`` when it is exactly :func:`segment_name` of one, else None."""
+    stem = name[: -len(".seg")]
+    if not is_segment_name(name) or not stem.isdecimal() or segment_name(int(stem)) != name:
+        return None
+    return int(stem)
+
+
 def record_nonce(counter: int, *, final: bool) -> bytes:
     """The 12-byte AEAD nonce: 11-byte big-endian record counter || final flag."""
     return counter.to_bytes(_COUNTER_BYTES, "big") + (b"\x01" if final else b"\x00")
@@ -918,12 +931,14 @@ __all__ = [
     "SegmentContents",
     "SegmentWriter",
     "generate_keypair",
+    "is_segment_name",
     "public_from_private",
     "read_segment",
     "record_ad",
     "record_nonce",
     "scan_framing",
     "segment_commit",
+    "segment_index",
     "segment_name",
     "session_id_bytes",
     "write_deletion_segment",

@@ -19,22 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.errors import NotFound, UsageError
 from agent.events import Event
 from agent.paths import Dirs
 from agent.store import safe_fs
 from agent.store.chain import walk_session
-from agent.store.retention import load_meta_at
 from agent.store.safe_fs import (
     A_SESSION,
     SESSION_ID,
     StoreDir,
     UnsafeEntry,
+    check_session_id,
     is_plain_dir,
-    is_plain_file,
+    not_found,
     refusal,
 )
-from agent.store.writer import writer_active
+from agent.store.writer import load_meta_at, segment_sizes, writer_active
 
 
 @dataclass(frozen=True)
@@ -91,18 +90,12 @@ def session_dir(dirs: Dirs, session_id: str) -> Path:
     :raises UnsafeEntry: a link, file, FIFO... stands where its folder should be (the message names
         it and the fix).
     """
-    if not SESSION_ID.fullmatch(session_id) or ".." in session_id:
-        msg = (
-            f"{session_id!r} is not a session id; ids look like 20261127T213000Z-1a2b3c4d. "
-            "Fix: run: optin sessions"
-        )
-        raise UsageError(msg)
+    check_session_id(session_id)
     path = dirs.sessions / session_id
     try:
         st = path.lstat()
     except OSError:
-        msg = f"no session {session_id!r} in {dirs.sessions}. Fix: run: optin sessions (lists the ids)"
-        raise NotFound(msg) from None
+        raise not_found(dirs.sessions, session_id) from None
     if not is_plain_dir(st):  # a link to a folder (or a file) by a session's name is never followed (P8)
         raise UnsafeEntry([refusal(path, st, A_SESSION)], lead=f"session {session_id} was not read")
     return path
@@ -158,8 +151,7 @@ def _session_info(path: Path) -> SessionInfo:
             entries = folder.entries()
     except (OSError, UnsafeEntry):
         entries = []  # gone or replaced since it was listed
-    # only regular files count: a link is not followed (a dangling one has no size), a FIFO not opened
-    sizes = [st.st_size for name, st in entries if _is_segment(name) and is_plain_file(st)]
+    sizes = segment_sizes(entries)
     raw = meta.get("events")
     by_kind = {str(k): _count(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
     return SessionInfo(
@@ -176,10 +168,6 @@ def _session_info(path: Path) -> SessionInfo:
         bytes=sum(sizes),
         recovered=meta.get("recovered") is True,
     )
-
-
-def _is_segment(name: str) -> bool:
-    return name.endswith(".seg") and not name.startswith(".")
 
 
 def _state(path: Path, meta: dict[str, Any]) -> str:

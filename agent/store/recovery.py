@@ -48,7 +48,6 @@ import logging
 import os
 import re
 import struct
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,15 +63,16 @@ from agent.store.format import (
     ZERO_COMMIT,
     Framing,
     RecoveryInfo,
+    is_segment_name,
     scan_framing,
     segment_commit,
+    segment_index,
     segment_name,
     session_id_bytes,
     write_recovery_segment,
 )
-from agent.store.retention import load_meta_at
 from agent.store.safe_fs import StoreDir, UnsafeEntry, is_plain_file, refusals_text
-from agent.store.writer import META_FILE, META_SCHEMA, encode_meta, utc_timestamp
+from agent.store.writer import META_FILE, META_SCHEMA, load_meta_at, utc_timestamp, write_meta_at
 from agent.untrusted_text import visible
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def _recover_one(path: Path, recipient: bytes) -> RecoveryReport | None:
         with StoreDir.open(path) as folder:
             if _state(folder) == "closed":
                 return None
-            if folder.fd is None or sys.platform == "win32":
+            if not folder.lockable:
                 msg = "this platform cannot tell whether its writer is alive"
                 raise _Skip(msg)
             try:
@@ -239,10 +239,6 @@ def _recover_locked(folder: StoreDir, recipient: bytes) -> RecoveryReport | None
     return RecoveryReport(sid, "recovered", info.shape, info.segment, info.original, info.kept)
 
 
-def _is_segment(name: str) -> bool:
-    return name.endswith(".seg") and not name.startswith(".")
-
-
 def _refuse_unsafe(folder: StoreDir, entries: list[_File]) -> None:
     """A segment or a temporary file that is not a regular file: leave the whole session alone.
 
@@ -251,7 +247,7 @@ def _refuse_unsafe(folder: StoreDir, entries: list[_File]) -> None:
     refused = [
         folder.refusal(name, st)
         for name, st in entries
-        if (_is_segment(name) or _TEMP_FILE.fullmatch(name)) and not is_plain_file(st)
+        if (is_segment_name(name) or _TEMP_FILE.fullmatch(name)) and not is_plain_file(st)
     ]
     if refused:
         msg = f"{refusals_text(refused)}; nothing was changed in this session"
@@ -265,13 +261,13 @@ def _segment_files(entries: list[_File]) -> dict[int, _File]:
     """
     found: dict[int, _File] = {}
     for name, st in entries:
-        if not _is_segment(name):
+        if not is_segment_name(name):
             continue
-        stem = name[: -len(".seg")]
-        if not stem.isdecimal() or segment_name(int(stem)) != name:
+        index = segment_index(name)
+        if index is None:
             msg = f"unexpected file {visible(name)}; left for optin verify"
             raise _Skip(msg)
-        found[int(stem)] = (name, st)
+        found[index] = (name, st)
     if found and len(found) != max(found) + 1:
         msg = "segment files are not contiguous (a segment is missing); left for optin verify"
         raise _Skip(msg)
@@ -406,10 +402,7 @@ def _finalize(
             "kept_bytes": info.kept,
             "recovered_at": utc_timestamp(),
         }
-    sizes = [st.st_size for name, st in folder.entries() if _is_segment(name) and is_plain_file(st)]
-    meta["segments"] = len(sizes)
-    meta["bytes"] = sum(sizes)
-    folder.write_file(META_FILE, encode_meta(meta))
+    write_meta_at(folder, meta)
 
 
 def _fresh_meta(sid: str) -> dict[str, Any]:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import calendar
 import contextlib
-import json
 import logging
 import os
 import re
@@ -50,14 +49,22 @@ from agent.store.format import (
     KEY_MATERIAL_SIZE,
     DeletionInfo,
     Framing,
+    is_segment_name,
     scan_framing,
     segment_commit,
     segment_name,
     session_id_bytes,
     write_deletion_segment,
 )
-from agent.store.safe_fs import SESSION_ID, Refused, StoreDir, UnsafeEntry, is_plain_file
-from agent.store.writer import META_FILE, META_SCHEMA, encode_meta, utc_timestamp
+from agent.store.safe_fs import (
+    Refused,
+    Sessions,
+    StoreDir,
+    UnsafeEntry,
+    is_plain_file,
+    open_session,
+)
+from agent.store.writer import META_FILE, load_meta_at, segment_sizes, utc_timestamp, write_meta_at
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +82,6 @@ AGENT_RUNNING = "pause/quit optin first (tray: Quit), or let the running agent d
 
 #: Paths retention already warned about in this process (it runs once a minute).
 _WARNED: set[str] = set()
-#: At most this much of a ``meta.json`` is read (a real one is a few hundred bytes).
-META_LIMIT = 1 << 20
 _SHRED_TEMP = re.compile(r"\.(recovery|deletion)-[0-9a-f]{8}\.tmp")
 
 
@@ -212,18 +217,8 @@ def shred_session(dirs: Dirs, session_id: str, *, reason: str = "volunteer") -> 
     :raises StoreError: its writer is alive (the session is being recorded).
     :raises UnsafeEntry: what was refused, with the fix; the message says what was deleted.
     """
-    check_session_id(session_id)
-    root = StoreDir.open_root(dirs.sessions)
-    if root is None:
-        raise not_found(dirs, session_id)
+    root, folder = open_session(dirs.sessions, session_id, refused=f"session {session_id} was not deleted")
     with root:
-        try:
-            folder = root.open_dir(session_id)
-        except FileNotFoundError:
-            raise not_found(dirs, session_id) from None
-        except UnsafeEntry as exc:
-            msg = f"session {session_id} was not deleted"
-            raise exc.with_lead(msg) from None
         with folder:
             folder.lock()  # refuses a session whose writer is alive
             segments, size, refused = shred_files(folder)
@@ -242,17 +237,17 @@ def shred_all(dirs: Dirs, *, reason: str = "volunteer") -> list[Deleted]:
     """Shred every session (``purge``, opting out, ``uninstall --purge``), oldest first.
 
     What is not a real session folder (a link to one, a file by a session's name) and
-    what a session holds that is not a regular file are refused, never followed; they
-    are reported together after every other session was shredded.
+    what a session holds that is not a regular file are refused, never followed; a
+    session whose writer lock another process holds (its writer is alive), or that the
+    disk would not let go, is left.  All of them are reported together after every
+    other session was shredded.
 
-    :raises StoreError: a session's writer is alive (sessions before it were shredded).
-    :raises UnsafeEntry: what was refused; ``partial`` holds the sessions that were shredded.
+    :raises UnsafeEntry: what was refused and each session that was not deleted, with why
+        (``refused`` holds the refused entries); ``partial`` holds the sessions that were shredded.
     """
-    root = StoreDir.open_root(dirs.sessions)
-    if root is None:
-        return []
-    with root:
-        names, refused = root.dirs()
+    with Sessions(dirs.sessions) as store:
+        names, refused = store.names, store.refused
+    notes = [r.message for r in refused]
     deleted: list[Deleted] = []
     for sid in names:
         try:
@@ -261,10 +256,27 @@ def shred_all(dirs: Dirs, *, reason: str = "volunteer") -> list[Deleted]:
             continue  # gone meanwhile
         except UnsafeEntry as exc:
             refused.extend(exc.refused)
-    if refused:
+            notes.extend(r.message for r in exc.refused)
+        except (OSError, StoreError) as exc:
+            notes.append(_not_deleted(sid, exc))
+    if notes:
         lead = f"{len(deleted)} sessions were deleted, but not everything in {dirs.sessions}"
-        raise UnsafeEntry(refused, lead=lead, partial=deleted)
+        raise UnsafeEntry(refused, lead=lead, partial=deleted, notes=notes)
     return deleted
+
+
+def _not_deleted(sid: str, exc: OSError | StoreError) -> str:
+    """Why session ``sid`` was left by :func:`shred_all`, with the fix (paths and error names: no content)."""
+    if isinstance(exc, StoreError):  # its writer lock is held: a recorder is writing it
+        return (
+            f"session {sid} was not deleted: {exc}. Fix: quit the optin that records it (tray: Quit; "
+            "optin status shows it) or wait until it stops, then run the command again"
+        )
+    where = f" ({exc.filename})" if exc.filename else ""
+    return (
+        f"session {sid} was not deleted: {type(exc).__name__}{where}: {exc.strerror or exc}. "
+        "Fix: check the folder's permissions and the disk, then run the command again"
+    )
 
 
 def shred_files(folder: StoreDir) -> tuple[int, int, list[Refused]]:
@@ -285,7 +297,7 @@ def shred_files(folder: StoreDir) -> tuple[int, int, list[Refused]]:
             refused.append(folder.refusal(name, st))
             continue
         try:
-            if name.endswith(".seg") and not name.startswith("."):
+            if is_segment_name(name):
                 size += shred_at(folder, name)
                 segments += 1
             elif _SHRED_TEMP.fullmatch(name):
@@ -303,34 +315,6 @@ def shred_files(folder: StoreDir) -> tuple[int, int, list[Refused]]:
             folder.unlink(META_FILE)
     folder.fsync()
     return segments, size, refused
-
-
-def check_session_id(session_id: str) -> None:
-    """:raises UsageError: ``session_id`` is not a plain session id (path separators, ``..``)."""
-    if not SESSION_ID.fullmatch(session_id) or ".." in session_id:
-        msg = (
-            f"{session_id!r} is not a session id; ids look like 20261127T213000Z-1a2b3c4d. "
-            "Fix: run: optin sessions"
-        )
-        raise UsageError(msg)
-
-
-def not_found(dirs: Dirs, session_id: str) -> NotFound:
-    """The error for a session that is not there, with the fix."""
-    msg = f"no session {session_id!r} in {dirs.sessions}. Fix: run: optin sessions (lists the ids)"
-    return NotFound(msg)
-
-
-def load_meta_at(folder: StoreDir) -> dict[str, Any] | None:
-    """``meta.json`` of a session folder, read without following a link; None when missing,
-    unreadable, not schema 1 or not a regular file."""
-    try:
-        meta = json.loads(folder.read_file(META_FILE, limit=META_LIMIT))
-    except (OSError, ValueError, UnsafeEntry):
-        return None
-    if not isinstance(meta, dict) or meta.get("schema") != META_SCHEMA:
-        return None
-    return meta
 
 
 # --- budget and retention -----------------------------------------------------------------------
@@ -384,15 +368,12 @@ def enforce(
     its path and the fix, never followed.
     """
     now = time.time() if now is None else now
-    root = StoreDir.open_root(dirs.sessions)
-    if root is None:
-        return []
     stats: list[SessionStat] = []
-    with root:
-        names, refused = root.dirs()
-        for sid in names:
+    with Sessions(dirs.sessions) as store:
+        refused = store.refused
+        for sid in store.names:
             try:
-                with root.open_dir(sid) as folder:
+                with store.open_dir(sid) as folder:
                     stats.append(_stat(folder, sid))
             except (OSError, UnsafeEntry) as exc:  # gone or replaced since it was listed
                 if isinstance(exc, UnsafeEntry):
@@ -423,12 +404,8 @@ def _stat(folder: StoreDir, sid: str) -> SessionStat:
     meta = load_meta_at(folder) or {}
     active = folder.writer_alive()
     alive = active is True or (active is None and meta.get("state") != "closed")
-    size = sum(st.st_size for name, st in folder.entries() if _is_segment_name(name) and is_plain_file(st))
+    size = sum(segment_sizes(folder.entries()))
     return SessionStat(sid, session_start(sid, meta), size, alive)
-
-
-def _is_segment_name(name: str) -> bool:
-    return name.endswith(".seg") and not name.startswith(".")
 
 
 def session_start(sid: str, meta: dict[str, Any] | None) -> float | None:
@@ -465,15 +442,14 @@ def delete_last(dirs: Dirs, seconds: float, *, now: float | None = None) -> Dele
     now = time.time() if now is None else now
     start = now - seconds
     report = DeleteReport(utc_timestamp(start), utc_timestamp(now), seconds)
-    root = StoreDir.open_root(dirs.sessions)
-    if root is None:
-        return report
     problems: list[Refused | UnsafeEntry] = []
-    with root:
-        names, refused = root.dirs()
-        problems.extend(refused)
+    with Sessions(dirs.sessions) as store:
+        if store.root is None:
+            return report
+        names = store.names
+        problems.extend(store.refused)
         for sid in names:
-            with contextlib.suppress(OSError, UnsafeEntry), root.open_dir(sid) as folder:
+            with contextlib.suppress(OSError, UnsafeEntry), store.open_dir(sid) as folder:
                 if folder.writer_alive():
                     raise UsageError(AGENT_RUNNING)
     finish_interrupted_deletions(dirs)
@@ -537,7 +513,7 @@ def _segments(folder: StoreDir) -> tuple[list[_File], list[Refused]]:
     files: list[_File] = []
     refused: list[Refused] = []
     for name, st in folder.entries():
-        if not (_is_segment_name(name) or name == META_FILE):
+        if not (is_segment_name(name) or name == META_FILE):
             continue
         if not is_plain_file(st) or (name != META_FILE and st.st_nlink != 1):
             refused.append(folder.refusal(name, st))
@@ -657,15 +633,11 @@ def finish_interrupted_deletions(dirs: Dirs) -> list[str]:
     (logged with its path and the fix).  Returns the ids of the sessions it
     completed; never raises for one session's problem (logged without content).
     """
-    root = StoreDir.open_root(dirs.sessions)
-    if root is None:
-        return []
     done: list[str] = []
-    with root:
-        names, _ = root.dirs()  # what is not a real session folder: enforce() logs it
-        for sid in names:
+    with Sessions(dirs.sessions) as store:  # what is not a real session folder: enforce() logs it
+        for sid in store.names:
             try:
-                if _finish_in(root, sid):
+                if _finish_in(store, sid):
                     done.append(sid)
             except (OSError, StoreError) as exc:
                 why = str(exc) if isinstance(exc, UnsafeEntry) else type(exc).__name__
@@ -673,8 +645,8 @@ def finish_interrupted_deletions(dirs: Dirs) -> list[str]:
     return done
 
 
-def _finish_in(root: StoreDir, sid: str) -> bool:
-    with root.open_dir(sid) as folder:
+def _finish_in(store: Sessions, sid: str) -> bool:
+    with store.open_dir(sid) as folder:
         temps = [(name, st) for name, st in folder.entries() if _DELETION_TEMP.fullmatch(name)]
         if not temps or folder.writer_alive():
             return False
@@ -712,7 +684,7 @@ def _finish_trim(folder: StoreDir, tombstone: str) -> None:
             "completed_after_interruption": True,
         }
     )
-    _write_meta_at(folder, meta)
+    write_meta_at(folder, meta)
 
 
 def _update_meta(folder: StoreDir, info: DeletionInfo, kept_end: float) -> None:
@@ -730,16 +702,7 @@ def _update_meta(folder: StoreDir, info: DeletionInfo, kept_end: float) -> None:
             "deleted_at": utc_timestamp(info.deleted_at),
         }
     )
-    _write_meta_at(folder, meta)
-
-
-def _write_meta_at(folder: StoreDir, meta: dict[str, Any]) -> None:
-    """Count the segment files into ``meta`` and replace meta.json in ``folder`` (by descriptor),
-    encoded by :func:`agent.store.writer.encode_meta`, as every meta.json is."""
-    sizes = [st.st_size for name, st in folder.entries() if _is_segment_name(name) and is_plain_file(st)]
-    meta["segments"] = len(sizes)
-    meta["bytes"] = sum(sizes)
-    folder.write_file(META_FILE, encode_meta(meta))
+    write_meta_at(folder, meta)
 
 
 __all__ = [
@@ -751,12 +714,9 @@ __all__ = [
     "Deleted",
     "SessionStat",
     "Trimmed",
-    "check_session_id",
     "delete_last",
     "enforce",
     "finish_interrupted_deletions",
-    "load_meta_at",
-    "not_found",
     "plan",
     "session_start",
     "shred_all",

@@ -39,12 +39,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-from agent.errors import StoreError
+from agent.errors import NotFound, StoreError, UsageError
 from agent.untrusted_text import visible
 
-#: What a session folder may be called (the same rule as ``agent.store.reader.session_dir``).
+#: What a session folder may be called (:func:`check_session_id` also refuses ``..``).
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -65,9 +65,54 @@ DIR_FD = (
     and os.scandir in os.supports_fd
 )
 
+#: Whether a session folder has a writer lock (an exclusive ``flock`` on its directory, POSIX).
+#: Where it has none (Windows), whether a session's writer is alive cannot be told.
+WRITER_LOCK = sys.platform != "win32"
+
 #: Expected kinds, as messages name them.
 A_FILE = "a regular file"
 A_SESSION = "a session folder"
+
+
+def check_session_id(session_id: str) -> None:
+    """:raises UsageError: ``session_id`` is not a plain session id (path separators, ``..``)."""
+    if not SESSION_ID.fullmatch(session_id) or ".." in session_id:
+        msg = (
+            f"{session_id!r} is not a session id; ids look like 20261127T213000Z-1a2b3c4d. "
+            "Fix: run: optin sessions"
+        )
+        raise UsageError(msg)
+
+
+def not_found(sessions: Path, session_id: str) -> NotFound:
+    """The error for a session that is not in the sessions folder ``sessions``, with the fix."""
+    msg = f"no session {session_id!r} in {sessions}. Fix: run: optin sessions (lists the ids)"
+    return NotFound(msg)
+
+
+def open_session(sessions: Path, session_id: str, *, refused: str) -> tuple[StoreDir, StoreDir]:
+    """The sessions folder ``sessions`` and the folder of ``session_id`` in it, both held open (the
+    caller closes both: ``with root, folder:``); the session's folder is never reached through a link.
+
+    :param refused: what was not done when the session's folder is refused (``session X was not cut``).
+    :raises UsageError: ``session_id`` is not a session id.
+    :raises NotFound: there is no such session.
+    :raises UnsafeEntry: a link, file, FIFO... stands where its folder should be.
+    """
+    check_session_id(session_id)
+    root = StoreDir.open_root(sessions)
+    if root is None:
+        raise not_found(sessions, session_id)
+    try:
+        try:
+            return root, root.open_dir(session_id)
+        except FileNotFoundError:
+            raise not_found(sessions, session_id) from None
+        except UnsafeEntry as exc:
+            raise exc.with_lead(refused) from None
+    except BaseException:
+        root.close()
+        raise
 
 
 def kind_of(st: os.stat_result) -> str:
@@ -226,7 +271,29 @@ def refusal(path: Path | str, st: os.stat_result, expected: str) -> Refused:
     return Refused(str(path), kind_of(st), expected, target, names)
 
 
-class StoreDir:
+_Held = TypeVar("_Held", bound="_Holds")
+
+
+class _Holds:
+    """What holds a descriptor: ``with`` closes it, and so does being collected."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Held) -> _Held:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class StoreDir(_Holds):
     """A directory of the store, held open without following links; every step is relative to it.
 
     Open the sessions folder with :meth:`open` (``follow=True``: the configured root), a session
@@ -476,36 +543,32 @@ class StoreDir:
         if self.fd is not None:
             os.fsync(self.fd)
 
+    @property
+    def lockable(self) -> bool:
+        """Whether this folder has a writer lock to take or ask about (held by descriptor, POSIX)."""
+        return self.fd is not None and WRITER_LOCK
+
     def lock(self) -> None:
-        """Take the session's writer lock (the same ``flock`` as :func:`agent.store.writer.lock_session`).
+        """Take the session's writer lock (:func:`lock_dir`, as :func:`agent.store.writer.lock_session`).
 
         Held until :meth:`close`.  A no-op where there is no such lock (Windows).
 
         :raises StoreError: another process holds it (its writer is alive).
         """
-        if self.fd is None or sys.platform == "win32":
-            return
-        import fcntl
-
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            msg = f"session directory {self.path} is held by another writer"
-            raise StoreError(msg) from None
+        if self.fd is not None and WRITER_LOCK:
+            lock_dir(self.fd, self.path)
 
     def writer_alive(self) -> bool | None:
         """Whether a writer holds this session's lock now; None where this cannot be told."""
-        if self.fd is None or sys.platform == "win32":
+        if self.fd is None or not WRITER_LOCK:
             return None
-        import fcntl
-
         try:
             probe = os.open(".", os.O_RDONLY | _DIRECTORY | _CLOEXEC, dir_fd=self.fd)
         except OSError:
             return None
         try:
-            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+            lock_dir(probe, self.path)
+        except StoreError:
             return True
         finally:
             os.close(probe)  # also drops a lock just taken
@@ -517,17 +580,48 @@ class StoreDir:
             fd, self.fd = self.fd, None
             os.close(fd)
 
-    def __enter__(self) -> StoreDir:
-        return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+def lock_dir(fd: int, path: Path) -> None:
+    """Take the writer lock of the session directory open as ``fd`` (an exclusive ``flock``; POSIX).
 
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
+    Held until ``fd`` is closed.  Callers check :data:`WRITER_LOCK` first.
+
+    :raises StoreError: another process holds it (its writer is alive).
+    """
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        msg = f"session directory {path} is held by another writer"
+        raise StoreError(msg) from None
+
+
+class Sessions(_Holds):
+    """The sessions folder held open (:meth:`StoreDir.open_root`), with the real session folders in
+    it and what else bears a session's name (:meth:`StoreDir.dirs`); empty when it does not exist.
+
+    Use it with ``with``; open a listed session with :meth:`open_dir`.
+    """
+
+    def __init__(self, path: Path, pattern: re.Pattern[str] = SESSION_ID) -> None:
+        self.path = path
+        self.root = StoreDir.open_root(path)
+        self.names: list[str] = []
+        self.refused: list[Refused] = []
+        if self.root is not None:
+            self.names, self.refused = self.root.dirs(pattern)
+
+    def open_dir(self, name: str) -> StoreDir:
+        """The listed session folder ``name`` (:meth:`StoreDir.open_dir`)."""
+        if self.root is None:
+            raise FileNotFoundError(errno.ENOENT, "no sessions folder", str(self.path))
+        return self.root.open_dir(name)
+
+    def close(self) -> None:
+        """Release the sessions folder's descriptor."""
+        if self.root is not None:
+            self.root.close()
 
 
 def _check_name(name: str) -> None:
@@ -543,12 +637,8 @@ def session_dirs(root: Path, pattern: re.Pattern[str] = SESSION_ID) -> tuple[lis
     For listings that work by path (``optin sessions``, crash recovery): a link to a directory is
     in the second list, never in the first.  A missing ``root`` is an empty store.
     """
-    store = StoreDir.open_root(root)
-    if store is None:
-        return [], []
-    with store:
-        names, refused = store.dirs(pattern)
-    return [root / n for n in names], refused
+    with Sessions(root, pattern) as store:
+        return [root / n for n in store.names], store.refused
 
 
 def refusals_text(refused: Iterable[Refused]) -> str:
@@ -561,13 +651,19 @@ __all__ = [
     "A_SESSION",
     "DIR_FD",
     "SESSION_ID",
+    "WRITER_LOCK",
     "Refused",
+    "Sessions",
     "StoreDir",
     "UnsafeEntry",
+    "check_session_id",
     "is_plain_dir",
     "is_plain_file",
     "is_real_dir",
     "kind_of",
+    "lock_dir",
+    "not_found",
+    "open_session",
     "refusal",
     "refusals_text",
     "session_dirs",

@@ -1171,6 +1171,14 @@ GIB = 1 << 30
             Entry(f"{SESSION}/frames/000002.webp", b"RIFF-frame-2", raw=_pax_header(b"6 ab\n\n")),
             "malformed pax",
         ),
+        (  # a record without a length after a good one: malformed, not "more than 8 records"
+            Entry(
+                f"{SESSION}/frames/000002.webp",
+                b"RIFF-frame-2",
+                raw=_pax_header(b"13 path=abcd\n" + b"x" * 30),
+            ),
+            "malformed pax",
+        ),
         (Entry(f"{SESSION}/frames/000002.gif", b"x"), "not a name a bundle holds"),
         (Entry(f"{SESSION}/0000002.json", b"x"), "not a name a bundle holds"),
     ],
@@ -1189,6 +1197,7 @@ GIB = 1 << 30
         "pax-many-records",
         "pax-bad-length",
         "pax-no-equals",
+        "pax-no-length-after-a-record",
         "unknown-extension",
         "seven-digits",
     ],

@@ -241,6 +241,35 @@ def test_shred_session_removes_everything_and_refuses_a_live_writer(
         shred_session(d, "../keys")
 
 
+@pytest.mark.skipif(not safe_fs.WRITER_LOCK, reason="no writer lock on this platform (Windows)")
+def test_shred_all_goes_on_past_a_held_session_and_names_it(store: tuple[Dirs, bytes, bytes]) -> None:
+    """purge, opt-out and uninstall --purge: a session whose writer lock another process holds is
+    left and named with why, after every other session was shredded (none is skipped unnamed)."""
+    from agent.store.writer import lock_session, unlock_session
+
+    d, recipient, _ = store
+    now = time.time()
+    paths = [make_session(d, recipient, start=now - 900 + 60 * i, minutes=2) for i in range(3)]
+    held = sorted(paths)[0]  # the first shred_all meets: every later one must still be shredded
+    fd = lock_session(held)  # another descriptor holds its writer lock, as a live recorder does
+    try:
+        with pytest.raises(UnsafeEntry) as err:
+            retention.shred_all(d)
+    finally:
+        unlock_session(fd)
+    text = str(err.value)
+    assert text.startswith(f"2 sessions were deleted, but not everything in {d.sessions}")
+    assert f"session {held.name} was not deleted: session directory {held} is held by another writer" in text
+    assert "Fix:" in text and err.value.refused == ()
+    partial = err.value.partial
+    assert isinstance(partial, list)
+    assert sorted(x.session_id for x in partial) == sorted(p.name for p in paths if p != held)
+    assert [p.exists() for p in paths] == [p == held for p in paths]
+    assert len(list(held.glob("*.seg"))) == 2  # left whole
+    assert [x.session_id for x in retention.shred_all(d)] == [held.name]  # once released, it goes
+    assert list_sessions(d) == []
+
+
 # --- enforce -------------------------------------------------------------------------------------------
 
 
