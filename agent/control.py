@@ -55,7 +55,7 @@ from agent.paths import Dirs, check_private_files, ensure_private_dir
 from agent.recorder_status import Counters, describe_failure, read_status
 from agent.store import cut, keys, retention
 from agent.store.recovery import RecoveryReport, recover_sessions
-from agent.store.safe_fs import UnsafeEntry, refusals_text
+from agent.store.safe_fs import UnsafeEntry
 from agent.store.writer import SessionWriter
 from agent.study import Study, installed_study
 from agent.writer_loop import WriterLoop, enforce_retention
@@ -366,10 +366,9 @@ class Recorder:
             except UnsafeEntry as exc:  # consent is already withdrawn: nothing more is recorded
                 done = exc.partial if isinstance(exc.partial, list) else []
                 logger.warning(
-                    "opted out: %d sessions deleted; %d entries of the store were left, not followed: %s",
+                    "opted out: %d sessions deleted; what was left: %s",
                     len(done),
-                    len(exc.refused),
-                    refusals_text(exc.refused),  # paths, kinds and fixes: never content
+                    exc,  # session ids, paths, kinds and fixes: never content
                 )
                 raise
         logger.info("opted out: %d sessions deleted", len(deleted))

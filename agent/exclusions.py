@@ -1,7 +1,16 @@
 """The volunteer's own deny rules ("Exclude this app"), kept across restarts.
 
-``config/exclusions.json`` (0600) holds ``{"rules": [DenyRule.to_json(), ...]}``:
-application classes and title patterns the volunteer chose, no captured content.
+``config/exclusions.json`` (0600) holds ``{"rules": [DenyRule.to_json(), ...],
+"check": HEX}``: application classes and title patterns the volunteer chose, no
+captured content.  ``check`` is the SHA-256 of ``optin exclusions v1``, a zero
+byte, the key id of the volunteer's recipient, a zero byte and the rules as
+canonical JSON: a flipped bit, or a file copied from another volunteer's optin, no
+longer matches.  Without a usable recipient (no keys yet, or one that recording
+refuses anyway) the file is written without a check and read without checking
+it.  The check is no secret: someone who can write the config folder can write a
+matching file, or delete it, as they could delete any file (docs/threat-model.md).
+A file written by optin 0.1.0 has no check; it is read as it is and written with
+one the next time it changes.
 
 A file that exists but cannot be used (unreadable, not JSON, a rule optin can no
 longer run, such as a title pattern written for Python's backtracking engine) is
@@ -12,11 +21,15 @@ quotes a pattern.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+from collections.abc import Sequence
 from typing import Any
 
+from agent.canonical_json import canonical
 from agent.capture.deny import DenyRule, rule_for_app, title_pattern_problem
-from agent.errors import UsageError
+from agent.errors import OptinError, UsageError
 from agent.paths import Dirs, ensure_private_dir, write_private_file
 
 _FILE = "exclusions.json"
@@ -49,11 +62,19 @@ def load(dirs: Dirs) -> tuple[DenyRule, ...]:
     try:
         raw: Any = json.loads(data.decode("utf-8"))
         items = raw["rules"]
-        if not isinstance(items, list):
+        check = raw.get("check")
+        if not isinstance(items, list) or not (check is None or isinstance(check, str)):
             raise TypeError
-    except (ValueError, KeyError, TypeError, RecursionError):
-        msg = f'your exclusions file {path} is not {{"rules": [...]}} in JSON. {fix}'
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        msg = f'your exclusions file {path} is not {{"rules": [...], "check": ...}} in JSON. {fix}'
         raise UsageError(msg) from None
+    expected = _check(dirs, items)
+    if check is not None and expected is not None and not hmac.compare_digest(check, expected):
+        msg = (
+            f"your exclusions file {path} is damaged, or was not written by your optin "
+            f"(its check does not match its rules and your key). {fix}"
+        )
+        raise UsageError(msg)
     rules: list[DenyRule] = []
     for number, item in enumerate(items, 1):
         try:
@@ -95,8 +116,22 @@ def add(dirs: Dirs, rule: DenyRule) -> None:
     if rule in rules:
         return
     ensure_private_dir(dirs.config)
-    data = json.dumps({"rules": [r.to_json() for r in (*rules, rule)]}, indent=1) + "\n"
+    items = [r.to_json() for r in (*rules, rule)]
+    check = _check(dirs, items)
+    data = json.dumps({"rules": items} | ({"check": check} if check else {}), indent=1) + "\n"
     write_private_file(dirs.config / _FILE, data.encode("utf-8"))
+
+
+def _check(dirs: Dirs, items: Sequence[object]) -> str | None:
+    """The ``check`` of ``items`` for this volunteer, or None without a usable recipient."""
+    from agent.store import keys
+
+    try:
+        key = keys.key_id(keys.load_recipient(dirs))
+    except OptinError:
+        return None  # no keys yet, or a recipient that recording refuses by itself
+    blob = b"optin exclusions v1\x00" + key.encode("ascii") + b"\x00" + canonical(items)
+    return hashlib.sha256(blob).hexdigest()
 
 
 __all__ = ["MAX_BYTES", "add", "load", "volunteer_rule"]

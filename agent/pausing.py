@@ -97,18 +97,26 @@ def load(dirs: Dirs, now: float | None = None) -> VolunteerPause | None:
     now = time.time() if now is None else now
     try:
         raw = json.loads(_path(dirs).read_text(encoding="ascii"))
-        since = float(raw["since"])
-        until = None if raw["until"] is None else float(raw["until"])
+        since, until = _number(raw["since"]), raw["until"]
+        until = None if until is None else _number(until)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
         return VolunteerPause(now, None)
-    if not math.isfinite(since):
-        since = now
-    if until is not None and not (math.isfinite(until) and until - since <= MAX_PAUSE_S):
+    if not math.isfinite(since) or since > now:
+        return VolunteerPause(now, None)  # a start no clock of this machine saw: damaged
+    if until is not None and not (math.isfinite(until) and since < until <= since + MAX_PAUSE_S):
         until = None  # an end no optin writes: keep the pause until the volunteer resumes
     pause = VolunteerPause(since, until)
     return pause if pause.active(now) else None
+
+
+def _number(value: object) -> float:
+    """A JSON number as a float; anything else (a bool, a string) is a damaged file."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = "not a number"
+        raise TypeError(msg)
+    return float(value)
 
 
 def clear(dirs: Dirs) -> None:

@@ -104,6 +104,11 @@ def _paused_until(pause: VolunteerPause | None) -> str | None:
         return "resumed"
 
 
+#: Largest process id (a signed 32-bit pid_t); 0, -1 and 1 are never the agent (``kill(0)`` and
+#: ``kill(-1)`` would address process groups, 1 is init).
+MAX_PID = (1 << 31) - 1
+
+
 def _status_path(dirs: Dirs) -> Path:
     return dirs.runtime / "status.json"
 
@@ -124,14 +129,16 @@ def remove(dirs: Dirs) -> None:
 
 
 def read_status(dirs: Dirs) -> dict[str, Any] | None:
-    """The running agent's published status, or None when no agent runs."""
+    """The running agent's published status, or None when no agent runs (or the file is damaged)."""
     path = _status_path(dirs)
     try:
-        status: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        status = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(status, dict):
         return None
     pid = status.get("pid")
-    if not isinstance(pid, int) or not _pid_alive(pid):
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 1 < pid <= MAX_PID or not _pid_alive(pid):
         return None
     return status
 
@@ -140,6 +147,6 @@ def _pid_alive(pid: int) -> bool:
     """True if ``pid`` is a live process of this user (another user's PID is not our agent)."""
     try:
         os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
+    except (ProcessLookupError, PermissionError, OverflowError):
         return False
     return True

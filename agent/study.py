@@ -48,7 +48,6 @@ import bisect
 import contextlib
 import difflib
 import hashlib
-import json
 import math
 import os
 import re
@@ -60,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.canonical_json import canonical
 from agent.capture.deny import MAX_LABEL, DenyRule, title_pattern_problem
 from agent.errors import StudyError
 from agent.paths import Dirs, ensure_private_dir, write_private_file
@@ -241,8 +241,7 @@ class Study:
 
 def terms_digest(terms: Mapping[str, Any]) -> str:
     """Hex SHA-256 of ``terms`` in canonical JSON (sorted keys, no spaces, UTF-8)."""
-    blob = json.dumps(terms, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()
+    return hashlib.sha256(canonical(terms)).hexdigest()
 
 
 def changed_terms(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
@@ -1123,7 +1122,8 @@ def install_study(dirs: Dirs, path: Path) -> Study:
 def installed_study(dirs: Dirs) -> Study:
     """The installed study.
 
-    :raises StudyError: none is installed (the message says how to install one).
+    :raises StudyError: none is installed, or the installed copy is damaged (the message says how
+        to install it again).
     """
     path = installed_path(dirs)
     if not path.exists():
@@ -1132,7 +1132,14 @@ def installed_study(dirs: Dirs) -> Study:
             "(the study file comes from the study's operator)"
         )
         raise StudyError(msg)
-    return load_study_file(path)
+    try:
+        return load_study_file(path)
+    except StudyError as exc:
+        msg = (
+            f"{exc}\nThe installed copy of the study is damaged or was changed. Fix: install the study file "
+            "again: optin run --study FILE (from the study's operator)"
+        )
+        raise StudyError(msg) from None
 
 
 def demo_study_toml(recipient: str) -> str:

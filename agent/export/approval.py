@@ -19,6 +19,7 @@ from typing import Any
 
 from agent.errors import UsageError
 from agent.paths import Dirs
+from agent.store.format import is_segment_name
 from agent.store.reader import session_dir
 from agent.store.safe_fs import StoreDir, UnsafeEntry, is_plain_file
 from agent.store.writer import utc_timestamp
@@ -46,7 +47,7 @@ def fingerprint(path: Path) -> str:
     h = hashlib.sha256()
     with StoreDir.open(path) as folder:
         for name, st in sorted(folder.entries(), key=lambda e: e[0]):
-            if not name.endswith(".seg") or name.startswith("."):
+            if not is_segment_name(name):
                 continue
             if not is_plain_file(st):
                 raise UnsafeEntry([folder.refusal(name, st)], lead=_UNSAFE.format(sid=path.name))
@@ -83,9 +84,13 @@ def _load(path: Path) -> dict[str, Any]:
             return {}
         except UnsafeEntry as exc:
             raise exc.with_lead(_UNSAFE.format(sid=path.name)) from None
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
-    return record if isinstance(record, dict) else {}
+    if not isinstance(record, dict):
+        return {}
+    if not (isinstance(record.get("exports"), list) and all(isinstance(e, dict) for e in record["exports"])):
+        record.pop("exports", None)  # not what optin writes: no export is known
+    return record
 
 
 def approve(dirs: Dirs, session_id: str, policy_sha256: str, summary: dict[str, Any]) -> dict[str, Any]:

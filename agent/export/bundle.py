@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import tarfile
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -34,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__, consent
-from agent.errors import ConsentRequired, ExportError, UsageError
+from agent.canonical_json import canonical
+from agent.errors import ConsentRequired, ExportError, StoreCorrupt, StoreFormatError, UsageError
 from agent.events import Frame, Marker, to_dict
 from agent.export import approval, counts
 from agent.paths import Dirs, write_private_file
@@ -130,13 +130,23 @@ def prepare(
     :raises ConsentRequired: the session's consent is no longer in force.
     :raises RedactorUnavailable: the study requires OCR and no engine is installed.
     """
-    data = read_session(dirs, session_id, identity)
+    try:
+        data = read_session(dirs, session_id, identity)
+    except (StoreCorrupt, StoreFormatError) as exc:
+        msg = (
+            f"session {session_id} cannot be exported: {exc}. Nothing was written. Fix: `optin verify "
+            f"{session_id}` lists what is damaged; restore the session from a backup, or delete it with "
+            f"`optin sessions delete {session_id}`"
+        )
+        raise type(exc)(msg, offset=exc.offset) from None
     start = next((e for e in data.events if isinstance(e, Marker) and e.marker == "session_start"), None)
     receipt = consent.current_receipt(dirs)
     if start is None or receipt is None or start.detail.get("consent_sha256") != receipt.text_sha256:
         msg = (
             f"session {session_id} cannot be exported: the consent it was recorded under is not in force "
-            "(withdrawn or replaced). Nothing was written."
+            "(withdrawn, replaced or unreadable). Nothing was written. Fix: if you agree to the study, agree "
+            "again (optin consent show, then optin consent grant); a session recorded under an earlier "
+            "consent text cannot be exported under a new one"
         )
         raise ConsentRequired(msg)
     if not receipt.covers(study):
@@ -238,11 +248,6 @@ def export_session(
 
 
 # --- the tar (pure) ----------------------------------------------------------------------------------
-
-
-def canonical(obj: Any) -> bytes:
-    """Canonical JSON (docs/export-format.md): sorted keys, no spaces, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def build_tar(prepared: Prepared, identity: bytes, study_id: str) -> bytes:

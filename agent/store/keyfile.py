@@ -112,7 +112,8 @@ def parse_wrapped_identity(blob: bytes) -> WrappedIdentity:
     if match is None:
         msg = (
             f"not an {IDENTITY_WRAP_VERSION} identity file (expected four lines: {IDENTITY_WRAP_VERSION}, "
-            "scrypt parameters, the public key, the sealed key; see docs/keys.md)"
+            "scrypt parameters, the public key, the sealed key; see docs/keys.md): it is damaged. Fix: "
+            "restore the keys folder from your backup (recordings can be opened only with this identity)"
         )
         raise KeyError_(msg)
     params = ScryptParams(int(match["ln"]), int(match["r"]), int(match["p"]))

@@ -440,13 +440,17 @@ def _read_recipient(path: Path, fix: str) -> tuple[bytes, bool]:
     text = blob.decode("ascii", errors="replace")
     match = _RECIPIENT_RE.fullmatch(text)
     if match is None:
-        if "\n" + RECIPIENT_CHECK_PREFIX in text:
+        if "\n" in text.strip():  # two lines or more: the checked form, damaged
             msg = (
                 f"{path} is damaged: it is not two lines ({RECIPIENT_PREFIX} and 64 lowercase hex digits, "
                 f"then {RECIPIENT_CHECK_PREFIX.strip()} and 16). {fix}"
             )
             raise KeyError_(msg)
-        return _parse_key_line(blob, path, RECIPIENT_PREFIX), False  # written by optin 0.1 (no check)
+        try:  # one line: written by optin 0.1 (no check)
+            return _parse_key_line(blob, path, RECIPIENT_PREFIX), False
+        except KeyError_ as exc:
+            msg = f"{exc}. {fix}"
+            raise KeyError_(msg) from None
     public = bytes.fromhex(match["public"])
     if key_id(public) != match["check"]:
         msg = (

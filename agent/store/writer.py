@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import struct
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -36,17 +35,18 @@ from agent.store.format import (
     KEY_SIZE,
     ZERO_COMMIT,
     SegmentWriter,
+    is_segment_name,
     segment_name,
     session_id_bytes,
 )
-
-if sys.platform != "win32":
-    import fcntl
+from agent.store.safe_fs import WRITER_LOCK, StoreDir, UnsafeEntry, is_plain_file, lock_dir
 
 #: Name of the plaintext metadata file in a session directory.
 META_FILE = "meta.json"
 #: Version of the ``meta.json`` layout.
 META_SCHEMA = 1
+#: At most this much of a ``meta.json`` is read (a real one is a few hundred bytes).
+META_LIMIT = 1 << 20
 #: Target plaintext size of one EVENTS record; larger batches are split.
 EVENTS_RECORD_TARGET = 1 << 20
 
@@ -327,19 +327,11 @@ class SessionWriter:
 
 def writer_active(session_path: Path) -> bool | None:
     """Whether a :class:`SessionWriter` still holds ``session_path``; None where this cannot be told."""
-    if sys.platform == "win32":
-        return None
     try:  # never through a link: a link by a session's name is not a session (P8)
-        fd = os.open(session_path, os.O_RDONLY | _DIR_FLAGS)
-    except OSError:
+        with StoreDir.open(session_path) as folder:
+            return folder.writer_alive()
+    except (OSError, UnsafeEntry):
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # closing the descriptor also drops a lock we just took
-    return False
 
 
 def encode_meta(meta: Mapping[str, Any]) -> bytes:
@@ -350,6 +342,33 @@ def encode_meta(meta: Mapping[str, Any]) -> bytes:
 def write_meta(session_path: Path, meta: Mapping[str, Any]) -> None:
     """Replace ``session_path/meta.json`` atomically and durably (mode 0600; counts and times only)."""
     write_private_file(session_path / META_FILE, encode_meta(meta))
+
+
+def load_meta_at(folder: StoreDir) -> dict[str, Any] | None:
+    """``meta.json`` of a session folder, read without following a link; None when missing,
+    unreadable, not schema 1 or not a regular file."""
+    try:
+        meta = json.loads(folder.read_file(META_FILE, limit=META_LIMIT))
+    except (OSError, ValueError, RecursionError, UnsafeEntry):
+        return None
+    if not isinstance(meta, dict) or meta.get("schema") != META_SCHEMA:
+        return None
+    return meta
+
+
+def write_meta_at(folder: StoreDir, meta: dict[str, Any]) -> None:
+    """Count the segment files into ``meta`` and replace meta.json in ``folder`` (by descriptor),
+    encoded by :func:`encode_meta`, as every meta.json is."""
+    sizes = segment_sizes(folder.entries())
+    meta["segments"] = len(sizes)
+    meta["bytes"] = sum(sizes)
+    folder.write_file(META_FILE, encode_meta(meta))
+
+
+def segment_sizes(entries: Iterable[tuple[str, os.stat_result]]) -> list[int]:
+    """The sizes of the segment files among a folder's entries (names and ``lstat``): regular files
+    only, so a link is not followed (a dangling one has no size) and a FIFO is not opened."""
+    return [st.st_size for name, st in entries if is_segment_name(name) and is_plain_file(st)]
 
 
 def utc_timestamp(seconds: float | None = None) -> str:
@@ -380,15 +399,14 @@ def lock_session(path: Path) -> int | None:
 
     :raises StoreError: another process holds the lock (its writer is alive).
     """
-    if sys.platform == "win32":
+    if not WRITER_LOCK:
         return None
     fd = os.open(path, os.O_RDONLY | _DIR_FLAGS)  # a link to a folder is not a session (P8)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+        lock_dir(fd, path)
+    except BaseException:
         os.close(fd)
-        msg = f"session directory {path} is held by another writer"
-        raise StoreError(msg) from None
+        raise
     return fd
 
 
@@ -418,12 +436,16 @@ def _utc_now() -> str:
 __all__ = [
     "EVENTS_RECORD_TARGET",
     "META_FILE",
+    "META_LIMIT",
     "META_SCHEMA",
     "SessionWriter",
     "encode_meta",
+    "load_meta_at",
     "lock_session",
+    "segment_sizes",
     "unlock_session",
     "utc_timestamp",
     "write_meta",
+    "write_meta_at",
     "writer_active",
 ]

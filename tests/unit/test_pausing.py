@@ -24,7 +24,21 @@ def test_a_pause_is_remembered_privately_until_it_runs_out(dirs: Dirs) -> None:
     assert pausing.load(dirs) is None
 
 
-@pytest.mark.parametrize("text", ['{"since": "x"}', "", "{", '{"until": 5}', "[" * 5000, '{"since": 1e999}x'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"since": "x"}',
+        "",
+        "{",
+        '{"until": 5}',
+        "[" * 5000,
+        '{"since": 1e999}x',
+        '{"since": 100, "until": true}',  # a bool is no time
+        '{"since": true, "until": null}',
+        '{"since": 1e308, "until": 200}',  # a start after now
+        '{"since": 900, "until": null}',
+    ],
+)
 def test_a_damaged_pause_file_is_a_pause_until_resumed(dirs: Dirs, text: str) -> None:
     """The volunteer paused; a damaged record of it must not restart recording (fail closed)."""
     dirs.config.mkdir(parents=True, exist_ok=True)
@@ -96,3 +110,11 @@ def test_a_pause_file_with_an_end_no_clock_shows_lasts_until_resumed(dirs: Dirs,
         filtered=False,
     )
     assert shown["paused_until"] == "resumed"
+
+
+@pytest.mark.parametrize("until", ["0", "100", "99.5", "-5"])
+def test_a_pause_that_ends_before_it_starts_lasts_until_resumed(dirs: Dirs, until: str) -> None:
+    """One flipped digit in a timed pause's end must not end the pause (fail closed)."""
+    dirs.config.mkdir(parents=True, exist_ok=True)
+    (dirs.config / "pause.json").write_text(f'{{"since": 100, "until": {until}}}')
+    assert pausing.load(dirs, now=150.0) == pausing.VolunteerPause(100.0, None)
