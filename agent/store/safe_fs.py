@@ -416,8 +416,8 @@ class StoreDir(_Holds):
 
     # --- files ----------------------------------------------------------------------------------
 
-    def open_file(self, name: str, flags: int = os.O_RDONLY) -> tuple[int, os.stat_result]:
-        """Open the regular file ``name`` (never a link, FIFO or device); its descriptor and ``fstat``.
+    def _plain_file(self, name: str) -> os.stat_result:
+        """``lstat`` of ``name``, which must be a regular file.
 
         :raises FileNotFoundError: there is no ``name``.
         :raises UnsafeEntry: ``name`` is not a regular file.
@@ -427,6 +427,15 @@ class StoreDir(_Holds):
             raise FileNotFoundError(errno.ENOENT, "no such file", str(self.path / name))
         if not is_plain_file(st):
             raise UnsafeEntry([self.refusal(name, st)])
+        return st
+
+    def open_file(self, name: str, flags: int = os.O_RDONLY) -> tuple[int, os.stat_result]:
+        """Open the regular file ``name`` (never a link, FIFO or device); its descriptor and ``fstat``.
+
+        :raises FileNotFoundError: there is no ``name``.
+        :raises UnsafeEntry: ``name`` is not a regular file.
+        """
+        self._plain_file(name)
         full = flags | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY
         try:
             if self.fd is not None:
@@ -440,7 +449,11 @@ class StoreDir(_Holds):
             if now is None or is_plain_file(now):
                 raise exc from None
             raise UnsafeEntry([self.refusal(name, now)]) from None
-        opened = os.fstat(fd)
+        try:
+            opened = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            raise
         if not stat.S_ISREG(opened.st_mode):  # replaced between the lstat and the open
             os.close(fd)
             raise UnsafeEntry([Refused(str(self.path / name), kind_of(opened), A_FILE)])
@@ -501,11 +514,7 @@ class StoreDir(_Holds):
 
         :raises UnsafeEntry: ``name`` is not a regular file.
         """
-        st = self.lstat(name)
-        if st is None:
-            raise FileNotFoundError(errno.ENOENT, "no such file", str(self.path / name))
-        if not is_plain_file(st):
-            raise UnsafeEntry([self.refusal(name, st)])
+        self._plain_file(name)
         if self.fd is not None:
             os.unlink(name, dir_fd=self.fd)  # unlinkat never follows the name
         else:
