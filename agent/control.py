@@ -25,9 +25,11 @@ abandoned, what it had not written is counted as lost, and the session is
 sealed when (if) the writer returns, or by crash recovery at the next start.
 
 :class:`Recorder` keeps the lifecycle, the sink and the volunteer's controls;
-its parts live next to it: :mod:`agent.capture.sources` starts and stops the
-capture sources, :mod:`agent.writer_loop` is the writer thread, and
-:mod:`agent.recorder_status` holds the counters and the published status.
+its parts live next to it: :mod:`agent.recorder_states` is its lifecycle (the
+phases and the one table of moves between them), :mod:`agent.capture.sources`
+starts and stops the capture sources, :mod:`agent.writer_loop` is the writer
+thread, :mod:`agent.recorder_status` holds the counters and the published status,
+and :func:`agent.store.housekeeping.open_store` readies the store at start.
 """
 
 from __future__ import annotations
@@ -52,13 +54,15 @@ from agent.consent import Receipt
 from agent.errors import OptinError, StoreError, UsageError
 from agent.events import ClockAnchor, Event, KeyPress, KeyRelease, Marker, PointerMove, WindowFocus, now_ns
 from agent.paths import Dirs, check_private_files, ensure_private_dir
+from agent.recorder_states import Event as Move
+from agent.recorder_states import Intake, Lifecycle, Phase, State
 from agent.recorder_status import Counters, describe_failure, read_status
-from agent.store import cut, keys, retention
-from agent.store.recovery import RecoveryReport, recover_sessions
+from agent.store import housekeeping, keys, retention
+from agent.store.recovery import RecoveryReport
 from agent.store.safe_fs import UnsafeEntry
 from agent.store.writer import SessionWriter
 from agent.study import Study, installed_study
-from agent.writer_loop import WriterLoop, enforce_retention
+from agent.writer_loop import WriterLoop
 
 T = TypeVar("T")
 
@@ -79,16 +83,17 @@ __all__ = ["PAUSED_BY_VOLUNTEER", "PAUSED_NO_INDICATOR", "Recorder", "read_statu
 class Recorder:
     """One recording session: hooks → queue → writer → encrypted segments.
 
-    States: ``idle`` → ``recording`` ⇄ ``paused`` → ``stopped`` (or ``error``).
-    Lifecycle methods may be called from any thread (tray menu, signal, the
-    writer's own failure); one lock serialises them.
+    States: ``idle`` → ``recording`` ⇄ ``paused`` → ``stopped`` (or ``error``); every
+    move is one of :data:`agent.recorder_states.TRANSITIONS`.  Lifecycle methods may
+    be called from any thread (tray menu, signal, the writer's own failure); one
+    lock serialises them.
     """
 
     def __init__(self, dirs: Dirs, backend: Backend, study: Study) -> None:
         self.dirs = dirs
         self.backend = backend
         self.study = study
-        self.state = "idle"
+        self._life = Lifecycle()  # moved only under self._lock
         self.error: str | None = None
         #: Why the recorder is paused, or why it stopped by itself (None: the volunteer stopped it).
         self.reason: str | None = None
@@ -118,15 +123,14 @@ class Recorder:
         self.notify: Callable[[str], None] | None = None
         self._lock = threading.RLock()
         self._drop_lock = threading.Lock()
-        self._accepting = False
-        self._failed = False
-        self._closed = False
+        self._intake = Intake.SHUT  # the sink's gate, read by hook threads before any lock
 
     # -- the sink: runs on hook threads, O(1) ----------------------------------------------------
 
     def _sink(self, event: Event) -> None:
-        if not self._accepting or self._pauses_pending:
-            if self._failed:
+        intake = self._intake
+        if intake is not Intake.OPEN or self._pauses_pending:
+            if intake is Intake.FAILED:
                 self._count_drops(1)  # capture is being torn down after a failure: still counted
             return  # a pause was asked for: nothing more is taken, even before the hooks stop
         hotkey = self._hotkey
@@ -209,6 +213,16 @@ class Recorder:
     # -- lifecycle -------------------------------------------------------------------------------
 
     @property
+    def state(self) -> str:
+        """What ``optin status`` shows: ``idle``, ``recording``, ``paused``, ``stopped`` or ``error``."""
+        return self._life.phase.state.value
+
+    @property
+    def _closed(self) -> bool:
+        """Stopping has begun: nothing can start, pause or open a session any more."""
+        return self._life.phase.closed
+
+    @property
     def scopes(self) -> tuple[str, ...]:
         return self._receipt.scopes if self._receipt else ()
 
@@ -224,7 +238,7 @@ class Recorder:
         :raises EnvironmentProblem: this machine cannot capture.
         """
         with self._lock:
-            if self.state != "idle" or self._closed:
+            if self._life.phase is not Phase.IDLE:
                 msg = f"this recorder was already started or stopped (state {self.state})"
                 raise UsageError(msg)
             check_private_files(self.dirs.config)  # the consent, study and rules it trusts (P1, P4)
@@ -232,27 +246,24 @@ class Recorder:
             self.backend.check_environment()
             recipient = keys.load_recipient(self.dirs)
             ensure_private_dir(self.dirs.data)
-            self.recovered = recover_sessions(self.dirs, recipient)  # sessions a crash left open
-            for report in self.recovered:
-                if report.action != "skipped":  # recovery logged why it left one alone (path, fix)
-                    logger.warning(
-                        "session %s was left open by a crash: %s", report.session_id, report.action
-                    )
-            for sid in retention.finish_interrupted_deletions(self.dirs):
-                logger.warning("finished a deletion in session %s that had been interrupted", sid)
-            for sid in cut.finish_interrupted_cuts(self.dirs):
-                logger.warning("finished or undid a cut of session %s that had been interrupted", sid)
-            enforce_retention(self.dirs, self.study, keep=set())  # before a new session adds to it
+            # crash recovery, interrupted deletions and cuts, then retention (before a new session adds)
+            self.recovered = housekeeping.open_store(
+                self.dirs,
+                recipient,
+                max_bytes=self.study.retention_max_bytes,
+                max_age_days=self.study.retention_days,
+            )
             self._receipt = receipt
             self._recipient = recipient
             self._open_session()
             self._volunteer_pause = pausing.load(self.dirs)
             if self._volunteer_pause is not None:  # the volunteer paused before the last stop (P3)
                 self._put_marker("pause", reason=PAUSED_BY_VOLUNTEER, restored=True)
-                self.state, self.reason = "paused", PAUSED_BY_VOLUNTEER
+                self._life.fire(Move.START_PAUSED)
+                self.reason = PAUSED_BY_VOLUNTEER
                 self._publish()
                 return
-            self.state = "recording"
+            self._life.fire(Move.START)
             self._start_capture_or_fail()
             self._publish()
 
@@ -271,7 +282,7 @@ class Recorder:
         self.session_id = writer.session_id
         self.counters = Counters()
         anchor = ClockAnchor.now()
-        self._accepting = True
+        self._intake = self._intake.opened()
         self._put_marker(
             "session_start",
             mono_ns=anchor.mono_ns,
@@ -321,15 +332,16 @@ class Recorder:
     def _between_sessions(self, reason: str, action: Callable[[], T]) -> T:
         """Seal the running session, run ``action``, open a new session in the state the old one had."""
         with self._lock:
-            if self.state == "idle" and not self._closed:
+            if self._life.phase is Phase.IDLE:
                 msg = "optin is starting; try again in a moment"
                 raise UsageError(msg)
-            if self.state not in ("recording", "paused") or self._closed:
+            if self._life.phase not in (Phase.RECORDING, Phase.PAUSED):
                 msg = f"optin is {self.state}; quit it and run the command again"
                 raise UsageError(msg)
-            state, why = self.state, self.reason
+            reopen = Move.REOPEN_RECORDING if self._life.phase is Phase.RECORDING else Move.REOPEN_PAUSED
+            why = self.reason
             if not self._close_session(reason=reason):  # the writer is stuck: stop here, say so
-                self._closed = True
+                self._life.fire(Move.CLOSE)
                 recorder_status.remove(self.dirs)
                 with contextlib.suppress(Exception):
                     self.backend.close()
@@ -338,8 +350,9 @@ class Recorder:
                 result = action()
             finally:
                 self._open_session(after=reason)
-                self.state, self.reason = state, why
-                if state == "recording":
+                self._life.fire(reopen)
+                self.reason = why
+                if reopen is Move.REOPEN_RECORDING:
                     self._start_capture_or_fail()
                 self._publish()
             return result
@@ -354,8 +367,8 @@ class Recorder:
             (never followed, P8); every other session was shredded and consent is withdrawn.
         """
         with self._lock:
-            if self.state == "idle":
-                self._closed, self.state = True, "stopped"
+            if self._life.phase is Phase.IDLE:
+                self._life.fire(Move.CLOSE)
             else:
                 self._shutdown(reason="opted out")
             consent.withdraw(self.dirs)
@@ -435,12 +448,13 @@ class Recorder:
         if self._closed:
             msg = f"optin is {self.state}; nothing to pause"
             raise UsageError(msg)
-        if self.state == "recording":
+        if self._life.phase is Phase.RECORDING:
             t0 = now_ns()
             self._stop_capture()  # first: P3 is about the hooks, not the bookkeeping after
             self._put_marker("pause", reason=reason, stop_ms=round((now_ns() - t0) / 1e6, 3))
-            self.state, self.reason = "paused", reason
-        elif self.state == "paused" and reason == PAUSED_BY_VOLUNTEER:
+            self._life.fire(Move.PAUSE)
+            self.reason = reason
+        elif self._life.phase is Phase.PAUSED and reason == PAUSED_BY_VOLUNTEER:
             self.reason = reason  # the volunteer's pause outlasts any other reason
         if reason == PAUSED_BY_VOLUNTEER:
             now = time.time()
@@ -449,7 +463,7 @@ class Recorder:
                 pausing.save(self.dirs, self._volunteer_pause)
             except OSError as exc:  # paused all the same; only the memory of it across a restart is lost
                 logger.warning("could not remember the pause across restarts (%s)", describe_failure(exc))
-        if self.state in ("recording", "paused"):
+        if self._life.phase in (Phase.RECORDING, Phase.PAUSED):
             self._publish()
 
     def resume(self) -> None:
@@ -457,13 +471,13 @@ class Recorder:
         with self._lock:
             self._volunteer_pause = None
             pausing.clear(self.dirs)
-            if self.state != "paused" or self.reason == PAUSED_NO_INDICATOR:
+            if self._life.phase is not Phase.PAUSED or self.reason == PAUSED_NO_INDICATOR:
                 return
             self._resume_capture()
 
     def _resume_capture(self) -> None:
         self._put_marker("resume", after=self.reason)
-        self.state = "recording"
+        self._life.fire(Move.RESUME)
         self.reason = None
         self._start_capture_or_fail()
         self._publish()
@@ -474,15 +488,15 @@ class Recorder:
         if pause is not None and not pause.active(time.time()):
             self._in_background(self._end_timed_pause, "optin-resume")
             return
-        if self.state not in ("recording", "paused") or pause is not None:
+        if self.state not in (State.RECORDING, State.PAUSED) or pause is not None:
             return
         why = pausing.absence_reason(
             self.backend.screen_locked(), self.backend.idle_seconds(), self._idle_limit
         )
-        if self.state == "recording" and why is not None:
+        if self.state == State.RECORDING and why is not None:
             self._pause_soon(why, "optin-pause")
         elif (
-            self.state == "paused"
+            self.state == State.PAUSED
             and why is None
             and self.reason in (pausing.PAUSED_IDLE, pausing.PAUSED_LOCKED)
         ):
@@ -498,7 +512,7 @@ class Recorder:
 
     def _return_from_absence(self) -> None:
         with self._lock:
-            if self.state == "paused" and self.reason in (pausing.PAUSED_IDLE, pausing.PAUSED_LOCKED):
+            if self.state == State.PAUSED and self.reason in (pausing.PAUSED_IDLE, pausing.PAUSED_LOCKED):
                 self._resume_capture()
 
     def _notify(self, message: str) -> None:
@@ -524,11 +538,11 @@ class Recorder:
         own = self._sources.own
         if shown and own is not None:
             own.rescan()  # the icon is an own window: its clicks are left out from now on
-        if not shown and self.state == "recording":
+        if not shown and self.state == State.RECORDING:
             self.pause(PAUSED_NO_INDICATOR)
             return
         with self._lock:
-            if shown and self.state == "paused" and self.reason == PAUSED_NO_INDICATOR:
+            if shown and self.state == State.PAUSED and self.reason == PAUSED_NO_INDICATOR:
                 self._resume_capture()
 
     def stop(self) -> None:
@@ -537,8 +551,8 @@ class Recorder:
         Stopping a recorder that has not started closes it: it can no longer start.
         """
         with self._lock:
-            if self.state == "idle":
-                self._closed, self.state = True, "stopped"
+            if self._life.phase is Phase.IDLE:
+                self._life.fire(Move.CLOSE)
                 return
             self._shutdown()
 
@@ -546,14 +560,14 @@ class Recorder:
         """Stop capture, drain the queue, seal the session; once only; under the lock."""
         if self._closed:
             return
-        self._closed = True
+        self._life.fire(Move.CLOSE)
         if error is not None:
-            self.error, self.state = error, "error"
+            self.error = error
+            self._life.fire(Move.FAIL)
             logger.error("capture stopped: %s", error)
         self.reason = reason
         self._close_session(reason=reason or error)
-        if self.state != "error":
-            self.state = "stopped"
+        self._life.fire(Move.SEALED)
         recorder_status.remove(self.dirs)
         with contextlib.suppress(Exception):  # the connections the writer's checks opened
             self.backend.close()
@@ -566,7 +580,7 @@ class Recorder:
         the error says so, and the session is sealed late or at the next start.
         """
         self._stop_capture()
-        self._accepting = False
+        self._intake = self._intake.shut()
         deadline = time.monotonic() + STOP_WAIT_S  # the marker's wait counts against the bound
         self._put_marker(
             "session_stop",
@@ -596,7 +610,7 @@ class Recorder:
 
     def _report_error(self, what: str) -> None:
         self.error = what if self.error is None else f"{self.error}; {what}"
-        self.state = "error"
+        self._life.fire(Move.FAIL)
         logger.error("capture stopped: %s", self.error)  # message says it all, never content
 
     def _drain_queue(self) -> int:
@@ -673,8 +687,7 @@ class Recorder:
 
     def _store_failed(self, exc: BaseException, lost: int) -> None:
         """The store cannot take more: stop accepting, count what is lost, stop capture."""
-        self._failed = True
-        self._accepting = False
+        self._intake = self._intake.failed()
         lost += self._drain_queue()
         self._count_drops(lost)
         self._stop_in_background(error=f"writing the encrypted store failed ({describe_failure(exc)})")
@@ -685,11 +698,11 @@ class Recorder:
         A new study text needs the volunteer's agreement again: the next ``optin run``
         shows the consent dialog.
         """
-        if not self._accepting:
+        if self._intake is not Intake.OPEN:
             return
         receipt = consent.current_receipt(self.dirs)
         if receipt is None or not receipt.covers(self.study):
-            self._accepting = False  # nothing more is queued from now on
+            self._intake = self._intake.shut()  # nothing more is queued from now on
             self._stop_in_background(reason="consent withdrawn")
             return
         try:
@@ -699,7 +712,7 @@ class Recorder:
         if not receipt.covers(installed):
             # A new text, or the same text with other terms (recipients, policy, deny rules):
             # what the volunteer agreed to is no longer what is installed.
-            self._accepting = False
+            self._intake = self._intake.shut()
             self._stop_in_background(reason="the study changed: agree again to record")
 
     # -- state for `optin status` ----------------------------------------------------------------

@@ -35,7 +35,7 @@ from agent.capture.coalesce import flush as flush_moves
 from agent.events import Event, Marker, WindowFocus, now_ns
 from agent.paths import Dirs
 from agent.recorder_status import Counters, describe_failure
-from agent.store import retention
+from agent.store import housekeeping, retention
 from agent.store.writer import SessionWriter
 from agent.study import Study
 
@@ -52,19 +52,10 @@ POINTER_HZ = 50.0
 
 
 def enforce_retention(dirs: Dirs, study: Study, *, keep: set[str]) -> None:
-    """Delete sessions beyond the byte budget and the retention; never fatal, never those in ``keep``."""
-    try:
-        deleted = retention.enforce(
-            dirs,
-            keep=keep,
-            max_bytes=study.retention_max_bytes,
-            max_age_days=study.retention_days,
-        )
-    except Exception as exc:  # a failed clean-up must not stop recording
-        logger.warning("enforcing the store's budget and retention failed (%s)", describe_failure(exc))
-        return
-    for item in deleted:
-        logger.info("deleted session %s (%s, %s bytes)", item.session_id, item.reason, item.bytes)
+    """Delete sessions beyond the study's byte budget and retention; never fatal, never those in ``keep``."""
+    housekeeping.enforce_budget(
+        dirs, keep=keep, max_bytes=study.retention_max_bytes, max_age_days=study.retention_days
+    )
 
 
 class WriterLoop:

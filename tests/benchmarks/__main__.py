@@ -43,6 +43,7 @@ def bench_hook_callback(n: int = 200_000) -> None:
     from pyrage import x25519
 
     from agent.paths import dirs
+    from agent.recorder_states import Intake
     from agent.study import demo_study_toml, parse_study
 
     study = parse_study(demo_study_toml(str(x25519.Identity.generate().to_public())))
@@ -55,7 +56,7 @@ def bench_hook_callback(n: int = 200_000) -> None:
     else:
         os.environ["OPTIN_HOME"] = saved
     rec._queue = queue.Queue(n + 1)
-    rec._accepting = True
+    rec._intake = Intake.OPEN  # the sink alone, as a started recorder has it
     ours: list[int] = []
     sink = rec._sink
     for i in range(n):
