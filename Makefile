@@ -11,8 +11,8 @@ STAMP  := $(VENV)/.installed
 # (see docs/development.md; versions measured in shared research platform-lab).
 APT_PACKAGES := xvfb xauth x11-utils x11-xserver-utils xdotool openbox trayer dunst dbus xterm age \
 	fonts-dejavu-core xfonts-base tesseract-ocr tesseract-ocr-eng libgirepository1.0-dev libcairo2-dev pkg-config gir1.2-gtk-3.0 \
-	gcc python3-dev python3-venv python3-tk systemd openssl
-REQUIRED_COMMANDS := Xvfb xauth xdpyinfo xset openbox trayer dunst dbus-daemon xdotool xterm age tesseract pkg-config gcc systemd-analyze openssl
+	gcc python3-dev python3-venv python3-tk systemd openssl shellcheck
+REQUIRED_COMMANDS := Xvfb xauth xdpyinfo xset openbox trayer dunst dbus-daemon xdotool xterm age tesseract pkg-config gcc systemd-analyze openssl shellcheck
 APT_INSTALL := apt-get install -y --no-install-recommends $(APT_PACKAGES)
 
 .PHONY: help system-deps venv demo test lint unit bench fuzz run doctor package clean
@@ -78,6 +78,7 @@ lint: venv
 	$(BIN)/ruff check agent tests
 	$(BIN)/ruff format --check agent tests
 	$(BIN)/mypy
+	$(BIN)/actionlint .github/workflows/*.yml  # checks run: scripts with shellcheck (system-deps)
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit
