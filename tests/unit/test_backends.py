@@ -335,8 +335,8 @@ def test_display_that_never_answers_does_not_hang(monkeypatch: pytest.MonkeyPatc
         raise AssertionError("unreachable")
 
     monkeypatch.setenv("DISPLAY", ":42")
-    monkeypatch.setattr(xorg, "CONNECT_TIMEOUT", 0.2)
-    monkeypatch.setattr(xorg, "_connect", stuck)
+    monkeypatch.setattr(xorg.connection, "CONNECT_TIMEOUT", 0.2)
+    monkeypatch.setattr(xorg.connection, "connect", stuck)
     start = time.monotonic()
     with pytest.raises(EnvironmentProblem, match="no answer within"):
         xorg.XorgBackend().check_environment()
@@ -421,7 +421,7 @@ def test_xorg_read_clipboard_gives_up_on_a_display_that_never_answers(
         time.sleep(2)
         raise AssertionError("unreachable")
 
-    monkeypatch.setattr(xorg, "_connect", stuck)
+    monkeypatch.setattr(xorg.connection, "connect", stuck)
     start = time.monotonic()
     assert xorg.XorgBackend(display=":42").read_clipboard() is None
     assert time.monotonic() - start < CLIPBOARD_TIMEOUT_S + 0.25

@@ -50,7 +50,8 @@ from agent.backends.win32 import (
     session_problem,
     window_focus_from_win32,
 )
-from agent.backends.win32_uia import ApartmentWorker, Win32UiaBackend, password_state
+from agent.backends.win32 import api as win32_api
+from agent.backends.win32.uia import ApartmentWorker, Win32UiaBackend, password_state
 from agent.errors import BackendUnavailable, EnvironmentProblem
 from agent.events import Event, WindowFocus, now_ns
 
@@ -80,7 +81,7 @@ def test_modules_import_on_linux_without_platform_libraries() -> None:
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
     env["PYTHONPATH"] = str(REPO)
     code = (
-        "import sys, agent.backends.win32, agent.backends.win32_uia, agent.backends.darwin\n"
+        "import sys, agent.backends.win32, agent.backends.win32.uia, agent.backends.darwin\n"
         "heavy = ('comtypes', 'objc', 'Quartz', 'AppKit', 'CoreFoundation', 'pynput', 'mss')\n"
         "print(sorted(m for m in heavy if m in sys.modules))"
     )
@@ -650,13 +651,13 @@ class FakeKernel32Memory:
 
 
 def bare_win_api(user32: Any, kernel32: Any) -> Any:
-    api = object.__new__(win32._Api)  # the Windows API cannot load here: give it stand-ins
+    api = object.__new__(win32_api.Api)  # the Windows API cannot load here: give it stand-ins
     api.user32, api.kernel32 = user32, kernel32
     return api
 
 
 def test_win32_clipboard_bytes_retries_copies_and_always_closes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(win32, "CLIPBOARD_RETRY_S", 0.001)
+    monkeypatch.setattr(win32_api, "CLIPBOARD_RETRY_S", 0.001)
     text = "Grüße 😀"
     user32, kernel32 = FakeUser32Clipboard(busy=3, handle=0x77), FakeKernel32Memory(utf16z(text), extra=6)
     api = bare_win_api(user32, kernel32)
@@ -1103,7 +1104,7 @@ def test_darwin_backend_clipboard_idle_and_lock_over_stubs(caplog: pytest.LogCap
 
 
 def bare_cocoa(quartz: Any = None, appkit: Any = None) -> Any:
-    cocoa: Any = object.__new__(darwin._Cocoa)  # pyobjc is not installed here: give it stand-ins
+    cocoa: Any = object.__new__(darwin.Cocoa)  # pyobjc is not installed here: give it stand-ins
     cocoa.objc = SimpleNamespace(autorelease_pool=contextlib.nullcontext)
     cocoa.quartz, cocoa.appkit = quartz, appkit
     return cocoa
@@ -1159,7 +1160,7 @@ def test_darwin_cocoa_glue_asks_the_documented_apis() -> None:
 def test_darwin_native_calls_degrade_to_cannot_tell_without_the_frameworks() -> None:
     if sys.platform == "darwin":
         pytest.skip("the frameworks exist here")
-    native = darwin._Native()
+    native = darwin.Native()
     assert native.permissions() == Permissions(None, None, None)
     assert native.secure_input() is None
 

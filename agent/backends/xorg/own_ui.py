@@ -25,11 +25,6 @@ move that fast.  Without X-Resource nothing is excluded, and
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-import select
-import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,9 +33,7 @@ import Xlib.error
 from Xlib import X
 from Xlib.ext import res
 
-from agent.backends.xorg import _close_quietly, _ignore_x_error, _open_display
-
-logger = logging.getLogger(__name__)
+from agent.backends.xorg.watcher import WatcherThread
 
 #: Seconds between rescans when nothing under the root changed (tray icons move silently).
 RESCAN_INTERVAL = 5.0
@@ -52,22 +45,21 @@ MAX_WINDOWS = 4000
 Rect = tuple[int, int, int, int]  # left, top, right (exclusive), bottom (exclusive)
 
 
-class OwnUiWatcher:
+class OwnUiWatcher(WatcherThread):
     """Publishes optin's window rectangles and whether optin has the keyboard; see the module docstring.
 
     :param display_name: the X display.
     :param pids: processes whose windows are optin's own (the agent, its dialogs).
     """
 
+    THREAD_NAME = "optin-own-ui"
+    WHAT = "own-window watcher"
+
     def __init__(self, display_name: str, pids: Iterable[int]) -> None:
-        self._display_name = display_name
+        super().__init__(display_name)
         self._pids = frozenset(pids)
         self._rects: tuple[Rect, ...] = ()
         self._focus = False
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pipe: tuple[int, int] | None = None
-        self._display: Xlib.display.Display | None = None
         #: False when the X server has no X-Resource extension: nothing can be excluded.
         self.available = True
 
@@ -83,80 +75,38 @@ class OwnUiWatcher:
         """Whether keys now go to one of optin's own windows."""
         return self._focus
 
-    # -- lifecycle --------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Connect, scan once (before returning) and keep the answer up to date.
-
-        :raises EnvironmentProblem: the X display cannot be reached.
-        """
-        if self.is_alive():
-            return
-        display = _open_display(self._display_name)
-        self._display, self._pipe = display, os.pipe()
-        self._stopping.clear()
-        try:
-            display.set_error_handler(_ignore_x_error)
-            self.available = display.has_extension("X-Resource")
-            root = display.screen().root
-            root.change_attributes(event_mask=X.SubstructureNotifyMask | X.PropertyChangeMask)
-            self._scan(display)
-        except BaseException:
-            self._close()
-            raise
-        self._thread = threading.Thread(target=self._run, name="optin-own-ui", daemon=True)
-        self._thread.start()
+    # -- lifecycle: start() connects, scans once (before returning) and keeps the answer up to date
 
     def rescan(self) -> None:
         """Look again soon (the tray icon was just shown, a dialog opened)."""
-        pipe = self._pipe
-        if pipe is not None:
-            with contextlib.suppress(OSError):
-                os.write(pipe[1], b"r")
+        self.wake()
 
     def add_pid(self, pid: int) -> None:
         """Windows of ``pid`` (a dialog optin started) are own windows too; look again now."""
         self._pids = self._pids | {pid}
         self.rescan()
 
-    def stop(self) -> None:
-        self._stopping.set()
-        self.rescan()  # wakes the thread
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=2.0)
-        self._thread = None
-        if thread is None or not thread.is_alive():
-            self._close()
-
-    def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     # -- the watcher thread -----------------------------------------------------------------------
 
-    def _run(self) -> None:
-        display, pipe = self._display, self._pipe
-        if display is None or pipe is None:
-            return
-        try:
-            fd = display.fileno()
-            while not self._stopping.is_set():
-                # events a scan's round trips queued inside python-xlib are invisible to select()
-                if not display.pending_events():
-                    readable, _, _ = select.select([fd, pipe[0]], [], [], RESCAN_INTERVAL)
-                    if pipe[0] in readable:
-                        os.read(pipe[0], 64)
-                while display.pending_events():
-                    display.next_event()  # any change under the root: look again
-                if not self._stopping.is_set():
-                    self._scan(display)
-        except Xlib.error.ConnectionClosedError:
+    def _prepare(self, display: Xlib.display.Display) -> None:
+        self.available = display.has_extension("X-Resource")
+        root = display.screen().root
+        root.change_attributes(event_mask=X.SubstructureNotifyMask | X.PropertyChangeMask)
+        self._scan(display)
+
+    def _loop(self, display: Xlib.display.Display) -> None:
+        fd = display.fileno()
+        while not self._stopping.is_set():
+            # events a scan's round trips queued inside python-xlib are invisible to select()
+            if not display.pending_events():
+                self._wait(fd, RESCAN_INTERVAL)
+            while display.pending_events():
+                display.next_event()  # any change under the root: look again
             if not self._stopping.is_set():
-                logger.error("own-window watcher lost the X connection to DISPLAY=%s", self._display_name)
-        except Exception as exc:  # logged by type only
-            logger.error("own-window watcher stopped by an unexpected %s", type(exc).__name__)
-        finally:
-            self._rects, self._focus = (), False
+                self._scan(display)
+
+    def _finish(self) -> None:
+        self._rects, self._focus = (), False
 
     def _scan(self, display: Xlib.display.Display) -> None:
         if not self.available or not self._pids:
@@ -217,16 +167,6 @@ class OwnUiWatcher:
             return False
         wid = int(prop.value[0])
         return self._owners(display, [wid]).get(wid) in self._pids
-
-    def _close(self) -> None:
-        display, pipe = self._display, self._pipe
-        self._display, self._pipe = None, None
-        if display is not None:
-            _close_quietly(display)
-        if pipe is not None:
-            for fd in pipe:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
 
 
 def _viewable(window: Any) -> bool:

@@ -24,7 +24,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from agent.backends.win32 import Win32Backend, _Api
+from agent.backends.win32.api import Api
+from agent.backends.win32.backend import Win32Backend
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ class Win32UiaBackend(Win32Backend):
     HAS_SECURE_INPUT_DETECTION = True
     secure_input_note = None
 
-    def __init__(self, api: _Api | None = None) -> None:
+    def __init__(self, api: Api | None = None) -> None:
         super().__init__(api)
         self._uia: ApartmentWorker[Any] | None = None
 
