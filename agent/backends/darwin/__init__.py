@@ -1,7 +1,8 @@
 """The macOS backend: Quartz window list, permission checks, secure input; pynput and mss for capture.
 
-Written against Apple's documented APIs and **not run on macOS by this
-project's tests or CI** (docs/limitations.md).  The parts that do not touch the
+Written against Apple's documented APIs and **run on macOS only by the GitHub Actions smoke
+test** (.github/workflows/ci.yml, tests/platform), which this project's own CI cannot run
+(docs/limitations.md).  The parts that do not touch the
 OS (choosing the front window, turning a window-list entry into a
 :class:`~agent.events.WindowFocus`, turning permission answers into one message,
 the polling focus watcher) are plain code tested on Linux.

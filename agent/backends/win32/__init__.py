@@ -1,7 +1,8 @@
 """The Windows backend: user32 for the focused window and its changes, pynput and mss for capture.
 
-Written against the documented Win32 API and **not run on Windows by this
-project's tests or CI** (docs/limitations.md).  The parts that do not touch the
+Written against the documented Win32 API and **run on Windows only by the GitHub Actions
+smoke test** (.github/workflows/ci.yml, tests/platform), which this project's own CI cannot run
+(docs/limitations.md).  The parts that do not touch the
 OS (decoding UTF-16 buffers, turning a RECT into geometry, the session check,
 which WinEvents matter) are plain functions tested on Linux.
 
