@@ -46,13 +46,13 @@ from typing import Any, TypeVar
 from agent import consent, exclusions, pausing, recorder_status
 from agent.backends import Backend
 from agent.capture import deny
-from agent.capture.clipboard import paste_chord
-from agent.capture.hotkey import Hotkey
 from agent.capture.screen import ScreenWatch, Shot, action_reason
 from agent.capture.sources import CaptureSources
 from agent.consent import Receipt
 from agent.errors import OptinError, StoreError, UsageError
 from agent.events import ClockAnchor, Event, KeyPress, KeyRelease, Marker, PointerMove, WindowFocus, now_ns
+from agent.keyboard.hotkey import Hotkey
+from agent.keyboard.names import paste_chord
 from agent.paths import Dirs, check_private_files, ensure_private_dir
 from agent.recorder_states import Event as Move
 from agent.recorder_states import Intake, Lifecycle, Phase, State

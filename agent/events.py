@@ -216,6 +216,26 @@ Event = (
     | Marker
 )
 
+
+@dataclass(frozen=True, slots=True)
+class Redacted:
+    """Export-only record that stands where redacted key and paste events were.
+
+    Redaction (:mod:`agent.redact.policy`) puts it into the exported stream; a session
+    never stores it, so it is no :data:`Event` and :func:`decode` refuses its kind.
+    """
+
+    KIND: ClassVar[str] = "redacted"
+    t_ns: int
+    entity: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": SCHEMA_VERSION, "k": self.KIND, "t_ns": self.t_ns, "entity": self.entity}
+
+
+#: What an exported (redacted) stream holds: the recorded events and :class:`Redacted` records.
+ExportEvent = Event | Redacted
+
 #: Every event class by its KIND.
 EVENT_TYPES: dict[str, type[Any]] = {
     cls.KIND: cls
@@ -330,12 +350,14 @@ __all__ = [
     "ButtonRelease",
     "ClockAnchor",
     "Event",
+    "ExportEvent",
     "Frame",
     "KeyPress",
     "KeyRelease",
     "Marker",
     "Paste",
     "PointerMove",
+    "Redacted",
     "Scroll",
     "WindowFocus",
     "decode",

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from agent.keyboard.hotkey import hotkey_words
 from agent.study import Study
 from agent.untrusted_text import visible
 
@@ -55,8 +56,6 @@ SCOPE_LABELS = {
     "or window change and when you start typing; only protected windows are greyed out",
     "window_titles": "Window titles: which window has the focus (its title, application and position)",
 }
-
-_HOTKEY_WORDS = {"ctrl": "Ctrl", "alt": "Alt", "alt_gr": "AltGr", "cmd": "Cmd", "shift": "Shift"}
 
 
 @dataclass(frozen=True)
@@ -278,27 +277,6 @@ def shorten_recipient(recipient: str) -> str:
     return f"{recipient[:8]}…{recipient[-4:]}"
 
 
-def hotkey_words(hotkey: str) -> str:
-    """A pynput hotkey as people write it: ``<ctrl>+<alt>+p`` → ``Ctrl+Alt+P``."""
-    words = []
-    rest = hotkey
-    while rest:
-        cut = rest.find("+", 1)  # a "+" first is the "+" key itself
-        part, rest = (rest, "") if cut < 0 else (rest[:cut], rest[cut + 1 :])
-        if len(part) > 2 and part[0] == "<" and part[-1] == ">":
-            name = part[1:-1].lower()
-            base = name.removesuffix("_l").removesuffix("_r")
-            if name.isdigit():
-                words.append(f"key code {name}")
-            elif base in _HOTKEY_WORDS:
-                words.append(_HOTKEY_WORDS[base])
-            else:
-                words.append(name.replace("_", " ").title().replace(" ", ""))
-        else:
-            words.append(part.upper())
-    return visible("+".join(words))
-
-
 def _days(days: int) -> str:
     return "1 day" if days == 1 else f"{days} days"
 
@@ -360,7 +338,6 @@ __all__ = [
     "SECTIONS",
     "Promise",
     "by_section",
-    "hotkey_words",
     "markdown",
     "promises",
     "shorten_recipient",

@@ -34,10 +34,10 @@ reversing direction on either axis are one ``scroll`` step with the summed ``dx`
 (shift and AltGr are text; on Windows ctrl+alt+character is AltGr; on macOS option+key
 types a character), space, :class:`~agent.events.Paste` events (with the paste key that
 asked for them: ctrl+V and the like are not a hotkey when their Paste follows), and
-``Redacted`` records (:mod:`agent.redact.policy`).  Once a burst is open, backspace,
+``Redacted`` records (:class:`~agent.events.Redacted`).  Once a burst is open, backspace,
 delete, left, right, home and end (with shift and ctrl; on macOS shift, option and cmd)
 edit inside it.  The burst becomes one ``type`` step whose text is replayed with
-:func:`agent.redact.text.reconstruct` (caret, selection, word deletion, caps lock, dead
+:func:`agent.keyboard.replay.reconstruct` (caret, selection, word deletion, caps lock, dead
 keys, readline keys in terminals), each ``Redacted`` record inserting its placeholder
 ``[ENTITY]`` at the caret as a paste would.  A burst ends at any key that is not text or
 editing (Enter, Tab, Escape, up/down, a hotkey...: that key is a step of its own), a button
@@ -93,12 +93,25 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from agent.capture.clipboard import paste_chord
-from agent.capture.input import MODIFIER_KEYS
-from agent.events import KeyPress, KeyRelease, Paste
-from agent.redact.text import reconstruct
+from agent.events import (
+    ButtonPress,
+    ButtonRelease,
+    Event,
+    ExportEvent,
+    Frame,
+    KeyPress,
+    KeyRelease,
+    Marker,
+    Paste,
+    PointerMove,
+    Redacted,
+    Scroll,
+    WindowFocus,
+)
+from agent.keyboard.names import COMMAND_MODIFIERS, EDIT_NAMES, MODIFIER_KEYS, MODIFIER_NAMES, paste_chord
+from agent.keyboard.replay import reconstruct
 
 #: Version of the step rules; bump when the same events give different steps.
 STEPS_VERSION = 1
@@ -126,11 +139,6 @@ ACTIONS = frozenset(
 )
 
 _CLICKS = {"left": "click", "right": "right_click", "middle": "middle_click"}
-_COMMAND = frozenset({"ctrl", "alt", "super"})
-#: Keys that change no text and make no step by themselves.
-_MODIFIER_NAMES = frozenset(MODIFIER_KEYS) | {"caps_lock", "num_lock", "scroll_lock"}
-#: Keys that edit inside an open burst.
-_EDIT_NAMES = frozenset({"backspace", "delete", "left", "right", "home", "end"})
 #: Modifiers an editing key may carry inside a burst (word and selection moves).
 _EDIT_MODS = frozenset({"shift", "ctrl"})
 _EDIT_MODS_MAC = frozenset({"shift", "alt", "super"})
@@ -170,7 +178,7 @@ class Step:
     window: int | None = None
     events: tuple[int, ...] = ()
 
-    def to_json(self, events: Sequence[Any]) -> dict[str, Any]:
+    def to_json(self, events: Sequence[ExportEvent]) -> dict[str, Any]:
         """A JSON-ready dict: the action's fields (None and empty left out), times, window, frame time.
 
         :param events: the sequence given to :func:`steps` (``window`` and ``frame`` index it).
@@ -196,7 +204,7 @@ class Step:
         return out
 
 
-def steps(events: Sequence[Any]) -> list[Step]:
+def steps(events: Sequence[ExportEvent]) -> list[Step]:
     """The steps of ``events`` (the exported, redacted stream; sorted by ``t_ns`` defensively).
 
     Indices in the result refer to ``events``.  Objects without an integer ``t_ns`` or of an
@@ -209,7 +217,7 @@ def steps(events: Sequence[Any]) -> list[Step]:
 # --- internals ---------------------------------------------------------------------------------------
 
 
-def _time_order(events: Sequence[Any]) -> list[int]:
+def _time_order(events: Sequence[ExportEvent]) -> list[int]:
     """Indices of the events with an integer ``t_ns``, in time order (stable)."""
     order: list[int] = []
     ordered = True
@@ -255,7 +263,7 @@ def _text_char(char: str) -> bool:
     return bool(char) and char.isprintable()
 
 
-def _key_id(ev: Any) -> object:
+def _key_id(ev: KeyPress | KeyRelease) -> object:
     """Which physical key an event is, to match a release with its press (characters as ``("c", char)``)."""
     if ev.name is not None:
         return ev.name
@@ -264,11 +272,11 @@ def _key_id(ev: Any) -> object:
     return ("vk", ev.vk)
 
 
-def _is_modifier(ev: Any) -> bool:
+def _is_modifier(ev: KeyPress | KeyRelease) -> bool:
     """A modifier key, or a key with no name and no character but a code (X11 level-3 shift...)."""
     name = ev.name
     if name is not None:
-        return name in _MODIFIER_NAMES
+        return name in MODIFIER_NAMES
     return ev.char is None and ev.vk is not None
 
 
@@ -294,7 +302,7 @@ class _Draft:
     #: gesture: the pointer went beyond the click slop while held.
     moved: bool = False
     #: typing: the events replayed into text (with modifier keys and placeholders).
-    feed: list[Any] = field(default_factory=list)
+    feed: list[Event] = field(default_factory=list)
     #: typing: some text in the burst is not known.
     unknown: bool = False
     #: typing and scroll: time of the latest input that continues the step.
@@ -312,7 +320,7 @@ _NOTHING, _TEXT, _EDIT, _COMBO = range(4)
 class _Segmenter:
     """The single pass behind :func:`steps`: at most one step is open at a time."""
 
-    def __init__(self, events: Sequence[Any], order: list[int]) -> None:
+    def __init__(self, events: Sequence[ExportEvent], order: list[int]) -> None:
         self.events = events
         self.order = order
         self.pos = 0
@@ -323,13 +331,13 @@ class _Segmenter:
         #: key identity -> the step that took its press.
         self.held_keys: dict[object, _Draft] = {}
         #: held keys without name or character (X11 level-3 shift...), for the replay.
-        self.held_odd: dict[object, Any] = {}
+        self.held_odd: dict[object, KeyPress] = {}
         self.mods: frozenset[str] = frozenset()
         self.caps = False
         self.caps_held = False
         self.backend: str | None = None
         self.focus_key: tuple[Any, ...] | None = None
-        self.focus: Any = None
+        self.focus: WindowFocus | None = None
         self.frame_t: list[int] = []
         self.frame_i: list[int] = []
         self.win_t: list[int] = []
@@ -358,7 +366,7 @@ class _Segmenter:
             if kind == "pointer_move":
                 cur = self.cur
                 if cur is not None and cur.held:
-                    self.pointer_at(cur, i, ev)
+                    self.pointer_at(cur, i, cast(PointerMove, ev))  # KIND names the record's class
                 continue
             handler = handlers.get(kind) if isinstance(kind, str) else None
             if handler is not None:
@@ -417,11 +425,11 @@ class _Segmenter:
 
     # -- context ----------------------------------------------------------------------------------
 
-    def frame(self, i: int, ev: Any) -> None:
+    def frame(self, i: int, ev: Frame) -> None:
         self.frame_t.append(ev.t_ns)
         self.frame_i.append(i)
 
-    def window_focus(self, i: int, ev: Any) -> None:
+    def window_focus(self, i: int, ev: WindowFocus) -> None:
         self.win_t.append(ev.t_ns)
         self.win_i.append(i)
         key = (ev.app_class, ev.pid, ev.x, ev.y, ev.width, ev.height)
@@ -432,7 +440,7 @@ class _Segmenter:
             self.focus_key = key
         self.focus = ev
 
-    def marker(self, i: int, ev: Any) -> None:
+    def marker(self, i: int, ev: Marker) -> None:
         if ev.marker == "screen_layout":
             return
         if ev.marker == "session_start":
@@ -449,12 +457,12 @@ class _Segmenter:
 
     # -- pointer ----------------------------------------------------------------------------------
 
-    def pointer_at(self, g: _Draft, i: int, ev: Any) -> None:
+    def pointer_at(self, g: _Draft, i: int, ev: PointerMove | ButtonPress | ButtonRelease) -> None:
         g.take(i, ev.t_ns)
         if not g.moved and _far(ev.x, ev.y, g.x, g.y, CLICK_SLOP_PX):
             g.moved = True
 
-    def button_press(self, i: int, ev: Any) -> None:
+    def button_press(self, i: int, ev: ButtonPress) -> None:
         cur = self.cur
         t = ev.t_ns
         if cur is not None and cur.held:
@@ -466,7 +474,7 @@ class _Segmenter:
             _Draft("press", t, t, [i], x=ev.x, y=ev.y, button=ev.button, keys=_combo(self.mods), held=True)
         )
 
-    def button_release(self, i: int, ev: Any) -> None:
+    def button_release(self, i: int, ev: ButtonRelease) -> None:
         g = self.cur
         if g is None or not g.held:
             return  # a release without its press
@@ -498,7 +506,7 @@ class _Segmenter:
         self.out.append(g)
         self.single = g if g.action == "click" else None
 
-    def scroll(self, i: int, ev: Any) -> None:
+    def scroll(self, i: int, ev: Scroll) -> None:
         t = ev.t_ns
         if self.absorbing(i, t):
             return
@@ -526,7 +534,7 @@ class _Segmenter:
 
     # -- keys -------------------------------------------------------------------------------------
 
-    def key_press(self, i: int, ev: Any) -> None:
+    def key_press(self, i: int, ev: KeyPress) -> None:
         t = ev.t_ns
         mods = ev.modifiers or ()
         name = ev.name
@@ -553,10 +561,10 @@ class _Segmenter:
         else:
             self.close()  # a key we cannot name: it is an action, so a burst ends, but no step
 
-    def classify(self, ev: Any, mods: Sequence[str]) -> tuple[int, tuple[str, ...]]:
+    def classify(self, ev: KeyPress, mods: Sequence[str]) -> tuple[int, tuple[str, ...]]:
         """What a (non-modifier) key press is: text (a paste key included), an edit in the open burst,
         a key or hotkey (with its ``keys``), or nothing we can name."""
-        command = _COMMAND.intersection(mods)
+        command = COMMAND_MODIFIERS.intersection(mods)
         if ev.name is not None:
             return self.classify_named(ev, mods, command)
         char = ev.char
@@ -570,14 +578,14 @@ class _Segmenter:
         return (_NOTHING, ()) if key is None else (_COMBO, _combo(mods, key))
 
     def classify_named(
-        self, ev: Any, mods: Sequence[str], command: frozenset[str]
+        self, ev: KeyPress, mods: Sequence[str], command: frozenset[str]
     ) -> tuple[int, tuple[str, ...]]:
         """:meth:`classify` for a named key (space, enter, backspace, f5...)."""
         name = ev.name
         if name == "space" and not command:
             return _TEXT, ()
         edit_mods = _EDIT_MODS_MAC if self.backend == "darwin" else _EDIT_MODS
-        if name in _EDIT_NAMES and self.open_burst(ev.t_ns) and edit_mods.issuperset(mods):
+        if name in EDIT_NAMES and self.open_burst(ev.t_ns) and edit_mods.issuperset(mods):
             return _EDIT, ()
         if name == "insert" and self.paste_follows(ev):
             return _TEXT, ()
@@ -591,7 +599,7 @@ class _Segmenter:
             return char.isprintable() and not char.isspace()
         return False
 
-    def paste_follows(self, ev: Any) -> bool:
+    def paste_follows(self, ev: KeyPress) -> bool:
         """Whether ``ev`` is a paste key whose Paste (or its Redacted record) follows."""
         if not paste_chord(ev):
             return False
@@ -609,7 +617,7 @@ class _Segmenter:
                 return False
         return False
 
-    def modifier_press(self, ev: Any) -> None:
+    def modifier_press(self, ev: KeyPress) -> None:
         name = ev.name
         if name == "caps_lock":
             if not self.caps_held:
@@ -621,7 +629,7 @@ class _Segmenter:
         if cur is not None and cur.action == "type":
             cur.feed.append(ev)
 
-    def key_release(self, i: int, ev: Any) -> None:
+    def key_release(self, i: int, ev: KeyRelease) -> None:
         t = ev.t_ns
         self.mods = frozenset(ev.modifiers or ())
         cur = self.cur
@@ -664,9 +672,9 @@ class _Segmenter:
         draft.feed = self.preamble(t)
         return draft
 
-    def preamble(self, t: int) -> list[Any]:
+    def preamble(self, t: int) -> list[Event]:
         """What the replay must know from before a burst: the focused window, caps lock, odd held keys."""
-        feed: list[Any] = []
+        feed: list[Event] = []
         if self.focus is not None:
             feed.append(self.focus)
         if self.caps and self.backend != "darwin":
@@ -675,7 +683,7 @@ class _Segmenter:
         feed.extend(self.held_odd.values())
         return feed
 
-    def text_input(self, i: int, ev: Any) -> None:
+    def text_input(self, i: int, ev: Paste | Redacted) -> None:
         """A Paste or a Redacted record: text at the caret."""
         t = ev.t_ns
         if self.absorbing(i, t):
@@ -684,6 +692,7 @@ class _Segmenter:
         burst.take(i, t)
         burst.last_t = t
         if ev.KIND == "paste":
+            ev = cast(Paste, ev)  # KIND names the record's class
             if not isinstance(ev.text, str):
                 burst.unknown = True
             burst.feed.append(ev)

@@ -62,6 +62,7 @@ from typing import Any
 from agent.canonical_json import canonical
 from agent.capture.deny import MAX_LABEL, DenyRule, title_pattern_problem
 from agent.errors import StudyError
+from agent.keyboard.hotkey import hotkey_problem
 from agent.paths import Dirs, ensure_private_dir, write_private_file
 from agent.untrusted_text import hidden_characters
 
@@ -140,22 +141,6 @@ MAX_RECIPIENTS = 63
 _AGE_X25519 = re.compile(r"age1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}", re.IGNORECASE)
 #: A bare TOML key.
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-#: Key names pynput's ``HotKey.parse`` knows on every platform (``<name>``).  Keys that
-#: exist only on some systems (insert, menu, num_lock, pause, print_screen, scroll_lock)
-#: are left out: one study file runs on Linux, Windows and macOS.
-_HOTKEY_MODIFIERS = frozenset(
-    {"alt", "alt_l", "alt_r", "alt_gr", "cmd", "cmd_l", "cmd_r", "ctrl", "ctrl_l", "ctrl_r"}
-    | {"shift", "shift_l", "shift_r"}
-)
-_HOTKEY_NAMES = _HOTKEY_MODIFIERS | frozenset(
-    {"backspace", "caps_lock", "delete", "down", "end", "enter", "esc", "home", "left", "page_down"}
-    | {"page_up", "right", "space", "tab", "up", "media_play_pause", "media_volume_mute"}
-    | {"media_volume_down", "media_volume_up", "media_previous", "media_next"}
-    | {f"f{n}" for n in range(1, 21)}
-)
-#: A hotkey needs one of these, or it would fire while the volunteer types.
-_HOTKEY_CHORD = _HOTKEY_MODIFIERS - {"shift", "shift_l", "shift_r"}
 
 
 @dataclass(frozen=True)
@@ -764,68 +749,6 @@ def _pyrage_accepts(recipient: str) -> bool:
     except Exception:  # pyrage raises its own RecipientError/ValueError variants
         return False
     return True
-
-
-def hotkey_problem(hotkey: str) -> str | None:
-    """What is wrong with ``hotkey`` as a pause hotkey, or None ("" is no hotkey).
-
-    The syntax is pynput's ``HotKey.parse``: keys joined by ``+``, each a single
-    character or a ``<name>`` (``<ctrl>``, ``<alt>``, ``<cmd>``, ``<f9>``, ...) or a
-    virtual key code ``<65>``.  It also needs ctrl, alt or cmd and a key that is no
-    modifier, so that it does not fire while the volunteer types.
-    """
-    if hotkey == "":
-        return None
-    parts = _hotkey_split(hotkey)
-    if parts is None:
-        return 'ends with "+". Fix: keys joined by +, such as "<ctrl>+<alt>+p" (or "" for no hotkey)'
-    keys: list[str] = []
-    for part in parts:
-        key = _hotkey_part(part)
-        if key.startswith("!"):
-            return key[1:]
-        if key in keys:
-            return f"names {part} twice"
-        keys.append(key)
-    modifiers = _HOTKEY_MODIFIERS.intersection(keys)
-    if not modifiers & _HOTKEY_CHORD or len(modifiers) == len(keys):
-        return (
-            "needs <ctrl>, <alt> or <cmd> together with a key that is no modifier, or it would go off "
-            'during ordinary typing. Fix: such as "<ctrl>+<alt>+p"'
-        )
-    return None
-
-
-def _hotkey_split(hotkey: str) -> list[str] | None:
-    """The ``+``-separated parts of a non-empty hotkey as pynput splits them; None if it ends in "+"."""
-    parts: list[str] = []
-    start = 0
-    for i, c in enumerate(hotkey):  # "+" right after a separator is the "+" key itself
-        if c == "+" and i != start:
-            parts.append(hotkey[start:i])
-            start = i + 1
-    if start == len(hotkey):
-        return None
-    parts.append(hotkey[start:])
-    return parts
-
-
-def _hotkey_part(part: str) -> str:
-    """One ``+``-separated part of a hotkey as pynput reads it (lower case), or "!problem"."""
-    if len(part) == 1:
-        return part.lower()
-    if len(part) > 2 and part[0] == "<" and part[-1] == ">":
-        key = part[1:-1].lower()
-        if key in _HOTKEY_NAMES or key.isdigit():
-            return key if key in _HOTKEY_NAMES else f"<{int(key)}>"
-        return (
-            f"!has unknown key {part}. Fix: one of <ctrl>, <alt>, <cmd>, <shift>, <f1>..<f20>, "
-            "<space>, <tab>, ... or a single character"
-        )
-    return (
-        f"!has {_show(part)}, which is not a key. "
-        'Fix: a single character or a name in <>, such as "<ctrl>+<alt>+p"'
-    )
 
 
 # --- where keys are ---------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Pasted text never arrives as key events, so without it a typed-text reconstructi
 has a hole exactly where a copied token or one-time code went in (the redaction
 detectors run on pasted text as on typed text; docs/redaction.md).  The hook sink
 calls :meth:`PasteWatch.request` in O(1) when it sees a paste chord
-(:func:`paste_chord`); this module's thread asks the backend for the clipboard and
+(:func:`agent.keyboard.names.paste_chord`); this module's thread asks the backend for the clipboard and
 emits a :class:`~agent.events.Paste` stamped one nanosecond after the key, so it
 sorts right behind it.
 
@@ -22,25 +22,10 @@ import threading
 from collections.abc import Callable
 
 from agent.capture import EventSink
-from agent.events import KeyPress, Paste
+from agent.events import Paste
 
 #: Paste requests waiting for the clipboard thread; more are counted as lost.
 BACKLOG = 8
-
-
-def paste_chord(event: KeyPress) -> bool:
-    """Whether ``event`` pastes: ctrl+V, ctrl+shift+V (terminals), cmd+V, shift+Insert (O(1))."""
-    mods = event.modifiers
-    if event.name == "insert":
-        return mods == ("shift",)
-    char = event.char
-    if char is None:
-        return False
-    if char == "\x16":  # ctrl+V as Windows reports it (a control character)
-        return True
-    if char not in ("v", "V"):
-        return False
-    return mods in (("ctrl",), ("ctrl", "shift"), ("super",))
 
 
 class PasteWatch:
@@ -86,3 +71,6 @@ class PasteWatch:
             if t_ns is None:
                 return
             self._sink(Paste(t_ns + 1, self._read("clipboard")))
+
+
+__all__ = ["BACKLOG", "PasteWatch"]

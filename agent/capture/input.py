@@ -26,23 +26,7 @@ from agent.events import (
     Scroll,
     now_ns,
 )
-
-#: pynput key names that are modifiers, mapped to the modifier they hold.
-MODIFIER_KEYS = {
-    "shift": "shift",
-    "shift_l": "shift",
-    "shift_r": "shift",
-    "ctrl": "ctrl",
-    "ctrl_l": "ctrl",
-    "ctrl_r": "ctrl",
-    "alt": "alt",
-    "alt_l": "alt",
-    "alt_r": "alt",
-    "alt_gr": "alt_gr",
-    "cmd": "super",
-    "cmd_l": "super",
-    "cmd_r": "super",
-}
+from agent.keyboard.names import MODIFIER_KEYS
 
 #: What usually keeps pynput's listeners from starting, by OS.
 _LISTENER_HINT = {

@@ -23,7 +23,7 @@ Nothing here runs on a hook thread except :meth:`ScreenWatch.action` and
   (``reason="key"`` less than ``burst_s`` after the previous one) only push the
   settled frame back, so a typed word costs two frames, not one per key.
 - The **encoder thread** turns grabs into :class:`~agent.events.Frame` records
-  (WebP lossless, see :func:`encode_image`).  Between the two threads at most
+  (WebP lossless, see :func:`agent.frame_codec.encode_image`).  Between the two threads at most
   ``encode_backlog`` grabs wait; beyond that a frame is dropped and counted (P9).
 - The monitor layout is emitted as a ``screen_layout`` marker at start and
   whenever the virtual screen's geometry changes.
@@ -31,7 +31,6 @@ Nothing here runs on a hook thread except :meth:`ScreenWatch.action` and
 
 from __future__ import annotations
 
-import io
 import logging
 import queue
 import threading
@@ -39,10 +38,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from agent.capture import EventSink, ScreenGrabber
-from agent.capture.input import MODIFIER_KEYS
 from agent.events import (
     ButtonPress,
     ButtonRelease,
@@ -54,20 +51,15 @@ from agent.events import (
     WindowFocus,
     now_ns,
 )
+from agent.frame_codec import FRAME_FORMAT, encode_image
+from agent.keyboard.names import key_action
 
 logger = logging.getLogger(__name__)
 
-#: Frame image format stored in :attr:`agent.events.Frame.format`.
-FRAME_FORMAT = "webp"
 #: Reasons an action can give; ``key`` is a key of a typing burst (see the module docstring).
 ACTION_REASONS = frozenset({"click", "release", "scroll", "key", "hotkey", "focus"})
 
 _NS = 1_000_000_000
-
-
-_COMBO_MODIFIERS = frozenset({"ctrl", "alt", "alt_gr", "super"})
-_MODIFIER_KEYS = frozenset(MODIFIER_KEYS) | {"caps_lock", "num_lock"}
-_TYPING_KEYS = frozenset({"space", "backspace", "delete"})
 
 
 _POINTER_ACTIONS: dict[type, str] = {
@@ -81,18 +73,13 @@ _POINTER_ACTIONS: dict[type, str] = {
 def action_reason(event: Event) -> str | None:
     """Which action ``event`` is for the screen watcher, or None (O(1): runs on hook threads).
 
-    A key with Ctrl, Alt, AltGr or Super held, or a non-character key such as
-    Enter, Tab, Escape or an arrow, is a ``hotkey`` (it always gets a pre-action
-    frame); other keys are ``key`` (typing, in bursts); a modifier key pressed
-    alone is no action (the combination it starts is).
+    Pointer actions by their kind; a key press as :func:`agent.keyboard.names.key_action`
+    says (``hotkey``: it always gets a pre-action frame; ``key``: typing, in bursts;
+    None: a modifier key pressed alone).
     """
     if not isinstance(event, KeyPress):
         return _POINTER_ACTIONS.get(type(event))
-    if event.name in _MODIFIER_KEYS:
-        return None
-    if _COMBO_MODIFIERS.intersection(event.modifiers):
-        return "hotkey"
-    return "hotkey" if event.name is not None and event.name not in _TYPING_KEYS else "key"
+    return key_action(event)
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,20 +108,6 @@ class Shot:
     @property
     def geometry(self) -> tuple[int, int, int, int]:
         return (self.left, self.top, self.width, self.height)
-
-
-def encode_image(image: Any) -> bytes:
-    """Encode a Pillow image the way frames are stored: WebP lossless, method 1, effort 50.
-
-    Measured on real desktop scenes (``python -m tests.benchmarks.frame_encodings``, numbers
-    in docs/performance.md): exact pixels (OCR redaction and training see what was on screen),
-    63 KiB for a 1080p text screen against 221 KiB at method 0, 33–64 ms to encode text
-    screens (350–430 ms for photos, on the encoder thread).  Lossy WebP and JPEG are larger
-    on text and lose OCR words; PNG is 3–4 times larger.
-    """
-    buf = io.BytesIO()
-    image.save(buf, format="WEBP", lossless=True, quality=50, method=1)
-    return buf.getvalue()
 
 
 def encode_frame(shot: Shot, reason: str) -> Frame:
@@ -442,11 +415,9 @@ def _restamp(shot: Shot, t_ns: int) -> Shot:
 
 __all__ = [
     "ACTION_REASONS",
-    "FRAME_FORMAT",
     "MssGrabber",
     "ScreenWatch",
     "Shot",
     "action_reason",
     "encode_frame",
-    "encode_image",
 ]

@@ -3,7 +3,7 @@
 :func:`redact_session` is the one function that decides, pure given its OCR engine:
 
 * **Typed text** (``[redaction] typed_text = "redact"``, the default): the keys of each
-  field are replayed into text (:mod:`agent.redact.text`); the detectors run on the
+  field are replayed into text (:mod:`agent.keyboard.replay`); the detectors run on the
   field's final text *and* on everything typed into it (a card number typed and then
   deleted is still in the key stream).  Every key event inside a detected span — and
   the modifiers, arrows and backspaces between its first and last character — is
@@ -37,11 +37,13 @@ import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from agent.errors import RedactorUnavailable
-from agent.events import SCHEMA_VERSION, Event, Frame, KeyPress, KeyRelease, Paste, WindowFocus
-from agent.redact import detectors, terminal, text
+from agent.events import Event, Frame, KeyPress, KeyRelease, Paste, Redacted, WindowFocus
+from agent.keyboard import replay
+from agent.keyboard.editing import Field
+from agent.redact import detectors, terminal
 from agent.redact.local_names import LocalNames
 from agent.redact.spans import Span
 
@@ -73,25 +75,13 @@ class Policy:
             "typed_text": self.typed_text,
             "window_titles": self.window_titles,
             "detectors_version": detectors.DETECTORS_VERSION,
-            "text_version": text.TEXT_VERSION,
+            "text_version": replay.TEXT_VERSION,
             "terminal_version": terminal.RULES_VERSION,
         }
 
     def sha256(self) -> str:
         """Hash of everything that decides the output, so a manifest names exactly the policy that ran."""
         return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class Redacted:
-    """Export-only record that stands where redacted key and paste events were."""
-
-    KIND: ClassVar[str] = "redacted"
-    t_ns: int
-    entity: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"v": SCHEMA_VERSION, "k": self.KIND, "t_ns": self.t_ns, "entity": self.entity}
 
 
 @dataclass
@@ -175,7 +165,7 @@ def redact_session(
             "version": detectors.DETECTORS_VERSION,
             "families": list(detectors.DETECTOR_NAMES),
         },
-        {"name": "typed-text", "version": text.TEXT_VERSION, "mode": policy.typed_text},
+        {"name": "typed-text", "version": replay.TEXT_VERSION, "mode": policy.typed_text},
         terminal.evidence(rules[0], None if screen is not None else _no_screen(policy, ocr, frames)),
     ]
     if local is not None:
@@ -249,8 +239,8 @@ def redact_typing(
         None: the command rule alone (:func:`agent.redact.terminal.password_fields`).
     :param rules: if given, the terminal rule's :class:`~agent.redact.terminal.Found` is appended.
     """
-    fields = text.reconstruct(ordered)
-    found: list[tuple[text.Field, str, int, int, str]] = []
+    fields = replay.reconstruct(ordered)
+    found: list[tuple[Field, str, int, int, str]] = []
     secrets: set[str] = set()
     for fld in fields:
         for stream, value in fld.streams():
@@ -265,7 +255,7 @@ def redact_typing(
             if value:
                 found.append((fld, stream, 0, len(value), PROMPTED_ENTITY))
                 secrets.add(value)
-    windows = text.key_windows(found)
+    windows = replay.key_windows(found)
     replaced: set[int] = set()
     heads: dict[int, str] = {}  # the first replaced event of each window: where its record stands
     for lo, hi, entity in windows:

@@ -601,7 +601,7 @@ class _Masker:
 
     def frame(self, event: Any, read: FrameRead) -> Any | None:
         """The frame masked, or None when it is left out (OCR failed on it: fail closed)."""
-        from agent.capture.screen import encode_image
+        from agent.frame_codec import encode_image
 
         if read.words is None:
             self._fail()

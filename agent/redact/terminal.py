@@ -8,7 +8,7 @@ such a field from a command; the screen can.  Pure given the frame reads and the
 them into a message).
 
 **With the screen** (the session has frames and OCR read them, :mod:`agent.redact.screen`):
-a field typed in a terminal (:func:`agent.redact.text.is_terminal`) and ended by Enter (or
+a field typed in a terminal (:func:`agent.keyboard.editing.is_terminal`) and ended by Enter (or
 ctrl+C, or capture stopping: :data:`ENDINGS`) is a password when
 
 * **echo**: its text appears on none of the screens from its first key to
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.events import Event, KeyPress, WindowFocus
+from agent.keyboard.editing import Field, is_terminal
 from agent.redact.screen import FrameRead, OcrFailed, OcrFn, Word, canonical, frame_image, lines
-from agent.redact.text import Field, is_terminal
 
 #: Version of these rules (the manifest names it).
 RULES_VERSION = "1"

@@ -227,7 +227,9 @@ def _session(d: object, study: object, workdir: Path, typist: Typist) -> list[ob
 
 def _measure(events: list[object]) -> dict[str, object]:
     from agent.events import Frame
-    from agent.redact import terminal, text
+    from agent.keyboard import replay
+    from agent.keyboard.editing import is_terminal
+    from agent.redact import terminal
     from agent.redact.screen import TesseractOcr, read_frames
 
     engine = TesseractOcr.find()
@@ -238,14 +240,12 @@ def _measure(events: list[object]) -> dict[str, object]:
     t0 = time.perf_counter()
     reads = read_frames(ordered, engine)
     read_s = time.perf_counter() - t0
-    fields = text.reconstruct(ordered)  # type: ignore[arg-type]
+    fields = replay.reconstruct(ordered)  # type: ignore[arg-type]
     screen = terminal.ScreenText(reads, frames, engine)
     t0 = time.perf_counter()
     found = terminal.password_fields(fields, ordered, screen)  # type: ignore[arg-type]
     rule_s = time.perf_counter() - t0
-    looked = [
-        f for f in fields if f.ended_by in terminal.ENDINGS and text.is_terminal(f.app_class) and f.text
-    ]
+    looked = [f for f in fields if f.ended_by in terminal.ENDINGS and is_terminal(f.app_class) and f.text]
     taken = {id(f) for f in found.fields}
     pw_values = {PASSWORD, "4711"}
     fp = [f for f in looked if id(f) in taken and f.text not in pw_values]

@@ -39,7 +39,7 @@ def _row(name: str, bare: str, ours: str, ratio: float | None) -> None:
 
 def _session_events() -> list[object]:
     """Frames of a screen that gains a typed line each time, with the input between them."""
-    from agent.capture.screen import encode_image
+    from agent.frame_codec import encode_image
 
     rng = random.Random(11)  # noqa: S311 - reproducible data
     font = ImageFont.truetype(FONT, 14)

@@ -98,7 +98,7 @@ def _jpeg(quality: int, subsampling: int) -> Codec:
     )
 
 
-CURRENT = "webp-ll m1 q50"  # agent/capture/screen.py: encode_image
+CURRENT = "webp-ll m1 q50"  # agent/frame_codec.py: encode_image
 #: Lossless frames above this size (photos, video) are stored lossy by the "adaptive" row.
 ADAPTIVE_KIB = 256
 CODECS: list[Codec] = [

@@ -5,7 +5,7 @@ number beside the bare library doing the least comparable work in the same run:
 
 * detection: optin's detectors over the corpus's code and prose lines, beside one bare
   ``re`` e-mail pattern over the same text (the cheapest possible scan);
-* reconstruction: ``agent.redact.text.reconstruct`` over a long typing stream, beside a bare
+* reconstruction: ``agent.keyboard.replay.reconstruct`` over a long typing stream, beside a bare
   loop that appends each press's character; then the whole typed-text redaction;
 * masking: filling 20 boxes and re-encoding a 1080p frame, beside the encode alone;
 * OCR: the tesseract command on a whole rendered 1080p frame (one thread, no preparation),
@@ -102,7 +102,8 @@ def typing_stream(n_chars: int, seed: int = 3) -> list[Any]:
 def bench_reconstruction() -> None:
     from collections import Counter
 
-    from agent.redact import policy, text
+    from agent.keyboard import replay
+    from agent.redact import policy
 
     events = typing_stream(200_000)
     n = len(events)
@@ -111,7 +112,7 @@ def bench_reconstruction() -> None:
         return "".join(e.char for e in events if type(e) is KeyPress and e.char)
 
     b = _best(bare)
-    ours = _best(lambda: text.reconstruct(events))
+    ours = _best(lambda: replay.reconstruct(events))
     _row("reconstruction (M events/s)", f"{n / b / 1e6:.2f}", f"{n / ours / 1e6:.2f}", ours / b)
     counts: dict[str, Counter[str]] = {w: Counter() for w in ("typed", "paste")}
     full = _best(lambda: policy.redact_typing(events, counts), n=1)
@@ -143,7 +144,7 @@ def screen(changed: bool = False) -> Image.Image:
 
 
 def bench_masking() -> None:
-    from agent.capture.screen import encode_image
+    from agent.frame_codec import encode_image
     from agent.redact.screen import apply_boxes
 
     img = screen()

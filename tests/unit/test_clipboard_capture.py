@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
-from agent.capture.clipboard import BACKLOG, PasteWatch, paste_chord
+from agent.capture.clipboard import BACKLOG, PasteWatch
 from agent.events import Event, KeyPress, Paste
+from agent.keyboard.names import paste_chord
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from agent.control import Recorder
 from agent.events import Frame, KeyPress, KeyRelease, Marker, WindowFocus, now_ns
 from agent.export import bundle
 from agent.export.bundle import export_session
+from agent.keyboard.hotkey import hotkey_words
 from agent.paths import Dirs, dirs, display_path
 from agent.redact.local_names import LocalNames
 from agent.store import keys
@@ -274,9 +275,9 @@ def test_sentences_follow_the_policy() -> None:
     said = {p.key: p.text for p in promises.promises(pointer)}
     assert "Ctrl+Alt+P" not in said["recorded.pausing"]  # the hotkey needs the keyboard hook
     assert not any(k.startswith(("export.typed", "export.ocr", "never.secure")) for k in said)
-    assert promises.hotkey_words("<ctrl>+<shift>+<f9>") == "Ctrl+Shift+F9"
-    assert promises.hotkey_words("<cmd_l>++") == "Cmd++"
-    assert promises.hotkey_words("<alt>+<65>") == "Alt+key code 65"
+    assert hotkey_words("<ctrl>+<shift>+<f9>") == "Ctrl+Shift+F9"
+    assert hotkey_words("<cmd_l>++") == "Cmd++"
+    assert hotkey_words("<alt>+<65>") == "Alt+key code 65"
 
 
 # --- the behaviour, on the store and export path ---------------------------------------------------------

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.capture.hotkey import Hotkey
 from agent.events import KeyPress, KeyRelease
-from agent.study import hotkey_problem
+from agent.keyboard.hotkey import Hotkey, hotkey_problem
 
 
 def test_parse() -> None:

@@ -28,11 +28,12 @@ from agent.events import (
     Marker,
     Paste,
     PointerMove,
+    Redacted,
     WindowFocus,
     to_dict,
 )
 from agent.redact import policy
-from agent.redact.policy import Policy, Redacted, redact_session
+from agent.redact.policy import Policy, redact_session
 from agent.redact.screen import MASK_RGB, OcrFailed, Word
 
 EMAIL = "alice.canary@example.com"

@@ -16,10 +16,10 @@ from agent.events import (
     Marker,
     Paste,
     PointerMove,
+    Redacted,
     Scroll,
     WindowFocus,
 )
-from agent.redact.policy import Redacted
 from agent.steps import (
     ACTIONS,
     CLICK_SLOP_PX,

@@ -19,10 +19,10 @@ from agent.events import (
     Marker,
     Paste,
     PointerMove,
+    Redacted,
     Scroll,
     WindowFocus,
 )
-from agent.redact.policy import Redacted
 from agent.steps import ACTIONS, Step, steps
 
 CHARS = ["a", "b", "Z", "1", "@", "é", " ", "\x03", "\x16", "\x1b", "v", "V", "", "ab"]

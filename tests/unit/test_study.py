@@ -10,6 +10,7 @@ from pyrage import x25519
 
 from agent.capture.deny import DenyRule
 from agent.errors import StudyError
+from agent.keyboard.hotkey import hotkey_problem
 from agent.paths import dirs
 from agent.study import (
     DEFAULT_IDLE_PAUSE_MINUTES,
@@ -18,7 +19,6 @@ from agent.study import (
     DEFAULT_RETENTION_MAX_GIB,
     Study,
     demo_study_toml,
-    hotkey_problem,
     install_study,
     installed_study,
     load_study_file,

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from agent.events import Event, Frame, KeyPress, KeyRelease, Marker, WindowFocus
-from agent.redact import terminal, text
+from agent.keyboard import replay
+from agent.redact import terminal
 from agent.redact.screen import FrameRead, OcrFailed, Word
 from agent.redact.terminal import ScreenText, asks_for_secret, last_lines, password_fields, shown
 
@@ -193,7 +194,7 @@ class Keys:
 
 def decide(events: Sequence[Event], reads: Sequence[FrameRead]) -> terminal.Found:
     ordered = sorted(events, key=lambda e: e.t_ns)
-    return password_fields(text.reconstruct(ordered), ordered, ScreenText(reads))
+    return password_fields(replay.reconstruct(ordered), ordered, ScreenText(reads))
 
 
 def test_an_echoed_command_is_kept_and_a_blind_answer_is_a_password() -> None:
@@ -270,7 +271,7 @@ def test_which_terminal_fields_are_looked_at() -> None:
 def test_without_the_screen_the_command_rule_alone() -> None:
     k = Keys(1 * S).type("sudo apt update").enter().type("Tr0ub4dor3").enter().type("echo hi").enter()
     ordered = [TERM, *k.events]
-    found = password_fields(text.reconstruct(ordered), ordered, None)
+    found = password_fields(replay.reconstruct(ordered), ordered, None)
     assert [f.text for f in found.fields] == ["Tr0ub4dor3"]
     assert found.rules == {"command": 1} and not found.with_screen
     entry = terminal.evidence(found, "no frames (no screen scope)")
@@ -342,10 +343,12 @@ def test_a_field_the_band_reads_missed_is_read_again_in_its_window() -> None:
     ocr = CropOcr({RECT[3] - RECT[1]: "$ 1s -la total 0"})
     ordered = [TERM, *k.events]
     screen = ScreenText(reads, [frame_of(k.t + 200 * MS, img)], ocr)
-    assert password_fields(text.reconstruct(ordered), ordered, screen).fields == ()
+    assert password_fields(replay.reconstruct(ordered), ordered, screen).fields == ()
     assert ocr.sizes == [(RECT[2] - RECT[0], RECT[3] - RECT[1])] and screen.looks == 1
     failing = ScreenText(reads, [frame_of(k.t + 200 * MS, img)], CropOcr({}, fail=True))
-    assert [f.text for f in password_fields(text.reconstruct(ordered), ordered, failing).fields] == ["ls -la"]
+    assert [f.text for f in password_fields(replay.reconstruct(ordered), ordered, failing).fields] == [
+        "ls -la"
+    ]
 
 
 def test_a_one_word_field_has_its_prompt_read_again_in_a_strip() -> None:
@@ -357,7 +360,7 @@ def test_a_one_word_field_has_its_prompt_read_again_in_a_strip() -> None:
     ocr = CropOcr({strip[1] - strip[0]: "$ ./login Token:"})
     frames = [frame_of(1 * S, img), frame_of(k.t + 200 * MS, img)]
     ordered = [TERM, *k.events]
-    found = password_fields(text.reconstruct(ordered), ordered, ScreenText(reads, frames, ocr))
+    found = password_fields(replay.reconstruct(ordered), ordered, ScreenText(reads, frames, ocr))
     assert [f.text for f in found.fields] == ["tok3nvalue"] and found.rules == {"prompt": 1, "echo": 0}
 
 

@@ -1,4 +1,4 @@
-"""Typed-text reconstruction (agent.redact.text): fields, provenance, key windows."""
+"""Typed-text reconstruction (agent.keyboard.replay and .editing): fields, provenance, key windows."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from agent.events import (
     Scroll,
     WindowFocus,
 )
-from agent.redact import text as text_module
-from agent.redact.text import ERASE_EACH_BELOW, Field, is_terminal, key_windows, reconstruct
+from agent.keyboard import replay as text_module
+from agent.keyboard.editing import ERASE_EACH_BELOW, Field, is_terminal
+from agent.keyboard.replay import key_windows, reconstruct
 
 Rec = tuple[str, str | None, str | None, int | None, tuple[str, ...]]
 

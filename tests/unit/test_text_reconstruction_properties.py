@@ -20,7 +20,8 @@ from agent.events import (
     Scroll,
     WindowFocus,
 )
-from agent.redact.text import Field, key_windows, reconstruct
+from agent.keyboard.editing import Field
+from agent.keyboard.replay import key_windows, reconstruct
 
 CHARS = "abcxyzABCXYZ0129 .,-_@/äéß€"
 

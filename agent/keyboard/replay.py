@@ -4,7 +4,7 @@ Pure: no I/O, no display, no logging.  The text handled here is captured content
 nothing in this module prints, logs or puts it into an exception message.
 
 :func:`reconstruct` walks an event sequence (in recording order) and returns one
-:class:`Field` per stretch of typing into one text field.  Every character remembers
+:class:`~agent.keyboard.editing.Field` per stretch of typing into one text field.  Every character remembers
 the event that produced it (its *provenance*: the :class:`~agent.events.KeyPress`, or
 the :class:`~agent.events.Paste` for pasted text), so a span a detector finds in the
 text maps back to exactly those events; :func:`key_windows` turns such spans into
@@ -62,9 +62,9 @@ modifiers are taken from each event's ``modifiers``, never from our own tracking
 * insert (overwrite mode), undo/redo, a Paste without text, a paste key whose Paste
   never arrives before the next key, ctrl+X with nothing selected (some editors cut the
   line), terminal yank/search/transpose: the field becomes uncertain.
-* **Terminals** (:func:`is_terminal`): readline keys ctrl+U/K/W (kill to line start, to
-  end, a word back), ctrl+A/E (line start/end, not select all), ctrl+B/F, ctrl+H
-  (backspace), ctrl+D (delete forward; on an empty line it ends the field),
+* **Terminals** (:func:`~agent.keyboard.editing.is_terminal`): readline keys ctrl+U/K/W
+  (kill to line start, to end, a word back), ctrl+A/E (line start/end, not select all),
+  ctrl+B/F, ctrl+H (backspace), ctrl+D (delete forward; on an empty line it ends the field),
   alt+B/F/D; ctrl+C and ctrl+Z end the field (``"interrupt"``), ctrl+P/N and
   up/down (history) end it (``"navigation"``).
 * Key repeat (presses without releases) works; releases never change text, but each
@@ -88,99 +88,17 @@ from __future__ import annotations
 import unicodedata
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from agent.capture.clipboard import paste_chord
 from agent.events import ButtonPress, Event, KeyPress, KeyRelease, Marker, Paste, WindowFocus
+from agent.keyboard import editing
+from agent.keyboard.editing import Field, FieldBuffer
+from agent.keyboard.names import MODIFIER_NAMES, paste_chord
 
 #: Version of the reconstruction rules; bump when the same events give different fields.
 TEXT_VERSION = 1
-
-#: Focused-window classes (X11 WM_CLASS class, Windows executable, macOS bundle id; compared
-#: case-insensitively, ``.exe`` stripped) whose keys go to a shell's line editor.
-TERMINAL_CLASSES = frozenset(
-    {
-        # X11
-        "xterm",
-        "uxterm",
-        "urxvt",
-        "rxvt",
-        "urxvt-unicode",
-        "gnome-terminal",
-        "gnome-terminal-server",
-        "org.gnome.terminal",
-        "org.gnome.console",
-        "kgx",
-        "ptyxis",
-        "org.gnome.ptyxis",
-        "konsole",
-        "org.kde.konsole",
-        "yakuake",
-        "alacritty",
-        "kitty",
-        "foot",
-        "footclient",
-        "xfce4-terminal",
-        "terminator",
-        "tilix",
-        "com.gexperts.tilix",
-        "st",
-        "st-256color",
-        "wezterm",
-        "org.wezfurlong.wezterm",
-        "lxterminal",
-        "mate-terminal",
-        "qterminal",
-        "sakura",
-        "terminology",
-        "guake",
-        "tilda",
-        "ghostty",
-        "com.mitchellh.ghostty",
-        "terminal",
-        # Windows (executable names)
-        "windowsterminal",
-        "openconsole",
-        "conhost",
-        "cmd",
-        "powershell",
-        "pwsh",
-        "mintty",
-        "wsl",
-        "bash",
-        # macOS (bundle identifiers)
-        "com.apple.terminal",
-        "com.googlecode.iterm2",
-        "iterm2",
-        "net.kovidgoyal.kitty",
-        "io.alacritty",
-    }
-)
-
 #: Markers that do not end a field.
 _KEEP_MARKERS = frozenset({"screen_layout"})
-#: pynput key names of modifier keys (they never end or edit a field).
-_MODIFIER_NAMES = frozenset(
-    {
-        "shift",
-        "shift_l",
-        "shift_r",
-        "ctrl",
-        "ctrl_l",
-        "ctrl_r",
-        "alt",
-        "alt_l",
-        "alt_r",
-        "alt_gr",
-        "cmd",
-        "cmd_l",
-        "cmd_r",
-        "caps_lock",
-        "num_lock",
-        "scroll_lock",
-    }
-)
 #: X11 keysyms: dead keys, and the level-3/level-5 shift keys pynput does not name.
 _DEAD_FIRST, _DEAD_LAST = 0xFE50, 0xFE93
 _LEVEL_SHIFTS = frozenset({0xFE03, 0xFE11})
@@ -208,370 +126,6 @@ _COMBINING = {
 }
 
 
-#: Fields up to this long keep their text before every deletion, longer ones before each run.
-ERASE_EACH_BELOW = 256
-
-
-@dataclass(frozen=True)
-class Field:
-    """The typing into one focused text field.
-
-    :ivar text: the field's final text (as far as the keys tell).
-    :ivar cells: for each character of ``text``, the index (into the events given to
-        :func:`reconstruct`) of the event that produced it: a KeyPress, or a Paste.
-    :ivar typed: every character ever inserted, in order, including ones deleted later
-        (pasted text included).
-    :ivar typed_events: the provenance of each character of ``typed``.
-    :ivar first: index of the first event of this field (a key press or a paste).
-    :ivar last: index of the last event of this field (a key press, release or paste;
-        the release of a field's last key may come after the next field's first event).
-    :ivar app_class: the focused window's class when the field started (None: unknown).
-    :ivar uncertain: the caret model broke (undo, overwrite mode, unknown paste...): the
-        text may differ from what the field shows.
-    :ivar ended_by: ``click``, ``focus``, ``tab``, ``enter``, ``escape``,
-        ``navigation``, ``shortcut``, ``interrupt``, ``marker`` or ``end``.
-    :ivar links: ``(event, tied event)`` index pairs, sorted: each key press of the field
-        with its release, a composed character's letter with its dead key.
-        :func:`key_windows` takes a tied event along whenever the first is in a window.
-    :ivar erased: the field's text and cells as they were right before each deletion
-        (backspace, cut, typing over a selection; in fields longer than
-        :data:`ERASE_EACH_BELOW` characters, before each run of deletions): a secret typed
-        and then deleted is whole in one of them, where ``typed`` may have a deleted typo
-        inside it.
-    """
-
-    text: str
-    cells: tuple[int, ...]
-    typed: str
-    typed_events: tuple[int, ...]
-    first: int
-    last: int
-    app_class: str | None
-    uncertain: bool
-    ended_by: str
-    links: tuple[tuple[int, int], ...] = ()
-    erased: tuple[tuple[str, tuple[int, ...]], ...] = ()
-
-    def streams(self) -> list[tuple[str, str]]:
-        """Every ``(stream, text)`` worth scanning: ``text``, ``typed`` and ``erased:K``."""
-        out = [("text", self.text), ("typed", self.typed)]
-        out += [(f"erased:{k}", text) for k, (text, _) in enumerate(self.erased)]
-        return out
-
-
-def is_terminal(app_class: str | None) -> bool:
-    """Whether a window class is a terminal emulator (:data:`TERMINAL_CLASSES`)."""
-    if not app_class:
-        return False
-    name = app_class.strip().lower()
-    if name.endswith(".exe"):
-        name = name[:-4]
-    return name in TERMINAL_CLASSES
-
-
-def _isword(c: str) -> bool:
-    return c.isalnum() or c == "_"
-
-
-class _Buf:
-    """A field being built (mutable); :meth:`freeze` makes the :class:`Field`."""
-
-    __slots__ = (
-        "anchor",
-        "app_class",
-        "caret",
-        "chars",
-        "deleting",
-        "ended_by",
-        "erased",
-        "first",
-        "last",
-        "links",
-        "paste_pending",
-        "prov",
-        "terminal",
-        "typed",
-        "typed_ev",
-        "uncertain",
-    )
-
-    def __init__(self, first: int, app_class: str | None) -> None:
-        self.chars: list[str] = []
-        self.prov: list[int] = []
-        self.typed: list[str] = []
-        self.typed_ev: list[int] = []
-        self.links: list[tuple[int, int]] = []
-        self.erased: list[tuple[str, tuple[int, ...]]] = []
-        self.deleting = False
-        self.caret = 0
-        self.anchor: int | None = None
-        self.first = first
-        self.last = first
-        self.app_class = app_class
-        self.terminal = is_terminal(app_class)
-        self.uncertain = False
-        self.paste_pending = 0
-        self.ended_by = "end"
-
-    def freeze(self) -> Field:
-        return Field(
-            text="".join(self.chars),
-            cells=tuple(self.prov),
-            typed="".join(self.typed),
-            typed_events=tuple(self.typed_ev),
-            first=self.first,
-            last=self.last,
-            app_class=self.app_class,
-            uncertain=self.uncertain,
-            ended_by=self.ended_by,
-            links=tuple(sorted(self.links)),
-            erased=tuple(self.erased),
-        )
-
-    # -- editing -------------------------------------------------------------------------------
-
-    def selection(self) -> tuple[int, int] | None:
-        a = self.anchor
-        if a is None or a == self.caret:
-            return None
-        return (a, self.caret) if a < self.caret else (self.caret, a)
-
-    def delete(self, lo: int, hi: int) -> None:
-        if lo < hi:
-            # the text before each deletion, kept for detection (only before each run in a
-            # long field: a short one is where a typo right after a secret is fixed and the
-            # whole thing deleted in one run)
-            if not self.deleting or len(self.chars) <= ERASE_EACH_BELOW:
-                self.erased.append(("".join(self.chars), tuple(self.prov)))
-                self.deleting = True
-            del self.chars[lo:hi]
-            del self.prov[lo:hi]
-        self.caret = lo
-        self.anchor = None
-
-    def delete_selection(self) -> bool:
-        sel = self.selection()
-        self.anchor = None
-        if sel is None:
-            return False
-        self.delete(*sel)
-        return True
-
-    def insert(self, s: str, i: int) -> None:
-        sel = self.selection()
-        if sel is not None:
-            self.delete(*sel)
-        self.anchor = None
-        c = self.caret
-        n = len(s)
-        if c == len(self.chars):
-            self.chars.extend(s)
-            self.prov.extend([i] * n)
-        else:
-            self.chars[c:c] = s
-            self.prov[c:c] = [i] * n
-        self.caret = c + n
-        self.deleting = False
-        self.typed.extend(s)
-        self.typed_ev.extend([i] * n)
-
-    def move(self, pos: int, select: bool) -> None:
-        if select:
-            if self.anchor is None:
-                self.anchor = self.caret
-        else:
-            self.anchor = None
-        self.caret = pos
-
-    # -- positions -----------------------------------------------------------------------------
-
-    def line_start(self) -> int:
-        chars = self.chars
-        p = self.caret
-        while p > 0 and chars[p - 1] != "\n":
-            p -= 1
-        return p
-
-    def line_end(self) -> int:
-        chars = self.chars
-        n = len(chars)
-        p = self.caret
-        while p < n and chars[p] != "\n":
-            p += 1
-        return p
-
-    def word_left(self, pos: int, unix: bool = False) -> int:
-        """Start of the word before ``pos`` (``unix``: whitespace-delimited, readline ctrl+W)."""
-        chars = self.chars
-        if unix:
-            while pos > 0 and chars[pos - 1].isspace():
-                pos -= 1
-            while pos > 0 and not chars[pos - 1].isspace():
-                pos -= 1
-            return pos
-        while pos > 0 and not _isword(chars[pos - 1]):
-            pos -= 1
-        while pos > 0 and _isword(chars[pos - 1]):
-            pos -= 1
-        return pos
-
-    def word_right(self, pos: int, windows: bool) -> int:
-        """Where a word jump right lands: the next word's start (Windows) or this word's end."""
-        chars = self.chars
-        n = len(chars)
-        if windows:
-            start = pos
-            while pos < n and _isword(chars[pos]):
-                pos += 1
-            if pos == start:
-                while pos < n and not _isword(chars[pos]) and not chars[pos].isspace():
-                    pos += 1
-            while pos < n and chars[pos].isspace():
-                pos += 1
-            return pos
-        while pos < n and not _isword(chars[pos]):
-            pos += 1
-        while pos < n and _isword(chars[pos]):
-            pos += 1
-        return pos
-
-
-# -- editing operations (the tables below map keys to them) ---------------------------------------
-
-
-def _line_start(b: _Buf) -> None:
-    b.move(b.line_start(), False)
-
-
-def _line_end(b: _Buf) -> None:
-    b.move(b.line_end(), False)
-
-
-def _char_left(b: _Buf) -> None:
-    b.move(max(b.caret - 1, 0), False)
-
-
-def _char_right(b: _Buf) -> None:
-    b.move(min(b.caret + 1, len(b.chars)), False)
-
-
-def _word_left(b: _Buf) -> None:
-    b.move(b.word_left(b.caret), False)
-
-
-def _word_right(b: _Buf) -> None:
-    b.move(b.word_right(b.caret, False), False)
-
-
-def _backspace(b: _Buf) -> None:
-    if not b.delete_selection() and b.caret > 0:
-        b.delete(b.caret - 1, b.caret)
-
-
-def _delete_forward(b: _Buf) -> None:
-    if not b.delete_selection() and b.caret < len(b.chars):
-        b.delete(b.caret, b.caret + 1)
-
-
-def _kill_to_start(b: _Buf) -> None:
-    b.delete(b.line_start(), b.caret)
-
-
-def _kill_to_end(b: _Buf) -> None:
-    b.delete(b.caret, b.line_end())
-
-
-def _kill_word_back(b: _Buf) -> None:
-    b.delete(b.word_left(b.caret), b.caret)
-
-
-def _kill_word_forward(b: _Buf) -> None:
-    b.delete(b.caret, b.word_right(b.caret, False))
-
-
-def _rubout_unix_word(b: _Buf) -> None:
-    b.delete(b.word_left(b.caret, unix=True), b.caret)
-
-
-def _select_all(b: _Buf) -> None:
-    b.anchor = 0
-    b.caret = len(b.chars)
-
-
-def _cut(b: _Buf) -> None:
-    if not b.delete_selection() and b.chars:
-        b.uncertain = True  # some editors cut the whole line
-
-
-def _unknown(b: _Buf) -> None:
-    b.uncertain = True
-
-
-def _nothing(b: _Buf) -> None:
-    pass
-
-
-_Op = Callable[[_Buf], None]
-#: A key's meaning: an editing operation, or the reason it ends the field.
-_Action = _Op | str
-
-#: ctrl/cmd + letter in an ordinary text field; other ASCII letters and digits end it ("shortcut").
-_SHORTCUTS: dict[str, _Action] = {
-    "a": _select_all,
-    "x": _cut,
-    "z": _unknown,
-    "y": _unknown,
-    **dict.fromkeys("cvbius", _nothing),
-}
-_SHORTCUTS.update({k: "shortcut" for k in "defghjklmnopqrtw0123456789"})
-#: ctrl + letter in a terminal: the emacs mode of readline (zsh's zle and PSReadLine agree).
-_READLINE: dict[str, _Action] = {
-    "a": _line_start,
-    "e": _line_end,
-    "b": _char_left,
-    "f": _char_right,
-    "h": _backspace,
-    "d": _delete_forward,
-    "u": _kill_to_start,
-    "k": _kill_to_end,
-    "w": _rubout_unix_word,
-    "c": "interrupt",
-    "z": "interrupt",
-    "g": "interrupt",
-    "p": "navigation",
-    "n": "navigation",
-    "j": "enter",
-    "m": "enter",
-    "i": "tab",
-    **dict.fromkeys("yrstxo_", _unknown),
-}
-#: alt + letter in a terminal.
-_READLINE_ALT: dict[str, _Action] = {"b": _word_left, "f": _word_right, "d": _kill_word_forward}
-#: ctrl + letter on macOS: the Cocoa text system's emacs bindings.
-_COCOA: dict[str, _Action] = {
-    "a": _line_start,
-    "e": _line_end,
-    "b": _char_left,
-    "f": _char_right,
-    "h": _backspace,
-    "d": _delete_forward,
-    "k": _kill_to_end,
-    "p": "navigation",
-    "n": "navigation",
-    **dict.fromkeys("yto", _unknown),
-}
-#: Named keys that always end the field.
-_ENDERS = {
-    "tab": "tab",
-    "enter": "enter",
-    "kp_enter": "enter",
-    "esc": "escape",
-    "escape": "escape",
-    "page_up": "navigation",
-    "page_down": "navigation",
-}
-
-
 class _Replay:
     """The state machine behind :func:`reconstruct`."""
 
@@ -579,8 +133,8 @@ class _Replay:
         self.fixed = backend is not None
         self.mac = self.win = False
         self.set_backend(backend)
-        self.buf: _Buf | None = None
-        self.done: list[_Buf] = []
+        self.buf: FieldBuffer | None = None
+        self.done: list[FieldBuffer] = []
         self.app_class: str | None = None
         self.focus_key: tuple[object, ...] | None = None
         self.caps = False
@@ -591,10 +145,10 @@ class _Replay:
         self.plain = True
         # held keys: identity -> [(field, press index)...]; named keys by name (or keysym),
         # character keys by their lower-cased character.
-        self.held_named: dict[object, list[tuple[_Buf, int]]] = {}
-        self.held_chars: dict[str, list[tuple[_Buf, int]]] = {}
+        self.held_named: dict[object, list[tuple[FieldBuffer, int]]] = {}
+        self.held_chars: dict[str, list[tuple[FieldBuffer, int]]] = {}
         self.events: Sequence[Event] = ()
-        self.named: dict[str, Callable[[_Buf, str, tuple[str, ...]], None]] = {
+        self.named: dict[str, Callable[[FieldBuffer, str, tuple[str, ...]], None]] = {
             "left": self.arrow,
             "right": self.arrow,
             "home": self.home_end,
@@ -634,7 +188,7 @@ class _Replay:
                 continue
             buf = self.buf
             if buf is None:
-                buf = self.buf = _Buf(i, self.app_class)
+                buf = self.buf = FieldBuffer(i, self.app_class)
             buf.last = i
             ch = ev.char
             if ch is None:
@@ -710,7 +264,7 @@ class _Replay:
                 self.level3.discard(ev.vk)
                 self.refresh()
             entry = self.held_named.pop(name if name is not None else ev.vk, None)
-            if entry is None and name in _MODIFIER_NAMES:
+            if entry is None and name in MODIFIER_NAMES:
                 return
         if entry is None:
             # X11 reports a release with the state at release time (shift+2 released as "2"):
@@ -729,7 +283,7 @@ class _Replay:
     def paste(self, i: int, ev: Paste) -> None:
         buf = self.buf
         if buf is None:
-            buf = self.buf = _Buf(i, self.app_class)
+            buf = self.buf = FieldBuffer(i, self.app_class)
         buf.last = i
         self.dead = None
         self.refresh()
@@ -742,7 +296,7 @@ class _Replay:
 
     # -- named keys ----------------------------------------------------------------------------
 
-    def named_key(self, i: int, ev: KeyPress, buf: _Buf) -> None:
+    def named_key(self, i: int, ev: KeyPress, buf: FieldBuffer) -> None:
         name = ev.name
         ident: object = name if name is not None else ev.vk
         self.held_named.setdefault(ident, []).append((buf, i))
@@ -750,7 +304,7 @@ class _Replay:
             if ev.vk in _LEVEL_SHIFTS:
                 self.level3.add(ev.vk)
                 self.refresh()
-        elif name in _MODIFIER_NAMES:
+        elif name in MODIFIER_NAMES:
             if name == "caps_lock" and not self.caps_held:
                 self.caps_held = True
                 self.caps = not self.caps
@@ -761,7 +315,7 @@ class _Replay:
             self.before_edit(ev, buf)
             self.dead = None
             self.refresh()
-            reason = _ENDERS.get(name)
+            reason = editing.ENDERS.get(name)
             if reason is not None:
                 self.end(reason)
                 return
@@ -769,7 +323,7 @@ class _Replay:
             if handler is not None:
                 handler(buf, name, ev.modifiers or ())
 
-    def before_edit(self, ev: KeyPress, buf: _Buf) -> None:
+    def before_edit(self, ev: KeyPress, buf: FieldBuffer) -> None:
         """A key that is not a modifier: a paste still awaited breaks the model; a paste key starts one."""
         if buf.paste_pending:
             buf.uncertain = True
@@ -777,7 +331,7 @@ class _Replay:
         if paste_chord(ev):
             buf.paste_pending = 1
 
-    def arrow(self, buf: _Buf, name: str, mods: tuple[str, ...]) -> None:
+    def arrow(self, buf: FieldBuffer, name: str, mods: tuple[str, ...]) -> None:
         left = name == "left"
         alt = "alt" in mods
         if self.mac:
@@ -803,7 +357,7 @@ class _Replay:
             pos = max(buf.caret - 1, 0) if left else min(buf.caret + 1, len(buf.chars))
         buf.move(pos, shift)
 
-    def home_end(self, buf: _Buf, name: str, mods: tuple[str, ...]) -> None:
+    def home_end(self, buf: FieldBuffer, name: str, mods: tuple[str, ...]) -> None:
         if self.mac:
             buf.uncertain = True  # Cocoa scrolls; browsers move the caret
             return
@@ -814,37 +368,37 @@ class _Replay:
             pos = buf.line_start() if home else buf.line_end()
         buf.move(pos, "shift" in mods)
 
-    def vertical(self, buf: _Buf, name: str, mods: tuple[str, ...]) -> None:
+    def vertical(self, buf: FieldBuffer, name: str, mods: tuple[str, ...]) -> None:
         if self.mac and "super" in mods:
             buf.move(0 if name == "up" else len(buf.chars), "shift" in mods)
         else:
             self.end("navigation")  # another line (or a terminal's history)
 
-    def backspace(self, buf: _Buf, name: str, mods: tuple[str, ...]) -> None:
+    def backspace(self, buf: FieldBuffer, name: str, mods: tuple[str, ...]) -> None:
         if buf.delete_selection():
             return
         if self.mac and "super" in mods:
-            _kill_to_start(buf)
+            editing.kill_to_start(buf)
         elif "ctrl" in mods or "alt" in mods:
-            _kill_word_back(buf)
+            editing.kill_word_back(buf)
         else:
-            _backspace(buf)
+            editing.backspace(buf)
 
-    def delete(self, buf: _Buf, name: str, mods: tuple[str, ...]) -> None:
+    def delete(self, buf: FieldBuffer, name: str, mods: tuple[str, ...]) -> None:
         if buf.delete_selection():
             return
         if ("alt" if self.mac else "ctrl") in mods:
             buf.delete(buf.caret, buf.word_right(buf.caret, self.win))
         else:
-            _delete_forward(buf)
+            editing.delete_forward(buf)
 
-    def insert_key(self, buf: _Buf, name: str, mods: tuple[str, ...]) -> None:
+    def insert_key(self, buf: FieldBuffer, name: str, mods: tuple[str, ...]) -> None:
         if not mods:
             buf.uncertain = True  # overwrite mode
 
     # -- character keys ------------------------------------------------------------------------
 
-    def char_key(self, i: int, ev: KeyPress, buf: _Buf, ch: str) -> None:
+    def char_key(self, i: int, ev: KeyPress, buf: FieldBuffer, ch: str) -> None:
         self.before_edit(ev, buf)
         mods = ev.modifiers or ()
         if mods and "alt_gr" not in mods and self.command(buf, ch, mods):
@@ -872,7 +426,7 @@ class _Replay:
         else:
             buf.insert(ch, i)
 
-    def command(self, buf: _Buf, ch: str, mods: tuple[str, ...]) -> bool:
+    def command(self, buf: FieldBuffer, ch: str, mods: tuple[str, ...]) -> bool:
         """Handle a character key held with ctrl, super or alt as a command; False: it is text."""
         ctrl = "ctrl" in mods
         sup = "super" in mods
@@ -887,7 +441,7 @@ class _Replay:
             return True
         return False
 
-    def dead_key(self, i: int, buf: _Buf, accent: str) -> None:
+    def dead_key(self, i: int, buf: FieldBuffer, accent: str) -> None:
         if self.dead is not None:
             first, d = self.dead
             self.dead = None
@@ -901,7 +455,7 @@ class _Replay:
         self.dead = (accent, i)
         self.plain = False
 
-    def compose(self, i: int, buf: _Buf, ch: str) -> None:
+    def compose(self, i: int, buf: FieldBuffer, ch: str) -> None:
         accent, d = self.dead  # type: ignore[misc]
         self.dead = None
         self.refresh()
@@ -918,31 +472,31 @@ class _Replay:
         buf.insert(ch, i)
         buf.uncertain = True
 
-    def shortcut(self, buf: _Buf, ch: str, mods: tuple[str, ...]) -> None:
+    def shortcut(self, buf: FieldBuffer, ch: str, mods: tuple[str, ...]) -> None:
         """ctrl/super + a character key (never text)."""
         if len(ch) != 1:
             return
         k = chr(ord(ch) + 96) if "\x01" <= ch <= "\x1a" else ch.lower()
-        table = _SHORTCUTS
+        table = editing.SHORTCUTS
         if "super" not in mods and "shift" not in mods and "alt" not in mods:
             if buf.terminal:
-                table = _READLINE
+                table = editing.READLINE
                 if k == "d" and not buf.chars:
                     self.end("interrupt")  # end of input
                     return
             elif self.mac:
-                table = _COCOA
+                table = editing.COCOA
         self.act(buf, table.get(k))
 
-    def alt_key(self, buf: _Buf, ch: str) -> None:
+    def alt_key(self, buf: FieldBuffer, ch: str) -> None:
         """alt + a character key outside macOS: readline word keys in terminals, else an accelerator."""
         k = ch.lower()
         if buf.terminal:
-            self.act(buf, _READLINE_ALT.get(k, _unknown))
+            self.act(buf, editing.READLINE_ALT.get(k, editing.unknown))
         elif len(k) == 1 and k.isascii() and k.isalnum():
             self.end("shortcut")
 
-    def act(self, buf: _Buf, action: _Action | None) -> None:
+    def act(self, buf: FieldBuffer, action: editing.Action | None) -> None:
         if isinstance(action, str):
             self.end(action)
         elif action is not None:
@@ -1029,4 +583,4 @@ def _widen(links: tuple[tuple[int, int], ...], lo: int, hi: int) -> tuple[int, i
         lo = new_lo
 
 
-__all__ = ["TERMINAL_CLASSES", "TEXT_VERSION", "Field", "is_terminal", "key_windows", "reconstruct"]
+__all__ = ["TEXT_VERSION", "key_windows", "reconstruct"]
