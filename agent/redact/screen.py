@@ -201,17 +201,24 @@ def _owners(line: Line, keep: Callable[[str], bool]) -> tuple[str, list[int]]:
     return "".join(chars), owner
 
 
-def _find_typed(line: Line, secrets: Sequence[str]) -> list[Word]:
-    """Words of ``line`` that show one of ``secrets`` (:func:`normalise_secrets` output).
+def _find_typed(frame_lines: Sequence[Line], secrets: Sequence[str]) -> list[tuple[int, Word]]:
+    """The words (with their line's index) that show one of ``secrets`` (:func:`normalise_secrets`
+    output), looked for over the frame's lines joined in reading order: a secret a terminal
+    wrapped, or one typed half-way across a wrap, is found as if on one line.
 
-    A secret longer than :data:`CHUNK` is found piece by piece: every word holding one of
-    its overlapping :data:`CHUNK`-character pieces is masked.
+    A secret longer than :data:`CHUNK` is found piece by piece: every word holding one of its
+    :data:`CHUNK`-character pieces, at every offset, is masked.
     """
     if not secrets:
         return []
-    raw, owner = _owners(line, str.isalnum)
-    haystack = raw.casefold().translate(_CANON)
-    found: set[int] = set()
+    chars: list[str] = []
+    owner: list[tuple[int, int]] = []
+    for n, line in enumerate(frame_lines):
+        raw, words = _owners(line, str.isalnum)
+        chars.append(raw)
+        owner += [(n, i) for i in words]
+    haystack = "".join(chars).casefold().translate(_CANON)
+    found: set[tuple[int, int]] = set()
     for secret in secrets:
         pieces = [secret] if len(secret) <= CHUNK else _pieces(secret)
         for piece in pieces:
@@ -219,14 +226,13 @@ def _find_typed(line: Line, secrets: Sequence[str]) -> list[Word]:
             while at >= 0:
                 found.update(owner[at : at + len(piece)])
                 at = haystack.find(piece, at + 1)
-    return [line.words[i] for i in sorted(found)]
+    return [(n, frame_lines[n].words[i]) for n, i in sorted(found)]
 
 
 def _pieces(secret: str) -> list[str]:
-    starts = list(range(0, len(secret) - CHUNK + 1, 2))
-    if starts[-1] != len(secret) - CHUNK:
-        starts.append(len(secret) - CHUNK)
-    return [secret[i : i + CHUNK] for i in starts]
+    """Every :data:`CHUNK`-character window of ``secret``: a partly typed or partly shown secret
+    shows at least one of them whatever its first visible character is."""
+    return [secret[i : i + CHUNK] for i in range(len(secret) - CHUNK + 1)]
 
 
 def _detect_joined(line: Line, detect: DetectFn) -> list[tuple[str, list[Word]]]:
@@ -321,17 +327,18 @@ def _plan(
     counts: dict[str, int] = {}
     found: list[Box] = []
     words = read(bands) if bands else []
-    for line in lines(words):
+    frame_lines = lines(words)
+    for line in frame_lines:
         hits = [(span.entity, _words_in(line, span.start, span.end)) for span in detect(line.text)]
         seen = {id(w) for _, ws in hits for w in ws}  # joined-line finds count only where they add words
         hits += [(e, ws) for e, ws in _detect_joined(line, detect) if not seen.issuperset(map(id, ws))]
         for entity, hit in hits:
             found += [_pad(w.box, width, height) for w in hit]
             counts[entity] = counts.get(entity, 0) + bool(hit)
-        typed = _find_typed(line, secrets)
-        if typed:
-            found += [_pad(w.box, width, height) for w in typed]
-            counts["TYPED"] = counts.get("TYPED", 0) + 1
+    typed = _find_typed(frame_lines, secrets)
+    if typed:
+        found += [_pad(w.box, width, height) for _, w in typed]
+        counts["TYPED"] = counts.get("TYPED", 0) + len({n for n, _ in typed})  # lines, as before
     boxes = tuple(sorted(set(kept) | set(found)))
     return FrameMasks(boxes, tuple(bands), counts)
 

@@ -25,6 +25,7 @@ from agent.redact.screen import (
     TesseractOcr,
     Word,
     apply_boxes,
+    canonical,
     changed_bands,
     join_bands,
     lines,
@@ -309,3 +310,76 @@ def test_tesseract_words_are_in_frame_coordinates(tesseract: TesseractOcr) -> No
     (marker,) = [w for w in words if w.text == "XYZZY"]
     assert 30 <= marker.box[1] < marker.box[3] <= img.size[1]
     assert isinstance(lines(words)[0], Line)
+
+
+# --- a typed secret shown in part: every window of it, across a wrap (P6) -------------------------
+
+#: The e2e test's token; its characters 17.. land on the second line when xterm (90 columns) wraps
+#: `root@vm:/work/main# echo <e-mail>  <card>  <token>`.
+TOKEN = "ghp_R8x2Lq7Vw3Nz5Kp1Tb9Yc4Hd6Mf0Sg2Ja7Ue"  # noqa: S105 - a made-up token
+
+
+def _shows_8(secret: str, text: str) -> bool:
+    """The e2e test's check: any 8 characters of ``secret`` in a row, OCR confusions folded."""
+    core, seen = canonical(secret), canonical(text)
+    return any(core[i : i + 8] in seen for i in range(len(core) - 7))
+
+
+def _nothing(_: str) -> list[Span]:
+    return []
+
+
+@pytest.mark.parametrize("start", range(len(canonical(TOKEN)) - 7))
+def test_every_8_character_window_of_a_typed_secret_is_masked(start: int) -> None:
+    """A frame taken mid-typing shows some stretch of a secret: whatever its first visible
+    character, it is masked (only every second window was looked for, so the 8 characters at an
+    odd offset stayed readable on an exported frame)."""
+    fragment = canonical(TOKEN)[start : start + 8]
+    plan = mask_plan(
+        None,
+        (),
+        Image.new("RGB", (400, 40), "white"),
+        ocr=lambda _img, _bands: [Word((10, 10, 90, 27), fragment)],
+        detect=_nothing,
+        secrets=normalise_secrets([TOKEN]),
+    )
+    ((left, top, right, bottom),) = plan.boxes  # the one word, padded
+    assert left <= 10 and top <= 10 and right >= 90 and bottom >= 27, fragment
+
+
+def test_a_secret_typed_across_a_line_wrap_is_masked_on_both_lines() -> None:
+    """Fewer than 8 characters on each side of a wrap are still 8 of the secret in reading order."""
+    words = [
+        Word((10, 10, 300, 27), "root@vm:~#"),
+        Word((310, 10, 400, 27), "ghp_R8x2"),
+        Word((10, 40, 40, 57), "Lq7"),
+    ]
+    assert _shows_8(TOKEN, "\n".join(line.text for line in lines(words)))  # what a reader sees
+    plan = mask_plan(
+        None,
+        (),
+        Image.new("RGB", (420, 80), "white"),
+        ocr=lambda _i, _b: words,
+        detect=_nothing,
+        secrets=normalise_secrets([TOKEN]),
+    )
+    assert len(plan.boxes) == 2 and plan.counts == {"TYPED": 2}, plan  # both parts, not the prompt
+
+
+def test_a_wrapped_partly_typed_token_on_a_rendered_terminal_is_unreadable_after_masking() -> None:
+    """The frame of the e2e run that leaked, rendered: the token's first 17 characters end line 1,
+    8 more start line 2; real tesseract reads the fragment before masking and not after."""
+    require_tool("tesseract")
+    font = ImageFont.truetype(FONT, 17)
+    image = Image.new("RGB", (1000, 120), "white")
+    draw = ImageDraw.Draw(image)
+    line_1 = "root@vm:/work/main# echo alice.canary@example.com  4111 1111 1111 1111  ghp_R8x2Lq7Vw3Nz5K"
+    draw.text((10, 20), line_1, fill="black", font=font)
+    draw.text((10, 45), "p1Tb9Yc4", fill="black", font=font)
+    engine = TesseractOcr.find()
+    assert engine is not None
+    before = "\n".join(line.text for line in lines(engine(image, [(0, 120)])))
+    assert _shows_8(TOKEN, before), before  # the control: the fragment is readable
+    plan = mask_plan(None, (), image, ocr=engine, detect=_nothing, secrets=normalise_secrets([TOKEN]))
+    after = "\n".join(line.text for line in lines(engine(apply_boxes(image, plan.boxes), [(0, 120)])))
+    assert not _shows_8(TOKEN, after), after
