@@ -3,3 +3,33 @@
 Each benchmark runs the bare library and optin's path side by side in one run
 and prints the ratio.  Record results with the machine in docs/performance.md.
 """
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def consented_home(home: Path) -> tuple[object, object]:
+    """A throwaway OPTIN_HOME with keys (a file identity) and a consented study of every scope:
+    ``(dirs, study)``.  Sets OPTIN_HOME, OPTIN_PASSPHRASE_FILE and a keyring that always fails."""
+    from pyrage import x25519
+
+    from agent import consent
+    from agent.paths import dirs
+    from agent.store import keys
+    from agent.study import demo_study_toml, install_study
+
+    os.environ["OPTIN_HOME"] = str(home)
+    pw = home / "pw"
+    pw.write_text("benchmark passphrase\n")
+    pw.chmod(0o600)
+    os.environ["OPTIN_PASSPHRASE_FILE"] = str(pw)
+    os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
+    d = dirs()
+    study_file = home / "study.toml"
+    study_file.write_text(demo_study_toml(str(x25519.Identity.generate().to_public())))
+    study = install_study(d, study_file)
+    consent.grant(d, study, study.terms_sha256)
+    keys.init_keys(d, storage="file")
+    return d, study

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.benchmarks import consented_home
+
 PASSWORD = "Mq4benchPw9z"  # noqa: S105 - a made-up password typed at the prompts
 #: The terminal: a monospace font OCR reads well, 20 rows.
 XTERM = ["xterm", "-fa", "DejaVu Sans Mono", "-fs", "12", "-geometry", "100x20+40+40"]
@@ -147,30 +149,6 @@ def _edits(xd: object, typist: Typist) -> list[tuple[str, Callable[[], None]]]:
     return [("echo fixed typo", backspaced), ("echo world", arrowed)]
 
 
-def _setup(home: Path) -> tuple[object, object]:
-    """A throwaway OPTIN_HOME with keys and a consented study (every scope): (dirs, study)."""
-    from pyrage import x25519
-
-    from agent import consent
-    from agent.paths import dirs
-    from agent.store import keys
-    from agent.study import demo_study_toml, install_study
-
-    os.environ["OPTIN_HOME"] = str(home)
-    pw = home / "pw"
-    pw.write_text("benchmark passphrase\n")
-    pw.chmod(0o600)
-    os.environ["OPTIN_PASSPHRASE_FILE"] = str(pw)
-    os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
-    d = dirs()
-    study_file = home / "study.toml"
-    study_file.write_text(demo_study_toml(str(x25519.Identity.generate().to_public())))
-    study = install_study(d, study_file)
-    consent.grant(d, study, study.terms_sha256)
-    keys.init_keys(d, storage="file")
-    return d, study
-
-
 def _session(d: object, study: object, workdir: Path, typist: Typist) -> list[object]:
     from agent.backends import select_backend
     from agent.backends.virtual_display import VirtualDisplay, wait_for
@@ -277,7 +255,7 @@ def main() -> None:
     for typist in typists:
         with tempfile.TemporaryDirectory(prefix="optin-bench-echo-") as tmp:
             home = Path(tmp)
-            d, study = _setup(home)
+            d, study = consented_home(home)
             workdir = home / "work"
             workdir.mkdir()
             (workdir / "notes.txt").write_text("one\ntwo\n")

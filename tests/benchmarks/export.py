@@ -69,26 +69,12 @@ def _session_events() -> list[object]:
 
 def _setup(home: Path) -> tuple[object, object, str, int]:
     """A throwaway OPTIN_HOME with keys, a consented study and the session; (dirs, study, id, bytes)."""
-    from pyrage import x25519
-
     from agent import consent
-    from agent.paths import dirs
     from agent.store import keys
     from agent.store.writer import SessionWriter
-    from agent.study import demo_study_toml, install_study
+    from tests.benchmarks import consented_home
 
-    os.environ["OPTIN_HOME"] = str(home)
-    pw = home / "pw"
-    pw.write_text("benchmark passphrase\n")
-    pw.chmod(0o600)
-    os.environ["OPTIN_PASSPHRASE_FILE"] = str(pw)
-    os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
-    d = dirs()
-    study_file = home / "study.toml"
-    study_file.write_text(demo_study_toml(str(x25519.Identity.generate().to_public())))
-    study = install_study(d, study_file)
-    consent.grant(d, study, study.terms_sha256)
-    keys.init_keys(d, storage="file")
+    d, study = consented_home(home)
     receipt = consent.current_receipt(d)
     assert receipt is not None
     events = _session_events()
