@@ -22,6 +22,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from agent.backends.platform_calls import signals_held
 from agent.errors import EnvironmentProblem
 
 #: System commands the private desktop needs, with the Debian package that has each.
@@ -139,10 +140,15 @@ class VirtualDisplay:
             "+extension" if self.record else "-extension",
             "RECORD",
         ]
-        proc = subprocess.Popen(
-            cmd, pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        self._track(proc)
+        with signals_held():  # a SIGTERM now must find the child tracked, or it outlives us
+            proc = subprocess.Popen(
+                cmd,
+                pass_fds=(w,),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            self._track(proc)
         os.close(w)
         ready, _, _ = select.select([r], [], [], 10.0)
         number = os.read(r, 16).decode().strip() if ready else ""
@@ -233,15 +239,16 @@ class VirtualDisplay:
     def _spawn(
         self, argv: list[str], env: Any, *, stdout: bool = False, stderr: Any = None
     ) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL if stderr is None else stderr,
-            start_new_session=True,
-        )
-        self._track(proc)
+        with signals_held():  # a SIGTERM now must find the child tracked, or it outlives us
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL if stderr is None else stderr,
+                start_new_session=True,
+            )
+            self._track(proc)
         return proc
 
     def _track(self, proc: subprocess.Popen[bytes]) -> None:

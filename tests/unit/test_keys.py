@@ -730,7 +730,9 @@ def test_a_damaged_recipient_is_refused_with_the_fix_and_rebuilt_by_init(dirs: p
     public = keys.init_keys(dirs)
     path = dirs.keys / "recipient"
     good = path.read_text()
-    path.write_text(good.replace(public.hex()[:2], f"{int(public.hex()[0], 16) ^ 1:x}{public.hex()[1]}", 1))
+    key_line, rest = good.split("\n", 1)
+    flipped = f"{int(key_line[-1], 16) ^ 1:x}"  # the last hex digit of the public key, one bit off
+    path.write_text(f"{key_line[:-1]}{flipped}\n{rest}")
     with pytest.raises(KeyError_, match=r"damaged: its public key does not match its key-id line") as err:
         keys.load_recipient(dirs)
     assert "Fix: remove" in str(err.value) and "optin keys init" in str(err.value)
