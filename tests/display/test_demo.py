@@ -9,16 +9,21 @@ import sys
 from tests.display.conftest import need_tools
 
 
-def _our_stack() -> set[int]:
-    """PIDs of every process of the kinds the demo starts, the recording agent included."""
+def _our_stack() -> dict[int, str]:
+    """PID → command line of every process of the kinds the demo starts, the agent included."""
     out = subprocess.run(["ps", "-eo", "pid=,comm=,args="], capture_output=True, text=True, check=True).stdout
     names = {"Xvfb", "openbox", "trayer", "dunst", "dbus-daemon", "xterm"}
-    pids = set()
+    pids = {}
     for line in out.splitlines():
         pid, comm, args = [*line.split(None, 2), "", ""][:3]
         if comm in names or "-m agent run" in args:
-            pids.add(int(pid))
+            pids[int(pid)] = args
     return pids
+
+
+def _left_behind(before: dict[int, str]) -> dict[int, str]:
+    """The demo's kinds of process that were not there before (none, when the demo cleaned up)."""
+    return {pid: args for pid, args in _our_stack().items() if pid not in before}
 
 
 def test_demo_runs_the_whole_chain_and_cleans_up() -> None:
@@ -40,7 +45,7 @@ def test_demo_runs_the_whole_chain_and_cleans_up() -> None:
     assert summary["loss"]["dropped_events"] == 0
     assert set(summary["redaction"]["typed"]) == {"EMAIL", "CREDIT_CARD"}  # typed secrets, redacted
     assert summary["redaction"]["screen"]  # and masked where the terminal showed them
-    assert _our_stack() <= before  # every process the demo started is gone
+    assert not _left_behind(before)  # every process the demo started is gone
 
 
 def test_demo_rejects_a_bad_duration() -> None:
@@ -85,5 +90,5 @@ def test_demo_stopped_midway_leaves_nothing_behind(tmp_path) -> None:
             demo.wait()
         demo.stderr.close()
     assert rc == 128 + signal.SIGTERM
-    assert _our_stack() <= before
+    assert not _left_behind(before)
     assert set(glob.glob("/tmp/optin-demo-*")) <= tmp_before
