@@ -15,7 +15,17 @@ APT_PACKAGES := xvfb xauth x11-utils x11-xserver-utils xdotool openbox trayer du
 REQUIRED_COMMANDS := Xvfb xauth xdpyinfo xset openbox trayer dunst dbus-daemon xdotool xterm age tesseract pkg-config gcc systemd-analyze openssl shellcheck
 APT_INSTALL := apt-get install -y --no-install-recommends $(APT_PACKAGES)
 
-.PHONY: help system-deps venv demo test lint unit bench fuzz run doctor package clean
+# mypy --strict once for each OS optin runs on: the per-OS branches (agent/backends/platform_calls.py,
+# the win32 and darwin backends) are type-checked only under their own --platform.  TYPED is
+# checked as every OS, TYPED_<os> as that OS only: the display and hostile suites drive POSIX
+# processes (killpg, fork, FIFOs) and run on Linux (and could on macOS), never on Windows.
+MYPY_PLATFORMS := linux win32 darwin
+TYPED          := agent tests/unit tests/platform tests/redaction tests/benchmarks tests/conftest.py tests/tools.py
+TYPED_linux    := tests/display tests/hostile
+TYPED_win32    :=
+TYPED_darwin   := tests/display tests/hostile
+
+.PHONY: help system-deps venv demo test lint typecheck unit bench fuzz run doctor package clean
 
 help:
 	@echo "make demo    the whole chain on a private virtual display (installs what it needs)"
@@ -74,11 +84,18 @@ package: venv
 doctor: venv
 	$(BIN)/optin doctor
 
-lint: venv
+lint: venv typecheck
 	$(BIN)/ruff check agent tests
 	$(BIN)/ruff format --check agent tests
-	$(BIN)/mypy
 	$(BIN)/actionlint .github/workflows/*.yml  # checks run: scripts with shellcheck (system-deps)
+
+# Each platform keeps its own cache (one shared cache would be rebuilt at every switch); all three
+# run, and the target fails if any of them found an error.
+typecheck: venv
+	@status=0; $(foreach os,$(MYPY_PLATFORMS), \
+		echo "mypy --strict --platform $(os) $(strip $(TYPED) $(TYPED_$(os)))"; \
+		$(BIN)/mypy --strict --platform $(os) --cache-dir .mypy_cache/$(os) $(TYPED) $(TYPED_$(os)) || status=1;) \
+	exit $$status
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit

@@ -24,8 +24,11 @@ waits for the writer without a bound: after :data:`STOP_WAIT_S` it is
 abandoned, what it had not written is counted as lost, and the session is
 sealed when (if) the writer returns, or by crash recovery at the next start.
 
-:class:`Recorder` keeps the lifecycle, the sink and the volunteer's controls;
-its parts live next to it: :mod:`agent.recorder_states` is its lifecycle (the
+:class:`Recorder` keeps the lifecycle (start, stop, sessions sealed and opened,
+delete-last, exclude, opt-out) and what the writer thread calls; its parts live
+next to it: :mod:`agent.recorder_sink` is the O(1) sink the hooks call,
+:mod:`agent.recorder_pauses` the pauses and resuming (volunteer, absence, missing
+tray icon), :mod:`agent.recorder_states` is its lifecycle (the
 phases and the one table of moves between them), :mod:`agent.capture.sources`
 starts and stops the capture sources, :mod:`agent.writer_loop` is the writer
 thread, :mod:`agent.recorder_status` holds the counters and the published status,
@@ -46,16 +49,17 @@ from typing import Any, TypeVar
 from agent import consent, exclusions, pausing, recorder_status
 from agent.backends import Backend
 from agent.capture import deny
-from agent.capture.screen import ScreenWatch, Shot, action_reason
+from agent.capture.screen import ScreenWatch, Shot
 from agent.capture.sources import CaptureSources
 from agent.consent import Receipt
 from agent.errors import OptinError, StoreError, UsageError
-from agent.events import ClockAnchor, Event, KeyPress, KeyRelease, Marker, PointerMove, WindowFocus, now_ns
+from agent.events import ClockAnchor, Event, Marker, WindowFocus, now_ns
 from agent.keyboard.hotkey import Hotkey
-from agent.keyboard.names import paste_chord
 from agent.paths import Dirs, check_private_files, ensure_private_dir
+from agent.recorder_pauses import PAUSED_BY_VOLUNTEER, PAUSED_NO_INDICATOR, RecorderPauses
+from agent.recorder_sink import RecorderSink
 from agent.recorder_states import Event as Move
-from agent.recorder_states import Intake, Lifecycle, Phase, State
+from agent.recorder_states import Intake, Lifecycle, Phase
 from agent.recorder_status import Counters, describe_failure, read_status
 from agent.store import housekeeping, keys, retention
 from agent.store.recovery import RecoveryReport
@@ -72,21 +76,21 @@ logger = logging.getLogger(__name__)
 QUEUE_SIZE = 65536
 #: Longest wait for the writer to drain and seal a session when stopping (seconds).
 STOP_WAIT_S = 5.0
-#: Why a recording can be paused.
-PAUSED_BY_VOLUNTEER = "volunteer"
-PAUSED_NO_INDICATOR = "no indicator"
 
-# read_status lives in agent.recorder_status; the command line and tests import it from here.
+# read_status lives in agent.recorder_status and the pause reasons in agent.recorder_pauses;
+# tests import them from here.
 __all__ = ["PAUSED_BY_VOLUNTEER", "PAUSED_NO_INDICATOR", "Recorder", "read_status"]
 
 
-class Recorder:
+class Recorder(RecorderSink, RecorderPauses):
     """One recording session: hooks → queue → writer → encrypted segments.
 
     States: ``idle`` → ``recording`` ⇄ ``paused`` → ``stopped`` (or ``error``); every
     move is one of :data:`agent.recorder_states.TRANSITIONS`.  Lifecycle methods may
     be called from any thread (tray menu, signal, the writer's own failure); one
-    lock serialises them.
+    lock serialises them.  The sink the hooks call (:class:`~agent.recorder_sink.RecorderSink`)
+    and the pauses (:class:`~agent.recorder_pauses.RecorderPauses`) are parts of it, over
+    the same state and lock.
     """
 
     def __init__(self, dirs: Dirs, backend: Backend, study: Study) -> None:
@@ -124,91 +128,6 @@ class Recorder:
         self._lock = threading.RLock()
         self._drop_lock = threading.Lock()
         self._intake = Intake.SHUT  # the sink's gate, read by hook threads before any lock
-
-    # -- the sink: runs on hook threads, O(1) ----------------------------------------------------
-
-    def _sink(self, event: Event) -> None:
-        intake = self._intake
-        if intake is not Intake.OPEN or self._pauses_pending:
-            if intake is Intake.FAILED:
-                self._count_drops(1)  # capture is being torn down after a failure: still counted
-            return  # a pause was asked for: nothing more is taken, even before the hooks stop
-        hotkey = self._hotkey
-        if (
-            hotkey is not None
-            and isinstance(event, (KeyPress, KeyRelease))
-            and self._is_hotkey(event, hotkey)
-        ):
-            return  # the pause hotkey is never recorded
-        sources = self._sources
-        secure = sources.secure
-        if secure is not None:
-            if secure.active and isinstance(event, (KeyPress, KeyRelease)):
-                secure.left_out()  # a password field or secure input: the key is not recorded at all
-                return
-            if isinstance(event, WindowFocus):
-                secure.poke()
-        if sources.own_input(event):
-            with self._drop_lock:  # a count only: what was done on optin's own UI is not kept
-                self.counters.own_ui += 1
-            return
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            self._count_drops(1)
-            return
-        self._after_queued(event)
-
-    @property
-    def _denied_now(self) -> bool:
-        """A denied window has the focus, or the writer has not judged the latest focus yet
-        (fail closed).  O(1), no rule is evaluated here: hook threads ask it."""
-        loop = self._loop
-        if loop is None:
-            return False
-        focus, denied = loop.judged
-        return denied or (focus is not self._last_focus and self._last_focus is not None)
-
-    def _after_queued(self, event: Event) -> None:
-        """Follow-ups of a queued event (hook threads, O(1)): focus state, paste, frame timing."""
-        if isinstance(event, WindowFocus):
-            self._last_focus = event  # judged by the writer, which wakes for it
-        elif isinstance(event, KeyPress):
-            paste = self._sources.paste  # the clipboard is read only where the keys are kept
-            if (
-                paste is not None
-                and paste_chord(event)
-                and not self._denied_now
-                and deny.focus_known(self._last_focus)
-            ):
-                paste.request(event.t_ns)
-        screen = self._sources.screen
-        # No frame timing from a denied window (its rhythm would show).  A focus change is asked
-        # for before the writer has judged the new window: its one frame is masked like any other
-        # (the screen watcher paints every window a rule matches, fail closed).
-        if screen is not None and (type(event) is WindowFocus or not self._denied_now):
-            reason = action_reason(event)
-            if reason is not None:
-                screen.action(event.t_ns, reason)
-            elif type(event) is PointerMove:
-                screen.activity(event.t_ns)
-
-    def _is_hotkey(self, event: KeyPress | KeyRelease, hotkey: Hotkey) -> bool:
-        """The pause hotkey's key press (it pauses) or the release that follows it (O(1))."""
-        if isinstance(event, KeyPress):
-            if not hotkey.matches(event):
-                return False
-            self._hotkey_down = True
-            self._pause_soon(PAUSED_BY_VOLUNTEER, "optin-hotkey")
-            return True
-        if self._hotkey_down and hotkey.matches(event):
-            self._hotkey_down = False
-            return True
-        return False
-
-    def _count_drops(self, n: int) -> None:
-        with self._drop_lock:  # only on the slow path: a full queue or a failed store
-            self.counters.dropped += n
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -398,152 +317,9 @@ class Recorder:
     def _start_capture(self) -> None:
         self._sources.start(self.scopes, self._sink, self._mask)
 
-    def _pause_soon(self, reason: str, name: str) -> None:
-        """Pause on another thread (a hook or the writer cannot wait for the lock), taking
-        nothing from the sink from this very moment."""
-        with self._gate_lock:
-            self._pauses_pending += 1
-
-        def run() -> None:
-            try:
-                self.pause(reason)
-            except UsageError:
-                pass  # stopped meanwhile: nothing to pause
-            finally:
-                with self._gate_lock:
-                    self._pauses_pending -= 1
-
-        self._in_background(run, name)
-
     def _stop_capture(self) -> None:
         """Stop every source; each one is stopped even if another fails to."""
         self._sources.stop(self.counters)
-
-    def pause(self, reason: str = PAUSED_BY_VOLUNTEER, *, seconds: float | None = None) -> None:
-        """Stop the hooks and the grabber themselves (P3); never waits for the writer.
-
-        From the call on, the sink takes nothing (even while the lock is held by a
-        lifecycle step under way); then the sources are stopped, the pause marker
-        is queued without waiting, and the volunteer's pause is remembered.
-
-        :param reason: :data:`PAUSED_BY_VOLUNTEER`, or why the recorder pauses by itself.
-        :param seconds: the volunteer's pause ends by itself after this long (a
-            notification says so); None: until :meth:`resume`.  The volunteer's
-            pause is remembered across restarts.
-        :raises UsageError: ``seconds`` is not a positive, finite number of at most
-            :data:`agent.pausing.MAX_PAUSE_S`, or the recorder has stopped.
-        """
-        if seconds is not None:
-            seconds = pausing.check_seconds(seconds, what="a pause", limit=pausing.MAX_PAUSE_S)
-        with self._gate_lock:
-            self._pauses_pending += 1  # the sink takes nothing from now on
-        try:
-            with self._lock:
-                self._pause_locked(reason, seconds)
-        finally:
-            with self._gate_lock:
-                self._pauses_pending -= 1
-
-    def _pause_locked(self, reason: str, seconds: float | None) -> None:
-        if self._closed:
-            msg = f"optin is {self.state}; nothing to pause"
-            raise UsageError(msg)
-        if self._life.phase is Phase.RECORDING:
-            t0 = now_ns()
-            self._stop_capture()  # first: P3 is about the hooks, not the bookkeeping after
-            self._put_marker("pause", reason=reason, stop_ms=round((now_ns() - t0) / 1e6, 3))
-            self._life.fire(Move.PAUSE)
-            self.reason = reason
-        elif self._life.phase is Phase.PAUSED and reason == PAUSED_BY_VOLUNTEER:
-            self.reason = reason  # the volunteer's pause outlasts any other reason
-        if reason == PAUSED_BY_VOLUNTEER:
-            now = time.time()
-            self._volunteer_pause = pausing.VolunteerPause(now, None if seconds is None else now + seconds)
-            try:
-                pausing.save(self.dirs, self._volunteer_pause)
-            except OSError as exc:  # paused all the same; only the memory of it across a restart is lost
-                logger.warning("could not remember the pause across restarts (%s)", describe_failure(exc))
-        if self._life.phase in (Phase.RECORDING, Phase.PAUSED):
-            self._publish()
-
-    def resume(self) -> None:
-        """Start capturing again after a pause (not while the tray icon is missing: P2)."""
-        with self._lock:
-            self._volunteer_pause = None
-            pausing.clear(self.dirs)
-            if self._life.phase is not Phase.PAUSED or self.reason == PAUSED_NO_INDICATOR:
-                return
-            self._resume_capture()
-
-    def _resume_capture(self) -> None:
-        self._put_marker("resume", after=self.reason)
-        self._life.fire(Move.RESUME)
-        self.reason = None
-        self._start_capture_or_fail()
-        self._publish()
-
-    def _check_pauses(self) -> None:
-        """Once a second on the writer thread: end a timed pause; pause and resume for absence."""
-        pause = self._volunteer_pause
-        if pause is not None and not pause.active(time.time()):
-            self._in_background(self._end_timed_pause, "optin-resume")
-            return
-        if self.state not in (State.RECORDING, State.PAUSED) or pause is not None:
-            return
-        why = pausing.absence_reason(
-            self.backend.screen_locked(), self.backend.idle_seconds(), self._idle_limit
-        )
-        if self.state == State.RECORDING and why is not None:
-            self._pause_soon(why, "optin-pause")
-        elif (
-            self.state == State.PAUSED
-            and why is None
-            and self.reason in (pausing.PAUSED_IDLE, pausing.PAUSED_LOCKED)
-        ):
-            self._in_background(self._return_from_absence, "optin-resume")
-
-    def _end_timed_pause(self) -> None:
-        with self._lock:
-            pause = self._volunteer_pause
-            if pause is None or pause.active(time.time()):
-                return  # resumed or paused again meanwhile
-            self.resume()
-        self._notify("optin is recording again: the pause has ended")
-
-    def _return_from_absence(self) -> None:
-        with self._lock:
-            if self.state == State.PAUSED and self.reason in (pausing.PAUSED_IDLE, pausing.PAUSED_LOCKED):
-                self._resume_capture()
-
-    def _notify(self, message: str) -> None:
-        """Tell the volunteer (the tray sets :attr:`notify`); the message never holds content."""
-        logger.info("%s", message)
-        notify = self.notify
-        if notify is not None:
-            try:
-                notify(message)
-            except Exception as exc:  # a notification must never break capture
-                logger.warning("could not show a notification (%s)", describe_failure(exc))
-
-    def _in_background(self, fn: Callable[[], None], name: str) -> None:
-        """Run ``fn`` on its own thread: the writer must not wait for the lifecycle lock."""
-        threading.Thread(target=fn, name=name, daemon=True).start()
-
-    def own_process(self, pid: int) -> None:
-        """A dialog optin started runs as ``pid``: what is done in it is left out like the tray's."""
-        self._sources.add_own_pid(pid)
-
-    def indicator_changed(self, shown: bool) -> None:  # a plain fact from the tray
-        """The tray reports whether its icon is visible: no indicator, no capture (P2)."""
-        own = self._sources.own
-        if shown and own is not None:
-            own.rescan()  # the icon is an own window: its clicks are left out from now on
-        if not shown and self.state == State.RECORDING:
-            self.pause(PAUSED_NO_INDICATOR)
-            return
-        with self._lock:
-            if shown and self.state == State.PAUSED and self.reason == PAUSED_NO_INDICATOR:
-                self._resume_capture()
 
     def stop(self) -> None:
         """Stop capturing, write everything queued, seal the session.

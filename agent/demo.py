@@ -29,10 +29,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from agent.backends.platform_calls import TERMINATE_SIGNALS, end_process_group
 from agent.backends.virtual_display import VirtualDisplay, wait_for
 from agent.errors import EnvironmentProblem, OptinError
 from agent.events import KeyPress
 from agent.paths import optin_command, write_private_file
+from agent.session_summary import pairs_text, redactions_by_place
 
 #: Secrets the scripted volunteer types: stored locally, redacted from the keys and masked on screen.
 DEMO_SECRETS = {"EMAIL": "demo.volunteer@example.com", "CREDIT_CARD": "4111 1111 1111 1111"}
@@ -88,7 +90,7 @@ def _exit_on_signals() -> Iterator[None]:
     def leave(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
 
-    saved = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    saved = {sig: signal.signal(sig, leave) for sig in TERMINATE_SIGNALS}
     try:
         yield
     finally:
@@ -153,7 +155,7 @@ def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str],
         script = _drive_volunteer(vd, seconds)
     say(f"scripted volunteer done: {script['clicks']} clicks, {script['scrolls']} scrolls, typed text")
     with _link("stop the agent"):
-        os.killpg(agent.pid, signal.SIGTERM)
+        end_process_group(agent.pid)
         rc = agent.wait(AGENT_TIMEOUT_S)
     if rc != 0:
         msg = f"stop the agent: it exited with code {rc} after SIGTERM: {_tail(log)}"
@@ -329,16 +331,6 @@ def _tar_members(tar_bytes: bytes) -> dict[str, bytes]:
         }
 
 
-def _redaction_line(counts: dict[str, dict[str, int]]) -> str:
-    """``typed EMAIL 1, CREDIT_CARD 1; screen EMAIL 2`` (where nothing was redacted: left out)."""
-    parts = [
-        f"{where} " + ", ".join(f"{k} {v}" for k, v in found.items())
-        for where, found in counts.items()
-        if found
-    ]
-    return "; ".join(parts) or "nothing"
-
-
 def _expectations(counts: dict[str, int], script: dict[str, Any]) -> list[str]:
     problems = []
     if counts.get("button_press", 0) < script["clicks"]:
@@ -384,19 +376,17 @@ def _progress(message: str) -> None:
 
 def render_summary(summary: dict[str, Any]) -> str:
     """The summary as text."""
-    kinds = ", ".join(f"{k} {v}" for k, v in summary["events_by_kind"].items())
     return "\n".join(
         [
             f"optin demo: all checks passed in {summary['seconds_taken']} s",
             f"  session        {summary['session']} on a {summary['display']} private display",
-            f"  events         {kinds}",
+            f"  events         {pairs_text(summary['events_by_kind'])}",
             f"  frames         {summary['frames']}",
-            f"  steps          {summary['steps']['count']} "
-            f"({', '.join(f'{k} {v}' for k, v in summary['steps']['by_action'].items())})",
-            f"  loss           {', '.join(f'{k} {v}' for k, v in summary['loss'].items())}",
+            f"  steps          {summary['steps']['count']} ({pairs_text(summary['steps']['by_action'])})",
+            f"  loss           {pairs_text(summary['loss'])}",
             f"  stored         {summary['bytes_stored']} bytes, encrypted",
             f"  bundle         {summary['bundle_bytes']} bytes, {summary['bundle_members']} members, "
             "decrypted with `age -d`, signature and hashes checked by `optin inspect`",
-            f"  redacted       {_redaction_line(summary['redaction'])}",
+            f"  redacted       {redactions_by_place(summary['redaction'])}",
         ]
     )

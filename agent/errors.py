@@ -15,7 +15,8 @@
     │   └── StoreFormatError        a structural problem: names the file and offset
     ├── NotFound                    no such session, bundle or file
     ├── ExportError                 export or bundle checking failed
-    └── (agent/ipc.py) AgentNotRunning (exit 3), AgentError (the agent's own exit code), ControlUnavailable
+    └── (agent/ipc_protocol.py) AgentNotRunning (exit 3), AgentError (the agent's own exit
+                                code), ControlUnavailable
 
 Messages say what failed, the offending value and the fix.  They never contain
 captured content (typed characters, window titles, pixels).

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from agent.backends import process
+from agent.backends import platform_calls, process
 from agent.errors import EnvironmentProblem
 
 logger = logging.getLogger(__name__)
@@ -53,15 +53,12 @@ def harden_process() -> Hardening:
 
 def _no_core_files() -> str:
     try:
-        import resource
-    except ImportError:  # Windows: no resource limits; the OS part does what can be done
-        return "no resource limits on this OS"
-    try:
-        _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+        limited = platform_calls.forbid_core_files()
     except (OSError, ValueError) as exc:
         msg = f"optin could not set its core-file limit to 0 ({type(exc).__name__}). Fix: ulimit -c 0"
         raise EnvironmentProblem(msg) from None
+    if not limited:  # Windows: no resource limits; the OS part does what can be done
+        return "no resource limits on this OS"
     return "0"
 
 

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.backends import platform_calls
 from agent.errors import EnvironmentProblem, UsageError
 
 APP = "optin"
@@ -83,15 +84,10 @@ def dirs() -> Dirs:
     import platformdirs
 
     data = Path(platformdirs.user_data_dir(APP, appauthor=False))
-    if sys.platform.startswith("linux") and not os.environ.get("XDG_RUNTIME_DIR"):
-        # No login session runtime dir (cron, su, containers): keep runtime files private under data.
-        runtime = data / "run"
-    else:
-        runtime = Path(platformdirs.user_runtime_dir(APP, appauthor=False))
     return Dirs(
         config=Path(platformdirs.user_config_dir(APP, appauthor=False)),
         data=data,
-        runtime=runtime,
+        runtime=platform_calls.runtime_dir(APP, data),
     )
 
 
@@ -188,9 +184,10 @@ def check_private_dir(path: Path) -> None:
     if not stat.S_ISDIR(st.st_mode):
         msg = f"{path} is {_kind(st.st_mode)}, not a directory. Fix: move it away (optin needs a folder)"
         raise EnvironmentProblem(msg)
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+    uid = platform_calls.user_id()
+    if uid is not None and st.st_uid != uid:
         msg = (
-            f"{path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()}); "
+            f"{path} is owned by uid {st.st_uid}, not by you (uid {uid}); "
             "optin keeps its data only in directories you own. Fix: use your own OPTIN_HOME."
         )
         raise EnvironmentProblem(msg)
@@ -209,10 +206,11 @@ def check_private_file(path: Path, *, secret: bool = False) -> None:
         st = path.stat()
     except OSError as exc:
         raise _path_problem(path, "examine", exc) from None
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+    uid = platform_calls.user_id()
+    if uid is not None and st.st_uid != uid:
         msg = (
-            f"{path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()}); optin trusts only "
-            f"files you own. Fix: remove it, or make it yours: chown {os.getuid()} {path}"
+            f"{path} is owned by uid {st.st_uid}, not by you (uid {uid}); optin trusts only "
+            f"files you own. Fix: remove it, or make it yours: chown {uid} {path}"
         )
         raise EnvironmentProblem(msg)
     if os.name != "posix":
@@ -287,21 +285,17 @@ def fsync_dir(path: Path) -> None:
 
 @contextlib.contextmanager
 def agent_lock(d: Dirs) -> Iterator[None]:
-    """Hold the one-agent-per-user lock (``flock`` on a file in the runtime dir) while inside.
+    """Hold the one-agent-per-user lock (an exclusive lock on a file in the runtime dir:
+    :func:`agent.backends.platform_calls.try_lock`) while inside.
 
     :raises UsageError: another optin agent of this user holds it.
     """
     ensure_private_dir(d.runtime)
     fd = os.open(d.runtime / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        if os.name == "posix":  # Windows and macOS agents are not built yet
-            import fcntl
-
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                msg = "optin is already running for this user (see `optin status`); one agent at a time"
-                raise UsageError(msg) from None
+        if not platform_calls.try_lock(fd):
+            msg = "optin is already running for this user (see `optin status`); one agent at a time"
+            raise UsageError(msg)
         yield
     finally:
         os.close(fd)  # closing releases the lock

@@ -1,7 +1,8 @@
 """What the recorder reports about itself: counts, states and failures, never captured content.
 
 :class:`Counters` measures loss and volume (P9: loss is measured, never silent);
-:func:`describe_failure` names a failure without quoting its text; :func:`snapshot`
+:func:`~agent.failures.describe_failure` names a failure without quoting its text (it lives in
+:mod:`agent.failures`, below the store and capture, and is importable from here too); :func:`snapshot`
 is the recorder's state as plain data for ``optin status``, which the running agent
 publishes as ``status.json`` in the runtime dir (0600, see :func:`publish`) and
 :func:`read_status` reads back, only while that agent lives.
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import EnvironmentProblem
+from agent.failures import describe_failure
 from agent.paths import Dirs, ensure_private_dir, write_private_file
 from agent.pausing import VolunteerPause
 
@@ -47,13 +49,6 @@ class Counters:
             "frames_skipped": self.frames_skipped,
             "pastes_lost": self.pastes_lost,
         }
-
-
-def describe_failure(exc: BaseException) -> str:
-    """A failure in words without its message text (which may quote captured content)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return type(exc).__name__
 
 
 def snapshot(
@@ -150,3 +145,6 @@ def _pid_alive(pid: int) -> bool:
     except (ProcessLookupError, PermissionError, OverflowError):
         return False
     return True
+
+
+__all__ = ["MAX_PID", "Counters", "describe_failure", "publish", "read_status", "remove", "snapshot"]

@@ -32,9 +32,11 @@ from collections.abc import Callable
 from agent.capture import deny
 from agent.capture.coalesce import CoalesceState, coalesce
 from agent.capture.coalesce import flush as flush_moves
+from agent.deny_rules import DenyRule
 from agent.events import Event, Marker, WindowFocus, now_ns
+from agent.failures import describe_failure
 from agent.paths import Dirs
-from agent.recorder_status import Counters, describe_failure
+from agent.recorder_status import Counters
 from agent.store import housekeeping, retention
 from agent.store.writer import SessionWriter
 from agent.study import Study
@@ -74,7 +76,7 @@ class WriterLoop:
         *,
         dirs: Dirs,
         study: Study,
-        rules: tuple[deny.DenyRule, ...],
+        rules: tuple[DenyRule, ...],
         keep_titles: bool,
         checks: Callable[[], None],
         failed: Callable[[BaseException, int], None],
@@ -102,7 +104,7 @@ class WriterLoop:
         self._thread = threading.Thread(target=self._run, name="optin-writer", daemon=True)
         self._thread.start()
 
-    def set_rules(self, rules: tuple[deny.DenyRule, ...]) -> None:
+    def set_rules(self, rules: tuple[DenyRule, ...]) -> None:
         """The deny rules changed: the focused window is judged again at the next batch, and
         counts as denied until then (fail closed)."""
         self._rules = rules

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tools import Consented
+
 #: The passphrase every test's OPTIN_PASSPHRASE_FILE holds (tests of secrecy look for it).
 TEST_PASSPHRASE = "CANARY-PASSPHRASE-5521 correct horse"  # noqa: S105 - a test canary
 #: scrypt cost of identity files made in tests (2^10: milliseconds; the default 2^17 has its own test).
@@ -41,7 +43,7 @@ def passphrase_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("OPTIN_PASSPHRASE_FILE", str(path))
     monkeypatch.delenv("OPTIN_NEW_PASSPHRASE_FILE", raising=False)
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
-    keyring.set_keyring(fail.Keyring())
+    keyring.set_keyring(fail.Keyring())  # type: ignore[no-untyped-call]  # keyring's __init__ has no hints
     monkeypatch.setattr(keyfile, "SCRYPT_PARAMS", keyfile.ScryptParams(FAST_SCRYPT_LOG_N, 8, 1))
     return path
 
@@ -61,7 +63,7 @@ def study_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def consented(optin_home: Path, study_file: Path):
+def consented(optin_home: Path, study_file: Path) -> Consented:
     """Study installed, consent granted to every scope, volunteer keys created."""
     from agent import consent
     from agent.paths import dirs

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 import pytest
+
+if TYPE_CHECKING:
+    from agent.backends.fake import FakeBackend, FakeFocus, FakeInput, FakeScreen
+    from agent.paths import Dirs
+    from agent.study import Study
+
+#: What the ``consented`` fixture (tests/conftest.py) gives: the store's dirs and the installed study.
+Consented: TypeAlias = "tuple[Dirs, Study]"
 
 
 def unavailable(why: str) -> NoReturn:
@@ -23,3 +31,34 @@ def require_tool(*commands: str, hint: str = "run: make system-deps") -> None:
     if not missing:
         return
     unavailable(f"this test needs {', '.join(missing)} on PATH ({hint})")
+
+
+def fake_backend() -> FakeBackend:
+    """``select_backend("fake")``, typed as the :class:`~agent.backends.fake.FakeBackend` it is."""
+    from agent.backends import select_backend
+    from agent.backends.fake import FakeBackend
+
+    backend = select_backend("fake")
+    assert isinstance(backend, FakeBackend)
+    return backend
+
+
+def hooks_of(backend: FakeBackend) -> FakeInput:
+    """The fake backend's latest input hooks, which the test knows were started."""
+    hooks = backend.last_input
+    assert hooks is not None, "no input hooks were started"
+    return hooks
+
+
+def focus_of(backend: FakeBackend) -> FakeFocus:
+    """The fake backend's latest focus watcher, which the test knows was started."""
+    focus = backend.last_focus
+    assert focus is not None, "no focus watcher was started"
+    return focus
+
+
+def screen_of(backend: FakeBackend) -> FakeScreen:
+    """The fake backend's latest screen watcher source, which the test knows was started."""
+    screen = backend.last_screen
+    assert screen is not None, "no screen was started"
+    return screen

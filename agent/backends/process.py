@@ -1,7 +1,8 @@
 """Per-OS process hardening: no crash dump of optin's memory reaches the disk (P5).
 
 :func:`forbid_dumps` does what the resource limit (``RLIMIT_CORE`` 0, set by
-:mod:`agent.hardening` on every POSIX system) does not cover on each OS:
+:mod:`agent.hardening` through :func:`agent.backends.platform_calls.forbid_core_files` on
+every POSIX system) does not cover on each OS:
 
 * **Linux**: ``prctl(PR_SET_DUMPABLE, 0)``.  The kernel then writes no core file
   for the process even when ``core_pattern`` pipes dumps to a helper

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from agent.backends.platform_calls import signals_held
+from agent.backends.platform_calls import end_process_group, signals_held
 from agent.errors import EnvironmentProblem
 
 #: System commands the private desktop needs, with the Debian package that has each.
@@ -294,14 +294,14 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
     """Terminate ``proc`` and its process group; kill if it does not exit in time."""
     if proc.poll() is None:
         try:
-            os.killpg(proc.pid, 15)
+            end_process_group(proc.pid)
         except (ProcessLookupError, PermissionError):
             proc.terminate()
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             try:
-                os.killpg(proc.pid, 9)
+                end_process_group(proc.pid, kill=True)
             except (ProcessLookupError, PermissionError):
                 proc.kill()
             proc.wait()

@@ -3,7 +3,9 @@
 The small protocols here are what the recorder (:mod:`agent.control`) and the
 backends (:mod:`agent.backends`) agree on.  Hooks call an :data:`EventSink`,
 which must do O(1) work and never block (it puts on a bounded queue and counts
-drops).
+drops).  Capture reports up only through what the recorder hands it: events
+through the sink, what its sources lost through :class:`LossCounters` (the
+recorder's counters); it imports nothing of the recorder's.
 """
 
 from __future__ import annotations
@@ -70,3 +72,11 @@ class OwnUi(Protocol):
     @property
     def has_focus(self) -> bool:
         """Whether key events now go to one of optin's windows."""
+
+
+class LossCounters(Protocol):
+    """Where the capture sources add what they lost when they stop (the recorder's counters, P9)."""
+
+    frame_failures: int  #: screen grabs that failed
+    frames_skipped: int  #: frames not stored: the encoder was behind, or capture stopped first
+    pastes_lost: int  #: pastes recorded without their text: the clipboard thread was behind

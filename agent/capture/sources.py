@@ -22,12 +22,12 @@ import os
 from collections.abc import Callable
 
 from agent.backends import Backend
-from agent.capture import EventSink, Hooks, OwnUi
+from agent.capture import EventSink, Hooks, LossCounters, OwnUi
 from agent.capture.clipboard import PasteWatch
 from agent.capture.screen import ScreenWatch, Shot
 from agent.capture.secure_input import SecureInputWatch
 from agent.events import ButtonPress, ButtonRelease, Event, KeyPress, KeyRelease, Scroll
-from agent.recorder_status import Counters, describe_failure
+from agent.failures import describe_failure
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class CaptureSources:
         for hook in self._hooks:
             hook.start()
 
-    def stop(self, counters: Counters) -> None:
+    def stop(self, counters: LossCounters) -> None:
         """Stop every source; each one is stopped even if another fails to.
 
         The hooks and the screen grabber go first (P3 is about them); the helpers

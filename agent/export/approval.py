@@ -19,9 +19,9 @@ from typing import Any
 
 from agent.errors import UsageError
 from agent.paths import Dirs
-from agent.store.format import is_segment_name
 from agent.store.reader import session_dir
 from agent.store.safe_fs import StoreDir, UnsafeEntry, is_plain_file
+from agent.store.segment_layout import is_segment_name
 from agent.store.writer import utc_timestamp
 
 REVIEW_FILE = "review.json"

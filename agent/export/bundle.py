@@ -35,7 +35,7 @@ from typing import Any
 from agent import __version__, consent
 from agent.canonical_json import canonical
 from agent.errors import ConsentRequired, ExportError, StoreCorrupt, StoreFormatError, UsageError
-from agent.events import Frame, Marker, to_dict
+from agent.events import Frame, Marker, Redacted, to_dict
 from agent.export import approval, counts
 from agent.paths import Dirs, write_private_file
 from agent.redact import policy
@@ -279,7 +279,7 @@ def build_tar(prepared: Prepared, identity: bytes, study_id: str) -> bytes:
             frame_rows.append((i, ev))
         else:
             line_of[i] = len(event_lines)
-            record = ev.to_dict() if isinstance(ev, policy.Redacted) else to_dict(ev)
+            record = ev.to_dict() if isinstance(ev, Redacted) else to_dict(ev)
             event_lines.append(canonical(record))
     members: dict[str, bytes] = {}
     holder: dict[int, str] = {}  # frames.jsonl line -> first member holding its pixels

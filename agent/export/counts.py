@@ -1,11 +1,11 @@
 """The counts and summaries a bundle's manifest states, computed one way for writer and reader.
 
 docs/export-format.md ("What a reader recomputes"): the writer (agent/export/bundle.py) puts
-these into the manifest, and the reader (agent/export/inspect.py) recomputes them from the
-members and refuses a bundle whose manifest says otherwise.  Pure functions over the records
-as ``events.jsonl`` holds them (``{"k": ..., "t_ns": ..., ...}``), so both sides run the
-same code; a hostile record (a non-integer time, a detail that is not an object) raises
-:class:`ValueError`, never anything else.
+these into the manifest, and the reader (agent/export/recount.py, for bundle_checks.py)
+recomputes them from the members and refuses a bundle whose manifest says otherwise.  Pure
+functions over the records as ``events.jsonl`` holds them (``{"k": ..., "t_ns": ..., ...}``),
+so both sides run the same code; a hostile record (a non-integer time, a detail that is not
+an object) raises :class:`ValueError`, never anything else.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ counts, duration, loss, typed redactions — with the writer's own functions
 (agent/export/counts.py), checks that what steps and frames point at exists, and refuses the
 bundle at the first difference.  It also holds the members over the decrypted tar
 (:class:`Members`), the reader's strict JSON and the way messages show untrusted values
-(:func:`shown`), shared with agent/export/inspect.py.
+(:func:`shown`), shared with agent/export/bundle_checks.py and bundle_report.py.
 
 Memory: the members are views of the one decrypted tar; one line of ``events.jsonl`` or
 ``frames.jsonl`` is copied and parsed at a time; what is kept is counters, the markers, and one

@@ -1,6 +1,7 @@
 """What the review window shows and does: one session exactly as it would be exported.
 
-The window (agent/ui/review.py) is a thin view over :class:`Review`.  A review holds the
+The window (agent/ui/review.py) is a thin view over its presenter
+(:class:`agent.export.review_screen.ReviewScreen`), which calls :class:`Review`.  A review holds the
 session decrypted and redacted in memory (:func:`agent.export.bundle.prepare`: the same code
 the export runs, so what the volunteer sees is what would leave), a list of cuts the
 volunteer marked, and three actions:

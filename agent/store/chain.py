@@ -41,7 +41,9 @@ from pathlib import Path
 
 from agent.errors import StoreCorrupt, StoreError, StoreFormatError
 from agent.events import Event, Frame, decode
-from agent.store.format import (
+from agent.store.format import SegmentContents, read_segment
+from agent.store.safe_fs import Refused, StoreDir, UnsafeEntry, is_plain_file
+from agent.store.segment_layout import (
     DELETION,
     EVENTS,
     HEADER_SIZE,
@@ -50,15 +52,12 @@ from agent.store.format import (
     ZERO_COMMIT,
     DeletionInfo,
     RecoveryInfo,
-    SegmentContents,
     is_segment_name,
-    read_segment,
     segment_commit,
     segment_index,
     segment_name,
     session_id_bytes,
 )
-from agent.store.safe_fs import Refused, StoreDir, UnsafeEntry, is_plain_file
 
 #: Finding levels: the data is broken (``read_session`` raises) / readable but something is
 #: wrong (an unrecovered crash tail) / nothing is wrong but it is worth saying.

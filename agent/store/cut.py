@@ -35,7 +35,6 @@ from typing import Any
 from agent.errors import StoreError, UsageError
 from agent.events import Event, Marker
 from agent.paths import Dirs, write_private_file
-from agent.store.format import is_segment_name
 from agent.store.reader import load_meta, read_session
 from agent.store.retention import shred_files
 from agent.store.safe_fs import (
@@ -46,6 +45,7 @@ from agent.store.safe_fs import (
     is_plain_file,
     open_session,
 )
+from agent.store.segment_layout import is_segment_name
 from agent.store.writer import (
     SessionWriter,
     load_meta_at,

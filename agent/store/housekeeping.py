@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from agent.failures import describe_failure
 from agent.paths import Dirs
-from agent.recorder_status import describe_failure
 from agent.store import cut, retention
 from agent.store.recovery import RecoveryReport, recover_sessions
 

@@ -4,7 +4,8 @@ The volunteer's X25519 private key, sealed with ChaCha20-Poly1305 under a key
 that scrypt derives from their passphrase.  The version line, the scrypt
 parameters and the public key are the associated data, so an edited parameter
 or a swapped public key fails to open.  Failures to open are opaque.  With
-:mod:`agent.store.format` this is the only module that touches ciphers.
+:mod:`agent.store.format` and :mod:`agent.store.signing` this is the only module
+that touches ciphers.
 """
 
 from __future__ import annotations

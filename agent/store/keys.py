@@ -29,42 +29,62 @@ either, and one that group or others can write to, with the fix (P5: a recorder
 must never encrypt to a key nobody holds).  A recipient written by an older
 version (one line, no check) is still read, and rewritten with its check once
 it agrees with the identity's public key.
+
+This module creates, unlocks, rewraps and removes the pair, and asks for passphrases;
+the parts it is built from are :mod:`agent.store.key_files` (file names, key text,
+small readers), :mod:`agent.store.keyring_store` (the OS keyring and ``identity.ref``),
+:mod:`agent.store.recipient_file` (the recipient file and its checks) and
+:mod:`agent.store.key_report` (``optin keys show``).  Their public names are importable
+from here too.
 """
 
 from __future__ import annotations
 
 import getpass
-import hashlib
 import logging
 import os
-import re
 import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from agent.errors import KeyError_
-from agent.paths import Dirs, check_private_dir, check_private_file, ensure_private_dir, write_private_file
+from agent.paths import Dirs, check_private_dir, ensure_private_dir, write_private_file
 from agent.store import keyfile
-from agent.store.format import KEY_SIZE, generate_keypair, public_from_private
+from agent.store.format import generate_keypair, public_from_private
+from agent.store.key_files import (
+    IDENTITY_FILE,
+    IDENTITY_PREFIX,
+    RECIPIENT_CHECK_PREFIX,
+    RECIPIENT_FILE,
+    RECIPIENT_PREFIX,
+    REF_FILE,
+    check_identity_file,
+    encode_recipient,
+    key_id,
+    parse_key_line,
+    read_key_file,
+)
+from agent.store.key_report import describe, key_info
+from agent.store.keyring_store import (
+    KEYRING_MIN_PRIORITY,
+    KEYRING_REF_VERSION,
+    KEYRING_SERVICE,
+    keyring_backend,
+    keyring_forget,
+    keyring_identity,
+    keyring_put,
+    read_ref,
+    ref_text,
+    replaced_ref,
+)
+from agent.store.recipient_file import add_recipient_check, load_recipient, stored_public, write_recipient
 
 log = logging.getLogger(__name__)
 
-#: Text prefix of a recipient (public key) line.
-RECIPIENT_PREFIX = "optin-pub1:"
-#: Start of the recipient file's check line (followed by the key id of its public key).
-RECIPIENT_CHECK_PREFIX = "key-id "
-#: Text prefix of an unwrapped identity line (version 1 files, and the OS keyring entry).
-IDENTITY_PREFIX = "optin-sec1:"
 #: First line of a passphrase-wrapped identity file.
 WRAPPED_IDENTITY_VERSION = keyfile.IDENTITY_WRAP_VERSION
-#: First line of ``identity.ref``.
-KEYRING_REF_VERSION = "optin-keyring1"
-#: Keyring service name under which identities are stored.
-KEYRING_SERVICE = "optin"
-#: Smallest keyring backend priority accepted as a real OS keyring (see :func:`keyring_backend`).
-KEYRING_MIN_PRIORITY = 1.0
 #: Environment variable: a file whose first line is the passphrase (non-interactive unlock).
 PASSPHRASE_FILE_ENV = "OPTIN_PASSPHRASE_FILE"  # noqa: S105 - a variable name, not a secret
 #: Environment variable: a file whose first line is the new passphrase (change-passphrase).
@@ -76,60 +96,8 @@ UNLOCK_ATTEMPTS = 3
 
 Storage = Literal["auto", "keyring", "file"]
 
-_RECIPIENT_FILE = "recipient"
-_IDENTITY_FILE = "identity"
-_REF_FILE = "identity.ref"
-_FIX_INIT = "Fix: run: optin keys init"
-_RECIPIENT_RE = re.compile(
-    rf"{RECIPIENT_PREFIX}(?P<public>[0-9a-f]{{{2 * KEY_SIZE}}})\n"
-    rf"{RECIPIENT_CHECK_PREFIX}(?P<check>[0-9a-f]{{16}})\n"
-)
-_REF_RE = re.compile(
-    rf"{KEYRING_REF_VERSION}\nservice (?P<service>[a-z0-9._-]{{1,64}})\nuser (?P<user>[0-9a-f]{{16}})\n"
-    rf"{RECIPIENT_PREFIX}(?P<public>[0-9a-f]{{{2 * KEY_SIZE}}})\n"
-)
-
 
 # --- public API -----------------------------------------------------------------------------------------
-
-
-def key_id(public: bytes) -> str:
-    """The key id of a public key: the first 16 hex digits of SHA-256(raw public key)."""
-    return hashlib.sha256(public).hexdigest()[:16]
-
-
-def keyring_backend() -> Any | None:
-    """The OS keyring to keep the identity in, or None when there is no real one.
-
-    "Real" means: ``keyring.get_keyring()`` answers without error, it is not the
-    ``fail`` or ``null`` backend, and its priority is at least
-    :data:`KEYRING_MIN_PRIORITY` (1: keyring's own threshold for "recommended";
-    the fallbacks of ``keyrings.alt`` sit below it and would keep the identity in
-    a weaker file than our passphrase-wrapped one).  A chainer counts only when
-    its first backend passes the same test.  ``PYTHON_KEYRING_BACKEND`` (a
-    keyring variable) forces a backend, e.g. ``keyring.backends.fail.Keyring``
-    to never use a keyring.
-    """
-    try:
-        import keyring
-        from keyring.backends import chainer, fail, null
-    except ImportError:
-        return None
-    try:
-        backend = keyring.get_keyring()
-        if isinstance(backend, (fail.Keyring, null.Keyring)):
-            return None
-        first = backend
-        if isinstance(backend, chainer.ChainerBackend):
-            chained = list(backend.backends)
-            if not chained:
-                return None
-            first = chained[0]
-        if isinstance(first, (fail.Keyring, null.Keyring)) or float(first.priority) < KEYRING_MIN_PRIORITY:
-            return None
-    except Exception:  # a backend whose detection fails (no D-Bus, locked API) is no keyring here
-        return None
-    return backend
 
 
 def init_keys(dirs: Dirs, *, force: bool = False, storage: Storage = "auto") -> bytes:
@@ -157,9 +125,9 @@ def init_keys(dirs: Dirs, *, force: bool = False, storage: Storage = "auto") -> 
         raise KeyError_(msg)
     ensure_private_dir(dirs.data)
     keys_dir = ensure_private_dir(dirs.keys)
-    identity_path = keys_dir / _IDENTITY_FILE
-    ref_path = keys_dir / _REF_FILE
-    recipient_path = keys_dir / _RECIPIENT_FILE
+    identity_path = keys_dir / IDENTITY_FILE
+    ref_path = keys_dir / REF_FILE
+    recipient_path = keys_dir / RECIPIENT_FILE
     if not force and recipient_path.exists():
         msg = (
             f"a key pair already exists in {keys_dir}; the sessions recorded to it need it. "
@@ -168,8 +136,8 @@ def init_keys(dirs: Dirs, *, force: bool = False, storage: Storage = "auto") -> 
         )
         raise KeyError_(msg)
     if not force and (ref_path.exists() or identity_path.exists()):
-        public = _stored_public(dirs)
-        _write_recipient(recipient_path, public)
+        public = stored_public(dirs)
+        write_recipient(recipient_path, public)
         return public
 
     backend = keyring_backend() if storage != "file" else None
@@ -180,14 +148,14 @@ def init_keys(dirs: Dirs, *, force: bool = False, storage: Storage = "auto") -> 
         )
         raise KeyError_(msg)
     passphrase = None if backend is not None else _new_passphrase(PASSPHRASE_FILE_ENV, "optin keys init")
-    old_ref = _old_ref(ref_path)
+    old_ref = replaced_ref(ref_path)
 
     private, public = generate_keypair()
     recipient_path.unlink(missing_ok=True)
     in_keyring = False
     if backend is not None:
         try:
-            _keyring_put(backend, key_id(public), private)
+            keyring_put(backend, key_id(public), private)
             in_keyring = True
         except KeyError_:
             if storage == "keyring":
@@ -195,7 +163,7 @@ def init_keys(dirs: Dirs, *, force: bool = False, storage: Storage = "auto") -> 
             log.warning("the OS keyring did not keep the identity; keeping a passphrase-protected file")
             passphrase = _new_passphrase(PASSPHRASE_FILE_ENV, "optin keys init")
     if in_keyring:
-        write_private_file(ref_path, _ref_text(public).encode("ascii"))
+        write_private_file(ref_path, ref_text(public).encode("ascii"))
         identity_path.unlink(missing_ok=True)
     else:
         if passphrase is None:  # unreachable: the passphrase is asked for whenever the file is chosen
@@ -204,8 +172,8 @@ def init_keys(dirs: Dirs, *, force: bool = False, storage: Storage = "auto") -> 
         write_private_file(identity_path, keyfile.wrap_identity(private, passphrase))
         ref_path.unlink(missing_ok=True)
     if old_ref is not None and old_ref[1] != key_id(public):
-        _keyring_forget(old_ref[0], old_ref[1])
-    _write_recipient(recipient_path, public)
+        keyring_forget(old_ref[0], old_ref[1])
+    write_recipient(recipient_path, public)
     return public
 
 
@@ -219,11 +187,11 @@ def ensure_keys(dirs: Dirs) -> bytes:
 
     :raises KeyError_: no key pair yet and no way to protect a new one here.
     """
-    if (dirs.keys / _RECIPIENT_FILE).exists():
+    if (dirs.keys / RECIPIENT_FILE).exists():
         public = load_recipient(dirs)
-        _add_recipient_check(dirs, public)
+        add_recipient_check(dirs, public)
         return public
-    stored = (dirs.keys / _IDENTITY_FILE).exists() or (dirs.keys / _REF_FILE).exists()
+    stored = (dirs.keys / IDENTITY_FILE).exists() or (dirs.keys / REF_FILE).exists()
     if (
         not stored
         and keyring_backend() is None
@@ -237,28 +205,6 @@ def ensure_keys(dirs: Dirs) -> bytes:
         )
         raise KeyError_(msg)
     return init_keys(dirs)
-
-
-def load_recipient(dirs: Dirs) -> bytes:
-    """The raw public key the recorder encrypts to (never needs a passphrase).
-
-    Checked before it is used: the keys directory is private, the file is not
-    writable by group or others, its check line (when it has one) matches its
-    public key, and it is the public key kept beside the identity when that is
-    on this machine.
-
-    :raises KeyError_: the file is missing, malformed, damaged or not the identity's
-        public key; the message says the fix.
-    :raises EnvironmentProblem: the keys directory or the file is open to others.
-    """
-    if dirs.keys.is_dir():
-        check_private_dir(dirs.keys)
-    path = dirs.keys / _RECIPIENT_FILE
-    if path.exists():
-        check_private_file(path)
-    public, _checked = _read_recipient(path, _rebuild_fix(dirs, path))
-    _check_pair(dirs, path, public)
-    return public
 
 
 def load_identity(dirs: Dirs, *, ask: Callable[[str], bytes] | None = None) -> bytes:
@@ -279,14 +225,14 @@ def load_identity(dirs: Dirs, *, ask: Callable[[str], bytes] | None = None) -> b
     """
     if dirs.keys.is_dir():
         check_private_dir(dirs.keys)
-    ref_path = dirs.keys / _REF_FILE
-    path = dirs.keys / _IDENTITY_FILE
+    ref_path = dirs.keys / REF_FILE
+    path = dirs.keys / IDENTITY_FILE
     if ref_path.exists():
-        private = _keyring_identity(ref_path)
+        private = keyring_identity(ref_path)
     else:
-        _check_private_file(path)
+        check_identity_file(path)
         private = _file_identity(path, ask)
-    recipient_path = dirs.keys / _RECIPIENT_FILE
+    recipient_path = dirs.keys / RECIPIENT_FILE
     if recipient_path.exists() and load_recipient(dirs) != public_from_private(private):
         where = ref_path if ref_path.exists() else path
         msg = (
@@ -302,14 +248,14 @@ def forget_keys(dirs: Dirs) -> list[str]:
     keyring entry when it lives there, then every key file, each overwritten before it is
     unlinked.  Returns the names removed.  Sessions encrypted to the pair become unreadable."""
     removed: list[str] = []
-    ref_path = dirs.keys / _REF_FILE
+    ref_path = dirs.keys / REF_FILE
     if ref_path.exists():
         try:
-            service, user, _public = _read_ref(ref_path)
+            service, user, _public = read_ref(ref_path)
         except KeyError_:
             log.warning("identity.ref is unreadable; its keyring entry (if any) is left in place")
         else:
-            _keyring_forget(service, user)
+            keyring_forget(service, user)
             removed.append("keyring entry")
     if dirs.keys.is_dir():
         for path in sorted(dirs.keys.iterdir()):
@@ -336,7 +282,7 @@ def change_passphrase(dirs: Dirs) -> Path:
     :raises KeyError_: the identity is in the OS keyring (it has no passphrase),
         or any failure of :func:`load_identity` or of getting the new passphrase.
     """
-    ref_path = dirs.keys / _REF_FILE
+    ref_path = dirs.keys / REF_FILE
     if ref_path.exists():
         msg = (
             "the identity is kept in the OS keyring, which your login unlocks; it has no optin passphrase "
@@ -345,183 +291,19 @@ def change_passphrase(dirs: Dirs) -> Path:
         raise KeyError_(msg)
     private = load_identity(dirs)
     passphrase = _new_passphrase(NEW_PASSPHRASE_FILE_ENV, "optin keys change-passphrase")
-    path = dirs.keys / _IDENTITY_FILE
+    path = dirs.keys / IDENTITY_FILE
     write_private_file(path, keyfile.wrap_identity(private, passphrase))
     return path
-
-
-def key_info(dirs: Dirs) -> dict[str, Any]:
-    """What ``optin keys show`` reports, never the identity itself.
-
-    Keys: ``recipient``, ``key_id``, ``storage`` (``keyring``, ``file``,
-    ``file-unprotected``, ``elsewhere`` or ``unreadable``), ``location`` (path or
-    keyring service/user), ``kdf`` (scrypt parameters of a wrapped file or None),
-    ``keyring`` (the keyring backend's name or None), ``problem`` (why the
-    identity could not be described, or None).
-    """
-    public = load_recipient(dirs)
-    info: dict[str, Any] = {
-        "recipient": encode_recipient(public),
-        "key_id": key_id(public),
-        "storage": "elsewhere",
-        "location": None,
-        "kdf": None,
-        "keyring": None,
-        "problem": None,
-    }
-    ref_path = dirs.keys / _REF_FILE
-    path = dirs.keys / _IDENTITY_FILE
-    try:
-        if ref_path.exists():
-            service, user, _ = _read_ref(ref_path)
-            backend = keyring_backend()
-            name = getattr(backend, "name", type(backend).__name__) if backend is not None else None
-            info.update(storage="keyring", location=f"service {service!r}, user {user}", keyring=name)
-        elif path.exists():
-            blob = _read_bytes(path)
-            if blob.startswith(IDENTITY_PREFIX.encode("ascii")):
-                info.update(storage="file-unprotected", location=str(path))
-            else:
-                wrapped = keyfile.parse_wrapped_identity(blob)
-                info.update(storage="file", location=str(path), kdf=str(wrapped.params))
-    except KeyError_ as exc:
-        info.update(storage="unreadable", problem=str(exc))
-    return info
-
-
-def describe(dirs: Dirs) -> str:
-    """What ``optin keys show`` prints: recipient, key id, where the identity lives (never the identity)."""
-    info = key_info(dirs)
-    storage = info["storage"]
-    if storage == "keyring":
-        keyring_name = info.get("keyring") or "no keyring available to this process"
-        where = f"in the OS keyring ({keyring_name}), {info['location']}; no passphrase"
-    elif storage == "file":
-        where = f"{info['location']}, passphrase-protected ({info['kdf']}, ChaCha20-Poly1305)"
-    elif storage == "file-unprotected":
-        where = f"{info['location']}, NOT passphrase-protected. Fix: optin keys change-passphrase"
-    elif storage == "unreadable":
-        where = f"cannot be described: {info['problem']}"
-    else:
-        where = "not on this machine"
-    return "\n".join(
-        [
-            f"recipient  {info['recipient']}",
-            f"key id     {info['key_id']}",
-            f"identity   {where}",
-            "sessions are encrypted to the recipient; reading them needs the identity",
-        ]
-    )
-
-
-def encode_recipient(public: bytes) -> str:
-    """The text form of a public key (``optin-pub1:`` + hex), as stored and shown."""
-    if len(public) != KEY_SIZE:
-        msg = f"public key must be {KEY_SIZE} bytes, got {len(public)}"
-        raise KeyError_(msg)
-    return RECIPIENT_PREFIX + public.hex()
-
-
-# --- the recipient file ---------------------------------------------------------------------------------
-
-
-def _write_recipient(path: Path, public: bytes) -> None:
-    """``optin-pub1:<hex>`` and ``key-id <key id>`` lines, atomically, 0600 from creation."""
-    text = f"{encode_recipient(public)}\n{RECIPIENT_CHECK_PREFIX}{key_id(public)}\n"
-    write_private_file(path, text.encode("ascii"))
-
-
-def _read_recipient(path: Path, fix: str) -> tuple[bytes, bool]:
-    """``(public key, has a check line)`` of a recipient file (either form).
-
-    :raises KeyError_: malformed, or its check line does not match its public key.
-    """
-    blob = _read_bytes(path)
-    text = blob.decode("ascii", errors="replace")
-    match = _RECIPIENT_RE.fullmatch(text)
-    if match is None:
-        if "\n" in text.strip():  # two lines or more: the checked form, damaged
-            msg = (
-                f"{path} is damaged: it is not two lines ({RECIPIENT_PREFIX} and 64 lowercase hex digits, "
-                f"then {RECIPIENT_CHECK_PREFIX.strip()} and 16). {fix}"
-            )
-            raise KeyError_(msg)
-        try:  # one line: written by optin 0.1 (no check)
-            return _parse_key_line(blob, path, RECIPIENT_PREFIX), False
-        except KeyError_ as exc:
-            msg = f"{exc}. {fix}"
-            raise KeyError_(msg) from None
-    public = bytes.fromhex(match["public"])
-    if key_id(public) != match["check"]:
-        msg = (
-            f"{path} is damaged: its public key does not match its {RECIPIENT_CHECK_PREFIX.strip()} line "
-            f"(a changed bit would send new recordings to a key nobody holds), so optin does not record. "
-            f"{fix}"
-        )
-        raise KeyError_(msg)
-    return public, True
-
-
-def _rebuild_fix(dirs: Dirs, path: Path) -> str:
-    """How to get a good recipient back: rebuilt from the identity here, else from a backup."""
-    if (dirs.keys / _REF_FILE).exists() or (dirs.keys / _IDENTITY_FILE).exists():
-        return (
-            f"Fix: remove {path} and run `optin keys init`: it is rebuilt from the public key kept with "
-            "your identity"
-        )
-    return (
-        f"Fix: restore {path} from your backup (or copy the recipient `optin keys show` prints on the "
-        "machine that holds your identity)"
-    )
-
-
-def _check_pair(dirs: Dirs, path: Path, public: bytes) -> None:
-    """The recipient must be the public key kept beside the identity, when that is here."""
-    if not ((dirs.keys / _REF_FILE).exists() or (dirs.keys / _IDENTITY_FILE).exists()):
-        return  # the identity is kept elsewhere: the recipient's own check is all there is
-    try:
-        stored = _stored_public(dirs)
-    except KeyError_ as exc:
-        # Fail closed: with the identity's public key unreadable, the recipient's own check line
-        # (an unkeyed hash) is all that would vouch for it, and recordings might be unopenable.
-        msg = (
-            f"the identity beside {path} cannot be read ({exc}), so optin cannot check that new recordings "
-            "go to a key you can open; it does not record. Fix: restore the keys folder from your backup, "
-            "or start over with `optin keys init --force` (recordings made with the old key stay unreadable)"
-        )
-        raise KeyError_(msg) from None
-    if stored != public:
-        where = dirs.keys / (_REF_FILE if (dirs.keys / _REF_FILE).exists() else _IDENTITY_FILE)
-        msg = (
-            f"{path} and {where} are not one key pair: new recordings would go to a key your identity "
-            f"cannot open, so optin does not record. If {where} is yours, remove {path} and run "
-            "`optin keys init` to rebuild it from the identity; otherwise restore both from your backup"
-        )
-        raise KeyError_(msg)
-
-
-def _add_recipient_check(dirs: Dirs, public: bytes) -> None:
-    """Rewrite a recipient written without its check line, once it agrees with the identity
-    kept here (one that cannot be checked against anything is left as it is)."""
-    path = dirs.keys / _RECIPIENT_FILE
-    try:
-        _, checked = _read_recipient(path, "")
-    except KeyError_:
-        return
-    if checked or not ((dirs.keys / _REF_FILE).exists() or (dirs.keys / _IDENTITY_FILE).exists()):
-        return
-    _write_recipient(path, public)  # load_recipient has just checked it against the identity's key
-    log.info("added its check line to the recipient file")
 
 
 # --- the identity file ----------------------------------------------------------------------------------
 
 
 def _file_identity(path: Path, ask: Callable[[str], bytes] | None = None) -> bytes:
-    blob = _read_bytes(path)
+    blob = read_key_file(path)
     if blob.startswith(IDENTITY_PREFIX.encode("ascii")):
         log.warning("the identity file is not passphrase-protected; protect it: optin keys change-passphrase")
-        return _parse_key_line(blob, path, IDENTITY_PREFIX)
+        return parse_key_line(blob, path, IDENTITY_PREFIX)
     if not blob.startswith(WRAPPED_IDENTITY_VERSION.encode("ascii") + b"\n"):
         msg = (
             f"{path} is not an optin identity file (expected a first line {WRAPPED_IDENTITY_VERSION} "
@@ -565,127 +347,6 @@ def _unwrap(blob: bytes, passphrase: bytes, path: Path, source: str) -> bytes:
             "if it is right, restore the identity file from your backup"
         )
         raise KeyError_(msg) from None
-
-
-def _stored_public(dirs: Dirs) -> bytes:
-    """The public key stored beside the identity (for completing an interrupted init; no unlock)."""
-    ref_path = dirs.keys / _REF_FILE
-    if ref_path.exists():
-        return _read_ref(ref_path)[2]
-    path = dirs.keys / _IDENTITY_FILE
-    _check_private_file(path)
-    blob = _read_bytes(path)
-    if blob.startswith(IDENTITY_PREFIX.encode("ascii")):
-        return public_from_private(_parse_key_line(blob, path, IDENTITY_PREFIX))
-    try:
-        return keyfile.parse_wrapped_identity(blob).public
-    except KeyError_ as exc:
-        msg = f"{path}: {exc}"
-        raise KeyError_(msg) from None
-
-
-# --- the OS keyring -------------------------------------------------------------------------------------
-
-
-def _ref_text(public: bytes) -> str:
-    return (
-        f"{KEYRING_REF_VERSION}\nservice {KEYRING_SERVICE}\nuser {key_id(public)}\n"
-        f"{encode_recipient(public)}\n"
-    )
-
-
-def _read_ref(path: Path) -> tuple[str, str, bytes]:
-    """``(service, user, public key)`` of an ``identity.ref`` file."""
-    _check_private_file(path)
-    match = _REF_RE.fullmatch(_read_bytes(path).decode("ascii", errors="replace"))
-    if match is None:
-        msg = (
-            f"{path} is not an optin keyring reference (expected four lines: {KEYRING_REF_VERSION}, "
-            "service, user, public key). Fix: restore it from your backup"
-        )
-        raise KeyError_(msg)
-    public = bytes.fromhex(match["public"])
-    if key_id(public) != match["user"]:
-        msg = (
-            f"{path}: its user (key id) is not the key id of its public key. Fix: restore it from your backup"
-        )
-        raise KeyError_(msg)
-    return match["service"], match["user"], public
-
-
-def _old_ref(path: Path) -> tuple[str, str, bytes] | None:
-    """The reference being replaced by ``init --force``, or None when absent or unreadable."""
-    if not path.exists():
-        return None
-    try:
-        return _read_ref(path)
-    except KeyError_:
-        log.warning("the replaced identity.ref is unreadable; its keyring entry (if any) is left in place")
-        return None
-
-
-def _keyring_put(backend: Any, user: str, private: bytes) -> None:
-    """Store the identity in the keyring and read it back; KeyError_ (type name only) on any failure."""
-    value = IDENTITY_PREFIX + private.hex()
-    try:
-        backend.set_password(KEYRING_SERVICE, user, value)
-        stored = backend.get_password(KEYRING_SERVICE, user)
-    except Exception as exc:  # keyring backends raise their own types (KeyringLocked, D-Bus errors)
-        msg = f"the OS keyring refused to store the identity ({type(exc).__name__})"
-        raise KeyError_(msg) from None
-    if stored != value:
-        msg = "the OS keyring did not return the identity it was given"
-        raise KeyError_(msg)
-
-
-def _keyring_forget(service: str, user: str) -> None:
-    """Best effort: remove an identity from the keyring (``init --force``, ``uninstall --purge``)."""
-    backend = keyring_backend()
-    if backend is None:
-        log.warning("could not remove the identity (key id %s) from the OS keyring: none here", user)
-        return
-    try:
-        backend.delete_password(service, user)
-    except Exception as exc:  # already gone, or the keyring refused: the new pair is in place either way
-        log.warning(
-            "could not remove the identity (key id %s) from the OS keyring (%s)",
-            user,
-            type(exc).__name__,
-        )
-
-
-def _keyring_identity(ref_path: Path) -> bytes:
-    service, user, public = _read_ref(ref_path)
-    backend = keyring_backend()
-    if backend is None:
-        msg = (
-            f"the identity is kept in the OS keyring (service {service!r}, key id {user}), but no OS keyring "
-            "is available to this process. Fix: run optin inside your desktop session, where the keyring "
-            "is unlocked"
-        )
-        raise KeyError_(msg)
-    try:
-        value = backend.get_password(service, user)
-    except Exception as exc:  # keyring backends raise their own types
-        msg = (
-            f"the OS keyring did not give the identity (key id {user}): {type(exc).__name__}. "
-            "Fix: unlock your keyring and try again"
-        )
-        raise KeyError_(msg) from None
-    if value is None:
-        msg = (
-            f"the OS keyring has no optin identity for key id {user} (service {service!r}). "
-            "Fix: restore it into the keyring from your backup, or run: optin keys init --force"
-        )
-        raise KeyError_(msg)
-    where = f"the OS keyring entry for key id {user}"
-    private = _parse_key_text(str(value), where, IDENTITY_PREFIX)
-    if public_from_private(private) != public:
-        msg = (
-            f"{where} is not the identity of {ref_path}. Fix: restore the matching identity from your backup"
-        )
-        raise KeyError_(msg)
-    return private
 
 
 # --- passphrases ----------------------------------------------------------------------------------------
@@ -764,51 +425,10 @@ def _new_passphrase(var: str, command: str) -> bytes:
     return first
 
 
-# --- small files ----------------------------------------------------------------------------------------
-
-
-def _check_private_file(path: Path) -> None:
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        msg = f"no identity (private key) at {path}. {_FIX_INIT}"
-        raise KeyError_(msg) from None
-    if os.name == "posix" and mode & 0o077:
-        msg = f"{path} has mode {mode:04o}; an identity must be private. Fix: chmod 600 {path}"
-        raise KeyError_(msg)
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        msg = f"no key at {path}. {_FIX_INIT}"
-        raise KeyError_(msg) from None
-    except OSError as exc:
-        msg = f"cannot read {path} ({type(exc).__name__}). {_FIX_INIT} --force if the key is lost"
-        raise KeyError_(msg) from None
-
-
-def _parse_key_line(blob: bytes, path: Path, prefix: str) -> bytes:
-    try:
-        text = blob.decode("ascii")
-    except UnicodeDecodeError:
-        text = ""
-    return _parse_key_text(text, str(path), prefix)
-
-
-def _parse_key_text(text: str, where: str, prefix: str) -> bytes:
-    """``prefix`` + 64 lowercase hex digits (one line) → 32 bytes; the error never echoes the text."""
-    line = text.strip()
-    digits = line[len(prefix) :]
-    if not line.startswith(prefix) or len(digits) != 2 * KEY_SIZE or not re.fullmatch("[0-9a-f]+", digits):
-        msg = f"{where} is not an optin key file (expected one line: {prefix} and 64 lowercase hex digits)"
-        raise KeyError_(msg)
-    return bytes.fromhex(digits)
-
-
 __all__ = [
     "IDENTITY_PREFIX",
+    "KEYRING_MIN_PRIORITY",
+    "KEYRING_REF_VERSION",
     "KEYRING_SERVICE",
     "NEW_PASSPHRASE_FILE_ENV",
     "PASSPHRASE_FILE_ENV",
@@ -819,6 +439,7 @@ __all__ = [
     "describe",
     "encode_recipient",
     "ensure_keys",
+    "forget_keys",
     "init_keys",
     "key_id",
     "key_info",

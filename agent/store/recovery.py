@@ -56,7 +56,9 @@ from typing import Any
 from agent.errors import StoreError
 from agent.paths import Dirs
 from agent.store import safe_fs
-from agent.store.format import (
+from agent.store.format import write_recovery_segment
+from agent.store.safe_fs import StoreDir, UnsafeEntry, is_plain_file, refusals_text
+from agent.store.segment_layout import (
     HEADER_SIZE,
     RECOVERY,
     TAG_SIZE,
@@ -69,9 +71,7 @@ from agent.store.format import (
     segment_index,
     segment_name,
     session_id_bytes,
-    write_recovery_segment,
 )
-from agent.store.safe_fs import StoreDir, UnsafeEntry, is_plain_file, refusals_text
 from agent.store.writer import META_FILE, META_SCHEMA, load_meta_at, utc_timestamp, write_meta_at
 from agent.untrusted_text import visible
 

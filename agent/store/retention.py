@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.backends import platform_calls
 from agent.errors import NotFound, StoreError, UsageError
 from agent.paths import Dirs
 from agent.store.format import (
@@ -197,8 +198,7 @@ def shred_at(folder: StoreDir, name: str) -> int:
         size = st.st_size
         end = min(size, KEY_MATERIAL_OFFSET + KEY_MATERIAL_SIZE)
         if end > KEY_MATERIAL_OFFSET:
-            os.pwrite(fd, os.urandom(end - KEY_MATERIAL_OFFSET), KEY_MATERIAL_OFFSET)
-            os.fsync(fd)
+            platform_calls.overwrite_durably(fd, KEY_MATERIAL_OFFSET, os.urandom(end - KEY_MATERIAL_OFFSET))
     finally:
         os.close(fd)
     folder.unlink(name)

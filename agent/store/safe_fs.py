@@ -41,6 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from agent.backends import platform_calls
 from agent.errors import NotFound, StoreError, UsageError
 from agent.untrusted_text import visible
 
@@ -591,19 +592,20 @@ class StoreDir(_Holds):
 
 
 def lock_dir(fd: int, path: Path) -> None:
-    """Take the writer lock of the session directory open as ``fd`` (an exclusive ``flock``; POSIX).
+    """Take the writer lock of the session directory open as ``fd`` (an exclusive ``flock``; POSIX:
+    :func:`agent.backends.platform_calls.try_lock`).
 
     Held until ``fd`` is closed.  Callers check :data:`WRITER_LOCK` first.
 
     :raises StoreError: another process holds it (its writer is alive).
     """
-    import fcntl
-
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        taken = platform_calls.try_lock(fd)
     except OSError:
+        taken = False
+    if not taken:
         msg = f"session directory {path} is held by another writer"
-        raise StoreError(msg) from None
+        raise StoreError(msg)
 
 
 class Sessions(_Holds):

@@ -245,7 +245,7 @@ def _sum_counts(raw: dict[Any, Any]) -> int | None:
     values = list(raw.values())
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
         return None
-    return sum(values)
+    return int(sum(values))
 
 
 def _state(state: object, live: bool | None) -> str:

@@ -1,10 +1,10 @@
 """The review window (``optin review [ID]``): one session exactly as it would be exported.
 
-A thin Tk view over :class:`agent.export.review.Review`: the redacted frames on a timeline
-(masks visible), the list of steps (action, window, typed text after redaction) and the
-counts; the volunteer marks time ranges to cut (deleted from this computer when applied),
-approves the session and exports it.  What is shown, cut, approved and exported is decided
-by ``Review``; this module only renders it and calls it.
+A thin Tk view: :class:`agent.export.review_screen.ReviewScreen` (over
+:class:`agent.export.review.Review`) holds what is shown (the frame, the cut marks, the step →
+frame map, busy and locked) and decides what each action does and says; this module draws it
+(the redacted frames on a timeline, masks visible; the steps, with typed text after redaction;
+the counts), binds the keys and runs the background work.
 
 Threads: Tk is used from the main thread only.  Unlocking the key runs there (it may ask for
 the passphrase in a small modal dialog); loading, applying cuts and exporting run on one
@@ -45,57 +45,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import EnvironmentProblem, KeyError_, OptinError
-from agent.export.review import Review, StepRow
+from agent.errors import EnvironmentProblem, KeyError_
+from agent.export.review import Progress, Review
+from agent.export.review_screen import Outcome, ReviewScreen
 from agent.paths import Dirs
 from agent.study import Study
-from agent.ui.consent_dialog import (
-    _PAD,
-    DEBUG_GEOMETRY_ENV,
-    TK_PACKAGE,
-    _bind_keys,
-    _make_root,
-    _show_up,
-    _wrapping,
-)
+from agent.ui.review_dialogs import ask_passphrase, confirm_cut
+from agent.ui.tk_toolkit import DEBUG_GEOMETRY_ENV, PAD, TK_PACKAGE, bind_keys, make_root, show_up, wrapping
 
 if TYPE_CHECKING:
     import tkinter as tk
     from tkinter import ttk
 
-    from agent.events import Frame
-
 #: Prefix of the debug lines on stderr (OPTIN_DIALOG_DEBUG_GEOMETRY=1).
 STATE_PREFIX = "optin-review-state "
-#: The frame is drawn at most this size at first (it follows the window when resized).
-FRAME_SIZE = (900, 560)
 #: How often the window looks at the background work's queue (milliseconds).
 POLL_MS = 50
 
 _RED = "#c4161c"
 _GREEN = "#2e7d32"
-_AMBER = "#8a4b00"
-
-#: Words for :meth:`Review.approval_state`.
-APPROVAL_WORDS = {
-    "approved": ("Approved for export", "Good.TLabel"),
-    "not approved": ("Not approved for export yet", "Notice.TLabel"),
-    "changed": ("Changed since you approved it: approve it again to export it", "Notice.TLabel"),
-}
-
-
-#: Why a frame was taken (agent/capture/screen.py), in words.
-TAKEN = {
-    "start": "taken when recording started",
-    "settled": "taken once the screen settled",
-    "keyframe": "taken because the screen changed",
-    "click": "taken just before a click",
-    "release": "taken just before a button release",
-    "scroll": "taken just before a scroll",
-    "key": "taken just before typing",
-    "hotkey": "taken just before a shortcut or a named key (Enter, Tab…)",
-    "focus": "taken when the window changed",
-}
+#: The presenter's tones as label styles.
+_STYLES = {"good": "Good.TLabel", "notice": "Notice.TLabel", "small": "Small.TLabel", "error": "Error.TLabel"}
+#: The strip's cell colours: a frame marked to cut, where a cut starts, any other frame.
+_CELLS = {"cut": _RED, "start": "#e69500", "": "#b8b8b8"}
 
 
 def default_out_dir() -> Path:
@@ -119,7 +91,7 @@ def run_review(dirs: Dirs, study: Study, session_id: str, *, out_dir: Path | Non
 def _review_root(title: str, session_id: str) -> tk.Tk:
     """The consent dialog's root (fonts, theme), with a fix that fits the review window."""
     try:
-        root = _make_root(title)
+        root = make_root(title)
     except EnvironmentProblem as exc:
         if isinstance(exc.__cause__, ImportError):
             why = f"Python has no Tk ({exc.__cause__}). Fix: sudo apt-get install {TK_PACKAGE}"
@@ -145,60 +117,6 @@ def _review_root(title: str, session_id: str) -> tk.Tk:
     return root
 
 
-def _words(n: int, one: str, many: str | None = None) -> str:
-    return f"{n} {one if n == 1 else (many or one + 's')}"
-
-
-def _home_short(path: Path) -> str:
-    """``~/optin-exports`` for a path under the home directory."""
-    try:
-        return "~/" + str(path.relative_to(Path.home()))
-    except ValueError:
-        return str(path)
-
-
-def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.0f} kB"
-    return f"{n / 1024 / 1024:.1f} MB"
-
-
-def counts_text(summary: dict[str, Any]) -> str:
-    """``6 steps (click 2, type 1) · 5 frames · 12.4 s``: counts only, never content."""
-    actions = ", ".join(f"{k} {v}" for k, v in summary.get("by_action", {}).items())
-    steps = _words(int(summary.get("steps", 0)), "step") + (f" ({actions})" if actions else "")
-    frames = _words(int(summary.get("frames", 0)), "frame")
-    return f"{steps} · {frames} · {float(summary.get('duration_s', 0.0)):.1f} s"
-
-
-def redactions_text(summary: dict[str, Any]) -> str:
-    """``Redacted: screen 5, typed 2, titles 1`` (per place), or that nothing was."""
-    found = {k: v for k, v in summary.get("redactions", {}).items() if v}
-    if not found:
-        return "Redacted: nothing found to redact"
-    return "Redacted: " + ", ".join(f"{where} {n}" for where, n in found.items())
-
-
-def loss_text(summary: dict[str, Any]) -> str:
-    """What the session lacks (drops, frames left out, a crash), or an empty string."""
-    loss = summary.get("loss", {})
-    parts = []
-    if loss.get("clean_stop") is False:
-        parts.append("the recording ended without a clean stop")
-    for key, words in (
-        ("dropped_events", "events dropped under load"),
-        ("frame_failures", "screenshots that failed"),
-        ("frames_left_out_ocr_failed", "frames left out (their text could not be read)"),
-    ):
-        if loss.get(key):
-            parts.append(f"{loss[key]} {words}")
-    if loss.get("cuts"):
-        parts.append(f"{_words(int(loss['cuts']), 'part')} you cut ({float(loss.get('cut_s', 0)):.1f} s)")
-    return ("Left out: " + "; ".join(parts)) if parts else ""
-
-
 class ReviewWindow:
     """The window; ``run()`` shows it until it is closed."""
 
@@ -206,28 +124,11 @@ class ReviewWindow:
         self.root = root
         self.study = study
         self.session_id = session_id
-        self.out_dir = out_dir
-        self.review = Review(dirs, study, session_id, ask_passphrase=self._ask_passphrase)
-        self.failure: OptinError | None = None  #: raised by run() after the window closed
-        self.loaded = False
-        self.locked = False  #: the session changed under the window, or is gone: only Close works
-        self.busy: str | None = None  #: "load", "cut" or "export" while the background thread works
-        self.closed = False
-        self._asked = 0
-        self._cancelled = False  #: the volunteer cancelled the passphrase dialog
+        review = Review(dirs, study, session_id, ask_passphrase=self._ask_passphrase)
+        self.screen = ReviewScreen(review, out_dir)
         self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue()
-        # what is shown (refreshed from the review when no background work runs)
-        self.frames: list[Frame] = []
-        self.start_ns = 0  #: the session's first event: times shown are seconds from it
-        self.rows: list[StepRow] = []
-        self.frame_cut: list[bool] = []
-        self.step_frame: list[int | None] = []
-        self.step_where: list[tuple[str, int | None, int | None, int | None, int | None]] = []
-        self.current = 0
-        self.cut_start: int | None = None  #: frame index where a cut starts (Alt+S), until Alt+T
-        self.approval = "not approved"
         self._photo: tk.PhotoImage | None = None
-        self._moving = False
+        self._moving = False  #: the timeline is being set to the frame shown (not moved by hand)
         self._build()
 
     # -- layout ----------------------------------------------------------------------------------
@@ -237,7 +138,7 @@ class ReviewWindow:
 
         root = self.root
         root.report_callback_exception = self._unexpected
-        outer = ttk.Frame(root, padding=_PAD)
+        outer = ttk.Frame(root, padding=PAD)
         outer.grid(row=0, column=0, sticky="nsew")
         root.columnconfigure(0, weight=1)
         root.rowconfigure(0, weight=1)
@@ -256,9 +157,9 @@ class ReviewWindow:
         self._build_folder(outer).grid(row=4, column=0, sticky="ew", pady=(6, 0))
         self.status = ttk.Label(outer, text="", style="TLabel")
         self.status.grid(row=5, column=0, sticky="ew", pady=(6, 0))
-        _wrapping(self.marks, outer, 2 * _PAD)
-        _wrapping(self.status, outer, 2 * _PAD)
-        self._show_folder()
+        wrapping(self.marks, outer, 2 * PAD)
+        wrapping(self.status, outer, 2 * PAD)
+        self.folder.configure(text=self.screen.folder_text())
         self._bind()
         self._set_buttons()
 
@@ -317,7 +218,7 @@ class ReviewWindow:
         from tkinter import font as tkfont
         from tkinter import ttk
 
-        side = ttk.Frame(parent, padding=(_PAD, 0, 0, 0))
+        side = ttk.Frame(parent, padding=(PAD, 0, 0, 0))
         side.columnconfigure(0, weight=1)
         side.rowconfigure(1, weight=1)
         ttk.Label(side, text="Steps, as exported", style="Section.TLabel").grid(row=0, column=0, sticky="w")
@@ -356,13 +257,14 @@ class ReviewWindow:
 
         bar = ttk.Frame(parent)
         bar.columnconfigure(5, weight=1)
+        screen, done = self.screen, self._done
         buttons: tuple[tuple[str, str, int, Callable[[], None]], ...] = (
-            ("cut_from", "Cut starts here", 4, self._cut_from),
-            ("cut_to", "Cut to here", 4, self._cut_to),
-            ("cut_steps", "Cut selected steps", -1, self._cut_steps),
-            ("clear", "Clear marks", 1, self._clear),
+            ("cut_from", "Cut starts here", 4, lambda: done(screen.cut_from())),
+            ("cut_to", "Cut to here", 4, lambda: done(screen.cut_to())),
+            ("cut_steps", "Cut selected steps", -1, lambda: done(screen.cut_steps(self._selected_indices()))),
+            ("clear", "Clear marks", 1, lambda: done(screen.clear())),
             ("apply", "Apply cuts…", 6, self._apply),
-            ("approve", "Approve", 0, self._approve),
+            ("approve", "Approve", 0, lambda: done(screen.approve())),
             ("export", "Export", 0, self._export),
             ("close", "Close", -1, self._close),
         )
@@ -394,33 +296,22 @@ class ReviewWindow:
     def _bind(self) -> None:
         """Alt+letter presses its button; arrows, Home and End move through the frames; Escape closes."""
         root = self.root
-        keys = {
-            "s": "cut_from",
-            "t": "cut_to",
-            "x": "cut_steps",
-            "l": "clear",
-            "c": "apply",
-            "a": "approve",
-            "e": "export",
-            "f": "folder",
-        }
-        for key, name in keys.items():
+        alt = {"s": "cut_from", "t": "cut_to", "x": "cut_steps", "l": "clear"}
+        alt |= {"c": "apply", "a": "approve", "e": "export", "f": "folder"}
+        for key, name in alt.items():
             for k in (key, key.upper()):
                 root.bind(f"<Alt-{k}>", self._presser(name))
         root.bind("<Alt-q>", lambda _e: self._close())
         root.bind("<Alt-Q>", lambda _e: self._close())
         for key, move in (("Left", -1), ("Right", 1), ("Home", -(10**9)), ("End", 10**9)):
             root.bind(f"<{key}>", self._mover(move))
-        _bind_keys(root, self._close)
+        bind_keys(root, self._close)
 
     def _presser(self, name: str) -> Callable[[object], str]:
         return lambda _e: self._press(name)
 
     def _mover(self, move: int) -> Callable[[object], str | None]:
         return lambda _e: self._arrow(move)
-
-    def _show_folder(self) -> None:
-        self.folder.configure(text=f"Export writes to {_home_short(self.out_dir)}")
 
     # -- the life of the window ------------------------------------------------------------------
 
@@ -439,70 +330,64 @@ class ReviewWindow:
         def place_sash(event: tk.Event[ttk.PanedWindow]) -> None:
             if event.width > 200:  # the first real size: the frame gets about two thirds
                 self.paned.unbind("<Configure>")
-                self.paned.sashpos(0, int(event.width * 0.6))
+                sashpos: Callable[[int, int], object] = self.paned.sashpos  # untyped in typeshed
+                sashpos(0, int(event.width * 0.6))
 
         root.bind("<Map>", on_map)
         self.paned.bind("<Configure>", place_sash)
-        _show_up(root, self.canvas)
+        show_up(root, self.canvas)
         root.mainloop()
-        self.closed = True
-        if self.failure is not None:
-            raise self.failure
+        self.screen.closed = True
+        if self.screen.failure is not None:
+            raise self.screen.failure
         return 0
 
     def _unlock_and_load(self) -> None:
-        if self.closed:
+        screen = self.screen
+        if screen.closed:
             return
-        try:
-            self.review.unlock()
-        except OptinError as exc:
-            if self._cancelled or self.closed:  # no passphrase: the window closes, the command fails
-                self.failure = exc
-                if not self.closed:
+        if not screen.unlock():
+            if screen.cancelled or screen.closed:  # no passphrase: the window closes, the command fails
+                if not screen.closed:
                     self._destroy()
-                return
-            self._load_failed(exc)
+            else:
+                self._load_failed()
             return
-        if self.closed:
+        if screen.closed:
             return
-        self._work("load", "Reading screens", self.review.load, lambda _r: self._ready())
+        self._work("load", "Reading screens", screen.review.load, lambda _r: self._ready())
 
     def _ready(self) -> None:
-        self.loaded = True
-        self._refresh(rebuild=True)
-        self._show(0)
-        self._set_status("Look through the frames and steps, cut what should not leave, then approve.")
+        outcome = self.screen.ready()
+        self._render(rebuild=True)
+        self._set_status(outcome.status)
         self.root.title(f"optin review — {self.session_id}")
-        self._report("ready")
+        self._report(outcome.state)
 
-    def _load_failed(self, exc: OptinError) -> None:
-        self.failure = exc
-        self.locked = True
+    def _load_failed(self) -> None:
+        """The session cannot be shown: say why (the presenter's failure); only Close works."""
+        message = str(self.screen.failure)
         self.root.title(f"optin review — {self.session_id} (cannot be shown)")
         self.counts.configure(text="This session cannot be shown.")
-        self.canvas.delete("all")
-        self.canvas.create_text(
-            24,
-            24,
-            anchor="nw",
-            text=str(exc),
-            fill="#ffffff",
-            width=max(300, self.canvas.winfo_width() - 48),
-            font="TkDefaultFont",
+        canvas = self.canvas
+        canvas.delete("all")
+        width = max(300, canvas.winfo_width() - 48)
+        canvas.create_text(
+            24, 24, anchor="nw", text=message, fill="#ffffff", width=width, font="TkDefaultFont"
         )
         self._set_status("Nothing can be reviewed or exported: close this window (Esc).", error=True)
         self._set_buttons()
         self.buttons["close"].focus_set()
-        self._report("error", message=str(exc))
+        self._report("error", message=message)
 
     def _destroy(self) -> None:
-        self.closed = True
+        self.screen.closed = True
         self.root.destroy()
 
     def _close(self) -> None:
-        if self.busy in ("cut", "export"):
-            doing = "the cut" if self.busy == "cut" else "the export"
-            self._set_status(f"Please wait until {doing} has finished: closing now would leave it half done.")
+        refused = self.screen.close_refused()
+        if refused is not None:
+            self._set_status(refused)
             return
         self._destroy()
 
@@ -514,84 +399,28 @@ class ReviewWindow:
         if tb is not None:
             where = f" at {Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
         sys.stderr.write(f"optin: unexpected error in the review window: {exc_type.__name__}{where}\n")
-        if not self.closed:
+        if not self.screen.closed:
             self._set_status(f"Something unexpected went wrong ({exc_type.__name__}).", error=True)
 
-    # -- the passphrase dialog (modal, on the Tk thread) -----------------------------------------
+    # -- the modal dialogs (agent/ui/review_dialogs.py) -----------------------------------------------
 
     def _ask_passphrase(self, _prompt: str) -> bytes:
-        import tkinter as tk
-        from tkinter import ttk
-
-        self._asked += 1
-        top = tk.Toplevel(self.root)
-        top.title("optin — unlock your recordings")
-        top.transient(self.root)
-        frame = ttk.Frame(top, padding=_PAD + 4)
-        frame.grid(row=0, column=0, sticky="nsew")
-        frame.columnconfigure(0, weight=1)
-        ttk.Label(frame, text="Unlock your recordings", style="Heading.TLabel").grid(
-            row=0, column=0, sticky="w"
-        )
-        body = (
-            "Your passphrase opens this session on this computer. "
-            "It is kept in memory only, never written down."
-        )
-        ttk.Label(frame, text=body, wraplength=420).grid(row=1, column=0, sticky="w", pady=(8, 0))
-        if self._asked > 1:
-            again = "That passphrase did not unlock your key. Try again."
-            ttk.Label(frame, text=again, style="Notice.TLabel").grid(row=2, column=0, sticky="w", pady=(6, 0))
-        secret = tk.StringVar(top)
-        entry = ttk.Entry(frame, textvariable=secret, show="*", width=40)
-        entry.grid(row=3, column=0, sticky="ew", pady=(10, 0))
-        bar = ttk.Frame(frame)
-        bar.grid(row=4, column=0, sticky="e", pady=(12, 0))
-        answer: list[bytes] = []
-
-        def ok(_e: object = None) -> None:
-            if not secret.get():
-                top.bell()
-                return
-            answer.append(secret.get().encode("utf-8"))
-            secret.set("")
-            top.destroy()
-
-        def cancel(_e: object = None) -> None:
-            secret.set("")
-            top.destroy()
-
-        cancel_button = ttk.Button(bar, text="Cancel", command=cancel)
-        ok_button = ttk.Button(bar, text="Unlock", command=ok)
-        cancel_button.grid(row=0, column=0, padx=(0, 6))
-        ok_button.grid(row=0, column=1)
-        entry.bind("<Return>", ok)
-        entry.bind("<KP_Enter>", ok)
-        top.bind("<Escape>", cancel)
-        top.protocol("WM_DELETE_WINDOW", cancel)
-        top.resizable(False, False)
-        top.wait_visibility()
-        top.grab_set()
-        top.focus_force()
-        entry.focus_set()
-        self._report("passphrase", {"entry": entry, "ok": ok_button, "cancel": cancel_button}, top)
-        self.root.wait_window(top)
-        if not answer:
-            self._cancelled = True
+        """Asked by ``Review.unlock`` on the Tk thread; cancelled: the window closes, the command fails."""
+        self.screen.asked += 1
+        answer = ask_passphrase(self.root, again=self.screen.asked > 1, report=self._report)
+        if answer is None:
+            self.screen.cancelled = True
             msg = "no passphrase was entered"
             raise KeyError_(msg)
-        return answer[0]
+        return answer
 
     # -- background work ---------------------------------------------------------------------------
 
     def _work(
-        self,
-        what: str,
-        label: str,
-        work: Callable[[Callable[[int, int], None]], Any],
-        done: Callable[[Any], None],
+        self, what: str, label: str, work: Callable[[Progress], Any], done: Callable[[Any], None]
     ) -> None:
         """Run ``work(progress)`` on a background thread; ``done(result)`` on the Tk thread."""
-        self.busy = what
+        self.screen.begin(what)
         self._set_buttons()
         self.progress_label.configure(text=label + "…")
         self.progress.configure(mode="indeterminate", value=0)
@@ -599,12 +428,9 @@ class ReviewWindow:
         self.progress.start(15)
         answers = self._queue
 
-        def progress(n: int, total: int) -> None:
-            answers.put(("progress", n, total))
-
         def run() -> None:
             try:
-                result = work(progress)
+                result = work(lambda n, total: answers.put(("progress", n, total)))
             except BaseException as exc:  # every failure is shown; none may kill the window
                 answers.put(("error", exc))
             else:
@@ -614,7 +440,7 @@ class ReviewWindow:
         self.root.after(POLL_MS, lambda: self._poll(label, done))
 
     def _poll(self, label: str, done: Callable[[Any], None]) -> None:
-        if self.closed:
+        if self.screen.closed:
             return
         while True:
             try:
@@ -630,101 +456,62 @@ class ReviewWindow:
                 self.progress.configure(maximum=max(1, total), value=n)
                 self.progress_label.configure(text=f"{label} {n}/{total}")
                 continue
-            what = self.busy
-            self.busy = None
+            what = self.screen.end()
             self.progress.stop()
             self.progress.configure(mode="determinate", value=0)
             self.progress.grid_remove()
             self.progress_label.configure(text="")
             if item[0] == "done":
                 done(item[1])
+            elif what == "load":
+                self.screen.failed(what, item[1])
+                self._load_failed()
             else:
-                self._failed(what, item[1])
+                self._done(self.screen.failed(what, item[1]))
             self._set_buttons()
             return
 
-    def _failed(self, what: str | None, exc: BaseException) -> None:
-        error = exc if isinstance(exc, OptinError) else None
-        message = (
-            str(exc) if error is not None else f"Something unexpected went wrong ({type(exc).__name__})."
-        )
-        if what == "load":
-            self._load_failed(error or OptinError(message))
-            return
-        if what == "cut" and not self.review.cuts:
-            # the cut was made but the session could not be read again: what is shown is gone
-            self.locked = True
-            message += " Close the window and open the review again."
-        self._set_status(message, error=True)
-        self._report("error", message=message)
-
     # -- what is shown ---------------------------------------------------------------------------
 
-    def _refresh(self, *, rebuild: bool) -> None:
-        """Read what to show from the review (never while background work runs)."""
-        from agent.events import Frame
-
-        review = self.review
-        self.frames = review.frames()
-        self.rows = review.rows()
-        self.start_ns = review.start_ns
-        self.frame_cut = [review.frame_in_cut(f) for f in self.frames]
-        prepared = review.prepared
-        if prepared is not None and rebuild:
-            position: dict[int, int] = {}
-            for i, event in enumerate(prepared.events):
-                if isinstance(event, Frame):
-                    position[i] = len(position)
-            self.step_frame = [position.get(s.frame) if s.frame is not None else None for s in prepared.steps]
-            self.step_where = [(s.action, s.x, s.y, s.to_x, s.to_y) for s in prepared.steps]
-        summary = review.summary()
-        self.approval = review.approval_state()
-        self.counts.configure(text=counts_text(summary))
-        self.redacted.configure(text=redactions_text(summary))
-        self.loss.configure(text=loss_text(summary))
-        words, style = APPROVAL_WORDS.get(self.approval, (self.approval, "Notice.TLabel"))
-        self.approval_label.configure(text=words, style=style)
-        self.timeline.configure(to=max(0, len(self.frames) - 1))
+    def _render(self, *, rebuild: bool) -> None:
+        """Show what the presenter holds (read from the review by it)."""
+        screen = self.screen
+        header = screen.header()
+        self.counts.configure(text=header.counts)
+        self.redacted.configure(text=header.redactions)
+        self.loss.configure(text=header.loss)
+        self.approval_label.configure(text=header.approval, style=_STYLES[header.approval_tone])
+        self.timeline.configure(to=max(0, len(screen.frames) - 1))
         self._fill_tree(rebuild=rebuild)
-        self._show_marks()
+        marks, tone = screen.marks()
+        self.marks.configure(text=marks, style=_STYLES[tone])
         self._set_buttons()
-        self._show(self.current)
+        self._show(screen.current)
 
     def _fill_tree(self, *, rebuild: bool) -> None:
-        tree = self.tree
-        if rebuild or len(tree.get_children()) != len(self.rows):
+        tree, rows = self.tree, self.screen.rows
+        if rebuild or len(tree.get_children()) != len(rows):
             tree.delete(*tree.get_children())
-            for row in self.rows:
+            for row in rows:
                 values = (f"{row.t_s:.1f}", row.action, row.detail, row.window)
                 tree.insert("", "end", iid=str(row.index), values=values, tags=("cut",) if row.cut else ())
             return
-        for row in self.rows:
+        for row in rows:
             tree.item(str(row.index), tags=("cut",) if row.cut else ())
 
     def _show(self, index: int) -> None:
         """Show frame ``index`` (clamped) on the canvas, the timeline and the label under it."""
-        n = len(self.frames)
-        self.current = max(0, min(index, n - 1)) if n else 0
+        current = self.screen.show(index)
         self._moving = True
         try:
-            self.timeline.set(self.current)
+            self.timeline.set(current)
         finally:
             self._moving = False
-        if not n:
-            self.frame_label.configure(text="This session has no frames.")
+        text, tone = self.screen.frame_label(self._selected_indices())
+        if tone is None:
+            self.frame_label.configure(text=text)
         else:
-            frame = self.frames[self.current]
-            t = (frame.t_ns - self.start_ns) / 1e9
-            taken = TAKEN.get(frame.reason, f"taken: {frame.reason}")
-            text = f"frame {self.current + 1} of {n} · {t:.1f} s · {taken}"
-            before = [i for i in self._selected_indices() if self._frame_of(i) == self.current]
-            if before:
-                text += f" · the screen before step {before[0] + 1} ({self.rows[before[0]].action})"
-            if self.frame_cut[self.current]:
-                text += "  (marked to cut)"
-            self.frame_label.configure(
-                text=text, style="Error.TLabel" if self.frame_cut[self.current] else "TLabel"
-            )
+            self.frame_label.configure(text=text, style=_STYLES.get(tone, "TLabel"))
         self._draw()
         self._draw_strip()
 
@@ -735,23 +522,23 @@ class ReviewWindow:
 
         from PIL import Image
 
-        canvas = self.canvas
+        screen, canvas = self.screen, self.canvas
         cw, ch = canvas.winfo_width(), canvas.winfo_height()
-        if cw < 20 or ch < 20 or self.failure is not None or not self.loaded:
+        if cw < 20 or ch < 20 or screen.failure is not None or not screen.loaded:
             return
-        if not self.frames:
+        if not screen.frames:
             canvas.delete("all")
             words = "No screenshots: this session did not record the screen."
             canvas.create_text(cw // 2, ch // 2, text=words, fill="#ffffff", font="TkDefaultFont")
             return
-        frame = self.frames[self.current]
+        frame = screen.frames[screen.current]
         with Image.open(io.BytesIO(frame.data)) as opened:
             image = opened.convert("RGB")
         scale = min(cw / image.width, ch / image.height)
         size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
         resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.BILINEAR
         image = image.resize(size, resample)
-        cut = self.frame_cut[self.current]
+        cut = screen.frame_cut[screen.current]
         if cut:
             image = Image.blend(image, Image.new("RGB", size, (20, 20, 20)), 0.6)
         ppm = f"P6 {size[0]} {size[1]} 255\n".encode("ascii") + image.tobytes()
@@ -759,16 +546,12 @@ class ReviewWindow:
         x0, y0 = (cw - size[0]) // 2, (ch - size[1]) // 2
         canvas.delete("all")
         canvas.create_image(x0, y0, image=self._photo, anchor="nw")
-        for index in self._selected_indices():
-            if self._frame_of(index) == self.current:
-                action, x, y, to_x, to_y = self.step_where[index]
-                if x is None or y is None:
-                    continue
-                px, py = x0 + (x - frame.left) * scale, y0 + (y - frame.top) * scale
-                if action == "drag" and to_x is not None and to_y is not None:
-                    qx, qy = x0 + (to_x - frame.left) * scale, y0 + (to_y - frame.top) * scale
-                    canvas.create_line(px, py, qx, qy, fill="#ff9800", width=3, arrow="last")
-                canvas.create_oval(px - 11, py - 11, px + 11, py + 11, outline="#ff9800", width=3)
+        for action, x, y, to_x, to_y in screen.pointers(self._selected_indices()):
+            px, py = x0 + (x - frame.left) * scale, y0 + (y - frame.top) * scale
+            if action == "drag" and to_x is not None and to_y is not None:
+                qx, qy = x0 + (to_x - frame.left) * scale, y0 + (to_y - frame.top) * scale
+                canvas.create_line(px, py, qx, qy, fill="#ff9800", width=3, arrow="last")
+            canvas.create_oval(px - 11, py - 11, px + 11, py + 11, outline="#ff9800", width=3)
         if cut:
             canvas.create_rectangle(x0 + 2, y0 + 2, x0 + size[0] - 2, y0 + size[1] - 2, outline=_RED, width=4)
             canvas.create_rectangle(x0, y0, x0 + size[0], y0 + 30, fill=_RED, outline=_RED)
@@ -780,60 +563,18 @@ class ReviewWindow:
         amber where a cut was started."""
         strip = self.strip
         strip.delete("all")
-        n = len(self.frames)
+        cells = self.screen.strip()
         width = strip.winfo_width()
-        if not n or width < 10:
+        if not cells or width < 10:
             return
-        cell = width / n
-        for i in range(n):
-            colour = _RED if self.frame_cut[i] else "#b8b8b8"
-            if i == self.cut_start:
-                colour = "#e69500"
-            strip.create_rectangle(i * cell + 1, 1, (i + 1) * cell - 1, 9, fill=colour, outline="")
-        x = self.current * cell
+        cell = width / len(cells)
+        for i, kind in enumerate(cells):
+            strip.create_rectangle(i * cell + 1, 1, (i + 1) * cell - 1, 9, fill=_CELLS[kind], outline="")
+        x = self.screen.current * cell
         strip.create_rectangle(x, 0, x + cell, 10, outline="#3465a4", width=2)
 
-    def _show_marks(self) -> None:
-        cuts = self.review.cuts
-        if self.cut_start is not None and self.frames:
-            t = (self.frames[self.cut_start].t_ns - self.start_ns) / 1e9
-            text = (
-                f"A cut starts at {t:.1f} s (frame {self.cut_start + 1}): go to its last frame "
-                "and press Cut to here (Alt+T)."
-            )
-            style = "Notice.TLabel"
-        elif cuts:
-            start = self.start_ns
-            spans = ", ".join(f"{(a - start) / 1e9:.1f}–{(b - start) / 1e9:.1f} s" for a, b in cuts)
-            frames = sum(self.frame_cut)
-            steps = sum(1 for r in self.rows if r.cut)
-            text = (
-                f"Marked to cut: {_words(len(cuts), 'range')} ({spans}): {_words(frames, 'frame')}, "
-                f"{_words(steps, 'step')}. Nothing is deleted until you press Apply cuts (Alt+C)."
-            )
-            style = "Notice.TLabel"
-        else:
-            text = (
-                "To cut a part: show its first frame (← →), press Cut starts here (Alt+S), show its last "
-                "frame, press Cut to here (Alt+T); or select steps and press Cut selected steps (Alt+X)."
-            )
-            style = "Small.TLabel"
-        self.marks.configure(text=text, style=style)
-
     def _set_buttons(self) -> None:
-        ready = self.loaded and not self.locked and self.busy is None
-        has_cuts = bool(self.review.cuts)
-        enabled = {
-            "cut_from": ready and bool(self.frames),
-            "cut_to": ready and bool(self.frames),
-            "cut_steps": ready and bool(self.rows),
-            "clear": ready and (has_cuts or self.cut_start is not None),
-            "apply": ready and has_cuts,
-            "approve": ready and not has_cuts and self.cut_start is None,
-            "export": ready and not has_cuts and self.cut_start is None,
-            "folder": not self.locked and self.busy != "export",
-            "close": True,
-        }
+        enabled = self.screen.enabled()
         for name, button in self.buttons.items():
             button.state(["!disabled"] if enabled.get(name, False) else ["disabled"])
 
@@ -845,7 +586,7 @@ class ReviewWindow:
     ) -> None:
         """With OPTIN_DIALOG_DEBUG_GEOMETRY=1: one ``optin-review-state`` line on stderr (counts and
         widget centres; never content)."""
-        if os.environ.get(DEBUG_GEOMETRY_ENV) != "1" or self.closed:
+        if os.environ.get(DEBUG_GEOMETRY_ENV) != "1" or self.screen.closed:
             return
         window = top or self.root
         window.update_idletasks()
@@ -859,13 +600,7 @@ class ReviewWindow:
             }
         out = {
             "state": state,
-            "approval": self.approval,
-            "frames": len(self.frames),
-            "steps": len(self.rows),
-            "cuts_marked": len(self.review.cuts),
-            "cut_start": self.cut_start,
-            "frame": self.current,
-            "frames_marked": sum(self.frame_cut),
+            **self.screen.state(),
             "window": [
                 window.winfo_rootx(),
                 window.winfo_rooty(),
@@ -885,16 +620,16 @@ class ReviewWindow:
 
     def _arrow(self, move: int) -> str | None:
         focus = self.root.focus_get()
-        if focus is self.tree or not self.frames:
+        if focus is self.tree or not self.screen.frames:
             return None  # the step list moves its own selection
-        self._show(self.current + move)
+        self._show(self.screen.current + move)
         return "break"
 
     def _slid(self, value: str) -> None:
-        if self._moving or not self.frames:
+        if self._moving or not self.screen.frames:
             return
         index = round(float(value))
-        if index != self.current:
+        if index != self.screen.current:
             self._show(index)
         else:
             self._moving = True
@@ -904,25 +639,18 @@ class ReviewWindow:
                 self._moving = False
 
     def _strip_click(self, event: tk.Event[tk.Canvas]) -> None:
-        n = len(self.frames)
-        width = self.strip.winfo_width()
-        if n and width > 0:
-            self._show(int(event.x / width * n))
-
-    def _frame_of(self, step: int) -> int | None:
-        return self.step_frame[step] if 0 <= step < len(self.step_frame) else None
+        index = self.screen.frame_at(event.x, self.strip.winfo_width())
+        if index is not None:
+            self._show(index)
 
     def _selected_indices(self) -> list[int]:
         return sorted(int(i) for i in self.tree.selection())
 
     def _selected(self, _event: object) -> None:
-        chosen = self._selected_indices()
         focus = self.tree.focus()
-        index = int(focus) if focus and int(focus) in chosen else (chosen[0] if chosen else None)
-        frame = self._frame_of(index) if index is not None else None
-        self._show(self.current if frame is None else frame)
+        self._show(self.screen.frame_for_selection(self._selected_indices(), int(focus) if focus else None))
 
-    # -- actions ---------------------------------------------------------------------------------
+    # -- actions: the presenter decides, the window shows the outcome ------------------------------
 
     def _press(self, name: str) -> str:
         button = self.buttons[name]
@@ -932,152 +660,41 @@ class ReviewWindow:
             self.root.bell()
         return "break"
 
-    def _marked(self, status: str) -> None:
-        self._refresh(rebuild=False)
-        self._set_status(status)
-        self._report("marked")
-
-    def _cut_from(self) -> None:
-        self.cut_start = self.current
-        self._marked("Cut start marked. Now show the last frame to cut and press Cut to here (Alt+T).")
-
-    def _cut_to(self) -> None:
-        if self.cut_start is None:
-            self._set_status("First show where the cut starts and press Cut starts here (Alt+S).", error=True)
-            self._report("error", message="no cut start")
-            return
-        start, end = self.frames[self.cut_start].t_ns, self.frames[self.current].t_ns
-        self.review.add_cut(start, end)
-        self.cut_start = None
-        self._marked("Marked to cut. Press Apply cuts (Alt+C) to delete it from this computer.")
-
-    def _cut_steps(self) -> None:
-        try:
-            start, end = self.review.step_span(self._selected_indices())
-        except OptinError as exc:
-            self._set_status(f"Cannot cut steps: {exc}.", error=True)
-            self._report("error", message=str(exc))
-            return
-        self.review.add_cut(start, end)
-        self._marked(
-            "The selected steps are marked to cut. Apply cuts (Alt+C) deletes them from this computer."
-        )
-
-    def _clear(self) -> None:
-        self.review.clear_cuts()
-        self.cut_start = None
-        self._marked("No part is marked to cut any more.")
+    def _done(self, outcome: Outcome) -> None:
+        if outcome.redraw:
+            self._render(rebuild=outcome.rebuild)
+        self._set_status(outcome.status, error=outcome.error)
+        self._report(outcome.state, **outcome.extra)
 
     def _apply(self) -> None:
-        cuts = len(self.review.cuts)
-        if not cuts or not self._confirm_apply():
-            self._set_status("Nothing was cut.")
-            self._report("cancelled")
+        screen = self.screen
+        if not screen.review.cuts or not confirm_cut(self.root, screen.confirm_text(), report=self._report):
+            self._done(screen.nothing_cut())
             return
-
-        def done(report: Any) -> None:
-            self._refresh(rebuild=True)
-            self._set_status(
-                f"Cut {_words(report.ranges, 'range')}: {_words(report.events, 'event')} and "
-                f"{_words(report.frames, 'frame')} deleted from this computer."
-            )
-            self._report("cut")
-
-        self.cut_start = None
-        self._set_status("Cutting: the rest of the session is encrypted again and the old copy destroyed…")
-        self._work("cut", "Reading screens", self.review.apply_cuts, done)
-
-    def _confirm_apply(self) -> bool:
-        """A modal question whose focus starts on Cancel: delete the marked ranges for good?"""
-        import tkinter as tk
-        from tkinter import ttk
-
-        n = len(self.review.cuts)
-        ranges = "marked range" if n == 1 else f"{n} marked ranges"
-        frames, steps = sum(self.frame_cut), sum(1 for r in self.rows if r.cut)
-        top = tk.Toplevel(self.root)
-        top.title("optin — delete the marked parts?")
-        top.transient(self.root)
-        frame = ttk.Frame(top, padding=_PAD + 4)
-        frame.grid(row=0, column=0, sticky="nsew")
-        frame.columnconfigure(0, weight=1)
-        heading = "Delete the marked parts from this computer?"
-        ttk.Label(frame, text=heading, style="Heading.TLabel").grid(row=0, column=0, sticky="w")
-        body = (
-            f"The {ranges} ({_words(frames, 'frame')} and {_words(steps, 'step')} shown now) will be "
-            "deleted from this computer: the rest of the session is encrypted again without them and the "
-            "old copy is destroyed. This cannot be undone. What remains must be approved again before "
-            "it can be exported."
+        self._set_status(screen.start_cut())
+        self._work(
+            "cut", "Reading screens", screen.review.apply_cuts, lambda r: self._done(screen.cut_done(r))
         )
-        ttk.Label(frame, text=body, wraplength=480).grid(row=1, column=0, sticky="w", pady=(8, 0))
-        bar = ttk.Frame(frame)
-        bar.grid(row=2, column=0, sticky="e", pady=(16, 0))
-        answer: list[bool] = []
-
-        def yes() -> None:
-            answer.append(True)
-            top.destroy()
-
-        cancel = ttk.Button(bar, text="Cancel", command=top.destroy)
-        delete = ttk.Button(bar, text="Delete them", command=yes)
-        cancel.grid(row=0, column=0, padx=(0, 6))
-        delete.grid(row=0, column=1)
-
-        def activate(_e: object) -> str:
-            focused = top.focus_get()
-            if isinstance(focused, ttk.Button):
-                focused.invoke()
-            return "break"
-
-        top.bind("<Return>", activate)
-        top.bind("<KP_Enter>", activate)
-        top.bind("<Escape>", lambda _e: top.destroy())
-        top.protocol("WM_DELETE_WINDOW", top.destroy)
-        top.resizable(False, False)
-        top.wait_visibility()
-        top.grab_set()
-        top.focus_force()
-        cancel.focus_set()
-        self._report("confirm", {"cancel": cancel, "delete": delete}, top)
-        self.root.wait_window(top)
-        return bool(answer)
-
-    def _approve(self) -> None:
-        try:
-            self.review.approve()
-        except OptinError as exc:
-            self._set_status(str(exc), error=True)
-            self._report("error", message=str(exc))
-            return
-        self._refresh(rebuild=False)
-        self._set_status("Approved. Export (Alt+E) writes the encrypted bundle for the study.")
-        self._report("approved")
 
     def _export(self) -> None:
-        out = self.out_dir
-
-        def done(result: Any) -> None:
-            where = _home_short(result.path)
-            text = f"Exported to {where} ({_size(result.bytes)}), encrypted to the study's key."
-            if result.deleted_locally:
-                self.locked = True
-                text += " As the study asks, the session was then deleted from this computer."
-            else:
-                self.approval = self.review.approval_state()
-            self._set_status(text)
-            self._report("exported", bundle=result.path.name)
-
+        screen = self.screen
         self._set_status("Exporting: the session is redacted again, packed and encrypted…")
-        self._work("export", "Exporting: reading screens", lambda p: self.review.export(out, p), done)
+        self._work(
+            "export",
+            "Exporting: reading screens",
+            screen.export_job(),
+            lambda r: self._done(screen.exported(r)),
+        )
 
     def _change_folder(self) -> None:
         from tkinter import filedialog
 
-        start = self.out_dir if self.out_dir.is_dir() else Path.home()
+        out_dir = self.screen.out_dir
+        start = out_dir if out_dir.is_dir() else Path.home()
         chosen = filedialog.askdirectory(
             parent=self.root, initialdir=str(start), title="optin — where should exports go?", mustexist=False
         )
         if chosen:
-            self.out_dir = Path(chosen)
-            self._show_folder()
-            self._set_status(f"Export will write to {_home_short(self.out_dir)}.")
+            status = self.screen.folder_chosen(Path(chosen))
+            self.folder.configure(text=self.screen.folder_text())
+            self._set_status(status)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.backends import Backend
+from agent.backends.platform_calls import ENDING_SIGNALS, TERMINATE_SIGNALS
 from agent.control import Recorder
 from agent.errors import EnvironmentProblem, OptinError
 
@@ -138,7 +139,7 @@ def run(
             failure.append(exc)
             icon.stop()
 
-    _stop_on_signals(icon, (signal.SIGTERM, signal.SIGHUP) if gtk else _SIGNALS, gtk=gtk)
+    _stop_on_signals(icon, TERMINATE_SIGNALS if gtk else ENDING_SIGNALS, gtk=gtk)
     try:
         icon.run(setup=setup)
     finally:
@@ -182,7 +183,7 @@ def _menu(
         notify(f"From now on nothing is recorded from {rule['app_class']}.")
 
     def withdraw() -> None:
-        from agent.ui.consent_dialog import ask_withdraw
+        from agent.ui.dialogs import ask_withdraw
 
         choice = ask_withdraw(recorder.dirs, on_started=recorder.own_process)
         if choice is None:
@@ -268,7 +269,7 @@ def open_review(session_id: str | None, on_started: Callable[[int], None]) -> in
 def confirm_opt_out(on_started: Callable[[int], None]) -> bool:
     """Ask, in a dialog of its own process (``on_started`` gets its pid), whether to stop and
     delete everything."""
-    from agent.ui.consent_dialog import confirm
+    from agent.ui.dialogs import confirm
 
     return confirm(
         "Opt out of the study?",
@@ -388,9 +389,6 @@ def status_notifier_watcher() -> bool:
     return bool(reply.unpack()[0])
 
 
-_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
 def _in_background(*steps: Callable[[], object]) -> None:
     """Run ``steps`` in order on a new thread."""
 
@@ -402,7 +400,8 @@ def _in_background(*steps: Callable[[], object]) -> None:
 
 
 def _stop_on_signals(icon: Any, signals: tuple[int, ...], *, gtk: bool) -> None:
-    """The given signals end the icon's loop, so the session is sealed.
+    """The given signals end the icon's loop, so the session is sealed (which signals an OS has:
+    :mod:`agent.backends.platform_calls`; Windows has no SIGHUP).
 
     Under GTK the main loop runs in C, where Python handlers would wait for it:
     GLib dispatches them instead (and may be asked from any thread).

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.paths import Dirs
+    from agent.study import Study
 
 
-def consented_home(home: Path) -> tuple[object, object]:
+def consented_home(home: Path) -> tuple[Dirs, Study]:
     """A throwaway OPTIN_HOME with keys (a file identity) and a consented study of every scope:
     ``(dirs, study)``.  Sets OPTIN_HOME, OPTIN_PASSPHRASE_FILE and a keyring that always fails."""
     from pyrage import x25519

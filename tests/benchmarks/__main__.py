@@ -10,12 +10,16 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from agent.events import Frame, KeyPress, PointerMove, encode, now_ns
+from agent.events import Event, Frame, KeyPress, PointerMove, encode, now_ns
+
+if TYPE_CHECKING:
+    from agent.backends.virtual_display import VirtualDisplay
 
 
 def _percentiles(samples_ns: list[int]) -> tuple[float, float]:
@@ -69,7 +73,7 @@ def bench_hook_callback(n: int = 200_000) -> None:
     _row("hook callback p99 (µs)", f"{b99:.2f}", f"{o99:.2f}", o99 / b99)
 
 
-def _through_writer(events: list, batch: int, where: str | None = None) -> float:
+def _through_writer(events: Sequence[Event], batch: int, where: str | None = None) -> float:
     """Seconds to write ``events`` through a real SessionWriter (a fresh OPTIN_HOME in ``where``)."""
     from agent.paths import dirs
     from agent.store import format as fmt
@@ -166,7 +170,7 @@ def bench_frames(n: int = 300, size: int = 200_000) -> None:
     bench_writer_memory(frames)
 
 
-def bench_writer_memory(frames: list) -> None:
+def bench_writer_memory(frames: list[Frame]) -> None:
     """Peak memory the writer allocates while storing the frames: bounded by one record, not by n."""
     import tracemalloc
 
@@ -179,7 +183,7 @@ def bench_writer_memory(frames: list) -> None:
     print(f"{'writer peak allocation (MB)':<34} {f'{total:.0f} MB written':>22} {peak / 1e6:>22.1f}")
 
 
-def _on_display(fn: Callable[[object], None]) -> None:
+def _on_display(fn: Callable[[VirtualDisplay], None]) -> None:
     from agent.backends.virtual_display import VirtualDisplay, missing_tools
 
     if missing_tools():
@@ -190,14 +194,14 @@ def _on_display(fn: Callable[[object], None]) -> None:
         fn(vd)
 
 
-def bench_display(vd: object) -> None:
+def bench_display(vd: VirtualDisplay) -> None:
     """Screen grab (bare mss vs grab+encode) and hook stop latency (bare pynput vs ours)."""
     import mss
 
     from agent.backends import select_backend
     from agent.backends.xorg import unblock_record_listener
 
-    vd.spawn(["xterm", "-geometry", "120x40+20+20", "-e", "ls -laR /usr/share/doc | head -n 200; sleep 60"])  # type: ignore[attr-defined]
+    vd.spawn(["xterm", "-geometry", "120x40+20+20", "-e", "ls -laR /usr/share/doc | head -n 200; sleep 60"])
     time.sleep(1.0)
     with mss.MSS() as m:
         region = m.monitors[0]
@@ -229,7 +233,7 @@ def bench_display(vd: object) -> None:
         for listener in listeners:
             listener.start()
             listener.wait()
-        vd.xdotool("mousemove", "--sync", str(10 + i), "5")  # type: ignore[attr-defined]
+        vd.xdotool("mousemove", "--sync", str(10 + i), "5")
         time.sleep(0.2)
         t0 = time.perf_counter()
         for listener in listeners:
@@ -244,14 +248,14 @@ def bench_display(vd: object) -> None:
     ours_stop = []
     for i in range(5):
         hooks.start()
-        vd.xdotool("mousemove", "--sync", str(20 + i), "6")  # type: ignore[attr-defined]
+        vd.xdotool("mousemove", "--sync", str(20 + i), "6")
         time.sleep(0.2)
         ours_stop.append(_timed(hooks.stop))
     bs, os_ = statistics.median(bare_stop), statistics.median(ours_stop)
     _row("pause: hooks stopped (ms)", f"{bs:.1f} (joins cap 2 s)", f"{os_:.2f}", os_ / bs)
 
 
-def bench_recorder(vd: object) -> None:
+def bench_recorder(vd: VirtualDisplay) -> None:
     """The whole agent (xorg backend, all scopes) on the display: CPU idle and under scripted
     work, disk per hour of that work, and the pre-action frame skew."""
     from pyrage import x25519
@@ -276,7 +280,7 @@ def bench_recorder(vd: object) -> None:
         study = install_study(d, study_path)
         consent.grant(d, study, study.terms_sha256)
         keys.init_keys(d)
-        term = vd.spawn(["xterm", "-T", "bench-work", "-geometry", "100x30+40+60"])  # type: ignore[attr-defined]
+        term = vd.spawn(["xterm", "-T", "bench-work", "-geometry", "100x30+40+60"])
         time.sleep(1.0)
         rec = Recorder(d, select_backend("xorg"), study)
         rec.start()
@@ -308,9 +312,9 @@ def _cpu_percent(fn: Callable[[], object]) -> float:
     return (time.process_time() - c0) / (time.monotonic() - t0) * 100
 
 
-def _typical_work(vd: object) -> None:
+def _typical_work(vd: VirtualDisplay) -> None:
     """About 30 s of scripted typical work in the xterm: typing, clicks, scrolls, a command."""
-    x = vd.xdotool  # type: ignore[attr-defined]
+    x = vd.xdotool
     x("search", "--sync", "--name", "bench-work", "windowactivate", "--sync")
     for i in range(6):
         x("mousemove", "--sync", str(200 + 40 * i), str(200 + 20 * i))

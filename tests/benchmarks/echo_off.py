@@ -24,8 +24,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.benchmarks import consented_home
+
+if TYPE_CHECKING:
+    from agent.backends.virtual_display import VirtualDisplay
+    from agent.events import Event
+    from agent.paths import Dirs
+    from agent.study import Study
 
 PASSWORD = "Mq4benchPw9z"  # noqa: S105 - a made-up password typed at the prompts
 #: The terminal: a monospace font OCR reads well, 20 rows.
@@ -131,9 +138,9 @@ CORPUS: list[Step] = [
 ]
 
 
-def _edits(xd: object, typist: Typist) -> list[tuple[str, Callable[[], None]]]:
+def _edits(xd: VirtualDisplay, typist: Typist) -> list[tuple[str, Callable[[], None]]]:
     """Typing with fixes: a typo removed with backspace, a word fixed with the arrows."""
-    key = xd.xdotool  # type: ignore[attr-defined]
+    key = xd.xdotool
     delay = str(typist.delay_ms)
 
     def backspaced() -> None:
@@ -149,7 +156,7 @@ def _edits(xd: object, typist: Typist) -> list[tuple[str, Callable[[], None]]]:
     return [("echo fixed typo", backspaced), ("echo world", arrowed)]
 
 
-def _session(d: object, study: object, workdir: Path, typist: Typist) -> list[object]:
+def _session(d: Dirs, study: Study, workdir: Path, typist: Typist) -> list[Event]:
     from agent.backends import select_backend
     from agent.backends.virtual_display import VirtualDisplay, wait_for
     from agent.control import Recorder
@@ -170,7 +177,7 @@ def _session(d: object, study: object, workdir: Path, typist: Typist) -> list[ob
         )
         if not wait_for(lambda: bool(vd.search("bench")), 10):
             raise SystemExit("the xterm did not appear")
-        rec = Recorder(d, select_backend("xorg"), study)  # type: ignore[arg-type]
+        rec = Recorder(d, select_backend("xorg"), study)
         rec.start()
         try:
             vd.xdotool("windowactivate", "--sync", vd.search("bench")[0])
@@ -198,12 +205,13 @@ def _session(d: object, study: object, workdir: Path, typist: Typist) -> list[ob
             rec.stop()
         term.terminate()
         term.wait()
-        return list(read_session(d, rec.session_id, keys.load_identity(d)).events)  # type: ignore[arg-type]
+        assert rec.session_id is not None
+        return list(read_session(d, rec.session_id, keys.load_identity(d)).events)
     finally:
         vd.stop()
 
 
-def _measure(events: list[object]) -> dict[str, object]:
+def _measure(events: list[Event]) -> dict[str, object]:
     from agent.events import Frame
     from agent.keyboard import replay
     from agent.keyboard.editing import is_terminal
@@ -213,15 +221,15 @@ def _measure(events: list[object]) -> dict[str, object]:
     engine = TesseractOcr.find()
     if engine is None:
         raise SystemExit("tesseract with English data is needed")
-    ordered = sorted(events, key=lambda e: e.t_ns)  # type: ignore[attr-defined]
+    ordered = sorted(events, key=lambda e: e.t_ns)
     frames = [e for e in ordered if isinstance(e, Frame)]
     t0 = time.perf_counter()
     reads = read_frames(ordered, engine)
     read_s = time.perf_counter() - t0
-    fields = replay.reconstruct(ordered)  # type: ignore[arg-type]
+    fields = replay.reconstruct(ordered)
     screen = terminal.ScreenText(reads, frames, engine)
     t0 = time.perf_counter()
-    found = terminal.password_fields(fields, ordered, screen)  # type: ignore[arg-type]
+    found = terminal.password_fields(fields, ordered, screen)
     rule_s = time.perf_counter() - t0
     looked = [f for f in fields if f.ended_by in terminal.ENDINGS and is_terminal(f.app_class) and f.text]
     taken = {id(f) for f in found.fields}

@@ -21,11 +21,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import ImageDraw, ImageFont
 
-from agent.events import ButtonPress, ButtonRelease, Frame, KeyPress, KeyRelease, Marker, PointerMove
+from agent.events import ButtonPress, ButtonRelease, Event, Frame, KeyPress, KeyRelease, Marker, PointerMove
 from tests.benchmarks.redaction import FONT, screen
+
+if TYPE_CHECKING:
+    from agent.paths import Dirs
+    from agent.study import Study
 
 FRAMES = 60
 EVENTS_PER_FRAME = 400
@@ -37,7 +42,7 @@ def _row(name: str, bare: str, ours: str, ratio: float | None) -> None:
     print(f"{name:<44} {bare:>18} {ours:>18} {shown}")
 
 
-def _session_events() -> list[object]:
+def _session_events() -> list[Event]:
     """Frames of a screen that gains a typed line each time, with the input between them."""
     from agent.frame_codec import encode_image
 
@@ -45,7 +50,7 @@ def _session_events() -> list[object]:
     font = ImageFont.truetype(FONT, 14)
     img = screen()
     t = 1_000_000_000
-    events: list[object] = [Marker(t, "session_start", {"mono_ns": t, "wall_ns": 0, "consent_sha256": ""})]
+    events: list[Event] = [Marker(t, "session_start", {"mono_ns": t, "wall_ns": 0, "consent_sha256": ""})]
     for n in range(FRAMES):
         draw = ImageDraw.Draw(img)
         draw.rectangle((20, 700, 1000, 720), fill=(245, 245, 245))
@@ -67,7 +72,7 @@ def _session_events() -> list[object]:
     return events
 
 
-def _setup(home: Path) -> tuple[object, object, str, int]:
+def _setup(home: Path) -> tuple[Dirs, Study, str, int]:
     """A throwaway OPTIN_HOME with keys, a consented study and the session; (dirs, study, id, bytes)."""
     from agent import consent
     from agent.store import keys
@@ -82,29 +87,29 @@ def _setup(home: Path) -> tuple[object, object, str, int]:
     assert isinstance(start, Marker)
     events[0] = Marker(start.t_ns, "session_start", {**start.detail, "consent_sha256": receipt.text_sha256})
     w = SessionWriter.create(d, keys.load_recipient(d))
-    w.write_events(events)  # type: ignore[arg-type]
+    w.write_events(events)
     w.close()
     stored = sum(p.stat().st_size for p in w.path.glob("*.seg"))
     return d, study, w.session_id, stored
 
 
-def _bare(d: object, sid: str, bundle_bytes: int) -> float:
+def _bare(d: Dirs, sid: str, bundle_bytes: int) -> float:
     """Decrypting the stored segments (the store's own AEAD) + age-encrypting a bundle-sized buffer."""
     from pyrage import encrypt, x25519
 
     from agent.store import keys
     from agent.store.reader import read_session
 
-    identity = keys.load_identity(d)  # type: ignore[arg-type]
+    identity = keys.load_identity(d)
     recipient = x25519.Identity.generate().to_public()
     blob = os.urandom(bundle_bytes)
     t0 = time.perf_counter()
-    read_session(d, sid, identity)  # type: ignore[arg-type]
+    read_session(d, sid, identity)
     encrypt(blob, [recipient])
     return time.perf_counter() - t0
 
 
-def _export(d: object, study: object, sid: str, out: Path, ocr: str) -> tuple[float, int]:
+def _export(d: Dirs, study: Study, sid: str, out: Path, ocr: str) -> tuple[float, int]:
     """One export's seconds (the identity's unlock left out: it is timed on its own) and bundle bytes."""
     import dataclasses
     from unittest import mock
@@ -113,19 +118,19 @@ def _export(d: object, study: object, sid: str, out: Path, ocr: str) -> tuple[fl
     from agent.redact.local_names import LocalNames
     from agent.store import keys
 
-    identity = keys.load_identity(d)  # type: ignore[arg-type]
-    rules = dataclasses.replace(study, redaction_ocr=ocr)  # type: ignore[type-var]
-    with mock.patch.object(bundle.keys, "load_identity", lambda _d: identity):
+    identity = keys.load_identity(d)
+    rules = dataclasses.replace(study, redaction_ocr=ocr)
+    with mock.patch.object(keys, "load_identity", lambda _d: identity):
         t0 = time.perf_counter()
-        res = bundle.export_session(d, sid, out, rules, approve=True, local=LocalNames())  # type: ignore[arg-type]
+        res = bundle.export_session(d, sid, out, rules, approve=True, local=LocalNames())
         return time.perf_counter() - t0, res.bytes
 
 
-def _unlock_s(d: object) -> float:
+def _unlock_s(d: Dirs) -> float:
     from agent.store import keys
 
     t0 = time.perf_counter()
-    keys.load_identity(d)  # type: ignore[arg-type]
+    keys.load_identity(d)
     return time.perf_counter() - t0
 
 

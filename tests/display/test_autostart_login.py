@@ -9,15 +9,18 @@ import shlex
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from agent import cli
 from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_for
+from agent.paths import Dirs
 from agent.recorder_status import read_status
 from agent.store.reader import list_sessions
 from tests.display.test_run_tray import _start_agent
+from tests.tools import Consented
 
 
 def _exec_argv(desktop: Path) -> list[str]:
@@ -29,7 +32,7 @@ def _exec_argv(desktop: Path) -> list[str]:
 def _service_argv(unit: Path) -> tuple[list[str], dict[str, str]]:
     """ExecStart= and Environment= of a systemd unit, as the user manager would run them."""
     lines = unit.read_text().splitlines()
-    unescape = lambda v: v.replace("%%", "%").replace("$$", "$")  # noqa: E731 - specifiers, variables
+    unescape: Callable[[str], str] = lambda v: v.replace("%%", "%").replace("$$", "$")  # noqa: E731 - specifiers, variables
     argv = shlex.split(
         unescape(next(x for x in lines if x.startswith("ExecStart=")).removeprefix("ExecStart="))
     )
@@ -42,14 +45,14 @@ def _service_argv(unit: Path) -> tuple[list[str], dict[str, str]]:
     return argv, env
 
 
-def _state(d) -> str | None:
+def _state(d: Dirs) -> str | None:
     status = read_status(d)
     return status["state"] if status else None
 
 
 @pytest.mark.parametrize("via", ["xdg", "systemd"])
 def test_after_logging_in_again_the_agent_is_as_it_was_left(
-    xdisplay: VirtualDisplay, consented, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, via: str
+    xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, via: str
 ) -> None:
     d, _study = consented
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -80,7 +83,8 @@ def test_after_logging_in_again_the_agent_is_as_it_was_left(
     agent = _start_agent(tmp_path, argv)  # logging in again
     try:
         assert wait_for(lambda: _state(d) == "paused", 5)
-        assert read_status(d)["reason"]  # and it says why: the volunteer's pause
+        status = read_status(d)
+        assert status is not None and status["reason"]  # and it says why: the volunteer's pause
         os.killpg(agent.pid, signal.SIGTERM)
         assert agent.wait(15) == 0
     finally:

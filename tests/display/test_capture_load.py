@@ -36,6 +36,7 @@ from agent.events import ButtonPress, ButtonRelease, Event, Frame, Marker, Point
 from agent.store import keys
 from agent.store.reader import load_meta, read_session, session_dir
 from agent.writer_loop import POINTER_HZ
+from tests.tools import Consented
 
 pytestmark = pytest.mark.display
 
@@ -276,7 +277,7 @@ def drive_pointer(conn: Any, out: Generated, n_moves: int) -> None:
         out.error = exc
 
 
-def test_1000_hz_pointer_with_clicks_loses_nothing(xdisplay: VirtualDisplay, consented) -> None:
+def test_1000_hz_pointer_with_clicks_loses_nothing(xdisplay: VirtualDisplay, consented: Consented) -> None:
     n_moves = int(GEN_HZ * GEN_SECONDS)
     gen = Generated()
     with x_connection(xdisplay) as conn:
@@ -338,6 +339,7 @@ def test_1000_hz_pointer_with_clicks_loses_nothing(xdisplay: VirtualDisplay, con
     assert rec.counters.dropped == 0
     assert stop.detail["dropped"] == 0
     assert stop.detail["loss"]["events"] == 0
+    assert rec.session_id is not None
     meta = load_meta(session_dir(consented[0], rec.session_id))
     assert meta is not None and meta["dropped_by_source"]["events"] == 0
     assert meta["events"]["button_press"] == len(gen.presses)
@@ -428,7 +430,9 @@ def shows_any(frame: Frame, rect: Rect, colour: RGB) -> bool:
     return any(pixel(image, frame, x, y) == colour for x, y in inside_points(rect))
 
 
-def test_pre_action_frame_shows_the_screen_before_the_click(xdisplay: VirtualDisplay, consented) -> None:
+def test_pre_action_frame_shows_the_screen_before_the_click(
+    xdisplay: VirtualDisplay, consented: Consented
+) -> None:
     cx, cy = PATTERN[0] + 500, PATTERN[1] + 350  # a click on the empty desktop, away from the pattern
     px, py = PATTERN[0] + PATTERN[2] // 2, PATTERN[1] + PATTERN[3] // 2
     argv = [sys.executable, "-c", PATTERN_SCRIPT, *map(str, PATTERN), "ff00ff"]
@@ -537,7 +541,9 @@ def crop(frame: Frame, rect: Rect) -> bytes:
     )
 
 
-def test_window_focus_change_stores_a_frame_of_the_new_window(xdisplay: VirtualDisplay, consented) -> None:
+def test_window_focus_change_stores_a_frame_of_the_new_window(
+    xdisplay: VirtualDisplay, consented: Consented
+) -> None:
     title_a, title_b = "optin-load-a", "optin-load-b"
     with (
         x_connection(xdisplay) as conn,

@@ -23,7 +23,8 @@ from agent import consent
 from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_for
 from agent.paths import Dirs, dirs
 from agent.study import Study, install_study
-from agent.ui.consent_dialog import DEBUG_GEOMETRY_ENV, ask_consent, ask_withdraw, confirm
+from agent.ui.dialogs import ask_consent, ask_withdraw, confirm
+from agent.ui.tk_toolkit import DEBUG_GEOMETRY_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 SAVE = os.environ.get("OPTIN_SAVE_SCREENSHOTS") == "1"
@@ -91,7 +92,7 @@ class Dialog:
 def _start(xdisplay: VirtualDisplay, title: str, *args: str) -> Dialog:
     """Start the dialog process, wait until its window is shown and has the keyboard focus."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.ui.consent_dialog", *args],
+        [sys.executable, "-m", "agent.ui.dialogs", *args],
         env=dict(os.environ, **{DEBUG_GEOMETRY_ENV: "1"}),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -426,7 +427,7 @@ def test_first_run_asks_in_the_dialog_and_records_only_what_was_agreed(
         for key in ("Tab", "Tab", "space", "Tab", "Tab", "Tab", "Tab", "Tab", "Return"):
             xdisplay.xdotool("key", key)
         assert wait_for(lambda: (read_status(d) or {}).get("state") == "recording", 20)
-        assert read_status(d)["scopes"] == ["pointer"]
+        assert (read_status(d) or {}).get("scopes") == ["pointer"]
         xdisplay.xdotool("mousemove", "--sync", "222", "111")
         xdisplay.xdotool("type", "nokeys")
         time.sleep(0.4)

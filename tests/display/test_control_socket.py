@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_for
@@ -17,6 +18,7 @@ from agent.ipc import socket_path
 from agent.store import keys
 from agent.store.reader import read_session
 from tests.display.test_run_tray import _start_agent
+from tests.tools import Consented
 
 
 def optin(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -33,7 +35,7 @@ def status() -> dict[str, Any]:
 
 
 def test_the_command_line_pauses_and_resumes_the_running_agent(
-    xdisplay: VirtualDisplay, consented, tmp_path
+    xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
 ) -> None:
     d, _study = consented
     agent = _start_agent(tmp_path)
@@ -75,7 +77,9 @@ def test_the_command_line_pauses_and_resumes_the_running_agent(
     assert (111, 222) in moves and (555, 666) in moves and (333, 444) not in moves
 
 
-def test_delete_last_reaches_the_running_agent(xdisplay: VirtualDisplay, consented, tmp_path) -> None:
+def test_delete_last_reaches_the_running_agent(
+    xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
+) -> None:
     d, _study = consented
     agent = _start_agent(tmp_path)
     try:
@@ -105,7 +109,7 @@ def test_delete_last_reaches_the_running_agent(xdisplay: VirtualDisplay, consent
 
 
 def test_a_timed_pause_ends_by_itself_with_a_desktop_notification(
-    xdisplay: VirtualDisplay, consented, tmp_path
+    xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
 ) -> None:
     _d, _study = consented
     agent = _start_agent(tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.display.conftest import need_tools
 
@@ -59,7 +60,7 @@ def test_demo_rejects_a_bad_duration() -> None:
     assert "--seconds -1" in out.stderr and "between 1 and 600" in out.stderr
 
 
-def test_demo_stopped_midway_leaves_nothing_behind(tmp_path) -> None:
+def test_demo_stopped_midway_leaves_nothing_behind(tmp_path: Path) -> None:
     """SIGTERM while the agent records: every process and the throwaway keys are gone."""
     import glob
     import os
@@ -75,11 +76,13 @@ def test_demo_stopped_midway_leaves_nothing_behind(tmp_path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    stderr = demo.stderr
+    assert stderr is not None
     try:
         seen = ""
         while "agent recording session" not in seen:
-            ready, _, _ = select.select([demo.stderr], [], [], 30)
-            line = demo.stderr.readline() if ready else ""
+            ready, _, _ = select.select([stderr], [], [], 30)
+            line = stderr.readline() if ready else ""
             assert line, f"the demo did not reach recording: {seen}"
             seen += line
         os.kill(demo.pid, signal.SIGTERM)
@@ -88,7 +91,7 @@ def test_demo_stopped_midway_leaves_nothing_behind(tmp_path) -> None:
         if demo.poll() is None:
             demo.kill()
             demo.wait()
-        demo.stderr.close()
+        stderr.close()
     assert rc == 128 + signal.SIGTERM
     assert not _left_behind(before)
     assert set(glob.glob("/tmp/optin-demo-*")) <= tmp_before

@@ -13,6 +13,7 @@ from agent.backends.virtual_display import VirtualDisplay, wait_for
 from agent.capture.deny import MASK_BGRA
 from agent.events import Frame, KeyPress, Marker, WindowFocus
 from tests.display.test_recording_e2e import _record, _typed
+from tests.tools import Consented
 
 GREY = tuple(MASK_BGRA[2::-1])  # BGRA -> RGB
 SECRET = "vault7canary"  # noqa: S105 - a canary, not a credential
@@ -30,7 +31,7 @@ def _client_geometry(xdisplay: VirtualDisplay, wid: str) -> tuple[int, int, int,
 
 
 def test_typing_into_a_password_manager_is_not_stored_and_it_is_masked(
-    xdisplay: VirtualDisplay, consented
+    xdisplay: VirtualDisplay, consented: Consented
 ) -> None:
     # xterm -class sets WM_CLASS's class: to optin this window is KeePassXC, a default deny rule
     vault = xdisplay.spawn(["xterm", "-class", "KeePassXC", "-T", "vault", "-geometry", "40x10+600+300"])

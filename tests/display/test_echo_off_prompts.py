@@ -26,7 +26,7 @@ from agent.events import KeyPress
 from agent.export.bundle import export_session
 from agent.store import keys
 from agent.store.reader import read_session
-from tests.tools import require_tool
+from tests.tools import Consented, require_tool
 
 CANARY = "Qv7canaryPw2k"
 #: Ordinary terminal work: each one is echoed, so each must leave as typed text.
@@ -62,7 +62,7 @@ def _line(xdisplay: VirtualDisplay, text: str, settle: float = 0.8) -> None:
     time.sleep(settle)
 
 
-def _record(xdisplay: VirtualDisplay, consented, workdir: Path) -> str:
+def _record(xdisplay: VirtualDisplay, consented: Consented, workdir: Path) -> str:
     d, study = consented
     shell = f"cd {workdir} && exec bash --norc --noprofile"
     env = {**xdisplay.env, "PS1": "$ ", "HOME": str(workdir)}
@@ -96,7 +96,7 @@ def _record(xdisplay: VirtualDisplay, consented, workdir: Path) -> str:
 
 
 def test_echo_off_passwords_never_reach_a_bundle_and_commands_stay(
-    xdisplay: VirtualDisplay, consented, study_file: Path, tmp_path: Path
+    xdisplay: VirtualDisplay, consented: Consented, study_file: Path, tmp_path: Path
 ) -> None:
     require_tool("xterm", "tesseract", "openssl", hint="apt-get install xterm tesseract-ocr openssl")
     d, study = consented

@@ -30,10 +30,12 @@ from agent.backends import select_backend
 from agent.backends.virtual_display import VirtualDisplay, wait_for
 from agent.control import Recorder
 from agent.events import Frame, KeyPress
+from agent.paths import Dirs
 from agent.redact.screen import TesseractOcr, canonical, lines
 from agent.store import keys
 from agent.store.reader import read_session
-from tests.tools import require_tool, unavailable
+from agent.study import Study
+from tests.tools import Consented, require_tool, unavailable
 
 SECRETS = {
     "EMAIL": "alice.canary@example.com",
@@ -75,7 +77,7 @@ def _optin(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _record(xdisplay: VirtualDisplay, d, study) -> str:
+def _record(xdisplay: VirtualDisplay, d: Dirs, study: Study) -> str:
     term = xdisplay.spawn(
         ["xterm", "-T", "e2e-export", "-fa", "DejaVu Sans Mono", "-fs", "13", "-geometry", "90x12+40+40"]
     )
@@ -138,7 +140,7 @@ def _approve(xdisplay: VirtualDisplay, sid: str) -> None:
 # webdataset 1.0.2 leaves the shard file open when the iteration ends (its tariterators.py)
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_session_travels_from_the_screen_to_a_training_set(
-    xdisplay: VirtualDisplay, consented, study_file: Path, tmp_path: Path
+    xdisplay: VirtualDisplay, consented: Consented, study_file: Path, tmp_path: Path
 ) -> None:
     require_tool("age", "tesseract", hint="apt-get install age tesseract-ocr tesseract-ocr-eng")
     try:

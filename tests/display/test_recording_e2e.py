@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -14,18 +15,29 @@ from agent.backends import select_backend
 from agent.backends.virtual_display import VirtualDisplay, wait_for
 from agent.capture.screen import ACTION_REASONS
 from agent.control import Recorder
-from agent.events import ButtonPress, ButtonRelease, Frame, KeyPress, Marker, PointerMove, Scroll, WindowFocus
+from agent.events import (
+    ButtonPress,
+    ButtonRelease,
+    Event,
+    Frame,
+    KeyPress,
+    Marker,
+    PointerMove,
+    Scroll,
+    WindowFocus,
+)
 from agent.store import keys
 from agent.store.reader import read_session
+from tests.tools import Consented
 
 CANARY = "zq7canary"  # typed, and used as a window title
 
 
-def _typed(events: list) -> str:
+def _typed(events: list[Event]) -> str:
     return "".join(e.char or (" " if e.name == "space" else "") for e in events if isinstance(e, KeyPress))
 
 
-def _record(xdisplay: VirtualDisplay, consented, script) -> list:
+def _record(xdisplay: VirtualDisplay, consented: Consented, script: Callable[[], object]) -> list[Event]:
     d, study = consented
     rec = Recorder(d, select_backend("xorg"), study)
     rec.start()
@@ -35,10 +47,11 @@ def _record(xdisplay: VirtualDisplay, consented, script) -> list:
     finally:
         rec.stop()
     assert rec.state == "stopped", rec.error
+    assert rec.session_id is not None
     return read_session(d, rec.session_id, keys.load_identity(d)).events
 
 
-def test_real_input_is_recorded_exactly(xdisplay: VirtualDisplay, consented) -> None:
+def test_real_input_is_recorded_exactly(xdisplay: VirtualDisplay, consented: Consented) -> None:
     term = xdisplay.spawn(["xterm", "-T", "e2e-recording", "-geometry", "80x20+50+50"])
     try:
         assert wait_for(lambda: bool(xdisplay.search("e2e-recording")), 10)
@@ -60,7 +73,7 @@ def test_real_input_is_recorded_exactly(xdisplay: VirtualDisplay, consented) -> 
         term.wait()
 
     kinds = [e.KIND for e in events]
-    assert kinds[0] == "marker" and events[0].marker == "session_start"
+    assert kinds[0] == "marker" and isinstance(events[0], Marker) and events[0].marker == "session_start"
     assert isinstance(events[-1], Marker) and events[-1].marker == "session_stop"
     assert events[-1].detail["dropped"] == 0
     # one monotonic clock: each hook thread's events are in time order, inside the session
@@ -97,7 +110,7 @@ def test_real_input_is_recorded_exactly(xdisplay: VirtualDisplay, consented) -> 
 
 
 def test_no_plaintext_of_typed_text_or_titles_on_disk(
-    xdisplay: VirtualDisplay, consented, optin_home: Path
+    xdisplay: VirtualDisplay, consented: Consented, optin_home: Path
 ) -> None:
     term = xdisplay.spawn(["xterm", "-T", f"title {CANARY}", "-geometry", "80x20+50+50"])
     try:

@@ -42,8 +42,8 @@ from agent.redact import policy
 from agent.store import keys
 from agent.store.reader import read_session
 from agent.study import Study, install_study
-from agent.ui.consent_dialog import DEBUG_GEOMETRY_ENV
 from agent.ui.review import STATE_PREFIX
+from agent.ui.tk_toolkit import DEBUG_GEOMETRY_ENV
 from tests.display.conftest import need_tools
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,18 +11,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_for
 from agent.control import read_status
 from agent.events import ButtonPress, ButtonRelease, KeyPress, Marker, PointerMove
+from agent.paths import Dirs
 from agent.store import keys
 from agent.store.reader import read_session
 from tests.display.conftest import need_tools
+from tests.tools import Consented
 
 
-def _start_agent(tmp_path, argv: list[str] | None = None) -> subprocess.Popen[bytes]:
+def _start_agent(tmp_path: Path, argv: list[str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``optin run`` (or ``argv``) and wait for its "recording session" line."""
     with (tmp_path / "agent-stderr.txt").open("wb") as err:
         agent = subprocess.Popen(
@@ -62,7 +65,7 @@ def _tray_menu(xdisplay: VirtualDisplay, *keys_: str) -> None:
     xdisplay.xdotool("key", *keys_)
 
 
-def _menu_until(xdisplay: VirtualDisplay, d, state: str, *keys_: str) -> None:
+def _menu_until(xdisplay: VirtualDisplay, d: Dirs, state: str, *keys_: str) -> None:
     """Use the tray menu until the agent reaches ``state`` (up to three tries)."""
     for _ in range(3):
         _tray_menu(xdisplay, *keys_)
@@ -90,12 +93,21 @@ RED = (200, 30, 30)  # recording, as agent/ui/tray.py draws it
 AMBER = (230, 160, 20)  # paused
 
 
-def _state(d) -> str | None:
+def _state(d: Dirs) -> str | None:
     s = read_status(d)
     return s["state"] if s else None
 
 
-def test_tray_pause_stops_capture_and_sigterm_seals(xdisplay: VirtualDisplay, consented, tmp_path) -> None:
+def _status(d: Dirs) -> dict[str, Any]:
+    """The running agent's status (JSON: its values are whatever the agent wrote)."""
+    status = read_status(d)
+    assert status is not None, "the agent wrote no status"
+    return status
+
+
+def test_tray_pause_stops_capture_and_sigterm_seals(
+    xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
+) -> None:
     d, _study = consented
     agent = _start_agent(tmp_path)
     try:
@@ -136,7 +148,7 @@ def test_tray_pause_stops_capture_and_sigterm_seals(xdisplay: VirtualDisplay, co
 
 
 def test_losing_the_tray_pauses_capture_until_it_is_back(
-    xdisplay: VirtualDisplay, consented, tmp_path
+    xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
 ) -> None:
     d, _study = consented
     agent = _start_agent(tmp_path)
@@ -144,7 +156,7 @@ def test_losing_the_tray_pauses_capture_until_it_is_back(
         assert wait_for(lambda: _state(d) == "recording", 5)
         xdisplay.stop_tray()  # the panel dies: no indicator anywhere
         assert wait_for(lambda: _state(d) == "paused", 5)
-        assert read_status(d)["reason"] == "no indicator"
+        assert _status(d)["reason"] == "no indicator"
         xdisplay.xdotool("mousemove", "--sync", "77", "88")  # not recorded: nobody can see it records
         xdisplay.start_tray()  # GTK re-embeds the icon in the new tray
         assert wait_for(lambda: _state(d) == "recording", 10)
@@ -159,7 +171,7 @@ def test_losing_the_tray_pauses_capture_until_it_is_back(
     assert pause.detail["reason"] == "no indicator"
 
 
-def test_no_tray_no_capture(consented, optin_home) -> None:
+def test_no_tray_no_capture(consented: Consented, optin_home: Path) -> None:
     need_tools()
     with VirtualDisplay(tray=False) as vd:
         out = subprocess.run(
@@ -193,7 +205,9 @@ def test_doctor_on_a_working_display(xdisplay: VirtualDisplay) -> None:
     )
 
 
-def test_ctrl_c_seals_and_one_agent_at_a_time(xdisplay: VirtualDisplay, consented, tmp_path) -> None:
+def test_ctrl_c_seals_and_one_agent_at_a_time(
+    xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
+) -> None:
     d, _study = consented
     agent = _start_agent(tmp_path)
     try:
@@ -219,13 +233,13 @@ def test_ctrl_c_seals_and_one_agent_at_a_time(xdisplay: VirtualDisplay, consente
 
 
 def test_tray_deletes_the_last_minutes_and_recording_goes_on(
-    xdisplay: VirtualDisplay, consented, tmp_path
+    xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
 ) -> None:
     d, _study = consented
     agent = _start_agent(tmp_path)
     try:
         assert wait_for(lambda: _state(d) == "recording", 5)
-        first = read_status(d)["session"]
+        first = _status(d)["session"]
         xdisplay.xdotool("mousemove", "--sync", "212", "121")  # recorded, then deleted
         time.sleep(0.3)
         for _ in range(3):  # Delete the last > 5 minutes
@@ -233,7 +247,7 @@ def test_tray_deletes_the_last_minutes_and_recording_goes_on(
             if wait_for(lambda: (read_status(d) or {}).get("session") not in (None, first), 5):
                 break
             xdisplay.xdotool("key", "Escape")
-        second = read_status(d)["session"]
+        second = _status(d)["session"]
         assert second != first and _state(d) == "recording"
         xdisplay.xdotool("mousemove", "--sync", "343", "434")  # recorded in the new session
         time.sleep(0.3)
@@ -248,7 +262,7 @@ def test_tray_deletes_the_last_minutes_and_recording_goes_on(
 
 
 def test_tray_opt_out_asks_then_stops_withdraws_and_deletes_everything(
-    xdisplay: VirtualDisplay, consented, tmp_path
+    xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
 ) -> None:
     from agent import consent
     from tests.display.test_consent_dialog import _wait_window
@@ -271,7 +285,9 @@ def test_tray_opt_out_asks_then_stops_withdraws_and_deletes_everything(
     assert read_status(d) is None
 
 
-def test_tray_screenshots_for_the_guide(xdisplay: VirtualDisplay, consented, tmp_path) -> None:
+def test_tray_screenshots_for_the_guide(
+    xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
+) -> None:
     """The icon docks in the tray and its menu opens; saved for docs/volunteer-guide.md when
     OPTIN_SAVE_SCREENSHOTS=1 (a person looks at them there)."""
     import mss
@@ -301,7 +317,7 @@ def test_tray_screenshots_for_the_guide(xdisplay: VirtualDisplay, consented, tmp
 
 
 def test_tray_exclude_this_app_keeps_the_focused_app_out(
-    xdisplay: VirtualDisplay, consented, tmp_path
+    xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
 ) -> None:
     d, _study = consented
     term = xdisplay.spawn(["xterm", "-T", "exclude-me", "-geometry", "60x10+100+100"])
@@ -318,7 +334,7 @@ def test_tray_exclude_this_app_keeps_the_focused_app_out(
             xdisplay.xdotool("key", "Escape")
         rules = json.loads((d.config / "exclusions.json").read_text())["rules"]
         assert rules == [{"label": "XTerm", "app_class": "XTerm"}]
-        assert wait_for(lambda: read_status(d)["filtered"], 3)  # the icon's shield: a protected window
+        assert wait_for(lambda: _status(d)["filtered"], 3)  # the icon's shield: a protected window
         xdisplay.xdotool("type", "--delay", "20", "after")
         time.sleep(0.3)
         os.killpg(agent.pid, signal.SIGTERM)
@@ -334,7 +350,7 @@ def test_tray_exclude_this_app_keeps_the_focused_app_out(
 
 
 def test_tray_review_and_export_opens_the_window_on_what_was_recorded(
-    xdisplay: VirtualDisplay, consented, tmp_path
+    xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
 ) -> None:
     """The menu item seals the session so far (recording goes on in a new one) and opens the
     review window on it; what is done in the window is not recorded."""
@@ -342,7 +358,7 @@ def test_tray_review_and_export_opens_the_window_on_what_was_recorded(
     agent = _start_agent(tmp_path)
     try:
         assert wait_for(lambda: _state(d) == "recording", 5)
-        first = read_status(d)["session"]
+        first = _status(d)["session"]
         xdisplay.xdotool("mousemove", "--sync", "212", "121")
         time.sleep(0.3)
         title = f"optin review — {first}"
@@ -353,7 +369,7 @@ def test_tray_review_and_export_opens_the_window_on_what_was_recorded(
             xdisplay.xdotool("key", "Escape")
         windows = xdisplay.search(title)
         assert windows, f"no review window: {(tmp_path / 'agent-stderr.txt').read_text()[-2000:]}"
-        second = read_status(d)["session"]
+        second = _status(d)["session"]
         assert second != first and _state(d) == "recording"
         xdisplay.xdotool("windowactivate", "--sync", windows[0])
         xdisplay.xdotool("key", "Escape")

@@ -19,8 +19,8 @@ from typing import Any
 
 from PIL import Image
 
-from agent.events import Event, Frame, KeyPress, KeyRelease, Paste, WindowFocus, to_dict
-from agent.redact.policy import Policy, Redacted, redact_session
+from agent.events import Event, Frame, KeyPress, KeyRelease, Paste, Redacted, WindowFocus, to_dict
+from agent.redact.policy import Policy, redact_session
 from agent.redact.screen import OcrFailed, Word
 from tests.hostile.conftest import Tally, fuzz_rounds
 

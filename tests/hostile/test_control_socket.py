@@ -16,14 +16,21 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from agent import ipc
 from agent.backends.fake import FakeBackend
 from agent.control import Recorder
+from agent.errors import OptinError
 from agent.paths import Dirs, agent_lock
+from agent.pausing import MAX_PAUSE_S
 from tests.hostile.conftest import Tally, fuzz_rounds
+from tests.tools import Consented
+
+#: What the ``agent`` fixture gives: the store's dirs and the recorder serving the socket.
+Agent = tuple[Dirs, Recorder]
 
 PROMISE = "P3 pause never waits"
 SOCKET = "P3 control socket keeps serving"
@@ -33,7 +40,7 @@ ANSWER_S = 1.0
 
 
 @pytest.fixture
-def agent(consented) -> Iterator[tuple[Dirs, Recorder]]:
+def agent(consented: Consented) -> Iterator[Agent]:
     d, study = consented
     rec = Recorder(d, FakeBackend(), study)
     with agent_lock(d), ipc.ControlServer(d, rec):
@@ -50,13 +57,13 @@ def _connect(d: Dirs) -> socket.socket:
     return s
 
 
-def _timed(d: Dirs, op: str, **args: object) -> tuple[dict, float]:
+def _timed(d: Dirs, op: str, **args: object) -> tuple[dict[str, Any], float]:
     started = time.perf_counter()
     reply = ipc.request(d, op, timeout=5, **args)
     return reply, time.perf_counter() - started
 
 
-def test_p3_slow_and_silent_clients_never_make_pause_busy(agent, hostile: Tally) -> None:
+def test_p3_slow_and_silent_clients_never_make_pause_busy(agent: Agent, hostile: Tally) -> None:
     d, rec = agent
     stop = threading.Event()
     slow: list[socket.socket] = []
@@ -88,7 +95,9 @@ def test_p3_slow_and_silent_clients_never_make_pause_busy(agent, hostile: Tally)
             s.close()
 
 
-def test_p3_a_flood_past_the_cap_is_refused_at_once_and_pause_still_answered(agent, hostile: Tally) -> None:
+def test_p3_a_flood_past_the_cap_is_refused_at_once_and_pause_still_answered(
+    agent: Agent, hostile: Tally
+) -> None:
     d, rec = agent
     held: list[socket.socket] = []
     try:
@@ -120,7 +129,7 @@ def test_p3_a_flood_past_the_cap_is_refused_at_once_and_pause_still_answered(age
     hostile.held(PROMISE)
 
 
-def test_p3_clients_that_never_read_their_replies_hold_nothing(agent, hostile: Tally) -> None:
+def test_p3_clients_that_never_read_their_replies_hold_nothing(agent: Agent, hostile: Tally) -> None:
     d, _rec = agent
     deaf = []
     try:
@@ -153,7 +162,7 @@ def test_p3_clients_that_never_read_their_replies_hold_nothing(agent, hostile: T
     ],
 )
 def test_p3_numbers_and_nesting_no_clock_or_parser_can_hold_get_a_clear_reply(
-    agent, hostile: Tally, line: bytes
+    agent: Agent, hostile: Tally, line: bytes
 ) -> None:
     d, rec = agent
     hostile.tried(SOCKET)
@@ -170,13 +179,13 @@ def test_p3_numbers_and_nesting_no_clock_or_parser_can_hold_get_a_clear_reply(
         hostile.held(SOCKET)
 
 
-def test_p3_the_longest_allowed_pause_shows_its_end(agent, hostile: Tally) -> None:
+def test_p3_the_longest_allowed_pause_shows_its_end(agent: Agent, hostile: Tally) -> None:
     d, _rec = agent
     hostile.tried(SOCKET)
-    status = ipc.request(d, "pause", seconds=ipc.MAX_PAUSE_S)["status"]
+    status = ipc.request(d, "pause", seconds=MAX_PAUSE_S)["status"]
     assert status["state"] == "paused" and status["paused_until"].endswith("Z")
     with pytest.raises(ipc.AgentError, match="at most"):
-        ipc.request(d, "pause", seconds=ipc.MAX_PAUSE_S * 2)
+        ipc.request(d, "pause", seconds=MAX_PAUSE_S * 2)
     hostile.held(SOCKET)
 
 
@@ -206,7 +215,9 @@ def _mutations(rng: random.Random) -> Iterator[bytes]:
         yield bytes(base).replace(b"\n", b" ") + b"\n"
 
 
-def test_p3_random_requests_each_get_one_reply_and_the_agent_keeps_serving(agent, hostile: Tally) -> None:
+def test_p3_random_requests_each_get_one_reply_and_the_agent_keeps_serving(
+    agent: Agent, hostile: Tally
+) -> None:
     d, rec = agent
     rng = random.Random(SEED)  # noqa: S311 - reproducible test inputs, not secrets
     gen = _mutations(rng)
@@ -215,7 +226,7 @@ def test_p3_random_requests_each_get_one_reply_and_the_agent_keeps_serving(agent
         hostile.tried(SOCKET)
         try:
             reply = ipc.exchange(ipc.socket_path(d), line, timeout=5)
-        except ipc.OptinError as exc:  # only an empty line may be closed without a reply
+        except OptinError as exc:  # only an empty line may be closed without a reply
             pytest.fail(f"round {round_}: no reply to {line[:60]!r}: {exc}")
         assert isinstance(reply.get("ok"), bool), (round_, line[:60])
         if reply["ok"] is False:
@@ -227,7 +238,7 @@ def test_p3_random_requests_each_get_one_reply_and_the_agent_keeps_serving(agent
 
 
 def test_p3_a_failure_inside_the_socket_thread_never_ends_it(
-    agent, monkeypatch: pytest.MonkeyPatch, hostile: Tally
+    agent: Agent, monkeypatch: pytest.MonkeyPatch, hostile: Tally
 ) -> None:
     """An unexpected error while reading one request, or no thread for its handler, costs that
     request only: the next pause is still answered (the one selector thread must never end)."""

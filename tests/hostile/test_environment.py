@@ -22,7 +22,7 @@ import resource
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,7 @@ from agent.store import keys
 from agent.store.format import generate_keypair
 from agent.store.reader import list_sessions
 from tests.hostile.conftest import Tally, fuzz_rounds
-from tests.tools import unavailable
+from tests.tools import Consented, unavailable
 
 HOME = "P5 hostile environment"
 FILES = "P5 files optin trusts"
@@ -126,7 +126,7 @@ def _read_only(path: Path) -> Iterator[None]:
 
 
 def test_p5_withdrawing_consent_in_a_read_only_home_is_a_clear_error(
-    consented, optin_home: Path, capsys: pytest.CaptureFixture[str], hostile: Tally
+    consented: Consented, optin_home: Path, capsys: pytest.CaptureFixture[str], hostile: Tally
 ) -> None:
     with _read_only(optin_home):
         hostile.tried(HOME)
@@ -137,7 +137,11 @@ def test_p5_withdrawing_consent_in_a_read_only_home_is_a_clear_error(
 
 @pytest.mark.parametrize("populated", [False, True])
 def test_p5_a_read_only_optin_home_is_a_clear_error_for_every_write(
-    populated: bool, optin_home: Path, capsys: pytest.CaptureFixture[str], hostile: Tally, request
+    populated: bool,
+    optin_home: Path,
+    capsys: pytest.CaptureFixture[str],
+    hostile: Tally,
+    request: pytest.FixtureRequest,
 ) -> None:
     if populated:
         request.getfixturevalue("consented")  # study, consent and keys in place, then frozen
@@ -171,7 +175,9 @@ def _opened(d: Dirs) -> list[tuple[Path, int, str]]:
     ]
 
 
-def test_p5_recording_refuses_files_others_can_change_with_the_exact_chmod(consented, hostile: Tally) -> None:
+def test_p5_recording_refuses_files_others_can_change_with_the_exact_chmod(
+    consented: Consented, hostile: Tally
+) -> None:
     d, study = consented
     for path, mode, fix in _opened(d):
         hostile.tried(FILES)
@@ -192,7 +198,7 @@ def test_p5_recording_refuses_files_others_can_change_with_the_exact_chmod(conse
     rec.stop()
 
 
-def test_p5_a_recipient_others_can_only_read_is_fine(consented, hostile: Tally) -> None:
+def test_p5_a_recipient_others_can_only_read_is_fine(consented: Consented, hostile: Tally) -> None:
     d, study = consented
     hostile.tried(FILES)
     (d.keys / "recipient").chmod(0o644)  # a public key: reading it is harmless
@@ -203,7 +209,7 @@ def test_p5_a_recipient_others_can_only_read_is_fine(consented, hostile: Tally) 
 
 
 def test_p4_an_exclusion_optin_cannot_run_stops_recording_instead_of_being_dropped(
-    consented, hostile: Tally
+    consented: Consented, hostile: Tally
 ) -> None:
     d, study = consented
     hostile.tried(FILES)
@@ -218,7 +224,7 @@ def test_p4_an_exclusion_optin_cannot_run_stops_recording_instead_of_being_dropp
 # -- the recipient: every single-bit flip is refused -----------------------------------------------
 
 
-def _flip_all(path: Path, hostile: Tally, *, expect_public: bytes, load) -> int:
+def _flip_all(path: Path, hostile: Tally, *, expect_public: bytes, load: Callable[[], bytes]) -> int:
     good = path.read_bytes()
     flips = 0
     for bit in range(len(good) * 8):
@@ -238,7 +244,7 @@ def _flip_all(path: Path, hostile: Tally, *, expect_public: bytes, load) -> int:
     return flips
 
 
-def test_p5_every_single_bit_flip_of_the_recipient_is_refused(consented, hostile: Tally) -> None:
+def test_p5_every_single_bit_flip_of_the_recipient_is_refused(consented: Consented, hostile: Tally) -> None:
     d, study = consented
     public = keys.load_recipient(d)
     path = d.keys / "recipient"
@@ -267,7 +273,7 @@ def test_p5_every_single_bit_flip_of_the_recipient_is_refused(consented, hostile
 
 
 def test_p5_an_old_recipient_without_its_check_is_checked_against_the_identity_and_upgraded(
-    consented, hostile: Tally
+    consented: Consented, hostile: Tally
 ) -> None:
     d, _study = consented
     public = keys.load_recipient(d)
@@ -281,7 +287,7 @@ def test_p5_an_old_recipient_without_its_check_is_checked_against_the_identity_a
     assert path.read_text() == f"{keys.encode_recipient(public)}\nkey-id {keys.key_id(public)}\n"
 
 
-def test_p5_random_recipient_damage_never_redirects_recordings(consented, hostile: Tally) -> None:
+def test_p5_random_recipient_damage_never_redirects_recordings(consented: Consented, hostile: Tally) -> None:
     d, _study = consented
     public = keys.load_recipient(d)
     path = d.keys / "recipient"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,14 +22,15 @@ import pytest
 from agent import consent, control, exclusions
 from agent.backends.fake import FakeBackend
 from agent.capture import deny
-from agent.capture.deny import DenyRule, title_pattern_problem
+from agent.capture.deny import DenyRule, DenyState, title_pattern_problem
 from agent.control import Recorder
 from agent.errors import UsageError
-from agent.events import KeyPress, Marker, WindowFocus, now_ns
+from agent.events import Event, KeyPress, Marker, WindowFocus, now_ns
 from agent.store import keys
 from agent.store.reader import read_session
 from agent.study import install_study
 from tests.hostile.conftest import Tally, fuzz_rounds
+from tests.tools import Consented, focus_of
 
 PAUSE = "P3 pause never waits"
 RULES = "P4 hostile deny rules"
@@ -37,7 +39,7 @@ SEED = 20_814
 HANG_S = 1.0
 
 
-def _recorder(consented, study_file: Path, deny_toml: str = "") -> tuple[Recorder, FakeBackend]:
+def _recorder(consented: Consented, study_file: Path, deny_toml: str = "") -> tuple[Recorder, FakeBackend]:
     """A started Recorder under the study file plus ``deny_toml`` (``[[deny]]`` tables), consented."""
     d, _study = consented
     if deny_toml:
@@ -57,7 +59,9 @@ def _key(char: str = "k") -> KeyPress:
     return KeyPress(now_ns(), char, None, 107, ())
 
 
-def test_p3_the_issues_rule_and_title_never_stall_pause(consented, study_file: Path, hostile: Tally) -> None:
+def test_p3_the_issues_rule_and_title_never_stall_pause(
+    consented: Consented, study_file: Path, hostile: Tally
+) -> None:
     rec, backend = _recorder(consented, study_file, "[[deny]]\nlabel = \"study rule\"\ntitle = '(a+)+$'\n")
     assert any(rule.title == "(a+)+$" for rule in rec.rules)
     hostile.tried(PAUSE)
@@ -151,17 +155,23 @@ def test_p4_random_rules_are_refused_with_the_fix_or_matched_in_bounded_time(hos
 # -- a writer stuck on purpose: pause and stop never wait for it -------------------------------------
 
 
+#: The signature of :func:`agent.capture.deny.filter_events`, which :class:`_StuckFilter` stands in for.
+DenyFilter = Callable[[Sequence[Event], DenyState, Sequence[DenyRule]], tuple[list[Event], DenyState]]
+
+
 class _StuckFilter:
     """Stands in for a rule evaluation that never ends: the writer blocks in its deny filter when
     a batch holds the window it is told about (the hooks must not evaluate rules at all)."""
 
-    def __init__(self, real, title: str) -> None:
+    def __init__(self, real: DenyFilter, title: str) -> None:
         self.real = real
         self.title = title
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def __call__(self, events, state, rules):
+    def __call__(
+        self, events: Sequence[Event], state: DenyState, rules: Sequence[DenyRule]
+    ) -> tuple[list[Event], DenyState]:
         if any(isinstance(e, WindowFocus) and e.title == self.title for e in events):
             self.entered.set()
             self.release.wait(60)
@@ -169,7 +179,7 @@ class _StuckFilter:
 
 
 def test_p3_pause_stops_the_hooks_while_the_writer_is_stuck(
-    consented, study_file: Path, hostile: Tally, monkeypatch: pytest.MonkeyPatch
+    consented: Consented, study_file: Path, hostile: Tally, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d, _study = consented
     stuck = _StuckFilter(deny.filter_events, "slow rule window")
@@ -204,7 +214,7 @@ def test_p3_pause_stops_the_hooks_while_the_writer_is_stuck(
     typing.set()
     typist.join(5)
     assert paused_in < HANG_S, paused_in
-    assert rec.state == "paused" and not hooks.is_alive() and not backend.last_focus.is_alive()
+    assert rec.state == "paused" and not hooks.is_alive() and not focus_of(backend).is_alive()
     print(f"pause with a stuck writer: {paused_in * 1000:.2f} ms")
 
     stop_started = time.perf_counter()

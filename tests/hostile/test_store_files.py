@@ -239,7 +239,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, St
         mp.setenv("OPTIN_PASSPHRASE_FILE", str(passphrase))
         mp.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
         mp.delenv("OPTIN_BACKEND", raising=False)
-        keyring.set_keyring(fail.Keyring())
+        keyring.set_keyring(fail.Keyring())  # type: ignore[no-untyped-call]  # keyring's __init__ has no hints
         mp.setattr(keyfile, "SCRYPT_PARAMS", keyfile.ScryptParams(FAST_SCRYPT_LOG_N, 8, 1))
         ours = _build(tmp / "ours", tmp, scopes=None, rule=EXCLUDED, pause_s=None)
         other = _build(tmp / "other", tmp, scopes=["pointer"], rule=OTHERS_EXCLUDED, pause_s=3600)
@@ -282,7 +282,7 @@ def _damaged(kind: str, damage: str, ours: Store, other: Store) -> bytes:
         return (other.home / spec.target.format(a=other.sessions[0])).read_bytes()
     if damage == "swap: another session":
         return (ours.home / spec.target.format(a=b)).read_bytes()
-    return {
+    damaged: dict[str, Callable[[], bytes]] = {
         "empty": lambda: b"",
         "half": lambda: good[: len(good) // 2],
         "one byte short": lambda: good[:-1],
@@ -290,7 +290,8 @@ def _damaged(kind: str, damage: str, ours: Store, other: Store) -> bytes:
         "nested JSON": lambda: NESTED,
         "nested 500": lambda: b"[" * 500 + b"]" * 500,
         "invalid UTF-8": lambda: good[: len(good) // 2] + b"\xff\xfe\xc3" + good[len(good) // 2 :],
-    }[damage]()
+    }
+    return damaged[damage]()
 
 
 # --- running what the volunteer runs ----------------------------------------------------------------

@@ -16,6 +16,7 @@ import threading
 import time
 import unicodedata
 from pathlib import Path
+from typing import cast
 
 import pytest
 from pyrage import x25519
@@ -24,7 +25,7 @@ from agent import cli, consent
 from agent.errors import StudyError
 from agent.paths import dirs
 from agent.study import MAX_STUDY_BYTES, demo_study_toml, install_study, load_study_file, parse_study
-from agent.ui.consent_dialog import consent_view
+from agent.ui.consent_views import consent_view
 from tests.hostile.conftest import Tally, fuzz_rounds
 
 RECIPIENT = str(x25519.Identity.generate().to_public())
@@ -134,7 +135,8 @@ def test_p1_random_texts_with_hidden_characters_are_always_refused(hostile: Tall
             text = BASE.replace('label = "Our HR system"', f'label = "{shown}"')
         else:
             line = f'{key} = "{shown}"'
-            text = re.sub(rf'^{key} = "[^"]*"', lambda _m, line=line: line, BASE, count=1, flags=re.M)
+            literal = line.replace("\\", "\\\\")  # the replacement as written, not a template
+            text = re.sub(rf'^{key} = "[^"]*"', literal, BASE, count=1, flags=re.M)
         hostile.tried("P1 hidden characters in study texts (random)")
         message = _refused(text)
         first = next(c for c in value if c in HIDDEN and not (key == "consent_text" and c in "\t\n"))
@@ -202,7 +204,9 @@ def test_p1_malformed_receipts_are_no_consent_and_no_traceback(
         b"\xff\xfe",
         b"[" * 100_000,
         json.dumps({**good, "scopes": None}).encode(),
-        json.dumps({**good, "terms": {**good["terms"], "recipients": []}}).encode(),
+        json.dumps(
+            {**good, "terms": {**cast("dict[str, object]", good["terms"]), "recipients": []}}
+        ).encode(),
         json.dumps({k: v for k, v in good.items() if k != "terms"}).encode(),
     ]
     for _ in range(fuzz_rounds(200)):

@@ -43,9 +43,14 @@ LISTED = 8
 
 
 class SpanLike(Protocol):
-    start: int
-    end: int
-    entity: str
+    """What the scorer reads of a detector's span (read-only: the detectors' spans are frozen)."""
+
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+    @property
+    def entity(self) -> str: ...
 
 
 Detect = Callable[[str], Sequence[SpanLike]]
@@ -332,7 +337,7 @@ def evaluate(
     for p in positives:
         result = families.setdefault(p.family, FamilyResult(p.family))
         chars, occurrences = secret_chars(p.text, p.secret)
-        spans = list(detect(p.text))
+        spans: Sequence[SpanLike] = list(detect(p.text))
         contract.extend(f"{p.id}: {problem}" for problem in contract_problems(spans, len(p.text)))
         hit_whole = covered(chars, ((s.start, s.end) for s in spans))
         hit_lines = True

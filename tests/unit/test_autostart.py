@@ -14,7 +14,7 @@ import pytest
 from agent import autostart, cli
 from agent.store import keys
 from agent.store.reader import list_sessions
-from tests.tools import require_tool
+from tests.tools import Consented, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGV = ["/home/volunteer/optin/.venv/bin/python", "-m", "agent", "run"]
@@ -123,7 +123,7 @@ def test_cli_enable_status_disable(home: Path, optin_home: Path, capsys: pytest.
 
 
 def test_uninstall_keeps_data_and_purge_asks_first(
-    home: Path, consented, capsys: pytest.CaptureFixture[str]
+    home: Path, consented: Consented, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from agent.backends import select_backend
     from agent.control import Recorder
@@ -147,7 +147,7 @@ def test_uninstall_keeps_data_and_purge_asks_first(
 
 
 def test_uninstall_refuses_while_optin_runs(
-    home: Path, consented, capsys: pytest.CaptureFixture[str]
+    home: Path, consented: Consented, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from agent.backends import select_backend
     from agent.control import Recorder

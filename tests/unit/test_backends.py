@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from PIL import Image
 
-import agent.backends
 from agent.backends import select_backend
 from agent.backends.base import CLIPBOARD_TIMEOUT_S, MAX_PASTE_CHARS, Backend
 from agent.backends.fake import DEFAULT_WINDOW, FakeBackend, FakeFocus, FakeInput, FakeScreen
@@ -88,7 +87,7 @@ def test_platforms_without_backend_are_refused_clearly(
 def test_backend_of_another_os_is_refused_before_any_import(monkeypatch: pytest.MonkeyPatch) -> None:
     imported: list[str] = []
     monkeypatch.setattr(
-        agent.backends.importlib, "import_module", lambda name, package=None: imported.append(name)
+        "agent.backends.importlib.import_module", lambda name, package=None: imported.append(name)
     )
     with pytest.raises(BackendUnavailable, match="needs Windows"):
         select_backend("win32")
@@ -103,7 +102,7 @@ def test_import_error_becomes_one_message_with_the_fix(monkeypatch: pytest.Monke
         msg = "No module named 'Xlib'"
         raise ImportError(msg)
 
-    monkeypatch.setattr(agent.backends.importlib, "import_module", broken_import)
+    monkeypatch.setattr("agent.backends.importlib.import_module", broken_import)
     with pytest.raises(BackendUnavailable) as info:
         select_backend("xorg")
     exc = info.value

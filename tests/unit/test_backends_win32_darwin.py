@@ -38,6 +38,7 @@ from agent.backends.darwin import (
     pick_front_window,
     responsible_app,
 )
+from agent.backends.darwin.native import Cocoa, Native
 from agent.backends.win32 import (
     CLIPBOARD_READ_LIMIT,
     Win32Backend,
@@ -173,7 +174,7 @@ def test_import_error_inside_make_backend_becomes_the_fix(monkeypatch: pytest.Mo
             raise ImportError(msg)
 
     monkeypatch.setattr(sys, "platform", "win32")
-    monkeypatch.setattr(agent.backends.importlib, "import_module", lambda name, package=None: Module)
+    monkeypatch.setattr("agent.backends.importlib.import_module", lambda name, package=None: Module)
     with pytest.raises(BackendUnavailable) as info:
         select_backend("win32")
     assert len(info.value.resolutions) == 1
@@ -1104,7 +1105,7 @@ def test_darwin_backend_clipboard_idle_and_lock_over_stubs(caplog: pytest.LogCap
 
 
 def bare_cocoa(quartz: Any = None, appkit: Any = None) -> Any:
-    cocoa: Any = object.__new__(darwin.Cocoa)  # pyobjc is not installed here: give it stand-ins
+    cocoa: Any = object.__new__(Cocoa)  # pyobjc is not installed here: give it stand-ins
     cocoa.objc = SimpleNamespace(autorelease_pool=contextlib.nullcontext)
     cocoa.quartz, cocoa.appkit = quartz, appkit
     return cocoa
@@ -1160,7 +1161,7 @@ def test_darwin_cocoa_glue_asks_the_documented_apis() -> None:
 def test_darwin_native_calls_degrade_to_cannot_tell_without_the_frameworks() -> None:
     if sys.platform == "darwin":
         pytest.skip("the frameworks exist here")
-    native = darwin.Native()
+    native = Native()
     assert native.permissions() == Permissions(None, None, None)
     assert native.secure_input() is None
 
@@ -1173,7 +1174,10 @@ def test_doctor_on_macos_names_the_session_the_permissions_and_the_fix(
     cocoa, native = StubCocoa(), StubNative()
     monkeypatch.setattr(sys, "platform", "darwin")
     monkeypatch.setenv("TERM_PROGRAM", "iTerm.app")
-    monkeypatch.setattr("agent.backends.select_backend", lambda *_a: DarwinBackend(cocoa, native))
+    monkeypatch.setattr(
+        "agent.backends.select_backend",
+        lambda *_a: DarwinBackend(cocoa, native),  # type: ignore[arg-type]  # stand-ins
+    )
     cocoa.session_answer = (True, True)
     checks = {c.name: c for c in doctor.check_desktop()}
     assert [checks[n].ok for n in ("display", "permissions", "tray")] == [True, True, True]
@@ -1194,7 +1198,10 @@ def test_doctor_on_windows_names_the_session_and_the_taskbar(monkeypatch: pytest
 
     api = StubWinApi(None)
     monkeypatch.setattr(sys, "platform", "win32")
-    monkeypatch.setattr("agent.backends.select_backend", lambda *_a: Win32Backend(api))
+    monkeypatch.setattr(
+        "agent.backends.select_backend",
+        lambda *_a: Win32Backend(api),  # type: ignore[arg-type]  # a stand-in
+    )
     checks = {c.name: c for c in doctor.check_desktop()}
     assert checks["display"].ok is True and checks["tray"].ok is True
     api.user32.taskbar = False

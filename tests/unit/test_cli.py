@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent import cli
+from tests.tools import Consented
 
 CONTRACT = [
     "run",
@@ -49,8 +50,10 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
 def test_consent_show_and_grant_scripted(study_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["consent", "show", "--study", str(study_file)]) == 0
     out = capsys.readouterr().out
-    digest = re.search(r"consent sha256: ([0-9a-f]{64})", out).group(1)
-    text_digest = re.search(r"text sha256: ([0-9a-f]{64})", out).group(1)
+    found = re.search(r"consent sha256: ([0-9a-f]{64})", out)
+    text_found = re.search(r"text sha256: ([0-9a-f]{64})", out)
+    assert found is not None and text_found is not None
+    digest, text_digest = found.group(1), text_found.group(1)
     assert "consent: not given" in out
     assert cli.main(["consent", "grant", "--accept-text-sha256", "f" * 64]) == 2
     assert "does not match" in capsys.readouterr().err
@@ -115,7 +118,9 @@ def _run_subprocess(env_changes: dict[str, str | None], optin_home: Path) -> sub
     ],
     ids=["no-display", "wayland", "unreachable-display"],
 )
-def test_bad_environment_one_line_exit_2(consented, optin_home: Path, changes, needle: str) -> None:
+def test_bad_environment_one_line_exit_2(
+    consented: Consented, optin_home: Path, changes: dict[str, str | None], needle: str
+) -> None:
     out = _run_subprocess(changes, optin_home)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
@@ -126,7 +131,7 @@ def test_bad_environment_one_line_exit_2(consented, optin_home: Path, changes, n
     )
 
 
-def test_verify_clean_then_tampered(consented, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_clean_then_tampered(consented: Consented, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     from agent.backends import select_backend
@@ -136,6 +141,7 @@ def test_verify_clean_then_tampered(consented, capsys: pytest.CaptureFixture[str
     rec = Recorder(d, select_backend("fake"), study)
     rec.start()
     rec.stop()
+    assert rec.session_id is not None
     assert cli.main(["verify", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
     seg = next((d.sessions / rec.session_id).glob("*.seg"))

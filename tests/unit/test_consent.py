@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyrage import x25519
@@ -18,6 +20,7 @@ from agent.control import Recorder
 from agent.errors import ConsentRequired, StudyError, UsageError
 from agent.paths import dirs
 from agent.study import TERMS_IN_WORDS, Study, install_study, installed_study, parse_study
+from tests.tools import Consented
 
 
 def test_no_study_installed_says_how(optin_home: Path) -> None:
@@ -87,7 +90,9 @@ def test_withdraw_and_tampered_receipt_fail_closed(study_file: Path) -> None:
         (lambda t: t.replace('consent_version = "1"', "consent_version = 1"), "non-empty string"),
     ],
 )
-def test_invalid_study_files_name_the_problem(study_file: Path, mutation, message: str) -> None:
+def test_invalid_study_files_name_the_problem(
+    study_file: Path, mutation: Callable[[str], str], message: str
+) -> None:
     with pytest.raises(StudyError, match=message):
         parse_study(mutation(study_file.read_text()), source="s.toml")
 
@@ -105,7 +110,7 @@ def _swap_recipient(study_file: Path) -> Path:
 
 
 def test_a_changed_recipient_needs_new_consent_and_nothing_records(
-    consented, study_file: Path, capsys: pytest.CaptureFixture[str]
+    consented: Consented, study_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Issue 14 item 3: same id, version and text, another recipient key: no longer "consent: GIVEN"."""
     d, study = consented
@@ -155,7 +160,7 @@ def _changes(study: Study) -> dict[str, Study]:
     }
 
 
-def test_every_term_shown_is_bound(consented) -> None:
+def test_every_term_shown_is_bound(consented: Consented) -> None:
     d, study = consented
     receipt = consent.require(d, study)
     changes = _changes(study)
@@ -256,7 +261,9 @@ def test_a_receipt_of_an_older_optin_is_read_and_needs_renewal(
         lambda r: r.pop("granted_at"),
     ],
 )
-def test_an_inconsistent_receipt_is_no_consent(study_file: Path, tamper) -> None:
+def test_an_inconsistent_receipt_is_no_consent(
+    study_file: Path, tamper: Callable[[dict[str, Any]], object]
+) -> None:
     d = dirs()
     study = install_study(d, study_file)
     consent.grant(d, study, study.terms_sha256)

@@ -14,16 +14,10 @@ from pyrage import x25519
 from agent import consent
 from agent.errors import EnvironmentProblem, UsageError
 from agent.paths import Dirs, dirs, display_path
-from agent.promises import by_section, promises, shorten_recipient
+from agent.promises import SCOPE_LABELS, by_section, promises, shorten_recipient
 from agent.study import SCOPES, Study, install_study, parse_study
-from agent.ui.consent_dialog import (
-    SCOPE_LABELS,
-    ask_consent,
-    confirm,
-    consent_view,
-    grant_request,
-    withdraw_view,
-)
+from agent.ui.consent_views import ConsentView, consent_view, grant_request, withdraw_view
+from agent.ui.dialogs import ask_consent, confirm
 
 RECIPIENT = str(x25519.Identity.generate().to_public())
 OTHER = str(x25519.Identity.generate().to_public())
@@ -52,7 +46,7 @@ def _dirs(tmp_path: Path) -> Dirs:
     return Dirs(config=root / "config", data=root / "data", runtime=root / "run")
 
 
-def _section(view, heading: str) -> tuple[str, ...]:
+def _section(view: ConsentView, heading: str) -> tuple[str, ...]:
     return dict(view.sections)[heading]
 
 
@@ -233,7 +227,7 @@ def test_without_a_display_the_dialog_says_so_and_exits_2(study_file: Path) -> N
     install_study(dirs(), study_file)
     for args in ([], ["--withdraw"]):
         out = subprocess.run(
-            [sys.executable, "-m", "agent.ui.consent_dialog", *args],
+            [sys.executable, "-m", "agent.ui.dialogs", *args],
             env=_no_display_env(),
             capture_output=True,
             text=True,
@@ -249,7 +243,7 @@ def test_without_a_display_the_dialog_says_so_and_exits_2(study_file: Path) -> N
 
 def test_without_a_study_the_dialog_says_how_to_install_one() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "agent.ui.consent_dialog"],
+        [sys.executable, "-m", "agent.ui.dialogs"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -271,7 +265,7 @@ def test_ask_consent_raises_the_dialogs_reason(study_file: Path, monkeypatch: py
 
 def test_confirm_needs_its_question_on_stdin() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "agent.ui.consent_dialog", "--confirm"],
+        [sys.executable, "-m", "agent.ui.dialogs", "--confirm"],
         input="not json",
         capture_output=True,
         text=True,
@@ -316,7 +310,7 @@ def test_text_from_outside_is_shown_visibly(tmp_path: Path) -> None:
 
 
 def test_lines_an_editor_wrapped_are_joined_and_deliberate_ones_kept() -> None:
-    from agent.ui.consent_dialog import reflow
+    from agent.ui.consent_views import reflow
 
     wrapped = (
         "We are studying how people do everyday tasks on the web (booking, shopping) so\nthat agents learn."

@@ -29,20 +29,22 @@ from agent.backends import select_backend
 from agent.backends.fake import FakeBackend, FakeInput
 from agent.control import Recorder
 from agent.events import Frame, KeyPress, KeyRelease, Marker, WindowFocus, now_ns
-from agent.export import bundle
 from agent.export.bundle import export_session
 from agent.keyboard.hotkey import hotkey_words
 from agent.paths import Dirs, dirs, display_path
 from agent.redact.local_names import LocalNames
+from agent.redact.screen import TesseractOcr
 from agent.store import keys
 from agent.store.reader import list_sessions, load_meta, read_session
 from agent.store.writer import utc_timestamp, write_meta
 from agent.study import Study, demo_study_toml, install_study, parse_study
-from agent.ui.consent_dialog import consent_view
+from agent.ui.consent_views import consent_view
 from tests.tools import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = "tests/unit/test_consent_promises.py"
+#: The make_study fixture: install a study of the given scopes (and extra TOML), consented as shown.
+MakeStudy = Callable[..., tuple[Dirs, Study]]
 
 #: For every promise key, the tests that hold what it says.
 BACKED_BY: dict[str, list[str]] = {
@@ -284,7 +286,7 @@ def test_sentences_follow_the_policy() -> None:
 
 
 @pytest.fixture
-def make_study(optin_home: Path, tmp_path: Path, study_file: Path) -> Callable[..., tuple[Dirs, Study]]:
+def make_study(optin_home: Path, tmp_path: Path, study_file: Path) -> MakeStudy:
     """Install a study of ``scopes`` with ``extra`` TOML (the study key beside study_file), consent
     to it as shown, and create the volunteer's keys."""
     recipient = str(
@@ -304,7 +306,8 @@ def make_study(optin_home: Path, tmp_path: Path, study_file: Path) -> Callable[.
 
 
 def _record(d: Dirs, study: Study, act: Callable[[FakeBackend, FakeInput, Recorder], None]) -> str:
-    backend: FakeBackend = select_backend("fake")
+    backend = select_backend("fake")
+    assert isinstance(backend, FakeBackend)
     rec = Recorder(d, backend, study)
     rec.start()
     fake = backend.last_input
@@ -356,7 +359,7 @@ def _said(study: Study) -> dict[str, str]:
 
 
 def test_typed_text_redact_keeps_the_words_and_replaces_what_is_found(
-    make_study, tmp_path: Path, study_file: Path
+    make_study: MakeStudy, tmp_path: Path, study_file: Path
 ) -> None:
     d, study = make_study(("keyboard", "window_titles"), '[redaction]\nocr = "off"\n')
     assert "export.typed_text.redact" in _said(study)
@@ -376,7 +379,7 @@ def test_typed_text_redact_keeps_the_words_and_replaces_what_is_found(
 
 
 def test_typed_text_drop_exports_no_character_and_no_pasted_text(
-    make_study, tmp_path: Path, study_file: Path
+    make_study: MakeStudy, tmp_path: Path, study_file: Path
 ) -> None:
     d, study = make_study(("keyboard", "window_titles"), '[redaction]\nocr = "off"\ntyped_text = "drop"\n')
     assert "export.typed_text.drop" in _said(study)
@@ -405,7 +408,7 @@ def test_typed_text_drop_exports_no_character_and_no_pasted_text(
 
 
 def test_a_terminal_password_after_a_command_leaves_as_PASSWORD_and_stays_stored(
-    make_study, tmp_path: Path, study_file: Path
+    make_study: MakeStudy, tmp_path: Path, study_file: Path
 ) -> None:
     """The command rule (no screen): what the sentence says for a study without the screen scope."""
     d, study = make_study(("keyboard", "window_titles"), '[redaction]\nocr = "off"\n')
@@ -426,7 +429,7 @@ def test_a_terminal_password_after_a_command_leaves_as_PASSWORD_and_stays_stored
 
 
 def test_without_window_titles_a_terminal_password_is_not_recognised(
-    make_study, tmp_path: Path, study_file: Path
+    make_study: MakeStudy, tmp_path: Path, study_file: Path
 ) -> None:
     """The warning is true: without window titles the session has no window class, so no terminal."""
     d, study = make_study(("keyboard",), '[redaction]\nocr = "off"\n')
@@ -445,7 +448,7 @@ def test_without_window_titles_a_terminal_password_is_not_recognised(
 
 @pytest.mark.parametrize("mode", ["redact", "drop"])
 def test_window_titles_are_redacted_or_dropped_as_the_study_says(
-    make_study, tmp_path: Path, study_file: Path, mode: str
+    make_study: MakeStudy, tmp_path: Path, study_file: Path, mode: str
 ) -> None:
     d, study = make_study(
         ("pointer", "window_titles"), f'[redaction]\nocr = "off"\nwindow_titles = "{mode}"\n'
@@ -465,7 +468,7 @@ def test_window_titles_are_redacted_or_dropped_as_the_study_says(
     assert SECRET.encode() not in b"".join(members.values())
 
 
-def _frames(make_study, ocr: str) -> tuple[Dirs, Study, str, list[bytes]]:
+def _frames(make_study: MakeStudy, ocr: str) -> tuple[Dirs, Study, str, list[bytes]]:
     d, study = make_study(("pointer", "screen"), f'[redaction]\nocr = "{ocr}"\n')
 
     def act(backend: FakeBackend, _fake: FakeInput, rec: Recorder) -> None:
@@ -483,29 +486,31 @@ def _exported_frames(members: dict[str, bytes]) -> list[bytes]:
 
 
 def test_ocr_off_exports_the_frames_as_stored(
-    make_study, tmp_path: Path, study_file: Path, monkeypatch: pytest.MonkeyPatch
+    make_study: MakeStudy, tmp_path: Path, study_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d, study, sid, stored = _frames(make_study, "off")
     assert "export.ocr.off" in _said(study)
-    monkeypatch.setattr(bundle.TesseractOcr, "find", classmethod(lambda cls: None))  # not needed: not asked
+    monkeypatch.setattr(TesseractOcr, "find", classmethod(lambda cls: None))  # not needed: not asked
     manifest, members = _export(d, study, sid, tmp_path / "out", study_file)
     assert _exported_frames(members) == stored
     assert manifest["redaction"]["frames_masked_by_ocr"] is False
 
 
 def test_ocr_if_available_without_an_engine_exports_the_frames_as_stored_and_says_so(
-    make_study, tmp_path: Path, study_file: Path, monkeypatch: pytest.MonkeyPatch
+    make_study: MakeStudy, tmp_path: Path, study_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d, study, sid, stored = _frames(make_study, "if-available")
     assert "otherwise as your screen showed them" in _said(study)["export.ocr.if-available"]
-    monkeypatch.setattr(bundle.TesseractOcr, "find", classmethod(lambda cls: None))  # tesseract missing
+    monkeypatch.setattr(TesseractOcr, "find", classmethod(lambda cls: None))  # tesseract missing
     manifest, members = _export(d, study, sid, tmp_path / "out", study_file)
     assert _exported_frames(members) == stored
     assert manifest["redaction"]["frames_masked_by_ocr"] is False
 
 
-def test_ocr_required_reads_every_exported_frame(make_study, tmp_path: Path, study_file: Path) -> None:
-    if bundle.TesseractOcr.find() is None:
+def test_ocr_required_reads_every_exported_frame(
+    make_study: MakeStudy, tmp_path: Path, study_file: Path
+) -> None:
+    if TesseractOcr.find() is None:
         unavailable("this test needs tesseract (run: make system-deps)")
     d, study, sid, stored = _frames(make_study, "required")
     assert "exports nothing without OCR" in _said(study)["export.ocr.required"]
@@ -518,7 +523,7 @@ def test_ocr_required_reads_every_exported_frame(make_study, tmp_path: Path, stu
 
 @pytest.mark.parametrize("after", ["keep", "delete"])
 def test_after_export_keeps_or_shreds_as_the_study_says(
-    make_study, tmp_path: Path, study_file: Path, after: str
+    make_study: MakeStudy, tmp_path: Path, study_file: Path, after: str
 ) -> None:
     d, study = make_study(("pointer",), f'[retention]\nafter_export = "{after}"\n')
     assert f"kept.after_export.{after}" in _said(study)
@@ -533,7 +538,7 @@ def test_after_export_keeps_or_shreds_as_the_study_says(
         assert listed == [] and not session.exists()
 
 
-def test_the_studys_retention_is_what_deletes(make_study) -> None:
+def test_the_studys_retention_is_what_deletes(make_study: MakeStudy) -> None:
     d, study = make_study(("pointer",), "[retention]\ndays = 3\n")
     said = _said(study)["kept.retention"]
     assert said.startswith("Deleted once 3 days old")
@@ -554,7 +559,7 @@ def test_the_studys_retention_is_what_deletes(make_study) -> None:
     assert list_sessions(d) == []
 
 
-def test_a_study_deny_rule_keeps_its_window_out_of_the_store(make_study) -> None:
+def test_a_study_deny_rule_keeps_its_window_out_of_the_store(make_study: MakeStudy) -> None:
     d, study = make_study(
         EVERY_SCOPE, '[redaction]\nocr = "off"\n[[deny]]\nlabel = "Our HR system"\napp_class = "hr-client*"\n'
     )
@@ -580,12 +585,13 @@ def test_a_study_deny_rule_keeps_its_window_out_of_the_store(make_study) -> None
 
 @pytest.mark.parametrize(("idle", "hotkey"), [(3, "<ctrl>+<alt>+q"), (0, "")])
 def test_the_studys_pause_key_and_idle_limit_are_the_ones_the_volunteer_is_told(
-    make_study, monkeypatch: pytest.MonkeyPatch, idle: int, hotkey: str
+    make_study: MakeStudy, monkeypatch: pytest.MonkeyPatch, idle: int, hotkey: str
 ) -> None:
     monkeypatch.setattr(writer_loop, "CHECK_EVERY_S", 0.02)
     d, study = make_study(EVERY_SCOPE, f'[capture]\nidle_pause_minutes = {idle}\npause_hotkey = "{hotkey}"\n')
     said = _said(study)["recorded.pausing"]
-    backend: FakeBackend = select_backend("fake")
+    backend = select_backend("fake")
+    assert isinstance(backend, FakeBackend)
     rec = Recorder(d, backend, study)
     rec.start()
     try:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -367,7 +367,7 @@ EDITOR = focus("Gedit", "notes.txt - gedit")
 UNKNOWN = focus(None, None)
 
 
-def at(event: Any, t_ns: int) -> Any:
+def at(event: WindowFocus, t_ns: int) -> WindowFocus:
     return dataclasses.replace(event, t_ns=t_ns)
 
 
@@ -388,7 +388,7 @@ def run(
 def test_a_denied_window_stores_markers_not_its_focus_or_input() -> None:
     editor, key_a = at(EDITOR, T0), KeyPress(T0 + 1 * MS, "a", None, 97)
     vault = at(VAULT, T0 + 10 * MS)
-    secret = [
+    secret: list[Event] = [
         KeyPress(T0 + 11 * MS, "s", None, 115),
         KeyRelease(T0 + 12 * MS, "s", None, 115),
         PointerMove(T0 + 13 * MS, 5, 5),
@@ -488,7 +488,7 @@ def test_a_known_allowed_window_passes_everything_unchanged() -> None:
     ]
     out, state = run([events])
     assert same_objects(out, events) and state == DenyState(
-        focus=events[4], last_ns=T0 + 5, left_out_total=0, stripped_total=0
+        focus=cast(WindowFocus, events[4]), last_ns=T0 + 5, left_out_total=0, stripped_total=0
     )
 
 
@@ -576,16 +576,17 @@ def _event(kind: str, t: int, draw: st.DrawFn) -> Event:
     if kind == "focus":
         return at(draw(st.sampled_from(FOCI)), t_ns)
     if kind in ("press", "release"):
-        cls = KeyPress if kind == "press" else KeyRelease
+        cls: type[KeyPress] | type[KeyRelease] = KeyPress if kind == "press" else KeyRelease
         return cls(t_ns, draw(CHARS), draw(NAMES), draw(VKS), draw(MODS))
-    return {
+    makers: dict[str, Callable[[], Event]] = {
         "move": lambda: PointerMove(t_ns, 1, 2),
         "button": lambda: ButtonPress(t_ns, 1, 2, "left"),
         "unbutton": lambda: ButtonRelease(t_ns, 1, 2, "left"),
         "scroll": lambda: Scroll(t_ns, 1, 2, 0, -1),
         "frame": lambda: Frame(t_ns, 0, 0, 1, 1, "webp", "click", b"img"),
         "marker": lambda: Marker(t_ns, "pause"),
-    }[kind]()
+    }
+    return makers[kind]()
 
 
 KINDS = st.sampled_from(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -109,11 +110,11 @@ def test_data_dir_permissions(tmp_path: Path) -> None:
 
 
 def test_ocr_missing_fails_when_the_study_requires_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_which = doctor.shutil.which
-    monkeypatch.setattr(doctor.shutil, "which", lambda cmd: None if cmd == "tesseract" else real_which(cmd))
-    from agent.redact import screen
-
-    monkeypatch.setattr(screen.shutil, "which", lambda cmd: None)
+    real_which = shutil.which
+    monkeypatch.setattr(
+        "agent.doctor.shutil.which", lambda cmd: None if cmd == "tesseract" else real_which(cmd)
+    )
+    monkeypatch.setattr("agent.redact.screen.shutil.which", lambda cmd: None)
     monkeypatch.setattr(doctor, "_study_requires_ocr", lambda: True)
     check = doctor.check_ocr()
     assert check.ok is False

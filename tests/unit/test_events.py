@@ -7,7 +7,7 @@ import pytest
 from agent import events as ev
 from agent.errors import StoreFormatError
 
-SAMPLES = [
+SAMPLES: list[ev.Event] = [
     ev.PointerMove(1, 10, 20),
     ev.ButtonPress(2, 10, 20, "left"),
     ev.ButtonRelease(3, 10, 20, "left"),

@@ -11,23 +11,26 @@ import socket
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyrage import decrypt, x25519
 
 from agent import cli, consent
-from agent.backends import select_backend
 from agent.backends.fake import DEFAULT_SCREEN_SIZE
+from agent.canonical_json import canonical
 from agent.control import Recorder
 from agent.errors import ConsentRequired, ExportError, UsageError
-from agent.events import ButtonPress, ButtonRelease, KeyPress, KeyRelease, Marker, PointerMove, now_ns
+from agent.events import ButtonPress, ButtonRelease, Event, KeyPress, KeyRelease, Marker, PointerMove, now_ns
 from agent.export import approval, bundle
-from agent.export.bundle import BUNDLE_SCHEMA, canonical, export_session
+from agent.export.bundle import BUNDLE_SCHEMA, ExportResult, export_session
+from agent.paths import Dirs
 from agent.redact.local_names import LocalNames
+from agent.redact.screen import TesseractOcr
 from agent.store import keys, signing
 from agent.store.cut import cut_session
 from agent.store.reader import list_sessions
-from tests.tools import unavailable
+from tests.tools import Consented, fake_backend, hooks_of, unavailable
 from tests.unit.test_recorder import paint_and_wait_for_a_grab
 
 SECRET = "alice.canary@example.com"  # noqa: S105 - a canary the detectors know (an e-mail address)
@@ -37,14 +40,14 @@ LOCAL_TITLE = "adalove@lab-pc-7: /home/adalove/src (02:42:ac:11:00:02)"
 
 
 @pytest.fixture
-def session(consented) -> str:
+def session(consented: Consented) -> str:
     d, study = consented
-    backend = select_backend("fake")
+    backend = fake_backend()
     rec = Recorder(d, backend, study)
     rec.start()
     _frames_written(rec, 1)  # the start frame, before the click asks for another
     backend.focus_window(f"Inbox - {SECRET}", "Thunderbird")
-    fake = backend.last_input
+    fake = hooks_of(backend)
     for ch in f"to:{SECRET}":
         fake.emit(KeyPress(now_ns(), ch, None, ord(ch), ()))
         fake.emit(KeyRelease(now_ns(), ch, None, ord(ch), ()))
@@ -71,7 +74,7 @@ def _identity(study_file: Path) -> x25519.Identity:
     return x25519.Identity.from_str((study_file.parent / "study-identity.txt").read_text().strip())
 
 
-def _export(consented, session: str, out: Path, **kw):
+def _export(consented: Consented, session: str, out: Path, **kw: Any) -> ExportResult:
     d, study = consented
     return export_session(d, session, out, study, approve=True, local=LOCAL, **kw)
 
@@ -85,12 +88,14 @@ def _members(tar_bytes: bytes, session: str) -> dict[str, bytes]:
             assert (info.uid, info.gid, info.uname, info.gname) == (0, 0, "", "")
             prefix, _, name = info.name.partition("/")
             assert prefix == session
-            out[name] = tar.extractfile(info).read()
+            member = tar.extractfile(info)
+            assert member is not None
+            out[name] = member.read()
     return out
 
 
 def test_bundle_is_signed_webdataset_layout_and_complete(
-    consented, session: str, study_file: Path, tmp_path: Path
+    consented: Consented, session: str, study_file: Path, tmp_path: Path
 ) -> None:
     d, study = consented
     res = _export(consented, session, tmp_path / "out")
@@ -128,7 +133,9 @@ def test_bundle_is_signed_webdataset_layout_and_complete(
     assert manifest["loss"]["pauses"] == 0 and manifest["loss"]["cuts"] == 0
 
 
-def test_steps_point_into_the_stream(consented, session: str, study_file: Path, tmp_path: Path) -> None:
+def test_steps_point_into_the_stream(
+    consented: Consented, session: str, study_file: Path, tmp_path: Path
+) -> None:
     res = _export(consented, session, tmp_path)
     members = _members(decrypt(res.path.read_bytes(), [_identity(study_file)]), session)
     events = [json.loads(line) for line in members["events.jsonl"].splitlines()]
@@ -153,7 +160,7 @@ def test_steps_point_into_the_stream(consented, session: str, study_file: Path, 
 
 
 def test_no_secret_and_no_name_of_this_computer_in_any_byte(
-    consented, session: str, study_file: Path, tmp_path: Path
+    consented: Consented, session: str, study_file: Path, tmp_path: Path
 ) -> None:
     res = _export(consented, session, tmp_path)
     blob = res.path.read_bytes()
@@ -177,11 +184,13 @@ def test_no_secret_and_no_name_of_this_computer_in_any_byte(
     assert {r["name"] for r in manifest["redaction"]["redactors"]} >= {"detectors", "local-names"}
 
 
-def test_this_computers_real_names_are_redacted(consented, study_file: Path, tmp_path: Path) -> None:
+def test_this_computers_real_names_are_redacted(
+    consented: Consented, study_file: Path, tmp_path: Path
+) -> None:
     """Without stand-ins: the hostname and home path the agent reads itself."""
     d, study = consented
     host = socket.gethostname()
-    backend = select_backend("fake")
+    backend = fake_backend()
     rec = Recorder(d, backend, study)
     rec.start()
     backend.focus_window(f"shell on {host} in {Path.home()}", "XTerm")
@@ -197,7 +206,7 @@ def test_this_computers_real_names_are_redacted(consented, study_file: Path, tmp
 # webdataset 1.0.2 leaves the shard file open when the iteration ends (its tariterators.py)
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_the_bundle_loads_with_the_webdataset_library(
-    consented, session: str, study_file: Path, tmp_path: Path
+    consented: Consented, session: str, study_file: Path, tmp_path: Path
 ) -> None:
     try:
         import webdataset as wds
@@ -213,13 +222,13 @@ def test_the_bundle_loads_with_the_webdataset_library(
     assert all(s["webp"].size == DEFAULT_SCREEN_SIZE for s in samples)
 
 
-def test_only_the_study_key_decrypts(consented, session: str, tmp_path: Path) -> None:
+def test_only_the_study_key_decrypts(consented: Consented, session: str, tmp_path: Path) -> None:
     res = _export(consented, session, tmp_path)
     with pytest.raises(Exception, match=r"(?i)decrypt|identity|no matching"):
         decrypt(res.path.read_bytes(), [x25519.Identity.generate()])
 
 
-def test_withdrawn_consent_blocks_export(consented, session: str, tmp_path: Path) -> None:
+def test_withdrawn_consent_blocks_export(consented: Consented, session: str, tmp_path: Path) -> None:
     d, _study = consented
     consent.withdraw(d)
     with pytest.raises(ConsentRequired, match="not in force"):
@@ -227,7 +236,7 @@ def test_withdrawn_consent_blocks_export(consented, session: str, tmp_path: Path
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_recipient_is_a_usage_error(consented, session: str, tmp_path: Path) -> None:
+def test_bad_recipient_is_a_usage_error(consented: Consented, session: str, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not an age public key"):
         _export(consented, session, tmp_path, recipients=["age1notakey"])
 
@@ -236,7 +245,7 @@ def test_bad_recipient_is_a_usage_error(consented, session: str, tmp_path: Path)
 
 
 def test_export_needs_an_approval_of_the_session_as_it_is(
-    consented, session: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    consented: Consented, session: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     d, _study = consented
     assert cli.main(["export", session, "--out", str(tmp_path / "out")]) == 2
@@ -266,7 +275,9 @@ def test_export_needs_an_approval_of_the_session_as_it_is(
     assert "changed since it was approved" in capsys.readouterr().err
 
 
-def test_a_changed_redaction_policy_needs_a_new_approval(consented, session: str, tmp_path: Path) -> None:
+def test_a_changed_redaction_policy_needs_a_new_approval(
+    consented: Consented, session: str, tmp_path: Path
+) -> None:
     import dataclasses
 
     d, study = consented
@@ -278,7 +289,7 @@ def test_a_changed_redaction_policy_needs_a_new_approval(consented, session: str
 
 
 def test_no_export_under_terms_the_volunteer_did_not_agree_to(
-    consented, session: str, tmp_path: Path
+    consented: Consented, session: str, tmp_path: Path
 ) -> None:
     """P1/P6: a study file whose recipient changed since consent exports nothing until agreed to."""
     import dataclasses
@@ -291,7 +302,9 @@ def test_no_export_under_terms_the_volunteer_did_not_agree_to(
     assert not list(tmp_path.glob("*.optin.tar.age"))
 
 
-def test_the_study_decides_whether_an_exported_session_stays(consented, session: str, tmp_path: Path) -> None:
+def test_the_study_decides_whether_an_exported_session_stays(
+    consented: Consented, session: str, tmp_path: Path
+) -> None:
     import dataclasses
 
     d, study = consented
@@ -309,7 +322,9 @@ def test_the_study_decides_whether_an_exported_session_stays(consented, session:
     assert session not in [i.id for i in list_sessions(d)]
 
 
-def test_cli_export_json(consented, session: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_export_json(
+    consented: Consented, session: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli.main(["export", session, "--out", str(tmp_path), "--approve", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["session"] == session and Path(row["path"]).exists() and row["frames"] == 2
@@ -318,7 +333,7 @@ def test_cli_export_json(consented, session: str, tmp_path: Path, capsys: pytest
     assert "optin sessions" in capsys.readouterr().err
 
 
-def _events(d, session: str):
+def _events(d: Dirs, session: str) -> list[Event]:
     from agent.store.reader import read_session
 
     return read_session(d, session, keys.load_identity(d)).events
@@ -342,15 +357,14 @@ def test_loss_counts_pauses_and_cuts() -> None:
 
 
 def test_export_refuses_without_the_ocr_the_study_requires(
-    consented,
+    consented: Consented,
     session: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from agent.export import bundle
 
-    monkeypatch.setattr(bundle.TesseractOcr, "find", classmethod(lambda cls: None))
+    monkeypatch.setattr(TesseractOcr, "find", classmethod(lambda cls: None))
     assert cli.main(["export", session, "--out", str(tmp_path / "out"), "--approve"]) == 2
     err = capsys.readouterr().err
     assert "requires OCR" in err and "apt-get install tesseract-ocr" in err
@@ -358,7 +372,7 @@ def test_export_refuses_without_the_ocr_the_study_requires(
 
 
 def test_what_export_writes_is_what_inspect_accepts(
-    consented, session: str, study_file: Path, tmp_path: Path
+    consented: Consented, session: str, study_file: Path, tmp_path: Path
 ) -> None:
     from agent.export import inspect
 
@@ -373,7 +387,7 @@ def test_what_export_writes_is_what_inspect_accepts(
     assert (where / "manifest.sig").read_bytes() == opened.signature
 
 
-def test_an_approval_notices_a_rewritten_segment_of_the_same_size(consented, session: str) -> None:
+def test_an_approval_notices_a_rewritten_segment_of_the_same_size(consented: Consented, session: str) -> None:
     d, _study = consented
     approval.approve(d, session, "policy", {})
     assert approval.state(d, session, "policy") == "approved"
@@ -386,7 +400,7 @@ def test_an_approval_notices_a_rewritten_segment_of_the_same_size(consented, ses
 
 
 def test_the_volunteer_can_see_the_id_their_bundles_carry(
-    consented, session: str, study_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    consented: Consented, session: str, study_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     res = _export(consented, session, tmp_path)
     members = _members(decrypt(res.path.read_bytes(), [_identity(study_file)]), session)
@@ -402,24 +416,24 @@ def test_the_volunteer_can_see_the_id_their_bundles_carry(
 
 
 def test_a_paused_and_cut_session_exports_what_inspect_recomputes(
-    consented, study_file: Path, tmp_path: Path
+    consented: Consented, study_file: Path, tmp_path: Path
 ) -> None:
     """Pauses, a cut and redactions: every count the manifest states, the collector recomputes."""
     from agent.export import inspect
 
     d, study = consented
-    backend = select_backend("fake")
+    backend = fake_backend()
     rec = Recorder(d, backend, study)
     rec.start()
     _frames_written(rec, 1)
-    fake = backend.last_input
+    fake = hooks_of(backend)
     for ch in f"to:{SECRET} ":
         fake.emit(KeyPress(now_ns(), ch, None, ord(ch), ()))
         fake.emit(KeyRelease(now_ns(), ch, None, ord(ch), ()))
     rec.pause()
     time.sleep(0.05)
     rec.resume()
-    fake = backend.last_input  # resume makes new listeners
+    fake = hooks_of(backend)  # resume makes new listeners
     fake.emit(ButtonPress(now_ns(), 3, 4, "left"))
     fake.emit(ButtonRelease(now_ns(), 3, 4, "left"))
     rec.stop()
@@ -436,14 +450,16 @@ def test_a_paused_and_cut_session_exports_what_inspect_recomputes(
     assert opened.manifest["counts"]["redacted"] == 1 and opened.id_verified
 
 
-def test_the_bundle_is_signed_for_the_study_of_its_consent(consented, session: str) -> None:
+def test_the_bundle_is_signed_for_the_study_of_its_consent(consented: Consented, session: str) -> None:
     d, study = consented
     prepared = bundle.prepare(d, session, study, keys.load_identity(d), local=LOCAL)
     with pytest.raises(ExportError, match="consent to another study than 'other-study'"):
         bundle.build_tar(prepared, keys.load_identity(d), "other-study")
 
 
-def test_a_bundle_is_encrypted_to_at_most_63_recipients(consented, session: str, tmp_path: Path) -> None:
+def test_a_bundle_is_encrypted_to_at_most_63_recipients(
+    consented: Consented, session: str, tmp_path: Path
+) -> None:
     many = [str(x25519.Identity.generate().to_public()) for _ in range(64)]
     with pytest.raises(UsageError, match="at most 63 recipients, not 64"):
         _export(consented, session, tmp_path / "out", recipients=many)

@@ -11,12 +11,12 @@ import contextlib
 import json
 import logging
 import os
-import pwd
 import select
 import shutil
 import signal
 import socket
 import stat
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -29,6 +29,9 @@ from agent import cli, ipc
 from agent.errors import UsageError
 from agent.paths import Dirs, agent_lock, dirs
 from tests.tools import unavailable
+
+if sys.platform == "win32":
+    pytest.skip("Windows has no Unix sockets: the agent serves no control socket", allow_module_level=True)
 
 CANARY = "CANARY-TYPED-hunter2"  # stands for captured content: must never be echoed or logged
 
@@ -295,7 +298,7 @@ def test_logs_name_the_op_and_nothing_else(
 def test_an_unencodable_reply_is_an_internal_error(
     d: Dirs, fake: FakeController, server: ipc.ControlServer
 ) -> None:
-    fake.exclude = lambda **_kw: {"rule": object()}  # type: ignore[method-assign]
+    fake.exclude = lambda **_kw: {"rule": object()}  # type: ignore[method-assign, unused-ignore]  # unreachable as win32
     with pytest.raises(ipc.AgentError, match="internal error"):
         ipc.request(d, "exclude")
     assert ipc.request(d, "status")["ok"] is True
@@ -398,7 +401,7 @@ def test_a_slow_request_does_not_hold_up_status(
         release.wait(10)
         return {"segments": 0}
 
-    fake.delete_last = slow_delete  # type: ignore[method-assign]
+    fake.delete_last = slow_delete  # type: ignore[method-assign, unused-ignore]  # unreachable as win32
     results: list[dict[str, Any]] = []
     worker = threading.Thread(target=lambda: results.append(ipc.request(d, "delete_last", seconds=60)))
     worker.start()
@@ -424,6 +427,8 @@ def test_no_agent_is_a_clear_error_with_exit_3(d: Dirs) -> None:
 
 
 def _other_user() -> tuple[int, int]:
+    import pwd
+
     why = ""
     if os.geteuid() != 0:
         why = "testing a client of another user needs root (to become nobody); run the suite as root"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import io
 import logging
@@ -368,7 +369,7 @@ def terminal(monkeypatch: pytest.MonkeyPatch) -> FakeTerminal:
     term = FakeTerminal([])
     monkeypatch.delenv(keys.PASSPHRASE_FILE_ENV)
     monkeypatch.setattr(keys, "_interactive", lambda: True)
-    monkeypatch.setattr(keys.getpass, "getpass", term)
+    monkeypatch.setattr(getpass, "getpass", term)  # the module keys asks with
     return term
 
 
@@ -484,10 +485,10 @@ def test_interrupted_init_is_completed_without_the_passphrase(
 class MemoryKeyring(KeyringBackend):
     """An in-memory keyring backend (a real one, as far as optin can tell)."""
 
-    priority = 5
+    priority: float = 5
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # keyring has no hints
         self.entries: dict[tuple[str, str], str] = {}
         self.refuse = False
 
@@ -514,18 +515,18 @@ def memory_keyring() -> Iterator[MemoryKeyring]:
     backend = MemoryKeyring()
     keyring.set_keyring(backend)
     yield backend
-    keyring.set_keyring(fail.Keyring())
+    keyring.set_keyring(fail.Keyring())  # type: ignore[no-untyped-call]  # keyring has no hints
 
 
 def test_real_keyring_detection() -> None:
     assert keys.keyring_backend() is None  # the suite's fail backend
-    for backend in (null.Keyring(), WeakKeyring()):
+    for backend in (null.Keyring(), WeakKeyring()):  # type: ignore[no-untyped-call]  # keyring has no hints
         keyring.set_keyring(backend)
         assert keys.keyring_backend() is None
     strong = MemoryKeyring()
     keyring.set_keyring(strong)
     assert keys.keyring_backend() is strong
-    keyring.set_keyring(fail.Keyring())
+    keyring.set_keyring(fail.Keyring())  # type: ignore[no-untyped-call]  # keyring has no hints
 
 
 def test_keyring_storage_needs_no_passphrase(
@@ -574,7 +575,7 @@ def test_keyring_problems_are_clear(dirs: paths.Dirs, memory_keyring: MemoryKeyr
     public = keys.init_keys(dirs)
     kid = keys.key_id(public)
     good = memory_keyring.entries[("optin", kid)]
-    keyring.set_keyring(fail.Keyring())
+    keyring.set_keyring(fail.Keyring())  # type: ignore[no-untyped-call]  # keyring has no hints
     with pytest.raises(KeyError_, match=f"OS keyring .*key id {kid}.*no OS keyring is available"):
         keys.load_identity(dirs)
     keyring.set_keyring(memory_keyring)

@@ -35,6 +35,8 @@ NETWORK_MODULES = {
 #: Where ``socket`` may be imported, and why.
 SOCKET_ALLOWED = {
     "ipc.py": "the control socket: AF_UNIX only, 0600, peer uid checked",
+    "ipc_client.py": "the command line's end of the control socket (its AF_UNIX socket: platform_calls)",
+    "backends/platform_calls.py": "the control socket's per-OS calls: its AF_UNIX socket, the peer's uid",
     "backends/xorg/connection.py": (
         "a timeout probe of the X display DISPLAY names, as python-xlib then connects"
     ),
@@ -77,7 +79,7 @@ def test_the_control_socket_is_unix_only_and_nothing_else_opens_internet_sockets
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
                 and node.func.attr == "socket"
-            ) and name == "ipc.py":
+            ) and name in ("ipc.py", "ipc_client.py", "backends/platform_calls.py"):
                 assert isinstance(node.args[0], ast.Attribute) and node.args[0].attr == "AF_UNIX"
     local = (AGENT / "redact" / "local_names.py").read_text(encoding="utf-8")
     assert "socket.gethostname()" in local and "socket.socket" not in local

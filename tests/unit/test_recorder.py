@@ -7,6 +7,8 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,7 @@ from agent.errors import ConsentRequired, EnvironmentProblem, UsageError
 from agent.events import (
     ButtonPress,
     ButtonRelease,
+    Event,
     Frame,
     KeyPress,
     KeyRelease,
@@ -34,22 +37,30 @@ from agent.store import keys
 from agent.store.reader import list_sessions, read_session
 from agent.store.writer import SessionWriter
 from agent.study import Study
+from tests.tools import Consented, fake_backend, focus_of, hooks_of
 
 
-def _events(d, rec: Recorder) -> list:
+def _events(d: Dirs, rec: Recorder) -> list[Event]:
+    assert rec.session_id is not None
     return read_session(d, rec.session_id, keys.load_identity(d)).events
 
 
-def _started(consented) -> tuple[Dirs, Study, FakeBackend, Recorder]:
+def _marker(event: Event) -> Marker:
+    """``event``, which the test expects to be a marker (a session starts and stops with one)."""
+    assert isinstance(event, Marker), f"expected a marker, got {event.KIND}"
+    return event
+
+
+def _started(consented: Consented) -> tuple[Dirs, Study, FakeBackend, Recorder]:
     """A recorder on a new fake backend, started under the ``consented`` study."""
     d, study = consented
-    backend: FakeBackend = select_backend("fake")
+    backend = fake_backend()
     rec = Recorder(d, backend, study)
     rec.start()
     return d, study, backend, rec
 
 
-def _wait(pred, timeout: float = 5.0) -> bool:
+def _wait(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
     return wait_for(pred, timeout, interval=0.01)
 
 
@@ -68,7 +79,7 @@ def paint_and_wait_for_a_grab(backend: FakeBackend) -> None:
     assert _wait(lambda: screen.grabs > grabs)
 
 
-def test_pipeline_stores_what_the_hooks_deliver(consented) -> None:
+def test_pipeline_stores_what_the_hooks_deliver(consented: Consented) -> None:
     d, study, backend, rec = _started(consented)
     assert rec.state == "recording"
     fake = backend.last_input
@@ -85,7 +96,7 @@ def test_pipeline_stores_what_the_hooks_deliver(consented) -> None:
     events = _events(d, rec)
     kinds = [e.KIND for e in events]
     assert kinds[0] == "marker" and kinds[-1] == "marker"
-    start = events[0]
+    start = _marker(events[0])
     assert start.detail["study_id"] == study.id and start.detail["consent_sha256"] == study.text_sha256
     assert [(e.x, e.y) for e in events if isinstance(e, PointerMove)] == [(5, 6)]
     assert [e.char for e in events if isinstance(e, KeyPress)] == ["x"]
@@ -96,19 +107,19 @@ def test_pipeline_stores_what_the_hooks_deliver(consented) -> None:
     assert frames[1].reason in {"click", "settled"}
     titles = [e.title for e in events if isinstance(e, WindowFocus)]
     assert titles == ["Fake window", "Other"]
-    assert events[-1].detail["dropped"] == 0
+    assert _marker(events[-1]).detail["dropped"] == 0
     (info,) = list_sessions(d)
     assert info.state == "closed" and info.dropped == 0
 
 
-def test_nothing_starts_without_consent(study_file, optin_home) -> None:
+def test_nothing_starts_without_consent(study_file: Path, optin_home: Path) -> None:
     from agent.paths import dirs
     from agent.study import install_study
 
     d = dirs()
     study = install_study(d, study_file)
     keys.init_keys(d)
-    backend: FakeBackend = select_backend("fake")
+    backend = fake_backend()
     with pytest.raises(ConsentRequired):
         Recorder(d, backend, study).start()
     consent.grant(d, study, study.terms_sha256)
@@ -119,7 +130,7 @@ def test_nothing_starts_without_consent(study_file, optin_home) -> None:
     assert not d.sessions.exists() or not any(d.sessions.iterdir())
 
 
-def test_environment_problem_starts_nothing(consented) -> None:
+def test_environment_problem_starts_nothing(consented: Consented) -> None:
     d, study = consented
     backend = FakeBackend(problem="no display here")
     with pytest.raises(EnvironmentProblem, match="no display here"):
@@ -128,32 +139,32 @@ def test_environment_problem_starts_nothing(consented) -> None:
     assert not d.sessions.exists() or not any(d.sessions.iterdir())
 
 
-def test_only_consented_scopes_are_captured(consented) -> None:
+def test_only_consented_scopes_are_captured(consented: Consented) -> None:
     d, study = consented
     consent.grant(d, study, study.terms_sha256, ["pointer"])
-    backend: FakeBackend = select_backend("fake")
+    backend = fake_backend()
     rec = Recorder(d, backend, study)
     rec.start()
     assert backend.screens == []  # not even started
     # the focus is watched for the deny rules, but without the titles scope it is never stored
     backend.focus_window("Inbox", "Thunderbird")
-    backend.last_input.emit(KeyPress(now_ns(), "k", None, 107, ()))
-    backend.last_input.emit(PointerMove(now_ns(), 1, 2))
+    hooks_of(backend).emit(KeyPress(now_ns(), "k", None, 107, ()))
+    hooks_of(backend).emit(PointerMove(now_ns(), 1, 2))
     rec.stop()
     kinds = {e.KIND for e in _events(d, rec)}
     assert kinds == {"marker", "pointer_move"}
 
 
-def test_pause_stops_the_hooks_themselves(consented) -> None:
+def test_pause_stops_the_hooks_themselves(consented: Consented) -> None:
     d, _study, backend, rec = _started(consented)
-    first = backend.last_input
+    first = hooks_of(backend)
     rec.pause()
     assert rec.state == "paused"
     assert not first.is_alive()
     assert first.emit(PointerMove(now_ns(), 9, 9)) is False  # the hook itself is stopped
-    assert not backend.last_focus.is_alive()
+    assert not focus_of(backend).is_alive()
     rec.resume()
-    second = backend.last_input
+    second = hooks_of(backend)
     assert second is not first and second.is_alive()
     second.emit(PointerMove(now_ns(), 7, 7))
     rec.stop()
@@ -167,31 +178,33 @@ def test_pause_stops_the_hooks_themselves(consented) -> None:
     assert [(e.x, e.y) for e in events if isinstance(e, PointerMove)] == [(7, 7)]
 
 
-def test_a_full_queue_drops_and_counts_never_silently(consented, monkeypatch) -> None:
+def test_a_full_queue_drops_and_counts_never_silently(
+    consented: Consented, monkeypatch: pytest.MonkeyPatch
+) -> None:
     d, study = consented
     monkeypatch.setattr(control, "QUEUE_SIZE", 8)
     gate = threading.Event()
     original = SessionWriter.write_events
 
-    def slow_write(self, events):
+    def slow_write(self: SessionWriter, events: Iterable[Event]) -> None:
         gate.wait(5)
         return original(self, events)
 
     monkeypatch.setattr(SessionWriter, "write_events", slow_write)
-    backend: FakeBackend = select_backend("fake")
+    backend = fake_backend()
     consent.grant(d, study, study.terms_sha256, ["pointer"])
     rec = Recorder(d, backend, study)
     rec.start()
     emitted = 200
     for i in range(emitted):
-        backend.last_input.emit(PointerMove(now_ns(), i, i))
+        hooks_of(backend).emit(PointerMove(now_ns(), i, i))
     gate.set()
     rec.stop()
     stored = [e for e in _events(d, rec) if isinstance(e, PointerMove)]
     assert rec.counters.dropped > 0
     # every event is stored, merged by the 50 Hz cap, or counted as dropped
     assert len(stored) + rec.counters.coalesced + rec.counters.dropped == emitted
-    assert _events(d, rec)[-1].detail["dropped"] == rec.counters.dropped
+    assert _marker(_events(d, rec)[-1]).detail["dropped"] == rec.counters.dropped
     (info,) = list_sessions(d)
     assert info.dropped == rec.counters.dropped
     assert rec.status()["dropped"] == rec.counters.dropped
@@ -200,18 +213,20 @@ def test_a_full_queue_drops_and_counts_never_silently(consented, monkeypatch) ->
 # -- failures: capture never goes on silently, never claims to record when it does not ---------
 
 
-def test_store_failure_stops_capture_counts_loss_and_says_why(consented, monkeypatch) -> None:
+def test_store_failure_stops_capture_counts_loss_and_says_why(
+    consented: Consented, monkeypatch: pytest.MonkeyPatch
+) -> None:
     d, study = consented
     consent.grant(d, study, study.terms_sha256, ["pointer"])
 
-    def full_disk(self, events):
+    def full_disk(self: SessionWriter, events: Iterable[Event]) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(SessionWriter, "write_events", full_disk)
-    backend: FakeBackend = select_backend("fake")
+    backend = fake_backend()
     rec = Recorder(d, backend, study)
     rec.start()
-    hook = backend.last_input
+    hook = hooks_of(backend)
     for i in range(10):
         hook.emit(PointerMove(now_ns(), i, i))
     assert _wait(lambda: rec.state == "error")
@@ -222,10 +237,12 @@ def test_store_failure_stops_capture_counts_loss_and_says_why(consented, monkeyp
     assert rec.state == "error"
 
 
-def test_failure_messages_never_quote_what_failed(consented, monkeypatch) -> None:
+def test_failure_messages_never_quote_what_failed(
+    consented: Consented, monkeypatch: pytest.MonkeyPatch
+) -> None:
     d, study = consented
 
-    def leaky(self, events):
+    def leaky(self: SessionWriter, events: Iterable[Event]) -> None:
         raise ValueError("typed-secret-canary")
 
     monkeypatch.setattr(SessionWriter, "write_events", leaky)
@@ -247,20 +264,24 @@ class _BrokenHooks:
         return False
 
 
-def test_a_source_that_fails_to_start_stops_everything(consented, monkeypatch) -> None:
+def test_a_source_that_fails_to_start_stops_everything(
+    consented: Consented, monkeypatch: pytest.MonkeyPatch
+) -> None:
     d, study = consented
-    backend: FakeBackend = select_backend("fake")
+    backend = fake_backend()
     monkeypatch.setattr(backend, "input_hooks", lambda *a, **k: _BrokenHooks())
     rec = Recorder(d, backend, study)
     with pytest.raises(OSError):
         rec.start()
     assert rec.state == "error" and rec.error == "capture could not start (Input/output error)"
-    assert not backend.last_focus.is_alive()  # started before the failing source, stopped again
+    assert not focus_of(backend).is_alive()  # started before the failing source, stopped again
     (info,) = list_sessions(d)
     assert info.state == "closed"  # the session is sealed, not left dangling
 
 
-def test_a_failed_resume_does_not_leave_half_the_capture_running(consented, monkeypatch) -> None:
+def test_a_failed_resume_does_not_leave_half_the_capture_running(
+    consented: Consented, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _d, _study, backend, rec = _started(consented)
     rec.pause()
     monkeypatch.setattr(backend, "input_hooks", lambda *a, **k: _BrokenHooks())
@@ -270,23 +291,23 @@ def test_a_failed_resume_does_not_leave_half_the_capture_running(consented, monk
     assert not any(w.is_alive() for w in backend.focus_watchers)
 
 
-def test_withdrawing_consent_stops_a_running_recorder(consented) -> None:
+def test_withdrawing_consent_stops_a_running_recorder(consented: Consented) -> None:
     d, _study, backend, rec = _started(consented)
     consent.withdraw(d)
     assert _wait(lambda: rec.state == "stopped")
     assert rec.reason == "consent withdrawn"
-    assert not backend.last_input.is_alive()
-    stop = _events(d, rec)[-1]
+    assert not hooks_of(backend).is_alive()
+    stop = _marker(_events(d, rec)[-1])
     assert stop.marker == "session_stop" and stop.detail["reason"] == "consent withdrawn"
 
 
-def test_no_indicator_pauses_and_its_return_resumes(consented) -> None:
+def test_no_indicator_pauses_and_its_return_resumes(consented: Consented) -> None:
     d, _study, backend, rec = _started(consented)
     rec.indicator_changed(False)
     assert rec.state == "paused" and rec.reason == "no indicator"
-    assert not backend.last_input.is_alive()
+    assert not hooks_of(backend).is_alive()
     rec.indicator_changed(True)
-    assert rec.state == "recording" and backend.last_input.is_alive()
+    assert rec.state == "recording" and hooks_of(backend).is_alive()
     rec.pause()  # a volunteer's pause is not undone by the indicator coming back
     rec.indicator_changed(True)
     assert rec.state == "paused"
@@ -295,29 +316,33 @@ def test_no_indicator_pauses_and_its_return_resumes(consented) -> None:
     assert pauses == ["no indicator", "volunteer"]
 
 
-def test_status_file_exists_only_while_running(consented) -> None:
+def test_status_file_exists_only_while_running(consented: Consented) -> None:
     d, study = consented
     rec = Recorder(d, select_backend("fake"), study)
     rec.start()
-    assert control.read_status(d)["state"] == "recording"
+    status = control.read_status(d)
+    assert status is not None
+    assert status["state"] == "recording"
     rec.stop()
     assert control.read_status(d) is None
     assert not (d.runtime / "status.json").exists()
 
 
-def test_a_slow_stop_still_writes_the_stop_marker(consented, monkeypatch) -> None:
+def test_a_slow_stop_still_writes_the_stop_marker(
+    consented: Consented, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The writer must drain up to session_stop even when stopping capture takes a while."""
     from agent.backends import fake
 
     d, study = consented
     original = fake.FakeInput.stop
 
-    def slow_stop(self) -> None:
+    def slow_stop(self: fake.FakeInput) -> None:
         time.sleep(0.5)  # longer than the writer's tick
         original(self)
 
     monkeypatch.setattr(fake.FakeInput, "stop", slow_stop)
-    backend: FakeBackend = select_backend("fake")
+    backend = fake_backend()
     rec = Recorder(d, backend, study)
     rec.start()
     consent.withdraw(d)
@@ -326,7 +351,7 @@ def test_a_slow_stop_still_writes_the_stop_marker(consented, monkeypatch) -> Non
     assert markers == ["session_start", "session_stop"]
 
 
-def test_the_volunteers_pause_outlasts_the_indicators_return(consented) -> None:
+def test_the_volunteers_pause_outlasts_the_indicators_return(consented: Consented) -> None:
     d, study = consented
     rec = Recorder(d, select_backend("fake"), study)
     rec.start()
@@ -337,9 +362,9 @@ def test_the_volunteers_pause_outlasts_the_indicators_return(consented) -> None:
     rec.stop()
 
 
-def test_a_recorder_stopped_before_it_started_cannot_start(consented) -> None:
+def test_a_recorder_stopped_before_it_started_cannot_start(consented: Consented) -> None:
     d, study = consented
-    backend: FakeBackend = select_backend("fake")
+    backend = fake_backend()
     rec = Recorder(d, backend, study)
     rec.stop()
     assert rec.state == "stopped"
@@ -348,7 +373,7 @@ def test_a_recorder_stopped_before_it_started_cannot_start(consented) -> None:
     assert backend.inputs == []
 
 
-def test_starting_recovers_a_session_a_crash_left_open(consented) -> None:
+def test_starting_recovers_a_session_a_crash_left_open(consented: Consented) -> None:
     d, study = consented
     crashed = SessionWriter.create(d, keys.load_recipient(d))
     crashed.write_events([PointerMove(now_ns(), 1, 1)])
@@ -361,7 +386,7 @@ def test_starting_recovers_a_session_a_crash_left_open(consented) -> None:
     assert old.recovered and [(e.x, e.y) for e in old.events if isinstance(e, PointerMove)] == [(1, 1)]
 
 
-def test_pointer_moves_are_capped_but_the_position_at_each_action_is_kept(consented) -> None:
+def test_pointer_moves_are_capped_but_the_position_at_each_action_is_kept(consented: Consented) -> None:
     d, _study, backend, rec = _started(consented)
     fake = backend.last_input
     assert fake is not None
@@ -383,9 +408,9 @@ def test_pointer_moves_are_capped_but_the_position_at_each_action_is_kept(consen
     assert stop.detail["dropped"] == 0
 
 
-def test_clicks_scrolls_and_keys_on_optins_own_ui_are_left_out(consented) -> None:
+def test_clicks_scrolls_and_keys_on_optins_own_ui_are_left_out(consented: Consented) -> None:
     d, study = consented
-    backend: FakeBackend = select_backend("fake")
+    backend = fake_backend()
     backend.own.rects = [(100, 0, 124, 24)]  # the tray icon
     rec = Recorder(d, backend, study)
     rec.start()
@@ -415,7 +440,7 @@ def test_clicks_scrolls_and_keys_on_optins_own_ui_are_left_out(consented) -> Non
     assert [(e.x, e.y) for e in events if isinstance(e, PointerMove)] == [(300, 300)]
 
 
-def test_keys_typed_under_secure_input_are_never_recorded(consented) -> None:
+def test_keys_typed_under_secure_input_are_never_recorded(consented: Consented) -> None:
     d, _study, backend, rec = _started(consented)
     fake = backend.last_input
     assert fake is not None
@@ -441,9 +466,9 @@ def test_keys_typed_under_secure_input_are_never_recorded(consented) -> None:
     assert gaps == [{"active": True}, {"active": False, "keys_left_out": 15}]
 
 
-def test_a_gap_still_open_at_stop_is_closed_with_its_count(consented) -> None:
+def test_a_gap_still_open_at_stop_is_closed_with_its_count(consented: Consented) -> None:
     d, study = consented
-    backend: FakeBackend = select_backend("fake")
+    backend = fake_backend()
     backend.secure_input = True
     rec = Recorder(d, backend, study)
     rec.start()
@@ -455,10 +480,12 @@ def test_a_gap_still_open_at_stop_is_closed_with_its_count(consented) -> None:
     assert not [e for e in _events(d, rec) if isinstance(e, KeyPress)]
 
 
-def test_a_timed_pause_ends_by_itself_and_says_so(consented, monkeypatch) -> None:
+def test_a_timed_pause_ends_by_itself_and_says_so(
+    consented: Consented, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(writer_loop, "CHECK_EVERY_S", 0.02)
     d, study = consented
-    backend: FakeBackend = select_backend("fake")
+    backend = fake_backend()
     rec = Recorder(d, backend, study)
     said: list[str] = []
     rec.notify = said.append
@@ -466,25 +493,26 @@ def test_a_timed_pause_ends_by_itself_and_says_so(consented, monkeypatch) -> Non
     with pytest.raises(UsageError, match="positive"):
         rec.pause(seconds=0)
     rec.pause(seconds=0.3)
-    assert rec.state == "paused" and not backend.last_input.is_alive()
+    assert rec.state == "paused" and not hooks_of(backend).is_alive()
     assert rec.status()["paused_until"].endswith("Z")
     assert _wait(lambda: said == ["optin is recording again: the pause has ended"])  # said once resumed
-    assert rec.state == "recording" and backend.last_input.is_alive()
+    assert rec.state == "recording" and hooks_of(backend).is_alive()
     assert rec.status()["paused_until"] is None
     rec.stop()
 
 
-def test_the_volunteers_pause_survives_a_restart(consented) -> None:
+def test_the_volunteers_pause_survives_a_restart(consented: Consented) -> None:
     d, study, _backend, rec = _started(consented)
     rec.pause()  # until resumed
     rec.stop()
-    again = Recorder(d, select_backend("fake"), study)
+    again_backend = fake_backend()
+    again = Recorder(d, again_backend, study)
     again.start()
     assert again.state == "paused" and again.reason == "volunteer"
-    assert again.backend.last_input is None  # no hook was ever started
+    assert again_backend.last_input is None  # no hook was ever started
     assert again.status()["paused_until"] == "resumed"
     again.resume()
-    assert again.state == "recording" and again.backend.last_input.is_alive()
+    assert again.state == "recording" and hooks_of(again_backend).is_alive()
     again.stop()
     third = Recorder(d, select_backend("fake"), study)
     third.start()  # resumed before the last stop: records at once
@@ -494,12 +522,14 @@ def test_the_volunteers_pause_survives_a_restart(consented) -> None:
     assert restored == [{"reason": "volunteer", "restored": True}]
 
 
-def test_idle_and_a_locked_screen_pause_and_presence_resumes(consented, monkeypatch) -> None:
+def test_idle_and_a_locked_screen_pause_and_presence_resumes(
+    consented: Consented, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(writer_loop, "CHECK_EVERY_S", 0.02)
     d, _study, backend, rec = _started(consented)
     backend.idle = 11 * 60.0  # the default idle limit is 10 minutes
     assert _wait(lambda: rec.state == "paused" and rec.reason == "idle")
-    assert not backend.last_input.is_alive()
+    assert not hooks_of(backend).is_alive()
     backend.idle = 0.5
     assert _wait(lambda: rec.state == "recording")
     backend.locked = True
@@ -514,17 +544,17 @@ def test_idle_and_a_locked_screen_pause_and_presence_resumes(consented, monkeypa
     assert reasons == ["idle", "screen locked"]
 
 
-def test_delete_last_from_a_running_recorder_rolls_over_to_a_new_session(consented) -> None:
+def test_delete_last_from_a_running_recorder_rolls_over_to_a_new_session(consented: Consented) -> None:
     d, _study, backend, rec = _started(consented)
     first = rec.session_id
-    backend.last_input.emit(KeyPress(now_ns(), "s", None, 115, ()))
+    hooks_of(backend).emit(KeyPress(now_ns(), "s", None, 115, ()))
     with pytest.raises(UsageError, match="positive"):
         rec.delete_last(0)
     report = rec.delete_last(300)  # the whole session started within the last five minutes
     assert [item["session_id"] for item in report["deleted"]] == [first]
     assert rec.state == "recording" and rec.session_id != first
-    assert backend.last_input.is_alive()
-    backend.last_input.emit(KeyPress(now_ns(), "k", None, 107, ()))
+    assert hooks_of(backend).is_alive()
+    hooks_of(backend).emit(KeyPress(now_ns(), "k", None, 107, ()))
     rec.pause()
     paused_report = rec.delete_last(300)
     assert rec.state == "paused" and paused_report["deleted"]  # still paused, in a third session
@@ -532,16 +562,16 @@ def test_delete_last_from_a_running_recorder_rolls_over_to_a_new_session(consent
     rec.stop()
     (info,) = list_sessions(d)
     assert info.id == rec.session_id and info.state == "closed"
-    start = _events(d, rec)[0]
+    start = _marker(_events(d, rec)[0])
     assert start.detail["after"] == "delete-last"
 
 
-def test_opting_out_stops_withdraws_and_deletes_everything(consented) -> None:
+def test_opting_out_stops_withdraws_and_deletes_everything(consented: Consented) -> None:
     d, study = consented
     earlier = Recorder(d, select_backend("fake"), study)
     earlier.start()
     earlier.stop()
-    backend: FakeBackend = select_backend("fake")
+    backend = fake_backend()
     rec = Recorder(d, backend, study)
     rec.start()
     rec.pause(seconds=600)
@@ -555,7 +585,7 @@ def test_opting_out_stops_withdraws_and_deletes_everything(consented) -> None:
         Recorder(d, select_backend("fake"), study).start()
 
 
-def test_the_pause_hotkey_pauses_and_is_not_recorded(consented) -> None:
+def test_the_pause_hotkey_pauses_and_is_not_recorded(consented: Consented) -> None:
     d, _study, backend, rec = _started(consented)
     fake = backend.last_input
     assert fake is not None
@@ -577,12 +607,14 @@ def _pixel(frame: Frame, x: int, y: int) -> tuple[int, ...]:
 
     from PIL import Image
 
-    return tuple(Image.open(io.BytesIO(frame.data)).convert("RGB").getpixel((x, y)))
+    pixel = Image.open(io.BytesIO(frame.data)).convert("RGB").getpixel((x, y))
+    assert isinstance(pixel, tuple)  # an RGB image's pixel is a tuple
+    return tuple(pixel)
 
 
-def test_a_denied_window_keeps_its_input_out_and_is_masked_in_every_frame(consented) -> None:
+def test_a_denied_window_keeps_its_input_out_and_is_masked_in_every_frame(consented: Consented) -> None:
     d, study = consented
-    backend: FakeBackend = select_backend("fake")
+    backend = fake_backend()
     vault = WindowFocus(0, "Passwords - KeePassXC", "KeePassXC", 77, 10, 10, 20, 20)
     backend.windows = [vault]  # on screen, not focused: masked anyway
     rec = Recorder(d, backend, study)
@@ -612,7 +644,7 @@ def test_a_denied_window_keeps_its_input_out_and_is_masked_in_every_frame(consen
         assert _pixel(frame, 5, 5) != (128, 128, 128)  # the rest is the screen
 
 
-def test_exclude_this_app_applies_at_once_and_is_remembered(consented) -> None:
+def test_exclude_this_app_applies_at_once_and_is_remembered(consented: Consented) -> None:
     d, study, backend, rec = _started(consented)
     with pytest.raises(UsageError, match=r"title pattern is not a valid regular expression.*Fix:"):
         rec.exclude(title="([unclosed")
@@ -630,7 +662,9 @@ def test_exclude_this_app_applies_at_once_and_is_remembered(consented) -> None:
     assert any(r.app_class == "HRClient" for r in again.rules)
 
 
-def test_a_new_consent_version_stops_capture_until_agreed_again(consented, study_file, monkeypatch) -> None:
+def test_a_new_consent_version_stops_capture_until_agreed_again(
+    consented: Consented, study_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from agent.study import install_study
 
     monkeypatch.setattr(writer_loop, "CHECK_EVERY_S", 0.02)
@@ -642,13 +676,13 @@ def test_a_new_consent_version_stops_capture_until_agreed_again(consented, study
     install_study(d, newer)  # the operator's new version reaches the volunteer
     assert _wait(lambda: rec.state == "stopped")
     assert rec.reason == "the study changed: agree again to record"
-    assert not backend.last_input.is_alive()
+    assert not hooks_of(backend).is_alive()
     with pytest.raises(ConsentRequired):
         Recorder(d, select_backend("fake"), install_study(d, newer)).start()
 
 
 def test_a_study_with_another_recipient_stops_capture_until_agreed_again(
-    consented, study_file, monkeypatch
+    consented: Consented, study_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """P1: the same text and version but another recipient key is not what the volunteer agreed to."""
     from pyrage import x25519
@@ -666,12 +700,12 @@ def test_a_study_with_another_recipient_stops_capture_until_agreed_again(
     install_study(d, swapped)
     assert _wait(lambda: rec.state == "stopped")
     assert rec.reason == "the study changed: agree again to record"
-    assert not backend.last_input.is_alive()
+    assert not hooks_of(backend).is_alive()
     with pytest.raises(ConsentRequired):
         Recorder(d, select_backend("fake"), install_study(d, swapped)).start()
 
 
-def test_a_paste_records_the_clipboard_text_only_where_keys_are_kept(consented) -> None:
+def test_a_paste_records_the_clipboard_text_only_where_keys_are_kept(consented: Consented) -> None:
     d, _study, backend, rec = _started(consented)
     fake = backend.last_input
     assert fake is not None
@@ -679,7 +713,9 @@ def test_a_paste_records_the_clipboard_text_only_where_keys_are_kept(consented) 
     ctrl_v = ("v", None, 118, ("ctrl",))
     backend.focus_window("notes.txt - gedit", "Gedit")
     # the writer judges each focus (hooks never run rules); until it has, the window counts as denied
-    assert _wait(lambda: _judged(rec) and rec._last_focus.app_class == "Gedit")
+    assert _wait(
+        lambda: _judged(rec) and rec._last_focus is not None and rec._last_focus.app_class == "Gedit"
+    )
     assert not rec._denied_now
     fake.emit(KeyPress(now_ns(), *ctrl_v))
     assert _wait(lambda: backend.clipboard_reads == ["clipboard"])
@@ -701,7 +737,7 @@ def test_a_paste_records_the_clipboard_text_only_where_keys_are_kept(consented) 
     assert rec.status()["loss"]["pastes_lost"] == 0
 
 
-def test_a_pause_takes_nothing_from_the_moment_it_is_asked(consented) -> None:
+def test_a_pause_takes_nothing_from_the_moment_it_is_asked(consented: Consented) -> None:
     """P3: while a lifecycle step holds the lock (a delete-last sealing a big session), a pause
     asked meanwhile already keeps every event out; the hooks stop as soon as the lock is free."""
     d, _study, backend, rec = _started(consented)
@@ -710,7 +746,12 @@ def test_a_pause_takes_nothing_from_the_moment_it_is_asked(consented) -> None:
     hooks.emit(KeyPress(now_ns(), "a", None, 97, ()))
     asked = threading.Event()
     with rec._lock:  # as a long lifecycle step would
-        pauser = threading.Thread(target=lambda: (asked.set(), rec.pause()))
+
+        def ask_and_pause() -> None:
+            asked.set()
+            rec.pause()
+
+        pauser = threading.Thread(target=ask_and_pause)
         pauser.start()
         assert asked.wait(5)
         assert _wait(lambda: rec._pauses_pending > 0)
@@ -723,7 +764,7 @@ def test_a_pause_takes_nothing_from_the_moment_it_is_asked(consented) -> None:
     assert rec.counters.dropped == 0  # asked for, not lost
 
 
-def test_durations_no_clock_can_hold_are_refused(consented) -> None:
+def test_durations_no_clock_can_hold_are_refused(consented: Consented) -> None:
     _d, _study, _backend, rec = _started(consented)
     for bad in (1e308, float("inf"), float("nan"), -1.0, 0):
         with pytest.raises(UsageError, match=r"pause"):
@@ -736,7 +777,7 @@ def test_durations_no_clock_can_hold_are_refused(consented) -> None:
     rec.stop()
 
 
-def test_the_writer_judges_focus_and_the_hooks_fail_closed_until_it_has(consented) -> None:
+def test_the_writer_judges_focus_and_the_hooks_fail_closed_until_it_has(consented: Consented) -> None:
     _d, _study, backend, rec = _started(consented)
     backend.focus_window("Passwords.kdbx - KeePassXC", "KeePassXC")
     assert _wait(lambda: _judged(rec) and rec._denied_now)

@@ -350,6 +350,7 @@ class Screens:
 
 
 def terminal_rule(red: policy.Redaction) -> dict[str, Any]:
+    entry: dict[str, Any]  # the manifest's JSON-ready evidence
     (entry,) = [r for r in red.evidence()["redactors"] if r["name"] == "terminal-passwords"]
     return entry
 

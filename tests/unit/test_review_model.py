@@ -13,13 +13,14 @@ from agent.export import approval
 from agent.export.review import Review, describe, reviewable_sessions
 from agent.store import keys
 from agent.store.reader import read_session
+from tests.tools import Consented
 from tests.unit.test_export import LOCAL, session
 
 __all__ = ["session"]
 
 
 @pytest.fixture
-def review(consented, session: str) -> Review:
+def review(consented: Consented, session: str) -> Review:
     d, study = consented
     r = Review(d, study, session, local=LOCAL)
     r.load()
@@ -36,7 +37,7 @@ def test_rows_show_the_redacted_steps(review: Review) -> None:
     assert len(review.frames()) == 2 and review.summary()["steps"] == 3
 
 
-def test_marked_cuts_flag_rows_and_block_approval_until_applied(consented, review: Review) -> None:
+def test_marked_cuts_flag_rows_and_block_approval_until_applied(consented: Consented, review: Review) -> None:
     d, _study = consented
     click = review.prepared.steps[2]  # type: ignore[union-attr]
     review.add_cut(*review.step_span([2]))
@@ -66,7 +67,7 @@ def test_a_frame_inside_a_cut_is_flagged(review: Review) -> None:
     assert not review.frame_in_cut(first)
 
 
-def test_the_newest_closed_session_comes_first(consented, session: str) -> None:
+def test_the_newest_closed_session_comes_first(consented: Consented, session: str) -> None:
     d, _study = consented
     assert reviewable_sessions(d) == [session]
 

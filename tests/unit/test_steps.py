@@ -10,6 +10,7 @@ import pytest
 from agent.events import (
     ButtonPress,
     ButtonRelease,
+    Event,
     Frame,
     KeyPress,
     KeyRelease,
@@ -816,7 +817,7 @@ def test_frame_and_window_are_the_last_ones_at_or_before_the_start() -> None:
 
 
 def test_a_frame_at_the_very_start_time_counts_even_after_the_action_in_the_stream() -> None:
-    events = [
+    events: list[Event] = [
         ButtonPress(100, 1, 1, "left"),
         Frame(100, 0, 0, 1, 1, "webp", "click", b""),
         ButtonRelease(150, 1, 1, "left"),

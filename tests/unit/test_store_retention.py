@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import cli, control
+from agent import cli
 from agent.backends import select_backend
 from agent.control import Recorder
 from agent.errors import NotFound, StoreCorrupt, StoreError, StoreFormatError, UsageError
@@ -179,10 +179,16 @@ def test_the_store_is_acted_on_by_directory_descriptor_on_linux() -> None:
         assert safe_fs.DIR_FD  # the lstat fallback is for platforms without them (Windows)
 
 
+def _mkfifo(path: Path) -> None:
+    if sys.platform == "win32":
+        pytest.skip("no FIFOs on Windows")
+    os.mkfifo(path)
+
+
 @pytest.mark.parametrize(
     ("make", "kind", "fix"),
     [
-        (os.mkfifo, "FIFO (named pipe)", "rm "),
+        (_mkfifo, "FIFO (named pipe)", "rm "),
         (lambda p: p.mkdir(), "folder", "rm -r "),
         (lambda p: p.symlink_to(Path(__file__)), "symbolic link", "remove the link"),
     ],
@@ -303,8 +309,8 @@ def test_recorder_start_enforces_retention_before_the_new_session(
         calls.append(set(kw["keep"]))  # type: ignore[call-overload]
         return real(dirs_, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(control.retention, "enforce", spy)
-    monkeypatch.setattr(control.retention, "ENFORCE_EVERY_S", 0.0)
+    monkeypatch.setattr(retention, "enforce", spy)  # the module the recorder calls
+    monkeypatch.setattr(retention, "ENFORCE_EVERY_S", 0.0)
     rec = Recorder(d, select_backend("fake"), study)  # type: ignore[arg-type]
     rec.start()
     try:
@@ -327,7 +333,7 @@ def test_retention_failure_is_logged_never_fatal(
     def boom(*_a: object, **_k: object) -> list[retention.Deleted]:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(control.retention, "enforce", boom)
+    monkeypatch.setattr(retention, "enforce", boom)
     rec = Recorder(d, select_backend("fake"), study)  # type: ignore[arg-type]
     rec.start()
     rec.stop()

@@ -361,7 +361,10 @@ def test_file_and_directory_modes(dirs: paths.Dirs, recipient: bytes) -> None:
         w.close()
     finally:
         os.umask(old)
-    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
     assert mode(dirs.sessions) == 0o700
     assert mode(w.path) == 0o700
     assert mode(dirs.keys) == 0o700

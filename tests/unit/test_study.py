@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pyrage import x25519
 
-from agent.capture.deny import DenyRule
+from agent.deny_rules import DenyRule
 from agent.errors import StudyError
 from agent.keyboard.hotkey import hotkey_problem
 from agent.paths import dirs

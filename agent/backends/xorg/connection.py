@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -92,8 +93,9 @@ def _preflight(name: str, timeout: float) -> None:
     if protocol == "tcp" or (protocol != "unix" and host and host != "unix"):
         addresses.append((socket.AF_INET, (host, 6000 + dno)))
     else:
-        path = f"/tmp/.X11-unix/X{dno}"  # noqa: S108 - the X11 socket directory is fixed
-        addresses.append((socket.AF_UNIX, path if Path(path).exists() else "\0" + path))
+        if sys.platform != "win32":  # an X server's local socket is a Unix socket (none on Windows)
+            path = f"/tmp/.X11-unix/X{dno}"  # noqa: S108 - the X11 socket directory is fixed
+            addresses.append((socket.AF_UNIX, path if Path(path).exists() else "\0" + path))
         if not protocol and not host:  # python-xlib falls back to TCP on localhost
             addresses.append((socket.AF_INET, ("", 6000 + dno)))
     reason = "nothing listens there"

@@ -1,0 +1,28 @@
+"""What every command prints besides its own text: JSON, and a progress bar on a terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["print_json", "progress_bar"]
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def progress_bar(label: str, width: int = 30) -> Callable[[int, int], None] | None:
+    """A ``label [#####-----] n/total`` bar redrawn on the terminal's stderr (None when it is not one)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        filled = width * done // total if total else width
+        end = "\n" if done >= total else ""
+        bar = "#" * filled + "-" * (width - filled)
+        print(f"\r{label} [{bar}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return show
