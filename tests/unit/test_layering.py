@@ -60,7 +60,14 @@ CAPTURE = "agent.capture"
 
 #: The recorder's own modules: capture reports up through what the recorder hands it (the event
 #: sink, the loss counters) and the store is below the recorder, so neither imports these.
-RECORDER = ("agent.recorder_status", "agent.recorder_states", "agent.control", "agent.writer_loop")
+RECORDER = (
+    "agent.recorder_status",
+    "agent.recorder_states",
+    "agent.control",
+    "agent.recorder_sink",
+    "agent.recorder_pauses",
+    "agent.writer_loop",
+)
 BELOW_RECORDER = ("capture/", "store/")
 
 
