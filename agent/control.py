@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from agent import consent, exclusions, pausing, recorder_status
+from agent import consent, deny_rules, exclusions, pausing, recorder_status
 from agent.backends import Backend
 from agent.capture import deny
 from agent.capture.screen import ScreenWatch, Shot
@@ -117,7 +117,9 @@ class Recorder(RecorderSink, RecorderPauses):
             msg = f"the study's capture.pause_hotkey cannot be used: {exc}"
             raise UsageError(msg) from None
         #: Deny rules in force: optin's defaults, the study's, and the volunteer's exclusions.
-        self.rules: tuple[deny.DenyRule, ...] = deny.DEFAULT_RULES + study.deny + exclusions.load(dirs)
+        self.rules: tuple[deny_rules.DenyRule, ...] = (
+            deny_rules.DEFAULT_RULES + study.deny + exclusions.load(dirs)
+        )
         self._last_focus: WindowFocus | None = None  # the latest focus queued (set by the focus sink)
         self._pauses_pending = 0  # pause() calls under way: the sink takes nothing meanwhile (P3)
         self._gate_lock = threading.Lock()

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent.canonical_json import canonical
-from agent.capture.deny import DenyRule, rule_for_app, title_pattern_problem
+from agent.deny_rules import DenyRule, rule_for_app, title_pattern_problem
 from agent.errors import OptinError, UsageError
 from agent.paths import Dirs, ensure_private_dir, write_private_file
 

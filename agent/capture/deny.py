@@ -53,19 +53,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-# The rules live in agent.deny_rules; the names below stay importable from here for the callers
-# that still import them from capture (the recorder, exclusions, tests).
-from agent.deny_rules import (
-    DEFAULT_RULES,
-    MATCH_HEAD,
-    MATCH_TAIL,
-    MAX_PATTERN,
-    MAX_PROGRAM,
-    DenyRule,
-    match,
-    rule_for_app,
-    title_pattern_problem,
-)
+from agent.deny_rules import DenyRule, match
 from agent.events import (
     ButtonPress,
     ButtonRelease,
@@ -346,23 +334,14 @@ def apply_masks(  # noqa: PLR0917 - the shot's own fields, in Shot's order
 
 
 __all__ = [
-    "DEFAULT_RULES",
     "DENY_MARKER",
     "INPUT_TYPES",
     "MASK_BGRA",
-    "MATCH_HEAD",
-    "MATCH_TAIL",
-    "MAX_PATTERN",
-    "MAX_PROGRAM",
-    "DenyRule",
     "DenyState",
     "apply_masks",
     "filter_events",
     "flush",
     "focus_known",
     "mask_rects",
-    "match",
     "refocus",
-    "rule_for_app",
-    "title_pattern_problem",
 ]

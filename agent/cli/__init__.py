@@ -21,17 +21,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from agent.cli import output, recording
 from agent.cli.durations import parse_duration
 from agent.cli.maintenance import cmd_doctor
 from agent.cli.parser import build_parser
 from agent.errors import OptinError
 
 __all__ = ["build_parser", "main", "parse_duration"]
-
-# What the tests reach for under their old names (tests/unit/test_cli.py, tests/unit/test_ipc.py).
-_progress_bar = output.progress_bar
-_start_control = recording.start_control
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,10 @@ from agent.backends import select_backend
 from agent.backends.virtual_display import APT_HINT, VirtualDisplay, missing_tools
 from agent.backends.xorg import XorgBackend
 from tests.tools import unavailable
+
+#: OPTIN_SAVE_SCREENSHOTS=1 (re)writes the screenshots under docs/img that the docs show.
+SAVE_SCREENSHOTS = os.environ.get("OPTIN_SAVE_SCREENSHOTS") == "1"
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -72,3 +77,32 @@ def backend(xdisplay: VirtualDisplay) -> Iterator[XorgBackend]:
         yield chosen
     finally:
         chosen.close()
+
+
+def screenshot_window(
+    display: str, window_id: int, window: Sequence[int], name: str, *, min_colours: int, what: str
+) -> None:
+    """Grab a window as a person sees it (with the window manager's title bar and borders); fail
+    when it looks blank (fewer than ``min_colours`` colours: no text was drawn); save it as
+    docs/img/``name`` with OPTIN_SAVE_SCREENSHOTS=1."""
+    import mss
+    import mss.tools
+    from Xlib import display as xlib_display
+
+    x, y, w, h = window
+    conn = xlib_display.Display(display)
+    try:  # the window manager's frame around it: title bar, borders, handle
+        prop = conn.create_resource_object("window", window_id).get_full_property(
+            conn.intern_atom("_NET_FRAME_EXTENTS"), 0
+        )
+        left, right, top, bottom = prop.value if prop is not None else (0, 0, 0, 0)
+    finally:
+        conn.close()
+    region = {"left": x - left, "top": y - top, "width": w + left + right, "height": h + top + bottom}
+    with mss.MSS() as m:
+        shot = m.grab(region)
+    colours = {shot.pixel(px, py) for px in range(0, shot.width, 7) for py in range(0, shot.height, 7)}
+    assert len(colours) > min_colours, f"the {what} looks blank"
+    if SAVE_SCREENSHOTS:
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        mss.tools.to_png(shot.rgb, shot.size, output=str(DOCS_IMG / name))

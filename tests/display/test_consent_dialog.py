@@ -25,9 +25,7 @@ from agent.paths import Dirs, dirs
 from agent.study import Study, install_study
 from agent.ui.dialogs import ask_consent, ask_withdraw, confirm
 from agent.ui.tk_toolkit import DEBUG_GEOMETRY_ENV
-
-REPO = Path(__file__).resolve().parents[2]
-SAVE = os.environ.get("OPTIN_SAVE_SCREENSHOTS") == "1"
+from tests.display.conftest import screenshot_window
 
 #: A study as an operator would write one (docs/study.md), for the documentation screenshot.
 EXAMPLE_STUDY = '''[study]
@@ -131,28 +129,9 @@ def _still_open(dialog: Dialog, seconds: float = 0.7) -> bool:
 
 def _screenshot(dialog: Dialog, name: str) -> None:
     """Grab the dialog as a person sees it (with its title bar); save it under docs/img when asked."""
-    import mss
-    import mss.tools
-    from Xlib import display as xlib_display
-
-    x, y, w, h = dialog.window
-    conn = xlib_display.Display(dialog.xdisplay.display)
-    try:  # the window manager's frame around it: title bar, borders, handle
-        prop = conn.create_resource_object("window", dialog.window_id).get_full_property(
-            conn.intern_atom("_NET_FRAME_EXTENTS"), 0
-        )
-        left, right, top, bottom = prop.value if prop is not None else (0, 0, 0, 0)
-    finally:
-        conn.close()
-    region = {"left": x - left, "top": y - top, "width": w + left + right, "height": h + top + bottom}
-    with mss.MSS() as m:
-        shot = m.grab(region)
-    colours = {shot.pixel(px, py) for px in range(0, shot.width, 7) for py in range(0, shot.height, 7)}
-    assert len(colours) > 20, "the dialog looks blank"  # text was drawn
-    if SAVE:
-        out = REPO / "docs" / "img" / name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        mss.tools.to_png(shot.rgb, shot.size, output=str(out))
+    screenshot_window(
+        dialog.xdisplay.display, dialog.window_id, dialog.window, name, min_colours=20, what="dialog"
+    )
 
 
 @pytest.fixture

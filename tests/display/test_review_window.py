@@ -44,10 +44,7 @@ from agent.store.reader import read_session
 from agent.study import Study, install_study
 from agent.ui.review import STATE_PREFIX
 from agent.ui.tk_toolkit import DEBUG_GEOMETRY_ENV
-from tests.display.conftest import need_tools
-
-REPO = Path(__file__).resolve().parents[2]
-SAVE = os.environ.get("OPTIN_SAVE_SCREENSHOTS") == "1"
+from tests.display.conftest import SAVE_SCREENSHOTS, need_tools, screenshot_window
 
 #: Typed and left on screen; plain content that must reach no file (the e-mail is also redacted).
 CANARY = "lunch-canary-7731"
@@ -226,28 +223,7 @@ def _stored(d: Dirs, sid: str) -> list[Any]:
 def _screenshot(xdisplay: VirtualDisplay, window_id: str, window: list[int], name: str) -> None:
     """Grab the window as a person sees it (with its title bar); check it is not blank; save it
     under docs/img when asked."""
-    import mss
-    import mss.tools
-    from Xlib import display as xlib_display
-
-    x, y, w, h = window
-    conn = xlib_display.Display(xdisplay.display)
-    try:  # the window manager's frame around it: title bar, borders, handle
-        prop = conn.create_resource_object("window", int(window_id)).get_full_property(
-            conn.intern_atom("_NET_FRAME_EXTENTS"), 0
-        )
-        left, right, top, bottom = prop.value if prop is not None else (0, 0, 0, 0)
-    finally:
-        conn.close()
-    region = {"left": x - left, "top": y - top, "width": w + left + right, "height": h + top + bottom}
-    with mss.MSS() as m:
-        shot = m.grab(region)
-    colours = {shot.pixel(px, py) for px in range(0, shot.width, 7) for py in range(0, shot.height, 7)}
-    assert len(colours) > 40, "the review window looks blank"
-    if SAVE:
-        out = REPO / "docs" / "img" / name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        mss.tools.to_png(shot.rgb, shot.size, output=str(out))
+    screenshot_window(xdisplay.display, int(window_id), window, name, min_colours=40, what="review window")
 
 
 def _files(root: Path) -> dict[Path, tuple[int, int]]:
@@ -285,7 +261,7 @@ def test_review_cut_approve_export_and_close(
 ) -> None:
     need_tools("xterm")
     d, study, study_identity = volunteer
-    painted = SAVE and shutil.which("xsetroot") is not None
+    painted = SAVE_SCREENSHOTS and shutil.which("xsetroot") is not None
     if painted:  # a desktop colour for the documentation's picture (the display is shared: undone below)
         subprocess.run(["xsetroot", "-solid", "#4a6b82"], env=xdisplay.env, check=False)
     try:

@@ -30,8 +30,8 @@ import pytest
 from agent import cli, exclusions
 from agent.backends import process
 from agent.backends.fake import FakeBackend
-from agent.capture.deny import DenyRule
 from agent.control import Recorder
+from agent.deny_rules import DenyRule
 from agent.errors import EnvironmentProblem, KeyError_, UsageError
 from agent.paths import Dirs
 from agent.store import keys

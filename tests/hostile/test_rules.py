@@ -22,8 +22,9 @@ import pytest
 from agent import consent, control, exclusions
 from agent.backends.fake import FakeBackend
 from agent.capture import deny
-from agent.capture.deny import DenyRule, DenyState, title_pattern_problem
+from agent.capture.deny import DenyState
 from agent.control import Recorder
+from agent.deny_rules import DenyRule, title_pattern_problem
 from agent.errors import UsageError
 from agent.events import Event, KeyPress, Marker, WindowFocus, now_ns
 from agent.store import keys

@@ -72,8 +72,8 @@ else:  # pragma: no cover - Python 3.10
 
 from agent import cli, consent, exclusions, pausing
 from agent.backends.fake import FakeBackend
-from agent.capture.deny import DenyRule
 from agent.control import Recorder
+from agent.deny_rules import DenyRule
 from agent.errors import OptinError, StoreError
 from agent.events import KeyPress, KeyRelease, PointerMove, now_ns
 from agent.paths import Dirs, dirs

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent import cli
+from agent.cli.output import progress_bar
 from tests.tools import Consented
 
 CONTRACT = [
@@ -156,9 +157,9 @@ def test_verify_clean_then_tampered(consented: Consented, capsys: pytest.Capture
 def test_export_progress_bar_on_a_terminal_only(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli._progress_bar("x") is None  # captured stderr is not a terminal: no bar
+    assert progress_bar("x") is None  # captured stderr is not a terminal: no bar
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    bar = cli._progress_bar("S: reading screens", width=10)
+    bar = progress_bar("S: reading screens", width=10)
     assert bar is not None
     bar(3, 10)
     bar(10, 10)

@@ -15,8 +15,8 @@ from pyrage import x25519
 
 from agent import cli, consent
 from agent.backends import select_backend
-from agent.capture.deny import DenyRule
 from agent.control import Recorder
+from agent.deny_rules import DenyRule
 from agent.errors import ConsentRequired, StudyError, UsageError
 from agent.paths import dirs
 from agent.study import TERMS_IN_WORDS, Study, install_study, installed_study, parse_study

@@ -14,22 +14,24 @@ from hypothesis import strategies as st
 
 import agent.events
 from agent.capture.deny import (
-    DEFAULT_RULES,
     DENY_MARKER,
     INPUT_TYPES,
     MASK_BGRA,
-    MATCH_HEAD,
-    MATCH_TAIL,
-    MAX_PATTERN,
-    MAX_PROGRAM,
-    DenyRule,
     DenyState,
     apply_masks,
     filter_events,
     flush,
     mask_rects,
-    match,
     refocus,
+)
+from agent.deny_rules import (
+    DEFAULT_RULES,
+    MATCH_HEAD,
+    MATCH_TAIL,
+    MAX_PATTERN,
+    MAX_PROGRAM,
+    DenyRule,
+    match,
     rule_for_app,
     title_pattern_problem,
 )

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from agent import cli, ipc
+from agent.cli.recording import start_control
 from agent.errors import UsageError
 from agent.paths import Dirs, agent_lock, dirs
 from tests.tools import unavailable
@@ -386,7 +387,7 @@ def test_without_a_peer_credential_check_no_socket_is_served(
     with agent_lock(d):
         with pytest.raises(ipc.ControlUnavailable, match="SO_PEERCRED"):
             ipc.ControlServer(d, fake).start()
-        assert cli._start_control(d, fake) is None  # optin run goes on with the tray alone
+        assert start_control(d, fake) is None  # optin run goes on with the tray alone
     assert not ipc.socket_path(d).exists()
 
 
