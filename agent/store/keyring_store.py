@@ -27,7 +27,7 @@ from agent.store.key_files import (
 )
 from agent.store.segment_layout import KEY_SIZE
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("agent.store.keys")  # the key store's log lines keep the name they had
 
 #: First line of ``identity.ref``.
 KEYRING_REF_VERSION = "optin-keyring1"

@@ -35,7 +35,7 @@ from agent.store.key_files import (
 from agent.store.keyring_store import read_ref
 from agent.store.segment_layout import KEY_SIZE
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("agent.store.keys")  # the key store's log lines keep the name they had
 
 _RECIPIENT_RE = re.compile(
     rf"{RECIPIENT_PREFIX}(?P<public>[0-9a-f]{{{2 * KEY_SIZE}}})\n"
