@@ -11,8 +11,12 @@ STAMP  := $(VENV)/.installed
 # (see docs/development.md; versions measured in shared research platform-lab).
 APT_PACKAGES := xvfb xauth x11-utils x11-xserver-utils xdotool openbox trayer dunst dbus xterm age \
 	fonts-dejavu-core xfonts-base tesseract-ocr tesseract-ocr-eng libgirepository1.0-dev libcairo2-dev pkg-config gir1.2-gtk-3.0 \
-	gcc python3-dev python3-venv python3-tk systemd openssl shellcheck
-REQUIRED_COMMANDS := Xvfb xauth xdpyinfo xset openbox trayer dunst dbus-daemon xdotool xterm age tesseract pkg-config gcc systemd-analyze openssl shellcheck
+	gcc python3-dev python3-venv python3-tk systemd openssl shellcheck \
+	gir1.2-atspi-2.0 at-spi2-core zenity gtk-3-examples
+# The accessibility tests (AT-SPI): the Atspi typelib, the bus launcher, GTK 3 apps to look at.
+# Not firefox-esr or chromium: too big for the CI budget (docs/development.md).
+REQUIRED_COMMANDS := Xvfb xauth xdpyinfo xset openbox trayer dunst dbus-daemon xdotool xterm age tesseract pkg-config gcc systemd-analyze openssl shellcheck \
+	zenity gtk3-widget-factory
 APT_INSTALL := apt-get install -y --no-install-recommends $(APT_PACKAGES)
 
 # mypy --strict once for each OS optin runs on: the per-OS branches (agent/backends/platform_calls.py,
@@ -44,6 +48,8 @@ system-deps:
 	for c in $(REQUIRED_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null || missing="$$missing gir/cairo-dev"; \
 	ls /usr/lib/*/girepository-1.0/Gtk-3.0.typelib >/dev/null 2>&1 || missing="$$missing gtk3-typelib"; \
+	ls /usr/lib/*/girepository-1.0/Atspi-2.0.typelib >/dev/null 2>&1 || missing="$$missing atspi-typelib"; \
+	test -x /usr/libexec/at-spi-bus-launcher || missing="$$missing at-spi2-core"; \
 	ls /usr/share/fonts/X11/misc/*.pcf.gz >/dev/null 2>&1 || missing="$$missing xfonts-base"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	$(PYTHON) -c 'import tkinter' 2>/dev/null || missing="$$missing python3-tk"; \
@@ -115,6 +121,7 @@ bench: venv
 	$(BIN)/python -m tests.benchmarks.export
 	$(BIN)/python -m tests.benchmarks.frame_encodings --no-ocr
 	$(BIN)/python -m tests.benchmarks.echo_off
+	$(BIN)/python -m tests.benchmarks.a11y
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -28,7 +28,8 @@ sealed when (if) the writer returns, or by crash recovery at the next start.
 delete-last, exclude, opt-out) and what the writer thread calls; its parts live
 next to it: :mod:`agent.recorder_sink` is the O(1) sink the hooks call,
 :mod:`agent.recorder_pauses` the pauses and resuming (volunteer, absence, missing
-tray icon), :mod:`agent.recorder_states` is its lifecycle (the
+tray icon), :mod:`agent.recorder_tasks` the volunteer's tasks (started, ended, given up),
+:mod:`agent.recorder_states` is its lifecycle (the
 phases and the one table of moves between them), :mod:`agent.capture.sources`
 starts and stops the capture sources, :mod:`agent.writer_loop` is the writer
 thread, :mod:`agent.recorder_status` holds the counters and the published status,
@@ -61,6 +62,7 @@ from agent.recorder_sink import RecorderSink
 from agent.recorder_states import Event as Move
 from agent.recorder_states import Intake, Lifecycle, Phase
 from agent.recorder_status import Counters, describe_failure, read_status
+from agent.recorder_tasks import RecorderTasks, RunningTask
 from agent.store import housekeeping, keys, retention
 from agent.store.recovery import RecoveryReport
 from agent.store.safe_fs import UnsafeEntry
@@ -82,7 +84,7 @@ STOP_WAIT_S = 5.0
 __all__ = ["PAUSED_BY_VOLUNTEER", "PAUSED_NO_INDICATOR", "Recorder", "read_status"]
 
 
-class Recorder(RecorderSink, RecorderPauses):
+class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
     """One recording session: hooks → queue → writer → encrypted segments.
 
     States: ``idle`` → ``recording`` ⇄ ``paused`` → ``stopped`` (or ``error``); every
@@ -130,6 +132,8 @@ class Recorder(RecorderSink, RecorderPauses):
         self._lock = threading.RLock()
         self._drop_lock = threading.Lock()
         self._intake = Intake.SHUT  # the sink's gate, read by hook threads before any lock
+        self._task: RunningTask | None = None  # the volunteer's task under way (agent.recorder_tasks)
+        self._last_task: dict[str, Any] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -245,13 +249,30 @@ class Recorder(RecorderSink, RecorderPauses):
 
     def seal_for_review(self) -> str:
         """Seal the running session so it can be reviewed (recording goes on in a new one,
-        in the same state); returns the sealed session's id."""
+        in the same state); returns the sealed session's id.
+
+        :raises UsageError: a task is running (sealing would split it from its end).
+        """
         sealed: list[str] = []
-        self._between_sessions("review", lambda: sealed.append(str(self.session_id)))
+        with self._lock:
+            task = self._task
+            if task is not None:
+                msg = (
+                    f"task {task.task_id} is running; end it (Task done, Task failed) or give it up "
+                    "before reviewing"
+                )
+                raise UsageError(msg)
+            self._between_sessions("review", lambda: sealed.append(str(self.session_id)))
         return sealed[0]
 
-    def _between_sessions(self, reason: str, action: Callable[[], T]) -> T:
-        """Seal the running session, run ``action``, open a new session in the state the old one had."""
+    def _between_sessions(
+        self, reason: str, action: Callable[[], T], *, opened: Callable[[], None] | None = None
+    ) -> T:
+        """Seal the running session, run ``action``, open a new session in the state the old one had.
+
+        A task running in the sealed session ends ``interrupted``; ``opened`` is called once the
+        new session is open, before capture starts in it (a task's ``task_start`` goes there).
+        """
         with self._lock:
             if self._life.phase is Phase.IDLE:
                 msg = "optin is starting; try again in a moment"
@@ -271,6 +292,8 @@ class Recorder(RecorderSink, RecorderPauses):
                 result = action()
             finally:
                 self._open_session(after=reason)
+                if opened is not None:
+                    opened()
                 self._life.fire(reopen)
                 self.reason = why
                 if reopen is Move.REOPEN_RECORDING:
@@ -359,6 +382,7 @@ class Recorder(RecorderSink, RecorderPauses):
         """
         self._stop_capture()
         self._intake = self._intake.shut()
+        self._interrupt_task()  # its task_end goes into the session it ran in, before the seal
         deadline = time.monotonic() + STOP_WAIT_S  # the marker's wait counts against the bound
         self._put_marker(
             "session_stop",
@@ -429,6 +453,7 @@ class Recorder(RecorderSink, RecorderPauses):
         self._publish()
         self._check_consent()
         self._check_pauses()
+        self._check_task_limit()
 
     def _mask(self, shot: Shot) -> Shot:
         """``shot`` with every window a deny rule matches painted over, focused or not (P4)."""
@@ -507,6 +532,7 @@ class Recorder(RecorderSink, RecorderPauses):
             counters=self.counters,
             pause=self._volunteer_pause,
             filtered=self._denied_now,
+            task=self._task_info(),
         )
 
     def _publish(self) -> None:

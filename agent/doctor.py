@@ -2,7 +2,8 @@
 
 :func:`run_checks` looks at the display server, the X RECORD extension, the
 tray host, the capture backend, the data directory, Python and the packages
-optin needs, and two optional tools (``age``, an OCR engine).  It never
+optin needs, two optional tools (``age``, an OCR engine) and, on Linux, whether the
+accessibility bus (AT-SPI) can tell the UI element under an action.  It never
 hangs: every subprocess and every X connection has a timeout, the slow checks
 run side by side, and the whole run takes well under 3 s.
 
@@ -223,6 +224,30 @@ def check_x11(timeout: float = CHECK_TIMEOUT) -> list[Check]:
     return checks
 
 
+def check_accessibility() -> Check:
+    """Can optin see the UI element under an action (AT-SPI on Linux)?  A warning, never a failure:
+    recording works without it, with no elements and no password fields seen on Linux."""
+    name = "accessibility"
+    if not sys.platform.startswith("linux"):
+        return Check(name, None, f"not applicable on {sys.platform}")
+    try:
+        from agent.backends.xorg import a11y_bus
+    except ImportError as exc:
+        return Check(
+            name, None, f"cannot look at the accessibility bus ({exc})", "pip install 'python-xlib>=0.33'"
+        )
+    without = "the UI element under each action and password fields are not seen"
+    if not a11y_bus.typelib_present():
+        return Check(
+            name, None, f"the AT-SPI typelib (Atspi 2.0) is missing: {without}", a11y_bus.INSTALL_FIX
+        )
+    reachable, detail = a11y_bus.bus_status()
+    if not reachable:
+        fix = f"{a11y_bus.INSTALL_FIX}; run optin inside your desktop session (DBUS_SESSION_BUS_ADDRESS)"
+        return Check(name, None, f"{detail}: {without}", fix)
+    return Check(name, True, f"AT-SPI typelib present; {detail}")
+
+
 def check_desktop() -> list[Check]:
     """``display``, ``tray`` and (macOS) ``permissions`` on Windows and macOS, as their backend
     sees them (Linux has :func:`check_x11`)."""
@@ -364,6 +389,7 @@ def run_checks() -> list[Check]:
         "age": check_age,
         "ocr": check_ocr,
         "keyring": check_keyring,
+        "accessibility": check_accessibility,
     }
     with ThreadPoolExecutor(max_workers=len(slow), thread_name_prefix="optin-doctor") as pool:
         futures = {name: pool.submit(fn) for name, fn in slow.items()}
@@ -372,7 +398,8 @@ def run_checks() -> list[Check]:
         age: Check = futures["age"].result()
         ocr: Check = futures["ocr"].result()
         keyring: Check = futures["keyring"].result()
-    return [*x11, fast[2], fast[0], fast[1], check_data_dir(), keyring, age, ocr]
+        accessibility: Check = futures["accessibility"].result()
+    return [*x11, fast[2], fast[0], fast[1], check_data_dir(), keyring, age, ocr, accessibility]
 
 
 def check_keyring() -> Check:
@@ -415,6 +442,7 @@ def render_text(checks: Sequence[Check]) -> str:
 
 __all__ = [
     "Check",
+    "check_accessibility",
     "check_age",
     "check_backend",
     "check_data_dir",

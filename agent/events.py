@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from agent.errors import StoreFormatError
+from agent.untrusted_text import hidden_characters
 
 #: Version of the event schema; bump on any incompatible change.
 SCHEMA_VERSION = 1
@@ -203,6 +204,83 @@ class Marker:
             raise ValueError(msg)
 
 
+#: Where a task's instruction comes from: a ``[[task]]`` of the study file, or the volunteer.
+TASK_SOURCES = ("study", "volunteer")
+#: How a task ends (docs/format.md, Tasks).
+TASK_OUTCOMES = ("done", "failed", "abandoned", "interrupted", "timed out")
+#: Longest instruction a volunteer may write (characters).
+MAX_INSTRUCTION = 1000
+#: Longest task id (characters): a study's ``[[task]]`` id, or ``free-`` and 8 hex digits.
+MAX_TASK_ID = 64
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStart:
+    """The volunteer started a task (docs/format.md, Tasks).
+
+    :ivar instruction: what the volunteer set out to do.  With ``source`` ``volunteer`` it is
+        captured text (they wrote it): redacted at export like typed text, never logged, never
+        in ``status.json``.
+    :ivar source: ``study`` (a ``[[task]]`` of the study file) or ``volunteer``.
+    :ivar time_limit_s: the task ends ``timed out`` after this many seconds; None: no limit.
+    """
+
+    KIND: ClassVar[str] = "task_start"
+    t_ns: int
+    task_id: str
+    instruction: str
+    source: str
+    time_limit_s: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task_id, str) or not isinstance(self.instruction, str):
+            msg = "a task's id and instruction are strings"
+            raise ValueError(msg)  # decoding turns a ValueError into a malformed record
+        if self.source not in TASK_SOURCES:
+            msg = f"unknown task source; expected one of {list(TASK_SOURCES)}"
+            raise ValueError(msg)
+        limit = self.time_limit_s
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+            msg = "a task's time limit is a positive number of seconds"
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEnd:
+    """The task ``task_id`` ended with ``outcome`` (one of :data:`TASK_OUTCOMES`)."""
+
+    KIND: ClassVar[str] = "task_end"
+    t_ns: int
+    task_id: str
+    outcome: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task_id, str):
+            msg = "a task's id is a string"
+            raise ValueError(msg)
+        if self.outcome not in TASK_OUTCOMES:
+            msg = f"unknown task outcome; expected one of {list(TASK_OUTCOMES)}"
+            raise ValueError(msg)
+
+
+def instruction_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a task instruction the volunteer wrote, or None when it can.
+
+    The answer names lengths and code points, never the text (it is captured text).
+    """
+    if not text.strip():
+        return "the instruction is empty; write what you are about to do"
+    if len(text) > MAX_INSTRUCTION:
+        return f"the instruction has {len(text)} characters; at most {MAX_INSTRUCTION} are kept"
+    hidden = hidden_characters(text)
+    if hidden:
+        return (
+            f"the instruction holds control, bidi or zero-width characters ({', '.join(hidden[:5])}); "
+            "write it on one line without them"
+        )
+    return None
+
+
 Event = (
     PointerMove
     | ButtonPress
@@ -214,6 +292,8 @@ Event = (
     | Frame
     | WindowFocus
     | Marker
+    | TaskStart
+    | TaskEnd
 )
 
 
@@ -250,6 +330,8 @@ EVENT_TYPES: dict[str, type[Any]] = {
         Frame,
         WindowFocus,
         Marker,
+        TaskStart,
+        TaskEnd,
     )
 }
 
@@ -345,7 +427,11 @@ def kind_counts(events: Any) -> dict[str, int]:
 __all__ = [
     "EVENT_TYPES",
     "MARKERS",
+    "MAX_INSTRUCTION",
+    "MAX_TASK_ID",
     "SCHEMA_VERSION",
+    "TASK_OUTCOMES",
+    "TASK_SOURCES",
     "ButtonPress",
     "ButtonRelease",
     "ClockAnchor",
@@ -359,10 +445,13 @@ __all__ = [
     "PointerMove",
     "Redacted",
     "Scroll",
+    "TaskEnd",
+    "TaskStart",
     "WindowFocus",
     "decode",
     "encode",
     "from_dict",
+    "instruction_problem",
     "kind_counts",
     "now_ns",
     "to_dict",

@@ -1,4 +1,4 @@
-"""The control socket: how ``optin status|pause|resume|delete-last|exclude`` reach the running agent.
+"""The control socket: how ``optin status|pause|resume|delete-last|exclude|task`` reach the running agent.
 
 This module is the agent's side (:class:`ControlServer`) and the public entry: the
 protocol's names (:mod:`agent.ipc_protocol`: what a request and a reply are, how a
@@ -22,8 +22,9 @@ a selector (no thread per waiting client): a client has :data:`READ_TIMEOUT_S`
 *in total* to send its line, at most :data:`MAX_PENDING` may be waiting at once
 (one more is answered "busy" at once), and a waiting client costs no handler.
 A complete request runs on its own thread, at most :data:`MAX_CONTROL` at once
-for ``status``, ``pause`` and ``resume`` and :data:`MAX_SLOW` for ``delete_last``
-and ``exclude``, so slow deletions never make a pause wait; a reply gets
+for ``status``, ``pause``, ``resume``, ``task_done``, ``task_fail`` and ``task_status``
+and :data:`MAX_SLOW` for ``delete_last``, ``exclude``, ``task_start`` and ``task_abandon``
+(they seal sessions), so slow deletions never make a pause wait; a reply gets
 :data:`SEND_TIMEOUT_S` in total.  Every request is checked first
 (:func:`agent.ipc_protocol.parse_request`: bounded numbers, bounded nesting), and
 every refusal is a reply.
@@ -107,12 +108,14 @@ READ_TIMEOUT_S = 2.0
 SEND_TIMEOUT_S = 2.0
 #: Connections waiting for their request at once; one more is answered "busy" at once.
 MAX_PENDING = 64
-#: ``status``, ``pause`` and ``resume`` requests running at once (each returns quickly).
+#: ``status``, ``pause``, ``resume``, ``task_done``, ``task_fail`` and ``task_status`` requests running
+#: at once (each returns quickly).
 MAX_CONTROL = 8
-#: ``delete_last`` and ``exclude`` requests running at once (they seal, shred, write files).
+#: ``delete_last``, ``exclude``, ``task_start`` and ``task_abandon`` requests running at once (they
+#: seal, shred, write files).
 MAX_SLOW = 2
 
-_SLOW_OPS = frozenset({"delete_last", "exclude"})
+_SLOW_OPS = frozenset({"delete_last", "exclude", "task_start", "task_abandon"})
 _UMASK_LOCK = threading.Lock()
 
 
@@ -438,7 +441,19 @@ class ControlServer:
             return {"deleted": c.delete_last(args["seconds"])}
         if op == "exclude":
             return {"rule": c.exclude(app_class=args.get("app_class"), title=args.get("title"))}
+        if op.startswith("task_"):
+            return self._task_call(op, args)
         return {"status": c.status()}
+
+    def _task_call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        c = self.controller
+        if op == "task_start":
+            return {"task": c.start_task(args.get("id"), args.get("instruction"))}
+        if op == "task_abandon":
+            return {"ended": c.abandon_task()}
+        if op == "task_status":
+            return {"tasks": c.task_status()}
+        return {"ended": c.finish_task("done" if op == "task_done" else "failed")}
 
     def _reply(self, conn: socket.socket, reply: dict[str, Any]) -> None:
         """Send ``reply`` within :data:`SEND_TIMEOUT_S` in total (``sendall``'s timeout is a total)."""

@@ -19,6 +19,13 @@ and closes::
     ← {"v": 1, "ok": true, "deleted": {...}}           (ids, counts, sizes, times)
     → {"v": 1, "op": "exclude", "app_class": "KeePassXC"} (or "title": PATTERN; neither: the focused app)
     ← {"v": 1, "ok": true, "rule": {...}}
+    → {"v": 1, "op": "task_start", "id": "find-flight"}   (or "instruction": TEXT, one of the two)
+    ← {"v": 1, "ok": true, "task": {"id": ..., "source": ..., "started_at": ..., ...}}
+    → {"v": 1, "op": "task_done"}                        (task_fail, task_abandon alike)
+    ← {"v": 1, "ok": true, "ended": {"id": ..., "outcome": "done", "seconds": 42.1}}
+                                                         (task_abandon: also "deleted": {...})
+    → {"v": 1, "op": "task_status"}
+    ← {"v": 1, "ok": true, "tasks": {"mode": ..., "tasks": [...], "running": ..., "last": ...}}
     ← {"v": 1, "ok": false, "error": "what failed and the fix", "exit": 2}
 
 ``exit`` is the exit code the command line should end with.  Errors the agent
@@ -28,7 +35,11 @@ an opaque ``internal error``.
 
 Numbers are checked (finite, positive, a pause at most
 :data:`agent.pausing.MAX_PAUSE_S`, a deletion at most
-:data:`agent.pausing.MAX_DELETE_S`) and JSON nested deeper than
+:data:`agent.pausing.MAX_DELETE_S`), a task id is at most
+:data:`agent.events.MAX_TASK_ID` characters, an instruction at most
+:data:`agent.events.MAX_INSTRUCTION`, on one line, without control, bidi or
+zero-width characters (:func:`agent.events.instruction_problem`; a refusal names
+code points and lengths, never the text), and JSON nested deeper than
 :data:`MAX_DEPTH` is refused before it is parsed (:func:`parse_request`).
 """
 
@@ -44,6 +55,7 @@ from typing import Any, Protocol
 
 from agent.backends import platform_calls
 from agent.errors import EnvironmentProblem, OptinError, UsageError
+from agent.events import MAX_TASK_ID, instruction_problem
 from agent.paths import Dirs
 from agent.pausing import MAX_DELETE_S, MAX_PAUSE_S, check_seconds
 
@@ -59,7 +71,19 @@ MAX_REPLY = 1024 * 1024
 MAX_DEPTH = 8
 #: How long the command line waits for an answer, by op (seconds): pausing joins capture threads,
 #: resuming starts them, deleting seals, shreds and reopens sessions.
-REPLY_TIMEOUT_S = {"status": 5.0, "pause": 15.0, "resume": 15.0, "delete_last": 120.0, "exclude": 15.0}
+REPLY_TIMEOUT_S = {
+    "status": 5.0,
+    "pause": 15.0,
+    "resume": 15.0,
+    "delete_last": 120.0,
+    "exclude": 15.0,
+    # starting a task seals the session and opens one; giving it up also shreds it
+    "task_start": 30.0,
+    "task_done": 15.0,
+    "task_fail": 15.0,
+    "task_abandon": 120.0,
+    "task_status": 5.0,
+}
 #: Longest app class or title pattern accepted (characters).
 MAX_PATTERN = 1024
 #: The message when no agent answers.
@@ -74,6 +98,11 @@ _ARGS = {
     "resume": frozenset(),
     "delete_last": frozenset({"seconds"}),
     "exclude": frozenset({"app_class", "title"}),
+    "task_start": frozenset({"id", "instruction"}),
+    "task_done": frozenset(),
+    "task_fail": frozenset(),
+    "task_abandon": frozenset(),
+    "task_status": frozenset(),
 }
 
 
@@ -98,6 +127,22 @@ class Controller(Protocol):
 
     def exclude(self, *, app_class: str | None = None, title: str | None = None) -> dict[str, Any]:
         """Add a deny rule and return it; both None: the focused app."""
+        ...
+
+    def start_task(self, task_id: str | None = None, instruction: str | None = None) -> dict[str, Any]:
+        """Start the study's task ``task_id`` or the volunteer's ``instruction``; return it (no text)."""
+        ...
+
+    def finish_task(self, outcome: str) -> dict[str, Any]:
+        """End the running task as ``done`` or ``failed``; return how it ended."""
+        ...
+
+    def abandon_task(self) -> dict[str, Any]:
+        """Give the running task up (its session is deleted); return how it ended and what was deleted."""
+        ...
+
+    def task_status(self) -> dict[str, Any]:
+        """The study's tasks, the running one and the last one's end (no volunteer's instruction)."""
         ...
 
 
@@ -217,6 +262,14 @@ def _checked_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
         if len(args) > 1:
             msg = "exclude takes an app class or a title pattern, not both"
             raise UsageError(msg)
+    if op == "task_start":
+        if len(args) != 1:
+            msg = "task_start takes a study task's id or an instruction (one of the two)"
+            raise UsageError(msg)
+        if "id" in args:
+            args["id"] = _task_id(args["id"])
+        else:
+            args["instruction"] = _instruction(args["instruction"])
     return args
 
 
@@ -257,6 +310,26 @@ def _pattern(key: str, value: Any) -> str:
     if len(value) > MAX_PATTERN:
         msg = f"{key} is longer than {MAX_PATTERN} characters"
         raise UsageError(msg)
+    return value
+
+
+def _task_id(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        msg = "id must be a non-empty string"
+        raise UsageError(msg)
+    if len(value) > MAX_TASK_ID or not value.isprintable() or not value.isascii():
+        msg = f"id must be a study task's id: at most {MAX_TASK_ID} printable ASCII characters"
+        raise UsageError(msg)
+    return value
+
+
+def _instruction(value: Any) -> str:
+    if not isinstance(value, str):
+        msg = "instruction must be a string"
+        raise UsageError(msg)
+    problem = instruction_problem(value)
+    if problem is not None:
+        raise UsageError(problem)
     return value
 
 

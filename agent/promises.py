@@ -4,12 +4,12 @@ The consent dialog, ``optin consent show``, the README and the volunteer guide s
 records, what an export holds, where recordings are kept and what is never recorded.  Most of
 that depends on the study: its scopes, ``[redaction]`` (``ocr``, ``typed_text``,
 ``window_titles``), ``[retention]`` (``days``, ``max_gib``, ``after_export``), ``[capture]``
-(idle pause, pause hotkey) and ``[[deny]]`` rules.  So every such sentence is written here, by
-the pure function :func:`promises`, from the study itself, never by hand for one policy and then
-shown for another.  Each sentence has a stable key (``export.typed_text.drop``...);
-tests/unit/test_consent_promises.py names, for every key, the tests that hold the behaviour the
-sentence states, and checks that the docs show exactly what this module writes for a study with
-optin's defaults.
+(idle pause, pause hotkey), ``[[deny]]`` rules and ``[tasks]`` (the mode and how many
+``[[task]]`` entries).  So every such sentence is written here, by the pure function
+:func:`promises`, from the study itself, never by hand for one policy and then shown for another.
+Each sentence has a stable key (``export.typed_text.drop``...); tests/unit/test_consent_promises.py
+names, for every key, the tests that hold the behaviour the sentence states, and checks that the
+docs show exactly what this module writes for a study with optin's defaults.
 
 A consent receipt binds every field these sentences are written from
 (:meth:`agent.study.Study.terms`): a study file that changes one of them needs a new agreement.
@@ -87,7 +87,22 @@ def _recorded(study: Study) -> list[Promise | None]:
             "if the icon cannot be shown.",
         ),
         Promise("recorded.pausing", "recorded", _pausing(study)),
+        _tasks(study),
     ]
+
+
+def _tasks(study: Study) -> Promise | None:
+    """What the study asks the volunteer to do (``[tasks] mode``, ``[[task]]``); None without tasks."""
+    count = len(study.tasks)
+    listed = f"from its list ({'1 task' if count == 1 else f'{count} tasks'})"
+    own = "that you describe in your own words"
+    texts = {
+        "list": f"This study asks you to do tasks {listed}.",
+        "free": f"This study asks you to do tasks {own}.",
+        "both": f"This study asks you to do tasks {listed}, or tasks {own}.",
+    }
+    text = texts.get(study.tasks_mode)
+    return Promise(f"recorded.tasks.{study.tasks_mode}", "recorded", text) if text else None
 
 
 def _export(study: Study) -> list[Promise | None]:

@@ -62,10 +62,13 @@ def snapshot(
     counters: Counters,
     pause: VolunteerPause | None,
     filtered: bool,
+    task: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The recorder's state as plain data (no captured content), as ``optin status`` shows it.
 
     :param pause: the volunteer's pause, if any; ``filtered``: a denied window has the focus.
+    :param task: the running task (:meth:`agent.recorder_tasks.RunningTask.info`: its id, source
+        and times, never its instruction), or None.
     """
     by_kind = dict(counters.by_kind)  # a copy: the writer thread adds kinds
     return {
@@ -84,6 +87,7 @@ def snapshot(
         "filtered": filtered,
         "coalesced_moves": counters.coalesced,
         "own_ui_left_out": counters.own_ui,
+        "task": task,
     }
 
 

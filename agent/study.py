@@ -30,6 +30,15 @@ A study file is TOML written by the study operator (docs/study.md has every key)
     typed_text = "redact"             # or "drop"
     window_titles = "redact"          # or "drop"
 
+    [tasks]                           # optional: "off", "list", "free" or "both"
+    mode = "list"                     # default: "list" with [[task]] entries, else "off"
+
+    [[task]]                          # optional, at most 500: what the volunteer is asked to do
+    id = "book-flight"                # unique; lower-case letters, digits, ".", "_", "-"
+    instruction = "Book the cheapest flight from Paris to Rome next Friday."
+    url = "https://example.org/flights"   # optional hint (http/https); or app = "Firefox"
+    time_limit_minutes = 15           # optional, 1..1440
+
 The consent text's SHA-256 (over its UTF-8 bytes) is what a volunteer agrees
 to: a changed text is a new consent.  ``optin run --study FILE`` installs a
 study; the installed copy lives in the config directory.
@@ -63,13 +72,21 @@ from agent.study_model import (
     DEFAULT_RETENTION_DAYS,
     DEFAULT_RETENTION_MAX_GIB,
     IDLE_PAUSE_MINUTES_RANGE,
+    MAX_TASK_APP,
+    MAX_TASK_INSTRUCTION,
+    MAX_TASK_URL,
+    MAX_TASKS,
     REDACTION_CHOICES,
     RETENTION_DAYS_RANGE,
     RETENTION_MAX_GIB_RANGE,
     SCOPES,
+    TASK_ID_PATTERN,
+    TASK_MODES,
+    TASK_TIME_LIMIT_MINUTES_RANGE,
     TERMS_IN_WORDS,
     TERMS_VERSION,
     Study,
+    StudyTask,
     changed_terms,
     terms_digest,
 )
@@ -188,13 +205,21 @@ __all__ = [
     "MAX_DENY_LABEL",
     "MAX_RECIPIENTS",
     "MAX_STUDY_BYTES",
+    "MAX_TASKS",
+    "MAX_TASK_APP",
+    "MAX_TASK_INSTRUCTION",
+    "MAX_TASK_URL",
     "REDACTION_CHOICES",
     "RETENTION_DAYS_RANGE",
     "RETENTION_MAX_GIB_RANGE",
     "SCOPES",
+    "TASK_ID_PATTERN",
+    "TASK_MODES",
+    "TASK_TIME_LIMIT_MINUTES_RANGE",
     "TERMS_IN_WORDS",
     "TERMS_VERSION",
     "Study",
+    "StudyTask",
     "changed_terms",
     "demo_study_toml",
     "install_study",

@@ -28,11 +28,19 @@ from agent.study_model import (
     DEFAULT_RETENTION_DAYS,
     DEFAULT_RETENTION_MAX_GIB,
     IDLE_PAUSE_MINUTES_RANGE,
+    MAX_TASK_APP,
+    MAX_TASK_INSTRUCTION,
+    MAX_TASK_URL,
+    MAX_TASKS,
     REDACTION_CHOICES,
     RETENTION_DAYS_RANGE,
     RETENTION_MAX_GIB_RANGE,
     SCOPES,
+    TASK_ID_PATTERN,
+    TASK_MODES,
+    TASK_TIME_LIMIT_MINUTES_RANGE,
     Study,
+    StudyTask,
 )
 from agent.toml_lines import BARE_KEY, KeyPath, TomlLines
 from agent.untrusted_text import hidden_characters
@@ -50,7 +58,15 @@ _DENY_KEYS = ("label", "app_class", "title")
 _RETENTION_KEYS = ("days", "max_gib", "after_export")
 _CAPTURE_KEYS = ("idle_pause_minutes", "pause_hotkey")
 _REDACTION_KEYS = tuple(REDACTION_CHOICES)
-_TOP_LEVEL = ("study", "deny", "retention", "capture", "redaction")
+_TASK_KEYS = ("id", "instruction", "app", "url", "time_limit_minutes")
+_TASKS_KEYS = ("mode",)
+_TOP_LEVEL = ("study", "deny", "retention", "capture", "redaction", "task", "tasks")
+_TASK_ID = re.compile(TASK_ID_PATTERN)
+#: A task url's scheme (``https:``), then ``//`` and its authority (up to ``/``, ``?`` or ``#``), and the
+#: authority's host (a name or an ``[IPv6]`` literal) and optional port.
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+_URL_AUTHORITY = re.compile(r"//([^/?#]*)")
+_URL_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]+)(?::(\d{1,5}))?")
 
 #: Longest deny-rule label (as agent.deny_rules accepts: labels are stored in sessions).
 MAX_DENY_LABEL = MAX_LABEL
@@ -193,7 +209,7 @@ class _Validator:
                 self.error(
                     (key,),
                     f"unknown table or key {_key_name((key,))}; a study file has [study], [[deny]], "
-                    f"[retention], [capture] and [redaction]{_suggest(key, _TOP_LEVEL)}",
+                    f"[retention], [capture], [redaction], [[task]] and [tasks]{_suggest(key, _TOP_LEVEL)}",
                 )
         fields = self._study_table(doc.get("study"))
         deny = self._deny(doc.get("deny"))
@@ -209,6 +225,8 @@ class _Validator:
         hotkey = self._hotkey(capture)
         redaction = self._table(doc.get("redaction"), "redaction", _REDACTION_KEYS)
         choices = {key: self._choice(redaction, ("redaction", key)) for key in _REDACTION_KEYS}
+        tasks, entries = self._tasks(doc.get("task"))
+        mode = self._tasks_mode(doc.get("tasks"), entries)
         self._raise_if_errors()
         return Study(
             id=fields["id"],
@@ -227,6 +245,8 @@ class _Validator:
             redaction_ocr=choices["ocr"],
             redaction_typed_text=choices["typed_text"],
             redaction_window_titles=choices["window_titles"],
+            tasks=tasks,
+            tasks_mode=mode,
         )
 
     def _table(self, value: object, name: str, known: tuple[str, ...]) -> dict[str, Any]:
@@ -284,7 +304,8 @@ class _Validator:
         """Refuse invisible and text-reordering characters in the texts a volunteer reads.
 
         The study's id, name, contact, consent version and consent text and each deny rule's label
-        are shown in the consent dialog and by ``optin consent show``: a bidi override could show
+        are shown in the consent dialog and by ``optin consent show`` (a task's instruction, app and
+        url are checked the same way by :meth:`_task_text`): a bidi override could show
         them in another order than they are hashed, a zero-width character could hide a difference,
         a control character could act on the terminal.  Each one is refused with its code point and
         the line it is on.
@@ -472,6 +493,181 @@ class _Validator:
             self.error(path, f"{name}: {exc}")
             return None
 
+    # -- tasks
+
+    def _tasks(self, value: object) -> tuple[tuple[StudyTask, ...], int | None]:
+        """The ``[[task]]`` entries and how many the file has (None: ``task`` is not an array of tables)."""
+        if value is None:
+            return (), 0
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            self.error(
+                ("task",),
+                "task must be an array of tables: write [[task]] (two brackets) above each task, then its "
+                "id and instruction",
+            )
+            return (), None
+        if len(value) > MAX_TASKS:
+            self.error(
+                ("task",),
+                f"the file has {len(value)} [[task]] entries; a study lists at most {MAX_TASKS} (each is "
+                "shown to the volunteer and bound into their consent). Fix: list fewer tasks, or split "
+                "them across studies",
+            )
+            return (), len(value)
+        tasks = [self._task(entry, ("task", i)) for i, entry in enumerate(value)]
+        first_of: dict[str, int] = {}
+        for i, entry in enumerate(value):
+            task_id = entry.get("id")
+            if not isinstance(task_id, str) or not _TASK_ID.fullmatch(task_id):
+                continue  # reported by _task
+            if task_id in first_of:
+                self.error(
+                    ("task", i, "id"),
+                    f"task[{i + 1}].id {_show(task_id)} is also the id of task[{first_of[task_id] + 1}]; "
+                    "an id names its task in every export. Fix: give each task its own id",
+                )
+            else:
+                first_of[task_id] = i
+        return tuple(t for t in tasks if t is not None), len(value)
+
+    def _task(self, entry: dict[str, Any], path: KeyPath) -> StudyTask | None:
+        name = _key_name(path)
+        self._unknown_keys(entry, path, _TASK_KEYS, "[[task]]")
+        ok = True
+        for key, fix in (("id", '"book-flight-2"'), ("instruction", '"what the volunteer is asked to do"')):
+            if key not in entry:
+                self.error(path, f"{name} (a [[task]] entry) is missing {key}. Fix: add {key} = {fix}")
+                ok = False
+        task_id = self._task_id(entry, path) if "id" in entry else None
+        texts: dict[str, str | None] = {}
+        for key, limit in (
+            ("instruction", MAX_TASK_INSTRUCTION),
+            ("app", MAX_TASK_APP),
+            ("url", MAX_TASK_URL),
+        ):
+            if key in entry:
+                texts[key] = self._task_text(entry[key], (*path, key), limit)
+                ok = ok and texts[key] is not None
+        url = texts.get("url")
+        if url is not None:
+            problem = _url_problem(url)
+            if problem is not None:
+                self.error((*path, "url"), f"{name}.url {problem}")
+                ok = False
+        minutes_ok, minutes = self._time_limit(entry, path)
+        if not (ok and minutes_ok) or task_id is None:
+            return None
+        return StudyTask(
+            id=task_id,
+            instruction=str(texts["instruction"]),
+            app=texts.get("app") or "",
+            url=url or "",
+            time_limit_minutes=minutes,
+        )
+
+    def _task_id(self, entry: Mapping[str, object], path: KeyPath) -> str | None:
+        value = entry["id"]
+        ipath = (*path, "id")
+        rule = "1 to 64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
+        fix = 'Fix: an id such as "book-flight-2"'
+        if not isinstance(value, str):
+            self.error(ipath, f"{_key_name(ipath)} must be a string of {rule}, not {_kind(value)}. {fix}")
+            return None
+        if not _TASK_ID.fullmatch(value):
+            got = "empty" if not value else _show(value)
+            self.error(ipath, f"{_key_name(ipath)} is {got}; a task id is {rule}. {fix}")
+            return None
+        return value
+
+    def _task_text(self, value: object, path: KeyPath, limit: int) -> str | None:
+        """A task's instruction, app or url: a non-empty string of at most ``limit`` characters with no
+        hidden characters (the instruction may hold line breaks and tabs).  Never quoted in messages."""
+        key = str(path[-1])
+        name = _key_name(path)
+        if not isinstance(value, str) or not value.strip():
+            got = "an empty one" if isinstance(value, str) else _kind(value)
+            omit = "" if key == "instruction" else f"; leave {key} out if the task does not need it"
+            self.error(path, f"{name} must be a non-empty string, not {got}{omit}")
+            return None
+        if len(value) > limit:
+            self.error(
+                path,
+                f"{name} has {len(value):,} characters; at most {limit:,}. Fix: a shorter {key} (the "
+                "volunteer reads it)",
+            )
+            return None
+        before = len(self._errors)
+        self._hidden_in(value, path, text=key == "instruction")
+        return value if len(self._errors) == before else None
+
+    def _time_limit(self, entry: Mapping[str, object], path: KeyPath) -> tuple[bool, int | None]:
+        """(whether it is right, ``time_limit_minutes`` or None when absent); a wrong one is reported."""
+        if "time_limit_minutes" not in entry:
+            return True, None
+        value = entry["time_limit_minutes"]
+        tpath = (*path, "time_limit_minutes")
+        low, high = TASK_TIME_LIMIT_MINUTES_RANGE
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(
+                tpath,
+                f"{_key_name(tpath)} must be a whole number of minutes from {low} to {high}, not "
+                f"{_kind(value)}; leave it out for no limit",
+            )
+            return False, None
+        if not low <= value <= high:
+            self.error(
+                tpath,
+                f"{_key_name(tpath)} is {value}; it must be from {low} to {high} minutes (24 hours); "
+                "leave it out for no limit",
+            )
+            return False, None
+        return True, value
+
+    def _tasks_mode(self, value: object, entries: int | None) -> str:
+        """``[tasks] mode``: its default follows the ``[[task]]`` entries, and it must agree with them."""
+        listed = ", ".join(f'"{m}"' for m in TASK_MODES)
+        default = "list" if entries else "off"
+        if value is None:
+            return default
+        if not isinstance(value, dict):
+            plural = " (each task is a [[task]] entry, singular)" if isinstance(value, list) else ""
+            self.error(
+                ("tasks",),
+                f"tasks must be a table: write [tasks] on a line of its own, then mode = one of {listed}"
+                + plural,
+            )
+            return default
+        self._unknown_keys(value, ("tasks",), _TASKS_KEYS, "[tasks]")
+        if "mode" not in value:
+            return default
+        path: KeyPath = ("tasks", "mode")
+        mode = value["mode"]
+        if mode not in TASK_MODES:
+            shown = _show(mode) if isinstance(mode, str) else _kind(mode)
+            hint = _suggest(mode, TASK_MODES) if isinstance(mode, str) else ""
+            self.error(path, f"tasks.mode is {shown}; it must be one of {listed}{hint}")
+            return default
+        if entries is None:  # task is not an array of tables: reported above
+            return str(mode)
+        if mode in ("list", "both") and entries == 0:
+            self.error(
+                path,
+                f'tasks.mode is "{mode}" but the file has no [[task]] entries: there is no list to pick '
+                'from. Fix: add [[task]] entries (each with id and instruction), or mode = "free" for '
+                "instructions the volunteer writes",
+            )
+        elif mode in ("off", "free") and entries > 0:
+            entries_word = "entry" if entries == 1 else "entries"
+            offer = "both" if mode == "free" else "list"
+            self.error(
+                path,
+                f'tasks.mode is "{mode}" but the file has {entries} [[task]] {entries_word}, which would '
+                f'never be offered. Fix: mode = "{offer}" to offer them, or delete them',
+            )
+        return str(mode)
+
+    # -- numbers and choices
+
     def _int(self, table: Mapping[str, object], path: KeyPath, default: int, bounds: tuple[int, int]) -> int:
         key = str(path[-1])
         if key not in table:
@@ -530,6 +726,34 @@ class _Validator:
             self.error(path, f"capture.pause_hotkey {_show(value)} {problem}")
             return DEFAULT_PAUSE_HOTKEY
         return value
+
+
+def _url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as a task's web address, or None.  The address itself is never quoted:
+    it might hold a password.  (Parsed here with regular expressions: optin imports no network
+    library, urllib included; tests/unit/test_no_network.py.)"""
+    fix = 'Fix: a full address such as "https://example.org/page"'
+    if any(c.isspace() for c in url):
+        return f"has a space or line break in it. {fix} (a space inside one is written %20)"
+    scheme = _URL_SCHEME.match(url)
+    if scheme is None or scheme.group(1).lower() not in ("http", "https"):
+        got = (
+            f"an address of scheme {_show(scheme.group(1), 20)}" if scheme else "an address without a scheme"
+        )
+        return f"must be an http:// or https:// address, not {got}. {fix}"
+    rest = url[scheme.end() :]
+    authority = _URL_AUTHORITY.match(rest)
+    if authority is None or not authority.group(1):
+        return f"has no host name after {scheme.group(1)}://. {fix}"
+    if "@" in authority.group(1):
+        return (
+            "holds a user name or password (user:password@host), which every volunteer would read. "
+            "Fix: leave them out of the address"
+        )
+    host = _URL_HOST.fullmatch(authority.group(1))
+    if host is None or (host.group(1) is not None and int(host.group(1)) > 65535):
+        return f"is not a web address that can be read (its host name or port). {fix}"
+    return None
 
 
 def _recipient_problem(recipient: str) -> str | None:

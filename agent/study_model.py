@@ -31,10 +31,25 @@ REDACTION_CHOICES: dict[str, tuple[str, ...]] = {
     "window_titles": ("redact", "drop"),
 }
 
+#: ``[tasks] mode``: no tasks, the study's ``[[task]]`` list, instructions the volunteer writes
+#: (free), or both.  Without a ``[tasks]`` table: ``list`` when the file has ``[[task]]`` entries,
+#: else ``off``.
+TASK_MODES = ("off", "list", "free", "both")
+
 #: Allowed ranges (inclusive).
 RETENTION_DAYS_RANGE = (1, 365)
 RETENTION_MAX_GIB_RANGE = (0.1, 1024.0)
 IDLE_PAUSE_MINUTES_RANGE = (0, 240)
+TASK_TIME_LIMIT_MINUTES_RANGE = (1, 1440)
+
+#: A ``[[task]]`` id: a lower-case letter or digit, then up to 63 of them or ``.``, ``_``, ``-``.
+TASK_ID_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
+#: Most ``[[task]]`` entries a study may list (each is shown to the volunteer and bound by consent).
+MAX_TASKS = 500
+#: Longest task instruction, ``app`` hint and ``url`` hint, in characters.
+MAX_TASK_INSTRUCTION = 2000
+MAX_TASK_APP = 200
+MAX_TASK_URL = 2048
 
 #: The canonical form of :meth:`Study.terms` (a new form asks every volunteer again).
 TERMS_VERSION = "optin-consent-terms/1"
@@ -51,7 +66,34 @@ TERMS_IN_WORDS: dict[str, str] = {
     "retention": "how long recordings are kept",
     "capture": "pausing",
     "redaction": "what exports hold",
+    "tasks": "the tasks it asks for",
 }
+
+
+@dataclass(frozen=True)
+class StudyTask:
+    """One ``[[task]]`` of a study file: what the volunteer is asked to do."""
+
+    #: Short identifier, unique in the study (:data:`TASK_ID_PATTERN`); it names the task in bundles.
+    id: str
+    #: The instruction in words, as the volunteer reads it.
+    instruction: str
+    #: Optional hint of where to do it: an application (``app``) or an http(s) address (``url``); "" for none.
+    app: str = ""
+    url: str = ""
+    #: Optional time limit in whole minutes (:data:`TASK_TIME_LIMIT_MINUTES_RANGE`); None: no limit.
+    time_limit_minutes: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data, as the consent terms and bundles hold it (empty hints left out)."""
+        out: dict[str, Any] = {"id": self.id, "instruction": self.instruction}
+        if self.app:
+            out["app"] = self.app
+        if self.url:
+            out["url"] = self.url
+        if self.time_limit_minutes is not None:
+            out["time_limit_minutes"] = self.time_limit_minutes
+        return out
 
 
 @dataclass(frozen=True)
@@ -83,6 +125,10 @@ class Study:
     redaction_typed_text: str = REDACTION_CHOICES["typed_text"][0]
     #: ``[redaction] window_titles``: redact detected spans, or drop every title.
     redaction_window_titles: str = REDACTION_CHOICES["window_titles"][0]
+    #: ``[[task]]`` entries, in file order.
+    tasks: tuple[StudyTask, ...] = ()
+    #: ``[tasks] mode`` (:data:`TASK_MODES`).
+    tasks_mode: str = "off"
 
     @property
     def text_sha256(self) -> str:
@@ -93,10 +139,12 @@ class Study:
         """Everything the consent dialog and ``optin consent show`` state about this study, as plain data.
 
         A consent receipt binds their SHA-256 (:attr:`terms_sha256`): a study file that changes any
-        of them (the recipients, a deny rule, the retention, a redaction or capture choice) needs a
-        new agreement.  The consent text is in it by its SHA-256.
+        of them (the recipients, a deny rule, the retention, a redaction or capture choice, a task) needs a
+        new agreement.  The consent text is in it by its SHA-256.  Tasks are in it only when the
+        study has them (mode other than ``off``), so a study without tasks keeps the terms, and the
+        receipts, it had before tasks existed.
         """
-        return {
+        terms = {
             "terms": TERMS_VERSION,
             "id": self.id,
             "name": self.name,
@@ -118,6 +166,9 @@ class Study:
                 "window_titles": self.redaction_window_titles,
             },
         }
+        if self.tasks_mode != "off":
+            terms["tasks"] = {"mode": self.tasks_mode, "list": [task.to_json() for task in self.tasks]}
+        return terms
 
     @property
     def terms_sha256(self) -> str:

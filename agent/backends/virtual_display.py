@@ -7,6 +7,11 @@ PID in :meth:`VirtualDisplay.stop`, in reverse order, even after errors.
 Pitfalls handled (see platform-lab): the ``-displayfd`` pipe stays open while
 Xvfb runs; dunst is started with DISPLAY set rather than bus-activated;
 ``NO_AT_BRIDGE=1`` keeps at-spi daemons away; RECORD is enabled explicitly.
+Each desktop has its own ``XDG_RUNTIME_DIR`` (a private temporary directory,
+removed at :meth:`VirtualDisplay.stop`): without it the accessibility bus that
+the session bus starts on demand (``at-spi-bus-launcher``) listens on one fixed
+path under the home directory, ``~/.cache/at-spi/bus``, which a second desktop
+of the same user takes over (measured, at-spi2-core 2.46).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import re
 import select
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -88,6 +94,7 @@ class VirtualDisplay:
         self._procs: list[subprocess.Popen[bytes]] = []
         self._displayfd_read: int | None = None
         self._x: Any = None
+        self._runtime_dir: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -115,8 +122,13 @@ class VirtualDisplay:
             raise
 
     def _start_dbus(self) -> None:
+        # a private runtime directory (mode 0700) for everything the session bus starts, the
+        # accessibility bus included, and for the programs on this desktop
+        self._runtime_dir = tempfile.mkdtemp(prefix="optin-xdg-runtime-")
+        env = {**os.environ, "XDG_RUNTIME_DIR": self._runtime_dir}
+        self.env["XDG_RUNTIME_DIR"] = self._runtime_dir
         proc = self._spawn(
-            ["dbus-daemon", "--session", "--nofork", "--print-address=1"], env=os.environ, stdout=True
+            ["dbus-daemon", "--session", "--nofork", "--print-address=1"], env=env, stdout=True
         )
         address = _read_line(proc, timeout=5.0)
         if not address:
@@ -205,6 +217,9 @@ class VirtualDisplay:
         if self._displayfd_read is not None:
             os.close(self._displayfd_read)
             self._displayfd_read = None
+        if self._runtime_dir is not None:
+            shutil.rmtree(self._runtime_dir, ignore_errors=True)
+            self._runtime_dir = None
 
     # -- helpers ---------------------------------------------------------------------------------
 

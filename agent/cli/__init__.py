@@ -3,12 +3,13 @@
 Exit codes: 0 ok, 1 failure, 2 bad usage or environment (the message says the fix),
 3 no optin agent is running (``status``, ``pause``, ``resume``, ``exclude`` of the focused app).
 
-``status``, ``pause``, ``resume``, ``delete-last`` and ``exclude`` reach the running
+``status``, ``pause``, ``resume``, ``delete-last``, ``exclude`` and ``task`` reach the running
 agent over its control socket (:mod:`agent.ipc`).
 
 :func:`main` (the ``optin`` console script) runs one command and turns its errors into
 exit codes; :mod:`agent.cli.parser` holds every command's arguments and help; the
 handlers live by area: :mod:`~agent.cli.recording` (run, status, pause, resume, exclude),
+:mod:`~agent.cli.tasks` (task start, done, fail, abandon, status),
 :mod:`~agent.cli.consent`, :mod:`~agent.cli.sessions` (sessions, delete-last, purge,
 verify), :mod:`~agent.cli.export` (review, export, inspect, unpack, redact-text),
 :mod:`~agent.cli.keys` and :mod:`~agent.cli.maintenance` (doctor, autostart, uninstall,

@@ -1,7 +1,7 @@
 """The ``optin`` argument parser: every command, its arguments, help text and exit codes.
 
 Each command's handler lives in the module of its area (:mod:`agent.cli.recording`,
-:mod:`agent.cli.consent`, :mod:`agent.cli.sessions`, :mod:`agent.cli.export`,
+:mod:`agent.cli.tasks`, :mod:`agent.cli.consent`, :mod:`agent.cli.sessions`, :mod:`agent.cli.export`,
 :mod:`agent.cli.keys`, :mod:`agent.cli.maintenance`); the parser names it as ``func``.
 """
 
@@ -17,6 +17,7 @@ from agent.cli.keys import cmd_keys
 from agent.cli.maintenance import cmd_autostart, cmd_demo, cmd_doctor, cmd_uninstall
 from agent.cli.recording import cmd_exclude, cmd_pause, cmd_resume, cmd_run, cmd_status
 from agent.cli.sessions import cmd_delete_last, cmd_purge, cmd_sessions, cmd_verify
+from agent.cli.tasks import cmd_task
 
 __all__ = ["build_parser"]
 
@@ -46,6 +47,25 @@ def _add_control_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.epilog = (
         "Without a running agent, --app and --title rules are remembered for its next start; the focused "
         "app needs the agent. Exit codes: 0 rule added, 2 bad rule, 3 no agent runs (focused app)."
+    )
+
+    sp = add("task", cmd_task, "start, end or give up a task (what you set out to do), or see the study's")
+    sp.add_argument("action", choices=["start", "done", "fail", "abandon", "status"])
+    which = sp.add_mutually_exclusive_group()
+    which.add_argument(
+        "--id", metavar="ID", help="start: one of the study's tasks (`optin task status` lists them)"
+    )
+    which.add_argument(
+        "--instruction",
+        metavar="TEXT",
+        help="start: what you are about to do, in your words (if the study asks)",
+    )
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.epilog = (
+        "A task starts a new session and ends done, failed or given up (abandon deletes its recording, "
+        "crypto-shredded); quitting ends it as interrupted, and a study's time limit as timed out. Pausing "
+        "keeps it. Your instruction is recorded like typed text (redacted at export) and never shown in "
+        "status or logs. Exit codes: 0 ok, 1 failure, 2 refused (the message says why), 3 no agent runs."
     )
 
 
@@ -127,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Record computer-use demonstrations with consent: encrypted, pausable, exported only "
         "to the study's key.",
         epilog="Environment: OPTIN_HOME, OPTIN_LOG_LEVEL, OPTIN_BACKEND. Exit codes: 0 ok, 1 failure, "
-        "2 bad usage or environment, 3 no optin agent is running (status, pause, resume, exclude).",
+        "2 bad usage or environment, 3 no optin agent is running (status, pause, resume, exclude, task).",
     )
     p.add_argument("--version", action="version", version=f"optin {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")

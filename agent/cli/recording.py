@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from agent.cli.durations import parse_duration
 from agent.cli.output import print_json
 from agent.errors import UsageError
+from agent.untrusted_text import visible
 
 if TYPE_CHECKING:
     from agent.ipc import Controller, ControlServer
@@ -168,6 +169,9 @@ def _describe(status: dict[str, Any]) -> str:
         f"{head}: session {status.get('session') or '-'}, {status.get('events_written', 0)} events saved, "
         f"{status.get('dropped', 0)} dropped"
     )
+    task = status.get("task")
+    if isinstance(task, dict) and task.get("id"):
+        line += f"; task {visible(str(task['id']), limit=64)} running"
     if status.get("error"):
         line += f"; {status['error']}"
     return line

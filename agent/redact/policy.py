@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import RedactorUnavailable
-from agent.events import Event, Frame, KeyPress, KeyRelease, Paste, Redacted, WindowFocus
+from agent.events import Event, Frame, KeyPress, KeyRelease, Paste, Redacted, TaskStart, WindowFocus
 from agent.keyboard import replay
 from agent.keyboard.editing import Field
 from agent.redact import detectors, terminal
@@ -49,7 +49,7 @@ from agent.redact.spans import Span
 
 #: Name and version of this policy (the manifest names both, and their hash).
 POLICY_NAME = "optin-redaction"
-POLICY_VERSION = "3"
+POLICY_VERSION = "4"
 
 #: Entity of a whole terminal field taken as a password (agent/redact/terminal.py).
 PROMPTED_ENTITY = "PASSWORD"
@@ -159,6 +159,9 @@ def redact_session(
     else:
         kept, secrets = redact_typing(ordered, counts, find, screen=screen, rules=rules)
     kept = [_title(e, policy, counts, find) for e in kept]
+    if any(isinstance(e, TaskStart) and e.source == "volunteer" for e in kept):
+        counts["instructions"] = Counter()
+        kept = [_instruction(e, policy, counts, find) for e in kept]
     redactors: list[dict[str, Any]] = [
         {
             "name": "detectors",
@@ -294,6 +297,22 @@ def _drop_text(event: Event, counts: dict[str, Counter[str]]) -> Event:
         counts["paste"]["ALL_TEXT"] += 1
         return dataclasses.replace(event, text=None)
     return event
+
+
+def _instruction(event: Any, policy: Policy, counts: dict[str, Counter[str]], find: Finder) -> Any:
+    """A task the volunteer described in their own words: their words are captured text, redacted
+    like typed text (and dropped, as an empty instruction, when the study drops typed text).  A
+    study's own task instruction is the study's text and stays as it is."""
+    if not isinstance(event, TaskStart) or event.source != "volunteer":
+        return event
+    if policy.typed_text == "drop":
+        counts["instructions"]["ALL_TEXT"] += 1
+        return dataclasses.replace(event, instruction="")
+    spans = find(event.instruction)
+    if not spans:
+        return event
+    counts["instructions"].update(s.entity for s in spans)
+    return dataclasses.replace(event, instruction=detectors.redact(event.instruction, spans))
 
 
 def _title(event: Any, policy: Policy, counts: dict[str, Counter[str]], find: Finder) -> Any:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -195,6 +197,8 @@ def _mutations(rng: random.Random) -> Iterator[bytes]:
         b'{"v": 1, "op": "pause", "seconds": 900}',
         b'{"v": 1, "op": "resume"}',
         b'{"v": 1, "op": "exclude", "app_class": "KeePassXC"}',
+        b'{"v": 1, "op": "task_start", "instruction": "Book a flight"}',
+        b'{"v": 1, "op": "task_status"}',
     ]
     values = [b"null", b"true", b"1e308", b"-1", b'"x"', b"[]", b"{}", b'"\\ud800"', b"0", b"1e-400"]
     while True:
@@ -281,3 +285,108 @@ def test_p3_a_failure_inside_the_socket_thread_never_ends_it(
     reply, took = _timed(d, "resume")
     assert reply["ok"] and rec.state == "recording" and took < ANSWER_S
     hostile.held(SOCKET)
+
+
+# --- tasks (issue 16): a volunteer's instruction is captured text ---------------------------------
+
+TASK_TEXT = "P5 task instruction never echoed"
+#: Stands for the volunteer's words: no reply, status or log may hold it.
+WORDS = "Zorblax-4411"
+
+
+@pytest.fixture
+def task_agent(tmp_path: Path) -> Iterator[Agent]:
+    """A recorder whose study offers its task list and free instructions, serving the socket."""
+    from pyrage import x25519
+
+    from agent import consent
+    from agent.paths import dirs
+    from agent.store import keys
+    from agent.study import demo_study_toml, install_study
+
+    path = tmp_path / "tasks.toml"
+    text = demo_study_toml(str(x25519.Identity.generate().to_public()))
+    path.write_text(
+        text + '\n[tasks]\nmode = "both"\n\n[[task]]\nid = "rename"\ninstruction = "Rename a file"\n'
+    )
+    d = dirs()
+    study = install_study(d, path)
+    consent.grant(d, study, study.terms_sha256)
+    keys.init_keys(d)
+    rec = Recorder(d, FakeBackend(), study)
+    with agent_lock(d), ipc.ControlServer(d, rec):
+        rec.start()
+        try:
+            yield d, rec
+        finally:
+            rec.stop()
+
+
+def _task_line(value: bytes, key: bytes = b"instruction") -> bytes:
+    return b'{"v": 1, "op": "task_start", "' + key + b'": ' + value + b"}\n"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        _task_line(b'"' + WORDS.encode() + b" " + b"x" * (64 * 1024) + b'"'),  # past the request limit
+        _task_line(b'"' + WORDS.encode() + b" " + b"x" * (60 * 1024) + b'"'),  # within it, too long
+        _task_line(b'"' + WORDS.encode() + b'\\u202e"'),  # bidi override
+        _task_line(b'"' + WORDS.encode() + b'\\u2028next"'),  # line separator
+        _task_line(b'"' + WORDS.encode() + b'\\u001b[2J"'),  # terminal escape
+        _task_line(b'"' + WORDS.encode() + b'\\u0000"'),  # NUL
+        _task_line(b'"' + WORDS.encode() + b'\\ud800"'),  # a lone surrogate
+        _task_line(b'"' + WORDS.encode() + b'\\u200b"'),  # zero width
+        _task_line(b"123"),
+        _task_line(b"true"),
+        _task_line(b'["' + WORDS.encode() + b'"]'),
+        _task_line(b'{"text": "' + WORDS.encode() + b'"}'),
+        _task_line(b'"' + WORDS.encode() + b'"', key=b"id"),  # not one of the study's
+        _task_line(b'"' + WORDS.encode() + b'\\u202e"', key=b"id"),
+        _task_line(b'"' + b"a" * 5000 + b'"', key=b"id"),
+        b'{"v": 1, "op": "task_start", "id": "rename", "instruction": "' + WORDS.encode() + b'"}\n',
+        b'{"v": 1, "op": "task_done", "instruction": "' + WORDS.encode() + b'"}\n',
+    ],
+)
+def test_p5_hostile_task_requests_are_refused_without_echo_and_start_nothing(
+    task_agent: Agent, hostile: Tally, caplog: pytest.LogCaptureFixture, line: bytes
+) -> None:
+    d, rec = task_agent
+    caplog.set_level(logging.DEBUG)
+    hostile.tried(TASK_TEXT)
+    session = rec.session_id
+    reply, took = _timed_raw(d, line)
+    assert reply["ok"] is False and reply["exit"] == 2, reply
+    assert "internal error" not in reply["error"] and WORDS not in reply["error"]
+    assert took < ANSWER_S
+    assert rec.task_status()["running"] is None and rec.session_id == session  # nothing was sealed
+    status = ipc.request(d, "status")["status"]
+    assert status["task"] is None and WORDS not in json.dumps(status)
+    assert WORDS not in caplog.text and WORDS not in (d.runtime / "status.json").read_text()
+    hostile.held(TASK_TEXT)
+
+
+def test_p5_a_task_started_over_the_socket_keeps_its_words_out_of_replies_and_status(
+    task_agent: Agent, hostile: Tally, caplog: pytest.LogCaptureFixture
+) -> None:
+    d, rec = task_agent
+    caplog.set_level(logging.DEBUG)
+    hostile.tried(TASK_TEXT)
+    words = f"{WORDS} " + "y" * 900  # near the longest allowed
+    started = ipc.request(d, "task_start", instruction=words)["task"]
+    assert started["source"] == "volunteer" and WORDS not in json.dumps(started)
+    for op in ("status", "task_status"):
+        assert WORDS not in json.dumps(ipc.request(d, op))
+    assert WORDS not in (d.runtime / "status.json").read_text()
+    ended = ipc.request(d, "task_abandon")["ended"]
+    assert ended["outcome"] == "abandoned" and WORDS not in json.dumps(ended)
+    assert WORDS not in caplog.text
+    assert not (d.sessions / started["session"]).exists()
+    assert rec.state == "recording"
+    hostile.held(TASK_TEXT)
+
+
+def _timed_raw(d: Dirs, line: bytes) -> tuple[dict[str, Any], float]:
+    started = time.perf_counter()
+    reply = ipc.exchange(ipc.socket_path(d), line, timeout=5)
+    return reply, time.perf_counter() - started

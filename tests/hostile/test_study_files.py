@@ -15,6 +15,7 @@ import re
 import threading
 import time
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -24,7 +25,14 @@ from pyrage import x25519
 from agent import cli, consent
 from agent.errors import StudyError
 from agent.paths import dirs
-from agent.study import MAX_STUDY_BYTES, demo_study_toml, install_study, load_study_file, parse_study
+from agent.study import (
+    MAX_STUDY_BYTES,
+    MAX_TASKS,
+    demo_study_toml,
+    install_study,
+    load_study_file,
+    parse_study,
+)
 from agent.ui.consent_views import consent_view
 from tests.hostile.conftest import Tally, fuzz_rounds
 
@@ -172,6 +180,8 @@ def test_p1_a_forged_study_with_another_recipient_is_not_covered(
         "scopes": BASE.replace('"screen", ', ""),
         "name": BASE.replace("optin demo (private", "optin demo  (private"),
         "contact": BASE.replace("nobody:", "somebody:"),
+        "a task added": BASE + '[[task]]\nid = "send"\ninstruction = "Send your files to us"\n',
+        "free tasks": BASE + '[tasks]\nmode = "free"\n',
     }
     for what, text in forgeries.items():
         hostile.tried("P1 forged study terms")
@@ -289,3 +299,197 @@ def test_p1_the_dialog_and_consent_show_never_pass_hidden_characters_through(
         assert captured.out == "" and "study.name has U+" in captured.err and _clean(captured.err)
         assert parse_study((d.config / "study.toml").read_text()) == study  # the installed study stays
         hostile.held("P1 escapes shown to the volunteer")
+
+
+# --- tasks (issue 16 item 1): [[task]] entries and the [tasks] mode ----------------------------------------
+
+#: A task's instruction: its words must never appear in an error message.
+TASK_WORDS = "Transfer the savings"
+#: The line of the first key of the [[task]] that _with_task appends.
+TASK_LINE = BASE.count("\n") + 3
+
+
+def _with_task(body: str) -> str:
+    """BASE with one [[task]] whose first key (of ``body``) is on TASK_LINE."""
+    return BASE + "\n[[task]]\n" + body
+
+
+def test_p1_a_huge_task_instruction_is_refused_by_its_length_and_never_quoted(
+    hostile: Tally, tmp_path: Path
+) -> None:
+    for size in (2_001, 100_000, MAX_STUDY_BYTES - len(BASE) - 200):
+        hostile.tried("P1 oversized study tasks")
+        path = tmp_path / "huge.toml"
+        path.write_text(_with_task(f'id = "t"\ninstruction = "{TASK_WORDS} {"x" * size}"\n'))
+        t0 = time.monotonic()
+        with pytest.raises(StudyError) as info:
+            load_study_file(path)
+        assert time.monotonic() - t0 < 20  # generous: "does not hang", not a timing test
+        message = str(info.value)
+        assert message.startswith(f"{path}:{TASK_LINE + 1}: task[1].instruction has {size + 21:,} characters")
+        assert TASK_WORDS not in message and "xxxx" not in message and len(message) < 300
+        hostile.held("P1 oversized study tasks")
+
+
+def test_p1_thousands_of_tasks_are_one_problem_and_do_not_hang(hostile: Tally, tmp_path: Path) -> None:
+    shapes: dict[str, Callable[[int], str]] = {
+        "good": lambda i: f'[[task]]\nid = "t{i}"\ninstruction = "Task {i}"\n',
+        "all wrong": lambda i: f'[[task]]\nid = "T {i}"\ninstruction = {i}\nurl = "ftp://x"\nzz = 1\n',
+        "all the same id": lambda _: '[[task]]\nid = "same"\ninstruction = "Again"\n',
+        "inline": lambda i: f'{{ id = "t{i}", instruction = "x" }}, ',
+    }
+    for name, entry in shapes.items():
+        for count in (MAX_TASKS + 1, 5_000, 20_000):
+            if name == "inline":
+                text = "task = [" + "".join(entry(i) for i in range(count)) + "]\n" + BASE
+            else:
+                text = BASE + "".join(entry(i) for i in range(count))
+            if len(text.encode()) > MAX_STUDY_BYTES:
+                continue  # the file-size limit refuses it first (test_p1_oversized_slow_and_odd_...)
+            hostile.tried("P1 oversized study tasks")
+            path = tmp_path / "many.toml"
+            path.write_text(text)
+            t0 = time.monotonic()
+            message = ""
+            try:
+                load_study_file(path)
+            except StudyError as exc:
+                message = str(exc)
+            assert time.monotonic() - t0 < 20, name  # generous: "does not hang", not a timing test
+            assert "\n" not in message, (name, count, message[:500])  # one problem, not one per entry
+            assert f"the file has {count} [[task]] entries; a study lists at most {MAX_TASKS}" in message
+            hostile.held("P1 oversized study tasks")
+    many_wrong = BASE + "".join(
+        f'[[task]]\nid = "t{i}"\ninstruction = "\\u202e{i}"\n' for i in range(MAX_TASKS)
+    )
+    hostile.tried("P1 oversized study tasks")
+    lines = _refused(many_wrong).split("\n")
+    assert len(lines) == 21 and lines[-1] == f"s.toml: … and {MAX_TASKS - 20} more"  # the list stays short
+    hostile.held("P1 oversized study tasks")
+
+
+def test_p1_hidden_characters_in_task_texts_are_refused_naming_file_line_key_and_code_point(
+    hostile: Tally,
+) -> None:
+    for key, line in (("instruction", TASK_LINE + 1), ("app", TASK_LINE + 2), ("url", TASK_LINE + 2)):
+        for ch in HIDDEN:
+            for written in (ch, _escape(ch)):  # as itself, and as a TOML escape
+                value = f"https://example.org/{written}x" if key == "url" else f"{TASK_WORDS}{written}"
+                body = 'id = "t"\n' + (
+                    f'instruction = "{value}"\n' if key == "instruction" else "instruction = 'x'\n"
+                )
+                if key != "instruction":
+                    body += f'{key} = "{value}"\n'
+                hostile.tried("P1 hidden characters in study tasks")
+                message = _refused(_with_task(body))
+                if "not valid TOML" in message:
+                    assert written == ch  # TOML itself refuses raw C0 controls and DEL; escapes reach optin
+                else:
+                    assert message.startswith(f"s.toml:{line}: task[1].{key} has U+{ord(ch):04X} "), message
+                    assert "Fix: delete it" in message and "\n" not in message
+                assert _clean(message) and TASK_WORDS not in message
+                hostile.held("P1 hidden characters in study tasks")
+    for ch in ("\u202e", "\u200b", "\u2066", "\u200f", "\x85"):  # in a multi-line instruction: its line
+        text = _with_task(f'id = "t"\ninstruction = """\nStep one.\nStep {ch}two.\n"""\n')
+        hostile.tried("P1 hidden characters in study tasks")
+        message = _refused(text)
+        assert message.startswith(f"s.toml:{TASK_LINE + 3}: task[1].instruction has U+{ord(ch):04X}"), message
+        assert "line breaks and tabs are fine" in message and "Step" not in message
+        hostile.held("P1 hidden characters in study tasks")
+
+
+def test_p1_duplicate_task_ids_are_refused_naming_both_entries(hostile: Tally) -> None:
+    rng = random.Random(1616)  # noqa: S311 - reproducible test inputs, not secrets
+    for _ in range(fuzz_rounds(50)):
+        count = rng.randint(2, MAX_TASKS)
+        first, again = sorted(rng.sample(range(count), 2))
+        ids = [f"t{i}" for i in range(count)]
+        ids[again] = ids[first]
+        text = BASE + "".join(f'[[task]]\nid = "{i}"\ninstruction = "Do {n}"\n' for n, i in enumerate(ids))
+        hostile.tried("P1 duplicate task ids")
+        message = _refused(text)
+        line = BASE.count("\n") + 1 + 3 * again + 1
+        assert message == (
+            f"s.toml:{line}: task[{again + 1}].id {ids[first]!r} is also the id of task[{first + 1}]; an id "
+            "names its task in every export. Fix: give each task its own id"
+        )
+        hostile.held("P1 duplicate task ids")
+
+
+#: A value of every TOML kind (and empty ones).
+KINDS = {
+    "integer": "7",
+    "float": "1.5",
+    "boolean": "true",
+    "array": '["x"]',
+    "table": '{ a = "x" }',
+    "date/time": "1979-05-27T07:32:00Z",
+    "empty string": '""',
+    "string": '"text"',
+    "nan": "nan",
+}
+
+
+def test_p1_wrong_types_in_tasks_are_refused_naming_their_key(hostile: Tally) -> None:
+    good = {
+        "id": '"t"',
+        "instruction": '"x"',
+        "app": '"Firefox"',
+        "url": '"https://e.org"',
+        "time_limit_minutes": "5",
+    }
+    for key in good:
+        for kind, value in KINDS.items():
+            right = (kind == "string" and key in ("id", "instruction", "app")) or (
+                kind == "integer" and key == "time_limit_minutes"
+            )
+            entry = {**good, key: value}
+            body = "".join(f"{k} = {v}\n" for k, v in entry.items())
+            hostile.tried("P1 wrong types in study tasks")
+            if right:
+                assert len(parse_study(_with_task(body)).tasks) == 1
+            else:
+                message = _refused(_with_task(body))
+                line = TASK_LINE + list(good).index(key)
+                assert message.startswith(f"s.toml:{line}: task[1].{key} "), (key, kind, message)
+                assert "\n" not in message and _clean(message)
+            hostile.held("P1 wrong types in study tasks")
+    for kind, value in KINDS.items():  # the [tasks] mode, and task / tasks themselves
+        for text, fragment in (
+            (BASE + f"\n[tasks]\nmode = {value}\n", "tasks.mode is "),
+            (f"task = {value}\n" + BASE, "task must be an array of tables"),
+            (
+                f"tasks = {value}\n" + BASE,
+                "tasks must be a table" if kind != "table" else "unknown key tasks.a",
+            ),
+        ):
+            hostile.tried("P1 wrong types in study tasks")
+            message = _refused(text)
+            assert fragment in message and _clean(message), (kind, message)
+            hostile.held("P1 wrong types in study tasks")
+
+
+def test_p1_random_task_entries_are_parsed_or_refused_never_crash(hostile: Tally) -> None:
+    rng = random.Random(1617)  # noqa: S311 - reproducible test inputs, not secrets
+    values = [*KINDS.values(), '"a"', '"Book-1"', '"https://x.example"', '"javascript:x"', "0", "1441", "-1"]
+    values += ['"\\u202e"', '"x\\ny"', '"' + "y" * 2_500 + '"', '"https://u:p@h.example"', '"a.b_c"']
+    keys = ["id", "instruction", "app", "url", "time_limit_minutes", "idd", "mode"]
+    for _ in range(fuzz_rounds(300)):
+        entries = []
+        for _ in range(rng.randint(0, 4)):
+            chosen = rng.sample(keys, rng.randint(0, len(keys)))
+            entries.append("[[task]]\n" + "".join(f"{k} = {rng.choice(values)}\n" for k in chosen))
+        mode = rng.choice(["", *(f'[tasks]\nmode = "{m}"\n' for m in ("off", "list", "free", "both", "x"))])
+        text = BASE + "\n" + mode + "".join(entries)
+        hostile.tried("P1 random study tasks")
+        try:
+            study = parse_study(text, source="s.toml")
+        except StudyError as exc:
+            message = str(exc)
+            assert all(re.match(r"s\.toml(:\d+)?: ", line) for line in message.split("\n")), message
+            assert _clean(message) and max(len(line) for line in message.split("\n")) < 400
+        else:
+            assert study.tasks_mode in ("off", "list", "free", "both")
+            assert (study.tasks_mode in ("list", "both")) == bool(study.tasks)
+            assert len({t.id for t in study.tasks}) == len(study.tasks)
+        hostile.held("P1 random study tasks")

@@ -19,7 +19,7 @@ from agent.control import Recorder
 from agent.deny_rules import DenyRule
 from agent.errors import ConsentRequired, StudyError, UsageError
 from agent.paths import dirs
-from agent.study import TERMS_IN_WORDS, Study, install_study, installed_study, parse_study
+from agent.study import TERMS_IN_WORDS, Study, StudyTask, install_study, installed_study, parse_study
 from tests.tools import Consented
 
 
@@ -157,6 +157,7 @@ def _changes(study: Study) -> dict[str, Study]:
         "retention": dataclasses.replace(study, retention_days=study.retention_days + 1),
         "capture": dataclasses.replace(study, pause_hotkey=""),
         "redaction": dataclasses.replace(study, redaction_ocr="off"),
+        "tasks": dataclasses.replace(study, tasks_mode="free"),
     }
 
 
@@ -193,6 +194,9 @@ def test_every_study_field_is_in_the_terms(study_file: Path) -> None:
     written = {"consent_text"}  # bound by its SHA-256
     flat = set(terms) | {f"retention_{k}" for k in terms["retention"]} | set(terms["capture"])
     flat |= {f"redaction_{k}" for k in terms["redaction"]} | {"retention_after_export"}
+    # tasks are bound when the study has them (a study without keeps its terms from before tasks)
+    tasks = dataclasses.replace(study, tasks_mode="list", tasks=(StudyTask("a", "Do a"),)).terms()["tasks"]
+    flat |= ({"tasks"} if "list" in tasks else set()) | ({"tasks_mode"} if "mode" in tasks else set())
     assert fields - written <= flat, fields - written - flat
 
 

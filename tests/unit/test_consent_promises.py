@@ -63,6 +63,14 @@ BACKED_BY: dict[str, list[str]] = {
         "tests/unit/test_recorder.py::test_idle_and_a_locked_screen_pause_and_presence_resumes",
         "tests/unit/test_recorder.py::test_the_pause_hotkey_pauses_and_is_not_recorded",
     ],
+    **{
+        f"recorded.tasks.{mode}": [
+            "tests/unit/test_study_tasks.py::test_the_tasks_sentence_states_the_studys_mode_and_count",
+            "tests/unit/test_study_tasks.py::test_the_dialog_and_consent_show_state_the_tasks",
+            "tests/unit/test_study_tasks.py::test_a_changed_task_list_needs_new_consent",
+        ]
+        for mode in ("list", "free", "both")
+    },
     "export.by_you": [
         "tests/unit/test_no_network.py::test_no_module_imports_a_network_library",
         "tests/unit/test_no_network.py::test_the_control_socket_is_unix_only_and_nothing_else_opens_internet_sockets",
@@ -206,6 +214,9 @@ def _variants() -> list[Study]:
             + "".join(f'[[deny]]\nlabel = "{label}"\napp_class = "hr-*"\n' for label in deny),
         )
         out.append(parse_study(toml))
+    task = '[[task]]\nid = "a"\ninstruction = "A"\n'
+    for tasks in (task, '[tasks]\nmode = "free"\n', task + '[tasks]\nmode = "both"\n'):  # list, free, both
+        out.append(parse_study(_toml(DOCS_RECIPIENT, EVERY_SCOPE, tasks)))
     return out
 
 

@@ -16,7 +16,19 @@ from agent import doctor
 from agent.doctor import Check, exit_code, render_text, run_checks
 from tests.tools import require_tool
 
-NAMES = ["display", "record", "tray", "backend", "python", "packages", "data-dir", "keyring", "age", "ocr"]
+NAMES = [
+    "display",
+    "record",
+    "tray",
+    "backend",
+    "python",
+    "packages",
+    "data-dir",
+    "keyring",
+    "age",
+    "ocr",
+    "accessibility",
+]
 
 
 @pytest.fixture(autouse=True)

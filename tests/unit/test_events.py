@@ -20,6 +20,30 @@ SAMPLES: list[ev.Event] = [
     ev.WindowFocus(8, "Grüße €", "XTerm", 1234, 1, 2, 3, 4),
     ev.WindowFocus(9, None, None, None),
     ev.Marker(10, "session_start", {"wall_ns": 5, "scopes": ["pointer"]}),
+    ev.TaskStart(11, "free-0a1b2c3d", "Réserver un vol ✓", "volunteer"),
+    ev.TaskStart(12, "find-flight", "Find a flight\nto Rome", "study", 600),
+    ev.TaskEnd(13, "find-flight", "timed out"),
+]
+
+#: The encoded form of the task records, byte for byte (docs/format.md, Event encoding): the length
+#: field, then compact JSON in the fields' order, UTF-8 as it is (not \u-escaped).
+TASK_KNOWN_ANSWERS = [
+    (
+        ev.TaskStart(1_000_000_000, "free-0a1b2c3d", "Réserver un vol", "volunteer"),
+        b"\x00\x00\x00\x8e"
+        b'{"v":1,"k":"task_start","t_ns":1000000000,"task_id":"free-0a1b2c3d",'
+        b'"instruction":"R\xc3\xa9server un vol","source":"volunteer","time_limit_s":null}',
+    ),
+    (
+        ev.TaskStart(5, "find-flight", "Find a flight", "study", 600),
+        b"\x00\x00\x00\x7b"
+        b'{"v":1,"k":"task_start","t_ns":5,"task_id":"find-flight","instruction":"Find a flight",'
+        b'"source":"study","time_limit_s":600}',
+    ),
+    (
+        ev.TaskEnd(7, "find-flight", "timed out"),
+        b'\x00\x00\x00\x4d{"v":1,"k":"task_end","t_ns":7,"task_id":"find-flight","outcome":"timed out"}',
+    ),
 ]
 
 
@@ -70,3 +94,87 @@ def test_only_frames_carry_a_payload() -> None:
     blob = ev.encode(ev.PointerMove(1, 2, 3)) + b"extra"
     with pytest.raises(StoreFormatError, match="only frames have a payload"):
         ev.decode(blob)
+
+
+@pytest.mark.parametrize(("event", "blob"), TASK_KNOWN_ANSWERS, ids=lambda x: getattr(x, "KIND", "blob"))
+def test_task_records_have_known_encodings(event: ev.Event, blob: bytes) -> None:
+    assert ev.encode(event) == blob
+    assert ev.decode(blob) == event
+    (length,) = __import__("struct").unpack(">I", blob[:4])
+    assert length == len(blob) - 4
+
+
+def test_every_task_outcome_and_source_round_trips() -> None:
+    assert ev.TASK_OUTCOMES == ("done", "failed", "abandoned", "interrupted", "timed out")
+    for outcome in ev.TASK_OUTCOMES:
+        end = ev.TaskEnd(1, "t", outcome)
+        assert ev.decode(ev.encode(end)) == end
+    for source in ev.TASK_SOURCES:
+        start = ev.TaskStart(1, "t", "x", source)
+        assert ev.decode(ev.encode(start)) == start
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"k": "task_end", "t_ns": 1, "task_id": "t", "outcome": "won"},
+        {"k": "task_end", "t_ns": 1, "task_id": 5, "outcome": "done"},
+        {"k": "task_end", "t_ns": 1, "task_id": "t"},
+        {"k": "task_start", "t_ns": 1, "task_id": "t", "instruction": "x", "source": "operator"},
+        {"k": "task_start", "t_ns": 1, "task_id": "t", "instruction": None, "source": "study"},
+        {"k": "task_start", "t_ns": 1, "task_id": ["t"], "instruction": "x", "source": "study"},
+        {
+            "k": "task_start",
+            "t_ns": 1,
+            "task_id": "t",
+            "instruction": "x",
+            "source": "study",
+            "time_limit_s": 0,
+        },
+        {
+            "k": "task_start",
+            "t_ns": 1,
+            "task_id": "t",
+            "instruction": "x",
+            "source": "study",
+            "time_limit_s": True,
+        },
+        {
+            "k": "task_start",
+            "t_ns": 1,
+            "task_id": "t",
+            "instruction": "x",
+            "source": "study",
+            "time_limit_s": 1.5,
+        },
+    ],
+)
+def test_malformed_task_records_are_rejected(fields: dict[str, object]) -> None:
+    with pytest.raises(StoreFormatError, match="malformed task_"):
+        ev.from_dict({"v": ev.SCHEMA_VERSION, **fields})
+
+
+def test_an_old_reader_never_meets_task_kinds_in_old_stores() -> None:
+    """Every kind before tasks still decodes as it did: the new kinds take nothing from them."""
+    before = {"pointer_move", "button_press", "button_release", "scroll", "key_press", "key_release"}
+    before |= {"paste", "frame", "window_focus", "marker"}
+    assert set(ev.EVENT_TYPES) == before | {"task_start", "task_end"}
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("", "empty"),
+        (" \t ", "empty"),
+        ("x" * (ev.MAX_INSTRUCTION + 1), "at most"),
+        ("a\u202eb", "U+202E"),
+        ("a\u2066b", "U+2066"),
+        ("a\rb", "U+000D"),
+        ("a\x00b", "U+0000"),
+    ],
+)
+def test_instruction_problems_name_code_points_not_text(text: str, needle: str) -> None:
+    problem = ev.instruction_problem(text)
+    assert problem is not None and needle in problem
+    assert ev.instruction_problem("Book the cheapest flight to Rome, then print it ✓") is None
+    assert ev.instruction_problem("x" * ev.MAX_INSTRUCTION) is None

@@ -104,6 +104,22 @@ class FakeController:
             return {"app_class": "Focused-App", "title": None}
         return {"app_class": app_class, "title": title}
 
+    def start_task(self, task_id: str | None = None, instruction: str | None = None) -> dict[str, Any]:
+        self._called("start_task", task_id=task_id, instruction=instruction)
+        return {"id": task_id or "free-0a1b2c3d", "source": "study" if task_id else "volunteer"}
+
+    def finish_task(self, outcome: str) -> dict[str, Any]:
+        self._called("finish_task", outcome=outcome)
+        return {"id": "t", "outcome": outcome, "seconds": 1.5}
+
+    def abandon_task(self) -> dict[str, Any]:
+        self._called("abandon_task")
+        return {"id": "t", "outcome": "abandoned", "seconds": 2.0, "deleted": {"session_id": "S3"}}
+
+    def task_status(self) -> dict[str, Any]:
+        self._called("task_status")
+        return {"mode": "both", "free": True, "tasks": [], "running": None, "last": None}
+
 
 @pytest.fixture
 def d() -> Dirs:
@@ -158,6 +174,19 @@ def test_every_op_round_trips(d: Dirs, fake: FakeController, server: ipc.Control
     assert ipc.request(d, "exclude")["rule"] == {"app_class": "Focused-App", "title": None}
     assert fake.calls[-1] == ("exclude", {"app_class": None, "title": None})
 
+    assert ipc.request(d, "task_start", id="find-flight")["task"]["id"] == "find-flight"
+    assert fake.calls[-1] == ("start_task", {"task_id": "find-flight", "instruction": None})
+    assert ipc.request(d, "task_start", instruction="Book a flight")["task"]["source"] == "volunteer"
+    assert fake.calls[-1] == ("start_task", {"task_id": None, "instruction": "Book a flight"})
+    assert ipc.request(d, "task_done")["ended"]["outcome"] == "done"
+    assert fake.calls[-1] == ("finish_task", {"outcome": "done"})
+    assert ipc.request(d, "task_fail")["ended"]["outcome"] == "failed"
+    assert fake.calls[-1] == ("finish_task", {"outcome": "failed"})
+    assert ipc.request(d, "task_abandon")["ended"]["deleted"] == {"session_id": "S3"}
+    assert fake.calls[-1] == ("abandon_task", {})
+    assert ipc.request(d, "task_status")["tasks"]["mode"] == "both"
+    assert fake.calls[-1] == ("task_status", {})
+
 
 @pytest.mark.parametrize(
     ("line", "needle"),
@@ -191,6 +220,17 @@ def test_every_op_round_trips(d: Dirs, fake: FakeController, server: ipc.Control
         (b'{"v": 1, "op": "exclude", "title": ""}\n', "non-empty"),
         (b'{"v": 1, "op": "exclude", "title": 5}\n', "non-empty"),
         (b'{"v": 1, "op": "exclude", "title": "' + b"x" * 2000 + b'"}\n', "longer than"),
+        (b'{"v": 1, "op": "task_start"}\n', "one of the two"),
+        (b'{"v": 1, "op": "task_start", "id": "a", "instruction": "b"}\n', "one of the two"),
+        (b'{"v": 1, "op": "task_start", "id": 7}\n', "non-empty string"),
+        (b'{"v": 1, "op": "task_start", "id": "' + b"a" * 65 + b'"}\n', "at most 64"),
+        (b'{"v": 1, "op": "task_start", "instruction": {"a": 1}}\n', "must be a string"),
+        (b'{"v": 1, "op": "task_start", "instruction": ""}\n', "empty"),
+        (b'{"v": 1, "op": "task_start", "instruction": "a\\u202eb"}\n', "U+202E"),
+        (b'{"v": 1, "op": "task_start", "instruction": "a\\nb"}\n', "U+000A"),
+        (b'{"v": 1, "op": "task_start", "instruction": "' + b"x" * 1001 + b'"}\n', "at most 1000"),
+        (b'{"v": 1, "op": "task_done", "outcome": "won"}\n', "no argument named"),
+        (b'{"v": 1, "op": "task_abandon", "id": "a"}\n', "no argument named"),
     ],
 )
 def test_bad_requests_get_an_error_reply_and_the_server_lives_on(

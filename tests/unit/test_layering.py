@@ -27,10 +27,19 @@ AGENT = Path(__file__).resolve().parents[2] / "agent"
 
 #: GUI toolkits: only the views under agent/ui/ may import them.
 TOOLKITS = ("tkinter", "_tkinter", "pystray", "gi", "PIL.ImageTk")
-#: Modules outside agent/ui/ that may import a toolkit, and why.  None today: the tray's GTK and
-#: D-Bus code (gi) is in ui/tray.py, and no backend needs a toolkit.  An entry is
+#: Modules outside agent/ui/ that may import a toolkit, and why: the X11 backend reaches AT-SPI and
+#: its D-Bus switch only through GObject introspection (gi), with no GUI.  An entry is
 #: ``"path/of/module.py": ("toolkit", "why it must")``.
-TOOLKIT_EXCEPTIONS: dict[str, tuple[str, str]] = {}
+TOOLKIT_EXCEPTIONS: dict[str, tuple[str, str]] = {
+    "backends/xorg/a11y.py": (
+        "gi",
+        "AT-SPI (Atspi 2.0) is reachable only through GObject introspection; no GUI",
+    ),
+    "backends/xorg/a11y_bus.py": (
+        "gi",
+        "Gio D-Bus calls to org.a11y.Bus (IsEnabled, the doctor's questions); no GUI",
+    ),
+}
 
 #: Cipher libraries: the store's format, identity file and signing modules are the only ones that
 #: touch them.
@@ -66,6 +75,7 @@ RECORDER = (
     "agent.control",
     "agent.recorder_sink",
     "agent.recorder_pauses",
+    "agent.recorder_tasks",
     "agent.writer_loop",
 )
 BELOW_RECORDER = ("capture/", "store/")

@@ -29,6 +29,7 @@ from agent.events import (
     Paste,
     PointerMove,
     Redacted,
+    TaskStart,
     WindowFocus,
     to_dict,
 )
@@ -131,6 +132,34 @@ def test_a_typed_email_becomes_one_placeholder_and_the_rest_stays() -> None:
     assert sum(1 for e in out if isinstance(e, KeyPress) and e.name == "space") == 3
     first_secret_key = next(e for e in events if isinstance(e, KeyPress) and e.char == "a" and e.t_ns > 0)
     assert red.t_ns >= first_secret_key.t_ns  # the record stands where the span began
+
+
+def _tasks(instruction: str) -> list[Event]:
+    return [
+        TaskStart(1 * MS, "free-0a1b2c3d", instruction, "volunteer"),
+        TaskStart(2 * MS, "book-table", f"Book a table and mail {EMAIL}", "study"),
+    ]
+
+
+def test_a_volunteer_instruction_is_redacted_like_typed_text_and_a_study_one_is_not() -> None:
+    red = redact_session(_tasks(f"mail {EMAIL} the card {CARD}"), TEXT_ONLY, ocr=None)
+    volunteer, study = [e for e in red.events if isinstance(e, TaskStart)]
+    assert volunteer.instruction == "mail [EMAIL] the card [CREDIT_CARD]"
+    assert study.instruction == f"Book a table and mail {EMAIL}"  # the study's own words, as consented
+    assert red.counts["instructions"] == {"EMAIL": 1, "CREDIT_CARD": 1}
+    assert red.policy.describe()["version"] == "4"
+
+
+def test_a_volunteer_instruction_is_dropped_when_the_study_drops_typed_text() -> None:
+    red = redact_session(_tasks("book a table for two"), Policy(ocr="off", typed_text="drop"), ocr=None)
+    volunteer, study = [e for e in red.events if isinstance(e, TaskStart)]
+    assert (volunteer.instruction, study.instruction) == ("", f"Book a table and mail {EMAIL}")
+    assert red.counts["instructions"] == {"ALL_TEXT": 1}
+
+
+def test_a_session_without_a_volunteer_task_counts_no_instructions() -> None:
+    red = redact_session(_tasks("x")[1:], TEXT_ONLY, ocr=None)
+    assert "instructions" not in red.counts
 
 
 def test_no_key_timing_survives_inside_the_span() -> None:

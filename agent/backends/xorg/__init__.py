@@ -14,6 +14,9 @@ the parts live in their own modules:
 * :mod:`~agent.backends.xorg.focus`: the focus watcher.
 * :mod:`~agent.backends.xorg.own_ui`: where optin's own windows are.
 * :mod:`~agent.backends.xorg.selection`: the clipboard (ICCCM, INCR included).
+* :mod:`~agent.backends.xorg.a11y` (with ``a11y_model``, ``a11y_xwindows``, ``a11y_lookup``,
+  ``a11y_bus``): the accessible element at a point or with the focus, through AT-SPI2, in a
+  worker with a time budget; accessibility switched on while needed and restored.
 
 Pitfalls handled here: pynput's X listener needs the RECORD extension (without
 it the listener thread dies and ``Listener.wait()`` hangs forever), so

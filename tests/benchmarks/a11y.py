@@ -1,0 +1,154 @@
+"""The element under a point (AT-SPI2 on X11): optin's lookup against a bare desktop-wide one.
+
+``python -m tests.benchmarks.a11y [--rounds N]`` (needs Xvfb, openbox, xdotool, the AT-SPI typelib
+and zenity; about half a minute).  On a private display: three GTK 3 forms (two overlapping) and
+``zenity --password``.  At the centre of every widget, in the same run, interleaved:
+
+* *bare*: gi Atspi alone, the naive desktop-wide hit test: every application, every window whose
+  extents contain the point, ``get_accessible_at_point`` down to the deepest element (it stops at
+  the first hit, in bus order; it cannot know which window is on top);
+* *optin*: :meth:`ElementFinder.element_at` (X11 stacking -> ``_NET_WM_PID`` -> that application ->
+  descend -> actionable ancestor -> role, name, states, bounds, ancestor path);
+* *worker*: :class:`ElementLookup`, from ``request()`` to the callback (what the recorder will wait).
+
+Prints p50/p99 in milliseconds and the ratios, the first lookup of each, how many bare answers
+came from a window that was not on top, and ``request()``'s own cost on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+FORM = Path(__file__).resolve().parents[1] / "display" / "a11y_form.py"
+
+
+def _percentiles(samples_ns: list[int]) -> tuple[float, float]:
+    s = sorted(samples_ns)
+    return s[len(s) // 2] / 1e6, s[min(len(s) - 1, int(len(s) * 0.99))] / 1e6
+
+
+def _bare_lookup(atspi: Any, x: int, y: int) -> tuple[Any, int]:
+    """The naive desktop-wide hit test: (deepest element, its application's pid) or (None, 0)."""
+    coords = atspi.CoordType.SCREEN
+    desktop = atspi.get_desktop(0)
+    for i in range(desktop.get_child_count()):
+        app = desktop.get_child_at_index(i)
+        if app is None:
+            continue
+        for j in range(app.get_child_count()):
+            window = app.get_child_at_index(j)
+            if window is None or not window.contains(x, y, coords):
+                continue
+            node = window
+            for _ in range(32):
+                child = node.get_accessible_at_point(x, y, coords)
+                if child is None or child == node:
+                    break
+                node = child
+            if node != window:
+                return node, app.get_process_id()
+    return None, 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rounds", type=int, default=50)
+    args = parser.parse_args()
+
+    from agent.backends.virtual_display import VirtualDisplay, missing_tools
+    from agent.backends.xorg import a11y_bus
+
+    if missing_tools() or not a11y_bus.typelib_present():
+        print(f"(skipped: missing {', '.join(missing_tools()) or 'the AT-SPI typelib'})")
+        return 0
+    with VirtualDisplay(width=1280, height=800, tray=False) as vd:
+        os.environ.update(vd.env)
+        return _run(vd, args.rounds)
+
+
+def _run(vd: Any, rounds: int) -> int:
+    import json
+    import select
+
+    import gi
+
+    gi.require_version("Atspi", "2.0")
+    from gi.repository import Atspi
+
+    from agent.backends.xorg.a11y import ElementFinder
+    from agent.backends.xorg.a11y_lookup import ElementLookup, LookupResult
+
+    env = {k: v for k, v in vd.env.items() if k != "NO_AT_BRIDGE"}
+    points: list[tuple[int, int]] = []
+    for title, x, y in (("bench a", 40, 60), ("bench b", 40, 120), ("bench c", 620, 60)):
+        proc = vd.spawn([sys.executable, str(FORM), title, str(x), str(y)], env=env, stdout=True)
+        ready, _, _ = select.select([proc.stdout], [], [], 20.0)
+        if not ready:
+            print("(the GTK form did not start)")
+            return 1
+        for rx, ry, rw, rh in json.loads(proc.stdout.readline()).values():
+            points.append((rx + rw // 2, ry + rh // 2))
+    vd.spawn(["zenity", "--password", "--title", "bench zenity"], env=env)
+    time.sleep(2.0)  # every app on the bus
+
+    finder = ElementFinder(call_timeout_s=1.0, budget_s=5.0)
+    t0 = time.perf_counter_ns()
+    first = finder.element_at(*points[0])
+    first_ours = time.perf_counter_ns() - t0
+    t0 = time.perf_counter_ns()
+    _bare_lookup(Atspi, *points[0])
+    first_bare = time.perf_counter_ns() - t0
+    ours: list[int] = []
+    bare: list[int] = []
+    misses = wrong_window = 0
+    for _ in range(rounds):
+        for x, y in points:
+            t0 = time.perf_counter_ns()
+            found = finder.element_at(x, y)
+            ours.append(time.perf_counter_ns() - t0)
+            t0 = time.perf_counter_ns()
+            _, pid = _bare_lookup(Atspi, x, y)
+            bare.append(time.perf_counter_ns() - t0)
+            misses += found.element is None
+            wrong_window += bool(pid) and found.pid is not None and pid != found.pid
+    finder.close()
+
+    results: queue.Queue[LookupResult] = queue.Queue()
+    worker = ElementLookup(results.put, switch_on=False)
+    worker.start()
+    through: list[int] = []
+    requests: list[int] = []
+    for _ in range(rounds):
+        for x, y in points:
+            t0 = time.perf_counter_ns()
+            worker.request(t0, x, y)
+            requests.append(time.perf_counter_ns() - t0)
+            done = results.get(timeout=5.0)
+            through.append(time.perf_counter_ns() - done.t_ns)
+    worker.stop()
+
+    b50, b99 = _percentiles(bare)
+    o50, o99 = _percentiles(ours)
+    w50, w99 = _percentiles(through)
+    r50, r99 = _percentiles(requests)
+    n = len(ours)
+    print(f"element lookup on X11/AT-SPI, {n} lookups at {len(points)} points, {rounds} rounds")
+    print(f"{'':<34} {'bare desktop-wide':>22} {'optin':>22} {'ratio':>9}")
+    print(f"{'lookup p50 (ms)':<34} {b50:>22.2f} {o50:>22.2f} {o50 / b50:>8.2f}x")
+    print(f"{'lookup p99 (ms)':<34} {b99:>22.2f} {o99:>22.2f} {o99 / b99:>8.2f}x")
+    print(f"{'first lookup (ms)':<34} {first_bare / 1e6:>22.2f} {first_ours / 1e6:>22.2f}")
+    print(f"{'worker request->answer p50/p99 (ms)':<34} {'':>22} {f'{w50:.2f} / {w99:.2f}':>22}")
+    print(f"{'request() on the caller p50/p99 (µs)':<34} {'':>22} {f'{r50 * 1e3:.1f} / {r99 * 1e3:.1f}':>22}")
+    print(f"{'bare answers from a covered window':<34} {wrong_window:>22} {'0 (by X11 order)':>22}")
+    print(f"{'optin misses':<34} {'':>22} {misses:>22}")
+    return 0 if first.element is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
