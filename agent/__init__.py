@@ -4,6 +4,6 @@ The public surface is deliberately tiny; everything else is reached through the
 ``optin`` command (:mod:`agent.cli`).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["__version__"]

@@ -102,7 +102,13 @@ def _tasks(study: Study) -> Promise | None:
         "both": f"This study asks you to do tasks {listed}, or tasks {own}.",
     }
     text = texts.get(study.tasks_mode)
-    return Promise(f"recorded.tasks.{study.tasks_mode}", "recorded", text) if text else None
+    if text is None:
+        return None
+    how = (
+        " You start and end each task from the tray menu (“Start a task…”) or with `optin task`; "
+        "giving a task up deletes its recording from this computer."
+    )
+    return Promise(f"recorded.tasks.{study.tasks_mode}", "recorded", text + how)
 
 
 def _export(study: Study) -> list[Promise | None]:

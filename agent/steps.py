@@ -73,9 +73,10 @@ next step starts.
 (ctrl+click, shift+click, ctrl+scroll) are its ``keys``, in the same canonical order,
 from the ``modifiers`` of the latest key event and the modifier keys since.
 
-**Markers.**  Every marker but ``screen_layout`` ends the step in progress (a gesture
-whose button is held is dropped), ends any pending double click and forgets held keys:
-no step spans a pause, a deny gap or secure input.
+**Markers and tasks.**  Every marker but ``screen_layout``, and every ``task_start`` and
+``task_end`` record, ends the step in progress (a gesture whose button is held is dropped),
+ends any pending double click and forgets held keys: no step spans a pause, a deny gap,
+secure input or a task's start or end (so a task's steps are consecutive, docs/export-format.md).
 
 **Events.**  Each input event belongs to at most one step: a gesture's press, release, and
 the pointer moves and other input while held; a scroll's events; a key step's press and its
@@ -114,7 +115,8 @@ from agent.keyboard.names import COMMAND_MODIFIERS, EDIT_NAMES, MODIFIER_KEYS, M
 from agent.keyboard.replay import reconstruct
 
 #: Version of the step rules; bump when the same events give different steps.
-STEPS_VERSION = 1
+#: 2: a task's start and end end the step in progress, as a marker does.
+STEPS_VERSION = 2
 
 #: A press and release at most this far apart (Euclidean, pixels) is a click; farther, a drag.
 #: Also the largest distance between the two presses of a double click.
@@ -353,6 +355,8 @@ class _Segmenter:
             "frame": self.frame,
             "window_focus": self.window_focus,
             "marker": self.marker,
+            "task_start": self.task_line,
+            "task_end": self.task_line,
         }
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -447,6 +451,10 @@ class _Segmenter:
             detail = ev.detail
             backend = detail.get("backend") if hasattr(detail, "get") else None
             self.backend = backend if isinstance(backend, str) else None
+        self.task_line(i, ev)
+
+    def task_line(self, i: int, ev: Any) -> None:
+        """A marker, or a task's start or end: the step in progress ends, held keys are forgotten."""
         self.close()
         self.single = None
         # capture stops and starts at markers: a key held across one lost its release

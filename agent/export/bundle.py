@@ -1,15 +1,18 @@
 """Write ``<session>.optin.tar.age``: a redacted session as steps, signed, encrypted to the study.
 
-docs/export-format.md specifies the bundle (schema ``optin-bundle/2``).  In short: an age
+docs/export-format.md specifies the bundle (schema ``optin-bundle/3``).  In short: an age
 file (readable with the standard ``age -d``) holding a tar in WebDataset layout — one sample
-per step (``NNNNNN.json`` + the pre-action frame ``NNNNNN.webp``) — plus the whole redacted
+per step (``NNNNNN.json``, every one with the same keys, its task among them, + the pre-action
+frame ``NNNNNN.webp``) — plus the volunteer's tasks (``tasks.jsonl``), the whole redacted
 event stream (``events.jsonl``, ``frames.jsonl``, ``frames/NNNNNN.webp`` for frames no step
 uses), ``manifest.json`` (canonical JSON: schema, versions, pseudonymous volunteer id,
-consent receipt, redaction evidence, steps, counts, loss, the SHA-256 and size of every member)
+consent receipt, redaction evidence, tasks, steps, counts, loss, the SHA-256 and size of every member)
 and ``manifest.sig`` (the volunteer's Ed25519 signature over the manifest's bytes, with their key
 for this study: the volunteer id is a hash of that key, agent/store/signing.py).  The counts and
 summaries the manifest states are computed by agent/export/counts.py, which the collector's
-reader runs again over the members.
+reader runs again over the members; the task list and each step's task by
+agent/export/task_list.py, likewise.  Elements are not looked up yet: every step's ``element`` is
+null and the manifest's ``elements.api`` null (no lookups made).
 
 Export runs in three parts that the review window shares: :func:`prepare` (decrypt,
 check consent, redact, find the steps — in memory), :func:`build_tar` (pure: the tar's
@@ -35,8 +38,8 @@ from typing import Any
 from agent import __version__, consent
 from agent.canonical_json import canonical
 from agent.errors import ConsentRequired, ExportError, StoreCorrupt, StoreFormatError, UsageError
-from agent.events import Frame, Marker, Redacted, to_dict
-from agent.export import approval, counts
+from agent.events import Frame, Marker, Redacted, TaskEnd, TaskStart, to_dict
+from agent.export import approval, counts, task_list
 from agent.paths import Dirs, write_private_file
 from agent.redact import policy
 from agent.redact.local_names import LocalNames
@@ -47,7 +50,31 @@ from agent.store.reader import read_session
 from agent.study import MAX_RECIPIENTS, Study
 
 #: Version of the bundle layout (docs/export-format.md).
-BUNDLE_SCHEMA = "optin-bundle/2"
+BUNDLE_SCHEMA = "optin-bundle/3"
+#: Version of the element rules (docs/export-format.md, the UI element of a step).
+ELEMENTS_VERSION = 1
+#: The keys of every step member, in optin-bundle/3.
+STEP_KEYS = (
+    "action",
+    "x",
+    "y",
+    "to_x",
+    "to_y",
+    "button",
+    "dx",
+    "dy",
+    "text",
+    "keys",
+    "t_start_ns",
+    "t_end_ns",
+    "window",
+    "frame",
+    "events",
+    "task",
+    "element",
+)
+#: Redaction counts an optin-bundle/3 manifest always states (possibly ``{}``).
+STATED_COUNTS = ("instructions", "elements")
 #: Steps, and frames, a bundle can hold: member names have six digits.
 MAX_NUMBERED = 1_000_000
 
@@ -166,7 +193,7 @@ def prepare(
         progress=progress,
         local=LocalNames.of_this_machine() if local is None else local,
     )
-    events = sorted(redaction.events, key=lambda e: e.t_ns)
+    events = task_records_kept(sorted(redaction.events, key=lambda e: e.t_ns), session_id)
     return Prepared(session_id, events, steps(events), redaction, receipt.to_json(), data.problems)
 
 
@@ -250,11 +277,38 @@ def export_session(
 # --- the tar (pure) ----------------------------------------------------------------------------------
 
 
-def build_tar(prepared: Prepared, identity: bytes, study_id: str) -> bytes:
-    """The bundle's plaintext tar (``optin-bundle/2``), signed with the volunteer's key for ``study_id``.
+def task_records_kept(events: list[Any], session_id: str) -> list[Any]:
+    """``events`` without the ``task_end`` records whose ``task_start`` is not before them.
 
-    :raises ExportError: the consent receipt is for another study, or the session has more
-        steps or frames than member names can number.
+    A cut that took a task's start leaves the task out (docs/export-format.md: a writer never
+    writes a ``task_end`` without its ``task_start``; the task's steps have no task).
+
+    :raises ExportError: the session holds a task that ended ``abandoned`` (its deletion failed).
+    """
+    if any(isinstance(e, TaskEnd) and e.outcome == "abandoned" for e in events):
+        msg = (
+            f"session {session_id} holds a task you gave up, which is never exported; nothing was written. "
+            f"Fix: delete the session (optin sessions delete {session_id})"
+        )
+        raise ExportError(msg)
+    running: str | None = None
+    kept: list[Any] = []
+    for ev in events:
+        if isinstance(ev, TaskStart):
+            running = ev.task_id
+        elif isinstance(ev, TaskEnd):
+            if ev.task_id != running:
+                continue
+            running = None
+        kept.append(ev)
+    return kept
+
+
+def build_tar(prepared: Prepared, identity: bytes, study_id: str) -> bytes:
+    """The bundle's plaintext tar (``optin-bundle/3``), signed with the volunteer's key for ``study_id``.
+
+    :raises ExportError: the consent receipt is for another study, the session has more steps or
+        frames than member names can number, or its tasks are not a list a bundle can hold.
     """
     if prepared.receipt.get("study_id") != study_id:
         msg = (
@@ -270,25 +324,13 @@ def build_tar(prepared: Prepared, identity: bytes, study_id: str) -> bytes:
             f"holds at most {MAX_NUMBERED} of each. Fix: cut the session into parts in the review window"
         )
         raise ExportError(msg)
-    line_of: dict[int, int] = {}  # index into events -> line of events.jsonl or frames.jsonl
-    event_lines: list[bytes] = []
-    frame_rows: list[tuple[int, Frame]] = []
-    for i, ev in enumerate(events):
-        if isinstance(ev, Frame):
-            line_of[i] = len(frame_rows)
-            frame_rows.append((i, ev))
-        else:
-            line_of[i] = len(event_lines)
-            record = ev.to_dict() if isinstance(ev, Redacted) else to_dict(ev)
-            event_lines.append(canonical(record))
-    members: dict[str, bytes] = {}
+    line_of, event_lines, frame_rows, tasks, of_step = _stream(prepared)
+    members: dict[str, bytes] = {"tasks.jsonl": b"".join(canonical(t) + b"\n" for t in tasks)}
     holder: dict[int, str] = {}  # frames.jsonl line -> first member holding its pixels
     for n, step in enumerate(prepared.steps):
-        record = step.to_json(events)
-        record.pop("frame_t_ns", None)
-        record["frame"] = line_of[step.frame] if step.frame is not None else None
-        record["window"] = record.get("window")
-        record["events"] = [line_of[i] for i in step.events if not isinstance(events[i], Frame)]
+        frame_line = line_of[step.frame] if step.frame is not None else None
+        lines_of_step = [line_of[i] for i in step.events if not isinstance(events[i], Frame)]
+        record = step_record(step, events, frame_line, lines_of_step, of_step[n])
         members[f"{n:06d}.json"] = canonical(record)
         if step.frame is not None:
             frame = events[step.frame]
@@ -306,16 +348,78 @@ def build_tar(prepared: Prepared, identity: bytes, study_id: str) -> bytes:
         frame_lines.append(canonical({**fields, "member": name}) + b"\n")
     members["frames.jsonl"] = b"".join(frame_lines)
     members.update(unused)
-    manifest = canonical(_manifest(prepared, identity, study_id, members))
+    manifest = canonical(_manifest(prepared, identity, study_id, members, tasks))
     signature = signing.sign(identity, study_id, manifest)
     ordered = {"manifest.json": manifest, "manifest.sig": signature, **members}
     return _tar(prepared.session_id, ordered)
 
 
+def _stream(
+    prepared: Prepared,
+) -> tuple[dict[int, int], list[bytes], list[tuple[int, Frame]], list[dict[str, Any]], list[str | None]]:
+    """The lines of ``events.jsonl`` and the frames, each event's line, the tasks and each step's task.
+
+    :raises ExportError: the tasks are not a list a bundle can hold (task_list.py says why).
+    """
+    events = prepared.events
+    line_of: dict[int, int] = {}  # index into events -> line of events.jsonl or frames.jsonl
+    event_lines: list[bytes] = []
+    frame_rows: list[tuple[int, Frame]] = []
+    lines = task_list.TaskLines()
+    try:
+        for i, ev in enumerate(events):
+            if isinstance(ev, Frame):
+                line_of[i] = len(frame_rows)
+                frame_rows.append((i, ev))
+                continue
+            line_of[i] = len(event_lines)
+            record = ev.to_dict() if isinstance(ev, Redacted) else to_dict(ev)
+            if isinstance(ev, TaskStart) and ev.source == "volunteer" and not ev.instruction:
+                record["instruction"] = None  # dropped (typed_text = "drop"): null, never a made-up text
+            lines.add(record)
+            event_lines.append(canonical(record))
+        last_t = max((e.t_ns for e in events), default=0)
+        terms = prepared.receipt.get("terms")
+        starts = [s.t_start_ns for s in prepared.steps]
+        tasks, of_step = lines.tasks(last_t, terms, starts, [s.action for s in prepared.steps])
+    except ValueError as exc:
+        msg = (
+            f"session {prepared.session_id} cannot be exported: {exc}. Nothing was written. Fix: cut the "
+            "task out in the review window, or delete the session"
+        )
+        raise ExportError(msg) from None
+    return line_of, event_lines, frame_rows, tasks, of_step
+
+
+def step_record(
+    step: Step, events: Sequence[Any], frame: int | None, lines: list[int], task: str | None
+) -> dict[str, Any]:
+    """A step member of ``optin-bundle/3``: every key of :data:`STEP_KEYS`, null where it does not apply.
+
+    :param frame: its pre-action frame's ``frames.jsonl`` line; ``lines``: the ``events.jsonl`` lines
+        of its events (frames are in none); ``task``: its task's id.
+    """
+    given = step.to_json(events)
+    record: dict[str, Any] = dict.fromkeys(STEP_KEYS)
+    record.update({k: v for k, v in given.items() if k in record})
+    record["keys"] = list(step.keys)
+    record["frame"] = frame
+    record["events"] = lines
+    record["task"] = task
+    record["element"] = None  # element lookups are not recorded yet (elements.api is null)
+    return record
+
+
 def _manifest(
-    prepared: Prepared, identity: bytes, study_id: str, members: dict[str, bytes]
+    prepared: Prepared,
+    identity: bytes,
+    study_id: str,
+    members: dict[str, bytes],
+    tasks: list[dict[str, Any]],
 ) -> dict[str, Any]:
     events = prepared.events
+    redaction = prepared.redaction.evidence()
+    redaction["counts"] = {**{where: {} for where in STATED_COUNTS}, **redaction["counts"]}
     return {
         "schema": BUNDLE_SCHEMA,
         "agent_version": __version__,
@@ -325,14 +429,16 @@ def _manifest(
             "signing_key": base64.b64encode(signing.public_signing_key(identity, study_id)).decode("ascii"),
         },
         "consent": prepared.receipt,
-        "redaction": prepared.redaction.evidence(),
+        "redaction": redaction,
+        "tasks": tasks,
+        "elements": {"version": ELEMENTS_VERSION, "api": None},
         "steps": {
             "version": STEPS_VERSION,
             "count": len(prepared.steps),
             "by_action": by_action(prepared.steps),
         },
         "counts": counts.kind_counts(e.KIND for e in events),
-        "loss": loss(events, prepared.problems, prepared.redaction.frames_left_out),
+        "loss": {**loss(events, prepared.problems, prepared.redaction.frames_left_out), "elements": None},
         "duration_s": duration_s(events),
         "members": {
             name: {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}

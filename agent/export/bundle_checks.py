@@ -26,14 +26,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from agent.errors import ExportError
-from agent.export.recount import MEMBER, SHOWN, Members, Recount, json_object, shown, view
+from agent.export.recount import MEMBER, SHOWN, TASKS, V3, Members, Recount, json_object, shown, view
 from agent.store import signing
 from agent.untrusted_text import visible
 
-#: The bundle layout this optin writes, and every layout it reads.
-SCHEMA = "optin-bundle/2"
+#: The bundle layout this optin writes, and every layout it reads (each by its own rules).
+SCHEMA = V3
+V2 = "optin-bundle/2"
 V1 = "optin-bundle/1"
-SCHEMAS = (SCHEMA, V1)
+SCHEMAS = (SCHEMA, V2, V1)
 #: Largest member (the spec's 1 GiB).
 MAX_MEMBER_SIZE = 1 << 30
 #: Largest ``manifest.json`` (parsed whole, once).
@@ -77,7 +78,7 @@ class Bundle:
         name under ``<session-id>/``, in tar order (:class:`Members`; a dict of bytes works too).
     :ivar steps_by_action: the steps counted from the step members, by action.
     :ivar id_verified: ``volunteer.id`` is the id of the key that signed the manifest
-        (``optin-bundle/2``); False for ``optin-bundle/1``, whose ids nobody can check.
+        (``optin-bundle/2`` and ``/3``); False for ``optin-bundle/1``, whose ids nobody can check.
     """
 
     path: Path
@@ -344,7 +345,7 @@ class _TarReader:
         return key
 
     def _check_volunteer_id(self, manifest: dict[str, Any], key: bytes) -> bool:
-        """Whether ``volunteer.id`` was checked against the key (``optin-bundle/2``); refuse a wrong one."""
+        """Whether ``volunteer.id`` was checked against its key (optin-bundle/2 on); refuse a wrong one."""
         claimed = manifest["volunteer"].get("id")
         if not (isinstance(claimed, str) and _VOLUNTEER_ID.fullmatch(claimed)):
             self.refuse("the manifest's volunteer.id is not 32 lower-case hex characters")
@@ -378,7 +379,7 @@ class _TarReader:
             size = entry.get("size") if isinstance(entry, dict) else None
             if name in (MANIFEST, SIGNATURE):
                 self.refuse(f"the manifest's members lists {name!r}, which it must not")
-            if not MEMBER.fullmatch(name):
+            if not MEMBER.fullmatch(name) or (name == TASKS and manifest["schema"] != V3):
                 self.refuse(
                     f"the manifest's members lists {shown(name)}, not a name a bundle holds", HOSTILE_FIX
                 )
@@ -390,6 +391,15 @@ class _TarReader:
         return listed
 
     def _take_member(self, info: tarfile.TarInfo, name: str) -> None:
+        v3 = self.manifest is not None and self.manifest.get("schema") == V3
+        if v3 and not self.spans and name != TASKS:
+            self.refuse(f"the third member is {shown(name)}, not {TASKS}")
+        if not v3 and name == TASKS:
+            self.refuse(
+                f"member {shown(name)} is not a name an {self.manifest and self.manifest.get('schema')} "
+                "bundle holds (docs/export-format.md)",
+                HOSTILE_FIX,
+            )
         if name not in self.listed:
             self.refuse(f"member {shown(name)} is not listed in the manifest's members")
         digest, size = self.listed[name]

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.export.bundle_checks import Bundle
-from agent.export.recount import EVENTS, FRAMES, SHOWN, each_line, view
+from agent.export.recount import EVENTS, FRAMES, SHOWN, V3, each_line, view
 from agent.session_summary import pairs_text, redactions_by_place
 from agent.untrusted_text import visible
 
@@ -38,6 +38,7 @@ def summarise(bundle: Bundle) -> dict[str, Any]:
         "consent_version": consent.get("consent_version"),
         "duration_s": m.get("duration_s"),
         "steps": {"count": sum(by_action.values()), "by_action": by_action},
+        "tasks": m.get("tasks") if m["schema"] == V3 else None,
         "frames": _line_count(bundle.members, FRAMES),
         "events": _line_count(bundle.members, EVENTS),
         "redactions": _mapping(m.get("redaction")).get("counts", {}),
@@ -77,15 +78,47 @@ def render_summary(summary: dict[str, Any]) -> str:
         ),
         ("duration", "unknown" if summary["duration_s"] is None else f"{_v(summary['duration_s'])} s"),
         ("steps", f"{steps['count']}" + (f": {by_action}" if by_action else "")),
+        ("tasks", _tasks_text(summary.get("tasks"))),
         ("frames", str(summary["frames"])),
         ("events", str(summary["events"])),
         ("redactions", _redactions_text(summary["redactions"])),
-        ("loss", _flat_text(summary["loss"])),
+        ("loss", _flat_text(_loss_shown(summary["loss"]))),
         ("members", f"{summary['members']['count']}, {summary['members']['bytes']} bytes"),
         ("signature", signed),
     ]
     width = max(len(key) for key, _ in rows) + 2
     return "\n".join(f"{key + ':':<{width}}{value}" for key, value in rows)
+
+
+#: Tasks the text summary lists one by one (``--json`` gives them all).
+SHOWN_TASKS = 20
+
+
+def _tasks_text(tasks: Any) -> str:
+    """``sign-in (study) done, steps 0-2; ...``; ``none``; or ``unknown`` (a bundle from before tasks).
+
+    Ids, sources and outcomes were checked against the format; they are shown visibly all the same.
+    No instruction is shown here (``--json`` has them, escaped).
+    """
+    if not isinstance(tasks, list):
+        return "unknown (this schema has no tasks)"
+    parts = []
+    for task in tasks[:SHOWN_TASKS]:
+        steps = _mapping(task.get("steps"))
+        span = steps.get("range")
+        where = (
+            f"steps {_v(span[0])}-{_v(span[1])}" if isinstance(span, list) and len(span) == 2 else "no steps"
+        )
+        parts.append(f"{_v(task.get('id'))} ({_v(task.get('source'))}) {_v(task.get('outcome'))}, {where}")
+    more = f"; and {len(tasks) - SHOWN_TASKS} more" if len(tasks) > SHOWN_TASKS else ""
+    return f"{len(tasks)}: " + "; ".join(parts) + more if parts else "none"
+
+
+def _loss_shown(loss: Any) -> Any:
+    """``loss`` with a null ``elements`` (optin-bundle/3: no element lookups made) said in words."""
+    if isinstance(loss, dict) and "elements" in loss and loss["elements"] is None:
+        return {**loss, "elements": "no lookups"}
+    return loss
 
 
 def _mapping(value: Any) -> dict[str, Any]:

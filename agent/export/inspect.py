@@ -11,12 +11,14 @@ bounded by the file's real size before the next layer sees it:
   files and single small pax headers only, no sparse members, names from the spec's grammar
   (so never deep), under the one ``<session-id>/`` the manifest names;
 * ``manifest.json`` and ``manifest.sig`` come first; the ``schema`` is known, ``manifest.sig``
-  verifies with ``volunteer.signing_key`` and, in ``optin-bundle/2``, ``volunteer.id`` is the id
+  verifies with ``volunteer.signing_key`` and, from ``optin-bundle/2`` on, ``volunteer.id`` is the id
   of that key (``optin-bundle/1`` ids cannot be checked: :attr:`Bundle.id_verified` is False);
 * every other member is listed once in ``members``, with the size its header declares (checked
   before its data is read) and the same SHA-256; no listed member is missing;
 * every count and summary the manifest states is recomputed from the members
-  (agent/export/counts.py, the writer's own functions), and what steps and frames point at exists.
+  (agent/export/counts.py, the writer's own functions), and what steps and frames point at exists;
+* ``optin-bundle/3``: ``tasks.jsonl`` is the third member, and the task list, ``tasks.jsonl`` and
+  every step's task are recomputed from the members and the consent terms (task_list.py).
 
 Failures are :class:`~agent.errors.ExportError` (exit 1) that name the bundle, the member and the
 check, never a member's content, with untrusted text shown by :func:`~agent.untrusted_text.visible`

@@ -5,12 +5,17 @@ signed statement about the members, and a signature says only that nobody change
 :class:`Recount` recomputes every count and summary the members determine — steps, event
 counts, duration, loss, typed redactions — with the writer's own functions
 (agent/export/counts.py), checks that what steps and frames point at exists, and refuses the
-bundle at the first difference.  It also holds the members over the decrypted tar
-(:class:`Members`), the reader's strict JSON and the way messages show untrusted values
-(:func:`shown`), shared with agent/export/bundle_checks.py and bundle_report.py.
+bundle at the first difference.  In ``optin-bundle/3`` it also recomputes the task list, the
+``tasks.jsonl`` member and every step's ``task`` from ``events.jsonl``, the step members and the
+signed consent terms (agent/export/task_list.py, the writer's own code again), checks that every
+step member has the same keys, and refuses element lookups, which this optin does not read yet.
+It also holds the members over the decrypted tar (:class:`Members`), the reader's strict JSON
+and the way messages show untrusted values (:func:`shown`), shared with
+agent/export/bundle_checks.py and bundle_report.py.
 
 Memory: the members are views of the one decrypted tar; one line of ``events.jsonl`` or
-``frames.jsonl`` is copied and parsed at a time; what is kept is counters, the markers, and one
+``frames.jsonl`` is copied and parsed at a time; what is kept is counters, the markers, the
+tasks (at most 10,000), per step its start, action and task, and one
 member name per frame.
 """
 
@@ -24,23 +29,54 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn
 
 from agent.canonical_json import canonical
-from agent.export import counts
+from agent.export import counts, task_list
 from agent.untrusted_text import visible
 
 EVENTS = "events.jsonl"
 FRAMES = "frames.jsonl"
+TASKS = "tasks.jsonl"
+#: The schema with tasks (docs/export-format.md, optin-bundle/3).
+V3 = "optin-bundle/3"
+#: Largest ``tasks.jsonl``.
+MAX_TASKS_SIZE = 64 << 20
+#: The keys of every optin-bundle/3 step member (agent/export/bundle.py writes them).
+STEP_KEYS = frozenset(
+    {
+        "action",
+        "x",
+        "y",
+        "to_x",
+        "to_y",
+        "button",
+        "dx",
+        "dy",
+        "text",
+        "keys",
+        "t_start_ns",
+        "t_end_ns",
+        "window",
+        "frame",
+        "events",
+        "task",
+        "element",
+    }
+)
+#: The element rules' version an optin-bundle/3 manifest states.
+ELEMENTS_VERSION = 1
 #: Characters of untrusted text a message or the summary shows.
 SHOWN = 80
-#: docs/export-format.md's member grammar (names below ``<session-id>/``).
+#: docs/export-format.md's member grammar (names below ``<session-id>/``; ``tasks.jsonl`` only in
+#: ``optin-bundle/3``, which bundle_checks.py checks once the manifest is read).
 MEMBER = re.compile(
-    r"manifest\.json|manifest\.sig|events\.jsonl|frames\.jsonl|(frames/)?[0-9]{6}\.(json|webp|png)"
+    r"manifest\.json|manifest\.sig|tasks\.jsonl|events\.jsonl|frames\.jsonl|(frames/)?[0-9]{6}\.(json|webp|png)"
 )
 STEP = re.compile(r"([0-9]{6})\.json")
 IMAGE = re.compile(r"(frames/)?([0-9]{6})\.(webp|png)")
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # an action or an event kind
 _LINE = re.compile(rb"[^\n]*\n|[^\n]+")  # a line, its newline kept; the last one may have none
 
-Refuse = Callable[[str], NoReturn]
+#: ``refuse(what, fix=...)``: never returns (bundle_checks.py gives the fix a refusal ends with).
+Refuse = Callable[..., NoReturn]
 
 
 class Members(Mapping[str, bytes]):
@@ -137,12 +173,23 @@ class Recount:
         self.markers: list[dict[str, Any]] = []
         self.frame_members: list[str] = []
         self.span = counts.Span()  # of every line's t_ns, events and frames
+        self.v3 = False
+        self.task_lines = task_list.TaskLines()
+        self.element_lines = 0
+        #: optin-bundle/3: each step's t_start_ns, action and stated task, by step number.
+        self.step_starts: list[int] = []
+        self.step_actions: list[str] = []
+        self.step_tasks: list[Any] = []
 
     def check(self, manifest: dict[str, Any]) -> dict[str, int]:
         """Every recomputation; the steps by action (refusing the bundle at the first difference)."""
+        self.v3 = manifest.get("schema") == V3
         events = self._lines(EVENTS, self._take_event)
         frames = self._lines(FRAMES, self._take_frame)
         by_action = self._steps(manifest, events, frames)
+        if self.v3:
+            self._tasks(manifest)
+            self._elements(manifest)
         self._frames_are_held(frames)
         recounted = Counter(self.kinds)
         recounted["frame"] += frames
@@ -210,6 +257,13 @@ class Recount:
             self.entities[entity] += 1
         elif kind == "marker":
             self.markers.append(record)
+        elif self.v3 and kind in ("task_start", "task_end"):
+            try:
+                self.task_lines.add(record)
+            except ValueError as exc:
+                self.refuse(f"{EVENTS} line {number + 1}: {exc}")
+        elif self.v3 and kind == "element":
+            self.element_lines += 1
 
     def _take_frame(self, number: int, record: dict[str, Any]) -> None:
         member = record.get("member")
@@ -247,6 +301,8 @@ class Recount:
             if step is None or not (isinstance(action, str) and _NAME.fullmatch(action)):
                 self.refuse(f"step member '{number}.json' is not a JSON object with an action")
             self._step_points_into_the_stream(number, step, images.get(number), events, frames)
+            if self.v3:
+                self._step_of_v3(number, step)
             by_action[action] += 1
         declared = manifest.get("steps")
         count = declared.get("count") if isinstance(declared, dict) else None
@@ -275,6 +331,80 @@ class Recount:
             self.refuse(f"{where}'s image is not the frame {FRAMES} line {frame + 1} names")
         if not (isinstance(lines, list) and all(counts.is_integer(i) and 0 <= i < events for i in lines)):
             self.refuse(f"{where} has events that are not {EVENTS} line numbers")
+
+    def _step_of_v3(self, number: str, step: dict[str, Any]) -> None:
+        """An optin-bundle/3 step: exactly the step keys, an integer start, no element (none looked up)."""
+        where = f"step member '{number}.json'"
+        if set(step) != STEP_KEYS:
+            odd = sorted(set(step) ^ STEP_KEYS)
+            self.refuse(f"{where} has not the keys of a step (missing or extra: {shown(', '.join(odd))})")
+        start = step["t_start_ns"]
+        if not (counts.is_integer(start) and start >= 0):
+            self.refuse(f"{where} has no t_start_ns (an integer from 0 to 2^63 - 1)")
+        if step["element"] is not None:
+            self.refuse(f"{where} has an element, but the manifest says no element lookups were made")
+        self.step_starts.append(start)
+        self.step_actions.append(step["action"])
+        self.step_tasks.append(step["task"])
+
+    # -- optin-bundle/3: tasks and elements
+
+    def _tasks(self, manifest: dict[str, Any]) -> None:
+        """The manifest's ``tasks``, ``tasks.jsonl`` and every step's ``task``, from the members."""
+        consent = manifest.get("consent")
+        terms = consent.get("terms") if isinstance(consent, dict) else None
+        high = self.span.high if self.span.high is not None else 0
+        try:
+            tasks, of_step = self.task_lines.tasks(high, terms, self.step_starts, self.step_actions)
+        except ValueError as exc:
+            self.refuse(f"{EVENTS}: {exc}")
+        stated = manifest.get("tasks")
+        if not isinstance(stated, list):
+            self.refuse("the manifest has no tasks list")
+        if len(stated) != len(tasks):
+            self.refuse(f"the manifest lists {len(stated)} tasks but {EVENTS} gives {len(tasks)}")
+        for n, (said, task) in enumerate(zip(stated, tasks, strict=True)):
+            if canonical(said) != canonical(task):
+                self.refuse(f"the manifest's tasks[{n}] is not the task {EVENTS} gives (task {task['id']!r})")
+        for n, (said, task_id) in enumerate(zip(self.step_tasks, of_step, strict=True)):
+            if canonical(said) != canonical(task_id):
+                self.refuse(
+                    f"step member '{n:06d}.json' names task {json_shown(said)} but its time is in "
+                    f"{'no task' if task_id is None else f'task {task_id!r}'}"
+                )
+        self._tasks_member(tasks)
+
+    def _tasks_member(self, tasks: list[dict[str, Any]]) -> None:
+        """``tasks.jsonl``: one line per task, the canonical JSON of the manifest's object, in order."""
+        if TASKS not in self.members:
+            self.refuse(f"it has no {TASKS}")
+        blob = view(self.members, TASKS)
+        if len(blob) > MAX_TASKS_SIZE:
+            self.refuse(f"{TASKS} is {len(blob)} bytes, over the {MAX_TASKS_SIZE}-byte limit")
+        count = 0
+        for line in each_line(blob):
+            if count >= len(tasks):
+                self.refuse(f"{TASKS} has more lines than the manifest has tasks ({len(tasks)})")
+            if line != canonical(tasks[count]) + b"\n":
+                self.refuse(
+                    f"{TASKS} line {count + 1} is not the manifest's tasks[{count}] as canonical JSON"
+                )
+            count += 1
+        if count != len(tasks):
+            self.refuse(f"{TASKS} has {count} lines but the manifest has {len(tasks)} tasks")
+
+    def _elements(self, manifest: dict[str, Any]) -> None:
+        """``elements``: this optin reads bundles without lookups (``api`` null) only."""
+        start = next((m for m in self.markers if m.get("marker") == "session_start"), None)
+        detail = start.get("detail") if start is not None else None
+        api = detail.get("elements") if isinstance(detail, dict) else None
+        self._same("elements", manifest.get("elements"), {"version": ELEMENTS_VERSION, "api": api})
+        if api is not None or self.element_lines:
+            lookups = f"{self.element_lines} element lines, api {json_shown(api)}"
+            self.refuse(
+                f"it holds element lookups ({lookups}), which this optin does not read yet",
+                "Fix: read it with an optin that reads elements",
+            )
 
     def _holder_digest(self, line: int) -> str:
         """The SHA-256 of the member that holds the pixels of ``frames.jsonl`` line ``line``."""
@@ -311,6 +441,8 @@ class Recount:
         for key in _SECONDS:
             if _close(stated.get(key), recomputed[key]):
                 recomputed[key] = stated[key]
+        if self.v3:
+            recomputed["elements"] = None  # no lookups made (_elements refuses a bundle with some)
         self._same("loss", stated, recomputed)
         self._redaction_counts(redaction)
 
@@ -324,6 +456,8 @@ class Recount:
             )
         ):
             self.refuse("the manifest's redaction.counts is not a table of counts by entity")
+        if self.v3 and not all(isinstance(found.get(where), dict) for where in ("instructions", "elements")):
+            self.refuse("the manifest's redaction.counts has no instructions or no elements table")
         typed = found.get("typed", {})
         stated = {e: n for e, n in typed.items() if e != "ALL_TEXT" and n != 0}
         self._same("redaction.counts.typed", stated, dict(sorted(self.entities.items())))

@@ -19,10 +19,16 @@ it too), waits, and returns what the volunteer chose.  The process's side is :fu
 * ``--confirm`` asks a yes/no question read as JSON from stdin (``{"title", "message", "yes",
   "no"}``; the focus starts on "no"), prints ``{"confirmed": bool}`` and exits 0 (yes) or 1;
   :func:`confirm` runs it (the tray's "Opt out").
+* ``--task`` shows the "Start a task" dialog for the recorder's task mode and list, read as JSON
+  from stdin (:func:`agent.ui.task_views.task_request`): **Start** prints ``{"started": true,
+  "id": ID}`` or ``{"started": true, "instruction": TEXT}`` and exits 0; **Cancel**/Escape/close
+  prints ``{"started": false}`` and exits 1.  :func:`ask_task` runs it (the tray's "Start a
+  task…"); starting the task is the caller's job.  The instruction is captured text: it goes back
+  on the pipe only, never into a log.
 * no display (or no Tk): one line on stderr saying the fix, exit 2.
 
-What the dialogs say is decided by :mod:`agent.ui.consent_views`; the Tk dialogs that render it
-are in :mod:`agent.ui.consent_dialog`.
+What the dialogs say is decided by :mod:`agent.ui.consent_views` and :mod:`agent.ui.task_views`; the
+Tk dialogs that render it are in :mod:`agent.ui.consent_dialog` and :mod:`agent.ui.task_dialog`.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from agent.paths import Dirs, optin_command
 from agent.study import Study
 from agent.ui.consent_dialog import show_confirm, show_consent, show_withdraw
 from agent.ui.consent_views import WithdrawChoice, consent_view, withdraw_view
+from agent.ui.task_views import TaskChoice, choice_from_answer, view_from_request
 
 #: Exit codes of the dialog process.
 EXIT_YES = 0
@@ -48,6 +55,9 @@ EXIT_NO = 1
 EXIT_CANNOT = 2
 #: ``optin _dialog ...`` runs this module's :func:`main` in a process of its own (agent/__main__.py).
 DIALOG_COMMAND = "_dialog"
+#: Most characters of a request read from stdin: a study's at most 500 tasks of bounded size, as JSON
+#: (non-ASCII escaped as \uXXXX, six characters each).
+_MAX_REQUEST = 16_000_000
 
 
 # --- running the dialog process from the agent --------------------------------------------------
@@ -58,12 +68,12 @@ def _run_dialog(
     d: Dirs | None,
     timeout: float | None,
     on_started: Callable[[int], None] | None,
-    request: dict[str, str] | None = None,
+    request: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any]] | None:
     """Run the dialog process; (exit code, its JSON answer), or None when it timed out.
 
     :param d: the directories the dialog must use (checked: the process finds them itself).
-    :param request: a JSON object for its stdin (``--confirm``).
+    :param request: a JSON object for its stdin (``--confirm``, ``--task``).
     """
     from agent.paths import dirs as current_dirs
 
@@ -118,6 +128,25 @@ def confirm(
     request = {"title": title, "message": message, "yes": yes, "no": no}
     result = _run_dialog(["--confirm"], None, timeout, on_started, request)
     return result is not None and result[0] == EXIT_YES and result[1].get("confirmed") is True
+
+
+def ask_task(
+    request: dict[str, Any],
+    *,
+    timeout: float | None = None,
+    on_started: Callable[[int], None] | None = None,
+) -> TaskChoice | None:
+    """Show the "Start a task" dialog for ``request`` (:func:`agent.ui.task_views.task_request`)
+    and wait; the volunteer's choice, or None (Cancel, closed, timed out).
+
+    Blocks: call it off the GUI thread.  Starting the task is the caller's job.
+
+    :raises EnvironmentProblem: the dialog could not be shown.
+    """
+    result = _run_dialog(["--task"], None, timeout, on_started, request)
+    if result is None or result[0] != EXIT_YES:
+        return None
+    return choice_from_answer(result[1])
 
 
 def ask_consent(
@@ -217,8 +246,28 @@ def _confirm_main() -> int:
     return EXIT_YES if confirmed else EXIT_NO
 
 
+def _task_main() -> int:
+    from agent.ui.task_dialog import show_task
+
+    raw = sys.stdin.read(_MAX_REQUEST + 1)
+    if len(raw) > _MAX_REQUEST:
+        msg = f"the --task dialog's request is longer than {_MAX_REQUEST} characters"
+        raise UsageError(msg)
+    try:
+        request = json.loads(raw)
+    except ValueError as exc:
+        msg = 'the --task dialog reads {"mode": ..., "tasks": [...]} as JSON from stdin'
+        raise UsageError(msg) from exc
+    choice = show_task(view_from_request(request))
+    if choice is None:
+        _say({"started": False})
+        return EXIT_NO
+    _say(choice.to_json())
+    return EXIT_YES
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m agent.ui.dialogs [--study FILE | --withdraw | --confirm]``.
+    """``python -m agent.ui.dialogs [--study FILE | --withdraw | --confirm | --task]``.
 
     Exit 0: yes (agreed, withdrawn, confirmed); 1: no; 2: the dialog cannot be shown.
     """
@@ -240,8 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument(
         "--confirm", action="store_true", help="ask a yes/no question read as JSON from stdin (for the tray)"
     )
+    group.add_argument(
+        "--task", action="store_true", help="ask which task to start; its mode and list as JSON on stdin"
+    )
     args = parser.parse_args(argv)
     try:
+        if args.task:
+            return _task_main()
         if args.confirm:
             return _confirm_main()
         return _withdraw_main() if args.withdraw else _consent_main(args.study)

@@ -1,6 +1,7 @@
 """The tray icon: always shows whether optin records (P2).
 
-A thin pystray view over :class:`agent.control.Recorder`.  The icon is made
+A thin pystray view over :class:`agent.control.Recorder` (its tasks too: "Start a task…" opens the
+task dialog, :func:`agent.ui.dialogs.ask_task`, and the recorder starts the task).  The icon is made
 visible *before* the recorder starts, and the recorder is stopped before the
 icon goes away, so capture never runs without the indicator.  pystray is
 imported lazily (it fails to import without a display).
@@ -216,6 +217,7 @@ def _menu(
     running = lambda _i: recorder.state in ("recording", "paused")  # noqa: E731
     return pystray.Menu(
         pystray.MenuItem(lambda _i: tooltip(recorder), None, enabled=False),
+        *_task_items(pystray, recorder, action, notify),
         pystray.MenuItem(
             "Pause",
             pystray.Menu(
@@ -236,6 +238,103 @@ def _menu(
         pystray.MenuItem("Withdraw consent…", action(withdraw, stop_icon)),
         pystray.MenuItem("Opt out (stop and delete everything)…", action(opt_out, stop_icon)),
         pystray.MenuItem("Quit (stop recording)", action(recorder.stop, lambda i: i.stop())),
+    )
+
+
+Action = Callable[[Callable[[], object]], Callable[[Any, Any], None]]
+
+
+def _task_items(pystray: Any, recorder: Recorder, action: Action, notify: Callable[[str], None]) -> list[Any]:
+    """The menu's task items (study's ``[tasks] mode`` not ``off``): "Start a task…" while recording
+    without a task; while one runs, which it is, "Task done", "Task failed" and "Give up…"."""
+    dialog_open = threading.Lock()  # one "Start a task" dialog at a time
+
+    def start_task() -> None:
+        from agent.ui.dialogs import ask_task
+        from agent.ui.task_views import task_request
+
+        if not dialog_open.acquire(blocking=False):
+            notify("The task dialog is already open.")
+            return
+        try:
+            choice = ask_task(task_request(recorder.task_status()), on_started=recorder.own_process)
+        finally:
+            dialog_open.release()
+        if choice is None:
+            return
+        task = recorder.start_task(task_id=choice.task_id, instruction=choice.instruction)
+        notify(f"Started {task_name(task)}. End it from this menu: Task done, Task failed or Give up.")
+
+    def finish(outcome: str) -> Callable[[Any, Any], None]:
+        def end() -> None:
+            task = running_task(recorder)
+            ended = recorder.finish_task(outcome)
+            name = task_name(task or ended)
+            notify(f"{name[:1].upper()}{name[1:]} ended: {outcome}.")
+
+        return action(end)
+
+    def give_up() -> None:
+        task = running_task(recorder)
+        if task is not None and confirm_give_up(recorder.own_process):
+            ended = recorder.abandon_task()
+            notify(f"Gave up {task_name(task or ended)}; its recording was deleted from this computer.")
+
+    can_start = lambda _i: (  # noqa: E731 - pystray takes callables
+        recorder.state == "recording" and tasks_on(recorder) and running_task(recorder) is None
+    )
+    in_task = lambda _i: running_task(recorder) is not None  # noqa: E731
+    return [
+        pystray.MenuItem("Start a task…", action(start_task), visible=can_start),
+        pystray.MenuItem(lambda _i: task_line(recorder), None, enabled=False, visible=in_task),
+        pystray.MenuItem("Task done", finish("done"), visible=in_task),
+        pystray.MenuItem("Task failed", finish("failed"), visible=in_task),
+        pystray.MenuItem("Give up (delete this task)…", action(give_up), visible=in_task),
+    ]
+
+
+def tasks_on(recorder: Recorder) -> bool:
+    """Does the study ask for tasks (``[tasks] mode`` is not ``off``)?"""
+    return recorder.study.tasks_mode != "off"
+
+
+def running_task(recorder: Recorder) -> dict[str, Any] | None:
+    """The running task as the recorder tells it (id, source, times; never its instruction)."""
+    if not tasks_on(recorder):
+        return None
+    running = recorder.task_status()["running"]
+    return running if isinstance(running, dict) else None
+
+
+def task_name(task: dict[str, Any]) -> str:
+    """How the menu and notifications name a task: the study's id, or "your task" for the
+    volunteer's own (its instruction is captured text and never shown here; nor is its id,
+    which says nothing to them)."""
+    from agent.untrusted_text import visible
+
+    source = task.get("source")
+    own = source == "volunteer" if source is not None else str(task.get("id", "")).startswith("free-")
+    return "your task" if own else f"the task {visible(str(task.get('id')), limit=64)}"
+
+
+def task_line(recorder: Recorder) -> str:
+    """The menu's line while a task runs: which one."""
+    task = running_task(recorder)
+    return "No task runs" if task is None else f"Running {task_name(task)}"
+
+
+def confirm_give_up(on_started: Callable[[int], None]) -> bool:
+    """Ask, in a dialog of its own process, whether to give the running task up (the focus starts
+    on Cancel)."""
+    from agent.ui.dialogs import confirm
+
+    return confirm(
+        "Give up this task?",
+        "The task ends as given up, and its recording (everything since you started it) is deleted "
+        "from this computer. Recording goes on. This cannot be undone.",
+        yes="Give up and delete",
+        no="Cancel",
+        on_started=on_started,
     )
 
 

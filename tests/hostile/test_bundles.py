@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from agent.canonical_json import canonical
 from agent.errors import ExportError
 from agent.export import inspect
 from agent.store import signing
@@ -500,3 +501,315 @@ def test_p6_random_tar_headers_are_refused_or_harmless_never_a_crash(hostile: Ta
             assert bundle.members == valid.members and bundle.manifest_bytes == valid.manifest_bytes
         assert time.monotonic() - start < 5
         hostile.held(P6)
+
+
+# --- optin-bundle/3: forged or inconsistent task lists ------------------------------------------------
+
+V3 = "optin-bundle/3"
+INSTRUCTION = "Sign in to the staff portal with the test account"
+TERMS = {
+    "tasks": {
+        "mode": "list",
+        "list": [{"id": "sign-in", "instruction": INSTRUCTION, "time_limit_minutes": 10}],
+    }
+}
+NINE = dict.fromkeys(
+    ("click", "double_click", "drag", "hotkey", "key", "middle_click", "right_click", "scroll", "type"), 0
+)
+STEP_NULLS = dict.fromkeys(
+    ("x", "y", "to_x", "to_y", "button", "dx", "dy", "text", "window", "frame", "element", "task")
+)
+
+
+def v3_events(start: dict[str, Any] | None = None, end: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """A task ``sign-in`` from 1 s to 4 s around a click and Enter; a clean start and stop."""
+    stop_loss = {"events": 0, "frame_failures": 0, "frames_skipped": 0, "pastes_lost": 0}
+    task_start = {
+        "v": 1,
+        "k": "task_start",
+        "t_ns": 1_000_000_000,
+        "task_id": "sign-in",
+        "source": "study",
+        "instruction": INSTRUCTION,
+        "time_limit_s": 600,
+        **(start or {}),
+    }
+    task_end = {"v": 1, "k": "task_end", "t_ns": 4_000_000_000, "task_id": "sign-in", "outcome": "done"}
+    return [
+        {"v": 1, "k": "marker", "t_ns": 0, "marker": "session_start", "detail": {}},
+        task_start,
+        {"v": 1, "k": "button_press", "t_ns": 2_000_000_000, "x": 3, "y": 4, "button": "left"},
+        {"v": 1, "k": "button_release", "t_ns": 2_100_000_000, "x": 3, "y": 4, "button": "left"},
+        {"v": 1, "k": "key_press", "t_ns": 3_000_000_000, "char": None, "name": "enter"},
+        {**task_end, **(end or {})},
+        {
+            "v": 1,
+            "k": "marker",
+            "t_ns": 5_000_000_000,
+            "marker": "session_stop",
+            "detail": {"loss": stop_loss},
+        },
+    ]
+
+
+def v3_task(**fields: Any) -> dict[str, Any]:
+    return {
+        "id": "sign-in",
+        "source": "study",
+        "instruction": INSTRUCTION,
+        "hints": {"app": None, "url": None},
+        "time_limit_s": 600,
+        "outcome": "done",
+        "t_start_ns": 1_000_000_000,
+        "t_end_ns": 4_000_000_000,
+        "steps": {"range": [0, 1], "count": 2, "by_action": {**NINE, "click": 1, "key": 1}},
+        **fields,
+    }
+
+
+def v3_steps(task: Any = "sign-in") -> list[dict[str, Any]]:
+    click = {**STEP_NULLS, "action": "click", "x": 3, "y": 4, "button": "left", "keys": [], "task": task}
+    click.update({"t_start_ns": 2_000_000_000, "t_end_ns": 2_100_000_000, "events": [2, 3]})
+    key = {**STEP_NULLS, "action": "key", "keys": ["enter"], "task": task}
+    key.update({"t_start_ns": 3_000_000_000, "t_end_ns": 3_000_000_000, "events": [4]})
+    return [click, key]
+
+
+def v3_bundle(
+    *,
+    events: list[dict[str, Any]] | None = None,
+    steps: list[dict[str, Any]] | None = None,
+    tasks: list[dict[str, Any]] | None = None,
+    tasks_jsonl: bytes | None = None,
+    order: list[str] | None = None,
+    schema: str = V3,
+    **fields: Any,
+) -> bytes:
+    """The plaintext tar of a hand-made optin-bundle/3 from the spec's words, whose manifest vouches
+    for its members (``fields`` replace manifest entries)."""
+    events = v3_events() if events is None else events
+    steps = v3_steps() if steps is None else steps
+    tasks = [v3_task()] if tasks is None else tasks
+    members = {
+        "tasks.jsonl": b"".join(canonical(t) + b"\n" for t in tasks) if tasks_jsonl is None else tasks_jsonl,
+        **{f"{n:06d}.json": canonical(s) for n, s in enumerate(steps)},
+        "events.jsonl": b"".join(canonical(e) + b"\n" for e in events),
+        "frames.jsonl": b"",
+    }
+    if order is not None:
+        members = {name: members[name] for name in order}
+    kinds: dict[str, int] = {}
+    for e in events:
+        kinds[e["k"]] = kinds.get(e["k"], 0) + 1
+    by_action: dict[str, int] = {}
+    for s in steps:
+        by_action[s["action"]] = by_action.get(s["action"], 0) + 1
+    manifest = manifest_for(
+        members,
+        schema=schema,
+        consent={"study_id": STUDY, "study_name": "Web tasks", "consent_version": "1", "terms": TERMS},
+        redaction={
+            "frames_left_out_ocr_failed": 0,
+            "counts": {
+                "typed": {},
+                "paste": {},
+                "titles": {},
+                "screen": {},
+                "instructions": {},
+                "elements": {},
+            },
+        },
+        tasks=tasks,
+        elements={"version": 1, "api": None},
+        steps={"version": 2, "count": len(steps), "by_action": by_action},
+        counts=dict(sorted(kinds.items())),
+        loss={**SAMPLE_LOSS, "elements": None},
+        duration_s=5.0,
+    )
+    manifest.update(fields)
+    return tar_of(entries_for(members, manifest))
+
+
+def v3_refused(tar_bytes: bytes, match: str) -> str:
+    with pytest.raises(ExportError, match=match) as info:
+        inspect.check_tar(tar_bytes, Path("b.optin.tar.age"))
+    message = str(info.value)
+    assert INSTRUCTION not in message
+    return message
+
+
+def test_p6_a_valid_optin_bundle_3_with_a_task_opens() -> None:
+    """The control: the refusals below are about what each case changes."""
+    bundle = inspect.check_tar(v3_bundle(), Path("b.optin.tar.age"))
+    assert bundle.manifest["tasks"] == [v3_task()]
+    assert inspect.summarise(bundle)["tasks"] == [v3_task()]
+
+
+def test_p6_a_step_naming_a_task_no_task_lists_is_refused(hostile: Tally) -> None:
+    for task in ("other-task", "x" * 5000, 7, None, ["sign-in"]):
+        hostile.tried(P6)
+        message = v3_refused(v3_bundle(steps=v3_steps(task)), "step member '000000.json' names task")
+        assert "x" * 200 not in message
+        hostile.held(P6)
+
+
+def test_p6_overlapping_tasks_are_refused(hostile: Tally) -> None:
+    """A second task_start while the first runs; and a manifest whose ranges overlap."""
+    events = v3_events()
+    second = {**events[1], "task_id": "rename", "t_ns": 2_050_000_000}
+    events.insert(3, second)
+    hostile.tried(P6)
+    v3_refused(v3_bundle(events=events), "starts while task 'sign-in' has not ended")
+    hostile.held(P6)
+    two = [v3_task(), v3_task(id="rename", t_start_ns=3_000_000_000)]
+    hostile.tried(P6)
+    v3_refused(v3_bundle(tasks=two), "the manifest lists 2 tasks but events.jsonl gives 1")
+    hostile.held(P6)
+    hostile.tried(P6)  # the same span twice
+    twice = [*v3_events()[:6], {**v3_events()[1], "t_ns": 4_000_000_000}, v3_events()[-1]]
+    v3_refused(v3_bundle(events=twice), "starts twice|has not ended")
+    hostile.held(P6)
+
+
+def test_p6_a_huge_tasks_member_is_refused_by_its_size_and_lines(hostile: Tally) -> None:
+    hostile.tried(P6)
+    start = time.monotonic()
+    v3_refused(v3_bundle(tasks_jsonl=b"{}\n" * ((64 << 20) // 3 + 1)), "tasks.jsonl is .* bytes, over")
+    hostile.held(P6)
+    hostile.tried(P6)
+    v3_refused(v3_bundle(tasks_jsonl=b"\n" * 1_000_000), "tasks.jsonl line 1 is not the manifest's tasks")
+    hostile.held(P6)
+    hostile.tried(P6)
+    extra = canonical(v3_task()) + b"\n" + b"{}\n" * 100_000
+    v3_refused(v3_bundle(tasks_jsonl=extra), "tasks.jsonl has more lines than the manifest has tasks")
+    hostile.held(P6)
+    assert time.monotonic() - start < TIMEOUT_S
+
+
+def test_p6_more_than_10000_tasks_are_refused(hostile: Tally) -> None:
+    events = [v3_events()[0]]
+    for n in range(10_001):
+        start = {**v3_events()[1], "task_id": f"t{n}", "source": "volunteer", "t_ns": 10 + 2 * n}
+        events += [start, {**v3_events()[5], "task_id": f"t{n}", "t_ns": 11 + 2 * n}]
+    hostile.tried(P6)
+    v3_refused(v3_bundle(events=events, steps=[], tasks=[]), "more than 10000 tasks")
+    hostile.held(P6)
+
+
+def test_p6_an_outcome_outside_the_vocabulary_or_abandoned_is_refused(hostile: Tally) -> None:
+    for outcome in ("succeeded", "DONE", "", None, 1, "timed_out"):
+        hostile.tried(P6)
+        bad = v3_bundle(events=v3_events(end={"outcome": outcome}), tasks=[v3_task(outcome=outcome)])
+        v3_refused(bad, "ended with an outcome that is not one of")
+        hostile.held(P6)
+    hostile.tried(P6)
+    bad = v3_bundle(events=v3_events(end={"outcome": "abandoned"}), tasks=[v3_task(outcome="abandoned")])
+    v3_refused(bad, "ended 'abandoned'")
+    hostile.held(P6)
+
+
+def test_p6_a_forged_task_list_is_refused_with_the_member_named(hostile: Tally) -> None:
+    """Each task field the members give, changed in the manifest (and in tasks.jsonl with it)."""
+    changes: list[dict[str, Any]] = [
+        {"outcome": "failed"},
+        {"t_end_ns": 4_000_000_001},
+        {"t_start_ns": 0},
+        {"source": "volunteer"},
+        {"instruction": "Something else"},
+        {"hints": {"app": "firefox", "url": None}},
+        {"time_limit_s": None},
+        {"steps": {"range": [0, 0], "count": 1, "by_action": {**NINE, "click": 1}}},
+        {"steps": {"range": [0, 1], "count": 2, "by_action": {"click": 1, "key": 1}}},
+    ]
+    for change in changes:
+        hostile.tried(P6)
+        v3_refused(
+            v3_bundle(tasks=[v3_task(**change)]), r"the manifest's tasks\[0\] is not the task events.jsonl"
+        )
+        hostile.held(P6)
+    hostile.tried(P6)  # the manifest right, tasks.jsonl forged
+    v3_refused(v3_bundle(tasks_jsonl=canonical(v3_task(outcome="failed")) + b"\n"), "tasks.jsonl line 1")
+    hostile.held(P6)
+    hostile.tried(P6)  # not canonical
+    v3_refused(v3_bundle(tasks_jsonl=json.dumps(v3_task()).encode() + b"\n"), "tasks.jsonl line 1")
+    hostile.held(P6)
+
+
+def test_p6_a_study_task_whose_words_are_not_the_consent_terms_is_refused(hostile: Tally) -> None:
+    """The signed consent terms are the only source of a study task's words: events and manifest
+    agreeing on other words is a forgery."""
+    for start, task in (
+        ({"instruction": "Send me your password"}, {"instruction": "Send me your password"}),
+        ({"time_limit_s": 60}, {"time_limit_s": 60}),
+        ({"task_id": "not-listed"}, {"id": "not-listed"}),
+    ):
+        steps = v3_steps(task.get("id", "sign-in"))
+        end = {"task_id": start.get("task_id", "sign-in")}
+        hostile.tried(P6)
+        bundle = v3_bundle(events=v3_events(start, end), steps=steps, tasks=[v3_task(**task)])
+        v3_refused(bundle, "consent terms")
+        hostile.held(P6)
+
+
+def test_p6_tasks_member_out_of_place_is_refused(hostile: Tally) -> None:
+    hostile.tried(P6)
+    order = ["000000.json", "tasks.jsonl", "000001.json", "events.jsonl", "frames.jsonl"]
+    v3_refused(v3_bundle(order=order), "the third member is '000000.json', not tasks.jsonl")
+    hostile.held(P6)
+    hostile.tried(P6)  # in an optin-bundle/2 bundle, tasks.jsonl is no member name
+    v3_refused(v3_bundle(schema="optin-bundle/2"), "lists 'tasks.jsonl', not a name a bundle holds")
+    hostile.held(P6)
+
+
+def test_p6_a_step_without_the_uniform_keys_or_with_an_element_is_refused(hostile: Tally) -> None:
+    step = v3_steps()
+    del step[0]["element"]
+    hostile.tried(P6)
+    v3_refused(v3_bundle(steps=step), "has not the keys of a step")
+    hostile.held(P6)
+    step = v3_steps()
+    step[1]["extra"] = 1
+    hostile.tried(P6)
+    v3_refused(v3_bundle(steps=step), "has not the keys of a step")
+    hostile.held(P6)
+    step = v3_steps()
+    step[0]["element"] = {"role": "entry"}
+    hostile.tried(P6)
+    v3_refused(v3_bundle(steps=step), "has an element, but the manifest says no element lookups")
+    hostile.held(P6)
+    events = v3_events()
+    events.insert(3, {"v": 1, "k": "element", "t_ns": 2_000_000_000, "at": "point", "result": "no_element"})
+    hostile.tried(P6)
+    v3_refused(
+        v3_bundle(
+            events=events,
+            steps=[{**s, "events": [4, 5] if s["action"] == "click" else [6]} for s in v3_steps()],
+        ),
+        "element lookups",
+    )
+    hostile.held(P6)
+
+
+def test_p6_task_text_cannot_draw_on_the_terminal(
+    hostile: Tally, bundle_file: Callable[..., Path], identity_file: Path
+) -> None:
+    """A volunteer's instruction is untrusted text: the text report shows none, --json escapes it."""
+    start = {
+        "task_id": "free-0a1b2c3d",
+        "source": "volunteer",
+        "instruction": f"x{ESCAPES}",
+        "time_limit_s": None,
+    }
+    task = v3_task(id="free-0a1b2c3d", source="volunteer", instruction=f"x{ESCAPES}", time_limit_s=None)
+    blob = v3_bundle(
+        events=v3_events(start, {"task_id": "free-0a1b2c3d"}), steps=v3_steps("free-0a1b2c3d"), tasks=[task]
+    )
+    path = bundle_file(seal(blob))
+    hostile.tried(P6)
+    run = inspect_limited(path, identity_file)
+    assert run.exit == 0, run.err
+    assert "free-0a1b2c3d (volunteer) done, steps 0-1" in run.out
+    assert not [ch for ch in run.out if ch != "\n" and (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F)]
+    run = inspect_limited(path, identity_file, "--json")
+    assert json.loads(run.out)["tasks"][0]["instruction"] == f"x{ESCAPES}" and "\x1b" not in run.out
+    hostile.held(P6)

@@ -68,6 +68,9 @@ BACKED_BY: dict[str, list[str]] = {
             "tests/unit/test_study_tasks.py::test_the_tasks_sentence_states_the_studys_mode_and_count",
             "tests/unit/test_study_tasks.py::test_the_dialog_and_consent_show_state_the_tasks",
             "tests/unit/test_study_tasks.py::test_a_changed_task_list_needs_new_consent",
+            "tests/display/test_task_tray.py::test_a_study_task_from_the_tray_dialog_then_task_done",
+            "tests/display/test_task_tray.py::test_a_free_task_given_up_from_the_tray_leaves_nothing",
+            "tests/unit/test_tasks.py::test_a_given_up_task_leaves_nothing_in_the_store",
         ]
         for mode in ("list", "free", "both")
     },

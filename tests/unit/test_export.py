@@ -23,7 +23,7 @@ from agent.control import Recorder
 from agent.errors import ConsentRequired, ExportError, UsageError
 from agent.events import ButtonPress, ButtonRelease, Event, KeyPress, KeyRelease, Marker, PointerMove, now_ns
 from agent.export import approval, bundle
-from agent.export.bundle import BUNDLE_SCHEMA, ExportResult, export_session
+from agent.export.bundle import BUNDLE_SCHEMA, STEP_KEYS, ExportResult, export_session
 from agent.paths import Dirs
 from agent.redact.local_names import LocalNames
 from agent.redact.screen import TesseractOcr
@@ -107,11 +107,18 @@ def test_bundle_is_signed_webdataset_layout_and_complete(
     assert names[:2] == ["manifest.json", "manifest.sig"]
     # one sample per step, its json and webp side by side (WebDataset groups adjacent members)
     steps = ["000000.json", "000000.webp", "000001.json", "000001.webp", "000002.json", "000002.webp"]
-    assert names[2:] == [*steps, "events.jsonl", "frames.jsonl"]  # every frame is some step's
+    # tasks.jsonl third (empty: no task), before the first step
+    assert names[2:] == ["tasks.jsonl", *steps, "events.jsonl", "frames.jsonl"]  # every frame is some step's
+    assert members["tasks.jsonl"] == b""
     manifest_bytes = members["manifest.json"]
     manifest = json.loads(manifest_bytes)
     assert manifest_bytes == canonical(manifest)
-    assert manifest["schema"] == BUNDLE_SCHEMA == "optin-bundle/2"
+    assert manifest["schema"] == BUNDLE_SCHEMA == "optin-bundle/3"
+    assert manifest["tasks"] == [] and manifest["elements"] == {"version": 1, "api": None}
+    assert manifest["loss"]["elements"] is None
+    assert (
+        manifest["redaction"]["counts"]["instructions"] == manifest["redaction"]["counts"]["elements"] == {}
+    )
     assert manifest["session"] == session
     assert manifest["consent"]["text_sha256"] == study.text_sha256
     identity = keys.load_identity(d)
@@ -127,7 +134,7 @@ def test_bundle_is_signed_webdataset_layout_and_complete(
     assert set(listed) == set(names) - {"manifest.json", "manifest.sig"}
     for name, entry in listed.items():
         assert entry == {"sha256": hashlib.sha256(members[name]).hexdigest(), "size": len(members[name])}
-    assert manifest["steps"] == {"version": 1, "count": 3, "by_action": {"click": 1, "key": 1, "type": 1}}
+    assert manifest["steps"] == {"version": 2, "count": 3, "by_action": {"click": 1, "key": 1, "type": 1}}
     assert manifest["duration_s"] > 0
     assert manifest["loss"]["clean_stop"] is True and manifest["loss"]["dropped_events"] == 0
     assert manifest["loss"]["pauses"] == 0 and manifest["loss"]["cuts"] == 0
@@ -153,6 +160,15 @@ def test_steps_point_into_the_stream(
     assert typed["frame"] == 0 and click["frame"] == 1  # the pre-action frames: start, then the repaint
     assert [f["member"] for f in frames] == ["000000.webp", "000002.webp"]
     assert members["000000.webp"] == members["000001.webp"]  # steps that share a frame each carry it
+    assert {tuple(sorted(s)) for s in steps} == {tuple(sorted(STEP_KEYS))}  # uniform samples
+    assert all(s["task"] is None and s["element"] is None for s in steps)
+    assert (typed["x"], typed["dx"], typed["keys"], click["text"], click["keys"]) == (
+        None,
+        None,
+        [],
+        None,
+        [],
+    )
     for step in steps:
         assert step["t_start_ns"] <= step["t_end_ns"]
         assert all(step["t_start_ns"] <= events[i]["t_ns"] <= step["t_end_ns"] for i in step["events"])

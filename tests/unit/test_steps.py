@@ -19,6 +19,8 @@ from agent.events import (
     PointerMove,
     Redacted,
     Scroll,
+    TaskEnd,
+    TaskStart,
     WindowFocus,
 )
 from agent.steps import (
@@ -792,6 +794,28 @@ def test_held_keys_are_forgotten_at_a_marker() -> None:
     assert one(r).events == (0,)
 
 
+def test_no_step_spans_a_tasks_start_or_end() -> None:
+    """Steps version 2: task lines end the step in progress as markers do, so a task's steps are
+    consecutive and none begins before its task_start or ends after its task_end."""
+    r = Rec()
+    r.type("ab")
+    r.add(TaskStart, "rename", "Rename a file", "study", None)
+    r.type("cd")
+    r.add(TaskEnd, "rename", "done")
+    r.type("ef")
+    assert [(s.action, s.text) for s in r.steps()] == [("type", "ab"), ("type", "cd"), ("type", "ef")]
+    r = Rec(gap_ms=30)
+    r.press(5, 5)
+    r.add(TaskEnd, "rename", "failed")
+    r.release(5, 5)  # the gesture was dropped at the task's end
+    assert r.steps() == []
+    r = Rec(gap_ms=30)
+    r.click(5, 5)
+    r.add(TaskStart, "free-0a1b2c3d", "Find a flight", "volunteer", None)
+    r.click(5, 5)  # no double click across a task's start
+    assert actions(r) == ["click", "click"]
+
+
 def test_a_screen_layout_marker_ends_nothing() -> None:
     r = Rec()
     r.type("ab")
@@ -910,7 +934,7 @@ def test_to_json_has_the_fields_times_window_without_pid_and_frame_time() -> Non
 
 
 def test_constants() -> None:
-    assert STEPS_VERSION == 1
+    assert STEPS_VERSION == 2  # 2: a task's start and end end the step in progress
     expected = {
         "click",
         "double_click",

@@ -251,18 +251,24 @@ def test_the_tasks_sentence_states_the_studys_mode_and_count() -> None:
         }.items()
     }
     assert not any(k.startswith("recorded.tasks") for k in said["off"])
-    assert said["list"]["recorded.tasks.list"] == "This study asks you to do tasks from its list (1 task)."
+    how = (
+        " You start and end each task from the tray menu (“Start a task…”) or with `optin task`; "
+        "giving a task up deletes its recording from this computer."
+    )
+    assert (
+        said["list"]["recorded.tasks.list"] == "This study asks you to do tasks from its list (1 task)." + how
+    )
     own = "that you describe in your own words"
-    assert said["free"]["recorded.tasks.free"] == f"This study asks you to do tasks {own}."
+    assert said["free"]["recorded.tasks.free"] == f"This study asks you to do tasks {own}." + how
     assert (
         said["both"]["recorded.tasks.both"]
-        == f"This study asks you to do tasks from its list (2 tasks), or tasks {own}."
+        == f"This study asks you to do tasks from its list (2 tasks), or tasks {own}." + how
     )
     for mode in ("list", "free", "both"):  # one sentence, of the study's own mode
         assert [k for k in said[mode] if k.startswith("recorded.tasks")] == [f"recorded.tasks.{mode}"]
     three = BASE + "".join(f'[[task]]\nid = "t{i}"\ninstruction = "T"\n' for i in range(3))
     said3 = {p.key: p.text for p in promises.promises(parse_study(three))}
-    assert said3["recorded.tasks.list"] == "This study asks you to do tasks from its list (3 tasks)."
+    assert said3["recorded.tasks.list"] == "This study asks you to do tasks from its list (3 tasks)." + how
 
 
 def test_the_dialog_and_consent_show_state_the_tasks(
@@ -274,7 +280,8 @@ def test_the_dialog_and_consent_show_state_the_tasks(
     study = install_study(d, path)
     sentence = (
         "This study asks you to do tasks from its list (2 tasks), or tasks that you describe in your own "
-        "words."
+        "words. You start and end each task from the tray menu (“Start a task…”) or with `optin task`; "
+        "giving a task up deletes its recording from this computer."
     )
     shown = dict(consent_view(study, d).sections)
     assert sentence in shown["What is recorded"]

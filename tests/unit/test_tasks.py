@@ -511,8 +511,8 @@ def test_a_task_that_cannot_be_queued_is_not_started(
 
 
 def test_a_free_task_exports_redacted_and_the_study_reads_it(tmp_path: Path) -> None:
-    """Until optin-bundle/3 lists tasks, a task's records travel in events.jsonl: the volunteer's
-    words redacted like typed text, and `optin inspect` accepts the bundle."""
+    """A task's records travel in events.jsonl as well as in the task list: the volunteer's words
+    redacted like typed text, and `optin inspect` accepts the bundle."""
     from pyrage import x25519
 
     from agent.export.bundle import export_session
