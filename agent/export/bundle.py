@@ -53,26 +53,8 @@ from agent.study import MAX_RECIPIENTS, Study
 BUNDLE_SCHEMA = "optin-bundle/3"
 #: Version of the element rules (docs/export-format.md, the UI element of a step).
 ELEMENTS_VERSION = 1
-#: The keys of every step member, in optin-bundle/3.
-STEP_KEYS = (
-    "action",
-    "x",
-    "y",
-    "to_x",
-    "to_y",
-    "button",
-    "dx",
-    "dy",
-    "text",
-    "keys",
-    "t_start_ns",
-    "t_end_ns",
-    "window",
-    "frame",
-    "events",
-    "task",
-    "element",
-)
+#: The keys of every step member, in optin-bundle/3 (one table for the writer and the reader).
+STEP_KEYS = counts.STEP_KEYS
 #: Redaction counts an optin-bundle/3 manifest always states (possibly ``{}``).
 STATED_COUNTS = ("instructions", "elements")
 #: Steps, and frames, a bundle can hold: member names have six digits.

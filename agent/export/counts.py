@@ -14,6 +14,27 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeGuard
 
+#: The keys of every ``optin-bundle/3`` step member, in the order the writer puts them (the
+#: reader requires exactly these).
+STEP_KEYS = (
+    "action",
+    "x",
+    "y",
+    "to_x",
+    "to_y",
+    "button",
+    "dx",
+    "dy",
+    "text",
+    "keys",
+    "t_start_ns",
+    "t_end_ns",
+    "window",
+    "frame",
+    "events",
+    "task",
+    "element",
+)
 #: ``session_stop`` ``detail.loss`` keys → the manifest's ``loss`` keys.
 STOP_LOSS = {
     "events": "dropped_events",

@@ -39,28 +39,8 @@ TASKS = "tasks.jsonl"
 V3 = "optin-bundle/3"
 #: Largest ``tasks.jsonl``.
 MAX_TASKS_SIZE = 64 << 20
-#: The keys of every optin-bundle/3 step member (agent/export/bundle.py writes them).
-STEP_KEYS = frozenset(
-    {
-        "action",
-        "x",
-        "y",
-        "to_x",
-        "to_y",
-        "button",
-        "dx",
-        "dy",
-        "text",
-        "keys",
-        "t_start_ns",
-        "t_end_ns",
-        "window",
-        "frame",
-        "events",
-        "task",
-        "element",
-    }
-)
+#: The keys of every optin-bundle/3 step member (the writer's own table).
+STEP_KEYS = frozenset(counts.STEP_KEYS)
 #: The element rules' version an optin-bundle/3 manifest states.
 ELEMENTS_VERSION = 1
 #: Characters of untrusted text a message or the summary shows.
