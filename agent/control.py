@@ -456,11 +456,16 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
         self._check_task_limit()
 
     def _mask(self, shot: Shot) -> Shot:
-        """``shot`` with every window a deny rule matches painted over, focused or not (P4)."""
+        """``shot`` with every window a deny rule matches painted over, focused or not (P4), and
+        optin's own windows too: what they show (a task's words being written, a session under
+        review, even parts since cut) is never recorded again."""
         windows = list(self.backend.visible_windows())
         if self._last_focus is not None:
             windows.append(self._last_focus)  # known even where the backend cannot list windows
         rects = deny.mask_rects(shot.geometry, windows, self.rules)
+        own = self._sources.own
+        if own is not None:
+            rects += deny.box_rects(shot.geometry, own.window_rects())
         if not rects:
             return shot
         pixels = deny.apply_masks(shot.pixels, shot.width, shot.height, shot.left, shot.top, rects)

@@ -361,5 +361,8 @@ class NoOwnUi:
     def has_focus(self) -> bool:
         return False
 
+    def window_rects(self) -> tuple[tuple[int, int, int, int], ...]:
+        return ()
+
 
 __all__ = ["WATCHER_STOP_TIMEOUT", "Backend", "FocusEmitter", "NoOwnUi", "join_watcher", "scoped_sink"]

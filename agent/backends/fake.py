@@ -186,6 +186,9 @@ class FakeOwnUi:
     def has_focus(self) -> bool:
         return self.focus
 
+    def window_rects(self) -> tuple[tuple[int, int, int, int], ...]:
+        return tuple(self.rects)
+
 
 class FakeBackend(Backend):
     """Deterministic backend for tests and dry runs; see the module docstring.

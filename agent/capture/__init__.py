@@ -73,6 +73,10 @@ class OwnUi(Protocol):
     def has_focus(self) -> bool:
         """Whether key events now go to one of optin's windows."""
 
+    def window_rects(self) -> tuple[tuple[int, int, int, int], ...]:
+        """optin's windows as ``(left, top, right, bottom)`` (right and bottom exclusive), in
+        virtual-screen pixels, as last seen: O(1), no I/O.  Frames are masked there."""
+
 
 class LossCounters(Protocol):
     """Where the capture sources add what they lost when they stop (the recorder's counters, P9)."""

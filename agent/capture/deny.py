@@ -293,6 +293,19 @@ def mask_rects(
     return rects
 
 
+def box_rects(shot_geometry: Rect, boxes: Iterable[tuple[int, int, int, int]]) -> list[Rect]:
+    """``(left, top, right, bottom)`` boxes (optin's own windows) as rectangles ``(x, y, width,
+    height)`` clipped to a shot of ``shot_geometry``; boxes outside it are left out."""
+    left, top, width, height = shot_geometry
+    rects: list[Rect] = []
+    for box_left, box_top, box_right, box_bottom in boxes:
+        x0, y0 = max(box_left, left), max(box_top, top)
+        x1, y1 = min(box_right, left + width), min(box_bottom, top + height)
+        if x0 < x1 and y0 < y1:
+            rects.append((x0, y0, x1 - x0, y1 - y0))
+    return rects
+
+
 def apply_masks(  # noqa: PLR0917 - the shot's own fields, in Shot's order
     pixels: bytes | bytearray,
     width: int,
@@ -339,6 +352,7 @@ __all__ = [
     "MASK_BGRA",
     "DenyState",
     "apply_masks",
+    "box_rects",
     "filter_events",
     "flush",
     "focus_known",

@@ -323,9 +323,12 @@ class Recount:
             self.refuse(f"{where} has no t_start_ns (an integer from 0 to 2^63 - 1)")
         if step["element"] is not None:
             self.refuse(f"{where} has an element, but the manifest says no element lookups were made")
+        task = step["task"]
+        if not (task is None or (isinstance(task, str) and task_list.TASK_ID.fullmatch(task))):
+            self.refuse(f"{where} has a task that is not a task id")
         self.step_starts.append(start)
         self.step_actions.append(step["action"])
-        self.step_tasks.append(step["task"])
+        self.step_tasks.append(task)
 
     # -- optin-bundle/3: tasks and elements
 

@@ -160,8 +160,12 @@ class TaskLines:
                 }
             )
         of_step = steps_tasks(out, step_starts)
+        numbers: dict[str, list[int]] = {}  # one pass over the steps: time bounded by the bundle's size
+        for n, task_id in enumerate(of_step):
+            if task_id is not None:
+                numbers.setdefault(task_id, []).append(n)
         for task in out:
-            task["steps"] = _task_steps(task["id"], of_step, step_actions)
+            task["steps"] = _task_steps(task["id"], numbers.get(task["id"], []), step_actions)
         return out, of_step
 
 
@@ -175,8 +179,8 @@ def steps_tasks(tasks: Sequence[Mapping[str, Any]], step_starts: Sequence[int]) 
     return out
 
 
-def _task_steps(task_id: str, of_step: Sequence[str | None], actions: Sequence[str]) -> dict[str, Any]:
-    numbers = [n for n, t in enumerate(of_step) if t == task_id]
+def _task_steps(task_id: str, numbers: Sequence[int], actions: Sequence[str]) -> dict[str, Any]:
+    """The steps of one task (``numbers``, ascending): their range, count and actions."""
     by_action = dict.fromkeys(_ACTIONS, 0)
     for n in numbers:
         by_action[actions[n]] = by_action.get(actions[n], 0) + 1

@@ -17,7 +17,7 @@ from pyrage import x25519
 from agent import consent
 from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_for
 from agent.control import read_status
-from agent.events import KeyPress, TaskEnd, TaskStart
+from agent.events import Event, Frame, KeyPress, TaskEnd, TaskStart
 from agent.paths import Dirs, dirs
 from agent.store import keys
 from agent.store.reader import read_session
@@ -175,6 +175,23 @@ def test_a_study_task_from_the_tray_dialog_then_task_done(
         assert "down" not in names and "enter" not in names, (session, names)
 
 
+def _frames_text(events: list[Event]) -> str:
+    """Every word tesseract reads on the frames of ``events``: optin's own windows are masked."""
+    import io
+
+    from PIL import Image
+
+    from agent.redact.screen import TesseractOcr
+
+    ocr = TesseractOcr.find()
+    assert ocr is not None, "tesseract is needed to read the frames (make system-deps installs it)"
+    words = []
+    for frame in (e for e in events if isinstance(e, Frame)):
+        image = Image.open(io.BytesIO(frame.data)).convert("RGB")
+        words += [w.text for w in ocr(image, [(0, image.size[1])])]
+    return " ".join(words)
+
+
 def test_a_free_task_given_up_from_the_tray_leaves_nothing(
     xdisplay: VirtualDisplay, task_study: tuple[Dirs, Study], tmp_path: Path
 ) -> None:
@@ -185,10 +202,14 @@ def test_a_free_task_given_up_from_the_tray_leaves_nothing(
         assert wait_for(lambda: bool(xdisplay.search("free-term")), 10)
         assert wait_for(lambda: (read_status(d) or {}).get("state") == "recording", 5)
         before = str((read_status(d) or {})["session"])
-        _open_task_dialog(xdisplay)
+        dialog = _open_task_dialog(xdisplay)
         # book-flight, write-note, Something else (the box), then Tab into the box
         _keys("Down", "Down", "Tab", xdisplay=xdisplay)
         xdisplay.xdotool("type", "--delay", "20", "Plan a Lisbon weekend")
+        time.sleep(0.6)  # grabbed with the words in the dialog: a click on the terminal stores that frame
+        xdisplay.xdotool("mousemove", "--sync", "120", "560", "click", "1")
+        time.sleep(0.6)
+        xdisplay.xdotool("windowactivate", "--sync", str(dialog))
         _keys("Return", xdisplay=xdisplay)
         assert wait_for(lambda: _task(d) is not None, 10), (tmp_path / "agent-stderr.txt").read_text()[-2000:]
         task = _task(d)
@@ -224,4 +245,5 @@ def test_a_free_task_given_up_from_the_tray_leaves_nothing(
         assert "gone" not in typed
         # the instruction typed into the dialog: own UI, never recorded as keys
         assert "Lisbon" not in typed and "Plan" not in typed, session
+        assert "Lisbon" not in _frames_text(data.events), session  # nor seen on a frame: masked
     assert "kept" in _typed(d, after)  # recording went on, keys and all

@@ -644,6 +644,28 @@ def test_a_denied_window_keeps_its_input_out_and_is_masked_in_every_frame(consen
         assert _pixel(frame, 5, 5) != (128, 128, 128)  # the rest is the screen
 
 
+def test_optins_own_windows_are_masked_in_every_frame(consented: Consented) -> None:
+    """A task's words being written in optin's dialog, or a session shown for review (parts of it
+    since cut), must not be recorded again in the frames of the session that goes on."""
+    d, study = consented
+    backend = fake_backend()
+    rec = Recorder(d, backend, study)
+    rec.start()
+    assert _wait(lambda: rec.counters.by_kind.get("frame", 0) == 1)
+    own = backend.own
+    own.rects = [(30, 20, 50, 40)]  # a dialog of optin's appears
+    paint_and_wait_for_a_grab(backend)
+    fake = backend.last_input
+    assert fake is not None
+    fake.emit(ButtonPress(now_ns(), 5, 5, "left"))
+    assert _wait(lambda: rec.counters.by_kind.get("frame", 0) == 2)
+    rec.stop()
+    first, second = [f for f in _events(d, rec) if isinstance(f, Frame)][:2]
+    assert _pixel(first, 35, 25) != (128, 128, 128)  # before the dialog: the screen
+    assert _pixel(second, 35, 25) == (128, 128, 128)  # the dialog's rectangle is grey
+    assert _pixel(second, 5, 5) != (128, 128, 128)  # the rest is the screen
+
+
 def test_exclude_this_app_applies_at_once_and_is_remembered(consented: Consented) -> None:
     d, study, backend, rec = _started(consented)
     with pytest.raises(UsageError, match=r"title pattern is not a valid regular expression.*Fix:"):

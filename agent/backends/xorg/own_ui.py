@@ -75,6 +75,10 @@ class OwnUiWatcher(WatcherThread):
         """Whether keys now go to one of optin's own windows."""
         return self._focus
 
+    def window_rects(self) -> tuple[Rect, ...]:
+        """optin's windows as last seen, ``(left, top, right, bottom)``."""
+        return self._rects
+
     # -- lifecycle: start() connects, scans once (before returning) and keeps the answer up to date
 
     def rescan(self) -> None:
