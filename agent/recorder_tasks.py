@@ -106,6 +106,8 @@ class RecorderTasks:
     _task: RunningTask | None
     #: How the last task ended (id, outcome, seconds), for ``optin task status``.
     _last_task: dict[str, Any] | None
+    #: The overdue task a background thread is already ending (one thread, not one a second).
+    _timing_out: RunningTask | None = None
 
     if TYPE_CHECKING:  # the lifecycle steps agent.control.Recorder provides
 
@@ -221,8 +223,9 @@ class RecorderTasks:
     def _check_task_limit(self, now: int | None = None) -> None:
         """Once a second on the writer thread: a task past its time limit ends ``timed out``."""
         task = self._task
-        if task is None or not task.overdue(now_ns() if now is None else now):
+        if task is None or task is self._timing_out or not task.overdue(now_ns() if now is None else now):
             return
+        self._timing_out = task  # while the lifecycle lock is busy, later checks add no thread
         self._in_background(lambda: self._time_out(task), "optin-task-limit")
 
     def _time_out(self, task: RunningTask) -> None:

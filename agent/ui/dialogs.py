@@ -255,7 +255,7 @@ def _task_main() -> int:
         raise UsageError(msg)
     try:
         request = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than json can follow
         msg = 'the --task dialog reads {"mode": ..., "tasks": [...]} as JSON from stdin'
         raise UsageError(msg) from exc
     choice = show_task(view_from_request(request))

@@ -140,7 +140,9 @@ def test_the_tray_names_a_task_by_its_study_id_or_as_yours() -> None:
     assert task_name({"id": "odd\u202eid", "source": "study"}) == "the task odd\\u202eid"
 
 
-@pytest.mark.parametrize("stdin", ["", "not json", '{"mode": "list"}', '{"mode": "off", "tasks": []}'])
+@pytest.mark.parametrize(
+    "stdin", ["", "not json", '{"mode": "list"}', '{"mode": "off", "tasks": []}', "[" * 60_000 + "]" * 60_000]
+)
 def test_the_dialog_process_refuses_a_bad_request_before_any_window(stdin: str) -> None:
     import subprocess
     import sys
@@ -155,4 +157,4 @@ def test_the_dialog_process_refuses_a_bad_request_before_any_window(stdin: str) 
         env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},  # no DISPLAY: it must not get that far
     )
     assert out.returncode == 2 and out.stdout == ""
-    assert out.stderr.startswith("optin: ") and "task" in out.stderr
+    assert out.stderr.startswith("optin: ") and "task" in out.stderr and "Traceback" not in out.stderr

@@ -253,6 +253,26 @@ def test_a_time_limit_ends_the_task_as_timed_out(both: tuple[Dirs, Study]) -> No
     assert _ends(_events(d, info["session"])) == ["timed out"]
 
 
+def test_an_overdue_task_is_ended_by_one_thread_while_the_lock_is_busy(both: tuple[Dirs, Study]) -> None:
+    import threading
+
+    d, study = both
+    _backend, rec = _start(d, study)
+    rec.start_task(task_id="find-flight")
+    late = now_ns() + 121 * 10**9
+
+    def limit_threads() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "optin-task-limit")
+
+    with rec._lock:  # a slow delete-last or seal holds the lifecycle
+        for _ in range(5):  # five seconds of the writer's checks
+            rec._check_task_limit(late)
+        assert limit_threads() == 1
+    assert _wait(lambda: rec.task_status()["running"] is None)
+    assert rec.task_status()["last"]["outcome"] == "timed out"
+    rec.stop()
+
+
 class _BrokenHooks:
     """Input hooks that cannot start (as when the X server refuses RECORD)."""
 

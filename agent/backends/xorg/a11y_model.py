@@ -7,7 +7,7 @@ Pure data and constants, no AT-SPI and no X: the lookup itself is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 #: Longest name kept (characters); application names and automation ids have their own bounds.
@@ -103,13 +103,13 @@ class Element:
     """
 
     role: str
-    name: str
+    name: str = field(repr=False)  # captured content: never in a repr, a log line or a message
     states: tuple[str, ...]
     bounds: tuple[int, int, int, int]
     app: str
     pid: int
-    path: tuple[str, ...]
-    automation_id: str
+    path: tuple[str, ...] = field(repr=False)
+    automation_id: str = field(repr=False)
 
     @property
     def is_password(self) -> bool:
