@@ -19,7 +19,7 @@ from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_fo
 from agent.paths import Dirs
 from agent.recorder_status import read_status
 from agent.store.reader import list_sessions
-from tests.display.test_run_tray import _start_agent
+from tests.display.desktop import start_agent
 from tests.tools import Consented
 
 
@@ -66,7 +66,7 @@ def test_after_logging_in_again_the_agent_is_as_it_was_left(
         assert env == {"OPTIN_HOME": os.environ["OPTIN_HOME"]} and argv[-3:] == ["-m", "agent", "run"]
         argv = ["env", *(f"{k}={v}" for k, v in env.items()), *argv]
 
-    agent = _start_agent(tmp_path, argv)  # the first login
+    agent = start_agent(tmp_path, argv)  # the first login
     try:
         assert wait_for(lambda: _state(d) == "recording", 5)
         paused = subprocess.run(
@@ -80,7 +80,7 @@ def test_after_logging_in_again_the_agent_is_as_it_was_left(
         stop_process(agent)
     assert read_status(d) is None
 
-    agent = _start_agent(tmp_path, argv)  # logging in again
+    agent = start_agent(tmp_path, argv)  # logging in again
     try:
         assert wait_for(lambda: _state(d) == "paused", 5)
         status = read_status(d)

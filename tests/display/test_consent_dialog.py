@@ -26,6 +26,7 @@ from agent.study import Study, install_study
 from agent.ui.dialogs import ask_consent, ask_withdraw, confirm
 from agent.ui.tk_toolkit import DEBUG_GEOMETRY_ENV
 from tests.display.conftest import screenshot_window
+from tests.display.desktop import wait_window
 
 #: A study as an operator would write one (docs/study.md), for the documentation screenshot.
 EXAMPLE_STUDY = '''[study]
@@ -311,29 +312,17 @@ def _in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
     return thread, result
 
 
-def _wait_window(xdisplay: VirtualDisplay, title: str) -> str:
-    found: list[str] = []
-
-    def focused() -> bool:
-        found[:] = xdisplay.search(title)
-        return bool(found) and xdisplay.xdotool("getwindowfocus").strip() == found[0]
-
-    assert wait_for(focused, 20), f"no focused window titled {title!r}"
-    time.sleep(0.3)
-    return found[0]
-
-
 def test_ask_consent_and_ask_withdraw_in_process(xdisplay: VirtualDisplay, study: tuple[Dirs, Study]) -> None:
     d, s = study
     pids: list[int] = []
     thread, result = _in_thread(lambda: ask_consent(d, s, timeout=60, on_started=pids.append))
-    _wait_window(xdisplay, _title(s))
+    wait_window(xdisplay, _title(s))
     xdisplay.xdotool("key", "Escape")
     thread.join(15)
     assert result == [None] and len(pids) == 1
 
     thread, result = _in_thread(lambda: ask_consent(d, s, timeout=60))
-    _wait_window(xdisplay, _title(s))
+    wait_window(xdisplay, _title(s))
     for key in ("Tab", "Tab", "space", "Tab", "space", "Tab", "Tab", "Tab", "Tab", "Return"):
         xdisplay.xdotool("key", key)
         time.sleep(0.05)
@@ -343,7 +332,7 @@ def test_ask_consent_and_ask_withdraw_in_process(xdisplay: VirtualDisplay, study
     assert consent.current_receipt(d) == receipt
 
     thread, result = _in_thread(lambda: ask_withdraw(d, timeout=60))
-    _wait_window(xdisplay, "optin — withdraw consent")
+    wait_window(xdisplay, "optin — withdraw consent")
     xdisplay.xdotool("key", "Return")
     thread.join(15)
     (choice,) = result
@@ -367,7 +356,7 @@ def test_confirm_starts_on_no(xdisplay: VirtualDisplay, keys: tuple[str, ...], e
             on_started=pids.append,
         )
     )
-    _wait_window(xdisplay, "optin — Opt out of the study?")
+    wait_window(xdisplay, "optin — Opt out of the study?")
     for key in keys:
         xdisplay.xdotool("key", key)
         time.sleep(0.05)
@@ -400,7 +389,7 @@ def test_first_run_asks_in_the_dialog_and_records_only_what_was_agreed(
             [sys.executable, "-m", "agent", "run"], stdout=subprocess.PIPE, stderr=err, start_new_session=True
         )
     try:
-        _wait_window(xdisplay, _title(s))
+        wait_window(xdisplay, _title(s))
         assert read_status(d) is None  # nothing runs before "I agree" (P1)
         # text -> summary -> pointer (tick) -> keyboard -> screen -> window titles -> Not now -> I agree
         for key in ("Tab", "Tab", "space", "Tab", "Tab", "Tab", "Tab", "Tab", "Return"):

@@ -17,7 +17,7 @@ from agent.events import Marker, PointerMove
 from agent.ipc import socket_path
 from agent.store import keys
 from agent.store.reader import read_session
-from tests.display.test_run_tray import _start_agent
+from tests.display.desktop import start_agent
 from tests.tools import Consented
 
 
@@ -38,7 +38,7 @@ def test_the_command_line_pauses_and_resumes_the_running_agent(
     xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
 ) -> None:
     d, _study = consented
-    agent = _start_agent(tmp_path)
+    agent = start_agent(tmp_path)
     try:
         sock = os.lstat(socket_path(d))
         assert stat.S_ISSOCK(sock.st_mode) and stat.S_IMODE(sock.st_mode) == 0o600
@@ -81,7 +81,7 @@ def test_delete_last_reaches_the_running_agent(
     xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
 ) -> None:
     d, _study = consented
-    agent = _start_agent(tmp_path)
+    agent = start_agent(tmp_path)
     try:
         assert wait_for(lambda: status()["state"] == "recording", 5)
         first = status()["session"]
@@ -112,7 +112,7 @@ def test_a_timed_pause_ends_by_itself_with_a_desktop_notification(
     xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
 ) -> None:
     _d, _study = consented
-    agent = _start_agent(tmp_path)
+    agent = start_agent(tmp_path)
     try:
         assert wait_for(lambda: status().get("state") == "recording", 10)
         assert optin("pause", "2s").returncode == 0

@@ -25,8 +25,8 @@ from agent.paths import Dirs
 from agent.store import keys
 from agent.store.reader import read_session
 from agent.study import Study, install_study
+from tests.display.desktop import start_agent
 from tests.display.test_recording_e2e import _typed
-from tests.display.test_run_tray import _start_agent
 from tests.tools import require_tool
 
 RULE = "(a+)+$"
@@ -59,7 +59,7 @@ def test_p3_pause_answers_at_once_under_a_backtracking_rule_on_the_real_display(
     study = install_study(d, with_rule)
     consent.grant(d, study, study.terms_sha256)
 
-    agent = _start_agent(tmp_path)
+    agent = start_agent(tmp_path)
     term = None
     try:
         assert wait_for(lambda: _state(d) == "recording", 5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -22,53 +21,14 @@ from agent.paths import Dirs
 from agent.store import keys
 from agent.store.reader import read_session
 from tests.display.conftest import need_tools
+from tests.display.desktop import panel, right_click_icon, start_agent, tray_menu, wait_window
 from tests.tools import Consented
-
-
-def _start_agent(tmp_path: Path, argv: list[str] | None = None) -> subprocess.Popen[bytes]:
-    """Start ``optin run`` (or ``argv``) and wait for its "recording session" line."""
-    with (tmp_path / "agent-stderr.txt").open("wb") as err:
-        agent = subprocess.Popen(
-            argv or [sys.executable, "-m", "agent", "run"],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            start_new_session=True,
-        )
-    assert agent.stdout is not None
-    ready, _, _ = select.select([agent.stdout], [], [], 20)
-    line = agent.stdout.readline().decode() if ready else ""
-    if not line.startswith("optin: recording session"):
-        stop_process(agent)
-        pytest.fail(f"the agent did not start: {(tmp_path / 'agent-stderr.txt').read_text()[-2000:]}")
-    return agent
-
-
-def _panel(xdisplay: VirtualDisplay) -> tuple[int, int, int, int]:
-    panel = xdisplay.xdotool("search", "--classname", "^panel$").split()[0]
-    geo = dict(kv.split("=") for kv in xdisplay.xdotool("getwindowgeometry", "--shell", panel).split())
-    return tuple(int(geo[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))  # type: ignore[return-value]
-
-
-def _right_click_icon(xdisplay: VirtualDisplay) -> None:
-    """Right-click the tray icon.  The pointer first goes elsewhere: `mousemove --sync` to where it
-    already is waits forever for a motion that never comes."""
-    x, y, w, h = _panel(xdisplay)
-    xdisplay.xdotool("mousemove", "--sync", str(x + w - 40), str(y + h + 40))
-    xdisplay.xdotool("mousemove", "--sync", str(x + w - 12), str(y + h // 2))
-    xdisplay.xdotool("click", "3")
-
-
-def _tray_menu(xdisplay: VirtualDisplay, *keys_: str) -> None:
-    """Right-click the tray icon and walk its menu with the keyboard."""
-    _right_click_icon(xdisplay)
-    time.sleep(0.5)  # the menu maps asynchronously; a missed menu fails the state check below
-    xdisplay.xdotool("key", *keys_)
 
 
 def _menu_until(xdisplay: VirtualDisplay, d: Dirs, state: str, *keys_: str) -> None:
     """Use the tray menu until the agent reaches ``state`` (up to three tries)."""
     for _ in range(3):
-        _tray_menu(xdisplay, *keys_)
+        tray_menu(xdisplay, *keys_)
         if wait_for(lambda: _state(d) == state, 3):
             return
         xdisplay.xdotool("key", "Escape")
@@ -79,7 +39,7 @@ def _icon_colour_seen(xdisplay: VirtualDisplay, colour: tuple[int, int, int]) ->
     """Is a pixel of (about) ``colour`` visible in the tray panel, as a person would see it?"""
     import mss
 
-    x, y, w, h = _panel(xdisplay)
+    x, y, w, h = panel(xdisplay)
     with mss.MSS() as m:
         shot = m.grab({"left": x, "top": y, "width": w, "height": h})
     return any(
@@ -109,7 +69,7 @@ def test_tray_pause_stops_capture_and_sigterm_seals(
     xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
 ) -> None:
     d, _study = consented
-    agent = _start_agent(tmp_path)
+    agent = start_agent(tmp_path)
     try:
         assert wait_for(lambda: _state(d) == "recording", 5)
         assert wait_for(lambda: _icon_colour_seen(xdisplay, RED), 3)  # the indicator, on screen
@@ -151,7 +111,7 @@ def test_losing_the_tray_pauses_capture_until_it_is_back(
     xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
 ) -> None:
     d, _study = consented
-    agent = _start_agent(tmp_path)
+    agent = start_agent(tmp_path)
     try:
         assert wait_for(lambda: _state(d) == "recording", 5)
         xdisplay.stop_tray()  # the panel dies: no indicator anywhere
@@ -209,7 +169,7 @@ def test_ctrl_c_seals_and_one_agent_at_a_time(
     xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
 ) -> None:
     d, _study = consented
-    agent = _start_agent(tmp_path)
+    agent = start_agent(tmp_path)
     try:
         assert wait_for(lambda: _state(d) == "recording", 5)
         second = subprocess.run(
@@ -236,14 +196,14 @@ def test_tray_deletes_the_last_minutes_and_recording_goes_on(
     xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
 ) -> None:
     d, _study = consented
-    agent = _start_agent(tmp_path)
+    agent = start_agent(tmp_path)
     try:
         assert wait_for(lambda: _state(d) == "recording", 5)
         first = _status(d)["session"]
         xdisplay.xdotool("mousemove", "--sync", "212", "121")  # recorded, then deleted
         time.sleep(0.3)
         for _ in range(3):  # Delete the last > 5 minutes
-            _tray_menu(xdisplay, "Down", "Down", "Right", "Return")
+            tray_menu(xdisplay, "Down", "Down", "Right", "Return")
             if wait_for(lambda: (read_status(d) or {}).get("session") not in (None, first), 5):
                 break
             xdisplay.xdotool("key", "Escape")
@@ -265,16 +225,15 @@ def test_tray_opt_out_asks_then_stops_withdraws_and_deletes_everything(
     xdisplay: VirtualDisplay, consented: Consented, tmp_path: Path
 ) -> None:
     from agent import consent
-    from tests.display.test_consent_dialog import _wait_window
 
     d, _study = consented
-    agent = _start_agent(tmp_path)
+    agent = start_agent(tmp_path)
     try:
         assert wait_for(lambda: _state(d) == "recording", 5)
         xdisplay.xdotool("mousemove", "--sync", "101", "202")
         # status, Pause, Delete the last, Exclude this app, Review and export, Withdraw consent, Opt out
-        _tray_menu(xdisplay, "Down", "Down", "Down", "Down", "Down", "Down", "Return")
-        _wait_window(xdisplay, "optin — Opt out of the study?")
+        tray_menu(xdisplay, "Down", "Down", "Down", "Down", "Down", "Down", "Return")
+        wait_window(xdisplay, "optin — Opt out of the study?")
         xdisplay.xdotool("key", "Tab")  # the focus starts on Cancel
         xdisplay.xdotool("key", "Return")
         assert agent.wait(20) == 0
@@ -294,11 +253,11 @@ def test_tray_screenshots_for_the_guide(
     from PIL import Image
 
     d, _study = consented
-    agent = _start_agent(tmp_path)
+    agent = start_agent(tmp_path)
     try:
         assert wait_for(lambda: _state(d) == "recording", 5)
         assert wait_for(lambda: _icon_colour_seen(xdisplay, RED), 3)  # docked, red
-        _right_click_icon(xdisplay)
+        right_click_icon(xdisplay)
         time.sleep(0.8)
         with mss.MSS() as m:
             shot = m.grab({"left": 0, "top": 0, "width": xdisplay.width, "height": xdisplay.height})
@@ -321,14 +280,14 @@ def test_tray_exclude_this_app_keeps_the_focused_app_out(
 ) -> None:
     d, _study = consented
     term = xdisplay.spawn(["xterm", "-T", "exclude-me", "-geometry", "60x10+100+100"])
-    agent = _start_agent(tmp_path)
+    agent = start_agent(tmp_path)
     try:
         assert wait_for(lambda: bool(xdisplay.search("exclude-me")), 10)
         xdisplay.xdotool("windowactivate", "--sync", xdisplay.search("exclude-me")[0])
         assert wait_for(lambda: _state(d) == "recording", 5)
         xdisplay.xdotool("type", "--delay", "20", "before")
         for _ in range(3):  # status, Pause, Delete the last, Exclude this app
-            _tray_menu(xdisplay, "Down", "Down", "Down", "Return")
+            tray_menu(xdisplay, "Down", "Down", "Down", "Return")
             if wait_for((d.config / "exclusions.json").exists, 3):
                 break
             xdisplay.xdotool("key", "Escape")
@@ -355,7 +314,7 @@ def test_tray_review_and_export_opens_the_window_on_what_was_recorded(
     """The menu item seals the session so far (recording goes on in a new one) and opens the
     review window on it; what is done in the window is not recorded."""
     d, _study = consented
-    agent = _start_agent(tmp_path)
+    agent = start_agent(tmp_path)
     try:
         assert wait_for(lambda: _state(d) == "recording", 5)
         first = _status(d)["session"]
@@ -363,7 +322,7 @@ def test_tray_review_and_export_opens_the_window_on_what_was_recorded(
         time.sleep(0.3)
         title = f"optin review — {first}"
         for _ in range(3):  # status, Pause, Delete the last, Exclude this app, Review and export
-            _tray_menu(xdisplay, "Down", "Down", "Down", "Down", "Return")
+            tray_menu(xdisplay, "Down", "Down", "Down", "Down", "Return")
             if wait_for(lambda: bool(xdisplay.search(title)), 60):
                 break
             xdisplay.xdotool("key", "Escape")

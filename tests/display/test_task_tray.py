@@ -23,8 +23,7 @@ from agent.store import keys
 from agent.store.reader import read_session
 from agent.study import Study, demo_study_toml, install_study
 from tests.display.conftest import DOCS_IMG, SAVE_SCREENSHOTS, screenshot_window
-from tests.display.test_consent_dialog import _wait_window
-from tests.display.test_run_tray import _right_click_icon, _start_agent, _tray_menu
+from tests.display.desktop import right_click_icon, start_agent, tray_menu, wait_window
 
 #: The study's tasks: a list to pick from, and the volunteer's own ("both").
 TASKS = """
@@ -70,9 +69,9 @@ def _task(d: Dirs) -> dict[str, object] | None:
 def _open_task_dialog(xdisplay: VirtualDisplay) -> str:
     """Tray menu > "Start a task…" (first after the status line); the dialog's window, focused."""
     for _ in range(3):
-        _tray_menu(xdisplay, "Down", "Return")
+        tray_menu(xdisplay, "Down", "Return")
         if wait_for(lambda: bool(xdisplay.search(DIALOG)), 20):
-            return _wait_window(xdisplay, DIALOG)
+            return wait_window(xdisplay, DIALOG)
         xdisplay.xdotool("key", "Escape")
     pytest.fail("the tray menu did not open the task dialog")
 
@@ -97,7 +96,7 @@ def _menu_screenshot(xdisplay: VirtualDisplay) -> None:
     import mss
     from PIL import Image
 
-    _right_click_icon(xdisplay)
+    right_click_icon(xdisplay)
     time.sleep(0.8)
     with mss.MSS() as m:
         shot = m.grab({"left": 0, "top": 0, "width": xdisplay.width, "height": xdisplay.height})
@@ -126,7 +125,7 @@ def test_a_study_task_from_the_tray_dialog_then_task_done(
 ) -> None:
     d, _study = task_study
     term = xdisplay.spawn(["xterm", "-T", "task-term", "-geometry", "60x10+80+420"])
-    agent = _start_agent(tmp_path)
+    agent = start_agent(tmp_path)
     try:
         assert wait_for(lambda: bool(xdisplay.search("task-term")), 10)
         assert wait_for(lambda: (read_status(d) or {}).get("state") == "recording", 5)
@@ -149,7 +148,7 @@ def test_a_study_task_from_the_tray_dialog_then_task_done(
         time.sleep(1.2)  # the tray refreshes its menu every second
         _menu_screenshot(xdisplay)
         for _ in range(3):  # status, "Running the task write-note" (disabled), Task done
-            _tray_menu(xdisplay, "Down", "Return")
+            tray_menu(xdisplay, "Down", "Return")
             if wait_for(lambda: _task(d) is None, 5):
                 break
             xdisplay.xdotool("key", "Escape")
@@ -197,7 +196,7 @@ def test_a_free_task_given_up_from_the_tray_leaves_nothing(
 ) -> None:
     d, _study = task_study
     term = xdisplay.spawn(["xterm", "-T", "free-term", "-geometry", "60x10+80+420"])
-    agent = _start_agent(tmp_path)
+    agent = start_agent(tmp_path)
     try:
         assert wait_for(lambda: bool(xdisplay.search("free-term")), 10)
         assert wait_for(lambda: (read_status(d) or {}).get("state") == "recording", 5)
@@ -220,11 +219,11 @@ def test_a_free_task_given_up_from_the_tray_leaves_nothing(
         xdisplay.xdotool("type", "--delay", "20", "gone")
         time.sleep(0.3)
         for _ in range(3):  # status, "Running your task", Task done, Task failed, Give up…
-            _tray_menu(xdisplay, "Down", "Down", "Down", "Return")
+            tray_menu(xdisplay, "Down", "Down", "Down", "Return")
             if wait_for(lambda: bool(xdisplay.search(GIVE_UP)), 20):
                 break
             xdisplay.xdotool("key", "Escape")
-        _wait_window(xdisplay, GIVE_UP)
+        wait_window(xdisplay, GIVE_UP)
         _keys("Tab", "Return", xdisplay=xdisplay)  # the focus starts on Cancel
         assert wait_for(lambda: _task(d) is None and not (d.sessions / sid).exists(), 15)
         after = str((read_status(d) or {})["session"])

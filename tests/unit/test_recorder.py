@@ -658,12 +658,14 @@ def test_optins_own_windows_are_masked_in_every_frame(consented: Consented) -> N
     fake = backend.last_input
     assert fake is not None
     fake.emit(ButtonPress(now_ns(), 5, 5, "left"))
-    assert _wait(lambda: rec.counters.by_kind.get("frame", 0) == 2)
+    assert _wait(lambda: rec.counters.by_kind.get("frame", 0) >= 2)  # a keyframe may come first
     rec.stop()
-    first, second = [f for f in _events(d, rec) if isinstance(f, Frame)][:2]
+    first, *later = [f for f in _events(d, rec) if isinstance(f, Frame)]
     assert _pixel(first, 35, 25) != (128, 128, 128)  # before the dialog: the screen
-    assert _pixel(second, 35, 25) == (128, 128, 128)  # the dialog's rectangle is grey
-    assert _pixel(second, 5, 5) != (128, 128, 128)  # the rest is the screen
+    assert later
+    for frame in later:
+        assert _pixel(frame, 35, 25) == (128, 128, 128)  # the dialog's rectangle is grey
+        assert _pixel(frame, 5, 5) != (128, 128, 128)  # the rest is the screen
 
 
 def test_exclude_this_app_applies_at_once_and_is_remembered(consented: Consented) -> None:
