@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from agent.elements import AT, FOUND, RESULTS, record_problem
 from agent.errors import StoreFormatError
 from agent.untrusted_text import hidden_characters
 
@@ -263,6 +264,37 @@ class TaskEnd:
             raise ValueError(msg)
 
 
+@dataclass(frozen=True, slots=True)
+class ElementSeen:
+    """One element lookup: the UI element at an action's point or with the keyboard focus at a key.
+
+    ``t_ns`` is the action's own (the ``button_press``, ``scroll`` or ``key_press`` it was looked
+    up for), so the record follows that action in the stream, out of time order.
+
+    :ivar at: ``point`` or ``focus``.
+    :ivar result: one of :data:`agent.elements.RESULTS`.
+    :ivar element: the element (:func:`agent.elements.record_of`) when ``result`` is ``found``,
+        else None.  Its names are captured text, redacted at export like window titles.
+    """
+
+    KIND: ClassVar[str] = "element"
+    t_ns: int
+    at: str
+    result: str
+    element: Mapping[str, Any] | None = field(default=None, repr=False)  # captured names
+
+    def __post_init__(self) -> None:
+        if self.at not in AT or self.result not in RESULTS:
+            msg = "an element record's at or result is not one of the known values"
+            raise ValueError(msg)
+        if (self.result == FOUND) != (self.element is not None):
+            msg = "an element record has an element exactly when its result is found"
+            raise ValueError(msg)
+        problem = None if self.element is None else record_problem(self.element)
+        if problem is not None:
+            raise ValueError(problem)
+
+
 def instruction_problem(text: str) -> str | None:
     """Why ``text`` cannot be a task instruction the volunteer wrote, or None when it can.
 
@@ -294,6 +326,7 @@ Event = (
     | Marker
     | TaskStart
     | TaskEnd
+    | ElementSeen
 )
 
 
@@ -332,6 +365,7 @@ EVENT_TYPES: dict[str, type[Any]] = {
         Marker,
         TaskStart,
         TaskEnd,
+        ElementSeen,
     )
 }
 
@@ -435,6 +469,7 @@ __all__ = [
     "ButtonPress",
     "ButtonRelease",
     "ClockAnchor",
+    "ElementSeen",
     "Event",
     "ExportEvent",
     "Frame",

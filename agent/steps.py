@@ -92,7 +92,7 @@ the last WindowFocus with ``t_ns <= t_start_ns``.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -162,6 +162,8 @@ class Step:
     :ivar frame: index of the pre-action Frame (last with ``t_ns <= t_start_ns``), or None.
     :ivar window: index of the WindowFocus in force at ``t_start_ns``, or None.
     :ivar events: indices of the raw events this step came from.
+    :ivar element: the UI element the action was aimed at (an ``element`` record's
+        :func:`agent.elements.record_of` object, names as exported), or None.
     """
 
     action: str
@@ -179,6 +181,7 @@ class Step:
     frame: int | None = None
     window: int | None = None
     events: tuple[int, ...] = ()
+    element: Mapping[str, Any] | None = None
 
     def to_json(self, events: Sequence[ExportEvent]) -> dict[str, Any]:
         """A JSON-ready dict: the action's fields (None and empty left out), times, window, frame time.

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from agent.capture import EventSink, Hooks, OwnUi, ScreenGrabber
+from agent.capture.element_lookup import ElementLookup, LookupResult
 from agent.errors import EnvironmentProblem
 from agent.events import (
     ButtonPress,
@@ -158,6 +159,10 @@ class Backend(ABC):
     #: False, minimisation at the source (promise P4) rests on the window deny-list alone.
     HAS_SECURE_INPUT_DETECTION: ClassVar[bool] = False
 
+    #: The accessibility API :meth:`element_lookup` uses ("atspi", "uia", "ax"), as bundles name
+    #: it (``elements.api``); None: this backend cannot tell the UI element under an action.
+    ELEMENT_API: ClassVar[str | None] = None
+
     @abstractmethod
     def check_environment(self) -> None:
         """Check that capture can work in this session.  Never hangs.
@@ -267,6 +272,13 @@ class Backend(ABC):
         down, never from a hook callback; never raises.  The text is captured
         content: never log it.
         """
+        return None
+
+    def element_lookup(self, on_result: Callable[[LookupResult], None]) -> ElementLookup | None:
+        """A worker that looks up the UI element at a point or with the keyboard focus, not
+        started (:class:`~agent.capture.element_lookup.ElementLookup` over this backend's
+        finder); None without :attr:`ELEMENT_API`.  The recorder starts it for a session and
+        stops it after."""
         return None
 
     def own_ui(self, pids: Iterable[int]) -> OwnUi:

@@ -81,8 +81,8 @@ def _run(vd: Any, rounds: int) -> int:
     gi.require_version("Atspi", "2.0")
     from gi.repository import Atspi
 
-    from agent.backends.xorg.a11y import ElementFinder
-    from agent.backends.xorg.a11y_lookup import ElementLookup, LookupResult
+    from agent.backends.xorg.a11y import ElementFinder, finder_factory
+    from agent.capture.element_lookup import ElementLookup, LookupResult
 
     env = {k: v for k, v in vd.env.items() if k != "NO_AT_BRIDGE"}
     points: list[tuple[int, int]] = []
@@ -120,7 +120,7 @@ def _run(vd: Any, rounds: int) -> int:
     finder.close()
 
     results: queue.Queue[LookupResult] = queue.Queue()
-    worker = ElementLookup(results.put, switch_on=False)
+    worker = ElementLookup(results.put, finder_factory())
     worker.start()
     through: list[int] = []
     requests: list[int] = []

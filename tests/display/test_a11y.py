@@ -24,8 +24,8 @@ import pytest
 
 from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_for
 from agent.backends.xorg import a11y_bus
-from agent.backends.xorg.a11y import MAX_NAME, NOT_ON_BUS, STALLED, ElementFinder, Lookup
-from agent.backends.xorg.a11y_lookup import ElementLookup, LookupResult
+from agent.backends.xorg.a11y import MAX_NAME, NOT_ON_BUS, STALLED, ElementFinder, Lookup, finder_factory
+from agent.capture.element_lookup import ElementLookup, LookupResult
 from tests.tools import unavailable
 
 FORM = Path(__file__).with_name("a11y_form.py")
@@ -122,13 +122,14 @@ def test_element_at_gtk_widgets(form: Form, finder: ElementFinder, widget: str, 
     element = found.element
     assert element is not None, found.reason
     assert (element.role, element.name) == (role, name)
+    assert element.bounds is not None
     assert _contains(element.bounds, x, y)
     for ours, theirs in zip(element.bounds, form.rects[widget], strict=True):
         assert abs(ours - theirs) <= 3, (element.bounds, form.rects[widget])
     assert element.pid == form.proc.pid == found.pid
     assert found.window_id is not None
     assert element.app  # the program's name, whatever GTK calls it
-    assert element.path and element.path[0] == "frame:optin a11y form"
+    assert element.path and element.path[0] == ("frame", "optin a11y form")
     assert "enabled" in element.states
     assert ("password" in element.states) == (role == "password text")
     assert element.is_password == (role == "password text")
@@ -240,7 +241,7 @@ def test_focused_element_after_clicking_into_the_password_field(
     assert seen[-1].pid == form.proc.pid
     # the same through the worker, as key steps will ask
     results: queue.Queue[LookupResult] = queue.Queue()
-    worker = ElementLookup(results.put, budget_s=1.0, switch_on=False)
+    worker = ElementLookup(results.put, finder_factory(), budget_s=1.0)
     assert worker.start()
     try:
         assert worker.request_focus(42)
@@ -278,7 +279,7 @@ def test_a_stalled_app_costs_only_its_own_lookup(xdisplay: VirtualDisplay, form:
     _need_atspi()
     other = _start_form(xdisplay, "optin a11y stalled", 600, 420)
     results: queue.Queue[LookupResult] = queue.Queue()
-    worker = ElementLookup(results.put, budget_s=0.05, max_age_s=5.0)
+    worker = ElementLookup(results.put, finder_factory(), budget_s=0.05, max_age_s=5.0, switch=a11y_bus)
     assert worker.start()
     try:
         sx, sy = other.centre("button")
@@ -317,7 +318,7 @@ def test_the_worker_switches_accessibility_on_and_restores_it(xdisplay: VirtualD
     _need_atspi()
     before = a11y_bus.is_enabled()
     assert before is not None, "the accessibility bus launcher did not answer"
-    worker = ElementLookup(lambda r: None)
+    worker = ElementLookup(lambda r: None, finder_factory(), switch=a11y_bus)
     assert worker.start()
     try:
         assert a11y_bus.is_enabled() is True
@@ -332,7 +333,7 @@ def test_requests_never_block_and_drops_are_counted(xdisplay: VirtualDisplay, fo
     """A full queue drops at once with a count; a stopped worker drops too."""
     _need_atspi()
     results: queue.Queue[LookupResult] = queue.Queue()
-    worker = ElementLookup(results.put, queue_size=2, switch_on=False)
+    worker = ElementLookup(results.put, finder_factory(), queue_size=2)
     assert worker.start()
     try:
         x, y = form.centre("entry")

@@ -112,10 +112,11 @@ def test_a_bus_that_never_answers_does_not_hang_the_doctor(
 
 
 def test_the_worker_without_a_display_drops_and_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.backends.xorg.a11y_lookup import ElementLookup
+    from agent.backends.xorg.a11y import finder_factory
+    from agent.capture.element_lookup import ElementLookup
 
     monkeypatch.delenv("DISPLAY", raising=False)
-    worker = ElementLookup(lambda r: None, switch_on=False)
+    worker = ElementLookup(lambda r: None, finder_factory())
     assert not worker.request(1, 10, 10)  # not started: dropped at once, counted
     assert worker.start() is False  # no display: it says so, never raises
     assert not worker.request_focus(2)

@@ -23,6 +23,21 @@ SAMPLES: list[ev.Event] = [
     ev.TaskStart(11, "free-0a1b2c3d", "Réserver un vol ✓", "volunteer"),
     ev.TaskStart(12, "find-flight", "Find a flight\nto Rome", "study", 600),
     ev.TaskEnd(13, "find-flight", "timed out"),
+    ev.ElementSeen(
+        14,
+        "point",
+        "found",
+        {
+            "role": "push button",
+            "name": "Grüße ✓",
+            "states": ["enabled", "focusable"],
+            "bounds": [10, 20, 80, 24],
+            "app": "gtk3-demo",
+            "path": [{"role": "frame", "name": "Form"}, {"role": "panel", "name": None}],
+            "automation_id": None,
+        },
+    ),
+    ev.ElementSeen(15, "focus", "not_accessible"),
 ]
 
 #: The encoded form of the task records, byte for byte (docs/format.md, Event encoding): the length
@@ -43,6 +58,10 @@ TASK_KNOWN_ANSWERS = [
     (
         ev.TaskEnd(7, "find-flight", "timed out"),
         b'\x00\x00\x00\x4d{"v":1,"k":"task_end","t_ns":7,"task_id":"find-flight","outcome":"timed out"}',
+    ),
+    (
+        ev.ElementSeen(9, "focus", "late"),
+        b'\x00\x00\x00\x4a{"v":1,"k":"element","t_ns":9,"at":"focus","result":"late","element":null}',
     ),
 ]
 
@@ -158,7 +177,7 @@ def test_an_old_reader_never_meets_task_kinds_in_old_stores() -> None:
     """Every kind before tasks still decodes as it did: the new kinds take nothing from them."""
     before = {"pointer_move", "button_press", "button_release", "scroll", "key_press", "key_release"}
     before |= {"paste", "frame", "window_focus", "marker"}
-    assert set(ev.EVENT_TYPES) == before | {"task_start", "task_end"}
+    assert set(ev.EVENT_TYPES) == before | {"task_start", "task_end", "element"}
 
 
 @pytest.mark.parametrize(
@@ -178,3 +197,26 @@ def test_instruction_problems_name_code_points_not_text(text: str, needle: str) 
     assert problem is not None and needle in problem
     assert ev.instruction_problem("Book the cheapest flight to Rome, then print it ✓") is None
     assert ev.instruction_problem("x" * ev.MAX_INSTRUCTION) is None
+
+
+@pytest.mark.parametrize(
+    ("at", "result", "element"),
+    [
+        ("pointer", "found", None),  # unknown at
+        ("point", "maybe", None),  # unknown result
+        ("point", "found", None),  # found without an element
+        ("focus", "late", {"role": "x"}),  # an element without found
+        ("point", "found", {"role": "push button"}),  # keys missing
+    ],
+)
+def test_a_malformed_element_record_is_refused(at: str, result: str, element: object) -> None:
+    """An element record whose at, result or element does not fit is a malformed record (the
+    reader's StoreFormatError), never an element kept half-checked."""
+    obj = {"v": 1, "k": "element", "t_ns": 1, "at": at, "result": result, "element": element}
+    with pytest.raises(StoreFormatError, match="malformed element record"):
+        ev.from_dict(obj)
+
+
+def test_an_element_records_names_stay_out_of_its_repr() -> None:
+    sample = next(e for e in SAMPLES if isinstance(e, ev.ElementSeen) and e.element is not None)
+    assert "Grüße" not in repr(sample) and "Form" not in repr(sample)

@@ -34,7 +34,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import Xlib.display
@@ -64,6 +64,7 @@ from agent.backends.xorg.session import (
 )
 from agent.backends.xorg.windows import Atoms, describe, read_focus
 from agent.capture import EventSink, Hooks, OwnUi
+from agent.capture.element_lookup import ElementLookup, LookupResult
 from agent.errors import EnvironmentProblem
 from agent.events import WindowFocus, now_ns
 
@@ -102,6 +103,7 @@ class XorgBackend(Backend):
     HAS_TRAY_DETECTION = True
     HAS_SECURE_INPUT_DETECTION = False
     HAS_OWN_UI_DETECTION = True
+    ELEMENT_API = "atspi"
 
     def __init__(self, display: str | None = None) -> None:
         self._display_name = display
@@ -221,6 +223,12 @@ class XorgBackend(Backend):
 
     def own_ui(self, pids: Iterable[int]) -> OwnUi:
         return OwnUiWatcher(self.display_name, pids)
+
+    def element_lookup(self, on_result: Callable[[LookupResult], None]) -> ElementLookup | None:
+        from agent.backends.xorg import a11y_bus
+        from agent.backends.xorg.a11y import finder_factory
+
+        return ElementLookup(on_result, finder_factory(self.display_name), switch=a11y_bus)
 
     def tray_host_available(self) -> bool | None:
         with self._lock:

@@ -24,14 +24,14 @@ UI): :class:`Lookup` carries the X window id and pid that were resolved.
 
 Names, values and titles are captured content: this module never logs them
 (counts and durations only) and never puts them in an exception message.
-The parts: :mod:`~agent.backends.xorg.a11y_model` (what a lookup answers, the bounds),
+The parts: :mod:`agent.elements` (what a lookup answers, platform-neutral),
+:mod:`~agent.backends.xorg.a11y_model` (the walk's bounds and roles),
 :mod:`~agent.backends.xorg.a11y_xwindows` (the X11 half), this module (the AT-SPI half),
-:mod:`~agent.backends.xorg.a11y_lookup` (the worker), :mod:`~agent.backends.xorg.a11y_bus`
-(switching accessibility on, the doctor's questions).
+:mod:`~agent.backends.xorg.a11y_bus` (switching accessibility on, the doctor's questions).
 
 One finder belongs to one thread (libatspi and the X connection are not
-shared): :class:`~agent.backends.xorg.a11y_lookup.ElementLookup` runs it in
-its worker.
+shared): :class:`agent.capture.element_lookup.ElementLookup` runs it in its
+worker.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from agent.backends.xorg.a11y_model import (
@@ -274,14 +274,14 @@ class ElementFinder:
 
     def _actionable(self, node: Any) -> Any:
         """``node``, or its actionable ancestor when ``node`` is a label, image or filler in one."""
-        if node.get_role_name() not in PASSIVE_ROLES:
+        if self._call(node.get_role_name) not in PASSIVE_ROLES:
             return node
         parent = node
         for _ in range(4):
             parent = self._call(parent.get_parent)
             if parent is None:
                 break
-            role = parent.get_role_name()
+            role = self._call(parent.get_role_name)
             if role in WINDOW_ROLES:
                 break
             if role in ACTIONABLE_ROLES:
@@ -293,7 +293,9 @@ class ElementFinder:
         atspi = self._atspi
         focused = atspi.StateType.FOCUSED
         try:
-            collection = window.get_collection_iface()
+            collection = self._call(window.get_collection_iface)
+        except (_Stalled, _OutOfTime):
+            raise
         except Exception:  # no Collection interface (GLib.Error): walk instead
             collection = None
         if collection is not None:
@@ -336,11 +338,13 @@ class ElementFinder:
         role = cut(self._call(node.get_role_name), 64)
         states = self._call(node.get_state_set)
         names = {ours for state, ours in self._states if states.contains(state)}
-        if node.get_role() == self._atspi.Role.PASSWORD_TEXT:
+        if self._call(node.get_role) == self._atspi.Role.PASSWORD_TEXT:
             names.add("password")
         r = self._call(node.get_extents, self._atspi.CoordType.SCREEN)
         try:
-            automation_id = cut(node.get_accessible_id(), MAX_AUTOMATION_ID)
+            automation_id = cut(self._call(node.get_accessible_id), MAX_AUTOMATION_ID)
+        except (_Stalled, _OutOfTime):
+            raise
         except Exception:  # older libatspi without accessible_id
             automation_id = ""
         return Element(
@@ -348,29 +352,41 @@ class ElementFinder:
             name=cut(self._call(node.get_name), MAX_NAME),
             states=tuple(sorted(names)),
             bounds=(int(r.x), int(r.y), int(r.width), int(r.height)),
-            app=cut(app.get_name(), MAX_APP_NAME),
+            app=cut(self._call(app.get_name), MAX_APP_NAME),
             pid=pid,
             path=self._path(node),
             automation_id=automation_id,
         )
 
-    def _path(self, node: Any) -> tuple[str, ...]:
-        path: list[str] = []
+    def _path(self, node: Any) -> tuple[tuple[str, str], ...]:
+        """``(role, name)`` of ``node``'s ancestors up to its window, outermost first; a stalled
+        or late call ends the path where it got to."""
+        path: list[tuple[str, str]] = []
         parent = node
-        for _ in range(MAX_PATH):
-            try:
+        try:
+            for _ in range(MAX_PATH):
                 parent = self._call(parent.get_parent)
-            except (_Stalled, _OutOfTime):
-                break
-            if parent is None:
-                break
-            role = cut(parent.get_role_name(), 64)
-            if role == "application":
-                break
-            path.append(f"{role}:{cut(parent.get_name(), MAX_PATH_NAME)}")
-            if role in WINDOW_ROLES:
-                break
+                if parent is None:
+                    break
+                role = cut(self._call(parent.get_role_name), 64)
+                if role == "application":
+                    break
+                path.append((role, cut(self._call(parent.get_name), MAX_PATH_NAME)))
+                if role in WINDOW_ROLES:
+                    break
+        except (_Stalled, _OutOfTime):
+            pass
         return tuple(reversed(path))
+
+
+def finder_factory(display: str | None = None) -> Callable[[float, float], ElementFinder]:
+    """What :class:`agent.capture.element_lookup.ElementLookup` calls on its worker thread to make
+    its finder on ``display`` (None: ``$DISPLAY``)."""
+
+    def make(call_timeout_s: float, budget_s: float) -> ElementFinder:
+        return ElementFinder(display, call_timeout_s=call_timeout_s, budget_s=budget_s)
+
+    return make
 
 
 __all__ = [
@@ -392,4 +408,5 @@ __all__ = [
     "ElementFinder",
     "Lookup",
     "cut",
+    "finder_factory",
 ]

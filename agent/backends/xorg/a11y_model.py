@@ -1,22 +1,31 @@
-"""What an element lookup answers (:class:`Element`, :class:`Lookup`), and its bounds.
+"""The AT-SPI lookup's constants: the walk's bounds, the roles it knows, the states it reads.
 
-Pure data and constants, no AT-SPI and no X: the lookup itself is
-:mod:`~agent.backends.xorg.a11y`.  ``Element.name``, ``path`` and
-``automation_id`` are captured content (redacted at export like window titles).
+Pure data, no AT-SPI and no X: the lookup itself is :mod:`~agent.backends.xorg.a11y`; what
+a lookup answers (:class:`~agent.elements.Element`, :class:`~agent.elements.Lookup`, the
+reasons) is platform-neutral, in :mod:`agent.elements`, re-exported here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from agent.elements import (
+    FAILED,
+    MAX_APP_NAME,
+    MAX_AUTOMATION_ID,
+    MAX_NAME,
+    MAX_PATH,
+    MAX_PATH_NAME,
+    NO_ELEMENT,
+    NO_FOCUS,
+    NO_PID,
+    NO_WINDOW,
+    NOT_ON_BUS,
+    OUT_OF_TIME,
+    STALLED,
+    Element,
+    Lookup,
+    cut,
+)
 
-#: Longest name kept (characters); application names and automation ids have their own bounds.
-MAX_NAME = 200
-MAX_APP_NAME = 100
-MAX_AUTOMATION_ID = 100
-#: Names in the ancestor path are cut shorter, and the path has at most this many levels.
-MAX_PATH_NAME = 40
-MAX_PATH = 8
 #: The walk: deepest level below the window, and accessibles looked at in one lookup.
 MAX_DEPTH = 32
 MAX_NODES = 400
@@ -29,16 +38,6 @@ MAX_X_DEPTH = 8
 STALL_SKIP_S = 2.0
 #: Seconds between two re-reads of the application list (pid -> application).
 APPS_REFRESH_S = 0.25
-
-# Why there is no element (Lookup.reason); never captured content.
-NO_WINDOW = "no client window at the point"
-NO_PID = "the window has no _NET_WM_PID"
-NOT_ON_BUS = "not on the accessibility bus"
-NO_ELEMENT = "no accessible element at the point"
-NO_FOCUS = "no focused element"
-STALLED = "the application did not answer in time"
-OUT_OF_TIME = "the lookup ran out of time"
-FAILED = "the lookup failed"
 
 #: Roles that give way to an actionable ancestor (a label inside a button, Chromium's static text).
 PASSIVE_ROLES = frozenset({"label", "static", "image", "icon", "filler", "section", "paragraph", "text leaf"})
@@ -89,52 +88,6 @@ STATE_NAMES = (
     ("SELECTED", "selected"),
     ("VISITED", "visited"),
 )
-
-
-@dataclass(frozen=True)
-class Element:
-    """An accessible element.  ``name``, ``path`` and ``automation_id`` are captured content.
-
-    :ivar role: the AT-SPI role name ("push button", "password text", ...).
-    :ivar states: sorted names from :data:`STATE_NAMES` plus "password" (role password text).
-    :ivar bounds: x, y, width, height in screen pixels.
-    :ivar path: ``role:name`` of the ancestors, outermost (the window) first, at most :data:`MAX_PATH`.
-    :ivar automation_id: AT-SPI ``accessible_id`` ("" when not set).
-    """
-
-    role: str
-    name: str = field(repr=False)  # captured content: never in a repr, a log line or a message
-    states: tuple[str, ...]
-    bounds: tuple[int, int, int, int]
-    app: str
-    pid: int
-    path: tuple[str, ...] = field(repr=False)
-    automation_id: str = field(repr=False)
-
-    @property
-    def is_password(self) -> bool:
-        return "password" in self.states
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """One lookup's answer: the element, or None and why (``reason``, never captured content).
-
-    :ivar window_id: the X client window resolved (None when none was), for the caller's checks.
-    :ivar pid: its ``_NET_WM_PID``.
-    """
-
-    element: Element | None
-    reason: str
-    window_id: int | None
-    pid: int | None
-
-
-def cut(text: Any, bound: int) -> str:
-    """``text`` as a string of at most ``bound`` characters (None: "")."""
-    if not isinstance(text, str):
-        return ""
-    return text[:bound]
 
 
 __all__ = [

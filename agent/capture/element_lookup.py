@@ -1,5 +1,9 @@
 """Element lookups off the capture threads: one worker, a bounded queue, a time budget.
 
+Platform-neutral: the backend hands a factory of its finder (AT-SPI on X11, UI Automation,
+AX; :class:`ElementFinder`) and, where the platform has one, the switch that turns
+accessibility on (:class:`AccessibilitySwitch`).
+
 :meth:`ElementLookup.request` (a point) and :meth:`ElementLookup.request_focus`
 (the keyboard focus) are O(1) and never block: when the queue is full the
 request is dropped and counted.  The worker answers each request through the
@@ -9,9 +13,10 @@ budget is a counted miss (its element is dropped: it may describe another
 moment).  A stalled application costs its own lookup about one AT-SPI timeout
 and is then skipped for a while (see :mod:`~agent.backends.xorg.a11y`).
 
-:meth:`ElementLookup.start` switches accessibility on
-(:func:`~agent.backends.xorg.a11y_bus.enable`) and :meth:`ElementLookup.stop`
+:meth:`ElementLookup.start` switches accessibility on (on X11
+:func:`~agent.backends.xorg.a11y_bus.enable`) and :meth:`ElementLookup.stop`
 restores the setting found.  Logs carry counts and durations only.
+
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from agent.backends.xorg import a11y_bus
-from agent.backends.xorg.a11y import FAILED, ElementFinder, Lookup
+from agent.elements import FAILED, LATE, TOO_OLD, Lookup
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +40,34 @@ BUDGET_S = 0.05
 #: A request that waited longer than this in the queue is a miss without a lookup.
 MAX_AGE_S = 0.5
 QUEUE_SIZE = 64
-LATE = "the lookup took longer than its budget"
-TOO_OLD = "the request waited too long in the queue"
+
+
+class ElementFinder(Protocol):
+    """A backend's lookups; used from the worker thread only.  Neither lookup raises."""
+
+    def element_at(self, x: int, y: int) -> Lookup:
+        """The element at screen point (``x``, ``y``)."""
+
+    def focused_element(self) -> Lookup:
+        """The element with the keyboard focus."""
+
+    def close(self) -> None:
+        """Release the finder's connections."""
+
+
+#: Makes the worker's finder on the worker thread: ``(call_timeout_s, budget_s) -> finder``.
+FinderFactory = Callable[[float, float], ElementFinder]
+
+
+class AccessibilitySwitch(Protocol):
+    """Turns the platform's accessibility on for the recording and back after."""
+
+    def enable(self) -> bool | None:
+        """Switch on; returns the setting found (None: unknown)."""
+
+    def restore(self, before: bool | None) -> None:
+        """Put back the setting :meth:`enable` found."""
+
 
 _STOP = object()
 
@@ -75,27 +106,27 @@ class ElementLookup:
 
     :param on_result: called on the worker thread with each :class:`LookupResult`; it should be
         quick (an exception from it is counted, not raised).
-    :param display: X display name (None: ``$DISPLAY``).
-    :param budget_s: the time one lookup may take; each AT-SPI call's timeout is half of it (a
-        call to a stalled application returns after up to two timeouts, measured).
-    :param switch_on: set ``org.a11y.Status.IsEnabled`` while running.
+    :param make_finder: the backend's finder factory, called on the worker thread.
+    :param budget_s: the time one lookup may take; each call's timeout is half of it (on AT-SPI
+        a call to a stalled application returns after up to two timeouts, measured).
+    :param switch: turns accessibility on while running (None: leave it as it is).
     """
 
     def __init__(
         self,
         on_result: Callable[[LookupResult], None],
+        make_finder: FinderFactory,
         *,
-        display: str | None = None,
         budget_s: float = BUDGET_S,
         max_age_s: float = MAX_AGE_S,
         queue_size: int = QUEUE_SIZE,
-        switch_on: bool = True,
+        switch: AccessibilitySwitch | None = None,
     ) -> None:
         self._on_result = on_result
-        self._display = display
+        self._make_finder = make_finder
         self.budget_s = budget_s
         self.max_age_s = max_age_s
-        self._switch_on = switch_on
+        self._switch = switch
         self._queue: queue.Queue[_Request | object] = queue.Queue(queue_size)
         self._thread: threading.Thread | None = None
         self._before: bool | None = None
@@ -148,8 +179,8 @@ class ElementLookup:
         no AT-SPI typelib): requests are then dropped and counted."""
         if self._thread is not None:
             return True
-        if self._switch_on:
-            self._before = a11y_bus.enable()
+        if self._switch is not None:
+            self._before = self._switch.enable()
         self._ready.clear()
         self._failed_start = False
         thread = threading.Thread(target=self._run, name="optin-a11y", daemon=True)
@@ -190,8 +221,8 @@ class ElementLookup:
             )
 
     def _restore(self) -> None:
-        if self._switch_on:
-            a11y_bus.restore(self._before)
+        if self._switch is not None:
+            self._switch.restore(self._before)
             self._before = None
 
     # -- the worker ------------------------------------------------------------------------------
@@ -199,7 +230,7 @@ class ElementLookup:
     def _run(self) -> None:
         try:
             # a call that times out may take two timeouts (measured): half the budget each
-            finder = ElementFinder(self._display, call_timeout_s=self.budget_s / 2, budget_s=self.budget_s)
+            finder = self._make_finder(self.budget_s / 2, self.budget_s)
         except Exception as exc:  # no display, no typelib: the type only
             logger.info("element lookups unavailable (%s)", type(exc).__name__)
             self._failed_start = True
@@ -248,4 +279,12 @@ class ElementLookup:
             logger.debug("element lookup callback failed (%s)", type(exc).__name__)
 
 
-__all__ = ["BUDGET_S", "LATE", "MAX_AGE_S", "TOO_OLD", "ElementLookup", "LookupResult"]
+__all__ = [
+    "BUDGET_S",
+    "MAX_AGE_S",
+    "AccessibilitySwitch",
+    "ElementFinder",
+    "ElementLookup",
+    "FinderFactory",
+    "LookupResult",
+]

@@ -1,8 +1,8 @@
-"""agent.backends.xorg.a11y_model: what an element lookup answers, without a display."""
+"""agent.elements: what an element lookup answers, without a display."""
 
 from __future__ import annotations
 
-from agent.backends.xorg.a11y_model import Element
+from agent.elements import Element
 
 
 def test_an_elements_captured_words_stay_out_of_its_repr() -> None:
@@ -15,7 +15,7 @@ def test_an_elements_captured_words_stay_out_of_its_repr() -> None:
         bounds=(10, 20, 300, 30),
         app="gtk-form",
         pid=4242,
-        path=("frame:canary-window-7731", "panel:"),
+        path=(("frame", "canary-window-7731"), ("panel", "")),
         automation_id="canary-id-7731",
     )
     shown = repr(element)
