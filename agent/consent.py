@@ -27,12 +27,14 @@ from typing import Any
 from agent import __version__
 from agent.errors import ConsentRequired, UsageError
 from agent.paths import Dirs, ensure_private_dir, write_private_file
-from agent.study import SCOPES, Study, changed_terms, terms_digest
+from agent.study import MAX_STUDY_BYTES, SCOPES, Study, changed_terms, terms_digest
 from agent.untrusted_text import visible
 
-#: A receipt file larger than this is not a receipt (it is a few hundred bytes, a study's deny
-#: rules add a few KiB).
-MAX_RECEIPT_BYTES = 256 * 1024
+#: A receipt file larger than this is not a receipt.  It holds the study's terms (deny rules and
+#: tasks included), written as UTF-8 JSON: a few KiB for most studies, and for the largest study
+#: file optin accepts at most a small multiple of it (a short TOML entry grows by its JSON keys,
+#: nulls and indentation), hence eight times that bound.
+MAX_RECEIPT_BYTES = 8 * MAX_STUDY_BYTES
 
 #: :func:`state` answers.
 GIVEN = "given"
@@ -209,8 +211,15 @@ def grant(dirs: Dirs, study: Study, accept_text_sha256: str, scopes: list[str] |
         terms_sha256=terms_digest(terms),
         terms=terms,
     )
+    data = json.dumps(receipt.to_json(), indent=2, ensure_ascii=False).encode("utf-8")
+    if len(data) > MAX_RECEIPT_BYTES:  # never write a receipt that could not be read back
+        msg = (
+            f"the consent receipt of this study would have {len(data)} bytes, more than the "
+            f"{MAX_RECEIPT_BYTES} optin reads back. Fix: ask the study for a shorter study file"
+        )
+        raise UsageError(msg)
     ensure_private_dir(dirs.config)
-    write_private_file(_receipt_path(dirs), json.dumps(receipt.to_json(), indent=2).encode("utf-8"))
+    write_private_file(_receipt_path(dirs), data)
     return receipt
 
 

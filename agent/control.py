@@ -57,6 +57,7 @@ from agent.errors import OptinError, StoreError, UsageError
 from agent.events import ClockAnchor, Event, Marker, WindowFocus, now_ns
 from agent.keyboard.hotkey import Hotkey
 from agent.paths import Dirs, check_private_files, ensure_private_dir
+from agent.recorder_elements import RecorderElements
 from agent.recorder_pauses import PAUSED_BY_VOLUNTEER, PAUSED_NO_INDICATOR, RecorderPauses
 from agent.recorder_sink import RecorderSink
 from agent.recorder_states import Event as Move
@@ -132,6 +133,7 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
         self._lock = threading.RLock()
         self._drop_lock = threading.Lock()
         self._intake = Intake.SHUT  # the sink's gate, read by hook threads before any lock
+        self._elements: RecorderElements | None = None  # UI element lookups, for the whole run
         self._task: RunningTask | None = None  # the volunteer's task under way (agent.recorder_tasks)
         self._last_task: dict[str, Any] | None = None
 
@@ -180,6 +182,7 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
             )
             self._receipt = receipt
             self._recipient = recipient
+            self._start_elements()
             self._open_session()
             self._volunteer_pause = pausing.load(self.dirs)
             if self._volunteer_pause is not None:  # the volunteer paused before the last stop (P3)
@@ -207,6 +210,10 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
         self.session_id = writer.session_id
         self.counters = Counters()
         anchor = ClockAnchor.now()
+        elements = self._elements
+        if elements is not None and elements.api is not None:
+            elements.new_session(anchor.mono_ns)
+            detail = {"elements": elements.api, **detail}
         self._intake = self._intake.opened()
         self._put_marker(
             "session_start",
@@ -340,7 +347,25 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
             raise
 
     def _start_capture(self) -> None:
+        if self._elements is not None:
+            self._elements.focus_moved()
         self._sources.start(self.scopes, self._sink, self._mask)
+
+    def _start_elements(self) -> None:
+        """Start the UI element lookups for this run when the pointer or keyboard is recorded and
+        the platform can tell elements (accessibility switched on until the run stops)."""
+        scopes = self.scopes
+        if "pointer" not in scopes and "keyboard" not in scopes:
+            return
+        elements = RecorderElements(
+            self.backend,
+            self._sink,
+            lambda: self.rules,
+            self._sources.own_pids,
+            keep_names="window_titles" in scopes,
+        )
+        if elements.start() is not None:
+            self._elements = elements
 
     def _stop_capture(self) -> None:
         """Stop every source; each one is stopped even if another fails to."""
@@ -368,6 +393,9 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
             logger.error("capture stopped: %s", error)
         self.reason = reason
         self._close_session(reason=reason or error)
+        elements, self._elements = self._elements, None
+        if elements is not None:
+            elements.stop()  # restores the accessibility setting found
         self._life.fire(Move.SEALED)
         recorder_status.remove(self.dirs)
         with contextlib.suppress(Exception):  # the connections the writer's checks opened
@@ -383,6 +411,8 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
         self._stop_capture()
         self._intake = self._intake.shut()
         self._interrupt_task()  # its task_end goes into the session it ran in, before the seal
+        if self._elements is not None:
+            self.counters.element_lookups += self._elements.take_dropped()
         deadline = time.monotonic() + STOP_WAIT_S  # the marker's wait counts against the bound
         self._put_marker(
             "session_stop",

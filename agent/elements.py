@@ -54,6 +54,8 @@ STALLED = "the application did not answer in time"
 OUT_OF_TIME = "the lookup ran out of time"
 FAILED = "the lookup failed"
 LATE = "the lookup took longer than its budget"
+#: Not a miss: the window is deny-listed or optin's own, so nothing of it was read.
+DENIED = "no lookup in this window (a deny rule or optin's own)"
 TOO_OLD = "the request waited too long in the queue"
 
 #: A lookup's result as stored and exported (the ``result`` of an ``element`` line).
@@ -219,6 +221,7 @@ def record_problem(record: Any) -> str | None:
 
 __all__ = [
     "AT",
+    "DENIED",
     "FAILED",
     "FOUND",
     "LATE",

@@ -450,7 +450,8 @@ class ControlServer:
         if op == "task_start":
             return {"task": c.start_task(args.get("id"), args.get("instruction"))}
         if op == "task_abandon":
-            return {"ended": c.abandon_task()}
+            meant = args.get("task_id")
+            return {"ended": c.abandon_task() if meant is None else c.abandon_task(meant)}
         if op == "task_status":
             return {"tasks": c.task_status()}
         return {"ended": c.finish_task("done" if op == "task_done" else "failed")}
@@ -483,11 +484,21 @@ def _reply_now(conn: socket.socket, reply: dict[str, Any]) -> None:
 
 
 def _encode_reply(reply: dict[str, Any]) -> bytes:
+    """``reply`` as its line; one that is not JSON, or longer than :data:`MAX_REPLY` (the client would
+    not read it), becomes an error reply that says so."""
     try:
-        return encode(reply)
+        line = encode(reply)
     except (TypeError, ValueError) as exc:  # a controller returned something that is not JSON
         logger.error("control reply could not be encoded (%s)", type(exc).__name__)
         return encode(error_reply("internal error in the optin agent (an unencodable reply)", 1))
+    if len(line) > MAX_REPLY:
+        logger.error("control reply of %d bytes not sent: more than %d", len(line), MAX_REPLY)
+        msg = (
+            f"internal error in the optin agent: its reply has {len(line)} bytes, more than the "
+            f"{MAX_REPLY} a reply may have"
+        )
+        return encode(error_reply(msg, 1))
+    return line
 
 
 def agent_lock_held(dirs: Dirs) -> bool:

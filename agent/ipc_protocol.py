@@ -21,9 +21,11 @@ and closes::
     ← {"v": 1, "ok": true, "rule": {...}}
     → {"v": 1, "op": "task_start", "id": "find-flight"}   (or "instruction": TEXT, one of the two)
     ← {"v": 1, "ok": true, "task": {"id": ..., "source": ..., "started_at": ..., ...}}
-    → {"v": 1, "op": "task_done"}                        (task_fail, task_abandon alike)
+    → {"v": 1, "op": "task_done"}                        (task_fail alike)
     ← {"v": 1, "ok": true, "ended": {"id": ..., "outcome": "done", "seconds": 42.1}}
-                                                         (task_abandon: also "deleted": {...})
+    → {"v": 1, "op": "task_abandon", "task_id": "find-flight"}   (task_id optional: the task
+                                                         the volunteer means; absent: the running one)
+    ← {"v": 1, "ok": true, "ended": {"id": ..., "outcome": "abandoned", ..., "deleted": {...}}}
     → {"v": 1, "op": "task_status"}
     ← {"v": 1, "ok": true, "tasks": {"mode": ..., "tasks": [...], "running": ..., "last": ...}}
     ← {"v": 1, "ok": false, "error": "what failed and the fix", "exit": 2}
@@ -41,6 +43,14 @@ Numbers are checked (finite, positive, a pause at most
 zero-width characters (:func:`agent.events.instruction_problem`; a refusal names
 code points and lengths, never the text), and JSON nested deeper than
 :data:`MAX_DEPTH` is refused before it is parsed (:func:`parse_request`).
+
+**Replies** are UTF-8 JSON with non-ASCII characters written as themselves
+(``ensure_ascii`` off: an escaped CJK character takes 6 bytes, an escaped emoji
+12), and at most :data:`MAX_REPLY` bytes: room for the largest reply a valid
+study can make, ``task_status`` listing every task of a study file of
+:data:`agent.study.MAX_STUDY_BYTES`.  The agent refuses to send a longer one
+(an error reply instead, :mod:`agent.ipc`), so a client never meets a
+line it cannot read.
 """
 
 from __future__ import annotations
@@ -58,6 +68,7 @@ from agent.errors import EnvironmentProblem, OptinError, UsageError
 from agent.events import MAX_TASK_ID, instruction_problem
 from agent.paths import Dirs
 from agent.pausing import MAX_DELETE_S, MAX_PAUSE_S, check_seconds
+from agent.study import MAX_STUDY_BYTES
 
 #: Version of the protocol spoken here (``"v"`` of every request and reply).
 PROTOCOL_VERSION = 1
@@ -65,8 +76,16 @@ PROTOCOL_VERSION = 1
 SOCKET_NAME = "control.sock"
 #: Largest request line, newline included (bytes).
 MAX_REQUEST = 64 * 1024
-#: Largest reply line the client reads (bytes): a delete report can list many sessions.
-MAX_REPLY = 1024 * 1024
+#: Room in a reply for what is not the study's text: the envelope, a running and a last task, status.
+REPLY_ENVELOPE = 64 * 1024
+#: Largest reply line (bytes, newline included) the agent sends and the client reads.  The largest
+#: one a valid study makes is ``task_status``: the study's tasks as JSON.  Each character of a task's
+#: text costs at most twice its bytes in the study file (``"``, ``\``, a tab or a line break take
+#: 1 byte in a TOML literal string and 2 in JSON; any other character as many bytes as in the file,
+#: as :func:`encode` leaves non-ASCII unescaped), and each task's keys and punctuation less than
+#: twice their shortest TOML form; so a study file of at most :data:`MAX_STUDY_BYTES` makes at most
+#: twice that (tests/unit/test_task_replies.py builds the largest ones).
+MAX_REPLY = 2 * MAX_STUDY_BYTES + REPLY_ENVELOPE
 #: Deepest JSON nesting accepted in a request (a request is one flat object).
 MAX_DEPTH = 8
 #: How long the command line waits for an answer, by op (seconds): pausing joins capture threads,
@@ -101,7 +120,7 @@ _ARGS = {
     "task_start": frozenset({"id", "instruction"}),
     "task_done": frozenset(),
     "task_fail": frozenset(),
-    "task_abandon": frozenset(),
+    "task_abandon": frozenset({"task_id"}),
     "task_status": frozenset(),
 }
 
@@ -137,8 +156,11 @@ class Controller(Protocol):
         """End the running task as ``done`` or ``failed``; return how it ended."""
         ...
 
-    def abandon_task(self) -> dict[str, Any]:
-        """Give the running task up (its session is deleted); return how it ended and what was deleted."""
+    def abandon_task(self, expected_id: str | None = None) -> dict[str, Any]:
+        """Give the running task up (its session is deleted); return how it ended and what was deleted.
+
+        ``expected_id``: the task the volunteer means; another one is never deleted in its place.
+        """
         ...
 
     def task_status(self) -> dict[str, Any]:
@@ -270,6 +292,8 @@ def _checked_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
             args["id"] = _task_id(args["id"])
         else:
             args["instruction"] = _instruction(args["instruction"])
+    if op == "task_abandon" and "task_id" in args:
+        args["task_id"] = _task_id(args["task_id"], key="task_id")
     return args
 
 
@@ -313,12 +337,12 @@ def _pattern(key: str, value: Any) -> str:
     return value
 
 
-def _task_id(value: Any) -> str:
+def _task_id(value: Any, *, key: str = "id") -> str:
     if not isinstance(value, str) or not value:
-        msg = "id must be a non-empty string"
+        msg = f"{key} must be a non-empty string"
         raise UsageError(msg)
     if len(value) > MAX_TASK_ID or not value.isprintable() or not value.isascii():
-        msg = f"id must be a study task's id: at most {MAX_TASK_ID} printable ASCII characters"
+        msg = f"{key} must be a task's id: at most {MAX_TASK_ID} printable ASCII characters"
         raise UsageError(msg)
     return value
 
@@ -342,5 +366,11 @@ def error_reply(message: str, exit_code: int) -> dict[str, Any]:
 
 
 def encode(obj: dict[str, Any]) -> bytes:
-    """``obj`` as one compact JSON line (request or reply); NaN and infinities are refused."""
-    return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    """``obj`` as one compact UTF-8 JSON line (request or reply), non-ASCII written as itself; NaN and
+    infinities are refused.  A string with a lone surrogate (a request may carry one as ``\\ud800``;
+    UTF-8 cannot) makes the whole line ASCII-escaped instead: valid JSON that reads back the same."""
+    try:
+        text = json.dumps(obj, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode("ascii") + b"\n"

@@ -88,7 +88,30 @@ def _recorded(study: Study) -> list[Promise | None]:
         ),
         Promise("recorded.pausing", "recorded", _pausing(study)),
         _tasks(study),
+        _elements(study),
     ]
+
+
+def _elements(study: Study) -> Promise | None:
+    """The UI element under each action (agent/recorder_elements.py); None without pointer and keyboard."""
+    scopes = set(study.scopes)
+    if not scopes & {"pointer", "keyboard"}:
+        return None
+    actions = " and ".join(
+        what for scope, what in (("pointer", "click and scroll"), ("keyboard", "typing")) if scope in scopes
+    )
+    label = (
+        "and its label (such as “Sign in”)"
+        if "window_titles" in scopes
+        else "but not its label (that needs window titles)"
+    )
+    return Promise(
+        "recorded.elements." + ("labels" if "window_titles" in scopes else "no_labels"),
+        "recorded",
+        f"For each {actions}: the kind of control it went to (a button, a text field…), its state and "
+        f"where it is on the screen, {label}, as the system's accessibility interface tells optin; never "
+        "what a field contains, and nothing of protected windows or optin's own.",
+    )
 
 
 def _tasks(study: Study) -> Promise | None:
@@ -145,11 +168,14 @@ def _export(study: Study) -> list[Promise | None]:
             Promise(
                 "export.window_titles.drop",
                 "export",
-                "No window titles: only which application had the focus, and where.",
+                "No window titles and no labels of controls: only which application had the focus, "
+                "and where.",
             )
             if study.redaction_window_titles == "drop"
             else Promise(
-                "export.window_titles.redact", "export", f"Window titles, with {finds} replaced by markers."
+                "export.window_titles.redact",
+                "export",
+                f"Window titles and the labels of controls, with {finds} replaced by markers.",
             )
         )
     if scopes & {"keyboard", "window_titles"}:

@@ -28,6 +28,7 @@ from agent.recorder_status import Counters
 
 if TYPE_CHECKING:
     from agent.capture.sources import CaptureSources
+    from agent.recorder_elements import RecorderElements
     from agent.writer_loop import WriterLoop
 
 __all__ = ["RecorderSink"]
@@ -46,6 +47,7 @@ class RecorderSink:
     _drop_lock: threading.Lock
     _loop: WriterLoop | None
     _last_focus: WindowFocus | None
+    _elements: RecorderElements | None
 
     if TYPE_CHECKING:  # agent.recorder_pauses.RecorderPauses provides it
 
@@ -106,6 +108,9 @@ class RecorderSink:
                 and deny.focus_known(self._last_focus)
             ):
                 paste.request(event.t_ns)
+        elements = self._elements
+        if elements is not None and not self._denied_now:
+            elements.after_queued(event)  # the UI element aimed at, looked up on its own thread
         screen = self._sources.screen
         # No frame timing from a denied window (its rhythm would show).  A focus change is asked
         # for before the writer has judged the new window: its one frame is masked like any other

@@ -38,6 +38,7 @@ class Counters:
     coalesced: int = 0  #: pointer moves merged by the rate cap (not a loss: positions at actions are kept)
     own_ui: int = 0  #: clicks, scrolls and keys on optin's own tray, menu and windows, left out
     pastes_lost: int = 0  #: pastes recorded without their text: the clipboard thread was behind
+    element_lookups: int = 0  #: UI element lookups never made: their worker's queue was full
     written: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -48,6 +49,7 @@ class Counters:
             "frame_failures": self.frame_failures,
             "frames_skipped": self.frames_skipped,
             "pastes_lost": self.pastes_lost,
+            "element_lookups": self.element_lookups,
         }
 
 

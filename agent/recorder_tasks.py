@@ -10,7 +10,9 @@ whole session with the public key alone (:func:`agent.store.retention.shred_sess
 same deletion as ``optin sessions delete``, leaving nothing of the task in the store.
 
 A task ends ``done`` or ``failed`` as the volunteer says, ``abandoned`` when given up (its
-session is then shredded and recording goes on in a new one), ``timed out`` when its time
+session is then shredded and recording goes on in a new one; a give-up names the task it means,
+and one that ended meanwhile has its session shredded only while that is still the session being
+recorded, never another task's), ``timed out`` when its time
 limit passes (checked once a second on the writer thread; the limit is clock time, pauses
 included), and ``interrupted`` when the session it runs in is sealed under it: quit, a
 withdrawal, opt-out, ``delete-last``, a failure.  Pausing keeps it.  The ``task_end`` record
@@ -54,8 +56,10 @@ T = TypeVar("T")
 VOLUNTEER_OUTCOMES = ("done", "failed")
 #: What the session_start marker of a task's session says it opened after.
 TASK_SESSION = "task"
+#: How many ended tasks the recorder remembers for a late give-up (:meth:`RecorderTasks.abandon_task`).
+RECENT_ENDED = 16
 
-__all__ = ["TASK_SESSION", "VOLUNTEER_OUTCOMES", "RecorderTasks", "RunningTask"]
+__all__ = ["RECENT_ENDED", "TASK_SESSION", "VOLUNTEER_OUTCOMES", "RecorderTasks", "RunningTask"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,21 @@ def _utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
+def _is_meant(task: RunningTask | None, task_id: str, session: str | None) -> bool:
+    """Is ``task`` the one named by ``task_id`` (and ``session``, when given)?"""
+    return task is not None and task.task_id == task_id and session in (None, task.session_id)
+
+
+def _find_ended(
+    ended: tuple[tuple[RunningTask, dict[str, Any]], ...], task_id: str, session: str | None
+) -> tuple[RunningTask, dict[str, Any]] | None:
+    """The newest of the ``ended`` tasks named by ``task_id`` (and ``session``), or None."""
+    for task, how in reversed(ended):
+        if _is_meant(task, task_id, session):
+            return task, how
+    return None
+
+
 class RecorderTasks:
     """Tasks of :class:`agent.control.Recorder`; every step under its lifecycle lock."""
 
@@ -108,6 +127,9 @@ class RecorderTasks:
     _last_task: dict[str, Any] | None
     #: The overdue task a background thread is already ending (one thread, not one a second).
     _timing_out: RunningTask | None = None
+    #: The last tasks that ended and how, newest last (at most :data:`RECENT_ENDED`; replaced, never
+    #: changed in place), so a give-up chosen before one ended finds it.
+    _ended_tasks: tuple[tuple[RunningTask, dict[str, Any]], ...] = ()
 
     if TYPE_CHECKING:  # the lifecycle steps agent.control.Recorder provides
 
@@ -168,31 +190,34 @@ class RecorderTasks:
             self._publish()
         return ended
 
-    def abandon_task(self) -> dict[str, Any]:
+    def abandon_task(
+        self, expected_id: str | None = None, *, expected_session: str | None = None
+    ) -> dict[str, Any]:
         """Give the running task up: it ends ``abandoned`` and its session is crypto-shredded;
         recording goes on in a new session, in the same state.  Returns how it ended and what
         was deleted (ids, counts, sizes).
 
-        :raises UsageError: no task runs, or the recorder has stopped.
+        ``expected_id`` (and ``expected_session``, the session it began) name the task the
+        volunteer means, as it was shown when they chose to give it up: it may have ended since
+        (done from the command line, timed out) and another may have started.  Another task is
+        never given up in its place.  If the meant task has ended and its session is still the one
+        being recorded, that session is shredded all the same (the volunteer asked for it to be
+        deleted); otherwise the request is refused with the command that deletes its session.
+
+        :raises UsageError: no task runs (or not the meant one, and its session cannot be deleted
+            here: the message says how), or the recorder has stopped.
         :raises StoreError: the session could not be sealed or deleted (the message names it,
             with the fix).
         """
         with self._lock:
+            running = self._task
+            if expected_id is not None and not _is_meant(running, expected_id, expected_session):
+                return self._abandon_ended(expected_id, expected_session, running)
             task = self._running()
             ended = self._end(task, "abandoned")  # an account, should the deletion fail
-            sid = task.session_id
-            try:
-                deleted = self._between_sessions(
-                    "abandon", lambda: retention.shred_session(self.dirs, sid, reason="volunteer")
-                )
-            except OptinError as exc:
-                msg = (
-                    f"{exc}. The given-up task's session {sid} may not be deleted. "
-                    f"Fix: delete it with `optin sessions delete {sid}` once optin has stopped"
-                )
-                raise StoreError(msg) from None
-        logger.info("task %s given up: session %s shredded", task.task_id, sid)
-        return {**ended, "deleted": deleted.to_dict()}
+            deleted = self._shred_session_of(task)
+        logger.info("task %s given up: session %s shredded", task.task_id, task.session_id)
+        return {**ended, "deleted": deleted}
 
     def task_status(self) -> dict[str, Any]:
         """The study's task mode and list, the running task (no instruction) and how the last one ended."""
@@ -305,6 +330,83 @@ class RecorderTasks:
         self._task = task  # from now on a seal under it ends it interrupted (capture may fail to start)
         begun.append(task)
 
+    def _abandon_ended(
+        self, expected_id: str, expected_session: str | None, running: RunningTask | None
+    ) -> dict[str, Any]:
+        """Give up the meant task, which is not the running one (under the lock): shred its session
+        if it ended and its session is still the one being recorded, else refuse saying how to
+        delete it."""
+        found = _find_ended(self._ended_tasks, expected_id, expected_session)
+        refusal = self._late_give_up_refusal(expected_id, running, found)
+        if refusal is not None or found is None:
+            logger.info("a give-up was refused: the task meant is not running, nor its session recorded")
+            raise UsageError(refusal or "nothing was deleted")
+        task, ended = found
+        deleted = self._shred_session_of(task)
+        given_up = {**ended, "outcome": "abandoned", "ended_as": ended["outcome"]}
+        self._last_task = given_up
+        self._remember_ended(task, given_up)
+        logger.info(
+            "task %s (ended %s) given up: session %s shredded",
+            task.task_id,
+            ended["outcome"],
+            task.session_id,
+        )
+        return {**given_up, "deleted": deleted}
+
+    def _late_give_up_refusal(
+        self,
+        expected_id: str,
+        running: RunningTask | None,
+        found: tuple[RunningTask, dict[str, Any]] | None,
+    ) -> str | None:
+        """Why the meant task (``found`` among the ended ones, or None) cannot be given up now, with how
+        to delete it; None when its session is still the one being recorded.  An id optin does not
+        know is not repeated (it may be mistyped words)."""
+        if found is None:
+            now = "no task runs" if running is None else f"task {running.task_id} runs now"
+            return (
+                f"the task you gave up (an id of {len(expected_id)} characters) is not running ({now}) "
+                "nor among the tasks that ended lately, so nothing was deleted. Fix: find its session "
+                "with `optin sessions` and delete it with `optin sessions delete <session id>`"
+            )
+        task, ended = found
+        sid = task.session_id
+        recorded = self._life.phase in (Phase.RECORDING, Phase.PAUSED) and self.session_id == sid
+        if recorded and ended["outcome"] != "abandoned":
+            return None
+        how = (
+            f"its session {sid} is already deleted"
+            if not (self.dirs.sessions / sid).exists()
+            else f"Fix: delete its session with `optin sessions delete {sid}`"
+        )
+        what = (
+            "was already given up"
+            if ended["outcome"] == "abandoned"
+            else f"already ended ({ended['outcome']}) and its session is no longer the one being recorded"
+        )
+        return f"task {task.task_id} {what}, so nothing was deleted now; {how}"
+
+    def _shred_session_of(self, task: RunningTask) -> dict[str, Any]:
+        """Seal the session ``task`` began (the one being recorded), crypto-shred it, record on in a
+        new one; what was deleted (under the lock)."""
+        sid = task.session_id
+        try:
+            deleted = self._between_sessions(
+                "abandon", lambda: retention.shred_session(self.dirs, sid, reason="volunteer")
+            )
+        except OptinError as exc:
+            msg = (
+                f"{exc}. The given-up task's session {sid} may not be deleted. "
+                f"Fix: delete it with `optin sessions delete {sid}` once optin has stopped"
+            )
+            raise StoreError(msg) from None
+        return deleted.to_dict()
+
+    def _remember_ended(self, task: RunningTask, ended: dict[str, Any]) -> None:
+        """Keep the last :data:`RECENT_ENDED` ended tasks, newest last, for a give-up that comes late."""
+        self._ended_tasks = (*self._ended_tasks[-(RECENT_ENDED - 1) :], (task, ended))
+
     def _end(self, task: RunningTask, outcome: str) -> dict[str, Any]:
         """Queue the ``task_end`` record and forget the task (under the lock)."""
         t = now_ns()
@@ -312,6 +414,7 @@ class RecorderTasks:
         self._task = None
         ended = {"id": task.task_id, "outcome": outcome, "seconds": task.seconds(t)}
         self._last_task = ended
+        self._remember_ended(task, ended)
         logger.info("task %s ended: %s", task.task_id, outcome)
         return ended
 

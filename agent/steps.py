@@ -87,6 +87,16 @@ at its last; steps are in time order and do not overlap.
 **Context.**  ``frame`` is the last Frame with ``t_ns <= t_start_ns`` (the pre-action frame
 :mod:`agent.capture.screen` takes for every action, or the screen as it stood), ``window``
 the last WindowFocus with ``t_ns <= t_start_ns``.
+
+**Elements.**  ``element`` records (:class:`~agent.events.ElementSeen`) are in no step's
+events; a step's ``element`` is the element of one of them (docs/export-format.md, "Which
+element a step has"): for a click, double click, drag or scroll the ``point`` record whose
+``t_ns`` is the step's ``t_start_ns`` (its press, its first scroll event); for ``type``, ``key``
+and ``hotkey`` the latest ``focus`` record with ``t_ns <= t_start_ns``, unless a button press,
+focused-window change, marker, task start or task end comes after it and at most at
+``t_start_ns``.  Of records with the same ``t_ns`` the first in the stream counts; when none
+qualifies or its result is not ``found`` the step has no element.  :class:`ElementIndex` is
+that rule, shared with the bundle reader (agent/export/recount.py).
 """
 
 from __future__ import annotations
@@ -96,9 +106,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from agent.elements import FOUND
 from agent.events import (
     ButtonPress,
     ButtonRelease,
+    ElementSeen,
     Event,
     ExportEvent,
     Frame,
@@ -115,7 +127,7 @@ from agent.keyboard.names import COMMAND_MODIFIERS, EDIT_NAMES, MODIFIER_KEYS, M
 from agent.keyboard.replay import reconstruct
 
 #: Version of the step rules; bump when the same events give different steps.
-#: 2: a task's start and end end the step in progress, as a marker does.
+#: 2: a task's start and end end the step in progress, as a marker does; each step has its element.
 STEPS_VERSION = 2
 
 #: A press and release at most this far apart (Euclidean, pixels) is a click; farther, a drag.
@@ -146,6 +158,67 @@ _EDIT_MODS = frozenset({"shift", "ctrl"})
 _EDIT_MODS_MAC = frozenset({"shift", "alt", "super"})
 #: Kinds that end the search for a paste key's Paste.
 _PASTE_STOPS = frozenset({"key_press", "button_press", "scroll", "marker"})
+#: Actions whose element is the one at their point (the press, the first scroll event) ...
+POINT_ACTIONS = frozenset({"click", "double_click", "right_click", "middle_click", "drag", "scroll"})
+#: ... and those whose element had the keyboard focus.
+FOCUS_ACTIONS = frozenset({"type", "key", "hotkey"})
+#: Kinds after which a ``focus`` element no longer counts (the focus it describes may be gone).
+FOCUS_ENDERS = frozenset({"button_press", "window_focus", "marker", "task_start", "task_end"})
+
+
+class ElementIndex:
+    """Which ``element`` line is each step's element (docs/export-format.md, steps.version 2).
+
+    Give it the element lines (:meth:`line`) and the lines of :data:`FOCUS_ENDERS` kinds
+    (:meth:`ender`) in stream order, which is time order; then :meth:`of` answers per step in
+    O(log n).  Memory: a few integers per element line, one per ender.  Lines are numbered by
+    :meth:`line` from 0; what each line holds is the caller's.
+    """
+
+    def __init__(self) -> None:
+        self._point: dict[int, int] = {}  # t_ns -> the first point line at it
+        self._focus_t: list[int] = []  # distinct t_ns of focus lines, increasing
+        self._focus_n: list[int] = []  # ... the first focus line at each
+        self._found: list[bool] = []
+        self._enders: list[int] = []
+        self._last = -1
+
+    def _in_order(self, t_ns: int) -> None:
+        if t_ns < self._last:
+            msg = "element and focus-ending lines are not in time order"
+            raise ValueError(msg)
+        self._last = t_ns
+
+    def line(self, t_ns: int, at: str, found: bool) -> int:
+        """Add an element line (``at`` ``point`` or ``focus``; ``found``: its result is ``found``);
+        its number."""
+        self._in_order(t_ns)
+        number = len(self._found)
+        self._found.append(found)
+        if at == "point":
+            self._point.setdefault(t_ns, number)
+        elif at == "focus" and (not self._focus_t or self._focus_t[-1] != t_ns):
+            self._focus_t.append(t_ns)
+            self._focus_n.append(number)
+        return number
+
+    def ender(self, t_ns: int) -> None:
+        """Add a line after which an earlier ``focus`` line no longer counts."""
+        self._in_order(t_ns)
+        self._enders.append(t_ns)
+
+    def of(self, action: str, t_start_ns: int) -> int | None:
+        """The number of the line whose element a step of ``action`` from ``t_start_ns`` has, or None."""
+        chosen: int | None = None
+        if action in POINT_ACTIONS:
+            chosen = self._point.get(t_start_ns)
+        elif action in FOCUS_ACTIONS:
+            k = bisect_right(self._focus_t, t_start_ns) - 1
+            if k >= 0:
+                e = bisect_right(self._enders, t_start_ns) - 1
+                if e < 0 or self._enders[e] <= self._focus_t[k]:
+                    chosen = self._focus_n[k]
+        return chosen if chosen is not None and self._found[chosen] else None
 
 
 @dataclass(frozen=True)
@@ -206,6 +279,8 @@ class Step:
         if self.frame is not None:
             out["frame_t_ns"] = events[self.frame].t_ns
         out["events"] = list(self.events)
+        if self.element is not None:
+            out["element"] = self.element
         return out
 
 
@@ -347,6 +422,8 @@ class _Segmenter:
         self.frame_i: list[int] = []
         self.win_t: list[int] = []
         self.win_i: list[int] = []
+        self.elements = ElementIndex()
+        self.element_of: list[int] = []  # element line number -> index into events
         self.handlers: dict[str, Callable[[int, Any], None]] = {
             "button_press": self.button_press,
             "button_release": self.button_release,
@@ -375,7 +452,14 @@ class _Segmenter:
                 if cur is not None and cur.held:
                     self.pointer_at(cur, i, cast(PointerMove, ev))  # KIND names the record's class
                 continue
-            handler = handlers.get(kind) if isinstance(kind, str) else None
+            if not isinstance(kind, str):
+                continue
+            if kind in FOCUS_ENDERS:
+                self.elements.ender(ev.t_ns)
+            elif kind == "element":
+                self.element_line(i, cast(ElementSeen, ev))  # KIND names the record's class
+                continue
+            handler = handlers.get(kind)
             if handler is not None:
                 self.pos = pos
                 handler(i, ev)
@@ -385,6 +469,7 @@ class _Segmenter:
     def build(self, d: _Draft) -> Step:
         f = bisect_right(self.frame_t, d.t_start) - 1
         w = bisect_right(self.win_t, d.t_start) - 1
+        line = self.elements.of(d.action, d.t_start)
         return Step(
             action=d.action,
             t_start_ns=d.t_start,
@@ -401,6 +486,7 @@ class _Segmenter:
             frame=self.frame_i[f] if f >= 0 else None,
             window=self.win_i[w] if w >= 0 else None,
             events=tuple(d.events),
+            element=None if line is None else cast(ElementSeen, self.events[self.element_of[line]]).element,
         )
 
     def open(self, draft: _Draft) -> _Draft:
@@ -431,6 +517,11 @@ class _Segmenter:
         return False
 
     # -- context ----------------------------------------------------------------------------------
+
+    def element_line(self, i: int, ev: ElementSeen) -> None:
+        """An element lookup: in no step, the element of the steps :class:`ElementIndex` gives it."""
+        self.elements.line(ev.t_ns, ev.at, ev.result == FOUND and ev.element is not None)
+        self.element_of.append(i)
 
     def frame(self, i: int, ev: Frame) -> None:
         self.frame_t.append(ev.t_ns)
@@ -727,12 +818,16 @@ __all__ = [
     "ACTIONS",
     "CLICK_SLOP_PX",
     "DOUBLE_CLICK_NS",
+    "FOCUS_ACTIONS",
+    "FOCUS_ENDERS",
     "MODIFIER_ORDER",
     "PASTE_WAIT_NS",
+    "POINT_ACTIONS",
     "SCROLL_GAP_NS",
     "SCROLL_SLOP_PX",
     "STEPS_VERSION",
     "TYPE_GAP_NS",
+    "ElementIndex",
     "Step",
     "steps",
 ]

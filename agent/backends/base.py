@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from agent.capture import EventSink, Hooks, OwnUi, ScreenGrabber
-from agent.capture.element_lookup import ElementLookup, LookupResult
+from agent.capture.element_lookup import ElementLookup, LookupResult, WindowCheck
 from agent.errors import EnvironmentProblem
 from agent.events import (
     ButtonPress,
@@ -274,11 +274,16 @@ class Backend(ABC):
         """
         return None
 
-    def element_lookup(self, on_result: Callable[[LookupResult], None]) -> ElementLookup | None:
+    def element_lookup(
+        self, on_result: Callable[[LookupResult], None], allow: WindowCheck | None = None
+    ) -> ElementLookup | None:
         """A worker that looks up the UI element at a point or with the keyboard focus, not
         started (:class:`~agent.capture.element_lookup.ElementLookup` over this backend's
-        finder); None without :attr:`ELEMENT_API`.  The recorder starts it for a session and
-        stops it after."""
+        finder); None without :attr:`ELEMENT_API`.  The recorder starts it for a run and stops
+        it after.
+
+        :param allow: the finder asks it about the window it resolved before reading anything of
+            its application (deny rules, optin's own windows)."""
         return None
 
     def own_ui(self, pids: Iterable[int]) -> OwnUi:

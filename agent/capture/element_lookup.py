@@ -31,12 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.elements import FAILED, LATE, TOO_OLD, Lookup
+from agent.elements import DENIED, FAILED, LATE, TOO_OLD, Lookup
+from agent.events import WindowFocus
 
 logger = logging.getLogger(__name__)
 
 #: Default budget of one lookup, seconds.
-BUDGET_S = 0.05
+BUDGET_S = 0.25
 #: A request that waited longer than this in the queue is a miss without a lookup.
 MAX_AGE_S = 0.5
 QUEUE_SIZE = 64
@@ -55,8 +56,13 @@ class ElementFinder(Protocol):
         """Release the finder's connections."""
 
 
-#: Makes the worker's finder on the worker thread: ``(call_timeout_s, budget_s) -> finder``.
-FinderFactory = Callable[[float, float], ElementFinder]
+#: Whether an element may be looked up in a window (title, class, pid and geometry as far as the
+#: platform tells them); the finder asks before it reads anything of the window's application and
+#: answers a refused window with reason :data:`agent.elements.DENIED`.
+WindowCheck = Callable[[WindowFocus], bool]
+
+#: Makes the worker's finder on the worker thread: ``(call_timeout_s, budget_s, allow) -> finder``.
+FinderFactory = Callable[[float, float, WindowCheck | None], ElementFinder]
 
 
 class AccessibilitySwitch(Protocol):
@@ -110,6 +116,9 @@ class ElementLookup:
     :param budget_s: the time one lookup may take; each call's timeout is half of it (on AT-SPI
         a call to a stalled application returns after up to two timeouts, measured).
     :param switch: turns accessibility on while running (None: leave it as it is).
+    :param allow: handed to the finder: windows where no lookup may be made (answered with
+        reason :data:`~agent.elements.DENIED`, which is delivered but counted as neither hit
+        nor miss).
     """
 
     def __init__(
@@ -121,7 +130,9 @@ class ElementLookup:
         max_age_s: float = MAX_AGE_S,
         queue_size: int = QUEUE_SIZE,
         switch: AccessibilitySwitch | None = None,
+        allow: WindowCheck | None = None,
     ) -> None:
+        self._allow = allow
         self._on_result = on_result
         self._make_finder = make_finder
         self.budget_s = budget_s
@@ -139,6 +150,8 @@ class ElementLookup:
         self.hits = 0
         #: Misses by reason (counts only).
         self.misses: Counter[str] = Counter()
+        #: Lookups refused by ``allow`` (not misses).
+        self.denied = 0
         #: Exceptions raised by ``on_result``.
         self.callback_errors = 0
         #: Durations of the lookups that ran, nanoseconds (the last 10,000).
@@ -198,26 +211,32 @@ class ElementLookup:
         """Stop the worker (waiting at most ``timeout`` s for a lookup under way) and restore the
         accessibility setting; idempotent."""
         thread, self._thread = self._thread, None
-        if thread is not None:
-            while True:  # make room for the stop marker: pending requests are abandoned
-                try:
-                    self._queue.put_nowait(_STOP)
-                    break
-                except queue.Full:
-                    with contextlib.suppress(queue.Empty):
-                        self._queue.get_nowait()
-            thread.join(timeout)
-            if thread.is_alive():
-                logger.info("the accessibility worker did not stop within %.1f s", timeout)
+        if thread is None:
+            self._restore()
+            return
+        while True:  # make room for the stop marker: pending requests are abandoned
+            try:
+                self._queue.put_nowait(_STOP)
+                break
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
+        thread.join(timeout)
+        if thread.is_alive():
+            logger.info("the accessibility worker did not stop within %.1f s", timeout)
         self._restore()
         with self._lock:
             total = self.hits + sum(self.misses.values())
+            durations = sorted(self.durations_ns) or [0]
             logger.info(
-                "element lookups: %d answered, %d hits, %d misses, %d dropped",
+                "element lookups: %d answered, %d hits, %d misses (%s), %d dropped; p50 %.1f ms, max %.1f ms",
                 total,
                 self.hits,
                 sum(self.misses.values()),
+                "; ".join(f"{reason}: {n}" for reason, n in sorted(self.misses.items())) or "none",
                 self.dropped,
+                durations[len(durations) // 2] / 1e6,
+                durations[-1] / 1e6,
             )
 
     def _restore(self) -> None:
@@ -230,7 +249,7 @@ class ElementLookup:
     def _run(self) -> None:
         try:
             # a call that times out may take two timeouts (measured): half the budget each
-            finder = self._make_finder(self.budget_s / 2, self.budget_s)
+            finder = self._make_finder(self.budget_s / 2, self.budget_s, self._allow)
         except Exception as exc:  # no display, no typelib: the type only
             logger.info("element lookups unavailable (%s)", type(exc).__name__)
             self._failed_start = True
@@ -269,6 +288,8 @@ class ElementLookup:
         with self._lock:
             if result.hit:
                 self.hits += 1
+            elif result.lookup.reason == DENIED:
+                self.denied += 1
             else:
                 self.misses[result.lookup.reason] += 1
         try:
@@ -287,4 +308,5 @@ __all__ = [
     "ElementLookup",
     "FinderFactory",
     "LookupResult",
+    "WindowCheck",
 ]

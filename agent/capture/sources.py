@@ -63,6 +63,10 @@ class CaptureSources:
             return True
         return isinstance(event, (KeyPress, KeyRelease)) and own.has_focus
 
+    def own_pids(self) -> frozenset[int]:
+        """optin's own processes: this one and the dialogs it started."""
+        return frozenset(self._own_pids)
+
     def add_own_pid(self, pid: int) -> None:
         """Windows of process ``pid`` are optin's own too, now and after every restart."""
         self._own_pids.add(pid)

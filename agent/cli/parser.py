@@ -58,14 +58,23 @@ def _add_control_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     which.add_argument(
         "--instruction",
         metavar="TEXT",
-        help="start: what you are about to do, in your words (if the study asks)",
+        help=(
+            "start: what you are about to do, in your words (if the study asks); - reads them from "
+            "standard input (one line), which keeps them out of your shell's history and the process list"
+        ),
+    )
+    sp.add_argument(
+        "--task",
+        metavar="ID",
+        help="abandon: the task you mean (its id); one that ended meanwhile is never confused with the next",
     )
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.epilog = (
         "A task starts a new session and ends done, failed or given up (abandon deletes its recording, "
         "crypto-shredded); quitting ends it as interrupted, and a study's time limit as timed out. Pausing "
         "keeps it. Your instruction is recorded like typed text (redacted at export) and never shown in "
-        "status or logs. Exit codes: 0 ok, 1 failure, 2 refused (the message says why), 3 no agent runs."
+        "status or logs; with --instruction - it is read from standard input and stays out of your shell's "
+        "history. Exit codes: 0 ok, 1 failure, 2 refused (the message says why), 3 no agent runs."
     )
 
 

@@ -11,8 +11,9 @@ and ``manifest.sig`` (the volunteer's Ed25519 signature over the manifest's byte
 for this study: the volunteer id is a hash of that key, agent/store/signing.py).  The counts and
 summaries the manifest states are computed by agent/export/counts.py, which the collector's
 reader runs again over the members; the task list and each step's task by
-agent/export/task_list.py, likewise.  Elements are not looked up yet: every step's ``element`` is
-null and the manifest's ``elements.api`` null (no lookups made).
+agent/export/task_list.py, likewise; each step's ``element`` by agent/steps.py (the ``element``
+lines, redacted like window titles by agent/redact/policy.py), and ``elements`` and
+``loss.elements`` by counts.py.
 
 Export runs in three parts that the review window shares: :func:`prepare` (decrypt,
 check consent, redact, find the steps — in memory), :func:`build_tar` (pure: the tar's
@@ -38,7 +39,7 @@ from typing import Any
 from agent import __version__, consent
 from agent.canonical_json import canonical
 from agent.errors import ConsentRequired, ExportError, StoreCorrupt, StoreFormatError, UsageError
-from agent.events import Frame, Marker, Redacted, TaskEnd, TaskStart, to_dict
+from agent.events import ElementSeen, Frame, Marker, Redacted, TaskEnd, TaskStart, to_dict
 from agent.export import approval, counts, task_list
 from agent.paths import Dirs, write_private_file
 from agent.redact import policy
@@ -306,6 +307,7 @@ def build_tar(prepared: Prepared, identity: bytes, study_id: str) -> bytes:
             f"holds at most {MAX_NUMBERED} of each. Fix: cut the session into parts in the review window"
         )
         raise ExportError(msg)
+    elements, element_loss = _elements(prepared)
     line_of, event_lines, frame_rows, tasks, of_step = _stream(prepared)
     members: dict[str, bytes] = {"tasks.jsonl": b"".join(canonical(t) + b"\n" for t in tasks)}
     holder: dict[int, str] = {}  # frames.jsonl line -> first member holding its pixels
@@ -330,7 +332,9 @@ def build_tar(prepared: Prepared, identity: bytes, study_id: str) -> bytes:
         frame_lines.append(canonical({**fields, "member": name}) + b"\n")
     members["frames.jsonl"] = b"".join(frame_lines)
     members.update(unused)
-    manifest = canonical(_manifest(prepared, identity, study_id, members, tasks))
+    manifest = canonical(
+        _manifest(prepared, identity, study_id, members, tasks, elements=(elements, element_loss))
+    )
     signature = signing.sign(identity, study_id, manifest)
     ordered = {"manifest.json": manifest, "manifest.sig": signature, **members}
     return _tar(prepared.session_id, ordered)
@@ -373,6 +377,27 @@ def _stream(
     return line_of, event_lines, frame_rows, tasks, of_step
 
 
+def _elements(prepared: Prepared) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The manifest's ``elements`` and ``loss.elements`` (agent/export/counts.py, as the reader).
+
+    :raises ExportError: the session's element records contradict its ``session_start`` marker.
+    """
+    events = prepared.events
+    markers = [to_dict(e) for e in events if isinstance(e, Marker)]
+    results = Counter(e.result for e in events if isinstance(e, ElementSeen))
+    without = sum(1 for s in prepared.steps if s.element is None)
+    try:
+        api = counts.elements_api(markers)
+        lost = counts.element_loss(api, results, markers, without)
+    except ValueError as exc:
+        msg = (
+            f"session {prepared.session_id} cannot be exported: {exc}. Nothing was written. Fix: report this "
+            "to the study (the recorder wrote element lookups it did not announce)"
+        )
+        raise ExportError(msg) from None
+    return {"version": ELEMENTS_VERSION, "api": api}, lost
+
+
 def step_record(
     step: Step, events: Sequence[Any], frame: int | None, lines: list[int], task: str | None
 ) -> dict[str, Any]:
@@ -388,7 +413,7 @@ def step_record(
     record["frame"] = frame
     record["events"] = lines
     record["task"] = task
-    record["element"] = None  # element lookups are not recorded yet (elements.api is null)
+    record["element"] = None if step.element is None else dict(step.element)
     return record
 
 
@@ -398,7 +423,10 @@ def _manifest(
     study_id: str,
     members: dict[str, bytes],
     tasks: list[dict[str, Any]],
+    *,
+    elements: tuple[dict[str, Any], dict[str, Any] | None],
 ) -> dict[str, Any]:
+    """The manifest; ``elements``: its ``elements`` and ``loss.elements`` (:func:`_elements`)."""
     events = prepared.events
     redaction = prepared.redaction.evidence()
     redaction["counts"] = {**{where: {} for where in STATED_COUNTS}, **redaction["counts"]}
@@ -413,14 +441,17 @@ def _manifest(
         "consent": prepared.receipt,
         "redaction": redaction,
         "tasks": tasks,
-        "elements": {"version": ELEMENTS_VERSION, "api": None},
+        "elements": elements[0],
         "steps": {
             "version": STEPS_VERSION,
             "count": len(prepared.steps),
             "by_action": by_action(prepared.steps),
         },
         "counts": counts.kind_counts(e.KIND for e in events),
-        "loss": {**loss(events, prepared.problems, prepared.redaction.frames_left_out), "elements": None},
+        "loss": {
+            **loss(events, prepared.problems, prepared.redaction.frames_left_out),
+            "elements": elements[1],
+        },
         "duration_s": duration_s(events),
         "members": {
             name: {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}

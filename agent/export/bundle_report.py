@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.export.bundle_checks import Bundle
+from agent.export.counts import ELEMENT_RESULTS
 from agent.export.recount import EVENTS, FRAMES, SHOWN, V3, each_line, view
 from agent.session_summary import pairs_text, redactions_by_place
 from agent.untrusted_text import visible
@@ -39,6 +40,7 @@ def summarise(bundle: Bundle) -> dict[str, Any]:
         "duration_s": m.get("duration_s"),
         "steps": {"count": sum(by_action.values()), "by_action": by_action},
         "tasks": m.get("tasks") if m["schema"] == V3 else None,
+        "elements": m.get("elements") if m["schema"] == V3 else None,
         "frames": _line_count(bundle.members, FRAMES),
         "events": _line_count(bundle.members, EVENTS),
         "redactions": _mapping(m.get("redaction")).get("counts", {}),
@@ -79,6 +81,7 @@ def render_summary(summary: dict[str, Any]) -> str:
         ("duration", "unknown" if summary["duration_s"] is None else f"{_v(summary['duration_s'])} s"),
         ("steps", f"{steps['count']}" + (f": {by_action}" if by_action else "")),
         ("tasks", _tasks_text(summary.get("tasks"))),
+        ("elements", _elements_text(summary.get("elements"), summary["loss"])),
         ("frames", str(summary["frames"])),
         ("events", str(summary["events"])),
         ("redactions", _redactions_text(summary["redactions"])),
@@ -115,10 +118,25 @@ def _tasks_text(tasks: Any) -> str:
 
 
 def _loss_shown(loss: Any) -> Any:
-    """``loss`` with a null ``elements`` (optin-bundle/3: no element lookups made) said in words."""
-    if isinstance(loss, dict) and "elements" in loss and loss["elements"] is None:
-        return {**loss, "elements": "no lookups"}
+    """``loss`` without ``elements`` (the ``elements`` row shows it)."""
+    if isinstance(loss, dict) and "elements" in loss:
+        return {k: v for k, v in loss.items() if k != "elements"}
     return loss
+
+
+def _elements_text(elements: Any, loss: Any) -> str:
+    """``atspi: found 5, not_accessible 1, no_element 0, failed 0, late 0, dropped 0; 2 steps without``;
+    ``no lookups``; or ``unknown`` (a bundle from before elements).  Counts only, never a name."""
+    if not isinstance(elements, dict):
+        return "unknown (this schema has no elements)"
+    api = elements.get("api")
+    lost = loss.get("elements") if isinstance(loss, dict) else None
+    if api is None or not isinstance(lost, dict):
+        return "no lookups"
+    order = [*ELEMENT_RESULTS, "dropped"]
+    counted = {k: lost[k] for k in order if k in lost}
+    counted.update({k: v for k, v in lost.items() if k not in order and k != "steps_without"})
+    return f"{_v(api)}: {_flat_text(counted)}; {_v(lost.get('steps_without'))} steps without an element"
 
 
 def _mapping(value: Any) -> dict[str, Any]:

@@ -10,9 +10,12 @@ an object) raises :class:`ValueError`, never anything else.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeGuard
+
+from agent.elements import RESULTS, record_problem
 
 #: The keys of every ``optin-bundle/3`` step member, in the order the writer puts them (the
 #: reader requires exactly these).
@@ -43,6 +46,17 @@ STOP_LOSS = {
     "pastes_lost": "pastes_lost",
 }
 
+
+#: The accessibility APIs an ``elements.api`` may name (docs/export-format.md, optin-bundle/3).
+ELEMENT_APIS = ("atspi", "uia", "ax")
+#: The results an ``element`` line may have (agent/elements.py), each a key of ``loss.elements``.
+ELEMENT_RESULTS = RESULTS
+
+#: An element's texts in a bundle, at most (docs/export-format.md, "The UI element of a step").
+ELEMENT_NAME_BOUND = 1024
+ELEMENT_ID_BOUND = 256
+#: A role as a bundle spells it (the writer makes any other ``unknown``).
+ELEMENT_ROLE = re.compile(r"[a-z][a-z0-9 _-]{0,63}")
 
 #: Times are monotonic nanoseconds, signed 64-bit.
 INT64 = 1 << 63
@@ -147,3 +161,63 @@ def loss(
         }
     )
     return out
+
+
+def _first(markers: Sequence[Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:
+    """The ``detail`` of the first marker called ``name`` (None: no such marker, or no detail object)."""
+    for m in markers:
+        if m.get("marker") == name:
+            detail = m.get("detail")
+            return detail if isinstance(detail, Mapping) else None
+    return None
+
+
+def elements_api(markers: Sequence[Mapping[str, Any]]) -> str | None:
+    """The manifest's ``elements.api``: the first ``session_start`` marker's ``detail.elements``.
+
+    :raises ValueError: it is there and not one of :data:`ELEMENT_APIS`.
+    """
+    detail = _first(markers, "session_start")
+    api = detail.get("elements") if detail is not None else None
+    if api is not None and api not in ELEMENT_APIS:
+        msg = f"the session_start marker names an element API that is not one of {', '.join(ELEMENT_APIS)}"
+        raise ValueError(msg)
+    return api if isinstance(api, str) else None
+
+
+def element_loss(
+    api: str | None,
+    results: Mapping[str, int],
+    markers: Sequence[Mapping[str, Any]],
+    steps_without: int,
+) -> dict[str, Any] | None:
+    """The manifest's ``loss.elements``: lookups by result, lookups dropped, steps without element.
+
+    :param results: how many ``element`` lines have each result.
+    :param steps_without: the steps whose ``element`` is null.
+    :returns: None when no lookups were made (``api`` None).
+    :raises ValueError: there are element lines but ``api`` is None (the session made no lookups).
+    """
+    if api is None:
+        if any(results.values()):
+            msg = "it has element lines, but its session_start marker names no element API (no lookups made)"
+            raise ValueError(msg)
+        return None
+    stop = _first(markers, "session_stop")
+    stated = stop.get("loss") if stop is not None else None
+    dropped = stated.get("element_lookups") if isinstance(stated, Mapping) else None
+    out: dict[str, Any] = {result: results.get(result, 0) for result in ELEMENT_RESULTS}
+    out["dropped"] = dropped if is_integer(dropped) and dropped >= 0 else None
+    out["steps_without"] = steps_without
+    return out
+
+
+def element_problem(element: Any) -> str | None:
+    """Why ``element`` is not a bundle's element object (its shape and bounds, never its text)."""
+    problem = record_problem(element)
+    if problem is not None:
+        return problem
+    roles = [element["role"], *(item["role"] for item in element["path"])]
+    if not all(ELEMENT_ROLE.fullmatch(role) for role in roles):
+        return "an element's or ancestor's role is not spelled [a-z][a-z0-9 _-]{0,63}"
+    return None

@@ -8,15 +8,18 @@ counts, duration, loss, typed redactions — with the writer's own functions
 bundle at the first difference.  In ``optin-bundle/3`` it also recomputes the task list, the
 ``tasks.jsonl`` member and every step's ``task`` from ``events.jsonl``, the step members and the
 signed consent terms (agent/export/task_list.py, the writer's own code again), checks that every
-step member has the same keys, and refuses element lookups, which this optin does not read yet.
+step member has the same keys, checks every ``element`` line and step element against the
+element table, and recomputes each step's ``element`` (agent/steps.py's :class:`ElementIndex`),
+``elements`` and ``loss.elements`` (counts.py).
 It also holds the members over the decrypted tar (:class:`Members`), the reader's strict JSON
 and the way messages show untrusted values (:func:`shown`), shared with
 agent/export/bundle_checks.py and bundle_report.py.
 
 Memory: the members are views of the one decrypted tar; one line of ``events.jsonl`` or
 ``frames.jsonl`` is copied and parsed at a time; what is kept is counters, the markers, the
-tasks (at most 10,000), per step its start, action and task, and one
-member name per frame.
+tasks (at most 10,000), per step its start, action and task, one
+member name per frame, and per ``element`` line its time, place, result and the canonical bytes
+of its element (not the parsed object), with the times of the lines that end a focus.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn
 
 from agent.canonical_json import canonical
+from agent.elements import AT, FOUND
 from agent.export import counts, task_list
+from agent.steps import FOCUS_ENDERS, ElementIndex
 from agent.untrusted_text import visible
 
 EVENTS = "events.jsonl"
@@ -43,6 +48,8 @@ MAX_TASKS_SIZE = 64 << 20
 STEP_KEYS = frozenset(counts.STEP_KEYS)
 #: The element rules' version an optin-bundle/3 manifest states.
 ELEMENTS_VERSION = 1
+#: The keys of an ``element`` line.
+ELEMENT_LINE_KEYS = frozenset({"v", "k", "t_ns", "at", "result", "element"})
 #: Characters of untrusted text a message or the summary shows.
 SHOWN = 80
 #: docs/export-format.md's member grammar (names below ``<session-id>/``; ``tasks.jsonl`` only in
@@ -155,7 +162,14 @@ class Recount:
         self.span = counts.Span()  # of every line's t_ns, events and frames
         self.v3 = False
         self.task_lines = task_list.TaskLines()
-        self.element_lines = 0
+        #: optin-bundle/3: the element lines (which one each step has), their results, and per
+        #: line the canonical bytes of its element (None unless found).
+        self.element_index = ElementIndex()
+        self.element_results: Counter[str] = Counter()
+        self.element_bytes: list[bytes | None] = []
+        self.element_at: list[int] = []  # ... and its events.jsonl line number (from 0)
+        self.steps_without = 0
+        self.api: str | None = None
         #: optin-bundle/3: each step's t_start_ns, action and stated task, by step number.
         self.step_starts: list[int] = []
         self.step_actions: list[str] = []
@@ -243,7 +257,29 @@ class Recount:
             except ValueError as exc:
                 self.refuse(f"{EVENTS} line {number + 1}: {exc}")
         elif self.v3 and kind == "element":
-            self.element_lines += 1
+            self._take_element(number, record)
+        if self.v3 and kind in FOCUS_ENDERS:
+            self.element_index.ender(record["t_ns"])
+
+    def _take_element(self, number: int, record: dict[str, Any]) -> None:
+        """An ``element`` line: its shape, then what a step needs of it (its element's bytes)."""
+        where = f"{EVENTS} line {number + 1}"
+        if set(record) != ELEMENT_LINE_KEYS:
+            self.refuse(
+                f"{where} is an element line without exactly the keys {', '.join(sorted(ELEMENT_LINE_KEYS))}"
+            )
+        at, result, element = record["at"], record["result"], record["element"]
+        if at not in AT or result not in counts.ELEMENT_RESULTS:
+            self.refuse(f"{where} is an element line whose at or result is not one of the known values")
+        if (result == FOUND) != (element is not None):
+            self.refuse(f"{where} is an element line with an element exactly when its result is not found")
+        problem = None if element is None else counts.element_problem(element)
+        if problem is not None:
+            self.refuse(f"{where} is an element line whose element is not well-formed: {problem}")
+        self.element_results[result] += 1
+        self.element_bytes.append(None if element is None else canonical(element))
+        self.element_at.append(number)
+        self.element_index.line(record["t_ns"], at, element is not None)
 
     def _take_frame(self, number: int, record: dict[str, Any]) -> None:
         member = record.get("member")
@@ -313,7 +349,7 @@ class Recount:
             self.refuse(f"{where} has events that are not {EVENTS} line numbers")
 
     def _step_of_v3(self, number: str, step: dict[str, Any]) -> None:
-        """An optin-bundle/3 step: exactly the step keys, an integer start, no element (none looked up)."""
+        """An optin-bundle/3 step: exactly the step keys, an integer start, the element its lines give."""
         where = f"step member '{number}.json'"
         if set(step) != STEP_KEYS:
             odd = sorted(set(step) ^ STEP_KEYS)
@@ -321,8 +357,7 @@ class Recount:
         start = step["t_start_ns"]
         if not (counts.is_integer(start) and start >= 0):
             self.refuse(f"{where} has no t_start_ns (an integer from 0 to 2^63 - 1)")
-        if step["element"] is not None:
-            self.refuse(f"{where} has an element, but the manifest says no element lookups were made")
+        self._step_element(where, step["action"], start, step["element"])
         task = step["task"]
         if not (task is None or (isinstance(task, str) and task_list.TASK_ID.fullmatch(task))):
             self.refuse(f"{where} has a task that is not a task id")
@@ -376,18 +411,27 @@ class Recount:
         if count != len(tasks):
             self.refuse(f"{TASKS} has {count} lines but the manifest has {len(tasks)} tasks")
 
+    def _step_element(self, where: str, action: Any, start: int, element: Any) -> None:
+        """A step's ``element``: well-formed, and the element of the line the step rules give it."""
+        if element is None:
+            self.steps_without += 1
+        else:
+            problem = counts.element_problem(element)
+            if problem is not None:
+                self.refuse(f"{where} has an element that is not well-formed: {problem}")
+        line = self.element_index.of(action, start)
+        expected = None if line is None else self.element_bytes[line]
+        if (None if element is None else canonical(element)) != expected:
+            given = "none" if line is None else f"the element of its line {self.element_at[line] + 1}"
+            self.refuse(f"{where} has {'no' if element is None else 'an'} element but {EVENTS} gives {given}")
+
     def _elements(self, manifest: dict[str, Any]) -> None:
-        """``elements``: this optin reads bundles without lookups (``api`` null) only."""
-        start = next((m for m in self.markers if m.get("marker") == "session_start"), None)
-        detail = start.get("detail") if start is not None else None
-        api = detail.get("elements") if isinstance(detail, dict) else None
-        self._same("elements", manifest.get("elements"), {"version": ELEMENTS_VERSION, "api": api})
-        if api is not None or self.element_lines:
-            lookups = f"{self.element_lines} element lines, api {json_shown(api)}"
-            self.refuse(
-                f"it holds element lookups ({lookups}), which this optin does not read yet",
-                "Fix: read it with an optin that reads elements",
-            )
+        """``elements``: the rules' version and the API of the first ``session_start`` marker."""
+        try:
+            self.api = counts.elements_api(self.markers)
+        except ValueError as exc:
+            self.refuse(f"{EVENTS}: {exc}")
+        self._same("elements", manifest.get("elements"), {"version": ELEMENTS_VERSION, "api": self.api})
 
     def _holder_digest(self, line: int) -> str:
         """The SHA-256 of the member that holds the pixels of ``frames.jsonl`` line ``line``."""
@@ -425,7 +469,12 @@ class Recount:
             if _close(stated.get(key), recomputed[key]):
                 recomputed[key] = stated[key]
         if self.v3:
-            recomputed["elements"] = None  # no lookups made (_elements refuses a bundle with some)
+            try:
+                recomputed["elements"] = counts.element_loss(
+                    self.api, self.element_results, self.markers, self.steps_without
+                )
+            except ValueError as exc:
+                self.refuse(f"{EVENTS}: {exc}")
         self._same("loss", stated, recomputed)
         self._redaction_counts(redaction)
 

@@ -17,6 +17,12 @@
 * **Pasted text**: redacted like typed text (a paste inside a detected span goes with it).
 * **Window titles** (``window_titles = "redact"``): detected spans become ``[EMAIL]``...;
   with ``"drop"`` titles are removed.
+* **UI elements** (``element`` records): an element's name, its ancestors' names and its
+  automation id are redacted like window titles, then cut to the bundle's bounds (counted per
+  record in ``elements``); with ``window_titles = "drop"`` they are null (``ALL_TEXT`` per text
+  removed).  Role, states, bounds and application stay.  A ``focus`` record of a key or paste
+  that a detected span replaced moves to the span's ``Redacted`` record, so its time tells
+  nothing of the span.
 * **Screens**: deny-listed windows were masked at capture; OCR (``ocr = "required"``, the
   default) reads the changed parts of each frame once (before the typed text: the terminal
   rule needs it) and masks detected text and the typed text that was redacted.  A frame
@@ -40,7 +46,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import RedactorUnavailable
-from agent.events import Event, Frame, KeyPress, KeyRelease, Paste, Redacted, TaskStart, WindowFocus
+from agent.events import (
+    ElementSeen,
+    Event,
+    Frame,
+    KeyPress,
+    KeyRelease,
+    Paste,
+    Redacted,
+    TaskStart,
+    WindowFocus,
+)
+from agent.export.counts import ELEMENT_ID_BOUND, ELEMENT_NAME_BOUND, ELEMENT_ROLE
 from agent.keyboard import replay
 from agent.keyboard.editing import Field
 from agent.redact import detectors, terminal
@@ -159,6 +176,9 @@ def redact_session(
     else:
         kept, secrets = redact_typing(ordered, counts, find, screen=screen, rules=rules)
     kept = [_title(e, policy, counts, find) for e in kept]
+    if any(isinstance(e, ElementSeen) and e.element is not None for e in kept):
+        counts["elements"] = Counter()
+        kept = [_element(e, policy, counts["elements"], find) for e in kept]
     if any(isinstance(e, TaskStart) and e.source == "volunteer" for e in kept):
         counts["instructions"] = Counter()
         kept = [_instruction(e, policy, counts, find) for e in kept]
@@ -266,14 +286,47 @@ def redact_typing(
         if inside:
             heads[inside[0]] = entity
             replaced.update(inside)
+    moved = _moved_times(ordered, windows, heads)
     out: list[Any] = []
     for i, event in enumerate(ordered):
         if i in heads:
             out.append(Redacted(event.t_ns, heads[i]))
             counts["typed"][heads[i]] += 1
         elif i not in replaced:
-            out.append(_paste(event, counts, find) if isinstance(event, Paste) else event)
+            out.append(_kept_beside_spans(event, counts, find, moved))
     return out, tuple(sorted(secrets))
+
+
+def _kept_beside_spans(
+    event: Any, counts: dict[str, Counter[str]], find: Finder, moved: dict[int, int]
+) -> Any:
+    """An event no span replaced: a paste redacted, a ``focus`` element record of a replaced key
+    moved to its span's record (:func:`_moved_times`), any other as it is."""
+    if isinstance(event, Paste):
+        return _paste(event, counts, find)
+    if isinstance(event, ElementSeen) and event.at == "focus" and event.t_ns in moved:
+        return dataclasses.replace(event, t_ns=moved[event.t_ns])
+    return event
+
+
+def _moved_times(
+    ordered: Sequence[Event], windows: Sequence[tuple[int, int, str]], heads: dict[int, str]
+) -> dict[int, int]:
+    """The times of the key and paste events a span replaced → the time of its ``Redacted`` record.
+
+    A ``focus`` element record carries the time of its key press (or paste); one inside a span
+    would tell when a key of the span was pressed, so it moves to the span's record.
+    """
+    moved: dict[int, int] = {}
+    for lo, hi, _entity in windows:
+        head = next((i for i in range(lo, hi + 1) if i in heads), None)
+        if head is None:
+            continue
+        t_head = ordered[head].t_ns
+        for i in range(lo, hi + 1):
+            if isinstance(ordered[i], (KeyPress, Paste)) and ordered[i].t_ns != t_head:
+                moved[ordered[i].t_ns] = t_head
+    return moved
 
 
 def _paste(event: Paste, counts: dict[str, Counter[str]], find: Finder) -> Paste:
@@ -326,3 +379,42 @@ def _title(event: Any, policy: Policy, counts: dict[str, Counter[str]], find: Fi
         return event
     counts["titles"].update(s.entity for s in spans)
     return dataclasses.replace(event, title=detectors.redact(event.title, spans))
+
+
+def _element(event: Any, policy: Policy, counts: Counter[str], find: Finder) -> Any:
+    """An element record as exported: its name, ancestor names and automation id redacted like
+    window titles (or null under ``window_titles = "drop"``), each cut to the bundle's bound;
+    a role outside the bundle's spelling reads ``unknown``.  Never logged."""
+    if not isinstance(event, ElementSeen) or event.element is None:
+        return event
+    element = event.element
+    drop = policy.window_titles == "drop"
+
+    def text(value: Any, bound: int) -> str | None:
+        if not isinstance(value, str) or not value:
+            return None
+        if drop:
+            counts["ALL_TEXT"] += 1
+            return None
+        spans = find(value)
+        if spans:
+            counts.update(s.entity for s in spans)
+            value = detectors.redact(value, spans)
+        return value[:bound] or None
+
+    def role(value: Any) -> str:
+        return value if isinstance(value, str) and ELEMENT_ROLE.fullmatch(value) else "unknown"
+
+    out = {
+        "role": role(element.get("role")),
+        "name": text(element.get("name"), ELEMENT_NAME_BOUND),
+        "states": list(element.get("states") or ()),
+        "bounds": None if element.get("bounds") is None else list(element["bounds"]),
+        "app": element.get("app"),
+        "path": [
+            {"role": role(item.get("role")), "name": text(item.get("name"), ELEMENT_NAME_BOUND)}
+            for item in element.get("path") or ()
+        ],
+        "automation_id": text(element.get("automation_id"), ELEMENT_ID_BOUND),
+    }
+    return dataclasses.replace(event, element=out)

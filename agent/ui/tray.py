@@ -277,8 +277,17 @@ def _task_items(pystray: Any, recorder: Recorder, action: Action, notify: Callab
     def give_up() -> None:
         task = running_task(recorder)
         if task is not None and confirm_give_up(recorder.own_process):
-            ended = recorder.abandon_task()
-            notify(f"Gave up {task_name(task or ended)}; its recording was deleted from this computer.")
+            # the task shown when Give up was chosen: it may have ended while the dialog was open,
+            # and another may have started; the recorder never gives up another in its place
+            meant, session = str(task.get("id")), task.get("session")
+            ended = recorder.abandon_task(
+                meant, expected_session=session if isinstance(session, str) else None
+            )
+            name, was = task_name(task), ended.get("ended_as")
+            if was:  # it had ended meanwhile, its session still the one being recorded
+                notify(f"{name[:1].upper()}{name[1:]} had ended ({was}); its recording was deleted as asked.")
+            else:
+                notify(f"Gave up {name}; its recording was deleted from this computer.")
 
     can_start = lambda _i: (  # noqa: E731 - pystray takes callables
         recorder.state == "recording" and tasks_on(recorder) and running_task(recorder) is None

@@ -133,7 +133,7 @@ def unpack_limited(path: Path, identity_file: Path, out: Path) -> Run:
     return run_limited("unpack", str(path), "--identity", str(identity_file), "--out", str(out))
 
 
-# --- the control: a valid bundle passes under the same limits ----------------------------------------
+# --- the control: a valid bundle passes under the same limits ------------------------------------------
 
 
 def test_p6_a_valid_bundle_opens_and_unpacks_under_the_same_limits(
@@ -149,7 +149,7 @@ def test_p6_a_valid_bundle_opens_and_unpacks_under_the_same_limits(
     assert (tmp_path / "out" / SESSION / "frames" / "000002.webp").read_bytes() == b"RIFF-frame-2"
 
 
-# --- sparse and oversized members ---------------------------------------------------------------------
+# --- sparse and oversized members ----------------------------------------------------------------------
 
 
 def sparse_bomb(copies: int, kind: str) -> bytes:
@@ -214,7 +214,7 @@ def test_p6_a_member_declaring_more_than_the_file_holds_is_refused_before_readin
     hostile.held(P6)
 
 
-# --- depth ----------------------------------------------------------------------------------------------
+# --- depth ---------------------------------------------------------------------------------------------
 
 
 def deep_bundle(count: int, depth: int) -> bytes:
@@ -238,7 +238,7 @@ def test_p6_deep_paths_are_refused_quickly(
     assert not (tmp_path / "out" / SESSION).exists()
 
 
-# --- the age header ---------------------------------------------------------------------------------------
+# --- the age header ------------------------------------------------------------------------------------
 
 
 def with_stanzas(sealed: bytes, extra: int) -> bytes:
@@ -279,7 +279,7 @@ def test_p6_an_age_header_of_one_huge_stanza_is_refused(
     hostile.held(P6)
 
 
-# --- paths that are not files -----------------------------------------------------------------------------
+# --- paths that are not files --------------------------------------------------------------------------
 
 
 def test_p6_dev_zero_and_a_fifo_are_refused_at_once(
@@ -298,7 +298,7 @@ def test_p6_dev_zero_and_a_fifo_are_refused_at_once(
         hostile.held(P6)
 
 
-# --- forged volunteer ids ---------------------------------------------------------------------------------
+# --- forged volunteer ids ------------------------------------------------------------------------------
 
 
 def forged(members: dict[str, bytes], seed: bytes, victim: bytes) -> list[Entry]:
@@ -343,7 +343,7 @@ def test_p6_an_optin_bundle_1_forgery_is_reported_unverified(
     hostile.held(P6)
 
 
-# --- what the manifest states ----------------------------------------------------------------------------
+# --- what the manifest states --------------------------------------------------------------------------
 
 #: Paths to the numbers a manifest states about its members, and values they may not take.
 STATED = [
@@ -406,7 +406,7 @@ def test_p6_the_manifest_is_read_as_it_was_signed() -> None:
     assert bundle.manifest["counts"] == SAMPLE_COUNTS and bundle.manifest["loss"] == SAMPLE_LOSS
 
 
-# --- printing what a bundle says ---------------------------------------------------------------------------
+# --- printing what a bundle says -----------------------------------------------------------------------
 
 ESCAPES = (
     "\x1b[2K\r\x1b[1Asignature:  valid (unchanged since the volunteer's agent signed it)\x1b[0m\u202e\x9b2J"
@@ -445,7 +445,7 @@ def test_p6_hostile_names_in_refusals_are_shown_visibly(hostile: Tally) -> None:
     hostile.held(P6)
 
 
-# --- random tar headers -----------------------------------------------------------------------------------
+# --- random tar headers --------------------------------------------------------------------------------
 
 
 def test_p6_random_tar_headers_are_refused_or_harmless_never_a_crash(hostile: Tally) -> None:
@@ -503,7 +503,7 @@ def test_p6_random_tar_headers_are_refused_or_harmless_never_a_crash(hostile: Ta
         hostile.held(P6)
 
 
-# --- optin-bundle/3: forged or inconsistent task lists ------------------------------------------------
+# --- optin-bundle/3: forged or inconsistent task lists -------------------------------------------------
 
 V3 = "optin-bundle/3"
 INSTRUCTION = "Sign in to the staff portal with the test account"
@@ -764,7 +764,7 @@ def test_p6_tasks_member_out_of_place_is_refused(hostile: Tally) -> None:
     hostile.held(P6)
 
 
-def test_p6_a_step_without_the_uniform_keys_or_with_an_element_is_refused(hostile: Tally) -> None:
+def test_p6_a_step_without_the_uniform_keys_is_refused(hostile: Tally) -> None:
     step = v3_steps()
     del step[0]["element"]
     hostile.tried(P6)
@@ -775,21 +775,254 @@ def test_p6_a_step_without_the_uniform_keys_or_with_an_element_is_refused(hostil
     hostile.tried(P6)
     v3_refused(v3_bundle(steps=step), "has not the keys of a step")
     hostile.held(P6)
-    step = v3_steps()
-    step[0]["element"] = {"role": "entry"}
-    hostile.tried(P6)
-    v3_refused(v3_bundle(steps=step), "has an element, but the manifest says no element lookups")
-    hostile.held(P6)
+
+
+# --- optin-bundle/3: element lines and step elements ---------------------------------------------------
+
+#: An element name no message may show.
+NAME = "Username-canary"
+#: The spec's element object (docs/export-format.md, "The UI element of a step").
+ELEMENT: dict[str, Any] = {
+    "role": "entry",
+    "name": NAME,
+    "states": ["editable", "enabled", "focusable"],
+    "bounds": [412, 262, 240, 28],
+    "app": "Firefox",
+    "path": [{"role": "frame", "name": f"Portal {NAME}"}, {"role": "form", "name": None}],
+    "automation_id": "user",
+}
+FOCUSED = {**ELEMENT, "states": ["editable", "enabled", "focusable", "focused"]}
+
+
+def element_line(t_ns: int, at: str, element: Any = None, result: str | None = None) -> dict[str, Any]:
+    found = "found" if element is not None else "no_element"
+    return {"v": 1, "k": "element", "t_ns": t_ns, "at": at, "result": result or found, "element": element}
+
+
+def e_events(point: Any = ELEMENT, focus: Any = FOCUSED, api: Any = "atspi") -> list[dict[str, Any]]:
+    """:func:`v3_events` with a lookup API, a point line at the click's press and a focus line at Enter."""
     events = v3_events()
-    events.insert(3, {"v": 1, "k": "element", "t_ns": 2_000_000_000, "at": "point", "result": "no_element"})
-    hostile.tried(P6)
-    v3_refused(
-        v3_bundle(
-            events=events,
-            steps=[{**s, "events": [4, 5] if s["action"] == "click" else [6]} for s in v3_steps()],
-        ),
-        "element lookups",
+    events[0] = {**events[0], "detail": {"elements": api}}
+    events[-1]["detail"]["loss"]["element_lookups"] = 2
+    events.insert(3, element_line(2_000_000_000, "point", point))
+    events.insert(6, element_line(3_000_000_000, "focus", focus))
+    return events
+
+
+def e_steps(click: Any = ELEMENT, key: Any = FOCUSED) -> list[dict[str, Any]]:
+    """:func:`v3_steps` over :func:`e_events`' lines, each with its element."""
+    first, second = v3_steps()
+    return [{**first, "events": [2, 4], "element": click}, {**second, "events": [5], "element": key}]
+
+
+def e_bundle(
+    events: list[dict[str, Any]] | None = None, steps: list[dict[str, Any]] | None = None, **fields: Any
+) -> bytes:
+    """:func:`v3_bundle` with element lines; ``elements`` and ``loss.elements`` from the spec's words
+    (``fields`` replace manifest entries after that)."""
+    events = e_events() if events is None else events
+    steps = e_steps() if steps is None else steps
+    results = dict.fromkeys(("found", "not_accessible", "no_element", "failed", "late"), 0)
+    for e in events:
+        if e["k"] == "element" and e.get("result") in results:
+            results[e["result"]] += 1
+    stop = next(e for e in events if e.get("marker") == "session_stop")
+    api = events[0]["detail"].get("elements")
+    lost = {
+        **results,
+        "dropped": stop["detail"]["loss"].get("element_lookups"),
+        "steps_without": sum(1 for s in steps if s.get("element") is None),
+    }
+    manifest = {
+        "elements": {"version": 1, "api": api},
+        "loss": {**SAMPLE_LOSS, "elements": lost if api is not None else None},
+        **fields,
+    }
+    return v3_bundle(events=events, steps=steps, **manifest)
+
+
+def e_refused(tar_bytes: bytes, match: str) -> str:
+    message = v3_refused(tar_bytes, match)
+    assert NAME not in message and "Portal" not in message
+    return message
+
+
+def test_p6_a_valid_bundle_with_elements_opens() -> None:
+    """The control: the refusals below are about what each case changes."""
+    bundle = inspect.check_tar(e_bundle(), Path("b.optin.tar.age"))
+    assert bundle.manifest["elements"] == {"version": 1, "api": "atspi"}
+    assert bundle.manifest["loss"]["elements"]["found"] == 2
+    assert [json.loads(bundle.members[f"{n:06d}.json"])["element"] for n in range(2)] == [ELEMENT, FOCUSED]
+
+
+def test_p6_a_forged_step_element_is_refused(hostile: Tally) -> None:
+    """A step's element is the one its element line gives: another, none, or one no line gives."""
+    for click, key in (
+        ({**ELEMENT, "name": "Password"}, FOCUSED),  # forged name
+        (ELEMENT, ELEMENT),  # the point line's element on the key step
+        (None, FOCUSED),  # left out
+        (ELEMENT, {**FOCUSED, "bounds": [0, 0, 1, 1]}),
+    ):
+        hostile.tried(P6)
+        e_refused(
+            e_bundle(steps=e_steps(click, key)), r"step member '00000[01].json' has (an|no) element but"
+        )
+        hostile.held(P6)
+    hostile.tried(P6)  # the line has no element (late): the step must have none
+    events = e_events(point=None)
+    events[3]["result"] = "late"
+    e_refused(e_bundle(events=events), "step member '000000.json' has an element but events.jsonl gives none")
+    hostile.held(P6)
+    hostile.tried(P6)  # the focus line ended by a window change before the key: the key step has none
+    events = e_events()
+    events.insert(5, {"v": 1, "k": "window_focus", "t_ns": 2_500_000_000, "title": None})
+    events[7]["t_ns"] = 2_400_000_000  # the focus line, before the window change
+    events.sort(key=lambda e: e["t_ns"])
+    e_refused(
+        e_bundle(events=events, steps=[{**s, "events": []} for s in e_steps()]),
+        "step member '000001.json' has an element but events.jsonl gives none",
     )
+    hostile.held(P6)
+
+
+def test_p6_an_element_with_an_unknown_state_is_refused(hostile: Tally) -> None:
+    for states in (["hovered"], ["enabled", "editable"], ["enabled", "enabled"], "enabled", [1], [["x"]]):
+        odd = {**ELEMENT, "states": states}
+        hostile.tried(P6)
+        e_refused(e_bundle(events=e_events(point=odd), steps=e_steps(click=odd)), "states are distinct known")
+        hostile.held(P6)
+        hostile.tried(P6)  # in the step member alone
+        e_refused(e_bundle(steps=e_steps(click=odd)), "000000.json' has an element that is not well-formed")
+        hostile.held(P6)
+
+
+def test_p6_an_element_path_deeper_than_8_is_refused(hostile: Tally) -> None:
+    deep = {**ELEMENT, "path": [{"role": "panel", "name": None}] * 9}
+    hostile.tried(P6)
+    e_refused(e_bundle(events=e_events(point=deep), steps=e_steps(click=deep)), "at most 8 ancestors")
+    hostile.held(P6)
+
+
+def test_p6_element_bounds_that_are_not_four_integers_are_refused(hostile: Tally) -> None:
+    for bounds in (
+        [1.5, 2, 3, 4],
+        ["1", 2, 3, 4],
+        [1, 2, 3],
+        [1, 2, 3, 4, 5],
+        [1, 2, -3, 4],
+        [True, 2, 3, 4],
+        [2**31, 0, 1, 1],
+        {"x": 1},
+        "1,2,3,4",
+    ):
+        odd = {**ELEMENT, "bounds": bounds}
+        hostile.tried(P6)
+        e_refused(e_bundle(events=e_events(point=odd), steps=e_steps(click=odd)), "bounds are null or")
+        hostile.held(P6)
+
+
+def test_p6_an_element_name_longer_than_1024_characters_is_refused(hostile: Tally) -> None:
+    for where, odd in (
+        ("name", {**ELEMENT, "name": NAME * 134}),  # 2,010 characters
+        ("ancestor's name", {**ELEMENT, "path": [{"role": "frame", "name": NAME * 134}]}),
+        ("automation_id", {**ELEMENT, "automation_id": "x" * 257}),
+        ("role", {**ELEMENT, "role": "x" * 65}),
+        ("role", {**ELEMENT, "role": "Push Button"}),
+        ("name", {**ELEMENT, "name": ""}),
+        ("app", {**ELEMENT, "app": "x" * 201}),
+    ):
+        hostile.tried(P6)
+        message = e_refused(e_bundle(events=e_events(point=odd), steps=e_steps(click=odd)), "not well-formed")
+        assert where in message and "x" * 60 not in message
+        hostile.held(P6)
+
+
+def test_p6_an_element_or_element_line_with_wrong_keys_is_refused(hostile: Tally) -> None:
+    extra = {**ELEMENT, "value": "hunter2"}
+    missing = {k: v for k, v in ELEMENT.items() if k != "automation_id"}
+    for odd in (extra, missing, [ELEMENT], "entry", {**ELEMENT, "path": [{"role": "frame"}]}):
+        hostile.tried(P6)
+        message = e_refused(e_bundle(events=e_events(point=odd), steps=e_steps(click=odd)), "element")
+        assert "hunter2" not in message
+        hostile.held(P6)
+    lines: list[tuple[dict[str, Any], str]] = [
+        ({"text": "hunter2"}, "without exactly the keys"),
+        ({"at": "hover"}, "at or result is not one of"),
+        ({"result": "ok"}, "at or result is not one of"),
+        ({"result": "late"}, "with an element exactly when its result is not found"),
+    ]
+    for change, match in lines:
+        events = e_events()
+        events[3] = {**events[3], **change}
+        hostile.tried(P6)
+        e_refused(e_bundle(events=events, steps=e_steps(click=None)), match)
+        hostile.held(P6)
+    events = e_events()
+    del events[3]["element"]
+    hostile.tried(P6)
+    e_refused(e_bundle(events=events, steps=e_steps(click=None)), "without exactly the keys")
+    hostile.held(P6)
+    events = e_events()
+    events[3] = {**events[3], "result": "found", "element": None}
+    hostile.tried(P6)
+    e_refused(e_bundle(events=events, steps=e_steps(click=None)), "with an element exactly when")
+    hostile.held(P6)
+
+
+def test_p6_forged_element_statements_in_the_manifest_are_refused(hostile: Tally) -> None:
+    lost = {"found": 2, "not_accessible": 0, "no_element": 0, "failed": 0, "late": 0, "dropped": 2}
+    forged: list[tuple[dict[str, Any], str]] = [
+        ({"elements": {"version": 1, "api": "uia"}}, "the manifest's elements is"),
+        ({"elements": {"version": 2, "api": "atspi"}}, "the manifest's elements is"),
+        ({"loss": {**SAMPLE_LOSS, "elements": {**lost, "steps_without": 1}}}, "the manifest's loss is"),
+        (
+            {"loss": {**SAMPLE_LOSS, "elements": {**lost, "found": 3, "steps_without": 0}}},
+            "the manifest's loss is",
+        ),
+        ({"loss": {**SAMPLE_LOSS, "elements": None}}, "the manifest's loss is"),
+    ]
+    for fields, match in forged:
+        hostile.tried(P6)
+        e_refused(e_bundle(**fields), match)
+        hostile.held(P6)
+    hostile.tried(P6)  # an API the format does not know
+    e_refused(e_bundle(events=e_events(api="x11")), "names an element API that is not one of")
+    hostile.held(P6)
+    hostile.tried(P6)  # element lines in a session that made no lookups
+    e_refused(e_bundle(events=e_events(api=None)), "names no element API")
+    hostile.held(P6)
+
+
+def test_p6_ten_thousand_element_lines_are_read_in_linear_time(hostile: Tally) -> None:
+    """A bundle may hold a lookup per key press: 10,000 lines open, and the reader keeps per line a
+    few integers and its element's bytes."""
+    events = e_events()
+    stop = events.pop()
+    for n in range(10_000):
+        at = "point" if n % 2 else "focus"
+        events.append(element_line(4_000_000_001 + n, at, FOCUSED if n % 3 else None))
+    events.append(stop)
+    hostile.tried(P6)
+    start = time.monotonic()
+    bundle = inspect.check_tar(e_bundle(events=events), Path("b.optin.tar.age"))
+    assert bundle.manifest["counts"]["element"] == 10_002
+    assert bundle.manifest["loss"]["elements"]["found"] == 2 + 6_666
+    assert time.monotonic() - start < TIMEOUT_S
+    hostile.held(P6)
+
+
+def test_p6_an_older_bundles_element_lines_mean_nothing(hostile: Tally) -> None:
+    """optin-bundle/2 has no elements: its reader counts element lines like any kind and checks nothing
+    of them (docs/export-format.md, Reading optin-bundle/1, /2 and /3)."""
+    members = sample_members()
+    events = [json.loads(x) for x in members["events.jsonl"].splitlines()]
+    events.append(element_line(events[-1]["t_ns"], "point", {"junk": True}, "found"))
+    members["events.jsonl"] = b"".join(canonical(e) + b"\n" for e in events)
+    counts = {**SAMPLE_COUNTS, "element": 1}
+    hostile.tried(P6)
+    bundle = inspect.check_tar(tar_of(entries_for(members, manifest_for(members, counts=counts))), Path("b"))
+    assert bundle.manifest["counts"]["element"] == 1
+    assert inspect.summarise(bundle)["elements"] is None
     hostile.held(P6)
 
 

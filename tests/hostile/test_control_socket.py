@@ -390,3 +390,71 @@ def _timed_raw(d: Dirs, line: bytes) -> tuple[dict[str, Any], float]:
     started = time.perf_counter()
     reply = ipc.exchange(ipc.socket_path(d), line, timeout=5)
     return reply, time.perf_counter() - started
+
+
+# --- task_abandon's task_id: which task the volunteer gives up --------------------------------------
+
+GIVE_UP = "P8 a give-up deletes only the task meant"
+
+
+def _abandon_line(value: bytes, op: bytes = b"task_abandon") -> bytes:
+    return b'{"v": 1, "op": "' + op + b'", "task_id": ' + value + b"}\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        (_abandon_line(b"5"), "task_id must be a non-empty string"),
+        (_abandon_line(b"true"), "task_id must be a non-empty string"),
+        (_abandon_line(b'""'), "task_id must be a non-empty string"),
+        (_abandon_line(b'["rename"]'), "task_id must be a non-empty string"),
+        (_abandon_line(b'{"id": "rename"}'), "task_id must be a non-empty string"),
+        (_abandon_line(b'"' + WORDS.encode() + b"x" * 60 + b'"'), "at most 64 printable ASCII"),
+        (_abandon_line(b'"' + WORDS.encode() + b" " + b"x" * (60 * 1024) + b'"'), "at most 64"),
+        (_abandon_line(b'"' + WORDS.encode() + b" " + b"x" * (64 * 1024) + b'"'), "request too large"),
+        (_abandon_line(b'"' + WORDS.encode() + b'\\u202e"'), "printable ASCII"),
+        (_abandon_line(b'"' + WORDS.encode() + b'\\u001b[2J"'), "printable ASCII"),
+        (_abandon_line(b'"' + WORDS.encode() + b'\\u0000"'), "printable ASCII"),
+        (_abandon_line(b'"' + WORDS.encode() + b'\\ud800"'), "printable ASCII"),
+        (_abandon_line(b'"' + WORDS.encode() + b'\\u00e9"'), "printable ASCII"),
+        (_abandon_line(b"[" * 5000 + b"]" * 5000), "nested deeper"),
+        (_abandon_line(b'"' + WORDS.encode() + b'"'), "an id of 12 characters"),  # no such task
+        (_abandon_line(b'"rename"', op=b"task_done"), "no argument named"),
+        (_abandon_line(b'"rename"', op=b"task_status"), "no argument named"),
+    ],
+)
+def test_p8_hostile_give_up_requests_delete_nothing_and_echo_nothing(
+    task_agent: Agent, hostile: Tally, caplog: pytest.LogCaptureFixture, line: bytes, needle: str
+) -> None:
+    d, rec = task_agent
+    caplog.set_level(logging.DEBUG)
+    hostile.tried(GIVE_UP)
+    started = ipc.request(d, "task_start", id="rename")["task"]
+    reply, took = _timed_raw(d, line)
+    assert reply["ok"] is False and reply["exit"] == 2, reply
+    assert needle in reply["error"] and WORDS not in reply["error"]
+    assert took < ANSWER_S
+    running = rec.task_status()["running"]
+    assert running is not None and running["session"] == started["session"] == rec.session_id
+    assert (d.sessions / started["session"]).is_dir()
+    assert WORDS not in caplog.text
+    hostile.held(GIVE_UP)
+
+
+def test_p8_a_give_up_of_a_task_that_ended_never_deletes_the_next_one(
+    task_agent: Agent, hostile: Tally
+) -> None:
+    """The race of the tray's dialog, over the socket: the task meant ended and another started."""
+    d, rec = task_agent
+    hostile.tried(GIVE_UP)
+    first = ipc.request(d, "task_start", id="rename")["task"]
+    ipc.request(d, "task_done")
+    second = ipc.request(d, "task_start", instruction="another task")["task"]
+    with pytest.raises(ipc.AgentError, match=f"optin sessions delete {first['session']}") as refused:
+        ipc.request(d, "task_abandon", task_id="rename")
+    assert refused.value.exit_code == 2
+    assert rec.task_status()["running"]["id"] == second["id"]
+    assert (d.sessions / first["session"]).is_dir() and (d.sessions / second["session"]).is_dir()
+    ended = ipc.request(d, "task_abandon", task_id=second["id"])["ended"]  # the one meant: deleted
+    assert ended["outcome"] == "abandoned" and not (d.sessions / second["session"]).exists()
+    hostile.held(GIVE_UP)

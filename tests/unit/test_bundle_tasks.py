@@ -236,7 +236,7 @@ def test_the_report_shows_the_tasks_visibly() -> None:
     text = inspect.render_summary(summary)
     assert "tasks:" in text and "1: sign-in (study) done, steps 0-2" in text
     assert INSTRUCTION not in text  # the text summary shows no instruction; --json has them
-    assert "elements no lookups" in text
+    assert "\nelements:   no lookups\n" in text
 
 
 def test_an_optin_bundle_2_reports_tasks_as_unknown() -> None:

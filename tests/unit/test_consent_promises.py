@@ -96,8 +96,14 @@ BACKED_BY: dict[str, list[str]] = {
     "export.terminal_passwords.no_titles": [
         f"{HERE}::test_without_window_titles_a_terminal_password_is_not_recognised",
     ],
-    "export.window_titles.redact": [f"{HERE}::test_window_titles_are_redacted_or_dropped_as_the_study_says"],
-    "export.window_titles.drop": [f"{HERE}::test_window_titles_are_redacted_or_dropped_as_the_study_says"],
+    "export.window_titles.redact": [
+        f"{HERE}::test_window_titles_are_redacted_or_dropped_as_the_study_says",
+        "tests/unit/test_bundle_elements.py::test_a_canary_in_an_element_name_becomes_its_entity",
+    ],
+    "export.window_titles.drop": [
+        f"{HERE}::test_window_titles_are_redacted_or_dropped_as_the_study_says",
+        "tests/unit/test_bundle_elements.py::test_names_are_dropped_with_the_window_titles",
+    ],
     "export.local_names": [
         "tests/unit/test_export.py::test_this_computers_real_names_are_redacted",
         "tests/unit/test_export.py::test_no_secret_and_no_name_of_this_computer_in_any_byte",
@@ -150,6 +156,14 @@ BACKED_BY: dict[str, list[str]] = {
         "tests/display/test_deny_rules.py::test_typing_into_a_password_manager_is_not_stored_and_it_is_masked",
     ],
     "never.study_deny": [f"{HERE}::test_a_study_deny_rule_keeps_its_window_out_of_the_store"],
+    **{
+        f"recorded.elements.{kind}": [
+            "tests/display/test_elements_recorded.py::test_clicks_and_typing_record_their_elements",
+            "tests/unit/test_recorder_elements.py::test_names_are_kept_only_with_the_window_titles_scope",
+            "tests/unit/test_recorder_elements.py::test_no_lookup_in_a_denied_or_own_window",
+        ]
+        for kind in ("labels", "no_labels")
+    },
     "never.own_ui": [
         "tests/unit/test_recorder.py::test_clicks_scrolls_and_keys_on_optins_own_ui_are_left_out",
         "tests/display/test_xorg_backend.py::test_own_ui_covers_this_process_windows_and_not_others",

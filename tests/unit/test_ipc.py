@@ -112,8 +112,8 @@ class FakeController:
         self._called("finish_task", outcome=outcome)
         return {"id": "t", "outcome": outcome, "seconds": 1.5}
 
-    def abandon_task(self) -> dict[str, Any]:
-        self._called("abandon_task")
+    def abandon_task(self, expected_id: str | None = None) -> dict[str, Any]:
+        self._called("abandon_task", **({} if expected_id is None else {"expected_id": expected_id}))
         return {"id": "t", "outcome": "abandoned", "seconds": 2.0, "deleted": {"session_id": "S3"}}
 
     def task_status(self) -> dict[str, Any]:
@@ -184,6 +184,8 @@ def test_every_op_round_trips(d: Dirs, fake: FakeController, server: ipc.Control
     assert fake.calls[-1] == ("finish_task", {"outcome": "failed"})
     assert ipc.request(d, "task_abandon")["ended"]["deleted"] == {"session_id": "S3"}
     assert fake.calls[-1] == ("abandon_task", {})
+    assert ipc.request(d, "task_abandon", task_id="free-0a1b2c3d")["ended"]["outcome"] == "abandoned"
+    assert fake.calls[-1] == ("abandon_task", {"expected_id": "free-0a1b2c3d"})
     assert ipc.request(d, "task_status")["tasks"]["mode"] == "both"
     assert fake.calls[-1] == ("task_status", {})
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -357,6 +359,144 @@ def test_abandon_and_finish_need_a_running_task(both: tuple[Dirs, Study]) -> Non
         rec.finish_task("done")
 
 
+# --- a give-up chosen before the task ended (the tray's dialog was open) ----------------------------
+
+
+def _session_ids(d: Dirs) -> set[str]:
+    return {s.id for s in list_sessions(d)}
+
+
+def test_giving_up_the_task_meant_deletes_it(both: tuple[Dirs, Study]) -> None:
+    d, study = both
+    _backend, rec = _start(d, study)
+    info = rec.start_task(task_id="rename")
+    ended = rec.abandon_task("rename", expected_session=info["session"])
+    assert ended["outcome"] == "abandoned" and "ended_as" not in ended
+    assert ended["deleted"]["session_id"] == info["session"]
+    rec.stop()
+    assert info["session"] not in _session_ids(d)
+
+
+@pytest.mark.parametrize("how", ["done", "timed out"])
+def test_a_task_that_ended_meanwhile_in_the_session_still_recorded_is_deleted_all_the_same(
+    both: tuple[Dirs, Study], how: str
+) -> None:
+    """Done from the command line, or timed out, while the tray's "Give up" dialog was open: its session
+    is still the one being recorded, so the volunteer's wish is carried out."""
+    d, study = both
+    backend, rec = _start(d, study)
+    info = rec.start_task(task_id="find-flight")
+    hooks_of(backend).emit(KeyPress(now_ns(), TYPED, None, ord(TYPED), ()))
+    if how == "done":
+        rec.finish_task("done")
+    else:
+        rec._check_task_limit(now_ns() + 121 * 10**9)
+        assert _wait(lambda: rec.task_status()["running"] is None)
+    rec.pause()
+    assert rec.session_id == info["session"]
+    ended = rec.abandon_task("find-flight", expected_session=info["session"])
+    assert ended["outcome"] == "abandoned" and ended["ended_as"] == how and ended["id"] == "find-flight"
+    assert ended["deleted"]["session_id"] == info["session"]
+    assert rec.state == "paused" and rec.session_id != info["session"]  # goes on, in the same state
+    assert rec.task_status()["last"]["outcome"] == "abandoned"
+    with pytest.raises(UsageError, match=r"task find-flight was already given up.*already deleted"):
+        rec.abandon_task("find-flight")  # a second click: nothing more, and it says so
+    rec.resume()
+    rec.stop()
+    assert info["session"] not in _session_ids(d) and not (d.sessions / info["session"]).exists()
+    left: list[Event] = []
+    for sid in _session_ids(d):
+        left += _events(d, sid)
+    assert _task_records(left) == [] and not [e for e in left if isinstance(e, KeyPress)]
+
+
+def test_a_give_up_never_deletes_the_task_that_started_since(both: tuple[Dirs, Study]) -> None:
+    d, study = both
+    _backend, rec = _start(d, study)
+    first = rec.start_task(task_id="find-flight")
+    rec.finish_task("done")
+    second = rec.start_task(task_id="rename")  # a new task, in a new session
+    with pytest.raises(UsageError) as refused:
+        rec.abandon_task("find-flight", expected_session=first["session"])
+    message = str(refused.value)
+    assert "task find-flight already ended (done)" in message and "nothing was deleted" in message
+    assert f"`optin sessions delete {first['session']}`" in message
+    running = rec.task_status()["running"]
+    assert running is not None and running["id"] == "rename" and rec.session_id == second["session"]
+    rec.finish_task("done")
+    rec.stop()
+    assert {first["session"], second["session"]} <= _session_ids(d)  # neither was touched
+
+
+def test_the_same_study_task_started_again_is_not_the_one_given_up(both: tuple[Dirs, Study]) -> None:
+    """The tray names the task by its id and the session it began: a study's task started anew has the
+    same id, but it is not the one the volunteer saw."""
+    d, study = both
+    _backend, rec = _start(d, study)
+    first = rec.start_task(task_id="rename")
+    rec.finish_task("done")
+    again = rec.start_task(task_id="rename")
+    with pytest.raises(UsageError, match=f"optin sessions delete {first['session']}"):
+        rec.abandon_task("rename", expected_session=first["session"])
+    assert rec.task_status()["running"]["session"] == again["session"]
+    rec.stop()
+    assert {first["session"], again["session"]} <= _session_ids(d)
+
+
+def test_a_give_up_after_the_session_moved_on_names_the_command_that_deletes_it(
+    both: tuple[Dirs, Study], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The task ended and its session was sealed (here for review): refused, and the command the message
+    names really deletes it while optin records on."""
+    d, study = both
+    _backend, rec = _start(d, study)
+    info = rec.start_task(task_id="rename")
+    rec.finish_task("done")
+    sealed = rec.seal_for_review()
+    assert sealed == info["session"]
+    with pytest.raises(UsageError) as refused:
+        rec.abandon_task("rename", expected_session=info["session"])
+    assert refused.value.exit_code == 2
+    assert f"Fix: delete its session with `optin sessions delete {sealed}`" in str(refused.value)
+    assert sealed in _session_ids(d)
+    assert cli.main(["sessions", "delete", sealed]) == 0  # the fix, as written, while recording
+    assert f"deleted session {sealed}" in capsys.readouterr().out
+    with pytest.raises(UsageError, match=f"its session {sealed} is already deleted"):
+        rec.abandon_task("rename")
+    rec.stop()
+
+
+def test_a_task_interrupted_by_delete_last_is_not_deleted_again(both: tuple[Dirs, Study]) -> None:
+    d, study = both
+    _backend, rec = _start(d, study)
+    info = rec.start_task(task_id="rename")
+    rec.delete_last(3600)  # ends it interrupted; its session (all of it) is deleted
+    session = rec.session_id
+    with pytest.raises(UsageError, match=r"already ended \(interrupted\).*is already deleted"):
+        rec.abandon_task("rename", expected_session=info["session"])
+    assert rec.session_id == session and rec.state == "recording"  # nothing was sealed
+    rec.stop()
+
+
+def test_a_give_up_of_a_task_optin_does_not_know_is_refused_without_echo(both: tuple[Dirs, Study]) -> None:
+    d, study = both
+    _backend, rec = _start(d, study)
+    with pytest.raises(UsageError) as none_runs:
+        rec.abandon_task("Zorblax")
+    assert "no task runs" in str(none_runs.value) and "Zorblax" not in str(none_runs.value)
+    assert "(an id of 7 characters)" in str(none_runs.value)
+    assert "`optin sessions delete <session id>`" in str(none_runs.value)
+    info = rec.start_task(task_id="rename")
+    with pytest.raises(UsageError, match="task rename runs now") as other_runs:
+        rec.abandon_task("Zorblax")
+    assert "Zorblax" not in str(other_runs.value)
+    assert rec.task_status()["running"]["id"] == "rename" and rec.session_id == info["session"]
+    rec.stop()
+    with pytest.raises(UsageError, match=r"already ended \(interrupted\).*optin sessions delete"):
+        rec.abandon_task("rename")  # stopped: its session is sealed, kept
+    assert info["session"] in _session_ids(d)
+
+
 # --- refusals -----------------------------------------------------------------------------------
 
 
@@ -485,6 +625,100 @@ def test_the_command_line_checks_its_arguments_before_asking(
     assert cli.main(["task", "start", "--instruction", "bad \u202e"]) == 2
     assert "U+202E" in capsys.readouterr().err  # named, not shown
     assert rec.task_status()["running"] is None
+
+
+def _optin(*argv: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """The real command line in its own process (the test's OPTIN_HOME is in its environment)."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *argv],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env=dict(os.environ),
+    )
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+def test_an_instruction_read_from_standard_input_starts_the_task(
+    served: tuple[Dirs, FakeBackend, Recorder], caplog: pytest.LogCaptureFixture, ending: str
+) -> None:
+    """``--instruction -``: the words come on standard input, never on the command line (shell history,
+    /proc/<pid>/cmdline); one trailing line break is dropped; they are never printed back."""
+    d, _backend, rec = served
+    caplog.set_level(logging.DEBUG)
+    proc = _optin("task", "start", "--instruction", "-", stdin=(CANARY + ending).encode())
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    assert out.startswith("your task free-") and b"Zorblax" not in proc.stdout + proc.stderr
+    running = rec.task_status()["running"]
+    assert running is not None and running["source"] == "volunteer"
+    assert rec.finish_task("done")["id"] == running["id"]
+    rec.stop()
+    (start,) = [e for e in _events(d, running["session"]) if isinstance(e, TaskStart)]
+    assert start.instruction == CANARY  # the line break dropped, nothing else
+    assert "Zorblax" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("stdin", "needle"),
+    [
+        (
+            ("x" * (MAX_INSTRUCTION - 5) + "Zorblax").encode() + b"\n",
+            f"1002 characters; at most {MAX_INSTRUCTION}",
+        ),
+        (b"Zorblax " * 200_000, "more than 4002 bytes"),  # refused after 4003 bytes, not read whole
+        (b"first line\nZorblax\n", r"U+000A"),
+        (b"Zorblax \x1b[2J\n", "U+001B"),
+        (b"Zorblax \xff\xfe\n", "not UTF-8 text (byte 8)"),
+        (b"\n", "the instruction is empty"),
+        (b"", "the instruction is empty"),
+    ],
+)
+def test_a_bad_instruction_on_standard_input_is_refused_unshown(
+    served: tuple[Dirs, FakeBackend, Recorder], stdin: bytes, needle: str
+) -> None:
+    _d, _backend, rec = served
+    session = rec.session_id
+    proc = _optin("task", "start", "--instruction", "-", stdin=stdin)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.decode()
+    assert needle in err and "Zorblax" not in err and proc.stdout == b""
+    assert rec.task_status()["running"] is None and rec.session_id == session
+
+
+def test_task_help_says_how_to_keep_the_instruction_out_of_history() -> None:
+    proc = _optin("task", "--help")
+    assert proc.returncode == 0
+    help_text = " ".join(proc.stdout.decode().split())
+    assert "--instruction TEXT" in help_text and "standard input" in help_text and "history" in help_text
+    assert "--task ID" in help_text
+
+
+def test_abandon_names_the_task_meant_on_the_command_line(
+    served: tuple[Dirs, FakeBackend, Recorder], capsys: pytest.CaptureFixture[str]
+) -> None:
+    d, _backend, rec = served
+    assert cli.main(["task", "start", "--id", "rename"]) == 0
+    first = rec.session_id
+    assert cli.main(["task", "done"]) == 0
+    capsys.readouterr()
+    assert cli.main(["task", "abandon", "--task", "find-flight"]) == 2  # not the one that ran
+    assert "`optin sessions delete <session id>`" in capsys.readouterr().err
+    assert cli.main(["task", "abandon", "--task", "rename"]) == 0  # ended, its session still recorded
+    out = capsys.readouterr().out
+    assert out.startswith("task rename had ended (done) after ") and f"session {first}" in out
+    assert not (d.sessions / str(first)).exists()
+    assert cli.main(["task", "start", "--id", "find-flight"]) == 0
+    second = rec.session_id
+    capsys.readouterr()
+    assert cli.main(["task", "abandon", "--task", "rename"]) == 2  # the next task is never deleted
+    assert "task rename was already given up" in capsys.readouterr().err
+    assert rec.task_status()["running"]["id"] == "find-flight" and (d.sessions / str(second)).is_dir()
+    assert cli.main(["task", "done", "--task", "find-flight"]) == 2
+    assert "takes no --task" in capsys.readouterr().err
+    assert cli.main(["task", "abandon", "--task", "find-flight"]) == 0
+    assert not (d.sessions / str(second)).exists()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no control socket on Windows")

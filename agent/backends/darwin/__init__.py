@@ -11,8 +11,10 @@ This package module holds :class:`DarwinBackend` and :func:`make_backend`; the
 parts live in their own modules: :mod:`~agent.backends.darwin.constants`
 (framework paths, documented constants, messages),
 :mod:`~agent.backends.darwin.interpret` (the pure functions),
-:mod:`~agent.backends.darwin.native` (ctypes and pyobjc calls) and
-:mod:`~agent.backends.darwin.focus` (the polling focus watcher).
+:mod:`~agent.backends.darwin.native` (ctypes and pyobjc calls),
+:mod:`~agent.backends.darwin.focus` (the polling focus watcher) and, for the UI element under
+an action, :mod:`~agent.backends.darwin.ax_model` (pure), :mod:`~agent.backends.darwin.ax_native`
+(AX and CoreFoundation through ctypes) and :mod:`~agent.backends.darwin.ax_elements` (the finder).
 
 How it works:
 
@@ -53,6 +55,9 @@ How it works:
 * Idle time: ``CGEventSourceSecondsSinceLastEventType(
   kCGEventSourceStateHIDSystemState, kCGAnyInputEventType)``, the seconds since
   the last keyboard, mouse or trackpad event the HID system saw.
+* The UI element under a press or with the keyboard focus: the AX API
+  (``AXUIElementCopyElementAtPosition`` and ``kAXFocusedUIElementAttribute`` of the system-wide
+  element), see :mod:`~agent.backends.darwin.ax_elements`.
 * Locked: ``CGSSessionScreenIsLocked`` in ``CGSessionCopyCurrentDictionary()``
   (present and true while the login window covers the session; undocumented but
   long-standing), or the main display asleep (``CGDisplayIsAsleep``).  A screen
@@ -69,6 +74,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from agent.backends.base import (
     CLIPBOARD_TIMEOUT_S,
@@ -97,6 +103,7 @@ from agent.backends.darwin.interpret import (
 )
 from agent.backends.darwin.native import Cocoa, Native
 from agent.capture import EventSink, Hooks
+from agent.capture.element_lookup import ElementLookup, LookupResult, WindowCheck
 from agent.errors import BackendUnavailable, EnvironmentProblem
 from agent.events import WindowFocus
 
@@ -114,6 +121,7 @@ class DarwinBackend(Backend):
     HAS_WINDOW_TITLES = True  # needs Screen Recording, which check_environment requires
     HAS_TRAY_DETECTION = True  # the menu bar exists in every desktop session
     HAS_SECURE_INPUT_DETECTION = True
+    ELEMENT_API = "ax"
 
     def __init__(self, cocoa: Cocoa, native: Native | None = None) -> None:
         self._cocoa = cocoa
@@ -149,6 +157,17 @@ class DarwinBackend(Backend):
 
     def focus_watcher(self, sink: EventSink) -> Hooks:
         return PollingFocusWatcher(self.active_window, sink, FOCUS_POLL_INTERVAL)
+
+    def element_lookup(
+        self, on_result: Callable[[LookupResult], None], allow: WindowCheck | None = None
+    ) -> ElementLookup | None:
+        """A worker over :class:`~agent.backends.darwin.ax_elements.AxElementFinder` (AX, made on
+        the worker's thread), judging windows from the window server's list; macOS has no
+        accessibility switch, and the Accessibility permission it needs is the one
+        :meth:`check_environment` requires."""
+        from agent.backends.darwin.ax_elements import finder_factory
+
+        return ElementLookup(on_result, finder_factory(self._cocoa.windows_of), allow=allow)
 
     def tray_host_available(self) -> bool | None:
         """True in a desktop session (the menu bar hosts status items); None when there is none."""

@@ -7,6 +7,9 @@ CARBON = "/System/Library/Frameworks/Carbon.framework/Carbon"
 APPLICATION_SERVICES = "/System/Library/Frameworks/ApplicationServices.framework/ApplicationServices"
 CORE_GRAPHICS = "/System/Library/Frameworks/CoreGraphics.framework/CoreGraphics"
 IOKIT = "/System/Library/Frameworks/IOKit.framework/IOKit"
+CORE_FOUNDATION = "/System/Library/Frameworks/CoreFoundation.framework/CoreFoundation"
+#: libproc's proc_pidpath and proc_name are exported by libSystem.
+LIBSYSTEM = "/usr/lib/libSystem.B.dylib"
 
 # IOKit/hidsystem/IOHIDLib.h (macOS 10.15+)
 K_IOHID_REQUEST_TYPE_LISTEN_EVENT = 1
@@ -28,6 +31,15 @@ WINDOW_NAME = "kCGWindowName"
 WINDOW_BOUNDS = "kCGWindowBounds"
 WINDOW_LAYER = "kCGWindowLayer"
 WINDOW_ALPHA = "kCGWindowAlpha"
+WINDOW_NUMBER = "kCGWindowNumber"
+
+#: Pixels of the recording per screen point, for element bounds and lookup points.  The recording's
+#: coordinates are points on macOS: pynput reports pointer positions in points, the window list's
+#: bounds are points, and mss grabs frames at nominal resolution (``kCGWindowImageNominalResolution``
+#: in its ``IMAGE_OPTIONS``), so a frame's pixel is a point (docs/limitations.md).  Element bounds,
+#: which AX reports in points, are multiplied by this to stay in the frames' pixels; were frames
+#: grabbed at the backing resolution, it would be the screen's ``backingScaleFactor``.
+RECORDING_PIXELS_PER_POINT = 1.0
 
 #: Seconds between two looks at the window list by the focus watcher.
 FOCUS_POLL_INTERVAL = 0.25

@@ -70,6 +70,37 @@ def pick_front_window(
     return None
 
 
+def _contains(window: Mapping[str, Any], at: tuple[float, float]) -> bool:
+    alpha = _number(window.get(WINDOW_ALPHA))
+    if alpha is not None and alpha <= 0:
+        return False
+    geometry = bounds_geometry(window.get(WINDOW_BOUNDS))
+    if geometry is None:
+        return False
+    x, y, width, height = geometry
+    return 0 <= at[0] - x < width and 0 <= at[1] - y < height
+
+
+def pick_windows_of(
+    windows: Sequence[Mapping[str, Any]], pid: int, at: tuple[float, float] | None = None
+) -> list[Mapping[str, Any]]:
+    """The windows of process ``pid`` an element lookup is judged by, from a window list ordered
+    front to back: the first of its windows that contains point ``at`` (points; any layer: a
+    menu, a popover, a sheet), then its front normal window (:func:`pick_front_window`: the
+    window a menu or popover belongs to), each once; at most two, none when it has no window."""
+    mine = [window for window in windows if _number(window.get(OWNER_PID)) == pid]
+    picked: list[Mapping[str, Any]] = []
+    if at is not None:
+        for window in mine:
+            if _contains(window, at):
+                picked.append(window)
+                break
+    front = pick_front_window(mine, pid)
+    if front is not None and all(front is not window for window in picked):
+        picked.append(front)
+    return picked
+
+
 def focus_from_window_info(
     t_ns: int,
     window: Mapping[str, Any] | None,

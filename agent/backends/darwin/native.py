@@ -19,6 +19,7 @@ from agent.backends.darwin.constants import (
     K_IOHID_REQUEST_TYPE_LISTEN_EVENT,
     OWNER_PID,
     WINDOW_LIST_OPTIONS,
+    WINDOW_NUMBER,
 )
 from agent.backends.darwin.interpret import (
     Permissions,
@@ -28,6 +29,7 @@ from agent.backends.darwin.interpret import (
     locked_from_session,
     paste_text,
     pick_front_window,
+    pick_windows_of,
 )
 from agent.events import WindowFocus, now_ns
 
@@ -132,6 +134,24 @@ class Cocoa:
             owner = _number(window.get(OWNER_PID)) if window is not None else None
             pid = int(owner) if owner is not None else front
             return focus_from_window_info(t_ns, window, pid=pid, app_class=self.bundle_id(pid))
+
+    def windows_of(
+        self, pid: int, at: tuple[float, float] | None = None
+    ) -> list[tuple[int | None, WindowFocus]]:
+        """``(window number, focus)`` of the windows of ``pid`` an element lookup at point ``at``
+        (points; None: the focus) is judged by (:func:`pick_windows_of`), each as the focus
+        watcher reports a window (title, bundle identifier, pid, bounds); one without a window
+        number (pid and bundle identifier only) when the process has no window on screen."""
+        with self.objc.autorelease_pool():
+            t_ns = now_ns()
+            app_class = self.bundle_id(pid)
+            found: list[tuple[int | None, WindowFocus]] = []
+            for window in pick_windows_of(self.window_list(), pid, at):
+                focus = focus_from_window_info(t_ns, window, pid=pid, app_class=app_class)
+                number = _number(window.get(WINDOW_NUMBER))
+                if focus is not None:
+                    found.append((int(number) if number is not None else None, focus))
+            return found or [(None, WindowFocus(t_ns=t_ns, title=None, app_class=app_class, pid=pid))]
 
     def pasteboard_text(self) -> str | None:
         """The general pasteboard's plain text (``NSPasteboardTypeString``), capped by :func:`paste_text`."""

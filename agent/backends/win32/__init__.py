@@ -11,8 +11,12 @@ modules: :mod:`~agent.backends.win32.constants` (documented constants and
 limits), :mod:`~agent.backends.win32.interpret` (the pure functions),
 :mod:`~agent.backends.win32.api` (the ctypes declarations and calls),
 :mod:`~agent.backends.win32.focus` (the WinEvent focus watcher),
-:mod:`~agent.backends.win32.backend` (:class:`Win32Backend`) and
-:mod:`~agent.backends.win32.uia` (:class:`Win32UiaBackend`: password fields).
+:mod:`~agent.backends.win32.backend` (:class:`Win32Backend`),
+:mod:`~agent.backends.win32.uia` (:class:`Win32UiaBackend`: password fields),
+:mod:`~agent.backends.win32.uia_com` (UI Automation's COM set-up),
+:mod:`~agent.backends.win32.uia_model` (the element lookup's pure half) and
+:mod:`~agent.backends.win32.uia_elements` (the element lookup: the UI element at a point or
+with the keyboard focus).
 
 How it works:
 
@@ -36,6 +40,9 @@ How it works:
 * Password fields are detected by :mod:`agent.backends.win32.uia` (UI
   Automation through comtypes); :func:`make_backend` returns its backend when
   comtypes is installed, and this module's :class:`Win32Backend` otherwise.
+* The UI element under a press or with the keyboard focus: UI Automation
+  (``ElementFromPointBuildCache``, ``GetFocusedElementBuildCache``) on the element lookup's
+  worker thread, with comtypes too; see :mod:`~agent.backends.win32.uia_elements`.
 * Capture refuses to start outside an interactive desktop (session 0, i.e. a
   service, or a window station that is not visible).
 * Pasted text is ``CF_UNICODETEXT`` from ``OpenClipboard``/``GetClipboardData``,

@@ -16,6 +16,8 @@ from agent.backends.win32.constants import (
     CLIPBOARD_RETRY_S,
     DPI_AWARENESS_CONTEXT_PER_MONITOR_AWARE_V2,
     DWMWA_EXTENDED_FRAME_BOUNDS,
+    GA_ROOT,
+    GA_ROOTOWNER,
     MAX_CLASS_NAME,
     MAX_LONG_PATH,
     NOT_WINDOWS_MESSAGE,
@@ -45,6 +47,7 @@ class Api:
     shcore: Any
     wtsapi32: Any
     MSG: Any
+    POINT: Any
     RECT: Any
     DWORD: Any
     BOOL: Any
@@ -72,6 +75,7 @@ class Api:
         from ctypes import wintypes
 
         self.MSG = wintypes.MSG
+        self.POINT = wintypes.POINT
         self.RECT = wintypes.RECT
         self.DWORD = wintypes.DWORD
 
@@ -141,6 +145,8 @@ class Api:
             (user32, "GetWindowThreadProcessId", dword, [hwnd, ctypes.POINTER(dword)]),
             (user32, "FindWindowW", hwnd, [wintypes.LPCWSTR, wintypes.LPCWSTR]),
             (user32, "FindWindowExW", hwnd, [hwnd, hwnd, wintypes.LPCWSTR, wintypes.LPCWSTR]),
+            (user32, "GetAncestor", hwnd, [hwnd, uint]),
+            (user32, "WindowFromPoint", hwnd, [wintypes.POINT]),
             (
                 user32,
                 "SetWinEventHook",
@@ -254,6 +260,16 @@ class Api:
         finally:
             self.kernel32.CloseHandle(handle)
 
+    def process_name(self, pid: int | None) -> str | None:
+        """The process's executable file name (``notepad.exe``); None when it cannot be read."""
+        return exe_name(self.image_path(pid))
+
+    def root_window(self, hwnd: int) -> int | None:
+        """The top-level window of window ``hwnd`` (``GetAncestor(GA_ROOT)``, which sends no
+        message); None when there is none."""
+        root = self.user32.GetAncestor(hwnd, GA_ROOT)
+        return int(root) if root else None
+
     def frame_rect(self, hwnd: int) -> tuple[int, int, int, int] | None:
         rect = self.RECT()
         if self.dwmapi is not None:
@@ -361,6 +377,12 @@ class Api:
         hwnd = self.user32.GetForegroundWindow()
         if not hwnd:
             return None, None
+        return int(hwnd), self.describe_window(int(hwnd), t_ns)
+
+    def describe_window(self, hwnd: int, t_ns: int | None = None) -> WindowFocus:
+        """What the focus watcher reports of top-level window ``hwnd``: title, executable, pid
+        (a UWP app's own, not its frame host's) and frame.  Sends no message to another process."""
+        t_ns = now_ns() if t_ns is None else t_ns
         pid = self.window_pid(hwnd)
         image = self.image_path(pid)
         if (exe_name(image) or "").lower() == UWP_FRAME_HOST:
@@ -370,7 +392,7 @@ class Api:
                 pid, image = child_pid, self.image_path(child_pid)
         # Our own windows (the tray's) would answer WM_GETTEXT on our own threads: never ask them.
         title = self.window_text(hwnd) if pid != os.getpid() else None
-        focus = window_focus_from_win32(
+        return window_focus_from_win32(
             t_ns,
             title=title,
             class_name=self.class_name(hwnd),
@@ -379,7 +401,24 @@ class Api:
             rect=self.frame_rect(hwnd),
             minimized=bool(self.user32.IsIconic(hwnd)),
         )
-        return int(hwnd), focus
+
+    def window_at(self, x: int, y: int) -> int | None:
+        """The top-level window at screen point (``x``, ``y``): ``WindowFromPoint``, then
+        :meth:`root_window`; None when there is none.  ``WindowFromPoint`` sends ``WM_NCHITTEST``
+        only to the calling thread's own windows (as Wine and ReactOS implement it; another
+        thread's window is hit-tested by its rectangles), so a hung application cannot hold it."""
+        hwnd = self.user32.WindowFromPoint(self.POINT(x, y))
+        return self.root_window(int(hwnd)) if hwnd else None
+
+    def foreground_window(self) -> int | None:
+        hwnd = self.user32.GetForegroundWindow()
+        return int(hwnd) if hwnd else None
+
+    def root_owner(self, hwnd: int) -> int | None:
+        """The window that owns top-level window ``hwnd`` at the end of the owner chain (a menu's or
+        a dialog's main window; ``GetAncestor(GA_ROOTOWNER)``); None when there is none."""
+        owner = self.user32.GetAncestor(hwnd, GA_ROOTOWNER)
+        return int(owner) if owner else None
 
 
 __all__ = ["Api"]

@@ -1,5 +1,8 @@
 """Password fields on Windows: UI Automation through comtypes, on one thread that owns a COM apartment.
 
+(The UI element under an action is looked up by :mod:`~agent.backends.win32.uia_elements`, on
+the element lookup's own worker thread: :meth:`Win32UiaBackend.element_lookup`.)
+
 :class:`Win32UiaBackend` is :class:`~agent.backends.win32.Win32Backend` that also
 answers :meth:`~Win32UiaBackend.secure_input_active`: UI Automation
 ``IUIAutomation::GetFocusedElement`` then ``CurrentIsPassword``.  COM objects
@@ -17,7 +20,6 @@ run on Windows by this project's tests or CI** (docs/limitations.md).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import queue
 import threading
@@ -26,6 +28,8 @@ from typing import Any, Generic, TypeVar
 
 from agent.backends.win32.api import Api
 from agent.backends.win32.backend import Win32Backend
+from agent.backends.win32.uia_com import com_initialize, create_automation
+from agent.capture.element_lookup import ElementLookup, LookupResult, WindowCheck
 
 logger = logging.getLogger(__name__)
 
@@ -134,14 +138,8 @@ class ApartmentWorker(Generic[_T]):
 
 def _uia_setup() -> Any:
     """On the worker thread: join a COM apartment and create the UI Automation client."""
-    comtypes = importlib.import_module("comtypes")
-    try:
-        comtypes.CoInitializeEx(comtypes.COINIT_MULTITHREADED)
-    except OSError:
-        logger.debug("COM already initialised on the UI Automation thread")  # fine for a client
-    client = importlib.import_module("comtypes.client")
-    uia = client.GetModule("UIAutomationCore.dll")
-    return client.CreateObject(uia.CUIAutomation, interface=uia.IUIAutomation)
+    com_initialize()
+    return create_automation()[1]
 
 
 def _focused_is_password(automation: Any) -> bool | None:
@@ -156,9 +154,11 @@ def _focused_is_password(automation: Any) -> bool | None:
 
 
 class Win32UiaBackend(Win32Backend):
-    """:class:`Win32Backend` that also detects password fields through UI Automation (comtypes)."""
+    """:class:`Win32Backend` that also detects password fields, and looks up the UI element under
+    an action, through UI Automation (comtypes)."""
 
     HAS_SECURE_INPUT_DETECTION = True
+    ELEMENT_API = "uia"
     secure_input_note = None
 
     def __init__(self, api: Api | None = None) -> None:
@@ -186,6 +186,15 @@ class Win32UiaBackend(Win32Backend):
             logger.debug("UI Automation could not tell (%s)", type(exc).__name__)
             return None
         return answer
+
+    def element_lookup(
+        self, on_result: Callable[[LookupResult], None], allow: WindowCheck | None = None
+    ) -> ElementLookup | None:
+        """A worker over :class:`~agent.backends.win32.uia_elements.UiaElementFinder` (made on the
+        worker's own thread, in its own COM apartment); Windows has no accessibility switch."""
+        from agent.backends.win32.uia_elements import finder_factory
+
+        return ElementLookup(on_result, finder_factory(self._api), allow=allow)
 
     def _worker(self) -> ApartmentWorker[Any]:
         with self._lock:

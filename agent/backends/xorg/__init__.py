@@ -64,7 +64,7 @@ from agent.backends.xorg.session import (
 )
 from agent.backends.xorg.windows import Atoms, describe, read_focus
 from agent.capture import EventSink, Hooks, OwnUi
-from agent.capture.element_lookup import ElementLookup, LookupResult
+from agent.capture.element_lookup import ElementLookup, LookupResult, WindowCheck
 from agent.errors import EnvironmentProblem
 from agent.events import WindowFocus, now_ns
 
@@ -224,11 +224,13 @@ class XorgBackend(Backend):
     def own_ui(self, pids: Iterable[int]) -> OwnUi:
         return OwnUiWatcher(self.display_name, pids)
 
-    def element_lookup(self, on_result: Callable[[LookupResult], None]) -> ElementLookup | None:
+    def element_lookup(
+        self, on_result: Callable[[LookupResult], None], allow: WindowCheck | None = None
+    ) -> ElementLookup | None:
         from agent.backends.xorg import a11y_bus
         from agent.backends.xorg.a11y import finder_factory
 
-        return ElementLookup(on_result, finder_factory(self.display_name), switch=a11y_bus)
+        return ElementLookup(on_result, finder_factory(self.display_name), switch=a11y_bus, allow=allow)
 
     def tray_host_available(self) -> bool | None:
         with self._lock:

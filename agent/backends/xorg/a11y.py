@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -72,6 +73,9 @@ from agent.backends.xorg.a11y_model import (
     cut,
 )
 from agent.backends.xorg.a11y_xwindows import XWindows
+from agent.capture.element_lookup import WindowCheck
+from agent.capture.element_process import ProcessFinder
+from agent.elements import DENIED
 
 logger = logging.getLogger(__name__)
 
@@ -90,15 +94,25 @@ class ElementFinder:
     :param display: X display name (None: ``$DISPLAY``).
     :param call_timeout_s: the D-Bus timeout of each AT-SPI call (process-wide in libatspi).
     :param budget_s: the default time a whole lookup may take.
+    :param allow: asked about the window resolved (title, class, pid, geometry) before anything
+        of its application is read; False: the answer is :data:`~agent.elements.DENIED`.
     """
 
-    def __init__(self, display: str | None = None, *, call_timeout_s: float = 0.05, budget_s: float = 0.05):
+    def __init__(
+        self,
+        display: str | None = None,
+        *,
+        call_timeout_s: float = 0.05,
+        budget_s: float = 0.05,
+        allow: WindowCheck | None = None,
+    ):
         import gi
 
         gi.require_version("Atspi", "2.0")
         from gi.repository import Atspi
 
         self._atspi: Any = Atspi
+        self._allow = allow
         self._timeout_s = call_timeout_s
         self.budget_s = budget_s
         # -1: enforce the timeout at once, also on an application that started a moment ago
@@ -129,6 +143,9 @@ class ElementFinder:
             if wid is None:
                 return Lookup(None, NO_WINDOW, None, None)
             pid = self._x.pid(wid)
+            refused = self._refused(wid, pid)
+            if refused is not None:
+                return refused
             if pid is None:
                 return Lookup(None, NO_PID, wid, None)
             return self._element_at(x, y, wid, pid, budget_s)
@@ -144,12 +161,25 @@ class ElementFinder:
             if wid is None:
                 return Lookup(None, NO_WINDOW, None, None)
             pid = self._x.pid(wid)
+            refused = self._refused(wid, pid)
+            if refused is not None:
+                return refused
             if pid is None:
                 return Lookup(None, NO_PID, wid, None)
             return self._focused(wid, pid, budget_s)
         except Exception as exc:  # a lookup never raises into its caller; the type only, no content
             logger.debug("focus lookup failed (%s)", type(exc).__name__)
             return Lookup(None, FAILED, wid, pid)
+
+    def _refused(self, wid: int, pid: int | None) -> Lookup | None:
+        """The answer when ``allow`` refuses window ``wid`` (a window that vanished meanwhile is a
+        failed lookup: fail closed), else None."""
+        if self._allow is None:
+            return None
+        window = self._x.describe(wid)
+        if window is None:
+            return Lookup(None, FAILED, wid, pid)
+        return None if self._allow(window) else Lookup(None, DENIED, wid, pid)
 
     # -- AT-SPI ----------------------------------------------------------------------------------
 
@@ -379,12 +409,24 @@ class ElementFinder:
         return tuple(reversed(path))
 
 
-def finder_factory(display: str | None = None) -> Callable[[float, float], ElementFinder]:
+def finder_factory(
+    display: str | None = None,
+) -> Callable[[float, float, WindowCheck | None], ProcessFinder]:
     """What :class:`agent.capture.element_lookup.ElementLookup` calls on its worker thread to make
-    its finder on ``display`` (None: ``$DISPLAY``)."""
+    its finder on ``display`` (None: ``$DISPLAY``): an :class:`ElementFinder` in a child process
+    (:mod:`agent.backends.xorg.a11y_child`; :mod:`agent.capture.element_process` says why)."""
 
-    def make(call_timeout_s: float, budget_s: float) -> ElementFinder:
-        return ElementFinder(display, call_timeout_s=call_timeout_s, budget_s=budget_s)
+    def make(call_timeout_s: float, budget_s: float, allow: WindowCheck | None) -> ProcessFinder:
+        name = display if display is not None else os.environ.get("DISPLAY", "")
+        argv = [
+            sys.executable,
+            "-m",
+            "agent.backends.xorg.a11y_child",
+            name,
+            str(call_timeout_s),
+            str(budget_s),
+        ]
+        return ProcessFinder(argv, budget_s, allow)
 
     return make
 

@@ -4,7 +4,8 @@ their ``_NET_WM_PID`` and geometry (python-xlib, one connection, round trips onl
 ``XTranslateCoordinates`` from the root gives the child that contains the point in stacking
 order (what is on top), one round trip per level: the first window with ``WM_STATE`` on the way
 down is the client (ICCCM); an override-redirect menu or popup has none, so the first window
-with ``_NET_WM_PID`` stands in.  Titles are never read here.
+with ``_NET_WM_PID`` stands in.  :meth:`XWindows.describe` reads a window's title and class only
+so the caller can judge it against the deny rules before any lookup; they are never kept.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from Xlib import X
 
 from agent.backends.xorg.a11y_model import MAX_X_DEPTH
 from agent.backends.xorg.connection import close_quietly, ignore_x_error, open_display
+from agent.backends.xorg.windows import Atoms, describe
+from agent.events import WindowFocus, now_ns
 
 
 class XWindows:
@@ -31,6 +34,7 @@ class XWindows:
             self._wm_state = self._x.intern_atom("WM_STATE")
             self._net_wm_pid = self._x.intern_atom("_NET_WM_PID")
             self._net_active = self._x.intern_atom("_NET_ACTIVE_WINDOW")
+            self._atoms = Atoms(self._x)
         except Exception:
             close_quietly(self._x)
             raise
@@ -74,6 +78,13 @@ class XWindows:
         if prop is None or prop.format != 32 or len(prop.value) == 0:
             return None
         return int(prop.value[0])
+
+    def describe(self, wid: int) -> WindowFocus | None:
+        """Title, class, pid and geometry of ``wid`` (for the deny rules); None when it vanished."""
+        try:
+            return describe(self._x, self._root, wid, self._atoms, now_ns())
+        except Xlib.error.XError:
+            return None
 
     def geometry(self, wid: int) -> tuple[int, int, int, int] | None:
         window = self._x.create_resource_object("window", wid)

@@ -1,0 +1,34 @@
+"""The X11 element lookup process (:mod:`agent.capture.element_process` says why a process).
+
+``python -m agent.backends.xorg.a11y_child DISPLAY CALL_TIMEOUT_S BUDGET_S``: an
+:class:`~agent.backends.xorg.a11y.ElementFinder` on ``DISPLAY`` answering the recorder on stdin
+and stdout.  Crash dumps are off like in every optin process; it logs counts and types only.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from agent.capture.element_lookup import ElementFinder, WindowCheck
+from agent.capture.element_process import serve
+from agent.hardening import harden_process
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3:
+        sys.stderr.write("usage: python -m agent.backends.xorg.a11y_child DISPLAY CALL_TIMEOUT_S BUDGET_S\n")
+        return 2
+    display, call_timeout_s, budget_s = args[0] or None, float(args[1]), float(args[2])
+    harden_process()
+
+    def make_finder(allow: WindowCheck) -> ElementFinder:
+        from agent.backends.xorg.a11y import ElementFinder as AtspiFinder
+
+        return AtspiFinder(display, call_timeout_s=call_timeout_s, budget_s=budget_s, allow=allow)
+
+    return serve(make_finder)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
