@@ -28,7 +28,7 @@ from agent.capture import EventSink
 from agent.deny_rules import DenyRule, match
 from agent.elements import DENIED, FOUND, record_of, result_of
 from agent.events import ButtonPress, ElementSeen, Event, KeyPress, Scroll, WindowFocus
-from agent.keyboard.names import MODIFIER_KEYS
+from agent.keyboard.names import key_action
 from agent.steps import SCROLL_GAP_NS, SCROLL_SLOP_PX
 
 if TYPE_CHECKING:
@@ -36,9 +36,6 @@ if TYPE_CHECKING:
     from agent.capture.element_lookup import ElementLookup, LookupResult
 
 logger = logging.getLogger(__name__)
-
-#: Modifiers that make a key a shortcut (which may move the focus); shift alone does not.
-_SHORTCUT_MODIFIERS = frozenset({"ctrl", "alt", "alt_gr", "super"})
 
 
 class RecorderElements:
@@ -126,13 +123,13 @@ class RecorderElements:
             self._focus_stale = True
             self._ask(lookup.request(event.t_ns, event.x, event.y))
         elif type(event) is KeyPress:
-            if event.name in MODIFIER_KEYS:
-                return
+            action = key_action(event)
+            if action is None:
+                return  # a modifier alone
             if self._focus_stale:
                 self._ask(lookup.request_focus(event.t_ns))
             # a named key (Tab, Enter, an arrow) or a shortcut may move the focus
-            shortcut = bool(_SHORTCUT_MODIFIERS.intersection(event.modifiers))
-            self._focus_stale = event.name is not None or shortcut
+            self._focus_stale = action == "hotkey"
         elif type(event) is Scroll:
             if self._new_scroll(event):
                 self._ask(lookup.request(event.t_ns, event.x, event.y))

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 from agent.capture import deny
 from agent.capture.screen import action_reason
-from agent.events import Event, KeyPress, KeyRelease, PointerMove, WindowFocus
+from agent.events import ButtonPress, Event, KeyPress, KeyRelease, PointerMove, WindowFocus
 from agent.keyboard.hotkey import Hotkey
-from agent.keyboard.names import paste_chord
+from agent.keyboard.names import key_action, paste_chord
 from agent.recorder_pauses import PAUSED_BY_VOLUNTEER
 from agent.recorder_states import Intake
 from agent.recorder_status import Counters
@@ -68,16 +68,22 @@ class RecorderSink:
             return  # the pause hotkey is never recorded
         sources = self._sources
         secure = sources.secure
-        if secure is not None:
-            if secure.active and isinstance(event, (KeyPress, KeyRelease)):
-                secure.left_out()  # a password field or secure input: the key is not recorded at all
-                return
-            if isinstance(event, WindowFocus):
-                secure.poke()
+        if secure is not None and type(event) in (WindowFocus, ButtonPress):
+            secure.poke()  # the focus may move: ask the OS again (and, where it tells late, hold keys)
         if sources.own_input(event):
             with self._drop_lock:  # a count only: what was done on optin's own UI is not kept
                 self.counters.own_ui += 1
             return
+        if secure is not None and isinstance(event, (KeyPress, KeyRelease)):
+            # a password field: the key is not recorded at all; focus unknown: held until it is known
+            secure.admit(event, self._queue_event)
+            if type(event) is KeyPress and key_action(event) == "hotkey":
+                secure.poke()  # Tab, Enter, a shortcut: the next key goes where the focus went
+            return
+        self._queue_event(event)
+
+    def _queue_event(self, event: Event) -> None:
+        """Queue ``event`` for the writer (a full queue counts it as dropped) and do what follows."""
         try:
             self._queue.put_nowait(event)
         except queue.Full:

@@ -159,6 +159,11 @@ class Backend(ABC):
     #: False, minimisation at the source (promise P4) rests on the window deny-list alone.
     HAS_SECURE_INPUT_DETECTION: ClassVar[bool] = False
 
+    #: Where the OS tells of a focus change late (AT-SPI), the seconds to let it settle after a
+    #: click, a window change or Tab before :meth:`secure_input_active` is trusted; keys are held
+    #: until then (:class:`~agent.capture.secure_input.SecureInputWatch`).  None: it tells at once.
+    SECURE_INPUT_SETTLE_S: ClassVar[float | None] = None
+
     #: The accessibility API :meth:`element_lookup` uses ("atspi", "uia", "ax"), as bundles name
     #: it (``elements.api``); None: this backend cannot tell the UI element under an action.
     ELEMENT_API: ClassVar[str | None] = None

@@ -28,6 +28,7 @@ import sys
 #: ``<linux/prctl.h>``.
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
 #: ``<errhandlingapi.h>``: no critical-error and no crash dialog boxes.
 SEM_FAILCRITICALERRORS = 0x0001
 SEM_NOGPFAULTERRORBOX = 0x0002
@@ -58,6 +59,15 @@ def dumpable() -> bool | None:
     if not sys.platform.startswith("linux"):
         return None
     return bool(_libc().prctl(PR_GET_DUMPABLE, 0, 0, 0, 0))
+
+
+def adopt_orphans() -> bool:
+    """Linux: become this process's descendants' reaper, so daemons they start that outlive their
+    parent (the accessibility bus launcher, its registry) are reparented here and can be stopped
+    and reaped, not left to an init that may not reap them.  False elsewhere or when refused."""
+    if not sys.platform.startswith("linux"):
+        return False
+    return bool(_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
 
 
 def _libc() -> ctypes.CDLL:

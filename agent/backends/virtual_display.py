@@ -21,14 +21,17 @@ import os
 import re
 import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from agent.backends.platform_calls import end_process_group, signals_held
+from agent.backends.process import adopt_orphans
 from agent.errors import EnvironmentProblem
 
 #: System commands the private desktop needs, with the Debian package that has each.
@@ -123,7 +126,9 @@ class VirtualDisplay:
 
     def _start_dbus(self) -> None:
         # a private runtime directory (mode 0700) for everything the session bus starts, the
-        # accessibility bus included, and for the programs on this desktop
+        # accessibility bus included, and for the programs on this desktop; the daemons the bus
+        # starts outlive it, so they are adopted here and stopped with the desktop
+        adopt_orphans()
         self._runtime_dir = tempfile.mkdtemp(prefix="optin-xdg-runtime-")
         env = {**os.environ, "XDG_RUNTIME_DIR": self._runtime_dir}
         self.env["XDG_RUNTIME_DIR"] = self._runtime_dir
@@ -211,9 +216,12 @@ class VirtualDisplay:
             with contextlib.suppress(Exception):  # the server may already be gone
                 self._x.close()
             self._x = None
+        # the daemons the session bus started, found while they live (a zombie has no environment)
+        daemons = _session_pids(self._runtime_dir) if self._runtime_dir and Path("/proc").is_dir() else []
         for proc in reversed(self._procs):
             stop_process(proc)
         self._procs = []
+        _stop_daemons(daemons)
         if self._displayfd_read is not None:
             os.close(self._displayfd_read)
             self._displayfd_read = None
@@ -303,6 +311,53 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
         return ""
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     return proc.stdout.readline().decode().strip() if ready else ""
+
+
+def _session_pids(runtime_dir: str) -> list[int]:
+    """This user's processes whose environment names ``runtime_dir`` as ``XDG_RUNTIME_DIR``: the
+    daemons this desktop's session bus started (the accessibility bus launcher, its bus, the
+    registry), which outlive the bus that started them."""
+    marker = f"XDG_RUNTIME_DIR={runtime_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+            with (entry / "environ").open("rb") as fh:
+                environ = fh.read(1 << 20)
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def _stop_daemons(pids: list[int], timeout: float = 3.0) -> None:
+    """Stop (TERM, then KILL) and reap what :func:`_session_pids` found; quiet."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if not _reaped(pid)]
+            if pids:
+                time.sleep(0.05)
+        if not pids:
+            return
+
+
+def _reaped(pid: int) -> bool:
+    """Whether ``pid`` is gone: reaped here (adopted: this process is the desktop's subreaper), or
+    no longer in /proc.  A zombie whose parent still lives is not gone yet: once that parent ends
+    it comes here to be reaped."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not (yet) our child
+        return not Path(f"/proc/{pid}").exists()
+    return done == pid
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:

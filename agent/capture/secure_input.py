@@ -9,24 +9,38 @@ While it is True the recorder leaves every key press and release out; the
 watcher emits a ``secure_input`` marker when it turns on and when it turns off
 (with how many keys were left out), so a researcher sees the gap and its
 length, never what was typed.  "Cannot tell" (None) keeps the last definite
-answer: a slow query in the middle of a password must not unmask it.  The first
-keys typed after focusing a password field, before the next query (at most
-``interval`` seconds), are the known gap; docs/limitations.md says so.
+answer: a slow query in the middle of a password must not unmask it.
+
+Where the OS reports focus late (Linux: AT-SPI focus events come 5-42 ms after the click or Tab
+that moves it), the watch is made with ``settle_s``: after anything that may move the focus
+(:meth:`SecureInputWatch.poke`: a click, a window change, Tab, Enter, a shortcut) the focus is
+*unknown* until a query that began ``settle_s`` later has answered, and key events are held
+meanwhile (:meth:`SecureInputWatch.admit`): released in order when the answer is "no password
+field", left out and counted when it is one, and left out too when no answer comes within
+``hold_s`` (fail closed).  So the first key typed right after clicking into a password field is
+judged like the others.  Without ``settle_s`` (the OS tells at once) nothing is held, and the first
+keys typed after focusing a password field, before the next query (at most ``interval``
+seconds), are the known gap; docs/limitations.md says so.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from agent.capture import EventSink
-from agent.events import Marker, now_ns
+from agent.events import Event, Marker, now_ns
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between questions to the OS.
 INTERVAL = 0.1
+#: Longest a key is held while the focus is unknown (then it is left out: fail closed).
+HOLD_S = 0.5
+#: Most key events held at once (more are left out, counted).
+MAX_HELD = 512
 
 
 class SecureInputWatch:
@@ -37,11 +51,25 @@ class SecureInputWatch:
     """
 
     def __init__(
-        self, query: Callable[[], bool | None], sink: EventSink, *, interval: float = INTERVAL
+        self,
+        query: Callable[[], bool | None],
+        sink: EventSink,
+        *,
+        interval: float = INTERVAL,
+        settle_s: float | None = None,
+        hold_s: float = HOLD_S,
     ) -> None:
         self._query = query
         self._sink = sink
         self._interval = interval
+        self._settle_s = settle_s
+        self._hold_s = hold_s
+        self._gate = threading.Lock()  # admit() and the verdicts: held keys keep their order
+        self._unknown_since: float | None = None  # monotonic time of the poke the focus is unknown since
+        self._held: list[tuple[Event, Callable[[Event], None]]] = []
+        #: Key events released after a hold, and how long the longest hold took (seconds).
+        self.released = 0
+        self.longest_hold_s = 0.0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="optin-secure-input", daemon=True)
@@ -62,8 +90,27 @@ class SecureInputWatch:
             self._left_out += 1
 
     def poke(self) -> None:
-        """Ask again now (the focus changed)."""
+        """The focus may have moved: ask again now (with ``settle_s``: the focus is unknown, and
+        keys are held, until a query that began ``settle_s`` from now has answered)."""
+        if self._settle_s is not None:
+            with self._gate:
+                if self._unknown_since is None:
+                    self._unknown_since = time.monotonic()
         self._wake.set()
+
+    def admit(self, event: Event, put: Callable[[Event], None]) -> None:
+        """A key event: ``put`` it now, hold it while the focus is unknown, or leave it out (a
+        password field has the focus).  O(1) under a lock no I/O is done under."""
+        with self._gate:
+            if self._unknown_since is not None:  # judged once the focus is known, whatever it was
+                if len(self._held) < MAX_HELD:
+                    self._held.append((event, put))
+                else:
+                    self.left_out()
+            elif self._active:
+                self.left_out()
+            else:
+                put(event)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -73,13 +120,28 @@ class SecureInputWatch:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop asking; a gap still open is closed with its marker (capture stops inside it)."""
+        """Stop asking; a gap still open is closed with its marker (capture stops inside it).
+        Keys still held are left out (their field was never judged)."""
         self._stopping.set()
         self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
-        if self._active:
-            self._turn_off(at_stop=True)
+        with self._gate:
+            for _ in self._held:
+                self.left_out()
+            held, self._held = self._held, []
+            self._unknown_since = None
+            if held and not self._active:  # keys whose field was never judged: a gap like any other
+                self._active = True
+                self._sink(Marker(now_ns(), "secure_input", {"active": True}))
+            if self._active:
+                self._turn_off(at_stop=True)
+        if self._settle_s is not None:
+            logger.info(
+                "secure input: %d keys held until the focus was known, longest hold %.0f ms",
+                self.released,
+                self.longest_hold_s * 1000,
+            )
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
@@ -88,24 +150,62 @@ class SecureInputWatch:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(self._interval)
+            since = self._unknown_since
+            if since is not None and self._settle_s is not None:
+                # let the focus settle first; asked again soon while it is still unknown
+                self._stopping.wait(max(since + self._settle_s - time.monotonic(), 0.01))
+            else:
+                self._wake.wait(self._interval)
             self._wake.clear()
             if not self._stopping.is_set():
                 self._update()
 
     def _update(self) -> None:
+        asked = time.monotonic()
         try:
             answer = self._query()
         except Exception as exc:  # the contract says never raises; a backend bug must not stop capture
             logger.warning("the secure-input query failed (%s)", type(exc).__name__)
             answer = None
-        if answer is None or answer == self._active:
-            return
-        if answer:
-            self._active = True
-            self._sink(Marker(now_ns(), "secure_input", {"active": True}))
-            return
-        self._turn_off(at_stop=False)
+        with self._gate:
+            since = self._unknown_since
+            # only a definite answer to a query that began once the focus had settled decides
+            settled = (
+                answer is not None
+                and since is not None
+                and self._settle_s is not None
+                and asked >= since + self._settle_s
+            )
+            if since is not None and answer is None and time.monotonic() - since > self._hold_s:
+                answer = True  # no answer in time: what was held is left out (fail closed)
+                unmask_after = True
+            else:
+                unmask_after = False
+            if answer is not None and answer != self._active:
+                if answer:
+                    self._active = True
+                    self._sink(Marker(now_ns(), "secure_input", {"active": True}))
+                else:
+                    self._turn_off(at_stop=False)
+            if settled or unmask_after:
+                self._settle(asked, since)
+            if unmask_after:
+                self._turn_off(at_stop=False)  # the gap closes; the next poke asks afresh
+
+    def _settle(self, asked: float, since: float | None) -> None:
+        """The focus is known (the caller holds the gate): the keys held go out in order, or are
+        left out under a password field."""
+        held, self._held = self._held, []
+        if since is not None:
+            self.longest_hold_s = max(self.longest_hold_s, time.monotonic() - since)
+        if self._unknown_since is not None and self._unknown_since <= asked:
+            self._unknown_since = None
+        for event, put in held:
+            if self._active:
+                self.left_out()
+            else:
+                put(event)
+                self.released += 1
 
     def _turn_off(self, *, at_stop: bool) -> None:
         self._active = False
@@ -115,4 +215,4 @@ class SecureInputWatch:
         self._sink(Marker(now_ns(), "secure_input", detail))
 
 
-__all__ = ["INTERVAL", "SecureInputWatch"]
+__all__ = ["HOLD_S", "INTERVAL", "MAX_HELD", "SecureInputWatch"]

@@ -84,7 +84,9 @@ class CaptureSources:
         own.start()  # before the hooks: optin's own windows are known when the first click comes
         self.own = own
         if "keyboard" in scopes and backend.HAS_SECURE_INPUT_DETECTION:
-            secure = SecureInputWatch(backend.secure_input_active, sink)
+            secure = SecureInputWatch(
+                backend.secure_input_active, sink, settle_s=backend.SECURE_INPUT_SETTLE_S
+            )
             secure.start()  # before the hooks, like the own-UI answer
             self.secure = secure
         if "keyboard" in scopes:

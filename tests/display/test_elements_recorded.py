@@ -188,3 +188,51 @@ def test_clicks_and_typing_record_their_elements(
 
 def _inside(rect: Rect, x: int, y: int) -> bool:
     return 0 <= x - rect[0] < rect[2] and 0 <= y - rect[1] < rect[3]
+
+
+CANARY = "hunter2canary"
+
+
+def test_a_password_typed_right_after_the_click_is_never_recorded(
+    xdisplay: VirtualDisplay, study: tuple[Dirs, Study], tmp_path: Path
+) -> None:
+    """Issue 16, item 3: the password entry takes the focus 5-42 ms after the click; the keys typed
+    at once are held until AT-SPI says where the focus is, then left out (a marker pair with the
+    count), while keys typed at once into an ordinary entry are all kept."""
+    _need_atspi()
+    d, _ = study
+    form, rects = _start_form(xdisplay, "optin password form", 60, 60)
+    agent = start_agent(tmp_path)
+    try:
+        assert wait_for(lambda: (read_status(d) or {}).get("state") == "recording", 10)
+        sid = str((read_status(d) or {})["session"])
+        time.sleep(1.0)
+        px, py = _centre(rects["password"])
+        xdisplay.xdotool("mousemove", "--sync", str(px), str(py))
+        xdisplay.xdotool("click", "--delay", "0", "1", "type", "--delay", "20", CANARY)  # no pause
+        time.sleep(0.8)
+        ux, uy = _centre(rects["entry"])
+        xdisplay.xdotool("mousemove", "--sync", str(ux), str(uy))
+        xdisplay.xdotool("click", "--delay", "0", "1", "type", "--delay", "20", "bob")
+        time.sleep(0.8)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(20)
+        if agent.stdout is not None:
+            agent.stdout.close()
+        stop_process(form)
+        if form.stdout is not None:
+            form.stdout.close()
+    assert agent.returncode == 0, (tmp_path / "agent-stderr.txt").read_text()[-2000:]
+    events = _events(d, sid)
+    typed = "".join(e.char or "" for e in events if isinstance(e, KeyPress))
+    assert typed == "bob"  # not one character of the password, every one of the name
+    gates = [e for e in events if isinstance(e, Marker) and e.marker == "secure_input"]
+    assert [g.detail["active"] for g in gates] == [True, False]
+    assert gates[1].detail["keys_left_out"] == 2 * len(CANARY)  # each key's press and release
+    press = max(e.t_ns for e in events if isinstance(e, ButtonPress))
+    first = min(e.t_ns for e in events if isinstance(e, KeyPress) and e.t_ns > press)
+    print(f"first key {(first - press) / 1e6:.1f} ms after the click")  # how "at once" this was
+    log = (tmp_path / "agent-stderr.txt").read_text()
+    held = [line for line in log.splitlines() if "keys held until the focus was known" in line]
+    print(held[-1] if held else "no hold measured")  # the measurement, for docs/performance.md

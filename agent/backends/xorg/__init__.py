@@ -65,6 +65,8 @@ from agent.backends.xorg.session import (
 from agent.backends.xorg.windows import Atoms, describe, read_focus
 from agent.capture import EventSink, Hooks, OwnUi
 from agent.capture.element_lookup import ElementLookup, LookupResult, WindowCheck
+from agent.capture.element_process import ProcessFinder
+from agent.elements import result_of
 from agent.errors import EnvironmentProblem
 from agent.events import WindowFocus, now_ns
 
@@ -101,7 +103,9 @@ class XorgBackend(Backend):
     HAS_FOCUS_EVENTS = True
     HAS_WINDOW_TITLES = True
     HAS_TRAY_DETECTION = True
-    HAS_SECURE_INPUT_DETECTION = False
+    HAS_SECURE_INPUT_DETECTION = True  # AT-SPI: a focused "password text" (secure_input_active)
+    #: AT-SPI focus changes arrive 5-42 ms after the click or Tab that causes them (measured).
+    SECURE_INPUT_SETTLE_S = 0.05
     HAS_OWN_UI_DETECTION = True
     ELEMENT_API = "atspi"
 
@@ -110,6 +114,8 @@ class XorgBackend(Backend):
         self._lock = threading.Lock()
         self._conn: Xlib.display.Display | None = None
         self._atoms: Atoms | None = None
+        self._focus_finder: ProcessFinder | None = None
+        self._focus_unavailable = False
 
     @property
     def display_name(self) -> str:
@@ -224,6 +230,31 @@ class XorgBackend(Backend):
     def own_ui(self, pids: Iterable[int]) -> OwnUi:
         return OwnUiWatcher(self.display_name, pids)
 
+    def secure_input_active(self) -> bool | None:
+        """Whether a password field (AT-SPI role "password text") has the keyboard focus, asked of
+        the lookup process.  False where accessibility is missing or the application is not on the
+        bus (xterm): the text rules then apply (docs/limitations.md); None when the lookup failed
+        or came late (cannot tell).  Only the focused control's role and states are used; nothing
+        of it is stored.  Called from the secure-input watch's thread only."""
+        finder = self._secure_finder()
+        if finder is None:
+            return False
+        found = finder.focused_element()
+        if found.element is not None:
+            return found.element.is_password
+        return False if result_of(found) in ("not_accessible", "no_element") else None
+
+    def _secure_finder(self) -> ProcessFinder | None:
+        if self._focus_finder is None and not self._focus_unavailable:
+            from agent.backends.xorg.a11y import finder_factory
+            from agent.capture.element_lookup import BUDGET_S
+
+            try:
+                self._focus_finder = finder_factory(self.display_name)(BUDGET_S / 2, BUDGET_S, None)
+            except OSError:  # no AT-SPI here: asked once, not again
+                self._focus_unavailable = True
+        return self._focus_finder
+
     def element_lookup(
         self, on_result: Callable[[LookupResult], None], allow: WindowCheck | None = None
     ) -> ElementLookup | None:
@@ -246,6 +277,9 @@ class XorgBackend(Backend):
     def close(self) -> None:
         with self._lock:
             self._drop_connection()
+        finder, self._focus_finder = self._focus_finder, None
+        if finder is not None:
+            finder.close()
 
     def _connection(self) -> tuple[Xlib.display.Display, Atoms]:
         if self._conn is None or self._atoms is None:
