@@ -253,7 +253,8 @@ def _never(study: Study) -> list[Promise | None]:
         Promise(
             "never.secure_input",
             "never",
-            "On Windows and macOS, keys typed while the system says a password field has the keyboard.",
+            "Keys typed while the system says a password field has the keyboard (Windows, macOS, and on "
+            "Linux the programs that report it through accessibility).",
         )
         if "keyboard" in study.scopes
         else None,

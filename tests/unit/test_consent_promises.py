@@ -169,7 +169,9 @@ BACKED_BY: dict[str, list[str]] = {
         "tests/display/test_xorg_backend.py::test_own_ui_covers_this_process_windows_and_not_others",
     ],
     "never.secure_input": [
-        "tests/unit/test_recorder.py::test_keys_typed_under_secure_input_are_never_recorded"
+        "tests/unit/test_recorder.py::test_keys_typed_under_secure_input_are_never_recorded",
+        "tests/unit/test_secure_input_hold.py::test_keys_into_a_password_field_are_left_out_with_a_marker_pair",
+        "tests/display/test_elements_recorded.py::test_a_password_typed_right_after_the_click_is_never_recorded",
     ],
 }
 
