@@ -73,6 +73,18 @@ from agent.writer_loop import WriterLoop
 
 T = TypeVar("T")
 
+
+def _study_hotkey(text: str, key: str) -> Hotkey | None:
+    """The study's hotkey ``text`` (None: none).
+
+    :raises UsageError: it cannot be used here (the study check accepts only what parses)."""
+    try:
+        return Hotkey.parse(text)
+    except ValueError as exc:
+        msg = f"the study's {key} cannot be used: {exc}"
+        raise UsageError(msg) from None
+
+
 logger = logging.getLogger(__name__)
 
 #: Capacity of the queue between hooks and the writer.
@@ -114,11 +126,8 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
         self._loop: WriterLoop | None = None  # the open session's writer thread
         self._sources = CaptureSources(backend)
         self._volunteer_pause: pausing.VolunteerPause | None = None
-        try:
-            self._hotkey = Hotkey.parse(study.pause_hotkey)
-        except ValueError as exc:
-            msg = f"the study's capture.pause_hotkey cannot be used: {exc}"
-            raise UsageError(msg) from None
+        self._hotkey = _study_hotkey(study.pause_hotkey, "capture.pause_hotkey")
+        self._done_hotkey = _study_hotkey(study.task_done_hotkey, "tasks.done_hotkey")
         #: Deny rules in force: optin's defaults, the study's, and the volunteer's exclusions.
         self.rules: tuple[deny_rules.DenyRule, ...] = (
             deny_rules.DEFAULT_RULES + study.deny + exclusions.load(dirs)
@@ -126,7 +135,7 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
         self._last_focus: WindowFocus | None = None  # the latest focus queued (set by the focus sink)
         self._pauses_pending = 0  # pause() calls under way: the sink takes nothing meanwhile (P3)
         self._gate_lock = threading.Lock()
-        self._hotkey_down = False
+        self._hotkeys_down: set[str] = set()  # the hotkeys pressed whose release is not seen yet
         self._idle_limit = study.idle_pause_s
         #: Shows a notification to the volunteer (set by the tray); None: log only.
         self.notify: Callable[[str], None] | None = None

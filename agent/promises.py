@@ -127,8 +127,13 @@ def _tasks(study: Study) -> Promise | None:
     text = texts.get(study.tasks_mode)
     if text is None:
         return None
+    done = (
+        f", or end it as done with {hotkey_words(study.task_done_hotkey)}"
+        if study.task_done_hotkey and "keyboard" in study.scopes
+        else ""
+    )
     how = (
-        " You start and end each task from the tray menu (“Start a task…”) or with `optin task`; "
+        f" You start and end each task from the tray menu (“Start a task…”) or with `optin task`{done}; "
         "giving a task up deletes its recording from this computer."
     )
     return Promise(f"recorded.tasks.{study.tasks_mode}", "recorded", text + how)

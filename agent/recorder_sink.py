@@ -41,7 +41,8 @@ class RecorderSink:
     _intake: Intake
     _pauses_pending: int
     _hotkey: Hotkey | None
-    _hotkey_down: bool
+    _done_hotkey: Hotkey | None
+    _hotkeys_down: set[str]
     _sources: CaptureSources
     _queue: queue.Queue[Event | None]
     _drop_lock: threading.Lock
@@ -53,19 +54,16 @@ class RecorderSink:
 
         def _pause_soon(self, reason: str, name: str) -> None: ...
 
+        def _task_done_soon(self) -> None: ...
+
     def _sink(self, event: Event) -> None:
         intake = self._intake
         if intake is not Intake.OPEN or self._pauses_pending:
             if intake is Intake.FAILED:
                 self._count_drops(1)  # capture is being torn down after a failure: still counted
             return  # a pause was asked for: nothing more is taken, even before the hooks stop
-        hotkey = self._hotkey
-        if (
-            hotkey is not None
-            and isinstance(event, (KeyPress, KeyRelease))
-            and self._is_hotkey(event, hotkey)
-        ):
-            return  # the pause hotkey is never recorded
+        if isinstance(event, (KeyPress, KeyRelease)) and self._is_hotkey(event):
+            return  # the pause and task-done hotkeys are never recorded
         sources = self._sources
         secure = sources.secure
         if secure is not None and type(event) in (WindowFocus, ButtonPress):
@@ -128,17 +126,22 @@ class RecorderSink:
             elif type(event) is PointerMove:
                 screen.activity(event.t_ns)
 
-    def _is_hotkey(self, event: KeyPress | KeyRelease, hotkey: Hotkey) -> bool:
-        """The pause hotkey's key press (it pauses) or the release that follows it (O(1))."""
-        if isinstance(event, KeyPress):
-            if not hotkey.matches(event):
-                return False
-            self._hotkey_down = True
-            self._pause_soon(PAUSED_BY_VOLUNTEER, "optin-hotkey")
-            return True
-        if self._hotkey_down and hotkey.matches(event):
-            self._hotkey_down = False
-            return True
+    def _is_hotkey(self, event: KeyPress | KeyRelease) -> bool:
+        """A study hotkey's key press (it pauses, or ends the task as done) or the release that
+        follows it (O(1))."""
+        for which, hotkey in (("pause", self._hotkey), ("done", self._done_hotkey)):
+            if hotkey is None or not hotkey.matches(event):
+                continue
+            if isinstance(event, KeyPress):
+                self._hotkeys_down.add(which)
+                if which == "pause":
+                    self._pause_soon(PAUSED_BY_VOLUNTEER, "optin-hotkey")
+                else:
+                    self._task_done_soon()
+                return True
+            if which in self._hotkeys_down:
+                self._hotkeys_down.discard(which)
+                return True
         return False
 
     def _count_drops(self, n: int) -> None:

@@ -253,6 +253,22 @@ class RecorderTasks:
         self._timing_out = task  # while the lifecycle lock is busy, later checks add no thread
         self._in_background(lambda: self._time_out(task), "optin-task-limit")
 
+    def _task_done_soon(self) -> None:
+        """The study's task-done hotkey was pressed (a hook thread): end the running task as done
+        on another thread, and say so; nothing happens when no task runs."""
+
+        def run() -> None:
+            with self._lock:
+                try:
+                    task = self._running()
+                except UsageError:
+                    return  # no task runs, or optin is stopping: the keys only
+                self._end(task, "done")
+                self._publish()
+            self._notify(f"The task {task.task_id} is done.")
+
+        self._in_background(run, "optin-task-done")
+
     def _time_out(self, task: RunningTask) -> None:
         with self._lock:
             if self._task is not task:

@@ -59,7 +59,7 @@ _RETENTION_KEYS = ("days", "max_gib", "after_export")
 _CAPTURE_KEYS = ("idle_pause_minutes", "pause_hotkey")
 _REDACTION_KEYS = tuple(REDACTION_CHOICES)
 _TASK_KEYS = ("id", "instruction", "app", "url", "time_limit_minutes")
-_TASKS_KEYS = ("mode",)
+_TASKS_KEYS = ("mode", "done_hotkey")
 _TOP_LEVEL = ("study", "deny", "retention", "capture", "redaction", "task", "tasks")
 _TASK_ID = re.compile(TASK_ID_PATTERN)
 #: A task url's scheme (``https:``), then ``//`` and its authority (up to ``/``, ``?`` or ``#``), and the
@@ -222,11 +222,12 @@ class _Validator:
         idle = self._int(
             capture, ("capture", "idle_pause_minutes"), DEFAULT_IDLE_PAUSE_MINUTES, IDLE_PAUSE_MINUTES_RANGE
         )
-        hotkey = self._hotkey(capture)
+        hotkey = self._hotkey(capture, ("capture", "pause_hotkey"), DEFAULT_PAUSE_HOTKEY)
         redaction = self._table(doc.get("redaction"), "redaction", _REDACTION_KEYS)
         choices = {key: self._choice(redaction, ("redaction", key)) for key in _REDACTION_KEYS}
         tasks, entries = self._tasks(doc.get("task"))
         mode = self._tasks_mode(doc.get("tasks"), entries)
+        done_hotkey = self._done_hotkey(doc.get("tasks"), mode, hotkey, fields["scopes"])
         self._raise_if_errors()
         return Study(
             id=fields["id"],
@@ -247,6 +248,7 @@ class _Validator:
             redaction_window_titles=choices["window_titles"],
             tasks=tasks,
             tasks_mode=mode,
+            task_done_hotkey=done_hotkey,
         )
 
     def _table(self, value: object, name: str, known: tuple[str, ...]) -> dict[str, Any]:
@@ -711,21 +713,48 @@ class _Validator:
             return allowed[0]
         return str(value)
 
-    def _hotkey(self, table: Mapping[str, object]) -> str:
-        path: KeyPath = ("capture", "pause_hotkey")
-        if "pause_hotkey" not in table:
-            return DEFAULT_PAUSE_HOTKEY
-        value = table["pause_hotkey"]
+    def _hotkey(self, table: Mapping[str, object], path: KeyPath, default: str) -> str:
+        key, name = str(path[-1]), _key_name(path)
+        if key not in table:
+            return default
+        value = table[key]
         if not isinstance(value, str):
-            self.error(
-                path, f'capture.pause_hotkey must be a string such as "<ctrl>+<alt>+p", not {_kind(value)}'
-            )
-            return DEFAULT_PAUSE_HOTKEY
+            self.error(path, f'{name} must be a string such as "<ctrl>+<alt>+p", not {_kind(value)}')
+            return default
         problem = hotkey_problem(value)
         if problem:
-            self.error(path, f"capture.pause_hotkey {_show(value)} {problem}")
-            return DEFAULT_PAUSE_HOTKEY
+            self.error(path, f"{name} {_show(value)} {problem}")
+            return default
         return value
+
+    def _done_hotkey(self, value: object, mode: str, pause: str, scopes: Any) -> str:
+        """``[tasks] done_hotkey``: optional; only with tasks and the keyboard, and not the pause keys."""
+        if not isinstance(value, dict) or "done_hotkey" not in value:
+            return ""
+        path: KeyPath = ("tasks", "done_hotkey")
+        keys = self._hotkey(value, path, "")
+        if not keys:
+            return ""
+        if mode == "off":
+            self.error(
+                path, "tasks.done_hotkey is set but the study has no tasks. Fix: delete it, or add tasks"
+            )
+        elif "keyboard" not in (scopes or ()):
+            self.error(
+                path,
+                'tasks.done_hotkey needs the "keyboard" scope (optin sees keys only then). '
+                'Fix: add "keyboard" to scopes, or delete it',
+            )
+        elif _same_keys(keys, pause):
+            self.error(path, "tasks.done_hotkey is the pause hotkey too. Fix: choose other keys")
+        return keys
+
+
+def _same_keys(one: str, other: str) -> bool:
+    """Whether two hotkeys are the same keys, whatever their order and case."""
+    return bool(other) and {k.strip().lower() for k in one.split("+")} == {
+        k.strip().lower() for k in other.split("+")
+    }
 
 
 def _url_problem(url: str) -> str | None:

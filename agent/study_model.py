@@ -129,6 +129,8 @@ class Study:
     tasks: tuple[StudyTask, ...] = ()
     #: ``[tasks] mode`` (:data:`TASK_MODES`).
     tasks_mode: str = "off"
+    #: ``[tasks] done_hotkey``: the keys that end the running task as done; "" for none.
+    task_done_hotkey: str = ""
 
     @property
     def text_sha256(self) -> str:
@@ -167,7 +169,10 @@ class Study:
             },
         }
         if self.tasks_mode != "off":
-            terms["tasks"] = {"mode": self.tasks_mode, "list": [task.to_json() for task in self.tasks]}
+            tasks: dict[str, Any] = {"mode": self.tasks_mode, "list": [task.to_json() for task in self.tasks]}
+            if self.task_done_hotkey:  # only when set: a study without one keeps its consent hash
+                tasks["done_hotkey"] = self.task_done_hotkey
+            terms["tasks"] = tasks
         return terms
 
     @property

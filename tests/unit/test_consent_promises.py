@@ -71,6 +71,7 @@ BACKED_BY: dict[str, list[str]] = {
             "tests/display/test_task_tray.py::test_a_study_task_from_the_tray_dialog_then_task_done",
             "tests/display/test_task_tray.py::test_a_free_task_given_up_from_the_tray_leaves_nothing",
             "tests/unit/test_tasks.py::test_a_given_up_task_leaves_nothing_in_the_store",
+            "tests/unit/test_tasks.py::test_the_studys_task_done_hotkey_ends_the_task_as_done_and_is_not_recorded",
         ]
         for mode in ("list", "free", "both")
     },

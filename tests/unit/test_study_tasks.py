@@ -480,8 +480,32 @@ MISTAKES = [
     pytest.param(
         BASE + '\n[tasks]\nmodes = "free"\n',
         L + 1,
-        "unknown key tasks.modes; [tasks] has mode. Did you mean mode?",
+        "unknown key tasks.modes; [tasks] has mode, done_hotkey. Did you mean mode?",
         id="tasks-unknown-key",
+    ),
+    pytest.param(
+        BASE + '\n[tasks]\nmode = "free"\ndone_hotkey = "<ctrl>+<alt>+p"\n',
+        L + 2,
+        "tasks.done_hotkey is the pause hotkey too. Fix: choose other keys",
+        id="done-hotkey-is-pause",
+    ),
+    pytest.param(
+        BASE + '\n[tasks]\nmode = "free"\ndone_hotkey = 5\n',
+        L + 2,
+        'tasks.done_hotkey must be a string such as "<ctrl>+<alt>+p", not an integer',
+        id="done-hotkey-type",
+    ),
+    pytest.param(
+        BASE + '\n[tasks]\nmode = "off"\ndone_hotkey = "<ctrl>+<alt>+d"\n',
+        L + 2,
+        "tasks.done_hotkey is set but the study has no tasks",
+        id="done-hotkey-without-tasks",
+    ),
+    pytest.param(
+        BASE + '\n[tasks]\nmode = "free"\ndone_hotkey = "d"\n',
+        L + 2,
+        "tasks.done_hotkey 'd'",
+        id="done-hotkey-bad-keys",
     ),
     pytest.param(
         BASE + '\n[task]\nid = "t"\ninstruction = "x"\n',
@@ -629,3 +653,14 @@ def test_the_example_in_the_docs_parses_as_they_say() -> None:
         ("rename-photos", "", "Files", None),
     ]
     assert f"A study lists at most {MAX_TASKS} tasks" in section
+
+
+def test_a_done_hotkey_is_bound_by_consent_only_when_set() -> None:
+    """The task-done keys are part of what the volunteer agrees to; a study without them keeps the
+    consent hash it had before they existed (pinned above)."""
+    plain = parse_study(BASE + '\n[tasks]\nmode = "free"\n')
+    keyed = parse_study(BASE + '\n[tasks]\nmode = "free"\ndone_hotkey = "<ctrl>+<alt>+d"\n')
+    assert "done_hotkey" not in plain.terms()["tasks"]
+    assert keyed.task_done_hotkey == "<ctrl>+<alt>+d"
+    assert keyed.terms()["tasks"]["done_hotkey"] == "<ctrl>+<alt>+d"
+    assert keyed.terms_sha256 != plain.terms_sha256

@@ -25,6 +25,7 @@ from agent.events import (
     MAX_INSTRUCTION,
     Event,
     KeyPress,
+    KeyRelease,
     Marker,
     TaskEnd,
     TaskStart,
@@ -54,12 +55,13 @@ instruction = "Rename a file"
 """
 
 
-def _study(tmp_path: Path, mode: str, *, tasks: str = TASKS) -> tuple[Dirs, Study]:
+def _study(tmp_path: Path, mode: str, *, tasks: str = TASKS, done_hotkey: str = "") -> tuple[Dirs, Study]:
     """Install a real study file with ``[tasks] mode`` and the tasks, consent to it, make keys."""
     from pyrage import x25519
 
     text = demo_study_toml(str(x25519.Identity.generate().to_public()))
-    text += f'\n[tasks]\nmode = "{mode}"\n' + (tasks if mode in ("list", "both") else "")
+    text += f'\n[tasks]\nmode = "{mode}"\n' + (f'done_hotkey = "{done_hotkey}"\n' if done_hotkey else "")
+    text += tasks if mode in ("list", "both") else ""
     path = tmp_path / f"study-{mode}.toml"
     path.write_text(text)
     d = dirs()
@@ -793,3 +795,28 @@ def test_a_free_task_exports_redacted_and_the_study_reads_it(tmp_path: Path) -> 
     assert [e["outcome"] for e in events if e["k"] == "task_end"] == ["done"]
     assert bundle.manifest["redaction"]["counts"]["instructions"] == {"EMAIL": 1}
     assert all(canary.encode() not in blob for blob in bundle.members.values())
+
+
+def test_the_studys_task_done_hotkey_ends_the_task_as_done_and_is_not_recorded(tmp_path: Path) -> None:
+    d, study = _study(tmp_path, "both", done_hotkey="<ctrl>+<alt>+d")
+    assert study.task_done_hotkey == "<ctrl>+<alt>+d"
+    backend, rec = _start(d, study)
+    try:
+        rec.start_task(task_id="rename")
+        sid = rec.session_id
+        assert _wait(lambda: not rec._denied_now)
+        fake = backend.last_input
+        assert fake is not None
+        fake.emit(KeyPress(now_ns(), "d", None, 100, ()))  # a plain d is typing
+        fake.emit(KeyPress(now_ns(), None, "ctrl_l", 0xFFE3, ()))
+        fake.emit(KeyPress(now_ns(), None, "alt_l", 0xFFE9, ("ctrl",)))
+        fake.emit(KeyPress(now_ns(), "d", None, 100, ("alt", "ctrl")))  # the study's done keys
+        fake.emit(KeyRelease(now_ns(), "d", None, 100, ("alt", "ctrl")))
+        assert _wait(lambda: rec._task is None)
+        assert rec.state == "recording"  # the task ended; recording goes on
+    finally:
+        rec.stop()
+    events = _events(d, sid)
+    assert _ends(events) == ["done"]
+    assert [(e.char, e.modifiers) for e in events if isinstance(e, KeyPress) and e.char] == [("d", ())]
+    assert not any(isinstance(e, KeyRelease) and e.char == "d" for e in events)
