@@ -3,8 +3,10 @@
 1. start a private desktop (Xvfb + openbox + dunst + trayer, own D-Bus);
 2. install a demo study whose recipient is a throwaway age key, grant consent;
 3. start the real agent (``optin run``) with its tray icon, on that display;
-4. drive a scripted volunteer with xdotool: open an xterm, type, click, scroll;
-5. stop the agent (SIGTERM: it seals the session), export the session;
+4. start the study's task (``optin task start``), drive a scripted volunteer with xdotool:
+   open an xterm, type, click, scroll, then fill a GTK form (its UI elements are looked up
+   through AT-SPI), and end the task (``optin task done``);
+5. stop the agent (SIGTERM: it seals the session), export the task's session;
 6. decrypt the bundle with the standard ``age`` command and check it;
 7. print a summary.  Every process and file it made is gone afterwards.
 
@@ -42,6 +44,18 @@ DEMO_SECRETS = {"EMAIL": "demo.volunteer@example.com", "CREDIT_CARD": "4111 1111
 DEMO_TEXT = f"echo mail {DEMO_SECRETS['EMAIL']} card {DEMO_SECRETS['CREDIT_CARD']}"
 #: Title of the scripted volunteer's terminal.
 DEMO_TERMINAL = "optin demo terminal"
+#: The demo study's task, and the GTK form the volunteer fills in during it.
+DEMO_TASK = "sign-in"
+DEMO_TASKS = f"""
+[tasks]
+mode = "list"
+
+[[task]]
+id = "{DEMO_TASK}"
+instruction = "Type the demo line in the terminal, then give your name in the sign-in form."
+"""
+DEMO_FORM = "optin demo sign-in"
+DEMO_NAME = "Ada"
 
 #: Time allowed for the agent to start or stop.
 AGENT_TIMEOUT_S = 20.0
@@ -137,7 +151,7 @@ def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str],
         study_identity = x25519.Identity.generate()
         identity_file = work / "study-identity.txt"
         write_private_file(identity_file, (str(study_identity) + "\n").encode())
-        study_text = demo_study_toml(str(study_identity.to_public()))
+        study_text = demo_study_toml(str(study_identity.to_public())) + DEMO_TASKS
         study_file = work / "demo-study.toml"
         write_private_file(study_file, study_text.encode())
     with _link("grant consent"):
@@ -151,9 +165,18 @@ def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str],
     with _link("start the agent"):
         session_id = _await_recording(agent, log)
     say(f"agent recording session {session_id} (tray icon shown)")
+    with _link("start the study's task"):
+        session_id = json.loads(_optin(env, "task", "start", "--id", DEMO_TASK, "--json"))["session"]
+    say(f"task {DEMO_TASK} started: its own session {session_id}")
     with _link("drive the scripted volunteer"):
         script = _drive_volunteer(vd, seconds)
-    say(f"scripted volunteer done: {script['clicks']} clicks, {script['scrolls']} scrolls, typed text")
+        script["form"] = _fill_form(vd)
+    with _link("end the task"):
+        _optin(env, "task", "done")
+    say(
+        f"scripted volunteer done: {script['clicks']} clicks, {script['scrolls']} scrolls, typed text, "
+        "filled a form; task done"
+    )
     with _link("stop the agent"):
         end_process_group(agent.pid)
         rc = agent.wait(AGENT_TIMEOUT_S)
@@ -252,6 +275,33 @@ def _drive_volunteer(vd: VirtualDisplay, seconds: float) -> dict[str, Any]:
     return {"clicks": clicks, "scrolls": scrolls, "typed": DEMO_TEXT}
 
 
+def _fill_form(vd: VirtualDisplay) -> bool:
+    """A GTK 3 form (zenity) on the accessibility bus: click into its entry and type a name; False
+    when zenity is missing (the demo then has no element of a form to show)."""
+    if shutil.which("zenity") is None:
+        return False
+    env = {k: v for k, v in vd.env.items() if k != "NO_AT_BRIDGE"}  # the form joins the bus
+    form = vd.spawn(["zenity", "--entry", "--title", DEMO_FORM, "--text", "Your name"], env=env)
+    if not wait_for(lambda: bool(vd.search(DEMO_FORM)), 10.0):
+        msg = "the demo's sign-in form did not appear"
+        raise DemoFailed(msg)
+    window = vd.search(DEMO_FORM)[0]
+    vd.xdotool("windowactivate", "--sync", window)
+    time.sleep(0.5)
+    geometry = dict(kv.split("=") for kv in vd.xdotool("getwindowgeometry", "--shell", window).split())
+    x, y, h = int(geometry["X"]), int(geometry["Y"]), int(geometry["HEIGHT"])
+    vd.xdotool("mousemove", "--sync", str(x + int(geometry["WIDTH"]) // 2), str(y + h // 2))  # the entry
+    vd.xdotool("click", "1")
+    time.sleep(0.3)
+    vd.xdotool("type", "--delay", "40", DEMO_NAME)
+    time.sleep(0.3)
+    vd.xdotool("key", "Return")  # zenity answers and closes
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        form.wait(5.0)
+    time.sleep(0.5)
+    return True
+
+
 def _check(
     env: dict[str, str],
     *,
@@ -300,6 +350,16 @@ def _check(
         problems.append("the local store does not hold exactly the typed text")
     if inspected.get("signature") != "valid" or inspected["steps"]["count"] < script["clicks"]:
         problems.append("`optin inspect` did not find a signed bundle with a step per click")
+    tasks = manifest.get("tasks") or []
+    if [(t["id"], t["outcome"]) for t in tasks] != [(DEMO_TASK, "done")]:
+        problems.append(
+            f"the bundle's tasks are {[(t['id'], t['outcome']) for t in tasks]}, not the task done"
+        )
+    steps = [json.loads(members[n]) for n in sorted(members) if n[:6].isdigit() and n.endswith(".json")]
+    elements = [s["element"] for s in steps if s.get("element")]
+    shown = next((e for e in elements if e["role"] in ("text", "entry")), None)
+    if script.get("form") and shown is None:
+        problems.append("no step has the form's text field as its element (AT-SPI)")
     if problems:
         raise DemoFailed("demo checks failed: " + "; ".join(problems))
     stored = sum(p.stat().st_size for p in (work / "home" / "data" / "sessions" / session_id).glob("*"))
@@ -312,10 +372,26 @@ def _check(
         "bundle_bytes": bundle.stat().st_size,
         "bundle_members": len(members),
         "steps": inspected["steps"],
+        "task": {"id": DEMO_TASK, "outcome": tasks[0]["outcome"], "steps": tasks[0]["steps"]["count"]},
+        "elements": {
+            "api": manifest["elements"]["api"],
+            "steps_with": len(elements),
+            "example": _element_words(shown) if shown else None,
+            "lookups": {
+                k: v for k, v in (manifest["loss"].get("elements") or {}).items() if k != "steps_without"
+            },
+        },
         "redaction": manifest["redaction"]["counts"],
-        "loss": {k: v for k, v in manifest["loss"].items() if k != "store_problems"},
+        "loss": {k: v for k, v in manifest["loss"].items() if k not in ("store_problems", "elements")},
         "checks": "passed",
     }
+
+
+def _element_words(element: dict[str, Any]) -> str:
+    """``text "Your name" in dialog "optin demo sign-in"``: a step's element in words (the demo's own)."""
+    words = element["role"] + (f" {element['name']!r}" if element.get("name") else "")
+    window = next((p for p in element.get("path") or [] if p.get("name")), None)
+    return words + (f" in {window['role']} {window['name']!r}" if window else "")
 
 
 def _tar_members(tar_bytes: bytes) -> dict[str, bytes]:
@@ -383,6 +459,12 @@ def render_summary(summary: dict[str, Any]) -> str:
             f"  events         {pairs_text(summary['events_by_kind'])}",
             f"  frames         {summary['frames']}",
             f"  steps          {summary['steps']['count']} ({pairs_text(summary['steps']['by_action'])})",
+            f"  task           {summary['task']['id']}: {summary['task']['outcome']}, "
+            f"{summary['task']['steps']} steps",
+            f"  elements       {summary['elements']['steps_with']} steps with their UI element "
+            f"({summary['elements']['api'] or 'no lookups'})"
+            + (f", e.g. {summary['elements']['example']}" if summary["elements"]["example"] else "")
+            + f"; lookups: {pairs_text(summary['elements']['lookups'])}",
             f"  loss           {pairs_text(summary['loss'])}",
             f"  stored         {summary['bytes_stored']} bytes, encrypted",
             f"  bundle         {summary['bundle_bytes']} bytes, {summary['bundle_members']} members, "

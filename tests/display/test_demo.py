@@ -46,6 +46,9 @@ def test_demo_runs_the_whole_chain_and_cleans_up() -> None:
     assert summary["loss"]["dropped_events"] == 0
     assert set(summary["redaction"]["typed"]) == {"EMAIL", "CREDIT_CARD"}  # typed secrets, redacted
     assert summary["redaction"]["screen"]  # and masked where the terminal showed them
+    assert summary["task"]["id"] == "sign-in" and summary["task"]["outcome"] == "done"
+    assert summary["elements"]["api"] == "atspi" and summary["elements"]["steps_with"] >= 1
+    assert summary["elements"]["example"].startswith("text")  # the form's entry, through AT-SPI
     assert not _left_behind(before)  # every process the demo started is gone
 
 
