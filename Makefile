@@ -14,7 +14,9 @@ APT_PACKAGES := xvfb xauth x11-utils x11-xserver-utils xdotool openbox trayer du
 	gcc python3-dev python3-venv python3-tk systemd openssl shellcheck \
 	gir1.2-atspi-2.0 at-spi2-core zenity gtk-3-examples
 # The accessibility tests (AT-SPI): the Atspi typelib, the bus launcher, GTK 3 apps to look at.
-# Not firefox-esr or chromium: too big for the CI budget (docs/development.md).
+# The browsers of the element tests (tests/display/test_a11y_browsers.py), installed where apt has
+# them by these names (Debian; Ubuntu ships both as snaps): about 10 s each on this machine.
+BROWSER_PACKAGES := firefox-esr chromium
 REQUIRED_COMMANDS := Xvfb xauth xdpyinfo xset openbox trayer dunst dbus-daemon xdotool xterm age tesseract pkg-config gcc systemd-analyze openssl shellcheck \
 	zenity gtk3-widget-factory
 APT_INSTALL := apt-get install -y --no-install-recommends $(APT_PACKAGES)
@@ -64,6 +66,22 @@ system-deps:
 			echo "  sudo apt-get update && sudo $(APT_INSTALL)"; \
 			echo "then run make again."; \
 			exit 1; \
+		fi; \
+	fi
+	@browsers=""; \
+	for p in $(BROWSER_PACKAGES); do command -v $$p >/dev/null 2>&1 || browsers="$$browsers $$p"; done; \
+	if [ -n "$$browsers" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			for p in $$browsers; do \
+				if apt-cache show $$p >/dev/null 2>&1; then \
+					echo "installing $$p (the browser element tests)"; \
+					DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -qq $$p >/dev/null || exit 1; \
+				else \
+					echo "note: apt has no $$p here; the browser element tests will say so"; \
+				fi; \
+			done; \
+		else \
+			echo "note: the browser element tests need$$browsers: sudo apt-get install$$browsers"; \
 		fi; \
 	fi
 
