@@ -389,7 +389,7 @@ def _check(
 
 def _element_words(element: dict[str, Any]) -> str:
     """``text "Your name" in dialog "optin demo sign-in"``: a step's element in words (the demo's own)."""
-    words = element["role"] + (f" {element['name']!r}" if element.get("name") else "")
+    words = str(element["role"]) + (f" {element['name']!r}" if element.get("name") else "")
     window = next((p for p in element.get("path") or [] if p.get("name")), None)
     return words + (f" in {window['role']} {window['name']!r}" if window else "")
 

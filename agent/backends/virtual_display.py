@@ -23,6 +23,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -317,6 +318,8 @@ def _session_pids(runtime_dir: str) -> list[int]:
     """This user's processes whose environment names ``runtime_dir`` as ``XDG_RUNTIME_DIR``: the
     daemons this desktop's session bus started (the accessibility bus launcher, its bus, the
     registry), which outlive the bus that started them."""
+    if sys.platform == "win32":  # no /proc, no session bus of this kind
+        return []
     marker = f"XDG_RUNTIME_DIR={runtime_dir}".encode()
     found = []
     for entry in Path("/proc").iterdir():
@@ -336,6 +339,8 @@ def _session_pids(runtime_dir: str) -> list[int]:
 
 def _stop_daemons(pids: list[int], timeout: float = 3.0) -> None:
     """Stop (TERM, then KILL) and reap what :func:`_session_pids` found; quiet."""
+    if sys.platform == "win32":
+        return
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             with contextlib.suppress(OSError):
@@ -353,6 +358,8 @@ def _reaped(pid: int) -> bool:
     """Whether ``pid`` is gone: reaped here (adopted: this process is the desktop's subreaper), or
     no longer in /proc.  A zombie whose parent still lives is not gone yet: once that parent ends
     it comes here to be reaped."""
+    if sys.platform == "win32":
+        return True
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:  # not (yet) our child

@@ -9,24 +9,34 @@ volunteer marked, and three actions:
 * :meth:`Review.apply_cuts` deletes the marked ranges from this computer
   (:func:`agent.store.cut.cut_session`: re-encrypted without them, the old keys shredded),
   then prepares the session again, so the preview shows the cut session's own redaction;
+  when the marks hold everything the session would export (:meth:`Review.cuts_cover_session`:
+  a task cut whose span is the whole session), :meth:`Review.delete_session` deletes the whole
+  session instead (:func:`agent.store.retention.shred_session`, as a given-up task is deleted);
 * :meth:`Review.approve` records the approval (:mod:`agent.export.approval`), refused while
   cuts are marked but not applied;
 * :meth:`Review.export` writes the bundle of an approved session.
 
+A session holds at most one task (docs/format.md, Tasks): :meth:`Review.tasks` lists it as the
+bundle will (:mod:`agent.export.task_list`, the writer's and reader's own rules): its id, source,
+instruction as exported (redacted; None when the study drops typed text), outcome, span and
+steps.  :meth:`Review.task_span` is what "Cut this task" marks.  The approval stays the
+session's: approving a task's session approves its task.
+
 Nothing here writes plaintext: the frames the window shows are decoded from memory.
-Rows for the step list carry redacted text only (what the bundle carries).
+Rows for the step list carry redacted text only (what the bundle carries), and so does
+:func:`describe_element` (a step's element, names as exported).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.errors import UsageError
-from agent.events import Frame
-from agent.export import approval
+from agent.errors import OptinError, UsageError
+from agent.events import Frame, Marker, TaskEnd, TaskStart, to_dict
+from agent.export import approval, task_list
 from agent.export.bundle import ExportResult, Prepared, export_session, prepare
 from agent.paths import Dirs
 from agent.redact import policy
@@ -34,9 +44,15 @@ from agent.redact.local_names import LocalNames
 from agent.store import keys
 from agent.store.cut import CutReport, cut_session, normalise
 from agent.store.reader import list_sessions
+from agent.store.retention import Deleted, shred_session
 from agent.study import Study
 
 Progress = Callable[[int, int], None]
+
+#: At most this many sessions are offered for review in the window's list (the newest).
+MAX_LISTED = 200
+#: Where a task's instruction comes from, in words.
+SOURCE_WORDS = {"study": "the study's task", "volunteer": "your own task"}
 
 
 @dataclass(frozen=True)
@@ -49,11 +65,65 @@ class StepRow:
     detail: str
     window: str
     cut: bool
+    task: str | None = None  #: the id of the task the step belongs to
+
+
+@dataclass(frozen=True)
+class TaskShown:
+    """A session's task as the bundle will hold it.
+
+    :ivar instruction: as exported (a volunteer's redacted); None when it is dropped (the study's
+        ``typed_text = "drop"``) — captured text: shown in its own widget only, never in a status.
+    :ivar outcome: ``done``, ``failed``, ``interrupted`` (also: no end recorded) or ``timed out``.
+    :ivar steps: the first and last step (indices into the step list) of the task, or None.
+    """
+
+    id: str
+    source: str
+    instruction: str | None
+    outcome: str
+    t_start_ns: int
+    t_end_ns: int
+    steps: tuple[int, int] | None
+    count: int
+
+    @property
+    def dropped(self) -> bool:
+        return self.instruction is None
+
+
+@dataclass(frozen=True)
+class SessionChoice:
+    """One session the window offers: its id and how it is labelled (ids, counts, states only)."""
+
+    id: str
+    label: str
 
 
 def reviewable_sessions(dirs: Dirs) -> list[str]:
     """Ids of the sessions that can be reviewed (closed: not being recorded), newest first."""
     return [i.id for i in reversed(list_sessions(dirs)) if i.state == "closed"]
+
+
+def session_choices(
+    dirs: Dirs, study: Study, known: Mapping[str, str] | None = None, *, limit: int = MAX_LISTED
+) -> list[SessionChoice]:
+    """The newest ``limit`` reviewable sessions, labelled from their metadata (no key needed):
+    id, whether they hold a task (``known``: what the window learnt of a task it opened, e.g.
+    ``task free-1a2b3c4d done``), the approval state."""
+    policy_sha = policy.Policy.from_study(study).sha256()
+    known = known or {}
+    out: list[SessionChoice] = []
+    infos = [i for i in reversed(list_sessions(dirs)) if i.state == "closed"][: max(0, limit)]
+    for info in infos:
+        tasks = info.events_by_kind.get("task_start", 0)
+        task = known.get(info.id) or ("with a task" if tasks else "no task")
+        try:
+            state = approval.state(dirs, info.id, policy_sha)
+        except (OptinError, OSError):  # gone or unreadable meanwhile: the list still shows it
+            state = "approval unknown"
+        out.append(SessionChoice(info.id, f"{info.id} · {task} · {state}"))
+    return out
 
 
 class Review:
@@ -76,6 +146,16 @@ class Review:
         self._identity: bytes | None = None
         self.prepared: Prepared | None = None
         self.cuts: list[tuple[int, int]] = []
+        self._tasks: list[TaskShown] | None = None
+        self._tasks_of: Prepared | None = None
+        self._of_step: list[str | None] = []
+        self.task_problem: str | None = None  #: why the bundle would refuse the tasks (ids only)
+
+    def other(self, session_id: str) -> Review:
+        """A review of another session, with the same key (unlocked once), study and names."""
+        review = Review(self.dirs, self.study, session_id, ask_passphrase=self._ask, local=self._local)
+        review._identity = self._identity
+        return review
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -116,6 +196,7 @@ class Review:
         events = self._ready.events
         start = self.start_ns
         out: list[StepRow] = []
+        of_step = self._step_tasks()
         for i, step in enumerate(self._ready.steps):
             win = events[step.window] if step.window is not None else None
             where = ""
@@ -130,9 +211,88 @@ class Review:
                     describe(step),
                     where,
                     self.in_cut(step.t_start_ns, step.t_end_ns),
+                    of_step[i] if i < len(of_step) else None,
                 )
             )
         return out
+
+    # -- the task ----------------------------------------------------------------------------------
+
+    def tasks(self) -> list[TaskShown]:
+        """The session's tasks (at most one as optin records them), as the bundle will list them."""
+        prepared = self._ready
+        if self._tasks is None or self._tasks_of is not prepared:  # read again for each prepared session
+            self._tasks, self._tasks_of = self._read_tasks(), prepared
+        return self._tasks
+
+    def _read_tasks(self) -> list[TaskShown]:
+        """The task list of :mod:`agent.export.task_list` over the records the bundle writes.
+
+        A record the bundle could not hold is left out here and :attr:`task_problem` says why (the
+        export would refuse it; the volunteer can still see and cut the rest)."""
+        prepared = self._ready
+        lines = task_list.TaskLines()
+        self.task_problem = None
+        for ev in prepared.events:
+            if not isinstance(ev, (TaskStart, TaskEnd)):
+                continue
+            record = to_dict(ev)
+            if isinstance(ev, TaskStart) and ev.source == "volunteer" and not ev.instruction:
+                record["instruction"] = None  # dropped (typed_text = "drop"), as the bundle writes it
+            try:
+                lines.add(record)
+            except ValueError as exc:
+                self.task_problem = self.task_problem or str(exc)
+        starts = [s.t_start_ns for s in prepared.steps]
+        last_t = max((e.t_ns for e in prepared.events), default=0)
+        try:
+            lines.tasks(last_t, prepared.receipt.get("terms"), starts, [s.action for s in prepared.steps])
+        except ValueError as exc:
+            self.task_problem = self.task_problem or str(exc)
+        spans = [
+            {
+                **task,
+                "outcome": task["outcome"] or "interrupted",
+                "t_end_ns": task["t_end_ns"]
+                if task["t_end_ns"] is not None
+                else max(last_t, task["t_start_ns"]),
+            }
+            for task in lines.started
+        ]
+        self._of_step = task_list.steps_tasks(spans, starts)
+        numbers: dict[str, list[int]] = {}  # one pass over the steps
+        for n, task_id in enumerate(self._of_step):
+            if task_id is not None:
+                numbers.setdefault(task_id, []).append(n)
+        out: list[TaskShown] = []
+        for task in spans:
+            mine = numbers.get(task["id"], [])
+            out.append(
+                TaskShown(
+                    task["id"],
+                    task["source"],
+                    task["instruction"],
+                    task["outcome"],
+                    task["t_start_ns"],
+                    task["t_end_ns"],
+                    (mine[0], mine[-1]) if mine else None,
+                    len(mine),
+                )
+            )
+        return out
+
+    def _step_tasks(self) -> list[str | None]:
+        """Each step's task id (None: no task), by step number."""
+        self.tasks()
+        return self._of_step
+
+    def task_span(self, task_id: str) -> tuple[int, int]:
+        """The time range (ns) of task ``task_id``, its start to its end: what "Cut this task" marks."""
+        for task in self.tasks():
+            if task.id == task_id:
+                return task.t_start_ns, task.t_end_ns
+        msg = f"this session holds no task {task_id!r}"
+        raise UsageError(msg)
 
     def step_span(self, indices: Sequence[int]) -> tuple[int, int]:
         """The time range (ns) that covers the given steps, for a cut."""
@@ -165,6 +325,13 @@ class Review:
     def frame_in_cut(self, frame: Frame) -> bool:
         return self.in_cut(frame.t_ns, frame.t_ns)
 
+    def cuts_cover_session(self) -> bool:
+        """Whether the marked cuts hold every event the session would export but its markers: then
+        nothing would be left to export, and applying them deletes the whole session."""
+        if not self.cuts:
+            return False
+        return all(self.in_cut(e.t_ns, e.t_ns) for e in self._ready.events if not isinstance(e, Marker))
+
     def apply_cuts(self, progress: Progress | None = None) -> CutReport:
         """Delete the marked ranges from this computer, then prepare the session again."""
         if not self.cuts:
@@ -175,6 +342,14 @@ class Review:
         self.cuts = []
         self.load(progress)
         return report
+
+    def delete_session(self, _progress: Progress | None = None) -> Deleted:
+        """Delete the whole session from this computer (crypto-shredded, as ``optin sessions delete``
+        and a given-up task): what the window does when the marked cuts cover all of it."""
+        deleted = shred_session(self.dirs, self.session_id, reason="volunteer")
+        self.cuts = []
+        self.prepared = None
+        return deleted
 
     # -- approval and export ---------------------------------------------------------------------
 
@@ -200,6 +375,42 @@ class Review:
             local=self._local,
             identity=self.unlock(),  # loaded by load(): the window never asks on its worker thread
         )
+
+
+def describe_element(element: Mapping[str, Any] | None) -> str:
+    """A step's element in a few words: ``push button "OK" · checked, focused · in Firefox`` and the
+    ancestors it is inside (names as exported: redacted).  Captured text: for its own widget only."""
+    if not element:
+        return "No element was recorded for this step."
+    role, name = element.get("role") or "element", element.get("name")
+    text = f'{role} "{name}"' if name else str(role)
+    states = [str(s) for s in element.get("states") or ()]
+    if states:
+        text += " · " + ", ".join(states)
+    if element.get("app"):
+        text += f" · in {element['app']}"
+    path = [p for p in element.get("path") or () if isinstance(p, Mapping)]
+    if path:
+        inside = [
+            f'{p.get("role") or "?"} "{p["name"]}"' if p.get("name") else str(p.get("role") or "?")
+            for p in path[-3:]
+        ]
+        text += "\ninside: " + " › ".join(inside)
+    if element.get("automation_id"):
+        text += f"\nautomation id: {element['automation_id']}"
+    return text
+
+
+def element_bounds(element: Mapping[str, Any] | None) -> tuple[int, int, int, int] | None:
+    """The element's rectangle ``(x, y, w, h)`` in screen coordinates, or None (unknown, or not
+    four integers with w and h at least 1)."""
+    bounds = element.get("bounds") if element else None
+    if not isinstance(bounds, (list, tuple)) or len(bounds) != 4:
+        return None
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in bounds):
+        return None
+    x, y, w, h = bounds
+    return (x, y, w, h) if w > 0 and h > 0 else None
 
 
 def describe(step: Any) -> str:

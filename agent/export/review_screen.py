@@ -8,13 +8,23 @@ loaded, busy (background work runs) or locked (only Close works), the frames and
 shown, the step → frame map, the approval, and the export folder.  Each action returns an
 :class:`Outcome`: the status line to show and the state the window reports.
 
-Texts name counts, times, indices and error messages only: never a step's text or a title.
+It also holds what the window shows of the session's task (:meth:`ReviewScreen.task_view`:
+source, the instruction as exported, the outcome, its steps) and what "Cut this task" marks;
+each step's UI element (:meth:`ReviewScreen.element_text`, and its rectangle on the frame shown,
+:meth:`ReviewScreen.element_boxes`); and the list of sessions the volunteer can move to
+(:meth:`ReviewScreen.open`), the newest :data:`agent.export.review.MAX_LISTED`.  One presenter
+serves the window for every session it opens.
+
+Texts name counts, times, indices, ids and error messages only: never a step's text, a title,
+a task's instruction or an element's name.  Those are captured text: only the dedicated
+widgets show them (the step list, :meth:`ReviewScreen.task_view`'s instruction,
+:meth:`ReviewScreen.element_text`).
 Tones are words the view maps to its styles: ``good``, ``notice``, ``small``, ``error``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +32,20 @@ from typing import Any
 from agent.errors import OptinError
 from agent.events import Frame
 from agent.export.bundle import ExportResult
-from agent.export.review import Progress, Review, StepRow
+from agent.export.review import (
+    SOURCE_WORDS,
+    Progress,
+    Review,
+    SessionChoice,
+    StepRow,
+    TaskShown,
+    describe_element,
+    element_bounds,
+    session_choices,
+)
 from agent.session_summary import counts_text, loss_text, redactions_text, size_text, words
 from agent.store.cut import CutReport
+from agent.store.retention import Deleted
 
 #: Words and tone for :meth:`Review.approval_state`.
 APPROVAL_WORDS = {
@@ -46,6 +67,9 @@ TAKEN = {
     "focus": "taken when the window changed",
 }
 
+#: The task panel shows at most this many characters of an instruction (it says how many there are).
+MAX_SHOWN = 600
+
 #: Where a step acts: (action, x, y, to_x, to_y), screen coordinates.
 Where = tuple[str, int | None, int | None, int | None, int | None]
 
@@ -60,6 +84,22 @@ class Outcome:
     redraw: bool = False  #: the presenter read the review again: the view shows it all again
     rebuild: bool = False  #: ... with the step list filled anew (the session itself changed)
     extra: dict[str, Any] = field(default_factory=dict)  #: for the state line: message, bundle
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What the task panel shows of one task.
+
+    :ivar about: id, source, outcome, its steps (ids and counts: no captured text).
+    :ivar instruction: the instruction as exported, or why none is shown (dropped): captured
+        text, for the panel's own label only.
+    """
+
+    id: str
+    about: str
+    instruction: str
+    dropped: bool
+    problem: str | None  #: why an export would refuse the session's tasks (ids only), or None
 
 
 @dataclass(frozen=True)
@@ -87,13 +127,20 @@ class ReviewScreen:
     def __init__(self, review: Review, out_dir: Path) -> None:
         self.review = review
         self.out_dir = out_dir  #: where Export writes
-        self.failure: OptinError | None = None  #: the window's run() raises it after it closed
-        self.loaded = False
-        self.locked = False  #: the session changed under the window, or is gone: only Close works
-        self.busy: str | None = None  #: "load", "cut" or "export" while the background thread works
         self.closed = False
         self.asked = 0  #: times the passphrase was asked
         self.cancelled = False  #: the volunteer cancelled the passphrase dialog
+        self.busy: str | None = None  #: "load", "cut" or "export" while the background thread works
+        self.sessions: list[SessionChoice] = []  #: the sessions the window offers, newest first
+        self.known_tasks: dict[str, str] = {}  #: session id → "task <id> <outcome>", once opened here
+        self._reset()
+
+    def _reset(self) -> None:
+        """Nothing of a session is shown (a new window, or another session is being opened)."""
+        self.failure: OptinError | None = None  #: the window's run() raises it after it closed
+        self.loaded = False
+        self.locked = False  #: the session changed under the window, or is gone: only Close works
+        self.deleted = False  #: the session was deleted (its task cut whole): another can be opened
         # what is shown (read from the review by refresh(), never while background work runs)
         self.frames: list[Frame] = []
         self.start_ns = 0  #: the session's first event: times shown are seconds from it
@@ -101,6 +148,9 @@ class ReviewScreen:
         self.frame_cut: list[bool] = []
         self.step_frame: list[int | None] = []  #: each step's frame (index into frames), if any
         self.step_where: list[Where] = []
+        self.step_element: list[Mapping[str, Any] | None] = []  #: each step's element, as exported
+        self.tasks: list[TaskShown] = []
+        self.covers_session = False  #: the marked cuts hold all of it: applying deletes the session
         self.summary: dict[str, Any] = {}
         self.current = 0
         self.cut_start: int | None = None  #: frame index where a cut starts (Alt+S), until Alt+T
@@ -116,6 +166,7 @@ class ReviewScreen:
         self.rows = review.rows()
         self.start_ns = review.start_ns
         self.frame_cut = [review.frame_in_cut(f) for f in self.frames]
+        self.covers_session = review.cuts_cover_session()
         prepared = review.prepared
         if prepared is not None and rebuild:
             position: dict[int, int] = {}
@@ -124,8 +175,56 @@ class ReviewScreen:
                     position[i] = len(position)
             self.step_frame = [position.get(s.frame) if s.frame is not None else None for s in prepared.steps]
             self.step_where = [(s.action, s.x, s.y, s.to_x, s.to_y) for s in prepared.steps]
+            self.step_element = [getattr(s, "element", None) for s in prepared.steps]
+            self.tasks = review.tasks()
+            sid = review.session_id
+            if self.tasks:
+                self.known_tasks[sid] = " ".join(f"task {t.id} {t.outcome}" for t in self.tasks)
+            else:
+                self.known_tasks[sid] = "no task"
         self.summary = review.summary()
         self.approval = review.approval_state()
+
+    def list_sessions(self) -> None:
+        """Read the sessions the window offers again (metadata only: no key, nothing decrypted)."""
+        review = self.review
+        try:
+            self.sessions = session_choices(review.dirs, review.study, self.known_tasks)
+        except (OptinError, OSError):  # the store cannot be listed now: the list stays as it was
+            return
+
+    def session_index(self) -> int | None:
+        """The position of the session shown in :attr:`sessions` (None: not listed, e.g. deleted)."""
+        ids = [c.id for c in self.sessions]
+        sid = self.review.session_id
+        return ids.index(sid) if sid in ids else None
+
+    def neighbour(self, move: int) -> str | None:
+        """The id of the session ``move`` places from the one shown (-1: newer, +1: older), or None."""
+        if not self.sessions:
+            return None
+        at = self.session_index()
+        if at is None:
+            return self.sessions[0].id if move > 0 else None
+        index = at + move
+        return self.sessions[index].id if 0 <= index < len(self.sessions) else None
+
+    def open_refused(self) -> str | None:
+        """Why another session cannot be opened now, or None: it can."""
+        if self.busy is not None:
+            return "Please wait until the work under way has finished."
+        if self.review.cuts or self.cut_start is not None:
+            return "Apply or clear the marked cuts first: moving to another session would forget them."
+        return None
+
+    def open(self, session_id: str) -> Outcome:
+        """Show session ``session_id`` instead (the window then loads it in the background)."""
+        refused = self.open_refused()
+        if refused is not None:
+            return Outcome("error", refused, error=True, extra={"message": refused})
+        self.review = self.review.other(session_id)
+        self._reset()
+        return Outcome("opening", f"Opening session {session_id}…", redraw=False)
 
     def unlock(self) -> bool:
         """Load the key (may ask for the passphrase).  False when that failed: :attr:`failure`
@@ -144,8 +243,14 @@ class ReviewScreen:
         """The session is loaded: show its first frame."""
         self.loaded = True
         self.refresh(rebuild=True)
+        self.list_sessions()
         self.show(0)
         status = "Look through the frames and steps, cut what should not leave, then approve."
+        if self.tasks:
+            status = (
+                "Look through the task's frames and steps, cut what should not leave, "
+                "then approve the task for export."
+            )
         return Outcome("ready", status, redraw=True, rebuild=True)
 
     def load_failed(self, exc: OptinError) -> None:
@@ -158,6 +263,62 @@ class ReviewScreen:
         summary = self.summary
         approval, tone = APPROVAL_WORDS.get(self.approval, (self.approval, "notice"))
         return Header(counts_text(summary), redactions_text(summary), loss_text(summary), approval, tone)
+
+    def task_view(self, task_id: str | None = None) -> TaskView | None:
+        """The task panel's texts for task ``task_id`` (default: the session's first), or None."""
+        task = next((t for t in self.tasks if task_id in (None, t.id)), None)
+        if task is None:
+            return None
+        source = SOURCE_WORDS.get(task.source, task.source)
+        if task.steps is None:
+            steps = "no steps"
+        elif task.steps[0] == task.steps[1]:
+            steps = f"step {task.steps[0] + 1}"
+        else:
+            steps = f"steps {task.steps[0] + 1}–{task.steps[1] + 1}"
+        t0, t1 = (task.t_start_ns - self.start_ns) / 1e9, (task.t_end_ns - self.start_ns) / 1e9
+        about = f"Task {task.id} · {source} · {task.outcome} · {steps} · {t0:.1f}–{t1:.1f} s"
+        if task.instruction is None:
+            words_ = (
+                "Your instruction is not exported: the study does not take typed text, so it is "
+                "dropped like the text you type."
+            )
+        elif len(task.instruction) > MAX_SHOWN:
+            words_ = task.instruction[:MAX_SHOWN] + f"… ({len(task.instruction)} characters in all)"
+        else:
+            words_ = task.instruction
+        return TaskView(task.id, about, words_, task.instruction is None, self.review.task_problem)
+
+    def task_rows(self) -> list[bool]:
+        """Each step row: whether it belongs to a task (the list marks those rows)."""
+        return [row.task is not None for row in self.rows]
+
+    def element_text(self, selected: Sequence[int], focus: int | None = None) -> str:
+        """The element of the selected step (the focused one, else the first): captured names, as
+        exported, for the details widget only."""
+        if not selected:
+            return "Select a step to see the element it acted on."
+        index = focus if focus is not None and focus in selected else selected[0]
+        if not 0 <= index < len(self.step_element):
+            return describe_element(None)
+        return f"Step {index + 1}: " + describe_element(self.step_element[index])
+
+    def element_boxes(self, selected: Sequence[int]) -> list[tuple[int, int, int, int]]:
+        """The selected steps' element rectangles on the frame shown, in the frame's pixels
+        (``x - frame.left``, ``y - frame.top``): for the steps this frame is taken before, whose
+        element's bounds are known."""
+        if not self.frames:
+            return []
+        frame = self.frames[self.current]
+        out: list[tuple[int, int, int, int]] = []
+        for i in selected:
+            if self.frame_of(i) != self.current or not 0 <= i < len(self.step_element):
+                continue
+            bounds = element_bounds(self.step_element[i])
+            if bounds is not None:
+                x, y, w, h = bounds
+                out.append((x - frame.left, y - frame.top, w, h))
+        return out
 
     def show(self, index: int) -> int:
         """Make frame ``index`` (clamped to the frames there are) the one shown."""
@@ -183,6 +344,8 @@ class ReviewScreen:
     def frame_label(self, selected: Sequence[int]) -> tuple[str, str | None]:
         """The line under the frame and its tone (``error`` when it is marked to cut; None: as it was)."""
         n = len(self.frames)
+        if self.deleted:
+            return "", ""
         if not n:
             return "This session has no frames.", None
         frame = self.frames[self.current]
@@ -210,6 +373,8 @@ class ReviewScreen:
     def marks(self) -> tuple[str, str]:
         """The line about cuts (one started, ranges marked, or how to cut) and its tone."""
         cuts = self.review.cuts
+        if self.deleted:
+            return "", "small"
         if self.cut_start is not None and self.frames:
             t = (self.frames[self.cut_start].t_ns - self.start_ns) / 1e9
             text = (
@@ -221,10 +386,14 @@ class ReviewScreen:
             start = self.start_ns
             spans = ", ".join(f"{(a - start) / 1e9:.1f}–{(b - start) / 1e9:.1f} s" for a, b in cuts)
             frames, steps = words(sum(self.frame_cut), "frame"), words(self._steps_cut(), "step")
-            text = (
-                f"Marked to cut: {words(len(cuts), 'range')} ({spans}): {frames}, {steps}. "
-                "Nothing is deleted until you press Apply cuts (Alt+C)."
-            )
+            text = f"Marked to cut: {words(len(cuts), 'range')} ({spans}): {frames}, {steps}. "
+            if self.covers_session:
+                text += (
+                    "That is all of this session: Apply cuts (Alt+C) deletes the whole session "
+                    "from this computer."
+                )
+            else:
+                text += "Nothing is deleted until you press Apply cuts (Alt+C)."
             return text, "notice"
         text = (
             "To cut a part: show its first frame (← →), press Cut starts here (Alt+S), show its last "
@@ -237,24 +406,32 @@ class ReviewScreen:
 
     def enabled(self) -> dict[str, bool]:
         """Which buttons work now (their Alt keys with them): nothing while busy or locked but
-        Close; approve and export only with no cut marked or started."""
+        Close (and, unless busy, another session); approve and export only with no cut marked or
+        started; another session only with none marked or started (they would be forgotten)."""
         ready = self.loaded and not self.locked and self.busy is None
         has_cuts = bool(self.review.cuts)
+        moving = self.busy is None and not has_cuts and self.cut_start is None
         return {
             "cut_from": ready and bool(self.frames),
             "cut_to": ready and bool(self.frames),
             "cut_steps": ready and bool(self.rows),
+            "cut_task": ready and bool(self.tasks),
             "clear": ready and (has_cuts or self.cut_start is not None),
             "apply": ready and has_cuts,
             "approve": ready and not has_cuts and self.cut_start is None,
             "export": ready and not has_cuts and self.cut_start is None,
             "folder": not self.locked and self.busy != "export",
+            "sessions": moving,
+            "previous": moving and self.neighbour(-1) is not None,
+            "next": moving and self.neighbour(1) is not None,
             "close": True,
         }
 
     def state(self) -> dict[str, Any]:
-        """The counts of the window's state line (``optin-review-state``): never content."""
+        """The counts of the window's state line (``optin-review-state``): ids and counts, never
+        content (a task by its id, outcome and step range; no instruction)."""
         return {
+            "session": self.review.session_id,
             "approval": self.approval,
             "frames": len(self.frames),
             "steps": len(self.rows),
@@ -262,6 +439,12 @@ class ReviewScreen:
             "cut_start": self.cut_start,
             "frame": self.current,
             "frames_marked": sum(self.frame_cut),
+            "tasks": [
+                {"id": t.id, "outcome": t.outcome, "steps": list(t.steps) if t.steps else None}
+                for t in self.tasks
+            ],
+            "deletes_session": self.covers_session,
+            "sessions": len(self.sessions),
         }
 
     def folder_text(self) -> str:
@@ -303,6 +486,24 @@ class ReviewScreen:
             "The selected steps are marked to cut. Apply cuts (Alt+C) deletes them from this computer."
         )
 
+    def cut_task(self, task_id: str | None = None) -> Outcome:
+        """Mark the task's whole span (its start to its end) to be cut."""
+        task = next((t for t in self.tasks if task_id in (None, t.id)), None)
+        if task is None:
+            status = "This session holds no task to cut."
+            return Outcome("error", status, error=True, extra={"message": "no task"})
+        self.review.add_cut(*self.review.task_span(task.id))
+        self.cut_start = None
+        self.refresh(rebuild=False)
+        if self.covers_session:
+            status = (
+                f"Task {task.id} is marked to cut. It is all of this session: Apply cuts (Alt+C) "
+                "deletes the whole session from this computer."
+            )
+        else:
+            status = f"Task {task.id} is marked to cut. Apply cuts (Alt+C) deletes it from this computer."
+        return Outcome("marked", status, redraw=True)
+
     def clear(self) -> Outcome:
         self.review.clear_cuts()
         self.cut_start = None
@@ -310,9 +511,23 @@ class ReviewScreen:
 
     # -- applying cuts, approving, exporting -----------------------------------------------------
 
+    def confirm_heading(self) -> str:
+        """The question before applying the cuts."""
+        if self.covers_session:
+            return "Delete this whole session from this computer?"
+        return "Delete the marked parts from this computer?"
+
     def confirm_text(self) -> str:
         """What the question before applying the cuts says."""
         n = len(self.review.cuts)
+        if self.covers_session:
+            return (
+                f"The marked parts ({words(sum(self.frame_cut), 'frame')} and "
+                f"{words(self._steps_cut(), 'step')}) are all this session would export, so the whole "
+                f"session {self.review.session_id} will be deleted from this computer: its encrypted "
+                "files are destroyed (their keys overwritten), like a task you give up. This cannot be "
+                "undone."
+            )
         ranges = "marked range" if n == 1 else f"{n} marked ranges"
         return (
             f"The {ranges} ({words(sum(self.frame_cut), 'frame')} and {words(self._steps_cut(), 'step')} "
@@ -328,15 +543,50 @@ class ReviewScreen:
     def start_cut(self) -> str:
         """The cuts are about to be applied (in the background): the status line meanwhile."""
         self.cut_start = None
+        if self.covers_session:
+            return "Deleting the session: its encrypted files are destroyed…"
         return "Cutting: the rest of the session is encrypted again and the old copy destroyed…"
 
-    def cut_done(self, report: CutReport) -> Outcome:
+    def cut_job(self) -> Callable[[Progress], CutReport | Deleted]:
+        """The cut to run in the background: the marked ranges, or the whole session when they
+        hold all of it."""
+        review = self.review
+        if self.covers_session:
+            return review.delete_session
+        return review.apply_cuts
+
+    def cut_done(self, report: CutReport | Deleted) -> Outcome:
+        if isinstance(report, Deleted):
+            return self._session_deleted(report)
         self.refresh(rebuild=True)
+        self.list_sessions()
         status = (
             f"Cut {words(report.ranges, 'range')}: {words(report.events, 'event')} and "
             f"{words(report.frames, 'frame')} deleted from this computer."
         )
         return Outcome("cut", status, redraw=True, rebuild=True)
+
+    def _session_deleted(self, deleted: Deleted) -> Outcome:
+        sid = deleted.session_id
+        self._reset()
+        self.deleted = self.locked = True
+        self.known_tasks.pop(sid, None)
+        self.list_sessions()
+        status = (
+            f"Session {sid} was deleted from this computer ({words(deleted.segments, 'file')} "
+            "destroyed). Choose another session above, or close the window."
+        )
+        return Outcome("deleted", status, redraw=True, rebuild=True, extra={"deleted": sid})
+
+    def empty_text(self) -> str:
+        """What the picture area says when there is no frame to show."""
+        if self.deleted:
+            return "This session was deleted from this computer."
+        return "No screenshots: this session did not record the screen."
+
+    def approve_label(self) -> str:
+        """The approve button's words: a task's session is approved as its task."""
+        return "Approve this task for export" if self.tasks else "Approve"
 
     def approve(self) -> Outcome:
         try:
@@ -344,8 +594,10 @@ class ReviewScreen:
         except OptinError as exc:
             return Outcome("error", str(exc), error=True, extra={"message": str(exc)})
         self.refresh(rebuild=False)
+        self.list_sessions()
+        what = f"Task {self.tasks[0].id} approved for export" if self.tasks else "Approved"
         return Outcome(
-            "approved", "Approved. Export (Alt+E) writes the encrypted bundle for the study.", redraw=True
+            "approved", f"{what}. Export (Alt+E) writes the encrypted bundle for the study.", redraw=True
         )
 
     def export_job(self) -> Callable[[Progress], ExportResult]:
@@ -361,6 +613,7 @@ class ReviewScreen:
             text += " As the study asks, the session was then deleted from this computer."
         else:
             self.approval = self.review.approval_state()
+        self.list_sessions()
         return Outcome("exported", text, extra={"bundle": result.path.name})
 
     # -- background work and closing -------------------------------------------------------------

@@ -4,7 +4,9 @@ A thin Tk view: :class:`agent.export.review_screen.ReviewScreen` (over
 :class:`agent.export.review.Review`) holds what is shown (the frame, the cut marks, the step →
 frame map, busy and locked) and decides what each action does and says; this module draws it
 (the redacted frames on a timeline, masks visible; the steps, with typed text after redaction;
-the counts), binds the keys and runs the background work.
+the session's task: its source, instruction as exported, outcome and steps; the selected step's
+element, outlined on its frame; the counts), binds the keys and runs the background work.  A list
+of the reviewable sessions (the newest 200) opens another one in the same window.
 
 Threads: Tk is used from the main thread only.  Unlocking the key runs there (it may ask for
 the passphrase in a small modal dialog); loading, applying cuts and exporting run on one
@@ -15,22 +17,29 @@ and the bundle, all by ``Review``.
 
 Keys: Left/Right (Home/End) move through the frames (not while the step list has the focus);
 Alt+S starts a cut at the frame shown, Alt+T ends it there, Alt+X cuts the selected steps,
-Alt+L clears the marks, Alt+C applies them (after a confirmation whose focus starts on
-Cancel), Alt+A approves, Alt+E exports, Alt+F changes the export folder; Escape, Alt+Q or
-closing the window closes it.
+Alt+K cuts the session's task (its whole span), Alt+L clears the marks, Alt+C applies them
+(after a confirmation whose focus starts on Cancel; when they hold all of the session, the
+session is deleted), Alt+A approves (a task's session: "Approve this task for export"), Alt+E
+exports, Alt+F changes the export folder, Alt+P and Alt+N open the previous (newer) and next
+(older) session of the list; Escape, Alt+Q or closing the window closes it.
 
 ``OPTIN_DIALOG_DEBUG_GEOMETRY=1`` prints one line ``optin-review-state {json}`` on stderr each
 time the window gets ready, an action finishes or a dialog of its own is shown (for the
 real-display tests)::
 
-    {"state": "ready" | "marked" | "cancelled" | "cut" | "approved" | "exported" | "error"
-              | "passphrase" | "confirm",
-     "approval": "approved" | "not approved" | "changed", "frames": n, "steps": n,
+    {"state": "ready" | "marked" | "cancelled" | "cut" | "deleted" | "approved" | "exported"
+              | "opening" | "selected" | "error" | "passphrase" | "confirm",
+     "session": id, "approval": "approved" | "not approved" | "changed", "frames": n, "steps": n,
      "cuts_marked": n, "cut_start": frame index | null, "frame": index shown, "frames_marked": n,
+     "tasks": [{"id": id, "outcome": outcome, "steps": [first, last] | null}],
+     "deletes_session": bool, "sessions": n listed,
+     "outlines": [[x, y, width, height]],    # element rectangles drawn, root coordinates
      "window": [x, y, width, height], "widgets": {name: [x, y]},    # centres, root coordinates
-     "message": "..." (error), "bundle": "<id>.optin.tar.age" (exported)}
+     "message": "..." (error), "bundle": "<id>.optin.tar.age" (exported), "deleted": id,
+     "selected": [step index, ...] (selected: the step list's selection changed)}
 
-Counts, indices and error messages only (which never hold captured content); no step text.
+Counts, ids, indices and error messages only (which never hold captured content); no step text,
+no instruction, no element name.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import EnvironmentProblem, KeyError_
-from agent.export.review import Progress, Review
+from agent.export.review import Progress, Review, StepRow
 from agent.export.review_screen import Outcome, ReviewScreen
 from agent.paths import Dirs
 from agent.study import Study
@@ -68,6 +77,9 @@ _GREEN = "#2e7d32"
 _STYLES = {"good": "Good.TLabel", "notice": "Notice.TLabel", "small": "Small.TLabel", "error": "Error.TLabel"}
 #: The strip's cell colours: a frame marked to cut, where a cut starts, any other frame.
 _CELLS = {"cut": _RED, "start": "#e69500", "": "#b8b8b8"}
+#: The outline of the selected step's element on the frame, and the step list's task rows.
+_ELEMENT = "#00a2ff"
+_TASK_ROW = "#e3edf9"
 
 
 def default_out_dir() -> Path:
@@ -129,6 +141,8 @@ class ReviewWindow:
         self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self._photo: tk.PhotoImage | None = None
         self._moving = False  #: the timeline is being set to the frame shown (not moved by hand)
+        self._outlines: list[list[int]] = []  #: element rectangles drawn (root coordinates)
+        self._task_id: str | None = None  #: the task the task panel shows (None: the first)
         self._build()
 
     # -- layout ----------------------------------------------------------------------------------
@@ -152,7 +166,6 @@ class ReviewWindow:
         self.paned = paned
         self.marks = ttk.Label(outer, text="", style="Small.TLabel")
         self.marks.grid(row=2, column=0, sticky="ew", pady=(8, 0))
-        self.buttons: dict[str, ttk.Button] = {}
         self._build_buttons(outer).grid(row=3, column=0, sticky="ew", pady=(6, 0))
         self._build_folder(outer).grid(row=4, column=0, sticky="ew", pady=(6, 0))
         self.status = ttk.Label(outer, text="", style="TLabel")
@@ -171,17 +184,42 @@ class ReviewWindow:
         header.columnconfigure(0, weight=1)
         heading = f"Review before export: {self.study.name}"
         ttk.Label(header, text=heading, style="Heading.TLabel").grid(row=0, column=0, sticky="w")
-        about = f"Session {self.session_id} · study {self.study.id} · what you see is what an export holds"
-        ttk.Label(header, text=about, style="Small.TLabel").grid(row=1, column=0, sticky="w")
+        self._build_sessions(header).grid(row=1, column=0, columnspan=2, sticky="w", pady=(2, 0))
         self.counts = ttk.Label(header, text="Loading…")
         self.counts.grid(row=2, column=0, sticky="w", pady=(4, 0))
         self.redacted = ttk.Label(header, text="", style="Small.TLabel")
         self.redacted.grid(row=3, column=0, sticky="w")
         self.approval_label = ttk.Label(header, text="", style="Section.TLabel")
-        self.approval_label.grid(row=0, column=1, rowspan=2, sticky="ne")
+        self.approval_label.grid(row=0, column=1, sticky="ne")
+        about = f"study {self.study.id} · what you see is what an export holds"
+        ttk.Label(header, text=about, style="Small.TLabel").grid(row=2, column=1, sticky="se")
         self.loss = ttk.Label(header, text="", style="Notice.TLabel")
-        self.loss.grid(row=2, column=1, rowspan=2, sticky="se")
+        self.loss.grid(row=3, column=1, sticky="se")
         return header
+
+    def _build_sessions(self, parent: tk.Misc) -> ttk.Frame:
+        """The session shown, chosen from the newest reviewable sessions, and previous / next."""
+        from tkinter import ttk
+
+        row = ttk.Frame(parent)
+        ttk.Label(row, text="Session").grid(row=0, column=0, sticky="w", padx=(0, 6))
+        self.sessions = ttk.Combobox(row, state="readonly", width=60, values=(self.session_id,))
+        self.sessions.set(self.session_id)
+        self.sessions.grid(row=0, column=1, sticky="w")
+        self.sessions.bind("<<ComboboxSelected>>", self._session_chosen)
+        self.buttons: dict[str, ttk.Button] = {}
+        for col, (name, text, underline, move) in enumerate(
+            (("previous", "Previous", 0, -1), ("next", "Next", 0, 1)), start=2
+        ):
+            button = ttk.Button(
+                row,
+                text=text,
+                underline=underline,
+                command=self._opener(move),
+            )
+            button.grid(row=0, column=col, sticky="w", padx=(6, 0))
+            self.buttons[name] = button
+        return row
 
     def _build_viewer(self, parent: tk.Misc) -> ttk.Frame:
         """The frame shown, the strip of frames (marks), the timeline and the frame's label."""
@@ -220,8 +258,11 @@ class ReviewWindow:
 
         side = ttk.Frame(parent, padding=(PAD, 0, 0, 0))
         side.columnconfigure(0, weight=1)
-        side.rowconfigure(1, weight=1)
-        ttk.Label(side, text="Steps, as exported", style="Section.TLabel").grid(row=0, column=0, sticky="w")
+        side.rowconfigure(2, weight=1)
+        self.task_panel = self._build_task(side)
+        self.task_panel.grid(row=0, column=0, columnspan=2, sticky="ew", pady=(0, 8))
+        self.task_panel.grid_remove()  # shown for a session that holds a task
+        ttk.Label(side, text="Steps, as exported", style="Section.TLabel").grid(row=1, column=0, sticky="w")
         tree = ttk.Treeview(
             side, columns=("t", "action", "detail", "window"), show="headings", selectmode="extended"
         )
@@ -237,19 +278,61 @@ class ReviewWindow:
         struck = tkfont.nametofont("TkDefaultFont", self.root).copy()
         struck.configure(overstrike=True)
         tree.tag_configure("cut", foreground="#9a9a9a", font=struck)
+        tree.tag_configure("task", background=_TASK_ROW)
         linespace = tkfont.nametofont("TkDefaultFont", self.root).metrics("linespace")
         ttk.Style(self.root).configure("Treeview", rowheight=linespace + 6)
         scroll = ttk.Scrollbar(side, orient="vertical", command=tree.yview)
         tree.configure(yscrollcommand=scroll.set)
-        tree.grid(row=1, column=0, sticky="nsew", pady=(4, 0))
-        scroll.grid(row=1, column=1, sticky="ns", pady=(4, 0))
+        tree.grid(row=2, column=0, sticky="nsew", pady=(4, 0))
+        scroll.grid(row=2, column=1, sticky="ns", pady=(4, 0))
         tree.bind("<<TreeviewSelect>>", self._selected)
         hint = "Select a step to see the screen just before it; Ctrl or Shift selects several."
         ttk.Label(side, text=hint, style="Small.TLabel", wraplength=360).grid(
-            row=2, column=0, columnspan=2, sticky="w", pady=(4, 0)
+            row=3, column=0, columnspan=2, sticky="w", pady=(4, 0)
         )
+        ttk.Label(side, text="Element acted on", style="Section.TLabel").grid(
+            row=4, column=0, columnspan=2, sticky="w", pady=(8, 0)
+        )
+        self.element = ttk.Label(side, text="", wraplength=360, justify="left")
+        self.element.grid(row=5, column=0, columnspan=2, sticky="w", pady=(2, 0))
+        for label in (self.element, self.task_about, self.task_words, self.task_note, self.task_problem):
+            wrapping(label, side, PAD + 8)
         self.tree = tree
         return side
+
+    def _build_task(self, parent: tk.Misc) -> ttk.Frame:
+        """The session's task: what it is (id, source, outcome, steps), its instruction as exported
+        (or that it is dropped), and what approving and cutting it mean."""
+        from tkinter import ttk
+
+        panel = ttk.Frame(parent)
+        panel.columnconfigure(0, weight=1)
+        ttk.Label(panel, text="Task", style="Section.TLabel").grid(row=0, column=0, sticky="w")
+        self.task_pick = ttk.Combobox(panel, state="readonly", width=24)
+        self.task_pick.grid(row=0, column=1, sticky="e")
+        self.task_pick.bind("<<ComboboxSelected>>", self._task_chosen)
+        self.task_pick.grid_remove()  # only for a session with more than one task
+        self.task_about = ttk.Label(panel, text="", style="Small.TLabel", wraplength=360)
+        self.task_about.grid(row=1, column=0, columnspan=2, sticky="w", pady=(2, 0))
+        self.task_words = ttk.Label(panel, text="", wraplength=360, justify="left")
+        self.task_words.grid(row=2, column=0, columnspan=2, sticky="w", pady=(4, 0))
+        note = (
+            "Its steps are shaded in the list below. Approving this session approves this task for "
+            "export; Cut this task (Alt+K) marks all of it to be deleted."
+        )
+        self.task_note = ttk.Label(panel, text=note, style="Small.TLabel", wraplength=360)
+        self.task_note.grid(row=3, column=0, columnspan=2, sticky="w", pady=(4, 0))
+        self.task_problem = ttk.Label(panel, text="", style="Error.TLabel", wraplength=360)
+        self.task_problem.grid(row=4, column=0, columnspan=2, sticky="w", pady=(4, 0))
+        cut = ttk.Button(
+            panel,
+            text="Cut this task",
+            underline=12,
+            command=lambda: self._done(self.screen.cut_task(self._task_id)),
+        )
+        cut.grid(row=5, column=0, sticky="w", pady=(6, 0))
+        self.buttons["cut_task"] = cut
+        return panel
 
     def _build_buttons(self, parent: tk.Misc) -> ttk.Frame:
         """Cut, clear and apply on the left; approve, export and close on the right."""
@@ -257,14 +340,19 @@ class ReviewWindow:
 
         bar = ttk.Frame(parent)
         bar.columnconfigure(5, weight=1)
-        screen, done = self.screen, self._done
+        done = self._done
         buttons: tuple[tuple[str, str, int, Callable[[], None]], ...] = (
-            ("cut_from", "Cut starts here", 4, lambda: done(screen.cut_from())),
-            ("cut_to", "Cut to here", 4, lambda: done(screen.cut_to())),
-            ("cut_steps", "Cut selected steps", -1, lambda: done(screen.cut_steps(self._selected_indices()))),
-            ("clear", "Clear marks", 1, lambda: done(screen.clear())),
+            ("cut_from", "Cut starts here", 4, lambda: done(self.screen.cut_from())),
+            ("cut_to", "Cut to here", 4, lambda: done(self.screen.cut_to())),
+            (
+                "cut_steps",
+                "Cut selected steps",
+                -1,
+                lambda: done(self.screen.cut_steps(self._selected_indices())),
+            ),
+            ("clear", "Clear marks", 1, lambda: done(self.screen.clear())),
             ("apply", "Apply cuts…", 6, self._apply),
-            ("approve", "Approve", 0, lambda: done(screen.approve())),
+            ("approve", "Approve", 0, lambda: done(self.screen.approve())),
             ("export", "Export", 0, self._export),
             ("close", "Close", -1, self._close),
         )
@@ -296,8 +384,8 @@ class ReviewWindow:
     def _bind(self) -> None:
         """Alt+letter presses its button; arrows, Home and End move through the frames; Escape closes."""
         root = self.root
-        alt = {"s": "cut_from", "t": "cut_to", "x": "cut_steps", "l": "clear"}
-        alt |= {"c": "apply", "a": "approve", "e": "export", "f": "folder"}
+        alt = {"s": "cut_from", "t": "cut_to", "x": "cut_steps", "k": "cut_task", "l": "clear"}
+        alt |= {"c": "apply", "a": "approve", "e": "export", "f": "folder", "p": "previous", "n": "next"}
         for key, name in alt.items():
             for k in (key, key.upper()):
                 root.bind(f"<Alt-{k}>", self._presser(name))
@@ -306,6 +394,9 @@ class ReviewWindow:
         for key, move in (("Left", -1), ("Right", 1), ("Home", -(10**9)), ("End", 10**9)):
             root.bind(f"<{key}>", self._mover(move))
         bind_keys(root, self._close)
+
+    def _opener(self, move: int) -> Callable[[], None]:
+        return lambda: self._open(self.screen.neighbour(move))
 
     def _presser(self, name: str) -> Callable[[object], str]:
         return lambda _e: self._press(name)
@@ -359,6 +450,7 @@ class ReviewWindow:
 
     def _ready(self) -> None:
         outcome = self.screen.ready()
+        self._task_id = None
         self._render(rebuild=True)
         self._set_status(outcome.status)
         self.root.title(f"optin review — {self.session_id}")
@@ -369,6 +461,7 @@ class ReviewWindow:
         message = str(self.screen.failure)
         self.root.title(f"optin review — {self.session_id} (cannot be shown)")
         self.counts.configure(text="This session cannot be shown.")
+        self._show_sessions()
         canvas = self.canvas
         canvas.delete("all")
         width = max(300, canvas.winfo_width() - 48)
@@ -477,12 +570,21 @@ class ReviewWindow:
         """Show what the presenter holds (read from the review by it)."""
         screen = self.screen
         header = screen.header()
-        self.counts.configure(text=header.counts)
-        self.redacted.configure(text=header.redactions)
-        self.loss.configure(text=header.loss)
-        self.approval_label.configure(text=header.approval, style=_STYLES[header.approval_tone])
+        if screen.deleted:
+            self.counts.configure(text="This session was deleted from this computer.")
+            self.redacted.configure(text="")
+            self.loss.configure(text="")
+            self.approval_label.configure(text="")
+        else:
+            self.counts.configure(text=header.counts)
+            self.redacted.configure(text=header.redactions)
+            self.loss.configure(text=header.loss)
+            self.approval_label.configure(text=header.approval, style=_STYLES[header.approval_tone])
         self.timeline.configure(to=max(0, len(screen.frames) - 1))
         self._fill_tree(rebuild=rebuild)
+        self._fill_task()
+        self._show_sessions()
+        self.buttons["approve"].configure(text=screen.approve_label())
         marks, tone = screen.marks()
         self.marks.configure(text=marks, style=_STYLES[tone])
         self._set_buttons()
@@ -490,14 +592,60 @@ class ReviewWindow:
 
     def _fill_tree(self, *, rebuild: bool) -> None:
         tree, rows = self.tree, self.screen.rows
+
+        def tags(row: StepRow) -> tuple[str, ...]:
+            return (*(("cut",) if row.cut else ()), *(("task",) if row.task is not None else ()))
+
         if rebuild or len(tree.get_children()) != len(rows):
             tree.delete(*tree.get_children())
             for row in rows:
                 values = (f"{row.t_s:.1f}", row.action, row.detail, row.window)
-                tree.insert("", "end", iid=str(row.index), values=values, tags=("cut",) if row.cut else ())
+                tree.insert("", "end", iid=str(row.index), values=values, tags=tags(row))
             return
         for row in rows:
-            tree.item(str(row.index), tags=("cut",) if row.cut else ())
+            tree.item(str(row.index), tags=tags(row))
+
+    def _fill_task(self) -> None:
+        """The task panel: shown for a session that holds a task, with the task chosen."""
+        screen = self.screen
+        ids = [t.id for t in screen.tasks]
+        if self._task_id not in ids:
+            self._task_id = ids[0] if ids else None
+        view = screen.task_view(self._task_id)
+        if view is None:
+            self.task_panel.grid_remove()
+            return
+        self.task_about.configure(text=view.about)
+        self.task_words.configure(
+            text=view.instruction if view.dropped else f"“{view.instruction}”",
+            style="Notice.TLabel" if view.dropped else "TLabel",
+        )
+        self.task_problem.configure(
+            text=f"An export would refuse this session's tasks: {view.problem}." if view.problem else ""
+        )
+        if len(ids) > 1:
+            self.task_pick.configure(values=ids)
+            self.task_pick.set(view.id)
+            self.task_pick.grid()
+        else:
+            self.task_pick.grid_remove()
+        self.task_panel.grid()
+
+    def _show_sessions(self) -> None:
+        """The list of sessions, with the one shown chosen."""
+        screen = self.screen
+        labels = [c.label for c in screen.sessions]
+        at = screen.session_index()
+        if not labels:
+            labels = [self.session_id]
+        self.sessions.configure(values=labels)
+        self.sessions.set(
+            labels[at]
+            if at is not None
+            else f"{self.session_id} (deleted)"
+            if screen.deleted
+            else self.session_id
+        )
 
     def _show(self, index: int) -> None:
         """Show frame ``index`` (clamped) on the canvas, the timeline and the label under it."""
@@ -512,8 +660,15 @@ class ReviewWindow:
             self.frame_label.configure(text=text)
         else:
             self.frame_label.configure(text=text, style=_STYLES.get(tone, "TLabel"))
+        self._show_element()
         self._draw()
         self._draw_strip()
+
+    def _show_element(self) -> None:
+        """The selected step's element, as exported (its own label: names are captured text)."""
+        focus = self.tree.focus()
+        chosen = self._selected_indices()
+        self.element.configure(text=self.screen.element_text(chosen, int(focus) if focus else None))
 
     def _draw(self) -> None:
         """Draw the current frame scaled to the canvas (in memory only), dimmed with a red band when
@@ -523,12 +678,13 @@ class ReviewWindow:
         from PIL import Image
 
         screen, canvas = self.screen, self.canvas
+        self._outlines = []
         cw, ch = canvas.winfo_width(), canvas.winfo_height()
-        if cw < 20 or ch < 20 or screen.failure is not None or not screen.loaded:
+        if cw < 20 or ch < 20 or screen.failure is not None or not (screen.loaded or screen.deleted):
             return
         if not screen.frames:
             canvas.delete("all")
-            words = "No screenshots: this session did not record the screen."
+            words = screen.empty_text()
             canvas.create_text(cw // 2, ch // 2, text=words, fill="#ffffff", font="TkDefaultFont")
             return
         frame = screen.frames[screen.current]
@@ -546,6 +702,14 @@ class ReviewWindow:
         x0, y0 = (cw - size[0]) // 2, (ch - size[1]) // 2
         canvas.delete("all")
         canvas.create_image(x0, y0, image=self._photo, anchor="nw")
+        root_x, root_y = canvas.winfo_rootx(), canvas.winfo_rooty()
+        for ex, ey, ew, eh in screen.element_boxes(self._selected_indices()):
+            left, top = x0 + ex * scale, y0 + ey * scale
+            right, bottom = left + ew * scale, top + eh * scale
+            canvas.create_rectangle(left - 2, top - 2, right + 2, bottom + 2, outline=_ELEMENT, width=3)
+            self._outlines.append(
+                [round(root_x + left), round(root_y + top), round(ew * scale), round(eh * scale)]
+            )
         for action, x, y, to_x, to_y in screen.pointers(self._selected_indices()):
             px, py = x0 + (x - frame.left) * scale, y0 + (y - frame.top) * scale
             if action == "drag" and to_x is not None and to_y is not None:
@@ -577,6 +741,7 @@ class ReviewWindow:
         enabled = self.screen.enabled()
         for name, button in self.buttons.items():
             button.state(["!disabled"] if enabled.get(name, False) else ["disabled"])
+        self.sessions.state(["!disabled"] if enabled["sessions"] else ["disabled"])
 
     def _set_status(self, text: str, *, error: bool = False) -> None:
         self.status.configure(text=text, style="Error.TLabel" if error else "TLabel")
@@ -597,10 +762,14 @@ class ReviewWindow:
                 "timeline": self.timeline,
                 "frame": self.canvas,
                 "strip": self.strip,
+                "sessions": self.sessions,
+                "task": self.task_words,
+                "element": self.element,
             }
         out = {
             "state": state,
             **self.screen.state(),
+            "outlines": self._outlines,
             "window": [
                 window.winfo_rootx(),
                 window.winfo_rooty(),
@@ -648,7 +817,45 @@ class ReviewWindow:
 
     def _selected(self, _event: object) -> None:
         focus = self.tree.focus()
-        self._show(self.screen.frame_for_selection(self._selected_indices(), int(focus) if focus else None))
+        chosen = self._selected_indices()
+        self._show(self.screen.frame_for_selection(chosen, int(focus) if focus else None))
+        self._report("selected", selected=chosen)
+
+    def _task_chosen(self, _event: object) -> None:
+        self._task_id = self.task_pick.get() or None
+        self._fill_task()
+
+    # -- other sessions ----------------------------------------------------------------------------
+
+    def _session_chosen(self, _event: object) -> None:
+        index = self.sessions.current()
+        chosen = self.screen.sessions
+        self._open(chosen[index].id if 0 <= index < len(chosen) else None)
+
+    def _open(self, session_id: str | None) -> None:
+        """Show session ``session_id`` in this window (loaded in the background)."""
+        screen = self.screen
+        if session_id is None or (session_id == screen.review.session_id and not screen.deleted):
+            self._show_sessions()
+            return
+        outcome = screen.open(session_id)
+        if outcome.error:
+            self._show_sessions()
+            self._done(outcome)
+            return
+        self.session_id = session_id
+        self.root.title(f"optin review — {session_id} (loading…)")
+        self._task_id = None
+        self.tree.delete(*self.tree.get_children())
+        self.canvas.delete("all")
+        self.counts.configure(text="Loading…")
+        for label in (self.redacted, self.loss, self.approval_label, self.frame_label, self.marks):
+            label.configure(text="")
+        self.task_panel.grid_remove()
+        self._show_sessions()
+        self._set_status(outcome.status)
+        self._report(outcome.state)
+        self._work("load", "Reading screens", screen.review.load, lambda _r: self._ready())
 
     # -- actions: the presenter decides, the window shows the outcome ------------------------------
 
@@ -663,18 +870,21 @@ class ReviewWindow:
     def _done(self, outcome: Outcome) -> None:
         if outcome.redraw:
             self._render(rebuild=outcome.rebuild)
+        else:
+            self._show_sessions()
+            self._set_buttons()
         self._set_status(outcome.status, error=outcome.error)
         self._report(outcome.state, **outcome.extra)
 
     def _apply(self) -> None:
         screen = self.screen
-        if not screen.review.cuts or not confirm_cut(self.root, screen.confirm_text(), report=self._report):
+        if not screen.review.cuts or not confirm_cut(
+            self.root, screen.confirm_text(), heading=screen.confirm_heading(), report=self._report
+        ):
             self._done(screen.nothing_cut())
             return
         self._set_status(screen.start_cut())
-        self._work(
-            "cut", "Reading screens", screen.review.apply_cuts, lambda r: self._done(screen.cut_done(r))
-        )
+        self._work("cut", "Reading screens", screen.cut_job(), lambda r: self._done(screen.cut_done(r)))
 
     def _export(self) -> None:
         screen = self.screen

@@ -66,13 +66,14 @@ def ask_passphrase(root: tk.Tk, *, again: bool, report: Report) -> bytes | None:
     return answer[0] if answer else None
 
 
-def confirm_cut(root: tk.Tk, body: str, *, report: Report) -> bool:
-    """Delete the marked parts for good?  The focus starts on Cancel; Enter presses the focused
-    button, Escape cancels."""
+def confirm_cut(
+    root: tk.Tk, body: str, *, report: Report, heading: str = "Delete the marked parts from this computer?"
+) -> bool:
+    """Delete the marked parts (or, when they are all of it, the session) for good?  The focus
+    starts on Cancel; Enter presses the focused button, Escape cancels."""
     from tkinter import ttk
 
-    heading = "Delete the marked parts from this computer?"
-    top, frame = _modal(root, "optin — delete the marked parts?", heading, body, 480)
+    top, frame = _modal(root, "optin — delete for good?", heading, body, 480)
     bar = ttk.Frame(frame)
     bar.grid(row=2, column=0, sticky="e", pady=(16, 0))
     answer: list[bool] = []

@@ -179,13 +179,14 @@ def _lookup_child() -> int | None:
 
 def _cpu_of(pid: int | None) -> float:
     """User + system CPU seconds of ``pid`` so far (0 when unknown)."""
-    if pid is None:
+    if pid is None or sys.platform == "win32":
         return 0.0
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks: int = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 def _after_queued_cost(count: int) -> tuple[float, float]:

@@ -6,8 +6,13 @@ its ``optin-review-state`` lines (OPTIN_DIALOG_DEBUG_GEOMETRY=1), presses its ke
 checks the store, the approval and the bundle behind it — and that nothing decrypted
 reached a file.
 
-Set OPTIN_SAVE_SCREENSHOTS=1 to (re)write docs/img/review-window.png; normal runs write
-nothing into the repository.
+A second test writes two sessions with the real store writer — one plain, one holding a task
+the volunteer wrote (with an address the redaction replaces) and a click whose UI element the
+recorder looked up — and checks the task panel, the element shown and outlined on its frame
+(read back from a screenshot with tesseract), "Cut this task" and moving between sessions.
+
+Set OPTIN_SAVE_SCREENSHOTS=1 to (re)write docs/img/review-window.png and review-task.png; normal
+runs write nothing into the repository.
 """
 
 from __future__ import annotations
@@ -35,16 +40,33 @@ from agent.backends import select_backend
 from agent.backends.fake import FakeBackend
 from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_for
 from agent.control import Recorder
-from agent.events import ButtonPress, ButtonRelease, Frame, KeyPress, KeyRelease, Marker, PointerMove, now_ns
+from agent.events import (
+    ButtonPress,
+    ButtonRelease,
+    ElementSeen,
+    Event,
+    Frame,
+    KeyPress,
+    KeyRelease,
+    Marker,
+    PointerMove,
+    TaskEnd,
+    TaskStart,
+    WindowFocus,
+    now_ns,
+)
 from agent.export import approval
 from agent.paths import Dirs, dirs
+from agent.recorder_status import Counters
 from agent.redact import policy
 from agent.store import keys
 from agent.store.reader import read_session
+from agent.store.writer import SessionWriter
 from agent.study import Study, install_study
 from agent.ui.review import STATE_PREFIX
 from agent.ui.tk_toolkit import DEBUG_GEOMETRY_ENV
 from tests.display.conftest import SAVE_SCREENSHOTS, need_tools, screenshot_window
+from tests.tools import unavailable
 
 #: Typed and left on screen; plain content that must reach no file (the e-mail is also redacted).
 CANARY = "lunch-canary-7731"
@@ -84,15 +106,21 @@ class Window:
                 self.other.append(line.rstrip("\n"))
 
     def wait(self, state: str, timeout: float = 30) -> dict[str, Any]:
-        """The next state line, which must say ``state``."""
-        try:
-            found = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            pytest.fail(
-                f"no {state!r} from the review window in {timeout} s (exit {self.proc.poll()}): {self.other}"
-            )
-        assert found["state"] == state, json.dumps(found)
-        return found
+        """The next state line, which must say ``state`` (``selected`` lines, which the step list
+        sends whenever its selection changes, are passed over unless asked for)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                found = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(
+                    f"no {state!r} from the review window in {timeout} s (exit {self.proc.poll()}): "
+                    f"{self.other}"
+                )
+            if found["state"] == "selected" and state != "selected":
+                continue
+            assert found["state"] == state, json.dumps(found)
+            return found
 
     def keys(self, *names: str) -> None:
         for name in names:
@@ -430,3 +458,261 @@ def test_review_window_says_what_is_wrong(
     assert done.returncode == 2
     assert "cannot show the review window: no graphical display" in done.stderr
     assert f"optin export {sid} --approve" in done.stderr
+
+
+# --- a session with a task, and a step's element ---------------------------------------------------
+
+#: The volunteer's own instruction: the address is redacted in the window as in the bundle.
+INSTRUCTION = f"Book a table for 2 and send the booking to {SECRET}"
+SHOWN = "Book a table for 2 and send the booking to [EMAIL]"
+TASK_ID = "free-1a2b3c4d"
+#: The button the click hits (screen coordinates; the frame is at LEFT, TOP on the screen).
+LEFT, TOP = 40, 30
+BUTTON = (LEFT + 560, TOP + 380, 140, 48)
+MS = 1_000_000
+
+
+def _form_png(title: str, button: bool) -> bytes:
+    """A frame: a booking form (and its OK button), drawn with a real font."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", (800, 500), (246, 246, 246))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.truetype("DejaVuSans.ttf", 26)
+    small = ImageFont.truetype("DejaVuSans.ttf", 20)
+    draw.rectangle((0, 0, 800, 56), fill=(52, 101, 164))
+    draw.text((20, 12), title, fill=(255, 255, 255), font=font)
+    draw.text((40, 110), "Guests", fill=(20, 20, 20), font=small)
+    draw.rectangle((180, 100, 460, 140), outline=(120, 120, 120), width=2, fill=(255, 255, 255))
+    draw.text((190, 108), "2", fill=(20, 20, 20), font=small)
+    draw.text((40, 190), "Restaurant: Trattoria Verde, 19:30", fill=(20, 20, 20), font=small)
+    if button:
+        x, y, w, h = BUTTON
+        box = (x - LEFT, y - TOP, x - LEFT + w, y - TOP + h)
+        draw.rounded_rectangle(box, radius=6, fill=(46, 125, 50))
+        draw.text((box[0] + 52, box[1] + 10), "OK", fill=(255, 255, 255), font=font)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _write_session(d: Dirs, events: list[Event]) -> str:
+    """``events`` (after a session_start marker under the consent in force) as a closed session,
+    written by the store's own writer."""
+    receipt = consent.current_receipt(d)
+    assert receipt is not None
+    t0 = events[0].t_ns - MS
+    start = Marker(
+        t0,
+        "session_start",
+        {
+            "mono_ns": t0,
+            "wall_ns": time.time_ns(),
+            "study_id": receipt.study_id,
+            "consent_version": receipt.consent_version,
+            "consent_sha256": receipt.text_sha256,
+            "scopes": list(receipt.scopes),
+            "backend": "xorg",
+            "elements": "atspi",
+        },
+    )
+    stop = Marker(
+        events[-1].t_ns + MS,
+        "session_stop",
+        {"reason": "quit", "dropped": 0, "loss": Counters().loss()},
+    )
+    writer = SessionWriter.create(d, keys.load_recipient(d))
+    writer.write_events([start, *events, stop])
+    writer.close({})
+    return writer.session_id
+
+
+def _task_sessions(d: Dirs, *, after: bool = True) -> tuple[str, str]:
+    """A plain session, then a session holding the volunteer's task: Enter in the form, a click
+    on OK (its element looked up), the task done; then (``after``) a click after the task.
+    Their ids."""
+    t = now_ns()
+    plain = _write_session(
+        d,
+        [
+            WindowFocus(t, "Notes", "gedit", 4000, LEFT, TOP, 800, 500),
+            Frame(t + 5 * MS, LEFT, TOP, 800, 500, "png", "start", _form_png("Notes", False)),
+            ButtonPress(t + 900 * MS, LEFT + 100, TOP + 120, "left"),
+            ButtonRelease(t + 980 * MS, LEFT + 100, TOP + 120, "left"),
+        ],
+    )
+    time.sleep(1.1)  # a later second: the task's session is the newer one
+    t = now_ns()
+    ok = {
+        "role": "push button",
+        "name": "OK",
+        "states": ["focusable", "focused"],
+        "bounds": list(BUTTON),
+        "app": "Firefox",
+        "path": [{"role": "frame", "name": "Table booking"}, {"role": "panel", "name": None}],
+        "automation_id": None,
+    }
+    click = t + 2000 * MS
+    later: list[Event] = [
+        Frame(t + 3500 * MS, LEFT, TOP, 800, 500, "png", "settled", _form_png("Booked", False)),
+        ButtonPress(t + 4000 * MS, LEFT + 100, TOP + 120, "left"),
+        ButtonRelease(t + 4080 * MS, LEFT + 100, TOP + 120, "left"),
+    ]
+    task = _write_session(
+        d,
+        [
+            TaskStart(t, TASK_ID, INSTRUCTION, "volunteer", None),
+            WindowFocus(t + 2 * MS, "Table booking", "firefox", 4242, LEFT, TOP, 800, 500),
+            Frame(t + 5 * MS, LEFT, TOP, 800, 500, "png", "start", _form_png("Table booking", True)),
+            KeyPress(t + 1000 * MS, None, "enter", 65293, ()),
+            KeyRelease(t + 1050 * MS, None, "enter", 65293, ()),
+            Frame(click - 20 * MS, LEFT, TOP, 800, 500, "png", "click", _form_png("Table booking", True)),
+            PointerMove(click - 5 * MS, BUTTON[0] + 70, BUTTON[1] + 24),
+            ButtonPress(click, BUTTON[0] + 70, BUTTON[1] + 24, "left"),
+            ElementSeen(click, "point", "found", ok),
+            ButtonRelease(click + 80 * MS, BUTTON[0] + 70, BUTTON[1] + 24, "left"),
+            TaskEnd(t + 3000 * MS, TASK_ID, "done"),
+            *(later if after else []),
+        ],
+    )
+    return plain, task
+
+
+def _grab(region: list[int]) -> Any:
+    """The screen's pixels in ``[x, y, width, height]`` (root coordinates), as a PIL image."""
+    import mss
+    from PIL import Image
+
+    x, y, w, h = region
+    with mss.MSS() as m:
+        shot = m.grab({"left": x, "top": y, "width": w, "height": h})
+    return Image.frombytes("RGB", shot.size, shot.rgb)
+
+
+def _ocr_words(image: Any) -> str:
+    from agent.redact.screen import TesseractOcr
+
+    ocr = TesseractOcr.find()
+    if ocr is None:
+        unavailable("tesseract reads the review window back: apt-get install tesseract-ocr tesseract-ocr-eng")
+    big = image.resize((image.width * 2, image.height * 2))
+    return " ".join(w.text for w in ocr(big, [(0, big.height)]))
+
+
+@pytest.fixture
+def task_volunteer(optin_home: Path, tmp_path: Path) -> Dirs:
+    """The documentation's study, taking the volunteer's own tasks, agreed to; the keys made."""
+    identity = x25519.Identity.generate()
+    path = tmp_path / "web-tasks.toml"
+    path.write_text(STUDY.format(recipient=identity.to_public()) + '\n[tasks]\nmode = "free"\n')
+    d = dirs()
+    study = install_study(d, path)
+    consent.grant(d, study, study.terms_sha256)
+    keys.init_keys(d)
+    return d
+
+
+def test_review_a_task_its_element_cut_it_and_move_on(
+    xdisplay: VirtualDisplay, task_volunteer: Dirs, tmp_path: Path, window_procs: list[Window]
+) -> None:
+    d = task_volunteer
+    plain, sid = _task_sessions(d)
+    home = tmp_path / "home"  # the window shows the export folder as ~/optin-exports
+    home.mkdir()
+    env = dict(os.environ, HOME=str(home))
+    win = _start(xdisplay, "--out", str(home / "optin-exports"), env=env)  # no id: the newest, the task's
+    window_procs.append(win)
+
+    # (1) the task: its id, outcome and steps (the state line), its words as exported (read back)
+    ready = win.wait("ready", 60)
+    assert ready["session"] == sid and ready["sessions"] == 2
+    assert ready["tasks"] == [{"id": TASK_ID, "outcome": "done", "steps": [0, 1]}], ready
+    assert ready["steps"] == 3 and not ready["deletes_session"]
+    titled = xdisplay.search(f"optin review — {sid}")
+    assert len(titled) == 1
+
+    # (2) the click's element: select its step (the list's second row) with the keyboard
+    tree = ready["widgets"]["tree"]
+    xdisplay.xdotool("mousemove", "--sync", str(tree[0]), str(tree[1]))
+    xdisplay.xdotool("click", "1")
+    win.keys("Up", "Up", "Up", "Down")
+    while (line := win.wait("selected"))["selected"] != [1]:
+        pass
+    time.sleep(0.3)
+    (outline,) = line["outlines"]
+    x, y, w, h = outline
+    canvas_scale = w / BUTTON[2]
+    assert 0.3 < canvas_scale <= 2 and abs(h / BUTTON[3] - canvas_scale) < 0.05, outline
+    picture = _grab(ready["window"])
+    wx, wy = ready["window"][:2]
+    edge = picture.getpixel((x - wx - 3, y - wy + h // 2))  # the outline, just left of the button
+    assert abs(edge[0] - 0x00) < 40 and abs(edge[1] - 0xA2) < 40 and abs(edge[2] - 0xFF) < 40, edge
+    picture.save(tmp_path / "review-task.png")
+    words = _ocr_words(picture)
+    for expected in ("Book a table", "[EMAIL]", "push button", '"OK"', "Approve this task for export"):
+        assert expected in words, (expected, words)
+    assert "canary" not in words and "example.com" not in words  # the address is redacted
+    _screenshot(xdisplay, titled[0], ready["window"], "review-task.png")
+
+    # (3) Cut this task: exactly its span (its two steps, not the click after it), then for real
+    win.keys("alt+k")
+    marked = win.wait("marked")
+    assert marked["cuts_marked"] == 1 and not marked["deletes_session"] and marked["frames_marked"] == 2
+    win.keys("alt+c")
+    win.wait("confirm")
+    win.keys("Tab", "Return")
+    cut = win.wait("cut", 60)
+    assert cut["tasks"] == [] and cut["steps"] == 1 and cut["session"] == sid
+    stored = _stored(d, sid)
+    assert not any(isinstance(e, (TaskStart, TaskEnd, ElementSeen)) for e in stored)
+    assert sum(isinstance(e, ButtonPress) for e in stored) == 1  # the click after the task is kept
+
+    # (4) move to the other session and back, without the command line
+    win.keys("alt+n")
+    assert win.wait("opening")["session"] == plain
+    other = win.wait("ready", 60)
+    assert other["session"] == plain and other["tasks"] == [] and other["steps"] == 1
+    assert xdisplay.search(f"optin review — {plain}")
+    time.sleep(0.3)
+    plain_picture = _grab(other["window"])
+    plain_picture.save(tmp_path / "review-plain.png")
+    plain_words = _ocr_words(plain_picture)
+    assert "Cut selected steps" in plain_words and "no task" in plain_words  # it was read
+    assert "Cut this task" not in plain_words and "Approve this task" not in plain_words  # no task panel
+    win.keys("alt+p")
+    win.wait("opening")
+    back = win.wait("ready", 60)
+    assert back["session"] == sid and back["steps"] == 1
+    win.keys("Escape")
+    assert win.exit_code() == 0, win.message()
+    assert win.message() == ""
+
+
+def test_cutting_a_task_that_is_its_whole_session_deletes_the_session(
+    xdisplay: VirtualDisplay, task_volunteer: Dirs, tmp_path: Path, window_procs: list[Window]
+) -> None:
+    d = task_volunteer
+    plain, sid = _task_sessions(d, after=False)
+    win = _start(xdisplay, sid)
+    window_procs.append(win)
+    ready = win.wait("ready", 60)
+    assert ready["tasks"] == [{"id": TASK_ID, "outcome": "done", "steps": [0, 1]}]
+    win.keys("alt+k")
+    marked = win.wait("marked")
+    assert marked["deletes_session"] and marked["frames_marked"] == ready["frames"]
+    win.keys("alt+c")
+    win.wait("confirm")
+    win.keys("Tab", "Return")  # Cancel → Delete them
+    deleted = win.wait("deleted", 60)
+    assert deleted["deleted"] == sid and deleted["frames"] == 0 and deleted["sessions"] == 1
+    assert not (d.sessions / sid).exists()
+    time.sleep(0.3)
+    picture = _grab(deleted["window"])
+    picture.save(tmp_path / "review-deleted.png")
+    assert "This session was deleted from this computer" in _ocr_words(picture)
+    win.keys("alt+n")  # on to the one that is left
+    assert win.wait("opening")["session"] == plain
+    assert win.wait("ready", 60)["session"] == plain
+    win.keys("Escape")
+    assert win.exit_code() == 0, win.message()
+    assert win.message() == ""

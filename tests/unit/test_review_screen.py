@@ -42,6 +42,7 @@ def test_before_loading_nothing_can_be_done_but_close(consented: Consented, sess
     enabled = s.enabled()
     assert not any(enabled[name] for name in ACTIONS) and enabled["close"] and enabled["folder"]
     assert s.state() == {
+        "session": session,
         "approval": "not approved",
         "frames": 0,
         "steps": 0,
@@ -49,6 +50,9 @@ def test_before_loading_nothing_can_be_done_but_close(consented: Consented, sess
         "cut_start": None,
         "frame": 0,
         "frames_marked": 0,
+        "tasks": [],
+        "deletes_session": False,
+        "sessions": 0,
     }
 
 
