@@ -85,7 +85,7 @@ def run_demo(seconds: float = 8.0, *, progress: bool = True) -> dict[str, Any]:
     with _exit_on_signals():
         work = Path(tempfile.mkdtemp(prefix="optin-demo-"))
         try:
-            with _link("start the private display"), VirtualDisplay() as vd:
+            with _link("start the private display"), VirtualDisplay(adopt_daemons=True) as vd:
                 say(f"private display {vd.display} with openbox, dunst and trayer is up")
                 summary = _run_on(vd, work, seconds, say)
         finally:

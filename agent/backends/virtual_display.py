@@ -80,8 +80,13 @@ class VirtualDisplay:
         tray: bool = True,
         desktop: bool = True,
         record: bool = True,
+        adopt_daemons: bool = False,
     ) -> None:
         """
+        :param adopt_daemons: make this process the reaper of what the desktop's session bus
+            starts (Linux ``PR_SET_CHILD_SUBREAPER``), so :meth:`stop` reaps them and no zombie is
+            left to an init that may not reap; for a process that owns the desktop alone (the
+            demo), not for a test runner whose other children must go to init.
         :param tray: start trayer (a system tray); needs ``desktop``.
         :param desktop: start openbox and dunst; without it only Xvfb (and D-Bus) run.
         :param record: enable the RECORD extension (off: a display where input capture cannot work;
@@ -99,6 +104,7 @@ class VirtualDisplay:
         self._displayfd_read: int | None = None
         self._x: Any = None
         self._runtime_dir: str | None = None
+        self._adopt_daemons = adopt_daemons
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -128,8 +134,9 @@ class VirtualDisplay:
     def _start_dbus(self) -> None:
         # a private runtime directory (mode 0700) for everything the session bus starts, the
         # accessibility bus included, and for the programs on this desktop; the daemons the bus
-        # starts outlive it, so they are adopted here and stopped with the desktop
-        adopt_orphans()
+        # starts outlive it: they are stopped with the desktop (and reaped here when adopted)
+        if self._adopt_daemons:
+            adopt_orphans()
         self._runtime_dir = tempfile.mkdtemp(prefix="optin-xdg-runtime-")
         env = {**os.environ, "XDG_RUNTIME_DIR": self._runtime_dir}
         self.env["XDG_RUNTIME_DIR"] = self._runtime_dir

@@ -177,20 +177,29 @@ class SecureInputWatch:
                 and asked >= since + self._settle_s
             )
             if since is not None and answer is None and time.monotonic() - since > self._hold_s:
-                answer = True  # no answer in time: what was held is left out (fail closed)
-                unmask_after = True
-            else:
-                unmask_after = False
+                self._give_up()
+                return
             if answer is not None and answer != self._active:
                 if answer:
                     self._active = True
                     self._sink(Marker(now_ns(), "secure_input", {"active": True}))
                 else:
                     self._turn_off(at_stop=False)
-            if settled or unmask_after:
+            if settled:
                 self._settle(asked, since)
-            if unmask_after:
-                self._turn_off(at_stop=False)  # the gap closes; the next poke asks afresh
+
+    def _give_up(self) -> None:
+        """No answer came within ``hold_s`` (the caller holds the gate): the keys held are left out
+        (fail closed), as a gap with its marker pair when there were any; the next poke asks afresh."""
+        held, self._held = self._held, []
+        self._unknown_since = None
+        if not held:
+            return
+        for _ in held:
+            self.left_out()
+        if not self._active:  # inside a password gap already: counted in it
+            self._sink(Marker(now_ns(), "secure_input", {"active": True}))
+            self._turn_off(at_stop=False)
 
     def _settle(self, asked: float, since: float | None) -> None:
         """The focus is known (the caller holds the gate): the keys held go out in order, or are

@@ -50,6 +50,7 @@ GIVE_UP = "optin — Give up this task?"
 def task_study(optin_home: Path, tmp_path: Path) -> tuple[Dirs, Study]:
     """A study with tasks (mode both) installed, consent to every scope, volunteer keys."""
     identity = x25519.Identity.generate()
+    (tmp_path / "study-identity.txt").write_text(str(identity) + "\n")  # the study's, to open the bundle
     path = tmp_path / "study.toml"
     path.write_text(demo_study_toml(str(identity.to_public())) + TASKS)
     d = dirs()
@@ -172,6 +173,47 @@ def test_a_study_task_from_the_tray_dialog_then_task_done(
             e.name for e in read_session(d, session, keys.load_identity(d)).events if isinstance(e, KeyPress)
         ]
         assert "down" not in names and "enter" not in names, (session, names)
+    _export_and_inspect(sid, tmp_path)
+
+
+def _export_and_inspect(sid: str, tmp_path: Path) -> None:
+    """Approve and export the task's session, decrypt it with `age -d`, and read it with `optin
+    inspect`: the bundle's task, its instruction (the study's own words), outcome and step range."""
+    import io
+    import json
+    import subprocess
+    import sys
+    import tarfile
+
+    optin = [sys.executable, "-m", "agent"]
+    out = subprocess.run(
+        [*optin, "export", sid, "--out", str(tmp_path / "out"), "--approve", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    bundle = json.loads(out.stdout)[0]["path"]
+    identity = str(tmp_path / "study-identity.txt")
+    plain = subprocess.run(["age", "-d", "-i", identity, bundle], capture_output=True, timeout=60, check=True)
+    with tarfile.open(fileobj=io.BytesIO(plain.stdout)) as tar:
+        names = [m.name.split("/", 1)[-1] for m in tar.getmembers()]
+    assert "tasks.jsonl" in names
+    inspected = json.loads(
+        subprocess.run(
+            [*optin, "inspect", bundle, "--identity", identity, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    )
+    assert inspected["signature"] == "valid"
+    [task] = inspected["tasks"]
+    assert (task["id"], task["source"], task["outcome"]) == ("write-note", "study", "done")
+    assert task["instruction"] == "Write a short note in the terminal saying what you did today."
+    assert task["steps"]["range"] is not None and task["steps"]["count"] >= 1
+    assert task["steps"]["by_action"]["type"] >= 1  # the "hello" typed during the task
 
 
 def _frames_text(events: list[Event]) -> str:

@@ -195,8 +195,12 @@ def test_every_study_field_is_in_the_terms(study_file: Path) -> None:
     flat = set(terms) | {f"retention_{k}" for k in terms["retention"]} | set(terms["capture"])
     flat |= {f"redaction_{k}" for k in terms["redaction"]} | {"retention_after_export"}
     # tasks are bound when the study has them (a study without keeps its terms from before tasks)
-    tasks = dataclasses.replace(study, tasks_mode="list", tasks=(StudyTask("a", "Do a"),)).terms()["tasks"]
+    with_tasks = dataclasses.replace(
+        study, tasks_mode="list", tasks=(StudyTask("a", "Do a"),), task_done_hotkey="<ctrl>+<alt>+d"
+    )
+    tasks = with_tasks.terms()["tasks"]
     flat |= ({"tasks"} if "list" in tasks else set()) | ({"tasks_mode"} if "mode" in tasks else set())
+    flat |= {"task_done_hotkey"} if tasks.get("done_hotkey") == "<ctrl>+<alt>+d" else set()
     assert fields - written <= flat, fields - written - flat
 
 

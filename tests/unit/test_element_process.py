@@ -5,6 +5,7 @@ the next lookup starts a fresh child."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -149,3 +150,15 @@ def test_an_answer_survives_the_round_trip_with_zero_bounds() -> None:
     element = Element("text", "", (), (0, 0, 0, 0), "app", 1, (), "")
     back = lookup_from_wire(lookup_to_wire(Lookup(element, "", 0, 1)))
     assert back.element is not None and back.element.bounds == (0, 0, 0, 0)
+
+
+def test_the_lookup_process_is_started_through_optin_itself() -> None:
+    """The packaged app has no ``python -m``: the lookup process runs as ``optin _element-lookup``,
+    which agent/__main__.py sends to agent.backends.xorg.a11y_child."""
+    from agent.backends.xorg.a11y import LOOKUP_COMMAND
+
+    main = (Path(__file__).resolve().parents[2] / "agent" / "__main__.py").read_text()
+    assert f'sys.argv[1:2] == ["{LOOKUP_COMMAND}"]' in main
+    argv = [sys.executable, "-m", "agent", LOOKUP_COMMAND]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 2 and "usage: optin _element-lookup" in out.stderr

@@ -123,3 +123,15 @@ def test_stopping_while_keys_are_held_leaves_them_out_with_a_marker_pair() -> No
     pair = [m for m in markers if isinstance(m, Marker)]
     assert [m.detail["active"] for m in pair] == [True, False]
     assert pair[1].detail == {"active": False, "keys_left_out": 1, "at_stop": True}
+
+
+def test_no_answer_and_no_key_held_leaves_no_gap() -> None:
+    """A click whose focus is never told (a menu, a stalled application) with no key typed after it:
+    nothing was left out, so no marker pair says so (it once said a gap of 0 keys)."""
+    focus = Focus(None)
+    watch, markers, stored = _watch(focus, hold_s=0.2)
+    watch.poke()
+    assert wait_for(lambda: watch._unknown_since is None, 2)
+    watch.admit(_key(1), stored.append)  # the focus is no longer unknown: typing goes on
+    watch.stop()
+    assert markers == [] and stored == [_key(1)]

@@ -79,6 +79,13 @@ def test_the_demo_summary() -> None:
         "events_by_kind": {"frame": 4, "key_press": 60, "button_press": 4},
         "frames": 4,
         "steps": {"count": 7, "by_action": {"click": 4, "type": 2, "scroll": 1}},
+        "task": {"id": "sign-in", "outcome": "done", "steps": 7},
+        "elements": {
+            "api": "atspi",
+            "steps_with": 3,
+            "example": "text in dialog 'optin demo sign-in'",
+            "lookups": {"found": 2, "not_accessible": 5},
+        },
         "loss": {"clean_stop": True, "dropped_events": 0},
         "bytes_stored": 81234,
         "bundle_bytes": 40321,
@@ -91,6 +98,9 @@ def test_the_demo_summary() -> None:
         "  events         frame 4, key_press 60, button_press 4",
         "  frames         4",
         "  steps          7 (click 4, type 2, scroll 1)",
+        "  task           sign-in: done, 7 steps",
+        "  elements       3 steps with their UI element (atspi), e.g. text in dialog 'optin demo sign-in'; "
+        "lookups: found 2, not_accessible 5",
         "  loss           clean_stop True, dropped_events 0",
         "  stored         81234 bytes, encrypted",
         "  bundle         40321 bytes, 7 members, decrypted with `age -d`, signature and hashes checked by "

@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -76,6 +75,7 @@ from agent.backends.xorg.a11y_xwindows import XWindows
 from agent.capture.element_lookup import WindowCheck
 from agent.capture.element_process import ProcessFinder
 from agent.elements import DENIED
+from agent.paths import optin_command
 
 logger = logging.getLogger(__name__)
 
@@ -409,6 +409,11 @@ class ElementFinder:
         return tuple(reversed(path))
 
 
+#: The hidden ``optin`` subcommand that runs the lookup process (agent/__main__.py dispatches it to
+#: :mod:`agent.backends.xorg.a11y_child`), in the packaged app too.
+LOOKUP_COMMAND = "_element-lookup"
+
+
 def finder_factory(
     display: str | None = None,
 ) -> Callable[[float, float, WindowCheck | None], ProcessFinder]:
@@ -418,14 +423,7 @@ def finder_factory(
 
     def make(call_timeout_s: float, budget_s: float, allow: WindowCheck | None) -> ProcessFinder:
         name = display if display is not None else os.environ.get("DISPLAY", "")
-        argv = [
-            sys.executable,
-            "-m",
-            "agent.backends.xorg.a11y_child",
-            name,
-            str(call_timeout_s),
-            str(budget_s),
-        ]
+        argv = optin_command(LOOKUP_COMMAND, name, str(call_timeout_s), str(budget_s))
         return ProcessFinder(argv, budget_s, allow)
 
     return make

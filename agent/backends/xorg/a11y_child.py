@@ -1,6 +1,7 @@
 """The X11 element lookup process (:mod:`agent.capture.element_process` says why a process).
 
-``python -m agent.backends.xorg.a11y_child DISPLAY CALL_TIMEOUT_S BUDGET_S``: an
+``optin _element-lookup DISPLAY CALL_TIMEOUT_S BUDGET_S`` (``a11y.LOOKUP_COMMAND``; or ``python -m
+agent.backends.xorg.a11y_child`` with the same arguments): an
 :class:`~agent.backends.xorg.a11y.ElementFinder` on ``DISPLAY`` answering the recorder on stdin
 and stdout.  Crash dumps are off like in every optin process; it logs counts and types only.
 """
@@ -17,7 +18,7 @@ from agent.hardening import harden_process
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 3:
-        sys.stderr.write("usage: python -m agent.backends.xorg.a11y_child DISPLAY CALL_TIMEOUT_S BUDGET_S\n")
+        sys.stderr.write("usage: optin _element-lookup DISPLAY CALL_TIMEOUT_S BUDGET_S\n")
         return 2
     display, call_timeout_s, budget_s = args[0] or None, float(args[1]), float(args[2])
     harden_process()
