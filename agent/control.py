@@ -192,7 +192,11 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
             self._receipt = receipt
             self._recipient = recipient
             self._start_elements()
-            self._open_session()
+            try:
+                self._open_session()
+            except BaseException:  # no session: the lookups stop, accessibility is put back
+                self._stop_elements()
+                raise
             self._volunteer_pause = pausing.load(self.dirs)
             if self._volunteer_pause is not None:  # the volunteer paused before the last stop (P3)
                 self._put_marker("pause", reason=PAUSED_BY_VOLUNTEER, restored=True)
@@ -376,6 +380,11 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
         if elements.start() is not None:
             self._elements = elements
 
+    def _stop_elements(self) -> None:
+        elements, self._elements = self._elements, None
+        if elements is not None:
+            elements.stop()  # restores the accessibility setting found
+
     def _stop_capture(self) -> None:
         """Stop every source; each one is stopped even if another fails to."""
         self._sources.stop(self.counters)
@@ -402,9 +411,7 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
             logger.error("capture stopped: %s", error)
         self.reason = reason
         self._close_session(reason=reason or error)
-        elements, self._elements = self._elements, None
-        if elements is not None:
-            elements.stop()  # restores the accessibility setting found
+        self._stop_elements()
         self._life.fire(Move.SEALED)
         recorder_status.remove(self.dirs)
         with contextlib.suppress(Exception):  # the connections the writer's checks opened

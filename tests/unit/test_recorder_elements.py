@@ -219,3 +219,33 @@ def test_lookups_the_full_queue_refused_are_counted_per_session() -> None:
     finally:
         release.set()
         elements.stop()
+
+
+def test_a_start_that_cannot_open_its_session_stops_the_lookups(
+    consented: Consented, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookups (and the accessibility setting they switched on) never outlive a failed start."""
+    from agent import control
+    from agent.errors import StoreError
+
+    made: list[ElementLookup] = []
+
+    class Recording(ElementsBackend):
+        def element_lookup(
+            self, on_result: Callable[[LookupResult], None], allow: WindowCheck | None = None
+        ) -> ElementLookup | None:
+            lookup = super().element_lookup(on_result, allow)
+            assert lookup is not None
+            made.append(lookup)
+            return lookup
+
+    def refuse(*_args: object, **_kw: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(control.SessionWriter, "create", refuse)
+    d, study = consented
+    rec = Recorder(d, Recording(), study)
+    with pytest.raises(StoreError, match="cannot open a new session"):
+        rec.start()
+    assert len(made) == 1 and made[0]._thread is None  # started, then stopped
+    assert rec._elements is None
