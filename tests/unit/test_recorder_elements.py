@@ -225,8 +225,8 @@ def test_a_start_that_cannot_open_its_session_stops_the_lookups(
     consented: Consented, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The lookups (and the accessibility setting they switched on) never outlive a failed start."""
-    from agent import control
     from agent.errors import StoreError
+    from agent.store.writer import SessionWriter
 
     made: list[ElementLookup] = []
 
@@ -242,7 +242,7 @@ def test_a_start_that_cannot_open_its_session_stops_the_lookups(
     def refuse(*_args: object, **_kw: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(control.SessionWriter, "create", refuse)
+    monkeypatch.setattr(SessionWriter, "create", refuse)
     d, study = consented
     rec = Recorder(d, Recording(), study)
     with pytest.raises(StoreError, match="cannot open a new session"):
