@@ -176,9 +176,26 @@ def open_bundle(path: Path, identities: list[Any], *, identity_file: Path | None
         msg = f"no identity to decrypt {shown_path(path)} with. {_IDENTITY_FIX}"
         raise UsageError(msg)
     with _RegularFile(path) as (f, size):
-        head = f.read(min(size, MAX_AGE_HEADER))
-        _check_age_header(path, head, size)
-        plaintext = _decrypt(path, _Replay(head, f, size), size, identities, identity_file)
+        return open_bundle_stream(f, size, path, identities, identity_file=identity_file)
+
+
+def open_bundle_stream(
+    f: IO[bytes], size: int, path: Path, identities: list[Any], *, identity_file: Path | None = None
+) -> Bundle:
+    """:func:`open_bundle` on ``size`` bytes read from ``f`` (an object store's stream, a local
+    file): exactly the same checks, in the same order, bounded by ``size`` (never more is read).
+
+    :param path: how the bundle is named in messages and in the result (for an object in a
+        bucket: ``Path(bucket) / key``).
+    :raises UsageError: no identity was given.
+    :raises ExportError: it cannot be decrypted, or any check fails.
+    """
+    if not identities:
+        msg = f"no identity to decrypt {shown_path(path)} with. {_IDENTITY_FIX}"
+        raise UsageError(msg)
+    head = f.read(min(size, MAX_AGE_HEADER))
+    _check_age_header(path, head, size)
+    plaintext = _decrypt(path, _Replay(head, f, size), size, identities, identity_file)
     return check_tar(plaintext, path)
 
 
@@ -447,6 +464,7 @@ __all__ = [
     "check_tar",
     "load_identity_file",
     "open_bundle",
+    "open_bundle_stream",
     "render_summary",
     "summarise",
     "unpack",

@@ -298,6 +298,25 @@ def test_a_valid_bundle_opens_summarises_and_unpacks(
     assert (root / "frames").is_dir()
 
 
+def test_a_bundle_read_from_a_stream_is_checked_exactly_like_a_file(
+    write: Callable[[bytes], Path], identity_file: Path
+) -> None:
+    """What an object store hands the dataset build (a stream and its length) goes through the same
+    checks as `optin inspect`'s file, and gives the same result; a stream read past ``size`` is
+    never read (a longer stream than its stated size is cut where the size says)."""
+    sealed = seal(valid_tar())
+    identities = inspect.load_identity_file(identity_file)
+    from_file = inspect.open_bundle(write(sealed), identities)
+    label = Path("study-bucket") / "incoming" / f"{SESSION}.optin.tar.age"
+    streamed = inspect.open_bundle_stream(
+        io.BytesIO(sealed + b"trailing junk"), len(sealed), label, identities
+    )
+    assert streamed.members == from_file.members and streamed.manifest == from_file.manifest
+    assert streamed.path == label
+    with pytest.raises(ExportError, match="study-bucket/incoming"):
+        inspect.open_bundle_stream(io.BytesIO(sealed[:-40]), len(sealed) - 40, label, identities)
+
+
 def test_render_summary_aligns_its_values() -> None:
     bundle = inspect.check_tar(valid_tar(), Path("b.optin.tar.age"))
     lines = inspect.render_summary(inspect.summarise(bundle)).splitlines()
