@@ -27,9 +27,9 @@ APT_INSTALL := apt-get install -y --no-install-recommends $(APT_PACKAGES)
 # processes (killpg, fork, FIFOs) and run on Linux (and could on macOS), never on Windows.
 MYPY_PLATFORMS := linux win32 darwin
 TYPED          := agent tests/unit tests/platform tests/redaction tests/benchmarks tests/conftest.py tests/tools.py
-TYPED_linux    := tests/display tests/hostile
+TYPED_linux    := tests/display tests/hostile tests/study
 TYPED_win32    :=
-TYPED_darwin   := tests/display tests/hostile
+TYPED_darwin   := tests/display tests/hostile tests/study
 
 .PHONY: help system-deps venv demo test lint typecheck unit bench fuzz run doctor package clean
 
@@ -89,7 +89,7 @@ system-deps:
 $(STAMP): pyproject.toml | system-deps
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test,gtk]"
+	$(BIN)/python -m pip install -q -e ".[test,gtk,study,study-test]"
 	@touch $(STAMP)
 
 venv: $(STAMP)
