@@ -10,6 +10,7 @@ in a repr, a log line or a message.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,76 @@ _RESULT_OF_REASON = {
 }
 #: Where a lookup looked: the point of a press or scroll, or the keyboard focus at a key.
 AT = ("point", "focus")
+#: Seconds an application that did not answer is skipped by every finder.
+STALL_SKIP_S = 2.0
+
+
+class Stalled(Exception):
+    """A call to the application did not answer in time (a finder's lookup ends :data:`STALLED`)."""
+
+
+class OutOfTime(Exception):
+    """The lookup's deadline or call bound passed (it ends :data:`OUT_OF_TIME`)."""
+
+
+class Miss(Exception):
+    """A call failed; ``reason`` (one of the reasons above) says why, never captured content."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LookupBudget:
+    """What every platform's finder counts: one lookup's deadline and call bound, and the
+    applications skipped for :data:`STALL_SKIP_S` after one stalled.  One finder, one thread.
+
+    :param budget_s: the time a lookup may take unless :meth:`start` is given another.
+    :param max_calls: the calls (or nodes visited) one lookup may make.
+    """
+
+    def __init__(self, budget_s: float, max_calls: int) -> None:
+        self.budget_s = budget_s
+        self.max_calls = max_calls
+        self._deadline = 0.0
+        self._calls = 0
+        self._stalled: dict[int, float] = {}
+
+    def start(self, budget_s: float | None = None) -> None:
+        """A lookup begins: its deadline is ``budget_s`` (default :attr:`budget_s`) from now."""
+        self._deadline = time.monotonic() + (self.budget_s if budget_s is None else budget_s)
+        self._calls = 0
+
+    def check(self) -> None:
+        """Before anything that takes time.
+
+        :raises OutOfTime: the deadline passed."""
+        if time.monotonic() > self._deadline:
+            raise OutOfTime
+
+    def spend(self) -> None:
+        """Before one call: counts it.
+
+        :raises OutOfTime: the deadline passed or the lookup made :attr:`max_calls` calls."""
+        self.check()
+        if self._calls >= self.max_calls:
+            raise OutOfTime
+        self._calls += 1
+
+    def stalled(self, pid: int | None) -> None:
+        """Process ``pid`` did not answer: its lookups are skipped for :data:`STALL_SKIP_S`."""
+        if pid is not None:
+            self._stalled[pid] = time.monotonic() + STALL_SKIP_S
+
+    def skipped(self, pid: int) -> bool:
+        """Whether lookups in process ``pid`` are skipped now (it stalled a moment ago)."""
+        until = self._stalled.get(pid)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._stalled[pid]
+        return False
 
 
 @dataclass(frozen=True)
@@ -238,10 +309,15 @@ __all__ = [
     "OUT_OF_TIME",
     "RESULTS",
     "STALLED",
+    "STALL_SKIP_S",
     "STATES",
     "TOO_OLD",
     "Element",
     "Lookup",
+    "LookupBudget",
+    "Miss",
+    "OutOfTime",
+    "Stalled",
     "cut",
     "record_of",
     "record_problem",

@@ -34,7 +34,7 @@ a check box's state.
 Bounds: every call is guarded.  ``AXUIElementSetMessagingTimeout`` on the system-wide element
 sets the call timeout for every AX call of this process, so an application that does not
 answer fails the call with ``kAXErrorCannotComplete`` (:data:`~agent.elements.STALLED`) and is
-skipped for :data:`~agent.backends.darwin.ax_model.STALL_SKIP_S`; a lookup makes at most
+skipped for :data:`~agent.elements.STALL_SKIP_S`; a lookup makes at most
 :data:`~agent.backends.darwin.ax_model.MAX_CALLS` calls and none after its budget
 (:data:`~agent.elements.OUT_OF_TIME`); strings are cut as they are copied.  **Without the
 Accessibility permission** (``AXIsProcessTrusted`` false, which ``check_environment``
@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -75,7 +74,6 @@ from agent.backends.darwin.ax_model import (
     POSITION,
     ROLE,
     SIZE,
-    STALL_SKIP_S,
     VALUE,
     WINDOW_ROLE,
     bounds_in_pixels,
@@ -104,6 +102,10 @@ from agent.elements import (
     STALLED,
     Element,
     Lookup,
+    LookupBudget,
+    Miss,
+    OutOfTime,
+    Stalled,
     cut,
 )
 from agent.events import WindowFocus
@@ -140,22 +142,6 @@ class AxCalls(Protocol):
 #: The windows of a process a lookup at a point (points; None: the focus) is judged by, as
 #: ``(window number or None, focus)``: :meth:`agent.backends.darwin.native.Cocoa.windows_of`.
 WindowsOf = Callable[[int, "tuple[float, float] | None"], "list[tuple[int | None, WindowFocus]]"]
-
-
-class _Stalled(Exception):
-    """A call failed with kAXErrorCannotComplete: the application did not answer."""
-
-
-class _OutOfTime(Exception):
-    """The lookup's deadline or call bound passed."""
-
-
-class _Miss(Exception):
-    """A call failed; ``reason`` says why (never captured content)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -211,17 +197,14 @@ class AxElementFinder:
         self._ax = ax
         self._windows = windows
         self._allow = allow
-        self.budget_s = budget_s
+        self._budget = LookupBudget(budget_s, MAX_CALLS)
         self._scale = pixels_per_point
         self._system = ax.system_wide()
         code = ax.set_timeout(self._system, call_timeout_s)
         if code != 0:
             logger.info("the AX messaging timeout could not be set (AXError %d)", code)
         self._own_pid = os.getpid()
-        self._stalled: dict[int, float] = {}
         self._names: dict[int, str] = {}
-        self._deadline = 0.0
-        self._calls = 0
         self._pid: int | None = None
         self._window: int | None = None
 
@@ -230,9 +213,14 @@ class AxElementFinder:
 
     # -- the two lookups -------------------------------------------------------------------------
 
+    @property
+    def budget_s(self) -> float:
+        """The default time a whole lookup may take."""
+        return self._budget.budget_s
+
     def element_at(self, x: int, y: int, budget_s: float | None = None) -> Lookup:
         """The element at point (``x``, ``y``) of the recording's coordinates.  Never raises."""
-        self._start(budget_s)
+        self._budget.start(budget_s)
         px, py = to_points(x, y, self._scale)
         return self._lookup(
             lambda: self._ax.element_at(self._system, px, py), NO_ELEMENT, (px, py), actionable=True
@@ -240,16 +228,12 @@ class AxElementFinder:
 
     def focused_element(self, budget_s: float | None = None) -> Lookup:
         """The element with the keyboard focus.  Never raises."""
-        self._start(budget_s)
+        self._budget.start(budget_s)
         return self._lookup(
             lambda: self._ax.attribute(self._system, FOCUSED_UI_ELEMENT), NO_FOCUS, None, actionable=False
         )
 
     # -- AX --------------------------------------------------------------------------------------
-
-    def _start(self, budget_s: float | None) -> None:
-        self._deadline = time.monotonic() + (self.budget_s if budget_s is None else budget_s)
-        self._calls = 0
 
     def _lookup(
         self,
@@ -262,13 +246,12 @@ class AxElementFinder:
         self._pid, self._window = None, None
         try:
             return self._find(find, missing, at, actionable=actionable)
-        except _Stalled:
-            if self._pid is not None:
-                self._stalled[self._pid] = time.monotonic() + STALL_SKIP_S
+        except Stalled:
+            self._budget.stalled(self._pid)
             return Lookup(None, STALLED, self._window, self._pid)
-        except _OutOfTime:
+        except OutOfTime:
             return Lookup(None, OUT_OF_TIME, self._window, self._pid)
-        except _Miss as miss:
+        except Miss as miss:
             return Lookup(None, miss.reason, self._window, self._pid)
         except Exception as exc:  # a lookup never raises into its caller; the type only, no content
             logger.debug("element lookup failed (%s)", type(exc).__name__)
@@ -293,7 +276,7 @@ class AxElementFinder:
         pid = self._pid = self._call(lambda: self._ax.pid(hit), NO_PID) or None
         if pid is None:
             return Lookup(None, NO_PID, None, None)
-        if pid == self._own_pid or self._skipped(pid):  # optin's own windows are never described
+        if pid == self._own_pid or self._budget.skipped(pid):  # optin's own windows are never described
             return Lookup(None, DENIED if pid == self._own_pid else STALLED, None, pid)
         refused = self._refused(pid, at)
         if refused is not None:
@@ -317,27 +300,16 @@ class AxElementFinder:
 
     def _call(self, fn: Callable[[], tuple[int, Any]], missing: str) -> Any:
         """One AX call within the lookup's deadline and call bound; its error code as
-        :class:`_Stalled` or :class:`_Miss` (:func:`reason_of_ax_error`)."""
-        if time.monotonic() > self._deadline or self._calls >= MAX_CALLS:
-            raise _OutOfTime
-        self._calls += 1
+        :class:`Stalled` or :class:`Miss` (:func:`reason_of_ax_error`)."""
+        self._budget.spend()
         code, value = fn()
         if code != 0:
             reason = reason_of_ax_error(code, missing)
             logger.debug("an AX call failed (AXError %d)", code)
             if reason == STALLED:
-                raise _Stalled
-            raise _Miss(reason)
+                raise Stalled
+            raise Miss(reason)
         return value
-
-    def _skipped(self, pid: int) -> bool:
-        until = self._stalled.get(pid)
-        if until is None:
-            return False
-        if time.monotonic() < until:
-            return True
-        del self._stalled[pid]
-        return False
 
     def _read(self, element: Any, missing: str) -> _Node:
         values = self._call(lambda: self._ax.attributes(element, ATTRIBUTES), missing)
@@ -361,9 +333,9 @@ class AxElementFinder:
                 if above.attributes.get(ROLE) == WINDOW_ROLE:
                     break
                 current = above
-        except _Stalled:
-            self._stalled[pid] = time.monotonic() + STALL_SKIP_S
-        except (_OutOfTime, _Miss):
+        except Stalled:
+            self._budget.stalled(pid)
+        except (OutOfTime, Miss):
             pass
         return found
 
@@ -371,7 +343,7 @@ class AxElementFinder:
         """A call whose failure leaves a state out (a stall or the deadline still ends the lookup)."""
         try:
             return self._call(fn, missing)
-        except _Miss:
+        except Miss:
             return None
 
     def _process_name(self, pid: int) -> str:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from agent.elements import FAILED, NOT_ON_BUS, STALLED
+from agent.elements import FAILED, NOT_ON_BUS, STALL_SKIP_S, STALLED
 
 # --- documented constants (HIServices: AXError.h, AXAttributeConstants.h, AXRoleConstants.h) ----
 
@@ -74,8 +74,6 @@ TEXT_ROLES = frozenset({"AXTextField", "AXTextArea", "AXComboBox"})
 MAX_CALLS = 32
 #: Levels above a passive hit searched for the actionable element it belongs to.
 ACTIONABLE_LEVELS = 4
-#: Seconds lookups in an application that did not answer are skipped.
-STALL_SKIP_S = 2.0
 #: Process names remembered (pid -> name); the table is emptied when full.
 MAX_PROCESS_NAMES = 64
 #: Longest string read from an attribute, in UTF-16 code units (longer ones are cut when read).

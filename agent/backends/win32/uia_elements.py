@@ -35,7 +35,7 @@ is the top-level window resolved above.  No value, text or description is read.
 Bounds: every call is guarded.  The client is made with ``ConnectionTimeout`` and
 ``TransactionTimeout`` at the call timeout (``IUIAutomation2``), so an application that does
 not answer fails the call with ``UIA_E_TIMEOUT`` (:data:`~agent.elements.STALLED`), and
-lookups in it are skipped for :data:`STALL_SKIP_S` (when its process is known); a lookup
+lookups in it are skipped for :data:`~agent.elements.STALL_SKIP_S` (when its process is known); a lookup
 makes at most :data:`MAX_CALLS` cross-process calls and none after its budget
 (:data:`~agent.elements.OUT_OF_TIME`); an elevated application refuses a process that is not
 (``E_ACCESSDENIED``: :data:`~agent.elements.NOT_ON_BUS`, exported as ``not_accessible``);
@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -68,7 +67,6 @@ from agent.backends.win32.uia_model import (
     MAX_CALLS,
     MAX_PROCESS_NAMES,
     PASSIVE_ROLES,
-    STALL_SKIP_S,
     TREE_SCOPE_ELEMENT,
     UIA_EXPAND_COLLAPSE_STATE,
     UIA_NATIVE_WINDOW_HANDLE,
@@ -100,6 +98,10 @@ from agent.elements import (
     STALLED,
     Element,
     Lookup,
+    LookupBudget,
+    Miss,
+    OutOfTime,
+    Stalled,
     cut,
 )
 from agent.events import WindowFocus
@@ -128,22 +130,6 @@ class WindowsInfo(Protocol):
 
     def describe_window(self, hwnd: int) -> WindowFocus:
         """Title, executable, pid and frame of top-level window ``hwnd``."""
-
-
-class _Stalled(Exception):
-    """A call failed with UIA_E_TIMEOUT: the application did not answer."""
-
-
-class _OutOfTime(Exception):
-    """The lookup's deadline or call bound passed."""
-
-
-class _Miss(Exception):
-    """A call failed; ``reason`` says why (never captured content)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -202,16 +188,13 @@ class UiaElementFinder:
         self._point = getattr(module, "tagPOINT", None) or _wintypes_point()
         self._system = system
         self._allow = allow
-        self.budget_s = budget_s
+        self._budget = LookupBudget(budget_s, MAX_CALLS)
         self._cache: Any = self._cache_request(CACHED_PROPERTIES)
         self._probe: Any = self._cache_request((UIA_PROCESS_ID, UIA_NATIVE_WINDOW_HANDLE))
         self._walker: Any = automation.ControlViewWalker
         self._desktop = _handle(automation.GetRootElement().CurrentNativeWindowHandle)
         self._own_pid = os.getpid()
-        self._stalled: dict[int, float] = {}
         self._names: dict[int, str] = {}
-        self._deadline = 0.0
-        self._calls = 0
         self._window: int | None = None
         self._pid: int | None = None
 
@@ -228,9 +211,14 @@ class UiaElementFinder:
 
     # -- the two lookups -------------------------------------------------------------------------
 
+    @property
+    def budget_s(self) -> float:
+        """The default time a whole lookup may take."""
+        return self._budget.budget_s
+
     def element_at(self, x: int, y: int, budget_s: float | None = None) -> Lookup:
         """The element at screen point (``x``, ``y``), physical pixels.  Never raises."""
-        self._start(budget_s)
+        self._budget.start(budget_s)
         if not (_LONG_MIN <= x <= _LONG_MAX and _LONG_MIN <= y <= _LONG_MAX):
             return Lookup(None, FAILED, None, None)  # ctypes would wrap it silently: another point
         point = self._point(int(x), int(y))
@@ -245,7 +233,7 @@ class UiaElementFinder:
 
     def focused_element(self, budget_s: float | None = None) -> Lookup:
         """The element with the keyboard focus.  Never raises."""
-        self._start(budget_s)
+        self._budget.start(budget_s)
 
         def find() -> Any:
             return self._automation.GetFocusedElementBuildCache(self._probe)
@@ -253,10 +241,6 @@ class UiaElementFinder:
         return self._lookup(find, self._system.foreground_window, NO_FOCUS, NO_FOCUS, actionable=False)
 
     # -- UI Automation ---------------------------------------------------------------------------
-
-    def _start(self, budget_s: float | None) -> None:
-        self._deadline = time.monotonic() + (self.budget_s if budget_s is None else budget_s)
-        self._calls = 0
 
     def _lookup(
         self,
@@ -270,13 +254,12 @@ class UiaElementFinder:
         self._window, self._pid = None, None
         try:
             return self._find(find, guess, missing, desktop, actionable=actionable)
-        except _Stalled:
-            if self._pid is not None:
-                self._stalled[self._pid] = time.monotonic() + STALL_SKIP_S
+        except Stalled:
+            self._budget.stalled(self._pid)
             return Lookup(None, STALLED, self._window, self._pid)
-        except _OutOfTime:
+        except OutOfTime:
             return Lookup(None, OUT_OF_TIME, self._window, self._pid)
-        except _Miss as miss:
+        except Miss as miss:
             return Lookup(None, miss.reason, self._window, self._pid)
         except Exception as exc:  # a lookup never raises into its caller; the type only, no content
             logger.debug("element lookup failed (%s)", type(exc).__name__)
@@ -300,7 +283,7 @@ class UiaElementFinder:
         self._pid = pid
         if pid is None:
             return Lookup(None, NO_PID, None, None)
-        if pid == self._own_pid or self._skipped(pid):  # optin's own windows are never described
+        if pid == self._own_pid or self._budget.skipped(pid):  # optin's own windows are never described
             return Lookup(None, DENIED if pid == self._own_pid else STALLED, None, pid)
         window = self._window = self._window_of(hit, handle, pid, guess, missing)
         refused = self._refused(window)
@@ -314,27 +297,16 @@ class UiaElementFinder:
 
     def _call(self, fn: Callable[..., Any], missing: str, *args: Any) -> Any:
         """One cross-process call, within the lookup's deadline and call bound; its failure as
-        :class:`_Stalled` or :class:`_Miss` (by HRESULT, :func:`reason_of_hresult`)."""
-        if time.monotonic() > self._deadline or self._calls >= MAX_CALLS:
-            raise _OutOfTime
-        self._calls += 1
+        :class:`Stalled` or :class:`Miss` (by HRESULT, :func:`reason_of_hresult`)."""
+        self._budget.spend()
         try:
             return fn(*args)
         except Exception as exc:
             reason = reason_of_hresult(hresult_of(exc), missing)
             logger.debug("a UI Automation call failed (%s)", type(exc).__name__)
             if reason == STALLED:
-                raise _Stalled from None
-            raise _Miss(reason) from None
-
-    def _skipped(self, pid: int) -> bool:
-        until = self._stalled.get(pid)
-        if until is None:
-            return False
-        if time.monotonic() < until:
-            return True
-        del self._stalled[pid]
-        return False
+                raise Stalled from None
+            raise Miss(reason) from None
 
     # -- the window ------------------------------------------------------------------------------
 
@@ -425,9 +397,9 @@ class UiaElementFinder:
                 if node.role == WINDOW_ROLE:
                     break
                 current = parent
-        except _Stalled:
-            self._stalled[pid] = time.monotonic() + STALL_SKIP_S
-        except (_OutOfTime, _Miss):
+        except Stalled:
+            self._budget.stalled(pid)
+        except (OutOfTime, Miss):
             pass
         return found
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.elements import FAILED, NOT_ON_BUS, STALLED
+from agent.elements import FAILED, NOT_ON_BUS, STALL_SKIP_S, STALLED
 
 # --- documented ids (UIAutomationClient.h, UIAutomationCoreApi.h, winerror.h) -----------------
 
@@ -121,8 +121,6 @@ CO_E_OBJNOTCONNECTED = 0x800401FD
 MAX_CALLS = 32
 #: Levels above a passive hit searched for the actionable element it belongs to.
 ACTIONABLE_LEVELS = 4
-#: Seconds lookups in an application that timed out are skipped.
-STALL_SKIP_S = 2.0
 #: Process names remembered (pid -> executable name); the table is emptied when full.
 MAX_PROCESS_NAMES = 64
 

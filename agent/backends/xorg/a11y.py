@@ -17,7 +17,7 @@ call has a short D-Bus timeout (``Atspi.set_timeout``, set per finder): a
 stalled application costs its own lookup one timeout (measured: a SIGSTOPped
 GTK app answers nothing, and each call returns empty after the timeout; with
 the library's default the first call waited 14.6 s, the "startup time").  An
-application that stalled is then skipped for :data:`STALL_SKIP_S`.
+application that stalled is then skipped for :data:`~agent.elements.STALL_SKIP_S`.
 
 The caller decides where no lookup may happen (a denied window, optin's own
 UI): :class:`Lookup` carries the X window id and pid that were resolved.
@@ -63,7 +63,6 @@ from agent.backends.xorg.a11y_model import (
     NOT_ON_BUS,
     OUT_OF_TIME,
     PASSIVE_ROLES,
-    STALL_SKIP_S,
     STALLED,
     STATE_NAMES,
     WINDOW_ROLES,
@@ -74,18 +73,10 @@ from agent.backends.xorg.a11y_model import (
 from agent.backends.xorg.a11y_xwindows import XWindows
 from agent.capture.element_lookup import WindowCheck
 from agent.capture.element_process import ProcessFinder
-from agent.elements import DENIED
+from agent.elements import DENIED, LookupBudget, OutOfTime, Stalled
 from agent.paths import optin_command
 
 logger = logging.getLogger(__name__)
-
-
-class _Stalled(Exception):
-    """An AT-SPI call came back empty after the timeout: the application did not answer."""
-
-
-class _OutOfTime(Exception):
-    """The lookup's deadline passed."""
 
 
 class ElementFinder:
@@ -114,7 +105,7 @@ class ElementFinder:
         self._atspi: Any = Atspi
         self._allow = allow
         self._timeout_s = call_timeout_s
-        self.budget_s = budget_s
+        self._budget = LookupBudget(budget_s, MAX_NODES)
         # -1: enforce the timeout at once, also on an application that started a moment ago
         Atspi.set_timeout(max(1, round(call_timeout_s * 1000)), -1)
         name = display if display is not None else os.environ.get("DISPLAY", "")
@@ -126,9 +117,6 @@ class ElementFinder:
         ]
         self._apps: dict[int, Any] = {}
         self._apps_read = 0.0
-        self._stalled: dict[int, float] = {}
-        self._deadline = 0.0
-        self._nodes = 0
 
     def close(self) -> None:
         self._x.close()
@@ -183,33 +171,26 @@ class ElementFinder:
 
     # -- AT-SPI ----------------------------------------------------------------------------------
 
-    def _start(self, budget_s: float | None) -> None:
-        self._deadline = time.monotonic() + (self.budget_s if budget_s is None else budget_s)
-        self._nodes = 0
+    @property
+    def budget_s(self) -> float:
+        """The default time a whole lookup may take."""
+        return self._budget.budget_s
 
     def _call(self, fn: Any, *args: Any) -> Any:
         """One AT-SPI call.  libatspi answers a call that timed out with an empty value and no
         error, so a call that took (nearly) the whole timeout means a stalled application."""
-        if time.monotonic() > self._deadline:
-            raise _OutOfTime
-        self._nodes += 1
-        if self._nodes > MAX_NODES:
-            raise _OutOfTime
+        self._budget.spend()
         t0 = time.monotonic()
         value = fn(*args)
         if time.monotonic() - t0 >= self._timeout_s * 0.9:
-            raise _Stalled
+            raise Stalled
         return value
 
     def _app_for(self, pid: int) -> Any:
-        now = time.monotonic()
-        skip_until = self._stalled.get(pid)
-        if skip_until is not None:
-            if now < skip_until:
-                raise _Stalled
-            del self._stalled[pid]
+        if self._budget.skipped(pid):
+            raise Stalled
         app = self._apps.get(pid)
-        if app is None and now - self._apps_read >= APPS_REFRESH_S:
+        if app is None and time.monotonic() - self._apps_read >= APPS_REFRESH_S:
             self._read_apps()
             app = self._apps.get(pid)
         return app
@@ -220,8 +201,7 @@ class ElementFinder:
         apps: dict[int, Any] = {}
         count = min(int(desktop.get_child_count()), MAX_APPS)
         for i in range(count):
-            if time.monotonic() > self._deadline:
-                raise _OutOfTime
+            self._budget.check()
             app = desktop.get_child_at_index(i)
             if app is None:
                 continue
@@ -253,17 +233,17 @@ class ElementFinder:
         return [window for _, _, window in found]
 
     def _with_app(self, wid: int, pid: int, budget_s: float | None, fn: Any, none: str) -> Lookup:
-        self._start(budget_s)
+        self._budget.start(budget_s)
         try:
             app = self._app_for(pid)
             if app is None:
                 return Lookup(None, NOT_ON_BUS, wid, pid)
             element: Element | None = fn(app)
-        except _Stalled:
-            self._stalled[pid] = time.monotonic() + STALL_SKIP_S
+        except Stalled:
+            self._budget.stalled(pid)
             self._apps.pop(pid, None)
             return Lookup(None, STALLED, wid, pid)
-        except _OutOfTime:
+        except OutOfTime:
             return Lookup(None, OUT_OF_TIME, wid, pid)
         if element is None:
             return Lookup(None, none, wid, pid)
@@ -324,7 +304,7 @@ class ElementFinder:
         focused = atspi.StateType.FOCUSED
         try:
             collection = self._call(window.get_collection_iface)
-        except (_Stalled, _OutOfTime):
+        except (Stalled, OutOfTime):
             raise
         except Exception:  # no Collection interface (GLib.Error): walk instead
             collection = None
@@ -336,7 +316,7 @@ class ElementFinder:
                 matches = self._call(
                     collection.get_matches, rule, atspi.CollectionSortOrder.CANONICAL, 1, True
                 )
-            except (_Stalled, _OutOfTime):
+            except (Stalled, OutOfTime):
                 raise
             except Exception:  # the application does not implement GetMatches: walk instead
                 matches = None
@@ -373,7 +353,7 @@ class ElementFinder:
         r = self._call(node.get_extents, self._atspi.CoordType.SCREEN)
         try:
             automation_id = cut(self._call(node.get_accessible_id), MAX_AUTOMATION_ID)
-        except (_Stalled, _OutOfTime):
+        except (Stalled, OutOfTime):
             raise
         except Exception:  # older libatspi without accessible_id
             automation_id = ""
@@ -404,7 +384,7 @@ class ElementFinder:
                 path.append((role, cut(self._call(parent.get_name), MAX_PATH_NAME)))
                 if role in WINDOW_ROLES:
                     break
-        except (_Stalled, _OutOfTime):
+        except (Stalled, OutOfTime):
             pass
         return tuple(reversed(path))
 

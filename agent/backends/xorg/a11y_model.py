@@ -20,6 +20,7 @@ from agent.elements import (
     NO_WINDOW,
     NOT_ON_BUS,
     OUT_OF_TIME,
+    STALL_SKIP_S,
     STALLED,
     Element,
     Lookup,
@@ -34,8 +35,6 @@ MAX_APPS = 256
 MAX_WINDOWS = 64
 #: X windows walked down from the root to the client.
 MAX_X_DEPTH = 8
-#: Seconds an application that did not answer is skipped.
-STALL_SKIP_S = 2.0
 #: Seconds between two re-reads of the application list (pid -> application).
 APPS_REFRESH_S = 0.25
 
