@@ -29,10 +29,12 @@ def test_a_lookup_budget_bounds_calls_and_time_and_skips_a_stalled_app(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The one budget every finder (AT-SPI, UI Automation, AX) counts with."""
+    import time
+
     from agent import elements
 
     now = [100.0]
-    monkeypatch.setattr(elements.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])  # the clock agent.elements reads
     budget = elements.LookupBudget(0.05, max_calls=3)
     budget.start()
     for _ in range(3):
