@@ -14,7 +14,11 @@
     │   ├── StoreCorrupt            authentication failed: opaque on purpose (like Fernet's InvalidToken)
     │   └── StoreFormatError        a structural problem: names the file and offset
     ├── NotFound                    no such session, bundle or file
-    ├── ExportError                 export or bundle checking failed
+    ├── ExportError                 export or bundle checking failed; a refused bundle's code as
+    │                               reason and stage (docs/dataset.md "Reason codes")
+    ├── DestError                   optin dataset: an operation on DEST failed
+    │   ├── DestUnusable            DEST cannot be used as given: link, other user, credentials (exit 2)
+    │   ├── ObjectKeyRefused, ObjectExists, ObjectChanged, ObjectMissing, ObjectTooLarge
     └── (agent/ipc_protocol.py) AgentNotRunning (exit 3), AgentError (the agent's own exit
                                 code), ControlUnavailable
 
@@ -23,6 +27,8 @@ captured content (typed characters, window titles, pixels).
 """
 
 from __future__ import annotations
+
+from agent.export.reasons import NOT_A_REFUSAL, stage_of
 
 
 class OptinError(Exception):
@@ -104,4 +110,53 @@ class NotFound(OptinError):
 
 
 class ExportError(OptinError):
-    """Export or bundle checking failed."""
+    """Export or bundle checking failed.
+
+    :ivar reason: a code of docs/dataset.md "Reason codes" (agent/export/reasons.py ``REASONS``)
+        when this refuses a bundle's bytes; ``"invalid"`` (no code) for any other export failure.
+    :ivar stage: the code's stage (``age``, ``tar``, ``manifest``, ``recount``, ...); when not
+        given, the one ``REASONS`` lists for ``reason`` (``""`` for no code).
+    :ivar session: the manifest's ``session``, and ``volunteer`` its ``volunteer.id``, once the
+        signature and the volunteer id were checked (:func:`agent.export.bundle_checks.check_tar`
+        sets them); None before.
+    """
+
+    def __init__(self, message: str = "", *, reason: str = NOT_A_REFUSAL, stage: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.stage = stage or stage_of(reason)
+        self.session: str | None = None
+        self.volunteer: str | None = None
+
+
+# --- optin dataset's DEST (agent/dataset/dest.py) ---------------------------------------------------
+
+
+class DestError(OptinError):
+    """An operation on DEST failed (exit 1); the message names the operation, the key and the fix."""
+
+
+class DestUnusable(DestError):
+    """DEST cannot be used as given: a link, another user's folder, no bucket, wrong credentials (exit 2)."""
+
+    exit_code = 2
+
+
+class ObjectKeyRefused(DestError):
+    """A key is not a name of the dataset layout (docs/dataset.md, "Object names")."""
+
+
+class ObjectExists(DestError):
+    """A new object's key is already taken (``If-None-Match: *`` failed, or the link found a file)."""
+
+
+class ObjectChanged(DestError):
+    """A conditional replacement found the object changed (or gone, or there) since the caller read it."""
+
+
+class ObjectMissing(DestError):
+    """No object under that key."""
+
+
+class ObjectTooLarge(DestError):
+    """The object is larger than the caller allows for it."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from agent import __version__
 from agent.cli.consent import cmd_consent
+from agent.cli.dataset import add_dataset_commands
 from agent.cli.export import cmd_export, cmd_inspect, cmd_redact_text, cmd_review, cmd_unpack
 from agent.cli.keys import cmd_keys
 from agent.cli.maintenance import cmd_autostart, cmd_demo, cmd_doctor, cmd_uninstall
@@ -251,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(packages, data dir, OCR the study requires), 2 the environment cannot record (display, RECORD, "
         "permissions, backend)."
     )
+
+    add_dataset_commands(add)
 
     sp = add("demo", cmd_demo, "the whole chain on a private virtual display")
     sp.add_argument("--seconds", type=float, default=8.0, metavar="N", help="length of the scripted session")

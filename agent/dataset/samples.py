@@ -28,6 +28,7 @@ from agent.canonical_json import canonical
 from agent.dataset.pyautogui_code import code as pyautogui_code
 from agent.errors import ExportError
 from agent.export.counts import element_problem, is_integer
+from agent.export.reasons import REASONS
 from agent.steps import ACTIONS
 from agent.untrusted_text import visible
 
@@ -60,18 +61,22 @@ PLACEHOLDER = bytes.fromhex("5249464616000000574542505650384c0a0000002f000000004
 #: Its SHA-256 (docs/dataset.md, Images).
 PLACEHOLDER_SHA256 = "e00c0ecd17536039354810dee10ec1574ab5ca6e1ef052e429358caf93198244"
 
-#: Each reason code this module raises, with its stage (docs/dataset.md, "Reason codes").
+#: Each reason code this module raises, with its stage (docs/dataset.md, "Reason codes";
+#: the stages are agent/export/reasons.py's).
 STAGES = {
-    "session_id_unsupported": "dataset",
-    "image_invalid": "dataset",
-    "internal_error": "dataset",
-    "member_missing": "tar",
-    "schema_unknown": "manifest",
-    "manifest_types": "manifest",
-    "step_invalid": "recount",
-    "stream_invalid": "recount",
-    "tasks_invalid": "recount",
-    "elements_invalid": "recount",
+    reason: REASONS[reason]
+    for reason in (
+        "session_id_unsupported",
+        "image_invalid",
+        "internal_error",
+        "member_missing",
+        "schema_unknown",
+        "manifest_types",
+        "step_invalid",
+        "stream_invalid",
+        "tasks_invalid",
+        "elements_invalid",
+    )
 }
 
 _RAW_INTS = ("x", "y", "to_x", "to_y", "dx", "dy")
@@ -89,9 +94,11 @@ class SampleRefused(ExportError):
     """
 
     def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.stage = STAGES[reason]
+        super().__init__(message, reason=reason, stage=STAGES[reason])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its reason (a build's worker process hands it to the driver)."""
+        return (type(self), (self.reason, str(self)), self.__dict__)
 
 
 def _refuse(reason: str, message: str) -> NoReturn:
@@ -547,7 +554,10 @@ def _each(  # noqa: PLR0917 - the parts samples() checked, passed on once
             "utc_start_ns": _utc(anchor, start, where),
             "window": _window(step.get("window"), where),
         }
-        blob = canonical(doc)
+        try:
+            blob = canonical(doc)
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") that JSON allows and UTF-8 does not
+            _refuse("step_invalid", f"{where} holds text that is not Unicode (a lone surrogate)")
         if len(blob) > MAX_SAMPLE_JSON:
             _refuse("step_invalid", f"{where}'s sample JSON is {len(blob):,} bytes, over {MAX_SAMPLE_JSON:,}")
         yield Sample(key=key, step=number, doc=doc, json=blob, image=image, has_image=has_image)

@@ -10,7 +10,10 @@ the size its header declares and the same SHA-256; then every count the manifest
 recomputed (:class:`~agent.export.recount.Recount`).
 
 Failures are :class:`~agent.errors.ExportError` that name the bundle, the member and the
-check, never a member's content.
+check, never a member's content, with the check's code as ``reason`` (docs/dataset.md "Reason
+codes", agent/export/reasons.py); a failure after the signature and the volunteer id were
+checked also carries the manifest's ``session`` and ``volunteer.id`` (for ``optin-bundle/1``: the
+id its valid signature covers).
 """
 
 from __future__ import annotations
@@ -209,10 +212,17 @@ def check_tar(plaintext: bytes, path: Path) -> Bundle:
                 reader.take(info)
                 tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every header; we need none
     except _Refused as exc:
-        reader.refuse(str(exc), HOSTILE_FIX)
+        reader.refuse(str(exc), HOSTILE_FIX, reason="tar_header")
     except (tarfile.TarError, ValueError, RecursionError):
-        reader.refuse("the decrypted content is not a complete tar archive")
-    return reader.finish()
+        reader.refuse("the decrypted content is not a complete tar archive", reason="tar_header")
+    except ExportError as exc:  # every refusal is the reader's (refuse() vouches); kept for any other
+        reader.vouched(exc)
+        raise
+    try:
+        return reader.finish()
+    except ExportError as exc:
+        reader.vouched(exc)
+        raise
 
 
 class _TarReader:
@@ -231,22 +241,34 @@ class _TarReader:
         self.manifest_bytes = b""
         self.signature: bytes | None = None
         self.id_verified = False
+        #: (session, volunteer.id) once the signature and the volunteer id were checked.
+        self.vouched_for: tuple[str, str] | None = None
         self.listed: dict[str, tuple[str, int]] = {}
         self.spans: dict[str, tuple[int, int]] = {}
         self.members = Members(plaintext, self.spans)
 
-    def refuse(self, what: str, fix: str = REFETCH_FIX) -> NoReturn:
+    def refuse(self, what: str, fix: str = REFETCH_FIX, *, reason: str) -> NoReturn:
+        """Refuse the bundle under ``reason`` (a code of agent/export/reasons.py), naming ``what``."""
         msg = f"{shown_path(self.path)} is not a valid optin bundle: {what}. {fix}"
-        raise ExportError(msg)
+        raise self.vouched(ExportError(msg, reason=reason))
+
+    def vouched(self, exc: ExportError) -> ExportError:
+        """``exc`` with the session and volunteer, once the signature and the volunteer id passed."""
+        if self.vouched_for is not None and exc.session is None:
+            exc.session, exc.volunteer = self.vouched_for
+        return exc
 
     def take(self, info: tarfile.TarInfo) -> None:
         """Check one member's header, then (only if it passes) read and check its data."""
         name = self._relative_name(info)
         if name in self.seen:
-            self.refuse(f"member {shown(name)} appears twice in the tar")
+            self.refuse(f"member {shown(name)} appears twice in the tar", reason="member_name")
         self.seen.add(name)
         if not 0 <= info.size <= MAX_MEMBER_SIZE:
-            self.refuse(f"member {shown(name)} is {info.size} bytes, over the {MAX_MEMBER_SIZE}-byte limit")
+            self.refuse(
+                f"member {shown(name)} is {info.size} bytes, over the {MAX_MEMBER_SIZE}-byte limit",
+                reason="member_size",
+            )
         if self.manifest is None:
             self._take_manifest(info, name)
         elif self.signature is None:
@@ -259,27 +281,34 @@ class _TarReader:
         name = info.name
         if info.type not in _REGULAR:
             kind = _NOT_REGULAR.get(info.type, f"of tar type {info.type!r}")
-            self.refuse(f"member {shown(name)} is {kind}, not a regular file")
+            self.refuse(f"member {shown(name)} is {kind}, not a regular file", reason="tar_header")
         if info.sparse is not None:
-            self.refuse(f"member {shown(name)} is a sparse file, not a regular file")
+            self.refuse(f"member {shown(name)} is a sparse file, not a regular file", reason="tar_header")
         if name.startswith("/"):
-            self.refuse(f"member {shown(name)} has an absolute path")
+            self.refuse(f"member {shown(name)} has an absolute path", reason="member_name")
         if ".." in name:
-            self.refuse(f"member {shown(name)} contains '..'")
+            self.refuse(f"member {shown(name)} contains '..'", reason="member_name")
         if "\\" in name:
-            self.refuse(f"member {shown(name)} contains a backslash")
+            self.refuse(f"member {shown(name)} contains a backslash", reason="member_name")
         if _CONTROL.search(name) or name != name.encode("utf-8", "replace").decode("utf-8"):
-            self.refuse(f"member {shown(name)} has a control character or is not UTF-8")
+            self.refuse(f"member {shown(name)} has a control character or is not UTF-8", reason="member_name")
         top, _, rest = name.partition("/")
         if not rest or not _SESSION.fullmatch(top):
-            self.refuse(f"member {shown(name)} is not a file name under a <session-id>/ directory")
+            self.refuse(
+                f"member {shown(name)} is not a file name under a <session-id>/ directory",
+                reason="member_name",
+            )
         if self.top is None:
             self.top = top
         if top != self.top:
-            self.refuse(f"member {shown(name)} is outside the bundle's directory '{self.top}/'")
+            self.refuse(
+                f"member {shown(name)} is outside the bundle's directory '{self.top}/'", reason="member_name"
+            )
         if not MEMBER.fullmatch(rest):
             self.refuse(
-                f"member {shown(name)} is not a name a bundle holds (docs/export-format.md)", HOSTILE_FIX
+                f"member {shown(name)} is not a name a bundle holds (docs/export-format.md)",
+                HOSTILE_FIX,
+                reason="member_name",
             )
         return rest
 
@@ -287,7 +316,7 @@ class _TarReader:
         """Where the member's data is in the plaintext: never more than the tar holds."""
         start = info.offset_data
         if start + info.size > len(self.plaintext):
-            self.refuse(f"member {shown(info.name)} is cut short")
+            self.refuse(f"member {shown(info.name)} is cut short", reason="member_size")
         return start, start + info.size
 
     def _read(self, info: tarfile.TarInfo) -> bytes:
@@ -296,13 +325,18 @@ class _TarReader:
 
     def _take_manifest(self, info: tarfile.TarInfo, name: str) -> None:
         if name != MANIFEST:
-            self.refuse(f"the first member is {shown(name)}, not {MANIFEST}")
+            self.refuse(f"the first member is {shown(name)}, not {MANIFEST}", reason="manifest_order")
         if info.size > MAX_MANIFEST_SIZE:
-            self.refuse(f"{MANIFEST} is {info.size} bytes, over the {MAX_MANIFEST_SIZE}-byte limit")
+            self.refuse(
+                f"{MANIFEST} is {info.size} bytes, over the {MAX_MANIFEST_SIZE}-byte limit",
+                reason="manifest_json",
+            )
         data = self._read(info)
         manifest = json_object(data)
         if manifest is None:
-            self.refuse(f"{MANIFEST} is not a JSON object (UTF-8, no duplicate keys, no NaN)")
+            self.refuse(
+                f"{MANIFEST} is not a JSON object (UTF-8, no duplicate keys, no NaN)", reason="manifest_json"
+            )
         schema = manifest.get("schema")
         if schema not in SCHEMAS:
             msg = (
@@ -310,26 +344,34 @@ class _TarReader:
                 f"(it reads {', '.join(SCHEMAS)}). Fix: read it with the optin version that wrote it, "
                 "or ask for a new export"
             )
-            raise ExportError(msg)
+            raise ExportError(msg, reason="schema_unknown")
         if manifest.get("session") != self.top:
             session = shown(manifest.get("session"))
-            self.refuse(f"its members are under '{self.top}/' but the manifest's session is {session}")
+            self.refuse(
+                f"its members are under '{self.top}/' but the manifest's session is {session}",
+                reason="session_mismatch",
+            )
         self.manifest, self.manifest_bytes = manifest, data
 
     def _take_signature(self, info: tarfile.TarInfo, name: str) -> None:
         if name != SIGNATURE:
-            self.refuse(f"the second member is {shown(name)}, not {SIGNATURE}")
+            self.refuse(f"the second member is {shown(name)}, not {SIGNATURE}", reason="manifest_order")
         if info.size != signing.SIGNATURE_SIZE:
-            self.refuse(f"{SIGNATURE} is {info.size} bytes, not {signing.SIGNATURE_SIZE}")
+            self.refuse(
+                f"{SIGNATURE} is {info.size} bytes, not {signing.SIGNATURE_SIZE}", reason="signature_invalid"
+            )
         signature = self._read(info)
         manifest = self.manifest or {}  # take() read the manifest first
         key = self._signing_key(manifest)
         if not signing.verify(key, self.manifest_bytes, signature):
             self.refuse(
                 f"{SIGNATURE} does not verify over {MANIFEST} with volunteer.signing_key "
-                "(the manifest was changed after it was signed)"
+                "(the manifest was changed after it was signed)",
+                reason="signature_invalid",
             )
         self.id_verified = self._check_volunteer_id(manifest, key)
+        # Signed, and (optin-bundle/2 on) signed by the key of that id: from here a refusal names them.
+        self.vouched_for = (str(self.top), manifest["volunteer"]["id"])
         self.signature = signature
         self.listed = self._listed(manifest)
 
@@ -341,30 +383,36 @@ class _TarReader:
         except ValueError:
             key = b""
         if len(key) != signing.PUBLIC_KEY_SIZE:
-            self.refuse("the manifest's volunteer.signing_key is not base64 of a 32-byte Ed25519 key")
+            self.refuse(
+                "the manifest's volunteer.signing_key is not base64 of a 32-byte Ed25519 key",
+                reason="signature_invalid",
+            )
         return key
 
     def _check_volunteer_id(self, manifest: dict[str, Any], key: bytes) -> bool:
         """Whether ``volunteer.id`` was checked against its key (optin-bundle/2 on); refuse a wrong one."""
         claimed = manifest["volunteer"].get("id")
         if not (isinstance(claimed, str) and _VOLUNTEER_ID.fullmatch(claimed)):
-            self.refuse("the manifest's volunteer.id is not 32 lower-case hex characters")
+            self.refuse(
+                "the manifest's volunteer.id is not 32 lower-case hex characters", reason="manifest_types"
+            )
         consent = manifest.get("consent")
         study = consent.get("study_id") if isinstance(consent, dict) else None
         if not isinstance(study, str):
-            self.refuse("the manifest's consent.study_id is not a string")
+            self.refuse("the manifest's consent.study_id is not a string", reason="manifest_types")
         if manifest["schema"] == V1:
             return False  # an HMAC under the volunteer's private seed: nobody else can check it
         try:
             expected = signing.id_of_key(study, key)
         except ValueError:
-            self.refuse("the manifest's consent.study_id is not valid UTF-8")
+            self.refuse("the manifest's consent.study_id is not valid UTF-8", reason="manifest_types")
         if claimed != expected:
             self.refuse(
                 f"its volunteer.id {claimed} is not the id of the key that signed it (that key is volunteer "
                 f"{expected} in study {shown(study)}): someone signed it with their own key and another "
                 "volunteer's id",
                 "Fix: do not use it: it is forged (a volunteer's own bundles carry the id of their key)",
+                reason="volunteer_id_mismatch",
             )
         return True
 
@@ -372,54 +420,70 @@ class _TarReader:
         """The manifest's ``members`` as name → (sha256, size), after checking its shape."""
         table = manifest.get("members")
         if not isinstance(table, dict):
-            self.refuse("the manifest has no members table")
+            self.refuse("the manifest has no members table", reason="manifest_types")
         listed: dict[str, tuple[str, int]] = {}
         for name, entry in table.items():
             digest = entry.get("sha256") if isinstance(entry, dict) else None
             size = entry.get("size") if isinstance(entry, dict) else None
             if name in (MANIFEST, SIGNATURE):
-                self.refuse(f"the manifest's members lists {name!r}, which it must not")
+                self.refuse(f"the manifest's members lists {name!r}, which it must not", reason="member_name")
             if not MEMBER.fullmatch(name) or (name == TASKS and manifest["schema"] != V3):
                 self.refuse(
-                    f"the manifest's members lists {shown(name)}, not a name a bundle holds", HOSTILE_FIX
+                    f"the manifest's members lists {shown(name)}, not a name a bundle holds",
+                    HOSTILE_FIX,
+                    reason="member_name",
                 )
             if not (isinstance(digest, str) and _SHA256_HEX.fullmatch(digest)):
-                self.refuse(f"the manifest's entry for {shown(name)} has no lower-case hex sha256")
+                self.refuse(
+                    f"the manifest's entry for {shown(name)} has no lower-case hex sha256",
+                    reason="manifest_types",
+                )
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                self.refuse(f"the manifest's entry for {shown(name)} has no size")
+                self.refuse(f"the manifest's entry for {shown(name)} has no size", reason="manifest_types")
             listed[name] = (digest, size)
         return listed
 
     def _take_member(self, info: tarfile.TarInfo, name: str) -> None:
         v3 = self.manifest is not None and self.manifest.get("schema") == V3
         if v3 and not self.spans and name != TASKS:
-            self.refuse(f"the third member is {shown(name)}, not {TASKS}")
+            self.refuse(f"the third member is {shown(name)}, not {TASKS}", reason="manifest_order")
         if not v3 and name == TASKS:
             self.refuse(
                 f"member {shown(name)} is not a name an {self.manifest and self.manifest.get('schema')} "
                 "bundle holds (docs/export-format.md)",
                 HOSTILE_FIX,
+                reason="member_name",
             )
         if name not in self.listed:
-            self.refuse(f"member {shown(name)} is not listed in the manifest's members")
+            self.refuse(
+                f"member {shown(name)} is not listed in the manifest's members", reason="member_unlisted"
+            )
         digest, size = self.listed[name]
         if info.size != size:
-            self.refuse(f"member {shown(name)} is {info.size} bytes in the tar, but the manifest says {size}")
+            self.refuse(
+                f"member {shown(name)} is {info.size} bytes in the tar, but the manifest says {size}",
+                reason="member_size",
+            )
         start, end = self._span(info)
         if hashlib.sha256(memoryview(self.plaintext)[start:end]).hexdigest() != digest:
-            self.refuse(f"member {shown(name)} does not match its SHA-256 in the manifest")
+            self.refuse(
+                f"member {shown(name)} does not match its SHA-256 in the manifest", reason="member_hash"
+            )
         self.spans[name] = (start, end)
 
     def finish(self) -> Bundle:
         """The bundle, once the whole tar was read: nothing missing, every stated count recomputed."""
         if self.manifest is None:
-            self.refuse(f"it has no {MANIFEST}")
+            self.refuse(f"it has no {MANIFEST}", reason="manifest_order")
         if self.signature is None:
-            self.refuse(f"it has no {SIGNATURE}")
+            self.refuse(f"it has no {SIGNATURE}", reason="manifest_order")
         missing = sorted(set(self.listed) - set(self.members))
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            self.refuse(f"member {shown(missing[0])}{more}, listed in the manifest, is missing")
+            self.refuse(
+                f"member {shown(missing[0])}{more}, listed in the manifest, is missing",
+                reason="member_missing",
+            )
         by_action = Recount(self.members, self.listed, self.refuse).check(self.manifest)
         return Bundle(
             path=self.path,
@@ -448,4 +512,5 @@ __all__ = [
     "Bundle",
     "check_tar",
     "shown_path",
+    "view",
 ]

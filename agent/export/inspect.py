@@ -22,7 +22,10 @@ bounded by the file's real size before the next layer sees it:
 
 Failures are :class:`~agent.errors.ExportError` (exit 1) that name the bundle, the member and the
 check, never a member's content, with untrusted text shown by :func:`~agent.untrusted_text.visible`
-and cut short; a wrong identity or a damaged age file gets one opaque answer, as age gives.
+and cut short; a wrong identity or a damaged age file gets one opaque answer, as age gives.  Each
+refusal of a bundle carries its code (``reason``, ``stage``: docs/dataset.md "Reason codes",
+agent/export/reasons.py) for a dataset build's quarantine; a path that is no regular file and an
+unpack that cannot write refuse no bundle, and carry none.
 Identity files are read by :func:`load_identity_file`, whose errors never contain key text.
 
 The parts: this module reads identity files, opens the file and its age layer (pyrage), and
@@ -36,9 +39,10 @@ from __future__ import annotations
 import io
 import os
 import stat
+from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from agent.backends import platform_calls
 from agent.errors import ExportError, UsageError
@@ -59,6 +63,7 @@ from agent.export.bundle_checks import (
     shown_path,
 )
 from agent.export.bundle_report import render_summary, summarise
+from agent.export.reasons import NOT_A_REFUSAL
 
 #: The age header's limits, checked before pyrage sees it.
 MAX_AGE_HEADER = 16 << 10
@@ -77,6 +82,13 @@ _FILE_KINDS = {
     stat.S_IFIFO: "a FIFO",
     stat.S_IFSOCK: "a socket",
 }
+
+
+class Readable(Protocol):
+    """What :func:`open_bundle_stream` reads: ``read(n)`` gives at most ``n`` bytes, ``b""`` at the end
+    (a file, an object store's body, a hashing tee around either)."""
+
+    def read(self, n: int, /) -> bytes: ...
 
 
 # --- identity files ---------------------------------------------------------------------------------
@@ -99,6 +111,14 @@ def load_identity_file(path: Path) -> list[Any]:
         msg = f"identity file {path} holds no age identity (no AGE-SECRET-KEY-1... line). {_IDENTITY_FIX}"
         raise UsageError(msg)
     return identities
+
+
+def identities_from_text(lines: Sequence[str]) -> list[Any]:
+    """Identities :func:`load_identity_file` already read, from their text (a worker process gets
+    them as text: pyrage's objects do not pickle)."""
+    from pyrage import x25519
+
+    return [x25519.Identity.from_str(line) for line in lines]
 
 
 def _read_identity_bytes(path: Path) -> bytes:
@@ -180,7 +200,7 @@ def open_bundle(path: Path, identities: list[Any], *, identity_file: Path | None
 
 
 def open_bundle_stream(
-    f: IO[bytes], size: int, path: Path, identities: list[Any], *, identity_file: Path | None = None
+    f: Readable, size: int, path: Path, identities: list[Any], *, identity_file: Path | None = None
 ) -> Bundle:
     """:func:`open_bundle` on ``size`` bytes read from ``f`` (an object store's stream, a local
     file): exactly the same checks, in the same order, bounded by ``size`` (never more is read).
@@ -214,16 +234,16 @@ class _RegularFile:
             fd = os.open(self.path, flags)  # O_NONBLOCK: opening a FIFO does not wait for a writer
         except FileNotFoundError:
             msg = f"bundle {where} does not exist. {_BUNDLE_FIX}"
-            raise ExportError(msg) from None
+            raise ExportError(msg, reason=NOT_A_REFUSAL) from None
         except OSError as exc:
             msg = f"cannot read bundle {where}: {exc.strerror or exc.__class__.__name__}"
-            raise ExportError(msg) from None
+            raise ExportError(msg, reason=NOT_A_REFUSAL) from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             kind = _FILE_KINDS.get(stat.S_IFMT(st.st_mode), "not a file")
             msg = f"bundle {where} is not a regular file ({kind}): refusing to read it. {_BUNDLE_FIX}"
-            raise ExportError(msg)
+            raise ExportError(msg, reason=NOT_A_REFUSAL)
         self.file = os.fdopen(fd, "rb")
         return self.file, st.st_size
 
@@ -241,13 +261,13 @@ def _check_age_header(path: Path, head: bytes, size: int) -> None:
     where = shown_path(path)
     if head.startswith(_AGE_ARMOR):
         msg = f"{where} is an ASCII-armored age file; optin bundles are binary. {_BUNDLE_FIX}"
-        raise ExportError(msg)
+        raise ExportError(msg, reason="age_armored")
     if not head.startswith(_AGE_MAGIC):
         hint = " (it is a tar: already decrypted?)" if head[257:262] == b"ustar" else ""
         msg = (
             f"{where} is not an age file{hint}: it does not start with 'age-encryption.org/v1'. {_BUNDLE_FIX}"
         )
-        raise ExportError(msg)
+        raise ExportError(msg, reason="not_age")
     end = head.find(b"\n---")
     header = head if end < 0 else head[: end + 1]
     stanzas = header.count(b"\n-> ")
@@ -256,19 +276,19 @@ def _check_age_header(path: Path, head: bytes, size: int) -> None:
             f"{where} has an age header with {'' if end >= 0 else 'at least '}{stanzas} recipient stanzas; "
             f"a bundle has at most {MAX_STANZAS}. Refused before decryption. {HOSTILE_FIX}"
         )
-        raise ExportError(msg)
+        raise ExportError(msg, reason="age_header_limits")
     if end < 0 and size > len(head):
         msg = (
             f"{where} has an age header longer than {MAX_AGE_HEADER} bytes; a bundle's is shorter. "
             f"Refused before decryption. {HOSTILE_FIX}"
         )
-        raise ExportError(msg)
+        raise ExportError(msg, reason="age_header_limits")
 
 
 class _Replay:
     """A reader for pyrage: the header bytes already read, then the rest of the file up to ``size``."""
 
-    def __init__(self, head: bytes, f: IO[bytes], size: int) -> None:
+    def __init__(self, head: bytes, f: Readable, size: int) -> None:
         self.head = head
         self.file = f
         self.left = size - len(head)
@@ -313,16 +333,16 @@ def _decrypt(
         pyrage.decrypt_io(source, out, identities)
         return out.getvalue()
     except Exception as exc:  # pyrage.DecryptError, OSError, and anything else its parser raises
-        reason = str(exc).lower()
-    if "no matching keys" in reason:
+        answer = str(exc).lower()
+    if "no matching keys" in answer:
         who = f"the identity in {identity_file}" if identity_file else "the given identity"
         msg = (
             f"cannot decrypt {shown_path(path)} with {who}: it is not one of the bundle's recipients "
             "(wrong study key?). Fix: use the identity of the study the session was exported to"
         )
-    else:
-        msg = f"cannot decrypt {shown_path(path)}: wrong key or damaged file. {REFETCH_FIX}"
-    raise ExportError(msg)
+        raise ExportError(msg, reason="not_a_recipient")
+    msg = f"cannot decrypt {shown_path(path)}: wrong key or damaged file. {REFETCH_FIX}"
+    raise ExportError(msg, reason="decrypt_failed")
 
 
 # --- unpacking --------------------------------------------------------------------------------------
@@ -361,7 +381,7 @@ def unpack(bundle: Bundle, out_dir: Path) -> Path:
                 f"cannot unpack into {root}: {exc.strerror or exc.__class__.__name__}; nothing was left "
                 "there. Fix: free space or choose another output directory"
             )
-            raise ExportError(msg) from exc
+            raise ExportError(msg, reason=NOT_A_REFUSAL) from exc
         raise
     return root
 
@@ -391,7 +411,7 @@ def _check_existing_session_dir(root: Path) -> None:
         st = root.lstat()
         if stat.S_ISLNK(st.st_mode):
             msg = f"{root} is a symbolic link; refusing to write through it. {fix}"
-            raise ExportError(msg)
+            raise ExportError(msg, reason=NOT_A_REFUSAL)
         empty = stat.S_ISDIR(st.st_mode) and not any(root.iterdir())
     except OSError as exc:
         msg = f"cannot use {root}: {exc.strerror or exc.__class__.__name__}. {fix}"
@@ -430,7 +450,7 @@ def _check_inside(root: Path, target: Path) -> None:
     """Belt and braces: ``target``, symbolic links resolved, is inside ``root``."""
     if not target.resolve().is_relative_to(root.resolve()):
         msg = f"refusing to write {target}: it resolves outside {root}"
-        raise ExportError(msg)
+        raise ExportError(msg, reason=NOT_A_REFUSAL)
 
 
 def _write_all(fd: int, blob: bytes | memoryview) -> None:
@@ -461,6 +481,7 @@ __all__ = [
     "SIGNATURE",
     "V1",
     "Bundle",
+    "Readable",
     "check_tar",
     "load_identity_file",
     "open_bundle",

@@ -1,8 +1,11 @@
-"""agent/dataset/dest.py against the real stores: a local folder and SeaweedFS over S3, the same test
-bodies for both (docs/dataset.md: DEST layout, Object names, Local DEST, S3 DEST, The lock)."""
+"""agent/dataset/dest.py (dest_local.py, dest_s3.py) against the real stores: a local folder and SeaweedFS
+over S3, the same test bodies for both (docs/dataset.md: DEST layout, Object names, Local DEST, S3 DEST,
+The lock)."""
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import os
 import stat
 import threading
@@ -14,17 +17,18 @@ import pytest
 
 from agent.dataset.dest import (
     Dest,
+    DestError,
     DestUnusable,
-    LocalDest,
     ObjectChanged,
     ObjectExists,
     ObjectKeyRefused,
     ObjectMissing,
     ObjectTooLarge,
-    S3Dest,
     check_key,
-    open_dest,
 )
+from agent.dataset.dest_local import LocalDest
+from agent.dataset.dest_s3 import S3Dest
+from agent.dataset.stores import open_dest
 from tests.study.conftest import S3Server
 
 #: Bytes no message may ever show (objects hold decrypted data).
@@ -247,6 +251,8 @@ def test_hostile_keys_are_refused_by_every_operation_and_nothing_is_written(key:
         lambda: dest.get(key, max_size=100),
         lambda: dest.head(key),
         lambda: dest.delete(key),
+        lambda: dest.writer(key),
+        lambda: dest.reader(key),
     ]
     if key and not key.endswith("/"):
         operations.append(lambda: list(dest.list(key)))
@@ -311,6 +317,13 @@ def test_a_symlinked_folder_or_file_below_dest_is_never_followed(tmp_path: Path)
         with pytest.raises(DestUnusable, match="symbolic link"):
             d.delete("CURRENT")
         with pytest.raises(DestUnusable, match="symbolic link"):
+            d.reader("CURRENT")
+        with (
+            pytest.raises(DestUnusable, match=r"versions is a symbolic link"),
+            d.writer("versions/v000002.json") as w,
+        ):
+            w.write(CANARY)
+        with pytest.raises(DestUnusable, match="symbolic link"):
             list(d.list())
     assert sorted(p.name for p in outside.iterdir()) == ["v000001.json"]
     assert (outside / "v000001.json").read_bytes() == b"outside's own"
@@ -340,6 +353,8 @@ def test_a_fifo_in_dest_is_refused_without_blocking(tmp_path: Path) -> None:
         os.mkfifo(d.path / "CURRENT")
         with pytest.raises(DestUnusable, match="special file"):
             d.get("CURRENT", max_size=100)
+        with pytest.raises(DestUnusable, match="special file"):
+            d.reader("CURRENT")
 
 
 # --- S3: credentials, bucket ------------------------------------------------------------------------
@@ -406,6 +421,189 @@ def test_deleting_on_a_versioned_bucket_removes_every_version(
     assert d.delete("LOCK") is True
     left = s3.client().list_object_versions(Bucket=bucket, Prefix="ds/LOCK")
     assert left.get("Versions", []) == [] and left.get("DeleteMarkers", []) == []
+
+
+# --- streamed whole objects (shards): writer, reader, abort_uploads ---------------------------------
+
+SHARD = "shards/ingest_date=2026-12-06/0123456789abcdef0123456789abcdef.tar"
+MiB = 2**20
+
+
+def pending_uploads(d: Dest) -> list[str]:
+    """What a killed or failed writer could leave, seen by the store itself: ``.tmp-`` files locally,
+    incomplete multipart uploads on S3."""
+    if isinstance(d, LocalDest):
+        return sorted(str(p.relative_to(d.path)) for p in d.path.rglob("*") if ".tmp-" in p.name)
+    assert isinstance(d, S3Dest)
+    answer = d._client.list_multipart_uploads(Bucket=d.bucket, Prefix=d.prefix + "/")
+    return sorted(u["Key"] for u in answer.get("Uploads", []))
+
+
+@pytest.fixture(params=["local", "s3"])
+def small_parts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Dest]:
+    """A DEST whose S3 writer uploads 5 MiB parts (S3's and SeaweedFS's smallest), so a few MiB take
+    the multipart path that 64 MiB parts would take for a real shard."""
+    if request.param == "local":
+        with LocalDest.open(tmp_path / "dest") as d:
+            yield d
+        return
+    server: S3Server = request.getfixturevalue("s3")
+    monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    yield S3Dest.open(server.url(), part_size=5 * MiB)
+
+
+def _chunks(total: int, seed: int) -> Iterator[bytes]:
+    """``total`` deterministic bytes in uneven pieces (1 B to 3 MiB), so parts never align with writes."""
+    sizes = [1, 3 * MiB, 700, MiB + 13, 2 * MiB - 1]
+    block = hashlib.sha256(str(seed).encode()).digest() * (3 * MiB // 32 + 1)
+    sent, i = 0, 0
+    while sent < total:
+        n = min(sizes[i % len(sizes)], total - sent)
+        yield block[sent % 32 : sent % 32 + n]
+        sent, i = sent + n, i + 1
+
+
+def test_writer_streams_a_whole_object_and_a_rerun_replaces_it(small_parts: Dest) -> None:
+    dest = small_parts
+    total = 12 * MiB + 5  # three parts of 5 MiB on S3
+    expected = b"".join(_chunks(total, 1))
+    info = None
+    for run in range(2):  # a rerun writes the same bytes under the same (content-derived) name
+        with dest.writer(SHARD) as w:
+            for i, chunk in enumerate(_chunks(total, 1)):
+                w.write(memoryview(chunk) if i % 2 else chunk)
+            assert w.size == total
+            assert w.sha256 == hashlib.sha256(expected).hexdigest()
+            assert dest.head(SHARD) is None or run == 1  # nothing under the name before the end
+        info = w.info
+        assert info is not None
+        assert (info.key, info.size) == (SHARD, total)
+        assert dest.get(SHARD, max_size=total).data == expected
+        assert pending_uploads(dest) == []
+        assert [o.key for o in dest.list()] == [SHARD]
+    head = dest.head(SHARD)
+    assert head is not None and head.size == total
+    assert info is not None
+    if isinstance(dest, S3Dest):
+        assert info.etag == head.etag
+        assert info.etag is not None and info.etag.strip('"').endswith("-3")  # the multipart path
+    else:
+        assert info.etag == hashlib.sha256(expected).hexdigest()  # a local ETag is the SHA-256
+
+
+def test_writer_replaces_an_object_of_other_bytes_and_writes_empty_objects(dest: Dest) -> None:
+    dest.put_new(SHARD, b"old contents")
+    with dest.writer(SHARD) as w:
+        w.write(bytearray(b"new "))
+        w.write(memoryview(b"contents!!")[:8])
+    assert dest.get(SHARD, max_size=100).data == b"new contents"
+    assert (w.size, w.sha256) == (12, hashlib.sha256(b"new contents").hexdigest())
+    with dest.writer("versions/v000001.json") as w:
+        pass
+    assert dest.get("versions/v000001.json", max_size=10).data == b""
+    assert w.sha256 == hashlib.sha256(b"").hexdigest()
+    assert pending_uploads(dest) == []
+
+
+def test_an_exception_mid_write_leaves_no_object_no_temporary_file_and_no_upload(small_parts: Dest) -> None:
+    dest = small_parts
+    seen: list[str] = []
+    with pytest.raises(RuntimeError, match="a worker failed"), dest.writer(SHARD) as w:
+        for chunk in _chunks(11 * MiB, 2):
+            w.write(chunk)
+        seen = pending_uploads(dest)  # under way: a temporary file, or a multipart upload with 2 parts
+        raise RuntimeError("a worker failed")
+    assert len(seen) == 1
+    assert dest.head(SHARD) is None
+    assert pending_uploads(dest) == []
+    assert [k for k in stored_keys(dest) if not k.endswith(".optin-dest.guard")] == []
+    with pytest.raises(DestError, match="its writer is aborted, not open"):
+        w.write(b"more")
+    # an old object under the name stays as it was when a rewrite fails
+    dest.put_new(SHARD, b"the old shard")
+    with pytest.raises(KeyboardInterrupt), dest.writer(SHARD) as w:
+        w.write(CANARY)
+        raise KeyboardInterrupt
+    assert dest.get(SHARD, max_size=100).data == b"the old shard"
+    assert pending_uploads(dest) == []
+
+
+def test_the_s3_writer_switches_to_multipart_only_above_the_part_size(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    d = S3Dest.open(s3.url(), part_size=5 * MiB)
+    for total, parts in [(5 * MiB, 0), (5 * MiB + 1, 2), (10 * MiB, 2), (10 * MiB + 1, 3)]:
+        data = b"".join(_chunks(total, total))
+        with d.writer(SHARD) as w:
+            w.write(data)  # one large write is cut into parts, never held twice
+            uploads = d._client.list_multipart_uploads(Bucket=d.bucket, Prefix=d.prefix + "/")
+            listed = uploads.get("Uploads", [])
+            if parts:
+                (upload,) = listed
+                sent = d._client.list_parts(Bucket=d.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                assert len(sent.get("Parts", [])) == parts - 1  # the last part goes at the end
+                assert all(p["Size"] == 5 * MiB for p in sent["Parts"])
+            else:
+                assert listed == []
+        assert w.info is not None
+        etag = w.info.etag or ""
+        assert etag.strip('"').endswith(f"-{parts}") if parts else "-" not in etag, (total, etag)
+        blob = d.get(SHARD, max_size=total)
+        assert hashlib.sha256(blob.data).hexdigest() == w.sha256 == hashlib.sha256(data).hexdigest()
+        assert pending_uploads(d) == []
+    with pytest.raises(ValueError, match="at least 5242880 bytes"):
+        S3Dest.open(s3.url(), part_size=MiB)
+
+
+def test_reader_streams_an_object_of_its_stated_size(dest: Dest) -> None:
+    data = b"".join(_chunks(3 * MiB + 7, 3))
+    with dest.writer(SHARD) as w:
+        w.write(data)
+    f, info = dest.reader(SHARD)
+    with f:
+        got = b"".join(iter(lambda: f.read(65536), b""))
+    assert got == data
+    assert (info.key, info.size) == (SHARD, len(data))
+    assert info.etag == (w.info.etag if isinstance(dest, S3Dest) else None)  # type: ignore[union-attr]
+    with pytest.raises(ObjectMissing, match=r"no object .*versions/v000009\.json"):
+        dest.reader("versions/v000009.json")
+
+
+def test_abort_uploads_removes_what_killed_writers_left_before_the_lock(small_parts: Dest) -> None:
+    dest = small_parts
+    killed = dest.writer(SHARD)
+    killed.__enter__()  # a writer whose process was killed: never exits
+    for chunk in _chunks(6 * MiB, 4):
+        killed.write(chunk)
+    assert len(pending_uploads(dest)) == 1
+    lock_started = datetime.datetime.now(datetime.timezone.utc)
+    assert dest.abort_uploads(lock_started - datetime.timedelta(hours=1)) == 0  # newer than "before"
+    assert len(pending_uploads(dest)) == 1
+    assert dest.abort_uploads(lock_started + datetime.timedelta(seconds=2)) == 1
+    assert pending_uploads(dest) == []
+    assert dest.head(SHARD) is None
+    assert dest.abort_uploads(lock_started + datetime.timedelta(seconds=2)) == 0
+
+
+def test_abort_uploads_never_follows_a_link_in_a_local_dest(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    theirs = outside / ".x.tar.tmp-0123456789abcdef"
+    theirs.write_bytes(b"not ours")
+    os.utime(theirs, (0, 0))
+    with LocalDest.open(tmp_path / "dest") as d:
+        (d.path / "shards").symlink_to(outside)
+        old = d.path / ".CURRENT.tmp-fedcba9876543210"
+        old.write_bytes(b"left by a killed command")
+        os.utime(old, (0, 0))
+        assert d.abort_uploads(datetime.datetime.now(datetime.timezone.utc)) == 1
+        assert not old.exists()
+    assert theirs.read_bytes() == b"not ours"
 
 
 # --- Ray ---------------------------------------------------------------------------------------------

@@ -1,0 +1,155 @@
+"""``optin dataset build | withdraw | export | stats``: the study side (docs/dataset.md).
+
+Its modules (:mod:`agent.dataset`) and their packages (the ``study`` extra: boto3, pyarrow,
+webdataset, ray, matplotlib) are imported only when one of these commands runs; the recorder
+never loads them (tests/unit/test_no_network.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.cli.output import print_json, progress_bar
+from agent.errors import UsageError
+from agent.untrusted_text import visible
+
+__all__ = ["add_dataset_commands", "parse_size"]
+
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS |= {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``1GB`` (10^9), ``4GiB`` (2^32), ``500MB``, ``12345`` (bytes): a positive number of bytes."""
+    m = _SIZE.fullmatch(text)
+    size = int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()]) if m else 0
+    if size < 1:
+        msg = f"{text!r} is not a size. Fix: give bytes or a number with a unit, e.g. 1GB, 500MB, 4GiB"
+        raise argparse.ArgumentTypeError(msg)
+    return size
+
+
+def _missing_extra(exc: ImportError) -> UsageError:
+    msg = (
+        f"optin dataset needs the study extra ({exc.name or exc}). Fix: pip install 'optin-agent[study]' "
+        "(make venv installs it)"
+    )
+    return UsageError(msg)
+
+
+def _stage_bars(json_out: bool) -> Callable[[str, int, int], None] | None:
+    """One bar per pass on a terminal's stderr: ``checking`` bundles, then ``writing`` parts."""
+    if json_out and not sys.stderr.isatty():
+        return None
+    bars = {"check": progress_bar("checking bundles"), "write": progress_bar("writing parts   ")}
+    if not any(bars.values()):
+        return None
+
+    def show(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is not None:
+            bar(done, total)
+
+    return show
+
+
+def cmd_dataset_build(args: argparse.Namespace) -> int:
+    try:
+        from agent.dataset.build import BuildOptions, build
+        from agent.dataset.report import render_build
+    except ImportError as exc:
+        raise _missing_extra(exc) from None
+    options = BuildOptions(
+        src=args.src,
+        dest=args.dest,
+        identity_file=Path(args.identity),
+        engine=args.engine,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        shard_size=args.shard_size,
+        max_bundle_size=args.max_bundle_size,
+        retry_quarantined=frozenset(args.retry_quarantined or ()),
+        keep_days=args.keep_days,
+        study_id=args.study_id,
+        break_lock=args.break_lock,
+    )
+    report = build(options, progress=_stage_bars(args.json))
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(render_build(report))
+    for deferred in report.deferred:
+        print(f"optin: deferred {visible(deferred.name)}: {deferred.message}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _add_build(sub: Any) -> None:
+    sp = sub.add_parser(
+        "build",
+        help="check every bundle in SRC and publish them into DEST as WebDataset shards and Parquet tables",
+        description="Check every new bundle in SRC with the checks of optin inspect, and publish the good "
+        "ones into DEST as a new dataset version: uniform WebDataset samples (one per step), Parquet "
+        "tables and a dataset card. Bad bundles are quarantined with a reason code, never copied.",
+    )
+    sp.set_defaults(func=cmd_dataset_build)
+    sp.add_argument(
+        "src", metavar="SRC", help="a folder or s3://bucket/prefix holding .optin.tar.age bundles"
+    )
+    sp.add_argument("dest", metavar="DEST", help="the dataset: a folder or s3://bucket/prefix")
+    sp.add_argument("--identity", required=True, metavar="FILE", help="the study's age identity file")
+    sp.add_argument(
+        "--engine", choices=["local", "ray"], default="local", help="who runs the tasks (default: local)"
+    )
+    sp.add_argument(
+        "--workers", type=int, metavar="N", help="processes or Ray CPUs (default: this machine's CPUs)"
+    )
+    sp.add_argument(
+        "--ray-address", metavar="ADDR", help="an existing Ray cluster (default: start a local one)"
+    )
+    sp.add_argument("--shard-size", type=parse_size, default=10**9, metavar="SIZE", help="default 1GB")
+    sp.add_argument(
+        "--max-bundle-size", type=parse_size, default=4 << 30, metavar="SIZE", help="default 4GiB"
+    )
+    sp.add_argument(
+        "--retry-quarantined",
+        action="append",
+        metavar="REASON",
+        help="check again the bundles quarantined for REASON (repeatable; all: every reason)",
+    )
+    sp.add_argument(
+        "--keep-days", type=int, default=7, metavar="N", help="keep older versions N days (default 7)"
+    )
+    sp.add_argument(
+        "--study-id", metavar="ID", help="the study this DEST holds (first build of mixed bundles)"
+    )
+    sp.add_argument(
+        "--break-lock", action="store_true", help="take DEST's lock from a command known to be dead"
+    )
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.epilog = (
+        "Endpoint and credentials of s3:// come from boto3's configuration (AWS_ENDPOINT_URL, AWS_PROFILE, "
+        "the credential chain). Exit codes: 0 every bundle ingested, skipped or quarantined; 1 a bundle "
+        "deferred (could not be read: run again), or publishing failed; 2 bad usage, a held lock, "
+        "SRC and DEST overlapping."
+    )
+
+
+def add_dataset_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """``optin dataset`` and its subcommands."""
+
+    def usage(args: argparse.Namespace) -> int:
+        args.dataset_parser.print_help()
+        return 2
+
+    sp = add(
+        "dataset", usage, "the study side: build a training dataset from bundles (needs the study extra)"
+    )
+    sp.set_defaults(dataset_parser=sp)
+    sub = sp.add_subparsers(dest="dataset_command", metavar="COMMAND")
+    _add_build(sub)
