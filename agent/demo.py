@@ -33,7 +33,7 @@ from typing import Any
 
 from agent.backends.platform_calls import TERMINATE_SIGNALS, end_process_group
 from agent.backends.virtual_display import VirtualDisplay, wait_for
-from agent.errors import EnvironmentProblem, OptinError
+from agent.errors import EnvironmentProblem, OptinError, UsageError
 from agent.events import KeyPress
 from agent.paths import optin_command, write_private_file
 from agent.session_summary import pairs_text, redactions_by_place
@@ -65,15 +65,21 @@ class DemoFailed(OptinError):
     """A link of the demo chain failed."""
 
 
-def run_demo(seconds: float = 8.0, *, progress: bool = True) -> dict[str, Any]:
+def run_demo(seconds: float = 8.0, *, progress: bool = True, keep: Path | None = None) -> dict[str, Any]:
     """Run the demo; return the summary (see :func:`render_summary`).
 
     SIGTERM and SIGHUP end it like Ctrl-C: every process it started is stopped
     and its temporary directory (keys, session, bundle) removed.
+
+    :param keep: an absent or empty folder that receives the bundle, the study file and the
+        study's identity (``--keep``), e.g. to try ``optin dataset build`` on a real recording.
     """
     if seconds < 1 or seconds > 600:
         msg = f"--seconds {seconds:g} is out of range; use a value between 1 and 600"
         raise DemoFailed(msg)
+    if keep is not None and keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+        msg = f"--keep {keep} is not an empty folder. Fix: give a new folder (the demo creates it)"
+        raise UsageError(msg)
     if shutil.which("age") is None:
         msg = (
             "the demo decrypts its bundle with the `age` command, which is not installed. "
@@ -88,10 +94,26 @@ def run_demo(seconds: float = 8.0, *, progress: bool = True) -> dict[str, Any]:
             with _link("start the private display"), VirtualDisplay(adopt_daemons=True) as vd:
                 say(f"private display {vd.display} with openbox, dunst and trayer is up")
                 summary = _run_on(vd, work, seconds, say)
+            if keep is not None:
+                summary["kept"] = _keep(work, keep)
+                say(f"bundle, study file and study identity kept in {keep}")
         finally:
             shutil.rmtree(work, ignore_errors=True)
     summary["seconds_taken"] = round(time.monotonic() - t0, 1)
     return summary
+
+
+def _keep(work: Path, keep: Path) -> dict[str, str]:
+    """Copy the bundle, the study file and the study identity into ``keep`` (0700; files 0600)."""
+    keep.mkdir(mode=0o700, parents=True, exist_ok=True)
+    kept: dict[str, str] = {}
+    for bundle in sorted((work / "out").glob("*.optin.tar.age")):
+        write_private_file(keep / bundle.name, bundle.read_bytes())
+        kept["bundle"] = str(keep / bundle.name)
+    for name, role in (("demo-study.toml", "study"), ("study-identity.txt", "identity")):
+        write_private_file(keep / name, (work / name).read_bytes())
+        kept[role] = str(keep / name)
+    return kept
 
 
 @contextlib.contextmanager

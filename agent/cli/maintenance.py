@@ -130,7 +130,8 @@ def _remove_tree(path: Path) -> bool:
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent import demo
 
-    summary = demo.run_demo(seconds=args.seconds, progress=not args.json)
+    keep = Path(args.keep) if args.keep else None
+    summary = demo.run_demo(seconds=args.seconds, progress=not args.json, keep=keep)
     if args.json:
         print_json(summary)
     else:

@@ -257,5 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("demo", cmd_demo, "the whole chain on a private virtual display")
     sp.add_argument("--seconds", type=float, default=8.0, metavar="N", help="length of the scripted session")
+    sp.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="keep the bundle, the study file and the study identity in DIR (a new folder), e.g. for "
+        "optin dataset build",
+    )
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     return p

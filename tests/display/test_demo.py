@@ -6,8 +6,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from agent.dataset.build import build
 from tests.display.conftest import need_tools
+from tests.study.conftest import S3Server
 
 
 def _our_stack() -> dict[int, str]:
@@ -27,11 +32,15 @@ def _left_behind(before: dict[int, str]) -> dict[int, str]:
     return {pid: args for pid, args in _our_stack().items() if pid not in before}
 
 
-def test_demo_runs_the_whole_chain_and_cleans_up() -> None:
+@pytest.mark.usefixtures("ray_local")
+def test_demo_runs_the_whole_chain_and_cleans_up(
+    tmp_path: Path, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     need_tools("age")
     before = _our_stack()
+    keep = tmp_path / "kept"
     out = subprocess.run(
-        [sys.executable, "-m", "agent", "demo", "--seconds", "3", "--json"],
+        [sys.executable, "-m", "agent", "demo", "--seconds", "3", "--json", "--keep", str(keep)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -50,6 +59,57 @@ def test_demo_runs_the_whole_chain_and_cleans_up() -> None:
     assert summary["elements"]["api"] == "atspi" and summary["elements"]["steps_with"] >= 1
     assert summary["elements"]["example"].startswith("text")  # the form's entry, through AT-SPI
     assert not _left_behind(before)  # every process the demo started is gone
+    assert sorted(p.name for p in keep.iterdir()) == sorted(
+        [Path(summary["kept"]["bundle"]).name, "demo-study.toml", "study-identity.txt"]
+    )
+    _real_and_synthetic_bundles_build_the_same_dataset_with_both_engines(keep, summary, s3, monkeypatch)
+
+
+def _real_and_synthetic_bundles_build_the_same_dataset_with_both_engines(
+    keep: Path, summary: dict[str, Any], s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's real recording beside 200 synthetic volunteers' bundles of its study, on SeaweedFS:
+    a process pool and Ray build the same shards and rows, and the real session's steps are there."""
+    from agent.study import parse_study
+    from tests.study.synth import make_bundles
+    from tests.study.test_build import current, options, shard_digests, table_rows, upload
+
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    study = parse_study((keep / "demo-study.toml").read_text(encoding="utf-8"))
+    recipient = study.recipients[0]
+    # without frames: the demo's study requires OCR of every frame, which would take minutes here
+    synthetic = make_bundles(
+        keep.parent / "synthetic",
+        recipient,
+        volunteers=50,
+        sessions=4,
+        seed=5,
+        frames=False,
+        tasks=False,
+        study=study,
+    )
+    real = Path(summary["kept"]["bundle"])
+    src = upload(s3, [real, *(b.path for b in synthetic)])
+    identity = keep / "study-identity.txt"
+    dest_local, dest_ray = s3.url(), s3.url()
+    local = build(options(src, dest_local, identity, shard_size=400_000))
+    ray = build(options(src, dest_ray, identity, shard_size=400_000, engine="ray"))
+    assert local.ingested == ray.ingested == 201 and not local.quarantined and not ray.quarantined
+    a, b = current(dest_local), current(dest_ray)
+    assert shard_digests(a) == shard_digests(b) and len(a.parts) > 2
+    for table in ("sessions", "steps", "events", "frames", "tasks"):
+        assert table_rows(dest_local, a, table) == table_rows(dest_ray, b, table), table
+    real_session = real.name.removesuffix(".optin.tar.age")
+    steps = [r for r in table_rows(dest_local, a, "steps") if r["session"] == real_session]
+    assert len(steps) == summary["steps"]["count"] and {r["action"] for r in steps} >= {
+        "click",
+        "type",
+        "scroll",
+    }
+    assert any(r["task_id"] == "sign-in" for r in steps)  # the demo's study task
+    assert any(r["element_role"] for r in steps)  # an element looked up through AT-SPI
 
 
 def test_demo_rejects_a_bad_duration() -> None:

@@ -250,10 +250,13 @@ def make_bundles(
     frames: bool = True,
     tasks: bool = True,
     elements: bool = True,
+    study: Study | None = None,
 ) -> list[SynthBundle]:
     """Write ``volunteers * sessions`` bundles into ``out``, in (volunteer, session) order.
 
     :param recipient: the study's age recipient (``age1...``), as :func:`make_study_identity` gives.
+    :param study: another study than the synthetic one (e.g. the demo's, to sit beside a real
+        recording); its bundles hold no task (the tasks are the synthetic study's).
     :param sessions: per volunteer.
     :param steps: per session (at least 1).
     :raises ValueError: a count is out of range.
@@ -261,8 +264,12 @@ def make_bundles(
     if volunteers < 1 or sessions < 1 or steps < 1:
         msg = f"volunteers, sessions and steps are at least 1 (got {volunteers}, {sessions}, {steps})"
         raise ValueError(msg)
+    if study is not None and tasks:
+        msg = "synthetic tasks belong to the synthetic study: give tasks=False with another study"
+        raise ValueError(msg)
     out.mkdir(parents=True, exist_ok=True)
-    study = synth_study(recipient)
+    study = synth_study(recipient) if study is None else study
+    study_id = study.id
     receipt = receipt_of(study)
     policy = Policy.from_study(study)
     age_recipients = [bundle.parse_recipient(r) for r in study.recipients]
@@ -272,8 +279,8 @@ def make_bundles(
     seen: set[str] = set()
     for v in range(volunteers):
         identity = volunteer_identity(seed, v)
-        pseudonym = signing.volunteer_id(identity, STUDY_ID)
-        key = base64.b64encode(signing.public_signing_key(identity, STUDY_ID)).decode("ascii")
+        pseudonym = signing.volunteer_id(identity, study_id)
+        key = base64.b64encode(signing.public_signing_key(identity, study_id)).decode("ascii")
         for s in range(sessions):
             g = v * sessions + s
             kind = variant(g, frames=frames, tasks=tasks, elements=elements)
@@ -287,7 +294,7 @@ def make_bundles(
             if len(prepared.steps) != steps:
                 msg = f"session {session_id} has {len(prepared.steps)} steps, not the {steps} meant"
                 raise RuntimeError(msg)
-            sealed = encrypt(bundle.build_tar(prepared, identity, STUDY_ID), age_recipients)
+            sealed = encrypt(bundle.build_tar(prepared, identity, study_id), age_recipients)
             path = out / f"{session_id}.optin.tar.age"
             write_private_file(path, sealed, durable=False)
             written.append(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -114,13 +115,13 @@ def test_a_new_bundle_adds_a_part_and_keeps_the_old_ones(
     assert second.totals.sessions == 13
 
 
-def upload(s3: S3Server, bundles: list[SynthBundle]) -> str:
-    """The bundles as objects under a fresh SRC prefix."""
+def upload(s3: S3Server, bundles: Iterable[Path]) -> str:
+    """The bundle files as objects under a fresh SRC prefix."""
     url = s3.url()
     bucket, prefix = url[len("s3://") :].split("/", 1)
     client = s3.client()
-    for b in bundles:
-        client.upload_file(str(b.path), bucket, f"{prefix}/{b.path.name}")
+    for path in bundles:
+        client.upload_file(str(path), bucket, f"{prefix}/{path.name}")
     return url
 
 
@@ -129,7 +130,7 @@ def test_both_engines_build_the_same_dataset_on_s3(
     tmp_path: Path, study: tuple[Path, str], s3_env: S3Server
 ) -> None:
     bundles = make_bundles(tmp_path / "src", study[1], volunteers=40, sessions=5, seed=3)
-    src = upload(s3_env, bundles)
+    src = upload(s3_env, (b.path for b in bundles))
     dest_local, dest_ray = s3_env.url(), s3_env.url()
     shard = 400_000  # several parts
     local = build(options(src, dest_local, study[0], shard_size=shard))
