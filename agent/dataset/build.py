@@ -21,6 +21,7 @@ from agent.dataset.engines import engine as make_engine
 from agent.dataset.intake import Identity
 from agent.dataset.lock import Lock
 from agent.dataset.manifest import Change, PartObject, Study
+from agent.dataset.next_version import publish_next
 from agent.dataset.passes import PartJob, PartResult, Settings, check, write_part
 from agent.dataset.plan import (
     DEFAULT_SHARD_SIZE,
@@ -36,7 +37,6 @@ from agent.dataset.source import Candidate, open_source
 from agent.dataset.stores import open_dest
 from agent.dataset.version_files import (
     ledger_rows,
-    publish_next,
     rewrite_ledger,
     withdrawn_keys,
     write_ledger,

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -141,3 +145,78 @@ def test_both_engines_build_the_same_dataset_on_s3(
     assert shard_digests(a) == shard_digests(b)
     for table in ("sessions", "steps", "events", "frames", "tasks"):
         assert table_rows(dest_local, a, table) == table_rows(dest_ray, b, table), table
+
+
+def _cli(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent", "dataset", "build", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its worker processes are killed with it
+    )
+
+
+def _stored(dest: Path) -> set[str]:
+    return {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()}
+
+
+def test_a_build_killed_while_writing_parts_and_run_again_gives_the_same_dataset(
+    tmp_path: Path, study: tuple[Path, str]
+) -> None:
+    src = tmp_path / "src"
+    make_bundles(src, study[1], volunteers=12, sessions=3, seed=11, steps=40)
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    build(options(str(src), str(clean), study[0], shard_size=200_000))
+    args = [str(src), str(killed), "--identity", str(study[0]), "--workers", "1", "--shard-size", "200000"]
+    proc = _cli(*args)
+    deadline = time.monotonic() + 120
+    while not any((killed / "shards").rglob("*.tar")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the build ended before it wrote a part: give it more to do"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    with open_dest(str(killed)) as dest:
+        assert read_current(dest) is None  # a reader sees no version: nothing was published
+    assert "LOCK" in _stored(killed) and not (killed / "CURRENT").exists()
+
+    held = _cli(*args)
+    _, err = held.communicate(timeout=120)
+    assert held.returncode == 2 and "--break-lock" in err  # the dead build's lease has not run out
+    again = _cli(*args, "--break-lock", "--json")
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    a, b = current(str(clean)), current(str(killed))
+    assert shard_digests(a) == shard_digests(b) and len(a.parts) > 3
+    assert [p.index.sha256 for p in a.parts] == [p.index.sha256 for p in b.parts]
+    for table in ("sessions", "steps", "events", "frames", "tasks"):
+        assert table_rows(str(clean), a, table) == table_rows(str(killed), b, table), table
+    listed = b.paths() | {"CURRENT", "README.md", "wids.json", ".optin-dest.guard"}
+    leftovers = {k for k in _stored(killed) - listed if not k.startswith(("cards/", "plots/", "features"))}
+    assert not leftovers, leftovers  # the killed build's parts and temporary files are gone
+
+
+def test_readers_see_the_old_version_or_the_new_one_never_half(
+    tmp_path: Path, study: tuple[Path, str], twelve: Any
+) -> None:
+    src, _ = twelve
+    dest = tmp_path / "dest"
+    build(options(str(src), str(dest), study[0]))
+    first = current(str(dest))
+    more = tmp_path / "more"
+    more.mkdir()
+    for f in src.iterdir():
+        os.link(f, more / f.name)
+    make_bundles(more, study[1], volunteers=2, sessions=2, seed=21, steps=30)
+    proc = _cli(str(more), str(dest), "--identity", str(study[0]), "--workers", "1")
+    seen: set[int] = set()
+    while proc.poll() is None:
+        version = current(str(dest))  # CURRENT, its manifest (SHA-256 checked), every object it lists
+        with open_dest(str(dest)) as d:
+            for listed in (f for p in version.parts for f in p.files()):
+                assert d.head(listed.path) is not None
+        seen.add(version.version)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert seen <= {first.version, first.version + 1}
+    assert current(str(dest)).version == first.version + 1
