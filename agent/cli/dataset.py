@@ -47,7 +47,12 @@ def _stage_bars(json_out: bool) -> Callable[[str, int, int], None] | None:
     """One bar per pass on a terminal's stderr: ``checking`` bundles, then ``writing`` parts."""
     if json_out and not sys.stderr.isatty():
         return None
-    bars = {"check": progress_bar("checking bundles"), "write": progress_bar("writing parts   ")}
+    bars = {
+        "check": progress_bar("checking bundles"),
+        "write": progress_bar("writing parts   "),
+        "export": progress_bar("exporting parts "),
+        "rewrite": progress_bar("rewriting parts "),
+    }
     if not any(bars.values()):
         return None
 
@@ -140,6 +145,43 @@ def _add_build(sub: Any) -> None:
     )
 
 
+def cmd_dataset_export(args: argparse.Namespace) -> int:
+    try:
+        from agent.dataset.exports import run_export
+    except ImportError as exc:
+        raise _missing_extra(exc) from None
+    report = run_export(
+        args.dest, args.format, args.out, version=args.version, progress=_stage_bars(args.json)
+    )
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(report.render())
+    return 0
+
+
+def _add_export(sub: Any) -> None:
+    sp = sub.add_parser(
+        "export",
+        help="write a version's tasks as AgentNet trajectories or Aguvis conversations",
+        description="Write every task that ended done or failed, with an instruction and steps that can be "
+        "written faithfully, as AgentNet trajectories (trajectories.jsonl) or Aguvis next-action samples "
+        "(aguvis.json), with their images, into OUT; the other tasks are counted by reason in "
+        "OUT/optin-export.json.",
+    )
+    sp.set_defaults(func=cmd_dataset_export)
+    sp.add_argument("dest", metavar="DEST", help="the dataset: a folder or s3://bucket/prefix")
+    sp.add_argument("out", metavar="OUT", help="an absent or empty folder, or an s3:// prefix with no object")
+    sp.add_argument("--format", required=True, choices=["agentnet", "aguvis"], help="the record format")
+    sp.add_argument("--version", type=int, metavar="N", help="a kept version (default: the current one)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.epilog = (
+        "Exit codes: 0 done; 1 DEST unreadable or changed outside optin, or writing OUT failed (OUT then has "
+        "no optin-export.json: remove it before exporting again); 2 bad usage, OUT not empty or inside "
+        "DEST, no such version."
+    )
+
+
 def add_dataset_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     """``optin dataset`` and its subcommands."""
 
@@ -153,3 +195,4 @@ def add_dataset_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.set_defaults(dataset_parser=sp)
     sub = sp.add_subparsers(dest="dataset_command", metavar="COMMAND")
     _add_build(sub)
+    _add_export(sub)

@@ -14,6 +14,9 @@ the reason it is left out, the first of :data:`LEFT_OUT` that applies:
 - ``not_mappable``: a step's ``norm.code`` is null;
 - ``gap``: a step after the first has ``after_gap`` true.
 
+:func:`left_out_reason` applies the same rule to :class:`StepFacts` (from the ``steps``
+table), so an exporter can choose tasks before it reads a shard.
+
 :func:`agentnet` makes the ``trajectories.jsonl`` object of a trajectory, :func:`aguvis` the
 ``aguvis.json`` elements (one per step); images are referenced as
 ``images/<session>/<NNNNNN>.webp``, a path built from the sample key only.
@@ -106,15 +109,36 @@ def by_task(samples: Iterable[Mapping[str, Any]]) -> Iterator[list[Mapping[str, 
         yield group
 
 
-def _reason(task: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> str | None:
-    """The first of :data:`LEFT_OUT` that applies, or None (tested lazily, in that order)."""
+@dataclass(frozen=True)
+class StepFacts:
+    """What decides whether a step can be exported, from a sample JSON (:meth:`of_sample`) or a row
+    of the ``steps`` table (:meth:`of_row`), so that an exporter can choose tasks before it reads
+    a shard, by the same rule as :func:`trajectory`."""
+
+    has_image: bool
+    code: str | None
+    after_gap: bool
+
+    @classmethod
+    def of_sample(cls, sample: Mapping[str, Any]) -> StepFacts:
+        return cls(sample["has_image"], sample["norm"]["code"], sample["after_gap"])
+
+    @classmethod
+    def of_row(cls, row: Mapping[str, Any]) -> StepFacts:
+        """From a ``steps`` row (``has_image``, ``code``, ``after_gap``)."""
+        return cls(row["has_image"], row["code"], row["after_gap"])
+
+
+def left_out_reason(task: Mapping[str, Any], steps: Sequence[StepFacts]) -> str | None:
+    """The first of :data:`LEFT_OUT` that applies to a task (``outcome``, ``instruction``) and its
+    steps in order, or None when it is exported (tested lazily, in that order)."""
     tests: tuple[Callable[[], bool], ...] = (
         lambda: task.get("outcome") not in COMPLETED,
         lambda: task.get("instruction") is None,
-        lambda: not samples,
-        lambda: not all(s["has_image"] for s in samples),
-        lambda: any(s["norm"]["code"] is None for s in samples),
-        lambda: any(s["after_gap"] for s in samples[1:]),
+        lambda: not steps,
+        lambda: not all(s.has_image for s in steps),
+        lambda: any(s.code is None for s in steps),
+        lambda: any(s.after_gap for s in steps[1:]),
     )
     return next((reason for reason, test in zip(LEFT_OUT, tests, strict=True) if test()), None)
 
@@ -137,7 +161,7 @@ def trajectory(
         if st.get("index") != n or (n and s["step"] != samples[n - 1]["step"] + 1):
             msg = f"the samples of task {task_id!r} are not its steps in order (sample {n})"
             raise ValueError(msg)
-    reason = _reason(task, samples)
+    reason = left_out_reason(task, [StepFacts.of_sample(s) for s in samples])
     if reason is not None:
         return LeftOut(session, f"{session}/{task_id}", reason)
     return Trajectory(session, task, tuple(samples))
@@ -237,11 +261,13 @@ __all__ = [
     "COMPLETED",
     "LEFT_OUT",
     "LeftOut",
+    "StepFacts",
     "Trajectory",
     "agentnet",
     "aguvis",
     "by_task",
     "describe",
     "image_path",
+    "left_out_reason",
     "trajectory",
 ]

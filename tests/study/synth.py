@@ -11,8 +11,8 @@ and is age-encrypted to the study recipient as :func:`agent.export.bundle.export
 :func:`agent.paths.write_private_file`).  Only the store and the approval step are skipped:
 :func:`agent.export.bundle.prepare` is the store's half of what is done here.
 
-Every bundle has, with ``steps=6`` (more steps continue the cycle with a ``right_click`` and a
-``double_click``; fewer take its head):
+Every bundle has, with ``steps=6`` (more steps continue the cycle with a shift+``right_click``,
+whose ``keys`` are ``["shift"]``, and a ``double_click``; fewer take its head):
 
 * a ``click`` with a frame, a ``type`` step whose text the redaction leaves as ``to:[EMAIL]`` (the
   keys of an e-mail address, replaced by one ``redacted`` record), a ``key`` (Enter), a ``drag``
@@ -529,7 +529,17 @@ def _hotkey(ev: _Events) -> None:
     ev.t += 50 * MS
     ev.add(KeyRelease(ev.t, "c", None, 99, ("ctrl",)))
     ev.t += 50 * MS
-    ev.add(KeyRelease(ev.t, None, "ctrl_l", 65507, ("ctrl",)))
+    ev.add(KeyRelease(ev.t, None, "ctrl_l", 65507, ()))  # as the hooks record it: after the release
+
+
+def _with_shift(ev: _Events, action: Callable[[], None]) -> None:
+    """``action`` with shift held (shift+right-click: a pointer step whose ``keys`` are ["shift"],
+    which pyautogui code cannot write: its sample's ``norm.code`` is null, its task not mappable)."""
+    ev.add(KeyPress(ev.t, None, "shift_l", 65505, ()))
+    ev.t += 80 * MS
+    action()
+    ev.t += 60 * MS
+    ev.add(KeyRelease(ev.t, None, "shift_l", 65505, ()))
 
 
 _ACTIONS: dict[str, Callable[[_Events], None]] = {
@@ -539,6 +549,6 @@ _ACTIONS: dict[str, Callable[[_Events], None]] = {
     "drag": _drag,
     "scroll": _scroll,
     "hotkey": _hotkey,
-    "right_click": lambda ev: _click(ev, "right"),
+    "right_click": lambda ev: _with_shift(ev, lambda: _click(ev, "right")),
     "double_click": lambda ev: _click(ev, twice=True),
 }

@@ -17,12 +17,14 @@ from agent.dataset.trajectories import (
     AGUVIS_SYSTEM,
     LEFT_OUT,
     LeftOut,
+    StepFacts,
     Trajectory,
     agentnet,
     aguvis,
     by_task,
     describe,
     image_path,
+    left_out_reason,
     trajectory,
 )
 from tests.unit.test_dataset_samples import EVENTS, INSTRUCTION, PSEUDONYM, SESSION, TASK, build, step
@@ -183,6 +185,31 @@ def test_left_out_trajectories_say_why(change: dict[str, Any], steps: Any, reaso
     got = trajectory(SESSION, samples[0]["task"], samples)
     assert got == LeftOut(SESSION, f"{SESSION}/sign-in", reason)
     assert reason in LEFT_OUT
+    assert left_out_reason(samples[0]["task"], [StepFacts.of_row(table_row(s)) for s in samples]) == reason
+
+
+def table_row(sample: dict[str, Any]) -> dict[str, Any]:
+    """The columns of a ``steps`` table row that decide an export (agent/dataset/tables.py)."""
+    norm = sample["norm"]
+    return {"has_image": sample["has_image"], "code": norm["code"], "after_gap": sample["after_gap"]}
+
+
+def test_the_steps_table_gives_the_same_verdict_as_the_samples() -> None:
+    samples = task_samples()
+    task = samples[0]["task"]
+    assert left_out_reason(task, [StepFacts.of_row(table_row(s)) for s in samples]) is None
+    facts = [StepFacts.of_sample(s) for s in samples]
+    assert facts == [StepFacts.of_row(table_row(s)) for s in samples]
+    assert left_out_reason(task, []) == "no_steps"
+    gap = [*facts[:1], StepFacts(True, "pyautogui.press('enter')", True)]
+    assert left_out_reason(task, gap) == "gap"
+    assert left_out_reason(task, [StepFacts(True, "x", True), *facts[1:]]) is None  # a gap before step 0
+    # the first reason in LEFT_OUT's order wins
+    worst = [StepFacts(False, None, False), StepFacts(True, None, True)]
+    assert left_out_reason(task, worst) == "no_image"
+    assert left_out_reason(task | {"instruction": None}, worst) == "no_instruction"
+    assert left_out_reason(task | {"outcome": "interrupted", "instruction": None}, worst) == "unfinished"
+    assert left_out_reason(task, [StepFacts(True, None, True), StepFacts(True, "x", True)]) == "not_mappable"
 
 
 def test_a_gap_after_the_first_step_leaves_the_task_out_but_not_before_it() -> None:
@@ -200,6 +227,7 @@ def test_a_gap_after_the_first_step_leaves_the_task_out_but_not_before_it() -> N
     assert isinstance(trajectory(SESSION, before[0]["task"], before), Trajectory)
     between = with_marker(7_000_000_000)
     assert trajectory(SESSION, between[0]["task"], between) == LeftOut(SESSION, f"{SESSION}/sign-in", "gap")
+    assert left_out_reason(between[0]["task"], [StepFacts.of_row(table_row(s)) for s in between]) == "gap"
 
 
 def test_task_without_steps_is_left_out() -> None:
