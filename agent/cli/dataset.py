@@ -182,6 +182,42 @@ def _add_export(sub: Any) -> None:
     )
 
 
+def cmd_dataset_stats(args: argparse.Namespace) -> int:
+    try:
+        from agent.dataset.stats import run_stats
+    except ImportError as exc:
+        raise _missing_extra(exc) from None
+    stats = run_stats(args.dest, args.version, args.check)
+    if args.json:
+        print_json(stats.to_json())
+    else:
+        print(stats.render(), end="")
+    return 0
+
+
+def _add_stats(sub: Any) -> None:
+    sp = sub.add_parser(
+        "stats",
+        help="a version's numbers, from its tables (never the shards)",
+        description="Print the numbers of the current version (or --version N): volunteers, sessions, hours, "
+        "steps by action, tasks by outcome, redactions, loss, consent versions, shards, quarantine by reason "
+        "with each bundle's SHA-256 prefix and name, withdrawals, objects pending purge, bucket versioning.",
+    )
+    sp.set_defaults(func=cmd_dataset_stats)
+    sp.add_argument("dest", metavar="DEST", help="the dataset: a folder or s3://bucket/prefix")
+    sp.add_argument("--version", type=int, metavar="N", help="read versions/vN.json (while DEST keeps it)")
+    sp.add_argument(
+        "--check",
+        action="store_true",
+        help="also ask the store for every listed object's size (one request each)",
+    )
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.epilog = (
+        "Exit codes: 0 done; 1 a listed object is missing or of another size (--check); 2 no such DEST or "
+        "version."
+    )
+
+
 def add_dataset_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     """``optin dataset`` and its subcommands."""
 
@@ -196,3 +232,4 @@ def add_dataset_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     sub = sp.add_subparsers(dest="dataset_command", metavar="COMMAND")
     _add_build(sub)
     _add_export(sub)
+    _add_stats(sub)

@@ -8,8 +8,7 @@ its tables (:mod:`agent.dataset.card`) and hands everything to
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 from agent import __version__
 from agent.canonical_json import canonical
@@ -59,7 +58,6 @@ def publish_next(
     study: Study | None = None,
     pending_purge: Iterable[str] = (),
     keep_days: float = 7,
-    extra_card: Mapping[str, Any] | None = None,
 ) -> Published:
     """Publish the version after ``current`` with these objects, its totals, card and wids descriptor."""
     kept = sorted(parts, key=lambda p: p.id)
@@ -74,7 +72,7 @@ def publish_next(
         pending_purge=pending_purge,
         study=study,
     )
-    files = card_files(dest, version, extra=extra_card or {})
+    files = card_files(dest, version)
     wids = wids_descriptor(version.study.id, version.version, kept)
     return publish(dest, lock, version, card_files=files, wids=wids, keep_days=keep_days)
 
