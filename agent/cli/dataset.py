@@ -91,6 +91,8 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
         print(render_build(report))
     for deferred in report.deferred:
         print(f"optin: deferred {visible(deferred.name)}: {deferred.message}", file=sys.stderr)
+    for failure in report.purge_failures:
+        print(f"optin: {failure}", file=sys.stderr)
     return 0 if report.ok else 1
 
 
@@ -218,6 +220,46 @@ def _add_stats(sub: Any) -> None:
     )
 
 
+def cmd_dataset_withdraw(args: argparse.Namespace) -> int:
+    try:
+        from agent.dataset.withdraw import run_withdraw
+    except ImportError as exc:
+        raise _missing_extra(exc) from None
+    report = run_withdraw(
+        args.dest,
+        args.volunteer,
+        dry_run=args.dry_run,
+        break_lock=args.break_lock,
+        progress=_stage_bars(args.json),
+    )
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(report.render())
+    return 0 if report.ok else 1
+
+
+def _add_withdraw(sub: Any) -> None:
+    sp = sub.add_parser(
+        "withdraw",
+        help="remove a volunteer from DEST for good: every version, sample, row and quarantine entry",
+        description="Remove every sample, table row and quarantine entry of a volunteer's pseudonym from "
+        "DEST (the parts that hold them are rewritten, every older version and object version that "
+        "lists them deleted), and record the withdrawal so later builds refuse the volunteer's bundles.",
+    )
+    sp.set_defaults(func=cmd_dataset_withdraw)
+    sp.add_argument("dest", metavar="DEST", help="the dataset: a folder or s3://bucket/prefix")
+    sp.add_argument("--volunteer", required=True, metavar="ID", help="the pseudonym (32 lower-case hex)")
+    sp.add_argument("--dry-run", action="store_true", help="say what would be removed; write nothing")
+    sp.add_argument("--break-lock", action="store_true", help="take DEST's lock from a command that is dead")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.epilog = (
+        "Exit codes: 0 done (also when nothing was found); 1 a deletion failed (kept in pending_purge; the "
+        "next command retries) or DEST was changed outside optin; 2 bad usage, a held lock, no dataset in "
+        "DEST."
+    )
+
+
 def add_dataset_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     """``optin dataset`` and its subcommands."""
 
@@ -233,3 +275,4 @@ def add_dataset_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     _add_build(sub)
     _add_export(sub)
     _add_stats(sub)
+    _add_withdraw(sub)

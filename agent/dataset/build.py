@@ -33,7 +33,7 @@ from agent.dataset.plan import (
     bind_study,
     plan,
 )
-from agent.dataset.source import Candidate, open_source
+from agent.dataset.source import Candidate, Source, open_source
 from agent.dataset.stores import open_dest
 from agent.dataset.version_files import (
     ledger_rows,
@@ -42,6 +42,7 @@ from agent.dataset.version_files import (
     write_ledger,
 )
 from agent.dataset.versions import read_current
+from agent.dataset.withdraw import purge_pending
 from agent.errors import UsageError
 from agent.export.inspect import load_identity_file
 from agent.export.reasons import REASONS
@@ -86,10 +87,12 @@ class BuildReport:
     deferred: list[Deferred] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
     parts: list[PartObject] = field(default_factory=list)
+    #: Deletions of withdrawn data (``pending_purge``) that failed again: kept for the next command.
+    purge_failures: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.deferred
+        return not self.deferred and not self.purge_failures
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -168,35 +171,24 @@ def build(
         dest.abort_uploads(lock.started_at)
         current = read_current(dest)
         report = BuildReport(options.dest, current.version if current else None)
-        old_rows = ledger_rows(dest, current)
-        retry = options.retry_quarantined
-        retried = {
-            r.sha256 for r in old_rows if r.outcome == "quarantined" and ("all" in retry or r.reason in retry)
-        }
-        known = frozenset(r.sha256 for r in old_rows if r.sha256 not in retried)
-        seen = {(r.source, r.size, r.source_etag) for r in old_rows if r.sha256 not in retried}
-        ingested = {r.session: r.sha256 for r in old_rows if r.outcome == "ingested" and r.session}
+        purged = purge_pending(dest, current)  # a withdrawal killed after publishing left these
+        report.purge_failures = purged.failures
+        ledger = _Ledger(ledger_rows(dest, current), options.retry_quarantined)
         settings = Settings(
             source=source.spec,
             dest=options.dest,
             identity=identity,
             withdrawn=withdrawn_keys(dest, current),
-            known=known,
+            known=ledger.known,
             max_bundle_size=options.max_bundle_size,
         )
-        todo: list[Candidate] = []
-        for candidate in source.list():
-            report.found += 1
-            if candidate.kind != "bundle":
-                report.ignored += 1
-            elif (tables.source_name(candidate.name), candidate.size, candidate.etag) in seen:
-                report.skipped += 1
-            else:
-                todo.append(candidate)
+        todo = _candidates(source, ledger, report)
         with make_engine(options.engine, options.workers, options.ray_address) as runner:
             accepted = _pass1(runner.run(check, settings, todo), len(todo), report, progress)
             study = bind_study(accepted, current.study.id if current else None, options.study_id)
-            decided = plan(accepted, ingested_sessions=ingested, study=study, shard_size=options.shard_size)
+            decided = plan(
+                accepted, ingested_sessions=ledger.ingested, study=study, shard_size=options.shard_size
+            )
             report.skipped += len(decided.skipped)
             report.quarantined += decided.quarantined
             report.duplicates = decided.duplicates
@@ -213,9 +205,9 @@ def build(
             *(_ingested_row(b, landed[b.sha256], now, number) for _, bundles in written for b in bundles),
             *(_quarantined_row(q, now, number) for q in report.quarantined),
         ]
-        redone = {r.sha256 for r in new_rows} & retried
-        ledger, _ = rewrite_ledger(dest, current, number, lambda r: None if r.sha256 in redone else r)
-        ledger.append(write_ledger(dest, number, date, new_rows))
+        redone = {r.sha256 for r in new_rows} & ledger.retried
+        files, _ = rewrite_ledger(dest, current, number, lambda r: None if r.sha256 in redone else r)
+        files.append(write_ledger(dest, number, date, new_rows))
         names = {r.study_name for r in accepted if r.study == study}
         published = publish_next(
             dest,
@@ -229,24 +221,57 @@ def build(
                 deferred=len(report.deferred),
             ),
             parts=[*(current.parts if current else ()), *report.parts],
-            ledger=ledger,
+            ledger=files,
             register=current.register if current else None,
             study=None if current else Study(study, min(names) if names else ""),
             keep_days=options.keep_days,
+            pending_purge=purged.pending,
         )
         report.version = published.version.version
         report.published_at = published.version.published_at
         return report
 
 
+class _Ledger:
+    """What the current version's ledger says about SRC: what not to read again, what is ingested."""
+
+    def __init__(self, rows: Sequence[tables.LedgerRow], retry: frozenset[str]) -> None:
+        #: Quarantined bundles ``--retry-quarantined`` checks again.
+        self.retried = {
+            r.sha256 for r in rows if r.outcome == "quarantined" and ("all" in retry or r.reason in retry)
+        }
+        self.known = frozenset(r.sha256 for r in rows if r.sha256 not in self.retried)
+        #: (source, size, ETag) of every bundle not checked again: pass 1's fast path.
+        self.seen = {(r.source, r.size, r.source_etag) for r in rows if r.sha256 not in self.retried}
+        self.ingested = {r.session: r.sha256 for r in rows if r.outcome == "ingested" and r.session}
+
+
+def _candidates(source: Source, ledger: _Ledger, report: BuildReport) -> list[Candidate]:
+    """SRC's bundles pass 1 must read: not ignored, not known by name, size and ETag."""
+    todo: list[Candidate] = []
+    for candidate in source.list():
+        report.found += 1
+        if candidate.kind != "bundle":
+            report.ignored += 1
+        elif (tables.source_name(candidate.name), candidate.size, candidate.etag) in ledger.seen:
+            report.skipped += 1
+        else:
+            todo.append(candidate)
+    return todo
+
+
 def _pass1(
     results: Iterable[tuple[int, Any]], total: int, report: BuildReport, progress: Progress | None
 ) -> list[Accepted]:
     accepted: list[Accepted] = []
+    refused: set[str] = set()
     for done, (_, result) in enumerate(results, start=1):
         if isinstance(result, Accepted):
             accepted.append(result)
+        elif isinstance(result, Quarantined) and result.sha256 in refused:
+            report.skipped += 1  # the same refused bundle under another name: one bundle, one row
         elif isinstance(result, Quarantined):
+            refused.add(result.sha256)
             report.quarantined.append(result)
         elif isinstance(result, Deferred):
             report.deferred.append(result)

@@ -251,7 +251,8 @@ class S3Dest(Dest):
         full = self._full(key)
         existed = self.head(key) is not None
         versions: builtins.list[str] = []
-        if self.versioning() in ("Enabled", "Suspended"):
+        versioned = self.versioning() in ("Enabled", "Suspended")
+        if versioned:
             markers: dict[str, str] = {}
             while True:
                 answer = self._call(
@@ -266,8 +267,10 @@ class S3Dest(Dest):
                     "KeyMarker": str(answer["NextKeyMarker"]),
                     "VersionIdMarker": str(answer["NextVersionIdMarker"]),
                 }
-        if not versions:
+        if not versions and not versioned:
             self._call("delete", key, "delete_object", Key=full)
+        # On a versioned bucket a delete without a version id would only add a delete marker: every
+        # version is deleted by its id, and a key with none left is already gone.
         for version in versions:
             self._call("delete", key, "delete_object", Key=full, VersionId=version)
         return existed or bool(versions)

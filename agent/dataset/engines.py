@@ -146,7 +146,7 @@ class RayEngine(Engine):
         env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED)}
         remote: dict[str, Any] = {"runtime_env": {"env_vars": env}} if env else {}
         data = ray.data.from_items(rows, override_num_blocks=blocks).map(
-            task, concurrency=self.workers, **remote
+            task, concurrency=min(self.workers, blocks), **remote
         )
         for row in data.iter_rows():
             yield int(row["i"]), pickle.loads(row["out"])  # noqa: S301 - our own objects

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from agent.dataset.samples import Sample, check_session_id, samples
+from agent.dataset.samples import Sample, SampleRefused, check_session_id, samples
 from agent.dataset.shard import sample_room
 from agent.dataset.source import Source
 from agent.dataset.tables import check_bundle
@@ -148,15 +148,24 @@ Outcome = Opened | Refusal | Unreadable
 
 
 def _transcode(data: bytes | memoryview, width: int, height: int) -> bytes:
-    """A ``png`` frame as lossless WebP; Pillow decodes at most the frame's stated pixels."""
+    """A ``png`` frame as lossless WebP; Pillow decodes at most the frame's stated pixels (which
+    :func:`agent.dataset.samples.samples` has bounded), and a PNG that does not decode is refused."""
     import io
+    import warnings
 
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = min(width * height, 1 << 28)
-    with Image.open(io.BytesIO(bytes(data)), formats=["PNG"]) as image:
-        out = io.BytesIO()
-        image.save(out, format="WEBP", lossless=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = width * height
+            with Image.open(io.BytesIO(bytes(data)), formats=["PNG"]) as image:
+                image.load()
+                out = io.BytesIO()
+                image.save(out, format="WEBP", lossless=True)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        refused = SampleRefused("image_invalid", f"a png frame does not decode ({exc.__class__.__name__})")
+        raise refused from None
     return out.getvalue()
 
 

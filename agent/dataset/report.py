@@ -52,6 +52,11 @@ def render_build(report: BuildReport) -> str:
         lines.append(f"published:   version {report.version} at {report.published_at}")
     else:
         lines.append("published:   nothing (no bundle was ingested or quarantined)")
+    if report.purge_failures:
+        lines.append(
+            f"not purged:  {len(report.purge_failures):,} objects of a withdrawal could not be deleted yet; "
+            "the next command tries again (see the messages above)"
+        )
     if report.deferred:
         lines.append(
             f"deferred:    {len(report.deferred):,} bundles could not be read now; run the build again "

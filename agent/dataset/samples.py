@@ -56,6 +56,10 @@ MAX_SAMPLE_JSON = 16 * 1024 * 1024
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 #: Markers after which the history before a step is not continuous (``after_gap``).
 GAP_MARKERS = frozenset({"pause", "deny", "cut", "secure_input"})
+#: A ``png`` frame is decoded (to be re-encoded as WebP) only up to this many pixels (8K UHD fits),
+#: and no side over WebP's limit: memory and time bounded, whatever a hostile header says.
+MAX_PNG_PIXELS = 1 << 25
+MAX_WEBP_SIDE = 16_383
 #: The placeholder image of a step without a frame: a 1 x 1 lossless WebP of grey (128, 128, 128).
 PLACEHOLDER = bytes.fromhex("5249464616000000574542505650384c0a0000002f00000000450123fa1f")
 #: Its SHA-256 (docs/dataset.md, Images).
@@ -223,6 +227,12 @@ def _image(
         _refuse(
             "image_invalid",
             f"the image of frames.jsonl line {line + 1} is not a PNG of {want[0]} x {want[1]} pixels",
+        )
+    if want[0] * want[1] > MAX_PNG_PIXELS or max(want) > MAX_WEBP_SIDE:
+        _refuse(
+            "image_invalid",
+            f"the png frame of frames.jsonl line {line + 1} is {want[0]} x {want[1]} pixels: over the "
+            f"{MAX_PNG_PIXELS:,} pixels (or {MAX_WEBP_SIDE:,} a side) the dataset decodes",
         )
     if transcode is None:
         _refuse("internal_error", "a png frame needs a transcoder to WebP, and none was given")
@@ -566,9 +576,11 @@ def _each(  # noqa: PLR0917 - the parts samples() checked, passed on once
 __all__ = [
     "BUNDLE_SCHEMAS",
     "GAP_MARKERS",
+    "MAX_PNG_PIXELS",
     "MAX_SAMPLE_JSON",
     "MAX_STEPS",
     "MAX_TEXT_CHARS",
+    "MAX_WEBP_SIDE",
     "PLACEHOLDER",
     "PLACEHOLDER_SHA256",
     "SAMPLE_KEY",

@@ -941,16 +941,26 @@ def filter_part(
     drop_sessions: Iterable[str],
     part: str,
     row_group_rows: int = ROW_GROUP_ROWS,
+    shard: str | None = None,
+    shift: Mapping[str, int] | None = None,
 ) -> dict[str, tuple[bytes, int]]:
     """A part's table files without the rows of ``drop_sessions``, their ``part`` set to ``part``.
 
     Read and written a row group at a time; every other row and column (``build_version``
-    included) is kept as it is, in order.
+    included) is kept as it is, in order.  With ``shard`` (the new part's shard path) and
+    ``shift`` (per kept sample key, its new offset minus its old one: the withdrawal copies each
+    sample's tar fragment byte for byte, so every range moves by the same amount), the ``steps``
+    table's ``shard`` column is set to ``shard`` and ``shard_offset``, ``shard_end``,
+    ``json_offset`` and ``image_offset`` are moved by the key's shift.
 
     :returns: each table's new Parquet bytes and row count.
     :raises TableInvalid: a file is not its table.
+    :raises ValueError: ``shard`` without ``shift``, or a kept sample key that ``shift`` lacks.
     """
     _check_part(part)
+    if (shard is None) != (shift is None):
+        msg = "filter_part needs both shard and shift, or neither"
+        raise ValueError(msg)
     drop = pa.array(sorted(set(drop_sessions)), type=_STR)
     out: dict[str, tuple[bytes, int]] = {}
     for name, data in tables.items():
@@ -970,9 +980,26 @@ def filter_part(
                 raise TableInvalid(msg) from None
             kept = rows.filter(pc.invert(pc.is_in(rows.column("session"), value_set=drop)))
             kept = kept.set_column(index, schema.field(index), pa.array([part] * kept.num_rows, type=_STR))
+            if name == "steps" and shard is not None and shift is not None:
+                kept = _moved(kept, schema, shard, shift)
             target.add_table(kept)
         out[name] = target.finish()
     return out
+
+
+def _moved(steps: Any, schema: Any, shard: str, shift: Mapping[str, int]) -> Any:
+    """``steps`` rows pointing into ``shard``, each sample's byte ranges moved by its key's shift."""
+    try:
+        deltas = pa.array([shift[key] for key in steps.column("key").to_pylist()], type=_I64)
+    except KeyError:
+        msg = "a kept sample of the steps table has no new place in the shard"
+        raise ValueError(msg) from None
+    at = schema.get_field_index("shard")
+    steps = steps.set_column(at, schema.field(at), pa.array([shard] * steps.num_rows, type=_STR))
+    for column in ("shard_offset", "shard_end", "json_offset", "image_offset"):
+        at = schema.get_field_index(column)
+        steps = steps.set_column(at, schema.field(at), pc.add(steps.column(column), deltas))
+    return steps
 
 
 # --- the ledger ------------------------------------------------------------------------------------

@@ -319,7 +319,7 @@ def gc(dest: Dest, lock: Lock, keep_days: float = 7) -> list[str]:
     ]
     deleted: list[str] = []
     failed: list[str] = []
-    for key in [*doomed, *(k for k in current.pending_purge if k not in listed)]:
+    for key in dict.fromkeys([*doomed, *(k for k in current.pending_purge if k not in listed)]):
         try:
             if dest.delete(key):
                 deleted.append(key)

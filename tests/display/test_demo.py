@@ -12,7 +12,7 @@ import pytest
 
 from agent.dataset.build import build
 from tests.display.conftest import need_tools
-from tests.study.conftest import S3Server
+from tests.servers import S3Server
 
 
 def _our_stack() -> dict[int, str]:

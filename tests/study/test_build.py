@@ -23,7 +23,7 @@ from agent.dataset.build import BuildOptions, build
 from agent.dataset.manifest import Version
 from agent.dataset.stores import open_dest
 from agent.dataset.versions import read_current
-from tests.study.conftest import S3Server
+from tests.servers import S3Server
 from tests.study.synth import SynthBundle, make_bundles, make_study_identity
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -29,7 +29,7 @@ from agent.dataset.dest import (
 from agent.dataset.dest_local import LocalDest
 from agent.dataset.dest_s3 import S3Dest
 from agent.dataset.stores import open_dest
-from tests.study.conftest import S3Server
+from tests.servers import S3Server
 
 #: Bytes no message may ever show (objects hold decrypted data).
 CANARY = b"CANARY-CONTENT-7741 volunteer typed this"

@@ -29,7 +29,7 @@ from agent.dataset.stores import open_dest
 from agent.dataset.trajectories import AGUVIS_SYSTEM, LEFT_OUT
 from agent.dataset.versions import read_current
 from agent.errors import DestUnusable, OptinError, UsageError
-from tests.study.conftest import S3Server
+from tests.servers import S3Server
 from tests.study.synth import (
     STUDY_TASK_ID,
     STUDY_TASK_INSTRUCTION,

@@ -39,7 +39,7 @@ from agent.dataset.lock import Lock, LockHeld, LockLost, read_lock
 from agent.dataset.manifest import Card, Change, Current, FileObject, PartObject, Study, Totals, Version
 from agent.dataset.stores import open_dest
 from agent.dataset.versions import PublishConflict, gc, publish, read_current, read_pointer, read_version
-from tests.study.conftest import S3Server
+from tests.servers import S3Server
 
 UTC = datetime.timezone.utc
 A = hashlib.sha256(b"bundle a").hexdigest()

@@ -24,7 +24,7 @@ from agent.dataset.source import (
     SourceUnusable,
     open_source,
 )
-from tests.study.conftest import S3Server
+from tests.servers import S3Server
 
 BUNDLE = b"age-encryption.org/v1\n" + bytes(range(256)) * 40  # the source reads bytes, never checks them
 

@@ -31,7 +31,7 @@ from agent.dataset.stats import CheckFailed, Stats, collect, histogram, listed_o
 from agent.dataset.stores import open_dest
 from agent.dataset.versions import read_current
 from agent.errors import UsageError
-from tests.study.conftest import S3Server
+from tests.servers import S3Server
 from tests.study.synth import CYCLE, STUDY_TASK_INSTRUCTION, SynthBundle, make_bundles, make_study_identity
 
 ROOT = Path(__file__).resolve().parents[2]

