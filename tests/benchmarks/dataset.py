@@ -12,10 +12,11 @@ made once in a temporary folder, then, in one run:
   here as :class:`agent.dataset.engines.RayEngine` starts one), each into a fresh local DEST; the
   two passes are timed apart (the build decrypts every bundle twice by design: docs/dataset.md,
   Decision 3);
-* peak memory (VmHWM) of every process of ``optin dataset build --workers 1`` run as a command,
-  on the small bundles and on a few large ones (1280x800 noise frames), beside their sizes;
-* the wall time of a 1,000-bundle build (local engine, 2 workers; ``OPTIN_BENCH_DATASET_1000=0``
-  leaves it out).
+* peak memory (VmHWM) of every process of a build with 1 worker run in a child process (the
+  driver, pass 1's worker, pass 2's worker), on one bundle, on the 200 and on a few large ones
+  (1280x800 noise frames), beside their sizes;
+* the wall time and peak memory of a 1,000-bundle build (local engine, 2 workers, in a child
+  process; ``OPTIN_BENCH_DATASET_1000=0`` leaves it out: it adds about 90 s).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import cProfile
 import dataclasses
 import io
+import json
 import logging
 import os
 import platform
@@ -54,25 +56,47 @@ SMALL_SHARD = 10_000_000
 LARGE_SIZE, LARGE_STEPS, LARGE_BUNDLES = (1280, 800), 20, 3
 MB = 1e6
 
-#: ``optin dataset build ARGS`` whose every process (the driver and each worker of the pool, which
-#: imports this file as ``__mp_main__`` under ``spawn``) appends its VmHWM when it exits.  VmHWM,
-#: not ru_maxrss: Linux carries a parent's peak into ru_maxrss across fork and exec.
+#: A child process running :func:`agent.dataset.build.build` (what ``optin dataset build SRC DEST
+#: --identity FILE --workers N`` runs) that prints its pass times as JSON; it, and every worker of its
+#: pools (which import this file as ``__mp_main__`` under ``spawn``), appends its VmHWM to a file when
+#: it exits, and the driver a line when each pass reports its first progress (so a worker's line
+#: after ``stage write`` is pass 2's). VmHWM, not ru_maxrss: Linux carries a parent's peak into
+#: ru_maxrss across fork and exec.
 _DRIVER = """
-import atexit, os, sys
+import atexit, json, os, sys, time
+
+
+def _record(line: str) -> None:
+    with open(os.environ["OPTIN_BENCH_PEAKS"], "a") as out:
+        out.write(line + "\\n")
 
 
 def _peak() -> None:
     with open("/proc/self/status") as f:
         kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    with open(os.environ["OPTIN_BENCH_PEAKS"], "a") as out:
-        out.write(f"{'driver' if __name__ == '__main__' else 'worker'} {os.getpid()} {kb}\\n")
+    _record(f"{'driver' if __name__ == '__main__' else 'worker'} {kb}")
 
 
 atexit.register(_peak)
 if __name__ == "__main__":
-    from agent.cli import main
+    from pathlib import Path
 
-    sys.exit(main(["dataset", "build", *sys.argv[1:]]))
+    from agent.dataset.build import BuildOptions, build
+
+    src, dest, identity, workers = sys.argv[1:5]
+    marks = {}
+
+    def progress(stage, done, total):
+        if stage not in marks:
+            _record(f"stage {stage}")
+        marks[stage] = time.perf_counter()
+
+    t0 = time.perf_counter()
+    report = build(BuildOptions(src, dest, Path(identity), workers=int(workers)), progress=progress)
+    end = time.perf_counter()
+    check, write = marks["check"] - t0, marks["write"] - marks["check"]
+    times = [end - t0, check, write, end - marks["write"], len(report.parts), report.ingested]
+    print(json.dumps(times))
 """
 
 
@@ -208,26 +232,47 @@ def local_ray(cpus: int) -> Iterator[dict[str, float]]:
 # --- memory -----------------------------------------------------------------------------------------
 
 
-def peaks(src: Src, identity_file: Path, dest: Path, workers: int = 1) -> tuple[float, list[int], int]:
-    """``optin dataset build SRC DEST --workers N`` as a command: seconds, the workers' VmHWM in
-    exit order (pass 1's pool, then pass 2's), the driver's VmHWM (bytes)."""
+@dataclass(frozen=True)
+class Peaks:
+    """A build in a child process: its times and each process's VmHWM (bytes)."""
+
+    timed: Timed
+    pass1: list[int]
+    pass2: list[int]
+    driver: int
+
+
+def peaks(src: Src, identity_file: Path, dest: Path, workers: int) -> Peaks:
+    """:data:`_DRIVER` on ``src``: the build's times and the peak memory of every process."""
     driver = dest.parent / "peak_driver.py"
     driver.write_text(_DRIVER)
     record = dest.parent / f"{dest.name}.peaks"
     env = {**os.environ, "OPTIN_BENCH_PEAKS": str(record), "PYTHONDONTWRITEBYTECODE": "1"}
-    args = [str(src.path), str(dest), "--identity", str(identity_file), "--workers", str(workers), "--json"]
-    t0 = time.perf_counter()
+    args = [str(src.path), str(dest), str(identity_file), str(workers)]
     done = subprocess.run(
         [sys.executable, str(driver), *args], capture_output=True, text=True, env=env, check=False
     )
-    seconds = time.perf_counter() - t0
     if done.returncode != 0:
-        msg = f"optin dataset build exited {done.returncode}: {done.stderr[-2000:]}"
+        msg = f"the build exited {done.returncode}: {done.stderr[-2000:]}"
         raise RuntimeError(msg)
-    rows = [line.split() for line in record.read_text().splitlines()]
-    workers_kb = [int(kb) * 1024 for role, _, kb in rows if role == "worker"]
-    driver_kb = next(int(kb) * 1024 for role, _, kb in rows if role == "driver")
-    return seconds, workers_kb, driver_kb
+    seconds, check, write, publish, parts, ingested = json.loads(done.stdout.splitlines()[-1])
+    if ingested != src.bundles:
+        msg = f"the build ingested {ingested} of {src.bundles} bundles"
+        raise RuntimeError(msg)
+    stage, found = "", Peaks(Timed(seconds, check, write, publish, parts, ingested), [], [], 0)
+    for line in record.read_text().splitlines():
+        role, value = line.split()
+        if role == "stage":
+            stage = value
+        elif role == "worker":
+            (found.pass2 if stage == "write" else found.pass1).append(int(value) * 1024)
+        else:
+            found = dataclasses.replace(found, driver=int(value) * 1024)
+    return found
+
+
+def _mb(values: Sequence[int]) -> str:
+    return "+".join(f"{v / MB:.0f}" for v in values)
 
 
 @contextmanager
@@ -311,22 +356,20 @@ def _report(label: str, src: Src, t: Timed, workers: int, bare_s: float) -> None
 
 
 def memory(tmp: Path, identity_file: Path, recipient: str, small: Src) -> None:
-    print("peak memory (VmHWM) of `optin dataset build --workers 1`, per process:")
-    _row("", "bundle / plaintext", "pass 1 / pass 2 worker, driver", None)
+    print("peak memory (VmHWM) of each process of a build with 1 worker (in a child process):")
+    _row("", "bundle / plaintext", "pass 1 / pass 2 worker / driver", None)
     with large_frames(*LARGE_SIZE):
         large = make_src(tmp / "src-large", recipient, LARGE_BUNDLES, 1, LARGE_STEPS, seed=23)
-    plain = {}
-    for src in (small, large):
-        lines = _identity_lines(identity_file)
-        plain[src.path] = max(_bare_one(str(p), lines) for p in src.path.iterdir())
     one = make_src(tmp / "src-one", recipient, 1, 1, STEPS, seed=29)
-    plain[one.path] = plain[small.path]
+    lines = _identity_lines(identity_file)
     for label, src in (("small", one), ("small", small), ("large", large)):
-        seconds, workers, driver = peaks(src, identity_file, tmp / f"dest-peak-{label}-{src.bundles}")
+        plain = max(_bare_one(str(p), lines) for p in src.path.iterdir())
         biggest = max(p.stat().st_size for p in src.path.iterdir())
-        sizes = f"{biggest / MB:.1f} / {plain[src.path] / MB:.1f} MB"
-        shown = " / ".join(f"{w / MB:.0f}" for w in workers) + f", {driver / MB:.0f} MB"
-        _row(f"{src.bundles} bundle{'s' * (src.bundles > 1)} ({label}), {seconds:.1f} s", sizes, shown, None)
+        found = peaks(src, identity_file, tmp / f"dest-peak-{label}-{src.bundles}", 1)
+        sizes = f"{biggest / MB:.1f} / {plain / MB:.1f} MB"
+        shown = f"{_mb(found.pass1)} / {_mb(found.pass2)} / {found.driver / MB:.0f} MB"
+        name = f"{src.bundles} bundle{'s' * (src.bundles > 1)} ({label}), 1 part"
+        _row(name, sizes, shown, None)
 
 
 def thousand(tmp: Path, identity_file: Path, recipient: str) -> None:
@@ -334,12 +377,15 @@ def thousand(tmp: Path, identity_file: Path, recipient: str) -> None:
     src = make_src(tmp / "src-1000", recipient, 50, 20, STEPS, seed=31)
     made = time.perf_counter() - t0
     bare_s, _ = bare(src, identity_file, 2)
-    t = optin_build(src, identity_file, tmp / "dest-1000", "local", 2)
+    found = peaks(src, identity_file, tmp / "dest-1000", 2)
+    t = found.timed
     print(f"1,000 bundles ({src.bytes / MB:.0f} MB, {src.steps:,} steps; synth wrote them in {made:.0f} s):")
     _row(
         "  local, 2 workers: wall time", f"{bare_s:.1f} s (2 proc)", f"{t.seconds:.1f} s", bare_s / t.seconds
     )
     _row(f"  {t.parts} part{'s' * (t.parts > 1)}", "", f"pass 1 + 2 + publish: {_passes(t)}", None)
+    shown = f"{_mb(found.pass1)} / {_mb(found.pass2)} / {found.driver / MB:.0f} MB"
+    _row("  VmHWM pass 1 / pass 2 workers / driver", "", shown, None)
 
 
 def profile(tmp: Path, identity_file: Path, recipient: str, count: int = 12) -> None:
