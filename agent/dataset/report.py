@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 
 from agent.dataset.build import BuildReport
+from agent.dataset.stats import plural
 from agent.untrusted_text import visible
 
 
@@ -45,7 +46,7 @@ def render_build(report: BuildReport) -> str:
     added = j["added"]
     no_image = sum(p.samples_without_image for p in report.parts)
     lines.append(
-        f"added:       {len(added['parts']):,} parts, {added['samples']:,} samples "
+        f"added:       {plural(len(added['parts']), 'part')}, {plural(added['samples'], 'sample')} "
         f"({no_image:,} without image), {_gb(added['bytes'])}"
     )
     if report.version is not None:

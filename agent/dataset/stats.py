@@ -550,7 +550,8 @@ def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{shown(k)} {v:,}" for k, v in counts.items()) or "none"
 
 
-def _plural(n: int, one: str, many: str | None = None) -> str:
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``1 part``, ``2 parts``, ``1,204 bundles``."""
     return f"{n:,} {one if n == 1 else (many or one + 's')}"
 
 
@@ -563,10 +564,10 @@ def render_stats(stats: Stats) -> str:
         f"version:       {stats.version}, published {stats.published_at or 'not yet'} "
         f"(optin {shown(stats.tool)})",
         f"study:         {shown(stats.study['id'])} ({shown(stats.study['name'])})",
-        f"totals:        {_plural(t['volunteers'], 'volunteer')}, {_plural(t['sessions'], 'session')}, "
-        f"{t['hours']:,.2f} hours, {_plural(t['steps'], 'step')} "
-        f"({t['samples_without_image']:,} without image), {_plural(t['tasks'], 'task')}, "
-        f"{_plural(t['events'], 'event')}",
+        f"totals:        {plural(t['volunteers'], 'volunteer')}, {plural(t['sessions'], 'session')}, "
+        f"{t['hours']:,.2f} hours, {plural(t['steps'], 'step')} "
+        f"({t['samples_without_image']:,} without image), {plural(t['tasks'], 'task')}, "
+        f"{plural(t['events'], 'event')}",
         f"steps:         {_counts(stats.steps_by_action)}",
         f"tasks:         {_counts(stats.tasks_by_outcome)}"
         + (
@@ -580,23 +581,23 @@ def render_stats(stats: Stats) -> str:
             if stats.redactions
             else "none"
         ),
-        f"loss:          {_plural(loss['sessions_with_loss'], 'session')} with loss, "
-        f"{_plural(loss['unclean_stops'], 'unclean stop')}; "
+        f"loss:          {plural(loss['sessions_with_loss'], 'session')} with loss, "
+        f"{plural(loss['unclean_stops'], 'unclean stop')}; "
         + ", ".join(f"{k.replace('_', ' ')} {loss[k]:,}" for k in LOSS_COUNTS)
-        + f"; {_plural(loss['pauses'], 'pause')} ({loss['paused_s']:,.1f} s), "
-        f"{_plural(loss['cuts'], 'cut')} ({loss['cut_s']:,.1f} s)",
+        + f"; {plural(loss['pauses'], 'pause')} ({loss['paused_s']:,.1f} s), "
+        f"{plural(loss['cuts'], 'cut')} ({loss['cut_s']:,.1f} s)",
         "consent:       "
         + (
             "; ".join(
-                f"version {shown(v)}: {_plural(c['sessions'], 'session')}, "
-                f"{_plural(c['volunteers'], 'volunteer')}, scopes {_counts(c['scopes'])}"
+                f"version {shown(v)}: {plural(c['sessions'], 'session')}, "
+                f"{plural(c['volunteers'], 'volunteer')}, scopes {_counts(c['scopes'])}"
                 for v, c in stats.consent_versions.items()
             )
             or "none"
         ),
         f"shards:        {stats.shards['count']:,} ({stats.shards['bytes']:,} bytes); "
         f"all part objects {t['bytes']:,} bytes",
-        f"quarantine:    {_plural(len(stats.quarantine), 'bundle')}"
+        f"quarantine:    {plural(len(stats.quarantine), 'bundle')}"
         + (f": {_counts(stats.quarantine_by_reason)}" if stats.quarantine else ""),
     ]
     lines += [
@@ -608,7 +609,7 @@ def render_stats(stats: Stats) -> str:
         f"withdrawals:   {stats.withdrawals:,}",
         "pending purge: "
         + (
-            f"{_plural(len(stats.pending_purge), 'object')}: " + ", ".join(stats.pending_purge[:5])
+            f"{plural(len(stats.pending_purge), 'object')}: " + ", ".join(stats.pending_purge[:5])
             if stats.pending_purge
             else "none"
         ),
@@ -639,6 +640,7 @@ __all__ = [
     "dest_versioning",
     "histogram",
     "listed_objects",
+    "plural",
     "render_stats",
     "run_stats",
 ]

@@ -35,6 +35,7 @@ from agent.dataset.manifest import Change, FileObject, PartObject, Version
 from agent.dataset.next_version import publish_next
 from agent.dataset.samples import SAMPLE_KEY
 from agent.dataset.shard import BLOCK, INDEX_FORMAT, Placed, index_bytes
+from agent.dataset.stats import plural
 from agent.dataset.stores import open_dest
 from agent.dataset.version_files import (
     read_listed,
@@ -168,11 +169,13 @@ class WithdrawReport:
                 "nothing more to remove"
             )
         lines.append(
-            f"removed:     {r.sessions:,} sessions, {r.samples:,} samples ({r.samples_without_image:,} "
-            f"without image), {r.events:,} events, {r.tasks:,} tasks, {quarantine}"
+            f"removed:     {plural(r.sessions, 'session')}, {plural(r.samples, 'sample')} "
+            f"({r.samples_without_image:,} without image), {plural(r.events, 'event')}, "
+            f"{plural(r.tasks, 'task')}, {quarantine}"
         )
         lines.append(
-            f"rewritten:   {len(self.parts_rewritten):,} parts ({len(self.parts_removed):,} removed), "
+            f"rewritten:   {plural(len(self.parts_rewritten), 'part')} "
+            f"({len(self.parts_removed):,} removed), "
             f"{self.ledger_files:,} ledger file{'s' if self.ledger_files != 1 else ''}; "
             + (
                 "nothing deleted (dry run)"
