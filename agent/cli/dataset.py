@@ -64,6 +64,12 @@ def _stage_bars(json_out: bool) -> Callable[[str, int, int], None] | None:
     return show
 
 
+def _local_address(address: str) -> bool:
+    """Whether a Ray address names this machine (``local``, ``auto``, a loopback host)."""
+    host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
+    return address in ("local", "auto") or host in ("localhost", "::1") or host.startswith("127.")
+
+
 def cmd_dataset_build(args: argparse.Namespace) -> int:
     try:
         from agent.dataset.build import BuildOptions, build
@@ -84,6 +90,13 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
         study_id=args.study_id,
         break_lock=args.break_lock,
     )
+    if args.engine == "ray" and args.ray_address and not _local_address(args.ray_address):
+        print(
+            f"optin: warning: --ray-address {visible(args.ray_address)} is not this machine: the study "
+            "identity and decrypted data travel between the cluster's nodes. Use Ray's TLS "
+            "(RAY_USE_TLS=1 and its certificates) on a network you do not control",
+            file=sys.stderr,
+        )
     report = build(options, progress=_stage_bars(args.json))
     if args.json:
         print_json(report.to_json())

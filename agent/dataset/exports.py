@@ -42,6 +42,7 @@ from agent.dataset.layout import LayoutError, utc
 from agent.dataset.manifest import PartObject, Version
 from agent.dataset.object_keys import check_key
 from agent.dataset.samples import MAX_SAMPLE_JSON, parse_key
+from agent.dataset.stats import plural
 from agent.dataset.stores import open_dest
 from agent.dataset.trajectories import (
     LEFT_OUT,
@@ -163,9 +164,10 @@ class ExportReport:
         return "\n".join(
             [
                 f"exported:  dataset version {self.dataset_version} of study {self.study} as {self.format}",
-                f"written:   {self.trajectories:,} trajectories, {self.samples:,} steps with their images, "
+                f"written:   {plural(self.trajectories, 'trajectory', 'trajectories')}, "
+                f"{plural(self.samples, 'step')} with their images, "
                 f"to {self.out}",
-                f"left out:  {left:,} of {self.tasks:,} tasks ({reasons})",
+                f"left out:  {left:,} of {plural(self.tasks, 'task')} ({reasons})",
                 f"record:    {_join(self.out, EXPORT_FILE)} (the dataset version: redo exports made before "
                 "a withdrawal)",
             ]

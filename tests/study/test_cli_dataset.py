@@ -79,3 +79,14 @@ def test_usage_errors_exit_2_with_the_fix(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "Fix" in missing.stderr
     size = optin("build", str(tmp_path), str(tmp_path / "d"), "--identity", "x", "--shard-size", "lots")
     assert size.returncode == 2 and "1GB" in size.stderr
+
+
+def test_which_ray_addresses_name_this_machine_and_get_no_warning() -> None:
+    from agent.cli.dataset import _local_address
+
+    assert (
+        _local_address("local")
+        and _local_address("127.0.0.1:6379")
+        and _local_address("ray://localhost:10001")
+    )
+    assert not _local_address("ray://10.0.0.5:10001") and not _local_address("head.cluster:6379")
