@@ -140,6 +140,7 @@ bench: venv
 	$(BIN)/python -m tests.benchmarks.frame_encodings --no-ocr
 	$(BIN)/python -m tests.benchmarks.echo_off
 	$(BIN)/python -m tests.benchmarks.a11y
+	$(BIN)/python -m tests.benchmarks.dataset
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -15,9 +15,11 @@ and hand back one result per item; only the scheduling differs, so both give the
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import pickle
+import secrets
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -45,6 +47,15 @@ def _init(settings: Any) -> None:
 
 def _call(fn: Task[T, R], item: T) -> R:
     return fn(_settings, item)
+
+
+@functools.lru_cache(maxsize=1)
+def _unpickled(token: str, shared: Any) -> Any:
+    """The build's settings in a Ray worker, unpickled once per worker and build (``token``), not
+    once per task: the ledger's known digests alone are megabytes for a large dataset."""
+    import ray
+
+    return pickle.loads(ray.get(shared))  # noqa: S301 - our own object
 
 
 class Engine(ABC):
@@ -134,10 +145,11 @@ class RayEngine(Engine):
         import ray
 
         shared = ray.put(pickle.dumps(settings))
+        token = secrets.token_hex(8)
         rows = [{"i": i, "job": pickle.dumps(item)} for i, item in enumerate(items)]
 
         def task(row: dict[str, Any]) -> dict[str, Any]:
-            answer = fn(pickle.loads(ray.get(shared)), pickle.loads(row["job"]))  # noqa: S301 - our own objects
+            answer = fn(_unpickled(token, shared), pickle.loads(row["job"]))  # noqa: S301 - our own objects
             return {"i": row["i"], "out": pickle.dumps(answer)}
 
         blocks = max(1, min(len(rows), 8 * self.workers))
@@ -145,9 +157,8 @@ class RayEngine(Engine):
         # started before (or elsewhere) has not got this process's environment.
         env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED)}
         remote: dict[str, Any] = {"runtime_env": {"env_vars": env}} if env else {}
-        data = ray.data.from_items(rows, override_num_blocks=blocks).map(
-            task, concurrency=min(self.workers, blocks), **remote
-        )
+        pool = ray.data.TaskPoolStrategy(size=min(self.workers, blocks))
+        data = ray.data.from_items(rows, override_num_blocks=blocks).map(task, compute=pool, **remote)
         for row in data.iter_rows():
             yield int(row["i"]), pickle.loads(row["out"])  # noqa: S301 - our own objects
 

@@ -148,8 +148,10 @@ Outcome = Opened | Refusal | Unreadable
 
 
 def _transcode(data: bytes | memoryview, width: int, height: int) -> bytes:
-    """A ``png`` frame as lossless WebP; Pillow decodes at most the frame's stated pixels (which
-    :func:`agent.dataset.samples.samples` has bounded), and a PNG that does not decode is refused."""
+    """A ``png`` frame as lossless WebP. :func:`agent.dataset.samples.samples` checked its header
+    against the frame's size and bounded that (2^25 pixels), far under Pillow's own bomb limit,
+    which this leaves as it is (a process-wide setting; the recorder's modules read it too); a PNG
+    that decodes to another size, or does not decode, is refused."""
     import io
     import warnings
 
@@ -158,8 +160,9 @@ def _transcode(data: bytes | memoryview, width: int, height: int) -> bytes:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = width * height
             with Image.open(io.BytesIO(bytes(data)), formats=["PNG"]) as image:
+                if image.size != (width, height):
+                    raise ValueError(image.size)
                 image.load()
                 out = io.BytesIO()
                 image.save(out, format="WEBP", lossless=True)
@@ -189,13 +192,16 @@ def read_bundle(
     *,
     etag: str | None = None,
     withdrawn: frozenset[str] = frozenset(),
+    dataset_checks: bool = True,
 ) -> Outcome:
     """Read ``name`` (``size`` bytes as SRC listed it) and check it.
 
     ``etag`` is the listing's: a candidate that is not that any more is deferred. ``withdrawn``
-    holds withdrawn pseudonyms and signing keys. Nothing but an I/O failure, a
-    refusal with its code, or an opened bundle comes out: an unexpected exception is the
-    refusal ``internal_error`` naming only its class (a bug, never a stop of the build).
+    holds withdrawn pseudonyms and signing keys. Without ``dataset_checks`` (pass 2, which makes
+    the samples and table rows again and checks them as it does) only inspect's checks run.
+    Nothing but an I/O failure, a refusal with its code, or an opened bundle comes out: an
+    unexpected exception is the refusal ``internal_error`` naming only its class (a bug, never a
+    stop of the build).
     """
     from agent.export.inspect import open_bundle_stream
 
@@ -211,7 +217,7 @@ def read_bundle(
                 raise
             sha = tee.finish()
         opened = Opened(sha, bundle, *_parse(bundle))
-        return _dataset_checks(opened, withdrawn)
+        return _dataset_checks(opened, withdrawn) if dataset_checks else opened
     except ExportError as exc:
         return _refusal(_digest(tee), exc)
     except (OSError, OptinError) as exc:

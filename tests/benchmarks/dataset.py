@@ -1,9 +1,10 @@
 """Dataset build benchmarks (issue 17): ``optin dataset build`` beside the bare work on the same bundles.
 
-``python -m tests.benchmarks.dataset`` (part of ``make bench``); ``--profile`` prints a cProfile of
-the two passes instead.  Synthetic volunteers' bundles (tests/study/synth.py: real
-``optin-bundle/3`` files from optin's own writer, 60 steps each, every step with its frame) are
-made once in a temporary folder, then, in one run:
+``python -m tests.benchmarks.dataset`` (part of ``make bench``; about 3 minutes on 2 cores);
+``--profile`` prints a cProfile of the two passes instead (``--profile --1080p``: on bundles of
+60 kB 1080p frames).  Synthetic volunteers' bundles (tests/study/synth.py: real ``optin-bundle/3``
+files from optin's own writer, 60 steps each, every step with its frame) are made once in a
+temporary folder, then, in one run:
 
 * bare: ``pyrage.decrypt`` of every file and ``tarfile`` reading every member, in one process and
   in two (the least any build must do: decrypt once and read the tar);
@@ -21,6 +22,7 @@ made once in a temporary folder, then, in one run:
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import dataclasses
 import io
@@ -54,6 +56,8 @@ VOLUNTEERS, SESSIONS = 10, 20
 SMALL_SHARD = 10_000_000
 #: The large bundles of the memory rows: frames of noise (a photo is nearly as incompressible).
 LARGE_SIZE, LARGE_STEPS, LARGE_BUNDLES = (1280, 800), 20, 3
+#: The noise block of a "typical" 1080p frame: about 60 kB of WebP (docs/performance.md: 63 KiB text screens).
+TYPICAL_NOISE = (140, 140)
 MB = 1e6
 
 #: A child process running :func:`agent.dataset.build.build` (what ``optin dataset build SRC DEST
@@ -276,20 +280,24 @@ def _mb(values: Sequence[int]) -> str:
 
 
 @contextmanager
-def large_frames(width: int, height: int) -> Iterator[None]:
-    """Make synth write ``width`` x ``height`` frames of noise (restored after)."""
+def large_frames(width: int, height: int, noise: tuple[int, int] | None = None) -> Iterator[None]:
+    """Make synth write ``width`` x ``height`` frames (restored after): white with a ``noise``-sized
+    block of random pixels (a screen where a little changed), or all noise (like a photo)."""
     from PIL import Image
 
     from agent.frame_codec import encode_image
 
     rng = random.Random(5)  # noqa: S311 - benchmark data
-    images = tuple(
-        encode_image(Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3)))
-        for _ in range(4)
-    )
+    nw, nh = noise or (width, height)
+    images = []
+    for n in range(4):
+        image = Image.new("RGB", (width, height), (255, 255, 255))
+        image.paste(Image.frombytes("RGB", (nw, nh), rng.randbytes(nw * nh * 3)), (40 * n, 30 * n))
+        images.append(encode_image(image))
+    frames = tuple(images)
     saved = synth.WIDTH, synth.HEIGHT, synth.frame_images
     synth.WIDTH, synth.HEIGHT = width, height
-    synth.frame_images = lambda: images  # type: ignore[assignment]
+    synth.frame_images = lambda: frames  # type: ignore[assignment]
     try:
         yield
     finally:
@@ -356,20 +364,38 @@ def _report(label: str, src: Src, t: Timed, workers: int, bare_s: float) -> None
 
 
 def memory(tmp: Path, identity_file: Path, recipient: str, small: Src) -> None:
-    print("peak memory (VmHWM) of each process of a build with 1 worker (in a child process):")
-    _row("", "bundle / plaintext", "pass 1 / pass 2 worker / driver", None)
+    """Throughput and peak memory (VmHWM) of each process of a 1-worker build in a child process."""
+    print("a build with 1 worker in a child process: throughput and peak memory (VmHWM) of each process")
+    _row("", "bare MB/s (1 proc)", "optin MB/s", None)
+    one = make_src(tmp / "src-one", recipient, 1, 1, STEPS, seed=29)
+    with large_frames(1920, 1080, TYPICAL_NOISE):
+        typical = make_src(tmp / "src-typical", recipient, 3, 20, STEPS, seed=37)
     with large_frames(*LARGE_SIZE):
         large = make_src(tmp / "src-large", recipient, LARGE_BUNDLES, 1, LARGE_STEPS, seed=23)
-    one = make_src(tmp / "src-one", recipient, 1, 1, STEPS, seed=29)
     lines = _identity_lines(identity_file)
-    for label, src in (("small", one), ("small", small), ("large", large)):
+    cases = (
+        ("64x40 frames", one),
+        ("64x40 frames", small),
+        ("1080p frames, 60 kB each", typical),
+        (f"{LARGE_SIZE[0]}x{LARGE_SIZE[1]} noise frames", large),
+    )
+    for label, src in cases:
         plain = max(_bare_one(str(p), lines) for p in src.path.iterdir())
         biggest = max(p.stat().st_size for p in src.path.iterdir())
-        found = peaks(src, identity_file, tmp / f"dest-peak-{label}-{src.bundles}", 1)
-        sizes = f"{biggest / MB:.1f} / {plain / MB:.1f} MB"
+        bare_s, _ = bare(src, identity_file, 1)
+        found = peaks(src, identity_file, tmp / f"dest-peak-{label[:4]}-{src.bundles}", 1)
+        t = found.timed
+        name = f"{src.bundles} bundle{'s' * (src.bundles > 1)}, {label}: {biggest / MB:.1f} MB"
+        if src.bundles == 1:  # the fixed costs of a build and the memory of a worker that holds nothing
+            _row(name, "", f"{t.seconds:.1f} s: {_passes(t)}", None)
+        else:
+            mbs = f"{src.bytes / MB / t.seconds:.1f}"
+            _row(name, f"{src.bytes / MB / bare_s:.1f}", mbs, bare_s / t.seconds)
+            _row(
+                f"  plaintext {plain / MB:.1f} MB; {_rate(src, t.seconds)}", "", f"passes {_passes(t)}", None
+            )
         shown = f"{_mb(found.pass1)} / {_mb(found.pass2)} / {found.driver / MB:.0f} MB"
-        name = f"{src.bundles} bundle{'s' * (src.bundles > 1)} ({label}), 1 part"
-        _row(name, sizes, shown, None)
+        _row("  VmHWM pass 1 / pass 2 worker / driver", "", shown, None)
 
 
 def thousand(tmp: Path, identity_file: Path, recipient: str) -> None:
@@ -388,15 +414,19 @@ def thousand(tmp: Path, identity_file: Path, recipient: str) -> None:
     _row("  VmHWM pass 1 / pass 2 workers / driver", "", shown, None)
 
 
-def profile(tmp: Path, identity_file: Path, recipient: str, count: int = 12) -> None:
-    """cProfile of pass 1 (``passes.check``) and pass 2 (``passes.write_part``) in this process."""
+def profile(
+    tmp: Path, identity_file: Path, recipient: str, count: int = 12, *, frames_1080p: bool = False
+) -> None:
+    """cProfile of pass 1 (``passes.check``) and pass 2 (``passes.write_part``) in this process, on
+    bundles of 64x40 frames or (``frames_1080p``) of 60 kB 1080p frames."""
     from agent.dataset import layout
     from agent.dataset.build import load_identity
     from agent.dataset.passes import PartJob, Settings, check, write_part
     from agent.dataset.plan import Accepted
     from agent.dataset.source import open_source
 
-    src = make_src(tmp / "src", recipient, 3, count // 3, STEPS, seed=41)
+    with large_frames(1920, 1080, TYPICAL_NOISE) if frames_1080p else contextlib.nullcontext():
+        src = make_src(tmp / "src", recipient, 3, count // 3, STEPS, seed=41)
     settings = Settings(
         source=str(src.path),
         dest=str(tmp / "dest"),
@@ -441,24 +471,31 @@ def _top(title: str, prof: cProfile.Profile, n: int = 30) -> None:
     print("\n".join(line for line in out.getvalue().splitlines()[6:] if line.strip()))
 
 
+def _load() -> str:
+    """The 1-minute load average (the 2 cores are shared: it says how much)."""
+    if sys.platform == "win32":
+        return "unknown"
+    return f"{os.getloadavg()[0]:.2f}"
+
+
 def main(argv: Sequence[str] = ()) -> int:
     print(
         f"dataset build benchmarks — {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}; load {os.getloadavg()[0]:.2f}",
+        f"Python {platform.python_version()}; load {_load()}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="optin-bench-dataset-") as name:
         tmp = Path(name)
         identity_file, recipient = synth.make_study_identity(tmp)
         if "--profile" in argv:
-            profile(tmp, identity_file, recipient)
+            profile(tmp, identity_file, recipient, frames_1080p="--1080p" in argv)
             return 0
         src = make_src(tmp / "src", recipient, VOLUNTEERS, SESSIONS, STEPS, seed=17)
         side_by_side(tmp, identity_file, src)
         memory(tmp, identity_file, recipient, src)
         if os.environ.get("OPTIN_BENCH_DATASET_1000", "1") != "0":
             thousand(tmp, identity_file, recipient)
-    print(f"load at the end {os.getloadavg()[0]:.2f}")
+    print(f"load at the end {_load()}")
     return 0
 
 

@@ -742,9 +742,9 @@ def test_p6_a_forged_optin_bundle_1_of_a_withdrawn_volunteer_is_refused(
         hostile.held(P6)
 
 
-# BUG (H9, for the coordinator): a PNG frame whose header is right but whose data does not decode is
-# `deferred` (Pillow's OSError looks like an I/O failure to intake.read_bundle), so every later build
-# reads it again and exits 1 -- instead of quarantining it `image_invalid`.
+# Found by this suite: a PNG frame whose header is right but whose data does not decode was
+# `deferred` (Pillow's OSError looked like an I/O failure to intake.read_bundle), so every later build
+# read it again and exited 1.
 def test_p6_a_png_frame_that_does_not_decode_is_image_invalid(
     hostile: Tally, identity: Path, tmp_path: Path
 ) -> None:
@@ -763,12 +763,25 @@ def test_p6_a_png_frame_that_does_not_decode_is_image_invalid(
         hostile.held(P6)
 
 
+def test_p6_checking_png_frames_leaves_pillows_process_wide_limit_alone(
+    identity: Path, tmp_path: Path
+) -> None:
+    """An earlier build set Image.MAX_IMAGE_PIXELS to each frame's size: in one process (a test run,
+    an operator's notebook), every later image over it was refused as a bomb."""
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    put(tmp_path / "src", "b.optin.tar.age", real_bundle(frame=png_frame(64, 40, real_png(64, 40))).blob)
+    result = passes.check(settings(tmp_path / "src", identity), candidate(tmp_path / "src"))
+    assert not isinstance(result, Quarantined), result
+    assert before == Image.MAX_IMAGE_PIXELS
+
+
 # --- small builds of their own ------------------------------------------------------------------------
 
 
-# BUG (H9, for the coordinator): the same refused bytes under two SRC names give two ledger rows of one
-# SHA-256, and layout.ledger_id refuses repeated digests: the build fails at its commit, nothing is
-# published, and every later build fails the same way (one re-uploaded bad file stops the dataset).
+# Found by this suite: the same refused bytes under two SRC names gave two ledger rows of one SHA-256,
+# and layout.ledger_id refuses repeated digests: the build failed at its commit, and every later one.
 def test_p6_one_refused_bundle_under_two_names_is_one_bundle(
     hostile: Tally, identity: Path, tmp_path: Path
 ) -> None:
@@ -887,11 +900,10 @@ def test_p6_a_png_bomb_is_image_invalid_in_bounded_memory_and_names_print_escape
     ]
 
 
-# BUG (H9, for the coordinator): a frame that says honestly that it is 20,000 x 20,000 pixels (over the
-# spec's 2^28 for a png frame) is decoded anyway: Pillow only warns between MAX_IMAGE_PIXELS and twice
-# that, so a 48 KB PNG takes a worker to 3.7 GB and 13 s and ends as `internal_error` (WebP's 16,383
-# limit), or as a MemoryError under a limit. Fix: refuse `image_invalid` before decoding when
-# width * height > 2^28 or a side > 16,383, and make Pillow's DecompressionBombWarning an error.
+# Found by this suite: a frame that said honestly that it is 20,000 x 20,000 pixels (over the first
+# draft's 2^28 for a png frame) was decoded: a 48 KB PNG took a worker to 3.7 GB and 13 s and ended as
+# `internal_error` (WebP's 16,383 limit). Now a png frame over 2^25 pixels or 16,383 a side is
+# `image_invalid` before anything is decoded.
 @pytest.mark.usefixtures("small_arenas")
 def test_p6_a_png_frame_over_2_28_pixels_is_image_invalid_in_bounded_memory(
     hostile: Tally, identity: Path, tmp_path: Path
