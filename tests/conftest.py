@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ray_local, s3  # noqa: F401 - the study servers, for any test that asks
+from tests.servers import ray_local, s3, s3_env  # noqa: F401 - the study servers, for any test that asks
 from tests.tools import Consented
 
 #: The passphrase every test's OPTIN_PASSPHRASE_FILE holds (tests of secrecy look for it).

@@ -95,6 +95,14 @@ class S3Server:
         """A fresh, empty ``s3://`` DEST of its own for one test (a new prefix in the shared bucket)."""
         return f"s3://{self.shared_bucket}/t{next(self._made)}-{secrets.token_hex(4)}"
 
+    def use(self, monkeypatch: pytest.MonkeyPatch, *, secret_key: str | None = None) -> S3Server:
+        """Point boto3's standard configuration (the environment) at this server for one test."""
+        for name, value in self.env(secret_key=secret_key).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        return self
+
     def env(self, *, secret_key: str | None = None) -> dict[str, str]:
         """boto3's standard configuration for this server, as environment variables (no profile files)."""
         return {
@@ -210,6 +218,12 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
     finally:
         _stop(proc)
+
+
+@pytest.fixture
+def s3_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """:func:`s3` with boto3's standard configuration pointed at it for this test."""
+    return s3.use(monkeypatch)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ never loads them (tests/unit/test_no_network.py).
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import sys
 from collections.abc import Callable
@@ -35,12 +36,24 @@ def parse_size(text: str) -> int:
     return size
 
 
-def _missing_extra(exc: ImportError) -> UsageError:
-    msg = (
-        f"optin dataset needs the study extra ({exc.name or exc}). Fix: pip install 'optin-agent[study]' "
-        "(make venv installs it)"
-    )
-    return UsageError(msg)
+def _study(module: str) -> Any:
+    """``agent.dataset.<module>``, or a UsageError saying how to install the study extra it needs."""
+    try:
+        return importlib.import_module(f"agent.dataset.{module}")
+    except ImportError as exc:
+        msg = (
+            f"optin dataset needs the study extra ({exc.name or exc}). Fix: pip install "
+            "'optin-agent[study]' (make venv installs it)"
+        )
+        raise UsageError(msg) from None
+
+
+def _show(args: argparse.Namespace, result: Any, text: str) -> None:
+    """``--json``: the result's object; else its text."""
+    if args.json:
+        print_json(result.to_json())
+    else:
+        print(text.rstrip("\n"))
 
 
 def _stage_bars(json_out: bool) -> Callable[[str, int, int], None] | None:
@@ -71,12 +84,8 @@ def _local_address(address: str) -> bool:
 
 
 def cmd_dataset_build(args: argparse.Namespace) -> int:
-    try:
-        from agent.dataset.build import BuildOptions, build
-        from agent.dataset.report import render_build
-    except ImportError as exc:
-        raise _missing_extra(exc) from None
-    options = BuildOptions(
+    building = _study("build")
+    options = building.BuildOptions(
         src=args.src,
         dest=args.dest,
         identity_file=Path(args.identity),
@@ -97,11 +106,8 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
             "(RAY_USE_TLS=1 and its certificates) on a network you do not control",
             file=sys.stderr,
         )
-    report = build(options, progress=_stage_bars(args.json))
-    if args.json:
-        print_json(report.to_json())
-    else:
-        print(render_build(report))
+    report = building.build(options, progress=_stage_bars(args.json))
+    _show(args, report, _study("report").render_build(report))
     for deferred in report.deferred:
         print(f"optin: deferred {visible(deferred.name)}: {deferred.message}", file=sys.stderr)
     for failure in report.purge_failures:
@@ -161,17 +167,11 @@ def _add_build(sub: Any) -> None:
 
 
 def cmd_dataset_export(args: argparse.Namespace) -> int:
-    try:
-        from agent.dataset.exports import run_export
-    except ImportError as exc:
-        raise _missing_extra(exc) from None
+    run_export = _study("exports").run_export
     report = run_export(
         args.dest, args.format, args.out, version=args.version, progress=_stage_bars(args.json)
     )
-    if args.json:
-        print_json(report.to_json())
-    else:
-        print(report.render())
+    _show(args, report, report.render())
     return 0
 
 
@@ -198,15 +198,8 @@ def _add_export(sub: Any) -> None:
 
 
 def cmd_dataset_stats(args: argparse.Namespace) -> int:
-    try:
-        from agent.dataset.stats import run_stats
-    except ImportError as exc:
-        raise _missing_extra(exc) from None
-    stats = run_stats(args.dest, args.version, args.check)
-    if args.json:
-        print_json(stats.to_json())
-    else:
-        print(stats.render(), end="")
+    stats = _study("stats").run_stats(args.dest, args.version, args.check)
+    _show(args, stats, stats.render())
     return 0
 
 
@@ -234,21 +227,14 @@ def _add_stats(sub: Any) -> None:
 
 
 def cmd_dataset_withdraw(args: argparse.Namespace) -> int:
-    try:
-        from agent.dataset.withdraw import run_withdraw
-    except ImportError as exc:
-        raise _missing_extra(exc) from None
-    report = run_withdraw(
+    report = _study("withdraw").run_withdraw(
         args.dest,
         args.volunteer,
         dry_run=args.dry_run,
         break_lock=args.break_lock,
         progress=_stage_bars(args.json),
     )
-    if args.json:
-        print_json(report.to_json())
-    else:
-        print(report.render())
+    _show(args, report, report.render())
     return 0 if report.ok else 1
 
 

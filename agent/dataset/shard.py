@@ -13,6 +13,7 @@ member name always fits a ustar header; anything else is refused, never written.
 
 from __future__ import annotations
 
+import json
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -161,14 +162,73 @@ def index_bytes(shard: str, shard_size: int, shard_sha256: str, placed: Iterable
     return b"".join([head, b"\n", *(row.index_line() + b"\n" for row in rows)])
 
 
+class IndexInvalid(ValueError):
+    """An index that is not the one its shard was written with (the message says which line)."""
+
+
+def read_index(data: bytes, *, shard: str, shard_size: int, shard_sha256: str, samples: int) -> list[Placed]:
+    """The samples of an index :func:`index_bytes` wrote for this shard, each checked to follow the
+    one before it, the last ending where the shard's end blocks start.
+
+    :raises IndexInvalid: anything else.
+    """
+    lines = data.splitlines()
+    try:
+        head = json.loads(lines[0]) if lines else None
+        docs = [json.loads(line) for line in lines[1:]]
+    except (ValueError, UnicodeDecodeError):
+        msg = "it is not JSON lines"
+        raise IndexInvalid(msg) from None
+    wanted = {
+        "format": INDEX_FORMAT,
+        "samples": samples,
+        "shard": shard,
+        "shard_sha256": shard_sha256,
+        "shard_size": shard_size,
+    }
+    if head != wanted or len(docs) != samples:
+        msg = "its header is not the listed shard's"
+        raise IndexInvalid(msg)
+    placed: list[Placed] = []
+    at = 0
+    for n, d in enumerate(docs, start=2):
+        try:
+            p = Placed(
+                d["key"], d["offset"], d["end"], d["json"][0], d["json"][1], d["webp"][0], d["webp"][1]
+            )
+        except (KeyError, IndexError, TypeError):
+            msg = f"line {n} is not an index line"
+            raise IndexInvalid(msg) from None
+        numbers = (p.offset, p.end, p.json_offset, p.json_size, p.image_offset, p.image_size)
+        if not (
+            isinstance(p.key, str)
+            and SAMPLE_KEY.fullmatch(p.key)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in numbers)
+            and p.offset == at
+            and p.offset < p.json_offset
+            and p.json_offset + p.json_size < p.image_offset
+            and p.image_offset + p.image_size <= p.end
+        ):
+            msg = f"line {n} does not follow the sample before it"
+            raise IndexInvalid(msg)
+        at = p.end
+        placed.append(p)
+    if at + len(_END) != shard_size:
+        msg = "its samples do not end where the shard's end blocks start"
+        raise IndexInvalid(msg)
+    return placed
+
+
 __all__ = [
     "BLOCK",
     "INDEX_FORMAT",
+    "IndexInvalid",
     "Placed",
     "ShardWriter",
     "Sink",
     "index_bytes",
     "member_room",
     "padded",
+    "read_index",
     "sample_room",
 ]

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO
 
 from agent.canonical_json import canonical
 from agent.dataset import layout, tables
@@ -34,7 +33,7 @@ from agent.dataset.lock import Lock
 from agent.dataset.manifest import Change, FileObject, PartObject, Version
 from agent.dataset.next_version import publish_next
 from agent.dataset.samples import SAMPLE_KEY
-from agent.dataset.shard import BLOCK, INDEX_FORMAT, Placed, index_bytes
+from agent.dataset.shard import BLOCK, IndexInvalid, Placed, index_bytes, read_index
 from agent.dataset.stats import plural
 from agent.dataset.stores import open_dest
 from agent.dataset.version_files import (
@@ -285,68 +284,22 @@ def _find(dest: Dest, current: Version, volunteer: str) -> tuple[_Plan, dict[str
 # --- rewriting a part -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Entry:
-    key: str
-    offset: int
-    end: int
-    json_offset: int
-    json_size: int
-    image_offset: int
-    image_size: int
-
-
-def _index(dest: Dest, part: PartObject) -> list[_Entry]:
+def _index(dest: Dest, part: PartObject) -> list[Placed]:
     """The part's index, checked against the shard the version lists and against itself."""
-    data = read_listed(dest, part.index)
-    shown = dest.where(part.index.path)
-
-    def refuse(why: str) -> NoReturn:
+    try:
+        return read_index(
+            read_listed(dest, part.index),
+            shard=part.shard.path,
+            shard_size=part.shard.size,
+            shard_sha256=part.shard.sha256,
+            samples=part.steps,
+        )
+    except IndexInvalid as exc:
         msg = (
-            f"refused {shown}: {why}. Fix: DEST was changed outside optin; restore it from a copy or rebuild"
+            f"refused {dest.where(part.index.path)}: {exc}. Fix: DEST was changed outside optin; restore "
+            "it from a copy or rebuild"
         )
         raise ShardMismatch(msg) from None
-
-    lines = data.splitlines()
-    try:
-        head = json.loads(lines[0]) if lines else None
-        docs = [json.loads(line) for line in lines[1:]]
-    except (ValueError, UnicodeDecodeError):
-        refuse("it is not JSON lines")
-    wanted = {
-        "format": INDEX_FORMAT,
-        "samples": part.steps,
-        "shard": part.shard.path,
-        "shard_sha256": part.shard.sha256,
-        "shard_size": part.shard.size,
-    }
-    if head != wanted or len(docs) != part.steps:
-        refuse("its header is not the listed shard's")
-    entries: list[_Entry] = []
-    at = 0
-    for n, d in enumerate(docs):
-        try:
-            entry = _Entry(
-                d["key"], d["offset"], d["end"], d["json"][0], d["json"][1], d["webp"][0], d["webp"][1]
-            )
-        except (KeyError, IndexError, TypeError):
-            refuse(f"line {n + 2} is not an index line")
-        numbers = (entry.offset, entry.end, entry.json_offset, entry.json_size, entry.image_offset)
-        if not (
-            isinstance(entry.key, str)
-            and SAMPLE_KEY.fullmatch(entry.key)
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in (*numbers, entry.image_size))
-            and entry.offset == at
-            and entry.offset < entry.json_offset
-            and entry.json_offset + entry.json_size < entry.image_offset
-            and entry.image_offset + entry.image_size <= entry.end
-        ):
-            refuse(f"line {n + 2} does not follow the sample before it")
-        at = entry.end
-        entries.append(entry)
-    if at + len(_END) != part.shard.size:
-        refuse("its samples do not end where the shard's end blocks start")
-    return entries
 
 
 def _copy(src: BinaryIO, n: int, digest: Any, sink: Any | None, shown: str) -> None:

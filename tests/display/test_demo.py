@@ -74,9 +74,7 @@ def _real_and_synthetic_bundles_build_the_same_dataset_with_both_engines(
     from tests.study.synth import make_bundles
     from tests.study.test_build import current, options, shard_digests, table_rows, upload
 
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    s3.use(monkeypatch)
     study = parse_study((keep / "demo-study.toml").read_text(encoding="utf-8"))
     recipient = study.recipients[0]
     # without frames: the demo's study requires OCR of every frame, which would take minutes here

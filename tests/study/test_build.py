@@ -45,14 +45,6 @@ def twelve(
     return src, make_bundles(src, study[1], volunteers=3, sessions=4, seed=7)
 
 
-@pytest.fixture
-def s3_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    return s3
-
-
 def options(src: str, dest: str, identity: Path, **more: Any) -> BuildOptions:
     return BuildOptions(src=src, dest=dest, identity_file=identity, workers=2, **more)
 

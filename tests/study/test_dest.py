@@ -44,10 +44,7 @@ def dest(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Dest]:
         return
     server: S3Server = request.getfixturevalue("s3")
     monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    server.use(monkeypatch)
     yield open_dest(server.url())
 
 
@@ -236,9 +233,7 @@ def one_dest(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         return
     server: S3Server = request.getfixturevalue("s3")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        for name, value in server.env().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        server.use(monkeypatch)
         yield open_dest(server.url())
 
 
@@ -363,8 +358,7 @@ def test_a_fifo_in_dest_is_refused_without_blocking(tmp_path: Path) -> None:
 def test_wrong_credentials_give_a_clear_error(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     url = s3.url()
     wrong = "wrong-secret-0000"
-    for name, value in s3.env(secret_key=wrong).items():
-        monkeypatch.setenv(name, value)
+    s3.use(monkeypatch, secret_key=wrong)
     with pytest.raises(DestUnusable, match=r"refused the credentials \(SignatureDoesNotMatch\)") as err:
         open_dest(url)
     message = str(err.value)
@@ -375,8 +369,7 @@ def test_wrong_credentials_give_a_clear_error(s3: S3Server, monkeypatch: pytest.
     with pytest.raises(DestUnusable, match=r"refused the credentials \(InvalidAccessKeyId\)"):
         open_dest(url)
     # credentials that stop working after the DEST was opened: the operation names its key
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
+    s3.use(monkeypatch)
     d = open_dest(url)
     assert isinstance(d, S3Dest)
     d._client = s3.client(secret_key=wrong)
@@ -388,8 +381,7 @@ def test_wrong_credentials_give_a_clear_error(s3: S3Server, monkeypatch: pytest.
 
 
 def test_a_missing_bucket_and_bad_urls_are_named(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
+    s3.use(monkeypatch)
     with pytest.raises(DestUnusable, match=r"there is no bucket no-such-bucket\. Fix: create it"):
         open_dest("s3://no-such-bucket/ds")
     for url in [
@@ -411,8 +403,7 @@ def test_deleting_on_a_versioned_bucket_removes_every_version(
 ) -> None:
     bucket = s3.bucket()
     s3.client().put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
+    s3.use(monkeypatch)
     d = open_dest(f"s3://{bucket}/ds")
     etag = d.replace("LOCK", b"one", expected=None)
     d.replace("LOCK", b"two", expected=etag)
@@ -449,9 +440,7 @@ def small_parts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Dest
         return
     server: S3Server = request.getfixturevalue("s3")
     monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    server.use(monkeypatch)
     yield S3Dest.open(server.url(), part_size=5 * MiB)
 
 
@@ -534,8 +523,7 @@ def test_an_exception_mid_write_leaves_no_object_no_temporary_file_and_no_upload
 def test_the_s3_writer_switches_to_multipart_only_above_the_part_size(
     s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
+    s3.use(monkeypatch)
     d = S3Dest.open(s3.url(), part_size=5 * MiB)
     for total, parts in [(5 * MiB, 0), (5 * MiB + 1, 2), (10 * MiB, 2), (10 * MiB + 1, 3)]:
         data = b"".join(_chunks(total, total))

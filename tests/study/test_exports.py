@@ -84,14 +84,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[SynthBund
     return dest, bundles
 
 
-@pytest.fixture
-def s3_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    return s3
-
-
 def expected(bundles: list[SynthBundle]) -> tuple[set[str], Counter[str]]:
     """The sessions whose task is exported, and the left-out counts, from the bundles' variants."""
     exported: set[str] = set()

@@ -74,10 +74,7 @@ def dest(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Dest]:
         return
     server: S3Server = request.getfixturevalue("s3")
     monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    server.use(monkeypatch)
     with open_dest(server.url()) as d:
         yield d
 

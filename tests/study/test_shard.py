@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from agent.dataset.samples import PLACEHOLDER, Sample
-from agent.dataset.shard import INDEX_FORMAT, ShardWriter, index_bytes, sample_room
+from agent.dataset.shard import (
+    INDEX_FORMAT,
+    IndexInvalid,
+    Placed,
+    ShardWriter,
+    index_bytes,
+    read_index,
+    sample_room,
+)
 from agent.errors import ExportError
 from tests.unit.test_dataset_samples import build
 
@@ -103,3 +111,28 @@ def test_a_repeated_or_foreign_key_is_refused_not_written() -> None:
     with pytest.raises(ExportError):
         writer.add(bad)
     assert sink.tell() == written
+
+
+def test_the_index_reads_back_as_written_and_a_changed_line_is_refused() -> None:
+    samples = build()
+    blob, writer = shard_of(samples)
+    sha = hashlib.sha256(blob).hexdigest()
+    path = "shards/ingest_date=2026-12-06/x.tar"
+    data = index_bytes(path, len(blob), sha, writer.placed)
+
+    def read(index: bytes) -> list[Placed]:
+        return read_index(index, shard=path, shard_size=len(blob), shard_sha256=sha, samples=len(samples))
+
+    assert read(data) == writer.placed
+    lines = data.splitlines()
+    moved = lines[2].replace(b'"offset":', b'"offset":1', 1)
+    for bad, why in (
+        (b"\n".join([lines[0], lines[1], moved, *lines[3:]]), "line 3"),
+        (b"\n".join(lines[:-1]), "header"),
+        (b"not json", "JSON"),
+    ):
+        with pytest.raises(IndexInvalid, match=why):
+            read(bad)
+    short = index_bytes(path, len(blob), sha, writer.placed[:-1])  # a sample left out of the index
+    with pytest.raises(IndexInvalid, match="end blocks"):
+        read_index(short, shard=path, shard_size=len(blob), shard_sha256=sha, samples=len(samples) - 1)

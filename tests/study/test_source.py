@@ -30,10 +30,7 @@ BUNDLE = b"age-encryption.org/v1\n" + bytes(range(256)) * 40  # the source reads
 
 
 def _env(s3: S3Server, monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> None:
-    for name, value in s3.env(**kwargs).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    s3.use(monkeypatch, **kwargs)
 
 
 def _read(source: Source, name: str, *, expected: str | None = None) -> bytes:

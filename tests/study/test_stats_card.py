@@ -545,14 +545,6 @@ def test_duckdb_over_the_versions_tables_agrees_with_stats(built: Any) -> None:
 # --- S3 ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def s3_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    return s3
-
-
 def test_stats_and_card_on_s3(built: Any, s3_env: S3Server) -> None:
     _, bundles, src, identity = built
     url = s3_env.url()

@@ -15,7 +15,6 @@ import os
 import shutil
 import tarfile
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -387,14 +386,6 @@ def test_a_withdrawal_killed_after_publishing_is_completed_by_the_next_command(
 
 
 # --- S3, a versioned bucket -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def s3_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    yield s3
 
 
 def test_on_a_versioned_bucket_no_object_version_of_the_volunteer_remains(
