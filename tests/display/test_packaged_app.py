@@ -76,3 +76,18 @@ def test_the_app_runs_the_whole_demo(app: Path, tmp_path: Path) -> None:
     assert demo.returncode == 0, demo.stderr[-3000:]
     summary = json.loads(demo.stdout)
     assert summary["checks"] == "passed" and summary["steps"]["count"] > 0
+
+
+def test_the_app_holds_no_study_side_and_says_how_to_get_it(app: Path, tmp_path: Path) -> None:
+    """The volunteer's app carries no network code: the study side (boto3, pyarrow, Ray) is pip's
+    `study` extra, for operators."""
+    bundled = {p.name.split(".")[0].lower() for p in (app.parent / "_internal").iterdir()}
+    assert not bundled & {"boto3", "botocore", "pyarrow", "ray", "matplotlib", "duckdb"}, bundled
+    out = subprocess.run(
+        [str(app), "dataset", "stats", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        check=False,
+    )
+    assert out.returncode == 2 and "study extra" in out.stderr, out.stderr
