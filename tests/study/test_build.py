@@ -244,3 +244,31 @@ def test_a_bundle_that_fails_while_its_part_is_written_is_left_out_and_deferred(
     assert {b.session for b in result.bundles} == {records[0].session, records[2].session}
     written = {str(p.relative_to(tmp_path / "dest")) for p in (tmp_path / "dest" / "shards").rglob("*.tar")}
     assert written == {result.part.shard.path}  # the attempt with the victim left no shard
+
+
+def test_retry_quarantined_checks_those_bundles_again_and_keeps_one_ledger_row_each(
+    tmp_path: Path, study: tuple[Path, str]
+) -> None:
+    """A bundle for a key the operator had not given is `not_a_recipient`; skipped by later builds until
+    `--retry-quarantined not_a_recipient` with the right identity ingests it."""
+    from agent.dataset.stores import open_dest as dest_of
+    from agent.dataset.version_files import ledger_rows
+
+    (tmp_path / "other").mkdir()
+    other_identity, other_recipient = make_study_identity(tmp_path / "other")
+    src = tmp_path / "src"
+    make_bundles(src, study[1], volunteers=1, sessions=2, seed=31)
+    [stray] = make_bundles(src, other_recipient, volunteers=1, sessions=1, seed=32)
+    dest = str(tmp_path / "dest")
+    first = build(options(str(src), dest, study[0]))
+    assert first.ingested == 2 and [q.reason for q in first.quarantined] == ["not_a_recipient"]
+    assert build(options(str(src), dest, study[0])).skipped == 3  # not read again
+    both = tmp_path / "both-identities.txt"
+    both.write_bytes(study[0].read_bytes() + other_identity.read_bytes())
+    both.chmod(0o600)
+    again = build(options(str(src), dest, both, retry_quarantined=frozenset({"not_a_recipient"})))
+    assert (again.ingested, again.skipped, again.quarantined) == (1, 2, [])
+    with dest_of(dest) as d:
+        rows = ledger_rows(d, read_current(d))
+    assert sorted(r.outcome for r in rows) == ["ingested"] * 3
+    assert [r.sha256 for r in rows].count(stray.sha256) == 1
