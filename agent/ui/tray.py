@@ -397,7 +397,12 @@ def _choose_pystray_backend() -> None:
     here: appindicator if its typelib is there, else GTK (XEmbed, full menus),
     else pystray's plain X backend (no clickable menu: see platform-lab).
     """
-    if not sys.platform.startswith("linux") or os.environ.get("PYSTRAY_BACKEND"):
+    if not sys.platform.startswith("linux"):
+        return
+    # The tray draws a 22-pixel icon and a menu: no OpenGL. Without this, importing Gtk maps Mesa's
+    # GL stack (libLLVM alone is 43 MB) into the recorder: 53 MB of its RSS (issue 18, measured).
+    os.environ.setdefault("GDK_GL", "disable")
+    if os.environ.get("PYSTRAY_BACKEND"):
         return
     try:
         import gi

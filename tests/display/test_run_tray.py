@@ -73,6 +73,8 @@ def test_tray_pause_stops_capture_and_sigterm_seals(
     try:
         assert wait_for(lambda: _state(d) == "recording", 5)
         assert wait_for(lambda: _icon_colour_seen(xdisplay, RED), 3)  # the indicator, on screen
+        maps = Path(f"/proc/{agent.pid}/maps").read_text(encoding="utf-8")
+        assert "libLLVM" not in maps and "libGLX" not in maps  # the tray draws no GL: 53 MB kept out
         xdisplay.xdotool("mousemove", "--sync", "111", "222")
         _menu_until(xdisplay, d, "paused", "Down", "Right", "Return")  # Pause > For 15 minutes
         assert wait_for(lambda: _icon_colour_seen(xdisplay, AMBER), 3)
