@@ -57,20 +57,30 @@ CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 60
 
 
+def split_s3_url(url: str) -> tuple[str, str] | None:
+    """``(bucket, prefix)`` of ``s3://bucket/prefix`` (prefix without slashes at its ends, may be
+    empty), or None when it does not start with ``s3://`` and a bucket name of the rules. What a
+    prefix may hold is the caller's (DEST and SRC differ)."""
+    rest = url[len("s3://") :] if url.startswith("s3://") else ""
+    bucket, _, prefix = rest.partition("/")
+    if not BUCKET.fullmatch(bucket) or ".." in bucket:
+        return None
+    return bucket, prefix.strip("/")
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``(bucket, prefix)`` of ``s3://bucket/prefix`` (prefix without slashes at its ends, may be empty).
 
     :raises DestUnusable: not such a URL, or a bucket name or prefix outside the rules.
     """
-    rest = url[len("s3://") :] if url.startswith("s3://") else ""
-    bucket, _, prefix = rest.partition("/")
-    prefix = prefix.strip("/")
-    if not BUCKET.fullmatch(bucket) or ".." in bucket:
+    split = split_s3_url(url)
+    if split is None:
         msg = (
             f"DEST {url!r} does not start with s3:// and a bucket name (3-63 of a-z 0-9 . -). "
             "Fix: give s3://bucket/prefix"
         )
         raise DestUnusable(msg)
+    bucket, prefix = split
     if prefix:
         try:
             check_key(prefix)

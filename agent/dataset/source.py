@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Any, BinaryIO, Literal, TypeVar
 
 from agent.dataset.dest_local import DIR_FD
-from agent.dataset.dest_s3 import BUCKET, body_stream, error_code, s3_client, s3_error
+from agent.dataset.dest_s3 import body_stream, error_code, s3_client, s3_error, split_s3_url
 from agent.errors import OptinError
 from agent.untrusted_text import hidden_characters, visible
 
@@ -391,15 +391,14 @@ def parse_source_url(url: str) -> tuple[str, str]:
     :raises SourceUnusable: not such a URL, a bucket name outside the rules, a prefix with hidden
         characters or a ``.`` or ``..`` component.
     """
-    rest = url[len("s3://") :] if url.startswith("s3://") else ""
-    bucket, _, prefix = rest.partition("/")
-    prefix = prefix.strip("/")
-    if not BUCKET.fullmatch(bucket) or ".." in bucket:
+    split = split_s3_url(url)
+    if split is None:
         msg = (
             f"SRC {visible(url, limit=200)!r} does not start with s3:// and a bucket name (3-63 of "
             "a-z 0-9 . -). Fix: give s3://bucket/prefix"
         )
         raise SourceUnusable(msg)
+    bucket, prefix = split
     if hidden_characters(prefix) or any(p in (".", "..") for p in prefix.split("/")):
         msg = (
             f"the prefix of SRC {visible(url, limit=200)!r} has hidden characters or a '.' or '..' "
