@@ -11,8 +11,8 @@ Serialized form (what the store encrypts)::
     u32 big-endian length of the JSON header | JSON header | payload bytes
 
 The JSON header is ``{"v": SCHEMA_VERSION, "k": KIND, ...fields}``; only
-:class:`Frame` has a payload (its encoded image).  Unknown kinds or versions are
-rejected, never guessed.
+:class:`Frame` and :class:`FramePatch` have a payload (their encoded images).
+Unknown kinds or versions are rejected, never guessed.
 """
 
 from __future__ import annotations
@@ -154,6 +154,114 @@ class Frame:
     format: str
     reason: str
     data: bytes = field(repr=False)
+
+
+#: Bounds of a frame patch (docs/format.md, Frame patches): rectangles per patch, the side of one
+#: rectangle (WebP's own limit), the side and the area of the frame it patches.
+MAX_PATCH_RECTS = 256
+MAX_RECT_SIDE = 16383
+MAX_FRAME_SIDE = 65535
+MAX_FRAME_PIXELS = 1 << 26
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True, slots=True)
+class FramePatch:
+    """The screen as the rectangles that changed since the frame before it in store order.
+
+    ``rects`` are ``(x, y, w, h, n)``: a rectangle of the frame ``left, top, width, height`` (in
+    frame pixels) whose image is the next ``n`` bytes of ``data`` (WebP lossless, exactly ``w`` x
+    ``h``).  ``base`` is the digest (:func:`agent.frame_regions.pixel_digest`) of the full frame
+    the rectangles are pasted on, or None for a patch that tiles the whole frame (a keyframe in
+    strips).  Checked on construction, so a decoded record that breaks a rule of docs/format.md
+    is refused before anything reads its pixels.
+    """
+
+    KIND: ClassVar[str] = "frame_patch"
+    t_ns: int
+    left: int
+    top: int
+    width: int
+    height: int
+    format: str
+    reason: str
+    base: str | None
+    rects: tuple[tuple[int, int, int, int, int], ...]
+    data: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        problem = _patch_problem(self)
+        if problem is not None:
+            raise ValueError(problem)  # decoding turns a ValueError into a malformed record
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _patch_problem(p: FramePatch) -> str | None:
+    """Why ``p`` breaks the rules of a frame patch, or None.  Sizes only, never pixels."""
+    problems = (
+        (
+            not all(_is_int(v) for v in (p.t_ns, p.left, p.top, p.width, p.height)),
+            "a frame patch's time and geometry are integers",
+        ),
+        (
+            not (0 < p.width <= MAX_FRAME_SIDE and 0 < p.height <= MAX_FRAME_SIDE)
+            or p.width * p.height > MAX_FRAME_PIXELS,
+            f"a frame patch is 1..{MAX_FRAME_SIDE} pixels a side and at most {MAX_FRAME_PIXELS} pixels",
+        ),
+        (
+            p.format != "webp" or not isinstance(p.reason, str),
+            "a frame patch's format is webp, its reason a string",
+        ),
+        (
+            p.base is not None
+            and (not isinstance(p.base, str) or len(p.base) != 32 or not _HEX.issuperset(p.base)),
+            "a frame patch's base is 32 lowercase hex digits or null",
+        ),
+        (
+            not isinstance(p.rects, tuple) or len(p.rects) > MAX_PATCH_RECTS or not isinstance(p.data, bytes),
+            f"a frame patch holds at most {MAX_PATCH_RECTS} rectangles and a payload of bytes",
+        ),
+    )
+    for broken, problem in problems:
+        if broken:
+            return problem
+    return _rects_problem(p)
+
+
+def _rects_problem(p: FramePatch) -> str | None:
+    """Why the rectangles of ``p`` (whose geometry is valid) break the rules, or None."""
+    total = area = 0
+    for i, rect in enumerate(p.rects):
+        if not isinstance(rect, tuple) or len(rect) != 5 or not all(_is_int(v) for v in rect):
+            return f"rectangle {i} of a frame patch is not five integers"
+        x, y, w, h, n = rect
+        if not (0 < w <= MAX_RECT_SIDE and 0 < h <= MAX_RECT_SIDE and n > 0):
+            return f"rectangle {i} of a frame patch is {w}x{h} pixels in {n} bytes"
+        if x < 0 or y < 0 or x + w > p.width or y + h > p.height:
+            return f"rectangle {i} of a frame patch lies outside its {p.width}x{p.height} frame"
+        total += n
+        area += w * h
+    if total != len(p.data):
+        return f"a frame patch's rectangles hold {total} bytes, its payload {len(p.data)}"
+    if _overlap(p.rects):
+        return "rectangles of a frame patch overlap"
+    whole = p.base is not None or area == p.width * p.height
+    return None if whole else "a frame patch without a base covers its whole frame"
+
+
+def _overlap(rects: tuple[tuple[int, int, int, int, int], ...]) -> bool:
+    """Whether any two rectangles share a pixel (sorted by left edge: stops at the first gap)."""
+    order = sorted(rects)
+    for i, (x, y, w, h, _) in enumerate(order):
+        for x2, y2, _w2, h2, _ in order[i + 1 :]:
+            if x2 >= x + w:
+                break
+            if y2 < y + h and y < y2 + h2:
+                return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +430,7 @@ Event = (
     | KeyRelease
     | Paste
     | Frame
+    | FramePatch
     | WindowFocus
     | Marker
     | TaskStart
@@ -361,6 +470,7 @@ EVENT_TYPES: dict[str, type[Any]] = {
         KeyRelease,
         Paste,
         Frame,
+        FramePatch,
         WindowFocus,
         Marker,
         TaskStart,
@@ -370,7 +480,7 @@ EVENT_TYPES: dict[str, type[Any]] = {
 }
 
 
-#: Serialized field names of each event class, in order (a frame's ``data`` is the payload).
+#: Serialized field names of each event class, in order (a frame's or patch's ``data`` is the payload).
 _FIELDS: dict[type[Any], tuple[str, ...]] = {
     cls: tuple(f.name for f in fields(cls) if f.name != "data") for cls in EVENT_TYPES.values()
 }
@@ -386,6 +496,8 @@ def to_dict(event: Event) -> dict[str, Any]:
         out["modifiers"] = list(out["modifiers"])
     elif "detail" in out:
         out["detail"] = dict(out["detail"])
+    elif "rects" in out:
+        out["rects"] = [list(r) for r in out["rects"]]
     return out
 
 
@@ -402,8 +514,14 @@ def from_dict(obj: Mapping[str, Any], payload: bytes = b"") -> Event:
     kwargs = {name: obj.get(name) for name in _FIELDS[cls]}
     if "modifiers" in kwargs:
         kwargs["modifiers"] = tuple(kwargs["modifiers"] or ())
-    if cls is Frame:
+    if cls is Frame or cls is FramePatch:
         kwargs["data"] = payload
+    if cls is FramePatch:
+        rects = kwargs["rects"]
+        if not isinstance(rects, list) or len(rects) > MAX_PATCH_RECTS:
+            msg = f"malformed {cls.KIND} record: its rects are not a list of at most {MAX_PATCH_RECTS}"
+            raise StoreFormatError(msg)
+        kwargs["rects"] = tuple(tuple(r) if isinstance(r, list) else r for r in rects)
     try:
         event: Event = cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -424,7 +542,7 @@ def _shape(value: Any) -> str:
 def encode(event: Event) -> bytes:
     """Serialize one event (see the module docstring for the layout)."""
     header = _JSON.encode(to_dict(event)).encode()
-    payload = event.data if isinstance(event, Frame) else b""
+    payload = event.data if isinstance(event, (Frame, FramePatch)) else b""
     return _LEN.pack(len(header)) + header + payload
 
 
@@ -443,9 +561,10 @@ def decode(blob: bytes) -> Event:
         msg = "event header is not valid JSON"
         raise StoreFormatError(msg) from exc
     payload = bytes(blob[_LEN.size + n :])
-    if payload and obj.get("k") != Frame.KIND:
+    if payload and obj.get("k") not in (Frame.KIND, FramePatch.KIND):
         kind = obj.get("k") if obj.get("k") in EVENT_TYPES else _shape(obj.get("k"))
-        msg = f"a {kind} event carries {len(payload)} payload bytes; only frames have a payload"
+        size = len(payload)
+        msg = f"a {kind} event carries {size} payload bytes; only frames have a payload (frame, frame_patch)"
         raise StoreFormatError(msg)
     return from_dict(obj, payload)
 
@@ -461,7 +580,11 @@ def kind_counts(events: Any) -> dict[str, int]:
 __all__ = [
     "EVENT_TYPES",
     "MARKERS",
+    "MAX_FRAME_PIXELS",
+    "MAX_FRAME_SIDE",
     "MAX_INSTRUCTION",
+    "MAX_PATCH_RECTS",
+    "MAX_RECT_SIDE",
     "MAX_TASK_ID",
     "SCHEMA_VERSION",
     "TASK_OUTCOMES",
@@ -473,6 +596,7 @@ __all__ = [
     "Event",
     "ExportEvent",
     "Frame",
+    "FramePatch",
     "KeyPress",
     "KeyRelease",
     "Marker",

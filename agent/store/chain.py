@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.errors import StoreCorrupt, StoreError, StoreFormatError
-from agent.events import Event, Frame, decode
+from agent.events import Event, Frame, FramePatch, decode
 from agent.store.format import SegmentContents, read_segment
 from agent.store.safe_fs import Refused, StoreDir, UnsafeEntry, is_plain_file
 from agent.store.segment_layout import (
@@ -562,8 +562,8 @@ def _split_events(plaintext: bytes) -> list[Event]:
             msg = f"event at byte {offset} runs past the end of its record"
             raise StoreFormatError(msg)
         event = decode(plaintext[start : start + length])
-        if isinstance(event, Frame):
-            msg = f"a frame at byte {offset} of an EVENTS record (frames have FRAME records)"
+        if isinstance(event, (Frame, FramePatch)):
+            msg = f"a {event.KIND} at byte {offset} of an EVENTS record (frames have FRAME records)"
             raise StoreFormatError(msg)
         events.append(event)
         offset = start + length
@@ -575,7 +575,7 @@ def _split_events(plaintext: bytes) -> list[Event]:
 
 def _decode_frame(plaintext: bytes) -> Event:
     event = decode(plaintext)
-    if not isinstance(event, Frame):
+    if not isinstance(event, (Frame, FramePatch)):
         msg = f"FRAME record holds a {event.KIND} event"
         raise StoreFormatError(msg)
     return event

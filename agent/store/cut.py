@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import StoreError, UsageError
-from agent.events import Event, Marker
+from agent.events import Event, FramePatch, Marker
+from agent.frame_regions import reanchor
 from agent.paths import Dirs, write_private_file
 from agent.store.reader import load_meta, read_session
 from agent.store.retention import shred_files
@@ -115,7 +116,7 @@ def apply_cuts(events: Sequence[Event], ranges: Sequence[tuple[int, int]]) -> tu
             marked.add(hit)
             start, end = merged[hit]
             kept.append(Marker(start, "cut", {"from_ns": start, "to_ns": end}))
-        if ev.KIND == "frame":
+        if ev.KIND in ("frame", FramePatch.KIND):
             cut_frames += 1
         else:
             cut_events += 1
@@ -153,8 +154,9 @@ def cut_session(
                     "stop or pause recording and cut it afterwards"
                 )
                 raise StoreError(msg)
-            data = read_session(dirs, session_id, identity)
+            data = read_session(dirs, session_id, identity, raw=True)
             kept, cut_events, cut_frames = apply_cuts(data.events, merged)
+            kept = reanchor(data.events, kept)  # a kept patch whose base was cut becomes a keyframe
             tag = os.urandom(4).hex()
             new = f".cut-new-{session_id}-{tag}"
             report = CutReport(session_id, len(merged), cut_events, cut_frames)

@@ -15,14 +15,21 @@ before a crash's cut as anywhere else.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from agent.events import Event
+from agent.errors import StoreCorrupt, StoreError
+from agent.events import Event, Frame, FramePatch, decode
 from agent.paths import Dirs
 from agent.store import safe_fs
 from agent.store.chain import walk_session
+from agent.store.format import FRAME, read_segment, segment_name, session_id_bytes
 from agent.store.safe_fs import (
     A_SESSION,
     SESSION_ID,
@@ -34,6 +41,9 @@ from agent.store.safe_fs import (
     refusal,
 )
 from agent.store.writer import load_meta_at, segment_sizes, writer_active
+
+if TYPE_CHECKING:
+    from agent.frame_regions import Rebuilder
 
 
 @dataclass(frozen=True)
@@ -111,8 +121,20 @@ def list_sessions(dirs: Dirs) -> list[SessionInfo]:
     return [_session_info(p) for p in session_paths(dirs)]
 
 
-def read_session(dirs: Dirs, session_id: str, identity: bytes) -> SessionData:
+def read_session(
+    dirs: Dirs, session_id: str, identity: bytes, *, lazy_frames: bool = False, raw: bool = False
+) -> SessionData:
     """Decrypt every segment of ``session_id`` and return its events in order.
+
+    Frame patches (docs/format.md, Frame patches) come back rebuilt, as full frames exact to the
+    pixel; one whose base was not stored is left out and counted in :attr:`SessionData.problems`.
+    With ``raw`` they come back as stored (a cut needs them: :func:`agent.frame_regions.reanchor`).
+
+    With ``lazy_frames`` no frame's bytes are kept: each frame's ``data`` is a
+    :class:`StoredFrame` that knows the SHA-256 and size of its bytes and loads them again
+    from the store when asked (agent/export/frame_data.py), so memory does not grow with
+    the session's frames.  A frame loaded again must be the one read here (the same hash),
+    or loading raises :class:`~agent.errors.StoreCorrupt`.
 
     A session that crash recovery sealed reads as everything before the cut,
     with what was cut reported in :attr:`SessionData.problems`.  Every record
@@ -123,15 +145,204 @@ def read_session(dirs: Dirs, session_id: str, identity: bytes) -> SessionData:
         segment missing, reordered, replaced, truncated or from another session).
     :raises StoreFormatError: a structural problem, naming file and offset.
     """
+    from agent.frame_regions import Rebuilder, rebuild
+
     path = session_dir(dirs, session_id)
     meta = load_meta(path)
     closed = meta is not None and meta.get("state") == "closed"
     events: list[Event] = []
-    walk = walk_session(
-        path, identity, closed=closed, live=writer_active(path), strict=True, on_events=events.extend
-    )
+    rebuilder = Rebuilder()
+
+    def eager(segment: list[Event]) -> None:
+        events.extend(segment if raw else rebuild(segment, rebuilder))
+
+    take: Callable[[list[Event]], None] = eager
+    if lazy_frames and not raw:  # frames left in the store, loaded when written
+        take = _Unloading(_Segments(path, identity), events, rebuilder).take
+    walk = walk_session(path, identity, closed=closed, live=writer_active(path), strict=True, on_events=take)
     problems = [finding.message for finding in walk.findings]
+    if rebuilder.lost:
+        problems.append(
+            f"{session_id}: {rebuilder.lost} frame patches could not be rebuilt (the frame they change "
+            "is not before them) and were left out"
+        )
     return SessionData(session_id, events, walk.segments, walk.all_sealed, problems, walk.recovered)
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class StoredFrame:
+    """Where the bytes of a frame read with ``lazy_frames`` are: the ``ordinal``-th FRAME record
+    of segment ``segment`` (:class:`agent.export.frame_data.LazyData`).  A frame stored as a patch
+    (docs/format.md, Frame patches) is rebuilt from ``anchor``, the record its chain starts at
+    (a keyframe, or a patch that tiles the whole frame), as the reader rebuilt it."""
+
+    store: _Segments = dataclasses.field(repr=False)
+    segment: int
+    ordinal: int
+    sha256: str
+    size: int
+    anchor: tuple[int, int] | None = None  #: None: the record is a keyframe (its own bytes)
+
+    def load(self) -> bytes:
+        """The frame's bytes, read and authenticated again; the same bytes as the first read.
+
+        :raises StoreCorrupt: the segment no longer holds them (changed since it was read).
+        """
+        return self.store.frame_bytes(self)
+
+
+class _Unloading:
+    """The ``on_events`` of a lazy read: keeps the events, every frame without its bytes.
+
+    The walk calls it once per segment, in order, and a strict walk reads segments ``0, 1, ...``
+    with no gap (a gap raises), so the n-th call holds segment n's events.  Patches are rebuilt
+    into full frames in store order (:class:`agent.frame_regions.Rebuilder`: one frame's pixels
+    held), hashed, and kept without their bytes like any frame; a patch that cannot be rebuilt
+    is left out and counted (:attr:`lost`).
+    """
+
+    def __init__(self, store: _Segments, out: list[Event], rebuilder: Rebuilder) -> None:
+        self.store, self.out, self.segment = store, out, 0
+        self.rebuilder = rebuilder
+        self.anchor = (0, 0)
+
+    def take(self, events: list[Event]) -> None:
+        ordinal = 0
+        for event in events:
+            if isinstance(event, (Frame, FramePatch)):
+                here = (self.segment, ordinal)
+                ordinal += 1
+                if isinstance(event, Frame) or event.base is None:
+                    self.anchor = here
+                full = self.rebuilder.frame(event)
+                if full is None:  # a patch whose base is not before it: counted, left out
+                    continue
+                data = full.data
+                ref = StoredFrame(
+                    self.store,
+                    *here,
+                    hashlib.sha256(data).hexdigest(),
+                    len(data),
+                    None if isinstance(event, Frame) else self.anchor,
+                )
+                # the frame as it is, but its bytes left in the store (agent/export/frame_data.py loads them)
+                event = dataclasses.replace(full, data=cast(bytes, ref))  # noqa: PLW2901
+            self.out.append(event)
+        self.segment += 1
+
+
+class _Segments:
+    """Frames loaded again from a session's segments, the last :data:`KEEP` segments' frames kept.
+
+    An export reads the frames in time order, which is store order but for a frame or two at a
+    segment's edge: each segment is decrypted about once per pass.  A patch is rebuilt by one
+    :class:`~agent.frame_regions.Rebuilder` that moves forward with the reads, started again
+    from the patch's anchor when a read goes back.
+    """
+
+    #: Segments whose frame records are kept decrypted (a segment is ~8 MiB: agent/store/writer.py).
+    KEEP = 2
+
+    def __init__(self, path: Path, identity: bytes) -> None:
+        self.path, self.identity = path, identity
+        self.cache: OrderedDict[int, list[bytes]] = OrderedDict()
+        self.decrypted = 0  #: segments decrypted again so far (tests and benchmarks read it)
+        self._rebuilder: Any = None
+        self._at: tuple[int, int] | None = None  # the last record the rebuilder took
+        self._lock = threading.Lock()
+
+    def frame_bytes(self, ref: StoredFrame) -> bytes:
+        with self._lock:  # one load at a time: OCR may decode frames on several threads
+            return self._frame_bytes(ref)
+
+    def _frame_bytes(self, ref: StoredFrame) -> bytes:
+        name = self._where(ref.segment)
+        here = (ref.segment, ref.ordinal)
+        if ref.anchor is None:
+            event = self._record(ref.segment, ref.ordinal)
+            data = event.data if isinstance(event, Frame) else b""
+        else:
+            data = self._rebuilt(ref.anchor, here)
+        if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
+            raise _changed(name)
+        return data
+
+    def _rebuilt(self, anchor: tuple[int, int], here: tuple[int, int]) -> bytes:
+        from agent.frame_regions import Rebuilder
+
+        if self._rebuilder is None or self._at is None or not anchor <= self._at < here:
+            self._rebuilder, self._at = Rebuilder(), None
+            start = anchor
+        else:
+            start = self._next(self._at)
+        position = start
+        while position < here:
+            self._rebuilder.advance(self._patch_or_frame(position))
+            self._at = position
+            position = self._next(position)
+        full = self._rebuilder.frame(self._patch_or_frame(here))
+        self._at = here
+        if full is None:
+            raise _changed(self._where(here[0]))
+        return bytes(full.data)
+
+    def _patch_or_frame(self, position: tuple[int, int]) -> Any:
+        event = self._record(*position)
+        if not isinstance(event, (Frame, FramePatch)):
+            raise _changed(self._where(position[0]))
+        return event
+
+    def _where(self, segment: int) -> str:
+        return f"{self.path.name}/{segment_name(segment)}"
+
+    def _next(self, position: tuple[int, int]) -> tuple[int, int]:
+        segment, ordinal = position
+        if ordinal + 1 < len(self._frames(segment)):
+            return segment, ordinal + 1
+        segment += 1
+        while not self._frames(segment):  # a segment without frames (a missing one raises)
+            segment += 1
+        return segment, 0
+
+    def _record(self, segment: int, ordinal: int) -> Event:
+        records = self._frames(segment)
+        name = self._where(segment)
+        if ordinal >= len(records):
+            raise _changed(name)
+        try:
+            return decode(records[ordinal])
+        except (StoreError, ValueError):
+            raise _changed(name) from None
+
+    def _frames(self, index: int) -> list[bytes]:
+        if index in self.cache:
+            self.cache.move_to_end(index)
+            return self.cache[index]
+        name = segment_name(index)
+        where = f"{self.path.name}/{name}"
+        try:
+            with StoreDir.open(self.path) as folder:
+                data = folder.read_file(name)
+            contents = read_segment(data, self.identity, name=where)
+        except (OSError, UnsafeEntry, StoreError):
+            raise _changed(where) from None
+        del data
+        if contents.index != index or contents.session_id != session_id_bytes(self.path.name):
+            raise _changed(where)
+        frames = [plaintext for kind, plaintext in contents.records if kind == FRAME]
+        self.decrypted += 1
+        self.cache[index] = frames
+        while len(self.cache) > self.KEEP:
+            self.cache.popitem(last=False)
+        return frames
+
+
+def _changed(name: str) -> StoreCorrupt:
+    msg = (
+        f"{name} changed while the session was being read (a frame is not the one read before). Fix: "
+        "read it again; if it keeps failing, `optin verify` the session"
+    )
+    return StoreCorrupt(msg)
 
 
 def load_meta(path: Path) -> dict[str, Any] | None:
@@ -190,6 +401,7 @@ def _str_or_none(value: object) -> str | None:
 __all__ = [
     "SessionData",
     "SessionInfo",
+    "StoredFrame",
     "list_sessions",
     "load_meta",
     "read_session",

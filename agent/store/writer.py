@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import StoreError, UsageError
-from agent.events import Event, Frame, encode
+from agent.events import Event, Frame, FramePatch, encode
 from agent.paths import Dirs, check_private_dir, ensure_private_dir, write_private_file
 from agent.store.format import (
     EVENTS,
@@ -165,7 +165,7 @@ class SessionWriter:
 
         Each run of non-frame events becomes one EVENTS record (split at about
         :data:`EVENTS_RECORD_TARGET` bytes); each :class:`~agent.events.Frame`
-        becomes its own FRAME record.
+        and :class:`~agent.events.FramePatch` becomes its own FRAME record.
         """
         self._check_open()
         parts: list[bytes] = []
@@ -173,7 +173,7 @@ class SessionWriter:
         counts = self._counts
         for event in events:
             counts[event.KIND] = counts.get(event.KIND, 0) + 1
-            if isinstance(event, Frame):
+            if isinstance(event, (Frame, FramePatch)):
                 if parts:
                     self._append(EVENTS, b"".join(parts))
                     parts, size = [], 0
@@ -309,7 +309,7 @@ class SessionWriter:
             "segments": self._index + 1,
             "records": self._records,
             "events": counts,
-            "frames": counts.get(Frame.KIND, 0),
+            "frames": counts.get(Frame.KIND, 0) + counts.get(FramePatch.KIND, 0),
             "dropped": sum((dropped or {}).values()),
             "dropped_by_source": dict(sorted((dropped or {}).items())),
             "bytes": self.bytes_written,

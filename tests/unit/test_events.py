@@ -17,6 +17,7 @@ SAMPLES: list[ev.Event] = [
     ev.Paste(6, "pasted ✓\n", "clipboard"),
     ev.Paste(6, None),
     ev.Frame(7, 0, 0, 2, 1, "webp", "click", b"\x00\xffRIFF"),
+    ev.FramePatch(7, 0, 0, 2, 1, "webp", "settled", "0" * 32, ((1, 0, 1, 1, 3),), b"RIF"),
     ev.WindowFocus(8, "Grüße €", "XTerm", 1234, 1, 2, 3, 4),
     ev.WindowFocus(9, None, None, None),
     ev.Marker(10, "session_start", {"wall_ns": 5, "scopes": ["pointer"]}),
@@ -177,7 +178,7 @@ def test_an_old_reader_never_meets_task_kinds_in_old_stores() -> None:
     """Every kind before tasks still decodes as it did: the new kinds take nothing from them."""
     before = {"pointer_move", "button_press", "button_release", "scroll", "key_press", "key_release"}
     before |= {"paste", "frame", "window_focus", "marker"}
-    assert set(ev.EVENT_TYPES) == before | {"task_start", "task_end", "element"}
+    assert set(ev.EVENT_TYPES) == before | {"task_start", "task_end", "element", "frame_patch"}
 
 
 @pytest.mark.parametrize(
