@@ -16,22 +16,32 @@ lines, redacted like window titles by agent/redact/policy.py), and ``elements`` 
 ``loss.elements`` by counts.py.
 
 Export runs in three parts that the review window shares: :func:`prepare` (decrypt,
-check consent, redact, find the steps — in memory), :func:`build_tar` (pure: the tar's
-bytes) and :func:`export_session` (approval, encryption, the one file written, the study's
-after-export rule).  Decrypted data never touches the disk; the bundle is written to a
-temporary name and renamed.  No hostname, user name, MAC address or home path goes into a
-bundle: tar members carry no owner names and a fixed mtime, and the redaction replaces this
-computer's names wherever captured text holds them (agent/redact/local_names.py).
+check consent, redact, find the steps — in memory), :func:`plan_tar` / :func:`build_tar`
+(pure: the tar's members, or its bytes) and :func:`export_session` (approval, encryption,
+the one file written, the study's after-export rule).  Decrypted data never touches the
+disk; the bundle is written to a temporary name and renamed.
+
+Export streams: its memory does not grow with the session's frames.  ``prepare`` reads the
+session with its frames left in the store (only their hashes and sizes are kept), OCR
+decodes one frame at a time and keeps only the boxes of a masked one and the hash of its
+masked encoding (agent/export/frame_data.py); the tar is produced a member at a time
+(:func:`tar_chunks`, byte for byte what :mod:`tarfile` writes) and age-encrypted into the
+file as it is produced (agent/export/sealed_file.py).  The cost: each frame's segment is
+decrypted again to write it, and each masked frame is encoded twice (to hash it for the
+manifest, which comes first, and to write it).
+
+No hostname, user name, MAC address or home path goes into a bundle: tar members carry no
+owner names and a fixed mtime, and the redaction replaces this computer's names wherever
+captured text holds them (agent/redact/local_names.py).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import tarfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +50,9 @@ from agent import __version__, consent
 from agent.canonical_json import canonical
 from agent.errors import ConsentRequired, ExportError, StoreCorrupt, StoreFormatError, UsageError
 from agent.events import ElementSeen, Frame, Marker, Redacted, TaskEnd, TaskStart, to_dict
-from agent.export import approval, counts, task_list
-from agent.paths import Dirs, write_private_file
+from agent.export import approval, counts, frame_data, task_list
+from agent.export.sealed_file import seal_to_file
+from agent.paths import Dirs
 from agent.redact import policy
 from agent.redact.local_names import LocalNames
 from agent.redact.screen import TesseractOcr
@@ -133,15 +144,19 @@ def prepare(
     *,
     progress: Progress | None = None,
     local: LocalNames | None = None,
+    lazy_frames: bool = False,
 ) -> Prepared:
     """Decrypt, check consent, redact (OCR included) and segment one session, in memory.
 
     :param local: this computer's names to redact (default: read from this computer).
+    :param lazy_frames: keep no frame's bytes (a streaming export): each frame's ``data`` says
+        where its bytes are and their hash (agent/export/frame_data.py); default: every frame's
+        bytes in memory (the review window shows them).
     :raises ConsentRequired: the session's consent is no longer in force.
     :raises RedactorUnavailable: the study requires OCR and no engine is installed.
     """
     try:
-        data = read_session(dirs, session_id, identity)
+        data = read_session(dirs, session_id, identity, lazy_frames=lazy_frames)
     except (StoreCorrupt, StoreFormatError) as exc:
         msg = (
             f"session {session_id} cannot be exported: {exc}. Nothing was written. Fix: `optin verify "
@@ -217,18 +232,19 @@ def export_session(
         approval.require(dirs, session_id, policy_sha)  # before the slow part
     if identity is None:
         identity = keys.load_identity(dirs)
-    prepared = prepare(dirs, session_id, study, identity, progress=progress, local=local)
+    prepared = prepare(dirs, session_id, study, identity, progress=progress, local=local, lazy_frames=True)
     if approve:
         summary = prepared.summary()
         if on_approve is not None:
             on_approve(summary)
         approval.approve(dirs, session_id, policy_sha, summary)
-    tar_bytes = build_tar(prepared, identity, study.id)
-    from pyrage import encrypt
+    plan = plan_tar(prepared, identity, study.id)
+    from pyrage import encrypt_io
 
-    sealed = encrypt(tar_bytes, age_recipients)
-    path = _write_atomically(out_dir, f"{session_id}.optin.tar.age", sealed)
-    digest = hashlib.sha256(sealed).hexdigest()
+    def encrypt(reader: Any, writer: Any) -> None:  # age, streamed: the tar never whole in memory
+        encrypt_io(reader, writer, age_recipients)
+
+    path, size, digest = seal_to_file(out_dir, f"{session_id}.optin.tar.age", plan.chunks(), encrypt)
     delete = study.retention_after_export == "delete"
     if delete:
         from agent.store.retention import shred_session
@@ -248,7 +264,7 @@ def export_session(
     return ExportResult(
         session_id,
         path,
-        len(sealed),
+        size,
         digest,
         len(prepared.steps),
         len(prepared.events) - frames,
@@ -290,8 +306,41 @@ def task_records_kept(events: list[Any], session_id: str) -> list[Any]:
 def build_tar(prepared: Prepared, identity: bytes, study_id: str) -> bytes:
     """The bundle's plaintext tar (``optin-bundle/3``), signed with the volunteer's key for ``study_id``.
 
+    In memory (tests, the study's synthetic bundles): :func:`export_session` writes the same
+    bytes as a stream (:meth:`TarPlan.chunks`).
+
     :raises ExportError: the consent receipt is for another study, the session has more steps or
         frames than member names can number, or its tasks are not a list a bundle can hold.
+    """
+    return b"".join(plan_tar(prepared, identity, study_id).chunks())
+
+
+#: A member's bytes: in memory, or a frame whose bytes are loaded when the member is written.
+Blob = bytes | Frame
+
+
+@dataclass(frozen=True)
+class TarPlan:
+    """A bundle's tar before it is written: every member in order, the frames' bytes not loaded.
+
+    The manifest (first) lists every member's SHA-256 and size, so they are known before the
+    first byte is written: the json members are small and in memory; a frame's hash is known
+    without its bytes (the reader hashed them, the masker hashed its masked encoding:
+    agent/export/frame_data.py), and every frame loaded to be written is checked against it.
+    """
+
+    session_id: str
+    members: dict[str, Blob]
+
+    def chunks(self) -> Iterator[bytes]:
+        """The tar's bytes, a member at a time (one frame's bytes in memory at a time)."""
+        return tar_chunks(self.session_id, self.members)
+
+
+def plan_tar(prepared: Prepared, identity: bytes, study_id: str) -> TarPlan:
+    """The members of the bundle's tar (:func:`build_tar`), manifest and signature first.
+
+    :raises ExportError: as :func:`build_tar`.
     """
     if prepared.receipt.get("study_id") != study_id:
         msg = (
@@ -309,7 +358,7 @@ def build_tar(prepared: Prepared, identity: bytes, study_id: str) -> bytes:
         raise ExportError(msg)
     elements, element_loss = _elements(prepared)
     line_of, event_lines, frame_rows, tasks, of_step = _stream(prepared)
-    members: dict[str, bytes] = {"tasks.jsonl": b"".join(canonical(t) + b"\n" for t in tasks)}
+    members: dict[str, Blob] = {"tasks.jsonl": b"".join(canonical(t) + b"\n" for t in tasks)}
     holder: dict[int, str] = {}  # frames.jsonl line -> first member holding its pixels
     for n, step in enumerate(prepared.steps):
         frame_line = line_of[step.frame] if step.frame is not None else None
@@ -318,16 +367,16 @@ def build_tar(prepared: Prepared, identity: bytes, study_id: str) -> bytes:
         members[f"{n:06d}.json"] = canonical(record)
         if step.frame is not None:
             frame = events[step.frame]
-            members[f"{n:06d}.{frame.format}"] = frame.data
+            members[f"{n:06d}.{frame.format}"] = frame
             holder.setdefault(line_of[step.frame], f"{n:06d}.{frame.format}")
     members["events.jsonl"] = b"".join(line + b"\n" for line in event_lines)
     frame_lines: list[bytes] = []
-    unused: dict[str, bytes] = {}
+    unused: dict[str, Blob] = {}
     for line, (_i, frame) in enumerate(frame_rows):
         name = holder.get(line)
         if name is None:
             name = f"frames/{line:06d}.{frame.format}"
-            unused[name] = frame.data
+            unused[name] = frame
         fields = {k: v for k, v in to_dict(frame).items() if k != "data"}
         frame_lines.append(canonical({**fields, "member": name}) + b"\n")
     members["frames.jsonl"] = b"".join(frame_lines)
@@ -336,8 +385,7 @@ def build_tar(prepared: Prepared, identity: bytes, study_id: str) -> bytes:
         _manifest(prepared, identity, study_id, members, tasks, elements=(elements, element_loss))
     )
     signature = signing.sign(identity, study_id, manifest)
-    ordered = {"manifest.json": manifest, "manifest.sig": signature, **members}
-    return _tar(prepared.session_id, ordered)
+    return TarPlan(prepared.session_id, {"manifest.json": manifest, "manifest.sig": signature, **members})
 
 
 def _stream(
@@ -421,7 +469,7 @@ def _manifest(
     prepared: Prepared,
     identity: bytes,
     study_id: str,
-    members: dict[str, bytes],
+    members: dict[str, Blob],
     tasks: list[dict[str, Any]],
     *,
     elements: tuple[dict[str, Any], dict[str, Any] | None],
@@ -453,25 +501,43 @@ def _manifest(
             "elements": elements[1],
         },
         "duration_s": duration_s(events),
-        "members": {
-            name: {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
-            for name, blob in sorted(members.items())
-        },
+        "members": {name: _digest(blob) for name, blob in sorted(members.items())},
     }
 
 
-def _tar(session_id: str, members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, blob in members.items():
-            info = tarfile.TarInfo(f"{session_id}/{name}")
-            info.size = len(blob)
-            info.mode = 0o644
-            info.mtime = 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tar.addfile(info, io.BytesIO(blob))
-    return buf.getvalue()
+def _digest(blob: Blob) -> dict[str, Any]:
+    """A member's ``sha256`` and ``size`` for the manifest (a frame's without loading it)."""
+    if isinstance(blob, bytes):
+        return {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
+    sha256, size = frame_data.digest(blob)
+    return {"sha256": sha256, "size": size}
+
+
+def tar_chunks(session_id: str, members: dict[str, Blob]) -> Iterator[bytes]:
+    """A POSIX (pax) tar of ``members`` under ``session_id/``, byte for byte what :mod:`tarfile`
+    writes for them (mode 0644, mtime 0, no owner names), produced a member at a time.
+
+    :raises ExportError: a frame's bytes are not those its hash said (it changed on the way).
+    """
+    offset = 0
+    for name, blob in members.items():
+        data = blob if isinstance(blob, bytes) else frame_data.frame_data(blob)
+        info = tarfile.TarInfo(f"{session_id}/{name}")
+        info.size = len(data)
+        info.mode = 0o644
+        info.mtime = 0
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        header = info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+        padding = -len(data) % tarfile.BLOCKSIZE
+        yield header
+        yield data
+        if padding:
+            yield tarfile.NUL * padding
+        offset += len(header) + len(data) + padding
+    end = tarfile.NUL * (2 * tarfile.BLOCKSIZE)  # tarfile's close(): two zero blocks, then whole records
+    offset += len(end)
+    yield end + tarfile.NUL * (-offset % tarfile.RECORDSIZE)
 
 
 def by_action(found: Sequence[Step]) -> dict[str, int]:
@@ -490,16 +556,3 @@ def loss(events: Sequence[Any], problems: Sequence[str], frames_left_out: int) -
     Counts from the ``session_stop`` marker are None when the session has no clean stop.
     """
     return counts.loss([to_dict(e) for e in events if isinstance(e, Marker)], problems, frames_left_out)
-
-
-def _write_atomically(out_dir: Path, name: str, blob: bytes) -> Path:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / name
-        write_private_file(target, blob)
-    except OSError as exc:
-        msg = (
-            f"cannot write the bundle into {out_dir}: {exc.strerror}. Fix: choose a writable --out directory"
-        )
-        raise ExportError(msg) from exc
-    return target

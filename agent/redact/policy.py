@@ -28,7 +28,9 @@
   rule needs it) and masks detected text and the typed text that was redacted.  A frame
   the OCR engine fails on is left out.  If the study requires OCR and no engine is
   installed, export refuses (:class:`RedactorUnavailable`): the policy fails closed, never
-  skips.
+  skips.  Frames may come without their bytes (a session read with ``lazy_frames`` for a
+  streaming export, agent/export/frame_data.py): each is loaded when it is read or masked and
+  let go after, and a masked one comes out as its boxes and the hash of its masked bytes.
 
 The manifest gets :meth:`Redaction.evidence`: the policy and its hash, the redactors that
 ran with their versions (the ``terminal-passwords`` entry says whether the screen rule ran
@@ -58,6 +60,7 @@ from agent.events import (
     WindowFocus,
 )
 from agent.export.counts import ELEMENT_ID_BOUND, ELEMENT_NAME_BOUND, ELEMENT_ROLE
+from agent.export.frame_data import LoadingView
 from agent.keyboard import replay
 from agent.keyboard.editing import Field
 from agent.redact import detectors, terminal
@@ -164,9 +167,10 @@ def redact_session(
     if engine is not None and frames:
         from agent.redact.screen import read_frames
 
-        reads = read_frames(ordered, engine, progress=progress)  # once: terminals and masks use it
+        # once: terminals and masks use it; a frame left in the store is loaded when reached
+        reads = read_frames(LoadingView(ordered), engine, progress=progress)
     in_order = [e for e in ordered if isinstance(e, Frame)]
-    screen = None if reads is None else terminal.ScreenText(reads, in_order, engine)
+    screen = None if reads is None else terminal.ScreenText(reads, LoadingView(in_order), engine)
     rules: list[terminal.Found] = []
     if policy.typed_text == "drop":  # the spans are still found: the screens must not show them
         _, secrets = redact_typing(

@@ -6,7 +6,9 @@ this module handles the rest of the screen.  For each exported frame:
 1. :func:`changed_bands` finds the horizontal bands (full frame width, so a text line is
    read whole) that differ from the previous frame of the same geometry; the first frame
    and any frame after a geometry change is read whole.
-2. An OCR engine (:class:`TesseractOcr`) reads the words in those bands.
+2. An OCR engine (:class:`TesseractOcr`) reads the words in those bands; :func:`read_frames`
+   reads several frames at a time, one per core, with the results of reading them in turn
+   (tesseract kept loaded in worker processes: :mod:`agent.redact.ocr_pool`).
 3. :func:`lines` groups the words into visual lines; the text detectors run on each line,
    and the text the volunteer typed that was redacted (``secrets``) is looked for too.
 4. Boxes of matched words are masked (flat grey, like deny-listed windows; padded); masks of the
@@ -19,15 +21,21 @@ Nothing here writes a file: images go to tesseract through a pipe.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import os
 import shutil
 import subprocess
+import threading
+import weakref
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from agent.redact import ocr_pool
+from agent.redact.ocr_pool import OcrPool, prepare
 from agent.redact.spans import Span
 
 #: (left, top, right, bottom), right and bottom exclusive.
@@ -362,11 +370,19 @@ class OcrFailed(Exception):
 
 
 class TesseractOcr:
-    """The tesseract command, one thread each, fed PNG bytes through a pipe (no files).
+    """Tesseract, fed pixels through pipes (no files), one thread each (``OMP_THREAD_LIMIT=1``).
 
     Measured on this kind of machine (../shared/research/redaction-lab.md): light-on-dark
     text needs inverting and small text a 2x upscale; ``OMP_THREAD_LIMIT=1`` is 4x faster
-    than tesseract's default threading on two cores.  Bands are read two at a time.
+    than tesseract's default threading on two cores.
+
+    Crops are read by up to ``workers`` (default: one per core) worker processes that keep
+    the library and its model loaded (:mod:`agent.redact.ocr_pool`); where they cannot run
+    (no libtesseract of the command's version, not POSIX) by the ``tesseract`` command, one
+    process a crop: the words are the same either way.  A crop whose pixels were read before
+    (a dialog shown again, a screen switched back to) is not read again: its words are kept,
+    keyed by a hash of the crop's pixels, for the engine's life.  :meth:`close` stops the
+    workers (they also stop when the engine is collected, or the process exits).
     """
 
     name = "tesseract"
@@ -376,26 +392,71 @@ class TesseractOcr:
     DARK = 110
     #: Seconds one band may take.
     TIMEOUT_S = 60.0
+    #: Words kept from crops read before, by default (about 100 bytes each: a few MB; ``cache=0``: none).
+    CACHE = 50_000
 
-    def __init__(self, binary: str) -> None:
+    def __init__(
+        self, binary: str, *, workers: int | None = None, pool: bool = True, cache: int | None = None
+    ) -> None:
         self.binary = binary
         self.version = _tesseract_version(binary)
+        self.workers = workers if workers is not None else os.cpu_count() or 1
+        if self.workers < 1:
+            msg = f"OCR needs at least one worker, not {self.workers}"
+            raise ValueError(msg)
         self._env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+        self._pool: OcrPool | None = None
+        lib = ocr_pool.library() if pool else None
+        if lib is not None:
+            self._pool = OcrPool(lib, self.workers, self.version)
+            weakref.finalize(self, self._pool.close)
+        self._cache: OrderedDict[bytes, tuple[Word, ...]] = OrderedDict()
+        self._keep = self.CACHE if cache is None else cache
+        self._kept = 0  # words in the cache
+        self._lock = threading.Lock()
+        #: Crops whose words came from the cache (for tests and benchmarks: a count).
+        self.reused = 0
 
     @classmethod
-    def find(cls) -> TesseractOcr | None:
-        """The installed tesseract with English data, or None."""
+    def find(cls, *, workers: int | None = None, cache: int | None = None) -> TesseractOcr | None:
+        """The installed tesseract with English data, or None (``workers``, ``cache``: as for the class)."""
         binary = shutil.which("tesseract")
         if binary is None:
             return None
         try:
-            engine = cls(binary)
+            engine = cls(binary, workers=workers, cache=cache)
             langs = subprocess.run(
                 [binary, "--list-langs"], capture_output=True, text=True, timeout=10, check=True
             ).stdout.split()
         except (OSError, subprocess.SubprocessError, OcrFailed):
             return None
-        return engine if "eng" in langs else None
+        if "eng" not in langs:
+            engine.close()
+            return None
+        return engine
+
+    @property
+    def pooled(self) -> bool:
+        """Whether crops go to worker processes (False: the command, one process a crop)."""
+        return self._pool is not None
+
+    def close(self) -> None:
+        """Stop the worker processes (a later read starts none: it uses the command)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def forget(self) -> None:
+        """Drop the words kept from crops read before (the next read of each reads it again)."""
+        with self._lock:
+            self._cache.clear()
+            self._kept = 0
+
+    def __enter__(self) -> TesseractOcr:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def __call__(self, image: Any, bands: Sequence[tuple[int, int]]) -> list[Word]:
         """Words in ``bands`` of ``image``, in image coordinates.
@@ -404,11 +465,52 @@ class TesseractOcr:
         """
         width = image.size[0]
         crops = [(top, image.crop((0, top, width, bottom))) for top, bottom in bands if bottom > top]
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="optin-ocr") as pool:
-            results = list(pool.map(lambda c: self._read(*c), crops))
+        if len(crops) <= 1 or self.workers == 1:
+            results = [self._read(*c) for c in crops]
+        else:
+            with ThreadPoolExecutor(
+                max_workers=min(len(crops), self.workers), thread_name_prefix="optin-ocr"
+            ) as ex:
+                results = list(ex.map(lambda c: self._read(*c), crops))
         return [w for words in results for w in words]
 
     def _read(self, top: int, crop: Any) -> list[Word]:
+        key = hashlib.blake2b(
+            f"{crop.mode} {crop.size[0]} {crop.size[1]}".encode() + b"\0" + crop.tobytes(), digest_size=32
+        ).digest()
+        with self._lock:
+            known = self._cache.get(key)
+            if known is not None:
+                self._cache.move_to_end(key)
+                self.reused += 1
+        if known is None:
+            known = tuple(parse_tsv(self._tsv(crop), scale=self.SCALE))
+            with self._lock:
+                if key not in self._cache and len(known) < self._keep:
+                    self._cache[key] = known
+                    self._kept += len(known) + 1  # an entry counts as a word more (its key)
+                while self._kept > self._keep:
+                    self._kept -= len(self._cache.popitem(last=False)[1]) + 1
+        return [Word((w.box[0], w.box[1] + top, w.box[2], w.box[3] + top), w.text) for w in known]
+
+    def _tsv(self, crop: Any) -> str:
+        """Tesseract's TSV for a crop: from a worker, or from the command when there are none."""
+        pool = self._pool
+        if pool is not None:
+            try:
+                return pool.read(crop, self.SCALE, self.DARK, self.TIMEOUT_S)
+            except ocr_pool.WorkerFailed as exc:
+                raise OcrFailed(str(exc)) from None
+            except ocr_pool.PoolUnavailable:
+                if self._pool is pool and not pool.reads:  # never worked here: the command from now on
+                    self._pool = None
+                    pool.close()
+                elif self._pool is not None:
+                    msg = "the OCR workers stopped"
+                    raise OcrFailed(msg) from None
+        return self._command(crop)
+
+    def _command(self, crop: Any) -> str:
         prepared = prepare(crop, self.SCALE, self.DARK)
         buf = io.BytesIO()
         prepared.save(buf, format="PNG", compress_level=1)
@@ -427,7 +529,7 @@ class TesseractOcr:
         if done.returncode != 0:
             msg = f"tesseract exited with status {done.returncode}"
             raise OcrFailed(msg)
-        return parse_tsv(done.stdout.decode("utf-8", "replace"), scale=self.SCALE, top=top)
+        return done.stdout.decode("utf-8", "replace")
 
 
 def _tesseract_version(binary: str) -> str:
@@ -438,21 +540,6 @@ def _tesseract_version(binary: str) -> str:
         raise OcrFailed(msg) from None
     first = (out.stdout or out.stderr).split("\n", 1)[0].split()
     return first[1] if len(first) > 1 else "unknown"
-
-
-def prepare(image: Any, scale: int, dark: int) -> Any:
-    """Greyscale, light-on-dark regions inverted, upscaled ``scale`` times (for tesseract)."""
-    from PIL import Image, ImageChops
-
-    grey = image.convert("L")
-    w, h = grey.size
-    small = grey.resize((max(1, w // 16), max(1, h // 16)), Image.Resampling.BOX)
-    dark_map = small.point(lambda v: 255 if v < dark else 0).resize((w, h), Image.Resampling.NEAREST)
-    if dark_map.getbbox() is not None:
-        grey = Image.composite(ImageChops.invert(grey), grey, dark_map)
-    if scale != 1:
-        grey = grey.resize((w * scale, h * scale), Image.Resampling.LANCZOS)
-    return grey
 
 
 def parse_tsv(tsv: str, *, scale: int = 1, top: int = 0) -> list[Word]:
@@ -513,7 +600,11 @@ def frame_image(data: bytes) -> Any:
 
 
 def read_frames(
-    events: Sequence[Any], ocr: OcrFn, *, progress: Callable[[int, int], None] | None = None
+    events: Sequence[Any],
+    ocr: OcrFn,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> list[FrameRead]:
     """OCR the changed rows of every frame in ``events`` (in order), once for the whole export.
 
@@ -521,11 +612,40 @@ def read_frames(
     out of the export: fail closed) and the next one is read whole.
 
     The reads serve both :mod:`agent.redact.terminal` (what the screen showed when) and
-    :func:`mask_frames` (which masks each frame), so no frame is read twice.  Only two
-    decoded frames are held at a time.
+    :func:`mask_frames` (which masks each frame), so no frame is read twice.
+
+    :param workers: frames read at the same time (default: one per core; ``ocr`` must then
+        be safe to call from several threads, as :class:`TesseractOcr` is).  The result is
+        the same for any number: frames are decoded and compared in order, and a frame read
+        while the one before it failed is read again whole, as one worker would have read it.
+        Up to :data:`IN_FLIGHT` decoded frames per worker are held, :data:`IN_FLIGHT_BYTES`
+        of them in all (two at least per worker; two with one worker).
+    :param progress: called with (frames done, frames in all) as frames are done, in order, on
+        the calling thread.
     """
+    n = workers if workers is not None else os.cpu_count() or 1
+    if n < 1:
+        msg = f"frames are read by at least one worker, not {n}"
+        raise ValueError(msg)
+    if n == 1:
+        return _read_in_turn(events, ocr, progress)
+    return _read_pooled(events, ocr, progress, n)
+
+
+def _decode(event: Any) -> Any | None:
+    """The frame's image, or None when it does not decode (it is then left out)."""
     from PIL import Image
 
+    try:
+        return frame_image(event.data)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _read_in_turn(
+    events: Sequence[Any], ocr: OcrFn, progress: Callable[[int, int], None] | None
+) -> list[FrameRead]:
+    """:func:`read_frames` on one thread, one frame after the other."""
     from agent.events import Frame
 
     total = sum(1 for e in events if isinstance(e, Frame))
@@ -534,11 +654,12 @@ def read_frames(
     for event in events:
         if not isinstance(event, Frame):
             continue
-        try:
-            image = frame_image(event.data)
-        except (OSError, ValueError, Image.DecompressionBombError):  # not an image: left out
+        image = _decode(event)
+        if image is None:  # not an image: left out
             out.append(FrameRead(event.t_ns, event.left, event.top, event.width, event.height, (), None))
             previous = None
+            if progress is not None:
+                progress(len(out), total)
             continue
         same = previous is not None and previous.size == image.size
         bands = tuple(changed_bands(previous if same else None, image))
@@ -554,6 +675,107 @@ def read_frames(
         if progress is not None:
             progress(len(out), total)
     return out
+
+
+#: Frames in flight per worker at most (a large read — a whole frame, a dialog — does not
+#: stall the other workers while later frames wait behind it)...
+IN_FLIGHT = 8
+#: ...and their decoded pixels at most this many bytes (at least two frames per worker).
+IN_FLIGHT_BYTES = 64 * 1024 * 1024
+
+
+def _pixels(image: Any | None) -> int:
+    """Bytes of a decoded image's pixels (0 for None)."""
+    if image is None:
+        return 0
+    return int(image.size[0] * image.size[1] * len(image.getbands()))
+
+
+@dataclass
+class _InFlight:
+    """A frame decoded and compared, its bands being read."""
+
+    event: Any
+    image: Any | None  # None: it did not decode
+    bands: tuple[tuple[int, int], ...]
+    words: Future[list[Word]] | None  # None: nothing to read
+
+
+class _InOrder:
+    """The reads of a pooled run, taken in frame order (see :func:`_read_pooled`)."""
+
+    def __init__(self, ocr: OcrFn, total: int, progress: Callable[[int, int], None] | None) -> None:
+        self.ocr, self.total, self.progress = ocr, total, progress
+        self.out: list[FrameRead] = []
+        self.failed = False  # the frame before the one being taken was left out
+
+    def take(self, job: _InFlight) -> None:
+        event, image = job.event, job.image
+        if image is None:
+            self.out.append(FrameRead(event.t_ns, event.left, event.top, event.width, event.height, (), None))
+            self.failed = True
+        else:
+            bands = job.bands
+            words: tuple[Word, ...] | None
+            try:
+                if self.failed and bands != (whole := tuple(changed_bands(None, image))):
+                    bands = whole  # read against a frame that was then left out: read whole
+                    words = tuple(self.ocr(image, bands)) if bands else ()
+                else:
+                    words = tuple(job.words.result()) if job.words is not None else ()
+            except OcrFailed:
+                words = None
+            self.failed = words is None
+            width, height = image.size
+            self.out.append(FrameRead(event.t_ns, event.left, event.top, width, height, bands, words))
+        if self.progress is not None:
+            self.progress(len(self.out), self.total)
+
+
+def _read_pooled(
+    events: Sequence[Any], ocr: OcrFn, progress: Callable[[int, int], None] | None, workers: int
+) -> list[FrameRead]:
+    """:func:`read_frames` with ``workers`` frames read at a time, the results as :func:`_read_in_turn`'s.
+
+    The bands of each frame are found in order against the previous decoded frame, as if
+    every read succeeds.  Results are taken in order; when a frame's read failed, the next
+    frame's bands are replaced by the whole frame and it is read again (the rare path), as
+    the one-worker run reads it.
+    """
+    from agent.events import Frame
+
+    frames = [e for e in events if isinstance(e, Frame)]
+    results = _InOrder(ocr, len(frames), progress)
+    in_flight: deque[_InFlight] = deque()
+    held = 0  # bytes of decoded pixels in flight
+    previous: Any = None
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="optin-ocr-frame") as pool:
+        try:
+            for event in frames:
+                image = _decode(event)
+                bands: tuple[tuple[int, int], ...] = ()
+                job: Future[list[Word]] | None = None
+                if image is not None:
+                    same = previous is not None and previous.size == image.size
+                    bands = tuple(changed_bands(previous if same else None, image))
+                    if bands:
+                        job = pool.submit(ocr, image, bands)
+                previous = image
+                in_flight.append(_InFlight(event, image, bands, job))
+                held += _pixels(image)
+                while len(in_flight) > 2 * workers and (
+                    len(in_flight) > IN_FLIGHT * workers or held > IN_FLIGHT_BYTES
+                ):
+                    done = in_flight.popleft()
+                    held -= _pixels(done.image)
+                    results.take(done)
+            while in_flight:
+                results.take(in_flight.popleft())
+        finally:
+            for left in in_flight:  # an error on the way out: do not wait for reads nobody takes
+                if left.words is not None:
+                    left.words.cancel()
+    return results.out
 
 
 def mask_frames(
@@ -597,7 +819,13 @@ def mask_frames(
 
 
 class _Masker:
-    """The masks of a session's frames, one after the other (the previous frame's masks carry over)."""
+    """The masks of a session's frames, one after the other (the previous frame's masks carry over).
+
+    A frame whose bytes are in memory comes out with its masked bytes; one left in the store (a
+    session read with ``lazy_frames``) comes out with a :class:`~agent.export.frame_data.Remade`:
+    how to mask it again (:meth:`remask`, its boxes) and the hash of its masked bytes, so no masked
+    frame is held: one decoded frame at a time.
+    """
 
     def __init__(self, ocr: OcrFn, detect: DetectFn, secrets: Sequence[str]) -> None:
         self.ocr, self.detect, self.secrets = ocr, detect, secrets
@@ -608,6 +836,7 @@ class _Masker:
 
     def frame(self, event: Any, read: FrameRead) -> Any | None:
         """The frame masked, or None when it is left out (OCR failed on it: fail closed)."""
+        from agent.export.frame_data import Remade, frame_data
         from agent.frame_codec import encode_image
 
         if read.words is None:
@@ -617,7 +846,7 @@ class _Masker:
 
         def image() -> Any:
             if not loaded:
-                loaded.append(frame_image(event.data))
+                loaded.append(frame_image(frame_data(event)))  # a frame left in the store: loaded now
             return loaded[0]
 
         def words(bands: list[tuple[int, int]]) -> list[Word]:
@@ -640,8 +869,21 @@ class _Masker:
             self.counts[entity] = self.counts.get(entity, 0) + n
         if not plan.boxes:
             return event
-        masked = apply_boxes(image(), plan.boxes)
-        return dataclasses.replace(event, data=encode_image(masked), format="webp")
+        masked = encode_image(apply_boxes(image(), plan.boxes))
+        if not isinstance(event.data, bytes):
+            # read lazily (a streaming export): the masked bytes are made again when written, and
+            # only their hash and size are kept (agent/export/frame_data.py)
+            boxes = plan.boxes
+            again = Remade.first(event, lambda data: _Masker.remask(boxes, data), masked)
+            return dataclasses.replace(event, data=cast(bytes, again), format="webp")
+        return dataclasses.replace(event, data=masked, format="webp")
+
+    @staticmethod
+    def remask(boxes: Sequence[Box], data: bytes) -> bytes:
+        """A stored frame's bytes masked with ``boxes`` and encoded as frames are stored (deterministic)."""
+        from agent.frame_codec import encode_image
+
+        return encode_image(apply_boxes(frame_image(data), boxes))
 
     def _fail(self) -> None:
         self.left_out += 1

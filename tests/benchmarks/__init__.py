@@ -15,9 +15,14 @@ if TYPE_CHECKING:
     from agent.study import Study
 
 
-def consented_home(home: Path) -> tuple[Dirs, Study]:
+def consented_home(home: Path, *, ocr: str | None = None) -> tuple[Dirs, Study]:
     """A throwaway OPTIN_HOME with keys (a file identity) and a consented study of every scope:
-    ``(dirs, study)``.  Sets OPTIN_HOME, OPTIN_PASSPHRASE_FILE and a keyring that always fails."""
+    ``(dirs, study)``.  Sets OPTIN_HOME, OPTIN_PASSPHRASE_FILE and a keyring that always fails.
+
+    :param ocr: the study's ``[redaction] ocr`` (default: the demo study's).  Called again on the
+        same ``home`` it installs and consents to that study, keeping the keys (the consent text,
+        and so a session's ``consent_sha256``, stays the same).
+    """
     from pyrage import x25519
 
     from agent import consent
@@ -33,8 +38,10 @@ def consented_home(home: Path) -> tuple[Dirs, Study]:
     os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
     d = dirs()
     study_file = home / "study.toml"
-    study_file.write_text(demo_study_toml(str(x25519.Identity.generate().to_public())))
+    toml = demo_study_toml(str(x25519.Identity.generate().to_public()))
+    study_file.write_text(toml if ocr is None else f'{toml}\n[redaction]\nocr = "{ocr}"\n')
     study = install_study(d, study_file)
     consent.grant(d, study, study.terms_sha256)
-    keys.init_keys(d, storage="file")
+    if not (d.keys / "recipient").exists():
+        keys.init_keys(d, storage="file")
     return d, study

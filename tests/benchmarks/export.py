@@ -111,15 +111,15 @@ def _bare(d: Dirs, sid: str, bundle_bytes: int) -> float:
 
 def _export(d: Dirs, study: Study, sid: str, out: Path, ocr: str) -> tuple[float, int]:
     """One export's seconds (the identity's unlock left out: it is timed on its own) and bundle bytes."""
-    import dataclasses
     from unittest import mock
 
     from agent.export import bundle
     from agent.redact.local_names import LocalNames
     from agent.store import keys
+    from tests.benchmarks import consented_home
 
     identity = keys.load_identity(d)
-    rules = dataclasses.replace(study, redaction_ocr=ocr)
+    _, rules = consented_home(Path(os.environ["OPTIN_HOME"]), ocr=ocr)  # a changed study needs consent again
     with mock.patch.object(keys, "load_identity", lambda _d: identity):
         t0 = time.perf_counter()
         res = bundle.export_session(d, sid, out, rules, approve=True, local=LocalNames())

@@ -155,13 +155,20 @@ def bench_masking() -> None:
 
 
 def bench_ocr() -> None:
-    from agent.redact import detectors
-    from agent.redact.screen import TesseractOcr, mask_plan
+    from agent.redact.screen import TesseractOcr
 
-    engine = TesseractOcr.find()
+    engine = TesseractOcr.find(cache=0)  # no reuse of words read before: each best-of run reads again
     if engine is None or shutil.which("tesseract") is None:
         print("OCR: tesseract with English data is not installed (apt-get install tesseract-ocr)")
         return
+    with engine:
+        _bench_ocr(engine)
+
+
+def _bench_ocr(engine: Any) -> None:
+    from agent.redact import detectors
+    from agent.redact.screen import mask_plan
+
     first, second = screen(), screen(changed=True)
     buf = io.BytesIO()
     first.save(buf, format="PNG", compress_level=1)
