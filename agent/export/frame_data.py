@@ -3,9 +3,10 @@
 An export that streams (agent/export/bundle.py) reads a session with its frames *unloaded*
 (:func:`agent.store.reader.read_session` with ``lazy_frames``): each :class:`~agent.events.Frame`
 keeps its time, geometry, format and reason, and its ``data`` is a small object that knows
-where the bytes are (:class:`LazyData`) instead of the bytes.  A frame the OCR redaction
-masks gets a :class:`Remade` in the same place: its source frame and how to mask it again,
-since masking and encoding are deterministic (the same pixels always give the same bytes).
+where the bytes are (:class:`LazyData`) instead of the bytes: a keyframe's record in the
+store, or, for what the export made once (a frame rebuilt from patches, a frame the OCR
+redaction masked), the export's spool (:class:`agent.store.format.Spool`: encrypted on disk
+under a key only the export holds, in a file with no name).
 
 Every such object knows the SHA-256 and size of its bytes before they are loaded again (the
 reader hashed them on the way, the masker encoded them once), which is what the bundle's
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, overload, runtime_checkable
 
 from agent.errors import ExportError
@@ -60,7 +61,7 @@ def frame_data(frame: Any) -> bytes:
     if not isinstance(blob, bytes):
         msg = f"a frame's data loaded as a {type(blob).__name__}, not bytes"
         raise TypeError(msg)
-    return blob
+    return checked(blob, data.sha256, data.size, "a frame")
 
 
 def digest(frame: Any) -> tuple[str, int]:
@@ -96,26 +97,6 @@ def checked(data: bytes, sha256: str, size: int, what: str) -> bytes:
         )
         raise ExportError(msg)
     return data
-
-
-class Remade:
-    """Bytes made again, when needed, from a frame's bytes by a deterministic function: a frame
-    masked by OCR redaction (agent/redact/screen.py makes it: the boxes filled on the source's
-    pixels, encoded as frames are stored).  :attr:`sha256` and :attr:`size` are those of the
-    first making (:meth:`first`), and every later one is checked against them."""
-
-    __slots__ = ("make", "sha256", "size", "source")
-
-    def __init__(self, source: Frame, make: Callable[[bytes], bytes], sha256: str, size: int) -> None:
-        self.source, self.make, self.sha256, self.size = source, make, sha256, size
-
-    @classmethod
-    def first(cls, source: Frame, make: Callable[[bytes], bytes], blob: bytes) -> Remade:
-        """What ``make`` gives for ``source``'s bytes, ``blob`` (made once by the caller), not kept."""
-        return cls(source, make, hashlib.sha256(blob).hexdigest(), len(blob))
-
-    def load(self) -> bytes:
-        return checked(self.make(frame_data(self.source)), self.sha256, self.size, "a masked frame")
 
 
 class _Pending(Frame):
@@ -173,4 +154,4 @@ def _pending(event: Any) -> Any:
     return _Pending(event) if is_lazy(event) else event
 
 
-__all__ = ["LazyData", "LoadingView", "Remade", "checked", "digest", "frame_data", "is_lazy", "loaded"]
+__all__ = ["LazyData", "LoadingView", "checked", "digest", "frame_data", "is_lazy", "loaded"]

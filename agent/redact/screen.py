@@ -822,9 +822,9 @@ class _Masker:
     """The masks of a session's frames, one after the other (the previous frame's masks carry over).
 
     A frame whose bytes are in memory comes out with its masked bytes; one left in the store (a
-    session read with ``lazy_frames``) comes out with a :class:`~agent.export.frame_data.Remade`:
-    how to mask it again (:meth:`remask`, its boxes) and the hash of its masked bytes, so no masked
-    frame is held: one decoded frame at a time.
+    session read with ``lazy_frames``) comes out with its masked bytes set aside in the export's
+    spool (:meth:`agent.store.reader.StoredFrame.set_aside`: encrypted on disk, with their hash),
+    so no masked frame is held and each is encoded once: one decoded frame at a time.
     """
 
     def __init__(self, ocr: OcrFn, detect: DetectFn, secrets: Sequence[str]) -> None:
@@ -836,7 +836,7 @@ class _Masker:
 
     def frame(self, event: Any, read: FrameRead) -> Any | None:
         """The frame masked, or None when it is left out (OCR failed on it: fail closed)."""
-        from agent.export.frame_data import Remade, frame_data
+        from agent.export.frame_data import frame_data
         from agent.frame_codec import encode_image
 
         if read.words is None:
@@ -870,20 +870,10 @@ class _Masker:
         if not plan.boxes:
             return event
         masked = encode_image(apply_boxes(image(), plan.boxes))
-        if not isinstance(event.data, bytes):
-            # read lazily (a streaming export): the masked bytes are made again when written, and
-            # only their hash and size are kept (agent/export/frame_data.py)
-            boxes = plan.boxes
-            again = Remade.first(event, lambda data: _Masker.remask(boxes, data), masked)
-            return dataclasses.replace(event, data=cast(bytes, again), format="webp")
+        set_aside = getattr(event.data, "set_aside", None)
+        if set_aside is not None:  # read lazily (a streaming export): kept in the export's spool
+            return dataclasses.replace(event, data=cast(bytes, set_aside(masked)), format="webp")
         return dataclasses.replace(event, data=masked, format="webp")
-
-    @staticmethod
-    def remask(boxes: Sequence[Box], data: bytes) -> bytes:
-        """A stored frame's bytes masked with ``boxes`` and encoded as frames are stored (deterministic)."""
-        from agent.frame_codec import encode_image
-
-        return encode_image(apply_boxes(frame_image(data), boxes))
 
     def _fail(self) -> None:
         self.left_out += 1

@@ -555,6 +555,70 @@ def _check_seal_end(body: _Body, name: str, offset: int, end: int, size: int) ->
         raise StoreFormatError(msg, offset=offset)
 
 
+class Spool:
+    """Bytes set aside for the length of one task (an export), encrypted, in a file with no name.
+
+    What an export makes once and needs again later (a frame rebuilt from patches, a frame masked
+    by OCR) is put here instead of in memory, so memory does not grow with the session.  The file
+    is made with :func:`tempfile.TemporaryFile` in ``directory`` (the store's data folder: on disk,
+    private; never a tmpfs that would hold it in memory): on Linux it never has a name
+    (``O_TMPFILE``), elsewhere its name is removed at once, and it is gone when closed or when the
+    process dies.  Each piece is AES-256-GCM under a key made here and held only by this object
+    (never written), with its index as nonce and associated data: nothing readable reaches the
+    disk, and a piece changed, moved or swapped fails to open (opaque :class:`StoreCorrupt`).
+    Thread-safe.
+    """
+
+    _AD = b"optin-spool-1"
+
+    def __init__(self, directory: Path) -> None:
+        import tempfile
+        import threading
+        import weakref
+
+        self._file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed by close()
+        self._closer = weakref.finalize(self, self._file.close)  # when the last frame using it goes
+        self._aead = AESGCM(AESGCM.generate_key(bit_length=256))
+        self._lock = threading.Lock()
+        self._end = 0
+        self._count = 0
+
+    def put(self, data: bytes) -> tuple[int, int, int]:
+        """Set ``data`` aside; returns where it is: ``(index, offset, length)``."""
+        with self._lock:
+            index = self._count
+            sealed = self._aead.encrypt(index.to_bytes(12, "big"), data, self._AD + index.to_bytes(8, "big"))
+            offset = self._end
+            self._file.seek(offset)
+            self._file.write(sealed)
+            self._count, self._end = index + 1, offset + len(sealed)
+        return index, offset, len(sealed)
+
+    def get(self, where: tuple[int, int, int]) -> bytes:
+        """The bytes :meth:`put` returned ``where`` for.
+
+        :raises StoreCorrupt: they do not open (the file was changed): opaque.
+        """
+        index, offset, length = where
+        with self._lock:
+            self._file.flush()
+            self._file.seek(offset)
+            sealed = self._file.read(length)
+        try:
+            return self._aead.decrypt(index.to_bytes(12, "big"), sealed, self._AD + index.to_bytes(8, "big"))
+        except InvalidTag:
+            msg = "the export's spool file failed authentication"
+            raise StoreCorrupt(msg) from None
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file."""
+        return self._end
+
+    def close(self) -> None:
+        self._closer()
+
+
 __all__ = [
     "DATA_RECORD_TYPES",
     "DELETION",
@@ -581,6 +645,7 @@ __all__ = [
     "RecoveryInfo",
     "SegmentContents",
     "SegmentWriter",
+    "Spool",
     "check_key",
     "generate_keypair",
     "is_segment_name",

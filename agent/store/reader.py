@@ -29,7 +29,7 @@ from agent.events import Event, Frame, FramePatch, decode
 from agent.paths import Dirs
 from agent.store import safe_fs
 from agent.store.chain import walk_session
-from agent.store.format import FRAME, read_segment, segment_name, session_id_bytes
+from agent.store.format import FRAME, Spool, read_segment, segment_name, session_id_bytes
 from agent.store.safe_fs import (
     A_SESSION,
     SESSION_ID,
@@ -158,7 +158,7 @@ def read_session(
 
     take: Callable[[list[Event]], None] = eager
     if lazy_frames and not raw:  # frames left in the store, loaded when written
-        take = _Unloading(_Segments(path, identity), events, rebuilder).take
+        take = _Unloading(_Segments(path, identity, Spool(dirs.data)), events, rebuilder).take
     walk = walk_session(path, identity, closed=closed, live=writer_active(path), strict=True, on_events=take)
     problems = [finding.message for finding in walk.findings]
     if rebuilder.lost:
@@ -171,24 +171,47 @@ def read_session(
 
 @dataclass(frozen=True, eq=False, slots=True)
 class StoredFrame:
-    """Where the bytes of a frame read with ``lazy_frames`` are: the ``ordinal``-th FRAME record
-    of segment ``segment`` (:class:`agent.export.frame_data.LazyData`).  A frame stored as a patch
-    (docs/format.md, Frame patches) is rebuilt from ``anchor``, the record its chain starts at
-    (a keyframe, or a patch that tiles the whole frame), as the reader rebuilt it."""
+    """Where the bytes of a frame read with ``lazy_frames`` are (:class:`agent.export.frame_data.LazyData`):
+    the ``ordinal``-th FRAME record of segment ``segment``, or, for a frame stored as a patch
+    (docs/format.md, Frame patches), the export's spool (``spooled``), where its rebuilt bytes
+    were set aside when it was read: a patch is rebuilt and encoded once per export."""
 
     store: _Segments = dataclasses.field(repr=False)
     segment: int
     ordinal: int
     sha256: str
     size: int
-    anchor: tuple[int, int] | None = None  #: None: the record is a keyframe (its own bytes)
+    spooled: tuple[int, int, int] | None = None  #: None: the record is a keyframe (its own bytes)
 
     def load(self) -> bytes:
         """The frame's bytes, read and authenticated again; the same bytes as the first read.
 
-        :raises StoreCorrupt: the segment no longer holds them (changed since it was read).
+        :raises StoreCorrupt: the segment or the spool no longer holds them (changed since).
         """
         return self.store.frame_bytes(self)
+
+    def set_aside(self, data: bytes) -> SpooledBytes:
+        """``data`` made from this frame (it masked by OCR), kept in the export's spool, not in memory."""
+        return SpooledBytes(
+            self.store.spool, self.store.spool.put(data), hashlib.sha256(data).hexdigest(), len(data)
+        )
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class SpooledBytes:
+    """Bytes set aside in an export's spool (:class:`agent.store.format.Spool`), with their hash and size."""
+
+    spool: Spool = dataclasses.field(repr=False)
+    where: tuple[int, int, int]
+    sha256: str
+    size: int
+
+    def load(self) -> bytes:
+        data = self.spool.get(self.where)
+        if len(data) != self.size or hashlib.sha256(data).hexdigest() != self.sha256:
+            where = "the export's spool file"
+            raise _changed(where)
+        return data
 
 
 class _Unloading:
@@ -197,14 +220,13 @@ class _Unloading:
     The walk calls it once per segment, in order, and a strict walk reads segments ``0, 1, ...``
     with no gap (a gap raises), so the n-th call holds segment n's events.  Patches are rebuilt
     into full frames in store order (:class:`agent.frame_regions.Rebuilder`: one frame's pixels
-    held), hashed, and kept without their bytes like any frame; a patch that cannot be rebuilt
-    is left out and counted (:attr:`lost`).
+    held), hashed, set aside in the spool and kept without their bytes like any frame; a patch
+    that cannot be rebuilt is left out and counted (``rebuilder.lost``).
     """
 
     def __init__(self, store: _Segments, out: list[Event], rebuilder: Rebuilder) -> None:
         self.store, self.out, self.segment = store, out, 0
         self.rebuilder = rebuilder
-        self.anchor = (0, 0)
 
     def take(self, events: list[Event]) -> None:
         ordinal = 0
@@ -212,19 +234,12 @@ class _Unloading:
             if isinstance(event, (Frame, FramePatch)):
                 here = (self.segment, ordinal)
                 ordinal += 1
-                if isinstance(event, Frame) or event.base is None:
-                    self.anchor = here
                 full = self.rebuilder.frame(event)
                 if full is None:  # a patch whose base is not before it: counted, left out
                     continue
                 data = full.data
-                ref = StoredFrame(
-                    self.store,
-                    *here,
-                    hashlib.sha256(data).hexdigest(),
-                    len(data),
-                    None if isinstance(event, Frame) else self.anchor,
-                )
+                spooled = None if isinstance(event, Frame) else self.store.spool.put(data)
+                ref = StoredFrame(self.store, *here, hashlib.sha256(data).hexdigest(), len(data), spooled)
                 # the frame as it is, but its bytes left in the store (agent/export/frame_data.py loads them)
                 event = dataclasses.replace(full, data=cast(bytes, ref))  # noqa: PLW2901
             self.out.append(event)
@@ -232,77 +247,35 @@ class _Unloading:
 
 
 class _Segments:
-    """Frames loaded again from a session's segments, the last :data:`KEEP` segments' frames kept.
+    """Frames loaded again from a session's segments, the last :data:`KEEP` segments' frames kept,
+    and the spool of what the export made once (rebuilt patches, masked frames).
 
     An export reads the frames in time order, which is store order but for a frame or two at a
-    segment's edge: each segment is decrypted about once per pass.  A patch is rebuilt by one
-    :class:`~agent.frame_regions.Rebuilder` that moves forward with the reads, started again
-    from the patch's anchor when a read goes back.
+    segment's edge: each segment is decrypted about once per pass.
     """
 
     #: Segments whose frame records are kept decrypted (a segment is ~8 MiB: agent/store/writer.py).
     KEEP = 2
 
-    def __init__(self, path: Path, identity: bytes) -> None:
-        self.path, self.identity = path, identity
+    def __init__(self, path: Path, identity: bytes, spool: Spool) -> None:
+        self.path, self.identity, self.spool = path, identity, spool
         self.cache: OrderedDict[int, list[bytes]] = OrderedDict()
         self.decrypted = 0  #: segments decrypted again so far (tests and benchmarks read it)
-        self._rebuilder: Any = None
-        self._at: tuple[int, int] | None = None  # the last record the rebuilder took
         self._lock = threading.Lock()
 
     def frame_bytes(self, ref: StoredFrame) -> bytes:
-        with self._lock:  # one load at a time: OCR may decode frames on several threads
-            return self._frame_bytes(ref)
-
-    def _frame_bytes(self, ref: StoredFrame) -> bytes:
-        name = self._where(ref.segment)
-        here = (ref.segment, ref.ordinal)
-        if ref.anchor is None:
-            event = self._record(ref.segment, ref.ordinal)
+        if ref.spooled is not None:
+            data = self.spool.get(ref.spooled)
+        else:
+            with self._lock:  # one load at a time: OCR may decode frames on several threads
+                event = self._record(ref.segment, ref.ordinal)
             data = event.data if isinstance(event, Frame) else b""
-        else:
-            data = self._rebuilt(ref.anchor, here)
         if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
-            raise _changed(name)
+            raise _changed(self._where(ref.segment))
         return data
-
-    def _rebuilt(self, anchor: tuple[int, int], here: tuple[int, int]) -> bytes:
-        from agent.frame_regions import Rebuilder
-
-        if self._rebuilder is None or self._at is None or not anchor <= self._at < here:
-            self._rebuilder, self._at = Rebuilder(), None
-            start = anchor
-        else:
-            start = self._next(self._at)
-        position = start
-        while position < here:
-            self._rebuilder.advance(self._patch_or_frame(position))
-            self._at = position
-            position = self._next(position)
-        full = self._rebuilder.frame(self._patch_or_frame(here))
-        self._at = here
-        if full is None:
-            raise _changed(self._where(here[0]))
-        return bytes(full.data)
-
-    def _patch_or_frame(self, position: tuple[int, int]) -> Any:
-        event = self._record(*position)
-        if not isinstance(event, (Frame, FramePatch)):
-            raise _changed(self._where(position[0]))
-        return event
 
     def _where(self, segment: int) -> str:
         return f"{self.path.name}/{segment_name(segment)}"
-
-    def _next(self, position: tuple[int, int]) -> tuple[int, int]:
-        segment, ordinal = position
-        if ordinal + 1 < len(self._frames(segment)):
-            return segment, ordinal + 1
-        segment += 1
-        while not self._frames(segment):  # a segment without frames (a missing one raises)
-            segment += 1
-        return segment, 0
 
     def _record(self, segment: int, ordinal: int) -> Event:
         records = self._frames(segment)
@@ -318,11 +291,10 @@ class _Segments:
         if index in self.cache:
             self.cache.move_to_end(index)
             return self.cache[index]
-        name = segment_name(index)
-        where = f"{self.path.name}/{name}"
+        where = self._where(index)
         try:
             with StoreDir.open(self.path) as folder:
-                data = folder.read_file(name)
+                data = folder.read_file(segment_name(index))
             contents = read_segment(data, self.identity, name=where)
         except (OSError, UnsafeEntry, StoreError):
             raise _changed(where) from None
@@ -401,6 +373,7 @@ def _str_or_none(value: object) -> str | None:
 __all__ = [
     "SessionData",
     "SessionInfo",
+    "SpooledBytes",
     "StoredFrame",
     "list_sessions",
     "load_meta",

@@ -11,6 +11,8 @@ through.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import subprocess
 import sys
@@ -23,7 +25,14 @@ from agent.export import bundle
 from tests.hostile.conftest import Tally
 from tests.study import synth
 from tests.tools import Consented
-from tests.unit.test_export_stream import NO_NAMES, receipt_of, store, study_file, synth_session
+from tests.unit.test_export_stream import (
+    NO_NAMES,
+    patched_session,
+    receipt_of,
+    store,
+    study_file,
+    synth_session,
+)
 
 __all__ = ["study_file"]  # the OCR-off synthetic study, as in the unit tests
 
@@ -78,6 +87,44 @@ def test_p5_a_link_where_the_bundle_goes_is_replaced_never_written_through(
     assert res.path.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in out.iterdir()) == [res.path.name]
     hostile.held("P5 export stream")
+
+
+def _spool_fds(data: Path) -> list[int]:
+    """This process's open files that are an export spool: unnamed files of the data folder."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(data)) and target.endswith("(deleted)"):
+                found.append(int(fd))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to find the spool's file")
+def test_p6_a_spool_changed_during_export_fails_closed_and_leaves_nothing(
+    consented: Consented, tmp_path: Path, hostile: Tally
+) -> None:
+    """The frames rebuilt from patches wait in the export's spool (encrypted, unnamed): a byte
+    changed there before they are written fails the export, and nothing is left."""
+    d, study = consented
+    session = patched_session(d, strips=True)
+    out = tmp_path / "out"
+    flipped: list[int] = []
+
+    def tamper(_summary: object) -> None:
+        for fd in _spool_fds(d.data):
+            size = os.fstat(fd).st_size
+            if size:
+                byte = os.pread(fd, 1, size // 2)
+                os.pwrite(fd, bytes([byte[0] ^ 0x20]), size // 2)
+                flipped.append(fd)
+
+    hostile.tried("P6 export stream")
+    with pytest.raises(StoreCorrupt, match="spool file"):
+        bundle.export_session(d, session, out, study, approve=True, on_approve=tamper, local=NO_NAMES)
+    assert flipped, "the export made no spool to tamper with"
+    assert list(out.iterdir()) == []
+    hostile.held("P6 export stream")
 
 
 _FULL_DISK = """

@@ -32,16 +32,16 @@ from agent.errors import ExportError
 from agent.events import ButtonPress, ButtonRelease, Event, Frame, Marker, PointerMove, to_dict
 from agent.export import bundle, counts
 from agent.export.bundle import Prepared, by_action, duration_s, loss, prepare, step_record
-from agent.export.frame_data import LazyData, LoadingView, Remade, frame_data, is_lazy, loaded
+from agent.export.frame_data import LazyData, LoadingView, frame_data, is_lazy, loaded
 from agent.frame_codec import encode_image
 from agent.paths import Dirs
 from agent.redact import policy
 from agent.redact.local_names import LocalNames
-from agent.redact.screen import OcrFailed, TesseractOcr, Word, _Masker, apply_boxes
+from agent.redact.screen import OcrFailed, TesseractOcr, Word
 from agent.steps import STEPS_VERSION, steps
 from agent.store import keys, signing
 from agent.store.cut import cut_session
-from agent.store.reader import StoredFrame, read_session
+from agent.store.reader import SpooledBytes, StoredFrame, read_session
 from agent.store.writer import SessionWriter
 from agent.study import Study
 from tests.study import synth
@@ -307,12 +307,12 @@ def redacted(d: Dirs, session: str, *, lazy: bool) -> Prepared:
     return Prepared(session, events, steps(events), red, receipt_of(d), data.problems)
 
 
-def test_masked_frames_kept_as_boxes_stream_the_bytes_masked_in_memory(consented: Consented) -> None:
+def test_masked_frames_set_aside_in_the_spool_stream_the_bytes_masked_in_memory(consented: Consented) -> None:
     d, study = consented
     session = masked_session(d, screen_frames(random.Random(5), 24))  # noqa: S311 - reproducible data
     identity = keys.load_identity(d)
     eager, lazy = redacted(d, session, lazy=False), redacted(d, session, lazy=True)
-    masked = [e for e in lazy.events if isinstance(e, Frame) and isinstance(e.data, Remade)]
+    masked = [e for e in lazy.events if isinstance(e, Frame) and isinstance(e.data, SpooledBytes)]
     assert masked and lazy.redaction.counts["screen"] == eager.redaction.counts["screen"] != {}
     assert lazy.redaction.frames_left_out == eager.redaction.frames_left_out > 0
     assert not any(isinstance(e, Frame) and isinstance(e.data, bytes) for e in lazy.events)
@@ -346,15 +346,17 @@ def _webp(size: tuple[int, int] = (64, 40)) -> bytes:
     return encode_image(Image.new("RGB", size, (200, 210, 220)))
 
 
-def test_a_masked_frame_made_again_differently_fails_the_export() -> None:
+def test_a_frame_whose_bytes_are_not_those_its_hash_says_fails_the_export() -> None:
     frame = Frame(1, 0, 0, 64, 40, "webp", "click", _webp())
-    boxes = ((2, 2, 20, 20),)
-    expected = encode_image(apply_boxes(Image.open(io.BytesIO(frame.data)), boxes))
-    good = Remade.first(frame, lambda data: _Masker.remask(boxes, data), expected)
-    assert frame_data(dataclasses.replace(frame, data=cast(bytes, good))) == expected
-    lying = Remade(frame, good.make, "0" * 64, good.size)  # as if masking were not deterministic
+    good = dataclasses.replace(frame, data=cast(bytes, CountingRef(frame.data)))
+    assert b"".join(bundle.tar_chunks("s", {"f.webp": good})) == b"".join(
+        bundle.tar_chunks("s", {"f.webp": frame})
+    )
+    lying_ref = CountingRef(frame.data)
+    lying_ref.sha256 = "0" * 64  # as if the spool or the store had changed under the export
+    lying = dataclasses.replace(frame, data=cast(bytes, lying_ref))
     with pytest.raises(ExportError, match="changed while the session was being exported"):
-        frame_data(dataclasses.replace(frame, data=cast(bytes, lying)))
+        b"".join(bundle.tar_chunks("s", {"f.webp": lying}))
     with pytest.raises(TypeError):
         frame_data(dataclasses.replace(frame, data=cast(bytes, "not bytes")))
 
@@ -466,7 +468,7 @@ def test_with_ocr_masks_the_export_holds_one_frame_at_a_time(consented: Consente
             tracemalloc.stop()
         frames = sum(1 for e in prepared.events if isinstance(e, Frame))
         assert (
-            sum(1 for e in prepared.events if isinstance(e, Frame) and isinstance(e.data, Remade))
+            sum(1 for e in prepared.events if isinstance(e, Frame) and isinstance(e.data, SpooledBytes))
             > frames / 2
         )
     added = 48 * len(looks[0][2])  # the bytes of the frames the longer session adds
