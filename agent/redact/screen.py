@@ -869,11 +869,13 @@ class _Masker:
             self.counts[entity] = self.counts.get(entity, 0) + n
         if not plan.boxes:
             return event
-        masked = encode_image(apply_boxes(image(), plan.boxes))
+        masked = apply_boxes(image(), plan.boxes)  # a copy: nothing changes it after this
         set_aside = getattr(event.data, "set_aside", None)
-        if set_aside is not None:  # read lazily (a streaming export): kept in the export's spool
-            return dataclasses.replace(event, data=cast(bytes, set_aside(masked)), format="webp")
-        return dataclasses.replace(event, data=masked, format="webp")
+        if set_aside is not None:  # read lazily (a streaming export): encoded beside the next frame's
+            # OCR and kept in the export's spool (agent/store/reader.py, SpooledBytes)
+            data = set_aside(lambda: encode_image(masked))
+            return dataclasses.replace(event, data=cast(bytes, data), format="webp")
+        return dataclasses.replace(event, data=encode_image(masked), format="webp")
 
     def _fail(self) -> None:
         self.left_out += 1

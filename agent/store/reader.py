@@ -16,10 +16,12 @@ before a crash's cut as anywhere else.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -181,7 +183,6 @@ class StoredFrame:
     ordinal: int
     sha256: str
     size: int
-    spooled: tuple[int, int, int] | None = None  #: None: the record is a keyframe (its own bytes)
 
     def load(self) -> bytes:
         """The frame's bytes, read and authenticated again; the same bytes as the first read.
@@ -190,28 +191,52 @@ class StoredFrame:
         """
         return self.store.frame_bytes(self)
 
-    def set_aside(self, data: bytes) -> SpooledBytes:
-        """``data`` made from this frame (it masked by OCR), kept in the export's spool, not in memory."""
-        return SpooledBytes(
-            self.store.spool, self.store.spool.put(data), hashlib.sha256(data).hexdigest(), len(data)
-        )
+    def set_aside(self, make: Callable[[], bytes]) -> SpooledBytes:
+        """The bytes ``make`` makes from this frame (it masked by OCR), kept in the export's spool."""
+        return SpooledBytes.made_by(self.store.spool, make)
 
 
-@dataclass(frozen=True, eq=False, slots=True)
 class SpooledBytes:
-    """Bytes set aside in an export's spool (:class:`agent.store.format.Spool`), with their hash and size."""
+    """Bytes set aside in an export's spool (:class:`agent.store.format.Spool`), with their hash and
+    size (:class:`agent.export.frame_data.LazyData`).  They are made on a background thread
+    (:func:`agent.frame_codec.background`: a frame's encoding, beside the caller's next one), so
+    asking for the hash or the bytes waits until they are made; a failure to make them is raised
+    there."""
 
-    spool: Spool = dataclasses.field(repr=False)
-    where: tuple[int, int, int]
-    sha256: str
-    size: int
+    __slots__ = ("_made", "spool")
+
+    def __init__(self, spool: Spool, made: Future[tuple[tuple[int, int, int], str, int]]) -> None:
+        self.spool, self._made = spool, made
+
+    @classmethod
+    def made_by(cls, spool: Spool, make: Callable[[], bytes]) -> SpooledBytes:
+        from agent.frame_codec import background
+
+        def job() -> tuple[tuple[int, int, int], str, int]:
+            data = make()
+            return spool.put(data), hashlib.sha256(data).hexdigest(), len(data)
+
+        return cls(spool, background().submit(job))
+
+    @property
+    def sha256(self) -> str:
+        return self._made.result()[1]
+
+    @property
+    def size(self) -> int:
+        return self._made.result()[2]
 
     def load(self) -> bytes:
-        data = self.spool.get(self.where)
-        if len(data) != self.size or hashlib.sha256(data).hexdigest() != self.sha256:
-            where = "the export's spool file"
-            raise _changed(where)
+        where, sha256, size = self._made.result()
+        data = self.spool.get(where)
+        if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+            name = "the export's spool file"
+            raise _changed(name)
         return data
+
+    def set_aside(self, make: Callable[[], bytes]) -> SpooledBytes:
+        """As :meth:`StoredFrame.set_aside`, for a frame rebuilt from patches."""
+        return SpooledBytes.made_by(self.spool, make)
 
 
 class _Unloading:
@@ -229,19 +254,27 @@ class _Unloading:
         self.rebuilder = rebuilder
 
     def take(self, events: list[Event]) -> None:
+        from agent.frame_codec import FRAME_FORMAT, encode_image
+
         ordinal = 0
         for event in events:
-            if isinstance(event, (Frame, FramePatch)):
-                here = (self.segment, ordinal)
-                ordinal += 1
-                full = self.rebuilder.frame(event)
-                if full is None:  # a patch whose base is not before it: counted, left out
-                    continue
-                data = full.data
-                spooled = None if isinstance(event, Frame) else self.store.spool.put(data)
-                ref = StoredFrame(self.store, *here, hashlib.sha256(data).hexdigest(), len(data), spooled)
+            if isinstance(event, Frame):
+                self.rebuilder.advance(event)
+                ref = StoredFrame(
+                    self.store, self.segment, ordinal, hashlib.sha256(event.data).hexdigest(), len(event.data)
+                )
                 # the frame as it is, but its bytes left in the store (agent/export/frame_data.py loads them)
-                event = dataclasses.replace(full, data=cast(bytes, ref))  # noqa: PLW2901
+                event = dataclasses.replace(event, data=cast(bytes, ref))  # noqa: PLW2901
+                ordinal += 1
+            elif isinstance(event, FramePatch):
+                ordinal += 1
+                image = self.rebuilder.image(event)  # a new image: nothing changes it after this
+                if image is None:  # a patch whose base is not before it: counted, left out
+                    continue
+                # encoded beside the next patch's rebuild, and kept in the spool
+                spooled = SpooledBytes.made_by(self.store.spool, functools.partial(encode_image, image))
+                g = (event.left, event.top, event.width, event.height)
+                event = Frame(event.t_ns, *g, FRAME_FORMAT, event.reason, cast(bytes, spooled))  # noqa: PLW2901
             self.out.append(event)
         self.segment += 1
 
@@ -264,12 +297,9 @@ class _Segments:
         self._lock = threading.Lock()
 
     def frame_bytes(self, ref: StoredFrame) -> bytes:
-        if ref.spooled is not None:
-            data = self.spool.get(ref.spooled)
-        else:
-            with self._lock:  # one load at a time: OCR may decode frames on several threads
-                event = self._record(ref.segment, ref.ordinal)
-            data = event.data if isinstance(event, Frame) else b""
+        with self._lock:  # one load at a time: OCR may decode frames on several threads
+            event = self._record(ref.segment, ref.ordinal)
+        data = event.data if isinstance(event, Frame) else b""
         if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
             raise _changed(self._where(ref.segment))
         return data
