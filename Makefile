@@ -27,17 +27,18 @@ APT_INSTALL := apt-get install -y --no-install-recommends $(APT_PACKAGES)
 # processes (killpg, fork, FIFOs) and run on Linux (and could on macOS), never on Windows.
 MYPY_PLATFORMS := linux win32 darwin
 TYPED          := agent tests/unit tests/platform tests/redaction tests/benchmarks tests/conftest.py tests/tools.py
-TYPED_linux    := tests/display tests/hostile tests/study
+TYPED_linux    := tests/display tests/hostile tests/study tests/soak
 TYPED_win32    :=
-TYPED_darwin   := tests/display tests/hostile tests/study
+TYPED_darwin   := tests/display tests/hostile tests/study tests/soak
 
-.PHONY: help system-deps venv demo test lint typecheck unit bench fuzz run doctor package clean
+.PHONY: help system-deps venv demo test lint typecheck unit bench soak fuzz run doctor package clean
 
 help:
 	@echo "make demo    the whole chain on a private virtual display (installs what it needs)"
 	@echo "make test    lint, type checks and the whole test suite"
 	@echo "make run     start optin on your desktop (needs an installed study: see README)"
 	@echo "make bench   benchmarks (not part of make test)"
+	@echo "make soak    one hour (SOAK_MINUTES) of scripted work with the real agent, sampled; fails on growth (not part of make test)"
 	@echo "make fuzz    the hostile-input suite with long randomised rounds (not part of make test)"
 	@echo "make package the one-folder app in dist/optin (PyInstaller)"
 	@echo "make clean   remove .venv and caches"
@@ -141,6 +142,16 @@ bench: venv
 	$(BIN)/python -m tests.benchmarks.echo_off
 	$(BIN)/python -m tests.benchmarks.a11y
 	$(BIN)/python -m tests.benchmarks.dataset
+	$(BIN)/python -m tests.benchmarks.regions
+	$(BIN)/python -m tests.benchmarks.export_memory
+	$(BIN)/python -m tests.benchmarks.ocr_pool
+
+# The soak (issue 18): the real agent on a private display for SOAK_MINUTES of scripted work, sampled
+# every few seconds; CSV, PNGs and a summary in docs/soak/; fails when memory, threads, open files or
+# idle CPU grow, the queue does not drain, or anything is lost (see docs/performance.md, "Soak").
+SOAK_MINUTES ?= 60
+soak: venv
+	SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/python -m tests.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -144,7 +144,8 @@ def _bare(frames: list[Frame], reads: list[Any], binary: str) -> float:
 
 def profile(frames: list[Frame], engine: Any) -> None:
     """Where one typical frame's read goes (medians over frames 2-13 of the session)."""
-    from agent.redact.screen import changed_bands, frame_image, prepare
+    from agent.redact.ocr_pool import prepare
+    from agent.redact.screen import changed_bands, frame_image
 
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
     decode, compare, prep, start, recog = [], [], [], [], []

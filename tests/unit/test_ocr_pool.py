@@ -248,7 +248,8 @@ def test_words_are_the_tesseract_commands_in_frame_coordinates(
     """Known answer: the command run by hand on the prepared band, its boxes halved and moved down."""
     import subprocess
 
-    from agent.redact.screen import parse_tsv, prepare
+    from agent.redact.ocr_pool import prepare
+    from agent.redact.screen import parse_tsv
 
     img = _screen("write to alice.smith@example.com", dialog=True)
     top, bottom = 90, 230

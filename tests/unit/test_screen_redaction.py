@@ -15,6 +15,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from agent.events import Frame
+from agent.redact.ocr_pool import prepare
 from agent.redact.screen import (
     BAND,
     MARGIN,
@@ -33,7 +34,6 @@ from agent.redact.screen import (
     mask_plan,
     normalise_secrets,
     parse_tsv,
-    prepare,
     read_frames,
 )
 from agent.redact.spans import Span
