@@ -120,11 +120,11 @@ def run_soak(
 def _soak_on(
     vd: VirtualDisplay, work: Path, run: Run, say: Callable[[str], None], *, inject_leak: bool = False
 ) -> None:
-    env = _agent_env(vd, work)
+    env = agent_env(vd, work)
     if inject_leak:  # tests/soak/leak/sitecustomize.py, in the agent process only
         env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).with_name("leak")), _repo_root()])
         say("a leak is injected into the agent (--inject-leak): this soak must fail")
-    _consent(env, work)
+    consent(env, work)
     for i, title in enumerate(TERMINALS):
         shell = "seq 1 4000; exec sh" if i == 1 else "exec sh"
         vd.spawn(
@@ -151,7 +151,7 @@ def _soak_on(
     log = work / "agent-stderr.log"
     with log.open("wb") as err:
         agent = vd.spawn(optin_command("run"), env=env, stdout=True, stderr=err)
-    _await_recording(agent, log)
+    await_recording(agent, log)
     say(f"agent {agent.pid} recording; soaking for {run.minutes:g} min, a sample every {run.interval_s:g} s")
     dirs = _dirs(work)
     driver = _Driver(vd, env, windows, animator, run)
@@ -193,7 +193,7 @@ def _repo_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
-def _agent_env(vd: VirtualDisplay, work: Path) -> dict[str, str]:
+def agent_env(vd: VirtualDisplay, work: Path) -> dict[str, str]:
     passphrase = work / "passphrase.txt"
     write_private_file(passphrase, (secrets.token_urlsafe(24) + "\n").encode("ascii"))
     env = dict(
@@ -208,7 +208,7 @@ def _agent_env(vd: VirtualDisplay, work: Path) -> dict[str, str]:
     return env
 
 
-def _consent(env: dict[str, str], work: Path) -> None:
+def consent(env: dict[str, str], work: Path) -> None:
     from pyrage import x25519
 
     from agent.study import demo_study_toml, parse_study
@@ -245,7 +245,7 @@ def _optin(env: dict[str, str], *args: str) -> str:
     return out.stdout
 
 
-def _await_recording(agent: subprocess.Popen[bytes], log: Path) -> None:
+def await_recording(agent: subprocess.Popen[bytes], log: Path) -> None:
     if agent.stdout is None:
         raise SoakFailed("the agent has no output pipe")
     ready, _, _ = select.select([agent.stdout], [], [], AGENT_TIMEOUT_S)
