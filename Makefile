@@ -145,6 +145,9 @@ bench: venv
 	$(BIN)/python -m tests.benchmarks.regions
 	$(BIN)/python -m tests.benchmarks.export_memory
 	$(BIN)/python -m tests.benchmarks.ocr_pool
+	$(BIN)/python -m tests.benchmarks.export_hour
+	$(BIN)/python -m tests.benchmarks.screen_idle
+	$(BIN)/python -m tests.benchmarks.agent_memory
 
 # The soak (issue 18): the real agent on a private display for SOAK_MINUTES of scripted work, sampled
 # every few seconds; CSV, PNGs and a summary in docs/soak/; fails when memory, threads, open files or

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from agent import consent, deny_rules, exclusions, pausing, recorder_status
-from agent.backends import Backend
+from agent.backends import Backend, allocator
 from agent.capture import deny
 from agent.capture.screen import ScreenWatch, Shot
 from agent.capture.sources import CaptureSources
@@ -179,6 +179,7 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
                 raise UsageError(msg)
             check_private_files(self.dirs.config)  # the consent, study and rules it trusts (P1, P4)
             receipt = consent.require(self.dirs, self.study)  # P1: before anything is captured
+            allocator.return_large_blocks()  # freed frame buffers go back to the OS (issue 18)
             self.backend.check_environment()
             recipient = keys.load_recipient(self.dirs)
             ensure_private_dir(self.dirs.data)
@@ -515,7 +516,7 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
         if not rects:
             return shot
         pixels = deny.apply_masks(shot.pixels, shot.width, shot.height, shot.left, shot.top, rects)
-        return dataclasses.replace(shot, pixels=bytes(pixels))
+        return dataclasses.replace(shot, pixels=pixels)  # a fresh buffer nothing changes: no second copy
 
     def exclude(self, *, app_class: str | None = None, title: str | None = None) -> dict[str, Any]:
         """Add a deny rule for an application class, a title pattern, or (neither) the focused app.

@@ -196,11 +196,18 @@ class RecorderPauses:
         """A dialog optin started runs as ``pid``: what is done in it is left out like the tray's."""
         self._sources.add_own_pid(pid)
 
+    #: What the tray last reported (it reports every second).
+    _indicator_shown = False
+
     def indicator_changed(self, shown: bool) -> None:  # a plain fact from the tray
         """The tray reports whether its icon is visible: no indicator, no capture (P2)."""
         own = self._sources.own
-        if shown and own is not None:
-            own.rescan()  # the icon is an own window: its clicks are left out from now on
+        appeared, self._indicator_shown = shown and not self._indicator_shown, shown
+        if appeared and own is not None:
+            # the icon is an own window: its clicks are left out from now on.  Only when it appears:
+            # the report comes every second, and a scan of every window cost the idle agent 1.1 %
+            # of a core (issue 18); the own-window watcher also looks again every 5 s by itself.
+            own.rescan()
         if not shown and self.state == State.RECORDING:
             self.pause(PAUSED_NO_INDICATOR)
             return

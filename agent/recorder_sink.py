@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from agent.capture import deny
 from agent.capture.screen import action_reason
-from agent.events import ButtonPress, Event, KeyPress, KeyRelease, PointerMove, WindowFocus
+from agent.events import ButtonPress, Event, Frame, FramePatch, KeyPress, KeyRelease, PointerMove, WindowFocus
 from agent.keyboard.hotkey import Hotkey
 from agent.keyboard.names import key_action, paste_chord
 from agent.recorder_pauses import PAUSED_BY_VOLUNTEER
@@ -86,6 +86,9 @@ class RecorderSink:
             self._queue.put_nowait(event)
         except queue.Full:
             self._count_drops(1)
+            screen = self._sources.screen
+            if screen is not None and isinstance(event, (Frame, FramePatch)):
+                screen.frame_lost()  # on the encoder thread: the next frame must not be a patch on it
             return
         self._after_queued(event)
 

@@ -42,6 +42,11 @@ class Counters:
     written: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def frames(self) -> int:
+        """Screen frames written: whole frames and frame patches (docs/format.md, Frame patches)."""
+        return self.by_kind.get("frame", 0) + self.by_kind.get("frame_patch", 0)
+
     def loss(self) -> dict[str, int]:
         """The loss counters, as stored with the session (P9)."""
         return {

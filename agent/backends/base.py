@@ -2,9 +2,9 @@
 
 pynput and mss already hide the operating system for input and pixels; a
 backend wraps them (:meth:`Backend.input_hooks`, :meth:`Backend.screen_grabber`)
-and adds what they do not cover: which window has focus, whether capture can
-work in this session at all, and whether a tray host exists to show the
-recording indicator.
+and adds what they do not cover: which window has focus, where the screen
+changed (:meth:`Backend.screen_changes`), whether capture can work in this
+session at all, and whether a tray host exists to show the recording indicator.
 
 Threading contract: :meth:`Backend.check_environment`,
 :meth:`Backend.active_window` and :meth:`Backend.tray_host_available` may be
@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from agent.capture import EventSink, Hooks, OwnUi, ScreenGrabber
+from agent.capture import EventSink, Hooks, OwnUi, ScreenChanges, ScreenGrabber
 from agent.capture.element_lookup import ElementLookup, LookupResult, WindowCheck
 from agent.errors import EnvironmentProblem
 from agent.events import (
@@ -215,6 +215,12 @@ class Backend(ABC):
 
         grabber: ScreenGrabber = MssGrabber()
         return grabber
+
+    def screen_changes(self) -> ScreenChanges | None:
+        """Where the screen changes, not started (the screen watcher starts and closes it), so a
+        still screen costs nothing; None: the watcher polls the whole screen.  The default polls.
+        """
+        return None
 
     @abstractmethod
     def active_window(self) -> WindowFocus | None:

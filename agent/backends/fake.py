@@ -127,11 +127,21 @@ class FakeScreen:
         #: When set, the next :meth:`shoot` calls raise it (a broken screen).
         self.failure: Exception | None = None
 
-    def paint(self, colour: tuple[int, int, int]) -> None:
-        """Fill the screen with ``colour`` (RGB) from the next shot on."""
+    def paint(self, colour: tuple[int, int, int], box: tuple[int, int, int, int] | None = None) -> None:
+        """Fill the screen, or only ``box`` (left, top, right, bottom), with ``colour`` (RGB) from
+        the next shot on."""
         red, green, blue = colour
+        pixel = bytes((blue, green, red, 255))
+        width, height = self.size
         with self._lock:
-            self._pixels = bytes((blue, green, red, 255)) * (self.size[0] * self.size[1])
+            if box is None:
+                self._pixels = pixel * (width * height)
+                return
+            left, top, right, bottom = box
+            pixels = bytearray(self._pixels)
+            for y in range(top, bottom):
+                pixels[(y * width + left) * 4 : (y * width + right) * 4] = pixel * (right - left)
+            self._pixels = bytes(pixels)
 
     def shoot(self, t_ns: int) -> Shot:
         with self._lock:

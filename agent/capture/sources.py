@@ -24,10 +24,11 @@ from collections.abc import Callable
 from agent.backends import Backend
 from agent.capture import EventSink, Hooks, LossCounters, OwnUi
 from agent.capture.clipboard import PasteWatch
-from agent.capture.screen import ScreenWatch, Shot
+from agent.capture.screen import ScreenWatch, Shot, polling_forced
 from agent.capture.secure_input import SecureInputWatch
 from agent.events import ButtonPress, ButtonRelease, Event, KeyPress, KeyRelease, Scroll
 from agent.failures import describe_failure
+from agent.frame_regions import RegionEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,12 @@ class CaptureSources:
             self.paste = PasteWatch(backend.read_clipboard, sink)
             self.paste.start()
         if "screen" in scopes:
-            self.screen = ScreenWatch(backend.screen_grabber(), sink, mask=mask)
+            changes = None if polling_forced() else backend.screen_changes()
+            # a new encoder per watcher: a session's (or a resumed capture's) first frame is a keyframe
+            encoder = RegionEncoder()
+            self.screen = ScreenWatch(
+                backend.screen_grabber(), sink, mask=mask, changes=changes, encoder=encoder
+            )
             self.screen.start()  # stores the screen as it is now ("start")
         # the deny rules need the focused window whatever the scopes; its title and class are
         # stored only with the window-titles scope (the writer drops them otherwise)

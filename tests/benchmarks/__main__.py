@@ -257,7 +257,8 @@ def bench_display(vd: VirtualDisplay) -> None:
 
 def bench_recorder(vd: VirtualDisplay) -> None:
     """The whole agent (xorg backend, all scopes) on the display: CPU idle and under scripted
-    work, disk per hour of that work, and the pre-action frame skew."""
+    work, disk per hour of that work, and the pre-action frame's staleness (how long before the
+    action the screen had changed since the frame's grab; 0: the frame was the screen)."""
     from pyrage import x25519
 
     from agent import consent
@@ -295,14 +296,14 @@ def bench_recorder(vd: VirtualDisplay) -> None:
             rec.stop()
             term.terminate()
         stored = sum(f.stat().st_size for f in Path(d.sessions).rglob("*.seg"))
-        frames = rec.counters.by_kind.get("frame", 0)
+        frames = rec.counters.frames
     _row("agent CPU, static screen (%)", "", f"{idle:.2f}", None)
     _row("agent CPU, scripted work (%)", "", f"{work:.1f}", None)
     _row("disk per hour of that work (MB)", "", f"{stored / 1e6 * 3600 / (work_s + 12):.0f}", None)
     print(f"{'':<34} {'':>22} {f'{frames} frames, {stored / 1e6:.1f} MB':>22}")
     if skews:
         p50, p99 = skews[len(skews) // 2] / 1e6, skews[int(len(skews) * 0.99)] / 1e6
-        _row("pre-action skew p50/p99 (ms)", "", f"{p50:.0f} / {p99:.0f} (n={len(skews)})", None)
+        _row("pre-action staleness p50/p99 (ms)", "", f"{p50:.0f} / {p99:.0f} (n={len(skews)})", None)
 
 
 def _cpu_percent(fn: Callable[[], object]) -> float:

@@ -38,6 +38,8 @@ from agent.paths import optin_command
 from tests.soak import sampler
 from tests.soak.driver import agent_env, await_recording, consent
 
+assert sys.platform != "win32", "POSIX only (/proc, os.pread, resource)"  # mypy: not checked as win32
+
 BARE = r"""
 import sys, time
 import mss

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+assert sys.platform != "win32", "POSIX only (/proc, os.pread, resource)"  # mypy: not checked as win32
+
 HOUR_FRAMES = 1200
 TARGET_S = 120.0
 S = 1_000_000_000

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from tests.benchmarks import consented_home
 
+assert sys.platform != "win32", "POSIX only (/proc, os.pread, resource)"  # mypy: not checked as win32
+
 if TYPE_CHECKING:
     from agent.paths import Dirs
 

@@ -41,6 +41,8 @@ from agent.events import Frame
 from agent.redact.screen import IN_FLIGHT, TesseractOcr
 from tests.benchmarks.redaction import FONT, screen
 
+assert sys.platform != "win32", "POSIX only (/proc, os.pread, resource)"  # mypy: not checked as win32
+
 HOUR_FRAMES = 1200
 TARGET_S = 120.0
 

@@ -32,7 +32,17 @@ from agent.backends import select_backend
 from agent.backends.virtual_display import VirtualDisplay, stop_process, wait_for
 from agent.capture.screen import action_reason
 from agent.control import Recorder
-from agent.events import ButtonPress, ButtonRelease, Event, Frame, Marker, PointerMove, WindowFocus, now_ns
+from agent.events import (
+    ButtonPress,
+    ButtonRelease,
+    Event,
+    Frame,
+    FramePatch,
+    Marker,
+    PointerMove,
+    WindowFocus,
+    now_ns,
+)
 from agent.store import keys
 from agent.store.reader import load_meta, read_session, session_dir
 from agent.writer_loop import POINTER_HZ
@@ -68,12 +78,19 @@ class Tap:
     """
 
     def __init__(self, rec: Recorder) -> None:
+        from agent.frame_regions import Rebuilder
+
         self.events: list[Event] = []
         inner = rec._sink
+        rebuilder = Rebuilder()  # frames come from the encoder thread alone, one at a time
 
         def sink(event: Event) -> None:
             inner(event)
-            self.events.append(event)  # after: once seen here, the recorder has queued it
+            seen: Event | None = event
+            if isinstance(event, (Frame, FramePatch)):  # listed as whole frames, as a reader sees them
+                seen = rebuilder.frame(event)
+            if seen is not None:
+                self.events.append(seen)  # after: once seen here, the recorder has queued it
 
         rec._sink = sink  # type: ignore[method-assign]
 
@@ -163,15 +180,13 @@ def ms(ns: int) -> str:
 
 
 def wait_grabs(rec: Recorder, n: int = 2, timeout: float = 10.0) -> None:
-    """Wait until the screen watcher has completed ``n`` more grabs.
-
-    Grabs run one after another on one thread, so after two more the watcher
-    holds a grab that *started* after this call (at 1 fps idle: ≤ 2 s).
-    """
+    """Wait until the screen watcher has looked at the screen ``n`` more times, each after this
+    call: then its frame shows the screen as it is now (a still screen takes no grab with X
+    DAMAGE, so grabs cannot be counted)."""
     screen = rec._screen
     assert screen is not None
-    start = screen.grabs
-    assert wait_for(lambda: screen.grabs >= start + n, timeout), "the screen watcher stopped grabbing"
+    for _ in range(n):
+        assert screen.sync(timeout), "the screen watcher stopped grabbing"
 
 
 def wait_frames_chosen(rec: Recorder, tap: Tap, presses: int, unchosen: int) -> None:

@@ -225,7 +225,7 @@ def _record_fake(d: Dirs, study: Study) -> str:
     assert isinstance(backend, FakeBackend)
     rec = Recorder(d, backend, study)
     rec.start()
-    assert wait_for(lambda: rec.counters.by_kind.get("frame", 0) >= 1, 5)
+    assert wait_for(lambda: rec.counters.frames >= 1, 5)
     fake, screen = backend.last_input, backend.last_screen
     assert fake is not None and screen is not None
     for ch in "hello":
@@ -239,7 +239,7 @@ def _record_fake(d: Dirs, study: Study) -> str:
     fake.emit(PointerMove(now_ns(), 3, 4))
     fake.emit(ButtonPress(now_ns(), 3, 4, "left"))
     fake.emit(ButtonRelease(now_ns(), 3, 4, "left"))
-    assert wait_for(lambda: rec.counters.by_kind.get("frame", 0) >= 2, 5)
+    assert wait_for(lambda: rec.counters.frames >= 2, 5)
     rec.stop()
     return str(rec.session_id)
 

@@ -185,7 +185,7 @@ def _record(d: Dirs, study: Any, presses: int, *, screen: bool) -> tuple[str, by
     fake = backend.last_input
     assert fake is not None
     end = time.monotonic() + 10
-    while screen and rec.counters.by_kind.get("frame", 0) < 1:  # the start frame
+    while screen and rec.counters.frames < 1:  # the start frame
         assert time.monotonic() < end, "no start frame"
         time.sleep(0.005)
     for i in range(presses):

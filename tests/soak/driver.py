@@ -397,7 +397,8 @@ class _Totals:
         out = _Sums()
         for s in self.by_session.values():
             out.written += int(s.get("events_written", 0))
-            out.frames += int((s.get("events_by_kind") or {}).get("frame", 0))
+            kinds = s.get("events_by_kind") or {}
+            out.frames += int(kinds.get("frame", 0)) + int(kinds.get("frame_patch", 0))
             out.dropped += int(s.get("dropped", 0))
             for k, v in (s.get("loss") or {}).items():
                 out.loss[k] = out.loss.get(k, 0) + int(v)

@@ -503,7 +503,7 @@ def _frames(make_study: MakeStudy, ocr: str) -> tuple[Dirs, Study, str, list[byt
     d, study = make_study(("pointer", "screen"), f'[redaction]\nocr = "{ocr}"\n')
 
     def act(backend: FakeBackend, _fake: FakeInput, rec: Recorder) -> None:
-        assert _wait(lambda: rec.counters.by_kind.get("frame", 0) >= 1)
+        assert _wait(lambda: rec.counters.frames >= 1)
 
     sid = _record(d, study, act)
     stored = [e.data for e in read_session(d, sid, keys.load_identity(d)).events if isinstance(e, Frame)]

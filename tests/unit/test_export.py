@@ -65,7 +65,7 @@ def session(consented: Consented) -> str:
 
 def _frames_written(rec: Recorder, n: int) -> None:
     deadline = time.monotonic() + 5
-    while rec.counters.by_kind.get("frame", 0) < n:
+    while rec.counters.frames < n:
         assert time.monotonic() < deadline, "frames were not written"
         time.sleep(0.005)
 

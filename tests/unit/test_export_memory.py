@@ -23,9 +23,11 @@ from pathlib import Path
 import pytest
 from pyrage import x25519
 
-from agent.study import demo_study_toml
-from tests.benchmarks.export_memory import child_export, long_session
-from tests.tools import Consented
+assert sys.platform != "win32", "POSIX only: the export runs in a child measured through /proc"
+
+from agent.study import demo_study_toml  # noqa: E402 - after the platform line, for mypy
+from tests.benchmarks.export_memory import child_export, long_session  # noqa: E402
+from tests.tools import Consented  # noqa: E402
 
 MB = 1024  # KiB
 

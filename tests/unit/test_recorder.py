@@ -84,13 +84,13 @@ def test_pipeline_stores_what_the_hooks_deliver(consented: Consented) -> None:
     assert rec.state == "recording"
     fake = backend.last_input
     assert fake is not None and fake.is_alive()
-    assert _wait(lambda: rec.counters.by_kind.get("frame", 0) == 1)  # the start frame
+    assert _wait(lambda: rec.counters.frames == 1)  # the start frame
     paint_and_wait_for_a_grab(backend)  # the screen changed before the click
     fake.emit(PointerMove(now_ns(), 5, 6))
     fake.emit(ButtonPress(now_ns(), 5, 6, "left"))
     fake.emit(KeyPress(now_ns(), "x", None, 120, ()))
     backend.focus_window("Other", "OtherApp")
-    assert _wait(lambda: rec.counters.by_kind.get("frame", 0) == 2)  # the click frame
+    assert _wait(lambda: rec.counters.frames == 2)  # the click frame
     rec.stop()
     assert rec.state == "stopped"
     events = _events(d, rec)
@@ -208,6 +208,51 @@ def test_a_full_queue_drops_and_counts_never_silently(
     (info,) = list_sessions(d)
     assert info.dropped == rec.counters.dropped
     assert rec.status()["dropped"] == rec.counters.dropped
+
+
+def test_a_frame_the_full_queue_drops_is_never_the_base_of_a_stored_patch(consented: Consented) -> None:
+    """Frames are stored as patches on the frame before (docs/format.md, Frame patches): one the
+    full queue drops is counted, and the frame after it is a keyframe, so no stored patch is lost."""
+    import io
+    import queue
+
+    from PIL import Image
+
+    from agent.events import FramePatch
+
+    d, _study, backend, rec = _started(consented)
+    assert _wait(lambda: rec.counters.frames == 1)  # the start frame
+    put, dropped = rec._queue.put_nowait, list[Event | None]()
+
+    def full_once_for_a_frame(event: Event | None) -> None:
+        if isinstance(event, (Frame, FramePatch)) and not dropped:
+            dropped.append(event)
+            raise queue.Full
+        put(event)
+
+    rec._queue.put_nowait = full_once_for_a_frame  # type: ignore[assignment]
+    screen, fake = backend.last_screen, hooks_of(backend)
+    assert screen is not None
+    for colour in ((200, 10, 10), (10, 200, 10), (10, 10, 200)):  # a small change, then a click: a patch
+        screen.paint(colour, (0, 0, 16, 16))
+        grabs = screen.grabs
+        assert _wait(lambda: screen.grabs > grabs + 1)  # noqa: B023 - one that started after the paint
+        fake.emit(ButtonPress(now_ns(), 5, 6, "left"))
+        assert _wait(lambda: bool(dropped))
+    assert _wait(lambda: rec._screen is not None and rec._screen.frames >= 4)  # start, dropped, 2 more
+    time.sleep(0.7)  # the last click's settled frame
+    rec.stop()
+    assert rec.counters.dropped >= 1 and len(dropped) == 1
+    raw = read_session(d, str(rec.session_id), keys.load_identity(d), raw=True).events
+    images = [e for e in raw if isinstance(e, (Frame, FramePatch))]
+    after = images[1]  # the first image stored after the dropped one
+    assert isinstance(after, Frame) or after.base is None, "a patch on a frame that was never stored"
+    data = read_session(d, str(rec.session_id), keys.load_identity(d))
+    assert not data.problems
+    frames = [e for e in data.events if isinstance(e, Frame)]
+    assert len(frames) == len(images)
+    with Image.open(io.BytesIO(max(frames, key=lambda f: f.t_ns).data)) as last:
+        assert last.getpixel((5, 5)) == (10, 10, 200)  # what the screen showed last is stored
 
 
 # -- failures: capture never goes on silently, never claims to record when it does not ---------
@@ -619,7 +664,7 @@ def test_a_denied_window_keeps_its_input_out_and_is_masked_in_every_frame(consen
     backend.windows = [vault]  # on screen, not focused: masked anyway
     rec = Recorder(d, backend, study)
     rec.start()
-    assert _wait(lambda: rec.counters.by_kind.get("frame", 0) == 1)
+    assert _wait(lambda: rec.counters.frames == 1)
     fake = backend.last_input
     assert fake is not None
     fake.emit(KeyPress(now_ns(), "a", None, 97, ()))
@@ -631,7 +676,7 @@ def test_a_denied_window_keeps_its_input_out_and_is_masked_in_every_frame(consen
     fake.emit(KeyPress(now_ns(), "b", None, 98, ()))
     paint_and_wait_for_a_grab(backend)
     fake.emit(ButtonPress(now_ns(), 50, 40, "left"))
-    assert _wait(lambda: rec.counters.by_kind.get("frame", 0) == 2)
+    assert _wait(lambda: rec.counters.frames == 2)
     rec.stop()
     events = _events(d, rec)
     assert [e.char for e in events if isinstance(e, KeyPress)] == ["a", "b"]
@@ -651,14 +696,14 @@ def test_optins_own_windows_are_masked_in_every_frame(consented: Consented) -> N
     backend = fake_backend()
     rec = Recorder(d, backend, study)
     rec.start()
-    assert _wait(lambda: rec.counters.by_kind.get("frame", 0) == 1)
+    assert _wait(lambda: rec.counters.frames == 1)
     own = backend.own
     own.rects = [(30, 20, 50, 40)]  # a dialog of optin's appears
     paint_and_wait_for_a_grab(backend)
     fake = backend.last_input
     assert fake is not None
     fake.emit(ButtonPress(now_ns(), 5, 5, "left"))
-    assert _wait(lambda: rec.counters.by_kind.get("frame", 0) >= 2)  # a keyframe may come first
+    assert _wait(lambda: rec.counters.frames >= 2)  # a keyframe may come first
     rec.stop()
     first, *later = [f for f in _events(d, rec) if isinstance(f, Frame)]
     assert _pixel(first, 35, 25) != (128, 128, 128)  # before the dialog: the screen

@@ -13,6 +13,8 @@ import pytest
 from agent.errors import StoreCorrupt
 from agent.store.format import Spool
 
+assert sys.platform != "win32", "POSIX only (/proc, os.pread, resource)"  # mypy: not checked as win32
+
 SECRET = b"typed-password-hunter2 " * 200
 
 

@@ -13,6 +13,8 @@ the parts live in their own modules:
   self-pipe, ``select``, stop-and-join) that both watchers share.
 * :mod:`~agent.backends.xorg.focus`: the focus watcher.
 * :mod:`~agent.backends.xorg.own_ui`: where optin's own windows are.
+* :mod:`~agent.backends.xorg.damage`: where the screen changed (X DAMAGE on the root), so the
+  screen watcher grabs only when and where something changed.
 * :mod:`~agent.backends.xorg.selection`: the clipboard (ICCCM, INCR included).
 * :mod:`~agent.backends.xorg.a11y` (with ``a11y_model``, ``a11y_xwindows``, ``a11y_lookup``,
   ``a11y_bus``): the accessible element at a point or with the focus, through AT-SPI2, in a
@@ -63,7 +65,7 @@ from agent.backends.xorg.session import (
     session_type,
 )
 from agent.backends.xorg.windows import Atoms, describe, read_focus
-from agent.capture import EventSink, Hooks, OwnUi
+from agent.capture import EventSink, Hooks, OwnUi, ScreenChanges
 from agent.capture.element_lookup import ElementLookup, LookupResult, WindowCheck
 from agent.capture.element_process import ProcessFinder
 from agent.elements import result_of
@@ -262,6 +264,13 @@ class XorgBackend(Backend):
         from agent.backends.xorg.a11y import finder_factory
 
         return ElementLookup(on_result, finder_factory(self.display_name), switch=a11y_bus, allow=allow)
+
+    def screen_changes(self) -> ScreenChanges | None:
+        """X11 DAMAGE on the root window (:mod:`~agent.backends.xorg.damage`): the screen watcher
+        grabs only when and where the screen changed; it polls if the server cannot tell."""
+        from agent.backends.xorg.damage import screen_changes
+
+        return screen_changes(self.display_name)
 
     def tray_host_available(self) -> bool | None:
         with self._lock:
