@@ -76,16 +76,15 @@ def shown_state(status: dict[str, Any]) -> str:
     return "filtered" if status["state"] == "recording" and status.get("filtered") else str(status["state"])
 
 
-def headline(s: dict[str, Any], *, counts: bool = False) -> str:
-    """The state in words, from a status: state, study, why, until when, with ``counts`` the events
-    and drops while recording or paused, and the error.  The menu's first line is without counts
-    (so the menu is rebuilt only when the state changes), the tooltip with them."""
+def headline(s: dict[str, Any]) -> str:
+    """The state in words, from a status: state, study, why, until when, the events and drops
+    while recording or paused, and the error."""
     text = f"optin: {WORDS.get(shown_state(s), s['state'])} for study {s['study']}"
     if s["reason"]:
         text += f" ({s['reason']})"
     if s.get("paused_until") and s["paused_until"] != "resumed":
         text += f" until {s['paused_until'][11:16]} UTC"
-    if counts and s["state"] in ("recording", "paused"):
+    if s["state"] in ("recording", "paused"):
         text += f"; {s['events_written']} events saved, {s['dropped']} dropped"
     if s["error"]:
         text += f"; {s['error']}"
@@ -94,21 +93,18 @@ def headline(s: dict[str, Any], *, counts: bool = False) -> str:
 
 def tooltip(recorder: Recorder) -> str:
     """The tooltip in words: state, study, events and drops."""
-    return headline(recorder.status(), counts=True)
+    return headline(recorder.status())
 
 
 class Refresh:
-    """Shows the recorder's state on the icon: its image, tooltip and menu.
-
-    Called every second (and after each menu action): the image (a PNG pystray writes to a file
-    and GTK loads again) and the menu are rebuilt only when what they show changed, which made the
-    idle agent 3 points of a core cheaper (issue 18, ``python -m tests.benchmarks.agent_memory``).
-    """
+    """Shows the recorder's state on the icon: its image, tooltip and menu (called every second,
+    and after each menu action).  The image, a PNG that pystray writes to a file for GTK to load
+    again, is redrawn only when the state it shows changed; the menu, whose first line counts the
+    events saved, is rebuilt each time."""
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
         self.state: str | None = None  # what the image shows
-        self.menu: tuple[str, Any] | None = None  # what the menu was built for
 
     def __call__(self, icon: Any) -> None:
         status = self.recorder.status()
@@ -116,11 +112,8 @@ class Refresh:
         if state != self.state:
             icon.icon = icon_image(state)
             self.state = state
-        icon.title = headline(status, counts=True)  # pystray sets it only when it changed
-        menu = (headline(status), running_task(self.recorder) if state in ("recording", "paused") else None)
-        if menu != self.menu:
-            icon.update_menu()
-            self.menu = menu
+        icon.title = headline(status)  # pystray sets it only when it changed
+        icon.update_menu()
 
 
 def run(
@@ -245,7 +238,7 @@ def _menu(
     paused = lambda _i: recorder.state == "paused"  # noqa: E731
     running = lambda _i: recorder.state in ("recording", "paused")  # noqa: E731
     return pystray.Menu(
-        pystray.MenuItem(lambda _i: headline(recorder.status()), None, enabled=False),
+        pystray.MenuItem(lambda _i: tooltip(recorder), None, enabled=False),
         *_task_items(pystray, recorder, action, notify),
         pystray.MenuItem(
             "Pause",
