@@ -297,39 +297,17 @@ class RegionEncoder:
         pieces = [p for r in rects for p in _split(r, STRIP_ROWS if self._strips else MAX_RECT_SIDE)]
         if len(pieces) > MAX_PATCH_RECTS:
             return None
-        fields, payload = encode_rects(image, pieces)
-        self._chain_bytes += len(payload)
+        patch = _patch(shot, reason, self._digest, image, pieces)
+        self._chain_bytes += len(patch.data)
         self._chain_frames += 1
         self.patches += 1
-        return FramePatch(
-            shot.t_ns,
-            shot.left,
-            shot.top,
-            shot.width,
-            shot.height,
-            FRAME_FORMAT,
-            reason,
-            self._digest,
-            fields,
-            payload,
-        )
+        return patch
 
     def _keyframe(self, shot: Shot, reason: str, image: Image) -> Event:
         event: Event
         if self._strips:
-            fields, payload = encode_rects(image, strips(shot.width, shot.height))
-            event = FramePatch(
-                shot.t_ns,
-                shot.left,
-                shot.top,
-                shot.width,
-                shot.height,
-                FRAME_FORMAT,
-                reason,
-                None,
-                fields,
-                payload,
-            )
+            event = _patch(shot, reason, None, image, strips(shot.width, shot.height))
+            payload = event.data
         else:
             payload = encode_image(image)
             event = Frame(
@@ -344,6 +322,13 @@ class RegionEncoder:
 
 
 # -- rebuilding -------------------------------------------------------------------------------------
+
+
+def _patch(shot: Shot, reason: str, base: str | None, image: Image, rects: list[Rect]) -> FramePatch:
+    """The patch of ``shot`` made of ``image``'s ``rects`` (on ``base``; None: they tile the frame)."""
+    fields, payload = encode_rects(image, rects)
+    g = (shot.left, shot.top, shot.width, shot.height)
+    return FramePatch(shot.t_ns, *g, FRAME_FORMAT, reason, base, fields, payload)
 
 
 def _open_rect(data: bytes, w: int, h: int, index: int) -> Image:

@@ -6,9 +6,12 @@ and prints the ratio.  Record results with the machine in docs/performance.md.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.paths import Dirs
@@ -45,3 +48,24 @@ def consented_home(home: Path, *, ocr: str | None = None) -> tuple[Dirs, Study]:
     if not (d.keys / "recipient").exists():
         keys.init_keys(d, storage="file")
     return d, study
+
+
+def run_child(
+    module: str, args: list[str], *, timeout: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """``python -m module --child ARGS`` in a fresh interpreter (its memory is its own): the JSON
+    object its last line prints.  :raises RuntimeError: it failed (with the end of its stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--child", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    if done.returncode != 0:
+        what = f"{module} --child {' '.join(args[:1])}"
+        msg = f"{what} failed with status {done.returncode}: {done.stderr[-2000:]}"
+        raise RuntimeError(msg)
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -107,29 +106,11 @@ def _child(session: str, out: str, ocr: str, workers: int) -> dict[str, Any]:
     return {"seconds": seconds, "cpu": cpu, "peak_kib": peak_kib, "bytes": res.bytes, "frames": res.frames}
 
 
-def run_child(session: str, out: Path, ocr: str, workers: int) -> dict[str, Any]:
+def export_child(session: str, out: Path, ocr: str, workers: int) -> dict[str, Any]:
+    from tests.benchmarks import run_child
+
     out.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.benchmarks.export_hour",
-            "--child",
-            session,
-            str(out),
-            ocr,
-            str(workers),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    if done.returncode != 0:
-        msg = f"export child failed with status {done.returncode}: {done.stderr[-2000:]}"
-        raise RuntimeError(msg)
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_child("tests.benchmarks.export_hour", [session, str(out), ocr, str(workers)], timeout=3600)
 
 
 def main(argv: list[str]) -> int:
@@ -147,9 +128,9 @@ def main(argv: list[str]) -> int:
         session, stored = write_session(home, n)
         print(f"stored: {stored / 1e6:.2f} MB ({stored / n / 1024:.0f} KiB a frame)")
         rows = {
-            "OCR off (bare: decrypt, rebuild, tar, age)": run_child(session, home / "off", "off", 1),
-            "OCR required, 1 worker": run_child(session, home / "one", "required", 1),
-            f"OCR required, {cores} workers": run_child(session, home / "all", "required", cores),
+            "OCR off (bare: decrypt, rebuild, tar, age)": export_child(session, home / "off", "off", 1),
+            "OCR required, 1 worker": export_child(session, home / "one", "required", 1),
+            f"OCR required, {cores} workers": export_child(session, home / "all", "required", cores),
         }
     print(f"{'export':<44} {'seconds':>8} {'CPU s':>8} {'peak RSS':>9} {'hour (wall)':>12}")
     for label, r in rows.items():

@@ -25,14 +25,13 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.benchmarks import consented_home
+from tests.benchmarks import consented_home, run_child
 
 assert sys.platform != "win32", "POSIX only (/proc, os.pread, resource)"  # mypy: not checked as win32
 
@@ -195,28 +194,8 @@ def child_export(
 ) -> dict[str, Any]:
     """Run :func:`_child` in a fresh interpreter (same OPTIN_HOME) and return what it measured."""
     out.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.benchmarks.export_memory",
-            "--child",
-            mode,
-            session,
-            str(out),
-            str(size),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    if done.returncode != 0:
-        msg = f"export child ({mode}) failed with status {done.returncode}: {done.stderr[-2000:]}"
-        raise RuntimeError(msg)
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    args = [mode, session, str(out), str(size)]
+    return run_child("tests.benchmarks.export_memory", args, timeout=600, env=env)
 
 
 def _growth(run: dict[str, Any]) -> int:
