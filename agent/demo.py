@@ -152,23 +152,29 @@ def _link(name: str) -> Iterator[None]:
         raise DemoFailed(msg) from exc
 
 
-def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str], None]) -> dict[str, Any]:
-    from pyrage import x25519
-
-    from agent.study import demo_study_toml, parse_study
-
+def agent_env(vd: VirtualDisplay, work: Path) -> dict[str, str]:
+    """The environment of an agent that runs on ``vd`` with its home in ``work/home``: a throwaway
+    identity, passphrase-wrapped in ``work`` (never the volunteer's OS keyring), the xorg backend."""
     passphrase_file = work / "passphrase.txt"
     write_private_file(passphrase_file, (secrets.token_urlsafe(24) + "\n").encode("ascii"))
     env = dict(
         vd.env,
         OPTIN_HOME=str(work / "home"),
         OPTIN_LOG_LEVEL="WARNING",
-        # a throwaway identity, passphrase-wrapped in the work dir: never the volunteer's OS keyring
         OPTIN_PASSPHRASE_FILE=str(passphrase_file),
         PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
     )
     env.pop("OPTIN_BACKEND", None)
     env.pop("OPTIN_NEW_PASSPHRASE_FILE", None)
+    return env
+
+
+def _run_on(vd: VirtualDisplay, work: Path, seconds: float, say: Callable[[str], None]) -> dict[str, Any]:
+    from pyrage import x25519
+
+    from agent.study import demo_study_toml, parse_study
+
+    env = agent_env(vd, work)
     with _link("make the demo study"):
         study_identity = x25519.Identity.generate()
         identity_file = work / "study-identity.txt"

@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.backends.virtual_display import VirtualDisplay
+from agent.demo import agent_env
 from agent.paths import optin_command
 from tests.soak import sampler
-from tests.soak.driver import agent_env, await_recording, consent
+from tests.soak.driver import await_recording, consent
 
 assert sys.platform != "win32", "POSIX only (/proc, os.pread, resource)"  # mypy: not checked as win32
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import select
 import signal
 import subprocess
@@ -27,6 +26,7 @@ from typing import Any
 
 from agent.backends.platform_calls import end_process_group
 from agent.backends.virtual_display import VirtualDisplay, wait_for
+from agent.demo import agent_env
 from agent.errors import OptinError
 from agent.paths import Dirs, optin_command, write_private_file
 from tests.soak import sampler
@@ -191,21 +191,6 @@ def _window(vd: VirtualDisplay, title: str) -> str:
 
 def _repo_root() -> str:
     return str(Path(__file__).resolve().parents[2])
-
-
-def agent_env(vd: VirtualDisplay, work: Path) -> dict[str, str]:
-    passphrase = work / "passphrase.txt"
-    write_private_file(passphrase, (secrets.token_urlsafe(24) + "\n").encode("ascii"))
-    env = dict(
-        vd.env,
-        OPTIN_HOME=str(work / "home"),
-        OPTIN_LOG_LEVEL="WARNING",
-        OPTIN_PASSPHRASE_FILE=str(passphrase),
-        PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
-    )
-    env.pop("OPTIN_BACKEND", None)
-    env.pop("OPTIN_NEW_PASSPHRASE_FILE", None)
-    return env
 
 
 def consent(env: dict[str, str], work: Path) -> None:
