@@ -68,6 +68,21 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+def activate(wid: str, timeout: float = 5.0) -> None:
+    """Activate ``wid`` until the window manager keeps the focus there.
+
+    openbox focuses a newly mapped window a moment after it maps, which can undo an activation
+    made just before (a flake seen in CI): activate again until the active window stays ``wid``.
+    """
+
+    def kept() -> bool:
+        xdotool("windowactivate", "--sync", wid)
+        time.sleep(0.05)
+        return xdotool("getactivewindow").strip() == wid
+
+    assert wait_until(kept, timeout, 0.05), f"window {wid} never kept the focus"
+
+
 def test_check_environment_passes_with_record(backend: XorgBackend) -> None:
     backend.check_environment()
 
@@ -150,7 +165,7 @@ def test_optin_run_without_record_says_so_in_one_line(xdisplay: Any, consented: 
 def test_active_window_reads_xterm_title_class_pid_and_geometry(backend: XorgBackend) -> None:
     title = unique("optin-active")
     with xterm(title) as (proc, wid):
-        xdotool("windowactivate", "--sync", wid)
+        activate(wid)
         focus = wait_until(lambda: (w := backend.active_window()) is not None and w.title == title and w, 5.0)
         assert isinstance(focus, WindowFocus), "active_window never reported the xterm"
         assert focus.app_class == "XTerm"
@@ -163,7 +178,7 @@ def test_active_window_reads_xterm_title_class_pid_and_geometry(backend: XorgBac
 
 def test_non_ascii_title_is_decoded(backend: XorgBackend) -> None:
     with xterm(unique("optin-utf8")) as (_proc, wid):
-        xdotool("windowactivate", "--sync", wid)
+        activate(wid)
         xdotool("set_window", "--name", "Grüße €", wid)
         focus = wait_until(
             lambda: (w := backend.active_window()) is not None and w.title == "Grüße €" and w, 5.0
@@ -202,8 +217,7 @@ class Collector:
 def test_focus_watcher_follows_activation_and_title_changes(backend: XorgBackend) -> None:
     first, second, renamed = unique("optin-first"), unique("optin-second"), unique("optin-renamed")
     with xterm(first) as (_p1, wid1), xterm(second) as (_p2, wid2):
-        xdotool("windowactivate", "--sync", wid1)
-        # the window manager may still be giving focus to the newer xterm: wait until it settles
+        activate(wid1)
         assert wait_until(lambda: (w := backend.active_window()) is not None and w.title == first, 5.0)
         sink = Collector()
         watcher = backend.focus_watcher(sink)
@@ -236,7 +250,7 @@ def test_focus_watcher_follows_activation_and_title_changes(backend: XorgBackend
 
 def test_focus_watcher_can_be_restarted(backend: XorgBackend) -> None:
     with xterm(unique("optin-restart")) as (_proc, wid):
-        xdotool("windowactivate", "--sync", wid)
+        activate(wid)
         sink = Collector()
         watcher = backend.focus_watcher(sink)
         for _ in range(2):
@@ -276,7 +290,7 @@ def test_own_ui_covers_this_process_windows_and_not_others(backend: XorgBackend)
         with xterm(unique("not-optin")) as (_proc, wid):
             # the other process's window has the focus first (openbox focuses a new window a
             # moment after it maps; until then an earlier test's window may still be active)
-            subprocess.run(["xdotool", "windowactivate", "--sync", wid], timeout=10, check=True)
+            activate(wid)
             own.start()
             assert wait_until(lambda: not own.covers(310, 210) and not own.has_focus, 5.0)
             popup.map()
