@@ -91,6 +91,8 @@ logger = logging.getLogger(__name__)
 QUEUE_SIZE = 65536
 #: Longest wait for the writer to drain and seal a session when stopping (seconds).
 STOP_WAIT_S = 5.0
+#: The every-second status is written when it changed, and at least this often (seconds).
+REPUBLISH_S = 60.0
 
 # read_status lives in agent.recorder_status and the pause reasons in agent.recorder_pauses;
 # tests import them from here.
@@ -145,6 +147,7 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
         self._elements: RecorderElements | None = None  # UI element lookups, for the whole run
         self._task: RunningTask | None = None  # the volunteer's task under way (agent.recorder_tasks)
         self._last_task: dict[str, Any] | None = None
+        self._published: tuple[dict[str, Any] | None, float] = (None, 0.0)  # status last written, when
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -497,7 +500,7 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
 
     def _every_second(self) -> None:
         """The writer's checks, once a second: publish the status, re-check consent and pauses."""
-        self._publish()
+        self._publish(if_changed=True)
         self._check_consent()
         self._check_pauses()
         self._check_task_limit()
@@ -585,9 +588,21 @@ class Recorder(RecorderSink, RecorderPauses, RecorderTasks):
             pause=self._volunteer_pause,
             filtered=self._denied_now,
             task=self._task_info(),
+            queues=self._queue_depths(),
         )
 
-    def _publish(self) -> None:
-        """Write the status file in the runtime dir (atomic; 0600)."""
-        if not self._closed:
-            recorder_status.publish(self.dirs, self.status())
+    def _queue_depths(self) -> dict[str, int]:
+        screen = self._sources.screen
+        return {"events": self._queue.qsize(), "frames": screen.backlog if screen is not None else 0}
+
+    def _publish(self, *, if_changed: bool = False) -> None:
+        """Write the status file in the runtime dir (atomic; 0600); with ``if_changed``, only when
+        the status changed or :data:`REPUBLISH_S` passed (an idle agent writes nothing)."""
+        if self._closed:
+            return
+        status = self.status()
+        now = time.monotonic()
+        if if_changed and status == self._published[0] and now - self._published[1] < REPUBLISH_S:
+            return
+        recorder_status.publish(self.dirs, status)
+        self._published = (status, now)

@@ -70,12 +70,15 @@ def snapshot(
     pause: VolunteerPause | None,
     filtered: bool,
     task: dict[str, Any] | None = None,
+    queues: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The recorder's state as plain data (no captured content), as ``optin status`` shows it.
 
     :param pause: the volunteer's pause, if any; ``filtered``: a denied window has the focus.
     :param task: the running task (:meth:`agent.recorder_tasks.RunningTask.info`: its id, source
         and times, never its instruction), or None.
+    :param queues: how much waits now, by queue: ``events`` for the writer, ``frames`` for the
+        encoder (a depth that stays above 0 on an idle desktop means the agent cannot keep up).
     """
     by_kind = dict(counters.by_kind)  # a copy: the writer thread adds kinds
     return {
@@ -95,6 +98,7 @@ def snapshot(
         "coalesced_moves": counters.coalesced,
         "own_ui_left_out": counters.own_ui,
         "task": task,
+        "queues": dict(queues or {}),
     }
 
 

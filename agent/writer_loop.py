@@ -43,11 +43,10 @@ from agent.study import Study
 
 logger = logging.getLogger(__name__)
 
-#: The writer wakes at least this often to flush (seconds).
-WRITER_TICK_S = 0.2
 #: Most events written in one encrypted record.
 BATCH_MAX = 4096
-#: How often the writer runs the recorder's checks: status, consent, pauses (seconds).
+#: How often the writer runs the recorder's checks: status, consent, pauses (seconds).  With nothing
+#: queued it sleeps until the next check: what it takes is written and flushed at once.
 CHECK_EVERY_S = 1.0
 #: Pointer moves are stored at most this often (a press, release or scroll keeps the position before it).
 POINTER_HZ = 50.0
@@ -110,6 +109,8 @@ class WriterLoop:
         self._rules = rules
         self._rules_changed = True
         self.judged = (self.judged[0], True)
+        with contextlib.suppress(queue.Full):
+            self._events.put_nowait(None)  # wakes the loop to judge at once; if full it is busy anyway
 
     def finish(self, timeout: float | None = None) -> bool:
         """Drain the queue up to the ``session_stop`` marker the caller has queued, then seal.
@@ -147,7 +148,7 @@ class WriterLoop:
             if self._abandoned:  # before taking from the queue: it may be the next session's now
                 self._seal_abandoned(0)
                 return
-            batch, done = self._next_batch()
+            batch, done = self._next_batch(max(last_check + CHECK_EVERY_S - time.monotonic(), 0.0))
             batch, denial = self._deny(batch, denial, done=done)
             batch, moves = self._coalesce(batch, moves, done=done)
             if self._abandoned:
@@ -189,15 +190,15 @@ class WriterLoop:
         else:
             logger.warning("an abandoned session was sealed late; %d events in hand were lost", lost)
 
-    def _next_batch(self) -> tuple[list[Event], bool]:
-        """Wait up to one tick for events; return ``(batch, loop_should_end)``.
+    def _next_batch(self, timeout: float) -> tuple[list[Event], bool]:
+        """Wait up to ``timeout`` seconds for events; return ``(batch, loop_should_end)``.
 
         The loop ends once :meth:`finish` has been called (the stop path has
         queued its ``session_stop`` marker) and the queue is drained up to it.
         """
         batch: list[Event] = []
         try:
-            item = self._events.get(timeout=WRITER_TICK_S)
+            item = self._events.get(timeout=timeout)
         except queue.Empty:
             return batch, self._draining
         while True:

@@ -350,6 +350,11 @@ class ScreenWatch:
         """Whether the watcher now grabs on reported changes (False: it polls)."""
         return self._changes is not None
 
+    @property
+    def backlog(self) -> int:
+        """Shots waiting for the encoder thread (at most ``encode_backlog``)."""
+        return self._encode.qsize()
+
     # -- hook threads: O(1) --------------------------------------------------------------------
 
     def action(self, t_ns: int, reason: str) -> None:

@@ -21,6 +21,12 @@ field", left out and counted when it is one, and left out too when no answer com
 judged like the others.  Without ``settle_s`` (the OS tells at once) nothing is held, and the first
 keys typed after focusing a password field, before the next query (at most ``interval``
 seconds), are the known gap; docs/limitations.md says so.
+
+Where the question is dear (``settle_s``: on Linux each one is a round trip to the AT-SPI lookup
+process), the watch stops asking after ``idle_s`` without a key, a click or a focus change, so an
+idle desktop costs nothing.  A key whose last question began more than ``fresh_s`` ago is then
+held like a key after a click, until the OS has been asked afresh: a password field that took the
+focus by itself while nobody typed is caught at the first key, not ``interval`` later.
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ INTERVAL = 0.1
 HOLD_S = 0.5
 #: Most key events held at once (more are left out, counted).
 MAX_HELD = 512
+#: With ``settle_s``: no more questions after this long without a key, click or focus change.
+IDLE_S = 2.0
+#: With ``settle_s``: a key whose last question began longer ago than this is held until asked afresh.
+FRESH_S = 0.3
 
 
 class SecureInputWatch:
@@ -48,6 +58,9 @@ class SecureInputWatch:
 
     :param query: the backend's ``secure_input_active``: True, False, or None (cannot tell).
     :param sink: receives the ``secure_input`` markers.
+    :param settle_s: the OS tells of a focus change this late (see the module docstring); with it,
+        the watch also stops asking after ``idle_s`` without input and holds a key whose last
+        question began more than ``fresh_s`` ago until it is asked afresh.
     """
 
     def __init__(
@@ -58,12 +71,18 @@ class SecureInputWatch:
         interval: float = INTERVAL,
         settle_s: float | None = None,
         hold_s: float = HOLD_S,
+        idle_s: float = IDLE_S,
+        fresh_s: float = FRESH_S,
     ) -> None:
         self._query = query
         self._sink = sink
         self._interval = interval
         self._settle_s = settle_s
         self._hold_s = hold_s
+        self._idle_s = idle_s
+        self._fresh_s = fresh_s
+        self._asked_at = float("-inf")  # monotonic time the latest question began
+        self._input_at = time.monotonic()  # ... and the latest key, click or focus change came
         self._gate = threading.Lock()  # admit() and the verdicts: held keys keep their order
         self._unknown_since: float | None = None  # monotonic time of the poke the focus is unknown since
         self._held: list[tuple[Event, Callable[[Event], None]]] = []
@@ -94,14 +113,21 @@ class SecureInputWatch:
         keys are held, until a query that began ``settle_s`` from now has answered)."""
         if self._settle_s is not None:
             with self._gate:
+                self._input_at = time.monotonic()
                 if self._unknown_since is None:
-                    self._unknown_since = time.monotonic()
+                    self._unknown_since = self._input_at
         self._wake.set()
 
     def admit(self, event: Event, put: Callable[[Event], None]) -> None:
         """A key event: ``put`` it now, hold it while the focus is unknown, or leave it out (a
         password field has the focus).  O(1) under a lock no I/O is done under."""
         with self._gate:
+            if self._settle_s is not None:
+                now = self._input_at = time.monotonic()
+                if self._unknown_since is None and now - self._asked_at > self._fresh_s:
+                    # not asked lately (an idle watch): a question beginning now decides this key
+                    self._unknown_since = now - self._settle_s
+                    self._wake.set()
             if self._unknown_since is not None:  # judged once the focus is known, whatever it was
                 if len(self._held) < MAX_HELD:
                     self._held.append((event, put))
@@ -154,6 +180,8 @@ class SecureInputWatch:
             if since is not None and self._settle_s is not None:
                 # let the focus settle first; asked again soon while it is still unknown
                 self._stopping.wait(max(since + self._settle_s - time.monotonic(), 0.01))
+            elif self._settle_s is not None and time.monotonic() - self._input_at > self._idle_s:
+                self._wake.wait()  # idle: asked again at the next key, click or focus change
             else:
                 self._wake.wait(self._interval)
             self._wake.clear()
@@ -161,7 +189,7 @@ class SecureInputWatch:
                 self._update()
 
     def _update(self) -> None:
-        asked = time.monotonic()
+        asked = self._asked_at = time.monotonic()
         try:
             answer = self._query()
         except Exception as exc:  # the contract says never raises; a backend bug must not stop capture
@@ -224,4 +252,4 @@ class SecureInputWatch:
         self._sink(Marker(now_ns(), "secure_input", detail))
 
 
-__all__ = ["HOLD_S", "INTERVAL", "MAX_HELD", "SecureInputWatch"]
+__all__ = ["FRESH_S", "HOLD_S", "IDLE_S", "INTERVAL", "MAX_HELD", "SecureInputWatch"]

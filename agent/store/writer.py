@@ -87,6 +87,7 @@ class SessionWriter:
         self._started_at = _utc_now()
         self._counts: dict[str, int] = {}
         self._records = 0
+        self._synced_records = 0  # records written when the segment was last fsynced
         self._sealed_bytes = 0
         self._closed = False
         self._last_fsync = clock()
@@ -203,7 +204,11 @@ class SessionWriter:
         if not (force_fsync or now - self._last_fsync >= _FSYNC_INTERVAL):
             self._segment.flush()
             return
-        self._segment.flush(fsync=True)
+        # an idle second wrote nothing: nothing to make durable
+        self._segment.flush(
+            fsync=force_fsync or self._unsynced_segment or self._records != self._synced_records
+        )
+        self._synced_records = self._records
         if self._unsynced_segment:
             self._fsync_dir()
             self._unsynced_segment = False

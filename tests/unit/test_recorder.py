@@ -3,6 +3,7 @@ loss accounting (P9) — hooks → bounded queue → writer → encrypted store.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import consent, control, writer_loop
+from agent import consent, control, recorder_status, writer_loop
 from agent.backends import select_backend
 from agent.backends.fake import FakeBackend
 from agent.backends.virtual_display import wait_for
@@ -855,4 +856,55 @@ def test_the_writer_judges_focus_and_the_hooks_fail_closed_until_it_has(consente
     rec.exclude(app_class="Gedit")
     assert rec._denied_now  # at once, before the writer has judged under the new rules
     assert _wait(lambda: rec._loop is not None and rec._loop.judged[1] and _judged(rec))
+    rec.stop()
+
+
+def test_the_status_is_written_when_it_changes_not_every_second(
+    consented: Consented, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle agent writes no status file every second; a change is written at the next check,
+    and an unchanged status is written again every REPUBLISH_S."""
+    monkeypatch.setattr(writer_loop, "CHECK_EVERY_S", 0.02)
+    written: list[dict[str, object]] = []
+    real = recorder_status.publish
+
+    def publish(dirs: Dirs, status: dict[str, object]) -> None:
+        written.append(status)
+        real(dirs, status)
+
+    monkeypatch.setattr(recorder_status, "publish", publish)
+    _d, _study, backend, rec = _started(consented)
+    time.sleep(0.5)  # about 25 checks
+    assert written and len(written) <= 3, f"{len(written)} status files in 25 idle checks"
+    assert all(a != b for a, b in itertools.pairwise(written))
+    hooks_of(backend).emit(KeyPress(now_ns(), "s", None, 115, ()))
+    assert _wait(
+        lambda: written[-1]["events_written"] == rec.status()["events_written"] and written[-1] != written[-2]
+    )
+    monkeypatch.setattr(control, "REPUBLISH_S", 0.05)
+    count = len(written)
+    assert _wait(lambda: len(written) >= count + 3), "an unchanged status was never written again"
+    assert written[-1] == written[-2]
+    rec.stop()
+
+
+def test_the_status_reports_what_waits_in_the_queues(
+    consented: Consented, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``queues`` in the status: events waiting for the writer (the soak's check that the agent
+    caught up), frames waiting for the encoder."""
+    stalled = threading.Event()
+    real = SessionWriter.write_events
+
+    def slow_write(self: SessionWriter, events: Iterable[Event]) -> None:
+        stalled.wait(5)
+        real(self, events)
+
+    monkeypatch.setattr(SessionWriter, "write_events", slow_write)
+    _d, _study, backend, rec = _started(consented)
+    for i in range(5):
+        hooks_of(backend).emit(KeyPress(now_ns(), "s", None, 115 + i, ()))
+    assert _wait(lambda: rec.status()["queues"]["events"] >= 3)
+    stalled.set()
+    assert _wait(lambda: rec.status()["queues"] == {"events": 0, "frames": 0})
     rec.stop()

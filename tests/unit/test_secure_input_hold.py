@@ -135,3 +135,70 @@ def test_no_answer_and_no_key_held_leaves_no_gap() -> None:
     watch.admit(_key(1), stored.append)  # the focus is no longer unknown: typing goes on
     watch.stop()
     assert markers == [] and stored == [_key(1)]
+
+
+def _idle_watch(focus: Focus, markers: list[Event], settle_s: float | None = 0.05) -> SecureInputWatch:
+    watch = SecureInputWatch(focus, markers.append, interval=0.02, settle_s=settle_s, idle_s=0.2, fresh_s=0.1)
+    watch.start()
+    return watch
+
+
+def test_an_idle_watch_asks_nothing_and_judges_the_next_key_afresh() -> None:
+    """Nobody types or clicks: no questions (an idle desktop costs nothing).  A password field that
+    took the focus by itself meanwhile (no click, no focus event) is caught at the first key."""
+    focus = Focus(False, delay=0.02)
+    markers: list[Event] = []
+    stored: list[Event] = []
+    watch = _idle_watch(focus, markers)
+    try:
+        time.sleep(0.4)
+        asked = len(focus.asked)
+        time.sleep(0.5)
+        assert len(focus.asked) == asked, "an idle watch kept asking"
+        assert asked <= 0.25 / 0.02 + 2  # it stopped about idle_s after the start
+        focus.answer = True  # a password dialog took the focus by itself
+        watch.admit(_key(0), stored.append)
+        watch.admit(_key(1), stored.append)
+        assert wait_for(lambda: watch.active and watch._unknown_since is None, 2)
+        assert stored == []
+        assert len(focus.asked) > asked
+        time.sleep(0.1)
+        assert len(focus.asked) >= asked + 3, "typing did not resume the questions"
+        focus.answer = False
+        watch.poke()
+        assert wait_for(lambda: not watch.active, 2)
+    finally:
+        watch.stop()
+    pair = [m for m in markers if isinstance(m, Marker)]
+    assert [m.detail["active"] for m in pair] == [True, False]
+    assert pair[1].detail["keys_left_out"] == 2
+
+
+def test_a_key_after_idle_into_an_ordinary_field_is_held_then_released() -> None:
+    focus = Focus(False, delay=0.05)
+    markers: list[Event] = []
+    stored: list[Event] = []
+    watch = _idle_watch(focus, markers)
+    try:
+        time.sleep(0.4)
+        watch.admit(_key(0), stored.append)
+        assert stored == []  # held: the last question is too old to judge it
+        assert wait_for(lambda: stored == [_key(0)], 2)
+        watch.admit(_key(1), stored.append)  # asked lately now: typing goes on unheld
+        assert stored == [_key(0), _key(1)]
+    finally:
+        watch.stop()
+    assert markers == []
+
+
+def test_where_the_os_tells_at_once_the_watch_keeps_asking() -> None:
+    """Without ``settle_s`` (Windows, macOS: a cheap flag) nothing is held, so the questions are
+    the only guard: they go on while idle."""
+    focus = Focus(False)
+    watch = _idle_watch(focus, [], settle_s=None)
+    try:
+        time.sleep(0.4)
+        asked = len(focus.asked)
+        assert wait_for(lambda: len(focus.asked) > asked + 5, 2)
+    finally:
+        watch.stop()

@@ -210,6 +210,35 @@ def test_fsync_is_paced(dirs: paths.Dirs, recipient: bytes, monkeypatch: pytest.
     w.close()
 
 
+def test_an_idle_second_costs_no_fsync(
+    dirs: paths.Dirs, recipient: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing written since the last fsync: the paced flush has nothing to make durable."""
+    clock = FakeClock()
+    w = SessionWriter.create(dirs, recipient, clock=clock)
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    w.write_events([PointerMove(t_ns=1, x=1, y=1)])
+    clock.now += 1.0
+    w.flush()
+    assert len(calls) == 1
+    for _ in range(5):  # idle seconds
+        clock.now += 1.0
+        w.flush()
+    assert len(calls) == 1
+    w.write_events([PointerMove(t_ns=2, x=2, y=2)])
+    clock.now += 1.0
+    w.flush()
+    assert len(calls) == 2
+    w.close()
+
+
 def test_rotation_fsyncs_the_seal_then_the_new_segment_within_a_second(
     dirs: paths.Dirs, recipient: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
