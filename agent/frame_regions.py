@@ -433,24 +433,30 @@ class Rebuilder:
     def _current(self) -> Image | None:
         if self._image is None and self._frame is not None:
             frame, self._frame = self._frame, None
-            if frame.width * frame.height > MAX_FRAME_PIXELS:
-                return None  # larger than any patch may be: no patch can apply to it
-            try:
-                from PIL import Image
-
-                opened = Image.open(io.BytesIO(frame.data))
-                if opened.size != (frame.width, frame.height):
-                    return None
-                opened.load()
-                self._image = opened if opened.mode == "RGB" else opened.convert("RGB")
-            except Exception:  # a keyframe that does not decode: readers leave it out as today
-                return None
+            self._image = keyframe_image(frame)
         return self._image
 
     def _current_digest(self) -> str | None:
         if self._digest is None and self._image is not None:
             self._digest = image_digest(self._image)
         return self._digest
+
+
+def keyframe_image(frame: Frame) -> Image | None:
+    """A whole frame's pixels as patches apply to them (RGB, exactly the frame's size), or None:
+    larger than any patch may be, or not an image of its size (readers leave it out as before)."""
+    if frame.width * frame.height > MAX_FRAME_PIXELS:
+        return None  # larger than any patch may be: no patch can apply to it
+    try:
+        from PIL import Image
+
+        opened = Image.open(io.BytesIO(frame.data))
+        if opened.size != (frame.width, frame.height):
+            return None
+        opened.load()
+        return opened if opened.mode == "RGB" else opened.convert("RGB")
+    except Exception:  # a keyframe that does not decode
+        return None
 
 
 def rebuild(events: Iterable[Event], rebuilder: Rebuilder | None = None) -> Iterator[Event]:
@@ -532,6 +538,7 @@ __all__ = [
     "changed_rows",
     "encode_rects",
     "image_digest",
+    "keyframe_image",
     "merge_rects",
     "pixel_digest",
     "reanchor",

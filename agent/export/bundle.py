@@ -27,8 +27,10 @@ decodes one frame at a time and keeps only the boxes of a masked one and the has
 masked encoding (agent/export/frame_data.py); the tar is produced a member at a time
 (:func:`tar_chunks`, byte for byte what :mod:`tarfile` writes) and age-encrypted into the
 file as it is produced (agent/export/sealed_file.py).  The cost: each frame's segment is
-decrypted again to write it, and each masked frame is encoded twice (to hash it for the
-manifest, which comes first, and to write it).
+decrypted again to write it, and a frame stored as a patch is rebuilt again from the store for
+each pass that needs its pixels (OCR's read, the masks); it is encoded once, after its masks are
+known (agent/store/reader.py, ``RebuiltFrame``), and what the export encodes waits in its
+encrypted spool until the tar takes it.
 
 No hostname, user name, MAC address or home path goes into a bundle: tar members carry no
 owner names and a fixed mtime, and the redaction replaces this computer's names wherever
@@ -192,6 +194,7 @@ def prepare(
         local=LocalNames.of_this_machine() if local is None else local,
     )
     events = task_records_kept(sorted(redaction.events, key=lambda e: e.t_ns), session_id)
+    frame_data.encode_rebuilt(events)  # frames rebuilt from patches and not masked: encoded once, now
     return Prepared(session_id, events, steps(events), redaction, receipt.to_json(), data.problems)
 
 

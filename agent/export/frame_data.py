@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterator, Sequence
+import io
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, overload, runtime_checkable
 
 from agent.errors import ExportError
@@ -62,6 +63,35 @@ def frame_data(frame: Any) -> bytes:
         msg = f"a frame's data loaded as a {type(blob).__name__}, not bytes"
         raise TypeError(msg)
     return checked(blob, data.sha256, data.size, "a frame")
+
+
+def frame_pixels(frame: Any) -> Any:
+    """``frame``'s image (Pillow): a frame rebuilt from patches gives its pixels as rebuilt
+    (:meth:`agent.store.reader.RebuiltFrame.pixels`: never encoded only to be decoded again),
+    any other is decoded from its bytes.  A :class:`LoadingView` frame stands for its source.
+
+    :raises OSError, ValueError: the bytes are not an image (Pillow's errors, as for ``Image.open``).
+    """
+    source = frame.source if isinstance(frame, _Pending) else frame
+    rebuilt = getattr(source.data, "pixels", None)
+    if rebuilt is not None:
+        return rebuilt()
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(frame_data(source)))
+    image.load()
+    return image
+
+
+def encode_rebuilt(events: Iterable[Any]) -> None:
+    """Start encoding every frame rebuilt from patches that is still to be encoded (the frames a
+    redaction masked have their own bytes), in order, on the background threads: what the tar's
+    plan asks for next is then being made beside it."""
+    for event in events:
+        if isinstance(event, Frame) and not isinstance(event.data, bytes):
+            encode = getattr(event.data, "encode", None)
+            if encode is not None:
+                encode()
 
 
 def digest(frame: Any) -> tuple[str, int]:
@@ -154,4 +184,14 @@ def _pending(event: Any) -> Any:
     return _Pending(event) if is_lazy(event) else event
 
 
-__all__ = ["LazyData", "LoadingView", "checked", "digest", "frame_data", "is_lazy", "loaded"]
+__all__ = [
+    "LazyData",
+    "LoadingView",
+    "checked",
+    "digest",
+    "encode_rebuilt",
+    "frame_data",
+    "frame_pixels",
+    "is_lazy",
+    "loaded",
+]

@@ -16,7 +16,6 @@ before a crash's cut as anywhere else.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import threading
 from collections import OrderedDict
@@ -45,6 +44,8 @@ from agent.store.safe_fs import (
 from agent.store.writer import load_meta_at, segment_sizes, writer_active
 
 if TYPE_CHECKING:
+    from PIL.Image import Image
+
     from agent.frame_regions import Rebuilder
 
 
@@ -174,9 +175,7 @@ def read_session(
 @dataclass(frozen=True, eq=False, slots=True)
 class StoredFrame:
     """Where the bytes of a frame read with ``lazy_frames`` are (:class:`agent.export.frame_data.LazyData`):
-    the ``ordinal``-th FRAME record of segment ``segment``, or, for a frame stored as a patch
-    (docs/format.md, Frame patches), the export's spool (``spooled``), where its rebuilt bytes
-    were set aside when it was read: a patch is rebuilt and encoded once per export."""
+    the ``ordinal``-th FRAME record of segment ``segment`` (a frame stored whole)."""
 
     store: _Segments = dataclasses.field(repr=False)
     segment: int
@@ -239,27 +238,145 @@ class SpooledBytes:
         return SpooledBytes.made_by(self.spool, make)
 
 
+class RebuiltFrame:
+    """A frame stored as a patch (docs/format.md, Frame patches), read with ``lazy_frames``
+    (:class:`agent.export.frame_data.LazyData`): its pixels are rebuilt again from the store when
+    asked (:meth:`pixels`, through the read's :class:`_Chain`), and it is encoded once, when its
+    bytes or their hash are first asked for (:meth:`encode`), into the export's spool.
+
+    So a frame OCR reads and masks is never encoded whole before its masks are known, and one
+    that is not masked is encoded once, from pixels no encode-decode round trip went through.
+    """
+
+    __slots__ = ("_chain", "_encoded", "_index")
+
+    def __init__(self, chain: _Chain, index: int) -> None:
+        self._chain, self._index = chain, index
+        self._encoded: SpooledBytes | None = None
+
+    def pixels(self) -> Image:
+        """The frame's pixels (RGB), exact; the caller may keep them, not change them.
+
+        :raises StoreCorrupt: the store no longer holds what was read (changed since).
+        """
+        return self._chain.image(self._index)
+
+    def encode(self) -> SpooledBytes:
+        """Its bytes, encoded once: the pixels rebuilt here (in store order, cheaply), the encoding
+        on a background thread beside the caller (:func:`agent.frame_codec.background`)."""
+        with self._chain.lock:
+            if self._encoded is None:
+                from agent.frame_codec import encode_image
+
+                image = self.pixels()
+                self._encoded = SpooledBytes.made_by(self._chain.store.spool, lambda: encode_image(image))
+            return self._encoded
+
+    @property
+    def sha256(self) -> str:
+        return self.encode().sha256
+
+    @property
+    def size(self) -> int:
+        return self.encode().size
+
+    def load(self) -> bytes:
+        return self.encode().load()
+
+    def set_aside(self, make: Callable[[], bytes]) -> SpooledBytes:
+        """As :meth:`StoredFrame.set_aside` (this frame masked: its own encoding is never made)."""
+        return SpooledBytes.made_by(self._chain.store.spool, make)
+
+
+class _Chain:
+    """The whole frames and patches of a lazy read, in store order, to rebuild a patch's pixels
+    again when they are asked for (:class:`RebuiltFrame`).
+
+    The first read rebuilt every patch and checked its base's digest; only patches that applied
+    are entries here, each on the entry before it (a lost patch, and everything after it until
+    the next whole frame or strip keyframe, was left out), so rebuilding again replays the records
+    from the entry's anchor with no digest to compute.  Each record loaded again is
+    re-authenticated by the store and must hash as it did then.  The last :data:`KEEP` images
+    rebuilt are kept: a pass in time order (store order but for a frame or two at a segment's
+    edge) costs one patch applied per frame.
+    """
+
+    KEEP = 2
+
+    def __init__(self, store: _Segments) -> None:
+        self.store = store
+        self.lock = threading.RLock()
+        self._entries: list[tuple[int, int, str, int]] = []  # segment, ordinal, record digest, anchor
+        self._anchor = -1
+        self._images: OrderedDict[int, Image] = OrderedDict()
+
+    def add(self, segment: int, ordinal: int, event: Frame | FramePatch) -> int:
+        """Enter a frame or a patch the first read kept; returns its index."""
+        index = len(self._entries)
+        if isinstance(event, Frame) or event.base is None:
+            self._anchor = index
+        self._entries.append((segment, ordinal, _record_digest(event), self._anchor))
+        return index
+
+    def image(self, index: int) -> Image:
+        from agent.frame_regions import apply_patch, keyframe_image
+
+        with self.lock:
+            kept = self._images.get(index)
+            if kept is not None:
+                self._images.move_to_end(index)
+                return kept
+            anchor = self._entries[index][3]
+            start = max((k for k in self._images if anchor <= k < index), default=None)
+            image = None if start is None else self._images[start]
+            for k in range(anchor if start is None else start + 1, index + 1):
+                segment, ordinal, digest, _ = self._entries[k]
+                event = self.store.record(segment, ordinal)
+                if not isinstance(event, (Frame, FramePatch)) or _record_digest(event) != digest:
+                    raise _changed(self.store.where(segment))
+                if isinstance(event, Frame):
+                    image = keyframe_image(event)
+                else:
+                    image = apply_patch(image if event.base is not None else None, event)
+                if image is None:  # it decoded when first read
+                    raise _changed(self.store.where(segment))
+            if image is None:
+                raise _changed(self.store.where(self._entries[index][0]))
+            self._images[index] = image
+            while len(self._images) > self.KEEP:
+                self._images.popitem(last=False)
+            return image
+
+
+def _record_digest(event: Frame | FramePatch) -> str:
+    """What a frame or patch record holds, hashed: its pixels' bytes and, for a patch, where they go."""
+    head = repr((event.rects, event.base)) if isinstance(event, FramePatch) else "frame"
+    return hashlib.sha256(head.encode() + b"\0" + event.data).hexdigest()
+
+
 class _Unloading:
     """The ``on_events`` of a lazy read: keeps the events, every frame without its bytes.
 
     The walk calls it once per segment, in order, and a strict walk reads segments ``0, 1, ...``
     with no gap (a gap raises), so the n-th call holds segment n's events.  Patches are rebuilt
-    into full frames in store order (:class:`agent.frame_regions.Rebuilder`: one frame's pixels
-    held), hashed, set aside in the spool and kept without their bytes like any frame; a patch
-    that cannot be rebuilt is left out and counted (``rebuilder.lost``).
+    in store order to check them (:class:`agent.frame_regions.Rebuilder`: one frame's pixels
+    held) and kept as full frames without pixels or bytes (:class:`RebuiltFrame`); a patch that
+    cannot be rebuilt is left out and counted (``rebuilder.lost``).
     """
 
     def __init__(self, store: _Segments, out: list[Event], rebuilder: Rebuilder) -> None:
         self.store, self.out, self.segment = store, out, 0
         self.rebuilder = rebuilder
+        self.chain = _Chain(store)
 
     def take(self, events: list[Event]) -> None:
-        from agent.frame_codec import FRAME_FORMAT, encode_image
+        from agent.frame_codec import FRAME_FORMAT
 
         ordinal = 0
         for event in events:
             if isinstance(event, Frame):
                 self.rebuilder.advance(event)
+                self.chain.add(self.segment, ordinal, event)
                 ref = StoredFrame(
                     self.store, self.segment, ordinal, hashlib.sha256(event.data).hexdigest(), len(event.data)
                 )
@@ -268,13 +385,11 @@ class _Unloading:
                 ordinal += 1
             elif isinstance(event, FramePatch):
                 ordinal += 1
-                image = self.rebuilder.image(event)  # a new image: nothing changes it after this
-                if image is None:  # a patch whose base is not before it: counted, left out
+                if self.rebuilder.image(event) is None:  # its base is not before it: counted, left out
                     continue
-                # encoded beside the next patch's rebuild, and kept in the spool
-                spooled = SpooledBytes.made_by(self.store.spool, functools.partial(encode_image, image))
+                rebuilt = RebuiltFrame(self.chain, self.chain.add(self.segment, ordinal - 1, event))
                 g = (event.left, event.top, event.width, event.height)
-                event = Frame(event.t_ns, *g, FRAME_FORMAT, event.reason, cast(bytes, spooled))  # noqa: PLW2901
+                event = Frame(event.t_ns, *g, FRAME_FORMAT, event.reason, cast(bytes, rebuilt))  # noqa: PLW2901
             self.out.append(event)
         self.segment += 1
 
@@ -297,19 +412,20 @@ class _Segments:
         self._lock = threading.Lock()
 
     def frame_bytes(self, ref: StoredFrame) -> bytes:
-        with self._lock:  # one load at a time: OCR may decode frames on several threads
-            event = self._record(ref.segment, ref.ordinal)
+        event = self.record(ref.segment, ref.ordinal)
         data = event.data if isinstance(event, Frame) else b""
         if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
-            raise _changed(self._where(ref.segment))
+            raise _changed(self.where(ref.segment))
         return data
 
-    def _where(self, segment: int) -> str:
+    def where(self, segment: int) -> str:
         return f"{self.path.name}/{segment_name(segment)}"
 
-    def _record(self, segment: int, ordinal: int) -> Event:
-        records = self._frames(segment)
-        name = self._where(segment)
+    def record(self, segment: int, ordinal: int) -> Event:
+        """The ``ordinal``-th frame or patch record of ``segment``, decrypted again."""
+        with self._lock:  # one load at a time: OCR may decode frames on several threads
+            records = self._frames(segment)
+        name = self.where(segment)
         if ordinal >= len(records):
             raise _changed(name)
         try:
@@ -321,7 +437,7 @@ class _Segments:
         if index in self.cache:
             self.cache.move_to_end(index)
             return self.cache[index]
-        where = self._where(index)
+        where = self.where(index)
         try:
             with StoreDir.open(self.path) as folder:
                 data = folder.read_file(segment_name(index))

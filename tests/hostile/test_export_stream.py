@@ -70,6 +70,41 @@ def test_p6_a_segment_changed_during_export_fails_closed_and_leaves_nothing(
     hostile.held("P6 export stream")
 
 
+@pytest.mark.parametrize("how", ["flip", "swap", "remove"])
+def test_p6_a_segment_changed_before_a_patch_is_rebuilt_again_fails_closed(
+    consented: Consented, hostile: Tally, how: str
+) -> None:
+    """A frame stored as a patch is rebuilt again from the store when OCR or the masks ask for its
+    pixels: a segment changed since the read (damaged, swapped for another authentic one of the
+    same volunteer, removed) raises the store's error, never gives other pixels."""
+    from agent.events import Frame
+    from agent.export.frame_data import frame_pixels
+    from agent.store import keys
+    from agent.store.reader import RebuiltFrame, read_session
+
+    d, _ = consented
+    session = patched_session(d, strips=True)
+    other = d.sessions / patched_session(d, strips=False)
+    frames = [
+        e
+        for e in read_session(d, session, keys.load_identity(d), lazy_frames=True).events
+        if isinstance(e, Frame)
+    ]
+    late = [f for f in frames if isinstance(f.data, RebuiltFrame)][-1]
+    folder = d.sessions / session
+    for segment in sorted(folder.glob("*.seg")):
+        if how == "flip":
+            _flip(segment, segment.stat().st_size // 2)
+        elif how == "swap" and (other / segment.name).exists():
+            segment.write_bytes((other / segment.name).read_bytes())
+        elif how == "remove":
+            segment.unlink()
+    hostile.tried("P6 export stream")
+    with pytest.raises(StoreCorrupt, match="changed while the session was being read"):
+        frame_pixels(late)
+    hostile.held("P6 export stream")
+
+
 def test_p5_a_link_where_the_bundle_goes_is_replaced_never_written_through(
     consented: Consented, tmp_path: Path, hostile: Tally
 ) -> None:

@@ -441,6 +441,46 @@ def test_frame_patches_are_rebuilt_lazily_exactly_as_the_reader_rebuilds_them(
         assert frame_data(lazy[k]) == expected[k].data
 
 
+def test_a_rebuilt_frame_gives_its_pixels_without_encoding_and_is_encoded_once(
+    consented: Consented, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OCR and the masks take a patched frame's pixels as rebuilt (no encode-decode round trip);
+    its bytes are made once, when first asked for, whatever asks and however often."""
+    import agent.frame_codec
+    from agent.export.frame_data import encode_rebuilt, frame_pixels
+    from agent.frame_regions import rebuild
+    from agent.store.reader import RebuiltFrame
+
+    d, _ = consented
+    session = patched_session(d, strips=True)
+    identity = keys.load_identity(d)
+    expected = [
+        e for e in rebuild(read_session(d, session, identity, raw=True).events) if isinstance(e, Frame)
+    ]
+    made: list[int] = []
+    real = agent.frame_codec.encode_image
+
+    def counting(image: Any) -> bytes:
+        made.append(1)
+        return real(image)
+
+    monkeypatch.setattr(agent.frame_codec, "encode_image", counting)
+    lazy = [e for e in read_session(d, session, identity, lazy_frames=True).events if isinstance(e, Frame)]
+    rebuilt = [f for f in lazy if isinstance(f.data, RebuiltFrame)]
+    assert len(rebuilt) >= 8 and made == []  # reading encodes nothing
+    view = LoadingView(lazy)
+    for k, want_frame in enumerate(expected):
+        with Image.open(io.BytesIO(want_frame.data)) as want:
+            assert frame_pixels(view[k]).tobytes() == want.convert("RGB").tobytes()
+    assert made == []  # nor does looking at the pixels
+    encode_rebuilt(lazy)
+    for frame in lazy:
+        frame_data(frame)
+        assert cast(LazyData, frame.data).sha256 == hashlib.sha256(frame_data(frame)).hexdigest()
+    assert len(made) == len(rebuilt)  # once each
+    assert [frame_data(f) for f in lazy] == [f.data for f in expected]
+
+
 def test_with_ocr_masks_the_export_holds_one_frame_at_a_time(consented: Consented) -> None:
     """Python's allocations (tracemalloc) while a session is read, OCR-masked and streamed as a tar:
     four times the frames (each ~40 kB, most masked) add about nothing to the peak."""
