@@ -420,6 +420,10 @@ class ScreenWatch:
         if changes is not None:
             _close_quietly(changes)
         self._grabber.close()
+        # a stopped watcher keeps no frame (about 8 MB each at 1080p), whoever still refers to it
+        self._current = self._previous = self._stored = None
+        self._live, self._undo = None, None
+        self._encoder_impl = FullFrames()  # a region encoder keeps the last stored frame as its base
 
     def is_alive(self) -> bool:
         return self._watcher.is_alive()

@@ -194,7 +194,13 @@ class DamageChanges:
                 logger.warning("the damage listener did not stop within %g s", STOP_TIMEOUT)
         with self._lock:
             display, self._display = self._display, None
+        self._wake = None  # the watcher is not kept alive by a listener nobody uses any more
         if display is not None:
+            # python-xlib's display and its resources refer to each other: with our error handler in
+            # that cycle, this listener (and through it the watcher and its frames) would wait for
+            # the garbage collector's full pass, minutes later, after every pause
+            with contextlib.suppress(Exception):
+                display.set_error_handler(None)
             close_quietly(display)
         pipe, self._pipe = self._pipe, None
         if pipe is not None and (thread is None or not thread.is_alive()):
