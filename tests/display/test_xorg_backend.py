@@ -312,6 +312,52 @@ def test_own_ui_covers_this_process_windows_and_not_others(backend: XorgBackend)
     assert not own.is_alive()
 
 
+def test_own_ui_follows_an_own_window_moved_inside_another_program_without_walking_the_tree(
+    backend: XorgBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tray host moves the icon inside its own window, and the root hears nothing of it: the
+    watcher measures the own windows it knows again every RESCAN_INTERVAL (two round trips each),
+    and walks the whole window tree only on a change under the root or every FULL_RESCAN_INTERVAL."""
+    import Xlib.display
+
+    from agent.backends.xorg import own_ui
+
+    monkeypatch.setattr(own_ui, "RESCAN_INTERVAL", 0.1)
+    own = backend.own_ui({os.getpid()})
+    assert isinstance(own, own_ui.OwnUiWatcher)
+    walks: list[int] = []
+    real = own._own_windows
+
+    def counting(display: Any) -> Any:
+        walks.append(1)
+        return real(display)
+
+    monkeypatch.setattr(own, "_own_windows", counting)
+    mine = Xlib.display.Display()
+    try:
+        with xterm(unique("host")) as (_proc, wid):  # stands for the tray host: another program's window
+            host = mine.create_resource_object("window", int(wid))
+            icon = host.create_window(5, 5, 24, 24, 0, mine.screen().root_depth, background_pixel=0)
+            icon.map()
+            mine.sync()
+            own.start()
+            origin = mine.screen().root.translate_coords(icon, 0, 0)
+            x, y = int(origin.x), int(origin.y)
+            assert wait_until(lambda: own.covers(x + 1, y + 1), 5.0), "own window inside the host not seen"
+            time.sleep(0.3)  # several RESCAN_INTERVALs with nothing changed
+            walked = len(walks)
+            icon.configure(x=60, y=40)  # the host moves the icon: only the host's children hear of it
+            mine.sync()
+            assert wait_until(lambda: own.covers(x + 56, y + 36) and not own.covers(x + 1, y + 1), 5.0)
+            assert len(walks) == walked, "a move inside the host walked the whole window tree"
+            icon.destroy()  # gone: the next look finds it missing and walks the tree again
+            mine.sync()
+            assert wait_until(lambda: not own.covers(x + 56, y + 36), 5.0)
+    finally:
+        own.stop()
+        mine.close()
+
+
 def test_screen_saver_tells_locked_and_idle(backend: XorgBackend, xdisplay: Any) -> None:
     xdisplay.xdotool("mousemove", "--sync", "17", "19")  # input: idle starts again from 0
     idle = backend.idle_seconds()

@@ -14,17 +14,21 @@ keeps a small published answer up to date on its own thread and X connection:
   one of optin's override-redirect popups (a menu, which grabs the keyboard) is
   mapped.
 
-It rescans when the window tree under the root changes (``SubstructureNotify``),
-when the active window changes, when asked (:meth:`OwnUiWatcher.rescan`, e.g.
-when the tray icon appears) and every ``RESCAN_INTERVAL`` seconds, because a
-tray host's children change without telling the root.  Between a change and the
-rescan (milliseconds) a click can be misjudged; the tray icon and menus never
-move that fast.  Without X-Resource nothing is excluded, and
-:attr:`OwnUiWatcher.available` says so.
+It rescans the whole tree when the window tree under the root changes
+(``SubstructureNotify``), when the active window changes, when asked
+(:meth:`OwnUiWatcher.rescan`, e.g. when the tray icon appears) and every
+``FULL_RESCAN_INTERVAL`` seconds.  Every ``RESCAN_INTERVAL`` seconds in between it
+only asks where the own windows it knows are now (two round trips each), because a
+tray host moves its icons without telling the root; a window gone since means a
+whole rescan.  An idle desktop so costs a few round trips every few seconds, not a
+walk of every window.  Between a change and the rescan (milliseconds) a click can
+be misjudged; the tray icon and menus never move that fast.  Without X-Resource
+nothing is excluded, and :attr:`OwnUiWatcher.available` says so.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,8 +39,10 @@ from Xlib.ext import res
 
 from agent.backends.xorg.watcher import WatcherThread
 
-#: Seconds between rescans when nothing under the root changed (tray icons move silently).
+#: Seconds between looks at where the known own windows are (tray icons move silently).
 RESCAN_INTERVAL = 5.0
+#: Seconds between whole rescans when nothing under the root changed.
+FULL_RESCAN_INTERVAL = 60.0
 #: Deepest level of the window tree searched (root children are level 1).
 MAX_DEPTH = 7
 #: Most windows looked at in one scan.
@@ -60,6 +66,7 @@ class OwnUiWatcher(WatcherThread):
         self._pids = frozenset(pids)
         self._rects: tuple[Rect, ...] = ()
         self._focus = False
+        self._known: tuple[Any, ...] = ()  # the windows _rects were measured on (watcher thread only)
         #: False when the X server has no X-Resource extension: nothing can be excluded.
         self.available = True
 
@@ -100,33 +107,50 @@ class OwnUiWatcher(WatcherThread):
 
     def _loop(self, display: Xlib.display.Display) -> None:
         fd = display.fileno()
+        last_full = time.monotonic()
         while not self._stopping.is_set():
             # events a scan's round trips queued inside python-xlib are invisible to select()
-            if not display.pending_events():
-                self._wait(fd, RESCAN_INTERVAL)
+            woken = bool(display.pending_events()) or self._wait(fd, RESCAN_INTERVAL)
             while display.pending_events():
                 display.next_event()  # any change under the root: look again
-            if not self._stopping.is_set():
+            if self._stopping.is_set():
+                return
+            if woken or time.monotonic() - last_full >= FULL_RESCAN_INTERVAL or not self._follow(display):
                 self._scan(display)
+                last_full = time.monotonic()
 
     def _finish(self) -> None:
-        self._rects, self._focus = (), False
+        self._rects, self._focus, self._known = (), False, ()
+
+    def _follow(self, display: Xlib.display.Display) -> bool:
+        """Measure the known own windows again; False when one is gone (a whole rescan is due)."""
+        if not self._known:
+            return True
+        root = display.screen().root
+        try:
+            rects = tuple(_rect(root, window) for window in self._known)
+        except Xlib.error.XError:
+            return False
+        self._rects = rects
+        return True
 
     def _scan(self, display: Xlib.display.Display) -> None:
         if not self.available or not self._pids:
             return
         try:
-            rects, popup = self._own_windows(display)
+            known, popup = self._own_windows(display)
+            rects = tuple(_rect(display.screen().root, window) for window in known)
             focus = popup or self._active_is_own(display)
         except Xlib.error.XError:
             return  # a window vanished mid-scan; the change that follows triggers another scan
-        self._rects, self._focus = rects, focus
+        self._rects, self._focus, self._known = rects, focus, known
 
-    def _own_windows(self, display: Xlib.display.Display) -> tuple[tuple[Rect, ...], bool]:
-        """Rectangles of own windows, and whether an own override-redirect popup is mapped."""
+    def _own_windows(self, display: Xlib.display.Display) -> tuple[tuple[Any, ...], bool]:
+        """The own windows (a managed one as its window-manager frame), and whether an own
+        override-redirect popup is mapped."""
         root = display.screen().root
         wm_state = display.intern_atom("WM_STATE")
-        rects: list[Rect] = []
+        found: list[Any] = []
         popup = False
         level = [(child, child) for child in root.query_tree().children]  # (window, its root child)
         seen = 0
@@ -140,13 +164,13 @@ class OwnUiWatcher(WatcherThread):
             for window, top in viewable:
                 if owners.get(window.id) in self._pids:
                     managed = window.get_full_property(wm_state, X.AnyPropertyType) is not None
-                    rects.append(_rect(root, top if managed else window))
+                    found.append(top if managed else window)
                     if window.id == top.id and window.get_attributes().override_redirect:
                         popup = True
                 else:
                     deeper.extend((child, top) for child in window.query_tree().children)
             level = deeper
-        return tuple(rects), popup
+        return tuple(found), popup
 
     def _owners(self, display: Xlib.display.Display, wids: list[int]) -> dict[int, int]:
         """Window id → owning client's PID, in one X-Resource request.
@@ -187,4 +211,4 @@ def _rect(root: Any, window: Any) -> Rect:
     return (left, top, left + int(geometry.width), top + int(geometry.height))
 
 
-__all__ = ["MAX_DEPTH", "RESCAN_INTERVAL", "OwnUiWatcher"]
+__all__ = ["FULL_RESCAN_INTERVAL", "MAX_DEPTH", "RESCAN_INTERVAL", "OwnUiWatcher"]
