@@ -96,15 +96,31 @@ def tooltip(recorder: Recorder) -> str:
     return headline(recorder.status())
 
 
+def menu_view(menu: Any) -> tuple[Any, ...]:
+    """What a pystray menu shows now: each item's words, whether it is shown, enabled and checked,
+    and its submenu's, the callables evaluated as pystray evaluates them when it builds the menu."""
+    return tuple(
+        (
+            item.text,
+            item.visible,
+            item.enabled,
+            item.checked,
+            None if item.submenu is None else menu_view(item.submenu),
+        )
+        for item in menu.items
+    )
+
+
 class Refresh:
     """Shows the recorder's state on the icon: its image, tooltip and menu (called every second,
     and after each menu action).  The image, a PNG that pystray writes to a file for GTK to load
-    again, is redrawn only when the state it shows changed; the menu, whose first line counts the
-    events saved, is rebuilt each time."""
+    again, is redrawn only when the state it shows changed; the menu is rebuilt when anything it
+    shows changed (:func:`menu_view`: its first line counts the events saved), not every second."""
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
         self.state: str | None = None  # what the image shows
+        self.menu: tuple[Any, ...] | None = None  # what the menu shows
 
     def __call__(self, icon: Any) -> None:
         status = self.recorder.status()
@@ -113,7 +129,11 @@ class Refresh:
             icon.icon = icon_image(state)
             self.state = state
         icon.title = headline(status)  # pystray sets it only when it changed
-        icon.update_menu()
+        menu = getattr(icon, "menu", None)
+        view = None if menu is None else menu_view(menu)
+        if view is None or view != self.menu:
+            icon.update_menu()
+            self.menu = view
 
 
 def run(
