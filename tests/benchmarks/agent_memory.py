@@ -15,7 +15,9 @@ Sampled every 0.5 s from /proc: RSS and PSS (``smaps_rollup``) of the process al
 children, the element-lookup processes, are reported apart); VmHWM reset three seconds after
 start (``clear_refs``), so the peak is the work's and not the start's (the first run's key
 creation, scrypt's 128 MiB, is the start's); CPU over 10 s right after the last action and over
-30 s after a minute without input.
+30 s after a minute without input, that one also thread by thread (the agent's thread names come
+from tests/benchmarks/thread_names/sitecustomize.py, on its PYTHONPATH only); and the resident
+memory at the end by kind of mapping (smaps).
 """
 
 from __future__ import annotations
@@ -79,6 +81,60 @@ def _idle_cpu(pid: int, seconds: float) -> float:
     return 100 * (_cpu_s(pid) - c0) / (time.monotonic() - t0)
 
 
+def _thread_ticks(pid: int) -> dict[int, int]:
+    """CPU ticks (user + system) of each of ``pid``'s threads."""
+    ticks = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks[int(tid)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def _idle_by_thread(pid: int, seconds: float, names: Path | None) -> tuple[float, dict[str, float]]:
+    """The process's CPU over ``seconds`` (% of a core), and each thread's that spent any, by the
+    Python name ``names`` recorded (tests/benchmarks/thread_names)."""
+    c0, t0, before = _cpu_s(pid), time.monotonic(), _thread_ticks(pid)
+    time.sleep(seconds)
+    after, elapsed = _thread_ticks(pid), time.monotonic() - t0
+    total = 100 * (_cpu_s(pid) - c0) / elapsed
+    known: dict[int, str] = {}
+    with contextlib.suppress(OSError):
+        for line in names.read_text().splitlines() if names is not None else []:
+            tid, _, name = line.partition(" ")
+            known[int(tid)] = name
+    hz = os.sysconf("SC_CLK_TCK")
+    by: dict[str, float] = {}
+    for thread, ticks in after.items():
+        spent = ticks - before.get(thread, 0)
+        if spent > 0:
+            name = known.get(thread, f"thread {thread}")
+            by[name] = by.get(name, 0.0) + 100 * spent / hz / elapsed
+    return total, by
+
+
+def _memory_parts(pid: int) -> dict[str, float]:
+    """The process's resident memory (MB) by kind of mapping: anonymous, the main heap, shared
+    memory (mss's grab buffer), mapped files (libraries, fonts)."""
+    parts = {"anonymous": 0, "heap": 0, "shared memory": 0, "files": 0}
+    name = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            name = head[5] if len(head) > 5 else ""
+        elif head and head[0] == "Rss:":
+            kb = int(head[1])
+            if not name or (name.startswith("[") and name != "[heap]"):
+                parts["anonymous"] += kb
+            elif name == "[heap]":
+                parts["heap"] += kb
+            elif name.startswith(("/memfd:", "/dev/shm", "/SYSV")):
+                parts["shared memory"] += kb
+            else:
+                parts["files"] += kb
+    return {k: v / 1024 for k, v in parts.items()}
+
+
 def _work(vd: VirtualDisplay, seconds: float) -> None:
     """Scripted typical work for about ``seconds``: the xterm of :func:`tests.benchmarks.__main__`'s
     typical work, and a switch to a second xterm and back every round."""
@@ -101,7 +157,7 @@ def _work(vd: VirtualDisplay, seconds: float) -> None:
 
 
 def measure(
-    vd: VirtualDisplay, start: Callable[[], subprocess.Popen[bytes]], work_s: float
+    vd: VirtualDisplay, start: Callable[[], subprocess.Popen[bytes]], work_s: float, names: Path | None = None
 ) -> dict[str, Any]:
     proc = start()
     try:
@@ -128,7 +184,8 @@ def measure(
         stop.set()
         thread.join(2.0)
         time.sleep(50.0)
-        long_idle = _idle_cpu(proc.pid, 30.0)
+        long_idle, threads = _idle_by_thread(proc.pid, 30.0, names)
+        parts = _memory_parts(proc.pid)
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -143,6 +200,8 @@ def measure(
         "work_cpu": work_cpu,
         "after": after,
         "long_idle": long_idle,
+        "threads": threads,
+        "parts": parts,
     }
 
 
@@ -164,6 +223,10 @@ def main(argv: list[str]) -> int:
         time.sleep(1.0)
         env = agent_env(vd, work)
         consent(env, work)
+        names = work / "threads.txt"  # tests/benchmarks/thread_names: the agent's thread names
+        here = Path(__file__).resolve()
+        env["PYTHONPATH"] = os.pathsep.join([str(here.with_name("thread_names")), str(here.parents[2])])
+        env["OPTIN_BENCH_THREADS"] = str(names)
 
         def agent() -> subprocess.Popen[bytes]:
             log = (work / "agent.log").open("wb")
@@ -177,7 +240,7 @@ def main(argv: list[str]) -> int:
             proc.stdout.readline()
             return proc
 
-        ours = measure(vd, agent, work_s)
+        ours = measure(vd, agent, work_s, names)
         floor = measure(vd, bare, work_s)
     print(f"{'':<38} {'bare libraries':>16} {'optin agent':>14} {'ratio':>7}")
     rows = (
@@ -192,6 +255,12 @@ def main(argv: list[str]) -> int:
         ratio = ours[key] / floor[key] if floor[key] else float("nan")
         print(f"{label:<38} {fmt.format(floor[key]):>16} {fmt.format(ours[key]):>14} {ratio:>6.2f}x")
     print(f"{'children (element lookups), PSS (MB)':<38} {'':>16} {ours['children_pss']:>14.0f}")
+    print("the agent's threads over the 30 idle seconds (% of a core):")
+    for name, pct in sorted(ours["threads"].items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<36} {pct:>6.2f}")
+    print("the agent's resident memory at the end, by mapping (MB):")
+    for part, mb in ours["parts"].items():
+        print(f"  {part:<36} {mb:>6.1f}   (bare: {floor['parts'][part]:.1f})")
     return 0
 
 
