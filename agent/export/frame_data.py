@@ -73,12 +73,13 @@ def frame_pixels(frame: Any) -> Any:
     :raises OSError, ValueError: the bytes are not an image (Pillow's errors, as for ``Image.open``).
     """
     source = frame.source if isinstance(frame, _Pending) else frame
-    rebuilt = getattr(source.data, "pixels", None)
+    data = source.data  # read once: a frame's data may be loaded on each read
+    rebuilt = getattr(data, "pixels", None)
     if rebuilt is not None:
         return rebuilt()
     from PIL import Image
 
-    image = Image.open(io.BytesIO(frame_data(source)))
+    image = Image.open(io.BytesIO(data if isinstance(data, bytes) else frame_data(source)))
     image.load()
     return image
 

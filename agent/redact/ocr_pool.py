@@ -1,6 +1,6 @@
 """Tesseract kept loaded in worker processes: OCR of image crops on every core, through pipes.
 
-Reading one band with the ``tesseract`` command costs about 0.17 s on a 1080p screen, of
+Reading one crop with the ``tesseract`` command costs about 0.17 s on a 1080p screen, of
 which 0.11 s is starting the process and loading the English model (measured 2026-12-06,
 docs/performance.md).  A worker here is ``python -m agent.redact.ocr_pool LIBRARY``, started
 with ``OMP_THREAD_LIMIT=1``: it loads libtesseract through its C API once and then reads

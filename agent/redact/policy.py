@@ -67,9 +67,10 @@ from agent.redact import detectors, terminal
 from agent.redact.local_names import LocalNames
 from agent.redact.spans import Span
 
-#: Name and version of this policy (the manifest names both, and their hash).
+#: Name and version of this policy (the manifest names both, and their hash).  5: OCR reads the
+#: changed regions of a frame, not full-width bands, and groups words into lines by their neighbours.
 POLICY_NAME = "optin-redaction"
-POLICY_VERSION = "4"
+POLICY_VERSION = "5"
 
 #: Entity of a whole terminal field taken as a password (agent/redact/terminal.py).
 PROMPTED_ENTITY = "PASSWORD"

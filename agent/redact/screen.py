@@ -3,16 +3,23 @@
 Deny-listed windows are already masked when a frame is captured (agent/capture/deny.py);
 this module handles the rest of the screen.  For each exported frame:
 
-1. :func:`changed_bands` finds the horizontal bands (full frame width, so a text line is
-   read whole) that differ from the previous frame of the same geometry; the first frame
-   and any frame after a geometry change is read whole.
-2. An OCR engine (:class:`TesseractOcr`) reads the words in those bands; :func:`read_frames`
+1. :func:`changed_regions` finds the parts that differ from the previous frame of the same
+   geometry: the changed horizontal bands (:func:`changed_bands`), and within each band the
+   changed columns, widened left and right over every column that is not a uniform colour
+   until a quiet gap wider than 4 times the band's height (+ a few pixels) or the frame's edge,
+   so every visual line a change touches is read whole (the proof is in
+   :func:`changed_regions`); the first frame and any frame after a geometry change is read
+   whole.  A keystroke in a terminal is not a reason to read the editor beside it.
+2. An OCR engine (:class:`TesseractOcr`) reads the words in those regions; :func:`read_frames`
    reads several frames at a time, one per core, with the results of reading them in turn
    (tesseract kept loaded in worker processes: :mod:`agent.redact.ocr_pool`).
 3. :func:`lines` groups the words into visual lines; the text detectors run on each line,
    and the text the volunteer typed that was redacted (``secrets``) is looked for too.
 4. Boxes of matched words are masked (flat grey, like deny-listed windows; padded); masks of the
-   previous frame outside the changed bands are kept, since those pixels did not change.
+   previous frame whose pixels did not change are kept (outside the regions read, and inside
+   them too: a read of a crop can miss what the frame before's read found); a region holding a
+   changed pixel of one grows until it holds it whole (and is widened to whole lines again), so
+   it is decided again from a read of all of it.
 
 :func:`mask_plan` is pure given its OCR function, so it is tested without tesseract.
 Nothing here writes a file: images go to tesseract through a pipe.
@@ -78,13 +85,20 @@ class FrameMasks:
     """What :func:`mask_plan` decided for one frame."""
 
     boxes: tuple[Box, ...]
-    #: The bands that were read (empty: nothing changed since the previous frame).
-    bands: tuple[tuple[int, int], ...]
-    #: Entity counts of the text matches masked in the bands read (``TYPED`` for typed secrets).
+    #: The regions that were read (empty: nothing changed since the previous frame).
+    regions: tuple[Box, ...]
+    #: Entity counts of the text matches masked in the regions read (``TYPED`` for typed secrets).
     counts: dict[str, int]
 
 
 # --- where to read ----------------------------------------------------------------------------------
+
+#: A region grows sideways until a run of quiet columns longer than this many times its height...
+QUIET_HEIGHTS = 4
+#: ...plus this many pixels (OCR's word boxes can be a pixel or two wider than their ink).
+QUIET_SLACK = 8
+#: Quiet columns kept on each side of a region's ink (tesseract reads text better with a border).
+QUIET_BORDER = MARGIN
 
 
 def changed_bands(previous: Any | None, current: Any) -> list[tuple[int, int]]:
@@ -93,12 +107,17 @@ def changed_bands(previous: Any | None, current: Any) -> list[tuple[int, int]]:
     All of ``current`` when there is no previous image or its size differs.  Bands are
     widened by :data:`MARGIN`, and bands closer than :data:`JOIN_GAP` are joined.
     """
-    width, height = current.size
+    height = current.size[1]
     if previous is None or previous.size != current.size:
         return [(0, height)] if height else []
     from PIL import ImageChops
 
-    diff = ImageChops.difference(previous.convert("RGB"), current.convert("RGB"))
+    return _bands(ImageChops.difference(previous.convert("RGB"), current.convert("RGB")))
+
+
+def _bands(diff: Any) -> list[tuple[int, int]]:
+    """:func:`changed_bands` of a difference image."""
+    width, height = diff.size
     rows: list[tuple[int, int]] = []
     for top in range(0, height, BAND):
         bottom = min(height, top + BAND)
@@ -118,51 +137,214 @@ def join_bands(bands: Iterable[tuple[int, int]], gap: int) -> list[tuple[int, in
     return out
 
 
-def _cover_boxes(bands: list[tuple[int, int]], boxes: Sequence[Box], height: int) -> list[tuple[int, int]]:
-    """Grow bands until every previous mask they touch lies wholly inside one (so it is re-read)."""
+def changed_regions(previous: Any | None, current: Any) -> list[Box]:
+    """Boxes of ``current`` (a Pillow image) to read: the parts of :func:`changed_bands` that changed,
+    each widened to whole visual lines.
+
+    Within each changed band, the changed columns are grown left and right until a run of
+    *quiet* columns longer than :func:`quiet_gap` of the band's height (``4 × height +``
+    :data:`QUIET_SLACK`), or the frame's edge; a quiet column is one whose pixels within the
+    band's rows are all one colour in ``current``.  Changed columns closer than that become
+    one region; :data:`QUIET_BORDER` quiet columns are kept on each side.
+
+    Why a region never cuts a visual line: :func:`lines` joins a word to a line only across a
+    gap of at most 4 times the height of the line's tallest word or of the word itself, and no
+    word read in a band is taller than the band (a crop's words lie in the crop).  A word has
+    ink, so its columns are not quiet; so two words with a longer quiet run between them are
+    never neighbours on one line, whether the whole band is read or a part of it.  Since
+    :func:`lines` decides from neighbours only, every line a change touches is read whole and
+    gets the same text as on a full-width read: the detectors and the typed-secret search see
+    the same words on it.  (Found while testing this: :func:`lines` took the gap limit from the
+    tallest word anywhere on the row, so a tall word in another window joined two words of
+    this one on a full-width read; it now looks at neighbours only.)  Anything not uniform
+    (anti-aliasing, faint text, a gradient, a window edge across the rows) is not quiet, so
+    the region grows: in doubt it reads wider, up to the full width.  Outside every region the
+    pixels did not change; masks there are kept (:func:`mask_plan`).
+
+    All of ``current`` when there is no previous image or its size differs.
+    """
+    width, height = current.size
+    if previous is None or previous.size != current.size:
+        return [(0, 0, width, height)] if width and height else []
+    from PIL import ImageChops
+
+    pixels = current if current.mode == "RGB" else current.convert("RGB")
+    diff = ImageChops.difference(previous.convert("RGB"), pixels)
+    out: list[Box] = []
+    for top, bottom in _bands(diff):
+        changed = diff.crop((0, top, width, bottom)).getprojection()[0]
+        for left, right in _runs(_busy(pixels, top, bottom), changed, quiet_gap(bottom - top)):
+            out.append((max(0, left - QUIET_BORDER), top, min(width, right + QUIET_BORDER), bottom))
+    return out
+
+
+def quiet_gap(height: int) -> int:
+    """The run of quiet columns, in a region ``height`` rows tall, longer than which a region stops."""
+    return QUIET_HEIGHTS * height + QUIET_SLACK
+
+
+def _busy(pixels: Any, top: int, bottom: int) -> list[int]:
+    """For each column of ``pixels`` (RGB): 1 if its pixels in rows ``top..bottom`` differ, else 0."""
+    from PIL import Image, ImageChops
+
+    width = pixels.size[0]
+    strip = pixels.crop((0, top, width, bottom))
+    first = strip.crop((0, 0, width, 1)).resize((width, bottom - top), Image.Resampling.NEAREST)
+    return list(ImageChops.difference(strip, first).getprojection()[0])
+
+
+def _runs(busy: Sequence[int], seeds: Sequence[int], gap: int) -> list[tuple[int, int]]:
+    """Column ranges holding the columns ``seeds`` marks, widened to whole lines: columns that are
+    ``busy`` (not quiet) or seeds, with quiet runs of at most ``gap`` between them, form one run;
+    the runs holding a seed."""
+    runs: list[list[int]] = []  # [left, right, holds a seed]
+    for x in range(len(busy)):
+        seed = seeds[x]
+        if not (seed or busy[x]):
+            continue
+        if runs and x - runs[-1][1] <= gap:
+            runs[-1][1] = x + 1
+            runs[-1][2] |= seed
+        else:
+            runs.append([x, x + 1, seed])
+    return [(a, b) for a, b, s in runs if s]
+
+
+def _meets(a: Box, b: Box) -> bool:
+    """Whether two boxes share a pixel."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _within(inner: Box, outer: Box) -> bool:
+    return outer[0] <= inner[0] and outer[1] <= inner[1] and inner[2] <= outer[2] and inner[3] <= outer[3]
+
+
+def _settle(regions: Sequence[Box], pixels: Any) -> list[Box]:
+    """``regions`` widened to whole lines again (:func:`changed_regions`' rule, over each one's rows)
+    and those that then meet joined, until nothing changes; sorted."""
+    width = pixels.size[0]
+    boxes = sorted(set(regions))
     while True:
-        grown = list(bands)
+        grown: list[Box] = []
+        for left, top, right, bottom in boxes:
+            if left == 0 and right == width:
+                grown.append((left, top, right, bottom))
+                continue
+            busy = _busy(pixels, top, bottom)
+            seeds = [0] * left + busy[left:right] + [0] * (width - right)  # the ink it holds
+            runs = _runs(busy, seeds, quiet_gap(bottom - top))
+            a = min([left] + [max(0, x - QUIET_BORDER) for x, _ in runs])  # a border where it grew
+            b = max([right] + [min(width, x + QUIET_BORDER) for _, x in runs])
+            grown.append((a, top, b, bottom))
+        joined = _join(grown)
+        if joined == boxes:
+            return boxes
+        boxes = joined
+
+
+def _join(boxes: Sequence[Box]) -> list[Box]:
+    """``boxes`` with those that meet (or lie less than :data:`JOIN_GAP` apart in the same
+    columns, as bands were joined) replaced by the box around both; sorted."""
+    out = list(boxes)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                a, b = out[i], out[j]
+                near = (a[0], a[1] - JOIN_GAP, a[2], a[3] + JOIN_GAP)
+                if _meets(near, b):
+                    out[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del out[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return sorted(set(out))
+
+
+def _cover_boxes(regions: list[Box], boxes: Sequence[Box], pixels: Callable[[], Any]) -> list[Box]:
+    """Grow regions until every previous mask they touch lies wholly inside one (so it is re-read),
+    each widened to whole lines again over its new rows (``pixels``: the frame, RGB, loaded when
+    a region grows)."""
+    if not any(_meets(b, r) and not _within(b, r) for b in boxes for r in regions):
+        return regions
+    image = pixels()
+    width, height = image.size
+    while True:
+        grown = list(regions)
         for box in boxes:
-            for i, (top, bottom) in enumerate(grown):
-                if box[1] < bottom and box[3] > top and not (top <= box[1] and box[3] <= bottom):
-                    grown[i] = (max(0, min(top, box[1] - MARGIN)), min(height, max(bottom, box[3] + MARGIN)))
-        grown = join_bands(grown, JOIN_GAP)
-        if grown == bands:
-            return bands
-        bands = grown
+            for i, r in enumerate(grown):
+                if _meets(box, r) and not _within(box, r):
+                    grown[i] = (
+                        max(0, min(r[0], box[0] - MARGIN)),
+                        max(0, min(r[1], box[1] - MARGIN)),
+                        min(width, max(r[2], box[2] + MARGIN)),
+                        min(height, max(r[3], box[3] + MARGIN)),
+                    )
+        grown = _settle(grown, image)
+        if grown == regions:
+            return regions
+        regions = grown
 
 
 # --- what the words say -----------------------------------------------------------------------------
 
 
 def lines(words: Iterable[Word]) -> list[Line]:
-    """Group words into visual lines (vertical centres within half a word height), left to right.
+    """Group words into visual lines, each left to right; lines in reading order (top to bottom,
+    then left to right).
 
-    A horizontal gap of more than four line heights starts a new line, so two columns of a
-    layout are not read as one sentence.
+    Words are taken left to right; a word joins the line whose last word it follows: their
+    vertical centres within half that word's height (4 px at least), and the gap between them
+    at most four times the height of the line's tallest word (or of the word itself, if taller).
+    Of several such lines, the one whose last word's centre is nearest.  A wider gap starts a new
+    line, so two columns of a layout are not read as one sentence.
+
+    Only neighbours decide (a tall heading elsewhere on the row does not bridge a gap between two
+    columns), so a part of a frame holding some lines whole gives those lines the same text as
+    a read of all of it: :func:`changed_regions` relies on this.
     """
-    rows: list[list[Word]] = []
-    for word in sorted(words, key=lambda w: (w.box[1] + w.box[3], w.box[0])):
-        centre = (word.box[1] + word.box[3]) / 2
-        for row in rows:
-            ref = row[-1].box
-            if abs((ref[1] + ref[3]) / 2 - centre) <= max(4.0, (ref[3] - ref[1]) / 2):
-                row.append(word)
-                break
+    ordered = sorted(words, key=lambda w: (w.box[0], w.box[1] + w.box[3], w.box[2]))
+    tallest_word = max((w.box[3] - w.box[1] for w in ordered), default=0)
+    active: list[tuple[list[Word], int]] = []  # a line's words and its tallest word's height
+    done: list[list[Word]] = []
+    for word in ordered:
+        left, top, _, bottom = word.box
+        height = bottom - top
+        centre = (top + bottom) / 2
+        reach = 4 * max(height, tallest_word)  # no later word joins a line ending further left
+        done += [ws for ws, _ in active if left - ws[-1].box[2] > reach]
+        active = [(ws, tall) for ws, tall in active if left - ws[-1].box[2] <= reach]
+        best: int | None = None
+        nearest = 0.0
+        for i, (ws, tall) in enumerate(active):
+            ref = ws[-1].box
+            off = abs((ref[1] + ref[3]) / 2 - centre)
+            if not _beside(ref, word.box) or left - ref[2] > 4 * max(tall, height):
+                continue
+            if best is None or off < nearest:
+                best, nearest = i, off
+        if best is None:
+            active.append(([word], height))
         else:
-            rows.append([word])
-    out: list[Line] = []
-    for row in rows:
-        row.sort(key=lambda w: w.box[0])
-        height = max(w.box[3] - w.box[1] for w in row)
-        group: list[Word] = []
-        for word in row:
-            if group and word.box[0] - group[-1].box[2] > 4 * height:
-                out.append(_line(group))
-                group = []
-            group.append(word)
-        out.append(_line(group))
-    return out
+            ws, tall = active[best]
+            ws.append(word)
+            active[best] = (ws, max(tall, height))
+    done += [ws for ws, _ in active]
+    done.sort(key=lambda ws: (ws[0].box[1] + ws[0].box[3], ws[0].box[0]))
+    rows: list[list[list[Word]]] = []  # lines whose first words' centres are near, as one row
+    for ws in done:
+        if rows and _beside(rows[-1][0][0].box, ws[0].box):
+            rows[-1].append(ws)
+        else:
+            rows.append([ws])
+    return [_line(ws) for row in rows for ws in sorted(row, key=lambda ws: ws[0].box[0])]
+
+
+def _beside(ref: Box, box: Box) -> bool:
+    """Whether ``box``'s vertical centre is within half ``ref``'s height (4 px at least) of ``ref``'s."""
+    return abs((ref[1] + ref[3]) - (box[1] + box[3])) / 2 <= max(4.0, (ref[3] - ref[1]) / 2)
 
 
 def _line(words: list[Word]) -> Line:
@@ -286,7 +468,8 @@ def _pad(box: Box, width: int, height: int) -> Box:
 
 # --- the plan ---------------------------------------------------------------------------------------
 
-OcrFn = Callable[[Any, Sequence[tuple[int, int]]], list[Word]]
+#: Reads the words in the given boxes of an image (in image coordinates).
+OcrFn = Callable[[Any, Sequence[Box]], list[Word]]
 DetectFn = Callable[[str], list[Span]]
 
 
@@ -303,38 +486,59 @@ def mask_plan(
 
     :param previous: the previous exported frame of this session, unmasked, or None.
     :param previous_boxes: the masks decided for ``previous``.
-    :param ocr: reads the words in the given row bands of an image.
+    :param ocr: reads the words in the given boxes of an image.
     :param secrets: :func:`normalise_secrets` output: typed text that was redacted.
     """
     same = previous is not None and previous.size == current.size
-    bands = changed_bands(previous if same else None, current)
+    regions = changed_regions(previous if same else None, current)
     return _plan(
         current.size,
-        bands,
+        regions,
         previous_boxes if same else None,
-        read=lambda b: ocr(current, b),
+        read=lambda r: ocr(current, r),
+        pixels=lambda: current if current.mode == "RGB" else current.convert("RGB"),
+        unchanged=lambda box: previous is not None and _same_pixels(previous, current, box),
         detect=detect,
         secrets=secrets,
     )
 
 
+def _same_pixels(a: Any, b: Any, box: Box) -> bool:
+    from PIL import ImageChops
+
+    return ImageChops.difference(a.crop(box).convert("RGB"), b.crop(box).convert("RGB")).getbbox() is None
+
+
 def _plan(
     size: tuple[int, int],
-    bands: list[tuple[int, int]],
+    regions: list[Box],
     previous_boxes: Sequence[Box] | None,
     *,
-    read: Callable[[list[tuple[int, int]]], list[Word]],
+    read: Callable[[list[Box]], list[Word]],
+    pixels: Callable[[], Any],
+    unchanged: Callable[[Box], bool],
     detect: DetectFn,
     secrets: Sequence[str],
 ) -> FrameMasks:
-    """:func:`mask_plan` once the changed ``bands`` are known (``previous_boxes`` None: a new geometry)."""
+    """:func:`mask_plan` once the changed ``regions`` are known (``previous_boxes`` None: a new
+    geometry; ``pixels``: the frame as RGB, asked for only when a region grows over an earlier mask;
+    ``unchanged``: whether the pixels under an earlier mask are those it was decided on).
+
+    An earlier mask stays while its pixels are unchanged, even where a region meets it: what it
+    hides is still there, and a read of a crop around it can miss what a read of the frame
+    before found (tesseract's segmentation shifts with the crop; found by the e2e test).  An
+    earlier mask whose pixels changed lies in a region (every changed pixel does); that region
+    grows to hold it whole, and it is decided again from the read.
+    """
     width, height = size
+    stale: list[Box] = []
     if previous_boxes is not None:
-        bands = _cover_boxes(bands, previous_boxes, height)
-    kept = [b for b in (previous_boxes or ()) if not any(b[1] < bot and b[3] > top for top, bot in bands)]
+        stale = [b for b in previous_boxes if any(_meets(b, r) for r in regions) and not unchanged(b)]
+        regions = _cover_boxes(regions, stale, pixels)
+    kept = [b for b in (previous_boxes or ()) if b not in stale]
     counts: dict[str, int] = {}
     found: list[Box] = []
-    words = read(bands) if bands else []
+    words = read(regions) if regions else []
     frame_lines = lines(words)
     for line in frame_lines:
         hits = [(span.entity, _words_in(line, span.start, span.end)) for span in detect(line.text)]
@@ -348,7 +552,7 @@ def _plan(
         found += [_pad(w.box, width, height) for _, w in typed]
         counts["TYPED"] = counts.get("TYPED", 0) + len({n for n, _ in typed})  # lines, as before
     boxes = tuple(sorted(set(kept) | set(found)))
-    return FrameMasks(boxes, tuple(bands), counts)
+    return FrameMasks(boxes, tuple(regions), counts)
 
 
 def apply_boxes(image: Any, boxes: Iterable[Box]) -> Any:
@@ -390,7 +594,7 @@ class TesseractOcr:
     SCALE = 2
     #: Luminance below which a region counts as a dark background (then inverted).
     DARK = 110
-    #: Seconds one band may take.
+    #: Seconds one region may take.
     TIMEOUT_S = 60.0
     #: Words kept from crops read before, by default (about 100 bytes each: a few MB; ``cache=0``: none).
     CACHE = 50_000
@@ -458,13 +662,12 @@ class TesseractOcr:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def __call__(self, image: Any, bands: Sequence[tuple[int, int]]) -> list[Word]:
-        """Words in ``bands`` of ``image``, in image coordinates.
+    def __call__(self, image: Any, boxes: Sequence[Box]) -> list[Word]:
+        """Words in ``boxes`` of ``image`` (each read on its own), in image coordinates.
 
-        :raises OcrFailed: tesseract failed or timed out on a band.
+        :raises OcrFailed: tesseract failed or timed out on a box.
         """
-        width = image.size[0]
-        crops = [(top, image.crop((0, top, width, bottom))) for top, bottom in bands if bottom > top]
+        crops = [(box[0], box[1], image.crop(box)) for box in boxes if box[2] > box[0] and box[3] > box[1]]
         if len(crops) <= 1 or self.workers == 1:
             results = [self._read(*c) for c in crops]
         else:
@@ -474,7 +677,7 @@ class TesseractOcr:
                 results = list(ex.map(lambda c: self._read(*c), crops))
         return [w for words in results for w in words]
 
-    def _read(self, top: int, crop: Any) -> list[Word]:
+    def _read(self, left: int, top: int, crop: Any) -> list[Word]:
         key = hashlib.blake2b(
             f"{crop.mode} {crop.size[0]} {crop.size[1]}".encode() + b"\0" + crop.tobytes(), digest_size=32
         ).digest()
@@ -491,7 +694,9 @@ class TesseractOcr:
                     self._kept += len(known) + 1  # an entry counts as a word more (its key)
                 while self._kept > self._keep:
                     self._kept -= len(self._cache.popitem(last=False)[1]) + 1
-        return [Word((w.box[0], w.box[1] + top, w.box[2], w.box[3] + top), w.text) for w in known]
+        return [
+            Word((w.box[0] + left, w.box[1] + top, w.box[2] + left, w.box[3] + top), w.text) for w in known
+        ]
 
     def _tsv(self, crop: Any) -> str:
         """Tesseract's TSV for a crop: from a worker, or from the command when there are none."""
@@ -532,6 +737,10 @@ class TesseractOcr:
         return done.stdout.decode("utf-8", "replace")
 
 
+def _moved(box: Box, left: int, top: int) -> Box:
+    return (box[0] + left, box[1] + top, box[2] + left, box[3] + top)
+
+
 def _tesseract_version(binary: str) -> str:
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=True)
@@ -542,8 +751,8 @@ def _tesseract_version(binary: str) -> str:
     return first[1] if len(first) > 1 else "unknown"
 
 
-def parse_tsv(tsv: str, *, scale: int = 1, top: int = 0) -> list[Word]:
-    """Words of tesseract's TSV output, boxes divided by ``scale`` and moved down by ``top``."""
+def parse_tsv(tsv: str, *, scale: int = 1, top: int = 0, left: int = 0) -> list[Word]:
+    """Words of tesseract's TSV output, boxes divided by ``scale`` and moved by ``left`` and ``top``."""
     words: list[Word] = []
     for row in tsv.splitlines()[1:]:
         cols = row.split("\t")
@@ -553,10 +762,10 @@ def parse_tsv(tsv: str, *, scale: int = 1, top: int = 0) -> list[Word]:
         if not text:
             continue
         try:
-            left, y, w, h = (int(c) for c in cols[6:10])
+            x, y, w, h = (int(c) for c in cols[6:10])
         except ValueError:
             continue
-        box = (left // scale, top + y // scale, -(-(left + w) // scale), top + -(-(y + h) // scale))
+        box = (left + x // scale, top + y // scale, left + -(-(x + w) // scale), top + -(-(y + h) // scale))
         words.append(Word(box, text))
     return words
 
@@ -566,13 +775,13 @@ def parse_tsv(tsv: str, *, scale: int = 1, top: int = 0) -> list[Word]:
 
 @dataclass(frozen=True, slots=True)
 class FrameRead:
-    """What OCR read on one frame: the words in the rows that changed since the previous frame.
+    """What OCR read on one frame: the words in the regions that changed since the previous frame.
 
     :ivar t_ns: the frame's time; ``left``, ``top``, ``width``, ``height``: where it lies
         on the virtual screen (word boxes are in frame coordinates).
-    :ivar bands: the row ranges read (:func:`changed_bands`; the whole frame after a new
+    :ivar regions: the boxes read (:func:`changed_regions`; the whole frame after a new
         geometry or a frame OCR failed on).
-    :ivar words: the words read in ``bands``; None: the OCR engine failed on this frame (it
+    :ivar words: the words read in ``regions``; None: the OCR engine failed on this frame (it
         is left out of the export, and the next frame is read whole).
     """
 
@@ -581,13 +790,13 @@ class FrameRead:
     top: int
     width: int
     height: int
-    bands: tuple[tuple[int, int], ...]
+    regions: tuple[Box, ...]
     words: tuple[Word, ...] | None = field(repr=False)
 
     @property
     def whole(self) -> bool:
         """Whether the whole frame was read (its words replace everything read before)."""
-        return self.bands == ((0, self.height),)
+        return self.regions == ((0, 0, self.width, self.height),)
 
 
 def frame_image(data: bytes) -> Any:
@@ -606,7 +815,7 @@ def read_frames(
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
 ) -> list[FrameRead]:
-    """OCR the changed rows of every frame in ``events`` (in order), once for the whole export.
+    """OCR the changed regions of every frame in ``events`` (in order), once for the whole export.
 
     A frame that does not decode, or that the engine fails on, gets ``words`` None (it is left
     out of the export: fail closed) and the next one is read whole.
@@ -633,11 +842,14 @@ def read_frames(
 
 
 def _decode(event: Any) -> Any | None:
-    """The frame's image, or None when it does not decode (it is then left out)."""
+    """The frame's image, or None when it does not decode (it is then left out).  A frame rebuilt
+    from patches gives its pixels as rebuilt (agent/export/frame_data.py, ``frame_pixels``)."""
     from PIL import Image
 
+    from agent.export.frame_data import frame_pixels
+
     try:
-        return frame_image(event.data)
+        return frame_pixels(event)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
@@ -662,16 +874,16 @@ def _read_in_turn(
                 progress(len(out), total)
             continue
         same = previous is not None and previous.size == image.size
-        bands = tuple(changed_bands(previous if same else None, image))
+        regions = tuple(changed_regions(previous if same else None, image))
         words: tuple[Word, ...] | None
         try:
-            words = tuple(ocr(image, bands)) if bands else ()
+            words = tuple(ocr(image, regions)) if regions else ()
         except OcrFailed:
             words, previous = None, None  # fail closed: left out, and the next frame is read whole
         else:
             previous = image
         width, height = image.size
-        out.append(FrameRead(event.t_ns, event.left, event.top, width, height, bands, words))
+        out.append(FrameRead(event.t_ns, event.left, event.top, width, height, regions, words))
         if progress is not None:
             progress(len(out), total)
     return out
@@ -693,11 +905,11 @@ def _pixels(image: Any | None) -> int:
 
 @dataclass
 class _InFlight:
-    """A frame decoded and compared, its bands being read."""
+    """A frame decoded and compared, its regions being read."""
 
     event: Any
     image: Any | None  # None: it did not decode
-    bands: tuple[tuple[int, int], ...]
+    regions: tuple[Box, ...]
     words: Future[list[Word]] | None  # None: nothing to read
 
 
@@ -715,19 +927,19 @@ class _InOrder:
             self.out.append(FrameRead(event.t_ns, event.left, event.top, event.width, event.height, (), None))
             self.failed = True
         else:
-            bands = job.bands
+            regions = job.regions
             words: tuple[Word, ...] | None
             try:
-                if self.failed and bands != (whole := tuple(changed_bands(None, image))):
-                    bands = whole  # read against a frame that was then left out: read whole
-                    words = tuple(self.ocr(image, bands)) if bands else ()
+                if self.failed and regions != (whole := tuple(changed_regions(None, image))):
+                    regions = whole  # read against a frame that was then left out: read whole
+                    words = tuple(self.ocr(image, regions)) if regions else ()
                 else:
                     words = tuple(job.words.result()) if job.words is not None else ()
             except OcrFailed:
                 words = None
             self.failed = words is None
             width, height = image.size
-            self.out.append(FrameRead(event.t_ns, event.left, event.top, width, height, bands, words))
+            self.out.append(FrameRead(event.t_ns, event.left, event.top, width, height, regions, words))
         if self.progress is not None:
             self.progress(len(self.out), self.total)
 
@@ -737,9 +949,9 @@ def _read_pooled(
 ) -> list[FrameRead]:
     """:func:`read_frames` with ``workers`` frames read at a time, the results as :func:`_read_in_turn`'s.
 
-    The bands of each frame are found in order against the previous decoded frame, as if
+    The regions of each frame are found in order against the previous decoded frame, as if
     every read succeeds.  Results are taken in order; when a frame's read failed, the next
-    frame's bands are replaced by the whole frame and it is read again (the rare path), as
+    frame's regions are replaced by the whole frame and it is read again (the rare path), as
     the one-worker run reads it.
     """
     from agent.events import Frame
@@ -753,15 +965,15 @@ def _read_pooled(
         try:
             for event in frames:
                 image = _decode(event)
-                bands: tuple[tuple[int, int], ...] = ()
+                regions: tuple[Box, ...] = ()
                 job: Future[list[Word]] | None = None
                 if image is not None:
                     same = previous is not None and previous.size == image.size
-                    bands = tuple(changed_bands(previous if same else None, image))
-                    if bands:
-                        job = pool.submit(ocr, image, bands)
+                    regions = tuple(changed_regions(previous if same else None, image))
+                    if regions:
+                        job = pool.submit(ocr, image, regions)
                 previous = image
-                in_flight.append(_InFlight(event, image, bands, job))
+                in_flight.append(_InFlight(event, image, regions, job))
                 held += _pixels(image)
                 while len(in_flight) > 2 * workers and (
                     len(in_flight) > IN_FLIGHT * workers or held > IN_FLIGHT_BYTES
@@ -790,7 +1002,7 @@ def mask_frames(
     """``events`` with every frame OCR-masked; frames the engine fails on are left out.
 
     :param reads: :func:`read_frames` of the same frames (in the same order): their words
-        are used instead of reading again (a band grown to take in an earlier mask whole is
+        are used instead of reading again (a region grown to take in an earlier mask whole is
         still read again); None reads here.
     :returns: the events, how many frames were left out, and the masked-text counts.
     """
@@ -830,13 +1042,14 @@ class _Masker:
     def __init__(self, ocr: OcrFn, detect: DetectFn, secrets: Sequence[str]) -> None:
         self.ocr, self.detect, self.secrets = ocr, detect, secrets
         self.boxes: tuple[Box, ...] | None = None  # the previous frame's masks; None: no previous frame
+        self.under: dict[Box, bytes] = {}  # a digest of the pixels under each of them
         self.size: tuple[int, int] | None = None
         self.left_out = 0
         self.counts: dict[str, int] = {}
 
     def frame(self, event: Any, read: FrameRead) -> Any | None:
         """The frame masked, or None when it is left out (OCR failed on it: fail closed)."""
-        from agent.export.frame_data import frame_data
+        from agent.export.frame_data import frame_pixels
         from agent.frame_codec import encode_image
 
         if read.words is None:
@@ -845,26 +1058,36 @@ class _Masker:
         loaded: list[Any] = []
 
         def image() -> Any:
-            if not loaded:
-                loaded.append(frame_image(frame_data(event)))  # a frame left in the store: loaded now
+            if not loaded:  # a frame left in the store: loaded (or rebuilt) now
+                loaded.append(frame_pixels(event))
             return loaded[0]
 
-        def words(bands: list[tuple[int, int]]) -> list[Word]:
-            if tuple(bands) == read.bands:
+        def words(regions: list[Box]) -> list[Word]:
+            if tuple(regions) == read.regions:
                 return list(read.words or ())
-            return self.ocr(image(), bands)  # grown over an earlier mask: read what it covers
+            return self.ocr(image(), regions)  # grown over an earlier mask: read what it covers
 
         here = (read.width, read.height)
         previous_boxes = self.boxes if self.size == here else None
-        bands = list(read.bands)
+        regions = list(read.regions)
         if previous_boxes is None and not read.whole:  # the previous frame failed late: read all
-            bands = [(0, read.height)] if read.height else []
+            regions = [(0, 0, read.width, read.height)] if read.width and read.height else []
         try:
-            plan = _plan(here, bands, previous_boxes, read=words, detect=self.detect, secrets=self.secrets)
+            plan = _plan(
+                here,
+                regions,
+                previous_boxes,
+                read=words,
+                pixels=lambda: image().convert("RGB"),
+                unchanged=lambda box: self.under.get(box) == _digest(image(), box),
+                detect=self.detect,
+                secrets=self.secrets,
+            )
         except OcrFailed:
             self._fail()
             return None
         self.boxes, self.size = plan.boxes, here
+        self.under = {box: _digest(image(), box) for box in plan.boxes}
         for entity, n in plan.counts.items():
             self.counts[entity] = self.counts.get(entity, 0) + n
         if not plan.boxes:
@@ -880,3 +1103,9 @@ class _Masker:
     def _fail(self) -> None:
         self.left_out += 1
         self.boxes = self.size = None
+        self.under = {}
+
+
+def _digest(image: Any, box: Box) -> bytes:
+    """A hash of ``image``'s pixels in ``box`` (as RGB)."""
+    return hashlib.blake2b(image.crop(box).convert("RGB").tobytes(), digest_size=16).digest()

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.events import Event, KeyPress, WindowFocus
+from agent.export.frame_data import frame_pixels
 from agent.keyboard.editing import Field, is_terminal
-from agent.redact.screen import FrameRead, OcrFailed, OcrFn, Word, canonical, frame_image, lines
+from agent.redact.screen import Box, FrameRead, OcrFailed, OcrFn, Word, canonical, lines
 
 #: Version of these rules (the manifest names it).
 RULES_VERSION = "1"
@@ -255,13 +256,14 @@ class _Ask:
 
 
 class ScreenText:
-    """What OCR read on a session's screens, replayed in time (rows read again replace older words).
+    """What OCR read on a session's screens, replayed in time (regions read again replace older words).
 
     :param reads: :func:`agent.redact.screen.read_frames` of the session's frames.
     :param frames: those frames (same order), and ``ocr`` the engine that read them: a field
-        whose text the full-width reads do not show is looked for again in its terminal
-        window alone, on up to :data:`LOOKS` frames — OCR reads a terminal much better
-        without the title bar and the desktop beside it.  Without them, the reads alone.
+        whose text the reads of changed regions do not show is looked for again in its
+        terminal window alone, on up to :data:`LOOKS` frames — OCR reads a terminal much better
+        without the title bar (and, when a region takes it in, the desktop beside it).
+        Without them, the reads alone.
     """
 
     def __init__(
@@ -321,7 +323,8 @@ class ScreenText:
             return False
         self.looks += 1
         try:
-            words = ocr(crop.crop((0, strip[0], crop.size[0], strip[1])), [(0, strip[1] - strip[0])])
+            line = crop.crop((0, strip[0], crop.size[0], strip[1]))
+            words = ocr(line, [(0, 0, line.size[0], line.size[1])])
         except OcrFailed:
             return False
         return _asks_in([list(ln.words) for ln in lines(words)])
@@ -346,7 +349,7 @@ class ScreenText:
             return None
         self.looks += 1
         try:
-            return list(ocr(crop, [(0, crop.size[1])]))
+            return list(ocr(crop, [(0, 0, crop.size[0], crop.size[1])]))
         except OcrFailed:
             return None
 
@@ -363,7 +366,7 @@ class ScreenText:
             )
         if box[2] - box[0] < 8 or box[3] - box[1] < 8:
             return None
-        return frame_image(self.frames[k].data).crop(box)
+        return frame_pixels(self.frames[k]).crop(box)
 
 
 #: Pixels at a window's right edge left out when looking for text rows (a scroll bar).
@@ -414,13 +417,18 @@ def _asks_in(shown_lines: Sequence[Sequence[Word]]) -> bool:
 
 
 def _replay(state: list[Word] | None, read: FrameRead) -> list[Word] | None:
-    """The words on screen after ``read``: its words, and the earlier ones outside its bands."""
+    """The words on screen after ``read``: its words, and the earlier ones outside its regions."""
     if read.words is None:
         return None
     if read.whole or state is None:
         return list(read.words) if read.whole else None
-    kept = [w for w in state if not any(w.box[1] < bot and w.box[3] > top for top, bot in read.bands)]
+    kept = [w for w in state if not any(_meets(w.box, r) for r in read.regions)]
     return kept + list(read.words)
+
+
+def _meets(a: Box, b: Box) -> bool:
+    """Whether two boxes share a pixel."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _window_lines(state: Sequence[Word], read: FrameRead, rect: Rect | None) -> list[list[Word]]:

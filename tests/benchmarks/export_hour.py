@@ -10,7 +10,7 @@ project's own session writer.  Each export runs in a fresh process (:func:`_chil
 RSS (VmHWM) is its own; tesseract's workers are separate processes, whose CPU is counted with
 the export's (``RUSAGE_CHILDREN``).
 
-Bare: decrypting the stored session (``read_session``), reading each frame's changed bands with
+Bare: decrypting the stored session (``read_session``), reading each frame's changed regions with
 the ``tesseract`` command is :mod:`tests.benchmarks.ocr_pool`'s job; here the bare row is the
 same export with OCR off (decrypt, rebuild, tar, age), so the ratio says what OCR costs on top.
 """

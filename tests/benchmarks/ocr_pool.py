@@ -7,9 +7,9 @@ on the editor's line, a line of terminal output (the terminal scrolling once ful
 opened and closed again — and the export benchmark's session (one editor line retyped
 before each frame, the session behind "0.3 s a frame" in docs/performance.md).  Timed:
 
-* bare: the ``tesseract`` command (``OMP_THREAD_LIMIT=1``, no preparation) run on each band
+* bare: the ``tesseract`` command (``OMP_THREAD_LIMIT=1``, no preparation) run on each region
   optin reads, one after the other;
-* before: :func:`read_frames` with one worker and the command (one process a band,
+* before: :func:`read_frames` with one worker and the command (one process a region,
   ``TesseractOcr(pool=False)``), as the export read frames until the pool;
 * :func:`read_frames` with one worker process (the library kept loaded), and with a worker
   per core; the CPU seconds of this process and the workers beside the wall time.
@@ -125,16 +125,16 @@ def _cpu(engine: TesseractOcr) -> float:
 
 
 def _bare(frames: list[Frame], reads: list[Any], binary: str) -> float:
-    """The tesseract command on each band optin read (raw crops, no preparation), one after another."""
+    """The tesseract command on each region optin read (raw crops, no preparation), one after another."""
     from agent.redact.screen import frame_image
 
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
     pngs: list[bytes] = []
     for frame, read in zip(frames, reads, strict=True):
         image = frame_image(frame.data)
-        for top, bottom in read.bands:
+        for box in read.regions:
             buf = io.BytesIO()
-            image.crop((0, top, image.size[0], bottom)).save(buf, format="PNG", compress_level=1)
+            image.crop(box).save(buf, format="PNG", compress_level=1)
             pngs.append(buf.getvalue())
     t0 = time.perf_counter()
     for png in pngs:
@@ -147,7 +147,7 @@ def _bare(frames: list[Frame], reads: list[Any], binary: str) -> float:
 def profile(frames: list[Frame], engine: Any) -> None:
     """Where one typical frame's read goes (medians over frames 2-13 of the session)."""
     from agent.redact.ocr_pool import prepare
-    from agent.redact.screen import changed_bands, frame_image
+    from agent.redact.screen import changed_regions, frame_image
 
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
     decode, compare, prep, start, recog = [], [], [], [], []
@@ -157,9 +157,9 @@ def profile(frames: list[Frame], engine: Any) -> None:
         t0 = time.perf_counter()
         a, b = frame_image(previous.data), frame_image(frame.data)
         t1 = time.perf_counter()
-        bands = changed_bands(a, b)
+        regions = changed_regions(a, b)
         t2 = time.perf_counter()
-        crops = [b.crop((0, top, 1920, bottom)) for top, bottom in bands]
+        crops = [b.crop(box) for box in regions]
         for crop in crops:
             prepare(crop, engine.SCALE, engine.DARK)
         t3 = time.perf_counter()
@@ -185,10 +185,10 @@ def profile(frames: list[Frame], engine: Any) -> None:
 
     print("where a typical frame's read goes (median of 12 frames):")
     _row("  decode the stored WebP (one frame)", med(decode))
-    _row("  compare with the previous frame (changed_bands)", med(compare))
-    _row("  prepare the bands (greyscale, invert dark, 2x)", med(prep))
+    _row("  compare with the previous frame (changed_regions)", med(compare))
+    _row("  prepare the regions (greyscale, invert dark, 2x)", med(prep))
     _row("  tesseract command start + model load (blank image)", med(start))
-    _row("  recognition in a loaded worker (the frame's bands)", med(recog))
+    _row("  recognition in a loaded worker (the frame's regions)", med(recog))
 
 
 def retyped(n: int) -> list[Frame]:
@@ -216,8 +216,8 @@ def scene(name: str, frames: list[Frame], binary: str, cores: int) -> tuple[bool
     every = TesseractOcr(binary, workers=cores)
     if not one.pooled:
         print("note: no libtesseract of the command's version: the workers fall back to the command")
-    one(Image.new("RGB", (64, 32), "white"), [(0, 32)])  # start the workers outside the timing
-    every(Image.new("RGB", (64, 32), "white"), [(0, 32)])
+    one(Image.new("RGB", (64, 32), "white"), [(0, 0, 64, 32)])  # start the workers outside the timing
+    every(Image.new("RGB", (64, 32), "white"), [(0, 0, 64, 32)])
 
     def fresh(engine: TesseractOcr) -> TesseractOcr:
         engine.forget()  # each timed run reads as an export does: from nothing
@@ -254,13 +254,18 @@ def scene(name: str, frames: list[Frame], binary: str, cores: int) -> tuple[bool
     t_one, per_one, _, reads_one = run(one, 1)
     t_all, per_all, per_cpu, reads_all = run(every, cores)
     same = reads_one == reads_all == reads_cmd
-    bands = sum(len(r.bands) for r in reads_one)
+    regions = sum(len(r.regions) for r in reads_one)
     t_bare = _bare(frames, reads_one, binary)
     whole = [r for r in reads_one if r.whole]
-    print(f"\n{name}: {n} frames, {bands} bands read ({len(whole)} frames whole), {every.reused} reused")
+    area = sum((b[2] - b[0]) * (b[3] - b[1]) for r in reads_one for b in r.regions)
+    rows = sum(r.width * (b - t) for r in reads_one for t, b in {(x[1], x[3]) for x in r.regions})
+    print(
+        f"\n{name}: {n} frames, {regions} regions read ({len(whole)} frames whole), {every.reused} "
+        f"reused; {area / max(rows, 1):.0%} of the full-width bands' pixels"
+    )
     _row("", "seconds", "vs bare")
-    _row("bare: tesseract command on the same bands, one at a time", f"{t_bare:.2f}", "1.00x")
-    _row("before: read_frames, 1 worker, the command a band", f"{t_cmd:.2f}", f"{t_cmd / t_bare:.2f}x")
+    _row("bare: tesseract command on the same regions, one at a time", f"{t_bare:.2f}", "1.00x")
+    _row("before: read_frames, 1 worker, the command a region", f"{t_cmd:.2f}", f"{t_cmd / t_bare:.2f}x")
     _row("read_frames, 1 worker process (model kept loaded)", f"{t_one:.2f}", f"{t_one / t_bare:.2f}x")
     _row(f"read_frames, {cores} worker processes", f"{t_all:.2f}", f"{t_all / t_bare:.2f}x")
     _row("  speed-up over before", f"{t_cmd / t_all:.2f}x")

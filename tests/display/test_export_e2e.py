@@ -52,7 +52,7 @@ def _compact(text: str) -> str:
 
 def _screen_text(engine: TesseractOcr, data: bytes) -> str:
     image = Image.open(io.BytesIO(data)).convert("RGB")
-    return "\n".join(line.text for line in lines(engine(image, [(0, image.size[1])])))
+    return "\n".join(line.text for line in lines(engine(image, [(0, 0, *image.size)])))
 
 
 def _changed_share(before: bytes, after: bytes) -> float:

@@ -596,7 +596,7 @@ def _ocr_words(image: Any) -> str:
     if ocr is None:
         unavailable("tesseract reads the review window back: apt-get install tesseract-ocr tesseract-ocr-eng")
     big = image.resize((image.width * 2, image.height * 2))
-    return " ".join(w.text for w in ocr(big, [(0, big.height)]))
+    return " ".join(w.text for w in ocr(big, [(0, 0, big.width, big.height)]))
 
 
 @pytest.fixture

@@ -229,7 +229,7 @@ def _frames_text(events: list[Event]) -> str:
     words = []
     for frame in (e for e in events if isinstance(e, Frame)):
         image = Image.open(io.BytesIO(frame.data)).convert("RGB")
-        words += [w.text for w in ocr(image, [(0, image.size[1])])]
+        words += [w.text for w in ocr(image, [(0, 0, *image.size)])]
     return " ".join(words)
 
 
@@ -268,8 +268,15 @@ def test_a_free_task_given_up_from_the_tray_leaves_nothing(
         wait_window(xdisplay, GIVE_UP)
         _keys("Tab", "Return", xdisplay=xdisplay)  # the focus starts on Cancel
         assert wait_for(lambda: _task(d) is None and not (d.sessions / sid).exists(), 15)
+        # recording goes on in a new session (the status says so once it is open: a moment later)
+        assert wait_for(
+            lambda: (
+                (read_status(d) or {}).get("session") not in (sid, before, None)
+                and (read_status(d) or {}).get("state") == "recording"
+            ),
+            10,
+        )
         after = str((read_status(d) or {})["session"])
-        assert after not in (sid, before) and (read_status(d) or {})["state"] == "recording"
         xdisplay.xdotool("type", "--delay", "20", "kept")
         time.sleep(0.3)
         os.killpg(agent.pid, signal.SIGTERM)

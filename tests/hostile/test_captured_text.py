@@ -79,7 +79,7 @@ class Session:
         class Engine:
             name, version = "stand-in", "0"
 
-            def __call__(self, image: Any, bands: Sequence[tuple[int, int]]) -> list[Word]:
+            def __call__(self, image: Any, boxes: Sequence[tuple[int, int, int, int]]) -> list[Word]:
                 if image.size[1] in broken:
                     raise OcrFailed("stand-in")
                 out: list[Word] = []

@@ -256,11 +256,11 @@ class BoxOcr:
     name = "stand-in"
     version = "0"
 
-    def __call__(self, image: Any, bands: Sequence[tuple[int, int]]) -> list[Word]:
+    def __call__(self, image: Any, boxes: Sequence[tuple[int, int, int, int]]) -> list[Word]:
         if image.size[1] == 97:
             raise OcrFailed("stand-in failure")
         words = []
-        for top, bottom in bands:
+        for _, top, _, bottom in boxes:
             y = top + (image.size[1] % 7) * 3
             if y + 12 <= bottom:
                 words.append(Word((10, y, 200, y + 12), EMAIL))
@@ -479,6 +479,35 @@ def test_a_rebuilt_frame_gives_its_pixels_without_encoding_and_is_encoded_once(
         assert cast(LazyData, frame.data).sha256 == hashlib.sha256(frame_data(frame)).hexdigest()
     assert len(made) == len(rebuilt)  # once each
     assert [frame_data(f) for f in lazy] == [f.data for f in expected]
+
+
+def test_a_patched_frame_ocr_masks_is_encoded_once_masked_never_whole(
+    consented: Consented, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OCR reads a rebuilt frame's pixels and the masks are painted on them: the frame is encoded
+    once, masked, and its unmasked encoding is never made; the bundle is the in-memory one."""
+    import agent.frame_codec
+    import agent.redact.screen
+
+    d, study = consented
+    session = patched_session(d, strips=True)
+    identity = keys.load_identity(d)
+    eager = redacted(d, session, lazy=False)
+    made: list[int] = []
+    real = agent.frame_codec.encode_image
+
+    def counting(image: Any) -> bytes:
+        made.append(1)
+        return real(image)
+
+    monkeypatch.setattr(agent.frame_codec, "encode_image", counting)
+    monkeypatch.setattr(agent.redact.screen, "encode_image", counting, raising=False)
+    lazy = redacted(d, session, lazy=True)
+    frames = [e for e in lazy.events if isinstance(e, Frame)]
+    assert frames and lazy.redaction.counts["screen"].get("EMAIL", 0) > 0
+    bundle_bytes = b"".join(bundle.plan_tar(lazy, identity, study.id).chunks())
+    assert len(made) == len(frames)  # once each: masked, or (no mask) as rebuilt; never both
+    assert bundle_bytes == old_build_tar(eager, identity, study.id)
 
 
 def test_with_ocr_masks_the_export_holds_one_frame_at_a_time(consented: Consented) -> None:

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from agent.events import Frame
 from agent.redact import ocr_pool
 from agent.redact.screen import (
+    Box,
     FrameRead,
     OcrFailed,
     TesseractOcr,
@@ -113,10 +114,10 @@ class FailsOnMark:
     def __init__(self, engine: TesseractOcr) -> None:
         self.engine = engine
 
-    def __call__(self, image: Any, bands: Sequence[tuple[int, int]]) -> list[Word]:
+    def __call__(self, image: Any, boxes: Sequence[Box]) -> list[Word]:
         if image.getpixel((W - 1, H - 1))[:3] == (255, 0, 0):
             raise OcrFailed("stand-in failure")
-        return self.engine(image, bands)
+        return self.engine(image, boxes)
 
 
 def _masked(
@@ -172,17 +173,19 @@ def test_a_crop_seen_before_is_not_read_again_and_its_words_move_with_it(
 ) -> None:
     engine = fresh(1)
     img = _screen("a dialog line alice@example.com")
-    lower = Image.new("RGB", (W, H + 100), "white")
-    lower.paste(img, (0, 100))
-    first = engine(img, [(190, 230)])
+    lower = Image.new("RGB", (W + 50, H + 100), "white")
+    lower.paste(img, (50, 100))
+    first = engine(img, [(0, 190, W, 230)])
     assert engine.reused == 0 and first
-    again = engine(lower, [(290, 330)])  # the same pixels, 100 rows lower
+    again = engine(lower, [(50, 290, W + 50, 330)])  # the same pixels, 50 columns right, 100 rows lower
     assert engine.reused == 1
-    assert again == [Word((b[0], b[1] + 100, b[2], b[3] + 100), w.text) for w in first for b in [w.box]]
-    assert again == fresh(1, cache=0)(lower, [(290, 330)])  # what reading them would have given
+    assert again == [
+        Word((b[0] + 50, b[1] + 100, b[2] + 50, b[3] + 100), w.text) for w in first for b in [w.box]
+    ]
+    assert again == fresh(1, cache=0)(lower, [(50, 290, W + 50, 330)])  # what reading them would have given
     uncached = fresh(1, cache=0)
-    uncached(img, [(190, 230)])
-    uncached(img, [(190, 230)])
+    uncached(img, [(0, 190, W, 230)])
+    uncached(img, [(0, 190, W, 230)])
     assert uncached.reused == 0
 
 
@@ -193,37 +196,37 @@ def test_a_worker_that_times_out_fails_the_read_and_the_next_read_works(
     img = _screen("some text to read here")
     engine.TIMEOUT_S = 0.001
     with pytest.raises(OcrFailed, match="stopped"):
-        engine(img, [(0, H)])
+        engine(img, [(0, 0, W, H)])
     engine.TIMEOUT_S = TesseractOcr.TIMEOUT_S
-    assert engine(img, [(0, H)])  # a new worker was started
+    assert engine(img, [(0, 0, W, H)])  # a new worker was started
 
 
 def test_a_worker_that_died_while_idle_is_replaced(engine: TesseractOcr) -> None:
     img = _screen("a line for a dead worker")
-    engine(img, [(190, 230)])
+    engine(img, [(0, 190, W, 230)])
     pool = engine._pool
     assert pool is not None and pool._idle
     for worker in list(pool._idle):
         worker.proc.kill()
         worker.proc.wait()
-    assert engine(img, [(0, 60)])  # not lost: a new worker reads it
+    assert engine(img, [(0, 0, W, 60)])  # not lost: a new worker reads it
 
 
 def test_closing_stops_the_workers_and_later_reads_use_the_command(engine: TesseractOcr) -> None:
     assert engine.pooled
     img = _screen("text")
-    engine(img, [(0, 60), (190, 230)])
+    engine(img, [(0, 0, W, 60), (0, 190, W, 230)])
     pool = engine._pool
     assert pool is not None
     procs = [w.proc for w in pool._idle]
     assert procs
     engine.close()
     assert all(p.poll() is not None for p in procs)
-    assert not engine.pooled and engine(img, [(190, 230)])
+    assert not engine.pooled and engine(img, [(0, 190, W, 230)])
 
 
 def test_workers_take_no_file_and_keep_omp_to_one_thread(engine: TesseractOcr) -> None:
-    engine(_screen("x"), [(190, 230)])
+    engine(_screen("x"), [(0, 190, W, 230)])
     pool = engine._pool
     assert pool is not None
     for worker in pool._idle:
@@ -237,7 +240,7 @@ def test_workers_take_no_file_and_keep_omp_to_one_thread(engine: TesseractOcr) -
 
 def test_worker_counts_below_one_are_refused() -> None:
     with pytest.raises(ValueError, match="at least one worker"):
-        read_frames([], lambda image, bands: [], workers=0)
+        read_frames([], lambda image, boxes: [], workers=0)
     with pytest.raises(ValueError, match="at least one worker"):
         ocr_pool.OcrPool("libtesseract.so.5", 0, "5")
 
@@ -245,16 +248,16 @@ def test_worker_counts_below_one_are_refused() -> None:
 def test_words_are_the_tesseract_commands_in_frame_coordinates(
     binary: str, fresh: Callable[..., TesseractOcr]
 ) -> None:
-    """Known answer: the command run by hand on the prepared band, its boxes halved and moved down."""
+    """Known answer: the command run by hand on the prepared crop, its boxes halved and moved."""
     import subprocess
 
     from agent.redact.ocr_pool import prepare
     from agent.redact.screen import parse_tsv
 
     img = _screen("write to alice.smith@example.com", dialog=True)
-    top, bottom = 90, 230
+    left, top, bottom = 40, 90, 230
     buf = io.BytesIO()
-    prepare(img.crop((0, top, W, bottom)), 2, 110).save(buf, format="PNG")
+    prepare(img.crop((left, top, W, bottom)), 2, 110).save(buf, format="PNG")
     done = subprocess.run(
         [binary, "stdin", "stdout", "--oem", "1", "--psm", "3", "-l", "eng", "tsv"],
         input=buf.getvalue(),
@@ -262,23 +265,23 @@ def test_words_are_the_tesseract_commands_in_frame_coordinates(
         env={**os.environ, "OMP_THREAD_LIMIT": "1"},
         check=True,
     )
-    expected = parse_tsv(done.stdout.decode(), scale=2, top=top)
+    expected = parse_tsv(done.stdout.decode(), scale=2, top=top, left=left)
     assert any("alice" in w.text for w in expected)
-    assert fresh(2)(img, [(top, bottom)]) == expected
-    assert fresh(1, pool=False)(img, [(top, bottom)]) == expected
+    assert fresh(2)(img, [(left, top, W, bottom)]) == expected
+    assert fresh(1, pool=False)(img, [(left, top, W, bottom)]) == expected
 
 
 def test_the_words_kept_are_bounded(fresh: Callable[..., TesseractOcr]) -> None:
     engine = fresh(1, cache=6)
     many = _screen("one two three four five six seven eight nine")
-    assert len(engine(many, [(190, 230)])) > 6
-    engine(many, [(190, 230)])
+    assert len(engine(many, [(0, 190, W, 230)])) > 6
+    engine(many, [(0, 190, W, 230)])
     assert engine.reused == 0 and engine._kept == 0  # too many words to keep: read again
     few = _screen("hi there")
-    first = engine(few, [(190, 230)])
-    assert engine(few, [(190, 230)]) == first and engine.reused == 1
+    first = engine(few, [(0, 190, W, 230)])
+    assert engine(few, [(0, 190, W, 230)]) == first and engine.reused == 1
     engine.forget()
-    engine(few, [(190, 230)])
+    engine(few, [(0, 190, W, 230)])
     assert engine.reused == 1  # forgotten: read again
 
 
@@ -305,7 +308,7 @@ def test_frames_in_flight_are_bounded_while_a_read_is_slow() -> None:
 
     release = threading.Event()
 
-    def slow_first(image: Any, bands: Sequence[tuple[int, int]]) -> list[Word]:
+    def slow_first(image: Any, boxes: Sequence[Box]) -> list[Word]:
         if image.getpixel((0, 0)) == (0, 0, 0):
             assert release.wait(10)
         return []

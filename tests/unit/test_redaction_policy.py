@@ -147,7 +147,7 @@ def test_a_volunteer_instruction_is_redacted_like_typed_text_and_a_study_one_is_
     assert volunteer.instruction == "mail [EMAIL] the card [CREDIT_CARD]"
     assert study.instruction == f"Book a table and mail {EMAIL}"  # the study's own words, as consented
     assert red.counts["instructions"] == {"EMAIL": 1, "CREDIT_CARD": 1}
-    assert red.policy.describe()["version"] == "4"
+    assert red.policy.describe()["version"] == "5"
 
 
 def test_a_volunteer_instruction_is_dropped_when_the_study_drops_typed_text() -> None:
@@ -278,7 +278,7 @@ class RowOcr:
         self.fail = fail
         self.calls = 0
 
-    def __call__(self, image: Any, bands: Sequence[tuple[int, int]]) -> list[Word]:
+    def __call__(self, image: Any, boxes: Sequence[tuple[int, int, int, int]]) -> list[Word]:
         self.calls += 1
         key = image.size[1]
         if key in self.fail:
@@ -286,7 +286,7 @@ class RowOcr:
         words: list[Word] = []
         for i, text in enumerate(self.texts.get(key, ())):  # a crop (a terminal read again): nothing
             top = 10 + 30 * i
-            if any(t <= top < b for t, b in bands):
+            if any(t <= top < b for _, t, _, b in boxes):
                 x = 10
                 for word in text.split():
                     words.append(Word((x, top, x + 8 * len(word), top + 20), word))

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from agent.events import Event, Frame, KeyPress, KeyRelease, Marker, WindowFocus
 from agent.keyboard import replay
 from agent.redact import terminal
-from agent.redact.screen import FrameRead, OcrFailed, Word
+from agent.redact.screen import Box, FrameRead, OcrFailed, Word
 from agent.redact.terminal import ScreenText, asks_for_secret, last_lines, password_fields, shown
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"
@@ -157,7 +157,7 @@ RECT = (100, 50, 700, 450)  # the terminal window, in screen coordinates
 TERM = WindowFocus(1, "xterm", "XTerm", 7, RECT[0], RECT[1], RECT[2] - RECT[0], RECT[3] - RECT[1])
 
 
-def read(t: int, rows: dict[int, str], *, bands: Sequence[tuple[int, int]] | None = None) -> FrameRead:
+def read(t: int, rows: dict[int, str], *, regions: Sequence[Box] | None = None) -> FrameRead:
     """A frame read at ``t``: ``rows`` maps a screen row's top (in the window) to its text."""
     words: list[Word] = []
     for y, row in rows.items():
@@ -165,8 +165,8 @@ def read(t: int, rows: dict[int, str], *, bands: Sequence[tuple[int, int]] | Non
         for w in row.split():
             words.append(Word((x, RECT[1] + y, x + 8 * len(w), RECT[1] + y + 14), w))
             x += 8 * len(w) + 8
-    whole = ((0, 800),)
-    return FrameRead(t, 0, 0, 1000, 800, tuple(bands) if bands is not None else whole, tuple(words))
+    whole = ((0, 0, 1000, 800),)
+    return FrameRead(t, 0, 0, 1000, 800, tuple(regions) if regions is not None else whole, tuple(words))
 
 
 class Keys:
@@ -215,16 +215,32 @@ def test_an_echoed_command_is_kept_and_a_blind_answer_is_a_password() -> None:
 
 
 def test_a_prompt_read_in_an_earlier_frame_still_counts() -> None:
-    """Rows outside a frame's changed bands keep what an earlier frame read there."""
+    """Places outside a frame's changed regions keep what an earlier frame read there."""
     k = Keys(3 * S).type("tok3n-value-shown").enter()  # a prompt that echoes
     reads = [
         read(1 * S, {0: "$ ./login", 20: "Token:"}),
-        read(2 * S, {}, bands=[(0, 40)]),  # the title bar changed, above the window
-        read(k.t + 300 * MS, {20: "Token: tok3n-value-shown"}, bands=[(60, 100)]),
+        read(2 * S, {}, regions=[(0, 0, 1000, 40)]),  # the title bar changed, above the window
+        read(k.t + 300 * MS, {20: "Token: tok3n-value-shown"}, regions=[(100, 60, 700, 100)]),
     ]
     found = decide([TERM, *k.events], reads)
     assert [f.text for f in found.fields] == ["tok3n-value-shown"]
     assert found.rules == {"prompt": 1, "echo": 0}
+
+
+def test_a_prompt_beside_a_change_on_its_rows_is_still_known() -> None:
+    """A region read on the prompt's rows, beside the window, replaces only the words inside it
+    (full-width bands dropped the prompt with them, and the field then looked echoed)."""
+    k = Keys(3 * S).type("tok3n-value-shown").enter()
+    reads = [
+        read(1 * S, {0: "$ ./login", 20: "Token:"}),
+        read(2 * S, {}, regions=[(750, 60, 1000, 90)]),  # a clock beside the window, on the prompt's rows
+        read(k.t + 300 * MS, {20: "Token: tok3n-value-shown"}, regions=[(100, 60, 700, 100)]),
+    ]
+    found = decide([TERM, *k.events], reads)
+    assert [f.text for f in found.fields] == ["tok3n-value-shown"]
+    assert found.rules == {"prompt": 1, "echo": 0}
+    across = [*reads[:1], read(2 * S, {}, regions=[(0, 60, 1000, 90)]), *reads[2:]]  # the control
+    assert decide([TERM, *k.events], across).rules == {"prompt": 0, "echo": 0}
 
 
 def test_no_frame_after_the_first_key_means_not_shown() -> None:
@@ -235,17 +251,17 @@ def test_no_frame_after_the_first_key_means_not_shown() -> None:
 
 def test_a_frame_ocr_failed_on_shows_nothing() -> None:
     k = Keys(1 * S).type("echo hello").enter()
-    failed = FrameRead(k.t + 200 * MS, 0, 0, 1000, 800, ((0, 800),), None)
+    failed = FrameRead(k.t + 200 * MS, 0, 0, 1000, 800, ((0, 0, 1000, 800),), None)
     found = decide([TERM, *k.events], [read(0, {0: "$"}), failed])
     assert [f.text for f in found.fields] == ["echo hello"]
-    later = read(k.t + 300 * MS, {0: "$ echo hello"}, bands=[(50, 80)])  # bands only: still unknown
+    later = read(k.t + 300 * MS, {0: "$ echo hello"}, regions=[(100, 50, 700, 80)])  # a part: still unknown
     assert [f.text for f in decide([TERM, *k.events], [read(0, {}), failed, later]).fields] == ["echo hello"]
 
 
 def test_text_shown_outside_the_terminal_window_does_not_count() -> None:
     k = Keys(1 * S).type("hunter2hunter").enter()
     elsewhere = FrameRead(
-        k.t + 200 * MS, 0, 0, 1000, 800, ((0, 800),), (Word((800, 600, 900, 614), "hunter2hunter"),)
+        k.t + 200 * MS, 0, 0, 1000, 800, ((0, 0, 1000, 800),), (Word((800, 600, 900, 614), "hunter2hunter"),)
     )
     assert [f.text for f in decide([TERM, *k.events], [elsewhere]).fields] == ["hunter2hunter"]
     no_geometry = WindowFocus(1, "xterm", "XTerm", 7)
@@ -328,7 +344,8 @@ class CropOcr:
         self.fail = fail
         self.sizes: list[tuple[int, int]] = []
 
-    def __call__(self, image: Any, bands: Sequence[tuple[int, int]]) -> list[Word]:
+    def __call__(self, image: Any, boxes: Sequence[Box]) -> list[Word]:
+        assert list(boxes) == [(0, 0, *image.size)]  # a crop is read whole
         self.sizes.append(image.size)
         if self.fail:
             raise OcrFailed("stand-in")
