@@ -419,6 +419,22 @@ def patched_session(d: Dirs, *, strips: bool, n: int = 14) -> str:
     return store(d, events, segment_bytes=4_000)
 
 
+def count_encodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One item per frame encoding made from now on (agent.frame_codec.encode_image, which the
+    reader and the masks import when they encode)."""
+    import agent.frame_codec
+
+    made: list[int] = []
+    real = agent.frame_codec.encode_image
+
+    def counting(image: Any) -> bytes:
+        made.append(1)
+        return real(image)
+
+    monkeypatch.setattr(agent.frame_codec, "encode_image", counting)
+    return made
+
+
 @pytest.mark.parametrize("strips", [True, False])
 def test_frame_patches_are_rebuilt_lazily_exactly_as_the_reader_rebuilds_them(
     consented: Consented, strips: bool
@@ -446,7 +462,6 @@ def test_a_rebuilt_frame_gives_its_pixels_without_encoding_and_is_encoded_once(
 ) -> None:
     """OCR and the masks take a patched frame's pixels as rebuilt (no encode-decode round trip);
     its bytes are made once, when first asked for, whatever asks and however often."""
-    import agent.frame_codec
     from agent.export.frame_data import encode_rebuilt, frame_pixels
     from agent.frame_regions import rebuild
     from agent.store.reader import RebuiltFrame
@@ -457,14 +472,7 @@ def test_a_rebuilt_frame_gives_its_pixels_without_encoding_and_is_encoded_once(
     expected = [
         e for e in rebuild(read_session(d, session, identity, raw=True).events) if isinstance(e, Frame)
     ]
-    made: list[int] = []
-    real = agent.frame_codec.encode_image
-
-    def counting(image: Any) -> bytes:
-        made.append(1)
-        return real(image)
-
-    monkeypatch.setattr(agent.frame_codec, "encode_image", counting)
+    made = count_encodes(monkeypatch)
     lazy = [e for e in read_session(d, session, identity, lazy_frames=True).events if isinstance(e, Frame)]
     rebuilt = [f for f in lazy if isinstance(f.data, RebuiltFrame)]
     assert len(rebuilt) >= 8 and made == []  # reading encodes nothing
@@ -486,22 +494,11 @@ def test_a_patched_frame_ocr_masks_is_encoded_once_masked_never_whole(
 ) -> None:
     """OCR reads a rebuilt frame's pixels and the masks are painted on them: the frame is encoded
     once, masked, and its unmasked encoding is never made; the bundle is the in-memory one."""
-    import agent.frame_codec
-    import agent.redact.screen
-
     d, study = consented
     session = patched_session(d, strips=True)
     identity = keys.load_identity(d)
     eager = redacted(d, session, lazy=False)
-    made: list[int] = []
-    real = agent.frame_codec.encode_image
-
-    def counting(image: Any) -> bytes:
-        made.append(1)
-        return real(image)
-
-    monkeypatch.setattr(agent.frame_codec, "encode_image", counting)
-    monkeypatch.setattr(agent.redact.screen, "encode_image", counting, raising=False)
+    made = count_encodes(monkeypatch)
     lazy = redacted(d, session, lazy=True)
     frames = [e for e in lazy.events if isinstance(e, Frame)]
     assert frames and lazy.redaction.counts["screen"].get("EMAIL", 0) > 0

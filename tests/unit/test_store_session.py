@@ -187,9 +187,8 @@ def test_time_rotation_and_idle_flush(dirs: paths.Dirs, recipient: bytes, identi
     assert data.segments == 2 and data.all_sealed
 
 
-def test_fsync_is_paced(dirs: paths.Dirs, recipient: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = FakeClock()
-    w = SessionWriter.create(dirs, recipient, clock=clock)
+def _count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The file descriptors fsynced from now on (each fsync still done)."""
     calls: list[int] = []
     real = os.fsync
 
@@ -198,6 +197,13 @@ def test_fsync_is_paced(dirs: paths.Dirs, recipient: bytes, monkeypatch: pytest.
         real(fd)
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
+    return calls
+
+
+def test_fsync_is_paced(dirs: paths.Dirs, recipient: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    w = SessionWriter.create(dirs, recipient, clock=clock)
+    calls = _count_fsyncs(monkeypatch)
     for _ in range(5):
         w.write_events([PointerMove(t_ns=1, x=1, y=1)])
         w.flush()
@@ -216,14 +222,7 @@ def test_an_idle_second_costs_no_fsync(
     """Nothing written since the last fsync: the paced flush has nothing to make durable."""
     clock = FakeClock()
     w = SessionWriter.create(dirs, recipient, clock=clock)
-    calls: list[int] = []
-    real = os.fsync
-
-    def counting_fsync(fd: int) -> None:
-        calls.append(fd)
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", counting_fsync)
+    calls = _count_fsyncs(monkeypatch)
     w.write_events([PointerMove(t_ns=1, x=1, y=1)])
     clock.now += 1.0
     w.flush()

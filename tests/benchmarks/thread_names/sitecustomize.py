@@ -11,15 +11,9 @@ import os
 import threading
 from pathlib import Path
 
+from tests.agent_process import is_agent_run
+
 _OUT = os.environ.get("OPTIN_BENCH_THREADS", "")
-
-
-def _is_agent_run() -> bool:
-    try:
-        argv = Path("/proc/self/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return argv[1:4] == [b"-m", b"agent", b"run"]
 
 
 def _note(tid: int, name: str) -> None:
@@ -30,7 +24,7 @@ def _note(tid: int, name: str) -> None:
         pass
 
 
-if _OUT and _is_agent_run():
+if _OUT and is_agent_run():
     _start = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
 
     def _named(self: threading.Thread) -> None:

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.agent_process import is_agent_run
+
 
 def _leak() -> None:
     kept: list[Any] = []
@@ -23,13 +25,5 @@ def _leak() -> None:
             kept.append(Path(os.devnull).open("rb"))  # noqa: SIM115 - kept open on purpose
 
 
-def _is_agent_run() -> bool:
-    try:
-        argv = Path("/proc/self/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return argv[1:4] == [b"-m", b"agent", b"run"]
-
-
-if _is_agent_run():
+if is_agent_run():
     threading.Thread(target=_leak, name="soak-injected-leak", daemon=True).start()
