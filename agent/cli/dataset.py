@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -24,6 +26,20 @@ __all__ = ["add_dataset_commands", "parse_size"]
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS |= {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def _done(code: int) -> int:
+    """End a dataset command that has done its work and printed: pyarrow's thread pools can abort
+    the interpreter's teardown afterwards ("terminate called without an active exception", exit
+    -6; apache/arrow#34314, seen once in CI on ``stats``), so the process ends here, its output
+    flushed, without that teardown; unless Ray is still connected (its own exit hook shuts it down)."""
+    ray = sys.modules.get("ray")
+    if "pyarrow" not in sys.modules or (ray is not None and getattr(ray, "is_initialized", lambda: True)()):
+        return code
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def parse_size(text: str) -> int:
@@ -112,7 +128,7 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
         print(f"optin: deferred {visible(deferred.name)}: {deferred.message}", file=sys.stderr)
     for failure in report.purge_failures:
         print(f"optin: {failure}", file=sys.stderr)
-    return 0 if report.ok else 1
+    return _done(0 if report.ok else 1)
 
 
 def _add_build(sub: Any) -> None:
@@ -172,7 +188,7 @@ def cmd_dataset_export(args: argparse.Namespace) -> int:
         args.dest, args.format, args.out, version=args.version, progress=_stage_bars(args.json)
     )
     _show(args, report, report.render())
-    return 0
+    return _done(0)
 
 
 def _add_export(sub: Any) -> None:
@@ -200,7 +216,7 @@ def _add_export(sub: Any) -> None:
 def cmd_dataset_stats(args: argparse.Namespace) -> int:
     stats = _study("stats").run_stats(args.dest, args.version, args.check)
     _show(args, stats, stats.render())
-    return 0
+    return _done(0)
 
 
 def _add_stats(sub: Any) -> None:
@@ -235,7 +251,7 @@ def cmd_dataset_withdraw(args: argparse.Namespace) -> int:
         progress=_stage_bars(args.json),
     )
     _show(args, report, report.render())
-    return 0 if report.ok else 1
+    return _done(0 if report.ok else 1)
 
 
 def _add_withdraw(sub: Any) -> None:
