@@ -7,6 +7,9 @@ import queue
 import threading
 import time
 
+import pytest
+
+from agent import writer_loop
 from agent.events import Event, KeyPress, Marker, now_ns
 from agent.paths import Dirs
 from agent.recorder_status import Counters
@@ -66,7 +69,10 @@ def test_an_idle_writer_wakes_once_a_check(consented: Consented, recipient: byte
     _finish(loop, events)
 
 
-def test_new_deny_rules_are_judged_at_once(consented: Consented, recipient: bytes) -> None:
+def test_new_deny_rules_are_judged_at_once(
+    consented: Consented, recipient: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_loop, "CHECK_EVERY_S", 10.0)  # the next check is far: only a wake-up helps
     dirs, study = consented
     loop, _writer, events = _loop(dirs, study, recipient)
     loop.start()
@@ -74,7 +80,7 @@ def test_new_deny_rules_are_judged_at_once(consented: Consented, recipient: byte
     loop.set_rules(())
     assert loop.judged[1]  # denied until judged (fail closed)
     judged = threading.Event()
-    deadline = time.monotonic() + CHECK_EVERY_S / 2
+    deadline = time.monotonic() + 3.0
     while time.monotonic() < deadline and not judged.is_set():
         if not loop.judged[1]:
             judged.set()
