@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import TYPE_CHECKING, NoReturn, TypeAlias
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import pytest
 
@@ -15,6 +17,17 @@ if TYPE_CHECKING:
 
 #: What the ``consented`` fixture (tests/conftest.py) gives: the store's dirs and the installed study.
 Consented: TypeAlias = "tuple[Dirs, Study]"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until its value is true or ``timeout`` seconds pass; returns the last value
+    (so a test can wait for a thing and use it: ``w := ...`` and ``w``)."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > end:
+            return value
+        time.sleep(interval)
 
 
 def unavailable(why: str) -> NoReturn:

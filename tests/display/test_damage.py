@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,17 +33,9 @@ from agent.backends.xorg.damage import DamageChanges, DamageUnavailable, fix_err
 from agent.capture.screen import MssGrabber, ScreenWatch
 from agent.events import Event, Frame, now_ns
 from tests.display.conftest import need_tools
+from tests.tools import wait_until
 
 pytestmark = pytest.mark.display
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > end:
-            return value
-        time.sleep(interval)
 
 
 class BoxGrabber(MssGrabber):

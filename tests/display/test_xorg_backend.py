@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,19 +21,11 @@ from agent.backends.virtual_display import VirtualDisplay, stop_process
 from agent.backends.xorg import XorgBackend
 from agent.events import Event, WindowFocus
 from tests.display.conftest import need_tools
+from tests.tools import wait_until
 
 pytestmark = pytest.mark.display
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > end:
-            return value
-        time.sleep(interval)
 
 
 def xdotool(*args: str) -> str:
