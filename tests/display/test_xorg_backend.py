@@ -304,6 +304,23 @@ def test_own_ui_covers_this_process_windows_and_not_others(backend: XorgBackend)
     assert not own.is_alive()
 
 
+def settled_origin(display: Any, window: Any, timeout: float = 10.0) -> tuple[int, int]:
+    """``window``'s root position once it is viewable and has stayed put for half a second."""
+    from Xlib import X
+
+    root = display.screen().root
+    seen: list[tuple[int, int]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if window.get_attributes().map_state == X.IsViewable:
+            origin = root.translate_coords(window, 0, 0)
+            seen.append((int(origin.x), int(origin.y)))
+            if len(seen) >= 5 and len(set(seen[-5:])) == 1:
+                return seen[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"window never settled: positions {seen[-5:]}")
+
+
 def test_own_ui_follows_an_own_window_moved_inside_another_program_without_walking_the_tree(
     backend: XorgBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -329,12 +346,13 @@ def test_own_ui_follows_an_own_window_moved_inside_another_program_without_walki
     try:
         with xterm(unique("host")) as (_proc, wid):  # stands for the tray host: another program's window
             host = mine.create_resource_object("window", int(wid))
+            # xdotool finds the xterm by its name before the window manager has framed and placed it
+            x, y = settled_origin(mine, host)
             icon = host.create_window(5, 5, 24, 24, 0, mine.screen().root_depth, background_pixel=0)
             icon.map()
             mine.sync()
+            x, y = x + 5, y + 5
             own.start()
-            origin = mine.screen().root.translate_coords(icon, 0, 0)
-            x, y = int(origin.x), int(origin.y)
             assert wait_until(lambda: own.covers(x + 1, y + 1), 5.0), "own window inside the host not seen"
             time.sleep(0.3)  # several RESCAN_INTERVALs with nothing changed
             walked = len(walks)
