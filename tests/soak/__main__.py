@@ -62,13 +62,15 @@ def read_rows(path: Path) -> list[Row]:
         for d in csv.DictReader(f):
             kw: dict[str, object] = {}
             for fd in fields(Row):
-                raw = d[fd.name]
+                raw = d.get(fd.name, "")
                 if fd.name == "loss":
                     kw[fd.name] = {str(k): int(v) for k, v in json.loads(raw or "{}").items()}
                 elif fd.name in ("phase", "state"):
                     kw[fd.name] = raw
                 elif fd.name in ("queue_events", "queue_frames"):
                     kw[fd.name] = int(raw) if raw else None
+                elif not raw and fd.name.endswith("_uss_mb"):
+                    kw[fd.name] = 0.0  # samples of a soak from before USS was sampled
                 elif fd.type in ("int", int):
                     kw[fd.name] = int(raw)
                 else:
@@ -95,8 +97,10 @@ def plots(
             [
                 s("agent RSS", [r.agent_rss_mb for r in rows]),
                 s("agent PSS", [r.agent_pss_mb for r in rows]),
+                s("agent USS", [r.agent_uss_mb for r in rows]),
                 s("children RSS", [r.children_rss_mb for r in rows]),
                 s("children PSS", [r.children_pss_mb for r in rows]),
+                s("children USS", [r.children_uss_mb for r in rows]),
             ],
             phases=ph,
             warmup_min=wu,
@@ -154,8 +158,10 @@ def _header(rows: Sequence[Row], meta: dict[str, object]) -> list[str]:
         f"samples {len(rows)}; after the warm-up (min / median / max):",
         f"  agent RSS MiB      {rng([r.agent_rss_mb for r in late])}",
         f"  agent PSS MiB      {rng([r.agent_pss_mb for r in late])}",
+        f"  agent USS MiB      {rng([r.agent_uss_mb for r in late])}",
         f"  children RSS MiB   {rng([r.children_rss_mb for r in late])}",
         f"  children PSS MiB   {rng([r.children_pss_mb for r in late])}",
+        f"  children USS MiB   {rng([r.children_uss_mb for r in late])}",
         f"  agent CPU %        {rng([r.agent_cpu_pct for r in late])}",
         f"  agent threads      {rng([float(r.agent_threads) for r in late])}",
         f"  agent open files   {rng([float(r.agent_fds) for r in late])}",
@@ -275,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_rows(args.out / "samples.csv", run.rows)
     with (args.out / "processes.csv").open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["t_s", "pid", "ppid", "role", "rss_mb", "pss_mb", "cpu_pct", "threads", "fds"])
+        w.writerow(["t_s", "pid", "ppid", "role", "rss_mb", "pss_mb", "uss_mb", "cpu_pct", "threads", "fds"])
         for pr in run.procs:
             w.writerow(
                 [
@@ -285,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     pr.role,
                     f"{pr.rss_mb:.3f}",
                     f"{pr.pss_mb:.3f}",
+                    f"{pr.uss_mb:.3f}",
                     f"{pr.cpu_pct:.2f}",
                     pr.threads,
                     pr.fds,

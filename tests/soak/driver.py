@@ -67,6 +67,7 @@ class ProcRow:
     role: str
     rss_mb: float
     pss_mb: float
+    uss_mb: float
     cpu_pct: float
     threads: int
     fds: int
@@ -416,7 +417,18 @@ class _Sampler:
         for s in (agent, *kids):
             role = "agent" if s is agent else f"child:{s.name}"
             self.run.procs.append(
-                ProcRow(t, s.pid, s.ppid, role, s.rss_kb / MB, s.pss_kb / MB, cpu[s.pid], s.threads, s.fds)
+                ProcRow(
+                    t,
+                    s.pid,
+                    s.ppid,
+                    role,
+                    s.rss_kb / MB,
+                    s.pss_kb / MB,
+                    s.uss_kb / MB,
+                    cpu[s.pid],
+                    s.threads,
+                    s.fds,
+                )
             )
         status = _status_now(self.dirs)  # after /proc: its handler thread is not counted
         sums = self.totals.add(status)
@@ -430,12 +442,14 @@ class _Sampler:
                 cycle=cycle,
                 agent_rss_mb=agent.rss_kb / MB,
                 agent_pss_mb=agent.pss_kb / MB,
+                agent_uss_mb=agent.uss_kb / MB,
                 agent_cpu_pct=cpu[agent.pid],
                 agent_threads=agent.threads,
                 agent_fds=agent.fds,
                 children=len(kids),
                 children_rss_mb=sum(k.rss_kb for k in kids) / MB,
                 children_pss_mb=sum(k.pss_kb for k in kids) / MB,
+                children_uss_mb=sum(k.uss_kb for k in kids) / MB,
                 children_cpu_pct=sum(cpu[k.pid] for k in kids),
                 children_threads=sum(k.threads for k in kids),
                 children_fds=sum(k.fds for k in kids),

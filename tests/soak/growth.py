@@ -3,10 +3,13 @@
 Each check gives a :class:`Verdict`: the metric, how much it grew (or how many were lost), the
 threshold and whether that fails the soak.  The rules (see docs/performance.md, "Soak"):
 
-- **memory** (agent RSS and PSS, children's RSS and PSS): after the warm-up, the median of the last
+- **memory** (agent RSS and USS, children's RSS and USS): after the warm-up, the median of the last
   third of the samples minus the median of the first third (robust to the spike of one encode) must
   not exceed ``memory_mb`` (samples taken while paused are left out); on a window of at least
-  ``slope_window_min`` minutes the Theil-Sen slope must also stay under ``slope_mb_per_h``;
+  ``slope_window_min`` minutes the Theil-Sen slope must also stay under ``slope_mb_per_h``.  PSS is
+  sampled and plotted but not judged: it is a share of the pages other processes map too (every GTK
+  program shares GTK's libraries), so it moves when they start or stop; USS, the pages this process
+  alone holds, and RSS, all it touches, move only with the process itself;
 - **threads and open files** (agent and children) are compared like for like: the median of each
   later idle stretch against the first idle stretch after the warm-up;
 - **queue**: by the end of every idle stretch (no input, the animation stopped) the agent must have
@@ -45,9 +48,12 @@ class Row:
     agent_cpu_pct: float
     agent_threads: int
     agent_fds: int
+    #: private memory (USS); 0 in the samples of a soak from before it was sampled
+    agent_uss_mb: float = 0.0
     children: int = 0
     children_rss_mb: float = 0.0
     children_pss_mb: float = 0.0
+    children_uss_mb: float = 0.0
     children_cpu_pct: float = 0.0
     children_threads: int = 0
     children_fds: int = 0
@@ -166,6 +172,10 @@ def check_memory(
         )
     )
     return out
+
+
+def _not_sampled(name: str) -> Verdict:
+    return Verdict(name, 0.0, 0.0, "MB", False, "not judged: not sampled (a soak recorded before USS was)")
 
 
 def idle_stretches(rows: Sequence[Row]) -> list[list[Row]]:
@@ -331,10 +341,14 @@ def evaluate(
     """Every check of the soak, in the order they are printed."""
     out: list[Verdict] = [check_gaps(rows, th, ran_s)]
     out += check_memory("agent RSS", rows, lambda r: r.agent_rss_mb, th)
-    out += check_memory("agent PSS", rows, lambda r: r.agent_pss_mb, th)
+    uss = any(r.agent_uss_mb for r in rows)  # False for the samples of a soak from before USS
+    out += (
+        check_memory("agent USS", rows, lambda r: r.agent_uss_mb, th) if uss else [_not_sampled("agent USS")]
+    )
     if any(r.children for r in rows):
         out += check_memory("children RSS", rows, lambda r: r.children_rss_mb, th)
-        out += check_memory("children PSS", rows, lambda r: r.children_pss_mb, th)
+        if uss:
+            out += check_memory("children USS", rows, lambda r: r.children_uss_mb, th)
         out.append(check_count("children threads", rows, lambda r: r.children_threads, th.threads, th))
         out.append(check_count("children open files", rows, lambda r: r.children_fds, th.fds, th))
         out.append(check_count("children count", rows, lambda r: r.children, 0, th))

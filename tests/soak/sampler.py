@@ -29,6 +29,9 @@ class ProcStat:
     name: str  #: see :func:`role`
     rss_kb: int
     pss_kb: int
+    #: private pages (``Private_Clean`` + ``Private_Dirty`` + ``Private_Hugetlb``): what this process
+    #: alone holds, whatever else maps the same libraries
+    uss_kb: int
     cpu_ticks: int
     threads: int
     fds: int
@@ -87,7 +90,10 @@ def read(pid: int) -> ProcStat | None:
     fields = stat[stat.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state): utime is field 14, stime 15, num_threads 20
     utime, stime, threads = int(fields[11]), int(fields[12]), int(fields[17])
-    return ProcStat(pid, int(fields[1]), role(pid), kb["Rss"], kb.get("Pss", 0), utime + stime, threads, fds)
+    uss = kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0) + kb.get("Private_Hugetlb", 0)
+    return ProcStat(
+        pid, int(fields[1]), role(pid), kb["Rss"], kb.get("Pss", 0), uss, utime + stime, threads, fds
+    )
 
 
 class CpuMeter:

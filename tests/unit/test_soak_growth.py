@@ -24,6 +24,8 @@ def series(
     stuck_idle: bool = False,
     drop_at: float | None = None,
     idle_cpu_per_h: float = 0.0,
+    uss_per_h: float = 0.0,
+    shared_until: float | None = None,
 ) -> list[Row]:
     """A healthy agent (flat, with an encode spike every 7 s and lower memory while paused),
     plus whatever is asked for."""
@@ -44,7 +46,9 @@ def series(
                 phase=phase,
                 cycle=cycle + 1,
                 agent_rss_mb=rss,
-                agent_pss_mb=rss - 30,
+                # until ``shared_until`` another process maps the same libraries: PSS counts half of them
+                agent_pss_mb=rss - (42.0 if shared_until is not None and t < shared_until else 30.0),
+                agent_uss_mb=rss - 50 + uss_per_h * t / 3600,
                 agent_cpu_pct=(8.0 if busy else 0.5)
                 + (idle_cpu_per_h * t / 3600 if phase == "idle" else 0.0),
                 agent_threads=(7 if phase == "paused" else 15) + threads_every_cycle * cycle,
@@ -52,6 +56,7 @@ def series(
                 children=2,
                 children_rss_mb=70.0,
                 children_pss_mb=41.0,
+                children_uss_mb=20.0,
                 children_threads=2,
                 children_fds=14,
                 state="paused" if phase == "paused" else "recording",
@@ -71,19 +76,33 @@ def failed(rows: list[Row], **kw: object) -> dict[str, Verdict]:
 def test_a_flat_healthy_run_passes() -> None:
     verdicts = evaluate(series(), TH)
     assert failures(verdicts) == []
-    assert {"agent RSS growth", "agent PSS slope", "agent threads", "queue drained when idle"} <= {
+    assert {"agent RSS growth", "agent USS slope", "agent threads", "queue drained when idle"} <= {
         v.metric for v in verdicts
     }
 
 
 def test_memory_growth_fails_and_names_the_metric_the_growth_and_the_threshold() -> None:
     got = failed(series(minutes=25, rss_per_h=60.0))
-    assert {"agent RSS growth", "agent RSS slope", "agent PSS growth", "agent PSS slope"} <= set(got)
+    assert {"agent RSS growth", "agent RSS slope", "agent USS growth", "agent USS slope"} <= set(got)
     message = got["agent RSS slope"].message()
     assert message.startswith("FAIL agent RSS slope: +")
     assert "(threshold 10 MB/h)" in message
     assert 50 < got["agent RSS slope"].value < 70  # the slope put in, through the spikes
     assert 12 < got["agent RSS growth"].value < 20  # two thirds of the 24 MB put in
+
+
+def test_private_memory_growth_alone_fails() -> None:
+    """Pages the agent shared turning private (copy-on-write) leave RSS flat and grow USS."""
+    got = failed(series(minutes=25, uss_per_h=60.0))
+    assert {"agent USS growth", "agent USS slope"} == set(got)
+
+
+def test_another_process_sharing_the_agents_libraries_is_not_a_leak() -> None:
+    """PSS rises by 12 MB when another program that mapped the same libraries quits: not judged, so
+    a soak does not fail on what the rest of the machine does (as the second hour's soak did)."""
+    verdicts = evaluate(series(minutes=25, shared_until=600.0), TH)
+    assert failures(verdicts) == []
+    assert not any("PSS" in v.metric for v in verdicts)
 
 
 def test_slow_growth_below_the_thresholds_passes() -> None:
@@ -210,6 +229,18 @@ def test_csv_round_trip_and_plots(tmp_path: Path) -> None:
     assert set(one) == {"memory.png", "cpu.png", "threads-files.png", "activity.png"}
     assert one == two  # deterministic bytes
     assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in one.values())
+
+
+def test_samples_recorded_before_uss_read_back_and_say_it_is_not_judged(tmp_path: Path) -> None:
+    write_rows(tmp_path / "samples.csv", series(minutes=25))
+    lines = (tmp_path / "samples.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    drop = {header.index("agent_uss_mb"), header.index("children_uss_mb")}
+    old = [",".join(c for i, c in enumerate(line.split(",")) if i not in drop) for line in lines]
+    (tmp_path / "samples.csv").write_text("\n".join(old) + "\n")
+    verdicts = {v.metric: v for v in evaluate(read_rows(tmp_path / "samples.csv"), TH)}
+    assert "not sampled" in verdicts["agent USS"].detail and not verdicts["agent USS"].failed
+    assert "children USS growth" not in verdicts and not verdicts["agent RSS slope"].failed
 
 
 def test_ticks_cover_the_data() -> None:
