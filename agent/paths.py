@@ -290,12 +290,23 @@ def agent_lock(d: Dirs) -> Iterator[None]:
 
     :raises UsageError: another optin agent of this user holds it.
     """
+    with runtime_lock(
+        d, "agent.lock", "optin is already running for this user (see `optin status`); one agent at a time"
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def runtime_lock(d: Dirs, name: str, busy: str) -> Iterator[None]:
+    """Hold the exclusive lock of ``<runtime>/<name>`` while inside (released when the process ends).
+
+    :raises UsageError: ``busy``: another process of this user holds it.
+    """
     ensure_private_dir(d.runtime)
-    fd = os.open(d.runtime / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(d.runtime / name, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         if not platform_calls.try_lock(fd):
-            msg = "optin is already running for this user (see `optin status`); one agent at a time"
-            raise UsageError(msg)
+            raise UsageError(busy)
         yield
     finally:
         os.close(fd)  # closing releases the lock

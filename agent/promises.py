@@ -143,10 +143,19 @@ def _export(study: Study) -> list[Promise | None]:
     scopes = set(study.scopes)
     out: list[Promise | None] = [
         Promise(
+            "export.upload",
+            "export",
+            "Nothing leaves by itself: a recording leaves only once you have approved it, and an export is "
+            "sent only when you choose to upload it (“Upload to the study” after an export, or `optin "
+            f"upload`), only to the study's intake at {visible(study.upload_url, limit=200)}, encrypted "
+            "to the study's key; the recorder itself has no network code.",
+        )
+        if study.upload_url
+        else Promise(
             "export.by_you",
             "export",
             "Nothing leaves by itself: a recording leaves only once you have approved it, and you hand "
-            "over the encrypted export yourself; optin has no network code.",
+            "over the encrypted export yourself; the recorder has no network code.",
         )
     ]
     named = "keyboard" in scopes and study.redaction_typed_text != "drop"  # FINDS listed once, first
@@ -231,7 +240,27 @@ def _kept(study: Study, data_dir: str | None) -> list[Promise | None]:
             "kept",
             f"A recording you export stays here until you delete it or it is {days} old.",
         ),
+        _after_upload(study, days),
     ]
+
+
+def _after_upload(study: Study, days: str) -> Promise | None:
+    """What happens here once the study confirmed it stored an upload (nothing to say without an
+    intake, or when an export already deletes the recording)."""
+    if not study.upload_url or study.retention_after_export == "delete":
+        return None
+    if study.retention_after_upload == "delete":
+        return Promise(
+            "kept.after_upload.delete",
+            "kept",
+            "Once the study confirms it stored an upload, the recording and its export file are deleted "
+            "from this computer (crypto-shredded); not before.",
+        )
+    return Promise(
+        "kept.after_upload.keep",
+        "kept",
+        f"A recording you upload stays here until you delete it or it is {days} old.",
+    )
 
 
 def _never(study: Study) -> list[Promise | None]:

@@ -51,16 +51,21 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 #: Every key with a fixed set of choices (``[retention] after_export`` too), the first the default.
-_CHOICES: dict[str, tuple[str, ...]] = {**REDACTION_CHOICES, "after_export": ("keep", "delete")}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    **REDACTION_CHOICES,
+    "after_export": ("keep", "delete"),
+    "after_upload": ("keep", "delete"),
+}
 
 _STUDY_KEYS = ("id", "name", "contact", "consent_version", "consent_text", "scopes", "recipients")
 _DENY_KEYS = ("label", "app_class", "title")
-_RETENTION_KEYS = ("days", "max_gib", "after_export")
+_RETENTION_KEYS = ("days", "max_gib", "after_export", "after_upload")
+_UPLOAD_KEYS = ("url",)
 _CAPTURE_KEYS = ("idle_pause_minutes", "pause_hotkey")
 _REDACTION_KEYS = tuple(REDACTION_CHOICES)
 _TASK_KEYS = ("id", "instruction", "app", "url", "time_limit_minutes")
 _TASKS_KEYS = ("mode", "done_hotkey")
-_TOP_LEVEL = ("study", "deny", "retention", "capture", "redaction", "task", "tasks")
+_TOP_LEVEL = ("study", "deny", "retention", "capture", "redaction", "task", "tasks", "upload")
 _TASK_ID = re.compile(TASK_ID_PATTERN)
 #: A task url's scheme (``https:``), then ``//`` and its authority (up to ``/``, ``?`` or ``#``), and the
 #: authority's host (a name or an ``[IPv6]`` literal) and optional port.
@@ -209,7 +214,8 @@ class _Validator:
                 self.error(
                     (key,),
                     f"unknown table or key {_key_name((key,))}; a study file has [study], [[deny]], "
-                    f"[retention], [capture], [redaction], [[task]] and [tasks]{_suggest(key, _TOP_LEVEL)}",
+                    f"[retention], [capture], [redaction], [[task]], [tasks] and [upload]"
+                    f"{_suggest(key, _TOP_LEVEL)}",
                 )
         fields = self._study_table(doc.get("study"))
         deny = self._deny(doc.get("deny"))
@@ -218,6 +224,14 @@ class _Validator:
         days = self._int(retention, ("retention", "days"), DEFAULT_RETENTION_DAYS, RETENTION_DAYS_RANGE)
         max_gib = self._number(retention, ("retention", "max_gib"), DEFAULT_RETENTION_MAX_GIB)
         after_export = self._choice(retention, ("retention", "after_export"))
+        upload_url = self._upload_url(doc.get("upload"))
+        after_upload = self._choice(retention, ("retention", "after_upload"))
+        if "after_upload" in retention and not upload_url:
+            self.error(
+                ("retention", "after_upload"),
+                "retention.after_upload is set but the study has no [upload] url. Fix: delete it, or add "
+                "[upload] with the intake's url",
+            )
         capture = self._table(doc.get("capture"), "capture", _CAPTURE_KEYS)
         idle = self._int(
             capture, ("capture", "idle_pause_minutes"), DEFAULT_IDLE_PAUSE_MINUTES, IDLE_PAUSE_MINUTES_RANGE
@@ -249,7 +263,40 @@ class _Validator:
             tasks=tasks,
             tasks_mode=mode,
             task_done_hotkey=done_hotkey,
+            upload_url=upload_url,
+            retention_after_upload=after_upload,
         )
+
+    def _upload_url(self, value: object) -> str:
+        """``[upload] url``: the intake's address (https, or http to this computer), "" without [upload]."""
+        from agent.upload_protocol import url_problem  # here: it imports agent.study through ipc_protocol
+
+        table = self._table(value, "upload", _UPLOAD_KEYS)
+        if value is not None and isinstance(value, dict) and "url" not in table:
+            self.error(("upload",), 'upload needs url = "https://..." (the study\'s intake). Fix: add it')
+            return ""
+        url = table.get("url", "")
+        path: KeyPath = ("upload", "url")
+        if not isinstance(url, str):
+            self.error(
+                path, f'upload.url must be a string such as "https://intake.example.org/", not {_kind(url)}'
+            )
+            return ""
+        if not url:
+            return ""
+        hidden = hidden_characters(url)
+        problem = (
+            f"has hidden or control characters ({', '.join(hidden)})"
+            if hidden
+            else url_problem(url, query=False)
+        )
+        if problem:
+            self.error(
+                path,
+                f'upload.url {problem}. Fix: the intake\'s https:// address, e.g. "https://intake.example.org/"',
+            )
+            return ""
+        return url
 
     def _table(self, value: object, name: str, known: tuple[str, ...]) -> dict[str, Any]:
         """An optional table (``{}`` when absent or wrong), its unknown keys reported."""

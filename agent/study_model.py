@@ -67,6 +67,7 @@ TERMS_IN_WORDS: dict[str, str] = {
     "capture": "pausing",
     "redaction": "what exports hold",
     "tasks": "the tasks it asks for",
+    "upload": "where exports are uploaded",
 }
 
 
@@ -131,6 +132,12 @@ class Study:
     tasks_mode: str = "off"
     #: ``[tasks] done_hotkey``: the keys that end the running task as done; "" for none.
     task_done_hotkey: str = ""
+    #: ``[upload] url``: the study's intake, where ``optin upload`` sends exports; "" for none (the
+    #: volunteer hands exports over themselves).
+    upload_url: str = ""
+    #: ``[retention] after_upload``: ``keep`` a delivered session locally, or ``delete`` it (shredded,
+    #: with its export file) once the intake confirmed it stored the bundle.
+    retention_after_upload: str = "keep"
 
     @property
     def text_sha256(self) -> str:
@@ -173,6 +180,8 @@ class Study:
             if self.task_done_hotkey:  # only when set: a study without one keeps its consent hash
                 tasks["done_hotkey"] = self.task_done_hotkey
             terms["tasks"] = tasks
+        if self.upload_url:  # only when set: a study without an intake keeps its consent hash
+            terms["upload"] = {"url": self.upload_url, "after_upload": self.retention_after_upload}
         return terms
 
     @property

@@ -133,7 +133,8 @@ def sign_request(identity: bytes, request: UploadRequest) -> bytes:
     return request_body(request, signing.sign(identity, request.study, signed_message(request)))
 
 
-def _refuse(reason: str, message: str) -> NoReturn:
+def refuse(reason: str, message: str) -> NoReturn:
+    """Raise :class:`RequestRefused` (a function: the refusals read as one list of rules)."""
     raise RequestRefused(reason, message)
 
 
@@ -146,24 +147,24 @@ def _strict_object(blob: bytes, what: str) -> dict[str, Any]:
     try:
         text = blob.decode("utf-8")
     except UnicodeDecodeError:
-        _refuse("bad_request", f"the {what} is not UTF-8")
+        refuse("bad_request", f"the {what} is not UTF-8")
     if json_depth(text) > MAX_DEPTH:
-        _refuse("bad_request", f"the {what} nests deeper than {MAX_DEPTH}")
+        refuse("bad_request", f"the {what} nests deeper than {MAX_DEPTH}")
     value = json_object(blob)
     if value is None:
-        _refuse("bad_request", f"the {what} is not one JSON object (no repeated keys, no NaN)")
+        refuse("bad_request", f"the {what} is not one JSON object (no repeated keys, no NaN)")
     return value
 
 
 def _b64(value: object, size: int, what: str) -> bytes:
     if not isinstance(value, str) or len(value) > 4 * size:
-        _refuse("bad_request", f"{what} is not base64")
+        refuse("bad_request", f"{what} is not base64")
     try:
         raw = base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
-        _refuse("bad_request", f"{what} is not base64")
+        refuse("bad_request", f"{what} is not base64")
     if len(raw) != size:
-        _refuse("bad_request", f"{what} is {len(raw)} bytes, not {size}")
+        refuse("bad_request", f"{what} is {len(raw)} bytes, not {size}")
     return raw
 
 
@@ -183,23 +184,23 @@ _MEMBERS: Mapping[str, type] = {
 def _shape(body: bytes, action: str, study: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The body's outer object and its request, members and types checked (no signature yet)."""
     if len(body) > MAX_REQUEST_BYTES:
-        _refuse("request_too_large", f"a request is at most {MAX_REQUEST_BYTES} bytes")
+        refuse("request_too_large", f"a request is at most {MAX_REQUEST_BYTES} bytes")
     outer = _strict_object(body, "request body")
     if set(outer) != {"request", "signature"} or not isinstance(outer["request"], dict):
-        _refuse("bad_request", "a body is {request, signature}")
+        refuse("bad_request", "a body is {request, signature}")
     inner: dict[str, Any] = outer["request"]
     if set(inner) != set(_MEMBERS):
-        _refuse("bad_request", "the request's members are not " + ", ".join(sorted(_MEMBERS)))
+        refuse("bad_request", "the request's members are not " + ", ".join(sorted(_MEMBERS)))
     for name, kind in _MEMBERS.items():
         value = inner[name]
         if not isinstance(value, kind) or isinstance(value, bool):
-            _refuse("bad_request", f"{name} is not a{'n integer' if kind is int else ' string'}")
+            refuse("bad_request", f"{name} is not a{'n integer' if kind is int else ' string'}")
     if inner["v"] != VERSION:
-        _refuse("bad_request", f"this intake speaks {PROTOCOL} (v {VERSION})")
+        refuse("bad_request", f"this intake speaks {PROTOCOL} (v {VERSION})")
     if inner["action"] != action:
-        _refuse("bad_request", f"the request's action is not this address's ({action})")
+        refuse("bad_request", f"the request's action is not this address's ({action})")
     if inner["study"] != study:
-        _refuse("wrong_study", "the request is for another study than this intake's")
+        refuse("wrong_study", "the request is for another study than this intake's")
     return outer, inner
 
 
@@ -217,7 +218,7 @@ def check_request(
     signature = _b64(outer["signature"], signing.SIGNATURE_SIZE, "signature")
     volunteer = inner["volunteer"]
     if not _HEX32.fullmatch(volunteer):
-        _refuse("bad_request", "volunteer is not 32 lower-case hex digits")
+        refuse("bad_request", "volunteer is not 32 lower-case hex digits")
     request = UploadRequest(
         action=inner["action"],
         study=study,
@@ -233,17 +234,17 @@ def check_request(
     if signing.id_of_key(study, key) != volunteer or not signing.verify(
         key, signed_message(request), signature
     ):
-        _refuse("bad_signature", "the signature or the volunteer id does not match the signing key")
+        refuse("bad_signature", "the signature or the volunteer id does not match the signing key")
     if abs(request.time - int(now)) > CLOCK_SKEW_S:  # integers: a huge time cannot overflow a float
-        _refuse("stale_request", f"the request's time is more than {CLOCK_SKEW_S} s from the intake's clock")
+        refuse("stale_request", f"the request's time is more than {CLOCK_SKEW_S} s from the intake's clock")
     if not SESSION_ID.fullmatch(request.session):
-        _refuse("bad_session_id", "the session id is not 1-80 letters, digits, - and _")
+        refuse("bad_session_id", "the session id is not 1-80 letters, digits, - and _")
     if not _HEX64.fullmatch(request.sha256):
-        _refuse("bad_request", "sha256 is not 64 lower-case hex digits")
+        refuse("bad_request", "sha256 is not 64 lower-case hex digits")
     if request.size < 1:
-        _refuse("bad_request", "size is not a positive number of bytes")
+        refuse("bad_request", "size is not a positive number of bytes")
     if request.size > max_bundle_size:
-        _refuse("bundle_too_large", f"this intake takes bundles of at most {max_bundle_size} bytes")
+        refuse("bundle_too_large", f"this intake takes bundles of at most {max_bundle_size} bytes")
     return request, signature
 
 
@@ -473,6 +474,7 @@ __all__ = [
     "part_size_for",
     "parts",
     "refusal_body",
+    "refuse",
     "request_body",
     "sign_request",
     "signed_message",

@@ -1,4 +1,5 @@
-"""``optin dataset build | withdraw | export | stats``: the study side (docs/dataset.md).
+"""``optin dataset build | withdraw | export | stats | intake``: the study side (docs/dataset.md,
+docs/upload.md).
 
 Its modules (:mod:`agent.dataset`) and their packages (the ``study`` extra: boto3, pyarrow,
 webdataset, ray, matplotlib) are imported only when one of these commands runs; the recorder
@@ -275,6 +276,98 @@ def _add_withdraw(sub: Any) -> None:
     )
 
 
+def _listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6; port 0: any free port)."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        msg = f"{text!r} is not HOST:PORT. Fix: e.g. 127.0.0.1:8080, or [::1]:8080"
+        raise argparse.ArgumentTypeError(msg)
+    return host, int(port)
+
+
+def cmd_dataset_intake(args: argparse.Namespace) -> int:
+    service = _study("intake_service")
+    settings = service.Settings(
+        study=args.study_id,
+        max_bundle_size=args.max_bundle_size,
+        part_size=args.part_size,
+        url_ttl_s=args.url_ttl,
+        rate_per_minute=args.rate,
+    )
+    if bool(args.tls_cert) != bool(args.tls_key):
+        msg = "--tls-cert and --tls-key go together. Fix: give both, or neither (TLS in a proxy in front)"
+        raise UsageError(msg)
+    if not args.tls_cert and not _local_address(args.listen[0]):
+        print(
+            f"optin: warning: listening on {visible(args.listen[0])} without TLS: volunteers' clients "
+            "accept only https:// (or http:// to 127.0.0.1). Fix: --tls-cert/--tls-key, or a TLS proxy "
+            "in front",
+            file=sys.stderr,
+        )
+    _study("intake_app").run(
+        args.bucket,
+        settings,
+        listen=args.listen,
+        dest_url=args.dest or "",
+        tls_cert=args.tls_cert or "",
+        tls_key=args.tls_key or "",
+        ready=lambda url: print(
+            f"optin: intake of study {visible(args.study_id)} listening on {url}", file=sys.stderr, flush=True
+        ),
+    )
+    return 0
+
+
+def _add_intake(sub: Any) -> None:
+    sp = sub.add_parser(
+        "intake",
+        help="receive volunteers' uploads (optin upload) into an S3 bucket",
+        description="Serve the study's intake (docs/upload.md): check each volunteer's signed request, hand "
+        "out presigned multipart URLs for a write-once key, check the completed bundle's size and SHA-256, "
+        "and answer stored or refused with a reason. Bundles stay encrypted; build from "
+        "s3://BUCKET/PREFIX/bundles/. Runs until interrupted (SIGINT or SIGTERM).",
+    )
+    sp.set_defaults(func=cmd_dataset_intake)
+    sp.add_argument(
+        "--bucket", required=True, metavar="s3://BUCKET/PREFIX", help="where bundles and records go"
+    )
+    sp.add_argument(
+        "--study-id", required=True, metavar="ID", help="the study's id (its study file's [study] id)"
+    )
+    sp.add_argument(
+        "--listen",
+        type=_listen,
+        default=("127.0.0.1", 8080),
+        metavar="HOST:PORT",
+        help="default 127.0.0.1:8080",
+    )
+    sp.add_argument("--dest", metavar="DEST", help="the dataset whose withdrawal register the intake obeys")
+    sp.add_argument(
+        "--max-bundle-size", type=parse_size, default=8 << 30, metavar="SIZE", help="default 8GiB"
+    )
+    sp.add_argument(
+        "--part-size", type=parse_size, default=8 << 20, metavar="SIZE", help="default 8MiB (at least 5MiB)"
+    )
+    sp.add_argument(
+        "--url-ttl", type=int, default=3600, metavar="SECONDS", help="presigned URLs live this long"
+    )
+    sp.add_argument(
+        "--rate",
+        type=float,
+        default=60.0,
+        metavar="N",
+        help="requests a minute per volunteer and per address",
+    )
+    sp.add_argument("--tls-cert", metavar="FILE", help="serve https with this certificate (PEM)")
+    sp.add_argument("--tls-key", metavar="FILE", help="and this private key (PEM)")
+    sp.epilog = (
+        "Endpoint and credentials of s3:// come from boto3's configuration (AWS_ENDPOINT_URL, AWS_PROFILE). "
+        "GET /healthz and GET /metrics (Prometheus text). Exit codes: 0 stopped by a signal; 2 bad usage, "
+        "the bucket not there or the credentials refused."
+    )
+
+
 def add_dataset_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     """``optin dataset`` and its subcommands."""
 
@@ -291,3 +384,4 @@ def add_dataset_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     _add_export(sub)
     _add_stats(sub)
     _add_withdraw(sub)
+    _add_intake(sub)

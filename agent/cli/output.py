@@ -7,11 +7,31 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["print_json", "progress_bar"]
+__all__ = ["byte_bar", "print_json", "progress_bar"]
 
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def byte_bar(label: str, width: int = 30) -> Callable[[int, int], None] | None:
+    """``label [#####-----] 42 % 12.3/29.0 MB`` redrawn on the terminal's stderr (None when it is not one)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        filled = width * done // total if total else width
+        end = "\n" if done >= total else ""
+        bar = "#" * filled + "-" * (width - filled)
+        pct = 100 * done // total if total else 100
+        print(
+            f"\r{label} [{bar}] {pct:3d} % {done / 1e6:.1f}/{total / 1e6:.1f} MB",
+            end=end,
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show
 
 
 def progress_bar(label: str, width: int = 30) -> Callable[[int, int], None] | None:

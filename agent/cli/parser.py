@@ -19,6 +19,7 @@ from agent.cli.maintenance import cmd_autostart, cmd_demo, cmd_doctor, cmd_unins
 from agent.cli.recording import cmd_exclude, cmd_pause, cmd_resume, cmd_run, cmd_status
 from agent.cli.sessions import cmd_delete_last, cmd_purge, cmd_sessions, cmd_verify
 from agent.cli.tasks import cmd_task
+from agent.cli.upload import add_upload_command
 
 __all__ = ["build_parser"]
 
@@ -149,6 +150,7 @@ def _add_export_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.add_argument("--identity", required=True, metavar="FILE", help="the study's age identity file")
     sp.add_argument("--out", required=True, metavar="DIR", help="output directory")
     sp.epilog = "Nothing is written unless every check passes. Exit codes: 0 written, 1 refused (the reason)."
+    add_upload_command(add)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,30 +19,54 @@ __all__ = ["cmd_delete_last", "cmd_purge", "cmd_sessions", "cmd_verify"]
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    from agent.export import approval
+    from agent.export import approval, deliveries
     from agent.paths import dirs
     from agent.store.reader import list_sessions
 
     if args.action == "delete":
         return _sessions_delete(args)
     d = dirs()
-    rows = [{**asdict(i), "review": approval.describe(d, i.id)} for i in list_sessions(d)]
+    sent = {x.session: x for x in deliveries.load_all(d)}
+    rows = [
+        {**asdict(i), "review": approval.describe(d, i.id), "delivery": _delivery(sent.pop(i.id, None))}
+        for i in list_sessions(d)
+    ]
+    # exported, then deleted here (the study's after_export, retention): the bundle's delivery goes on
+    rows += [{"id": sid, "state": "deleted", "delivery": _delivery(x)} for sid, x in sorted(sent.items())]
     if args.json:
         print_json(rows)
         return 0
     if not rows:
         print("no sessions yet")
         return 0
-    print(f"{'ID':<28} {'STATE':<10} {'STARTED':<26} {'EVENTS':>8} {'FRAMES':>7} {'BYTES':>10}  REVIEW")
+    print(
+        f"{'ID':<28} {'STATE':<10} {'STARTED':<26} {'EVENTS':>8} {'FRAMES':>7} {'BYTES':>10}  "
+        f"{'REVIEW':<24} UPLOAD"
+    )
     for r in rows:
-        review = r["review"]
+        review = r.get("review") or {"approval": "-", "exports": 0}
         exported = f", exported {review['exports']}x" if review["exports"] else ""
+        delivery = r["delivery"]["shown"] if r["delivery"] else "-"
         print(
             f"{r['id']:<28} {r['state']:<10} {r.get('started_at') or '-':<26} "
             f"{r.get('events', 0):>8} {r.get('frames', 0):>7} {r.get('bytes', 0):>10}  "
-            f"{review['approval']}{exported}"
+            f"{review['approval'] + exported:<24} {delivery}"
         )
     return 0
+
+
+def _delivery(found: Any) -> dict[str, Any] | None:
+    """A session's delivery as ``sessions`` shows it (None: never exported since deliveries existed)."""
+    if found is None:
+        return None
+    return {
+        "state": found.state,
+        "shown": found.shown_state(),
+        "sent": found.sent,
+        "size": found.size,
+        "reason": found.reason,
+        "bundle": found.bundle,
+    }
 
 
 def _sessions_delete(args: argparse.Namespace) -> int:

@@ -52,7 +52,7 @@ from agent import __version__, consent
 from agent.canonical_json import canonical
 from agent.errors import ConsentRequired, ExportError, StoreCorrupt, StoreFormatError, UsageError
 from agent.events import ElementSeen, Frame, Marker, Redacted, TaskEnd, TaskStart, to_dict
-from agent.export import approval, counts, frame_data, task_list
+from agent.export import approval, counts, deliveries, frame_data, task_list
 from agent.export.sealed_file import seal_to_file
 from agent.paths import Dirs
 from agent.redact import policy
@@ -248,6 +248,7 @@ def export_session(
         encrypt_io(reader, writer, age_recipients)
 
     path, size, digest = seal_to_file(out_dir, f"{session_id}.optin.tar.age", plan.chunks(), encrypt)
+    deliveries.record_export(dirs, session_id, path, size=size, sha256=digest, study=study.id)
     delete = study.retention_after_export == "delete"
     if delete:
         from agent.store.retention import shred_session

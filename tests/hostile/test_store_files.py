@@ -156,6 +156,14 @@ KINDS: dict[str, Kind] = {
     "status": Kind(r"run/status\.json", "run/status.json", "P9 status file", ("status.json",), json=True),
     "recipient": Kind(r"data/keys/recipient", "data/keys/recipient", "P5 recipient", ("recipient",)),
     "identity": Kind(r"data/keys/identity", "data/keys/identity", "P5 identity", ("identity",)),
+    "delivery": Kind(
+        rf"data/exports/{_SID}\.json",
+        "data/exports/{a}.json",
+        "P7 delivery records",
+        ("{a}.json", "{a}"),
+        per_session=True,
+        json=True,
+    ),
 }
 
 
@@ -658,6 +666,26 @@ def check_keys(case: Case, d: Dirs) -> None:
     _ok(case, "sessions", "sessions --json", "status", "consent show")
 
 
+def check_delivery(case: Case, d: Dirs) -> None:
+    """A damaged delivery record is shown as damaged, never as delivered; nothing else minds it, and a
+    new export writes a good one."""
+    listing = case.runs["sessions --json"]
+    if listing.code == 0 and not listing.crash:
+        rows = {r["id"]: r for r in json.loads(listing.out)}
+        shown = (rows[case.a].get("delivery") or {}).get("state")
+        if shown not in ("exported", "damaged"):  # a damaged record never reads as sent (or sending)
+            case.wrong(f"sessions shows the delivery of a damaged record as {shown!r}")
+        if shown != "damaged" and not isinstance(_parsed_json(case.bad), dict):
+            case.wrong(f"sessions shows a delivery record that is not JSON as {shown!r}")
+    _ok(case, "sessions", "sessions --json", "verify", "status", "consent show", "export", "export --approve")
+    _records_as_asked(case)
+    from agent.export import deliveries
+
+    after = deliveries.load(d, case.a)
+    if after is None or after.state != "exported":
+        case.wrong(f"after a new export the delivery record reads as {after and after.state!r}")
+
+
 CHECKS: dict[str, Callable[[Case, Dirs], None]] = {
     "segment": check_segment,
     "meta.json": check_meta,
@@ -669,6 +697,7 @@ CHECKS: dict[str, Callable[[Case, Dirs], None]] = {
     "status": check_status,
     "recipient": check_keys,
     "identity": check_keys,
+    "delivery": check_delivery,
 }
 
 

@@ -158,6 +158,7 @@ def _changes(study: Study) -> dict[str, Study]:
         "capture": dataclasses.replace(study, pause_hotkey=""),
         "redaction": dataclasses.replace(study, redaction_ocr="off"),
         "tasks": dataclasses.replace(study, tasks_mode="free"),
+        "upload": dataclasses.replace(study, upload_url="https://intake.example.org/"),
     }
 
 
@@ -181,6 +182,13 @@ def test_every_term_shown_is_bound(consented: Consented) -> None:
         dataclasses.replace(study, deny=(DenyRule("HR", title="payroll"),)),
     ):
         assert not receipt.covers(more)
+    # where exports go, and what happens to a delivered recording, are agreed to like the rest
+    uploading = dataclasses.replace(study, upload_url="https://intake.example.org/")
+    for more in (
+        dataclasses.replace(uploading, upload_url="https://elsewhere.example.org/"),
+        dataclasses.replace(uploading, retention_after_upload="delete"),
+    ):
+        assert uploading.terms_sha256 != more.terms_sha256
     # recipients written in capitals or in another order are the same keys
     same = dataclasses.replace(study, recipients=tuple(r.upper() for r in reversed(study.recipients)))
     assert receipt.covers(same)
@@ -201,6 +209,11 @@ def test_every_study_field_is_in_the_terms(study_file: Path) -> None:
     tasks = with_tasks.terms()["tasks"]
     flat |= ({"tasks"} if "list" in tasks else set()) | ({"tasks_mode"} if "mode" in tasks else set())
     flat |= {"task_done_hotkey"} if tasks.get("done_hotkey") == "<ctrl>+<alt>+d" else set()
+    # the intake is bound when the study has one (a study without keeps its terms from before uploads)
+    uploading = dataclasses.replace(study, upload_url="https://i.example.org/", retention_after_upload="delete")
+    upload = uploading.terms()["upload"]
+    flat |= {"upload_url"} if upload["url"] == "https://i.example.org/" else set()
+    flat |= {"retention_after_upload"} if upload["after_upload"] == "delete" else set()
     assert fields - written <= flat, fields - written - flat
 
 

@@ -526,7 +526,7 @@ MISTAKES = [
         BASE + '\n[taks]\nmode = "list"\n',
         L,
         "unknown table or key taks; a study file has [study], [[deny]], [retention], [capture], "
-        "[redaction], [[task]] and [tasks]. Did you mean task",
+        "[redaction], [[task]], [tasks] and [upload]. Did you mean task",
         id="unknown-table",
     ),
 ]
