@@ -255,3 +255,84 @@ def ray_local() -> Iterator[None]:
             ray.shutdown()
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+# --- the study's intake (optin dataset intake) ------------------------------------------------------
+
+INTAKE_START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class IntakeServer:
+    """``optin dataset intake`` in a process of its own (its own process group), on 127.0.0.1."""
+
+    bucket_url: str
+    study_id: str
+    env: dict[str, str]
+    args: tuple[str, ...] = ()
+    port: int = 0
+    log: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> IntakeServer:
+        """Start it (on the same port as before, after a :meth:`stop`), and wait until it listens."""
+        if not self.port:
+            self.port = free_ports(1)[0]
+        argv = [
+            sys.executable, "-m", "agent", "dataset", "intake",
+            "--bucket", self.bucket_url, "--study-id", self.study_id,
+            "--listen", f"127.0.0.1:{self.port}", *self.args,
+        ]  # fmt: skip
+        assert self.log is not None
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env, "OPTIN_LOG_LEVEL": "INFO"},
+                start_new_session=True,
+            )
+        _record_pid(self.proc.pid)
+        deadline = time.monotonic() + INTAKE_START_TIMEOUT_S
+        while f"listening on {self.url}".encode() not in self.log.read_bytes():
+            if self.proc.poll() is not None:
+                pytest.fail(
+                    f"optin dataset intake exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}"
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(f"optin dataset intake did not listen within {INTAKE_START_TIMEOUT_S:.0f} s")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> int | None:
+        """SIGTERM (uvicorn's graceful stop), SIGKILL after 10 s; the exit code."""
+        if self.proc is None:
+            return None
+        _stop(self.proc)
+        code, self.proc = self.proc.returncode, None
+        return code
+
+    def restart(self) -> IntakeServer:
+        self.stop()
+        return self.start()
+
+
+@contextlib.contextmanager
+def intake_server(
+    s3: S3Server, bucket_url: str, study_id: str, tmp: Path, *, args: tuple[str, ...] = (), endpoint: str = ""
+) -> Iterator[IntakeServer]:
+    """An intake over ``bucket_url`` (boto3 pointed at ``endpoint``: the store, or a proxy in front)."""
+    env = s3.env()
+    if endpoint:
+        env["AWS_ENDPOINT_URL"] = endpoint
+    server = IntakeServer(bucket_url, study_id, env, args, log=tmp / f"intake-{secrets.token_hex(3)}.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -389,9 +389,13 @@ class _S3Writer(ObjectWriter):
 # --- what source.py shares -------------------------------------------------------------------------
 
 
-def s3_client(url: str, *, session: Any = None, unusable: type[OptinError] = DestUnusable) -> Any:
+def s3_client(
+    url: str, *, session: Any = None, unusable: type[OptinError] = DestUnusable, signature_version: str = ""
+) -> Any:
     """A boto3 S3 client from the standard configuration (or ``session``'s), with bounded timeouts and
-    retries: a store that does not answer fails the command, never hangs it.
+    retries: a store that does not answer fails the command, never hangs it. ``signature_version``
+    ``s3v4`` for presigned URLs that sign the host alone (the default presigns some stores' way, which
+    signs ``Content-MD5`` and ``Content-Type`` too).
 
     :raises unusable: botocore's configuration is broken (a profile that is not there, ...).
     """
@@ -402,6 +406,7 @@ def s3_client(url: str, *, session: Any = None, unusable: type[OptinError] = Des
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
         retries={"max_attempts": 3, "mode": "standard"},
+        **({"signature_version": signature_version} if signature_version else {}),
     )
     try:
         return (session or boto3.session.Session()).client("s3", config=config)

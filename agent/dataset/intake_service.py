@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from agent.dataset import intake_rules as rules
-from agent.dataset.dest_s3 import S3Dest, error_code
+from agent.dataset.dest_s3 import S3Dest, error_code, s3_client
 from agent.errors import DestError, ObjectChanged, ObjectExists, ObjectMissing
 from agent.upload_protocol import (
     MIN_PART_SIZE,
@@ -82,13 +82,18 @@ class Intake:
             msg = f"the part size must be at least {MIN_PART_SIZE} bytes, not {settings.part_size}"
             raise ValueError(msg)
         self.dest = dest
+        #: presigns part URLs with SigV4 (the host alone signed: the client adds its Content-MD5)
+        self._presigner = s3_client(dest.url, signature_version="s3v4")
         self.settings = settings
         self._withdrawn = withdrawn
         self._clock = clock
         self._lock = threading.Lock()
         rate = settings.rate_per_minute / 60.0
-        self._by_volunteer = rules.TokenBuckets(rate, settings.burst)
-        self._by_address = rules.TokenBuckets(rate, settings.burst)
+        burst = max(
+            1.0, min(settings.burst, settings.rate_per_minute / 2)
+        )  # half a minute's requests at once
+        self._by_volunteer = rules.TokenBuckets(rate, burst)
+        self._by_address = rules.TokenBuckets(rate, burst)
         #: answers by status and refusals by reason (``refused|<reason>``), for /metrics
         self.counters: Counter[str] = Counter()
         self._uploading = 0
@@ -339,7 +344,7 @@ class Intake:
     def _presign(self, key: str, upload_id: str, number: int) -> str:
         try:
             return str(
-                self.dest._client.generate_presigned_url(
+                self._presigner.generate_presigned_url(
                     "upload_part",
                     Params={
                         "Bucket": self.dest.bucket,
