@@ -26,12 +26,15 @@ class Faults:
     delay_s: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def take_cut(self) -> int:
+    def should_cut(self, sent: int) -> bool:
+        """Whether a connection that has sent ``sent`` bytes upstream is cut now (one of ``cuts``)."""
+        if not self.cut_after or sent < self.cut_after:
+            return False
         with self.lock:
             if self.cuts <= 0:
-                return 0
+                return False
             self.cuts -= 1
-            return self.cut_after
+            return True
 
 
 class CuttingProxy:
@@ -75,7 +78,6 @@ class CuttingProxy:
             self._threads.append(worker)
 
     def _pipe(self, client: socket.socket) -> None:
-        cut_after = self.faults.take_cut()
         try:
             upstream = socket.create_connection(self.target, timeout=10)
         except OSError:
@@ -95,8 +97,8 @@ class CuttingProxy:
                     if sock is client:
                         if self.faults.delay_s:
                             time.sleep(self.faults.delay_s)
-                        if cut_after and sent + len(data) >= cut_after:
-                            upstream.sendall(data[: max(0, cut_after - sent)])
+                        if self.faults.should_cut(sent + len(data)):
+                            upstream.sendall(data[: max(0, self.faults.cut_after - sent)])
                             with self._lock:
                                 self.cut += 1
                             client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -287,6 +287,9 @@ def _listen(text: str) -> tuple[str, int]:
 
 
 def cmd_dataset_intake(args: argparse.Namespace) -> int:
+    from agent.log import setup_logging
+
+    setup_logging("INFO")  # a service: one line per request (action, status, reason code; never a body)
     service = _study("intake_service")
     settings = service.Settings(
         study=args.study_id,

@@ -184,8 +184,8 @@ class _Run:
                 self.refused(answer)
             return answer
         return self.fail(
-            f"the intake did not answer after {ATTEMPTS} tries. Fix: check the network, then run optin "
-            "upload again (it resumes where it stopped)",
+            f"the intake did not answer after {ATTEMPTS} tries ({self.delivery.message}). Fix: check the "
+            "network, then run optin upload again (it resumes where it stopped)",
             retry=True,
         )
 

@@ -8,7 +8,6 @@ import base64
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,10 +24,9 @@ from agent.store import signing
 from agent.upload.http import Client
 from agent.upload.sender import Sender, Signer, UploadFailed
 from agent.upload_protocol import MIN_PART_SIZE, UploadRequest, sign_request
-from tests.proxy import CuttingProxy, cutting_proxy
+from tests.proxy import cutting_proxy
 from tests.servers import IntakeServer, S3Server, intake_server
 from tests.study.synth import STUDY_ID, make_bundles, make_study_identity, volunteer_identity
-from tests.tools import wait_until
 
 PART = MIN_PART_SIZE
 #: the intake as the tests run it: 5 MiB parts (S3's smallest), so a 12 MB bundle is three parts
@@ -77,7 +75,9 @@ def volunteer(
     client = Client(timeout=10)
     clients.append(client)
     d = dirs()
-    return Volunteer(d, signer, client, Sender(d, client, intake_url, signer, sleep=lambda s: time.sleep(min(s, 0.2))))
+    return Volunteer(
+        d, signer, client, Sender(d, client, intake_url, signer, sleep=lambda s: time.sleep(min(s, 0.2)))
+    )
 
 
 def random_bundle(tmp: Path, session: str, size: int, seed: int = 0) -> Path:
@@ -113,7 +113,7 @@ def objects(s3: S3Server, bucket_url: str) -> dict[str, bytes]:
 SESSION = "20261206T120000Z-0a1b2c3d"
 
 
-def test_a_bundle_in_parts_is_delivered_once(
+def test_a_bundle_in_parts_is_delivered_once(  # noqa: PLR0917 - fixtures
     intake: IntakeServer,
     s3: S3Server,
     bucket: str,
@@ -137,3 +137,264 @@ def test_a_bundle_in_parts_is_delivered_once(
     again = v.sender.send(deliveries.updated(done, state="exported", sent=0))
     assert again.state == "delivered"
     assert objects(s3, bucket) == stored
+
+
+def raw(
+    url: str, action: str, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """POST ``body`` to the intake as any client could (no checks of our own): status and JSON answer."""
+    import http.client
+
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(
+            "POST",
+            f"/v1/{action}",
+            body=body,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+        reply = conn.getresponse()
+        return reply.status, json.loads(reply.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def request_of(
+    v: Volunteer, session: str, size: int, sha: str, action: str = "begin", **kw: Any
+) -> UploadRequest:
+    fields: dict[str, Any] = {
+        "action": action,
+        "study": STUDY_ID,
+        "volunteer": v.signer.volunteer,
+        "signing_key": v.signer.signing_key,
+        "session": session,
+        "size": size,
+        "sha256": sha,
+        "time": int(time.time()),
+    }
+    fields.update(kw)
+    return UploadRequest(**fields)
+
+
+def test_bundles_of_several_volunteers_are_delivered_and_built_from_the_intake_bucket(
+    s3: S3Server,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clients: list[Client],
+) -> None:
+    identity_file, recipient = make_study_identity(tmp_path)
+    made = make_bundles(tmp_path / "exports", recipient, volunteers=3, sessions=2, seed=7, steps=3)
+    with intake_server(s3, bucket, STUDY_ID, tmp_path, args=INTAKE_ARGS) as intake:
+        for b in made:
+            v = volunteer(tmp_path, b.volunteer_index, intake.url, monkeypatch, clients)
+            assert v.signer.volunteer == b.volunteer
+            assert v.sender.send(v.export(b.path, b.session)).state == "delivered"
+    stored = objects(s3, bucket)
+    for b in made:
+        assert stored[f"bundles/{b.volunteer}/{b.session}.optin.tar.age"] == b.path.read_bytes()
+    dest = tmp_path / "dataset"
+    env = {**os.environ, **s3.env()}
+    built = subprocess.run(
+        [sys.executable, "-m", "agent", "dataset", "build", f"{bucket}/bundles", str(dest),
+         "--identity", str(identity_file), "--workers", "1", "--json"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-2000:]
+    report = json.loads(built.stdout)
+    assert report["bundles"]["ingested"] == len(made), report
+    stats = subprocess.run(
+        [sys.executable, "-m", "agent", "dataset", "stats", str(dest), "--json"],
+        capture_output=True, text=True, env=env, timeout=120, check=True,
+    )  # fmt: skip
+    totals = json.loads(stats.stdout)["totals"]
+    assert totals["volunteers"] == 3 and totals["sessions"] == len(made), totals
+
+
+def test_a_connection_cut_mid_part_is_sent_again_and_nothing_is_duplicated(
+    s3: S3Server,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clients: list[Client],
+) -> None:
+    host, port = s3.endpoint_url.removeprefix("http://").rsplit(":", 1)
+    with (
+        cutting_proxy((host, int(port))) as proxy,
+        intake_server(s3, bucket, STUDY_ID, tmp_path, args=INTAKE_ARGS, endpoint=proxy.url) as intake,
+    ):
+        proxy.faults.cut_after, proxy.faults.cuts = PART // 2, 2  # two parts die half-way
+        v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+        path = random_bundle(tmp_path, SESSION, 2 * PART + 777)
+        done = v.sender.send(v.export(path, SESSION))
+        assert proxy.cut == 2
+    assert done.state == "delivered"
+    stored = objects(s3, bucket)
+    assert stored[f"bundles/{v.signer.volunteer}/{SESSION}.optin.tar.age"] == path.read_bytes()
+    assert [k for k in stored if k.startswith("bundles/")] == [
+        f"bundles/{v.signer.volunteer}/{SESSION}.optin.tar.age"
+    ]
+
+
+def test_a_network_that_stays_down_leaves_the_upload_to_resume(
+    intake: IntakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clients: list[Client]
+) -> None:
+    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    path = random_bundle(tmp_path, SESSION, PART + 1)
+    exported = v.export(path, SESSION)
+    intake.stop()
+    with pytest.raises(UploadFailed, match=r"did not answer.*run optin upload again") as info:
+        v.sender.send(exported)
+    assert info.value.retry
+    left = deliveries.load(v.dirs, SESSION)
+    assert left is not None and left.state == "exported" and "refused the connection" in left.message
+    intake.start()
+    assert v.sender.send(left).state == "delivered"
+
+
+def test_the_intake_restarted_mid_upload_resumes_from_the_parts_the_store_holds(  # noqa: PLR0917 - fixtures
+    intake: IntakeServer,
+    s3: S3Server,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clients: list[Client],
+) -> None:
+    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    path = random_bundle(tmp_path, SESSION, 2 * PART + 5)
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    status, answer = raw(
+        intake.url, "begin", sign_request(v.signer.identity, request_of(v, SESSION, len(data), sha))
+    )
+    assert status == 200 and answer["status"] == "upload" and len(answer["send"]) == 3
+    first = answer["send"][0]
+    reply = v.client.request("PUT", first["url"], data[:PART], headers={}, limit=4096)
+    assert reply.status == 200
+    assert intake.restart().proc is not None
+    seen: list[int] = []
+    done = v.sender.send(v.export(path, SESSION), lambda sent, _total: seen.append(sent))
+    assert done.state == "delivered" and seen[0] == PART  # part 1 was held: not sent again
+    assert objects(s3, bucket)[f"bundles/{v.signer.volunteer}/{SESSION}.optin.tar.age"] == data
+
+
+def test_forged_stale_and_malformed_requests_are_refused(
+    intake: IntakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clients: list[Client]
+) -> None:
+    mine = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    theirs = volunteer(tmp_path, 1, intake.url, monkeypatch, clients)
+    sha = hashlib.sha256(b"x").hexdigest()
+    good = request_of(mine, SESSION, PART, sha)
+    body = json.loads(sign_request(mine.signer.identity, good))
+    # their id with my signature; my id with their key; a flipped signature
+    for member, value in (
+        ("volunteer", theirs.signer.volunteer),
+        ("signing_key", base64.b64encode(theirs.signer.signing_key).decode()),
+    ):
+        forged = json.loads(json.dumps(body))
+        forged["request"][member] = value
+        assert raw(intake.url, "begin", json.dumps(forged).encode()) == (403, {
+            "status": "refused", "reason": "bad_signature",
+            "message": "the signature or the volunteer id does not match the signing key"})  # fmt: skip
+    flipped = json.loads(json.dumps(body))
+    sig = bytearray(base64.b64decode(flipped["signature"]))
+    sig[0] ^= 1
+    flipped["signature"] = base64.b64encode(bytes(sig)).decode()
+    assert raw(intake.url, "begin", json.dumps(flipped).encode())[1]["reason"] == "bad_signature"
+    stale = sign_request(
+        mine.signer.identity, request_of(mine, SESSION, PART, sha, time=int(time.time()) - 700)
+    )
+    assert raw(intake.url, "begin", stale)[1]["reason"] == "stale_request"
+    other_study = sign_request(mine.signer.identity, request_of(mine, SESSION, PART, sha, study="other"))
+    assert raw(intake.url, "begin", other_study)[1]["reason"] == "wrong_study"
+    assert raw(intake.url, "begin", b"{not json")[0] == 400
+    assert raw(intake.url, "begin", b"[" * 5000 + b"]" * 5000)[0] == 400
+    assert raw(intake.url, "begin", b"{" + b" " * (70 * 1024) + b"}")[1]["reason"] == "request_too_large"
+    assert raw(intake.url, "nothing", json.dumps(body).encode())[0] == 404
+    # a replayed begin gets the same answer, and changes nothing
+    first = raw(intake.url, "begin", json.dumps(body).encode())
+    again = raw(intake.url, "begin", json.dumps(body).encode())
+    assert first[0] == again[0] == 200 and [p["part"] for p in first[1]["send"]] == [
+        p["part"] for p in again[1]["send"]
+    ]
+
+
+def test_a_slow_client_is_cut_off(intake: IntakeServer) -> None:
+    import socket
+
+    port = int(intake.url.rsplit(":", 1)[1].strip("/"))
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/begin HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
+        started = time.monotonic()
+        answer = sock.recv(4096)
+        took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert took < 25  # the 10 s body limit, with room for a loaded machine
+
+
+def test_a_second_export_of_a_delivered_session_is_refused_not_overwritten(  # noqa: PLR0917 - fixtures
+    intake: IntakeServer,
+    s3: S3Server,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clients: list[Client],
+) -> None:
+    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    first = random_bundle(tmp_path, SESSION, 1000, seed=1)
+    assert v.sender.send(v.export(first, SESSION)).state == "delivered"
+    (tmp_path / "again").mkdir()
+    second = random_bundle(tmp_path / "again", SESSION, 1000, seed=2)
+    with pytest.raises(UploadFailed, match="session_delivered") as info:
+        v.sender.send(v.export(second, SESSION))
+    assert not info.value.retry
+    after = deliveries.load(v.dirs, SESSION)
+    assert after is not None and after.state == "refused" and after.reason == "session_delivered"
+    assert after.shown_state() == "refused: session_delivered"
+    assert objects(s3, bucket)[f"bundles/{v.signer.volunteer}/{SESSION}.optin.tar.age"] == first.read_bytes()
+
+
+def test_rate_limits_answer_retry_with_a_wait(
+    s3: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clients: list[Client]
+) -> None:
+    with intake_server(s3, bucket, STUDY_ID, tmp_path, args=(*INTAKE_ARGS, "--rate", "4")) as intake:
+        v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+        sha = hashlib.sha256(b"x").hexdigest()
+        answers = [
+            raw(
+                intake.url,
+                "status",
+                sign_request(v.signer.identity, request_of(v, SESSION, 1, sha, action="status")),
+            )
+            for _ in range(4)
+        ]
+    assert [a[0] for a in answers[:2]] == [404, 404]  # the burst: half a minute's requests
+    assert (
+        answers[-1][0] == 429
+        and answers[-1][1]["reason"] == "rate_limited"
+        and answers[-1][1]["retry_after"] >= 1
+    )
+
+
+def test_health_and_metrics(
+    intake: IntakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clients: list[Client]
+) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(intake.url + "healthz", timeout=10) as reply:  # noqa: S310 - our own http://127.0.0.1
+        assert reply.status == 200 and json.loads(reply.read()) == {"status": "ok"}
+    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    v.sender.send(v.export(random_bundle(tmp_path, SESSION, 10), SESSION))
+    raw(intake.url, "begin", b"{}")
+    with urllib.request.urlopen(intake.url + "metrics", timeout=10) as reply:  # noqa: S310
+        text = reply.read().decode()
+    assert "optin_intake_stored_total 1" in text
+    assert 'optin_intake_refused_total{reason="bad_request"} 1' in text
+    assert "optin_intake_uploads_in_progress 0" in text
+    log = (intake.log or Path()).read_text()
+    assert SESSION in log and v.signer.volunteer in log  # ids and codes only: never a body
+    assert base64.b64encode(v.signer.signing_key).decode() not in log
