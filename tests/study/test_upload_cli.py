@@ -96,6 +96,12 @@ def test_upload_says_what_is_missing(
     assert "consent" in capsys.readouterr().err
 
 
+def _last_json(capsys: pytest.CaptureFixture[str]) -> str:
+    """What the last command printed on stdout: its JSON (export's is read away first)."""
+    out = capsys.readouterr().out
+    return out[out.rindex("\n[") + 1 :] if "\n[" in out else out
+
+
 def _upload(env: dict[str, str], *ids: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "agent", "upload", *ids, "--json"],
@@ -161,3 +167,29 @@ def test_a_killed_upload_resumes_and_sends_what_the_store_lacks(
     assert [v for k, v in stored.items() if k.startswith("bundles/")] == [data]
     after = deliveries.load(d, sid)
     assert after is not None and after.state == "delivered" and after.sent == len(data)
+
+
+def test_a_delivered_session_stays_when_the_study_keeps_it_and_a_refused_one_always_does(  # noqa: PLR0917 - fixtures
+    consented: Consented,
+    session: str,  # noqa: F811 - the fixture
+    study_file: Path,
+    s3: S3Server,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    d, study = consented
+    bucket = f"s3://{s3.bucket()}/intake"
+    with intake_server(s3, bucket, study.id, tmp_path, args=INTAKE_ARGS) as intake:
+        uploading_study(d, study_file, intake.url, after_upload="keep")
+        assert cli.main(["export", session, "--approve", "--out", str(tmp_path / "out")]) == 0
+        assert cli.main(["upload", session, "--json"]) == 0
+        (row,) = json.loads(_last_json(capsys))
+        assert row["result"] == "delivered" and "deleted_locally" not in row
+        assert (d.sessions / session).is_dir() and (tmp_path / "out" / f"{session}.optin.tar.age").is_file()
+        # the study deletes after an upload; a second export of the delivered session is refused: kept
+        uploading_study(d, study_file, intake.url, after_upload="delete")
+        assert cli.main(["export", session, "--approve", "--out", str(tmp_path / "again")]) == 0
+        assert cli.main(["upload", session, "--json"]) == 1
+        (row,) = json.loads(_last_json(capsys))
+        assert row["result"] == "failed" and row["reason"] == "session_delivered"
+        assert (d.sessions / session).is_dir() and (tmp_path / "again" / f"{session}.optin.tar.age").is_file()

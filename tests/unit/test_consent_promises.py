@@ -75,6 +75,21 @@ BACKED_BY: dict[str, list[str]] = {
         ]
         for mode in ("list", "free", "both")
     },
+    "export.upload": [
+        "tests/unit/test_no_network.py::test_the_upload_folder_is_where_the_network_code_is",
+        "tests/unit/test_no_network.py::test_nothing_optin_run_loads_reaches_the_study_side",
+        "tests/unit/test_upload_protocol.py::test_url_rule",
+        "tests/unit/test_upload_protocol.py::test_answers_the_client_accepts_and_refuses",
+        "tests/study/test_upload_cli.py::test_an_exported_session_is_uploaded_and_deleted_once_the_study_has_it",
+        "tests/study/test_upload_cli.py::test_upload_says_what_is_missing",
+    ],
+    "kept.after_upload.delete": [
+        "tests/study/test_upload_cli.py::test_an_exported_session_is_uploaded_and_deleted_once_the_study_has_it",
+        "tests/study/test_upload_cli.py::test_a_delivered_session_stays_when_the_study_keeps_it_and_a_refused_one_always_does",
+    ],
+    "kept.after_upload.keep": [
+        "tests/study/test_upload_cli.py::test_a_delivered_session_stays_when_the_study_keeps_it_and_a_refused_one_always_does",
+    ],
     "export.by_you": [
         "tests/unit/test_no_network.py::test_no_module_imports_a_network_library",
         "tests/unit/test_no_network.py::test_the_control_socket_is_unix_only_and_nothing_else_opens_internet_sockets",
@@ -234,6 +249,12 @@ def _variants() -> list[Study]:
             + "".join(f'[[deny]]\nlabel = "{label}"\napp_class = "hr-*"\n' for label in deny),
         )
         out.append(parse_study(toml))
+    for after_export, after_upload in itertools.product(("keep", "delete"), ("keep", "delete")):
+        upload = (
+            '[upload]\nurl = "https://intake.example.org/"\n'
+            f'[retention]\nafter_export = "{after_export}"\nafter_upload = "{after_upload}"\n'
+        )
+        out.append(parse_study(_toml(DOCS_RECIPIENT, EVERY_SCOPE, upload)))
     task = '[[task]]\nid = "a"\ninstruction = "A"\n'
     for tasks in (task, '[tasks]\nmode = "free"\n', task + '[tasks]\nmode = "both"\n'):  # list, free, both
         out.append(parse_study(_toml(DOCS_RECIPIENT, EVERY_SCOPE, tasks)))
@@ -660,3 +681,21 @@ def test_the_studys_pause_key_and_idle_limit_are_the_ones_the_volunteer_is_told(
         if isinstance(e, KeyPress)
     ]
     assert [e.char for e in presses if e.char] == ([] if hotkey else ["q"])  # the pause key is never recorded
+
+
+def test_the_upload_sentence_names_the_intake_and_what_happens_after() -> None:
+    base = _toml(DOCS_RECIPIENT, EVERY_SCOPE)
+    plain = {p.key: p.text for p in promises.promises(parse_study(base))}
+    assert "export.by_you" in plain and "export.upload" not in plain
+    assert not any(k.startswith("kept.after_upload") for k in plain)
+    url = "https://intake.example.org/study-7/"
+    upload = base + f'[upload]\nurl = "{url}"\n'
+    said = {p.key: p.text for p in promises.promises(parse_study(upload))}
+    assert url in said["export.upload"] and "export.by_you" not in said
+    assert "kept.after_upload.keep" in said
+    deleting = {
+        p.key for p in promises.promises(parse_study(upload + '[retention]\nafter_upload = "delete"\n'))
+    }
+    assert "kept.after_upload.delete" in deleting
+    exported = upload + '[retention]\nafter_export = "delete"\nafter_upload = "delete"\n'
+    assert not any(p.key.startswith("kept.after_upload") for p in promises.promises(parse_study(exported)))
