@@ -86,6 +86,8 @@ class Sender:
 
         :raises UploadFailed: not delivered; the record says how far it got (saved).
         """
+        if delivery.state == "damaged":
+            _damaged(delivery)
         if delivery.study != self.signer.study:
             msg = (
                 f"session {delivery.session} was exported for study {delivery.study!r}, not the installed "
@@ -195,9 +197,10 @@ class _Run:
 
         fix = REASONS.get(answer.reason, (0, "ask the study"))[1]
         said = visible(answer.message, limit=SHOWN_MESSAGE)
-        message = f"the intake refused session {self.delivery.session}: {answer.reason} ({said}). Fix: {fix}"
+        reason = visible(answer.reason, limit=64)  # from the intake: shown, never trusted
+        message = f"the intake refused session {self.delivery.session}: {reason} ({said}). Fix: {fix}"
         retry = answer.reason in ("sha256_mismatch", "size_mismatch", "stale_request")
-        self.fail(message, retry=retry, reason=visible(answer.reason, limit=64))
+        self.fail(message, retry=retry, reason=reason)
 
     def backoff(self, attempt: int, why: str) -> None:
         self.save(message=why)
@@ -279,15 +282,19 @@ class _Run:
             self.progress(held, self.delivery.size)
 
 
+def _damaged(delivery: Delivery) -> NoReturn:
+    msg = (
+        f"optin's record of session {delivery.session}'s export is damaged. Fix: export it again "
+        "(optin export ID --out DIR, or the review window)"
+    )
+    raise UploadFailed(msg, retry=False)
+
+
 @contextlib.contextmanager
 def _open_bundle(delivery: Delivery) -> Iterator[int]:
     """The bundle's file, opened without following a link, checked to be the one exported."""
     if delivery.state == "damaged" or not delivery.bundle:
-        msg = (
-            f"optin's record of session {delivery.session}'s export is damaged. Fix: export it again "
-            "(optin export ID --out DIR, or the review window)"
-        )
-        raise UploadFailed(msg, retry=False)
+        _damaged(delivery)
     flags = (
         os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     )
