@@ -239,7 +239,7 @@ class _Run:
             if self.s.clock() >= answer.expires - 30:
                 return True
             offset, size = plan[part.part]
-            data = os.pread(self.fd, size, offset)
+            data = _read_at(self.fd, offset, size)
             if len(data) != size:
                 self.fail("the bundle became shorter while it was sent. Fix: export it again", retry=False)
             if not self.put(part.url, data):
@@ -280,6 +280,15 @@ class _Run:
     def show(self, held: int) -> None:
         if self.progress is not None:
             self.progress(held, self.delivery.size)
+
+
+def _read_at(fd: int, offset: int, size: int) -> bytes:
+    """``size`` bytes of ``fd`` from ``offset`` (fewer only at its end): lseek and read (no pread on Windows)."""
+    os.lseek(fd, offset, os.SEEK_SET)
+    out = bytearray()
+    while len(out) < size and (chunk := os.read(fd, size - len(out))):
+        out += chunk
+    return bytes(out)
 
 
 def _damaged(delivery: Delivery) -> NoReturn:
