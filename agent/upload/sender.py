@@ -283,7 +283,7 @@ class _Run:
 
 
 def _read_at(fd: int, offset: int, size: int) -> bytes:
-    """``size`` bytes of ``fd`` from ``offset`` (fewer only at its end): lseek and read (no pread on Windows)."""
+    """``size`` bytes of ``fd`` from ``offset`` (fewer at its end), by lseek and read: no pread on Windows."""
     os.lseek(fd, offset, os.SEEK_SET)
     out = bytearray()
     while len(out) < size and (chunk := os.read(fd, size - len(out))):
