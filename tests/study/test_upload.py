@@ -398,3 +398,41 @@ def test_health_and_metrics(
     log = (intake.log or Path()).read_text()
     assert SESSION in log and v.signer.volunteer in log  # ids and codes only: never a body
     assert base64.b64encode(v.signer.signing_key).decode() not in log
+
+
+def test_a_withdrawn_volunteer_is_refused_by_the_intake(
+    s3: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clients: list[Client]
+) -> None:
+    """The intake reads the dataset's withdrawal register (--dest): a withdrawn volunteer's uploads are
+    refused, everyone else's taken."""
+    identity_file, recipient = make_study_identity(tmp_path)
+    made = make_bundles(tmp_path / "exports", recipient, volunteers=2, sessions=1, seed=7, steps=2)
+    dest = tmp_path / "dataset"
+    env = {**os.environ, **s3.env()}
+    for argv in (
+        ["build", str(tmp_path / "exports"), str(dest), "--identity", str(identity_file), "--workers", "1"],
+        ["withdraw", str(dest), "--volunteer", made[0].volunteer],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "agent", "dataset", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    with intake_server(s3, bucket, STUDY_ID, tmp_path, args=(*INTAKE_ARGS, "--dest", str(dest))) as intake:
+        gone, kept = (volunteer(tmp_path, b.volunteer_index, intake.url, monkeypatch, clients) for b in made)
+        with pytest.raises(UploadFailed, match="volunteer_withdrawn") as info:
+            gone.sender.send(gone.export(random_bundle(tmp_path, SESSION, 100), SESSION))
+        assert not info.value.retry
+        other = "20261206T120000Z-99999999"
+        (tmp_path / "kept").mkdir()
+        assert (
+            kept.sender.send(kept.export(random_bundle(tmp_path / "kept", other, 100), other)).state
+            == "delivered"
+        )
+    assert [k for k in objects(s3, bucket) if k.startswith("bundles/")] == [
+        f"bundles/{kept.signer.volunteer}/{other}.optin.tar.age"
+    ]
