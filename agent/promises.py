@@ -249,7 +249,7 @@ def _after_upload(study: Study, days: str) -> Promise | None:
     intake, or when an export already deletes the recording)."""
     if not study.upload_url or study.retention_after_export == "delete":
         return None
-    if study.retention_after_upload == "delete":
+    if study.deletes_after_upload:
         return Promise(
             "kept.after_upload.delete",
             "kept",

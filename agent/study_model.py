@@ -190,6 +190,16 @@ class Study:
         return terms_digest(self.terms())
 
     @property
+    def deletes_after_upload(self) -> bool:
+        """Whether a delivered session is deleted here (``after_upload = "delete"``; an export that
+        already deletes it leaves nothing to delete)."""
+        return (
+            bool(self.upload_url)
+            and self.retention_after_upload == "delete"
+            and self.retention_after_export != "delete"
+        )
+
+    @property
     def retention_max_bytes(self) -> int:
         """``retention_max_gib`` in bytes."""
         return int(self.retention_max_gib * 1024**3)

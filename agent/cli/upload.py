@@ -8,9 +8,7 @@ shell, and so ``optin run``, never loads it (tests/unit/test_no_network.py).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from pathlib import Path
 from typing import Any
 
 from agent.cli.output import byte_bar, print_json
@@ -25,11 +23,11 @@ PENDING = ("exported", "uploading")
 def cmd_upload(args: argparse.Namespace) -> int:
     from agent import consent
     from agent.export import deliveries
-    from agent.paths import dirs, runtime_lock
-    from agent.store import keys, signing
+    from agent.paths import dirs
+    from agent.store import keys
     from agent.study import installed_study
     from agent.upload.http import Client
-    from agent.upload.sender import Sender, Signer, UploadFailed
+    from agent.upload.sender import Sender, UploadFailed, delete_delivered, one_upload, signer_for
 
     d = dirs()
     study = installed_study(d)
@@ -42,15 +40,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
     chosen = _chosen(d, args)
     consent.require(d, study)  # the upload address is part of what the volunteer agreed to
     results: list[dict[str, Any]] = []
-    busy = "another optin upload is running; one at a time. Fix: wait for it to end, then run this again"
-    with runtime_lock(d, "upload.lock", busy):
-        identity = keys.load_identity(d)
-        signer = Signer(
-            identity,
-            study.id,
-            signing.volunteer_id(identity, study.id),
-            signing.public_signing_key(identity, study.id),
-        )
+    with one_upload(d):
+        signer = signer_for(keys.load_identity(d), study.id)
         with Client() as client:
             sender = Sender(d, client, study.upload_url, signer)
             for delivery in chosen:
@@ -67,8 +58,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
                     print(f"optin: {exc}", file=sys.stderr)
                     continue
                 row = _row(done, "delivered")
-                if study.retention_after_upload == "delete" and study.retention_after_export != "delete":
-                    row["deleted_locally"] = _delete_delivered(d, done.session, Path(done.bundle))
+                if study.deletes_after_upload:
+                    row["deleted_locally"] = delete_delivered(d, done)
                 results.append(row)
     if args.json:
         print_json(results)
@@ -108,23 +99,6 @@ def _chosen(d: Any, args: argparse.Namespace) -> list[Any]:
             raise UsageError(msg)
         out.append(found)
     return out
-
-
-def _delete_delivered(d: Any, session: str, bundle: Path) -> bool:
-    """The study's ``after_upload = "delete"``: shred the session, remove its export file (the intake
-    confirmed it stored those exact bytes). False when nothing was there to delete."""
-    from agent.errors import NotFound
-    from agent.store.retention import shred_session
-
-    deleted = False
-    with contextlib.suppress(NotFound):
-        shred_session(d, session, reason="delivered")
-        deleted = True
-    with contextlib.suppress(FileNotFoundError):
-        if bundle.is_file() and not bundle.is_symlink():
-            bundle.unlink()
-            deleted = True
-    return deleted
 
 
 def _row(delivery: Any, result: str, *, already: bool = False, error: str = "") -> dict[str, Any]:

@@ -34,9 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent import consent
 from agent.errors import OptinError, UsageError
 from agent.events import Frame, Marker, TaskEnd, TaskStart, to_dict
-from agent.export import approval, task_list
+from agent.export import approval, deliveries, task_list
 from agent.export.bundle import ExportResult, Prepared, export_session, prepare
 from agent.paths import Dirs
 from agent.redact import policy
@@ -375,6 +376,28 @@ class Review:
             local=self._local,
             identity=self.unlock(),  # loaded by load(): the window never asks on its worker thread
         )
+
+    def upload(self, progress: Progress | None = None) -> tuple[deliveries.Delivery, bool]:
+        """Send the session's export to the study's intake (docs/upload.md): the delivery as it ended,
+        and whether the study's ``after_upload`` then deleted the session here.
+
+        :raises UploadFailed: not delivered (the record says how far it got; ``optin upload`` resumes).
+        :raises UsageError: no export to send, another upload runs, or the study names no intake.
+        """
+        from agent.upload.http import Client  # network code: only here, never in optin run
+        from agent.upload.sender import Sender, delete_delivered, one_upload, signer_for
+
+        found = deliveries.load(self.dirs, self.session_id)
+        if not self.study.upload_url or found is None:
+            msg = f"session {self.session_id} has no export to upload. Fix: export it first"
+            raise UsageError(msg)
+        consent.require(self.dirs, self.study)
+        with one_upload(self.dirs), Client() as client:
+            sender = Sender(
+                self.dirs, client, self.study.upload_url, signer_for(self.unlock(), self.study.id)
+            )
+            done = sender.send(found, progress)
+        return done, self.study.deletes_after_upload and delete_delivered(self.dirs, done)
 
 
 def describe_element(element: Mapping[str, Any] | None) -> str:

@@ -78,7 +78,7 @@ Where = tuple[str, int | None, int | None, int | None, int | None]
 class Outcome:
     """What an action leaves: the window's state line, its status text, whether to redraw."""
 
-    state: str  #: "ready", "marked", "cancelled", "cut", "approved", "exported" or "error"
+    state: str  #: "ready", "marked", "cancelled", "cut", "approved", "exported", "uploaded" or "error"
     status: str
     error: bool = False
     redraw: bool = False  #: the presenter read the review again: the view shows it all again
@@ -130,7 +130,9 @@ class ReviewScreen:
         self.closed = False
         self.asked = 0  #: times the passphrase was asked
         self.cancelled = False  #: the volunteer cancelled the passphrase dialog
-        self.busy: str | None = None  #: "load", "cut" or "export" while the background thread works
+        self.busy: str | None = None  #: "load", "cut", "export" or "upload" while the background thread works
+        #: the session's export waits to be uploaded to the study's intake (``[upload] url``)
+        self.upload_pending = False
         self.sessions: list[SessionChoice] = []  #: the sessions the window offers, newest first
         self.known_tasks: dict[str, str] = {}  #: session id → "task <id> <outcome>", once opened here
         self._reset()
@@ -421,6 +423,8 @@ class ReviewScreen:
             "approve": ready and not has_cuts and self.cut_start is None,
             "export": ready and not has_cuts and self.cut_start is None,
             "folder": not self.locked and self.busy != "export",
+            # after an export, even when the study's after_export then deleted the session (locked)
+            "upload": self.upload_pending and self.busy is None,
             "sessions": moving,
             "previous": moving and self.neighbour(-1) is not None,
             "next": moving and self.neighbour(1) is not None,
@@ -445,6 +449,7 @@ class ReviewScreen:
             ],
             "deletes_session": self.covers_session,
             "sessions": len(self.sessions),
+            "upload_pending": self.upload_pending,
         }
 
     def folder_text(self) -> str:
@@ -614,7 +619,28 @@ class ReviewScreen:
         else:
             self.approval = self.review.approval_state()
         self.list_sessions()
+        self.upload_pending = bool(self.review.study.upload_url)
+        if self.upload_pending:
+            text += " Upload to the study (Alt+U) sends it to the study's intake."
         return Outcome("exported", text, extra={"bundle": result.path.name})
+
+    def upload_job(self) -> Callable[[Progress], Any]:
+        """The upload to run in the background (docs/upload.md)."""
+        return self.review.upload
+
+    def uploaded(self, result: Any) -> Outcome:
+        delivery, deleted = result
+        self.upload_pending = False
+        text = (
+            f"Delivered: the study confirmed it stored the export ({size_text(delivery.size)})."
+            if delivery.state == "delivered"
+            else f"Not delivered ({delivery.shown_state()})."
+        )
+        if deleted:
+            self.locked = True
+            text += " As the study asks, the session and its export were then deleted from this computer."
+        self.list_sessions()
+        return Outcome("uploaded", text, extra={"delivery": delivery.state, "deleted": bool(deleted)})
 
     # -- background work and closing -------------------------------------------------------------
 
@@ -637,6 +663,8 @@ class ReviewScreen:
         if what == "load":
             self.load_failed(error or OptinError(message))
             return Outcome("error", message, error=True, extra={"message": str(self.failure)})
+        if what == "upload":
+            message += " optin upload resumes it later from where it stopped."
         if what == "cut" and not self.review.cuts:
             # the cut was made but the session could not be read again: what is shown is gone
             self.locked = True

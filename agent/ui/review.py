@@ -354,6 +354,7 @@ class ReviewWindow:
             ("apply", "Apply cuts…", 6, self._apply),
             ("approve", "Approve", 0, lambda: done(self.screen.approve())),
             ("export", "Export", 0, self._export),
+            *((("upload", "Upload to the study", 0, self._upload),) if self.study.upload_url else ()),
             ("close", "Close", -1, self._close),
         )
         for col, (name, text, underline, command) in enumerate(buttons):
@@ -386,6 +387,7 @@ class ReviewWindow:
         root = self.root
         alt = {"s": "cut_from", "t": "cut_to", "x": "cut_steps", "k": "cut_task", "l": "clear"}
         alt |= {"c": "apply", "a": "approve", "e": "export", "f": "folder", "p": "previous", "n": "next"}
+        alt |= {"u": "upload"}
         for key, name in alt.items():
             for k in (key, key.upper()):
                 root.bind(f"<Alt-{k}>", self._presser(name))
@@ -860,8 +862,8 @@ class ReviewWindow:
     # -- actions: the presenter decides, the window shows the outcome ------------------------------
 
     def _press(self, name: str) -> str:
-        button = self.buttons[name]
-        if button.instate(["!disabled"]):
+        button = self.buttons.get(name)  # Upload exists only when the study names an intake
+        if button is not None and button.instate(["!disabled"]):
             button.invoke()
         else:
             self.root.bell()
@@ -894,6 +896,13 @@ class ReviewWindow:
             "Exporting: reading screens",
             screen.export_job(),
             lambda r: self._done(screen.exported(r)),
+        )
+
+    def _upload(self) -> None:
+        screen = self.screen
+        self._set_status("Uploading the export to the study's intake…")
+        self._work(
+            "upload", "Uploading: bytes", screen.upload_job(), lambda r: self._done(screen.uploaded(r))
         )
 
     def _change_folder(self) -> None:

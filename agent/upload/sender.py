@@ -19,6 +19,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn
 
 from agent.export import deliveries
@@ -338,4 +339,49 @@ def _open_bundle(delivery: Delivery) -> Iterator[int]:
         os.close(fd)
 
 
-__all__ = ["Sender", "Signer", "UploadFailed"]
+def one_upload(dirs: Dirs) -> contextlib.AbstractContextManager[None]:
+    """Hold the lock of ``optin upload`` (the command, the review window): one upload at a time, so two
+    never send one bundle at once.
+
+    :raises UsageError: another upload holds it.
+    """
+    from agent.paths import runtime_lock
+
+    busy = "another optin upload is running; one at a time. Fix: wait for it to end, then try again"
+    return runtime_lock(dirs, "upload.lock", busy)
+
+
+def signer_for(identity: bytes, study_id: str) -> Signer:
+    """The volunteer's signer for ``study_id`` (their per-study key and pseudonym, derived)."""
+    from agent.store import signing
+
+    return Signer(
+        identity,
+        study_id,
+        signing.volunteer_id(identity, study_id),
+        signing.public_signing_key(identity, study_id),
+    )
+
+
+def delete_delivered(dirs: Dirs, delivery: Delivery) -> bool:
+    """The study's ``after_upload = "delete"``, once the intake confirmed: shred the session and remove
+    its export file. False when nothing was there to delete."""
+    from agent.errors import NotFound
+    from agent.store.retention import shred_session
+
+    if delivery.state != "delivered":
+        msg = f"session {delivery.session} is not delivered ({delivery.state}): nothing is deleted"
+        raise ValueError(msg)
+    deleted = False
+    with contextlib.suppress(NotFound):
+        shred_session(dirs, delivery.session, reason="delivered")
+        deleted = True
+    bundle = Path(delivery.bundle)
+    with contextlib.suppress(FileNotFoundError):
+        if bundle.is_file() and not bundle.is_symlink():
+            bundle.unlink()
+            deleted = True
+    return deleted
+
+
+__all__ = ["Sender", "Signer", "UploadFailed", "delete_delivered", "one_upload", "signer_for"]

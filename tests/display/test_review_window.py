@@ -66,6 +66,8 @@ from agent.study import Study, install_study
 from agent.ui.review import STATE_PREFIX
 from agent.ui.tk_toolkit import DEBUG_GEOMETRY_ENV
 from tests.display.conftest import SAVE_SCREENSHOTS, need_tools, screenshot_window
+from tests.servers import S3Server, intake_server
+from tests.study.test_upload import objects
 from tests.tools import unavailable
 
 #: Typed and left on screen; plain content that must reach no file (the e-mail is also redacted).
@@ -369,7 +371,8 @@ def test_review_cut_approve_export_and_close(
     assert list(private_tmp.iterdir()) == []
     assert sorted(p.name for p in out.iterdir()) == [bundle.name]
     changed = _new_or_changed(home_before, _files(optin_home))
-    store_files = re.compile(r"(\d{6}\.seg|meta\.json|review\.json)")
+    # ... and the export's delivery record (data/exports/<id>.json: path, size, SHA-256, state)
+    store_files = re.compile(r"(\d{6}\.seg|meta\.json|review\.json|\d{8}T\d{6}Z-[0-9a-f]{8}\.json)")
     assert changed and all(store_files.fullmatch(p.name) for p in changed), changed
     leaked = [p for p in _new_or_changed(tmp_before, _files(Path("/tmp"))) if _holds_plaintext(p)]
     assert leaked == []
@@ -716,3 +719,48 @@ def test_cutting_a_task_that_is_its_whole_session_deletes_the_session(
     win.keys("Escape")
     assert win.exit_code() == 0, win.message()
     assert win.message() == ""
+
+
+def test_review_window_uploads_an_export_to_the_study(  # noqa: PLR0917 - fixtures
+    xdisplay: VirtualDisplay,
+    volunteer: tuple[Dirs, Study, x25519.Identity],
+    s3: S3Server,
+    tmp_path: Path,
+    window_procs: list[Window],
+    optin_home: Path,
+) -> None:
+    """After an export, Upload to the study (Alt+U) sends it to the study's intake (a real one, over a
+    real SeaweedFS); the study then has exactly the exported bytes, and as the study asks the session
+    and its export are deleted here."""
+    d, study, _identity = volunteer
+    sid = _record_fake(d, study)
+    bucket = f"s3://{s3.bucket()}/intake"
+    with intake_server(s3, bucket, study.id, tmp_path) as intake:
+        path = tmp_path / "web-tasks-upload.toml"
+        path.write_text(
+            STUDY.format(recipient=_identity.to_public())
+            + f'\n[upload]\nurl = "{intake.url}"\n[retention]\nafter_upload = "delete"\n'
+        )
+        uploading = install_study(d, path)
+        consent.grant(d, uploading, uploading.terms_sha256)
+        out = optin_home.parent / "exports"
+        win = _start(xdisplay, sid, "--out", str(out))
+        window_procs.append(win)
+        assert win.wait("ready", 30)["upload_pending"] is False  # nothing exported yet
+        win.keys("alt+a")
+        win.wait("approved")
+        win.keys("alt+e")
+        exported = win.wait("exported", 60)
+        assert exported["upload_pending"] is True and "upload" in exported["widgets"]
+        sent = (out / f"{sid}.optin.tar.age").read_bytes()
+        win.keys("alt+u")
+        uploaded = win.wait("uploaded", 60)
+        assert uploaded["delivery"] == "delivered" and uploaded["deleted"] is True
+        (titled,) = xdisplay.search(f"optin review — {sid}")
+        _screenshot(xdisplay, titled, uploaded["window"], "review-uploaded.png")
+        win.keys("Escape")
+        assert win.exit_code() == 0, win.message()
+    stored = objects(s3, bucket)
+    (key,) = [k for k in stored if k.startswith("bundles/")]
+    assert stored[key] == sent
+    assert not (out / f"{sid}.optin.tar.age").exists() and not (d.sessions / sid).exists()
