@@ -16,6 +16,18 @@ def print_json(obj: Any) -> None:
 
 def byte_bar(label: str, width: int = 30) -> Callable[[int, int], None] | None:
     """``label [#####-----] 42 % 12.3/29.0 MB`` redrawn on the terminal's stderr (None when it is not one)."""
+
+    def megabytes(done: int, total: int) -> str:
+        return f"{100 * done // total if total else 100:3d} % {done / 1e6:.1f}/{total / 1e6:.1f} MB"
+
+    return progress_bar(label, width, counts=megabytes)
+
+
+def progress_bar(
+    label: str, width: int = 30, *, counts: Callable[[int, int], str] = lambda done, total: f"{done}/{total}"
+) -> Callable[[int, int], None] | None:
+    """A ``label [#####-----] n/total`` bar redrawn on the terminal's stderr (None when it is not one);
+    ``counts`` writes what follows the bar."""
     if not sys.stderr.isatty():
         return None
 
@@ -23,26 +35,6 @@ def byte_bar(label: str, width: int = 30) -> Callable[[int, int], None] | None:
         filled = width * done // total if total else width
         end = "\n" if done >= total else ""
         bar = "#" * filled + "-" * (width - filled)
-        pct = 100 * done // total if total else 100
-        print(
-            f"\r{label} [{bar}] {pct:3d} % {done / 1e6:.1f}/{total / 1e6:.1f} MB",
-            end=end,
-            file=sys.stderr,
-            flush=True,
-        )
-
-    return show
-
-
-def progress_bar(label: str, width: int = 30) -> Callable[[int, int], None] | None:
-    """A ``label [#####-----] n/total`` bar redrawn on the terminal's stderr (None when it is not one)."""
-    if not sys.stderr.isatty():
-        return None
-
-    def show(done: int, total: int) -> None:
-        filled = width * done // total if total else width
-        end = "\n" if done >= total else ""
-        bar = "#" * filled + "-" * (width - filled)
-        print(f"\r{label} [{bar}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+        print(f"\r{label} [{bar}] {counts(done, total)}", end=end, file=sys.stderr, flush=True)
 
     return show
