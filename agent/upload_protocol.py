@@ -56,6 +56,7 @@ _HEX32 = re.compile(r"[0-9a-f]{32}")
 REASONS: dict[str, tuple[int, str]] = {
     "bad_request": (400, "update optin: the intake does not understand this version"),
     "request_too_large": (413, "update optin: the intake does not understand this version"),
+    "request_timeout": (408, "check the network, then upload again"),
     "wrong_study": (403, "check that the study file is the one the study sent you"),
     "bad_signature": (403, "this request was not signed by its volunteer's key"),
     "stale_request": (403, "set this computer's clock (date and time zone) right, then upload again"),

@@ -298,6 +298,14 @@ def cmd_dataset_intake(args: argparse.Namespace) -> int:
         url_ttl_s=args.url_ttl,
         rate_per_minute=args.rate,
     )
+    if args.part_size < 5 << 20 or args.rate <= 0 or not 60 <= args.url_ttl <= 7 * 86400:
+        msg = (
+            f"--part-size {args.part_size}, --rate {args.rate:g}, --url-ttl {args.url_ttl}: a part is at "
+            "least 5MiB (S3's smallest), the rate above 0, presigned URLs live 60 s to 7 days (S3's "
+            "longest). "
+            "Fix: e.g. --part-size 8MiB --rate 60 --url-ttl 3600"
+        )
+        raise UsageError(msg)
     if bool(args.tls_cert) != bool(args.tls_key):
         msg = "--tls-cert and --tls-key go together. Fix: give both, or neither (TLS in a proxy in front)"
         raise UsageError(msg)

@@ -103,9 +103,11 @@ def make_app(intake: Intake, *, store_check: Callable[[], None] | None = None) -
             code, data = refusal_body("request_too_large", f"a request is at most {MAX_REQUEST_BYTES} bytes")
             return _json(code, data)
         except (TimeoutError, ClientDisconnect):
-            intake.count("refused|slow_client")
-            code, data = refusal_body("bad_request", f"the body did not arrive within {BODY_TIMEOUT_S:g} s")
-            return _json(408, data)
+            intake.count("refused|request_timeout")
+            code, data = refusal_body(
+                "request_timeout", f"the body did not arrive within {BODY_TIMEOUT_S:g} s"
+            )
+            return _json(code, data)
         address = request.client.host if request.client else "unknown"
         return await run_in_threadpool(_answer, intake, action, body, address)
 

@@ -46,6 +46,11 @@ DEFAULT_BURST = 30
 READ_CHUNK = 1024 * 1024
 
 
+class UploadGone(Exception):
+    """The store no longer has the multipart upload a record names (aborted by a lifecycle rule, or
+    by hand): the upload starts again."""
+
+
 class StoreUnavailable(Exception):
     """The S3 store did not answer or refused (full, down): a ``store_unavailable`` retry answer."""
 
@@ -153,7 +158,14 @@ class Intake:
                     "session_delivered", "another export of this session is already stored; one per session"
                 )
             if action == rules.RESUME and record is not None:
-                return self._upload_answer(request, record, now)
+                try:
+                    return self._upload_answer(request, record, now)
+                except UploadGone:  # the store dropped it (a lifecycle rule): start it again
+                    log.info(
+                        "upload gone from the store: volunteer %s session %s",
+                        request.volunteer,
+                        request.session,
+                    )
             if record is not None:  # RESTART: the old upload's parts are of other bytes
                 self._abort(request, record.upload_id)
                 if record.state == "uploading":
@@ -191,7 +203,10 @@ class Intake:
             refuse("bad_request", "complete names another bundle than the upload begun")
         key = rules.bundle_key(request.volunteer, request.session)
         if not self._exists(key):  # else completed before: a worker stopped before recording it
-            have = self._parts_held(request, record)
+            try:
+                have = self._parts_held(request, record)
+            except UploadGone:  # the store dropped the upload: everything is to be sent again
+                return self._begin(request, now)
             plan = parts(record.size, record.part_size)
             if any(have.get(n, ("", -1))[1] != size for n, _offset, size in plan):
                 return self._upload_answer(request, record, now, have=have)
@@ -250,6 +265,8 @@ class Intake:
             log.warning("store call %s failed: %s (HTTP %s)", method, code or type(exc).__name__, status)
             if code == "PreconditionFailed" or status == 412:
                 raise ObjectExists(method) from None
+            if code == "NoSuchUpload":
+                raise UploadGone(method) from None
             raise StoreUnavailable(code or type(exc).__name__) from None
         return answer
 

@@ -332,7 +332,10 @@ def test_a_slow_client_is_cut_off(intake: IntakeServer) -> None:
         started = time.monotonic()
         answer = sock.recv(4096)
         took = time.monotonic() - started
+        while not answer.endswith(b"}") and (more := sock.recv(4096)):
+            answer += more
     assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert b'"reason":"request_timeout"' in answer
     assert took < 25  # the 10 s body limit, with room for a loaded machine
 
 
@@ -436,3 +439,90 @@ def test_a_withdrawn_volunteer_is_refused_by_the_intake(
     assert [k for k in objects(s3, bucket) if k.startswith("bundles/")] == [
         f"bundles/{kept.signer.volunteer}/{other}.optin.tar.age"
     ]
+
+
+def test_an_upload_the_store_dropped_starts_again(  # noqa: PLR0917 - fixtures
+    intake: IntakeServer,
+    s3: S3Server,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clients: list[Client],
+) -> None:
+    """A lifecycle rule (or an operator) aborts an unfinished upload: the next begin starts a new one."""
+    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    path = random_bundle(tmp_path, SESSION, PART + 10)
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    status, _answer = raw(
+        intake.url, "begin", sign_request(v.signer.identity, request_of(v, SESSION, len(data), sha))
+    )
+    assert status == 200
+    name, prefix = bucket.removeprefix("s3://").split("/", 1)
+    client = s3.client()
+    (upload,) = client.list_multipart_uploads(Bucket=name, Prefix=prefix)["Uploads"]
+    client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+    assert v.sender.send(v.export(path, SESSION)).state == "delivered"
+    assert objects(s3, bucket)[f"bundles/{v.signer.volunteer}/{SESSION}.optin.tar.age"] == data
+
+
+def test_bytes_that_are_not_the_bundle_announced_are_deleted_and_refused(  # noqa: PLR0917 - fixtures
+    intake: IntakeServer,
+    s3: S3Server,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clients: list[Client],
+) -> None:
+    """A client that announces one bundle and sends other bytes of the same size gets sha256_mismatch;
+    nothing stays in the store, and the session can then be sent right."""
+    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    path = random_bundle(tmp_path, SESSION, 1000)
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    begin = sign_request(v.signer.identity, request_of(v, SESSION, len(data), sha))
+    status, answer = raw(intake.url, "begin", begin)
+    (part,) = answer["send"]
+    assert v.client.request("PUT", part["url"], b"z" * len(data), headers={}, limit=4096).status == 200
+    complete = sign_request(v.signer.identity, request_of(v, SESSION, len(data), sha, action="complete"))
+    status, answer = raw(intake.url, "complete", complete)
+    assert (status, answer["reason"]) == (422, "sha256_mismatch")
+    assert not [k for k in objects(s3, bucket) if k.startswith("bundles/")]
+    assert v.sender.send(v.export(path, SESSION)).state == "delivered"
+
+
+def test_one_volunteer_is_limited_from_several_addresses(
+    s3: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clients: list[Client]
+) -> None:
+    import http.client
+
+    with intake_server(s3, bucket, STUDY_ID, tmp_path, args=(*INTAKE_ARGS, "--rate", "4")) as intake:
+        v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+        sha = hashlib.sha256(b"x").hexdigest()
+        statuses = []
+        for address in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):  # each address has its own bucket
+            conn = http.client.HTTPConnection(
+                "127.0.0.1", intake.port, timeout=30, source_address=(address, 0)
+            )
+            body = sign_request(v.signer.identity, request_of(v, SESSION, 1, sha, action="status"))
+            conn.request("POST", "/v1/status", body=body, headers={"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            statuses.append((reply.status, json.loads(reply.read()).get("message", "")))
+            conn.close()
+    assert [s for s, _m in statuses] == [404, 404, 429]
+    assert "this volunteer" in statuses[-1][1]
+
+
+@pytest.mark.parametrize(
+    "option", [("--part-size", "1MiB"), ("--rate", "0"), ("--url-ttl", "10"), ("--url-ttl", "9999999")]
+)
+def test_bad_intake_options_are_refused_with_the_fix(
+    option: tuple[str, str], s3: S3Server, bucket: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "dataset", "intake", "--bucket", bucket, "--study-id", STUDY_ID,
+         "--listen", "127.0.0.1:0", *option],
+        capture_output=True, text=True, env={**os.environ, **s3.env()}, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Fix:" in done.stderr and "Traceback" not in done.stderr
