@@ -280,10 +280,11 @@ class IntakeServer:
     port: int = 0
     log: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"  #: https with --tls-cert and --tls-key
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{self.scheme}://127.0.0.1:{self.port}/"
 
     def start(self) -> IntakeServer:
         """Start it (on the same port as before, after a :meth:`stop`), and wait until it listens."""

@@ -526,3 +526,68 @@ def test_bad_intake_options_are_refused_with_the_fix(
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "Fix:" in done.stderr and "Traceback" not in done.stderr
+
+
+def _certificate(tmp: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (the test's own authority) and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "optin test intake")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "intake-cert.pem", tmp / "intake-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def test_the_intake_over_tls_is_trusted_only_with_its_certificate(
+    s3: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clients: list[Client]
+) -> None:
+    """``--tls-cert``/``--tls-key``: the client checks the certificate (the system's authorities by
+    default): an intake whose certificate it does not trust gets nothing, one it trusts the bundle."""
+    import ssl
+
+    cert, key = _certificate(tmp_path)
+    server = IntakeServer(
+        bucket, STUDY_ID, s3.env(), (*INTAKE_ARGS, "--tls-cert", str(cert), "--tls-key", str(key))
+    )
+    server.log, server.scheme = tmp_path / "intake-tls.log", "https"
+    server.start()
+    try:
+        assert server.url.startswith("https://127.0.0.1:")
+        v = volunteer(tmp_path, 0, server.url, monkeypatch, clients)
+        path = random_bundle(tmp_path, SESSION, 100)
+        with pytest.raises(UploadFailed, match=r"certificate of 127.0.0.1:.* is not trusted"):
+            v.sender.send(v.export(path, SESSION))
+        trusting = Client(timeout=10, context=ssl.create_default_context(cafile=str(cert)))
+        clients.append(trusting)
+        sender = Sender(v.dirs, trusting, server.url, v.signer)
+        assert sender.send(v.export(path, SESSION)).state == "delivered"
+    finally:
+        server.stop()
