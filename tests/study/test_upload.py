@@ -591,3 +591,38 @@ def test_the_intake_over_tls_is_trusted_only_with_its_certificate(
         assert sender.send(v.export(path, SESSION)).state == "delivered"
     finally:
         server.stop()
+
+
+def test_a_damaged_record_in_the_bucket_is_not_trusted(  # noqa: PLR0917 - fixtures
+    intake: IntakeServer,
+    s3: S3Server,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clients: list[Client],
+) -> None:
+    """A record the intake did not write (garbage, another session's, a state it does not know) is never
+    read as stored: the intake answers retry (internal_error) and logs it, and nothing is sent."""
+    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    name, prefix = bucket.removeprefix("s3://").split("/", 1)
+    key = f"{prefix}/intake/sessions/{v.signer.volunteer}/{SESSION}.json"
+    sha = hashlib.sha256(b"x").hexdigest()
+    begin = sign_request(v.signer.identity, request_of(v, SESSION, 1, sha))
+    good = {
+        "v": 1, "volunteer": v.signer.volunteer, "session": SESSION, "signing_key": "", "size": 1,
+        "sha256": sha, "part_size": PART, "upload_id": "u", "state": "stored", "reason": None,
+        "began": 1, "finished": 2,
+    }  # fmt: skip
+    for damaged in (
+        b"garbage",
+        json.dumps({**good, "session": "20261206T120000Z-ffffffff"}).encode(),
+        json.dumps({**good, "state": "delivered"}).encode(),
+        json.dumps({**good, "reason": "made up"}).encode(),
+        b"[" * 10_000,
+    ):
+        s3.client().put_object(Bucket=name, Key=key, Body=damaged)
+        status, answer = raw(intake.url, "begin", begin)
+        assert (status, answer["status"], answer["reason"]) == (500, "retry", "internal_error"), damaged[:40]
+    s3.client().put_object(Bucket=name, Key=key, Body=json.dumps(good).encode())
+    assert raw(intake.url, "begin", begin)[1]["status"] == "stored"  # the record as the intake writes it
+    assert "is damaged" in (intake.log or Path()).read_text()
