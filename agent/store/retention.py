@@ -104,8 +104,9 @@ class SessionStat:
 class Deleted:
     """One session that was shredded.
 
-    :ivar reason: ``age``, ``budget``, ``volunteer`` (``sessions delete``, ``purge``)
-        or ``delete-last``.
+    :ivar reason: ``age``, ``budget``, ``volunteer`` (``sessions delete``, ``purge``),
+        ``delete-last``, ``exported`` (the study's ``after_export``) or ``delivered`` (its
+        ``after_upload``, once the intake confirmed).
     """
 
     session_id: str
