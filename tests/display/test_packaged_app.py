@@ -79,8 +79,9 @@ def test_the_app_runs_the_whole_demo(app: Path, tmp_path: Path) -> None:
 
 
 def test_the_app_holds_no_study_side_and_says_how_to_get_it(app: Path, tmp_path: Path) -> None:
-    """The volunteer's app carries no network code: the study side (boto3, pyarrow, Ray) is pip's
-    `study` extra, for operators."""
+    """The volunteer's app carries none of the study side (boto3, pyarrow, Ray, the intake: pip's
+    `study` extra, for operators); its one network command, `optin upload`, is there and says what it
+    needs."""
     bundled = {p.name.split(".")[0].lower() for p in (app.parent / "_internal").iterdir()}
     assert not bundled & {"boto3", "botocore", "pyarrow", "ray", "matplotlib", "duckdb"}, bundled
     out = subprocess.run(
@@ -91,3 +92,13 @@ def test_the_app_holds_no_study_side_and_says_how_to_get_it(app: Path, tmp_path:
         check=False,
     )
     assert out.returncode == 2 and "study extra" in out.stderr, out.stderr
+    upload = subprocess.run(
+        [str(app), "upload", "--all-exported"],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        check=False,
+    )
+    assert upload.returncode == 2 and "Fix:" in upload.stderr and "Traceback" not in upload.stderr, (
+        upload.stderr
+    )
