@@ -4,12 +4,14 @@ sessions`` shows; the study's ``after_upload``; the command killed mid-upload an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from agent.export import deliveries
 from agent.paths import Dirs
 from agent.study import Study, install_study
 from tests.proxy import cutting_proxy
-from tests.servers import S3Server, intake_server
+from tests.servers import IntakeServer, S3Server, intake_server
 from tests.study.test_upload import INTAKE_ARGS, PART, objects, random_bundle
 from tests.tools import Consented, wait_until
 from tests.unit.test_export import session  # noqa: F401 - the recorded session fixture
@@ -37,6 +39,26 @@ def uploading_study(d: Dirs, study_file: Path, url: str, after_upload: str = "ke
     return study
 
 
+@contextlib.contextmanager
+def exported_to(  # noqa: PLR0917 - the fixtures it stands for
+    s3: S3Server,
+    bucket: str,
+    consented: Consented,
+    study_file: Path,
+    session: str,  # noqa: F811 - the fixture's value
+    tmp_path: Path,
+    *,
+    after_upload: str,
+) -> Iterator[IntakeServer]:
+    """An intake over ``bucket``, the study uploading there (``after_upload``), and ``session`` exported
+    into ``tmp_path / "out"``."""
+    d, study = consented
+    with intake_server(s3, bucket, study.id, tmp_path, args=INTAKE_ARGS) as intake:
+        uploading_study(d, study_file, intake.url, after_upload=after_upload)
+        assert cli.main(["export", session, "--approve", "--out", str(tmp_path / "out")]) == 0
+        yield intake
+
+
 def test_an_exported_session_is_uploaded_and_deleted_once_the_study_has_it(  # noqa: PLR0917 - fixtures
     consented: Consented,
     session: str,  # noqa: F811 - the fixture
@@ -45,11 +67,9 @@ def test_an_exported_session_is_uploaded_and_deleted_once_the_study_has_it(  # n
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    d, study = consented
+    d, _study = consented
     bucket = f"s3://{s3.bucket()}/intake"
-    with intake_server(s3, bucket, study.id, tmp_path, args=INTAKE_ARGS) as intake:
-        uploading_study(d, study_file, intake.url, after_upload="delete")
-        assert cli.main(["export", session, "--approve", "--out", str(tmp_path / "out")]) == 0
+    with exported_to(s3, bucket, consented, study_file, session, tmp_path, after_upload="delete"):
         capsys.readouterr()
         bundle = tmp_path / "out" / f"{session}.optin.tar.age"
         sent = bundle.read_bytes()
@@ -177,11 +197,9 @@ def test_a_delivered_session_stays_when_the_study_keeps_it_and_a_refused_one_alw
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    d, study = consented
+    d, _study = consented
     bucket = f"s3://{s3.bucket()}/intake"
-    with intake_server(s3, bucket, study.id, tmp_path, args=INTAKE_ARGS) as intake:
-        uploading_study(d, study_file, intake.url, after_upload="keep")
-        assert cli.main(["export", session, "--approve", "--out", str(tmp_path / "out")]) == 0
+    with exported_to(s3, bucket, consented, study_file, session, tmp_path, after_upload="keep") as intake:
         assert cli.main(["upload", session, "--json"]) == 0
         (row,) = json.loads(_last_json(capsys))
         assert row["result"] == "delivered" and "deleted_locally" not in row
