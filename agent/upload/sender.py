@@ -128,15 +128,18 @@ class _Run:
     # -- the rounds ---------------------------------------------------------------------------------
 
     def deliver(self) -> Delivery:
-        for _round in range(MAX_ROUNDS):
-            answer = self.ask("begin")
-            while answer.status == "upload":
-                renewed = self.send_parts(answer)
-                if renewed:
-                    break  # the URLs expired: begin again
-                answer = self.ask("complete")
+        answer = self.ask("begin")
+        for _round in range(MAX_ROUNDS):  # every begin and complete counts: a hostile intake cannot loop us
             if answer.status == "stored":
+                if (answer.size, answer.sha256) != (self.delivery.size, self.delivery.sha256):
+                    return self.fail(
+                        "the intake said it stored another bundle than this export. Fix: run optin upload "
+                        "again; if it says so again, tell the study",
+                        retry=True,
+                    )
                 return self.save(state="delivered", sent=self.delivery.size, reason="", message="")
+            renewed = self.send_parts(answer)  # an upload answer: the parts to send
+            answer = self.ask("begin" if renewed else "complete")  # expired URLs: begin again
         return self.fail(
             f"the intake kept asking for parts after {MAX_ROUNDS} rounds. Fix: run optin upload again later; "
             "if it keeps happening, tell the study",

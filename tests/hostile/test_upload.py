@@ -209,6 +209,11 @@ def _upload_answer(url: str) -> dict[str, Any]:
     }
 
 
+def _held() -> list[dict[str, Any]]:
+    part = 5 * 1024 * 1024
+    return [{"part": 1, "size": part, "etag": '"x"'}, {"part": 2, "size": 6_000_000 - part, "etag": '"y"'}]
+
+
 HOSTILE_INTAKES: dict[str, tuple[Callable[[BaseHTTPRequestHandler, bytes], None], str]] = {
     "parts to another computer over http": (
         lambda h, b: _json(h, 200, _upload_answer("http://192.0.2.7/steal")),
@@ -250,6 +255,16 @@ HOSTILE_INTAKES: dict[str, tuple[Callable[[BaseHTTPRequestHandler, bytes], None]
         "refused",
     ),
     "a stall longer than the timeout": (lambda h, b: time.sleep(2), "did not answer"),
+    "stored, but another bundle": (
+        lambda h, b: _json(
+            h, 200, {"status": "stored", "size": 6_000_000, "sha256": "0" * 64, "already": True}
+        ),
+        "stored another bundle",
+    ),
+    "parts asked for ever, none to send": (
+        lambda h, b: _json(h, 200, {**_upload_answer("https://x.example/"), "send": [], "have": _held()}),
+        "kept asking for parts",
+    ),
 }
 
 
