@@ -199,6 +199,8 @@ class Intake:
             refuse("unknown_session", "no upload of this session was begun")
         if record.state == "stored" and record.sha256 == request.sha256:
             return _stored(request, already=True)
+        if record.state == "refused" and record.sha256 == request.sha256:
+            refuse(record.reason or "internal_error", "the intake refused this upload; begin it again")
         if record.state != "uploading" or record.sha256 != request.sha256 or record.size != request.size:
             refuse("bad_request", "complete names another bundle than the upload begun")
         key = rules.bundle_key(request.volunteer, request.session)
