@@ -147,6 +147,7 @@ bench: venv
 	$(BIN)/python -m tests.benchmarks.ocr_pool
 	$(BIN)/python -m tests.benchmarks.export_hour
 	$(BIN)/python -m tests.benchmarks.screen_idle
+	$(BIN)/python -m tests.benchmarks.upload
 	$(BIN)/python -m tests.benchmarks.agent_memory
 
 # The soak (issue 18): the real agent on a private display for SOAK_MINUTES of scripted work, sampled
