@@ -210,7 +210,9 @@ def test_every_study_field_is_in_the_terms(study_file: Path) -> None:
     flat |= ({"tasks"} if "list" in tasks else set()) | ({"tasks_mode"} if "mode" in tasks else set())
     flat |= {"task_done_hotkey"} if tasks.get("done_hotkey") == "<ctrl>+<alt>+d" else set()
     # the intake is bound when the study has one (a study without keeps its terms from before uploads)
-    uploading = dataclasses.replace(study, upload_url="https://i.example.org/", retention_after_upload="delete")
+    uploading = dataclasses.replace(
+        study, upload_url="https://i.example.org/", retention_after_upload="delete"
+    )
     upload = uploading.terms()["upload"]
     flat |= {"upload_url"} if upload["url"] == "https://i.example.org/" else set()
     flat |= {"retention_after_upload"} if upload["after_upload"] == "delete" else set()
