@@ -44,6 +44,7 @@ from agent.study_model import (
 )
 from agent.toml_lines import BARE_KEY, KeyPath, TomlLines
 from agent.untrusted_text import hidden_characters
+from agent.upload_urls import url_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -269,8 +270,6 @@ class _Validator:
 
     def _upload_url(self, value: object) -> str:
         """``[upload] url``: the intake's address (https, or http to this computer), "" without [upload]."""
-        from agent.upload_protocol import url_problem  # here: it imports agent.study through ipc_protocol
-
         table = self._table(value, "upload", _UPLOAD_KEYS)
         if value is not None and isinstance(value, dict) and "url" not in table:
             self.error(("upload",), 'upload needs url = "https://..." (the study\'s intake). Fix: add it')

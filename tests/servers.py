@@ -71,7 +71,29 @@ class S3Server:
     #: One bucket for the session: a test takes a fresh prefix in it (:meth:`url`); a bucket per test
     #: would cost 0.3 s each and slow the server's shutdown.
     shared_bucket: str = ""
+    #: ``weed shell``'s command line for this server (master and filer, each ``host:port.grpcport``)
+    shell_argv: list[str] = field(default_factory=list)
     _made: Iterator[int] = field(default_factory=itertools.count)
+
+    def shell(self, command: str) -> str:
+        """Run one ``weed shell`` command (e.g. ``fs.configure ... -apply``); its output."""
+        done = subprocess.run(
+            self.shell_argv,
+            input=command + "\nexit\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"weed shell {command!r} exited {done.returncode}: {done.stderr[-500:]}")
+        return done.stdout
+
+    def writable(self, bucket: str, *, writable: bool) -> None:
+        """Make ``bucket`` refuse every write (as a full store does: HTTP 500) or take them again."""
+        self.shell(
+            f"fs.configure -locationPrefix=/buckets/{bucket}/ -readOnly={str(not writable).lower()} -apply"
+        )
 
     def client(self, *, secret_key: str | None = None) -> Any:
         """A boto3 S3 client for this server (``secret_key`` to try a wrong one)."""
@@ -214,6 +236,12 @@ def weed_server(root: Path) -> Iterator[S3Server]:
         endpoint = f"http://127.0.0.1:{ports['s3.port']}"
         _wait_until_up(proc, endpoint, log)
         server = S3Server(endpoint, key, secret, data)
+        server.shell_argv = [
+            weed,
+            "shell",
+            f"-master=127.0.0.1:{ports['master.port']}.{ports['master.port.grpc']}",
+            f"-filer=127.0.0.1:{ports['filer.port']}.{ports['filer.port.grpc']}",
+        ]
         server.shared_bucket = server.bucket()
         yield server
     finally:
@@ -296,6 +324,7 @@ class IntakeServer:
             "--listen", f"127.0.0.1:{self.port}", *self.args,
         ]  # fmt: skip
         assert self.log is not None
+        seen = self.log.stat().st_size if self.log.exists() else 0  # a restart appends to the same log
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv,
@@ -307,7 +336,7 @@ class IntakeServer:
             )
         _record_pid(self.proc.pid)
         deadline = time.monotonic() + INTAKE_START_TIMEOUT_S
-        while f"listening on {self.url}".encode() not in self.log.read_bytes():
+        while f"listening on {self.url}".encode() not in self.log.read_bytes()[seen:]:
             if self.proc.poll() is not None:
                 pytest.fail(
                     f"optin dataset intake exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}"

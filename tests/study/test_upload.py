@@ -626,3 +626,39 @@ def test_a_damaged_record_in_the_bucket_is_not_trusted(  # noqa: PLR0917 - fixtu
     s3.client().put_object(Bucket=name, Key=key, Body=json.dumps(good).encode())
     assert raw(intake.url, "begin", begin)[1]["status"] == "stored"  # the record as the intake writes it
     assert "is damaged" in (intake.log or Path()).read_text()
+
+
+def test_a_full_store_refuses_the_parts_and_the_upload_resumes_when_it_has_room(  # noqa: PLR0917 - fixtures
+    intake: IntakeServer,
+    s3: S3Server,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clients: list[Client],
+) -> None:
+    """The store stops taking writes mid-upload (full: SeaweedFS answers 500 to every write, as a
+    read-only bucket does): the volunteer is told to try later and tell the study, nothing counts as
+    sent that the store did not take, and once it has room the upload carries on and is delivered."""
+    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    path = random_bundle(tmp_path, SESSION, 2 * PART + 3)
+    exported = v.export(path, SESSION)
+    name = bucket.removeprefix("s3://").split("/", 1)[0]
+    sent: list[int] = []
+
+    def fill_after_the_first_part(done: int, _total: int) -> None:
+        sent.append(done)
+        if done >= PART and len(sent) == 2:
+            s3.writable(name, writable=False)
+
+    try:
+        with pytest.raises(
+            UploadFailed, match=r"could not be sent.*HTTP 500.*if the store is full, tell the study"
+        ) as info:
+            v.sender.send(exported, fill_after_the_first_part)
+        assert info.value.retry
+        left = deliveries.load(v.dirs, SESSION)
+        assert left is not None and left.state == "uploading" and left.sent == PART
+    finally:
+        s3.writable(name, writable=True)
+    assert v.sender.send(left).state == "delivered"
+    assert objects(s3, bucket)[f"bundles/{v.signer.volunteer}/{SESSION}.optin.tar.age"] == path.read_bytes()

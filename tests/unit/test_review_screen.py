@@ -53,7 +53,9 @@ def test_before_loading_nothing_can_be_done_but_close(consented: Consented, sess
         "tasks": [],
         "deletes_session": False,
         "sessions": 0,
+        "upload_pending": False,
     }
+    assert not enabled["upload"]  # nothing exported yet
 
 
 def test_ready_shows_the_first_frame_and_the_session_as_exported(screen: ReviewScreen) -> None:
