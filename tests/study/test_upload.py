@@ -80,6 +80,14 @@ def volunteer(
     )
 
 
+@pytest.fixture
+def alice(
+    intake: IntakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clients: list[Client]
+) -> Volunteer:
+    """Volunteer 0, sending to the test's intake."""
+    return volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+
+
 def random_bundle(tmp: Path, session: str, size: int, seed: int = 0) -> Path:
     """Bytes that stand for an encrypted bundle (the intake never decrypts: any bytes are a bundle to it)."""
     path = tmp / f"{session}.optin.tar.age"
@@ -113,15 +121,14 @@ def objects(s3: S3Server, bucket_url: str) -> dict[str, bytes]:
 SESSION = "20261206T120000Z-0a1b2c3d"
 
 
-def test_a_bundle_in_parts_is_delivered_once(  # noqa: PLR0917 - fixtures
+def test_a_bundle_in_parts_is_delivered_once(
+    alice: Volunteer,
     intake: IntakeServer,
     s3: S3Server,
     bucket: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    clients: list[Client],
 ) -> None:
-    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    v = alice
     path = random_bundle(tmp_path, SESSION, 2 * PART + 12345)
     seen: list[tuple[int, int]] = []
     done = v.sender.send(v.export(path, SESSION), lambda sent, total: seen.append((sent, total)))
@@ -238,9 +245,13 @@ def test_a_connection_cut_mid_part_is_sent_again_and_nothing_is_duplicated(
 
 
 def test_a_network_that_stays_down_leaves_the_upload_to_resume(
-    intake: IntakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clients: list[Client]
+    alice: Volunteer,
+    intake: IntakeServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clients: list[Client],
 ) -> None:
-    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    v = alice
     path = random_bundle(tmp_path, SESSION, PART + 1)
     exported = v.export(path, SESSION)
     intake.stop()
@@ -253,15 +264,14 @@ def test_a_network_that_stays_down_leaves_the_upload_to_resume(
     assert v.sender.send(left).state == "delivered"
 
 
-def test_the_intake_restarted_mid_upload_resumes_from_the_parts_the_store_holds(  # noqa: PLR0917 - fixtures
+def test_the_intake_restarted_mid_upload_resumes_from_the_parts_the_store_holds(
+    alice: Volunteer,
     intake: IntakeServer,
     s3: S3Server,
     bucket: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    clients: list[Client],
 ) -> None:
-    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    v = alice
     path = random_bundle(tmp_path, SESSION, 2 * PART + 5)
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
@@ -339,15 +349,13 @@ def test_a_slow_client_is_cut_off(intake: IntakeServer) -> None:
     assert took < 25  # the 10 s body limit, with room for a loaded machine
 
 
-def test_a_second_export_of_a_delivered_session_is_refused_not_overwritten(  # noqa: PLR0917 - fixtures
-    intake: IntakeServer,
+def test_a_second_export_of_a_delivered_session_is_refused_not_overwritten(
+    alice: Volunteer,
     s3: S3Server,
     bucket: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    clients: list[Client],
 ) -> None:
-    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    v = alice
     first = random_bundle(tmp_path, SESSION, 1000, seed=1)
     assert v.sender.send(v.export(first, SESSION)).state == "delivered"
     (tmp_path / "again").mkdir()
@@ -384,13 +392,17 @@ def test_rate_limits_answer_retry_with_a_wait(
 
 
 def test_health_and_metrics(
-    intake: IntakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clients: list[Client]
+    alice: Volunteer,
+    intake: IntakeServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clients: list[Client],
 ) -> None:
     import urllib.request
 
     with urllib.request.urlopen(intake.url + "healthz", timeout=10) as reply:  # noqa: S310 - our own http://127.0.0.1
         assert reply.status == 200 and json.loads(reply.read()) == {"status": "ok"}
-    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    v = alice
     v.sender.send(v.export(random_bundle(tmp_path, SESSION, 10), SESSION))
     raw(intake.url, "begin", b"{}")
     with urllib.request.urlopen(intake.url + "metrics", timeout=10) as reply:  # noqa: S310
@@ -441,16 +453,15 @@ def test_a_withdrawn_volunteer_is_refused_by_the_intake(
     ]
 
 
-def test_an_upload_the_store_dropped_starts_again(  # noqa: PLR0917 - fixtures
+def test_an_upload_the_store_dropped_starts_again(
+    alice: Volunteer,
     intake: IntakeServer,
     s3: S3Server,
     bucket: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    clients: list[Client],
 ) -> None:
     """A lifecycle rule (or an operator) aborts an unfinished upload: the next begin starts a new one."""
-    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    v = alice
     path = random_bundle(tmp_path, SESSION, PART + 10)
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
@@ -466,17 +477,16 @@ def test_an_upload_the_store_dropped_starts_again(  # noqa: PLR0917 - fixtures
     assert objects(s3, bucket)[f"bundles/{v.signer.volunteer}/{SESSION}.optin.tar.age"] == data
 
 
-def test_bytes_that_are_not_the_bundle_announced_are_deleted_and_refused(  # noqa: PLR0917 - fixtures
+def test_bytes_that_are_not_the_bundle_announced_are_deleted_and_refused(
+    alice: Volunteer,
     intake: IntakeServer,
     s3: S3Server,
     bucket: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    clients: list[Client],
 ) -> None:
     """A client that announces one bundle and sends other bytes of the same size gets sha256_mismatch;
     nothing stays in the store, and the session can then be sent right."""
-    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    v = alice
     path = random_bundle(tmp_path, SESSION, 1000)
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
@@ -593,17 +603,15 @@ def test_the_intake_over_tls_is_trusted_only_with_its_certificate(
         server.stop()
 
 
-def test_a_damaged_record_in_the_bucket_is_not_trusted(  # noqa: PLR0917 - fixtures
+def test_a_damaged_record_in_the_bucket_is_not_trusted(
+    alice: Volunteer,
     intake: IntakeServer,
     s3: S3Server,
     bucket: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    clients: list[Client],
 ) -> None:
     """A record the intake did not write (garbage, another session's, a state it does not know) is never
     read as stored: the intake answers retry (internal_error) and logs it, and nothing is sent."""
-    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    v = alice
     name, prefix = bucket.removeprefix("s3://").split("/", 1)
     key = f"{prefix}/intake/sessions/{v.signer.volunteer}/{SESSION}.json"
     sha = hashlib.sha256(b"x").hexdigest()
@@ -628,18 +636,16 @@ def test_a_damaged_record_in_the_bucket_is_not_trusted(  # noqa: PLR0917 - fixtu
     assert "is damaged" in (intake.log or Path()).read_text()
 
 
-def test_a_full_store_refuses_the_parts_and_the_upload_resumes_when_it_has_room(  # noqa: PLR0917 - fixtures
-    intake: IntakeServer,
+def test_a_full_store_refuses_the_parts_and_the_upload_resumes_when_it_has_room(
+    alice: Volunteer,
     s3: S3Server,
     bucket: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    clients: list[Client],
 ) -> None:
     """The store stops taking writes mid-upload (full: SeaweedFS answers 500 to every write, as a
     read-only bucket does): the volunteer is told to try later and tell the study, nothing counts as
     sent that the store did not take, and once it has room the upload carries on and is delivered."""
-    v = volunteer(tmp_path, 0, intake.url, monkeypatch, clients)
+    v = alice
     path = random_bundle(tmp_path, SESSION, 2 * PART + 3)
     exported = v.export(path, SESSION)
     name = bucket.removeprefix("s3://").split("/", 1)[0]
