@@ -132,7 +132,10 @@ def _upload(env: dict[str, str], *ids: str) -> subprocess.Popen[bytes]:
     )
 
 
-@pytest.mark.parametrize("stage", ["before the first part is acknowledged", "after a part"])
+@pytest.mark.parametrize(
+    "stage",
+    ["before the first part is acknowledged", "after a part", "after the last part, while completing"],
+)
 def test_a_killed_upload_resumes_and_sends_what_the_store_lacks(
     stage: str, consented: Consented, study_file: Path, s3: S3Server, tmp_path: Path
 ) -> None:
@@ -158,7 +161,13 @@ def test_a_killed_upload_resumes_and_sends_what_the_store_lacks(
             found = deliveries.load(d, sid)
             if found is None or found.state != "uploading":
                 return False
-            return found.sent >= PART if stage == "after a part" else proxy.upstream_bytes > PART // 2
+            if stage == "after a part":
+                return found.sent >= PART
+            if stage.startswith(
+                "after the last part"
+            ):  # the intake reads the object back through the slow proxy
+                return found.sent == len(data)
+            return proxy.upstream_bytes > PART // 2
 
         assert wait_until(reached, 60.0), "the upload never reached the stage"
         os.killpg(child.pid, signal.SIGKILL)
