@@ -226,7 +226,8 @@ def test_the_encoder_seam_gets_every_stored_shot(parts: Parts) -> None:
     watch._encoder_impl = encoder
     watch.action(now_ns(), "hotkey")
     changes.paint((0, 0, 3, 3), 55)
-    wait_until(lambda: len(encoder.kept) == 1)  # the settled frame (the hotkey's is the start frame)
+    # the settled frame (the hotkey's is the start frame); the sink hears of it after the encoder
+    wait_until(lambda: len(encoder.kept) == 1 and len(sink.frames) == 2)
     assert [reason for _, _, reason in encoder.kept] == ["settled"]
     assert [f.reason for f in sink.frames] == ["start", "settled"] and value_at(sink.frames[-1]) == 55
 
