@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from agent.errors import OptinError
 from agent.export import deliveries
 from agent.export.deliveries import Delivery
 from agent.paths import Dirs
@@ -51,9 +52,10 @@ READ_CHUNK = 1024 * 1024
 Progress = Callable[[int, int], None]
 
 
-class UploadFailed(Exception):
-    """The bundle was not delivered this time: ``retry`` says whether running ``optin upload`` again can
-    help (the network, the intake's limits) or not (refused; the bundle changed)."""
+class UploadFailed(OptinError):
+    """The bundle was not delivered this time (exit 1): ``retry`` says whether running ``optin upload``
+    again can help (the network, the intake's limits) or not (refused; the bundle changed). Its
+    message says what failed and the fix, never content; the review window shows it as it is."""
 
     def __init__(self, message: str, *, retry: bool, reason: str = "") -> None:
         super().__init__(message)

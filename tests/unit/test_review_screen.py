@@ -265,3 +265,18 @@ def test_usage_error_is_the_models(screen: ReviewScreen) -> None:
     screen.review.add_cut(0, 1)
     with pytest.raises(UsageError):
         screen.review.approve()
+
+
+def test_a_failed_upload_says_why_and_that_it_resumes(screen: ReviewScreen) -> None:
+    from agent.upload.sender import UploadFailed
+
+    screen.upload_pending = True
+    screen.begin("upload")
+    assert not screen.enabled()["upload"]  # not twice at once
+    what = screen.end()
+    outcome = screen.failed(
+        what, UploadFailed("the intake did not answer. Fix: check the network", retry=True)
+    )
+    assert outcome.error and outcome.status.startswith("the intake did not answer. Fix: check the network")
+    assert "optin upload resumes it" in outcome.status
+    assert screen.enabled()["upload"]  # try again from the window
