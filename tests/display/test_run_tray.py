@@ -83,6 +83,10 @@ def test_tray_pause_stops_capture_and_sigterm_seals(
         xdisplay.xdotool("type", "paused")
         t_resume = time.monotonic_ns()
         _menu_until(xdisplay, d, "recording", "Down", "Return")  # now: Resume
+        # input while optin's own menu is still up (it closes just after the state changes) is optin's
+        # own and left out, and the own-window watcher hears of its closing a moment later
+        # (agent/backends/xorg/own_ui.py): the volunteer's next move comes after that, as a person's would
+        time.sleep(1.0)
         xdisplay.xdotool("mousemove", "--sync", "555", "666")
         time.sleep(0.3)
         os.killpg(agent.pid, signal.SIGTERM)
