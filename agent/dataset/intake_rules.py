@@ -189,11 +189,6 @@ def metrics_text(counters: dict[str, int], gauges: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def record_document(record: Record) -> dict[str, Any]:
-    """The record as plain data (for logs: ids, sizes, states and codes only)."""
-    return {k: v for k, v in asdict(record).items() if k not in ("signing_key", "upload_id")}
-
-
 __all__ = [
     "ALREADY_STORED",
     "DELIVERED_OTHERWISE",

@@ -42,7 +42,7 @@ DEFAULT_MAX_BUNDLE_SIZE = 8 * 1024**3
 #: Requests a volunteer (and a client address) may make a minute, and at once.
 DEFAULT_RATE_PER_MINUTE = 60
 DEFAULT_BURST = 30
-#: Most records the intake reads back.
+#: Bytes read at a time when the intake hashes a completed object.
 READ_CHUNK = 1024 * 1024
 
 

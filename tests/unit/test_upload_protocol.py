@@ -258,3 +258,41 @@ def test_split_url_and_queries() -> None:
     assert up.url_problem("https://a.example.org/p?x=1", query=False) is not None
     assert up.action_url("https://a.example.org/s", "begin") == "https://a.example.org/s/v1/begin"
     assert up.action_url("https://a.example.org/s/", "status") == "https://a.example.org/s/v1/status"
+
+
+def test_the_study_files_upload_settings_are_checked_with_the_fix() -> None:
+    """``[upload] url`` and ``[retention] after_upload`` as a study file states them (the address every
+    volunteer's client will talk to): only what the client may use, never quoted back."""
+    from pyrage import x25519
+
+    from agent.errors import StudyError
+    from agent.study import demo_study_toml, parse_study
+
+    base = demo_study_toml(str(x25519.Identity.generate().to_public()))
+    good = parse_study(
+        base + '[upload]\nurl = "https://intake.example.org/s/"\n[retention]\nafter_upload = "delete"\n'
+    )
+    assert good.upload_url == "https://intake.example.org/s/" and good.deletes_after_upload
+    assert (
+        parse_study(base).terms() == parse_study(base + "").terms()
+        and "upload" not in parse_study(base).terms()
+    )
+    for extra, said in (
+        ('[upload]\nurl = "http://intake.example.org/"\n', "only https:// is allowed"),
+        ('[upload]\nurl = "https://user:pw@intake.example.org/"\n', "user name or password"),
+        ('[upload]\nurl = "https://intake.example.org/?token=secret"\n', "has a query"),
+        ('[upload]\nurl = "https://intake\u202e.example.org/"\n', "U+202E"),
+        ("[upload]\nurl = 7\n", "must be a string"),
+        ("[upload]\n", "upload needs url"),
+        ('[upload]\nurl = "https://i.example.org/"\nkey = "x"\n', "unknown key upload.key"),
+        ('[retention]\nafter_upload = "delete"\n', "has no [upload] url"),
+        (
+            '[upload]\nurl = "https://i.example.org/"\n[retention]\nafter_upload = "burn"\n',
+            '"keep", "delete"',
+        ),
+    ):
+        with pytest.raises(StudyError) as info:
+            parse_study(base + extra, source="s.toml")
+        assert said in str(info.value) and "secret" not in str(info.value) and "pw@" not in str(info.value), (
+            extra
+        )
